@@ -1,0 +1,128 @@
+//! Delivery tickets: what brought an event in (an HTTP request, a JetStream message) learns
+//! when the event has been dispatched or durably recorded, and only then.
+//!
+//! A ticket is shared by every place that still holds the event (one per receiving flow, plus
+//! the session_started routed before it). When the last holder lets go, the ticket settles:
+//! `Done`, or `Redeliver` if any holder gave the event up without handing it on (a flow
+//! instance stopped with the event still pending). The ticket also carries the in-flight
+//! permit that bounds how many admitted events the engine holds at once.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::OwnedSemaphorePermit;
+
+/// How a delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Dispatched to every receiving flow, dropped as an outcome, or durably recorded.
+    Done,
+    /// Not handed on: the source should deliver it again.
+    Redeliver,
+}
+
+/// Implemented by whatever brought the event in.
+pub trait Settle: Send + Sync + 'static {
+    fn settle(&self, settlement: Settlement);
+}
+
+impl<F: Fn(Settlement) + Send + Sync + 'static> Settle for F {
+    fn settle(&self, settlement: Settlement) {
+        self(settlement)
+    }
+}
+
+struct Ticket {
+    source: Option<Box<dyn Settle>>,
+    redeliver: AtomicBool,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Some(source) = &self.source {
+            source.settle(if self.redeliver.load(Ordering::Acquire) {
+                Settlement::Redeliver
+            } else {
+                Settlement::Done
+            });
+        }
+    }
+}
+
+/// A shared delivery ticket. Clone it for each holder; drop it when that holder is done.
+#[derive(Clone)]
+pub struct Delivery(Arc<Ticket>);
+
+impl Delivery {
+    pub fn new(source: Option<Box<dyn Settle>>, permit: Option<OwnedSemaphorePermit>) -> Self {
+        Delivery(Arc::new(Ticket {
+            source,
+            redeliver: AtomicBool::new(false),
+            _permit: permit,
+        }))
+    }
+
+    /// A ticket nobody waits on (internal events, tests).
+    pub fn none() -> Self {
+        Delivery::new(None, None)
+    }
+
+    /// This holder gives the event up without handing it on: ask the source to redeliver.
+    pub fn give_up(self) {
+        self.0.redeliver.store(true, Ordering::Release);
+    }
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("holders", &Arc::strong_count(&self.0))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn recorder() -> (Arc<Mutex<Vec<Settlement>>>, Box<dyn Settle>) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = log.clone();
+        (
+            log,
+            Box::new(move |s: Settlement| l.lock().unwrap().push(s)),
+        )
+    }
+
+    #[test]
+    fn settles_once_when_the_last_holder_is_done() {
+        let (log, source) = recorder();
+        let d = Delivery::new(Some(source), None);
+        let d2 = d.clone();
+        drop(d);
+        assert!(log.lock().unwrap().is_empty());
+        drop(d2);
+        assert_eq!(*log.lock().unwrap(), vec![Settlement::Done]);
+    }
+
+    #[test]
+    fn one_holder_giving_up_asks_for_redelivery() {
+        let (log, source) = recorder();
+        let d = Delivery::new(Some(source), None);
+        let d2 = d.clone();
+        d.give_up();
+        drop(d2);
+        assert_eq!(*log.lock().unwrap(), vec![Settlement::Redeliver]);
+    }
+
+    #[test]
+    fn releases_the_permit() {
+        let sem = Arc::new(tokio::sync::Semaphore::new(1));
+        let d = Delivery::new(None, Some(sem.clone().try_acquire_owned().unwrap()));
+        assert_eq!(sem.available_permits(), 0);
+        drop(d);
+        assert_eq!(sem.available_permits(), 1);
+    }
+}

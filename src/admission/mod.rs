@@ -1,0 +1,78 @@
+//! Admission (design.md section 4, step 1): an event names a known integration, a running
+//! connector of it, and an event the integration declares, or it is refused with a reason,
+//! counted and dead-lettered. Also: delivery tickets and the dedupe window.
+
+pub mod dedupe;
+pub mod delivery;
+
+use crate::commands::refusal::Fault;
+use crate::dead_letter::DeadLetterReason;
+
+/// Why an inbound event was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("unknown integration {0:?}")]
+    UnknownIntegration(String),
+    #[error("unknown connector {integration}/{connector}")]
+    UnknownConnector {
+        integration: String,
+        connector: String,
+    },
+    #[error("connector {integration}/{connector} is stopped")]
+    ConnectorStopped {
+        integration: String,
+        connector: String,
+    },
+    #[error("integration {integration} does not declare event {event:?}")]
+    UndeclaredEvent { integration: String, event: String },
+    #[error("{field}: {reason}")]
+    Malformed { field: String, reason: String },
+    /// Only from `try_submit`: the in-flight limit is reached; nothing was recorded.
+    #[error("the daemon is at its in-flight limit; retry later")]
+    Busy,
+}
+
+impl Refusal {
+    /// The dead-letter reason, or `None` for `Busy` (nothing was taken in).
+    pub fn dead_letter_reason(&self) -> Option<DeadLetterReason> {
+        Some(match self {
+            Refusal::UnknownIntegration(_) => DeadLetterReason::UnknownIntegration,
+            Refusal::UnknownConnector { .. } => DeadLetterReason::UnknownConnector,
+            Refusal::ConnectorStopped { .. } => DeadLetterReason::ConnectorStopped,
+            Refusal::UndeclaredEvent { .. } => DeadLetterReason::UndeclaredEvent,
+            Refusal::Malformed { .. } => DeadLetterReason::Malformed,
+            Refusal::Busy => return None,
+        })
+    }
+
+    /// The stable code: metric label and API error code.
+    pub fn code(&self) -> &'static str {
+        self.dead_letter_reason()
+            .map(DeadLetterReason::code)
+            .unwrap_or("busy")
+    }
+
+    pub fn fault(&self) -> Fault {
+        match self {
+            Refusal::Busy => Fault::Daemon,
+            _ => Fault::Caller,
+        }
+    }
+
+    pub fn retryable(&self) -> bool {
+        matches!(self, Refusal::Busy | Refusal::ConnectorStopped { .. })
+    }
+
+    /// The envelope field at fault.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Refusal::UnknownIntegration(_) => Some("integration_idn"),
+            Refusal::UnknownConnector { .. } | Refusal::ConnectorStopped { .. } => {
+                Some("connector_idn")
+            }
+            Refusal::UndeclaredEvent { .. } => Some("event_idn"),
+            Refusal::Malformed { field, .. } => Some(field),
+            Refusal::Busy => None,
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Why a command was refused, and what a refusal does: a `result_error` event to the same user
+//! persona, a dead-letter record, a counted metric. A refused command is never sent.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::dead_letter::{self, DeadLetter, DeadLetterReason, DeadLetterStore};
+use crate::domain::{Command, Event, Idn, PersonaId};
+use crate::routing::dispatch::Dispatcher;
+use crate::telemetry::handles;
+
+/// Whose fault a failure is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The caller's (a skill, an adapter, an HTTP client): fix the input.
+    Caller,
+    /// The daemon's own.
+    Daemon,
+    /// A peer's (a runner, an adapter, a remote API).
+    Peer,
+}
+
+/// The command boundary's refusals.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandRefusal {
+    #[error("unknown integration {0:?}")]
+    UnknownIntegration(String),
+    #[error("unknown connector {integration}/{connector}")]
+    UnknownConnector {
+        integration: String,
+        connector: String,
+    },
+    #[error("connector {integration}/{connector} is stopped")]
+    ConnectorStopped {
+        integration: String,
+        connector: String,
+    },
+    #[error("integration {integration} does not accept command {command:?}")]
+    NotAccepted {
+        integration: String,
+        command: String,
+    },
+    #[error("command {command} needs argument {argument:?}")]
+    MissingArgument { command: String, argument: String },
+    #[error("invalid argument {argument:?}: {reason}")]
+    InvalidArgument { argument: String, reason: String },
+    #[error("command names account {0:?}, not the invocation's")]
+    WrongAccount(String),
+    #[error("egress for {0} is full")]
+    EgressFull(String),
+}
+
+impl CommandRefusal {
+    pub fn fault(&self) -> Fault {
+        match self {
+            CommandRefusal::EgressFull(_) => Fault::Daemon,
+            _ => Fault::Caller,
+        }
+    }
+
+    /// Whether the same command may succeed later unchanged.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            CommandRefusal::ConnectorStopped { .. } | CommandRefusal::EgressFull(_)
+        )
+    }
+
+    /// The argument or field at fault, if one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            CommandRefusal::UnknownIntegration(_) => Some("integration_idn"),
+            CommandRefusal::UnknownConnector { .. } | CommandRefusal::ConnectorStopped { .. } => {
+                Some("connector_idn")
+            }
+            CommandRefusal::NotAccepted { .. } => Some("command_idn"),
+            CommandRefusal::MissingArgument { argument, .. }
+            | CommandRefusal::InvalidArgument { argument, .. } => Some(argument),
+            CommandRefusal::WrongAccount(_) => Some("account"),
+            CommandRefusal::EgressFull(_) => None,
+        }
+    }
+}
+
+/// The `result_error` (or `result_success`) event answering command act `act` for `persona`.
+pub fn result_event(command: &Command, event: &str, act: Uuid, persona: PersonaId) -> Event {
+    let mut e = Event::for_persona(
+        command.account.clone(),
+        command.integration.clone(),
+        command.connector.clone(),
+        Idn::known(event),
+        persona,
+    );
+    e.command_act_id = Some(act);
+    e.arguments.push("command_act_id", act.to_string());
+    e.arguments.push("command_idn", command.command.as_str());
+    e
+}
+
+/// Refuses `command`: answers the persona with `result_error`, dead-letters it, counts it.
+pub fn refuse(
+    dispatcher: &Arc<Dispatcher>,
+    dead_letters: &dyn DeadLetterStore,
+    command: Command,
+    act: Uuid,
+    persona: PersonaId,
+    refusal: CommandRefusal,
+) {
+    handles::command(
+        command.integration.as_str(),
+        command.command.as_str(),
+        "refused",
+    );
+    let mut answer = result_event(&command, "result_error", act, persona);
+    answer.arguments.push("error", refusal.to_string());
+    if let Some(f) = refusal.field() {
+        answer.arguments.push("field", f);
+    }
+    dispatcher.route_internal(answer);
+    dead_letter::record(
+        dead_letters,
+        DeadLetter::command(
+            DeadLetterReason::CommandRefused,
+            refusal.to_string(),
+            command,
+        ),
+    );
+}

@@ -1,0 +1,345 @@
+//! The connector actor: one per running connector. It resolves the persona of each admitted
+//! event, drops repeats, starts sessions, routes the event through the subscription index, and
+//! validates the commands addressed to its connector before they leave.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Context, Handler, Message};
+use rustc_hash::FxHashMap;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::system;
+use crate::admission::dedupe::DedupeWindow;
+use crate::admission::delivery::Delivery;
+use crate::catalog::Integration;
+use crate::commands::refusal::{refuse, result_event, CommandRefusal};
+use crate::dead_letter::{self, DeadLetter, DeadLetterReason, DeadLetterStore};
+use crate::domain::{Command, Event, Idn, PersonaId, RoutedEvent, Target};
+use crate::egress::{CommandSink, OutboundCommand};
+use crate::flow_instance::state::StateStore;
+use crate::routing::dispatch::Dispatcher;
+use crate::routing::index::{FlowRoute, ScopeKey};
+use crate::session::table::SessionTable;
+use crate::telemetry::handles::{self, ConnectorMetrics, EngineMetrics, CUSTOM_EVENT_LABEL};
+
+/// What every connector actor needs, shared.
+pub struct ConnectorDeps {
+    pub dispatcher: Arc<Dispatcher>,
+    pub sessions: Arc<SessionTable>,
+    pub dead_letters: Arc<dyn DeadLetterStore>,
+    pub sink: Arc<dyn CommandSink>,
+    pub state: Arc<StateStore>,
+    pub metrics: Arc<EngineMetrics>,
+    pub dedupe_window: Duration,
+    pub dedupe_capacity: usize,
+    /// How long a command act id stays known for routing its results.
+    pub act_ttl: Duration,
+    pub act_capacity: usize,
+}
+
+/// An admitted event for this connector.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Inbound {
+    pub event: Event,
+    pub delivery: Delivery,
+    pub admitted_at: Instant,
+}
+
+/// A command addressed to this connector.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Outbound {
+    pub command: Command,
+    pub act: Uuid,
+    pub persona: PersonaId,
+    /// The invoking flow, when the command came from a skill.
+    pub flow: Option<Arc<FlowRoute>>,
+}
+
+/// Stop after the messages already in the mailbox.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+pub struct ConnectorActor {
+    scope: ScopeKey,
+    system_scope: ScopeKey,
+    integration: Arc<Integration>,
+    internal: bool,
+    deps: Arc<ConnectorDeps>,
+    metrics: ConnectorMetrics,
+    dedupe: Option<Box<DedupeWindow>>,
+    /// Command act id → (persona, when issued): results come back to the same persona.
+    acts: FxHashMap<Uuid, (PersonaId, Instant)>,
+}
+
+impl ConnectorActor {
+    pub fn new(
+        account: Idn,
+        integration: Arc<Integration>,
+        connector: Idn,
+        internal: bool,
+        deps: Arc<ConnectorDeps>,
+    ) -> Self {
+        let system = Idn::known("system");
+        ConnectorActor {
+            system_scope: ScopeKey::new(account.clone(), system.clone(), system),
+            scope: ScopeKey::new(account, integration.idn.clone(), connector),
+            metrics: ConnectorMetrics::new(&integration.idn, integration.channel_label()),
+            integration,
+            internal,
+            deps,
+            dedupe: None,
+            acts: FxHashMap::default(),
+        }
+    }
+
+    fn persona_of(&mut self, event: &Event) -> Option<PersonaId> {
+        if let Some(act) = event.command_act_id {
+            if let Some((p, _)) = self.acts.get(&act) {
+                return Some(*p);
+            }
+        }
+        match &event.target {
+            Target::Actor(a) => Some(PersonaId::derive(
+                &event.account,
+                &event.integration,
+                &a.external_id,
+            )),
+            Target::Persona(p) => Some(*p),
+            Target::ByCommandAct => None,
+        }
+    }
+
+    fn remember_act(&mut self, act: Uuid, persona: PersonaId, now: Instant) {
+        if self.acts.len() >= self.deps.act_capacity {
+            let ttl = self.deps.act_ttl;
+            self.acts.retain(|_, (_, at)| now.duration_since(*at) < ttl);
+            if self.acts.len() >= self.deps.act_capacity {
+                // Still full of live acts: forget the oldest.
+                if let Some(oldest) = self
+                    .acts
+                    .iter()
+                    .min_by_key(|(_, (_, at))| *at)
+                    .map(|(k, _)| *k)
+                {
+                    self.acts.remove(&oldest);
+                }
+            }
+        }
+        self.acts.insert(act, (persona, now));
+    }
+
+    fn route_session_event(
+        &self,
+        name: &str,
+        persona: PersonaId,
+        session: Uuid,
+        delivery: &Delivery,
+        admitted_at: Instant,
+    ) {
+        let mut e = Event::for_persona(
+            self.scope.account.clone(),
+            self.system_scope.integration.clone(),
+            self.system_scope.connector.clone(),
+            Idn::known(name),
+            persona,
+        );
+        e.arguments.push("session_id", session.to_string());
+        e.arguments
+            .push("integration_idn", self.scope.integration.as_str());
+        e.arguments
+            .push("connector_idn", self.scope.connector.as_str());
+        self.deps.dispatcher.route(
+            Arc::new(RoutedEvent { event: e, persona }),
+            &self.system_scope,
+            delivery,
+            admitted_at,
+        );
+    }
+
+    fn validate(&self, command: &Command) -> Result<(), CommandRefusal> {
+        let i = &self.integration;
+        if !i.accepts(command.command.as_str()) {
+            return Err(CommandRefusal::NotAccepted {
+                integration: i.idn.to_string(),
+                command: command.command.to_string(),
+            });
+        }
+        if let Some(decl) = i.command(command.command.as_str()) {
+            for required in &decl.required {
+                if command.arguments.get(required).is_none_or(str::is_empty) {
+                    return Err(CommandRefusal::MissingArgument {
+                        command: command.command.to_string(),
+                        argument: required.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Actor for ConnectorActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Inbound> for ConnectorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Inbound, _ctx: &mut Context<Self>) {
+        let Inbound {
+            event,
+            delivery,
+            admitted_at,
+        } = msg;
+        if let Some(id) = &event.external_event_id {
+            let deps = &self.deps;
+            let window = self.dedupe.get_or_insert_with(|| {
+                Box::new(DedupeWindow::new(deps.dedupe_window, deps.dedupe_capacity))
+            });
+            if window.is_repeat(id, Instant::now()) {
+                self.deps.metrics.deduplicated.increment(1);
+                return; // acknowledged, not routed again
+            }
+        }
+        let Some(persona) = self.persona_of(&event) else {
+            handles::rejected(DeadLetterReason::UnknownCommandAct.code());
+            dead_letter::record(
+                &*self.deps.dead_letters,
+                DeadLetter::event(
+                    DeadLetterReason::UnknownCommandAct,
+                    format!(
+                        "command_act_id {:?} is unknown to {}/{} and the event names no actor",
+                        event.command_act_id, self.scope.integration, self.scope.connector
+                    ),
+                    event,
+                    None,
+                ),
+            );
+            return;
+        };
+        let from_actor = matches!(event.target, Target::Actor(_));
+        if from_actor && !self.internal {
+            if let Some(session) = self.deps.sessions.touch(
+                &self.scope,
+                self.integration.channel_label(),
+                persona,
+                Instant::now(),
+            ) {
+                self.route_session_event(
+                    "session_started",
+                    persona,
+                    session,
+                    &delivery,
+                    admitted_at,
+                );
+            }
+        }
+        let ends = event.event.as_str() == "conversation_ended";
+        let declared = self.integration.event(event.event.as_str()).is_some();
+        let event_idn = event.event.clone();
+        let routed = Arc::new(RoutedEvent { event, persona });
+        let matched = self
+            .deps
+            .dispatcher
+            .route(routed, &self.scope, &delivery, admitted_at);
+        // Label values stay bounded: custom idns nobody subscribes to share one label.
+        let label = if declared || matched > 0 {
+            event_idn
+        } else {
+            Idn::known(CUSTOM_EVENT_LABEL)
+        };
+        self.metrics.received(&label);
+        if matched == 0 {
+            self.metrics.unmatched(&label);
+        }
+        if ends {
+            for ended in self.deps.sessions.end_integration(
+                &self.scope.account,
+                persona,
+                &self.scope.integration,
+            ) {
+                self.route_session_event("session_ended", persona, ended, &delivery, admitted_at);
+            }
+        }
+    }
+}
+
+impl Handler<Outbound> for ConnectorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Outbound, _ctx: &mut Context<Self>) {
+        let Outbound {
+            command,
+            act,
+            persona,
+            flow,
+        } = msg;
+        if let Err(refusal) = self.validate(&command) {
+            refuse(
+                &self.deps.dispatcher,
+                &*self.deps.dead_letters,
+                command,
+                act,
+                persona,
+                refusal,
+            );
+            return;
+        }
+        let command_idn = command.command.clone();
+        let result = if self.integration.idn == *"system" {
+            system::execute(&self.deps, &command, act, persona, flow.as_deref())
+        } else {
+            self.remember_act(act, persona, Instant::now());
+            self.deps
+                .sink
+                .deliver(OutboundCommand {
+                    command: command.clone(),
+                    act,
+                    persona,
+                })
+                .map_err(|_| CommandRefusal::EgressFull(self.integration.idn.to_string()))
+        };
+        match result {
+            Ok(()) => self.metrics.command(&command_idn, "sent"),
+            Err(refusal) => refuse(
+                &self.deps.dispatcher,
+                &*self.deps.dead_letters,
+                command,
+                act,
+                persona,
+                refusal,
+            ),
+        }
+    }
+}
+
+impl Handler<Shutdown> for ConnectorActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Shutdown, ctx: &mut Context<Self>) {
+        use actix::ActorContext;
+        ctx.stop();
+    }
+}
+
+/// Emits `result_success` for a command the daemon executed itself, if its integration reports
+/// success for that command.
+pub(crate) fn answer_success(
+    dispatcher: &Arc<Dispatcher>,
+    integration: &Integration,
+    command: &Command,
+    act: Uuid,
+    persona: PersonaId,
+) {
+    let reports = integration
+        .command(command.command.as_str())
+        .is_some_and(|d| d.reports("result_success"));
+    if reports {
+        dispatcher.route_internal(result_event(command, "result_success", act, persona));
+    }
+}

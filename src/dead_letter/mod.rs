@@ -1,0 +1,115 @@
+//! The dead-letter store: every event or command that could not be routed or sent, with the
+//! reason, kept for inspection and replay. Nothing is dropped silently.
+
+pub mod memory;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::{Command, Event, Idn, PersonaId};
+
+/// Why something became a dead letter. `code()` is the stable metric label and API code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeadLetterReason {
+    UnknownIntegration,
+    UnknownConnector,
+    ConnectorStopped,
+    UndeclaredEvent,
+    Malformed,
+    UnknownCommandAct,
+    NoSkill,
+    FlowQueueFull,
+    CommandRefused,
+    RunnerFailed,
+    Unmatched,
+}
+
+impl DeadLetterReason {
+    pub fn code(self) -> &'static str {
+        match self {
+            DeadLetterReason::UnknownIntegration => "unknown_integration",
+            DeadLetterReason::UnknownConnector => "unknown_connector",
+            DeadLetterReason::ConnectorStopped => "connector_stopped",
+            DeadLetterReason::UndeclaredEvent => "undeclared_event",
+            DeadLetterReason::Malformed => "malformed",
+            DeadLetterReason::UnknownCommandAct => "unknown_command_act",
+            DeadLetterReason::NoSkill => "no_skill",
+            DeadLetterReason::FlowQueueFull => "flow_queue_full",
+            DeadLetterReason::CommandRefused => "command_refused",
+            DeadLetterReason::RunnerFailed => "runner_failed",
+            DeadLetterReason::Unmatched => "unmatched",
+        }
+    }
+}
+
+/// What was dead-lettered.
+#[derive(Debug, Clone)]
+pub enum DeadLetterPayload {
+    Event {
+        event: Box<Event>,
+        persona: Option<PersonaId>,
+    },
+    Command(Box<Command>),
+}
+
+/// One dead-letter record.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub id: Uuid,
+    pub account: Idn,
+    pub reason: DeadLetterReason,
+    /// Human-readable detail: which field, which connector, what the runner answered.
+    pub detail: String,
+    pub payload: DeadLetterPayload,
+    pub at: DateTime<Utc>,
+}
+
+impl DeadLetter {
+    pub fn event(
+        reason: DeadLetterReason,
+        detail: String,
+        event: Event,
+        persona: Option<PersonaId>,
+    ) -> Self {
+        DeadLetter {
+            id: Uuid::now_v7(),
+            account: event.account.clone(),
+            reason,
+            detail,
+            payload: DeadLetterPayload::Event {
+                event: Box::new(event),
+                persona,
+            },
+            at: Utc::now(),
+        }
+    }
+
+    pub fn command(reason: DeadLetterReason, detail: String, command: Command) -> Self {
+        DeadLetter {
+            id: Uuid::now_v7(),
+            account: command.account.clone(),
+            reason,
+            detail,
+            payload: DeadLetterPayload::Command(Box::new(command)),
+            at: Utc::now(),
+        }
+    }
+}
+
+/// Where dead letters are kept. The engine calls `record` from actors: it must not block for
+/// long (a durable implementation hands the write to its own thread).
+pub trait DeadLetterStore: Send + Sync + 'static {
+    fn record(&self, letter: DeadLetter);
+    /// Newest first, at most `limit`.
+    fn list(&self, account: &Idn, limit: usize) -> Vec<DeadLetter>;
+    fn get(&self, id: Uuid) -> Option<DeadLetter>;
+    /// Removes a letter (after a successful replay).
+    fn remove(&self, id: Uuid) -> Option<DeadLetter>;
+}
+
+/// Records `letter` in `store` and counts it.
+pub fn record(store: &dyn DeadLetterStore, letter: DeadLetter) {
+    crate::telemetry::handles::dead_letter(letter.reason.code());
+    tracing::debug!(reason = letter.reason.code(), detail = %letter.detail, id = %letter.id, "dead letter");
+    store.record(letter);
+}

@@ -1,0 +1,159 @@
+//! Inbound events as the engine sees them, after the wire envelope was decoded and validated.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::idn::Idn;
+use super::persona::PersonaId;
+
+/// A named string argument. Every argument value is a string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Argument {
+    pub name: String,
+    pub value: String,
+}
+
+/// An ordered list of arguments, looked up by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Arguments(pub Vec<Argument>);
+
+impl Arguments {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| a.value.as_str())
+    }
+
+    pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.0.push(Argument {
+            name: name.into(),
+            value: value.into(),
+        });
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Argument> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Arguments {
+    fn from_iter<T: IntoIterator<Item = (K, V)>>(iter: T) -> Self {
+        Arguments(
+            iter.into_iter()
+                .map(|(k, v)| Argument {
+                    name: k.into(),
+                    value: v.into(),
+                })
+                .collect(),
+        )
+    }
+}
+
+/// The person behind an event on its connector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActorRef {
+    pub external_id: String,
+    pub name: Option<String>,
+}
+
+/// Whom an event is for. Adapters name an actor; the daemon's own events (timers, command
+/// results, session lifecycle) already know the persona.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Actor(ActorRef),
+    Persona(PersonaId),
+    /// Only valid with a `command_act_id` that the connector issued: the persona is looked up.
+    ByCommandAct,
+}
+
+/// An inbound event. Shared as `Arc<Event>` once admitted: several flows may receive it.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: Uuid,
+    pub external_event_id: Option<String>,
+    pub account: Idn,
+    pub integration: Idn,
+    pub connector: Idn,
+    pub event: Idn,
+    pub target: Target,
+    pub arguments: Arguments,
+    pub uninterruptible: bool,
+    pub command_act_id: Option<Uuid>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl Event {
+    /// A new event from an actor, stamped now, with a fresh id.
+    pub fn from_actor(
+        account: Idn,
+        integration: Idn,
+        connector: Idn,
+        event: Idn,
+        external_id: impl Into<String>,
+    ) -> Self {
+        Event {
+            id: Uuid::now_v7(),
+            external_event_id: None,
+            account,
+            integration,
+            connector,
+            event,
+            target: Target::Actor(ActorRef {
+                external_id: external_id.into(),
+                name: None,
+            }),
+            arguments: Arguments::default(),
+            uninterruptible: false,
+            command_act_id: None,
+            occurred_at: Utc::now(),
+        }
+    }
+
+    /// An event the daemon makes itself for a known persona.
+    pub fn for_persona(
+        account: Idn,
+        integration: Idn,
+        connector: Idn,
+        event: Idn,
+        persona: PersonaId,
+    ) -> Self {
+        Event {
+            id: Uuid::now_v7(),
+            external_event_id: None,
+            account,
+            integration,
+            connector,
+            event,
+            target: Target::Persona(persona),
+            arguments: Arguments::default(),
+            uninterruptible: false,
+            command_act_id: None,
+            occurred_at: Utc::now(),
+        }
+    }
+
+    pub fn with_argument(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.arguments.push(name, value);
+        self
+    }
+}
+
+/// An admitted event with the persona it was resolved to.
+#[derive(Debug)]
+pub struct RoutedEvent {
+    pub event: Event,
+    pub persona: PersonaId,
+}
+
+pub type SharedEvent = Arc<RoutedEvent>;

@@ -1,0 +1,324 @@
+//! The flow instance actor: the execution queue of one flow for one user persona. It applies
+//! the subscription's interrupt mode, runs one invocation at a time under a deadline, sends the
+//! commands of the current invocation only, and retires itself when idle.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler, SpawnHandle};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::directory::{FlowInstanceKey, FlowInstances};
+use super::messages::{Enqueue, InvocationReport, ReportKind};
+use crate::admission::delivery::Delivery;
+use crate::commands::router::Origin;
+use crate::dead_letter::{self, DeadLetter, DeadLetterReason};
+use crate::domain::{Command, InterruptMode, Name, SharedEvent, SkillSelector};
+use crate::routing::index::{FlowRoute, Match};
+use crate::skill_runner::{Invocation, Outcome, Reply};
+use crate::telemetry::handles::{self, InvocationOutcome};
+
+struct Pending {
+    event: SharedEvent,
+    matched: Match,
+    delivery: Delivery,
+    admitted_at: Instant,
+}
+
+struct Running {
+    id: Uuid,
+    uninterruptible: bool,
+    deadline: SpawnHandle,
+    started: Instant,
+    flow: Arc<FlowRoute>,
+    event: SharedEvent,
+}
+
+/// One flow instance `(account, agent, flow, user persona)`.
+pub struct FlowInstance {
+    key: FlowInstanceKey,
+    generation: u64,
+    instances: Arc<FlowInstances>,
+    /// Messages received from the directory (see its retirement protocol).
+    received: u64,
+    running: Option<Running>,
+    pending: VecDeque<Pending>,
+    idle: Option<SpawnHandle>,
+}
+
+impl FlowInstance {
+    pub(crate) fn new(
+        key: FlowInstanceKey,
+        generation: u64,
+        instances: Arc<FlowInstances>,
+    ) -> Self {
+        FlowInstance {
+            key,
+            generation,
+            instances,
+            received: 0,
+            running: None,
+            pending: VecDeque::new(),
+            idle: None,
+        }
+    }
+
+    fn drop_pending(&mut self, outcome: InvocationOutcome) {
+        for p in self.pending.drain(..) {
+            p.matched.flow.metrics.outcome(outcome);
+            // An outcome, not a failure: the delivery is settled as done.
+            drop(p.delivery);
+        }
+    }
+
+    /// Stops the running invocation, if any; its later commands are discarded.
+    fn abandon_running(&mut self, outcome: InvocationOutcome, ctx: &mut Context<Self>) {
+        if let Some(r) = self.running.take() {
+            ctx.cancel_future(r.deadline);
+            r.flow.metrics.outcome(outcome);
+            r.flow
+                .metrics
+                .duration
+                .record(r.started.elapsed().as_secs_f64());
+            r.flow.runner.cancel(r.id);
+        }
+    }
+
+    fn start_next(&mut self, ctx: &mut Context<Self>) {
+        while self.running.is_none() {
+            let Some(p) = self.pending.pop_front() else {
+                break;
+            };
+            self.start(p, ctx);
+        }
+        if self.running.is_none() && self.pending.is_empty() && self.idle.is_none() {
+            let timeout = self.instances.deps.idle_timeout;
+            self.idle = Some(ctx.run_later(timeout, |act, ctx| {
+                act.idle = None;
+                if act.running.is_none()
+                    && act.pending.is_empty()
+                    && act.instances.retire(act.key, act.generation, act.received)
+                {
+                    ctx.stop();
+                }
+            }));
+        }
+    }
+
+    fn skill_of(&self, p: &Pending) -> Result<Name, String> {
+        match p.matched.skill() {
+            SkillSelector::Skill(s) => Ok(s.clone()),
+            SkillSelector::FromState(field) => {
+                let flow = &p.matched.flow.flow;
+                match self.instances.deps.state.get(flow, field, self.key.persona) {
+                    None => Err(format!(
+                        "state field {field} of {}/{} has no value and no default",
+                        flow.agent, flow.flow
+                    )),
+                    Some(v) => Name::parse(field.as_str(), &v).map_err(|e| {
+                        format!(
+                            "state field {field} holds {v:?}, not a skill idn: {}",
+                            e.reason
+                        )
+                    }),
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, p: Pending, ctx: &mut Context<Self>) {
+        let flow = p.matched.flow.clone();
+        let skill = match self.skill_of(&p) {
+            Ok(s) => s,
+            Err(detail) => {
+                flow.metrics.outcome(InvocationOutcome::NoSkill);
+                dead_letter::record(
+                    &*self.instances.deps.dead_letters,
+                    DeadLetter::event(
+                        DeadLetterReason::NoSkill,
+                        detail,
+                        p.event.event.clone(),
+                        Some(p.event.persona),
+                    ),
+                );
+                return; // recorded: the delivery settles as done
+            }
+        };
+        let id = Uuid::now_v7();
+        let deadline = ctx.run_later(flow.invocation_timeout, move |act, ctx| {
+            if act.running.as_ref().is_some_and(|r| r.id == id) {
+                act.abandon_running(InvocationOutcome::TimedOut, ctx);
+                act.start_next(ctx);
+            }
+        });
+        let invocation = Invocation {
+            id,
+            account: flow.flow.account.clone(),
+            agent: flow.flow.agent.clone(),
+            flow: flow.flow.flow.clone(),
+            skill,
+            persona: self.key.persona,
+            event: p.event.clone(),
+            timeout: flow.invocation_timeout,
+        };
+        self.running = Some(Running {
+            id,
+            uninterruptible: p.event.event.uninterruptible,
+            deadline,
+            started: Instant::now(),
+            flow: flow.clone(),
+            event: p.event.clone(),
+        });
+        let metrics = &self.instances.deps.metrics;
+        metrics
+            .dispatch_latency
+            .record(p.admitted_at.elapsed().as_secs_f64());
+        flow.runner.invoke(
+            invocation,
+            Reply {
+                addr: ctx.address(),
+                invocation_id: id,
+            },
+        );
+        drop(p.delivery); // dispatched
+    }
+
+    fn send_commands(&self, flow: &Arc<FlowRoute>, invocation_id: Uuid, commands: Vec<Command>) {
+        let origin = Origin {
+            persona: self.key.persona,
+            flow: flow.clone(),
+            invocation_id,
+        };
+        let router = &self.instances.deps.commands;
+        for c in commands {
+            router.send(&origin, c);
+        }
+    }
+}
+
+impl Actor for FlowInstance {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        // Only reachable with work left when the system shuts down: ask for redelivery.
+        for p in self.pending.drain(..) {
+            p.delivery.give_up();
+        }
+    }
+}
+
+impl Handler<Enqueue> for FlowInstance {
+    type Result = ();
+
+    fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
+        self.received += 1;
+        if let Some(h) = self.idle.take() {
+            ctx.cancel_future(h);
+        }
+        let p = Pending {
+            event: msg.event,
+            matched: msg.matched,
+            delivery: msg.delivery,
+            admitted_at: msg.admitted_at,
+        };
+        let instances = self.instances.clone();
+        let deps = &instances.deps;
+        match p.matched.interrupt_mode {
+            InterruptMode::Queue => {
+                if self.pending.len() >= deps.max_pending {
+                    p.matched.flow.metrics.outcome(InvocationOutcome::Failed);
+                    dead_letter::record(
+                        &*deps.dead_letters,
+                        DeadLetter::event(
+                            DeadLetterReason::FlowQueueFull,
+                            format!(
+                                "flow instance {}/{} holds {} pending events",
+                                p.matched.flow.flow.agent,
+                                p.matched.flow.flow.flow,
+                                self.pending.len()
+                            ),
+                            p.event.event.clone(),
+                            Some(p.event.persona),
+                        ),
+                    );
+                } else {
+                    self.pending.push_back(p);
+                }
+            }
+            InterruptMode::Interrupt => {
+                self.drop_pending(InvocationOutcome::Superseded);
+                if self.running.as_ref().is_some_and(|r| !r.uninterruptible) {
+                    self.abandon_running(InvocationOutcome::Interrupted, ctx);
+                }
+                // Runs now, or right after an uninterruptible invocation finishes.
+                self.pending.push_back(p);
+            }
+            InterruptMode::Cancel => {
+                if self.running.is_some() || !self.pending.is_empty() {
+                    p.matched.flow.metrics.outcome(InvocationOutcome::Cancelled);
+                    drop(p.delivery);
+                } else {
+                    self.pending.push_back(p);
+                }
+            }
+        }
+        deps.metrics.queue_depth.record(self.pending.len() as f64);
+        self.start_next(ctx);
+    }
+}
+
+impl Handler<InvocationReport> for FlowInstance {
+    type Result = ();
+
+    fn handle(&mut self, msg: InvocationReport, ctx: &mut Context<Self>) {
+        let current = self
+            .running
+            .as_ref()
+            .filter(|r| r.id == msg.invocation_id)
+            .map(|r| r.flow.clone());
+        let Some(flow) = current else {
+            // Interrupted, cancelled or timed out: its commands never leave.
+            let commands = match msg.kind {
+                ReportKind::Commands(c) => c,
+                ReportKind::Finished { commands, .. } => commands,
+            };
+            for c in commands {
+                handles::command(c.integration.as_str(), c.command.as_str(), "dropped");
+            }
+            return;
+        };
+        match msg.kind {
+            ReportKind::Commands(commands) => {
+                self.send_commands(&flow, msg.invocation_id, commands)
+            }
+            ReportKind::Finished { outcome, commands } => {
+                let r = self.running.take().expect("checked above");
+                ctx.cancel_future(r.deadline);
+                self.send_commands(&flow, msg.invocation_id, commands);
+                flow.metrics
+                    .duration
+                    .record(r.started.elapsed().as_secs_f64());
+                match outcome {
+                    Outcome::Completed => flow.metrics.outcome(InvocationOutcome::Completed),
+                    Outcome::Failed { reason } => {
+                        flow.metrics.outcome(InvocationOutcome::Failed);
+                        dead_letter::record(
+                            &*self.instances.deps.dead_letters,
+                            DeadLetter::event(
+                                DeadLetterReason::RunnerFailed,
+                                format!(
+                                    "invocation {} of {}/{}: {reason}",
+                                    r.id, flow.flow.agent, flow.flow.flow
+                                ),
+                                r.event.event.clone(),
+                                Some(r.event.persona),
+                            ),
+                        );
+                    }
+                }
+                self.start_next(ctx);
+            }
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! Switchboard: an event-routing daemon for conversational AI agents.
+//!
+//! The modules follow the path an event takes: [`ingress`] → [`admission`] → [`routing`] →
+//! [`flow_instance`] → [`skill_runner`] → [`commands`] → [`connectors`] → [`egress`]. Around
+//! them: the [`catalog`] of integrations, [`domain`] values, [`wire`] shapes, [`session`]s,
+//! the [`dead_letter`] store, [`telemetry`], and the [`engine`] that wires it all.
+
+pub mod admission;
+pub mod catalog;
+pub mod commands;
+pub mod connectors;
+pub mod dead_letter;
+pub mod domain;
+pub mod egress;
+pub mod engine;
+pub mod flow_instance;
+pub mod ingress;
+pub mod routing;
+pub mod session;
+pub mod skill_runner;
+pub mod telemetry;
+pub mod wire;
+
+pub use engine::{Engine, EngineConfig, EngineParts};

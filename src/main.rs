@@ -1,0 +1,6 @@
+//! The `switchboard` binary.
+
+fn main() -> anyhow::Result<()> {
+    println!("switchboard {}", env!("CARGO_PKG_VERSION"));
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! Dispatch: one admitted event → the flow instances whose subscriptions match it. Runs on the
+//! caller's thread (a connector actor) against the current index, read lock-free: dispatch
+//! never waits for the router, and a rebuild never pauses dispatch.
+
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Guard};
+use tokio::time::Instant;
+
+use super::index::{ScopeKey, SubscriptionIndex};
+use crate::admission::delivery::Delivery;
+use crate::catalog::Catalog;
+use crate::domain::{Event, RoutedEvent, SharedEvent, Target};
+use crate::flow_instance::messages::Enqueue;
+use crate::flow_instance::{FlowInstanceKey, FlowInstances};
+
+pub struct Dispatcher {
+    index: ArcSwap<SubscriptionIndex>,
+    instances: Arc<FlowInstances>,
+    catalog: Arc<Catalog>,
+}
+
+impl Dispatcher {
+    pub fn new(instances: Arc<FlowInstances>, catalog: Arc<Catalog>) -> Self {
+        Dispatcher {
+            index: ArcSwap::from_pointee(SubscriptionIndex::default()),
+            instances,
+            catalog,
+        }
+    }
+
+    /// The index in force now.
+    pub fn index(&self) -> Guard<Arc<SubscriptionIndex>> {
+        self.index.load()
+    }
+
+    /// Replaces the index atomically (the router does this after a rebuild).
+    pub fn swap_index(&self, index: Arc<SubscriptionIndex>) {
+        self.index.store(index);
+    }
+
+    pub fn instances(&self) -> &Arc<FlowInstances> {
+        &self.instances
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// Queues `event` on every matching flow instance; returns how many flows received it.
+    #[inline]
+    pub fn route(
+        &self,
+        event: SharedEvent,
+        scope: &ScopeKey,
+        delivery: &Delivery,
+        admitted_at: Instant,
+    ) -> usize {
+        let index = self.index.load();
+        let matches = index.lookup(scope, event.event.event.as_str());
+        let mut n = 0;
+        for m in matches.iter() {
+            n += 1;
+            self.instances.deliver(
+                FlowInstanceKey {
+                    flow: m.flow.id,
+                    persona: event.persona,
+                },
+                Enqueue {
+                    event: event.clone(),
+                    matched: m.clone(),
+                    delivery: delivery.clone(),
+                    admitted_at,
+                },
+            );
+        }
+        n
+    }
+
+    /// Routes an event the daemon made itself for a known persona (command results, system
+    /// events). It needs no admission: its scope is the daemon's own.
+    pub fn route_internal(&self, event: Event) -> usize {
+        let Target::Persona(persona) = event.target else {
+            debug_assert!(false, "internal events name their persona");
+            return 0;
+        };
+        let scope = ScopeKey::new(
+            event.account.clone(),
+            event.integration.clone(),
+            event.connector.clone(),
+        );
+        self.route(
+            Arc::new(RoutedEvent { event, persona }),
+            &scope,
+            &Delivery::none(),
+            Instant::now(),
+        )
+    }
+}

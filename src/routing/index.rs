@@ -1,0 +1,392 @@
+//! The subscription index: `(account, integration, connector, event)` → the subscriptions that
+//! match, precomputed so a lookup is one hash probe in the common case and at most three
+//! (exact scope, then connector-null, then integration-null), whatever the number of
+//! subscriptions.
+//!
+//! Each exact entry also points at the broader tiers for its event, so a hit on the exact key
+//! has everything. Precedence inside a flow is resolved while iterating: a flow present in a
+//! more specific tier is skipped in the broader ones, and inside one tier the first
+//! subscription of a flow (in flow order) was kept at build time.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hashbrown::HashTable;
+use rustc_hash::{FxBuildHasher, FxHashMap};
+
+use crate::domain::{Flow, Idn, InterruptMode, Name, SkillSelector, Subscription};
+use crate::skill_runner::SkillRunner;
+use crate::telemetry::handles::FlowMetrics;
+
+/// A stable number for a flow `(account, agent, flow)`, never reused while the process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowId(pub u32);
+
+/// A flow as the engine runs it: the definition plus its resolved runner and deadline.
+pub struct FlowRoute {
+    pub id: FlowId,
+    pub flow: Flow,
+    pub runner: Arc<dyn SkillRunner>,
+    pub invocation_timeout: Duration,
+    pub metrics: FlowMetrics,
+}
+
+impl std::fmt::Debug for FlowRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowRoute")
+            .field("id", &self.id)
+            .field("agent", &self.flow.agent)
+            .field("flow", &self.flow.flow)
+            .finish()
+    }
+}
+
+impl FlowRoute {
+    pub fn agent(&self) -> &Name {
+        &self.flow.agent
+    }
+
+    pub fn name(&self) -> &Name {
+        &self.flow.flow
+    }
+}
+
+/// One matching subscription: which flow, which of its subscriptions.
+#[derive(Debug, Clone)]
+pub struct Match {
+    pub flow: Arc<FlowRoute>,
+    /// Position of the subscription in the flow's `events` list.
+    pub position: u32,
+    pub interrupt_mode: InterruptMode,
+}
+
+impl Match {
+    pub fn subscription(&self) -> &Subscription {
+        &self.flow.flow.subscriptions[self.position as usize]
+    }
+
+    pub fn skill(&self) -> &SkillSelector {
+        &self.subscription().skill
+    }
+}
+
+/// The pre-hashed scope of one connector. Connector actors build it once and reuse it for
+/// every event; [`ScopeKey::new`] builds one for a one-off lookup.
+#[derive(Debug, Clone)]
+pub struct ScopeKey {
+    pub account: Idn,
+    pub integration: Idn,
+    pub connector: Idn,
+    h_account: u64,
+    h_integration: u64,
+    h_connector: u64,
+}
+
+fn hash_str(s: &str) -> u64 {
+    FxBuildHasher.hash_one(s)
+}
+
+fn mix(parts: &[u64]) -> u64 {
+    let mut h = rustc_hash::FxHasher::default();
+    for p in parts {
+        h.write_u64(*p);
+    }
+    h.finish()
+}
+
+/// Marks a null scope in the hash of a broader tier.
+const ANY: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl ScopeKey {
+    pub fn new(account: Idn, integration: Idn, connector: Idn) -> Self {
+        ScopeKey {
+            h_account: hash_str(account.as_str()),
+            h_integration: hash_str(integration.as_str()),
+            h_connector: hash_str(connector.as_str()),
+            account,
+            integration,
+            connector,
+        }
+    }
+}
+
+struct AnyEntry {
+    hash: u64,
+    account: Idn,
+    event: Idn,
+    own: Arc<[Match]>,
+}
+
+struct IntegrationEntry {
+    hash: u64,
+    account: Idn,
+    integration: Idn,
+    event: Idn,
+    own: Arc<[Match]>,
+    any: Option<Arc<[Match]>>,
+}
+
+struct ExactEntry {
+    hash: u64,
+    account: Idn,
+    integration: Idn,
+    connector: Idn,
+    event: Idn,
+    own: Box<[Match]>,
+    integration_tier: Option<Arc<[Match]>>,
+    any: Option<Arc<[Match]>>,
+}
+
+/// The subscriptions matching one event, by tier. Iterate with [`Matches::iter`], which
+/// yields each flow once, by its most specific subscription.
+#[derive(Clone, Copy, Default)]
+pub struct Matches<'a> {
+    pub exact: &'a [Match],
+    pub integration: &'a [Match],
+    pub any: &'a [Match],
+}
+
+impl<'a> Matches<'a> {
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.integration.is_empty() && self.any.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &'a Match> + 'a {
+        let (exact, integration, any) = (self.exact, self.integration, self.any);
+        let has = |tier: &[Match], m: &Match| tier.iter().any(|x| x.flow.id == m.flow.id);
+        exact
+            .iter()
+            .chain(integration.iter().filter(move |m| !has(exact, m)))
+            .chain(
+                any.iter()
+                    .filter(move |m| !has(exact, m) && !has(integration, m)),
+            )
+    }
+
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+}
+
+/// A subscription as explain sees it.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub flow: Arc<FlowRoute>,
+    pub position: u32,
+}
+
+/// The whole index: immutable once built; swapped atomically by the router.
+#[derive(Default)]
+pub struct SubscriptionIndex {
+    exact: HashTable<ExactEntry>,
+    integration: HashTable<IntegrationEntry>,
+    any: HashTable<AnyEntry>,
+    flows: FxHashMap<(Idn, Name, Name), Arc<FlowRoute>>,
+    /// Every subscription by `(account, event)`, for explain (off the hot path).
+    by_event: FxHashMap<(Idn, Idn), Vec<Candidate>>,
+    subscriptions: usize,
+}
+
+type TierMap<K> = FxHashMap<K, Vec<Match>>;
+
+fn push_first_per_flow(list: &mut Vec<Match>, m: Match) {
+    // Flows are added one after another, so a flow's earlier entry is at the end.
+    if list.last().is_some_and(|l| l.flow.id == m.flow.id) {
+        return;
+    }
+    list.push(m);
+}
+
+impl SubscriptionIndex {
+    /// Builds the index of `flows`. Cost is linear in the number of subscriptions.
+    pub fn build(flows: &[Arc<FlowRoute>]) -> SubscriptionIndex {
+        let mut exact: TierMap<(Idn, Idn, Idn, Idn)> = FxHashMap::default();
+        let mut integ: TierMap<(Idn, Idn, Idn)> = FxHashMap::default();
+        let mut any: TierMap<(Idn, Idn)> = FxHashMap::default();
+        let mut by_event: FxHashMap<(Idn, Idn), Vec<Candidate>> = FxHashMap::default();
+        let mut flow_map = FxHashMap::default();
+        let mut subscriptions = 0;
+        for route in flows {
+            let f = &route.flow;
+            flow_map.insert(
+                (f.account.clone(), f.agent.clone(), f.flow.clone()),
+                route.clone(),
+            );
+            for (pos, sub) in f.subscriptions.iter().enumerate() {
+                subscriptions += 1;
+                let m = Match {
+                    flow: route.clone(),
+                    position: pos as u32,
+                    interrupt_mode: sub.interrupt_mode,
+                };
+                by_event
+                    .entry((f.account.clone(), sub.event.clone()))
+                    .or_default()
+                    .push(Candidate {
+                        flow: route.clone(),
+                        position: pos as u32,
+                    });
+                let a = f.account.clone();
+                let e = sub.event.clone();
+                match (&sub.integration, &sub.connector) {
+                    (Some(i), Some(c)) => push_first_per_flow(
+                        exact.entry((a, i.clone(), c.clone(), e)).or_default(),
+                        m,
+                    ),
+                    (Some(i), None) => {
+                        push_first_per_flow(integ.entry((a, i.clone(), e)).or_default(), m)
+                    }
+                    (None, _) => push_first_per_flow(any.entry((a, e)).or_default(), m),
+                }
+            }
+        }
+
+        let mut index = SubscriptionIndex {
+            flows: flow_map,
+            by_event,
+            subscriptions,
+            ..Default::default()
+        };
+        let mut any_arcs: FxHashMap<(Idn, Idn), Arc<[Match]>> = FxHashMap::default();
+        for ((a, e), list) in any {
+            let own: Arc<[Match]> = list.into();
+            any_arcs.insert((a.clone(), e.clone()), own.clone());
+            let hash = mix(&[hash_str(a.as_str()), ANY, ANY, hash_str(e.as_str())]);
+            index.any.insert_unique(
+                hash,
+                AnyEntry {
+                    hash,
+                    account: a,
+                    event: e,
+                    own,
+                },
+                |x| x.hash,
+            );
+        }
+        let mut integ_arcs: FxHashMap<(Idn, Idn, Idn), Arc<[Match]>> = FxHashMap::default();
+        for ((a, i, e), list) in integ {
+            let own: Arc<[Match]> = list.into();
+            integ_arcs.insert((a.clone(), i.clone(), e.clone()), own.clone());
+            let hash = mix(&[
+                hash_str(a.as_str()),
+                hash_str(i.as_str()),
+                ANY,
+                hash_str(e.as_str()),
+            ]);
+            let any = any_arcs.get(&(a.clone(), e.clone())).cloned();
+            index.integration.insert_unique(
+                hash,
+                IntegrationEntry {
+                    hash,
+                    account: a,
+                    integration: i,
+                    event: e,
+                    own,
+                    any,
+                },
+                |x| x.hash,
+            );
+        }
+        for ((a, i, c, e), list) in exact {
+            let hash = mix(&[
+                hash_str(a.as_str()),
+                hash_str(i.as_str()),
+                hash_str(c.as_str()),
+                hash_str(e.as_str()),
+            ]);
+            let integration_tier = integ_arcs.get(&(a.clone(), i.clone(), e.clone())).cloned();
+            let any = any_arcs.get(&(a.clone(), e.clone())).cloned();
+            index.exact.insert_unique(
+                hash,
+                ExactEntry {
+                    hash,
+                    account: a,
+                    integration: i,
+                    connector: c,
+                    event: e,
+                    own: list.into_boxed_slice(),
+                    integration_tier,
+                    any,
+                },
+                |x| x.hash,
+            );
+        }
+        index
+    }
+
+    /// The subscriptions an event named `event` on the scope `key` matches.
+    #[inline]
+    pub fn lookup<'a>(&'a self, key: &ScopeKey, event: &str) -> Matches<'a> {
+        let h_event = hash_str(event);
+        let h = mix(&[key.h_account, key.h_integration, key.h_connector, h_event]);
+        if let Some(e) = self.exact.find(h, |x| {
+            x.hash == h
+                && x.event.as_str() == event
+                && x.connector == key.connector
+                && x.integration == key.integration
+                && x.account == key.account
+        }) {
+            return Matches {
+                exact: &e.own,
+                integration: e.integration_tier.as_deref().unwrap_or_default(),
+                any: e.any.as_deref().unwrap_or_default(),
+            };
+        }
+        let h = mix(&[key.h_account, key.h_integration, ANY, h_event]);
+        if let Some(e) = self.integration.find(h, |x| {
+            x.hash == h
+                && x.event.as_str() == event
+                && x.integration == key.integration
+                && x.account == key.account
+        }) {
+            return Matches {
+                exact: &[],
+                integration: &e.own,
+                any: e.any.as_deref().unwrap_or_default(),
+            };
+        }
+        let h = mix(&[key.h_account, ANY, ANY, h_event]);
+        match self.any.find(h, |x| {
+            x.hash == h && x.event.as_str() == event && x.account == key.account
+        }) {
+            Some(e) => Matches {
+                exact: &[],
+                integration: &[],
+                any: &e.own,
+            },
+            None => Matches::default(),
+        }
+    }
+
+    /// The flow `(account, agent, flow)`, if loaded.
+    pub fn flow(&self, account: &str, agent: &str, flow: &str) -> Option<&Arc<FlowRoute>> {
+        // Small, off the hot path: a linear-free lookup needs owned keys, so build them.
+        let key = (
+            Idn::parse("account", account).ok()?,
+            Name::parse("agent", agent).ok()?,
+            Name::parse("flow", flow).ok()?,
+        );
+        self.flows.get(&key)
+    }
+
+    pub fn flows(&self) -> impl Iterator<Item = &Arc<FlowRoute>> {
+        self.flows.values()
+    }
+
+    /// Every subscription of `account` to `event`, whatever its scope (for explain).
+    pub fn candidates(&self, account: &Idn, event: &Idn) -> &[Candidate] {
+        self.by_event
+            .get(&(account.clone(), event.clone()))
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions
+    }
+
+    pub fn flow_count(&self) -> usize {
+        self.flows.len()
+    }
+}

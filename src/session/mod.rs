@@ -1,0 +1,6 @@
+//! Sessions of user personas on connectors, and the sweeper that ends idle ones.
+
+pub mod sweeper;
+pub mod table;
+
+pub use table::{SessionTable, SessionView};

@@ -1,0 +1,42 @@
+//! The session sweeper actor: ends idle sessions every interval and routes `session_ended`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, AsyncContext, Context};
+use tokio::time::Instant;
+
+use super::table::SessionTable;
+use crate::domain::{Event, Idn};
+use crate::routing::dispatch::Dispatcher;
+
+pub struct SessionSweeper {
+    pub sessions: Arc<SessionTable>,
+    pub dispatcher: Arc<Dispatcher>,
+    pub idle: Duration,
+    pub interval: Duration,
+}
+
+impl Actor for SessionSweeper {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.interval, |act, _| {
+            let system = Idn::known("system");
+            for ended in act.sessions.sweep(Instant::now(), act.idle) {
+                let e = Event::for_persona(
+                    ended.account,
+                    system.clone(),
+                    system.clone(),
+                    Idn::known("session_ended"),
+                    ended.persona,
+                )
+                .with_argument("session_id", ended.id.to_string())
+                .with_argument("integration_idn", ended.integration.as_str())
+                .with_argument("connector_idn", ended.connector.as_str())
+                .with_argument("reason", "idle");
+                act.dispatcher.route_internal(e);
+            }
+        });
+    }
+}

@@ -1,0 +1,167 @@
+//! Sessions: one conversation of a persona on a connector. The first event from an actor on a
+//! connector starts one; `conversation_ended` or idleness ends it.
+
+use dashmap::DashMap;
+use rustc_hash::FxBuildHasher;
+use smallvec::SmallVec;
+use std::time::Duration;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::domain::{Idn, PersonaId};
+use crate::routing::index::ScopeKey;
+use crate::telemetry::handles;
+
+#[derive(Debug, Clone)]
+struct Session {
+    id: Uuid,
+    integration: Idn,
+    connector: Idn,
+    channel: &'static str,
+    started_at: chrono::DateTime<chrono::Utc>,
+    last_seen: Instant,
+}
+
+/// A session as operations see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionView {
+    pub id: Uuid,
+    pub account: Idn,
+    pub persona: PersonaId,
+    pub integration: Idn,
+    pub connector: Idn,
+    pub channel: &'static str,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A session that ended, for the `session_ended` event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ended {
+    pub id: Uuid,
+    pub account: Idn,
+    pub persona: PersonaId,
+    pub integration: Idn,
+    pub connector: Idn,
+}
+
+/// Live sessions by `(account, persona)`.
+#[derive(Default)]
+pub struct SessionTable {
+    live: DashMap<(Idn, PersonaId), SmallVec<[Session; 1]>, FxBuildHasher>,
+}
+
+impl SessionTable {
+    /// Notes activity of `persona` on `scope`; returns the new session's id if one started.
+    pub fn touch(
+        &self,
+        scope: &ScopeKey,
+        channel: &'static str,
+        persona: PersonaId,
+        now: Instant,
+    ) -> Option<Uuid> {
+        let mut entry = self
+            .live
+            .entry((scope.account.clone(), persona))
+            .or_default();
+        if let Some(s) = entry
+            .iter_mut()
+            .find(|s| s.connector == scope.connector && s.integration == scope.integration)
+        {
+            s.last_seen = now;
+            return None;
+        }
+        let id = Uuid::now_v7();
+        entry.push(Session {
+            id,
+            integration: scope.integration.clone(),
+            connector: scope.connector.clone(),
+            channel,
+            started_at: chrono::Utc::now(),
+            last_seen: now,
+        });
+        let (active, started) = handles::sessions(channel);
+        active.increment(1.0);
+        started.increment(1);
+        Some(id)
+    }
+
+    /// Ends every session of `persona` on `integration` (a conversation ended).
+    pub fn end_integration(
+        &self,
+        account: &Idn,
+        persona: PersonaId,
+        integration: &Idn,
+    ) -> Vec<Uuid> {
+        let key = (account.clone(), persona);
+        let mut ended = Vec::new();
+        if let Some(mut list) = self.live.get_mut(&key) {
+            list.retain(|s| {
+                if &s.integration == integration {
+                    handles::sessions(s.channel).0.decrement(1.0);
+                    ended.push(s.id);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        self.live.remove_if(&key, |_, l| l.is_empty());
+        ended
+    }
+
+    /// Ends sessions idle for `idle` or longer.
+    pub fn sweep(&self, now: Instant, idle: Duration) -> Vec<Ended> {
+        let mut ended = Vec::new();
+        self.live.retain(|(account, persona), list| {
+            list.retain(|s| {
+                if now.duration_since(s.last_seen) >= idle {
+                    handles::sessions(s.channel).0.decrement(1.0);
+                    ended.push(Ended {
+                        id: s.id,
+                        account: account.clone(),
+                        persona: *persona,
+                        integration: s.integration.clone(),
+                        connector: s.connector.clone(),
+                    });
+                    false
+                } else {
+                    true
+                }
+            });
+            !list.is_empty()
+        });
+        ended
+    }
+
+    /// Live sessions of `account`.
+    pub fn list(&self, account: &Idn) -> Vec<SessionView> {
+        let mut out = Vec::new();
+        for e in self.live.iter() {
+            let (a, persona) = e.key();
+            if a != account {
+                continue;
+            }
+            for s in e.value() {
+                out.push(SessionView {
+                    id: s.id,
+                    account: a.clone(),
+                    persona: *persona,
+                    integration: s.integration.clone(),
+                    connector: s.connector.clone(),
+                    channel: s.channel,
+                    started_at: s.started_at,
+                });
+            }
+        }
+        out.sort_by_key(|s| s.id);
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.live.iter().map(|e| e.value().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+}

@@ -1,0 +1,132 @@
+//! The one narrow interface invocations leave through: [`SkillRunner`]. A runner receives an
+//! [`Invocation`] and a [`Reply`]; it reports commands and the outcome through the reply, now
+//! or later, from any thread. Webhook and queue runners plug in here; tests use
+//! [`in_process`].
+
+pub mod in_process;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use rustc_hash::FxHashMap;
+use uuid::Uuid;
+
+use crate::domain::{Command, Idn, Name, PersonaId, RunnerSpec, SharedEvent};
+use crate::flow_instance::actor::FlowInstance;
+use crate::flow_instance::messages::{InvocationReport, ReportKind};
+
+/// One skill run.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub id: Uuid,
+    pub account: Idn,
+    pub agent: Name,
+    pub flow: Name,
+    pub skill: Name,
+    pub persona: PersonaId,
+    /// The subscription's event idn and the event itself.
+    pub event: SharedEvent,
+    /// How long the runner has before the invocation times out.
+    pub timeout: Duration,
+}
+
+/// How a skill run ended, as the runner reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Completed,
+    Failed { reason: String },
+}
+
+/// Where a runner reports. Cheap to clone; safe to use from any thread.
+#[derive(Clone)]
+pub struct Reply {
+    pub(crate) addr: Addr<FlowInstance>,
+    pub(crate) invocation_id: Uuid,
+}
+
+impl Reply {
+    pub fn invocation_id(&self) -> Uuid {
+        self.invocation_id
+    }
+
+    /// Commands sent while the skill still runs. They leave at once, in this order, unless
+    /// the invocation was interrupted or timed out meanwhile.
+    pub fn commands(&self, commands: Vec<Command>) {
+        self.addr.do_send(InvocationReport {
+            invocation_id: self.invocation_id,
+            kind: ReportKind::Commands(commands),
+        });
+    }
+
+    /// The outcome, with the last commands of the run.
+    pub fn finish(self, outcome: Outcome, commands: Vec<Command>) {
+        self.addr.do_send(InvocationReport {
+            invocation_id: self.invocation_id,
+            kind: ReportKind::Finished { outcome, commands },
+        });
+    }
+}
+
+/// A skill runner.
+pub trait SkillRunner: Send + Sync + 'static {
+    /// Starts `invocation`. Must not block: hand slow work to a task or a queue.
+    fn invoke(&self, invocation: Invocation, reply: Reply);
+
+    /// The engine gave up on `invocation_id` (interrupted, timed out). Best effort.
+    fn cancel(&self, _invocation_id: Uuid) {}
+}
+
+/// Turns a flow's [`RunnerSpec`] into a runner, when the flow is loaded.
+pub trait RunnerResolver: Send + Sync + 'static {
+    fn resolve(&self, spec: &RunnerSpec) -> Result<Arc<dyn SkillRunner>, String>;
+}
+
+/// Resolves `default` and named in-process runners; refuses kinds it was not given.
+#[derive(Clone)]
+pub struct RunnerRegistry {
+    default: Arc<dyn SkillRunner>,
+    named: FxHashMap<String, Arc<dyn SkillRunner>>,
+    demo: Option<Arc<dyn SkillRunner>>,
+}
+
+impl RunnerRegistry {
+    pub fn new(default: Arc<dyn SkillRunner>) -> Self {
+        RunnerRegistry {
+            default,
+            named: FxHashMap::default(),
+            demo: None,
+        }
+    }
+
+    pub fn with_named(mut self, name: &str, runner: Arc<dyn SkillRunner>) -> Self {
+        self.named.insert(name.to_owned(), runner);
+        self
+    }
+
+    pub fn with_demo(mut self, runner: Arc<dyn SkillRunner>) -> Self {
+        self.demo = Some(runner);
+        self
+    }
+}
+
+impl RunnerResolver for RunnerRegistry {
+    fn resolve(&self, spec: &RunnerSpec) -> Result<Arc<dyn SkillRunner>, String> {
+        match spec {
+            RunnerSpec::Default => Ok(self.default.clone()),
+            RunnerSpec::InProcess { name } => self
+                .named
+                .get(name)
+                .cloned()
+                .ok_or_else(|| format!("no in-process runner named {name:?}")),
+            RunnerSpec::Demo => self
+                .demo
+                .clone()
+                .ok_or_else(|| "the demo runner is not enabled".to_owned()),
+            other => Err(format!(
+                "runner kind {} is not available here",
+                other.kind()
+            )),
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Every metric name of the daemon (design.md section 7), in one place, with its description.
+//!
+//! Hot paths never build a metric from its name per event: they resolve a handle once per
+//! connector, flow or label set (see [`crate::telemetry::handles`]) and increment that.
+
+/// Prefix of every metric.
+pub const PREFIX: &str = "switchboard_";
+
+pub const EVENTS_RECEIVED_TOTAL: &str = "switchboard_events_received_total";
+pub const EVENTS_REJECTED_TOTAL: &str = "switchboard_events_rejected_total";
+pub const EVENTS_UNMATCHED_TOTAL: &str = "switchboard_events_unmatched_total";
+pub const EVENTS_DEDUPLICATED_TOTAL: &str = "switchboard_events_deduplicated_total";
+pub const INVOCATIONS_TOTAL: &str = "switchboard_invocations_total";
+pub const INVOCATION_DURATION_SECONDS: &str = "switchboard_invocation_duration_seconds";
+pub const DISPATCH_LATENCY_SECONDS: &str = "switchboard_dispatch_latency_seconds";
+pub const COMMANDS_TOTAL: &str = "switchboard_commands_total";
+pub const CONNECTORS: &str = "switchboard_connectors";
+pub const SESSIONS_ACTIVE: &str = "switchboard_sessions_active";
+pub const SESSIONS_STARTED_TOTAL: &str = "switchboard_sessions_started_total";
+pub const FLOW_INSTANCE_QUEUE_DEPTH: &str = "switchboard_flow_instance_queue_depth";
+pub const FLOW_INSTANCES_LIVE: &str = "switchboard_flow_instances_live";
+pub const DEAD_LETTERS_TOTAL: &str = "switchboard_dead_letters_total";
+pub const INDEX_REBUILD_SECONDS: &str = "switchboard_index_rebuild_seconds";
+pub const INDEX_SUBSCRIPTIONS: &str = "switchboard_index_subscriptions";
+pub const INFLIGHT_EVENTS: &str = "switchboard_inflight_events";
+pub const INFLIGHT_LIMIT: &str = "switchboard_inflight_limit";
+
+/// Registers the descriptions with the installed recorder. Call once at start.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        EVENTS_RECEIVED_TOTAL,
+        "Inbound events admitted, by integration, event and channel."
+    );
+    describe_counter!(
+        EVENTS_REJECTED_TOTAL,
+        "Inbound events refused at admission, by reason."
+    );
+    describe_counter!(
+        EVENTS_UNMATCHED_TOTAL,
+        "Admitted events that matched no subscription."
+    );
+    describe_counter!(
+        EVENTS_DEDUPLICATED_TOTAL,
+        "Events acknowledged but not routed again (repeated external_event_id)."
+    );
+    describe_counter!(
+        INVOCATIONS_TOTAL,
+        "Invocation outcomes: completed, failed, timed_out, interrupted, superseded, cancelled, no_skill."
+    );
+    describe_histogram!(
+        INVOCATION_DURATION_SECONDS,
+        Unit::Seconds,
+        "From invocation sent to its outcome."
+    );
+    describe_histogram!(
+        DISPATCH_LATENCY_SECONDS,
+        Unit::Seconds,
+        "From admission to invocation sent."
+    );
+    describe_counter!(
+        COMMANDS_TOTAL,
+        "Commands by target integration, command and outcome (sent, refused, dropped)."
+    );
+    describe_gauge!(CONNECTORS, "Connectors by integration and status.");
+    describe_gauge!(SESSIONS_ACTIVE, "Live sessions by channel.");
+    describe_counter!(SESSIONS_STARTED_TOTAL, "Sessions started by channel.");
+    describe_histogram!(
+        FLOW_INSTANCE_QUEUE_DEPTH,
+        "Pending events of a flow instance, sampled when an event is queued."
+    );
+    describe_gauge!(FLOW_INSTANCES_LIVE, "Flow instance actors alive.");
+    describe_counter!(DEAD_LETTERS_TOTAL, "Dead-letter records by reason.");
+    describe_histogram!(
+        INDEX_REBUILD_SECONDS,
+        Unit::Seconds,
+        "Time to rebuild the subscription index."
+    );
+    describe_gauge!(INDEX_SUBSCRIPTIONS, "Subscriptions in the live index.");
+    describe_gauge!(
+        INFLIGHT_EVENTS,
+        "Admitted events not yet dispatched or recorded (bounded by the in-flight limit)."
+    );
+    describe_gauge!(
+        INFLIGHT_LIMIT,
+        "The in-flight limit: beyond it, ingress waits."
+    );
+}
