@@ -1,0 +1,162 @@
+//! The in-process test harness: a real engine with recording runners, a channel egress and an
+//! in-memory dead-letter store. Waits are on conditions (delivery settlement, channels), never
+//! on sleeps.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+
+use switchboard::admission::delivery::Settlement;
+use switchboard::admission::Refusal;
+use switchboard::catalog::{SettingSpec, ValueType};
+use switchboard::dead_letter::memory::MemoryDeadLetters;
+use switchboard::domain::{Event, Idn};
+use switchboard::egress::{ChannelSink, OutboundCommand};
+use switchboard::skill_runner::in_process::{ChannelRunner, ChannelRunnerRx, FnRunner};
+use switchboard::skill_runner::{Invocation, Outcome, RunnerRegistry};
+use switchboard::wire::FlowDoc;
+use switchboard::{Engine, EngineConfig, EngineParts};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+pub struct Harness {
+    pub engine: Engine,
+    pub account: Idn,
+    /// Every invocation of the default runner, which completes at once with no commands.
+    pub recorded: Arc<Mutex<Vec<Invocation>>>,
+    /// Invocations of flows whose runner is `{kind: in_process, name: manual}`.
+    pub manual: ChannelRunnerRx,
+    pub egress: mpsc::Receiver<OutboundCommand>,
+    pub dead: Arc<MemoryDeadLetters>,
+}
+
+impl Harness {
+    pub fn start() -> Harness {
+        Harness::with_config(EngineConfig::default())
+    }
+
+    pub fn with_config(config: EngineConfig) -> Harness {
+        let recorded = Arc::new(Mutex::new(Vec::new()));
+        let r = recorded.clone();
+        let default = FnRunner::new(move |inv: &Invocation| {
+            r.lock().unwrap().push(inv.clone());
+            (Outcome::Completed, Vec::new())
+        });
+        let (manual_runner, manual) = ChannelRunner::new(1024);
+        let runners = RunnerRegistry::new(Arc::new(default)).with_named("manual", Arc::new(manual_runner));
+        let (sink, egress) = ChannelSink::new(1024);
+        let dead = Arc::new(MemoryDeadLetters::new(10_000));
+        let engine = Engine::start(
+            config,
+            EngineParts {
+                runners: Arc::new(runners),
+                sink: Arc::new(sink),
+                dead_letters: dead.clone(),
+            },
+        );
+        Harness {
+            engine,
+            account: Idn::known("default"),
+            recorded,
+            manual,
+            egress,
+            dead,
+        }
+    }
+
+    /// Creates and runs a connector, giving every required setting a valid value.
+    pub fn connector(&self, integration: &str, connector: &str) -> Uuid {
+        let catalog = self.engine.catalog().clone();
+        let i = catalog.get(integration).unwrap_or_else(|| panic!("no integration {integration}"));
+        let integ_settings = required_values(&i.spec.integration_settings);
+        if !integ_settings.is_empty() {
+            self.engine
+                .registry()
+                .set_integration_settings(&self.account, integration, &integ_settings)
+                .unwrap();
+        }
+        let view = self
+            .engine
+            .create_connector(
+                &self.account,
+                integration,
+                connector,
+                &format!("{integration} {connector}"),
+                &required_values(&i.spec.connector_settings),
+            )
+            .unwrap();
+        self.engine.run_connector(view.id).unwrap();
+        view.id
+    }
+
+    /// Loads a flow document as `agent`/`flow`.
+    pub async fn flow(&self, agent: &str, flow: &str, yaml: &str) {
+        let doc = FlowDoc::from_yaml(yaml).unwrap();
+        let f = doc.to_domain(&self.account, agent, flow).unwrap();
+        self.engine.put_flow(f).await.unwrap();
+    }
+
+    /// Submits `event` and waits until it is settled (dispatched to every flow it reaches,
+    /// dropped as an outcome, or recorded). Returns the settlement or the refusal.
+    pub async fn send(&self, event: Event) -> Result<Settlement, Refusal> {
+        let (tx, rx) = oneshot::channel();
+        let tx = Mutex::new(Some(tx));
+        self.engine
+            .submit(
+                event,
+                Some(Box::new(move |s: Settlement| {
+                    if let Some(tx) = tx.lock().unwrap().take() {
+                        let _ = tx.send(s);
+                    }
+                })),
+            )
+            .await?;
+        Ok(rx.await.expect("every delivery settles"))
+    }
+
+    /// An event from actor `who` on `integration/connector`.
+    pub fn event(&self, integration: &str, connector: &str, event: &str, who: &str) -> Event {
+        Event::from_actor(
+            self.account.clone(),
+            Idn::known(integration),
+            Idn::known(connector),
+            Idn::known(event),
+            who,
+        )
+    }
+
+    /// `(agent, flow, skill)` of the recorded invocations of event `id`.
+    pub fn invoked_by(&self, id: Uuid) -> Vec<(String, String, String)> {
+        let mut v: Vec<_> = self
+            .recorded
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|i| i.event.event.id == id)
+            .map(|i| (i.agent.to_string(), i.flow.to_string(), i.skill.to_string()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn dead_letter_codes(&self) -> Vec<&'static str> {
+        self.dead.all().iter().map(|d| d.reason.code()).collect()
+    }
+}
+
+/// A valid value for every required setting without a default.
+pub fn required_values(presets: &[SettingSpec]) -> Vec<(String, String)> {
+    presets
+        .iter()
+        .filter(|p| p.is_required && p.default_value.is_none())
+        .map(|p| {
+            let v = match p.value_type {
+                _ if !p.possible_values.is_empty() => p.possible_values[0].clone(),
+                ValueType::Number => "1".into(),
+                ValueType::Bool => "true".into(),
+                ValueType::Json => "{}".into(),
+                ValueType::String | ValueType::Enum => "https://example.test/value".into(),
+            };
+            (p.idn.clone(), v)
+        })
+        .collect()
+}
