@@ -19,7 +19,8 @@ use crate::dead_letter::DeadLetterStore;
 use crate::domain::{Command, Event, Flow, Idn, Name, PersonaId};
 use crate::egress::CommandSink;
 use crate::flow_instance::state::StateStore;
-use crate::flow_instance::{FlowDeps, FlowInstances};
+use crate::flow_instance::messages::{FlowInstanceSnapshot, Inspect};
+use crate::flow_instance::{FlowDeps, FlowInstanceKey, FlowInstances};
 use crate::ingress::Ingress;
 use crate::routing::dispatch::Dispatcher;
 use crate::routing::explain::{self, Explanation};
@@ -342,5 +343,21 @@ impl Engine {
     /// Live flow instance actors.
     pub fn flow_instances(&self) -> usize {
         self.dispatcher.instances().len()
+    }
+
+    /// What the flow instance `(agent, flow, persona)` holds now; `None` if it is not live.
+    pub async fn inspect_flow_instance(
+        &self,
+        account: &str,
+        agent: &str,
+        flow: &str,
+        persona: PersonaId,
+    ) -> Option<FlowInstanceSnapshot> {
+        let id = self.dispatcher.index().flow(account, agent, flow)?.id;
+        let addr = self
+            .dispatcher
+            .instances()
+            .get(&FlowInstanceKey { flow: id, persona })?;
+        addr.send(Inspect).await.ok()
     }
 }

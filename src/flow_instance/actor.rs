@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::directory::{FlowInstanceKey, FlowInstances};
-use super::messages::{Enqueue, InvocationReport, ReportKind};
+use super::messages::{Enqueue, FlowInstanceSnapshot, Inspect, InvocationReport, ReportKind};
 use crate::admission::delivery::Delivery;
 use crate::commands::router::Origin;
 use crate::dead_letter::{self, DeadLetter, DeadLetterReason};
@@ -320,5 +320,16 @@ impl Handler<InvocationReport> for FlowInstance {
                 self.start_next(ctx);
             }
         }
+    }
+}
+
+impl Handler<Inspect> for FlowInstance {
+    type Result = actix::MessageResult<Inspect>;
+
+    fn handle(&mut self, _msg: Inspect, _ctx: &mut Context<Self>) -> Self::Result {
+        actix::MessageResult(FlowInstanceSnapshot {
+            running: self.running.as_ref().map(|r| (r.id, r.event.event.id)),
+            pending: self.pending.iter().map(|p| p.event.event.id).collect(),
+        })
     }
 }

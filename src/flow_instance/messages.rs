@@ -37,3 +37,17 @@ pub enum ReportKind {
         commands: Vec<Command>,
     },
 }
+
+/// Asks for what the instance holds now (operations and tests).
+#[derive(Message)]
+#[rtype(result = "FlowInstanceSnapshot")]
+pub struct Inspect;
+
+/// What a flow instance holds at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowInstanceSnapshot {
+    /// The running invocation and the id of its event.
+    pub running: Option<(Uuid, Uuid)>,
+    /// Ids of the pending events, in queue order.
+    pub pending: Vec<Uuid>,
+}

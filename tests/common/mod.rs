@@ -9,10 +9,11 @@ use switchboard::admission::delivery::Settlement;
 use switchboard::admission::Refusal;
 use switchboard::catalog::{SettingSpec, ValueType};
 use switchboard::dead_letter::memory::MemoryDeadLetters;
-use switchboard::domain::{Event, Idn};
+use switchboard::domain::{Event, Idn, PersonaId};
+use switchboard::flow_instance::messages::FlowInstanceSnapshot;
 use switchboard::egress::{ChannelSink, OutboundCommand};
 use switchboard::skill_runner::in_process::{ChannelRunner, ChannelRunnerRx, FnRunner};
-use switchboard::skill_runner::{Invocation, Outcome, RunnerRegistry};
+use switchboard::skill_runner::{Invocation, Outcome, Reply, RunnerRegistry};
 use switchboard::wire::FlowDoc;
 use switchboard::{Engine, EngineConfig, EngineParts};
 use tokio::sync::{mpsc, oneshot};
@@ -113,6 +114,56 @@ impl Harness {
         Ok(rx.await.expect("every delivery settles"))
     }
 
+    /// Submits `event` without waiting for settlement; the receiver yields it later.
+    pub async fn submit(&self, event: Event) -> oneshot::Receiver<Settlement> {
+        let (tx, rx) = oneshot::channel();
+        let tx = Mutex::new(Some(tx));
+        self.engine
+            .submit(
+                event,
+                Some(Box::new(move |s: Settlement| {
+                    if let Some(tx) = tx.lock().unwrap().take() {
+                        let _ = tx.send(s);
+                    }
+                })),
+            )
+            .await
+            .expect("admitted");
+        rx
+    }
+
+    /// The persona of actor `who` on `integration`.
+    pub fn persona(&self, integration: &str, who: &str) -> PersonaId {
+        PersonaId::derive(&self.account, &Idn::known(integration), who)
+    }
+
+    /// Waits until the flow instance `(agent, flow, persona)` satisfies `cond`.
+    pub async fn wait_instance(
+        &self,
+        agent: &str,
+        flow: &str,
+        persona: PersonaId,
+        cond: impl Fn(&FlowInstanceSnapshot) -> bool,
+    ) -> FlowInstanceSnapshot {
+        loop {
+            if let Some(s) = self
+                .engine
+                .inspect_flow_instance("default", agent, flow, persona)
+                .await
+            {
+                if cond(&s) {
+                    return s;
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// The next invocation handed to the `manual` runner.
+    pub async fn next_manual(&mut self) -> (Invocation, Reply) {
+        self.manual.invocations.recv().await.expect("manual runner open")
+    }
+
     /// An event from actor `who` on `integration/connector`.
     pub fn event(&self, integration: &str, connector: &str, event: &str, who: &str) -> Event {
         Event::from_actor(
@@ -136,6 +187,11 @@ impl Harness {
             .collect();
         v.sort();
         v
+    }
+
+    /// Event ids of every recorded invocation.
+    pub fn invoked_ids(&self) -> Vec<Uuid> {
+        self.recorded.lock().unwrap().iter().map(|i| i.event.event.id).collect()
     }
 
     pub fn dead_letter_codes(&self) -> Vec<&'static str> {
