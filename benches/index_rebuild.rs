@@ -183,7 +183,10 @@ fn main() {
     let mut b = builds.into_inner();
     b.sort();
     println!();
-    println!("index_rebuild summary ({SUBSCRIPTIONS} subscriptions, {} flows)", flows.len());
+    println!(
+        "index_rebuild summary ({SUBSCRIPTIONS} subscriptions, {} flows)",
+        flows.len()
+    );
     if b.is_empty() {
         println!("  build: (filtered out)");
     } else {

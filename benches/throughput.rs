@@ -1,1 +1,287 @@
-fn main() {}
+//! # End-to-end event throughput, in process
+//!
+//! **Measures** the whole engine: an actix `System` with `workers: 2` and
+//! `inflight_limit: 100_000`, 8 running `sandbox` connectors, one flow subscribing
+//! `user_message` on `sandbox` (connector null, skill `Reply`) with the completing in-process
+//! runner. N pre-built events (default 500k; `BENCH_EVENTS` overrides) from 10k personas
+//! (external_id = persona number) are submitted round-robin over the connectors with
+//! `Engine::submit`, each with a settle closure counting settlements. Wall time runs from the
+//! first submit to the last settlement (an event settles when its invocation starts). The
+//! first event of each persona also routes `session_started` (nobody subscribes to it here).
+//! The run is done twice: cold (10k flow instances and sessions are created during it) and
+//! warm (they exist). The target is judged on the cold run.
+//!
+//! **Baseline**, same process, same N and events: a chain of plain bounded tokio mpsc hops of
+//! the same depth, each stage one task on a 2-worker multi-thread runtime, the producer on the
+//! calling thread as the engine's submit loop is: ingress → connector stage → flow-instance
+//! stage → runner stage → back to a completion stage (4 hops) carrying an `Arc` of the same
+//! `Event` type.
+//!
+//! **Targets**: ≥ 500,000 events/s, and ≥ 0.5× the baseline.
+//!
+//! Custom main (no criterion). Without `--bench` (as under `cargo test --benches`) it runs a
+//! small smoke version only.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, Notify};
+
+use switchboard::admission::delivery::Settlement;
+use switchboard::dead_letter::memory::MemoryDeadLetters;
+use switchboard::domain::{
+    Event, Flow, Idn, InterruptMode, Name, RunnerSpec, SkillSelector, Subscription,
+};
+use switchboard::egress::ChannelSink;
+use switchboard::skill_runner::in_process::FnRunner;
+use switchboard::skill_runner::RunnerRegistry;
+use switchboard::{Engine, EngineConfig, EngineParts};
+
+const DEFAULT_EVENTS: usize = 500_000;
+const SMOKE_EVENTS: usize = 2_000;
+const PERSONAS: usize = 10_000;
+const CONNECTORS: usize = 8;
+const HOP_CAPACITY: usize = 1024;
+const TARGET_RATE: f64 = 500_000.0;
+const TARGET_RATIO: f64 = 0.5;
+
+/// Settlement counter shared by every settle closure (leaked: no refcount traffic per event).
+struct Done {
+    settled: AtomicUsize,
+    redelivered: AtomicUsize,
+    target: AtomicUsize,
+    notify: Notify,
+}
+
+impl Done {
+    fn settle(&self, s: Settlement) {
+        if s == Settlement::Redeliver {
+            self.redelivered.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.settled.fetch_add(1, Ordering::AcqRel) + 1 == self.target.load(Ordering::Acquire) {
+            self.notify.notify_one();
+        }
+    }
+
+    fn reset(&self, target: usize) {
+        self.settled.store(0, Ordering::Release);
+        self.target.store(target, Ordering::Release);
+    }
+}
+
+fn events(n: usize) -> Vec<Event> {
+    let account = Idn::known("default");
+    let sandbox = Idn::known("sandbox");
+    let user_message = Idn::known("user_message");
+    let connectors: Vec<Idn> = (0..CONNECTORS)
+        .map(|c| Idn::known(&format!("bench_{c}")))
+        .collect();
+    (0..n)
+        .map(|k| {
+            Event::from_actor(
+                account.clone(),
+                sandbox.clone(),
+                connectors[k % CONNECTORS].clone(),
+                user_message.clone(),
+                (k % PERSONAS).to_string(),
+            )
+            .with_argument("text", "hello")
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    total: Duration,
+    submit: Duration,
+}
+
+impl Run {
+    fn rate(&self, n: usize) -> f64 {
+        n as f64 / self.total.as_secs_f64()
+    }
+}
+
+/// Runs the engine over `rounds` (each a Vec of events); returns one figure per round.
+fn engine_runs(rounds: Vec<Vec<Event>>) -> (Vec<Run>, String) {
+    actix_rt::System::new().block_on(async move {
+        let (sink, _commands) = ChannelSink::new(1024);
+        let dead_letters = Arc::new(MemoryDeadLetters::new(10_000));
+        let engine = Engine::start(
+            EngineConfig {
+                workers: 2,
+                inflight_limit: 100_000,
+                ..Default::default()
+            },
+            EngineParts {
+                runners: Arc::new(RunnerRegistry::new(Arc::new(FnRunner::completing()))),
+                sink: Arc::new(sink),
+                dead_letters: dead_letters.clone(),
+            },
+        );
+        let account = Idn::known("default");
+        for c in 0..CONNECTORS {
+            let view = engine
+                .create_connector(&account, "sandbox", &format!("bench_{c}"), "Bench", &[])
+                .expect("create connector");
+            engine.run_connector(view.id).expect("run connector");
+        }
+        engine
+            .put_flow(Flow {
+                account: account.clone(),
+                agent: Name::known("Bench"),
+                flow: Name::known("Main"),
+                runner: RunnerSpec::Default,
+                invocation_timeout: None,
+                state_fields: Vec::new(),
+                subscriptions: vec![Subscription {
+                    event: Idn::known("user_message"),
+                    integration: Some(Idn::known("sandbox")),
+                    connector: None,
+                    skill: SkillSelector::Skill(Name::known("Reply")),
+                    interrupt_mode: InterruptMode::Queue,
+                }],
+            })
+            .await
+            .expect("put flow");
+
+        let done: &'static Done = Box::leak(Box::new(Done {
+            settled: AtomicUsize::new(0),
+            redelivered: AtomicUsize::new(0),
+            target: AtomicUsize::new(usize::MAX),
+            notify: Notify::new(),
+        }));
+        let mut runs = Vec::new();
+        for events in rounds {
+            let n = events.len();
+            done.reset(n);
+            let start = Instant::now();
+            for e in events {
+                engine
+                    .submit(e, Some(Box::new(move |s: Settlement| done.settle(s))))
+                    .await
+                    .expect("admitted");
+            }
+            let submit = start.elapsed();
+            done.notify.notified().await;
+            runs.push(Run {
+                total: start.elapsed(),
+                submit,
+            });
+        }
+        let check = format!(
+            "{} flow instances live, {} sessions, {} redelivered, {} dead letters",
+            engine.flow_instances(),
+            engine.sessions().len(),
+            done.redelivered.load(Ordering::Relaxed),
+            dead_letters.len()
+        );
+        (runs, check)
+    })
+}
+
+/// The plain-tokio chain: producer → connector → flow instance → runner → completion.
+fn baseline_run(events: Vec<Event>) -> Run {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let n = events.len();
+    rt.block_on(async move {
+        let (to_connector, mut connector_rx) = mpsc::channel::<Arc<Event>>(HOP_CAPACITY);
+        let (to_instance, mut instance_rx) = mpsc::channel::<Arc<Event>>(HOP_CAPACITY);
+        let (to_runner, mut runner_rx) = mpsc::channel::<Arc<Event>>(HOP_CAPACITY);
+        let (to_completion, mut completion_rx) = mpsc::channel::<Arc<Event>>(HOP_CAPACITY);
+        let finished = Arc::new(Notify::new());
+        tokio::spawn(async move {
+            while let Some(e) = connector_rx.recv().await {
+                let _ = to_instance.send(e).await;
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(e) = instance_rx.recv().await {
+                let _ = to_runner.send(e).await;
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(e) = runner_rx.recv().await {
+                let _ = to_completion.send(e).await;
+            }
+        });
+        let f = finished.clone();
+        tokio::spawn(async move {
+            let mut count = 0usize;
+            while let Some(e) = completion_rx.recv().await {
+                drop(e);
+                count += 1;
+                if count == n {
+                    f.notify_one();
+                }
+            }
+        });
+        let start = Instant::now();
+        for e in events {
+            to_connector.send(Arc::new(e)).await.expect("chain alive");
+        }
+        let submit = start.elapsed();
+        finished.notified().await;
+        Run {
+            total: start.elapsed(),
+            submit,
+        }
+    })
+}
+
+fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let n = if bench {
+        std::env::var("BENCH_EVENTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_EVENTS)
+    } else {
+        SMOKE_EVENTS
+    };
+
+    let t = Instant::now();
+    let rounds = vec![events(n), events(n)];
+    let baseline_events = events(n);
+    eprintln!(
+        "throughput: {n} events × 3 built in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let (runs, check) = engine_runs(rounds);
+    let base = baseline_run(baseline_events);
+
+    let (cold, warm) = (runs[0], runs[1]);
+    let base_rate = base.rate(n);
+    println!();
+    println!("throughput summary ({n} events, {PERSONAS} personas, {CONNECTORS} connectors)");
+    let line = |name: &str, r: &Run, vs_baseline: bool| {
+        println!(
+            "  {name:<28} {:>10.0} events/s  ({:.3} s; submit loop {:.3} s){}",
+            r.rate(n),
+            r.total.as_secs_f64(),
+            r.submit.as_secs_f64(),
+            if vs_baseline {
+                format!("  {:.2}x baseline", r.rate(n) / base_rate)
+            } else {
+                String::new()
+            }
+        );
+    };
+    line("engine, cold", &cold, true);
+    line("engine, warm", &warm, true);
+    line("baseline (4 tokio hops)", &base, false);
+    println!("  engine state after the runs: {check}");
+    let rate_ok = cold.rate(n) >= TARGET_RATE;
+    let ratio_ok = cold.rate(n) / base_rate >= TARGET_RATIO;
+    println!(
+        "  target >= {TARGET_RATE:.0} events/s: {}; target >= {TARGET_RATIO}x baseline: {}",
+        if rate_ok { "OK" } else { "MISSES TARGET" },
+        if ratio_ok { "OK" } else { "MISSES TARGET" }
+    );
+}

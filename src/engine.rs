@@ -18,8 +18,8 @@ use crate::connectors::registry::{ConnectorRegistry, ConnectorView, ControlError
 use crate::dead_letter::DeadLetterStore;
 use crate::domain::{Command, Event, Flow, Idn, Name, PersonaId};
 use crate::egress::CommandSink;
-use crate::flow_instance::state::StateStore;
 use crate::flow_instance::messages::{FlowInstanceSnapshot, Inspect};
+use crate::flow_instance::state::StateStore;
 use crate::flow_instance::{FlowDeps, FlowInstanceKey, FlowInstances};
 use crate::ingress::Ingress;
 use crate::routing::dispatch::Dispatcher;

@@ -35,8 +35,13 @@ fn ev(h: &Harness, event: &str) -> switchboard::domain::Event {
 }
 
 fn say(h: &Harness, text: &str) -> Command {
-    Command::new(h.account.clone(), Idn::known("telegram"), Idn::known("bot"), Idn::known("send_message"))
-        .with_argument("text", text)
+    Command::new(
+        h.account.clone(),
+        Idn::known("telegram"),
+        Idn::known("bot"),
+        Idn::known("send_message"),
+    )
+    .with_argument("text", text)
 }
 
 #[actix_rt::test]
@@ -51,10 +56,15 @@ async fn queue_runs_one_at_a_time_in_order() {
     }
     let (inv, reply) = h.next_manual().await;
     assert_eq!(inv.event.event.id, ids[0]);
-    let s = h.wait_instance("Agent", "Main", p, |s| s.pending.len() == 2).await;
+    let s = h
+        .wait_instance("Agent", "Main", p, |s| s.pending.len() == 2)
+        .await;
     assert_eq!(s.running.map(|r| r.1), Some(ids[0]));
     assert_eq!(s.pending, ids[1..].to_vec());
-    assert!(h.manual.invocations.try_recv().is_err(), "one invocation at a time");
+    assert!(
+        h.manual.invocations.try_recv().is_err(),
+        "one invocation at a time"
+    );
     reply.finish(Outcome::Completed, vec![]);
     for id in &ids[1..] {
         let (inv, reply) = h.next_manual().await;
@@ -78,13 +88,20 @@ async fn interrupt_cancels_the_running_drops_pending_and_runs_now() {
     h.submit(first).await;
     let (_, first_reply) = h.next_manual().await;
     let pending_settled = h.submit(pending).await;
-    h.wait_instance("Agent", "Main", p, |s| s.pending == vec![pending_id]).await;
+    h.wait_instance("Agent", "Main", p, |s| s.pending == vec![pending_id])
+        .await;
     h.submit(barge).await;
     let (inv, reply) = h.next_manual().await;
-    assert_eq!(inv.event.event.id, barge_id, "the interrupting event runs next");
+    assert_eq!(
+        inv.event.event.id, barge_id,
+        "the interrupting event runs next"
+    );
     assert_eq!(inv.skill.as_str(), "Interrupting");
     // The interrupted invocation was cancelled at its runner.
-    assert_eq!(h.manual.cancelled.recv().await, Some(first_reply.invocation_id()));
+    assert_eq!(
+        h.manual.cancelled.recv().await,
+        Some(first_reply.invocation_id())
+    );
     // The superseded event settles as an outcome, never invoked.
     assert_eq!(pending_settled.await.unwrap(), Settlement::Done);
     // The interrupted run's late commands never leave; the new run's do.
@@ -94,7 +111,10 @@ async fn interrupt_cancels_the_running_drops_pending_and_runs_now() {
     assert_eq!(out.command.arguments.get("text"), Some("fresh"));
     // The barge's outcome was handled before its command reached egress: had the superseded
     // event still been queued, it would have been handed to the runner by now.
-    assert!(h.manual.invocations.try_recv().is_err(), "the superseded event never runs");
+    assert!(
+        h.manual.invocations.try_recv().is_err(),
+        "the superseded event never runs"
+    );
     let s = h.wait_instance("Agent", "Main", p, |_| true).await;
     assert!(s.running.is_none() && s.pending.is_empty());
 }
@@ -110,13 +130,18 @@ async fn an_uninterruptible_invocation_finishes_first() {
     h.submit(first).await;
     let (_, first_reply) = h.next_manual().await;
     h.submit(barge).await;
-    let s = h.wait_instance("Agent", "Main", p, |s| s.pending == vec![barge_id]).await;
+    let s = h
+        .wait_instance("Agent", "Main", p, |s| s.pending == vec![barge_id])
+        .await;
     assert!(s.running.is_some(), "still running");
     assert!(h.manual.cancelled.try_recv().is_err(), "not cancelled");
     first_reply.finish(Outcome::Completed, vec![say(&h, "kept")]);
     let (inv, _) = h.next_manual().await;
     assert_eq!(inv.event.event.id, barge_id);
-    assert_eq!(h.egress.recv().await.unwrap().command.arguments.get("text"), Some("kept"));
+    assert_eq!(
+        h.egress.recv().await.unwrap().command.arguments.get("text"),
+        Some("kept")
+    );
 }
 
 #[actix_rt::test]
@@ -171,7 +196,10 @@ async fn idle_instances_retire_and_come_back() {
     while h.engine.flow_instances() > 0 {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    assert!(done_at.elapsed() >= Duration::from_secs(60), "not before its idle timeout");
+    assert!(
+        done_at.elapsed() >= Duration::from_secs(60),
+        "not before its idle timeout"
+    );
     assert!(done_at.elapsed() < Duration::from_secs(62));
     // A new event starts a fresh instance.
     let again = ev(&h, "q_event");

@@ -15,7 +15,12 @@ const FIXTURE: &str = include_str!("fixtures/naf-events.yaml");
 
 /// The state values the fixture's two `skill_idn_from_state` subscriptions read.
 const STATE: &[(&str, &str, &str, &str)] = &[
-    ("ConvoAgent", "CAMainFlow", "phone_reply_skill", "PhoneReplySkill"),
+    (
+        "ConvoAgent",
+        "CAMainFlow",
+        "phone_reply_skill",
+        "PhoneReplySkill",
+    ),
     (
         "ConvoAgent",
         "CAMainFlow",
@@ -33,11 +38,18 @@ fn specificity(s: &SubscriptionDoc) -> u8 {
 }
 
 /// For each flow, its most specific matching subscription (earliest on ties).
-fn oracle(rows: &[SubscriptionDoc], integration: &str, connector: &str, event: &str) -> BTreeSet<(String, String, String)> {
+fn oracle(
+    rows: &[SubscriptionDoc],
+    integration: &str,
+    connector: &str,
+    event: &str,
+) -> BTreeSet<(String, String, String)> {
     let mut best: std::collections::BTreeMap<(String, String), (u8, usize)> = Default::default();
     for (i, r) in rows.iter().enumerate() {
         let covers = r.idn == event
-            && r.integration_idn.as_deref().is_none_or(|x| x == integration)
+            && r.integration_idn
+                .as_deref()
+                .is_none_or(|x| x == integration)
             && r.connector_idn.as_deref().is_none_or(|x| x == connector);
         if !covers {
             continue;
@@ -90,18 +102,35 @@ async fn every_subscription_is_reached_and_nothing_else() {
     let system = Idn::known("system");
     let persona = PersonaId::derive(&h.account, &system, "setup");
     for (agent, flow, field, value) in STATE {
-        let c = Command::new(h.account.clone(), system.clone(), system.clone(), Idn::known("set_state"))
-            .with_argument("idn", *field)
-            .with_argument("value", *value)
-            .with_argument("agentIdn", *agent)
-            .with_argument("flowIdn", *flow)
-            .with_argument("scope", "agent");
+        let c = Command::new(
+            h.account.clone(),
+            system.clone(),
+            system.clone(),
+            Idn::known("set_state"),
+        )
+        .with_argument("idn", *field)
+        .with_argument("value", *value)
+        .with_argument("agentIdn", *agent)
+        .with_argument("flowIdn", *flow)
+        .with_argument("scope", "agent");
         h.engine.send_command(c, persona);
     }
-    let main_flow = h.engine.dispatcher().index().flow("default", "ConvoAgent", "CAMainFlow").unwrap().clone();
+    let main_flow = h
+        .engine
+        .dispatcher()
+        .index()
+        .flow("default", "ConvoAgent", "CAMainFlow")
+        .unwrap()
+        .clone();
     for (_, _, field, value) in STATE {
         let field = Idn::known(field);
-        while h.engine.state().get(&main_flow.flow, &field, persona).as_deref() != Some(*value) {
+        while h
+            .engine
+            .state()
+            .get(&main_flow.flow, &field, persona)
+            .as_deref()
+            != Some(*value)
+        {
             tokio::task::yield_now().await;
         }
     }
@@ -111,17 +140,23 @@ async fn every_subscription_is_reached_and_nothing_else() {
         let integration = r.integration_idn.as_deref().unwrap_or("system");
         let connector = match (&r.integration_idn, &r.connector_idn) {
             (Some(_), Some(c)) => c.clone(),
-            (Some(i), None) => connectors.iter().find(|(ci, _)| ci == i).map(|(_, c)| c.clone()).unwrap_or_else(|| "system".into()),
+            (Some(i), None) => connectors
+                .iter()
+                .find(|(ci, _)| ci == i)
+                .map(|(_, c)| c.clone())
+                .unwrap_or_else(|| "system".into()),
             _ => "system".into(),
         };
         let event = h.event(integration, &connector, &r.idn, &format!("naf-{n}"));
         let id = event.id;
-        h.send(event).await.unwrap_or_else(|e| panic!("row {n} ({integration}/{connector}/{}): refused: {e}", r.idn));
+        h.send(event).await.unwrap_or_else(|e| {
+            panic!(
+                "row {n} ({integration}/{connector}/{}): refused: {e}",
+                r.idn
+            )
+        });
         let want = oracle(&export.events, integration, &connector, &r.idn);
-        let me = (
-            r.agent_idn.clone().unwrap(),
-            r.flow_idn.clone().unwrap(),
-        );
+        let me = (r.agent_idn.clone().unwrap(), r.flow_idn.clone().unwrap());
         assert!(
             want.iter().any(|(a, f, _)| (a, f) == (&me.0, &me.1)),
             "row {n}: the oracle must include the subscribing flow"
@@ -131,5 +166,9 @@ async fn every_subscription_is_reached_and_nothing_else() {
         checked += 1;
     }
     assert_eq!(checked, 186);
-    assert!(h.dead.is_empty(), "no dead letters: {:?}", h.dead_letter_codes());
+    assert!(
+        h.dead.is_empty(),
+        "no dead letters: {:?}",
+        h.dead_letter_codes()
+    );
 }

@@ -121,36 +121,79 @@ async fn routing_table() {
         // Exact beats connector-null beats integration-null inside one flow; every flow once.
         (
             ("telegram", "bot_a", "user_message"),
-            Reaches(&["Agent/Exact:ExactBotA", "Agent/Broad:BroadTelegram", "Other/Global:GlobalMsg"]),
+            Reaches(&[
+                "Agent/Exact:ExactBotA",
+                "Agent/Broad:BroadTelegram",
+                "Other/Global:GlobalMsg",
+            ]),
         ),
         (
             ("telegram", "bot_b", "user_message"),
-            Reaches(&["Agent/Exact:AnyTelegram", "Agent/Broad:BroadTelegram", "Other/Global:GlobalMsg"]),
+            Reaches(&[
+                "Agent/Exact:AnyTelegram",
+                "Agent/Broad:BroadTelegram",
+                "Other/Global:GlobalMsg",
+            ]),
         ),
         // Integration-null subscriptions cover every integration.
         (
             ("sandbox", "sb", "user_message"),
-            Reaches(&["Agent/Exact:Anything", "Agent/Broad:BroadAny", "Other/Global:GlobalMsg"]),
+            Reaches(&[
+                "Agent/Exact:Anything",
+                "Agent/Broad:BroadAny",
+                "Other/Global:GlobalMsg",
+            ]),
         ),
         (
             ("system", "system", "user_message"),
-            Reaches(&["Agent/Exact:Anything", "Agent/Broad:BroadAny", "Other/Global:GlobalMsg"]),
+            Reaches(&[
+                "Agent/Exact:Anything",
+                "Agent/Broad:BroadAny",
+                "Other/Global:GlobalMsg",
+            ]),
         ),
-        (("program_timer", "reminders", "timer"), Reaches(&["Other/Global:GlobalTimer"])),
+        (
+            ("program_timer", "reminders", "timer"),
+            Reaches(&["Other/Global:GlobalTimer"]),
+        ),
         // Custom events on open integrations.
-        (("api", "webhook", "order_placed"), Reaches(&["Other/Custom:OnOrder"])),
-        (("system", "system", "book_slot"), Reaches(&["Other/Custom:OnBook"])),
+        (
+            ("api", "webhook", "order_placed"),
+            Reaches(&["Other/Custom:OnOrder"]),
+        ),
+        (
+            ("system", "system", "book_slot"),
+            Reaches(&["Other/Custom:OnBook"]),
+        ),
         (("api", "webhook", "never_subscribed"), Reaches(&[])),
         // Exact scope: another connector of the same integration does not match.
-        (("http", "api_x", "result_success"), Reaches(&["Other/Custom:OnHttpOk"])),
+        (
+            ("http", "api_x", "result_success"),
+            Reaches(&["Other/Custom:OnHttpOk"]),
+        ),
         (("api", "webhook", "book_slot"), Reaches(&[])),
         // Admission refusals.
-        (("twilio_messenger", "sms", "user_message"), Refused("connector_stopped")),
-        (("telegram", "bot_zzz", "user_message"), Refused("unknown_connector")),
-        (("fax", "machine", "user_message"), Refused("unknown_integration")),
+        (
+            ("twilio_messenger", "sms", "user_message"),
+            Refused("connector_stopped"),
+        ),
+        (
+            ("telegram", "bot_zzz", "user_message"),
+            Refused("unknown_connector"),
+        ),
+        (
+            ("fax", "machine", "user_message"),
+            Refused("unknown_integration"),
+        ),
         (("sandbox", "sb", "timer"), Refused("undeclared_event")),
-        (("http", "api_x", "user_message"), Refused("undeclared_event")),
-        (("telegram", "bot_a", "made_up_event"), Refused("undeclared_event")),
+        (
+            ("http", "api_x", "user_message"),
+            Refused("undeclared_event"),
+        ),
+        (
+            ("telegram", "bot_a", "made_up_event"),
+            Refused("undeclared_event"),
+        ),
     ];
     for (input, expected) in cases {
         let expected = match expected {
@@ -175,19 +218,59 @@ async fn an_empty_actor_is_malformed() {
 async fn explain_agrees_with_dispatch_and_says_why() {
     let h = world().await;
     let idn = switchboard::domain::Idn::known;
-    let x = h.engine.explain(&h.account, &idn("telegram"), &idn("bot_b"), &idn("user_message"));
+    let x = h.engine.explain(
+        &h.account,
+        &idn("telegram"),
+        &idn("bot_b"),
+        &idn("user_message"),
+    );
     assert_eq!(x.refused, None);
-    let matched: Vec<_> = x.matched.iter().map(|m| (m.flow.as_str(), m.skill.as_str(), m.scope)).collect();
-    assert!(matched.contains(&("Exact", "AnyTelegram", "connector_null")), "{matched:?}");
+    let matched: Vec<_> = x
+        .matched
+        .iter()
+        .map(|m| (m.flow.as_str(), m.skill.as_str(), m.scope))
+        .collect();
+    assert!(
+        matched.contains(&("Exact", "AnyTelegram", "connector_null")),
+        "{matched:?}"
+    );
     assert!(matched.contains(&("Broad", "BroadTelegram", "connector_null")));
     assert!(matched.contains(&("Global", "GlobalMsg", "integration_null")));
     assert_eq!(matched.len(), 3);
-    let exact = x.not_matched.iter().find(|m| m.skill == "ExactBotA").unwrap();
-    assert!(exact.why.contains("does not cover telegram/bot_b"), "{}", exact.why);
-    let later = x.not_matched.iter().find(|m| m.skill == "BroadTelegramLater").unwrap();
-    assert!(later.why.contains("more specific or earlier"), "{}", later.why);
-    let stopped = h.engine.explain(&h.account, &idn("twilio_messenger"), &idn("sms"), &idn("user_message"));
-    assert_eq!(stopped.refused.as_deref(), Some("connector twilio_messenger/sms is stopped"));
-    assert_eq!(stopped.matched.len(), 4, "explain still shows what would match");
+    let exact = x
+        .not_matched
+        .iter()
+        .find(|m| m.skill == "ExactBotA")
+        .unwrap();
+    assert!(
+        exact.why.contains("does not cover telegram/bot_b"),
+        "{}",
+        exact.why
+    );
+    let later = x
+        .not_matched
+        .iter()
+        .find(|m| m.skill == "BroadTelegramLater")
+        .unwrap();
+    assert!(
+        later.why.contains("more specific or earlier"),
+        "{}",
+        later.why
+    );
+    let stopped = h.engine.explain(
+        &h.account,
+        &idn("twilio_messenger"),
+        &idn("sms"),
+        &idn("user_message"),
+    );
+    assert_eq!(
+        stopped.refused.as_deref(),
+        Some("connector twilio_messenger/sms is stopped")
+    );
+    assert_eq!(
+        stopped.matched.len(),
+        4,
+        "explain still shows what would match"
+    );
     assert!(stopped.matched.iter().any(|m| m.skill == "OnStoppedSms"));
 }

@@ -19,7 +19,9 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use switchboard::domain::{Flow, Idn, InterruptMode, Name, RunnerSpec, SkillSelector, Subscription};
+use switchboard::domain::{
+    Flow, Idn, InterruptMode, Name, RunnerSpec, SkillSelector, Subscription,
+};
 use switchboard::routing::index::{FlowId, FlowRoute, ScopeKey};
 use switchboard::skill_runner::in_process::FnRunner;
 use switchboard::skill_runner::SkillRunner;
@@ -137,7 +139,10 @@ pub fn flows(vocab: &Vocab, specs: &[SubSpec]) -> Vec<Arc<FlowRoute>> {
                 .map(|s| {
                     let (integration, connector) = match s.tier {
                         Tier::Exact { connector } => (
-                            Some(vocab.integrations[Vocab::integration_of(connector as usize)].clone()),
+                            Some(
+                                vocab.integrations[Vocab::integration_of(connector as usize)]
+                                    .clone(),
+                            ),
                             Some(vocab.connectors[connector as usize].clone()),
                         ),
                         Tier::Integration { integration } => {
@@ -185,7 +190,8 @@ pub fn keys(specs: &[SubSpec], n: usize, seed: u64) -> Vec<Key> {
                 Tier::Exact { connector } => connector,
                 Tier::Integration { integration } => {
                     (integration as usize * CONNECTORS_PER_INTEGRATION
-                        + rng.random_range(0..CONNECTORS_PER_INTEGRATION)) as u32
+                        + rng.random_range(0..CONNECTORS_PER_INTEGRATION))
+                        as u32
                 }
                 Tier::Any => rng.random_range(0..CONNECTORS) as u32,
             };

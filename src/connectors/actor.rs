@@ -136,6 +136,7 @@ impl ConnectorActor {
     fn route_session_event(
         &self,
         name: &str,
+        reason: Option<&str>,
         persona: PersonaId,
         session: Uuid,
         delivery: &Delivery,
@@ -153,6 +154,9 @@ impl ConnectorActor {
             .push("integration_idn", self.scope.integration.as_str());
         e.arguments
             .push("connector_idn", self.scope.connector.as_str());
+        if let Some(r) = reason {
+            e.arguments.push("reason", r);
+        }
         self.deps.dispatcher.route(
             Arc::new(RoutedEvent { event: e, persona }),
             &self.system_scope,
@@ -232,6 +236,7 @@ impl Handler<Inbound> for ConnectorActor {
             ) {
                 self.route_session_event(
                     "session_started",
+                    None,
                     persona,
                     session,
                     &delivery,
@@ -263,7 +268,14 @@ impl Handler<Inbound> for ConnectorActor {
                 persona,
                 &self.scope.integration,
             ) {
-                self.route_session_event("session_ended", persona, ended, &delivery, admitted_at);
+                self.route_session_event(
+                    "session_ended",
+                    Some("conversation_ended"),
+                    persona,
+                    ended,
+                    &delivery,
+                    admitted_at,
+                );
             }
         }
     }

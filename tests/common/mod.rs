@@ -10,8 +10,8 @@ use switchboard::admission::Refusal;
 use switchboard::catalog::{SettingSpec, ValueType};
 use switchboard::dead_letter::memory::MemoryDeadLetters;
 use switchboard::domain::{Event, Idn, PersonaId};
-use switchboard::flow_instance::messages::FlowInstanceSnapshot;
 use switchboard::egress::{ChannelSink, OutboundCommand};
+use switchboard::flow_instance::messages::FlowInstanceSnapshot;
 use switchboard::skill_runner::in_process::{ChannelRunner, ChannelRunnerRx, FnRunner};
 use switchboard::skill_runner::{Invocation, Outcome, Reply, RunnerRegistry};
 use switchboard::wire::FlowDoc;
@@ -43,7 +43,8 @@ impl Harness {
             (Outcome::Completed, Vec::new())
         });
         let (manual_runner, manual) = ChannelRunner::new(1024);
-        let runners = RunnerRegistry::new(Arc::new(default)).with_named("manual", Arc::new(manual_runner));
+        let runners =
+            RunnerRegistry::new(Arc::new(default)).with_named("manual", Arc::new(manual_runner));
         let (sink, egress) = ChannelSink::new(1024);
         let dead = Arc::new(MemoryDeadLetters::new(10_000));
         let engine = Engine::start(
@@ -67,7 +68,9 @@ impl Harness {
     /// Creates and runs a connector, giving every required setting a valid value.
     pub fn connector(&self, integration: &str, connector: &str) -> Uuid {
         let catalog = self.engine.catalog().clone();
-        let i = catalog.get(integration).unwrap_or_else(|| panic!("no integration {integration}"));
+        let i = catalog
+            .get(integration)
+            .unwrap_or_else(|| panic!("no integration {integration}"));
         let integ_settings = required_values(&i.spec.integration_settings);
         if !integ_settings.is_empty() {
             self.engine
@@ -161,7 +164,11 @@ impl Harness {
 
     /// The next invocation handed to the `manual` runner.
     pub async fn next_manual(&mut self) -> (Invocation, Reply) {
-        self.manual.invocations.recv().await.expect("manual runner open")
+        self.manual
+            .invocations
+            .recv()
+            .await
+            .expect("manual runner open")
     }
 
     /// An event from actor `who` on `integration/connector`.
@@ -189,9 +196,37 @@ impl Harness {
         v
     }
 
+    /// Waits (on the clock, paused or not) until the recorded invocations satisfy `cond`;
+    /// panics after an hour of that clock.
+    pub async fn wait_recorded(
+        &self,
+        what: &str,
+        cond: impl Fn(&[Invocation]) -> bool,
+    ) -> Vec<Invocation> {
+        let wait = async {
+            loop {
+                {
+                    let r = self.recorded.lock().unwrap();
+                    if cond(&r) {
+                        return r.clone();
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(3600), wait)
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    }
+
     /// Event ids of every recorded invocation.
     pub fn invoked_ids(&self) -> Vec<Uuid> {
-        self.recorded.lock().unwrap().iter().map(|i| i.event.event.id).collect()
+        self.recorded
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|i| i.event.event.id)
+            .collect()
     }
 
     pub fn dead_letter_codes(&self) -> Vec<&'static str> {

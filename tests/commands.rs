@@ -1,0 +1,233 @@
+//! Commands from skills: validation refusals answered with `result_error`, order per
+//! conversation, results routed back to the same persona by `command_act_id`, flow state
+//! through `set_state`, and `send_system_event`.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::Harness;
+use switchboard::domain::{Command, Idn, Target};
+use switchboard::skill_runner::Outcome;
+
+const FLOW: &str = r#"
+runner: {kind: in_process, name: manual}
+state_fields:
+  - {idn: reply_skill, scope: user, default_value: DefaultReply}
+events:
+  - {idn: user_message, skill_idn: Talk, integration_idn: telegram}
+  - {idn: result_error, skill_idn: OnError}
+  - {idn: result_success, skill_idn: OnSuccess}
+  - {idn: ping, skill_selector: skill_idn_from_state, state_idn: reply_skill, integration_idn: system}
+  - {idn: pong, skill_selector: skill_idn_from_state, state_idn: unset_field, integration_idn: system}
+  - {idn: wake_up, skill_idn: Woken, integration_idn: system, connector_idn: system}
+"#;
+
+async fn setup() -> Harness {
+    let h = Harness::start();
+    h.connector("telegram", "bot");
+    h.connector("http", "api");
+    h.flow("Agent", "Main", FLOW).await;
+    h
+}
+
+fn cmd(h: &Harness, integration: &str, connector: &str, command: &str) -> Command {
+    Command::new(
+        h.account.clone(),
+        Idn::known(integration),
+        Idn::known(connector),
+        Idn::known(command),
+    )
+}
+
+#[actix_rt::test]
+async fn invalid_commands_are_refused_with_result_error_and_never_sent() {
+    let mut h = setup().await;
+    let alice = h.persona("telegram", "alice");
+    h.submit(h.event("telegram", "bot", "user_message", "alice"))
+        .await;
+    let (inv, reply) = h.next_manual().await;
+    assert_eq!(inv.skill.as_str(), "Talk");
+    reply.finish(
+        Outcome::Completed,
+        vec![
+            cmd(&h, "telegram", "nobot", "send_message").with_argument("text", "x"),
+            cmd(&h, "http", "api", "send_message").with_argument("text", "x"),
+            cmd(&h, "http", "api", "send_request").with_argument("method", "GET"),
+            cmd(&h, "telegram", "bot", "send_message").with_argument("text", "hello"),
+        ],
+    );
+    let sent = h.egress.recv().await.unwrap();
+    assert_eq!(sent.command.arguments.get("text"), Some("hello"));
+    assert_eq!(sent.persona, alice);
+    let mut errors = BTreeSet::new();
+    for _ in 0..3 {
+        let (inv, reply) = h.next_manual().await;
+        assert_eq!(inv.skill.as_str(), "OnError");
+        assert_eq!(inv.persona, alice, "answers go to the same persona");
+        let e = &inv.event.event;
+        let act = e
+            .command_act_id
+            .expect("result events carry command_act_id");
+        assert_eq!(
+            e.arguments.get("command_act_id"),
+            Some(act.to_string().as_str())
+        );
+        errors.insert((
+            e.integration.to_string(),
+            e.arguments.get("error").unwrap().to_owned(),
+        ));
+        reply.finish(Outcome::Completed, vec![]);
+    }
+    assert_eq!(
+        errors,
+        BTreeSet::from([
+            (
+                "http".to_owned(),
+                "command send_request needs argument \"url\"".to_owned()
+            ),
+            (
+                "http".to_owned(),
+                "integration http does not accept command \"send_message\"".to_owned()
+            ),
+            (
+                "telegram".to_owned(),
+                "unknown connector telegram/nobot".to_owned()
+            ),
+        ])
+    );
+    assert_eq!(h.dead_letter_codes(), vec!["command_refused"; 3]);
+    assert!(h.egress.try_recv().is_err(), "only the valid command left");
+}
+
+#[actix_rt::test]
+async fn commands_to_one_conversation_leave_in_order() {
+    let mut h = setup().await;
+    h.submit(h.event("telegram", "bot", "user_message", "alice"))
+        .await;
+    let (_, reply) = h.next_manual().await;
+    let mut n = 0;
+    for _ in 0..5 {
+        let batch = (0..10)
+            .map(|_| {
+                n += 1;
+                cmd(&h, "telegram", "bot", "send_message").with_argument("text", n.to_string())
+            })
+            .collect();
+        reply.commands(batch);
+    }
+    let last = (0..10)
+        .map(|_| {
+            n += 1;
+            cmd(&h, "telegram", "bot", "send_message").with_argument("text", n.to_string())
+        })
+        .collect();
+    reply.finish(Outcome::Completed, last);
+    for want in 1..=60 {
+        let got = h.egress.recv().await.unwrap();
+        assert_eq!(
+            got.command.arguments.get("text"),
+            Some(want.to_string().as_str())
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn results_come_back_to_the_same_persona_by_command_act_id() {
+    let mut h = setup().await;
+    let alice = h.persona("telegram", "alice");
+    h.submit(h.event("telegram", "bot", "user_message", "alice"))
+        .await;
+    let (_, reply) = h.next_manual().await;
+    reply.finish(
+        Outcome::Completed,
+        vec![cmd(&h, "telegram", "bot", "send_message").with_argument("text", "hi")],
+    );
+    let out = h.egress.recv().await.unwrap();
+    // The adapter reports success naming only the act.
+    let mut ok = h.event("telegram", "bot", "result_success", "ignored");
+    ok.target = Target::ByCommandAct;
+    ok.command_act_id = Some(out.act);
+    h.submit(ok).await;
+    let (inv, reply) = h.next_manual().await;
+    assert_eq!(inv.skill.as_str(), "OnSuccess");
+    assert_eq!(inv.persona, alice);
+    reply.finish(Outcome::Completed, vec![]);
+    // An act nobody issued, with no actor: refused into the dead letters.
+    let mut unknown = h.event("telegram", "bot", "result_success", "ignored");
+    unknown.target = Target::ByCommandAct;
+    unknown.command_act_id = Some(uuid::Uuid::now_v7());
+    assert_eq!(
+        h.send(unknown).await.unwrap(),
+        switchboard::admission::delivery::Settlement::Done
+    );
+    assert_eq!(h.dead_letter_codes(), vec!["unknown_command_act"]);
+}
+
+#[actix_rt::test]
+async fn skill_from_state_uses_default_then_set_state_then_refuses_when_unset() {
+    let mut h = setup().await;
+    let bob = h.persona("system", "bob");
+    h.submit(h.event("system", "system", "ping", "bob")).await;
+    let (inv, reply) = h.next_manual().await;
+    assert_eq!(
+        inv.skill.as_str(),
+        "DefaultReply",
+        "no value yet: the default"
+    );
+    reply.finish(
+        Outcome::Completed,
+        vec![cmd(&h, "system", "system", "set_state")
+            .with_argument("idn", "reply_skill")
+            .with_argument("value", "CustomReply")],
+    );
+    let flow = h
+        .engine
+        .dispatcher()
+        .index()
+        .flow("default", "Agent", "Main")
+        .unwrap()
+        .clone();
+    let field = Idn::known("reply_skill");
+    h.wait_recorded("state", |_| {
+        h.engine.state().get(&flow.flow, &field, bob).as_deref() == Some("CustomReply")
+    })
+    .await;
+    h.submit(h.event("system", "system", "ping", "bob")).await;
+    let (inv, reply) = h.next_manual().await;
+    assert_eq!(inv.skill.as_str(), "CustomReply");
+    reply.finish(Outcome::Completed, vec![]);
+    // Another persona still sees the default: the field is per user.
+    h.submit(h.event("system", "system", "ping", "carol")).await;
+    let (inv, reply) = h.next_manual().await;
+    assert_eq!(inv.skill.as_str(), "DefaultReply");
+    reply.finish(Outcome::Completed, vec![]);
+    // A field with no value and no default: no skill, a dead letter naming the field.
+    h.send(h.event("system", "system", "pong", "bob"))
+        .await
+        .unwrap();
+    let dead = h.dead.all();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason.code(), "no_skill");
+    assert!(dead[0].detail.contains("unset_field"), "{}", dead[0].detail);
+}
+
+#[actix_rt::test]
+async fn send_system_event_reaches_the_same_persona() {
+    let mut h = setup().await;
+    let alice = h.persona("telegram", "alice");
+    h.submit(h.event("telegram", "bot", "user_message", "alice"))
+        .await;
+    let (_, reply) = h.next_manual().await;
+    reply.finish(
+        Outcome::Completed,
+        vec![cmd(&h, "system", "system", "send_system_event")
+            .with_argument("eventIdn", "wake_up")
+            .with_argument("why", "because")],
+    );
+    let (inv, _) = h.next_manual().await;
+    assert_eq!(inv.skill.as_str(), "Woken");
+    assert_eq!(inv.persona, alice);
+    assert_eq!(inv.event.event.arguments.get("why"), Some("because"));
+    assert_eq!(inv.event.event.arguments.get("eventIdn"), None);
+}

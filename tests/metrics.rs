@@ -1,0 +1,217 @@
+//! The metrics of design.md section 7 that the engine produces, read back from a debugging
+//! recorder after real traffic.
+
+mod common;
+
+use common::Harness;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use metrics_util::CompositeKey;
+
+type Snap = Vec<(
+    CompositeKey,
+    Option<metrics::Unit>,
+    Option<metrics::SharedString>,
+    DebugValue,
+)>;
+use switchboard::domain::{Command, Idn};
+use switchboard::skill_runner::Outcome;
+use switchboard::telemetry::metrics as m;
+
+fn value<'a>(s: &'a Snap, name: &str, labels: &[(&str, &str)]) -> Option<&'a DebugValue> {
+    s.iter().find_map(|(k, _, _, v)| {
+        let key = k.key();
+        let ok = key.name() == name
+            && labels
+                .iter()
+                .all(|(n, want)| key.labels().any(|l| l.key() == *n && l.value() == *want));
+        ok.then_some(v)
+    })
+}
+
+fn counter(s: &Snap, name: &str, labels: &[(&str, &str)]) -> u64 {
+    match value(s, name, labels) {
+        Some(DebugValue::Counter(c)) => *c,
+        other => panic!("{name} {labels:?}: {other:?}"),
+    }
+}
+
+fn gauge(s: &Snap, name: &str, labels: &[(&str, &str)]) -> f64 {
+    match value(s, name, labels) {
+        Some(DebugValue::Gauge(g)) => g.into_inner(),
+        other => panic!("{name} {labels:?}: {other:?}"),
+    }
+}
+
+fn histogram_count(s: &Snap, name: &str) -> usize {
+    match value(s, name, &[]) {
+        Some(DebugValue::Histogram(h)) => h.len(),
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+#[actix_rt::test]
+async fn the_engine_reports_its_metrics() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().unwrap();
+
+    let mut h = Harness::start();
+    h.connector("telegram", "bot");
+    let http = h.connector("http", "api");
+    h.engine.stop_connector(http).unwrap();
+    h.flow(
+        "Agent",
+        "Main",
+        r#"
+runner: {kind: in_process, name: manual}
+events:
+  - {idn: user_message, skill_idn: Talk, integration_idn: telegram}
+"#,
+    )
+    .await;
+    h.submit(h.event("telegram", "bot", "user_message", "a"))
+        .await;
+    let (_, reply) = h.next_manual().await;
+    reply.finish(
+        Outcome::Completed,
+        vec![
+            Command::new(
+                h.account.clone(),
+                Idn::known("telegram"),
+                Idn::known("bot"),
+                Idn::known("send_message"),
+            )
+            .with_argument("text", "hi"),
+            Command::new(
+                h.account.clone(),
+                Idn::known("http"),
+                Idn::known("api"),
+                Idn::known("send_request"),
+            ),
+        ],
+    );
+    h.egress.recv().await.unwrap();
+    h.send(h.event("telegram", "bot", "conversation_started", "a"))
+        .await
+        .unwrap();
+    assert!(h
+        .send(h.event("telegram", "nope", "user_message", "a"))
+        .await
+        .is_err());
+    h.wait_recorded("dead letter", |_| h.dead.len() == 2).await;
+    // One snapshot: taking one drains what it reads.
+    let snap = snapshotter.snapshot().into_vec();
+
+    assert_eq!(
+        counter(
+            &snap,
+            m::EVENTS_RECEIVED_TOTAL,
+            &[
+                ("integration", "telegram"),
+                ("event", "user_message"),
+                ("channel", "chat")
+            ]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            &snap,
+            m::EVENTS_UNMATCHED_TOTAL,
+            &[
+                ("integration", "telegram"),
+                ("event", "conversation_started")
+            ]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            &snap,
+            m::EVENTS_REJECTED_TOTAL,
+            &[("reason", "unknown_connector")]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            &snap,
+            m::INVOCATIONS_TOTAL,
+            &[
+                ("agent", "Agent"),
+                ("flow", "Main"),
+                ("outcome", "completed")
+            ]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            &snap,
+            m::COMMANDS_TOTAL,
+            &[
+                ("integration", "telegram"),
+                ("command", "send_message"),
+                ("outcome", "sent")
+            ]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            &snap,
+            m::COMMANDS_TOTAL,
+            &[
+                ("integration", "http"),
+                ("command", "send_request"),
+                ("outcome", "refused")
+            ]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            &snap,
+            m::DEAD_LETTERS_TOTAL,
+            &[("reason", "unknown_connector")]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            &snap,
+            m::DEAD_LETTERS_TOTAL,
+            &[("reason", "command_refused")]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(&snap, m::SESSIONS_STARTED_TOTAL, &[("channel", "chat")]),
+        1
+    );
+    assert_eq!(
+        gauge(&snap, m::SESSIONS_ACTIVE, &[("channel", "chat")]),
+        1.0
+    );
+    assert_eq!(
+        gauge(
+            &snap,
+            m::CONNECTORS,
+            &[("integration", "telegram"), ("status", "running")]
+        ),
+        2.0,
+        "bot and the internal telegram/system"
+    );
+    assert_eq!(
+        gauge(
+            &snap,
+            m::CONNECTORS,
+            &[("integration", "http"), ("status", "stopped")]
+        ),
+        1.0
+    );
+    assert_eq!(histogram_count(&snap, m::DISPATCH_LATENCY_SECONDS), 1);
+    assert!(histogram_count(&snap, m::INDEX_REBUILD_SECONDS) >= 1);
+    assert_eq!(gauge(&snap, m::INDEX_SUBSCRIPTIONS, &[]), 1.0);
+    assert_eq!(gauge(&snap, m::FLOW_INSTANCES_LIVE, &[]), 1.0);
+}
