@@ -1,0 +1,96 @@
+//! Bounded everything: a stalled runner fills the in-flight budget, intake then waits (or is
+//! told to retry), and resumes as soon as the runner moves. Nothing is dropped.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Harness;
+use switchboard::admission::delivery::Settlement;
+use switchboard::admission::Refusal;
+use switchboard::skill_runner::Outcome;
+use switchboard::EngineConfig;
+
+#[actix_rt::test]
+async fn a_stalled_runner_pauses_intake_without_losing_events() {
+    tokio::time::pause();
+    let mut h = Harness::with_config(EngineConfig {
+        inflight_limit: 4,
+        invocation_timeout: Duration::from_secs(3600),
+        ..EngineConfig::default()
+    });
+    h.connector("sandbox", "sb");
+    h.flow(
+        "Agent",
+        "Main",
+        r#"
+runner: {kind: in_process, name: manual}
+events:
+  - {idn: user_message, skill_idn: Talk, integration_idn: sandbox}
+"#,
+    )
+    .await;
+    // One persona: the first event runs (its permit is released when dispatched), the next
+    // four wait in the flow instance queue holding their permits.
+    let mut settled = Vec::new();
+    for _ in 0..5 {
+        settled.push(h.submit(h.event("sandbox", "sb", "user_message", "p")).await);
+    }
+    let (_, first) = h.next_manual().await;
+    assert_eq!(settled.remove(0).await.unwrap(), Settlement::Done);
+    let ingress = h.engine.ingress().clone();
+    while ingress.inflight() < 4 {
+        tokio::task::yield_now().await;
+    }
+    // Full: a non-waiting submit is told to retry, and nothing is dead-lettered for it.
+    let busy = ingress.try_submit(h.event("sandbox", "sb", "user_message", "p"), None);
+    assert_eq!(busy, Err(Refusal::Busy));
+    assert!(h.dead.is_empty());
+    // A waiting submit waits...
+    let waiting = {
+        let e = h.event("sandbox", "sb", "user_message", "p");
+        let engine = h.engine.clone();
+        actix_rt::spawn(async move { engine.submit(e, None).await })
+    };
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!waiting.is_finished(), "intake pauses while the budget is used up");
+    // ...and goes through once the runner moves on.
+    first.finish(Outcome::Completed, vec![]);
+    waiting.await.unwrap().unwrap();
+    for s in settled {
+        let (_, reply) = h.next_manual().await;
+        assert_eq!(s.await.unwrap(), Settlement::Done);
+        reply.finish(Outcome::Completed, vec![]);
+    }
+    let (_, last) = h.next_manual().await;
+    last.finish(Outcome::Completed, vec![]);
+}
+
+#[actix_rt::test]
+async fn a_full_flow_instance_queue_dead_letters_the_overflow() {
+    tokio::time::pause();
+    let mut h = Harness::with_config(EngineConfig {
+        max_pending_per_flow_instance: 2,
+        ..EngineConfig::default()
+    });
+    h.connector("sandbox", "sb");
+    h.flow(
+        "Agent",
+        "Main",
+        r#"
+runner: {kind: in_process, name: manual}
+events:
+  - {idn: user_message, skill_idn: Talk, integration_idn: sandbox}
+"#,
+    )
+    .await;
+    for _ in 0..3 {
+        h.submit(h.event("sandbox", "sb", "user_message", "p")).await;
+    }
+    let (_, _running) = h.next_manual().await;
+    let overflow = h.send(h.event("sandbox", "sb", "user_message", "p")).await.unwrap();
+    assert_eq!(overflow, Settlement::Done, "recorded, so settled");
+    assert_eq!(h.dead_letter_codes(), vec!["flow_queue_full"]);
+}
