@@ -1,0 +1,411 @@
+//! The versioned envelopes of events and commands (design.md section 5), in MessagePack
+//! (rmp-serde, named fields) or JSON. Arguments are a list of `{name, value}` or a map. An
+//! unknown version is refused, not guessed.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::{ActorRef, Argument, Arguments, Command, Event, Idn, IdnError, Target};
+
+/// The envelope version this daemon speaks.
+pub const VERSION: u32 = 1;
+
+/// A refused envelope: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct EnvelopeError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl From<IdnError> for EnvelopeError {
+    fn from(e: IdnError) -> Self {
+        EnvelopeError {
+            field: e.field,
+            reason: format!("{} (got {:?})", e.reason, e.value),
+        }
+    }
+}
+
+fn err(field: &str, reason: impl Into<String>) -> EnvelopeError {
+    EnvelopeError {
+        field: field.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Encodings on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Json,
+    MessagePack,
+}
+
+impl Encoding {
+    /// From a `Content-Type`; `None` for anything else.
+    pub fn from_content_type(ct: &str) -> Option<Encoding> {
+        let base = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        match base.as_str() {
+            "application/json" | "text/json" => Some(Encoding::Json),
+            "application/msgpack" | "application/x-msgpack" | "application/vnd.msgpack" => {
+                Some(Encoding::MessagePack)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Json => "application/json",
+            Encoding::MessagePack => "application/msgpack",
+        }
+    }
+
+    pub fn decode<T: for<'de> Deserialize<'de>>(self, bytes: &[u8]) -> Result<T, EnvelopeError> {
+        match self {
+            Encoding::Json => serde_json::from_slice(bytes).map_err(|e| err("body", e.to_string())),
+            Encoding::MessagePack => {
+                rmp_serde::from_slice(bytes).map_err(|e| err("body", e.to_string()))
+            }
+        }
+    }
+
+    pub fn encode<T: Serialize>(self, value: &T) -> Vec<u8> {
+        match self {
+            Encoding::Json => serde_json::to_vec(value).expect("envelopes serialize"),
+            Encoding::MessagePack => {
+                rmp_serde::to_vec_named(value).expect("envelopes serialize")
+            }
+        }
+    }
+}
+
+/// Arguments as a list of `{name, value}` (canonical) or a `{name: value}` map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ArgumentsWire {
+    List(Vec<ArgumentWire>),
+    Map(BTreeMap<String, String>),
+}
+
+impl Default for ArgumentsWire {
+    fn default() -> Self {
+        ArgumentsWire::List(Vec::new())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArgumentWire {
+    pub name: String,
+    pub value: String,
+}
+
+impl ArgumentsWire {
+    fn into_domain(self) -> Result<Arguments, EnvelopeError> {
+        let list: Vec<Argument> = match self {
+            ArgumentsWire::List(l) => l
+                .into_iter()
+                .map(|a| Argument {
+                    name: a.name,
+                    value: a.value,
+                })
+                .collect(),
+            ArgumentsWire::Map(m) => m
+                .into_iter()
+                .map(|(name, value)| Argument { name, value })
+                .collect(),
+        };
+        for (i, a) in list.iter().enumerate() {
+            if a.name.is_empty() {
+                return Err(err(&format!("arguments[{i}].name"), "must not be empty"));
+            }
+        }
+        Ok(Arguments(list))
+    }
+
+    pub fn from_domain(a: &Arguments) -> Self {
+        ArgumentsWire::List(
+            a.iter()
+                .map(|a| ArgumentWire {
+                    name: a.name.clone(),
+                    value: a.value.clone(),
+                })
+                .collect(),
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActorWire {
+    pub external_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// An inbound event on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventEnvelope {
+    pub v: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_event_id: Option<String>,
+    #[serde(default = "default_account")]
+    pub account: String,
+    pub integration_idn: String,
+    pub connector_idn: String,
+    pub event_idn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<ActorWire>,
+    #[serde(default)]
+    pub arguments: ArgumentsWire,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub uninterruptible: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_act_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+fn default_account() -> String {
+    crate::domain::DEFAULT_ACCOUNT.to_owned()
+}
+
+/// Size limits of one envelope.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_arguments: usize,
+    pub max_argument_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_arguments: 256,
+            max_argument_bytes: 64 * 1024,
+        }
+    }
+}
+
+fn check_limits(args: &Arguments, limits: Limits) -> Result<(), EnvelopeError> {
+    if args.len() > limits.max_arguments {
+        return Err(err(
+            "arguments",
+            format!("at most {} arguments", limits.max_arguments),
+        ));
+    }
+    for (i, a) in args.iter().enumerate() {
+        if a.value.len() > limits.max_argument_bytes {
+            return Err(err(
+                &format!("arguments[{i}].value"),
+                format!("at most {} bytes", limits.max_argument_bytes),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_version(v: u32) -> Result<(), EnvelopeError> {
+    if v != VERSION {
+        return Err(err("v", format!("unsupported envelope version {v}; this daemon speaks {VERSION}")));
+    }
+    Ok(())
+}
+
+impl EventEnvelope {
+    /// Validates and converts into a domain event.
+    pub fn into_domain(self, limits: Limits) -> Result<Event, EnvelopeError> {
+        check_version(self.v)?;
+        let target = match (self.actor, self.command_act_id) {
+            (Some(a), _) => {
+                if a.external_id.is_empty() {
+                    return Err(err("actor.external_id", "must not be empty"));
+                }
+                Target::Actor(ActorRef {
+                    external_id: a.external_id,
+                    name: a.name,
+                })
+            }
+            (None, Some(_)) => Target::ByCommandAct,
+            (None, None) => {
+                return Err(err(
+                    "actor",
+                    "required unless the event answers a command (command_act_id)",
+                ))
+            }
+        };
+        let arguments = self.arguments.into_domain()?;
+        check_limits(&arguments, limits)?;
+        if let Some(x) = &self.external_event_id {
+            if x.is_empty() || x.len() > 256 {
+                return Err(err("external_event_id", "must be 1 to 256 bytes"));
+            }
+        }
+        Ok(Event {
+            id: self.id.unwrap_or_else(Uuid::now_v7),
+            external_event_id: self.external_event_id,
+            account: Idn::parse("account", &self.account)?,
+            integration: Idn::parse("integration_idn", &self.integration_idn)?,
+            connector: Idn::parse("connector_idn", &self.connector_idn)?,
+            event: Idn::parse("event_idn", &self.event_idn)?,
+            target,
+            arguments,
+            uninterruptible: self.uninterruptible,
+            command_act_id: self.command_act_id,
+            occurred_at: self.occurred_at.unwrap_or_else(Utc::now),
+        })
+    }
+
+    pub fn from_domain(e: &Event) -> Self {
+        let actor = match &e.target {
+            Target::Actor(a) => Some(ActorWire {
+                external_id: a.external_id.clone(),
+                name: a.name.clone(),
+            }),
+            _ => None,
+        };
+        EventEnvelope {
+            v: VERSION,
+            id: Some(e.id),
+            external_event_id: e.external_event_id.clone(),
+            account: e.account.to_string(),
+            integration_idn: e.integration.to_string(),
+            connector_idn: e.connector.to_string(),
+            event_idn: e.event.to_string(),
+            actor,
+            arguments: ArgumentsWire::from_domain(&e.arguments),
+            uninterruptible: e.uninterruptible,
+            command_act_id: e.command_act_id,
+            occurred_at: Some(e.occurred_at),
+        }
+    }
+}
+
+/// A command on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandEnvelope {
+    pub v: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
+    #[serde(default = "default_account")]
+    pub account: String,
+    pub integration_idn: String,
+    pub connector_idn: String,
+    pub command_idn: String,
+    #[serde(default)]
+    pub arguments: ArgumentsWire,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocation_id: Option<Uuid>,
+    /// Set by the daemon on commands it sends out: results carry it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_act_id: Option<Uuid>,
+    /// Set by the daemon on commands it sends out: the user persona they act for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persona_id: Option<Uuid>,
+}
+
+impl CommandEnvelope {
+    pub fn into_domain(self, limits: Limits) -> Result<Command, EnvelopeError> {
+        check_version(self.v)?;
+        let arguments = self.arguments.into_domain()?;
+        check_limits(&arguments, limits)?;
+        Ok(Command {
+            id: self.id.unwrap_or_else(Uuid::now_v7),
+            account: Idn::parse("account", &self.account)?,
+            integration: Idn::parse("integration_idn", &self.integration_idn)?,
+            connector: Idn::parse("connector_idn", &self.connector_idn)?,
+            command: Idn::parse("command_idn", &self.command_idn)?,
+            arguments,
+            invocation_id: self.invocation_id,
+        })
+    }
+
+    pub fn from_domain(c: &Command) -> Self {
+        CommandEnvelope {
+            v: VERSION,
+            id: Some(c.id),
+            account: c.account.to_string(),
+            integration_idn: c.integration.to_string(),
+            connector_idn: c.connector.to_string(),
+            command_idn: c.command.to_string(),
+            arguments: ArgumentsWire::from_domain(&c.arguments),
+            invocation_id: c.invocation_id,
+            command_act_id: None,
+            persona_id: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json_event(extra: &str) -> String {
+        format!(
+            r#"{{"v":1,"integration_idn":"telegram","connector_idn":"bot","event_idn":"user_message","actor":{{"external_id":"42"}}{extra}}}"#
+        )
+    }
+
+    #[test]
+    fn decodes_json_with_list_or_map_arguments() {
+        let e: EventEnvelope = Encoding::Json
+            .decode(json_event(r#","arguments":[{"name":"text","value":"hi"}]"#).as_bytes())
+            .unwrap();
+        let d = e.into_domain(Limits::default()).unwrap();
+        assert_eq!(d.arguments.get("text"), Some("hi"));
+        assert_eq!(d.account.as_str(), "default");
+        let e: EventEnvelope = Encoding::Json
+            .decode(json_event(r#","arguments":{"text":"hey"}"#).as_bytes())
+            .unwrap();
+        assert_eq!(e.into_domain(Limits::default()).unwrap().arguments.get("text"), Some("hey"));
+    }
+
+    #[test]
+    fn messagepack_round_trip() {
+        let e: EventEnvelope = Encoding::Json.decode(json_event("").as_bytes()).unwrap();
+        let d = e.into_domain(Limits::default()).unwrap();
+        let wire = EventEnvelope::from_domain(&d);
+        let bytes = Encoding::MessagePack.encode(&wire);
+        let back: EventEnvelope = Encoding::MessagePack.decode(&bytes).unwrap();
+        assert_eq!(back, wire);
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let cases = [
+            (json_event("").replace("\"v\":1", "\"v\":2"), "v"),
+            (json_event("").replace("\"bot\"", "\"Bot\""), "connector_idn"),
+            (json_event("").replace(r#","actor":{"external_id":"42"}"#, ""), "actor"),
+            (json_event("").replace("\"42\"", "\"\""), "actor.external_id"),
+            (json_event(r#","arguments":[{"name":"","value":"x"}]"#), "arguments[0].name"),
+            (json_event(r#","surprise":1"#), "body"),
+        ];
+        for (body, field) in cases {
+            let r = Encoding::Json
+                .decode::<EventEnvelope>(body.as_bytes())
+                .and_then(|e| e.into_domain(Limits::default()));
+            assert_eq!(r.unwrap_err().field, field, "{body}");
+        }
+        let big = format!(r#","arguments":{{"text":"{}"}}"#, "x".repeat(100));
+        let limits = Limits {
+            max_arguments: 10,
+            max_argument_bytes: 50,
+        };
+        let e: EventEnvelope = Encoding::Json.decode(json_event(&big).as_bytes()).unwrap();
+        assert_eq!(e.into_domain(limits).unwrap_err().field, "arguments[0].value");
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(Encoding::from_content_type("application/json; charset=utf-8"), Some(Encoding::Json));
+        assert_eq!(Encoding::from_content_type("application/msgpack"), Some(Encoding::MessagePack));
+        assert_eq!(Encoding::from_content_type("text/plain"), None);
+    }
+}
