@@ -34,7 +34,10 @@ events:
     // four wait in the flow instance queue holding their permits.
     let mut settled = Vec::new();
     for _ in 0..5 {
-        settled.push(h.submit(h.event("sandbox", "sb", "user_message", "p")).await);
+        settled.push(
+            h.submit(h.event("sandbox", "sb", "user_message", "p"))
+                .await,
+        );
     }
     let (_, first) = h.next_manual().await;
     assert_eq!(settled.remove(0).await.unwrap(), Settlement::Done);
@@ -55,7 +58,10 @@ events:
     for _ in 0..100 {
         tokio::task::yield_now().await;
     }
-    assert!(!waiting.is_finished(), "intake pauses while the budget is used up");
+    assert!(
+        !waiting.is_finished(),
+        "intake pauses while the budget is used up"
+    );
     // ...and goes through once the runner moves on.
     first.finish(Outcome::Completed, vec![]);
     waiting.await.unwrap().unwrap();
@@ -87,10 +93,14 @@ events:
     )
     .await;
     for _ in 0..3 {
-        h.submit(h.event("sandbox", "sb", "user_message", "p")).await;
+        h.submit(h.event("sandbox", "sb", "user_message", "p"))
+            .await;
     }
     let (_, _running) = h.next_manual().await;
-    let overflow = h.send(h.event("sandbox", "sb", "user_message", "p")).await.unwrap();
+    let overflow = h
+        .send(h.event("sandbox", "sb", "user_message", "p"))
+        .await
+        .unwrap();
     assert_eq!(overflow, Settlement::Done, "recorded, so settled");
     assert_eq!(h.dead_letter_codes(), vec!["flow_queue_full"]);
 }

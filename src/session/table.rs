@@ -133,6 +133,28 @@ impl SessionTable {
         ended
     }
 
+    /// The live session of `persona` on `(integration, connector)`, if any.
+    pub fn find(
+        &self,
+        account: &Idn,
+        persona: PersonaId,
+        integration: &Idn,
+        connector: &Idn,
+    ) -> Option<SessionView> {
+        let list = self.live.get(&(account.clone(), persona))?;
+        list.iter()
+            .find(|s| &s.integration == integration && &s.connector == connector)
+            .map(|s| SessionView {
+                id: s.id,
+                account: account.clone(),
+                persona,
+                integration: s.integration.clone(),
+                connector: s.connector.clone(),
+                channel: s.channel,
+                started_at: s.started_at,
+            })
+    }
+
     /// Live sessions of `account`.
     pub fn list(&self, account: &Idn) -> Vec<SessionView> {
         let mut out = Vec::new();

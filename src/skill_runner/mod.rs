@@ -4,6 +4,7 @@
 //! [`in_process`].
 
 pub mod in_process;
+pub mod pending;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -47,7 +47,12 @@ pub enum Encoding {
 impl Encoding {
     /// From a `Content-Type`; `None` for anything else.
     pub fn from_content_type(ct: &str) -> Option<Encoding> {
-        let base = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let base = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match base.as_str() {
             "application/json" | "text/json" => Some(Encoding::Json),
             "application/msgpack" | "application/x-msgpack" | "application/vnd.msgpack" => {
@@ -76,9 +81,7 @@ impl Encoding {
     pub fn encode<T: Serialize>(self, value: &T) -> Vec<u8> {
         match self {
             Encoding::Json => serde_json::to_vec(value).expect("envelopes serialize"),
-            Encoding::MessagePack => {
-                rmp_serde::to_vec_named(value).expect("envelopes serialize")
-            }
+            Encoding::MessagePack => rmp_serde::to_vec_named(value).expect("envelopes serialize"),
         }
     }
 }
@@ -211,9 +214,17 @@ fn check_limits(args: &Arguments, limits: Limits) -> Result<(), EnvelopeError> {
     Ok(())
 }
 
+/// Refuses any version but [`VERSION`].
+pub fn check_version_pub(v: u32) -> Result<(), EnvelopeError> {
+    check_version(v)
+}
+
 fn check_version(v: u32) -> Result<(), EnvelopeError> {
     if v != VERSION {
-        return Err(err("v", format!("unsupported envelope version {v}; this daemon speaks {VERSION}")));
+        return Err(err(
+            "v",
+            format!("unsupported envelope version {v}; this daemon speaks {VERSION}"),
+        ));
     }
     Ok(())
 }
@@ -364,7 +375,13 @@ mod tests {
         let e: EventEnvelope = Encoding::Json
             .decode(json_event(r#","arguments":{"text":"hey"}"#).as_bytes())
             .unwrap();
-        assert_eq!(e.into_domain(Limits::default()).unwrap().arguments.get("text"), Some("hey"));
+        assert_eq!(
+            e.into_domain(Limits::default())
+                .unwrap()
+                .arguments
+                .get("text"),
+            Some("hey")
+        );
     }
 
     #[test]
@@ -381,10 +398,22 @@ mod tests {
     fn refusals_name_the_field() {
         let cases = [
             (json_event("").replace("\"v\":1", "\"v\":2"), "v"),
-            (json_event("").replace("\"bot\"", "\"Bot\""), "connector_idn"),
-            (json_event("").replace(r#","actor":{"external_id":"42"}"#, ""), "actor"),
-            (json_event("").replace("\"42\"", "\"\""), "actor.external_id"),
-            (json_event(r#","arguments":[{"name":"","value":"x"}]"#), "arguments[0].name"),
+            (
+                json_event("").replace("\"bot\"", "\"Bot\""),
+                "connector_idn",
+            ),
+            (
+                json_event("").replace(r#","actor":{"external_id":"42"}"#, ""),
+                "actor",
+            ),
+            (
+                json_event("").replace("\"42\"", "\"\""),
+                "actor.external_id",
+            ),
+            (
+                json_event(r#","arguments":[{"name":"","value":"x"}]"#),
+                "arguments[0].name",
+            ),
             (json_event(r#","surprise":1"#), "body"),
         ];
         for (body, field) in cases {
@@ -399,13 +428,22 @@ mod tests {
             max_argument_bytes: 50,
         };
         let e: EventEnvelope = Encoding::Json.decode(json_event(&big).as_bytes()).unwrap();
-        assert_eq!(e.into_domain(limits).unwrap_err().field, "arguments[0].value");
+        assert_eq!(
+            e.into_domain(limits).unwrap_err().field,
+            "arguments[0].value"
+        );
     }
 
     #[test]
     fn content_types() {
-        assert_eq!(Encoding::from_content_type("application/json; charset=utf-8"), Some(Encoding::Json));
-        assert_eq!(Encoding::from_content_type("application/msgpack"), Some(Encoding::MessagePack));
+        assert_eq!(
+            Encoding::from_content_type("application/json; charset=utf-8"),
+            Some(Encoding::Json)
+        );
+        assert_eq!(
+            Encoding::from_content_type("application/msgpack"),
+            Some(Encoding::MessagePack)
+        );
         assert_eq!(Encoding::from_content_type("text/plain"), None);
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod envelope;
 pub mod flow_doc;
+pub mod invocation;
 
 pub use envelope::{CommandEnvelope, Encoding, EnvelopeError, EventEnvelope, Limits};
 pub use flow_doc::{FlowDoc, FlowDocError, SubscriptionDoc, SubscriptionExport};

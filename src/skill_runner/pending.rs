@@ -1,0 +1,62 @@
+//! Invocations waiting for a later answer (`POST /v1/invocations/{id}/result`): the runner
+//! parks the [`Reply`] here; the HTTP handler finds it by id. Entries leave on the final
+//! answer or when the engine gives the invocation up (`SkillRunner::cancel`).
+
+use dashmap::DashMap;
+use rustc_hash::FxBuildHasher;
+use uuid::Uuid;
+
+use super::{Outcome, Reply};
+use crate::domain::Command;
+
+/// No invocation with that id waits for an answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no invocation {0} is waiting for a result")]
+pub struct UnknownInvocation(pub Uuid);
+
+#[derive(Default)]
+pub struct PendingInvocations {
+    replies: DashMap<Uuid, Reply, FxBuildHasher>,
+}
+
+impl PendingInvocations {
+    pub fn park(&self, reply: Reply) {
+        self.replies.insert(reply.invocation_id(), reply);
+    }
+
+    pub fn forget(&self, id: Uuid) {
+        self.replies.remove(&id);
+    }
+
+    pub fn is_waiting(&self, id: Uuid) -> bool {
+        self.replies.contains_key(&id)
+    }
+
+    /// Delivers an answer: commands now; with an outcome, the invocation ends.
+    pub fn answer(
+        &self,
+        id: Uuid,
+        outcome: Option<Outcome>,
+        commands: Vec<Command>,
+    ) -> Result<(), UnknownInvocation> {
+        match outcome {
+            None => {
+                let r = self.replies.get(&id).ok_or(UnknownInvocation(id))?;
+                r.commands(commands);
+            }
+            Some(o) => {
+                let (_, r) = self.replies.remove(&id).ok_or(UnknownInvocation(id))?;
+                r.finish(o, commands);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.replies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.replies.is_empty()
+    }
+}
