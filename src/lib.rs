@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod catalog;
 pub mod commands;
+pub mod config;
 pub mod connectors;
 pub mod dead_letter;
 pub mod domain;

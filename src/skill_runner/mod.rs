@@ -5,6 +5,7 @@
 
 pub mod in_process;
 pub mod pending;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,1 @@
+//! Webhook skill runners (being written).
