@@ -19,6 +19,7 @@ pub mod ingress;
 pub mod routing;
 pub mod session;
 pub mod skill_runner;
+pub mod store;
 pub mod telemetry;
 pub mod wire;
 

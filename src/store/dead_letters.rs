@@ -1,0 +1,179 @@
+//! The durable dead-letter store: [`DeadLetterStore`] over the SQLite file. Records are
+//! written through the store's writer (not awaited: an actor must not block), read back with
+//! their MessagePack envelope decoded.
+
+use rusqlite::params;
+use uuid::Uuid;
+
+use super::{Store, Written};
+use crate::dead_letter::{DeadLetter, DeadLetterPayload, DeadLetterReason, DeadLetterStore};
+use crate::domain::{Idn, PersonaId};
+use crate::wire::envelope::{CommandEnvelope, Encoding, EventEnvelope, Limits};
+
+pub struct SqliteDeadLetters {
+    store: Store,
+}
+
+impl SqliteDeadLetters {
+    pub fn new(store: Store) -> Self {
+        SqliteDeadLetters { store }
+    }
+}
+
+const REASONS: [DeadLetterReason; 11] = [
+    DeadLetterReason::UnknownIntegration,
+    DeadLetterReason::UnknownConnector,
+    DeadLetterReason::ConnectorStopped,
+    DeadLetterReason::UndeclaredEvent,
+    DeadLetterReason::Malformed,
+    DeadLetterReason::UnknownCommandAct,
+    DeadLetterReason::NoSkill,
+    DeadLetterReason::FlowQueueFull,
+    DeadLetterReason::CommandRefused,
+    DeadLetterReason::RunnerFailed,
+    DeadLetterReason::Unmatched,
+];
+
+fn reason_of(code: &str) -> Option<DeadLetterReason> {
+    REASONS.into_iter().find(|r| r.code() == code)
+}
+
+type Raw = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Vec<u8>,
+    Option<String>,
+    String,
+);
+
+fn decode(raw: Raw) -> Option<DeadLetter> {
+    let (id, account, reason, detail, kind, payload, persona, at) = raw;
+    let payload = match kind.as_str() {
+        "event" => {
+            let env: EventEnvelope = Encoding::MessagePack.decode(&payload).ok()?;
+            DeadLetterPayload::Event {
+                event: Box::new(
+                    env.into_domain(Limits {
+                        max_arguments: usize::MAX,
+                        max_argument_bytes: usize::MAX,
+                    })
+                    .ok()?,
+                ),
+                persona: persona
+                    .and_then(|p| Uuid::parse_str(&p).ok())
+                    .map(PersonaId),
+            }
+        }
+        _ => {
+            let env: CommandEnvelope = Encoding::MessagePack.decode(&payload).ok()?;
+            DeadLetterPayload::Command(Box::new(
+                env.into_domain(Limits {
+                    max_arguments: usize::MAX,
+                    max_argument_bytes: usize::MAX,
+                })
+                .ok()?,
+            ))
+        }
+    };
+    Some(DeadLetter {
+        id: Uuid::parse_str(&id).ok()?,
+        account: Idn::parse("account", &account).ok()?,
+        reason: reason_of(&reason)?,
+        detail,
+        payload,
+        at: chrono::DateTime::parse_from_rfc3339(&at)
+            .ok()?
+            .with_timezone(&chrono::Utc),
+    })
+}
+
+const SELECT: &str =
+    "SELECT id, account, reason, detail, kind, payload, persona, at FROM dead_letters";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+    ))
+}
+
+impl DeadLetterStore for SqliteDeadLetters {
+    fn record(&self, letter: DeadLetter) {
+        let (kind, payload, persona) = match &letter.payload {
+            DeadLetterPayload::Event { event, persona } => (
+                "event",
+                Encoding::MessagePack.encode(&EventEnvelope::from_domain(event)),
+                persona.map(|p| p.0.to_string()),
+            ),
+            DeadLetterPayload::Command(c) => (
+                "command",
+                Encoding::MessagePack.encode(&CommandEnvelope::from_domain(c)),
+                None,
+            ),
+        };
+        let (id, account, reason, detail, at) = (
+            letter.id.to_string(),
+            letter.account.to_string(),
+            letter.reason.code(),
+            letter.detail,
+            letter.at.to_rfc3339(),
+        );
+        self.store.write_later(move |tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO dead_letters (id, account, reason, detail, kind, payload, persona, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![id, account, reason, detail, kind, payload, persona, at],
+            )?;
+            Ok(Written::Done)
+        });
+    }
+
+    fn list(&self, account: &Idn, limit: usize) -> Vec<DeadLetter> {
+        let account = account.to_string();
+        self.store
+            .read(|c| {
+                let mut st = c.prepare(&format!(
+                    "{SELECT} WHERE account = ?1 ORDER BY at DESC, id DESC LIMIT ?2"
+                ))?;
+                let rows = st.query_map(params![account, limit as i64], row)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(decode)
+            .collect()
+    }
+
+    fn get(&self, id: Uuid) -> Option<DeadLetter> {
+        self.store
+            .read(|c| {
+                let mut st = c.prepare(&format!("{SELECT} WHERE id = ?1"))?;
+                let mut rows = st.query_map(params![id.to_string()], row)?;
+                rows.next().transpose()
+            })
+            .ok()
+            .flatten()
+            .and_then(decode)
+    }
+
+    fn remove(&self, id: Uuid) -> Option<DeadLetter> {
+        let letter = self.get(id)?;
+        self.store.write_later(move |tx| {
+            tx.execute(
+                "DELETE FROM dead_letters WHERE id = ?1",
+                params![id.to_string()],
+            )?;
+            Ok(Written::Done)
+        });
+        Some(letter)
+    }
+}
