@@ -143,6 +143,7 @@ fn main() {
                 runners: Arc::new(RunnerRegistry::new(Arc::new(FnRunner::completing()))),
                 sink: Arc::new(sink),
                 dead_letters: dead_letters.clone(),
+                sessions: None,
             },
         );
         let account = Idn::known("default");

@@ -118,6 +118,7 @@ fn engine_runs(rounds: Vec<Vec<Event>>) -> (Vec<Run>, String) {
                 runners: Arc::new(RunnerRegistry::new(Arc::new(FnRunner::completing()))),
                 sink: Arc::new(sink),
                 dead_letters: dead_letters.clone(),
+                sessions: None,
             },
         );
         let account = Idn::known("default");

@@ -12,7 +12,9 @@ use uuid::Uuid;
 use crate::admission::delivery::Settle;
 use crate::admission::Refusal;
 use crate::catalog::Catalog;
+use crate::commands::refusal::CommandRefusal;
 use crate::commands::router::CommandRouter;
+use crate::commands::validation::validate;
 use crate::connectors::actor::{ConnectorActor, ConnectorDeps};
 use crate::connectors::registry::{ConnectorRegistry, ConnectorView, ControlError};
 use crate::dead_letter::DeadLetterStore;
@@ -26,6 +28,7 @@ use crate::routing::dispatch::Dispatcher;
 use crate::routing::explain::{self, Explanation};
 use crate::routing::router::{DeleteFlow, FlowRejected, PutFlow, ReplaceFlows, Router};
 use crate::session::sweeper::SessionSweeper;
+use crate::session::table::SessionJournal;
 use crate::session::{SessionTable, SessionView};
 use crate::skill_runner::RunnerResolver;
 use crate::telemetry::handles::EngineMetrics;
@@ -84,6 +87,8 @@ pub struct EngineParts {
     pub runners: Arc<dyn RunnerResolver>,
     pub sink: Arc<dyn CommandSink>,
     pub dead_letters: Arc<dyn DeadLetterStore>,
+    /// Records session starts and ends (the durable store); `None` keeps them in memory only.
+    pub sessions: Option<Arc<dyn SessionJournal>>,
 }
 
 /// A handle on the running engine. Cheap to clone.
@@ -120,7 +125,7 @@ impl Engine {
         let handles: Vec<ArbiterHandle> = workers.iter().map(|a| a.handle()).collect();
         let registry = Arc::new(ConnectorRegistry::new(catalog.clone()));
         let state = Arc::new(StateStore::default());
-        let sessions = Arc::new(SessionTable::default());
+        let sessions = Arc::new(SessionTable::new(parts.sessions.clone()));
 
         let dispatcher = Arc::new_cyclic(|weak| {
             let commands = Arc::new(CommandRouter::new(
@@ -312,6 +317,19 @@ impl Engine {
         source: Option<Box<dyn Settle>>,
     ) -> Result<(), Refusal> {
         self.ingress.submit(event, source).await
+    }
+
+    /// Checks what can be checked of a command before it is sent: its connector runs, its
+    /// integration accepts it, its required arguments are set.
+    pub fn check_command(&self, command: &Command) -> Result<(), CommandRefusal> {
+        self.registry
+            .with_running(&command.account, &command.integration, &command.connector, (), |_, ()| ())
+            .map_err(|((), reach)| CommandRefusal::from(reach))?;
+        let integration = self
+            .catalog
+            .get(command.integration.as_str())
+            .ok_or_else(|| CommandRefusal::UnknownIntegration(command.integration.to_string()))?;
+        validate(integration, command)
     }
 
     /// Sends a command for `persona` outside any invocation. Returns the act id.

@@ -42,6 +42,7 @@ fn serve() -> anyhow::Result<()> {
                 runners: Arc::new(RunnerRegistry::new(Arc::new(FnRunner::completing()))),
                 sink: Arc::new(sink),
                 dead_letters: Arc::new(MemoryDeadLetters::new(10_000)),
+                sessions: None,
             },
         );
         tracing::info!(

@@ -3,6 +3,7 @@
 
 pub mod refusal;
 pub mod router;
+pub mod validation;
 
 pub use refusal::{CommandRefusal, Fault};
 pub use router::{CommandRouter, Origin};

@@ -49,12 +49,14 @@ pub enum CommandRefusal {
     WrongAccount(String),
     #[error("egress for {0} is full")]
     EgressFull(String),
+    #[error("no transport carries commands of the external integration {0}; configure the queue transport")]
+    NoTransport(String),
 }
 
 impl CommandRefusal {
     pub fn fault(&self) -> Fault {
         match self {
-            CommandRefusal::EgressFull(_) => Fault::Daemon,
+            CommandRefusal::EgressFull(_) | CommandRefusal::NoTransport(_) => Fault::Daemon,
             _ => Fault::Caller,
         }
     }
@@ -78,7 +80,7 @@ impl CommandRefusal {
             CommandRefusal::MissingArgument { argument, .. }
             | CommandRefusal::InvalidArgument { argument, .. } => Some(argument),
             CommandRefusal::WrongAccount(_) => Some("account"),
-            CommandRefusal::EgressFull(_) => None,
+            CommandRefusal::EgressFull(_) | CommandRefusal::NoTransport(_) => None,
         }
     }
 }
@@ -124,6 +126,7 @@ pub fn refuse(
             DeadLetterReason::CommandRefused,
             refusal.to_string(),
             command,
+            Some(persona),
         ),
     );
 }

@@ -1,1 +1,298 @@
-//! Daemon configuration (being written).
+//! The daemon's configuration: typed sections with named defaults, read from
+//! `config/switchboard.toml` and `SWITCHBOARD_<SECTION>__<KEY>` environment variables, and
+//! validated at load with errors that name the key.
+//!
+//! `config/switchboard.toml` is the annotated example: every key with its default, in the
+//! order of the structs here. [`Config::load`] layers, last wins: the defaults, the file, the
+//! environment (`SWITCHBOARD_HTTP__LISTEN=127.0.0.1:0` sets `http.listen`).
+
+mod engine;
+mod envelope;
+mod error;
+mod flows;
+mod http;
+mod load;
+mod log;
+mod runners;
+mod sandbox;
+mod store;
+mod transport;
+
+use serde::{Deserialize, Serialize};
+
+pub use engine::EngineSection;
+pub use envelope::EnvelopeSection;
+pub use error::{ConfigError, Origin};
+pub use flows::FlowsConfig;
+pub use http::HttpConfig;
+pub use log::{LogConfig, LogFormat};
+pub use runners::RunnersConfig;
+pub use sandbox::SandboxConfig;
+pub use store::StoreConfig;
+pub use transport::{TransportConfig, TransportKind};
+
+/// Everything the daemon is configured with; one field per section of the file.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub store: StoreConfig,
+    pub engine: EngineSection,
+    pub envelope: EnvelopeSection,
+    pub flows: FlowsConfig,
+    pub runners: RunnersConfig,
+    pub sandbox: SandboxConfig,
+    pub log: LogConfig,
+    pub transport: TransportConfig,
+}
+
+impl Config {
+    /// The file [`Config::load`] reads when no path is given; its absence is not an error.
+    pub const DEFAULT_PATH: &'static str = "config/switchboard.toml";
+    /// Prefix of the environment variables that override keys.
+    pub const ENV_PREFIX: &'static str = "SWITCHBOARD_";
+    /// Separator of section and key in those variables' names.
+    pub const ENV_SEPARATOR: &'static str = "__";
+
+    /// Checks every value; the first one refused is named in the error.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.http.validate()?;
+        self.store.validate()?;
+        self.engine.validate()?;
+        self.envelope.validate()?;
+        self.flows.validate()?;
+        self.runners.validate()?;
+        self.log.validate()?;
+        Ok(())
+    }
+
+    /// The environment variable that overrides `key` (`http.listen` →
+    /// `SWITCHBOARD_HTTP__LISTEN`).
+    pub fn env_var_name(key: &str) -> String {
+        let mut name = String::from(Self::ENV_PREFIX);
+        for (i, part) in key.split('.').enumerate() {
+            if i > 0 {
+                name.push_str(Self::ENV_SEPARATOR);
+            }
+            name.push_str(&part.to_ascii_uppercase());
+        }
+        name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineConfig;
+    use crate::wire::Limits;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn engine_defaults_are_the_engine_s() {
+        let ours = EngineSection::default().to_engine_config();
+        let engine = EngineConfig::default();
+        assert_eq!(ours.workers, EngineSection::DEFAULT_WORKERS);
+        assert_eq!(ours.invocation_timeout, engine.invocation_timeout);
+        assert_eq!(ours.flow_idle_timeout, engine.flow_idle_timeout);
+        assert_eq!(ours.session_idle_timeout, engine.session_idle_timeout);
+        assert_eq!(ours.session_sweep_interval, engine.session_sweep_interval);
+        assert_eq!(
+            ours.max_pending_per_flow_instance,
+            engine.max_pending_per_flow_instance
+        );
+        assert_eq!(ours.inflight_limit, engine.inflight_limit);
+        assert_eq!(ours.dedupe_window, engine.dedupe_window);
+        assert_eq!(ours.dedupe_capacity, engine.dedupe_capacity);
+        assert_eq!(ours.command_act_ttl, engine.command_act_ttl);
+        assert_eq!(ours.command_act_capacity, engine.command_act_capacity);
+        assert_eq!(EngineSection::DEFAULT_SESSION_IDLE_TIMEOUT_MS, 1_800_000);
+    }
+
+    #[test]
+    fn envelope_defaults_are_the_wire_s() {
+        let ours = EnvelopeSection::default().limits();
+        let wire = Limits::default();
+        assert_eq!(ours.max_arguments, wire.max_arguments);
+        assert_eq!(ours.max_argument_bytes, wire.max_argument_bytes);
+    }
+
+    #[test]
+    fn each_rule_names_its_key() {
+        type Edit = fn(&mut Config);
+        let cases: &[(&str, Edit, &str)] = &[
+            (
+                "http.max_body_bytes",
+                |c| c.http.max_body_bytes = 1023,
+                "must be at least 1024",
+            ),
+            (
+                "http.shutdown_timeout_ms",
+                |c| c.http.shutdown_timeout_ms = 0,
+                "must be greater than 0",
+            ),
+            (
+                "store.path",
+                |c| c.store.path = "".into(),
+                "must not be empty",
+            ),
+            (
+                "store.secret_key_file",
+                |c| c.store.secret_key_file = "".into(),
+                "must not be empty",
+            ),
+            (
+                "store.secret_key_env",
+                |c| c.store.secret_key_env = " ".into(),
+                "must not be empty",
+            ),
+            (
+                "store.secret_key_env",
+                |c| c.store.secret_key_env = "A=B".into(),
+                "\"A=B\" is not an environment variable name",
+            ),
+            (
+                "store.busy_timeout_ms",
+                |c| c.store.busy_timeout_ms = 0,
+                "must be greater than 0",
+            ),
+            (
+                "engine.invocation_timeout_ms",
+                |c| c.engine.invocation_timeout_ms = 0,
+                "must be greater than 0",
+            ),
+            (
+                "engine.flow_idle_timeout_ms",
+                |c| c.engine.flow_idle_timeout_ms = 0,
+                "must be greater than 0",
+            ),
+            (
+                "engine.session_idle_timeout_ms",
+                |c| c.engine.session_idle_timeout_ms = 0,
+                "must be greater than 0",
+            ),
+            (
+                "engine.session_sweep_interval_ms",
+                |c| c.engine.session_sweep_interval_ms = 0,
+                "must be greater than 0",
+            ),
+            (
+                "engine.max_pending_per_flow_instance",
+                |c| c.engine.max_pending_per_flow_instance = 0,
+                "must be at least 1",
+            ),
+            (
+                "engine.inflight_limit",
+                |c| c.engine.inflight_limit = 0,
+                "must be at least 1",
+            ),
+            (
+                "engine.dedupe_window_ms",
+                |c| c.engine.dedupe_window_ms = 0,
+                "must be greater than 0",
+            ),
+            (
+                "engine.dedupe_capacity",
+                |c| c.engine.dedupe_capacity = 0,
+                "must be at least 1",
+            ),
+            (
+                "engine.command_act_ttl_ms",
+                |c| c.engine.command_act_ttl_ms = 0,
+                "must be greater than 0",
+            ),
+            (
+                "engine.command_act_capacity",
+                |c| c.engine.command_act_capacity = 0,
+                "must be at least 1",
+            ),
+            (
+                "envelope.max_arguments",
+                |c| c.envelope.max_arguments = 0,
+                "must be at least 1",
+            ),
+            (
+                "envelope.max_argument_bytes",
+                |c| c.envelope.max_argument_bytes = 0,
+                "must be at least 1",
+            ),
+            (
+                "flows.dir",
+                |c| c.flows.dir = "".into(),
+                "must not be empty",
+            ),
+            (
+                "runners.default_timeout_ms",
+                |c| c.runners.default_timeout_ms = 0,
+                "must be greater than 0",
+            ),
+            (
+                "runners.default_max_attempts",
+                |c| c.runners.default_max_attempts = 0,
+                "must be at least 1",
+            ),
+            (
+                "runners.backoff_initial_ms",
+                |c| c.runners.backoff_initial_ms = 0,
+                "must be greater than 0",
+            ),
+            (
+                "runners.backoff_max_ms",
+                |c| c.runners.backoff_max_ms = 0,
+                "must be greater than 0",
+            ),
+            (
+                "runners.backoff_initial_ms",
+                |c| c.runners.backoff_initial_ms = 5001,
+                "must not exceed runners.backoff_max_ms (5001 > 5000)",
+            ),
+            (
+                "log.level",
+                |c| c.log.level = "".into(),
+                "must not be empty",
+            ),
+            (
+                "log.level",
+                |c| c.log.level = "switchboard=loud".into(),
+                "invalid filter directive \"switchboard=loud\"",
+            ),
+        ];
+        for (key, edit, reason) in cases {
+            let mut config = Config::default();
+            edit(&mut config);
+            let err = config.validate().unwrap_err();
+            assert_eq!(err.key(), Some(*key), "{err}");
+            assert!(
+                err.to_string().starts_with(&format!("{key}: {reason}")),
+                "{key}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn limits_at_their_bounds_are_accepted() {
+        let mut config = Config::default();
+        config.http.max_body_bytes = HttpConfig::MIN_MAX_BODY_BYTES;
+        config.http.workers = 0;
+        config.engine.workers = 0;
+        config.engine.inflight_limit = 1;
+        config.runners.default_max_attempts = 1;
+        config.runners.backoff_initial_ms = config.runners.backoff_max_ms;
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn env_var_names() {
+        assert_eq!(
+            Config::env_var_name("http.listen"),
+            "SWITCHBOARD_HTTP__LISTEN"
+        );
+        assert_eq!(
+            Config::env_var_name("engine.inflight_limit"),
+            "SWITCHBOARD_ENGINE__INFLIGHT_LIMIT"
+        );
+    }
+}

@@ -15,6 +15,9 @@ use crate::admission::dedupe::DedupeWindow;
 use crate::admission::delivery::Delivery;
 use crate::catalog::Integration;
 use crate::commands::refusal::{refuse, result_event, CommandRefusal};
+use crate::commands::validation::validate;
+use crate::catalog::Runs;
+use crate::egress::EgressError;
 use crate::dead_letter::{self, DeadLetter, DeadLetterReason, DeadLetterStore};
 use crate::domain::{Command, Event, Idn, PersonaId, RoutedEvent, Target};
 use crate::egress::{CommandSink, OutboundCommand};
@@ -164,27 +167,6 @@ impl ConnectorActor {
             admitted_at,
         );
     }
-
-    fn validate(&self, command: &Command) -> Result<(), CommandRefusal> {
-        let i = &self.integration;
-        if !i.accepts(command.command.as_str()) {
-            return Err(CommandRefusal::NotAccepted {
-                integration: i.idn.to_string(),
-                command: command.command.to_string(),
-            });
-        }
-        if let Some(decl) = i.command(command.command.as_str()) {
-            for required in &decl.required {
-                if command.arguments.get(required).is_none_or(str::is_empty) {
-                    return Err(CommandRefusal::MissingArgument {
-                        command: command.command.to_string(),
-                        argument: required.clone(),
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 impl Actor for ConnectorActor {
@@ -233,6 +215,10 @@ impl Handler<Inbound> for ConnectorActor {
                 self.integration.channel_label(),
                 persona,
                 Instant::now(),
+                match &event.target {
+                    Target::Actor(a) => Some(a.external_id.as_str()),
+                    _ => None,
+                },
             ) {
                 self.route_session_event(
                     "session_started",
@@ -291,7 +277,7 @@ impl Handler<Outbound> for ConnectorActor {
             persona,
             flow,
         } = msg;
-        if let Err(refusal) = self.validate(&command) {
+        if let Err(refusal) = validate(&self.integration, &command) {
             refuse(
                 &self.deps.dispatcher,
                 &*self.deps.dead_letters,
@@ -314,7 +300,18 @@ impl Handler<Outbound> for ConnectorActor {
                     act,
                     persona,
                 })
-                .map_err(|_| CommandRefusal::EgressFull(self.integration.idn.to_string()))
+                .map_err(|e| match e {
+                    EgressError::Full => CommandRefusal::EgressFull(self.integration.idn.to_string()),
+                    EgressError::NoTransport => {
+                        CommandRefusal::NoTransport(self.integration.idn.to_string())
+                    }
+                })
+                .map(|()| {
+                    if self.integration.runs() == Runs::Native {
+                        // The daemon carried it out itself: it reports the success.
+                        answer_success(&self.deps.dispatcher, &self.integration, &command, act, persona);
+                    }
+                })
         };
         match result {
             Ok(()) => self.metrics.command(&command_idn, "sent"),

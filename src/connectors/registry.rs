@@ -558,6 +558,71 @@ impl ConnectorRegistry {
             .map(str::to_owned)
     }
 
+    /// Puts back a stored connector with its id; runs it if it was running and still can.
+    #[allow(clippy::too_many_arguments)]
+    pub fn restore(
+        &self,
+        account: &Idn,
+        integration: &str,
+        connector: &str,
+        id: Uuid,
+        title: &str,
+        settings: Settings,
+        running: bool,
+        created_at: DateTime<Utc>,
+    ) -> Result<(), ControlError> {
+        let integration = self.integration(integration)?;
+        let connector = Idn::parse("connector_idn", connector)?;
+        self.ensure_account(account);
+        let key = ConnectorKey {
+            account: account.clone(),
+            integration: integration.idn.clone(),
+            connector,
+        };
+        self.connectors.insert(
+            key.clone(),
+            Entry {
+                id,
+                title: title.to_owned(),
+                settings,
+                status: Status::Stopped,
+                internal: false,
+                integration: integration.clone(),
+                addr: None,
+                created_at,
+            },
+        );
+        self.by_id.insert(id, key);
+        handles::connectors(integration.idn.as_str(), "stopped").increment(1.0);
+        if running {
+            self.run(id)?;
+        }
+        Ok(())
+    }
+
+    /// Puts back stored integration-level settings.
+    pub fn restore_integration_settings(&self, account: &Idn, integration: &str, settings: Settings) -> Result<(), ControlError> {
+        let integration = self.integration(integration)?;
+        self.integration_settings
+            .insert((account.clone(), integration.idn.clone()), settings);
+        Ok(())
+    }
+
+    /// Everything the store keeps of a connector, secret values in clear: for persistence only.
+    pub fn stored(&self, id: Uuid) -> Option<(ConnectorView, Settings, Arc<Integration>)> {
+        let key = self.by_id.get(&id)?.clone();
+        let e = self.connectors.get(&key)?;
+        Some((Self::view(&key, &e), e.settings.clone(), e.integration.clone()))
+    }
+
+    /// Integration-level settings in clear: for persistence only.
+    pub fn stored_integration_settings(&self, account: &Idn, integration: &Idn) -> Settings {
+        self.integration_settings
+            .get(&(account.clone(), integration.clone()))
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+
     /// Stops every actor (shutdown).
     pub fn stop_all(&self) {
         for mut e in self.connectors.iter_mut() {

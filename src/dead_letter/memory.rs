@@ -104,6 +104,7 @@ mod tests {
                     Idn::known("c"),
                     Idn::known("send_request"),
                 ),
+                None,
             )
         };
         let first = mk();

@@ -49,7 +49,15 @@ pub enum DeadLetterPayload {
         event: Box<Event>,
         persona: Option<PersonaId>,
     },
-    Command(Box<Command>),
+    Command {
+        command: Box<Command>,
+        persona: Option<PersonaId>,
+    },
+    /// Bytes that did not decode into an envelope.
+    Raw {
+        content_type: String,
+        bytes: Vec<u8>,
+    },
 }
 
 /// One dead-letter record.
@@ -84,13 +92,36 @@ impl DeadLetter {
         }
     }
 
-    pub fn command(reason: DeadLetterReason, detail: String, command: Command) -> Self {
+    pub fn command(
+        reason: DeadLetterReason,
+        detail: String,
+        command: Command,
+        persona: Option<PersonaId>,
+    ) -> Self {
         DeadLetter {
             id: Uuid::now_v7(),
             account: command.account.clone(),
             reason,
             detail,
-            payload: DeadLetterPayload::Command(Box::new(command)),
+            payload: DeadLetterPayload::Command {
+                command: Box::new(command),
+                persona,
+            },
+            at: Utc::now(),
+        }
+    }
+
+    /// Bytes that could not be decoded at all.
+    pub fn raw(account: Idn, detail: String, content_type: String, bytes: Vec<u8>) -> Self {
+        DeadLetter {
+            id: Uuid::now_v7(),
+            account,
+            reason: DeadLetterReason::Malformed,
+            detail,
+            payload: DeadLetterPayload::Raw {
+                content_type,
+                bytes,
+            },
             at: Utc::now(),
         }
     }

@@ -91,6 +91,8 @@ pub struct Event {
     pub uninterruptible: bool,
     pub command_act_id: Option<Uuid>,
     pub occurred_at: DateTime<Utc>,
+    /// Replayed after a restart or from the dead letters: it may have been dispatched before.
+    pub redelivered: bool,
 }
 
 impl Event {
@@ -117,6 +119,7 @@ impl Event {
             uninterruptible: false,
             command_act_id: None,
             occurred_at: Utc::now(),
+            redelivered: false,
         }
     }
 
@@ -140,6 +143,7 @@ impl Event {
             uninterruptible: false,
             command_act_id: None,
             occurred_at: Utc::now(),
+            redelivered: false,
         }
     }
 

@@ -16,14 +16,58 @@ pub struct OutboundCommand {
     pub persona: PersonaId,
 }
 
-/// The sink is full: the command is refused with `result_error`, never dropped silently.
+/// Why a sink did not take a command: it is refused with `result_error`, never dropped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("egress is full")]
-pub struct EgressFull;
+pub enum EgressError {
+    #[error("egress is full")]
+    Full,
+    #[error("no transport carries this integration's commands")]
+    NoTransport,
+}
 
-/// Where external commands go. Must not block.
+/// Where validated commands go. Must not block.
 pub trait CommandSink: Send + Sync + 'static {
-    fn deliver(&self, command: OutboundCommand) -> Result<(), EgressFull>;
+    fn deliver(&self, command: OutboundCommand) -> Result<(), EgressError>;
+}
+
+/// Sends each command to the sink of its integration: the daemon's native handlers, else the
+/// transport towards external adapters.
+pub struct EgressRouter {
+    native: rustc_hash::FxHashMap<String, std::sync::Arc<dyn CommandSink>>,
+    external: std::sync::Arc<dyn CommandSink>,
+}
+
+impl EgressRouter {
+    pub fn new(external: std::sync::Arc<dyn CommandSink>) -> Self {
+        EgressRouter {
+            native: Default::default(),
+            external,
+        }
+    }
+
+    pub fn with_native(mut self, integration: &str, sink: std::sync::Arc<dyn CommandSink>) -> Self {
+        self.native.insert(integration.to_owned(), sink);
+        self
+    }
+}
+
+impl CommandSink for EgressRouter {
+    fn deliver(&self, command: OutboundCommand) -> Result<(), EgressError> {
+        match self.native.get(command.command.integration.as_str()) {
+            Some(sink) => sink.deliver(command),
+            None => self.external.deliver(command),
+        }
+    }
+}
+
+/// The embedded default for external integrations: no adapter is reachable, so each command
+/// is refused with a reason the skill sees.
+pub struct NoTransport;
+
+impl CommandSink for NoTransport {
+    fn deliver(&self, _command: OutboundCommand) -> Result<(), EgressError> {
+        Err(EgressError::NoTransport)
+    }
 }
 
 /// A bounded channel of outbound commands.
@@ -39,7 +83,7 @@ impl ChannelSink {
 }
 
 impl CommandSink for ChannelSink {
-    fn deliver(&self, command: OutboundCommand) -> Result<(), EgressFull> {
-        self.tx.try_send(command).map_err(|_| EgressFull)
+    fn deliver(&self, command: OutboundCommand) -> Result<(), EgressError> {
+        self.tx.try_send(command).map_err(|_| EgressError::Full)
     }
 }

@@ -35,6 +35,19 @@ struct Running {
     event: SharedEvent,
 }
 
+/// The id of the invocation of `event` in `flow`: derived, so a replayed event gets the same
+/// invocation id and a runner can tell a redelivery (an event reaches a flow once).
+fn invocation_id(event: &Uuid, flow: &FlowRoute) -> Uuid {
+    use xxhash_rust::xxh3::Xxh3;
+    let mut h = Xxh3::new();
+    h.update(event.as_bytes());
+    for part in [flow.flow.account.as_str(), flow.flow.agent.as_str(), flow.flow.flow.as_str()] {
+        h.update(&(part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    Uuid::new_v8(h.digest128().to_le_bytes())
+}
+
 /// One flow instance `(account, agent, flow, user persona)`.
 pub struct FlowInstance {
     key: FlowInstanceKey,
@@ -145,7 +158,7 @@ impl FlowInstance {
                 return; // recorded: the delivery settles as done
             }
         };
-        let id = Uuid::now_v7();
+        let id = invocation_id(&p.event.event.id, &flow);
         let deadline = ctx.run_later(flow.invocation_timeout, move |act, ctx| {
             if act.running.as_ref().is_some_and(|r| r.id == id) {
                 act.abandon_running(InvocationOutcome::TimedOut, ctx);

@@ -44,13 +44,44 @@ pub struct Ended {
     pub connector: Idn,
 }
 
+/// Where session starts and ends are recorded (the durable store), off the hot path.
+pub trait SessionJournal: Send + Sync + 'static {
+    fn started(&self, session: &SessionView, external_id: Option<&str>);
+    fn ended(&self, id: Uuid, reason: &'static str);
+}
+
 /// Live sessions by `(account, persona)`.
 #[derive(Default)]
 pub struct SessionTable {
     live: DashMap<(Idn, PersonaId), SmallVec<[Session; 1]>, FxBuildHasher>,
+    journal: Option<std::sync::Arc<dyn SessionJournal>>,
 }
 
 impl SessionTable {
+    pub fn new(journal: Option<std::sync::Arc<dyn SessionJournal>>) -> Self {
+        SessionTable {
+            live: DashMap::with_hasher(FxBuildHasher),
+            journal,
+        }
+    }
+
+    /// Puts back a session that was live when the daemon stopped; it counts as seen now.
+    pub fn restore(&self, s: SessionView, now: Instant) {
+        let mut entry = self.live.entry((s.account.clone(), s.persona)).or_default();
+        if entry.iter().any(|x| x.id == s.id) {
+            return;
+        }
+        handles::sessions(s.channel).0.increment(1.0);
+        entry.push(Session {
+            id: s.id,
+            integration: s.integration,
+            connector: s.connector,
+            channel: s.channel,
+            started_at: s.started_at,
+            last_seen: now,
+        });
+    }
+
     /// Notes activity of `persona` on `scope`; returns the new session's id if one started.
     pub fn touch(
         &self,
@@ -58,6 +89,7 @@ impl SessionTable {
         channel: &'static str,
         persona: PersonaId,
         now: Instant,
+        external_id: Option<&str>,
     ) -> Option<Uuid> {
         let mut entry = self
             .live
@@ -71,14 +103,30 @@ impl SessionTable {
             return None;
         }
         let id = Uuid::now_v7();
+        let started_at = chrono::Utc::now();
         entry.push(Session {
             id,
             integration: scope.integration.clone(),
             connector: scope.connector.clone(),
             channel,
-            started_at: chrono::Utc::now(),
+            started_at,
             last_seen: now,
         });
+        drop(entry);
+        if let Some(j) = &self.journal {
+            j.started(
+                &SessionView {
+                    id,
+                    account: scope.account.clone(),
+                    persona,
+                    integration: scope.integration.clone(),
+                    connector: scope.connector.clone(),
+                    channel,
+                    started_at,
+                },
+                external_id,
+            );
+        }
         let (active, started) = handles::sessions(channel);
         active.increment(1.0);
         started.increment(1);
@@ -106,6 +154,11 @@ impl SessionTable {
             });
         }
         self.live.remove_if(&key, |_, l| l.is_empty());
+        if let Some(j) = &self.journal {
+            for id in &ended {
+                j.ended(*id, "conversation_ended");
+            }
+        }
         ended
     }
 
@@ -130,6 +183,11 @@ impl SessionTable {
             });
             !list.is_empty()
         });
+        if let Some(j) = &self.journal {
+            for e in &ended {
+                j.ended(e.id, "idle");
+            }
+        }
         ended
     }
 

@@ -1,7 +1,7 @@
 //! The one narrow interface invocations leave through: [`SkillRunner`]. A runner receives an
 //! [`Invocation`] and a [`Reply`]; it reports commands and the outcome through the reply, now
-//! or later, from any thread. Webhook and queue runners plug in here; tests use
-//! [`in_process`].
+//! or later, from any thread. [`webhook`] runners POST invocations to a URL; queue runners
+//! plug in here too; tests use [`in_process`].
 
 pub mod in_process;
 pub mod pending;
@@ -84,12 +84,14 @@ pub trait RunnerResolver: Send + Sync + 'static {
     fn resolve(&self, spec: &RunnerSpec) -> Result<Arc<dyn SkillRunner>, String>;
 }
 
-/// Resolves `default` and named in-process runners; refuses kinds it was not given.
+/// Resolves `default`, named in-process runners and, given a factory, webhook runners;
+/// refuses kinds it was not given.
 #[derive(Clone)]
 pub struct RunnerRegistry {
     default: Arc<dyn SkillRunner>,
     named: FxHashMap<String, Arc<dyn SkillRunner>>,
     demo: Option<Arc<dyn SkillRunner>>,
+    webhooks: Option<webhook::WebhookRunners>,
 }
 
 impl RunnerRegistry {
@@ -98,6 +100,7 @@ impl RunnerRegistry {
             default,
             named: FxHashMap::default(),
             demo: None,
+            webhooks: None,
         }
     }
 
@@ -109,6 +112,17 @@ impl RunnerRegistry {
     pub fn with_demo(mut self, runner: Arc<dyn SkillRunner>) -> Self {
         self.demo = Some(runner);
         self
+    }
+
+    /// Resolves `{kind: webhook}` runners with `factory`.
+    pub fn with_webhooks(mut self, factory: webhook::WebhookRunners) -> Self {
+        self.webhooks = Some(factory);
+        self
+    }
+
+    /// The webhook factory, if webhook runners are enabled.
+    pub fn webhooks(&self) -> Option<&webhook::WebhookRunners> {
+        self.webhooks.as_ref()
     }
 }
 
@@ -125,6 +139,15 @@ impl RunnerResolver for RunnerRegistry {
                 .demo
                 .clone()
                 .ok_or_else(|| "the demo runner is not enabled".to_owned()),
+            RunnerSpec::Webhook {
+                url,
+                timeout,
+                max_attempts,
+            } => self
+                .webhooks
+                .as_ref()
+                .map(|w| w.runner(url, *timeout, *max_attempts))
+                .ok_or_else(|| "webhook runners are not enabled".to_owned()),
             other => Err(format!(
                 "runner kind {} is not available here",
                 other.kind()

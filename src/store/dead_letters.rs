@@ -51,31 +51,34 @@ type Raw = (
 
 fn decode(raw: Raw) -> Option<DeadLetter> {
     let (id, account, reason, detail, kind, payload, persona, at) = raw;
+    let unlimited = Limits {
+        max_arguments: usize::MAX,
+        max_argument_bytes: usize::MAX,
+    };
+    let persona = persona
+        .and_then(|p| Uuid::parse_str(&p).ok())
+        .map(PersonaId);
     let payload = match kind.as_str() {
         "event" => {
             let env: EventEnvelope = Encoding::MessagePack.decode(&payload).ok()?;
             DeadLetterPayload::Event {
-                event: Box::new(
-                    env.into_domain(Limits {
-                        max_arguments: usize::MAX,
-                        max_argument_bytes: usize::MAX,
-                    })
-                    .ok()?,
-                ),
-                persona: persona
-                    .and_then(|p| Uuid::parse_str(&p).ok())
-                    .map(PersonaId),
+                event: Box::new(env.into_domain(unlimited).ok()?),
+                persona,
+            }
+        }
+        "command" => {
+            let env: CommandEnvelope = Encoding::MessagePack.decode(&payload).ok()?;
+            DeadLetterPayload::Command {
+                command: Box::new(env.into_domain(unlimited).ok()?),
+                persona,
             }
         }
         _ => {
-            let env: CommandEnvelope = Encoding::MessagePack.decode(&payload).ok()?;
-            DeadLetterPayload::Command(Box::new(
-                env.into_domain(Limits {
-                    max_arguments: usize::MAX,
-                    max_argument_bytes: usize::MAX,
-                })
-                .ok()?,
-            ))
+            let split = payload.iter().position(|b| *b == 0)?;
+            DeadLetterPayload::Raw {
+                content_type: String::from_utf8_lossy(&payload[..split]).into_owned(),
+                bytes: payload[split + 1..].to_vec(),
+            }
         }
     };
     Some(DeadLetter {
@@ -114,9 +117,19 @@ impl DeadLetterStore for SqliteDeadLetters {
                 Encoding::MessagePack.encode(&EventEnvelope::from_domain(event)),
                 persona.map(|p| p.0.to_string()),
             ),
-            DeadLetterPayload::Command(c) => (
+            DeadLetterPayload::Command { command, persona } => (
                 "command",
-                Encoding::MessagePack.encode(&CommandEnvelope::from_domain(c)),
+                Encoding::MessagePack.encode(&CommandEnvelope::from_domain(command)),
+                persona.map(|p| p.0.to_string()),
+            ),
+            DeadLetterPayload::Raw { content_type, bytes } => (
+                "raw",
+                {
+                    let mut b = content_type.as_bytes().to_vec();
+                    b.push(0);
+                    b.extend_from_slice(bytes);
+                    b
+                },
                 None,
             ),
         };

@@ -58,8 +58,8 @@ CREATE TABLE dead_letters (
     account     TEXT NOT NULL,
     reason      TEXT NOT NULL,
     detail      TEXT NOT NULL,
-    kind        TEXT NOT NULL CHECK (kind IN ('event', 'command')),
-    payload     BLOB NOT NULL,            -- MessagePack envelope
+    kind        TEXT NOT NULL CHECK (kind IN ('event', 'command', 'raw')),
+    payload     BLOB NOT NULL,            -- MessagePack envelope; raw: content type, NUL, bytes
     persona     TEXT,
     at          TEXT NOT NULL
 );

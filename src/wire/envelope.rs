@@ -270,6 +270,7 @@ impl EventEnvelope {
             uninterruptible: self.uninterruptible,
             command_act_id: self.command_act_id,
             occurred_at: self.occurred_at.unwrap_or_else(Utc::now),
+            redelivered: false,
         })
     }
 

@@ -38,6 +38,10 @@ pub struct InvocationWire {
     pub event: EventEnvelope,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<SessionWire>,
+    /// The daemon may have sent this invocation before (a replay after a restart): the
+    /// invocation id is the same, so the runner can tell.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redelivered: bool,
 }
 
 impl InvocationWire {
@@ -55,6 +59,7 @@ impl InvocationWire {
             },
             event: EventEnvelope::from_domain(&inv.event.event),
             session,
+            redelivered: inv.event.event.redelivered,
         }
     }
 }

@@ -53,6 +53,7 @@ impl Harness {
                 runners: Arc::new(runners),
                 sink: Arc::new(sink),
                 dead_letters: dead.clone(),
+                sessions: None,
             },
         );
         Harness {
