@@ -323,7 +323,13 @@ impl Engine {
     /// integration accepts it, its required arguments are set.
     pub fn check_command(&self, command: &Command) -> Result<(), CommandRefusal> {
         self.registry
-            .with_running(&command.account, &command.integration, &command.connector, (), |_, ()| ())
+            .with_running(
+                &command.account,
+                &command.integration,
+                &command.connector,
+                (),
+                |_, ()| (),
+            )
             .map_err(|((), reach)| CommandRefusal::from(reach))?;
         let integration = self
             .catalog

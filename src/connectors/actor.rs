@@ -14,12 +14,12 @@ use super::system;
 use crate::admission::dedupe::DedupeWindow;
 use crate::admission::delivery::Delivery;
 use crate::catalog::Integration;
+use crate::catalog::Runs;
 use crate::commands::refusal::{refuse, result_event, CommandRefusal};
 use crate::commands::validation::validate;
-use crate::catalog::Runs;
-use crate::egress::EgressError;
 use crate::dead_letter::{self, DeadLetter, DeadLetterReason, DeadLetterStore};
 use crate::domain::{Command, Event, Idn, PersonaId, RoutedEvent, Target};
+use crate::egress::EgressError;
 use crate::egress::{CommandSink, OutboundCommand};
 use crate::flow_instance::state::StateStore;
 use crate::routing::dispatch::Dispatcher;
@@ -301,7 +301,9 @@ impl Handler<Outbound> for ConnectorActor {
                     persona,
                 })
                 .map_err(|e| match e {
-                    EgressError::Full => CommandRefusal::EgressFull(self.integration.idn.to_string()),
+                    EgressError::Full => {
+                        CommandRefusal::EgressFull(self.integration.idn.to_string())
+                    }
                     EgressError::NoTransport => {
                         CommandRefusal::NoTransport(self.integration.idn.to_string())
                     }
@@ -309,7 +311,13 @@ impl Handler<Outbound> for ConnectorActor {
                 .map(|()| {
                     if self.integration.runs() == Runs::Native {
                         // The daemon carried it out itself: it reports the success.
-                        answer_success(&self.deps.dispatcher, &self.integration, &command, act, persona);
+                        answer_success(
+                            &self.deps.dispatcher,
+                            &self.integration,
+                            &command,
+                            act,
+                            persona,
+                        );
                     }
                 })
         };

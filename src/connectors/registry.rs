@@ -601,7 +601,12 @@ impl ConnectorRegistry {
     }
 
     /// Puts back stored integration-level settings.
-    pub fn restore_integration_settings(&self, account: &Idn, integration: &str, settings: Settings) -> Result<(), ControlError> {
+    pub fn restore_integration_settings(
+        &self,
+        account: &Idn,
+        integration: &str,
+        settings: Settings,
+    ) -> Result<(), ControlError> {
         let integration = self.integration(integration)?;
         self.integration_settings
             .insert((account.clone(), integration.idn.clone()), settings);
@@ -612,7 +617,11 @@ impl ConnectorRegistry {
     pub fn stored(&self, id: Uuid) -> Option<(ConnectorView, Settings, Arc<Integration>)> {
         let key = self.by_id.get(&id)?.clone();
         let e = self.connectors.get(&key)?;
-        Some((Self::view(&key, &e), e.settings.clone(), e.integration.clone()))
+        Some((
+            Self::view(&key, &e),
+            e.settings.clone(),
+            e.integration.clone(),
+        ))
     }
 
     /// Integration-level settings in clear: for persistence only.

@@ -41,7 +41,11 @@ fn invocation_id(event: &Uuid, flow: &FlowRoute) -> Uuid {
     use xxhash_rust::xxh3::Xxh3;
     let mut h = Xxh3::new();
     h.update(event.as_bytes());
-    for part in [flow.flow.account.as_str(), flow.flow.agent.as_str(), flow.flow.flow.as_str()] {
+    for part in [
+        flow.flow.account.as_str(),
+        flow.flow.agent.as_str(),
+        flow.flow.flow.as_str(),
+    ] {
         h.update(&(part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
     }

@@ -69,6 +69,39 @@ impl Ingress {
         self.admit(event, source, permit)
     }
 
+    /// Whether `event` would be admitted now, without taking it in. A refusal is counted and
+    /// dead-lettered, as on submit.
+    pub fn admissible(&self, event: &Event) -> Result<(), Refusal> {
+        let checked = self.check(event).and_then(|()| {
+            self.registry
+                .with_running(
+                    &event.account,
+                    &event.integration,
+                    &event.connector,
+                    (),
+                    |_, ()| (),
+                )
+                .map_err(|((), reach)| match reach {
+                    Reach::UnknownIntegration(i) => Refusal::UnknownIntegration(i),
+                    Reach::UnknownConnector {
+                        integration,
+                        connector,
+                    } => Refusal::UnknownConnector {
+                        integration,
+                        connector,
+                    },
+                    Reach::Stopped {
+                        integration,
+                        connector,
+                    } => Refusal::ConnectorStopped {
+                        integration,
+                        connector,
+                    },
+                })
+        });
+        checked.map_err(|r| self.refuse(event.clone(), r))
+    }
+
     /// Admitted events not yet dispatched or recorded.
     pub fn inflight(&self) -> usize {
         self.limit - self.permits.available_permits()

@@ -3,6 +3,7 @@
 //! or later, from any thread. [`webhook`] runners POST invocations to a URL; queue runners
 //! plug in here too; tests use [`in_process`].
 
+pub mod demo;
 pub mod in_process;
 pub mod pending;
 pub mod webhook;

@@ -122,7 +122,10 @@ impl DeadLetterStore for SqliteDeadLetters {
                 Encoding::MessagePack.encode(&CommandEnvelope::from_domain(command)),
                 persona.map(|p| p.0.to_string()),
             ),
-            DeadLetterPayload::Raw { content_type, bytes } => (
+            DeadLetterPayload::Raw {
+                content_type,
+                bytes,
+            } => (
                 "raw",
                 {
                     let mut b = content_type.as_bytes().to_vec();

@@ -31,6 +31,9 @@ pub struct FlowRow {
     pub document: String,
 }
 
+/// Integration-level settings of one account: `(account, integration, settings)`.
+pub type IntegrationSettingsRow = (String, String, BTreeMap<String, String>);
+
 /// A session as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionRow {
@@ -151,7 +154,7 @@ impl Store {
     /// `(account, integration, settings)` of every account.
     pub fn integration_settings(
         &self,
-    ) -> Result<Vec<(String, String, BTreeMap<String, String>)>, StoreError> {
+    ) -> Result<Vec<IntegrationSettingsRow>, StoreError> {
         let raw = self.read(|c| {
             let mut st =
                 c.prepare("SELECT account, integration, settings FROM integration_settings")?;

@@ -292,6 +292,76 @@ impl FlowDoc {
         })
     }
 
+    /// The document of a domain flow: what `GET /v1/flows/{agent}/{flow}` answers.
+    pub fn from_domain(f: &Flow) -> FlowDoc {
+        let runner = match &f.runner {
+            RunnerSpec::Default => None,
+            RunnerSpec::InProcess { name } => Some(RunnerDoc {
+                kind: "in_process".into(),
+                name: Some(name.clone()),
+                url: None,
+                timeout_ms: None,
+                max_attempts: None,
+            }),
+            RunnerSpec::Webhook {
+                url,
+                timeout,
+                max_attempts,
+            } => Some(RunnerDoc {
+                kind: "webhook".into(),
+                name: None,
+                url: Some(url.clone()),
+                timeout_ms: Some(timeout.as_millis() as u64),
+                max_attempts: Some(*max_attempts),
+            }),
+            other => Some(RunnerDoc {
+                kind: other.kind().into(),
+                name: None,
+                url: None,
+                timeout_ms: None,
+                max_attempts: None,
+            }),
+        };
+        FlowDoc {
+            agent_idn: Some(f.agent.to_string()),
+            flow_idn: Some(f.flow.to_string()),
+            runner,
+            invocation_timeout_ms: f.invocation_timeout.map(|d| d.as_millis() as u64),
+            state_fields: f
+                .state_fields
+                .iter()
+                .map(|s| StateFieldDoc {
+                    idn: s.idn.to_string(),
+                    scope: Some(s.scope.as_str().to_owned()),
+                    default_value: s.default_value.clone(),
+                })
+                .collect(),
+            events: f
+                .subscriptions
+                .iter()
+                .map(|s| {
+                    let (selector, skill, state) = match &s.skill {
+                        SkillSelector::Skill(n) => ("skill_idn", Some(n.to_string()), None),
+                        SkillSelector::FromState(f) => {
+                            ("skill_idn_from_state", None, Some(f.to_string()))
+                        }
+                    };
+                    SubscriptionDoc {
+                        idn: s.event.to_string(),
+                        agent_idn: None,
+                        flow_idn: None,
+                        skill_selector: selector.to_owned(),
+                        skill_idn: skill,
+                        state_idn: state,
+                        integration_idn: s.integration.as_ref().map(|i| i.to_string()),
+                        connector_idn: s.connector.as_ref().map(|c| c.to_string()),
+                        interrupt_mode: Some(s.interrupt_mode.as_str().to_owned()),
+                    }
+                })
+                .collect(),
+        }
+    }
+
     /// Parses a flow document from YAML (JSON is YAML too).
     pub fn from_yaml(text: &str) -> Result<FlowDoc, FlowDocError> {
         serde_yaml_ng::from_str(text).map_err(|e| err("document", e.to_string()))
@@ -380,6 +450,23 @@ events:
                 .as_deref(),
             Some("ReplySkill")
         );
+    }
+
+    #[test]
+    fn documents_round_trip_through_the_domain() {
+        let text = r#"
+runner: {kind: webhook, url: "http://127.0.0.1:9/run", timeout_ms: 500, max_attempts: 2}
+state_fields: [{idn: s, scope: agent, default_value: X}]
+events:
+  - {idn: user_message, skill_selector: skill_idn_from_state, state_idn: s, integration_idn: sandbox}
+  - {idn: timer, skill_idn: T, interrupt_mode: cancel}
+"#;
+        let flow = FlowDoc::from_yaml(text)
+            .unwrap()
+            .to_domain(&account(), "A", "F")
+            .unwrap();
+        let doc = FlowDoc::from_domain(&flow);
+        assert_eq!(doc.to_domain(&account(), "A", "F").unwrap(), flow);
     }
 
     #[test]

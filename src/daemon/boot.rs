@@ -1,0 +1,336 @@
+//! Starting the daemon: the key, the store, the engine and its runners, then everything the
+//! store remembers (integration settings, connectors, flows, live sessions), the flow files,
+//! the demo, and last the inbox of acknowledged events not yet handed on.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::{secrets_key, Daemon};
+use crate::config::Config;
+use crate::connectors::settings::Settings;
+use crate::domain::{Flow, Idn, RunnerSpec};
+use crate::egress::{EgressRouter, NoTransport};
+use crate::sandbox::SandboxHub;
+use crate::session::table::{SessionJournal, SessionView};
+use crate::skill_runner::demo::DemoRunner;
+use crate::skill_runner::pending::PendingInvocations;
+use crate::skill_runner::webhook::{WebhookRunners, WebhookSettings};
+use crate::skill_runner::{RunnerRegistry, RunnerResolver, SkillRunner};
+use crate::store::dead_letters::SqliteDeadLetters;
+use crate::store::{SessionRow, Store};
+use crate::wire::envelope::{Encoding, EventEnvelope, Limits};
+use crate::{Engine, EngineParts};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("secret key: {0}")]
+    Key(#[from] secrets_key::KeyError),
+    #[error("store {path}: {source}")]
+    Store {
+        path: String,
+        source: crate::store::StoreError,
+    },
+    #[error("restoring state: {0}")]
+    Restore(String),
+    #[error("flows: {0}")]
+    Flows(String),
+}
+
+/// Records sessions in the store.
+struct StoreJournal(Store);
+
+impl SessionJournal for StoreJournal {
+    fn started(&self, s: &SessionView, external_id: Option<&str>) {
+        self.0.session_started(
+            SessionRow {
+                id: s.id,
+                account: s.account.to_string(),
+                persona: s.persona.0,
+                integration: s.integration.to_string(),
+                connector: s.connector.to_string(),
+                channel: s.channel.to_owned(),
+                started_at: s.started_at.to_rfc3339(),
+            },
+            external_id.map(str::to_owned),
+        );
+    }
+
+    fn ended(&self, id: Uuid, reason: &'static str) {
+        self.0.session_ended(id, reason);
+    }
+}
+
+/// Refuses the `default` runner kind when no default is configured, with a reason.
+struct DaemonRunners {
+    registry: RunnerRegistry,
+    has_default: bool,
+}
+
+impl RunnerResolver for DaemonRunners {
+    fn resolve(&self, spec: &RunnerSpec) -> Result<Arc<dyn SkillRunner>, String> {
+        if *spec == RunnerSpec::Default && !self.has_default {
+            return Err(
+                "no default runner is configured: name one in the flow (runner: {kind: webhook, url: …})"
+                    .into(),
+            );
+        }
+        self.registry.resolve(spec)
+    }
+}
+
+/// The signing secret of webhook runners: configured, else derived from the sealing key so
+/// it is stable across restarts without another file.
+fn signing_secret(config: &Config, key_material: &str) -> Vec<u8> {
+    if !config.runners.signing_secret.is_empty() {
+        return config.runners.signing_secret.as_bytes().to_vec();
+    }
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"switchboard webhook signing v1\0");
+    h.update(key_material.as_bytes());
+    h.finalize().to_vec()
+}
+
+/// Starts the daemon inside the current actix system.
+pub async fn start(
+    config: Config,
+    prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> Result<Arc<Daemon>, BootError> {
+    crate::telemetry::metrics::describe();
+    let key_text = match std::env::var(&config.store.secret_key_env) {
+        Ok(v) => v,
+        Err(_) => std::fs::read_to_string(&config.store.secret_key_file).unwrap_or_default(),
+    };
+    let secrets = secrets_key::load(&config.store.secret_key_env, &config.store.secret_key_file)?;
+    let key_text = if key_text.is_empty() {
+        std::fs::read_to_string(&config.store.secret_key_file).unwrap_or_default()
+    } else {
+        key_text
+    };
+    let store_err = |source| BootError::Store {
+        path: config.store.path.display().to_string(),
+        source,
+    };
+    let store = Store::open(
+        &config.store.path,
+        config.engine.inflight_limit + 16_384,
+        config.store.busy_timeout_ms,
+    )
+    .map_err(store_err)?;
+
+    let pending = Arc::new(PendingInvocations::default());
+    let webhooks = WebhookRunners::new(
+        WebhookSettings::new(signing_secret(&config, &key_text)).with_backoff(
+            config.runners.backoff_initial(),
+            config.runners.backoff_max(),
+        ),
+        pending.clone(),
+    );
+    let demo: Arc<dyn SkillRunner> = Arc::new(DemoRunner);
+    let mut registry = RunnerRegistry::new(demo.clone()).with_webhooks(webhooks.clone());
+    if config.sandbox.demo_runner {
+        registry = registry.with_demo(demo);
+    }
+    let runners = DaemonRunners {
+        registry,
+        has_default: config.sandbox.demo_runner,
+    };
+    let sandbox = SandboxHub::new();
+    let sink = EgressRouter::new(Arc::new(NoTransport)).with_native("sandbox", sandbox.clone());
+    let engine = Engine::start(
+        config.engine.to_engine_config(),
+        EngineParts {
+            runners: Arc::new(runners),
+            sink: Arc::new(sink),
+            dead_letters: Arc::new(SqliteDeadLetters::new(store.clone())),
+            sessions: Some(Arc::new(StoreJournal(store.clone()))),
+        },
+    );
+    webhooks.attach_sessions(engine.session_table().clone());
+
+    let daemon = Arc::new(Daemon {
+        engine,
+        store,
+        pending,
+        sandbox,
+        prometheus,
+        secrets,
+        ready: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
+        file_flows: Default::default(),
+        config,
+    });
+    restore(&daemon).await?;
+    let flows = daemon.reload_flow_files().await.map_err(BootError::Flows)?;
+    tracing::info!(files_flows = flows, "flow files loaded");
+    if daemon.config.sandbox.demo_runner {
+        demo_setup(&daemon).await?;
+    }
+    replay_inbox(&daemon).await?;
+    spawn_housekeeping(&daemon);
+    daemon.ready.store(true, Ordering::Release);
+    Ok(daemon)
+}
+
+async fn restore(d: &Arc<Daemon>) -> Result<(), BootError> {
+    let fail = |e: String| BootError::Restore(e);
+    for (account, integration, sealed) in d
+        .store
+        .integration_settings()
+        .map_err(|e| fail(e.to_string()))?
+    {
+        let settings = d
+            .open(sealed, (&account, &integration, ""))
+            .map_err(|e| fail(e.to_string()))?;
+        let account = Idn::parse("account", &account).map_err(|e| fail(e.to_string()))?;
+        d.engine
+            .registry()
+            .restore_integration_settings(&account, &integration, settings)
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    for row in d.store.connectors().map_err(|e| fail(e.to_string()))? {
+        let settings: Settings = d
+            .open(
+                row.settings.clone(),
+                (&row.account, &row.integration, &row.connector),
+            )
+            .map_err(|e| fail(e.to_string()))?;
+        let account = Idn::parse("account", &row.account).map_err(|e| fail(e.to_string()))?;
+        let created = chrono::DateTime::parse_from_rfc3339(&row.created_at)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or_else(|_| chrono::Utc::now());
+        if let Err(e) = d.engine.registry().restore(
+            &account,
+            &row.integration,
+            &row.connector,
+            row.id,
+            &row.title,
+            settings,
+            row.running,
+            created,
+        ) {
+            tracing::warn!(connector = %row.connector, error = %e, "stored connector restored stopped");
+        }
+    }
+    let now = tokio::time::Instant::now();
+    for s in d.store.live_sessions().map_err(|e| fail(e.to_string()))? {
+        let view = (|| {
+            Some(SessionView {
+                id: s.id,
+                account: Idn::parse("account", &s.account).ok()?,
+                persona: crate::domain::PersonaId(s.persona),
+                integration: Idn::parse("integration", &s.integration).ok()?,
+                connector: Idn::parse("connector", &s.connector).ok()?,
+                channel: match s.channel.as_str() {
+                    "chat" => "chat",
+                    "phone" => "phone",
+                    "sms" => "sms",
+                    _ => "none",
+                },
+                started_at: chrono::DateTime::parse_from_rfc3339(&s.started_at)
+                    .ok()?
+                    .with_timezone(&chrono::Utc),
+            })
+        })();
+        if let Some(v) = view {
+            d.engine.session_table().restore(v, now);
+        }
+    }
+    Ok(())
+}
+
+/// The demo: a running sandbox connector `demo` and a flow answering on it.
+async fn demo_setup(d: &Arc<Daemon>) -> Result<(), BootError> {
+    let account = d.account();
+    if d.engine
+        .registry()
+        .find(&account, "sandbox", "demo")
+        .is_none()
+    {
+        let view = d
+            .create_connector("sandbox", "demo", "Demo sandbox", &[])
+            .await
+            .map_err(|e| BootError::Restore(e.to_string()))?;
+        d.run_connector(view.id)
+            .await
+            .map_err(|e| BootError::Restore(e.to_string()))?;
+    }
+    let doc = crate::wire::FlowDoc::from_yaml(
+        r#"
+runner: {kind: demo}
+events:
+  - {idn: session_started, skill_idn: DemoGreeting, integration_idn: system, connector_idn: system}
+  - {idn: user_message, skill_idn: DemoEcho, integration_idn: sandbox}
+"#,
+    )
+    .expect("the demo flow parses");
+    let flow: Flow = doc
+        .to_domain(&account, "DemoAgent", "SandboxEchoFlow")
+        .expect("the demo flow is valid");
+    d.engine
+        .put_flow(flow)
+        .await
+        .map_err(|e| BootError::Flows(e.to_string()))?;
+    tracing::info!("demo runner enabled: open /sandbox and chat with the `demo` connector");
+    Ok(())
+}
+
+/// Hands the acknowledged events of the last run that were not handed on to the engine again,
+/// marked as redelivered.
+async fn replay_inbox(d: &Arc<Daemon>) -> Result<(), BootError> {
+    let rows = d
+        .store
+        .inbox()
+        .map_err(|e| BootError::Restore(e.to_string()))?;
+    let n = rows.len();
+    let unlimited = Limits {
+        max_arguments: usize::MAX,
+        max_argument_bytes: usize::MAX,
+    };
+    for (id, bytes) in rows {
+        let event = Encoding::MessagePack
+            .decode::<EventEnvelope>(&bytes)
+            .and_then(|e| e.into_domain(unlimited));
+        match event {
+            Ok(mut e) => {
+                e.redelivered = true;
+                if let Err(r) = d.hand_to_engine(e).await {
+                    tracing::warn!(event = %id, reason = %r, "replayed event refused: dead-lettered");
+                }
+            }
+            Err(err) => {
+                tracing::error!(event = %id, error = %err, "inbox row does not decode: dead-lettered");
+                crate::dead_letter::record(
+                    &**d.engine.dead_letters(),
+                    crate::dead_letter::DeadLetter::raw(
+                        d.account(),
+                        err.to_string(),
+                        "application/msgpack".into(),
+                        bytes,
+                    ),
+                );
+                d.store.inbox_done(id);
+            }
+        }
+    }
+    if n > 0 {
+        tracing::info!(events = n, "replayed acknowledged events from the inbox");
+    }
+    Ok(())
+}
+
+fn spawn_housekeeping(d: &Arc<Daemon>) {
+    let weak = Arc::downgrade(d);
+    actix_rt::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let Some(d) = weak.upgrade() else { break };
+            d.store
+                .prune_dedupe(d.config.engine.dedupe_window_ms as i64);
+        }
+    });
+}

@@ -1,0 +1,383 @@
+//! The daemon around the engine: the durable store under every change, the inbox under every
+//! acknowledged event, flows from files, the sandbox, and the runners a deployment uses.
+//! The HTTP surface calls only this.
+
+pub mod boot;
+pub mod flow_files;
+pub mod secrets_key;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::admission::delivery::Settlement;
+use crate::admission::Refusal;
+use crate::config::Config;
+use crate::connectors::registry::{ConnectorView, ControlError};
+use crate::connectors::settings::Settings;
+use crate::domain::{Event, Flow, Idn, Name};
+use crate::routing::router::FlowRejected;
+use crate::sandbox::SandboxHub;
+use crate::skill_runner::pending::PendingInvocations;
+use crate::store::{ConnectorRow, FlowRow, SecretBox, Store, StoreError, Written};
+use crate::wire::envelope::{Encoding, EventEnvelope};
+use crate::wire::FlowDoc;
+use crate::Engine;
+
+/// Why an event was not taken in.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a control-plane change failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    Flow(#[from] FlowRejected),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What happened to an ingested event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingested {
+    /// Durable and handed to the engine.
+    Accepted(Uuid),
+    /// A repeat of an `external_event_id` inside the dedupe window: acknowledged, not routed.
+    Duplicate(Uuid),
+}
+
+pub struct Daemon {
+    pub config: Config,
+    pub engine: Engine,
+    pub store: Store,
+    pub pending: Arc<PendingInvocations>,
+    pub sandbox: Arc<SandboxHub>,
+    pub prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    secrets: SecretBox,
+    ready: AtomicBool,
+    draining: AtomicBool,
+    /// Flows defined by files: reloads replace exactly these.
+    file_flows: std::sync::Mutex<BTreeMap<(Name, Name), FlowDoc>>,
+}
+
+fn aad(account: &str, integration: &str, connector: &str, setting: &str) -> String {
+    format!("{account}/{integration}/{connector}/{setting}")
+}
+
+impl Daemon {
+    pub fn account(&self) -> Idn {
+        Idn::known(crate::domain::DEFAULT_ACCOUNT)
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+
+    /// Stops taking events in (shutdown has begun).
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    // ---- secrets ----
+
+    fn seal(
+        &self,
+        presets: &[crate::catalog::SettingSpec],
+        settings: &Settings,
+        scope: (&str, &str, &str),
+    ) -> BTreeMap<String, String> {
+        settings
+            .0
+            .iter()
+            .map(|(k, v)| {
+                let secret = presets.iter().any(|p| &p.idn == k && p.is_secret);
+                let value = if secret {
+                    self.secrets.seal(v, &aad(scope.0, scope.1, scope.2, k))
+                } else {
+                    v.clone()
+                };
+                (k.clone(), value)
+            })
+            .collect()
+    }
+
+    fn open(
+        &self,
+        stored: BTreeMap<String, String>,
+        scope: (&str, &str, &str),
+    ) -> Result<Settings, StoreError> {
+        let mut out = BTreeMap::new();
+        for (k, v) in stored {
+            let v = if SecretBox::is_sealed(&v) {
+                self.secrets
+                    .open(&v, &aad(scope.0, scope.1, scope.2, &k))
+                    .map_err(|e| StoreError::Corrupt(format!("setting {k}: {e}")))?
+            } else {
+                v
+            };
+            out.insert(k, v);
+        }
+        Ok(Settings(out))
+    }
+
+    // ---- connectors ----
+
+    async fn persist_connector(&self, id: Uuid) -> Result<(), StoreError> {
+        let Some((view, settings, integration)) = self.engine.registry().stored(id) else {
+            return self.store.delete_connector(id).await;
+        };
+        let k = &view.key;
+        let sealed = self.seal(
+            &integration.spec.connector_settings,
+            &settings,
+            (
+                k.account.as_str(),
+                k.integration.as_str(),
+                k.connector.as_str(),
+            ),
+        );
+        self.store
+            .put_connector(ConnectorRow {
+                id: view.id,
+                account: k.account.to_string(),
+                integration: k.integration.to_string(),
+                connector: k.connector.to_string(),
+                title: view.title.clone(),
+                running: view.status == crate::connectors::Status::Running,
+                settings: sealed,
+                created_at: view.created_at.to_rfc3339(),
+            })
+            .await
+    }
+
+    pub async fn create_connector(
+        &self,
+        integration: &str,
+        connector: &str,
+        title: &str,
+        settings: &[(String, String)],
+    ) -> Result<ConnectorView, ChangeError> {
+        let view = self.engine.create_connector(
+            &self.account(),
+            integration,
+            connector,
+            title,
+            settings,
+        )?;
+        self.persist_connector(view.id).await?;
+        Ok(view)
+    }
+
+    pub async fn update_connector(
+        &self,
+        id: Uuid,
+        title: Option<&str>,
+        settings: &[(String, String)],
+    ) -> Result<ConnectorView, ChangeError> {
+        let view = self.engine.registry().update(id, title, settings)?;
+        self.persist_connector(id).await?;
+        Ok(view)
+    }
+
+    pub async fn run_connector(&self, id: Uuid) -> Result<ConnectorView, ChangeError> {
+        let view = self.engine.run_connector(id)?;
+        self.persist_connector(id).await?;
+        Ok(view)
+    }
+
+    pub async fn stop_connector(&self, id: Uuid) -> Result<ConnectorView, ChangeError> {
+        let view = self.engine.stop_connector(id)?;
+        self.persist_connector(id).await?;
+        Ok(view)
+    }
+
+    pub async fn delete_connector(&self, id: Uuid) -> Result<(), ChangeError> {
+        self.engine.delete_connector(id)?;
+        self.store.delete_connector(id).await?;
+        Ok(())
+    }
+
+    pub async fn set_integration_settings(
+        &self,
+        integration: &str,
+        changes: &[(String, String)],
+    ) -> Result<Vec<(String, String)>, ChangeError> {
+        let account = self.account();
+        let shown =
+            self.engine
+                .registry()
+                .set_integration_settings(&account, integration, changes)?;
+        let i = self
+            .engine
+            .catalog()
+            .find(integration)
+            .cloned()
+            .ok_or_else(|| ControlError::UnknownIntegration(integration.to_owned()))?;
+        let settings = self
+            .engine
+            .registry()
+            .stored_integration_settings(&account, &i.idn);
+        let sealed = self.seal(
+            &i.spec.integration_settings,
+            &settings,
+            (account.as_str(), i.idn.as_str(), ""),
+        );
+        self.store
+            .put_integration_settings(account.to_string(), i.idn.to_string(), sealed)
+            .await?;
+        Ok(shown)
+    }
+
+    // ---- flows ----
+
+    /// Adds or replaces a flow through the API; stored, live when this returns.
+    pub async fn put_flow(&self, flow: Flow) -> Result<FlowDoc, ChangeError> {
+        let doc = FlowDoc::from_domain(&flow);
+        let row = FlowRow {
+            account: flow.account.to_string(),
+            agent: flow.agent.to_string(),
+            flow: flow.flow.to_string(),
+            document: serde_json::to_string(&doc).expect("flow documents serialize"),
+        };
+        self.engine.put_flow(flow).await?;
+        self.store.put_flow(row).await?;
+        Ok(doc)
+    }
+
+    pub async fn delete_flow(&self, agent: &Name, flow: &Name) -> Result<bool, ChangeError> {
+        let account = self.account();
+        let removed = self.engine.delete_flow(&account, agent, flow).await;
+        self.store
+            .delete_flow(account.to_string(), agent.to_string(), flow.to_string())
+            .await?;
+        self.file_flows
+            .lock()
+            .expect("file flows lock")
+            .remove(&(agent.clone(), flow.clone()));
+        Ok(removed)
+    }
+
+    /// The document of a live flow.
+    pub fn flow(&self, agent: &str, flow: &str) -> Option<FlowDoc> {
+        self.engine
+            .dispatcher()
+            .index()
+            .flow(crate::domain::DEFAULT_ACCOUNT, agent, flow)
+            .map(|f| FlowDoc::from_domain(&f.flow))
+    }
+
+    /// Every live flow's document, sorted.
+    pub fn flows(&self) -> Vec<FlowDoc> {
+        let index = self.engine.dispatcher().index();
+        let mut v: Vec<_> = index
+            .flows()
+            .map(|f| FlowDoc::from_domain(&f.flow))
+            .collect();
+        v.sort_by(|a, b| (&a.agent_idn, &a.flow_idn).cmp(&(&b.agent_idn, &b.flow_idn)));
+        v
+    }
+
+    /// Loads `flows.dir` again: every file or none. Stored (API) flows stay; file flows with
+    /// the same name win over them.
+    pub async fn reload_flow_files(&self) -> Result<usize, String> {
+        let account = self.account();
+        let files =
+            flow_files::load_dir(&account, &self.config.flows.dir).map_err(|e| e.to_string())?;
+        let stored = self.stored_flows().map_err(|e| e.to_string())?;
+        let mut by_key: BTreeMap<(Name, Name), Flow> = stored
+            .into_iter()
+            .map(|f| ((f.agent.clone(), f.flow.clone()), f))
+            .collect();
+        let mut file_keys = BTreeMap::new();
+        for (f, doc) in &files {
+            by_key.insert((f.agent.clone(), f.flow.clone()), f.clone());
+            file_keys.insert((f.agent.clone(), f.flow.clone()), doc.clone());
+        }
+        let n = files.len();
+        self.engine
+            .replace_flows(&account, by_key.into_values().collect())
+            .await
+            .map_err(|e| format!("{}: {e}", self.config.flows.dir.display()))?;
+        *self.file_flows.lock().expect("file flows lock") = file_keys;
+        Ok(n)
+    }
+
+    fn stored_flows(&self) -> Result<Vec<Flow>, StoreError> {
+        let account = self.account();
+        self.store
+            .flows()?
+            .into_iter()
+            .filter(|r| r.account == account.as_str())
+            .map(|r| {
+                let doc: FlowDoc = serde_json::from_str(&r.document).map_err(|e| {
+                    StoreError::Corrupt(format!("flow {}/{}: {e}", r.agent, r.flow))
+                })?;
+                doc.to_domain(&account, &r.agent, &r.flow)
+                    .map_err(|e| StoreError::Corrupt(format!("flow {}/{}: {e}", r.agent, r.flow)))
+            })
+            .collect()
+    }
+
+    // ---- data plane ----
+
+    /// Takes an event in: admission, then durable in the inbox, then to the engine. When this
+    /// answers `Accepted`, a crash loses nothing: the inbox replays it at the next start.
+    pub async fn ingest(&self, event: Event) -> Result<Ingested, IngestError> {
+        if self.is_draining() {
+            return Err(Refusal::Busy.into());
+        }
+        self.engine.ingress().admissible(&event)?;
+        let id = event.id;
+        let dedupe_key = event.external_event_id.as_ref().map(|x| {
+            format!(
+                "{}/{}/{}/{x}",
+                event.account, event.integration, event.connector
+            )
+        });
+        let envelope = Encoding::MessagePack.encode(&EventEnvelope::from_domain(&event));
+        let window = self.config.engine.dedupe_window_ms as i64;
+        match self
+            .store
+            .inbox_put(id, dedupe_key, envelope, window)
+            .await?
+        {
+            Written::Duplicate => {
+                metrics::counter!(crate::telemetry::metrics::EVENTS_DEDUPLICATED_TOTAL)
+                    .increment(1);
+                return Ok(Ingested::Duplicate(id));
+            }
+            Written::Done => {}
+        }
+        self.hand_to_engine(event).await?;
+        Ok(Ingested::Accepted(id))
+    }
+
+    /// Submits an event that is already in the inbox; it leaves the inbox once settled.
+    async fn hand_to_engine(&self, event: Event) -> Result<(), Refusal> {
+        let id = event.id;
+        let store = self.store.clone();
+        self.engine
+            .submit(
+                event,
+                Some(Box::new(move |s: Settlement| {
+                    if s == Settlement::Done {
+                        store.inbox_done(id);
+                    }
+                })),
+            )
+            .await
+    }
+}

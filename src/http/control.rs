@@ -1,0 +1,199 @@
+//! The control plane of seed 000: integrations, their settings, connectors and their lifecycle.
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use uuid::Uuid;
+
+use super::body::decode;
+use super::body::RawBody;
+use super::error::{ApiError, Kind};
+use super::views::{
+    settings_json, settings_pairs, ConnectorJson, CreateConnector, IntegrationJson, SettingJson,
+    UpdateConnector,
+};
+use crate::daemon::Daemon;
+
+type D = web::Data<Arc<Daemon>>;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/integrations", web::get().to(list_integrations))
+        .route(
+            "/v1/integrations/connectors/{id}",
+            web::get().to(get_connector),
+        )
+        .route(
+            "/v1/integrations/connectors/{id}",
+            web::put().to(update_connector),
+        )
+        .route(
+            "/v1/integrations/connectors/{id}",
+            web::delete().to(delete_connector),
+        )
+        .route(
+            "/v1/integrations/connectors/{id}/settings",
+            web::post().to(connector_settings),
+        )
+        .route(
+            "/v1/integrations/connectors/{id}/run",
+            web::post().to(run_connector),
+        )
+        .route(
+            "/v1/integrations/connectors/{id}/stop",
+            web::post().to(stop_connector),
+        )
+        .route(
+            "/v1/integrations/{integration}",
+            web::get().to(get_integration),
+        )
+        .route(
+            "/v1/integrations/{integration}/settings",
+            web::get().to(get_integration_settings),
+        )
+        .route(
+            "/v1/integrations/{integration}/settings",
+            web::post().to(set_integration_settings),
+        )
+        .route(
+            "/v1/integrations/{integration}/connectors",
+            web::get().to(list_connectors),
+        )
+        .route(
+            "/v1/integrations/{integration}/connectors",
+            web::post().to(create_connector),
+        );
+}
+
+fn connector_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw)
+        .map_err(|_| ApiError::new(Kind::NotFound, "not_found", format!("no connector {raw}")))
+}
+
+async fn list_integrations(d: D) -> HttpResponse {
+    let c = d.engine.catalog();
+    HttpResponse::Ok().json(
+        c.listed()
+            .map(|i| IntegrationJson::of(i))
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn integration<'a>(
+    d: &'a Daemon,
+    id: &str,
+) -> Result<&'a Arc<crate::catalog::Integration>, ApiError> {
+    d.engine
+        .catalog()
+        .find(id)
+        .filter(|i| i.spec.listed)
+        .ok_or_else(|| {
+            ApiError::new(
+                Kind::NotFound,
+                "unknown_integration",
+                format!("unknown integration {id:?}"),
+            )
+        })
+}
+
+async fn get_integration(d: D, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let i = integration(&d, &path)?;
+    Ok(HttpResponse::Ok().json(IntegrationJson::of(i)))
+}
+
+async fn get_integration_settings(d: D, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let i = integration(&d, &path)?;
+    let s = d
+        .engine
+        .registry()
+        .integration_settings(&d.account(), i.idn.as_str())?;
+    Ok(HttpResponse::Ok().json(settings_json(&s)))
+}
+
+async fn set_integration_settings(
+    d: D,
+    path: web::Path<String>,
+    req: HttpRequest,
+    body: RawBody,
+) -> Result<HttpResponse, ApiError> {
+    let i = integration(&d, &path)?.clone();
+    let list: Vec<SettingJson> = decode(&req, &body)?;
+    let shown = d
+        .set_integration_settings(i.idn.as_str(), &settings_pairs(list))
+        .await?;
+    Ok(HttpResponse::Ok().json(settings_json(&shown)))
+}
+
+async fn list_connectors(d: D, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let i = integration(&d, &path)?;
+    let list = d.engine.registry().list(&d.account(), Some(i.idn.as_str()));
+    Ok(HttpResponse::Ok().json(list.iter().map(ConnectorJson::from).collect::<Vec<_>>()))
+}
+
+async fn create_connector(
+    d: D,
+    path: web::Path<String>,
+    req: HttpRequest,
+    body: RawBody,
+) -> Result<HttpResponse, ApiError> {
+    let i = integration(&d, &path)?.clone();
+    let c: CreateConnector = decode(&req, &body)?;
+    let view = d
+        .create_connector(
+            i.idn.as_str(),
+            &c.connector_idn,
+            &c.title,
+            &settings_pairs(c.settings),
+        )
+        .await?;
+    Ok(HttpResponse::Created().json(ConnectorJson::from(&view)))
+}
+
+async fn get_connector(d: D, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let view = d.engine.registry().get(connector_id(&path)?)?;
+    Ok(HttpResponse::Ok().json(ConnectorJson::from(&view)))
+}
+
+async fn update_connector(
+    d: D,
+    path: web::Path<String>,
+    req: HttpRequest,
+    body: RawBody,
+) -> Result<HttpResponse, ApiError> {
+    let u: UpdateConnector = decode(&req, &body)?;
+    let view = d
+        .update_connector(
+            connector_id(&path)?,
+            u.title.as_deref(),
+            &settings_pairs(u.settings),
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(ConnectorJson::from(&view)))
+}
+
+async fn connector_settings(
+    d: D,
+    path: web::Path<String>,
+    req: HttpRequest,
+    body: RawBody,
+) -> Result<HttpResponse, ApiError> {
+    let list: Vec<SettingJson> = decode(&req, &body)?;
+    let view = d
+        .update_connector(connector_id(&path)?, None, &settings_pairs(list))
+        .await?;
+    Ok(HttpResponse::Ok().json(ConnectorJson::from(&view)))
+}
+
+async fn delete_connector(d: D, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    d.delete_connector(connector_id(&path)?).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn run_connector(d: D, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let view = d.run_connector(connector_id(&path)?).await?;
+    Ok(HttpResponse::Ok().json(ConnectorJson::from(&view)))
+}
+
+async fn stop_connector(d: D, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let view = d.stop_connector(connector_id(&path)?).await?;
+    Ok(HttpResponse::Ok().json(ConnectorJson::from(&view)))
+}

@@ -1,0 +1,67 @@
+//! Flows: `GET|PUT|DELETE /v1/flows/{agent}/{flow}` with the flow document of
+//! `naf-events.yaml`, plus the flow's runner; `GET /v1/flows` lists them.
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::body::decode_flow;
+use super::body::RawBody;
+use super::error::{ApiError, Kind};
+use crate::daemon::Daemon;
+use crate::domain::Name;
+use crate::wire::FlowDoc;
+
+type D = web::Data<Arc<Daemon>>;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/flows", web::get().to(list))
+        .route("/v1/flows/{agent}/{flow}", web::get().to(get))
+        .route("/v1/flows/{agent}/{flow}", web::put().to(put))
+        .route("/v1/flows/{agent}/{flow}", web::delete().to(delete));
+}
+
+async fn list(d: D) -> HttpResponse {
+    HttpResponse::Ok().json(d.flows())
+}
+
+fn not_found(agent: &str, flow: &str) -> ApiError {
+    ApiError::new(
+        Kind::NotFound,
+        "not_found",
+        format!("no flow {agent}/{flow}"),
+    )
+}
+
+async fn get(d: D, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let (agent, flow) = path.into_inner();
+    let doc = d
+        .flow(&agent, &flow)
+        .ok_or_else(|| not_found(&agent, &flow))?;
+    Ok(HttpResponse::Ok().json(doc))
+}
+
+async fn put(
+    d: D,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+    body: RawBody,
+) -> Result<HttpResponse, ApiError> {
+    let (agent, flow) = path.into_inner();
+    let doc: FlowDoc = decode_flow(&req, &body)?;
+    let flow = doc.to_domain(&d.account(), &agent, &flow)?;
+    let doc = d.put_flow(flow).await?;
+    Ok(HttpResponse::Ok().json(doc))
+}
+
+async fn delete(d: D, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let (agent, flow) = path.into_inner();
+    let a =
+        Name::parse("agent_idn", &agent).map_err(|e| ApiError::invalid("agent_idn", e.reason))?;
+    let f = Name::parse("flow_idn", &flow).map_err(|e| ApiError::invalid("flow_idn", e.reason))?;
+    if d.delete_flow(&a, &f).await? {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(not_found(&agent, &flow))
+    }
+}

@@ -1,0 +1,65 @@
+//! The HTTP surface (actix-web): the control plane, flows, the data plane, operations and the
+//! sandbox, all under the daemon. Errors map to statuses in [`error`] only.
+
+pub mod body;
+pub mod control;
+pub mod data;
+pub mod error;
+pub mod flows;
+pub mod operations;
+pub mod sandbox;
+pub mod views;
+
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpServer};
+
+use crate::daemon::Daemon;
+use error::{ApiError, Kind};
+
+/// Every route of the API.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    control::routes(cfg);
+    flows::routes(cfg);
+    data::routes(cfg);
+    operations::routes(cfg);
+    sandbox::routes(cfg);
+}
+
+/// Binds the server on `http.listen`; returns it (not yet awaited) and the bound addresses.
+pub fn bind(
+    daemon: Arc<Daemon>,
+) -> std::io::Result<(actix_web::dev::Server, Vec<std::net::SocketAddr>)> {
+    let cfg = daemon.config.http.clone();
+    let data = web::Data::new(daemon);
+    let limit = cfg.max_body_bytes;
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(body::BodyLimit(limit))
+            .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                ApiError::new(Kind::Invalid, "invalid_query", e.to_string())
+                    .field("query")
+                    .into()
+            }))
+            .app_data(web::PathConfig::default().error_handler(|e, _| {
+                ApiError::new(Kind::Invalid, "invalid_path", e.to_string()).into()
+            }))
+            .configure(routes)
+            .default_service(web::to(|| async {
+                Err::<actix_web::HttpResponse, _>(ApiError::new(
+                    Kind::NotFound,
+                    "no_route",
+                    "no such route",
+                ))
+            }))
+    })
+    .disable_signals()
+    .shutdown_timeout(cfg.shutdown_timeout().as_secs().max(1));
+    if cfg.workers > 0 {
+        server = server.workers(cfg.workers);
+    }
+    let server = server.bind(cfg.listen)?;
+    let addrs = server.addrs();
+    Ok((server.run(), addrs))
+}

@@ -1,0 +1,173 @@
+//! Operations: explain, sessions, dead letters with replay, health, readiness, metrics.
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::error::{ApiError, Kind};
+use super::views::{DeadLetterJson, ExplanationJson, SessionJson};
+use crate::daemon::Daemon;
+use crate::dead_letter::DeadLetterPayload;
+use crate::domain::Idn;
+
+type D = web::Data<Arc<Daemon>>;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/routes/explain", web::get().to(explain))
+        .route("/v1/sessions", web::get().to(sessions))
+        .route("/v1/dead-letters", web::get().to(dead_letters))
+        .route("/v1/dead-letters/{id}/replay", web::post().to(replay))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExplainQuery {
+    integration_idn: String,
+    connector_idn: String,
+    event_idn: String,
+}
+
+fn idn(field: &str, v: &str) -> Result<Idn, ApiError> {
+    Idn::parse(field, v).map_err(|e| ApiError::invalid(field, format!("{} (got {v:?})", e.reason)))
+}
+
+async fn explain(d: D, q: web::Query<ExplainQuery>) -> Result<HttpResponse, ApiError> {
+    let x = d.engine.explain(
+        &d.account(),
+        &idn("integration_idn", &q.integration_idn)?,
+        &idn("connector_idn", &q.connector_idn)?,
+        &idn("event_idn", &q.event_idn)?,
+    );
+    Ok(HttpResponse::Ok().json(ExplanationJson::from(&x)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionsQuery {
+    /// Comma-separated `integration/connector` patterns; `*` matches anything.
+    connectors: Option<String>,
+    is_active: Option<bool>,
+    channel: Option<String>,
+}
+
+fn matches_pattern(pattern: &str, integration: &str, connector: &str) -> bool {
+    let (pi, pc) = pattern.split_once('/').unwrap_or((pattern, "*"));
+    (pi == "*" || pi == integration) && (pc == "*" || pc == connector)
+}
+
+async fn sessions(d: D, q: web::Query<SessionsQuery>) -> Result<HttpResponse, ApiError> {
+    if q.is_active == Some(false) {
+        return Err(ApiError::invalid(
+            "is_active",
+            "only live sessions are listed (is_active=true); ended ones are in the store's sessions table",
+        ));
+    }
+    let patterns: Vec<&str> = q
+        .connectors
+        .as_deref()
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let list: Vec<SessionJson> = d
+        .engine
+        .sessions()
+        .iter()
+        .filter(|s| {
+            patterns.is_empty()
+                || patterns
+                    .iter()
+                    .any(|p| matches_pattern(p, s.integration.as_str(), s.connector.as_str()))
+        })
+        .filter(|s| q.channel.as_deref().is_none_or(|c| c == s.channel))
+        .map(SessionJson::from)
+        .collect();
+    Ok(HttpResponse::Ok().json(list))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLettersQuery {
+    limit: Option<usize>,
+}
+
+async fn dead_letters(d: D, q: web::Query<DeadLettersQuery>) -> Result<HttpResponse, ApiError> {
+    let limit = q.limit.unwrap_or(100).min(1000);
+    let (d2, account) = (d.clone(), d.account());
+    let list = web::block(move || d2.engine.dead_letters().list(&account, limit))
+        .await
+        .map_err(|e| ApiError::new(Kind::Internal, "internal", e.to_string()))?;
+    Ok(HttpResponse::Ok().json(list.iter().map(DeadLetterJson::from).collect::<Vec<_>>()))
+}
+
+async fn replay(d: D, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = Uuid::parse_str(&path).map_err(|_| ApiError::invalid("id", "not a UUID"))?;
+    let d2 = d.clone();
+    let letter = web::block(move || d2.engine.dead_letters().get(id))
+        .await
+        .map_err(|e| ApiError::new(Kind::Internal, "internal", e.to_string()))?
+        .ok_or_else(|| {
+            ApiError::new(Kind::NotFound, "not_found", format!("no dead letter {id}"))
+        })?;
+    let outcome = match letter.payload {
+        DeadLetterPayload::Event { event, .. } => {
+            let mut e = *event;
+            e.redelivered = true;
+            let id = e.id;
+            d.ingest(e).await?;
+            json!({"status": "replayed", "event_id": id})
+        }
+        DeadLetterPayload::Command { command, persona } => {
+            let persona = persona.ok_or_else(|| {
+                ApiError::new(
+                    Kind::Conflict,
+                    "not_replayable",
+                    "this command's persona is unknown",
+                )
+            })?;
+            d.engine.check_command(&command)?;
+            let act = d.engine.send_command(*command, persona);
+            json!({"status": "replayed", "command_act_id": act})
+        }
+        DeadLetterPayload::Raw { .. } => {
+            return Err(ApiError::new(
+                Kind::Conflict,
+                "not_replayable",
+                "these bytes never decoded into an event; fix and send them again",
+            ))
+        }
+    };
+    let d2 = d.clone();
+    let _ = web::block(move || d2.engine.dead_letters().remove(id)).await;
+    Ok(HttpResponse::Ok().json(outcome))
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn readyz(d: D) -> HttpResponse {
+    if d.is_ready() {
+        HttpResponse::Ok().json(json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({"status": "not_ready"}))
+    }
+}
+
+async fn metrics(d: D) -> HttpResponse {
+    match &d.prometheus {
+        Some(h) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4")
+            .body(h.render()),
+        None => HttpResponse::NotFound().finish(),
+    }
+}

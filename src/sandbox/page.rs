@@ -1,0 +1,4 @@
+//! The sandbox chat page, compiled in.
+
+/// `GET /sandbox`.
+pub const PAGE: &str = include_str!("page.html");
