@@ -3,6 +3,8 @@
 //! on sleeps.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::sync::{Arc, Mutex};
 
 use switchboard::admission::delivery::Settlement;
