@@ -9,12 +9,16 @@
 //!    scopes, as connector actors do) while another builds a new index and `store`s it (which
 //!    also drops the old one, as `Dispatcher::swap_index` does). Lookups/s and the worst
 //!    single-lookup latency (an `Instant` per lookup, loop overhead included) during the
-//!    rebuilds are compared with the same loop running alone.
+//!    rebuilds are compared with the same loop running alone. For comparison the rebuilds are
+//!    repeated with the old index freed by the writer (`swap`, wait for readers to let go,
+//!    drop), which shows what a reader pays when it ends up freeing the old index.
 //!
 //! **Baseline**: the lookup loop without a concurrent rebuild, same run.
 //!
 //! **Target**: build < 1 s. Dispatch must keep running during the rebuild (no stall: the worst
 //! lookup stays far below the build time).
+//!
+//! Without `--bench` (as under `cargo test --benches`) it runs a 10k-subscription smoke version.
 
 mod gen;
 
@@ -29,7 +33,7 @@ use arc_swap::ArcSwap;
 use criterion::{Criterion, SamplingMode};
 
 use gen::{Key, Vocab};
-use switchboard::routing::index::{ScopeKey, SubscriptionIndex};
+use switchboard::routing::index::{FlowRoute, ScopeKey, SubscriptionIndex};
 
 const SUBSCRIPTIONS: usize = 1_000_000;
 const KEYS: usize = 1 << 16;
@@ -110,14 +114,57 @@ fn lookup_loop(
     stats
 }
 
+/// Build time, and time spent in `publish` (swapping in the new index, and freeing the old
+/// one if this thread ends up doing it), per rebuild.
+#[derive(Debug, Default, Clone, Copy)]
+struct Window {
+    build: Duration,
+    publish: Duration,
+}
+
+/// Runs `count` rebuilds under the lookup loop; `publish` swaps the new index in.
+fn rebuilds(
+    count: usize,
+    run_loop: &dyn Fn(&dyn Fn(&AtomicU8)) -> LoopStats,
+    publish: &dyn Fn(Arc<SubscriptionIndex>),
+    flows: &[Arc<FlowRoute>],
+) -> (LoopStats, Vec<Window>) {
+    let mut during = LoopStats::default();
+    let mut windows = Vec::new();
+    for _ in 0..count {
+        let window: RefCell<Window> = RefCell::default();
+        let stats = run_loop(&|phase| {
+            phase.store(RECORDING, Ordering::SeqCst);
+            let t0 = Instant::now();
+            let index = Arc::new(SubscriptionIndex::build(flows));
+            let built = t0.elapsed();
+            publish(index);
+            *window.borrow_mut() = Window {
+                build: built,
+                publish: t0.elapsed() - built,
+            };
+        });
+        during.add(&stats);
+        windows.push(window.into_inner());
+    }
+    (during, windows)
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
+    // Without `--bench` (`cargo test --benches`): a small smoke version.
+    let bench = std::env::args().any(|a| a == "--bench");
+    let (subscriptions, rebuild_count, alone_for) = if bench {
+        (SUBSCRIPTIONS, REBUILDS, ALONE)
+    } else {
+        (10_000, 1, Duration::from_millis(100))
+    };
     let index_vocab = Vocab::new();
     let key_vocab = Vocab::new();
     let scopes = key_vocab.scopes();
-    let specs = gen::sub_specs(SUBSCRIPTIONS, 0x5eed ^ SUBSCRIPTIONS as u64);
+    let specs = gen::sub_specs(subscriptions, 0x5eed ^ subscriptions as u64);
     let flows = gen::flows(&index_vocab, &specs);
-    let keys = gen::keys(&specs, KEYS, 0xcafe ^ SUBSCRIPTIONS as u64);
+    let keys = gen::keys(&specs, KEYS, 0xcafe ^ subscriptions as u64);
     drop(specs);
 
     // 1. Build time.
@@ -126,7 +173,7 @@ fn main() {
         let mut group = c.benchmark_group("index_rebuild");
         group.sample_size(10);
         group.sampling_mode(SamplingMode::Flat);
-        group.bench_function("build_1M", |b| {
+        group.bench_function(if bench { "build_1M" } else { "build_10k" }, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
@@ -160,31 +207,45 @@ fn main() {
 
     let alone = run_loop(&|phase| {
         phase.store(RECORDING, Ordering::SeqCst);
-        thread::sleep(ALONE);
+        thread::sleep(alone_for);
     });
 
-    let mut during = LoopStats::default();
-    let mut windows = Vec::new();
-    for _ in 0..REBUILDS {
-        let window: RefCell<(Duration, Duration)> = RefCell::default();
-        let stats = run_loop(&|phase| {
-            phase.store(RECORDING, Ordering::SeqCst);
-            let t0 = Instant::now();
-            let index = Arc::new(SubscriptionIndex::build(&flows));
-            let built = t0.elapsed();
-            swap.store(index); // drops the old index here, unless a reader still holds it
-            *window.borrow_mut() = (built, t0.elapsed());
-        });
-        during.add(&stats);
-        windows.push(window.into_inner());
-    }
+    // As `Dispatcher::swap_index` does: `store`, which drops the old index unless a reader
+    // still holds a guard on it, in which case that reader frees it.
+    let (as_dispatcher, windows) = rebuilds(
+        rebuild_count,
+        &run_loop,
+        &|index| swap.store(index),
+        &flows,
+    );
+    // For comparison: swap, wait until readers let go of the old index, free it here.
+    let (writer_drops, fixed_windows) = rebuilds(
+        rebuild_count,
+        &run_loop,
+        &|index| {
+            let mut old = swap.swap(index);
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(index) => {
+                        drop(index);
+                        break;
+                    }
+                    Err(still_shared) => {
+                        old = still_shared;
+                        thread::yield_now();
+                    }
+                }
+            }
+        },
+        &flows,
+    );
 
     // Summary.
     let mut b = builds.into_inner();
     b.sort();
     println!();
     println!(
-        "index_rebuild summary ({SUBSCRIPTIONS} subscriptions, {} flows)",
+        "index_rebuild summary ({subscriptions} subscriptions, {} flows)",
         flows.len()
     );
     if b.is_empty() {
@@ -193,27 +254,37 @@ fn main() {
         let med = b[b.len() / 2];
         println!(
             "  build: median {:.0} ms, min {:.0} ms, max {:.0} ms over {} builds; target < {} ms: {}",
-            med.as_secs_f64() * 1e3,
-            b[0].as_secs_f64() * 1e3,
-            b[b.len() - 1].as_secs_f64() * 1e3,
+            ms(med),
+            ms(b[0]),
+            ms(b[b.len() - 1]),
             b.len(),
             TARGET_BUILD.as_millis(),
             if med < TARGET_BUILD { "OK" } else { "MISSES TARGET" }
         );
     }
-    for (n, (built, total)) in windows.iter().enumerate() {
-        println!(
-            "  rebuild {}: build {:.0} ms, build + store + old index dropped {:.0} ms",
-            n + 1,
-            built.as_secs_f64() * 1e3,
-            total.as_secs_f64() * 1e3
-        );
-    }
+    let show_windows = |name: &str, w: &[Window]| {
+        for (n, w) in w.iter().enumerate() {
+            println!(
+                "  {name} rebuild {}: build {:.0} ms, publish {:.1} ms{}",
+                n + 1,
+                ms(w.build),
+                ms(w.publish),
+                if w.publish < Duration::from_millis(5) {
+                    " (≈0: the old index was freed elsewhere, by the lookup thread)"
+                } else {
+                    " (includes freeing the old index)"
+                }
+            );
+        }
+    };
+    show_windows("store()", &windows);
+    show_windows("swap + writer-side drop", &fixed_windows);
     let show = |name: &str, s: &LoopStats| {
         println!(
-            "  lookups {name}: {:.2} M/s ({} lookups in {:.2} s), worst single lookup {:.1} µs, \
-             {} over 100 µs, {} over 1 ms",
+            "  lookups {name:<40} {:>5.2} M/s ({:.2}x alone; {} lookups in {:.2} s), worst single \
+             lookup {:.1} µs, {} over 100 µs, {} over 1 ms",
             s.rate() / 1e6,
+            s.rate() / alone.rate(),
             s.lookups,
             s.elapsed.as_secs_f64(),
             s.max.as_secs_f64() * 1e6,
@@ -222,11 +293,10 @@ fn main() {
         );
     };
     show("alone (baseline)", &alone);
-    show(&format!("during {REBUILDS} rebuilds"), &during);
-    println!(
-        "  dispatch during rebuild runs at {:.2}x its rate alone; worst lookup {:.1} µs vs {:.1} µs alone",
-        during.rate() / alone.rate(),
-        during.max.as_secs_f64() * 1e6,
-        alone.max.as_secs_f64() * 1e6
-    );
+    show("during rebuilds, store() as the dispatcher", &as_dispatcher);
+    show("during rebuilds, writer-side drop", &writer_drops);
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }

@@ -148,6 +148,7 @@ async fn replay(d: D, path: web::Path<String>) -> Result<HttpResponse, ApiError>
     };
     let d2 = d.clone();
     let _ = web::block(move || d2.engine.dead_letters().remove(id)).await;
+    d.store.flush().await?;
     Ok(HttpResponse::Ok().json(outcome))
 }
 

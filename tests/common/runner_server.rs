@@ -1,0 +1,101 @@
+//! A skill runner for tests: an actix-web server on 127.0.0.1:0 that records every invocation
+//! POSTed to it and answers with what the test's closure returns.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+/// One POST the runner received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub signature: Option<String>,
+    pub body: Vec<u8>,
+    pub json: Value,
+}
+
+type Answer = dyn Fn(&Received) -> (u16, String) + Send + Sync;
+
+pub struct RunnerServer {
+    pub base: String,
+    pub rx: mpsc::UnboundedReceiver<Received>,
+    answer: Arc<Mutex<Arc<Answer>>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl RunnerServer {
+    /// Starts the server; `answer` decides each response (status, JSON body).
+    pub fn start(answer: impl Fn(&Received) -> (u16, String) + Send + Sync + 'static) -> RunnerServer {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let answer: Arc<Mutex<Arc<Answer>>> = Arc::new(Mutex::new(Arc::new(answer)));
+        let a = answer.clone();
+        let server = HttpServer::new(move || {
+            let tx = tx.clone();
+            let a = a.clone();
+            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+                let tx = tx.clone();
+                let a = a.clone();
+                async move {
+                    let r = Received {
+                        path: req.path().to_owned(),
+                        signature: req
+                            .headers()
+                            .get("x-switchboard-signature")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned),
+                        json: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                        body: body.to_vec(),
+                    };
+                    let f = a.lock().unwrap().clone();
+                    let (status, text) = f(&r);
+                    let _ = tx.send(r);
+                    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+                        .content_type("application/json")
+                        .body(text)
+                }
+            }))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(("127.0.0.1", 0))
+        .unwrap();
+        let addr = server.addrs()[0];
+        let server = server.run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        RunnerServer {
+            base: format!("http://{addr}"),
+            rx,
+            answer,
+            handle,
+        }
+    }
+
+    /// Changes how the runner answers from now on.
+    pub fn answer_with(&self, answer: impl Fn(&Received) -> (u16, String) + Send + Sync + 'static) {
+        *self.answer.lock().unwrap() = Arc::new(answer);
+    }
+
+    /// The next POST, waiting up to 30 s.
+    pub async fn next(&mut self) -> Received {
+        tokio::time::timeout(std::time::Duration::from_secs(30), self.rx.recv())
+            .await
+            .expect("the runner got nothing within 30 s")
+            .expect("runner server open")
+    }
+}
+
+impl Drop for RunnerServer {
+    fn drop(&mut self) {
+        let h = self.handle.clone();
+        actix_rt::spawn(async move { h.stop(false).await });
+    }
+}
+
+/// `{"v":1,"outcome":"completed","commands":[...]}`.
+pub fn completed(commands: Value) -> String {
+    serde_json::json!({"v": 1, "outcome": "completed", "commands": commands}).to_string()
+}

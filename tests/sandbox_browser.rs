@@ -1,0 +1,308 @@
+//! The sandbox page in a real headless Chromium, driven over WebDriver (chromedriver +
+//! fantoccini), against the real binary with the demo runner: the page connects to the `demo`
+//! connector, the demo runner greets on `session_started`, a typed message comes back echoed in
+//! an agent bubble, and the daemon lists one live session on `sandbox/demo`.
+//!
+//! Needs `/usr/bin/chromium` and `chromedriver`; `bash .ci/install-test-deps` installs them.
+
+mod common;
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::daemon::{temp_dir, DaemonProcess};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// Bound of every single wait on the browser, chromedriver or the daemon.
+const WAIT: Duration = Duration::from_secs(30);
+/// Bound of the whole browser part of the test.
+const WHOLE: Duration = Duration::from_secs(180);
+const MESSAGE: &str = "hello from headless chromium 42";
+const GREETING: &str = "Hello! This is Switchboard's demo runner.";
+const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+/// `name` on the `PATH`, if it is there.
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The chromedriver binary; fails the test (never skips it) when the browser is missing.
+fn browser_tools() -> PathBuf {
+    let chromedriver = on_path("chromedriver");
+    let missing: Vec<&str> = [
+        (!Path::new(CHROMIUM).is_file()).then_some(CHROMIUM),
+        chromedriver.is_none().then_some("chromedriver"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    assert!(
+        missing.is_empty(),
+        "the sandbox browser test needs chromium and chromedriver, missing: {missing:?}; \
+         run `bash .ci/install-test-deps` (as root) to install them"
+    );
+    chromedriver.unwrap()
+}
+
+/// A chromedriver process of this test; killed (with the browser it started) on drop.
+struct ChromeDriver {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl ChromeDriver {
+    /// Starts chromedriver on a free loopback port and waits until it accepts connections.
+    fn start(binary: &Path, dir: &Path) -> ChromeDriver {
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
+            l.local_addr().unwrap().port()
+        };
+        let log = dir.join("chromedriver.log");
+        let mut cmd = Command::new(binary);
+        cmd.arg(format!("--port={port}"))
+            .arg(format!("--log-path={}", log.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // A process group of its own, so that dropping the guard also ends the browser.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd.spawn().expect("chromedriver starts");
+        let mut driver = ChromeDriver { child, port, log };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return driver;
+            }
+            if let Some(status) = driver.child.try_wait().unwrap() {
+                panic!(
+                    "chromedriver exited ({status}) before listening on {port}: {}",
+                    driver.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen on {port} within {WAIT:?}: {}",
+                driver.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        // The whole group: chromedriver and any browser it left behind.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `f` for at most [`WAIT`].
+async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"))
+}
+
+/// Waits (bounded) until an element matching the XPath `xpath` is on the page.
+async fn wait_xpath(c: &Client, what: &str, xpath: &str) -> fantoccini::elements::Element {
+    match c
+        .wait()
+        .at_most(WAIT)
+        .every(Duration::from_millis(50))
+        .for_element(Locator::XPath(xpath))
+        .await
+    {
+        Ok(e) => e,
+        Err(err) => panic!(
+            "{what}: {err} (status {:?}, chat log {:?})",
+            text_of(c, "status").await,
+            text_of(c, "log").await
+        ),
+    }
+}
+
+/// The text of the element with id `id`, or nothing (for failure messages).
+async fn text_of(c: &Client, id: &str) -> String {
+    match c.find(Locator::Id(id)).await {
+        Ok(e) => e.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// An XPath test that an element has the CSS class `class`.
+fn has_class(class: &str) -> String {
+    format!("contains(concat(' ', normalize-space(@class), ' '), ' {class} ')")
+}
+
+async fn connect(driver: &ChromeDriver, profile: &Path) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    // fantoccini's hyper-rustls enables rustls' aws-lc-rs and reqwest enables its ring: with
+    // both, rustls cannot pick a default provider by itself. An error means one is installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = ClientBuilder::rustls().expect("rustls initialization");
+    bounded(
+        "a WebDriver session",
+        builder.capabilities(caps).connect(&driver.url()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("no WebDriver session: {e}\n{}", driver.log_text()))
+}
+
+/// The chat in the browser; returns the screenshot's path.
+async fn chat(c: &Client, base: &str, dir: &Path) -> PathBuf {
+    bounded("the sandbox page", c.goto(&format!("{base}/sandbox")))
+        .await
+        .expect("the sandbox page loads");
+
+    // The page lists the running `demo` connector and opened its socket.
+    wait_xpath(
+        c,
+        "the demo connector in the select",
+        "//select[@id='connector']/option[@value='demo']",
+    )
+    .await;
+    wait_xpath(
+        c,
+        "the status `connected to demo`",
+        "//span[@id='status' and normalize-space(.)='connected to demo']",
+    )
+    .await;
+    let input = wait_xpath(
+        c,
+        "the enabled message input",
+        "//input[@id='text' and not(@disabled)]",
+    )
+    .await;
+
+    bounded("typing", input.send_keys(MESSAGE))
+        .await
+        .expect("type the message");
+    let send = c
+        .find(Locator::Css("#send:enabled"))
+        .await
+        .expect("the enabled send button");
+    bounded("sending", send.click())
+        .await
+        .expect("submit the message");
+
+    let user = wait_xpath(
+        c,
+        "the user's bubble",
+        &format!("//div[{}][normalize-space(.)='{MESSAGE}']", has_class("user")),
+    )
+    .await;
+    let echo = wait_xpath(
+        c,
+        "the demo runner's echo",
+        &format!(
+            "//div[{}][contains(., '(demo) You said: {MESSAGE}')]",
+            has_class("agent")
+        ),
+    )
+    .await;
+    wait_xpath(
+        c,
+        "the demo runner's greeting on session_started",
+        &format!(
+            "//div[{}][contains(., \"{GREETING}\")]",
+            has_class("agent")
+        ),
+    )
+    .await;
+
+    // The user's bubble is on the right of the chat, the agent's on the left.
+    let (ux, _, uw, _) = user.rectangle().await.expect("the user's bubble's box");
+    let (ax, _, aw, _) = echo.rectangle().await.expect("the agent's bubble's box");
+    assert!(
+        ux > ax && ux + uw > ax + aw,
+        "user bubble at x={ux} w={uw}, agent bubble at x={ax} w={aw}"
+    );
+
+    let png = bounded("a screenshot", c.screenshot())
+        .await
+        .expect("a screenshot");
+    assert!(
+        png.len() > PNG_MAGIC.len() && png.starts_with(PNG_MAGIC),
+        "the screenshot is not a PNG ({} bytes)",
+        png.len()
+    );
+    let path = dir.join("sandbox.png");
+    std::fs::write(&path, &png).expect("save the screenshot");
+    eprintln!("sandbox screenshot: {}", path.display());
+    path
+}
+
+#[actix_rt::test]
+async fn the_sandbox_page_chats_with_the_demo_runner_in_a_real_browser() {
+    let chromedriver = browser_tools();
+    let dir = temp_dir("sandbox");
+    let profile = dir.join("chromium-profile");
+    std::fs::create_dir_all(&profile).unwrap();
+    let daemon = DaemonProcess::start(&dir, &[("SWITCHBOARD_SANDBOX__DEMO_RUNNER", "true")]);
+    let driver = ChromeDriver::start(&chromedriver, &dir);
+
+    let client = connect(&driver, &profile).await;
+    let outcome = tokio::time::timeout(WHOLE, chat(&client, &daemon.base, &dir)).await;
+    // Closed whatever happened, so that the browser does not outlive a failure.
+    let closed = bounded("closing the browser", client.close()).await;
+    let screenshot = outcome.unwrap_or_else(|_| panic!("the chat took longer than {WHOLE:?}"));
+    closed.expect("the browser session closes");
+    assert!(screenshot.is_file());
+
+    // The daemon holds one live session, of the tab's persona on sandbox/demo.
+    let sessions: Vec<Value> = bounded("the sessions list", async {
+        let r = reqwest::get(daemon.url("/v1/sessions?connectors=sandbox/*"))
+            .await
+            .expect("GET /v1/sessions");
+        assert!(r.status().is_success(), "GET /v1/sessions: {}", r.status());
+        r.json().await.expect("a JSON list of sessions")
+    })
+    .await;
+    assert_eq!(sessions.len(), 1, "{sessions:#?}");
+    let s = &sessions[0];
+    assert_eq!(s["integration_idn"], "sandbox", "{s}");
+    assert_eq!(s["connector_idn"], "demo", "{s}");
+    assert_eq!(s["is_active"], true, "{s}");
+
+    drop(driver);
+    let _ = std::fs::remove_dir_all(&profile);
+}
