@@ -212,12 +212,8 @@ fn main() {
 
     // As `Dispatcher::swap_index` does: `store`, which drops the old index unless a reader
     // still holds a guard on it, in which case that reader frees it.
-    let (as_dispatcher, windows) = rebuilds(
-        rebuild_count,
-        &run_loop,
-        &|index| swap.store(index),
-        &flows,
-    );
+    let (as_dispatcher, windows) =
+        rebuilds(rebuild_count, &run_loop, &|index| swap.store(index), &flows);
     // For comparison: swap, wait until readers let go of the old index, free it here.
     let (writer_drops, fixed_windows) = rebuilds(
         rebuild_count,

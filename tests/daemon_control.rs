@@ -21,7 +21,10 @@ async fn call(c: &Client, method: &str, url: String, body: Option<Value>) -> (St
     let resp = r.send().await.unwrap();
     let status = resp.status();
     let text = resp.text().await.unwrap();
-    assert!(!text.contains(SECRET_TOKEN) && !text.contains(SECRET_AUTH), "a secret leaked: {text}");
+    assert!(
+        !text.contains(SECRET_TOKEN) && !text.contains(SECRET_AUTH),
+        "a secret leaked: {text}"
+    );
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
@@ -46,43 +49,113 @@ async fn connector_lifecycle_refusals_secrets_and_restart() {
     }))).await;
     assert_eq!(s, StatusCode::CREATED, "{tg}");
     assert_eq!(tg["status"], "stopped");
-    assert!(tg["settings"].as_array().unwrap().iter().all(|s| s["idn"] != "bot_token"));
+    assert!(tg["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["idn"] != "bot_token"));
     let tg_id = tg["id"].as_str().unwrap().to_owned();
 
     let cases = [
-        (json!({"title": "Dup", "connector_idn": "support_bot"}), StatusCode::CONFLICT, ("already_exists", "connector_idn")),
-        (json!({"title": "Bad", "connector_idn": "Support-Bot"}), StatusCode::BAD_REQUEST, ("invalid", "connector_idn")),
-        (json!({"title": "X", "connector_idn": "x1", "settings": [{"idn": "nope", "value": "1"}]}), StatusCode::BAD_REQUEST, ("invalid", "settings.nope")),
-        (json!({"title": "X", "connector_idn": "x2", "settings": [{"idn": "allow_group_chats", "value": "maybe"}]}), StatusCode::BAD_REQUEST, ("invalid", "settings.allow_group_chats")),
-        (json!({"title": "X", "connector_idn": "x3", "settings": [{"idn": "conversation_timeout_seconds", "value": "ten"}]}), StatusCode::BAD_REQUEST, ("invalid", "settings.conversation_timeout_seconds")),
-        (json!({"title": "X", "connector_idn": "x4", "settings": [{"idn": "parse_mode", "value": "rtf"}]}), StatusCode::BAD_REQUEST, ("invalid", "settings.parse_mode")),
-        (json!({"title": "X", "connector_idn": "x5", "settings": [{"idn": "bot_username", "value": "me"}]}), StatusCode::BAD_REQUEST, ("invalid", "settings.bot_username")),
-        (json!({"title": "X", "connector_idn": "system"}), StatusCode::FORBIDDEN, ("internal_connector", "")),
-        (json!({"title": "X"}), StatusCode::BAD_REQUEST, ("malformed", "body")),
+        (
+            json!({"title": "Dup", "connector_idn": "support_bot"}),
+            StatusCode::CONFLICT,
+            ("already_exists", "connector_idn"),
+        ),
+        (
+            json!({"title": "Bad", "connector_idn": "Support-Bot"}),
+            StatusCode::BAD_REQUEST,
+            ("invalid", "connector_idn"),
+        ),
+        (
+            json!({"title": "X", "connector_idn": "x1", "settings": [{"idn": "nope", "value": "1"}]}),
+            StatusCode::BAD_REQUEST,
+            ("invalid", "settings.nope"),
+        ),
+        (
+            json!({"title": "X", "connector_idn": "x2", "settings": [{"idn": "allow_group_chats", "value": "maybe"}]}),
+            StatusCode::BAD_REQUEST,
+            ("invalid", "settings.allow_group_chats"),
+        ),
+        (
+            json!({"title": "X", "connector_idn": "x3", "settings": [{"idn": "conversation_timeout_seconds", "value": "ten"}]}),
+            StatusCode::BAD_REQUEST,
+            ("invalid", "settings.conversation_timeout_seconds"),
+        ),
+        (
+            json!({"title": "X", "connector_idn": "x4", "settings": [{"idn": "parse_mode", "value": "rtf"}]}),
+            StatusCode::BAD_REQUEST,
+            ("invalid", "settings.parse_mode"),
+        ),
+        (
+            json!({"title": "X", "connector_idn": "x5", "settings": [{"idn": "bot_username", "value": "me"}]}),
+            StatusCode::BAD_REQUEST,
+            ("invalid", "settings.bot_username"),
+        ),
+        (
+            json!({"title": "X", "connector_idn": "system"}),
+            StatusCode::FORBIDDEN,
+            ("internal_connector", ""),
+        ),
+        (
+            json!({"title": "X"}),
+            StatusCode::BAD_REQUEST,
+            ("malformed", "body"),
+        ),
     ];
     for (body, status, want) in cases {
         let (s, v) = call(&c, "POST", connectors("telegram"), Some(body.clone())).await;
         assert_eq!((s, err_field(&v)), (status, want), "{body}: {v}");
     }
-    let (s, v) = call(&c, "POST", connectors("fax"), Some(json!({"title": "X", "connector_idn": "x"}))).await;
-    assert_eq!((s, err_field(&v).0), (StatusCode::NOT_FOUND, "unknown_integration"));
+    let (s, v) = call(
+        &c,
+        "POST",
+        connectors("fax"),
+        Some(json!({"title": "X", "connector_idn": "x"})),
+    )
+    .await;
+    assert_eq!(
+        (s, err_field(&v).0),
+        (StatusCode::NOT_FOUND, "unknown_integration")
+    );
 
     // Run refused while a required setting is missing: the connector's own, then its
     // integration's.
-    let (_, http) = call(&c, "POST", connectors("http"), Some(json!({"title": "API", "connector_idn": "api"}))).await;
+    let (_, http) = call(
+        &c,
+        "POST",
+        connectors("http"),
+        Some(json!({"title": "API", "connector_idn": "api"})),
+    )
+    .await;
     let http_id = http["id"].as_str().unwrap().to_owned();
     let run = |id: &str| d.url(&format!("/v1/integrations/connectors/{id}/run"));
     let (s, v) = call(&c, "POST", run(&http_id), None).await;
-    assert_eq!((s, err_field(&v)), (StatusCode::BAD_REQUEST, ("invalid", "settings.base_url")));
+    assert_eq!(
+        (s, err_field(&v)),
+        (StatusCode::BAD_REQUEST, ("invalid", "settings.base_url"))
+    );
     let (_, sms) = call(&c, "POST", connectors("twilio_messenger"), Some(json!({
         "title": "SMS", "connector_idn": "sms", "settings": [{"idn": "phone_number", "value": "+15550100"}]
     }))).await;
     let sms_id = sms["id"].as_str().unwrap().to_owned();
     let (s, v) = call(&c, "POST", run(&sms_id), None).await;
-    assert_eq!((s, err_field(&v)), (StatusCode::BAD_REQUEST, ("invalid", "integration_settings.account_sid")));
-    let (s, shown) = call(&c, "POST", d.url("/v1/integrations/twilio_messenger/settings"), Some(json!([
-        {"idn": "account_sid", "value": "AC123"}, {"idn": "auth_token", "value": SECRET_AUTH}
-    ]))).await;
+    assert_eq!(
+        (s, err_field(&v)),
+        (
+            StatusCode::BAD_REQUEST,
+            ("invalid", "integration_settings.account_sid")
+        )
+    );
+    let (s, shown) = call(
+        &c,
+        "POST",
+        d.url("/v1/integrations/twilio_messenger/settings"),
+        Some(json!([
+            {"idn": "account_sid", "value": "AC123"}, {"idn": "auth_token", "value": SECRET_AUTH}
+        ])),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(shown, json!([]), "both are secret: neither is shown");
     let (s, v) = call(&c, "POST", run(&sms_id), None).await;
@@ -92,17 +165,44 @@ async fn connector_lifecycle_refusals_secrets_and_restart() {
 
     // Settings of a running connector: validated, required ones cannot be cleared.
     let settings = |id: &str| d.url(&format!("/v1/integrations/connectors/{id}/settings"));
-    let (s, v) = call(&c, "POST", settings(&tg_id), Some(json!([{"idn": "bot_token", "value": ""}]))).await;
-    assert_eq!((s, err_field(&v)), (StatusCode::BAD_REQUEST, ("invalid", "settings.bot_token")));
-    let (s, v) = call(&c, "POST", settings(&tg_id), Some(json!([{"idn": "greeting_phrase", "value": "Hi!"}]))).await;
+    let (s, v) = call(
+        &c,
+        "POST",
+        settings(&tg_id),
+        Some(json!([{"idn": "bot_token", "value": ""}])),
+    )
+    .await;
+    assert_eq!(
+        (s, err_field(&v)),
+        (StatusCode::BAD_REQUEST, ("invalid", "settings.bot_token"))
+    );
+    let (s, v) = call(
+        &c,
+        "POST",
+        settings(&tg_id),
+        Some(json!([{"idn": "greeting_phrase", "value": "Hi!"}])),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
-    assert!(v["settings"].as_array().unwrap().contains(&json!({"idn": "greeting_phrase", "value": "Hi!"})));
+    assert!(v["settings"]
+        .as_array()
+        .unwrap()
+        .contains(&json!({"idn": "greeting_phrase", "value": "Hi!"})));
 
     // Delete: refused while running, then allowed once stopped.
     let one = |id: &str| d.url(&format!("/v1/integrations/connectors/{id}"));
     let (s, v) = call(&c, "DELETE", one(&sms_id), None).await;
-    assert_eq!((s, err_field(&v).0), (StatusCode::CONFLICT, "connector_running"));
-    let (s, _) = call(&c, "POST", d.url(&format!("/v1/integrations/connectors/{sms_id}/stop")), None).await;
+    assert_eq!(
+        (s, err_field(&v).0),
+        (StatusCode::CONFLICT, "connector_running")
+    );
+    let (s, _) = call(
+        &c,
+        "POST",
+        d.url(&format!("/v1/integrations/connectors/{sms_id}/stop")),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = call(&c, "DELETE", one(&sms_id), None).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
@@ -111,18 +211,56 @@ async fn connector_lifecycle_refusals_secrets_and_restart() {
 
     // Internal connectors cannot be stopped.
     let (_, list) = call(&c, "GET", connectors("telegram"), None).await;
-    let internal = list.as_array().unwrap().iter().find(|c| c["internal"] == true).unwrap();
-    let (s, v) = call(&c, "POST", d.url(&format!("/v1/integrations/connectors/{}/stop", internal["id"].as_str().unwrap())), None).await;
-    assert_eq!((s, err_field(&v).0), (StatusCode::FORBIDDEN, "internal_connector"));
+    let internal = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["internal"] == true)
+        .unwrap();
+    let (s, v) = call(
+        &c,
+        "POST",
+        d.url(&format!(
+            "/v1/integrations/connectors/{}/stop",
+            internal["id"].as_str().unwrap()
+        )),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, err_field(&v).0),
+        (StatusCode::FORBIDDEN, "internal_connector")
+    );
 
     // The catalog, by idn and by id.
     let (s, all) = call(&c, "GET", d.url("/v1/integrations"), None).await;
     assert_eq!(s, StatusCode::OK);
     assert!(all.as_array().unwrap().iter().all(|i| i["idn"] != "system"));
-    let tg_integration = all.as_array().unwrap().iter().find(|i| i["idn"] == "telegram").unwrap();
-    let (s, by_id) = call(&c, "GET", d.url(&format!("/v1/integrations/{}", tg_integration["id"].as_str().unwrap())), None).await;
-    assert_eq!((s, by_id["idn"].as_str()), (StatusCode::OK, Some("telegram")));
-    assert!(by_id["connector_settings_descriptions"].as_array().unwrap().iter().any(|p| p["idn"] == "bot_token" && p["is_secret"] == true));
+    let tg_integration = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["idn"] == "telegram")
+        .unwrap();
+    let (s, by_id) = call(
+        &c,
+        "GET",
+        d.url(&format!(
+            "/v1/integrations/{}",
+            tg_integration["id"].as_str().unwrap()
+        )),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, by_id["idn"].as_str()),
+        (StatusCode::OK, Some("telegram"))
+    );
+    assert!(by_id["connector_settings_descriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["idn"] == "bot_token" && p["is_secret"] == true));
 
     // Restart: everything comes back, the telegram connector still running.
     let status = d.terminate();
@@ -130,15 +268,36 @@ async fn connector_lifecycle_refusals_secrets_and_restart() {
     for file in ["switchboard.db", "switchboard.db-wal"] {
         if let Ok(bytes) = std::fs::read(dir.join(file)) {
             let text = String::from_utf8_lossy(&bytes);
-            assert!(!text.contains(SECRET_TOKEN) && !text.contains(SECRET_AUTH), "{file} holds a secret in clear");
+            assert!(
+                !text.contains(SECRET_TOKEN) && !text.contains(SECRET_AUTH),
+                "{file} holds a secret in clear"
+            );
         }
     }
     let d = DaemonProcess::start(&dir, &[]);
-    let (s, v) = call(&c, "GET", d.url(&format!("/v1/integrations/connectors/{tg_id}")), None).await;
-    assert_eq!((s, v["status"].as_str(), v["title"].as_str()), (StatusCode::OK, Some("running"), Some("Support bot")));
-    let (s, v) = call(&c, "GET", d.url(&format!("/v1/integrations/connectors/{http_id}")), None).await;
+    let (s, v) = call(
+        &c,
+        "GET",
+        d.url(&format!("/v1/integrations/connectors/{tg_id}")),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, v["status"].as_str(), v["title"].as_str()),
+        (StatusCode::OK, Some("running"), Some("Support bot"))
+    );
+    let (s, v) = call(
+        &c,
+        "GET",
+        d.url(&format!("/v1/integrations/connectors/{http_id}")),
+        None,
+    )
+    .await;
     assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("stopped")));
-    assert!(!d.logged(SECRET_TOKEN) && !d.logged(SECRET_AUTH), "a secret in the logs");
+    assert!(
+        !d.logged(SECRET_TOKEN) && !d.logged(SECRET_AUTH),
+        "a secret in the logs"
+    );
     let _ = eventually("ready", Duration::from_secs(10), || async {
         let (s, _) = call(&c, "GET", d.url("/readyz"), None).await;
         (s == StatusCode::OK).then_some(())
@@ -160,28 +319,52 @@ async fn flows_over_the_api_and_from_files_with_hot_reload() {
     std::fs::write(dir.join("flows/main.yaml"), FLOW_FILE).unwrap();
     let d = DaemonProcess::start(&dir, &[]);
     let c = Client::new();
-    let explain = d.url("/v1/routes/explain?integration_idn=sandbox&connector_idn=sb&event_idn=user_message");
+    let explain =
+        d.url("/v1/routes/explain?integration_idn=sandbox&connector_idn=sb&event_idn=user_message");
     let (s, v) = call(&c, "GET", d.url("/v1/flows/FileAgent/MainFlow"), None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["events"][0]["skill_idn"], "Reply");
     let (_, x) = call(&c, "GET", explain.clone(), None).await;
     assert_eq!(x["matched"][0]["skill"], "Reply");
-    assert_eq!(x["admitted"], false, "no sandbox/sb connector: explain says why");
-    assert!(x["refused"].as_str().unwrap().contains("no connector sandbox/sb"));
+    assert_eq!(
+        x["admitted"], false,
+        "no sandbox/sb connector: explain says why"
+    );
+    assert!(x["refused"]
+        .as_str()
+        .unwrap()
+        .contains("no connector sandbox/sb"));
 
     // A broken file is refused whole; routing stays as it was.
-    std::fs::write(dir.join("flows/main.yaml"), FLOW_FILE.replace("skill_idn: Reply", "skill_idn: Reply, interrupt_mode: whenever")).unwrap();
-    std::fs::write(dir.join("flows/second.yaml"), FLOW_FILE.replace("MainFlow", "SecondFlow")).unwrap();
+    std::fs::write(
+        dir.join("flows/main.yaml"),
+        FLOW_FILE.replace(
+            "skill_idn: Reply",
+            "skill_idn: Reply, interrupt_mode: whenever",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("flows/second.yaml"),
+        FLOW_FILE.replace("MainFlow", "SecondFlow"),
+    )
+    .unwrap();
     d.hup();
-    eventually("the refusal in the logs", Duration::from_secs(10), || async {
-        d.logged("flow files refused").then_some(())
-    })
+    eventually(
+        "the refusal in the logs",
+        Duration::from_secs(10),
+        || async { d.logged("flow files refused").then_some(()) },
+    )
     .await;
     assert!(d.logged("events[0].interrupt_mode"));
     let (_, x) = call(&c, "GET", explain.clone(), None).await;
     assert_eq!(x["matched"].as_array().unwrap().len(), 1);
     let (s, _) = call(&c, "GET", d.url("/v1/flows/FileAgent/SecondFlow"), None).await;
-    assert_eq!(s, StatusCode::NOT_FOUND, "nothing of the refused reload applied");
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "nothing of the refused reload applied"
+    );
 
     // Fixed: both files load at the next SIGHUP.
     std::fs::write(dir.join("flows/main.yaml"), FLOW_FILE).unwrap();
@@ -201,16 +384,40 @@ async fn flows_over_the_api_and_from_files_with_hot_reload() {
     }))).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let (s, v) = call(&c, "GET", d.url("/v1/flows/ApiAgent/ApiFlow"), None).await;
-    assert_eq!((s, &v["events"][0]["interrupt_mode"]), (StatusCode::OK, &json!("cancel")));
-    let (s, v) = call(&c, "PUT", d.url("/v1/flows/ApiAgent/ApiFlow"), Some(json!({
-        "runner": {"kind": "webhook", "url": "http://127.0.0.1:9/x"},
-        "events": [{"idn": "timer", "skill_idn": "OnTimer", "interrupt_mode": "soon"}]
-    }))).await;
-    assert_eq!((s, err_field(&v)), (StatusCode::BAD_REQUEST, ("invalid_flow", "events[0].interrupt_mode")));
-    let (s, v) = call(&c, "PUT", d.url("/v1/flows/ApiAgent/NoRunner"), Some(json!({
-        "events": [{"idn": "timer", "skill_idn": "OnTimer"}]
-    }))).await;
-    assert_eq!((s, err_field(&v)), (StatusCode::BAD_REQUEST, ("invalid_flow", "runner")));
+    assert_eq!(
+        (s, &v["events"][0]["interrupt_mode"]),
+        (StatusCode::OK, &json!("cancel"))
+    );
+    let (s, v) = call(
+        &c,
+        "PUT",
+        d.url("/v1/flows/ApiAgent/ApiFlow"),
+        Some(json!({
+            "runner": {"kind": "webhook", "url": "http://127.0.0.1:9/x"},
+            "events": [{"idn": "timer", "skill_idn": "OnTimer", "interrupt_mode": "soon"}]
+        })),
+    )
+    .await;
+    assert_eq!(
+        (s, err_field(&v)),
+        (
+            StatusCode::BAD_REQUEST,
+            ("invalid_flow", "events[0].interrupt_mode")
+        )
+    );
+    let (s, v) = call(
+        &c,
+        "PUT",
+        d.url("/v1/flows/ApiAgent/NoRunner"),
+        Some(json!({
+            "events": [{"idn": "timer", "skill_idn": "OnTimer"}]
+        })),
+    )
+    .await;
+    assert_eq!(
+        (s, err_field(&v)),
+        (StatusCode::BAD_REQUEST, ("invalid_flow", "runner"))
+    );
     let yaml = c
         .put(d.url("/v1/flows/ApiAgent/YamlFlow"))
         .header("content-type", "application/yaml")
@@ -223,7 +430,11 @@ async fn flows_over_the_api_and_from_files_with_hot_reload() {
     // API flows survive a restart; file flows are read again.
     assert!(d.terminate().success());
     let d = DaemonProcess::start(&dir, &[]);
-    for path in ["/v1/flows/ApiAgent/ApiFlow", "/v1/flows/ApiAgent/YamlFlow", "/v1/flows/FileAgent/SecondFlow"] {
+    for path in [
+        "/v1/flows/ApiAgent/ApiFlow",
+        "/v1/flows/ApiAgent/YamlFlow",
+        "/v1/flows/FileAgent/SecondFlow",
+    ] {
         let (s, _) = call(&c, "GET", d.url(path), None).await;
         assert_eq!(s, StatusCode::OK, "{path}");
     }
@@ -237,13 +448,24 @@ async fn flows_over_the_api_and_from_files_with_hot_reload() {
 fn check_names_the_offending_key() {
     let dir = temp_dir("check");
     let good = dir.join("good.toml");
-    std::fs::write(&good, format!("[flows]\ndir = {:?}\n", dir.join("flows").display().to_string())).unwrap();
+    std::fs::write(
+        &good,
+        format!(
+            "[flows]\ndir = {:?}\n",
+            dir.join("flows").display().to_string()
+        ),
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["check", "--config"])
         .arg(&good)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "[http]\nlisten = \"nowhere\"\n").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
@@ -252,9 +474,17 @@ fn check_names_the_offending_key() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("http.listen"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("http.listen"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A bad flow file fails the check too, naming file and field.
-    std::fs::write(dir.join("flows/x.yaml"), "agent_idn: A\nflow_idn: F\nevents: [{idn: Bad}]\n").unwrap();
+    std::fs::write(
+        dir.join("flows/x.yaml"),
+        "agent_idn: A\nflow_idn: F\nevents: [{idn: Bad}]\n",
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["check", "--config"])
         .arg(&good)
@@ -262,5 +492,8 @@ fn check_names_the_offending_key() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("x.yaml") && err.contains("events[0].idn"), "{err}");
+    assert!(
+        err.contains("x.yaml") && err.contains("events[0].idn"),
+        "{err}"
+    );
 }

@@ -26,9 +26,22 @@ fn event(connector: &str, who: &str, text: &str) -> Value {
 }
 
 async fn setup(d: &DaemonProcess, c: &Client, runner: &str, max_attempts: u32) {
-    let (s, v) = post(c, d.url("/v1/integrations/sandbox/connectors"), json!({"title": "Chat", "connector_idn": "chat"})).await;
+    let (s, v) = post(
+        c,
+        d.url("/v1/integrations/sandbox/connectors"),
+        json!({"title": "Chat", "connector_idn": "chat"}),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (s, _) = post(c, d.url(&format!("/v1/integrations/connectors/{}/run", v["id"].as_str().unwrap())), json!(null)).await;
+    let (s, _) = post(
+        c,
+        d.url(&format!(
+            "/v1/integrations/connectors/{}/run",
+            v["id"].as_str().unwrap()
+        )),
+        json!(null),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     let flow = json!({
         "runner": {"kind": "webhook", "url": format!("{runner}/skills"), "timeout_ms": 2000, "max_attempts": max_attempts},
@@ -37,7 +50,12 @@ async fn setup(d: &DaemonProcess, c: &Client, runner: &str, max_attempts: u32) {
             {"idn": "result_success", "skill_idn": "OnSent", "integration_idn": "sandbox"}
         ]
     });
-    let r = c.put(d.url("/v1/flows/Bot/Main")).json(&flow).send().await.unwrap();
+    let r = c
+        .put(d.url("/v1/flows/Bot/Main"))
+        .json(&flow)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
 
@@ -46,9 +64,17 @@ async fn an_event_reaches_the_webhook_runner_and_its_commands_come_back_as_resul
     let mut runner = RunnerServer::start(|r| {
         let inv = &r.json;
         if inv["skill_idn"] == "Talk" {
-            let text = inv["event"]["arguments"][0]["value"].as_str().unwrap_or_default().to_owned();
-            (200, completed(json!([{"v": 1, "integration_idn": "sandbox", "connector_idn": "chat",
-                "command_idn": "send_message", "arguments": {"text": format!("echo: {text}")}}])))
+            let text = inv["event"]["arguments"][0]["value"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            (
+                200,
+                completed(
+                    json!([{"v": 1, "integration_idn": "sandbox", "connector_idn": "chat",
+                "command_idn": "send_message", "arguments": {"text": format!("echo: {text}")}}]),
+                ),
+            )
         } else {
             (200, completed(json!([])))
         }
@@ -65,13 +91,31 @@ async fn an_event_reaches_the_webhook_runner_and_its_commands_come_back_as_resul
     let talk = runner.next().await;
     assert_eq!(talk.path, "/skills");
     let now = chrono::Utc::now().timestamp();
-    assert!(verify(SECRET.as_bytes(), talk.signature.as_deref().unwrap(), &talk.body, now, 300), "signed");
-    assert!(!verify(b"another secret", talk.signature.as_deref().unwrap(), &talk.body, now, 300));
+    assert!(
+        verify(
+            SECRET.as_bytes(),
+            talk.signature.as_deref().unwrap(),
+            &talk.body,
+            now,
+            300
+        ),
+        "signed"
+    );
+    assert!(!verify(
+        b"another secret",
+        talk.signature.as_deref().unwrap(),
+        &talk.body,
+        now,
+        300
+    ));
     let inv = &talk.json;
     assert_eq!(inv["skill_idn"], "Talk");
     assert_eq!(inv["event"]["id"], event_id.as_str());
     assert_eq!(inv["flow_instance"]["agent_idn"], "Bot");
-    assert_eq!(inv["session"]["connector_idn"], "chat", "the live session is sent along");
+    assert_eq!(
+        inv["session"]["connector_idn"], "chat",
+        "the live session is sent along"
+    );
     let persona = inv["flow_instance"]["persona_id"].clone();
 
     // The send_message went to the sandbox (native), which reports result_success.
@@ -79,7 +123,10 @@ async fn an_event_reaches_the_webhook_runner_and_its_commands_come_back_as_resul
     assert_eq!(result.json["skill_idn"], "OnSent");
     assert_eq!(result.json["event"]["event_idn"], "result_success");
     assert!(result.json["event"]["command_act_id"].is_string());
-    assert_eq!(result.json["flow_instance"]["persona_id"], persona, "the same user persona");
+    assert_eq!(
+        result.json["flow_instance"]["persona_id"], persona,
+        "the same user persona"
+    );
 
     // A repeated external_event_id is acknowledged and not routed again.
     let mut with_id = event("chat", "alice", "once");
@@ -87,32 +134,76 @@ async fn an_event_reaches_the_webhook_runner_and_its_commands_come_back_as_resul
     let (s, _) = post(&c, d.url("/v1/events"), with_id.clone()).await;
     assert_eq!(s, StatusCode::ACCEPTED);
     let (s, v) = post(&c, d.url("/v1/events"), with_id).await;
-    assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("duplicate")));
+    assert_eq!(
+        (s, v["status"].as_str()),
+        (StatusCode::OK, Some("duplicate"))
+    );
     assert_eq!(runner.next().await.json["skill_idn"], "Talk");
     assert_eq!(runner.next().await.json["skill_idn"], "OnSent");
     assert!(runner.rx.try_recv().is_err());
 
     // Refusals at the door: 4xx naming the field, each counted and dead-lettered.
     let cases = [
-        (event("nope", "alice", "x"), StatusCode::NOT_FOUND, "connector_idn"),
-        (json!({"v": 2, "integration_idn": "sandbox", "connector_idn": "chat", "event_idn": "user_message", "actor": {"external_id": "a"}}), StatusCode::BAD_REQUEST, "v"),
-        (json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat", "event_idn": "timer", "actor": {"external_id": "a"}}), StatusCode::BAD_REQUEST, "event_idn"),
+        (
+            event("nope", "alice", "x"),
+            StatusCode::NOT_FOUND,
+            "connector_idn",
+        ),
+        (
+            json!({"v": 2, "integration_idn": "sandbox", "connector_idn": "chat", "event_idn": "user_message", "actor": {"external_id": "a"}}),
+            StatusCode::BAD_REQUEST,
+            "v",
+        ),
+        (
+            json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat", "event_idn": "timer", "actor": {"external_id": "a"}}),
+            StatusCode::BAD_REQUEST,
+            "event_idn",
+        ),
     ];
     for (body, status, field) in cases {
         let (s, v) = post(&c, d.url("/v1/events"), body).await;
-        assert_eq!((s, v["error"]["field"].as_str()), (status, Some(field)), "{v}");
+        assert_eq!(
+            (s, v["error"]["field"].as_str()),
+            (status, Some(field)),
+            "{v}"
+        );
     }
     let big = event("chat", "alice", &"x".repeat(70_000));
     let (s, v) = post(&c, d.url("/v1/events"), big).await;
-    assert_eq!((s, v["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("arguments[0].value")));
-    let letters: Vec<Value> = c.get(d.url("/v1/dead-letters")).send().await.unwrap().json().await.unwrap();
-    let reasons: Vec<_> = letters.iter().map(|l| l["reason"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("arguments[0].value"))
+    );
+    let letters: Vec<Value> = c
+        .get(d.url("/v1/dead-letters"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reasons: Vec<_> = letters
+        .iter()
+        .map(|l| l["reason"].as_str().unwrap().to_owned())
+        .collect();
     for want in ["unknown_connector", "malformed", "undeclared_event"] {
         assert!(reasons.iter().any(|r| r == want), "{want} in {reasons:?}");
     }
-    let metrics = c.get(d.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("switchboard_events_rejected_total{reason=\"unknown_connector\"} 1"), "{metrics}");
-    assert!(metrics.contains("switchboard_invocations_total{agent=\"Bot\",flow=\"Main\",outcome=\"completed\"} 4"));
+    let metrics = c
+        .get(d.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("switchboard_events_rejected_total{reason=\"unknown_connector\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains(
+        "switchboard_invocations_total{agent=\"Bot\",flow=\"Main\",outcome=\"completed\"} 4"
+    ));
 }
 
 #[actix_rt::test]
@@ -130,27 +221,61 @@ async fn a_failing_runner_is_retried_then_dead_lettered_then_replayed() {
         let r = runner.next().await;
         invocation_ids.push(r.json["invocation_id"].clone());
     }
-    assert!(invocation_ids.windows(2).all(|w| w[0] == w[1]), "retries keep the invocation id");
+    assert!(
+        invocation_ids.windows(2).all(|w| w[0] == w[1]),
+        "retries keep the invocation id"
+    );
     let letter = eventually("the dead letter", Duration::from_secs(20), || async {
-        let list: Vec<Value> = c.get(d.url("/v1/dead-letters")).send().await.ok()?.json().await.ok()?;
+        let list: Vec<Value> = c
+            .get(d.url("/v1/dead-letters"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
         list.into_iter().find(|l| l["reason"] == "runner_failed")
     })
     .await;
     let detail = letter["detail"].as_str().unwrap();
-    assert!(detail.contains("3 attempts") && detail.contains("500") && detail.contains("database down"), "{detail}");
+    assert!(
+        detail.contains("3 attempts") && detail.contains("500") && detail.contains("database down"),
+        "{detail}"
+    );
     assert_eq!(letter["event"]["id"], event_id.as_str());
     assert!(runner.rx.try_recv().is_err(), "no fourth attempt");
 
     // The runner recovers; the dead letter is replayed, marked as a redelivery.
     runner.answer_with(|_| (200, completed(json!([]))));
-    let (s, v) = post(&c, d.url(&format!("/v1/dead-letters/{}/replay", letter["id"].as_str().unwrap())), json!(null)).await;
+    let (s, v) = post(
+        &c,
+        d.url(&format!(
+            "/v1/dead-letters/{}/replay",
+            letter["id"].as_str().unwrap()
+        )),
+        json!(null),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let again = runner.next().await;
     assert_eq!(again.json["event"]["id"], event_id.as_str());
     assert_eq!(again.json["redelivered"], true);
-    assert_eq!(again.json["invocation_id"], invocation_ids[0], "the same invocation id: the runner can tell");
-    let list: Vec<Value> = c.get(d.url("/v1/dead-letters")).send().await.unwrap().json().await.unwrap();
-    assert!(list.iter().all(|l| l["id"] != letter["id"]), "replayed letters leave the store");
+    assert_eq!(
+        again.json["invocation_id"], invocation_ids[0],
+        "the same invocation id: the runner can tell"
+    );
+    let list: Vec<Value> = c
+        .get(d.url("/v1/dead-letters"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        list.iter().all(|l| l["id"] != letter["id"]),
+        "replayed letters leave the store"
+    );
 }
 
 #[actix_rt::test]
@@ -175,13 +300,27 @@ async fn a_runner_may_answer_later_through_the_result_endpoint() {
         "commands": [{"v": 1, "integration_idn": "sandbox", "connector_idn": "chat", "command_idn": "send_message", "arguments": {"text": "later"}}]})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     assert_eq!(runner.next().await.json["skill_idn"], "OnSent");
-    let (s, v) = post(&c, d.url(&format!("/v1/invocations/{id}/result")), json!({"v": 1, "outcome": "completed"})).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_invocation")));
+    let (s, v) = post(
+        &c,
+        d.url(&format!("/v1/invocations/{id}/result")),
+        json!({"v": 1, "outcome": "completed"}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("unknown_invocation"))
+    );
     let (s, v) = post(&c, d.url("/v1/commands"), json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat", "command_idn": "make_call"})).await;
-    assert_eq!((s, v["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("persona_id")));
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("persona_id"))
+    );
     let persona = talk.json["flow_instance"]["persona_id"].clone();
     let (s, v) = post(&c, d.url("/v1/commands"), json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat", "command_idn": "make_call", "persona_id": persona})).await;
-    assert_eq!((s, v["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("command_idn")));
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("command_idn"))
+    );
     let (s, v) = post(&c, d.url("/v1/commands"), json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat", "command_idn": "send_message", "arguments": {"text": "hi"}, "persona_id": persona})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     assert_eq!(runner.next().await.json["skill_idn"], "OnSent");

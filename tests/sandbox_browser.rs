@@ -227,7 +227,10 @@ async fn chat(c: &Client, base: &str, dir: &Path) -> PathBuf {
     let user = wait_xpath(
         c,
         "the user's bubble",
-        &format!("//div[{}][normalize-space(.)='{MESSAGE}']", has_class("user")),
+        &format!(
+            "//div[{}][normalize-space(.)='{MESSAGE}']",
+            has_class("user")
+        ),
     )
     .await;
     let echo = wait_xpath(
@@ -242,10 +245,7 @@ async fn chat(c: &Client, base: &str, dir: &Path) -> PathBuf {
     wait_xpath(
         c,
         "the demo runner's greeting on session_started",
-        &format!(
-            "//div[{}][contains(., \"{GREETING}\")]",
-            has_class("agent")
-        ),
+        &format!("//div[{}][contains(., \"{GREETING}\")]", has_class("agent")),
     )
     .await;
 

@@ -152,9 +152,7 @@ impl Store {
     }
 
     /// `(account, integration, settings)` of every account.
-    pub fn integration_settings(
-        &self,
-    ) -> Result<Vec<IntegrationSettingsRow>, StoreError> {
+    pub fn integration_settings(&self) -> Result<Vec<IntegrationSettingsRow>, StoreError> {
         let raw = self.read(|c| {
             let mut st =
                 c.prepare("SELECT account, integration, settings FROM integration_settings")?;

@@ -30,7 +30,10 @@ impl DaemonProcess {
             .current_dir(dir)
             .env("SWITCHBOARD_HTTP__LISTEN", "127.0.0.1:0")
             .env("SWITCHBOARD_STORE__PATH", dir.join("switchboard.db"))
-            .env("SWITCHBOARD_STORE__SECRET_KEY_FILE", dir.join("switchboard.key"))
+            .env(
+                "SWITCHBOARD_STORE__SECRET_KEY_FILE",
+                dir.join("switchboard.key"),
+            )
             .env("SWITCHBOARD_FLOWS__DIR", dir.join("flows"))
             .env("SWITCHBOARD_LOG__FORMAT", "json")
             .env("SWITCHBOARD_LOG__LEVEL", "info")
@@ -49,7 +52,12 @@ impl DaemonProcess {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                     if v["fields"]["message"] == "listening" {
-                        let _ = tx.send(v["fields"]["address"].as_str().unwrap_or_default().to_owned());
+                        let _ = tx.send(
+                            v["fields"]["address"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned(),
+                        );
                     }
                 }
                 l.lock().unwrap().push(line);
@@ -88,7 +96,10 @@ impl DaemonProcess {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "the daemon did not stop on SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not stop on SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -28,7 +28,9 @@ pub struct RunnerServer {
 
 impl RunnerServer {
     /// Starts the server; `answer` decides each response (status, JSON body).
-    pub fn start(answer: impl Fn(&Received) -> (u16, String) + Send + Sync + 'static) -> RunnerServer {
+    pub fn start(
+        answer: impl Fn(&Received) -> (u16, String) + Send + Sync + 'static,
+    ) -> RunnerServer {
         let (tx, rx) = mpsc::unbounded_channel();
         let answer: Arc<Mutex<Arc<Answer>>> = Arc::new(Mutex::new(Arc::new(answer)));
         let a = answer.clone();
