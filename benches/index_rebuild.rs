@@ -122,10 +122,14 @@ struct Window {
     publish: Duration,
 }
 
+/// Runs the lookup loop on its own thread around the closure it is given, which moves the loop
+/// from warming to recording; returns what was recorded.
+type RunLoop<'a> = dyn Fn(&dyn Fn(&AtomicU8)) -> LoopStats + 'a;
+
 /// Runs `count` rebuilds under the lookup loop; `publish` swaps the new index in.
 fn rebuilds(
     count: usize,
-    run_loop: &dyn Fn(&dyn Fn(&AtomicU8)) -> LoopStats,
+    run_loop: &RunLoop<'_>,
     publish: &dyn Fn(Arc<SubscriptionIndex>),
     flows: &[Arc<FlowRoute>],
 ) -> (LoopStats, Vec<Window>) {

@@ -272,7 +272,7 @@ fn main() {
     println!("throughput summary ({n} events, {PERSONAS} personas, {CONNECTORS} connectors)");
     let line = |name: &str, r: &Run, vs_baseline: bool| {
         println!(
-            "  {name:<28} {:>10.0} events/s  ({:.3} s; submit loop {:.3} s){}",
+            "  {name:<30} {:>10.0} events/s  ({:.3} s; submit loop {:.3} s){}",
             r.rate(n),
             r.total.as_secs_f64(),
             r.submit.as_secs_f64(),

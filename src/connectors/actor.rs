@@ -75,8 +75,10 @@ pub struct ConnectorActor {
     deps: Arc<ConnectorDeps>,
     metrics: ConnectorMetrics,
     dedupe: Option<Box<DedupeWindow>>,
-    /// Command act id → (persona, when issued): results come back to the same persona.
-    acts: FxHashMap<Uuid, (PersonaId, Instant)>,
+    /// Command act id → persona, for commands sent to adapters: their results come back to
+    /// the same persona. Bounded by count and age; `act_order` gives the eviction order.
+    acts: FxHashMap<Uuid, PersonaId>,
+    act_order: std::collections::VecDeque<(Instant, Uuid)>,
 }
 
 impl ConnectorActor {
@@ -97,12 +99,13 @@ impl ConnectorActor {
             deps,
             dedupe: None,
             acts: FxHashMap::default(),
+            act_order: std::collections::VecDeque::new(),
         }
     }
 
     fn persona_of(&mut self, event: &Event) -> Option<PersonaId> {
         if let Some(act) = event.command_act_id {
-            if let Some((p, _)) = self.acts.get(&act) {
+            if let Some(p) = self.acts.get(&act) {
                 return Some(*p);
             }
         }
@@ -118,22 +121,18 @@ impl ConnectorActor {
     }
 
     fn remember_act(&mut self, act: Uuid, persona: PersonaId, now: Instant) {
-        if self.acts.len() >= self.deps.act_capacity {
-            let ttl = self.deps.act_ttl;
-            self.acts.retain(|_, (_, at)| now.duration_since(*at) < ttl);
-            if self.acts.len() >= self.deps.act_capacity {
-                // Still full of live acts: forget the oldest.
-                if let Some(oldest) = self
-                    .acts
-                    .iter()
-                    .min_by_key(|(_, (_, at))| *at)
-                    .map(|(k, _)| *k)
-                {
-                    self.acts.remove(&oldest);
-                }
+        // Amortized O(1): the oldest acts leave first, by age or past the capacity.
+        while let Some((at, old)) = self.act_order.front() {
+            if now.duration_since(*at) < self.deps.act_ttl
+                && self.act_order.len() < self.deps.act_capacity
+            {
+                break;
             }
+            self.acts.remove(old);
+            self.act_order.pop_front();
         }
-        self.acts.insert(act, (persona, now));
+        self.acts.insert(act, persona);
+        self.act_order.push_back((now, act));
     }
 
     fn route_session_event(
@@ -292,7 +291,9 @@ impl Handler<Outbound> for ConnectorActor {
         let result = if self.integration.idn == *"system" {
             system::execute(&self.deps, &command, act, persona, flow.as_deref())
         } else {
-            self.remember_act(act, persona, Instant::now());
+            if self.integration.runs() == Runs::External {
+                self.remember_act(act, persona, Instant::now());
+            }
             self.deps
                 .sink
                 .deliver(OutboundCommand {

@@ -16,7 +16,7 @@ use crate::commands::router::Origin;
 use crate::dead_letter::{self, DeadLetter, DeadLetterReason};
 use crate::domain::{Command, InterruptMode, Name, SharedEvent, SkillSelector};
 use crate::routing::index::{FlowRoute, Match};
-use crate::skill_runner::{Invocation, Outcome, Reply};
+use crate::skill_runner::{Handoff, Invocation, Outcome, Reply};
 use crate::telemetry::handles::{self, InvocationOutcome};
 
 struct Pending {
@@ -197,8 +197,9 @@ impl FlowInstance {
                 addr: ctx.address(),
                 invocation_id: id,
             },
+            // The runner lets go of the delivery once it really has the invocation.
+            Handoff::new(p.delivery),
         );
-        drop(p.delivery); // dispatched
     }
 
     fn send_commands(&self, flow: &Arc<FlowRoute>, invocation_id: Uuid, commands: Vec<Command>) {

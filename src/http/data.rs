@@ -21,8 +21,12 @@ type D = web::Data<Arc<Daemon>>;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/events", web::post().to(post_event))
-        .route("/v1/commands", web::post().to(post_command))
-        .route("/v1/invocations/{id}/result", web::post().to(post_result));
+        .route("/v1/commands", web::post().to(post_command));
+}
+
+/// Routes with dynamic segments, registered after the static ones.
+pub fn dynamic_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/invocations/{id}/result", web::post().to(post_result));
 }
 
 async fn post_event(d: D, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {

@@ -17,13 +17,15 @@ use actix_web::{web, App, HttpServer};
 use crate::daemon::Daemon;
 use error::{ApiError, Kind};
 
-/// Every route of the API.
+/// Every route of the API. The router tries routes in this order and matches dynamic
+/// segments with a regex: the hot, static data-plane routes go first.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    control::routes(cfg);
-    flows::routes(cfg);
     data::routes(cfg);
     operations::routes(cfg);
     sandbox::routes(cfg);
+    data::dynamic_routes(cfg);
+    flows::routes(cfg);
+    control::routes(cfg);
 }
 
 /// Binds the server on `http.listen`; returns it (not yet awaited) and the bound addresses.

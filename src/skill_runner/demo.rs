@@ -3,13 +3,13 @@
 //! (`[sandbox] demo_runner = true`). It answers every event that carries a `text` argument on
 //! a chat integration with `send_message` to the same connector, echoing the text.
 
-use super::{Invocation, Outcome, Reply, SkillRunner};
+use super::{Handoff, Invocation, Outcome, Reply, SkillRunner};
 use crate::domain::{Command, Idn};
 
 pub struct DemoRunner;
 
 impl SkillRunner for DemoRunner {
-    fn invoke(&self, inv: Invocation, reply: Reply) {
+    fn invoke(&self, inv: Invocation, reply: Reply, _handoff: Handoff) {
         let e = &inv.event.event;
         let mut commands = Vec::new();
         if let Some(text) = e.arguments.get("text") {

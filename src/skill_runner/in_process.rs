@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::{Invocation, Outcome, Reply, SkillRunner};
+use super::{Handoff, Invocation, Outcome, Reply, SkillRunner};
 use crate::domain::Command;
 
 type Skill = dyn Fn(&Invocation) -> (Outcome, Vec<Command>) + Send + Sync;
@@ -25,7 +25,7 @@ impl FnRunner {
 }
 
 impl SkillRunner for FnRunner {
-    fn invoke(&self, invocation: Invocation, reply: Reply) {
+    fn invoke(&self, invocation: Invocation, reply: Reply, _handoff: Handoff) {
         let (outcome, commands) = (self.0)(&invocation);
         reply.finish(outcome, commands);
     }
@@ -60,7 +60,7 @@ impl ChannelRunner {
 }
 
 impl SkillRunner for ChannelRunner {
-    fn invoke(&self, invocation: Invocation, reply: Reply) {
+    fn invoke(&self, invocation: Invocation, reply: Reply, _handoff: Handoff) {
         if let Err(e) = self.tx.try_send((invocation, reply)) {
             let (reason, (_, reply)) = match e {
                 mpsc::error::TrySendError::Full(v) => ("runner queue full", v),

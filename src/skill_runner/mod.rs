@@ -71,10 +71,36 @@ impl Reply {
     }
 }
 
+/// The event's delivery ticket, handed over with its invocation. While a runner holds it the
+/// event still counts as in flight: it keeps its in-flight permit and stays in the daemon's
+/// inbox. A runner lets go (drops it, or calls [`Handoff::done`]) once the invocation is
+/// really handed over: at once for in-process runners, when the remote runner answered for a
+/// webhook, when the queue acknowledged the publish. A crash before that replays the event.
+pub struct Handoff {
+    /// Held only to be dropped: dropping the last holder settles the delivery.
+    _delivery: Option<crate::admission::delivery::Delivery>,
+}
+
+impl Handoff {
+    pub(crate) fn new(delivery: crate::admission::delivery::Delivery) -> Self {
+        Handoff {
+            _delivery: Some(delivery),
+        }
+    }
+
+    /// A handoff nobody waits on (tests, internal use).
+    pub fn none() -> Self {
+        Handoff { _delivery: None }
+    }
+
+    /// The invocation is handed over.
+    pub fn done(self) {}
+}
+
 /// A skill runner.
 pub trait SkillRunner: Send + Sync + 'static {
     /// Starts `invocation`. Must not block: hand slow work to a task or a queue.
-    fn invoke(&self, invocation: Invocation, reply: Reply);
+    fn invoke(&self, invocation: Invocation, reply: Reply, handoff: Handoff);
 
     /// The engine gave up on `invocation_id` (interrupted, timed out). Best effort.
     fn cancel(&self, _invocation_id: Uuid) {}

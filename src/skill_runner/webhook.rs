@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::pending::PendingInvocations;
-use super::{Invocation, Outcome, Reply, SkillRunner};
+use super::{Handoff, Invocation, Outcome, Reply, SkillRunner};
 use crate::session::SessionTable;
 use crate::wire::envelope::Limits;
 use crate::wire::invocation::{InvocationWire, ResultWire, RunnerAnswer, SessionWire};
@@ -272,7 +272,7 @@ impl Drop for InFlightGuard {
 }
 
 impl SkillRunner for WebhookRunner {
-    fn invoke(&self, invocation: Invocation, reply: Reply) {
+    fn invoke(&self, invocation: Invocation, reply: Reply, handoff: Handoff) {
         let id = invocation.id;
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             reply.finish(
@@ -297,6 +297,8 @@ impl SkillRunner for WebhookRunner {
             // Waits until the abort handle is registered, so the guard removes it.
             if started.await.is_ok() {
                 run(&shared, &target, invocation).await;
+                // The runner answered (or failed for good): the event is handed over.
+                handoff.done();
             }
         });
         self.shared.in_flight.insert(id, task.abort_handle());

@@ -174,20 +174,21 @@ impl Store {
         let now_ms = chrono::Utc::now().timestamp_millis();
         self.write(move |tx| {
             if let Some(key) = dedupe_key {
-                let fresh = tx.execute(
-                    "INSERT INTO dedupe (key, at_ms) VALUES (?1, ?2)
-                     ON CONFLICT (key) DO UPDATE SET at_ms = excluded.at_ms
-                     WHERE dedupe.at_ms < ?3",
-                    params![key, now_ms, now_ms - window_ms],
-                )?;
+                let fresh = tx
+                    .prepare_cached(
+                        "INSERT INTO dedupe (key, at_ms) VALUES (?1, ?2)
+                         ON CONFLICT (key) DO UPDATE SET at_ms = excluded.at_ms
+                         WHERE dedupe.at_ms < ?3",
+                    )?
+                    .execute(params![key, now_ms, now_ms - window_ms])?;
                 if fresh == 0 {
                     return Ok(Written::Duplicate);
                 }
             }
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT OR IGNORE INTO inbox (id, seq, envelope, received_at) VALUES (?1, ?2, ?3, ?4)",
-                params![id.to_string(), seq, envelope, chrono::Utc::now().to_rfc3339()],
-            )?;
+            )?
+            .execute(params![id.to_string(), seq, envelope, chrono::Utc::now().to_rfc3339()])?;
             Ok(Written::Done)
         })
         .await
@@ -196,7 +197,8 @@ impl Store {
     /// The event left the inbox: dispatched, dropped as an outcome, or recorded.
     pub fn inbox_done(&self, id: Uuid) {
         self.write_later(move |tx| {
-            tx.execute("DELETE FROM inbox WHERE id = ?1", params![id.to_string()])?;
+            tx.prepare_cached("DELETE FROM inbox WHERE id = ?1")?
+                .execute(params![id.to_string()])?;
             Ok(Written::Done)
         });
     }

@@ -1,0 +1,163 @@
+//! HTTP ingest: `POST /v1/events` on loopback, 64 connections, with wrk (Debian's `wrk`).
+//!
+//! - Measured: the real daemon binary (release build), demo runner on, so each event is made
+//!   durable (SQLite inbox, WAL, `synchronous=FULL`, group commit) before its 202, then routed
+//!   and invoked in-process.
+//! - Baseline, same run, same machine, same wrk settings: a bare actix-web handler that decodes
+//!   the same JSON envelope into an event and answers 202.
+//! - Target: at least 0.5x the baseline's requests/s, with p99 under 10 ms.
+//!
+//! `BENCH_SECONDS` (default 30) sets each run's length. Needs `wrk` (`.ci/install-test-deps`
+//! installs it).
+
+#[path = "../tests/common/daemon.rs"]
+mod daemon;
+
+use std::process::Command;
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use switchboard::wire::envelope::{EventEnvelope, Limits};
+
+const SCRIPT: &str = r#"
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local n = 0
+request = function()
+  n = n + 1
+  local body = string.format('{"v":1,"integration_idn":"sandbox","connector_idn":"demo","event_idn":"user_message","actor":{"external_id":"u%d"},"arguments":{"text":"hello %d"}}', n % 1000, n)
+  return wrk.format(nil, "/v1/events", nil, body)
+end
+"#;
+
+struct Run {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    requests: u64,
+    errors: u64,
+}
+
+fn ms(s: &str) -> f64 {
+    let s = s.trim();
+    if let Some(v) = s.strip_suffix("us") {
+        v.parse::<f64>().unwrap() / 1000.0
+    } else if let Some(v) = s.strip_suffix("ms") {
+        v.parse().unwrap()
+    } else if let Some(v) = s.strip_suffix('s') {
+        v.parse::<f64>().unwrap() * 1000.0
+    } else {
+        f64::NAN
+    }
+}
+
+fn wrk(base: &str, seconds: u64, script: &std::path::Path) -> Run {
+    let out = Command::new("wrk")
+        .args(["-t2", "-c64", &format!("-d{seconds}s"), "--latency", "-s"])
+        .arg(script)
+        .arg(base)
+        .output()
+        .expect("wrk runs (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{text}");
+    let find = |prefix: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .map(|l| l.trim_start()[prefix.len()..].trim().to_owned())
+    };
+    let requests = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    Run {
+        rps: find("Requests/sec:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0),
+        p50_ms: find("50%").map(|v| ms(&v)).unwrap_or(f64::NAN),
+        p99_ms: find("99%").map(|v| ms(&v)).unwrap_or(f64::NAN),
+        requests,
+        errors: find("Non-2xx or 3xx responses:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    }
+}
+
+async fn baseline_handler(body: web::Bytes) -> HttpResponse {
+    match serde_json::from_slice::<EventEnvelope>(&body).map(|e| e.into_domain(Limits::default())) {
+        Ok(Ok(e)) => {
+            HttpResponse::Accepted().json(serde_json::json!({"id": e.id, "status": "accepted"}))
+        }
+        _ => HttpResponse::BadRequest().finish(),
+    }
+}
+
+fn main() {
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let dir = daemon::temp_dir("bench-http");
+    let script = dir.join("post.lua");
+    std::fs::write(&script, SCRIPT).unwrap();
+
+    // Baseline: a bare actix-web handler in this process, on its own runtime threads.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let server = HttpServer::new(|| {
+                App::new().route("/v1/events", web::post().to(baseline_handler))
+            })
+            .workers(2)
+            .disable_signals()
+            .bind(("127.0.0.1", 0))
+            .unwrap();
+            tx.send(server.addrs()[0]).unwrap();
+            server.run().await.unwrap();
+        })
+    });
+    let baseline_addr = rx.recv().unwrap();
+    let base = wrk(&format!("http://{baseline_addr}"), seconds, &script);
+
+    let d = daemon::DaemonProcess::start(
+        &dir,
+        &[
+            ("SWITCHBOARD_SANDBOX__DEMO_RUNNER", "true"),
+            ("SWITCHBOARD_LOG__LEVEL", "warn,switchboard=info"),
+        ],
+    );
+    let ours = wrk(&d.base, seconds, &script);
+    let metrics = reqwest::blocking_get(&d.url("/metrics"));
+    let received = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with(
+                "switchboard_events_received_total{integration=\"sandbox\",event=\"user_message\"",
+            )
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+
+    println!("http_ingest: baseline (bare actix-web, parse + 202): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} requests", base.rps, base.p50_ms, base.p99_ms, base.requests);
+    println!("http_ingest: switchboard (durable 202, routed, invoked): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} requests, {} non-2xx", ours.rps, ours.p50_ms, ours.p99_ms, ours.requests, ours.errors);
+    println!("http_ingest: ratio {:.2}x of baseline (target >= 0.5x); p99 {:.2} ms (target < 10 ms); events admitted by the daemon: {received:.0}", ours.rps / base.rps, ours.p99_ms);
+}
+
+/// The smallest blocking GET, without another HTTP client crate: one request over a socket.
+mod reqwest {
+    use std::io::{Read, Write};
+
+    pub fn blocking_get(url: &str) -> String {
+        let rest = url.strip_prefix("http://").unwrap();
+        let (host, path) = rest.split_once('/').unwrap();
+        let mut s = std::net::TcpStream::connect(host).unwrap();
+        write!(
+            s,
+            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+}
