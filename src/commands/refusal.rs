@@ -51,12 +51,16 @@ pub enum CommandRefusal {
     EgressFull(String),
     #[error("no transport carries commands of the external integration {0}; configure the queue transport")]
     NoTransport(String),
+    #[error("the native integration {0} is not built yet")]
+    NotBuilt(String),
 }
 
 impl CommandRefusal {
     pub fn fault(&self) -> Fault {
         match self {
-            CommandRefusal::EgressFull(_) | CommandRefusal::NoTransport(_) => Fault::Daemon,
+            CommandRefusal::EgressFull(_)
+            | CommandRefusal::NoTransport(_)
+            | CommandRefusal::NotBuilt(_) => Fault::Daemon,
             _ => Fault::Caller,
         }
     }
@@ -80,7 +84,9 @@ impl CommandRefusal {
             CommandRefusal::MissingArgument { argument, .. }
             | CommandRefusal::InvalidArgument { argument, .. } => Some(argument),
             CommandRefusal::WrongAccount(_) => Some("account"),
-            CommandRefusal::EgressFull(_) | CommandRefusal::NoTransport(_) => None,
+            CommandRefusal::EgressFull(_)
+            | CommandRefusal::NoTransport(_)
+            | CommandRefusal::NotBuilt(_) => None,
         }
     }
 }

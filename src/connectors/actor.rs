@@ -308,6 +308,9 @@ impl Handler<Outbound> for ConnectorActor {
                     EgressError::NoTransport => {
                         CommandRefusal::NoTransport(self.integration.idn.to_string())
                     }
+                    EgressError::NotBuilt => {
+                        CommandRefusal::NotBuilt(self.integration.idn.to_string())
+                    }
                 })
                 .map(|()| {
                     if self.integration.runs() == Runs::Native {

@@ -12,7 +12,7 @@ use super::{secrets_key, Daemon};
 use crate::config::Config;
 use crate::connectors::settings::Settings;
 use crate::domain::{Flow, Idn, RunnerSpec};
-use crate::egress::{EgressRouter, NoTransport};
+use crate::egress::{EgressRouter, NoTransport, NotBuilt};
 use crate::sandbox::SandboxHub;
 use crate::session::table::{SessionJournal, SessionView};
 use crate::skill_runner::demo::DemoRunner;
@@ -139,7 +139,10 @@ pub async fn start(
         has_default: config.sandbox.demo_runner,
     };
     let sandbox = SandboxHub::new();
-    let sink = EgressRouter::new(Arc::new(NoTransport)).with_native("sandbox", sandbox.clone());
+    let mut sink = EgressRouter::new(Arc::new(NoTransport)).with_native("sandbox", sandbox.clone());
+    for native in ["http", "program_timer", "api", "newo_chat"] {
+        sink = sink.with_native(native, Arc::new(NotBuilt));
+    }
     let engine = Engine::start(
         config.engine.to_engine_config(),
         EngineParts {

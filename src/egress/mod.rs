@@ -23,6 +23,8 @@ pub enum EgressError {
     Full,
     #[error("no transport carries this integration's commands")]
     NoTransport,
+    #[error("this native integration is not built yet")]
+    NotBuilt,
 }
 
 /// Where validated commands go. Must not block.
@@ -57,6 +59,15 @@ impl CommandSink for EgressRouter {
             Some(sink) => sink.deliver(command),
             None => self.external.deliver(command),
         }
+    }
+}
+
+/// Native integrations whose handler is not built yet: commands are refused with that reason.
+pub struct NotBuilt;
+
+impl CommandSink for NotBuilt {
+    fn deliver(&self, _command: OutboundCommand) -> Result<(), EgressError> {
+        Err(EgressError::NotBuilt)
     }
 }
 

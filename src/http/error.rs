@@ -153,7 +153,7 @@ impl From<CommandRefusal> for ApiError {
             }
             CommandRefusal::ConnectorStopped { .. } => Kind::Conflict,
             CommandRefusal::EgressFull(_) => Kind::Unavailable,
-            CommandRefusal::NoTransport(_) => Kind::Conflict,
+            CommandRefusal::NoTransport(_) | CommandRefusal::NotBuilt(_) => Kind::Conflict,
             _ => Kind::Invalid,
         };
         ApiError {
