@@ -24,6 +24,7 @@ pub mod session;
 pub mod skill_runner;
 pub mod store;
 pub mod telemetry;
+pub mod transport;
 pub mod wire;
 
 pub use engine::{Engine, EngineConfig, EngineParts};

@@ -29,6 +29,44 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Publishes one event to a running daemon's NATS transport, for trying it by hand.
+    PublishEvent(PublishEvent),
+}
+
+#[derive(clap::Args)]
+struct PublishEvent {
+    /// NATS server URL.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    url: String,
+    /// Subject prefix (`transport.nats.prefix`).
+    #[arg(long, default_value = "sb")]
+    prefix: String,
+    #[arg(long, default_value = "default")]
+    account: String,
+    #[arg(long)]
+    integration: String,
+    #[arg(long)]
+    connector: String,
+    #[arg(long)]
+    event: String,
+    /// The actor's external id.
+    #[arg(long)]
+    actor: String,
+    /// An argument, `name=value`; repeat for more.
+    #[arg(long = "arg", value_parser = parse_arg)]
+    args: Vec<(String, String)>,
+    /// Also the `Nats-Msg-Id`: a repeat within the stream's window is dropped.
+    #[arg(long)]
+    external_event_id: Option<String>,
+    /// Publish JSON instead of MessagePack.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_arg(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?}: expected name=value"))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,6 +77,7 @@ fn main() -> anyhow::Result<()> {
             serve(config)
         }
         Cmd::Check { config } => check(config),
+        Cmd::PublishEvent(p) => publish_event(p),
     }
 }
 
@@ -52,6 +91,51 @@ fn init_logs(config: &Config) -> anyhow::Result<()> {
         LogFormat::Json => builder.json().init(),
     }
     Ok(())
+}
+
+fn publish_event(p: PublishEvent) -> anyhow::Result<()> {
+    use switchboard::transport::client::Client;
+    use switchboard::wire::envelope::{
+        ActorWire, ArgumentWire, ArgumentsWire, Encoding, EventEnvelope, VERSION,
+    };
+    let envelope = EventEnvelope {
+        v: VERSION,
+        id: None,
+        external_event_id: p.external_event_id.clone(),
+        account: p.account,
+        integration_idn: p.integration,
+        connector_idn: p.connector,
+        event_idn: p.event,
+        actor: Some(ActorWire {
+            external_id: p.actor,
+            name: None,
+        }),
+        arguments: ArgumentsWire::List(
+            p.args
+                .into_iter()
+                .map(|(name, value)| ArgumentWire { name, value })
+                .collect(),
+        ),
+        uninterruptible: false,
+        command_act_id: None,
+        occurred_at: Some(chrono::Utc::now()),
+    };
+    let encoding = if p.json {
+        Encoding::Json
+    } else {
+        Encoding::MessagePack
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let client = Client::connect(&p.url, &p.prefix, encoding).await?;
+            let seq = client
+                .publish_event(&envelope, p.external_event_id.as_deref())
+                .await?;
+            println!("published: stream sequence {seq}");
+            anyhow::Ok(())
+        })
 }
 
 fn check(path: Option<PathBuf>) -> anyhow::Result<()> {

@@ -379,13 +379,20 @@ mod tests {
             message.starts_with("log.format: unknown value \"xml\"; expected one of: plain, json"),
             "{message}"
         );
-        let (_, result) = load_str(&dir, "[transport]\nkind = \"nats\"\n");
+        let (_, result) = load_str(&dir, "[transport]\nkind = \"kafka\"\n");
         let message = result.unwrap_err().to_string();
         assert!(
-            message
-                .starts_with("transport.kind: unknown value \"nats\"; expected one of: embedded"),
+            message.starts_with(
+                "transport.kind: unknown value \"kafka\"; expected one of: embedded, nats"
+            ),
             "{message}"
         );
+        let (_, result) = load_str(
+            &dir,
+            "[transport]\nkind = \"nats\"\n[transport.nats]\nurls = [\"http://x\"]\n",
+        );
+        let err = result.unwrap_err();
+        assert_eq!(err.key(), Some("transport.nats.urls"), "{err}");
     }
 
     #[test]

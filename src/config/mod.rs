@@ -29,7 +29,7 @@ pub use log::{LogConfig, LogFormat};
 pub use runners::RunnersConfig;
 pub use sandbox::SandboxConfig;
 pub use store::StoreConfig;
-pub use transport::{TransportConfig, TransportKind};
+pub use transport::{NatsConfig, TransportConfig, TransportKind, WireEncoding};
 
 /// Everything the daemon is configured with; one field per section of the file.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -63,6 +63,7 @@ impl Config {
         self.flows.validate()?;
         self.runners.validate()?;
         self.log.validate()?;
+        self.transport.validate()?;
         Ok(())
     }
 

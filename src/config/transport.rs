@@ -1,16 +1,228 @@
-//! `[transport]`: how events and commands travel between adapters and the engine.
+//! `[transport]`: how events and commands travel between adapters and the engine, and the
+//! `[transport.nats]` table of the NATS JetStream transport.
+
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+use super::error::{check, ConfigError};
 
 /// The transport in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TransportKind {
-    /// In process: adapters talk to the engine through the HTTP API and in-process channels.
+    /// In process: adapters talk to the engine through the HTTP API.
     #[default]
     Embedded,
-    // Next: `Nats`, with its settings in a `[transport.nats]` table (a `nats` field of
-    // `TransportConfig`, validated when `kind = "nats"`).
+    /// NATS JetStream: adapters and queue runners speak to the daemon over subjects.
+    Nats,
+}
+
+/// The encoding the daemon publishes in (it reads both, by `Content-Type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WireEncoding {
+    #[default]
+    Msgpack,
+    Json,
+}
+
+/// `[transport.nats]`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Server URLs, tried in turn.
+    pub urls: Vec<String>,
+    /// Subject prefix: `<prefix>.events.<account>.<integration>.<connector>` and so on.
+    pub prefix: String,
+    /// Stream names (created or updated at start).
+    pub stream_events: String,
+    pub stream_commands: String,
+    pub stream_invocations: String,
+    pub stream_results: String,
+    pub stream_dlq: String,
+    /// Replicas of each stream (1 on a single server).
+    pub replicas: usize,
+    /// How long commands and dead letters are kept, in milliseconds.
+    pub retention_ms: u64,
+    /// Durable consumer names of the daemon.
+    pub consumer_events: String,
+    pub consumer_results: String,
+    /// Messages per pull.
+    pub pull_batch: usize,
+    /// Unacknowledged messages a consumer may hold: the bound on intake.
+    pub max_ack_pending: i64,
+    /// Redelivery after this long without an ack or a progress ack.
+    pub ack_wait_ms: u64,
+    /// Largest message the daemon takes.
+    pub max_message_bytes: usize,
+    /// Deduplication window of the streams (`Nats-Msg-Id`).
+    pub duplicate_window_ms: u64,
+    /// Connection attempts at start before giving up.
+    pub connect_retries: u32,
+    pub publish_encoding: WireEncoding,
+    pub user: String,
+    pub password: String,
+    pub token: String,
+    pub creds_file: Option<PathBuf>,
+    pub tls_required: bool,
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("urls", &self.urls)
+            .field("prefix", &self.prefix)
+            .field("user", &self.user)
+            .field(
+                "password",
+                &if self.password.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field(
+                "token",
+                &if self.token.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsConfig {
+    pub const DEFAULT_URL: &'static str = "nats://127.0.0.1:4222";
+    pub const DEFAULT_PREFIX: &'static str = "sb";
+    pub const DEFAULT_REPLICAS: usize = 1;
+    pub const DEFAULT_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
+    pub const DEFAULT_PULL_BATCH: usize = 100;
+    pub const DEFAULT_MAX_ACK_PENDING: i64 = 1000;
+    pub const DEFAULT_ACK_WAIT_MS: u64 = 30_000;
+    pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
+    pub const DEFAULT_DUPLICATE_WINDOW_MS: u64 = 120_000;
+    pub const DEFAULT_CONNECT_RETRIES: u32 = 10;
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.urls.is_empty() {
+            return Err(ConfigError::invalid(
+                "transport.nats.urls",
+                "must list at least one URL",
+            ));
+        }
+        for u in &self.urls {
+            if !(u.starts_with("nats://")
+                || u.starts_with("tls://")
+                || u.starts_with("ws://")
+                || u.starts_with("wss://"))
+            {
+                return Err(ConfigError::invalid(
+                    "transport.nats.urls",
+                    format!("{u:?} is not a nats:// or tls:// URL"),
+                ));
+            }
+        }
+        if self.prefix.is_empty()
+            || self.prefix.contains(['*', '>', ' '])
+            || self.prefix.starts_with('.')
+            || self.prefix.ends_with('.')
+        {
+            return Err(ConfigError::invalid(
+                "transport.nats.prefix",
+                "must be a subject token path without wildcards",
+            ));
+        }
+        for (k, v) in [
+            ("transport.nats.stream_events", &self.stream_events),
+            ("transport.nats.stream_commands", &self.stream_commands),
+            (
+                "transport.nats.stream_invocations",
+                &self.stream_invocations,
+            ),
+            ("transport.nats.stream_results", &self.stream_results),
+            ("transport.nats.stream_dlq", &self.stream_dlq),
+            ("transport.nats.consumer_events", &self.consumer_events),
+            ("transport.nats.consumer_results", &self.consumer_results),
+        ] {
+            check::non_empty(k, v)?;
+            if v.contains(['.', '*', '>', ' ']) {
+                return Err(ConfigError::invalid(
+                    k,
+                    "must not contain '.', '*', '>' or spaces",
+                ));
+            }
+        }
+        check::at_least("transport.nats.replicas", self.replicas as u64, 1)?;
+        check::positive_ms("transport.nats.retention_ms", self.retention_ms)?;
+        check::at_least("transport.nats.pull_batch", self.pull_batch as u64, 1)?;
+        check::at_least(
+            "transport.nats.max_ack_pending",
+            self.max_ack_pending.max(0) as u64,
+            1,
+        )?;
+        check::positive_ms("transport.nats.ack_wait_ms", self.ack_wait_ms)?;
+        check::at_least(
+            "transport.nats.max_message_bytes",
+            self.max_message_bytes as u64,
+            1024,
+        )?;
+        check::positive_ms(
+            "transport.nats.duplicate_window_ms",
+            self.duplicate_window_ms,
+        )?;
+        if !self.password.is_empty() && self.user.is_empty() {
+            return Err(ConfigError::invalid(
+                "transport.nats.user",
+                "required with a password",
+            ));
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(ConfigError::invalid(
+                "transport.nats.tls_key_file",
+                "tls_cert_file and tls_key_file go together",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            urls: vec![Self::DEFAULT_URL.to_owned()],
+            prefix: Self::DEFAULT_PREFIX.to_owned(),
+            stream_events: "SB_EVENTS".into(),
+            stream_commands: "SB_COMMANDS".into(),
+            stream_invocations: "SB_INVOCATIONS".into(),
+            stream_results: "SB_RESULTS".into(),
+            stream_dlq: "SB_DLQ".into(),
+            replicas: Self::DEFAULT_REPLICAS,
+            retention_ms: Self::DEFAULT_RETENTION_MS,
+            consumer_events: "switchboard_events".into(),
+            consumer_results: "switchboard_results".into(),
+            pull_batch: Self::DEFAULT_PULL_BATCH,
+            max_ack_pending: Self::DEFAULT_MAX_ACK_PENDING,
+            ack_wait_ms: Self::DEFAULT_ACK_WAIT_MS,
+            max_message_bytes: Self::DEFAULT_MAX_MESSAGE_BYTES,
+            duplicate_window_ms: Self::DEFAULT_DUPLICATE_WINDOW_MS,
+            connect_retries: Self::DEFAULT_CONNECT_RETRIES,
+            publish_encoding: WireEncoding::Msgpack,
+            user: String::new(),
+            password: String::new(),
+            token: String::new(),
+            creds_file: None,
+            tls_required: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+        }
+    }
 }
 
 /// The transport.
@@ -18,16 +230,25 @@ pub enum TransportKind {
 #[serde(deny_unknown_fields, default)]
 pub struct TransportConfig {
     pub kind: TransportKind,
+    pub nats: NatsConfig,
 }
 
 impl TransportConfig {
     pub const DEFAULT_KIND: TransportKind = TransportKind::Embedded;
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.kind == TransportKind::Nats {
+            self.nats.validate()?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for TransportConfig {
     fn default() -> Self {
         TransportConfig {
             kind: Self::DEFAULT_KIND,
+            nats: NatsConfig::default(),
         }
     }
 }

@@ -10,9 +10,11 @@ use uuid::Uuid;
 
 use super::{secrets_key, Daemon};
 use crate::config::Config;
+use crate::config::TransportKind;
 use crate::connectors::settings::Settings;
+use crate::dead_letter::DeadLetterStore;
 use crate::domain::{Flow, Idn, RunnerSpec};
-use crate::egress::{EgressRouter, NoTransport, NotBuilt};
+use crate::egress::{CommandSink, EgressRouter, NoTransport, NotBuilt};
 use crate::sandbox::SandboxHub;
 use crate::session::table::{SessionJournal, SessionView};
 use crate::skill_runner::demo::DemoRunner;
@@ -21,6 +23,10 @@ use crate::skill_runner::webhook::{WebhookRunners, WebhookSettings};
 use crate::skill_runner::{RunnerRegistry, RunnerResolver, SkillRunner};
 use crate::store::dead_letters::SqliteDeadLetters;
 use crate::store::{SessionRow, Store};
+use crate::transport::commands::NatsCommandSink;
+use crate::transport::dlq::PublishingDeadLetters;
+use crate::transport::queue_runner::QueueRunner;
+use crate::transport::Nats;
 use crate::wire::envelope::{Encoding, EventEnvelope, Limits};
 use crate::{Engine, EngineParts};
 
@@ -37,6 +43,8 @@ pub enum BootError {
     Restore(String),
     #[error("flows: {0}")]
     Flows(String),
+    #[error("transport: {0}")]
+    Nats(#[from] crate::transport::NatsError),
 }
 
 /// Records sessions in the store.
@@ -67,10 +75,16 @@ impl SessionJournal for StoreJournal {
 struct DaemonRunners {
     registry: RunnerRegistry,
     has_default: bool,
+    queue: Option<Arc<dyn SkillRunner>>,
 }
 
 impl RunnerResolver for DaemonRunners {
     fn resolve(&self, spec: &RunnerSpec) -> Result<Arc<dyn SkillRunner>, String> {
+        if *spec == RunnerSpec::Queue {
+            return self.queue.clone().ok_or_else(|| {
+                "queue runners need the NATS transport ([transport] kind = \"nats\")".into()
+            });
+        }
         if *spec == RunnerSpec::Default && !self.has_default {
             return Err(
                 "no default runner is configured: name one in the flow (runner: {kind: webhook, url: …})"
@@ -121,6 +135,10 @@ pub async fn start(
     )
     .map_err(store_err)?;
 
+    let nats = match config.transport.kind {
+        TransportKind::Nats => Some(Nats::connect(&config.transport.nats, 4096).await?),
+        TransportKind::Embedded => None,
+    };
     let pending = Arc::new(PendingInvocations::default());
     let webhooks = WebhookRunners::new(
         WebhookSettings::new(signing_secret(&config, &key_text)).with_backoff(
@@ -137,9 +155,36 @@ pub async fn start(
     let runners = DaemonRunners {
         registry,
         has_default: config.sandbox.demo_runner,
+        queue: nats.as_ref().map(|n| {
+            Arc::new(QueueRunner {
+                publisher: n.publisher.clone(),
+                subjects: n.subjects.clone(),
+                encoding: n.encoding,
+                pending: pending.clone(),
+            }) as Arc<dyn SkillRunner>
+        }),
+    };
+    let stored_letters: Arc<dyn DeadLetterStore> = Arc::new(SqliteDeadLetters::new(store.clone()));
+    let dead_letters: Arc<dyn DeadLetterStore> = match &nats {
+        Some(n) => Arc::new(PublishingDeadLetters {
+            inner: stored_letters,
+            publisher: n.publisher.clone(),
+            subjects: n.subjects.clone(),
+            encoding: n.encoding,
+        }),
+        None => stored_letters,
+    };
+    let external: Arc<dyn CommandSink> = match &nats {
+        Some(n) => Arc::new(NatsCommandSink {
+            publisher: n.publisher.clone(),
+            subjects: n.subjects.clone(),
+            encoding: n.encoding,
+            dead_letters: dead_letters.clone(),
+        }),
+        None => Arc::new(NoTransport),
     };
     let sandbox = SandboxHub::new();
-    let mut sink = EgressRouter::new(Arc::new(NoTransport)).with_native("sandbox", sandbox.clone());
+    let mut sink = EgressRouter::new(external).with_native("sandbox", sandbox.clone());
     for native in ["http", "program_timer", "api", "newo_chat"] {
         sink = sink.with_native(native, Arc::new(NotBuilt));
     }
@@ -148,7 +193,7 @@ pub async fn start(
         EngineParts {
             runners: Arc::new(runners),
             sink: Arc::new(sink),
-            dead_letters: Arc::new(SqliteDeadLetters::new(store.clone())),
+            dead_letters,
             sessions: Some(Arc::new(StoreJournal(store.clone()))),
         },
     );
@@ -173,6 +218,9 @@ pub async fn start(
         demo_setup(&daemon).await?;
     }
     replay_inbox(&daemon).await?;
+    if let Some(n) = nats {
+        n.start(daemon.clone(), daemon.config.envelope.limits());
+    }
     spawn_housekeeping(&daemon);
     daemon.ready.store(true, Ordering::Release);
     Ok(daemon)

@@ -81,6 +81,9 @@ pub enum ResultOutcome {
 #[serde(deny_unknown_fields)]
 pub struct ResultWire {
     pub v: u32,
+    /// Required on the results subject; the HTTP endpoint takes it from the path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocation_id: Option<Uuid>,
     pub outcome: ResultOutcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

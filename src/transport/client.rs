@@ -1,0 +1,208 @@
+//! A client for integration adapters and queue skill runners written in Rust (and for the
+//! `switchboard publish-event` command): publish events, consume the commands of a connector,
+//! consume invocations, publish results. Other languages follow `docs` in README.md
+//! ("Wire contract").
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::headers;
+use super::subjects::Subjects;
+use crate::wire::envelope::{CommandEnvelope, Encoding, EnvelopeError, EventEnvelope};
+use crate::wire::invocation::{InvocationWire, ResultWire};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("nats: {0}")]
+    Nats(String),
+    #[error("decoding: {0}")]
+    Decode(#[from] EnvelopeError),
+}
+
+fn nats(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Nats(e.to_string())
+}
+
+pub struct Client {
+    pub js: jetstream::Context,
+    pub subjects: Subjects,
+    pub encoding: Encoding,
+}
+
+/// A message taken from a stream, decoded; ack it once handled.
+pub struct Delivered<T> {
+    pub value: T,
+    pub message: jetstream::Message,
+}
+
+impl<T> Delivered<T> {
+    pub async fn ack(&self) -> Result<(), ClientError> {
+        self.message.ack().await.map_err(nats)
+    }
+}
+
+impl Client {
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        encoding: Encoding,
+    ) -> Result<Client, ClientError> {
+        let c = async_nats::connect(url).await.map_err(nats)?;
+        Ok(Client {
+            js: jetstream::new(c),
+            subjects: Subjects::new(prefix),
+            encoding,
+        })
+    }
+
+    /// Publishes an event and waits for the stream's acknowledgement. `msg_id` (for example the
+    /// `external_event_id`) lets the stream drop a repeated publish.
+    pub async fn publish_event(
+        &self,
+        e: &EventEnvelope,
+        msg_id: Option<&str>,
+    ) -> Result<u64, ClientError> {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(headers::CONTENT_TYPE, self.encoding.content_type());
+        if let Some(id) = msg_id {
+            h.insert(headers::MSG_ID, id);
+        }
+        let subject = self
+            .subjects
+            .events(&e.account, &e.integration_idn, &e.connector_idn);
+        let ack = self
+            .js
+            .publish_with_headers(subject, h, Bytes::from(self.encoding.encode(e)))
+            .await
+            .map_err(nats)?
+            .await
+            .map_err(nats)?;
+        Ok(ack.sequence)
+    }
+
+    /// Publishes raw bytes with a content type on an events subject (tests of refusals).
+    pub async fn publish_raw(
+        &self,
+        subject: String,
+        content_type: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(headers::CONTENT_TYPE, content_type);
+        self.js
+            .publish_with_headers(subject, h, Bytes::from(payload))
+            .await
+            .map_err(nats)?
+            .await
+            .map_err(nats)?;
+        Ok(())
+    }
+
+    async fn pull(
+        &self,
+        stream_name: &str,
+        durable: &str,
+        filter: String,
+    ) -> Result<consumer::PullConsumer, ClientError> {
+        let s: stream::Stream = self.js.get_stream(stream_name).await.map_err(nats)?;
+        s.get_or_create_consumer(
+            durable,
+            consumer::pull::Config {
+                durable_name: Some(durable.to_owned()),
+                filter_subject: filter,
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(nats)
+    }
+
+    /// The next message of `consumer`, decoded, within `wait`.
+    async fn next<T: for<'de> serde::Deserialize<'de>>(
+        consumer: &consumer::PullConsumer,
+        wait: Duration,
+    ) -> Result<Option<Delivered<T>>, ClientError> {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(wait)
+            .messages()
+            .await
+            .map_err(nats)?;
+        let Some(m) = batch.next().await else {
+            return Ok(None);
+        };
+        let m = m.map_err(nats)?;
+        let enc = headers::inbound_encoding(m.headers.as_ref()).unwrap_or(Encoding::Json);
+        let value = enc.decode(&m.payload)?;
+        Ok(Some(Delivered { value, message: m }))
+    }
+
+    /// A durable consumer of the commands of one connector (an adapter's inbox).
+    pub async fn commands(
+        &self,
+        stream_name: &str,
+        durable: &str,
+        account: &str,
+        integration: &str,
+        connector: &str,
+    ) -> Result<consumer::PullConsumer, ClientError> {
+        self.pull(
+            stream_name,
+            durable,
+            self.subjects.commands(account, integration, connector),
+        )
+        .await
+    }
+
+    pub async fn next_command(
+        consumer: &consumer::PullConsumer,
+        wait: Duration,
+    ) -> Result<Option<Delivered<CommandEnvelope>>, ClientError> {
+        Self::next(consumer, wait).await
+    }
+
+    /// A durable consumer of the invocations of one agent (a queue runner's inbox).
+    pub async fn invocations(
+        &self,
+        stream_name: &str,
+        durable: &str,
+        account: &str,
+        agent: &str,
+    ) -> Result<consumer::PullConsumer, ClientError> {
+        self.pull(stream_name, durable, self.subjects.invoke(account, agent))
+            .await
+    }
+
+    pub async fn next_invocation(
+        consumer: &consumer::PullConsumer,
+        wait: Duration,
+    ) -> Result<Option<Delivered<InvocationWire>>, ClientError> {
+        Self::next(consumer, wait).await
+    }
+
+    /// Publishes a runner's answer; `r.invocation_id` must be set.
+    pub async fn publish_result(&self, account: &str, r: &ResultWire) -> Result<(), ClientError> {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(headers::CONTENT_TYPE, self.encoding.content_type());
+        if let Some(id) = r.invocation_id {
+            h.insert(headers::MSG_ID, format!("result-{id}").as_str());
+        }
+        self.js
+            .publish_with_headers(
+                self.subjects.results(account),
+                h,
+                Bytes::from(self.encoding.encode(r)),
+            )
+            .await
+            .map_err(nats)?
+            .await
+            .map_err(nats)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,245 @@
+//! Consuming the events stream: each message is decoded by its `Content-Type`, admitted, and
+//! handed to the engine; it is acknowledged only when its delivery settles (dispatched to
+//! every flow and handed over, dropped as an outcome, or recorded). Meanwhile it gets progress
+//! acknowledgements so JetStream does not redeliver it. Malformed and refused messages are
+//! dead-lettered (copied to the DLQ subject) and terminated, never redelivered forever.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::AckKind;
+use dashmap::DashMap;
+use futures_util::StreamExt;
+use rustc_hash::FxBuildHasher;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::headers;
+use super::subjects::Subjects;
+use crate::admission::delivery::Settlement;
+use crate::daemon::Daemon;
+use crate::dead_letter::{self, DeadLetter};
+use crate::domain::Idn;
+use crate::telemetry::handles;
+use crate::wire::envelope::{EventEnvelope, Limits};
+
+type Ackers = Arc<DashMap<u64, async_nats::jetstream::message::Acker, FxBuildHasher>>;
+
+/// Settings of the events consumer.
+#[derive(Clone)]
+pub struct InboundSettings {
+    pub pull_batch: usize,
+    pub ack_wait: Duration,
+    pub max_message_bytes: usize,
+    pub limits: Limits,
+}
+
+/// Runs the events consumer until the daemon drains.
+pub fn spawn(
+    daemon: Arc<Daemon>,
+    consumer: PullConsumer,
+    subjects: Subjects,
+    settings: InboundSettings,
+) {
+    let ackers: Ackers = Arc::new(DashMap::with_hasher(FxBuildHasher));
+    let (settled_tx, settled_rx) = mpsc::unbounded_channel::<(u64, Settlement)>();
+    tokio::spawn(acknowledge(ackers.clone(), settled_rx, settings.ack_wait));
+    tokio::spawn(async move {
+        let mut token = 0u64;
+        let mut pause = Duration::from_millis(100);
+        while !daemon.is_draining() {
+            let stream = consumer
+                .stream()
+                .max_messages_per_batch(settings.pull_batch)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await;
+            let mut messages = match stream {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "events consumer: pulling failed; again soon");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            pause = Duration::from_millis(100);
+            while let Some(next) = messages.next().await {
+                if daemon.is_draining() {
+                    break;
+                }
+                match next {
+                    Ok(m) => {
+                        token += 1;
+                        handle(
+                            &daemon,
+                            &subjects,
+                            &settings,
+                            &ackers,
+                            &settled_tx,
+                            token,
+                            m,
+                        )
+                        .await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "events consumer: stream error; pulling again");
+                        break;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Acknowledges settled messages and keeps the unsettled ones alive with progress acks.
+async fn acknowledge(
+    ackers: Ackers,
+    mut settled: mpsc::UnboundedReceiver<(u64, Settlement)>,
+    ack_wait: Duration,
+) {
+    let mut tick = tokio::time::interval((ack_wait / 3).max(Duration::from_millis(100)));
+    loop {
+        tokio::select! {
+            s = settled.recv() => {
+                let Some((token, s)) = s else { break };
+                if let Some((_, acker)) = ackers.remove(&token) {
+                    let kind = match s {
+                        Settlement::Done => AckKind::Ack,
+                        Settlement::Redeliver => AckKind::Nak(None),
+                    };
+                    if let Err(e) = acker.ack_with(kind).await {
+                        tracing::warn!(error = %e, "acknowledging an event failed; JetStream will redeliver it");
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                for a in ackers.iter() {
+                    let _ = a.value().ack_with(AckKind::Progress).await;
+                }
+            }
+        }
+    }
+}
+
+async fn terminate(acker: &async_nats::jetstream::message::Acker) {
+    if let Err(e) = acker.ack_with(AckKind::Term).await {
+        tracing::warn!(error = %e, "terminating a refused message failed");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn handle(
+    daemon: &Arc<Daemon>,
+    subjects: &Subjects,
+    settings: &InboundSettings,
+    ackers: &Ackers,
+    settled_tx: &mpsc::UnboundedSender<(u64, Settlement)>,
+    token: u64,
+    m: async_nats::jetstream::Message,
+) {
+    let (stream_seq, delivered, stream_name) = match m.info() {
+        Ok(i) => (i.stream_sequence, i.delivered, i.stream.to_owned()),
+        Err(_) => (0, 1, String::new()),
+    };
+    let (msg, acker) = m.split();
+    let subject = msg.subject.to_string();
+    let from = subjects.parse_event(&subject);
+    let account = from
+        .as_ref()
+        .and_then(|f| Idn::parse("account", f.account).ok())
+        .unwrap_or_else(|| daemon.account());
+    let refuse_raw = |detail: String, content_type: &str| {
+        handles::rejected("malformed");
+        dead_letter::record(
+            &**daemon.engine.dead_letters(),
+            DeadLetter::raw(
+                account.clone(),
+                format!("{detail} (subject {subject})"),
+                content_type.to_owned(),
+                msg.payload.to_vec(),
+            ),
+        );
+    };
+    let Some(encoding) = headers::inbound_encoding(msg.headers.as_ref()) else {
+        let ct = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(headers::CONTENT_TYPE))
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        refuse_raw(
+            format!("Content-Type: {ct:?} is neither application/json nor application/msgpack"),
+            &ct,
+        );
+        return terminate(&acker).await;
+    };
+    if msg.payload.len() > settings.max_message_bytes {
+        refuse_raw(
+            format!(
+                "body: {} bytes, more than the {} allowed",
+                msg.payload.len(),
+                settings.max_message_bytes
+            ),
+            encoding.content_type(),
+        );
+        return terminate(&acker).await;
+    }
+    let decoded = encoding
+        .decode::<EventEnvelope>(&msg.payload)
+        .and_then(|e| {
+            let had_id = e.id.is_some();
+            e.into_domain(settings.limits).map(|ev| (ev, had_id))
+        });
+    let (mut event, had_id) = match decoded {
+        Ok(x) => x,
+        Err(e) => {
+            refuse_raw(e.to_string(), encoding.content_type());
+            return terminate(&acker).await;
+        }
+    };
+    let matches_subject = from.as_ref().is_some_and(|f| {
+        f.account == event.account.as_str()
+            && f.integration == event.integration.as_str()
+            && f.connector == event.connector.as_str()
+    });
+    if !matches_subject {
+        refuse_raw(
+            format!(
+                "subject: the envelope says {}/{}/{}",
+                event.account, event.integration, event.connector
+            ),
+            encoding.content_type(),
+        );
+        return terminate(&acker).await;
+    }
+    if !had_id {
+        // Stable across redeliveries: the same message is the same event, so a redelivered
+        // one gets the same invocation ids.
+        event.id = stream_event_id(&stream_name, stream_seq);
+    }
+    event.redelivered = delivered > 1;
+    if daemon.engine.ingress().admissible(&event).is_err() {
+        // Counted, dead-lettered and copied to the DLQ subject by `admissible`.
+        return terminate(&acker).await;
+    }
+    ackers.insert(token, acker);
+    let tx = settled_tx.clone();
+    let settle = move |s: Settlement| {
+        let _ = tx.send((token, s));
+    };
+    // Waits for an in-flight permit: a full engine slows the pull, it never grows memory.
+    if let Err(r) = daemon.engine.submit(event, Some(Box::new(settle))).await {
+        tracing::debug!(reason = %r, "event refused after admission (connector changed meanwhile)");
+    }
+}
+
+fn stream_event_id(stream: &str, seq: u64) -> Uuid {
+    use xxhash_rust::xxh3::Xxh3;
+    let mut h = Xxh3::new();
+    h.update(stream.as_bytes());
+    h.update(&seq.to_le_bytes());
+    Uuid::new_v8(h.digest128().to_le_bytes())
+}

@@ -1,0 +1,75 @@
+//! The NATS JetStream transport: integration adapters publish events and consume commands,
+//! queue runners consume invocations and publish results, refusals go to the DLQ subject.
+//! `[transport] kind = "nats"` turns it on; the embedded transport (HTTP only) stays the default.
+
+pub mod client;
+pub mod commands;
+pub mod connection;
+pub mod dlq;
+pub mod headers;
+pub mod inbound;
+pub mod publisher;
+pub mod queue_runner;
+pub mod results;
+pub mod subjects;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+
+use crate::config::NatsConfig;
+use crate::daemon::Daemon;
+use crate::wire::envelope::{Encoding, Limits};
+pub use connection::NatsError;
+use publisher::Publisher;
+use subjects::Subjects;
+
+/// A connected transport, before its consumers run.
+pub struct Nats {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub subjects: Subjects,
+    pub publisher: Publisher,
+    pub encoding: Encoding,
+    consumers: connection::Consumers,
+    config: NatsConfig,
+}
+
+impl Nats {
+    /// Connects (with retries) and creates or updates the streams and consumers.
+    pub async fn connect(config: &NatsConfig, publish_capacity: usize) -> Result<Nats, NatsError> {
+        let client = connection::connect(config, "switchboard").await?;
+        let js = jetstream::new(client.clone());
+        let subjects = Subjects::new(&config.prefix);
+        let consumers = connection::ensure(&js, config, &subjects).await?;
+        let publisher = Publisher::start(js.clone(), publish_capacity);
+        tracing::info!(urls = %config.urls.join(","), prefix = %config.prefix, "NATS JetStream transport ready");
+        Ok(Nats {
+            client,
+            js,
+            subjects,
+            publisher,
+            encoding: headers::encoding(config.publish_encoding),
+            consumers,
+            config: config.clone(),
+        })
+    }
+
+    /// Starts consuming events and results for `daemon`.
+    pub fn start(self, daemon: Arc<Daemon>, limits: Limits) {
+        let c = &self.config;
+        inbound::spawn(
+            daemon.clone(),
+            self.consumers.events,
+            self.subjects.clone(),
+            inbound::InboundSettings {
+                pull_batch: c.pull_batch,
+                ack_wait: Duration::from_millis(c.ack_wait_ms),
+                max_message_bytes: c.max_message_bytes,
+                limits,
+            },
+        );
+        results::spawn(daemon, self.consumers.results, c.pull_batch, limits);
+    }
+}
