@@ -186,6 +186,26 @@ impl Client {
         Self::next(consumer, wait).await
     }
 
+    /// A durable consumer of the dead letters of one account.
+    pub async fn dead_letters(&self, stream_name: &str, durable: &str, account: &str) -> Result<consumer::PullConsumer, ClientError> {
+        self.pull(stream_name, durable, self.subjects.dlq(account)).await
+    }
+
+    /// The next raw message of `consumer` within `wait` (dead letters keep their bytes).
+    pub async fn next_raw(consumer: &consumer::PullConsumer, wait: Duration) -> Result<Option<jetstream::Message>, ClientError> {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(wait)
+            .messages()
+            .await
+            .map_err(nats)?;
+        match batch.next().await {
+            None => Ok(None),
+            Some(m) => Ok(Some(m.map_err(nats)?)),
+        }
+    }
+
     /// Publishes a runner's answer; `r.invocation_id` must be set.
     pub async fn publish_result(&self, account: &str, r: &ResultWire) -> Result<(), ClientError> {
         let mut h = async_nats::HeaderMap::new();

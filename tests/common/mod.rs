@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod nats;
 pub mod runner_server;
 
 use std::sync::{Arc, Mutex};
