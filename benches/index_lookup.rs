@@ -19,14 +19,18 @@
 //! up by a pre-built `&(String, String, String)` from the same key list; consumes the list size
 //! and its first element.
 //!
+//! **Figures**: criterion prints its own statistics per variant. The summary at the end comes
+//! from a separate interleaved measurement (rounds of 64k lookups per variant, 4k for
+//! `index_iter_all`, variants taking turns, best round kept): the machine may be shared, and interleaving spreads interference
+//! over all variants while the best round filters it out.
+//!
 //! **Target**: index / baseline ≤ 1.5× at every size (both index variants are reported).
 //!
 //! Without `--bench` (as under `cargo test --benches`) only the 1k size runs, once.
 
 mod gen;
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::cell::Cell;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -40,25 +44,50 @@ const KEYS: usize = 1 << 16;
 const MASK: usize = KEYS - 1;
 const SIZES: [(usize, &str); 3] = [(1_000, "1k"), (100_000, "100k"), (1_000_000, "1M")];
 const TARGET_RATIO: f64 = 1.5;
+/// Interleaved rounds for the summary; each round runs every variant over the 64k keys.
+const ROUNDS: usize = 15;
+/// Keys per round for the iterate-everything variant.
+const ITER_ALL_KEYS: usize = KEYS / 16;
 
 type BaselineMap = FxHashMap<(String, String, String), Vec<usize>>;
 
-/// ns per lookup of every `iter_custom` call, by variant and size.
-type Samples = RefCell<BTreeMap<(&'static str, &'static str), Vec<f64>>>;
-
-fn record(samples: &Samples, variant: &'static str, size: &'static str, d: Duration, iters: u64) {
-    samples
-        .borrow_mut()
-        .entry((variant, size))
-        .or_default()
-        .push(d.as_nanos() as f64 / iters.max(1) as f64);
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Baseline,
+    NewScope,
+    Prebuilt,
+    PrebuiltPlusArcClones,
+    IterAll,
 }
 
-/// The median of the recorded per-call figures (robust to warm-up calls).
-fn median(samples: &Samples, variant: &'static str, size: &'static str) -> Option<f64> {
-    let mut v = samples.borrow().get(&(variant, size))?.clone();
-    v.sort_by(f64::total_cmp);
-    Some(v[v.len() / 2])
+impl Variant {
+    const ALL: [Variant; 5] = [
+        Variant::Baseline,
+        Variant::NewScope,
+        Variant::Prebuilt,
+        Variant::PrebuiltPlusArcClones,
+        Variant::IterAll,
+    ];
+
+    fn id(self) -> &'static str {
+        match self {
+            Variant::Baseline => "baseline_fxhashmap",
+            Variant::NewScope => "index_new_scope",
+            Variant::Prebuilt => "index_prebuilt_scope",
+            Variant::PrebuiltPlusArcClones => "index_prebuilt_plus_arc_clones",
+            Variant::IterAll => "index_iter_all",
+        }
+    }
+}
+
+/// Everything one size's lookups need.
+struct Ctx<'a> {
+    index: &'a SubscriptionIndex,
+    vocab: &'a Vocab,
+    scopes: &'a [ScopeKey],
+    keys: &'a [Key],
+    map: &'a BaselineMap,
+    baseline_keys: &'a [(String, String, String)],
 }
 
 #[inline(always)]
@@ -67,6 +96,69 @@ fn consume(m: &Matches<'_>) -> (usize, Option<FlowId>) {
         m.exact.len() + m.integration.len() + m.any.len(),
         m.iter().next().map(|x| x.flow.id),
     )
+}
+
+/// Runs `n` lookups of `variant` from key number `from`; returns the time they took.
+#[inline(never)]
+fn run(variant: Variant, ctx: &Ctx<'_>, from: usize, n: usize) -> Duration {
+    let (index, v, scopes, keys) = (ctx.index, ctx.vocab, ctx.scopes, ctx.keys);
+    let start = Instant::now();
+    match variant {
+        Variant::Baseline => {
+            for i in from..from + n {
+                let v = ctx.map.get(&ctx.baseline_keys[i & MASK]);
+                black_box(v.map(|v| (v.len(), v.first().copied())));
+            }
+        }
+        Variant::NewScope => {
+            for i in from..from + n {
+                let k = keys[i & MASK];
+                let c = k.connector as usize;
+                let scope = ScopeKey::new(
+                    v.account.clone(),
+                    v.integrations[Vocab::integration_of(c)].clone(),
+                    v.connectors[c].clone(),
+                );
+                let m = index.lookup(&scope, v.events[k.event as usize].as_str());
+                black_box(consume(&m));
+            }
+        }
+        Variant::Prebuilt => {
+            for i in from..from + n {
+                let k = keys[i & MASK];
+                let m = index.lookup(
+                    &scopes[k.connector as usize],
+                    v.events[k.event as usize].as_str(),
+                );
+                black_box(consume(&m));
+            }
+        }
+        Variant::PrebuiltPlusArcClones => {
+            for i in from..from + n {
+                let k = keys[i & MASK];
+                let c = k.connector as usize;
+                // The three refcount round trips of `ScopeKey::new`, without its hashing.
+                black_box((
+                    v.account.clone(),
+                    v.integrations[Vocab::integration_of(c)].clone(),
+                    v.connectors[c].clone(),
+                ));
+                let m = index.lookup(&scopes[c], v.events[k.event as usize].as_str());
+                black_box(consume(&m));
+            }
+        }
+        Variant::IterAll => {
+            for i in from..from + n {
+                let k = keys[i & MASK];
+                let m = index.lookup(
+                    &scopes[k.connector as usize],
+                    v.events[k.event as usize].as_str(),
+                );
+                black_box(m.iter().map(|x| x.flow.id.0 as usize).sum::<usize>());
+            }
+        }
+    }
+    start.elapsed()
 }
 
 fn strings(vocab: &Vocab, connector: usize, event: usize) -> (String, String, String) {
@@ -95,16 +187,15 @@ fn baseline_map(vocab: &Vocab, specs: &[SubSpec], keys: &[Key]) -> BaselineMap {
 
 fn main() {
     let mut c = Criterion::default().configure_from_args();
-    let samples = Samples::default();
+    // Without `--bench` (`cargo test --benches`), criterion runs each routine once: keep the
+    // smallest size only, and no summary rounds.
+    let bench = std::env::args().any(|a| a == "--bench");
+    let sizes = if bench { &SIZES[..] } else { &SIZES[..1] };
     // Separate allocations for the index and for the keys (see gen/mod.rs).
     let index_vocab = Vocab::new();
     let key_vocab = Vocab::new();
     let scopes = key_vocab.scopes();
-    let mut sizes_run = Vec::new();
-    // Without `--bench` (`cargo test --benches`), criterion runs each routine once: keep the
-    // smallest size only.
-    let bench = std::env::args().any(|a| a == "--bench");
-    let sizes = if bench { &SIZES[..] } else { &SIZES[..1] };
+    let mut summary: Vec<(&str, [f64; 5])> = Vec::new();
 
     for &(size, label) in sizes {
         let specs = gen::sub_specs(size, 0x5eed ^ size as u64);
@@ -118,31 +209,16 @@ fn main() {
             .iter()
             .map(|k| strings(&key_vocab, k.connector as usize, k.event as usize))
             .collect();
-        let hits = keys
-            .iter()
-            .filter(|k| {
-                !index
-                    .lookup(
-                        &scopes[k.connector as usize],
-                        key_vocab.events[k.event as usize].as_str(),
-                    )
-                    .is_empty()
-            })
-            .count();
+        let lookup = |k: &Key| {
+            index.lookup(
+                &scopes[k.connector as usize],
+                key_vocab.events[k.event as usize].as_str(),
+            )
+        };
+        let hits = keys.iter().filter(|k| !lookup(k).is_empty()).count();
         assert_eq!(hits, KEYS, "every generated key matches a subscription");
         assert!(baseline_keys.iter().all(|k| map.contains_key(k)));
-        let fanout: usize = keys
-            .iter()
-            .map(|k| {
-                index
-                    .lookup(
-                        &scopes[k.connector as usize],
-                        key_vocab.events[k.event as usize].as_str(),
-                    )
-                    .iter()
-                    .count()
-            })
-            .sum();
+        let fanout: usize = keys.iter().map(|k| lookup(k).iter().count()).sum();
         eprintln!(
             "index_lookup {label}: {} subscriptions in {} flows, built in {:.0} ms; \
              {:.1} flows matched per key on average; baseline map holds {} keys",
@@ -152,139 +228,78 @@ fn main() {
             fanout as f64 / KEYS as f64,
             map.len(),
         );
+        let ctx = Ctx {
+            index: &index,
+            vocab: &key_vocab,
+            scopes: &scopes,
+            keys: &keys,
+            map: &map,
+            baseline_keys: &baseline_keys,
+        };
 
+        // Criterion, one variant after another. Every call continues through the key list,
+        // so short calls do not keep hitting the same (cached) few keys.
+        let cursor = Cell::new(0usize);
         let mut group = c.benchmark_group("index_lookup");
-        group.bench_function(BenchmarkId::new("baseline_fxhashmap", label), |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                for n in 0..iters as usize {
-                    let k = &baseline_keys[n & MASK];
-                    let v = map.get(k);
-                    black_box(v.map(|v| (v.len(), v.first().copied())));
-                }
-                let d = start.elapsed();
-                record(&samples, "baseline", label, d, iters);
-                d
-            })
-        });
-        group.bench_function(BenchmarkId::new("index_new_scope", label), |b| {
-            b.iter_custom(|iters| {
-                let v = &key_vocab;
-                let start = Instant::now();
-                for n in 0..iters as usize {
-                    let k = keys[n & MASK];
-                    let c = k.connector as usize;
-                    let scope = ScopeKey::new(
-                        v.account.clone(),
-                        v.integrations[Vocab::integration_of(c)].clone(),
-                        v.connectors[c].clone(),
-                    );
-                    let m = index.lookup(&scope, v.events[k.event as usize].as_str());
-                    black_box(consume(&m));
-                }
-                let d = start.elapsed();
-                record(&samples, "new_scope", label, d, iters);
-                d
-            })
-        });
-        group.bench_function(BenchmarkId::new("index_prebuilt_scope", label), |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                for n in 0..iters as usize {
-                    let k = keys[n & MASK];
-                    let m = index.lookup(
-                        &scopes[k.connector as usize],
-                        key_vocab.events[k.event as usize].as_str(),
-                    );
-                    black_box(consume(&m));
-                }
-                let d = start.elapsed();
-                record(&samples, "prebuilt", label, d, iters);
-                d
-            })
-        });
-        group.bench_function(
-            BenchmarkId::new("index_prebuilt_plus_arc_clones", label),
-            |b| {
+        for variant in Variant::ALL {
+            group.bench_function(BenchmarkId::new(variant.id(), label), |b| {
                 b.iter_custom(|iters| {
-                    let v = &key_vocab;
-                    let start = Instant::now();
-                    for n in 0..iters as usize {
-                        let k = keys[n & MASK];
-                        let c = k.connector as usize;
-                        // The three refcount round trips of `ScopeKey::new`, without its hashing.
-                        black_box((
-                            v.account.clone(),
-                            v.integrations[Vocab::integration_of(c)].clone(),
-                            v.connectors[c].clone(),
-                        ));
-                        let m = index.lookup(&scopes[c], v.events[k.event as usize].as_str());
-                        black_box(consume(&m));
-                    }
-                    let d = start.elapsed();
-                    record(&samples, "arc_clones", label, d, iters);
-                    d
+                    let from = cursor.get();
+                    cursor.set(from.wrapping_add(iters as usize) & MASK);
+                    run(variant, &ctx, from, iters as usize)
                 })
-            },
-        );
-        group.bench_function(BenchmarkId::new("index_iter_all", label), |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                for n in 0..iters as usize {
-                    let k = keys[n & MASK];
-                    let m = index.lookup(
-                        &scopes[k.connector as usize],
-                        key_vocab.events[k.event as usize].as_str(),
-                    );
-                    black_box(m.iter().map(|x| x.flow.id.0 as usize).sum::<usize>());
-                }
-                let d = start.elapsed();
-                record(&samples, "iter_all", label, d, iters);
-                d
-            })
-        });
+            });
+        }
         group.finish();
-        sizes_run.push(label);
+
+        // The summary's figures: interleaved rounds, best round per variant.
+        if bench {
+            let mut best = [f64::INFINITY; 5];
+            for round in 0..ROUNDS {
+                for (slot, variant) in Variant::ALL.into_iter().enumerate() {
+                    // Iterating every match is slow at 1M: a slice of the keys per round.
+                    let (from, n) = match variant {
+                        Variant::IterAll => (round * ITER_ALL_KEYS, ITER_ALL_KEYS),
+                        _ => (0, KEYS),
+                    };
+                    let d = run(variant, &ctx, from, n);
+                    best[slot] = best[slot].min(d.as_nanos() as f64 / n as f64);
+                }
+            }
+            summary.push((label, best));
+        }
         // Free this size before building the next.
         drop((index, map, baseline_keys, flows));
     }
     c.final_summary();
 
+    if summary.is_empty() {
+        return;
+    }
     println!();
     println!(
-        "index_lookup summary: median ns per lookup (ratio to the baseline); target <= {TARGET_RATIO}x"
+        "index_lookup summary: ns per lookup, best of {ROUNDS} interleaved rounds of {KEYS} \
+         (ratio to the baseline); target <= {TARGET_RATIO}x"
     );
     println!(
-        "{:>6} {:>9} {:>19} {:>19} {:>19} {:>19}",
+        "{:>6} {:>9} {:>19} {:>19} {:>19} {:>20}",
         "size", "baseline", "ScopeKey::new", "prebuilt scope", "prebuilt+3 clones*", "iter all*"
     );
     let mut misses = Vec::new();
-    for label in sizes_run {
-        let Some(base) = median(&samples, "baseline", label) else {
-            println!("{label:>6} (baseline filtered out)");
-            continue;
-        };
-        let cell = |variant: &'static str| {
-            median(&samples, variant, label)
-                .map(|x| format!("{x:.1} ({:.2}x)", x / base))
-                .unwrap_or_else(|| "-".into())
-        };
-        for (variant, name) in [
-            ("new_scope", "ScopeKey::new"),
-            ("prebuilt", "prebuilt scope"),
-        ] {
-            if let Some(x) = median(&samples, variant, label) {
-                if x / base > TARGET_RATIO {
-                    misses.push(format!("{name} at {label} ({:.2}x)", x / base));
-                }
+    for (label, best) in &summary {
+        let base = best[0];
+        let cell = |slot: usize| format!("{:.1} ({:.2}x)", best[slot], best[slot] / base);
+        for (slot, name) in [(1, "ScopeKey::new"), (2, "prebuilt scope")] {
+            if best[slot] / base > TARGET_RATIO {
+                misses.push(format!("{name} at {label} ({:.2}x)", best[slot] / base));
             }
         }
         println!(
-            "{label:>6} {base:>9.1} {:>19} {:>19} {:>19} {:>19}",
-            cell("new_scope"),
-            cell("prebuilt"),
-            cell("arc_clones"),
-            cell("iter_all")
+            "{label:>6} {base:>9.1} {:>19} {:>19} {:>19} {:>20}",
+            cell(1),
+            cell(2),
+            cell(3),
+            cell(4)
         );
     }
     println!("  * informative, no target: the pre-built scope plus the three Arc clone/drop pairs");

@@ -12,7 +12,9 @@ use common::nats::NatsServer;
 use reqwest::{Client as Http, StatusCode};
 use serde_json::{json, Value};
 use switchboard::transport::client::Client;
-use switchboard::wire::envelope::{ActorWire, ArgumentWire, ArgumentsWire, CommandEnvelope, Encoding, EventEnvelope};
+use switchboard::wire::envelope::{
+    ActorWire, ArgumentWire, ArgumentsWire, CommandEnvelope, Encoding, EventEnvelope,
+};
 use switchboard::wire::invocation::{ResultOutcome, ResultWire};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -27,12 +29,23 @@ async fn setup(d: &DaemonProcess, http: &Http) -> String {
         .json(&json!({"title": "Bot", "connector_idn": "bot", "settings": [{"idn": "bot_token", "value": "t"}]}))
         .send().await.unwrap().json().await.unwrap();
     let id = r["id"].as_str().unwrap().to_owned();
-    let s = http.post(d.url(&format!("/v1/integrations/connectors/{id}/run"))).send().await.unwrap().status();
+    let s = http
+        .post(d.url(&format!("/v1/integrations/connectors/{id}/run")))
+        .send()
+        .await
+        .unwrap()
+        .status();
     assert_eq!(s, StatusCode::OK);
     let flow = json!({"runner": {"kind": "queue"}, "events": [
         {"idn": "user_message", "skill_idn": "Talk", "integration_idn": "telegram"},
         {"idn": "result_success", "skill_idn": "OnSent", "integration_idn": "telegram"}]});
-    let s = http.put(d.url("/v1/flows/Bot/Main")).json(&flow).send().await.unwrap().status();
+    let s = http
+        .put(d.url("/v1/flows/Bot/Main"))
+        .json(&flow)
+        .send()
+        .await
+        .unwrap()
+        .status();
     assert_eq!(s, StatusCode::OK);
     id
 }
@@ -46,8 +59,14 @@ pub fn user_message(who: &str, text: &str) -> EventEnvelope {
         integration_idn: "telegram".into(),
         connector_idn: "bot".into(),
         event_idn: "user_message".into(),
-        actor: Some(ActorWire { external_id: who.into(), name: None }),
-        arguments: ArgumentsWire::List(vec![ArgumentWire { name: "text".into(), value: text.into() }]),
+        actor: Some(ActorWire {
+            external_id: who.into(),
+            name: None,
+        }),
+        arguments: ArgumentsWire::List(vec![ArgumentWire {
+            name: "text".into(),
+            value: text.into(),
+        }]),
         uninterruptible: false,
         command_act_id: None,
         occurred_at: None,
@@ -57,28 +76,61 @@ pub fn user_message(who: &str, text: &str) -> EventEnvelope {
 async fn round_trip(nats_url: &str, encoding: Encoding, who: &str) {
     let adapter = Client::connect(nats_url, "sb", encoding).await.unwrap();
     let runner = Client::connect(nats_url, "sb", encoding).await.unwrap();
-    let invocations = runner.invocations("SB_INVOCATIONS", "runner", "default", "Bot").await.unwrap();
-    let commands = adapter.commands("SB_COMMANDS", "adapter", "default", "telegram", "bot").await.unwrap();
+    let invocations = runner
+        .invocations("SB_INVOCATIONS", "runner", "default", "Bot")
+        .await
+        .unwrap();
+    let commands = adapter
+        .commands("SB_COMMANDS", "adapter", "default", "telegram", "bot")
+        .await
+        .unwrap();
 
-    adapter.publish_event(&user_message(who, "hello"), None).await.unwrap();
-    let inv = Client::next_invocation(&invocations, WAIT).await.unwrap().expect("an invocation");
+    adapter
+        .publish_event(&user_message(who, "hello"), None)
+        .await
+        .unwrap();
+    let inv = Client::next_invocation(&invocations, WAIT)
+        .await
+        .unwrap()
+        .expect("an invocation");
     assert_eq!(inv.value.skill_idn, "Talk");
     assert_eq!(inv.value.event.actor.as_ref().unwrap().external_id, who);
     let persona = inv.value.flow_instance.persona_id;
     let reply = CommandEnvelope {
-        v: 1, id: None, account: "default".into(), integration_idn: "telegram".into(), connector_idn: "bot".into(),
+        v: 1,
+        id: None,
+        account: "default".into(),
+        integration_idn: "telegram".into(),
+        connector_idn: "bot".into(),
         command_idn: "send_message".into(),
-        arguments: ArgumentsWire::List(vec![ArgumentWire { name: "text".into(), value: format!("hi {who}") }]),
-        invocation_id: None, command_act_id: None, persona_id: None,
+        arguments: ArgumentsWire::List(vec![ArgumentWire {
+            name: "text".into(),
+            value: format!("hi {who}"),
+        }]),
+        invocation_id: None,
+        command_act_id: None,
+        persona_id: None,
     };
     runner
-        .publish_result("default", &ResultWire { v: 1, invocation_id: Some(inv.value.invocation_id), outcome: ResultOutcome::Completed, reason: None, commands: vec![reply] })
+        .publish_result(
+            "default",
+            &ResultWire {
+                v: 1,
+                invocation_id: Some(inv.value.invocation_id),
+                outcome: ResultOutcome::Completed,
+                reason: None,
+                commands: vec![reply],
+            },
+        )
         .await
         .unwrap();
     inv.ack().await.unwrap();
 
     // The adapter receives the command, with the act id to report its result with.
-    let cmd = Client::next_command(&commands, WAIT).await.unwrap().expect("a command");
+    let cmd = Client::next_command(&commands, WAIT)
+        .await
+        .unwrap()
+        .expect("a command");
     assert_eq!(cmd.value.command_idn, "send_message");
     assert_eq!(cmd.value.persona_id, Some(persona));
     let act = cmd.value.command_act_id.expect("command_act_id");
@@ -89,11 +141,26 @@ async fn round_trip(nats_url: &str, encoding: Encoding, who: &str) {
     ok.arguments = ArgumentsWire::List(vec![]);
     ok.command_act_id = Some(act);
     adapter.publish_event(&ok, None).await.unwrap();
-    let sent = Client::next_invocation(&invocations, WAIT).await.unwrap().expect("the result invocation");
+    let sent = Client::next_invocation(&invocations, WAIT)
+        .await
+        .unwrap()
+        .expect("the result invocation");
     assert_eq!(sent.value.skill_idn, "OnSent");
-    assert_eq!(sent.value.flow_instance.persona_id, persona, "the result reaches the same persona");
+    assert_eq!(
+        sent.value.flow_instance.persona_id, persona,
+        "the result reaches the same persona"
+    );
     runner
-        .publish_result("default", &ResultWire { v: 1, invocation_id: Some(sent.value.invocation_id), outcome: ResultOutcome::Completed, reason: None, commands: vec![] })
+        .publish_result(
+            "default",
+            &ResultWire {
+                v: 1,
+                invocation_id: Some(sent.value.invocation_id),
+                outcome: ResultOutcome::Completed,
+                reason: None,
+                commands: vec![],
+            },
+        )
         .await
         .unwrap();
     sent.ack().await.unwrap();
@@ -115,28 +182,62 @@ async fn bad_payloads_and_a_stopped_connector_end_in_the_dead_letter_subject_onl
     let dir = temp_dir("nats-dlq");
     let nats = NatsServer::start(&dir);
     let mut env = nats.daemon_env();
-    env.push(("SWITCHBOARD_TRANSPORT__NATS__MAX_MESSAGE_BYTES".into(), "4096".into()));
+    env.push((
+        "SWITCHBOARD_TRANSPORT__NATS__MAX_MESSAGE_BYTES".into(),
+        "4096".into(),
+    ));
     let d = DaemonProcess::start(&dir, &env_refs(&env));
     let http = Http::new();
     let connector = setup(&d, &http).await;
-    let adapter = Client::connect(&nats.url(), "sb", Encoding::Json).await.unwrap();
-    let runner = Client::connect(&nats.url(), "sb", Encoding::Json).await.unwrap();
-    let invocations = runner.invocations("SB_INVOCATIONS", "runner", "default", "Bot").await.unwrap();
-    let dlq = adapter.dead_letters("SB_DLQ", "dlq_reader", "default").await.unwrap();
+    let adapter = Client::connect(&nats.url(), "sb", Encoding::Json)
+        .await
+        .unwrap();
+    let runner = Client::connect(&nats.url(), "sb", Encoding::Json)
+        .await
+        .unwrap();
+    let invocations = runner
+        .invocations("SB_INVOCATIONS", "runner", "default", "Bot")
+        .await
+        .unwrap();
+    let dlq = adapter
+        .dead_letters("SB_DLQ", "dlq_reader", "default")
+        .await
+        .unwrap();
     let subject = adapter.subjects.events("default", "telegram", "bot");
 
     let mut v2 = serde_json::to_value(user_message("x", "hi")).unwrap();
     v2["v"] = json!(2);
     let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
-        ("application/json", b"{not json".to_vec(), "malformed", "body"),
+        (
+            "application/json",
+            b"{not json".to_vec(),
+            "malformed",
+            "body",
+        ),
         ("application/msgpack", vec![0xc1, 0x00], "malformed", "body"),
-        ("application/json", serde_json::to_vec(&v2).unwrap(), "malformed", "unsupported envelope version 2"),
-        ("application/json", serde_json::to_vec(&user_message("x", &"y".repeat(8000))).unwrap(), "malformed", "more than the 4096 allowed"),
+        (
+            "application/json",
+            serde_json::to_vec(&v2).unwrap(),
+            "malformed",
+            "unsupported envelope version 2",
+        ),
+        (
+            "application/json",
+            serde_json::to_vec(&user_message("x", &"y".repeat(8000))).unwrap(),
+            "malformed",
+            "more than the 4096 allowed",
+        ),
         ("text/plain", b"hello".to_vec(), "malformed", "Content-Type"),
     ];
     for (ct, body, reason, detail) in &cases {
-        adapter.publish_raw(subject.clone(), ct, body.clone()).await.unwrap();
-        let m = Client::next_raw(&dlq, WAIT).await.unwrap().expect("a dead letter");
+        adapter
+            .publish_raw(subject.clone(), ct, body.clone())
+            .await
+            .unwrap();
+        let m = Client::next_raw(&dlq, WAIT)
+            .await
+            .unwrap()
+            .expect("a dead letter");
         let h = m.headers.as_ref().unwrap();
         assert_eq!(h.get("Switchboard-Reason").unwrap().as_str(), *reason);
         let got = h.get("Switchboard-Detail").unwrap().as_str().to_owned();
@@ -145,23 +246,68 @@ async fn bad_payloads_and_a_stopped_connector_end_in_the_dead_letter_subject_onl
         m.ack().await.unwrap();
     }
     // A stopped connector: refused with its reason, the event kept whole.
-    let s = http.post(d.url(&format!("/v1/integrations/connectors/{connector}/stop"))).send().await.unwrap().status();
+    let s = http
+        .post(d.url(&format!("/v1/integrations/connectors/{connector}/stop")))
+        .send()
+        .await
+        .unwrap()
+        .status();
     assert_eq!(s, StatusCode::OK);
-    adapter.publish_event(&user_message("carol", "anyone?"), None).await.unwrap();
-    let m = Client::next_raw(&dlq, WAIT).await.unwrap().expect("a dead letter");
-    assert_eq!(m.headers.as_ref().unwrap().get("Switchboard-Reason").unwrap().as_str(), "connector_stopped");
+    adapter
+        .publish_event(&user_message("carol", "anyone?"), None)
+        .await
+        .unwrap();
+    let m = Client::next_raw(&dlq, WAIT)
+        .await
+        .unwrap()
+        .expect("a dead letter");
+    assert_eq!(
+        m.headers
+            .as_ref()
+            .unwrap()
+            .get("Switchboard-Reason")
+            .unwrap()
+            .as_str(),
+        "connector_stopped"
+    );
     let kept: EventEnvelope = Encoding::MessagePack.decode(&m.payload).unwrap();
     assert_eq!(kept.actor.unwrap().external_id, "carol");
     m.ack().await.unwrap();
     // Nothing of the above reached a runner: the next invocation is the good event's.
-    let s = http.post(d.url(&format!("/v1/integrations/connectors/{connector}/run"))).send().await.unwrap().status();
+    let s = http
+        .post(d.url(&format!("/v1/integrations/connectors/{connector}/run")))
+        .send()
+        .await
+        .unwrap()
+        .status();
     assert_eq!(s, StatusCode::OK);
-    adapter.publish_event(&user_message("dave", "fine"), None).await.unwrap();
-    let inv = Client::next_invocation(&invocations, WAIT).await.unwrap().expect("an invocation");
+    adapter
+        .publish_event(&user_message("dave", "fine"), None)
+        .await
+        .unwrap();
+    let inv = Client::next_invocation(&invocations, WAIT)
+        .await
+        .unwrap()
+        .expect("an invocation");
     assert_eq!(inv.value.event.actor.as_ref().unwrap().external_id, "dave");
     inv.ack().await.unwrap();
-    assert!(Client::next_invocation(&invocations, Duration::from_millis(500)).await.unwrap().is_none());
+    assert!(
+        Client::next_invocation(&invocations, Duration::from_millis(500))
+            .await
+            .unwrap()
+            .is_none()
+    );
     // The refusals were counted.
-    let metrics = http.get(d.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("switchboard_events_rejected_total{reason=\"malformed\"} 5"), "{metrics}");
+    let metrics = http
+        .get(d.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("switchboard_events_rejected_total{reason=\"malformed\"} 5"),
+        "{metrics}"
+    );
 }

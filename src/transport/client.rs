@@ -187,12 +187,21 @@ impl Client {
     }
 
     /// A durable consumer of the dead letters of one account.
-    pub async fn dead_letters(&self, stream_name: &str, durable: &str, account: &str) -> Result<consumer::PullConsumer, ClientError> {
-        self.pull(stream_name, durable, self.subjects.dlq(account)).await
+    pub async fn dead_letters(
+        &self,
+        stream_name: &str,
+        durable: &str,
+        account: &str,
+    ) -> Result<consumer::PullConsumer, ClientError> {
+        self.pull(stream_name, durable, self.subjects.dlq(account))
+            .await
     }
 
     /// The next raw message of `consumer` within `wait` (dead letters keep their bytes).
-    pub async fn next_raw(consumer: &consumer::PullConsumer, wait: Duration) -> Result<Option<jetstream::Message>, ClientError> {
+    pub async fn next_raw(
+        consumer: &consumer::PullConsumer,
+        wait: Duration,
+    ) -> Result<Option<jetstream::Message>, ClientError> {
         let mut batch = consumer
             .fetch()
             .max_messages(1)

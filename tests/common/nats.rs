@@ -13,7 +13,11 @@ pub struct NatsServer {
 }
 
 fn binary() -> PathBuf {
-    for p in ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"] {
+    for p in [
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "/usr/local/bin/nats-server",
+    ] {
         if Path::new(p).exists() {
             return p.into();
         }
@@ -43,7 +47,14 @@ impl NatsServer {
     fn spawn(&mut self) {
         std::fs::create_dir_all(&self.dir).unwrap();
         let child = Command::new(binary())
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
             .arg(&self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -52,7 +63,11 @@ impl NatsServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen on {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not listen on {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -74,7 +89,10 @@ impl NatsServer {
     pub fn daemon_env(&self) -> Vec<(String, String)> {
         vec![
             ("SWITCHBOARD_TRANSPORT__KIND".into(), "nats".into()),
-            ("SWITCHBOARD_TRANSPORT__NATS__URLS".into(), format!("[\"{}\"]", self.url())),
+            (
+                "SWITCHBOARD_TRANSPORT__NATS__URLS".into(),
+                format!("[\"{}\"]", self.url()),
+            ),
         ]
     }
 }
