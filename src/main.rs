@@ -9,6 +9,11 @@ use clap::{Parser, Subcommand};
 use switchboard::config::{Config, LogFormat};
 use switchboard::daemon::{boot, flow_files, Daemon};
 
+/// mimalloc: under the daemon's many small, cross-thread allocations glibc's malloc took a
+/// third of the CPU time of the NATS path (see ARCHITECTURE.md, "Dependencies").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about = "Event-routing daemon for conversational AI agents")]
 struct Cli {

@@ -1,0 +1,263 @@
+//! End to end through NATS JetStream on this machine.
+//!
+//! - Measured: an adapter publishes 200-byte events as fast as JetStream acknowledges them
+//!   (pipelined, at most 256 unacknowledged), the daemon (release binary, NATS transport)
+//!   routes them to a `queue` flow, a runner consumes the invocations and completes at once.
+//! - Baseline, same run, same server: the same publishing of the same payloads to a plain work
+//!   queue stream, consumed and acknowledged with no daemon in between.
+//! - Reported: events/s of both and the ratio (target: at least 0.5x), and the latency from
+//!   publish to consumption (p50, p99) of both; the p99 added latency is the difference.
+//!
+//! `BENCH_EVENTS` (default 20000) sets the count. Needs `nats-server`
+//! (`.ci/install-test-deps` installs it).
+
+#[path = "../tests/common/daemon.rs"]
+mod daemon;
+#[path = "../tests/common/nats.rs"]
+mod nats;
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::json;
+use switchboard::transport::client::Client;
+use switchboard::wire::envelope::{
+    ActorWire, ArgumentWire, ArgumentsWire, Encoding, EventEnvelope,
+};
+use switchboard::wire::invocation::{ResultOutcome, ResultWire};
+
+const WINDOW: usize = 256;
+
+fn micros_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+fn pct(v: &mut [u64], p: f64) -> f64 {
+    v.sort_unstable();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i] as f64 / 1000.0
+}
+
+/// A payload of about 200 bytes carrying its publish time.
+fn envelope(n: usize) -> EventEnvelope {
+    EventEnvelope {
+        v: 1,
+        id: None,
+        external_event_id: None,
+        account: "default".into(),
+        integration_idn: "telegram".into(),
+        connector_idn: "bot".into(),
+        event_idn: "user_message".into(),
+        actor: Some(ActorWire {
+            external_id: format!("user-{}", n % 1000),
+            name: None,
+        }),
+        arguments: ArgumentsWire::List(vec![
+            ArgumentWire {
+                name: "text".into(),
+                value: format!("message number {n:08} from the benchmark"),
+            },
+            ArgumentWire {
+                name: "sent_us".into(),
+                value: micros_now().to_string(),
+            },
+        ]),
+        uninterruptible: false,
+        command_act_id: None,
+        occurred_at: None,
+    }
+}
+
+async fn publish_all(js: &jetstream::Context, n: usize, make: impl Fn(usize) -> (String, Bytes)) {
+    let mut acks = Vec::with_capacity(WINDOW);
+    for i in 0..n {
+        let (subject, payload) = make(i);
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Content-Type", "application/msgpack");
+        acks.push(js.publish_with_headers(subject, h, payload).await.unwrap());
+        if acks.len() == WINDOW {
+            for a in acks.drain(..) {
+                a.await.unwrap();
+            }
+        }
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+}
+
+async fn baseline(url: &str, n: usize) -> (f64, Vec<u64>) {
+    let c = async_nats::connect(url).await.unwrap();
+    let js = jetstream::new(c);
+    let s = js
+        .get_or_create_stream(stream::Config {
+            name: "BENCH".into(),
+            subjects: vec!["bench.>".into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let cons: consumer::PullConsumer = s
+        .get_or_create_consumer(
+            "bench",
+            consumer::pull::Config {
+                durable_name: Some("bench".into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let consumer_task = tokio::spawn(async move {
+        let mut lat = Vec::with_capacity(n);
+        let mut msgs = cons
+            .stream()
+            .max_messages_per_batch(100)
+            .messages()
+            .await
+            .unwrap();
+        while lat.len() < n {
+            let m = msgs.next().await.unwrap().unwrap();
+            let e: EventEnvelope = Encoding::MessagePack.decode(&m.payload).unwrap();
+            let ArgumentsWire::List(a) = &e.arguments else {
+                unreachable!()
+            };
+            lat.push(micros_now().saturating_sub(a[1].value.parse().unwrap()));
+            m.ack().await.unwrap();
+        }
+        lat
+    });
+    publish_all(&js, n, |i| {
+        (
+            "bench.events.default.telegram.bot".into(),
+            Bytes::from(Encoding::MessagePack.encode(&envelope(i))),
+        )
+    })
+    .await;
+    let lat = consumer_task.await.unwrap();
+    (n as f64 / started.elapsed().as_secs_f64(), lat)
+}
+
+async fn through_daemon(url: &str, base: &str, n: usize) -> (f64, Vec<u64>) {
+    let http = reqwest::Client::new();
+    let r: serde_json::Value = http
+        .post(format!("{base}/v1/integrations/telegram/connectors"))
+        .json(&json!({"title": "Bot", "connector_idn": "bot", "settings": [{"idn": "bot_token", "value": "t"}]}))
+        .send().await.unwrap().json().await.unwrap();
+    http.post(format!(
+        "{base}/v1/integrations/connectors/{}/run",
+        r["id"].as_str().unwrap()
+    ))
+    .send()
+    .await
+    .unwrap();
+    let flow = json!({"runner": {"kind": "queue"}, "events": [{"idn": "user_message", "skill_idn": "Talk", "integration_idn": "telegram"}]});
+    assert!(http
+        .put(format!("{base}/v1/flows/Bot/Main"))
+        .json(&flow)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+
+    let runner = Client::connect(url, "sb", Encoding::MessagePack)
+        .await
+        .unwrap();
+    let inbox = runner
+        .invocations("SB_INVOCATIONS", "bench_runner", "default", "Bot")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let runner_task = tokio::spawn(async move {
+        let mut lat = Vec::with_capacity(n);
+        let mut msgs = inbox
+            .stream()
+            .max_messages_per_batch(100)
+            .messages()
+            .await
+            .unwrap();
+        while lat.len() < n {
+            let m = msgs.next().await.unwrap().unwrap();
+            let inv: switchboard::wire::invocation::InvocationWire =
+                Encoding::MessagePack.decode(&m.payload).unwrap();
+            let ArgumentsWire::List(a) = &inv.event.arguments else {
+                unreachable!()
+            };
+            lat.push(micros_now().saturating_sub(a[1].value.parse().unwrap()));
+            let r = ResultWire {
+                v: 1,
+                invocation_id: Some(inv.invocation_id),
+                outcome: ResultOutcome::Completed,
+                reason: None,
+                commands: vec![],
+            };
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("Content-Type", "application/msgpack");
+            runner
+                .js
+                .publish_with_headers(
+                    "sb.results.default",
+                    h,
+                    Bytes::from(Encoding::MessagePack.encode(&r)),
+                )
+                .await
+                .unwrap();
+            m.ack().await.unwrap();
+        }
+        lat
+    });
+    let c = async_nats::connect(url).await.unwrap();
+    let js = jetstream::new(c);
+    publish_all(&js, n, |i| {
+        (
+            "sb.events.default.telegram.bot".into(),
+            Bytes::from(Encoding::MessagePack.encode(&envelope(i))),
+        )
+    })
+    .await;
+    let lat = runner_task.await.unwrap();
+    (n as f64 / started.elapsed().as_secs_f64(), lat)
+}
+
+fn main() {
+    let n: usize = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000);
+    let dir = daemon::temp_dir("bench-nats");
+    let server = nats::NatsServer::start(&dir);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (base_rate, mut base_lat) = rt.block_on(baseline(&server.url(), n));
+    let env = server.daemon_env();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    env.push(("SWITCHBOARD_LOG__LEVEL", "warn,switchboard=info"));
+    let ack_pending = std::env::var("BENCH_MAX_ACK_PENDING").unwrap_or_else(|_| "1000".into());
+    let pull_batch = std::env::var("BENCH_PULL_BATCH").unwrap_or_else(|_| "100".into());
+    env.push(("SWITCHBOARD_TRANSPORT__NATS__MAX_ACK_PENDING", &ack_pending));
+    env.push(("SWITCHBOARD_TRANSPORT__NATS__PULL_BATCH", &pull_batch));
+    let d = daemon::DaemonProcess::start(&dir, &env);
+    let (rate, mut lat) = rt.block_on(through_daemon(&server.url(), &d.base, n));
+    let (b50, b99) = (pct(&mut base_lat, 0.50), pct(&mut base_lat, 0.99));
+    let (d50, d99) = (pct(&mut lat, 0.50), pct(&mut lat, 0.99));
+    println!("nats_e2e: baseline (JetStream publish → consume+ack): {base_rate:.0} events/s, latency p50 {b50:.2} ms, p99 {b99:.2} ms ({n} events)");
+    println!("nats_e2e: switchboard (adapter → daemon → queue runner): {rate:.0} events/s, latency p50 {d50:.2} ms, p99 {d99:.2} ms ({n} events)");
+    println!(
+        "nats_e2e: ratio {:.2}x of baseline (target >= 0.5x); p99 added latency {:.2} ms",
+        rate / base_rate,
+        d99 - b99
+    );
+    drop(d);
+    std::thread::sleep(Duration::from_millis(100));
+}
