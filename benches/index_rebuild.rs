@@ -248,6 +248,9 @@ fn main() {
         "index_rebuild summary ({subscriptions} subscriptions, {} flows)",
         flows.len()
     );
+    if !bench {
+        println!("  (smoke run without --bench: the figures are not meaningful)");
+    }
     if b.is_empty() {
         println!("  build: (filtered out)");
     } else {

@@ -233,6 +233,9 @@ fn main() {
 
     println!();
     println!("memory summary ({n} of each; requested bytes, allocator overhead excluded)");
+    if !bench {
+        println!("  (smoke run without --bench: the figures are not meaningful)");
+    }
     for f in &figures {
         println!(
             "  {:<30} {:>8.0} bytes in {:>5.1} blocks  (target <= {TARGET_BYTES:.0}: {})",

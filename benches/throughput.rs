@@ -270,6 +270,9 @@ fn main() {
     let base_rate = base.rate(n);
     println!();
     println!("throughput summary ({n} events, {PERSONAS} personas, {CONNECTORS} connectors)");
+    if !bench {
+        println!("  (smoke run without --bench: the figures are not meaningful)");
+    }
     let line = |name: &str, r: &Run, vs_baseline: bool| {
         println!(
             "  {name:<30} {:>10.0} events/s  ({:.3} s; submit loop {:.3} s){}",
