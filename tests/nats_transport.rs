@@ -315,17 +315,29 @@ async fn bad_payloads_and_a_stopped_connector_end_in_the_dead_letter_subject_onl
 #[test]
 fn the_daemon_refuses_to_start_when_nats_cannot_be_reached() {
     let dir = temp_dir("nats-down");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .arg("serve")
         .current_dir(&dir)
         .env("SWITCHBOARD_HTTP__LISTEN", "127.0.0.1:0")
         .env("SWITCHBOARD_TRANSPORT__KIND", "nats")
-        .env("SWITCHBOARD_TRANSPORT__NATS__URLS", format!("[\"nats://127.0.0.1:{port}\"]"))
+        .env(
+            "SWITCHBOARD_TRANSPORT__NATS__URLS",
+            format!("[\"nats://127.0.0.1:{port}\"]"),
+        )
         .env("SWITCHBOARD_TRANSPORT__NATS__CONNECT_RETRIES", "2")
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot reach NATS") && err.contains(&port.to_string()) && err.contains("2 attempts"), "{err}");
+    assert!(
+        err.contains("cannot reach NATS")
+            && err.contains(&port.to_string())
+            && err.contains("2 attempts"),
+        "{err}"
+    );
 }

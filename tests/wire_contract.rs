@@ -12,7 +12,9 @@ const README: &str = include_str!("../README.md");
 /// The code block that follows `<!-- wire:NAME -->`.
 fn block(name: &str) -> String {
     let marker = format!("<!-- wire:{name} -->");
-    let at = README.find(&marker).unwrap_or_else(|| panic!("README has no {marker}"));
+    let at = README
+        .find(&marker)
+        .unwrap_or_else(|| panic!("README has no {marker}"));
     let rest = &README[at + marker.len()..];
     let start = rest.find("```").unwrap();
     let body = &rest[start + 3..];
@@ -26,7 +28,8 @@ fn hex_bytes(text: &str) -> Vec<u8> {
 }
 
 fn check<T: DeserializeOwned + Serialize + PartialEq + std::fmt::Debug>(name: &str) {
-    let json: T = serde_json::from_str(&block(&format!("{name}:json"))).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let json: T = serde_json::from_str(&block(&format!("{name}:json")))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     let packed = rmp_serde::to_vec_named(&json).unwrap();
     if std::env::var("WIRE_PRINT").is_ok() {
         // Regenerates the README examples: `WIRE_PRINT=1 cargo test --test wire_contract -- --nocapture`.
@@ -34,7 +37,11 @@ fn check<T: DeserializeOwned + Serialize + PartialEq + std::fmt::Debug>(name: &s
         return;
     }
     let documented = hex_bytes(&block(&format!("{name}:msgpack")));
-    assert_eq!(hex::encode(&documented), hex::encode(&packed), "{name}: the MessagePack example is not what the daemon writes");
+    assert_eq!(
+        hex::encode(&documented),
+        hex::encode(&packed),
+        "{name}: the MessagePack example is not what the daemon writes"
+    );
     let back: T = rmp_serde::from_slice(&documented).unwrap();
     assert_eq!(back, json, "{name}");
 }
