@@ -102,6 +102,8 @@ struct DeadLettersQuery {
 
 async fn dead_letters(d: D, q: web::Query<DeadLettersQuery>) -> Result<HttpResponse, ApiError> {
     let limit = q.limit.unwrap_or(100).min(1000);
+    // Read your writes: letters recorded before this request are committed first.
+    d.store.flush().await?;
     let (d2, account) = (d.clone(), d.account());
     let list = web::block(move || d2.engine.dead_letters().list(&account, limit))
         .await
@@ -111,6 +113,7 @@ async fn dead_letters(d: D, q: web::Query<DeadLettersQuery>) -> Result<HttpRespo
 
 async fn replay(d: D, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = Uuid::parse_str(&path).map_err(|_| ApiError::invalid("id", "not a UUID"))?;
+    d.store.flush().await?;
     let d2 = d.clone();
     let letter = web::block(move || d2.engine.dead_letters().get(id))
         .await
