@@ -23,6 +23,11 @@
 //! Custom main (no criterion). Without `--bench` (as under `cargo test --benches`) it runs a
 //! small smoke version only.
 
+/// The daemon binary's allocator (src/main.rs), so the engine is measured as it runs; the
+/// baseline runs in the same process with the same allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -34,9 +34,15 @@ impl Dispatcher {
         self.index.load()
     }
 
-    /// Replaces the index atomically (the router does this after a rebuild).
+    /// Replaces the index atomically (the router does this after a rebuild), and frees the
+    /// old one here, on the caller's (rebuilding) thread: it waits until no dispatch still
+    /// reads it, so the last reader never pays for freeing a large index on the hot path.
     pub fn swap_index(&self, index: Arc<SubscriptionIndex>) {
-        self.index.store(index);
+        let old = self.index.swap(index);
+        while Arc::strong_count(&old) > 1 {
+            std::thread::yield_now();
+        }
+        drop(old);
     }
 
     pub fn instances(&self) -> &Arc<FlowInstances> {
@@ -63,7 +69,7 @@ impl Dispatcher {
             n += 1;
             self.instances.deliver(
                 FlowInstanceKey {
-                    flow: m.flow.id,
+                    flow: m.flow_id,
                     persona: event.persona,
                 },
                 Enqueue {

@@ -55,6 +55,8 @@ impl FlowRoute {
 /// One matching subscription: which flow, which of its subscriptions.
 #[derive(Debug, Clone)]
 pub struct Match {
+    /// The flow's id, beside it so precedence checks do not chase the pointer.
+    pub flow_id: FlowId,
     pub flow: Arc<FlowRoute>,
     /// Position of the subscription in the flow's `events` list.
     pub position: u32,
@@ -154,7 +156,7 @@ impl<'a> Matches<'a> {
 
     pub fn iter(&self) -> impl Iterator<Item = &'a Match> + 'a {
         let (exact, integration, any) = (self.exact, self.integration, self.any);
-        let has = |tier: &[Match], m: &Match| tier.iter().any(|x| x.flow.id == m.flow.id);
+        let has = |tier: &[Match], m: &Match| tier.iter().any(|x| x.flow_id == m.flow_id);
         exact
             .iter()
             .chain(integration.iter().filter(move |m| !has(exact, m)))
@@ -192,7 +194,7 @@ type TierMap<K> = FxHashMap<K, Vec<Match>>;
 
 fn push_first_per_flow(list: &mut Vec<Match>, m: Match) {
     // Flows are added one after another, so a flow's earlier entry is at the end.
-    if list.last().is_some_and(|l| l.flow.id == m.flow.id) {
+    if list.last().is_some_and(|l| l.flow_id == m.flow_id) {
         return;
     }
     list.push(m);
@@ -216,6 +218,7 @@ impl SubscriptionIndex {
             for (pos, sub) in f.subscriptions.iter().enumerate() {
                 subscriptions += 1;
                 let m = Match {
+                    flow_id: route.id,
                     flow: route.clone(),
                     position: pos as u32,
                     interrupt_mode: sub.interrupt_mode,

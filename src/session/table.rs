@@ -12,14 +12,15 @@ use crate::domain::{Idn, PersonaId};
 use crate::routing::index::ScopeKey;
 use crate::telemetry::handles;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Session {
     id: Uuid,
     integration: Idn,
     connector: Idn,
     channel: &'static str,
     started_at: chrono::DateTime<chrono::Utc>,
-    last_seen: Instant,
+    /// Nanoseconds since the table's `base`: updated under a read lock.
+    last_seen: std::sync::atomic::AtomicU64,
 }
 
 /// A session as operations see it.
@@ -51,10 +52,16 @@ pub trait SessionJournal: Send + Sync + 'static {
 }
 
 /// Live sessions by `(account, persona)`.
-#[derive(Default)]
 pub struct SessionTable {
     live: DashMap<(Idn, PersonaId), SmallVec<[Session; 1]>, FxBuildHasher>,
     journal: Option<std::sync::Arc<dyn SessionJournal>>,
+    base: Instant,
+}
+
+impl Default for SessionTable {
+    fn default() -> Self {
+        SessionTable::new(None)
+    }
 }
 
 impl SessionTable {
@@ -62,7 +69,12 @@ impl SessionTable {
         SessionTable {
             live: DashMap::with_hasher(FxBuildHasher),
             journal,
+            base: Instant::now(),
         }
+    }
+
+    fn ns(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.base).as_nanos() as u64
     }
 
     /// Puts back a session that was live when the daemon stopped; it counts as seen now.
@@ -78,7 +90,7 @@ impl SessionTable {
             connector: s.connector,
             channel: s.channel,
             started_at: s.started_at,
-            last_seen: now,
+            last_seen: std::sync::atomic::AtomicU64::new(self.ns(now)),
         });
     }
 
@@ -91,15 +103,25 @@ impl SessionTable {
         now: Instant,
         external_id: Option<&str>,
     ) -> Option<Uuid> {
-        let mut entry = self
-            .live
-            .entry((scope.account.clone(), persona))
-            .or_default();
+        // The common case, an event of a live session: a read lock on its shard, no key clone.
+        let key = (scope.account.clone(), persona);
+        if let Some(list) = self.live.get(&key) {
+            if let Some(s) = list
+                .iter()
+                .find(|s| s.connector == scope.connector && s.integration == scope.integration)
+            {
+                s.last_seen
+                    .store(self.ns(now), std::sync::atomic::Ordering::Relaxed);
+                return None;
+            }
+        }
+        let mut entry = self.live.entry(key).or_default();
         if let Some(s) = entry
             .iter_mut()
             .find(|s| s.connector == scope.connector && s.integration == scope.integration)
         {
-            s.last_seen = now;
+            s.last_seen
+                .store(self.ns(now), std::sync::atomic::Ordering::Relaxed);
             return None;
         }
         let id = Uuid::now_v7();
@@ -110,7 +132,7 @@ impl SessionTable {
             connector: scope.connector.clone(),
             channel,
             started_at,
-            last_seen: now,
+            last_seen: std::sync::atomic::AtomicU64::new(self.ns(now)),
         });
         drop(entry);
         if let Some(j) = &self.journal {
@@ -167,7 +189,8 @@ impl SessionTable {
         let mut ended = Vec::new();
         self.live.retain(|(account, persona), list| {
             list.retain(|s| {
-                if now.duration_since(s.last_seen) >= idle {
+                let seen = s.last_seen.load(std::sync::atomic::Ordering::Relaxed);
+                if self.ns(now).saturating_sub(seen) >= idle.as_nanos() as u64 {
                     handles::sessions(s.channel).0.decrement(1.0);
                     ended.push(Ended {
                         id: s.id,
