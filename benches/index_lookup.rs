@@ -4,8 +4,8 @@
 //! over 8 integrations, 500 event idns, 10 subscriptions per flow, a quarter of them with a
 //! null scope; see `gen/mod.rs`). Keys are 64k pre-generated `(connector, event)` pairs real
 //! traffic would produce, cycled. Variants:
-//! - `index_new_scope`: a `ScopeKey::new` built per lookup from the three `Idn`s (Arc clones):
-//!   the honest cost for a caller holding strings.
+//! - `index_new_scope`: `lookup_str` with the three scope strings, hashed per lookup: the
+//!   honest cost for a caller holding strings (no pre-hashed scope).
 //! - `index_prebuilt_scope`: a pre-built `ScopeKey` per connector, as connector actors hold.
 //! - `index_prebuilt_plus_arc_clones` (informative, no target): the pre-built scope plus the
 //!   three `Idn` clone/drop pairs `ScopeKey::new` does, to split its cost from hashing.
@@ -114,12 +114,12 @@ fn run(variant: Variant, ctx: &Ctx<'_>, from: usize, n: usize) -> Duration {
             for i in from..from + n {
                 let k = keys[i & MASK];
                 let c = k.connector as usize;
-                let scope = ScopeKey::new(
-                    v.account.clone(),
-                    v.integrations[Vocab::integration_of(c)].clone(),
-                    v.connectors[c].clone(),
+                let m = index.lookup_str(
+                    v.account.as_str(),
+                    v.integrations[Vocab::integration_of(c)].as_str(),
+                    v.connectors[c].as_str(),
+                    v.events[k.event as usize].as_str(),
                 );
-                let m = index.lookup(&scope, v.events[k.event as usize].as_str());
                 black_box(consume(&m));
             }
         }
@@ -283,13 +283,13 @@ fn main() {
     );
     println!(
         "{:>6} {:>9} {:>19} {:>19} {:>19} {:>20}",
-        "size", "baseline", "ScopeKey::new", "prebuilt scope", "prebuilt+3 clones*", "iter all*"
+        "size", "baseline", "strings", "prebuilt scope", "prebuilt+3 clones*", "iter all*"
     );
     let mut misses = Vec::new();
     for (label, best) in &summary {
         let base = best[0];
         let cell = |slot: usize| format!("{:.1} ({:.2}x)", best[slot], best[slot] / base);
-        for (slot, name) in [(1, "ScopeKey::new"), (2, "prebuilt scope")] {
+        for (slot, name) in [(1, "strings (lookup_str)"), (2, "prebuilt scope")] {
             if best[slot] / base > TARGET_RATIO {
                 misses.push(format!("{name} at {label} ({:.2}x)", best[slot] / base));
             }

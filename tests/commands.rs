@@ -231,3 +231,77 @@ async fn send_system_event_reaches_the_same_persona() {
     assert_eq!(inv.event.event.arguments.get("why"), Some("because"));
     assert_eq!(inv.event.event.arguments.get("eventIdn"), None);
 }
+
+/// A runner that streams commands and finishes inside `invoke`.
+struct Chatty;
+
+impl switchboard::skill_runner::SkillRunner for Chatty {
+    fn invoke(
+        &self,
+        inv: switchboard::skill_runner::Invocation,
+        reply: switchboard::skill_runner::Reply,
+        _handoff: switchboard::skill_runner::Handoff,
+    ) {
+        let say = |t: &str| {
+            Command::new(
+                inv.account.clone(),
+                Idn::known("telegram"),
+                Idn::known("bot"),
+                Idn::known("send_message"),
+            )
+            .with_argument("text", t)
+        };
+        reply.commands(vec![say("1"), say("2")]);
+        reply.commands(vec![say("3")]);
+        reply.finish(Outcome::Completed, vec![say("4")]);
+    }
+}
+
+#[actix_rt::test]
+async fn a_runner_answering_inside_invoke_keeps_the_order_of_its_commands() {
+    use std::sync::Arc;
+    use switchboard::dead_letter::memory::MemoryDeadLetters;
+    use switchboard::egress::ChannelSink;
+    use switchboard::skill_runner::RunnerRegistry;
+    let (sink, mut egress) = ChannelSink::new(64);
+    let engine = switchboard::Engine::start(
+        switchboard::EngineConfig::default(),
+        switchboard::EngineParts {
+            runners: Arc::new(RunnerRegistry::new(Arc::new(Chatty))),
+            sink: Arc::new(sink),
+            dead_letters: Arc::new(MemoryDeadLetters::new(16)),
+            sessions: None,
+        },
+    );
+    let account = Idn::known("default");
+    let v = engine
+        .create_connector(
+            &account,
+            "telegram",
+            "bot",
+            "Bot",
+            &[("bot_token".into(), "t".into())],
+        )
+        .unwrap();
+    engine.run_connector(v.id).unwrap();
+    let flow = switchboard::wire::FlowDoc::from_yaml(
+        "events: [{idn: user_message, skill_idn: Talk, integration_idn: telegram}]",
+    )
+    .unwrap()
+    .to_domain(&account, "Agent", "Main")
+    .unwrap();
+    engine.put_flow(flow).await.unwrap();
+    let e = switchboard::domain::Event::from_actor(
+        account.clone(),
+        Idn::known("telegram"),
+        Idn::known("bot"),
+        Idn::known("user_message"),
+        "a",
+    );
+    engine.submit(e, None).await.unwrap();
+    for want in ["1", "2", "3", "4"] {
+        let got = egress.recv().await.unwrap();
+        assert_eq!(got.command.arguments.get("text"), Some(want));
+    }
+    assert_eq!(engine.flow_instances(), 1);
+}

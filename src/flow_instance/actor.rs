@@ -16,7 +16,7 @@ use crate::commands::router::Origin;
 use crate::dead_letter::{self, DeadLetter, DeadLetterReason};
 use crate::domain::{Command, InterruptMode, Name, SharedEvent, SkillSelector};
 use crate::routing::index::{FlowRoute, Match};
-use crate::skill_runner::{Handoff, Invocation, Outcome, Reply};
+use crate::skill_runner::{invoke_inline, Handoff, Invocation, Outcome, Reply};
 use crate::telemetry::handles::{self, InvocationOutcome};
 
 struct Pending {
@@ -29,7 +29,8 @@ struct Pending {
 struct Running {
     id: Uuid,
     uninterruptible: bool,
-    deadline: SpawnHandle,
+    /// `None` when the runner answered inside `invoke`.
+    deadline: Option<SpawnHandle>,
     started: Instant,
     flow: Arc<FlowRoute>,
     event: SharedEvent,
@@ -92,7 +93,9 @@ impl FlowInstance {
     /// Stops the running invocation, if any; its later commands are discarded.
     fn abandon_running(&mut self, outcome: InvocationOutcome, ctx: &mut Context<Self>) {
         if let Some(r) = self.running.take() {
-            ctx.cancel_future(r.deadline);
+            if let Some(d) = r.deadline {
+                ctx.cancel_future(d);
+            }
             r.flow.metrics.outcome(outcome);
             r.flow
                 .metrics
@@ -163,12 +166,6 @@ impl FlowInstance {
             }
         };
         let id = invocation_id(&p.event.event.id, &flow);
-        let deadline = ctx.run_later(flow.invocation_timeout, move |act, ctx| {
-            if act.running.as_ref().is_some_and(|r| r.id == id) {
-                act.abandon_running(InvocationOutcome::TimedOut, ctx);
-                act.start_next(ctx);
-            }
-        });
         let invocation = Invocation {
             id,
             account: flow.flow.account.clone(),
@@ -182,7 +179,7 @@ impl FlowInstance {
         self.running = Some(Running {
             id,
             uninterruptible: p.event.event.uninterruptible,
-            deadline,
+            deadline: None,
             started: Instant::now(),
             flow: flow.clone(),
             event: p.event.clone(),
@@ -191,15 +188,71 @@ impl FlowInstance {
         metrics
             .dispatch_latency
             .record(p.admitted_at.elapsed().as_secs_f64());
-        flow.runner.invoke(
-            invocation,
-            Reply {
-                addr: ctx.address(),
-                invocation_id: id,
-            },
-            // The runner lets go of the delivery once it really has the invocation.
-            Handoff::new(p.delivery),
-        );
+        let reply = Reply {
+            addr: ctx.address(),
+            invocation_id: id,
+        };
+        // The runner lets go of the delivery once it really has the invocation.
+        let handoff = Handoff::new(p.delivery);
+        let runner = flow.runner.clone();
+        let said = invoke_inline(id, || runner.invoke(invocation, reply, handoff));
+        match said.outcome {
+            Some(outcome) => self.complete(id, outcome, said.streamed, ctx),
+            None => {
+                if !said.streamed.is_empty() {
+                    self.send_commands(&flow, id, said.streamed);
+                }
+                let deadline = ctx.run_later(flow.invocation_timeout, move |act, ctx| {
+                    if act.running.as_ref().is_some_and(|r| r.id == id) {
+                        act.abandon_running(InvocationOutcome::TimedOut, ctx);
+                        act.start_next(ctx);
+                    }
+                });
+                if let Some(r) = self.running.as_mut() {
+                    r.deadline = Some(deadline);
+                }
+            }
+        }
+    }
+
+    /// Ends the running invocation `id` with its outcome and last commands. The caller starts
+    /// the next one.
+    fn complete(
+        &mut self,
+        id: Uuid,
+        outcome: Outcome,
+        commands: Vec<Command>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(r) = self.running.take_if(|r| r.id == id) else {
+            return;
+        };
+        if let Some(d) = r.deadline {
+            ctx.cancel_future(d);
+        }
+        let flow = r.flow.clone();
+        self.send_commands(&flow, id, commands);
+        flow.metrics
+            .duration
+            .record(r.started.elapsed().as_secs_f64());
+        match outcome {
+            Outcome::Completed => flow.metrics.outcome(InvocationOutcome::Completed),
+            Outcome::Failed { reason } => {
+                flow.metrics.outcome(InvocationOutcome::Failed);
+                dead_letter::record(
+                    &*self.instances.deps.dead_letters,
+                    DeadLetter::event(
+                        DeadLetterReason::RunnerFailed,
+                        format!(
+                            "invocation {} of {}/{}: {reason}",
+                            r.id, flow.flow.agent, flow.flow.flow
+                        ),
+                        r.event.event.clone(),
+                        Some(r.event.persona),
+                    ),
+                );
+            }
+        }
     }
 
     fn send_commands(&self, flow: &Arc<FlowRoute>, invocation_id: Uuid, commands: Vec<Command>) {
@@ -311,30 +364,7 @@ impl Handler<InvocationReport> for FlowInstance {
                 self.send_commands(&flow, msg.invocation_id, commands)
             }
             ReportKind::Finished { outcome, commands } => {
-                let r = self.running.take().expect("checked above");
-                ctx.cancel_future(r.deadline);
-                self.send_commands(&flow, msg.invocation_id, commands);
-                flow.metrics
-                    .duration
-                    .record(r.started.elapsed().as_secs_f64());
-                match outcome {
-                    Outcome::Completed => flow.metrics.outcome(InvocationOutcome::Completed),
-                    Outcome::Failed { reason } => {
-                        flow.metrics.outcome(InvocationOutcome::Failed);
-                        dead_letter::record(
-                            &*self.instances.deps.dead_letters,
-                            DeadLetter::event(
-                                DeadLetterReason::RunnerFailed,
-                                format!(
-                                    "invocation {} of {}/{}: {reason}",
-                                    r.id, flow.flow.agent, flow.flow.flow
-                                ),
-                                r.event.event.clone(),
-                                Some(r.event.persona),
-                            ),
-                        );
-                    }
-                }
+                self.complete(msg.invocation_id, outcome, commands, ctx);
                 self.start_next(ctx);
             }
         }

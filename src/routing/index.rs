@@ -321,14 +321,53 @@ impl SubscriptionIndex {
     /// The subscriptions an event named `event` on the scope `key` matches.
     #[inline]
     pub fn lookup<'a>(&'a self, key: &ScopeKey, event: &str) -> Matches<'a> {
+        self.lookup_hashed(
+            [key.h_account, key.h_integration, key.h_connector],
+            [
+                key.account.as_str(),
+                key.integration.as_str(),
+                key.connector.as_str(),
+            ],
+            event,
+        )
+    }
+
+    /// The same lookup for a caller holding plain strings: hashes them, clones nothing.
+    #[inline]
+    pub fn lookup_str<'a>(
+        &'a self,
+        account: &str,
+        integration: &str,
+        connector: &str,
+        event: &str,
+    ) -> Matches<'a> {
+        self.lookup_hashed(
+            [
+                hash_str(account),
+                hash_str(integration),
+                hash_str(connector),
+            ],
+            [account, integration, connector],
+            event,
+        )
+    }
+
+    #[inline]
+    fn lookup_hashed<'a>(
+        &'a self,
+        h3: [u64; 3],
+        [account, integration, connector]: [&str; 3],
+        event: &str,
+    ) -> Matches<'a> {
+        let [h_account, h_integration, h_connector] = h3;
         let h_event = hash_str(event);
-        let h = mix(&[key.h_account, key.h_integration, key.h_connector, h_event]);
+        let h = mix(&[h_account, h_integration, h_connector, h_event]);
         if let Some(e) = self.exact.find(h, |x| {
             x.hash == h
                 && x.event.as_str() == event
-                && x.connector == key.connector
-                && x.integration == key.integration
-                && x.account == key.account
+                && x.connector.as_str() == connector
+                && x.integration.as_str() == integration
+                && x.account.as_str() == account
         }) {
             return Matches {
                 exact: &e.own,
@@ -336,12 +375,12 @@ impl SubscriptionIndex {
                 any: e.any.as_deref().unwrap_or_default(),
             };
         }
-        let h = mix(&[key.h_account, key.h_integration, ANY, h_event]);
+        let h = mix(&[h_account, h_integration, ANY, h_event]);
         if let Some(e) = self.integration.find(h, |x| {
             x.hash == h
                 && x.event.as_str() == event
-                && x.integration == key.integration
-                && x.account == key.account
+                && x.integration.as_str() == integration
+                && x.account.as_str() == account
         }) {
             return Matches {
                 exact: &[],
@@ -349,9 +388,9 @@ impl SubscriptionIndex {
                 any: e.any.as_deref().unwrap_or_default(),
             };
         }
-        let h = mix(&[key.h_account, ANY, ANY, h_event]);
+        let h = mix(&[h_account, ANY, ANY, h_event]);
         match self.any.find(h, |x| {
-            x.hash == h && x.event.as_str() == event && x.account == key.account
+            x.hash == h && x.event.as_str() == event && x.account.as_str() == account
         }) {
             Some(e) => Matches {
                 exact: &[],

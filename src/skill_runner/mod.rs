@@ -56,6 +56,15 @@ impl Reply {
     /// Commands sent while the skill still runs. They leave at once, in this order, unless
     /// the invocation was interrupted or timed out meanwhile.
     pub fn commands(&self, commands: Vec<Command>) {
+        let mut commands = Some(commands);
+        INLINE.with(|slot| {
+            if let Some(inline) = &mut *slot.borrow_mut() {
+                if inline.id == self.invocation_id && inline.outcome.is_none() {
+                    inline.streamed.extend(commands.take().unwrap_or_default());
+                }
+            }
+        });
+        let Some(commands) = commands else { return };
         self.addr.do_send(InvocationReport {
             invocation_id: self.invocation_id,
             kind: ReportKind::Commands(commands),
@@ -64,11 +73,54 @@ impl Reply {
 
     /// The outcome, with the last commands of the run.
     pub fn finish(self, outcome: Outcome, commands: Vec<Command>) {
-        self.addr.do_send(InvocationReport {
-            invocation_id: self.invocation_id,
-            kind: ReportKind::Finished { outcome, commands },
+        let mut finished = Some((outcome, commands));
+        // A runner answering inside `invoke` (in-process runners) hands the outcome straight
+        // back to the flow instance that is calling it: no mailbox round trip, no timer.
+        INLINE.with(|slot| {
+            if let Some(inline) = &mut *slot.borrow_mut() {
+                if inline.id == self.invocation_id && inline.outcome.is_none() {
+                    if let Some((outcome, commands)) = finished.take() {
+                        inline.streamed.extend(commands);
+                        inline.outcome = Some(outcome);
+                    }
+                }
+            }
         });
+        if let Some((outcome, commands)) = finished {
+            self.addr.do_send(InvocationReport {
+                invocation_id: self.invocation_id,
+                kind: ReportKind::Finished { outcome, commands },
+            });
+        }
     }
+}
+
+/// What a runner said inside `invoke`: commands in the order sent, and the outcome if it
+/// finished.
+pub(crate) struct Inline {
+    id: Uuid,
+    pub(crate) streamed: Vec<Command>,
+    pub(crate) outcome: Option<Outcome>,
+}
+
+thread_local! {
+    /// The invocation a flow instance is handing to its runner on this thread.
+    static INLINE: std::cell::RefCell<Option<Inline>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Calls `invoke`; returns what the runner said before it returned.
+pub(crate) fn invoke_inline(invocation_id: Uuid, invoke: impl FnOnce()) -> Inline {
+    INLINE.with(|slot| {
+        *slot.borrow_mut() = Some(Inline {
+            id: invocation_id,
+            streamed: Vec::new(),
+            outcome: None,
+        })
+    });
+    invoke();
+    INLINE
+        .with(|slot| slot.borrow_mut().take())
+        .expect("the slot set above")
 }
 
 /// The event's delivery ticket, handed over with its invocation. While a runner holds it the
