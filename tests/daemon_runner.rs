@@ -324,4 +324,50 @@ async fn a_runner_may_answer_later_through_the_result_endpoint() {
     let (s, v) = post(&c, d.url("/v1/commands"), json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat", "command_idn": "send_message", "arguments": {"text": "hi"}, "persona_id": persona})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     assert_eq!(runner.next().await.json["skill_idn"], "OnSent");
+
+    // Sessions: carol's is live; once her conversation ends it is listed as ended, with why.
+    let live: Vec<Value> = c
+        .get(d.url("/v1/sessions?connectors=sandbox/*&is_active=true"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(live.iter().any(|s| s["persona_id"] == persona), "{live:?}");
+    let mut end = event("chat", "carol", "bye");
+    end["event_idn"] = json!("conversation_ended");
+    let (s, _) = post(&c, d.url("/v1/events"), end).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let ended = eventually("the ended session", Duration::from_secs(10), || async {
+        let list: Vec<Value> = c
+            .get(d.url("/v1/sessions?connectors=sandbox/chat&is_active=false"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        list.into_iter().find(|s| s["persona_id"] == persona)
+    })
+    .await;
+    assert_eq!(ended["end_reason"], "conversation_ended");
+    let live: Vec<Value> = c
+        .get(d.url("/v1/sessions?connectors=sandbox/*"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(live.iter().all(|s| s["persona_id"] != persona));
+    let none: Vec<Value> = c
+        .get(d.url("/v1/sessions?connectors=telegram/*&is_active=false"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(none.is_empty());
 }

@@ -62,12 +62,6 @@ fn matches_pattern(pattern: &str, integration: &str, connector: &str) -> bool {
 }
 
 async fn sessions(d: D, q: web::Query<SessionsQuery>) -> Result<HttpResponse, ApiError> {
-    if q.is_active == Some(false) {
-        return Err(ApiError::invalid(
-            "is_active",
-            "only live sessions are listed (is_active=true); ended ones are in the store's sessions table",
-        ));
-    }
     let patterns: Vec<&str> = q
         .connectors
         .as_deref()
@@ -78,6 +72,30 @@ async fn sessions(d: D, q: web::Query<SessionsQuery>) -> Result<HttpResponse, Ap
                 .collect()
         })
         .unwrap_or_default();
+    if q.is_active == Some(false) {
+        // Ended sessions come from the store (the last 1000).
+        d.store.flush().await?;
+        let (d2, account) = (d.clone(), d.account());
+        let rows = web::block(move || d2.store.ended_sessions(account.as_str(), 1000))
+            .await
+            .map_err(|e| ApiError::new(Kind::Internal, "internal", e.to_string()))??;
+        let list: Vec<_> = rows
+            .into_iter()
+            .filter(|(s, _, _)| {
+                patterns.is_empty()
+                    || patterns
+                        .iter()
+                        .any(|p| matches_pattern(p, &s.integration, &s.connector))
+            })
+            .filter(|(s, _, _)| q.channel.as_deref().is_none_or(|c| c == s.channel))
+            .map(|(s, ended_at, reason)| {
+                json!({"id": s.id, "persona_id": s.persona, "integration_idn": s.integration,
+                       "connector_idn": s.connector, "channel": s.channel, "started_at": s.started_at,
+                       "ended_at": ended_at, "end_reason": reason, "is_active": false})
+            })
+            .collect();
+        return Ok(HttpResponse::Ok().json(list));
+    }
     let list: Vec<SessionJson> = d
         .engine
         .sessions()

@@ -255,6 +255,64 @@ impl Store {
         });
     }
 
+    /// Ended sessions of `account`, newest first, at most `limit`: `(row, ended_at, reason)`.
+    pub fn ended_sessions(
+        &self,
+        account: &str,
+        limit: usize,
+    ) -> Result<Vec<(SessionRow, String, String)>, StoreError> {
+        let account = account.to_owned();
+        let raw = self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT id, account, persona, integration, connector, channel, started_at, ended_at, end_reason
+                 FROM sessions WHERE account = ?1 AND ended_at IS NOT NULL ORDER BY ended_at DESC LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![account, limit as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, String>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                ))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        raw.into_iter()
+            .map(
+                |(
+                    id,
+                    account,
+                    persona,
+                    integration,
+                    connector,
+                    channel,
+                    started_at,
+                    ended_at,
+                    reason,
+                )| {
+                    Ok((
+                        SessionRow {
+                            id: uuid(&id)?,
+                            account,
+                            persona: uuid(&persona)?,
+                            integration,
+                            connector,
+                            channel,
+                            started_at,
+                        },
+                        ended_at,
+                        reason.unwrap_or_default(),
+                    ))
+                },
+            )
+            .collect()
+    }
+
     /// Sessions that have not ended.
     pub fn live_sessions(&self) -> Result<Vec<SessionRow>, StoreError> {
         let raw = self.read(|c| {
