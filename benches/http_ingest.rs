@@ -1,8 +1,10 @@
 //! HTTP ingest: `POST /v1/events` on loopback, 64 connections, with wrk (Debian's `wrk`).
 //!
-//! - Measured: the real daemon binary (release build), demo runner on, so each event is made
-//!   durable (SQLite inbox, WAL, `synchronous=FULL`, group commit) before its 202, then routed
-//!   and invoked in-process.
+//! - Measured, twice: the real daemon binary (release build). Each event is made durable
+//!   (SQLite inbox, WAL, `synchronous=FULL`, group commit) before its 202. "ingest": the events
+//!   go to a running sandbox connector no flow subscribes to (admitted, durable, counted,
+//!   unmatched). "ingest + routing": the demo flow answers every event, so each also runs an
+//!   invocation, a `send_message` command and its `result_success` event.
 //! - Baseline, same run, same machine, same wrk settings: a bare actix-web handler that decodes
 //!   the same JSON envelope into an event and answers 202.
 //! - Target: at least 0.5x the baseline's requests/s, with p99 under 10 ms.
@@ -119,6 +121,29 @@ fn main() {
     let baseline_addr = rx.recv().unwrap();
     let base = wrk(&format!("http://{baseline_addr}"), seconds, &script);
 
+    // Ingest only: a sandbox connector named `demo`, no flow.
+    let plain_dir = daemon::temp_dir("bench-http-plain");
+    let plain = daemon::DaemonProcess::start(
+        &plain_dir,
+        &[("SWITCHBOARD_LOG__LEVEL", "warn,switchboard=info")],
+    );
+    let created = reqwest::blocking_post(
+        &plain.url("/v1/integrations/sandbox/connectors"),
+        r#"{"title":"Demo","connector_idn":"demo"}"#,
+    );
+    let id = created
+        .split("\"id\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a connector id")
+        .to_owned();
+    reqwest::blocking_post(
+        &plain.url(&format!("/v1/integrations/connectors/{id}/run")),
+        "",
+    );
+    let ingest = wrk(&plain.base, seconds, &script);
+    drop(plain);
+
     let d = daemon::DaemonProcess::start(
         &dir,
         &[
@@ -139,13 +164,29 @@ fn main() {
         .sum::<f64>();
 
     println!("http_ingest: baseline (bare actix-web, parse + 202): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} requests", base.rps, base.p50_ms, base.p99_ms, base.requests);
-    println!("http_ingest: switchboard (durable 202, routed, invoked): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} requests, {} non-2xx", ours.rps, ours.p50_ms, ours.p99_ms, ours.requests, ours.errors);
+    println!("http_ingest: switchboard ingest (durable 202, admitted, unmatched): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} requests, {} non-2xx; ratio {:.2}x (target >= 0.5x)", ingest.rps, ingest.p50_ms, ingest.p99_ms, ingest.requests, ingest.errors, ingest.rps / base.rps);
+    println!("http_ingest: switchboard ingest + routing (durable 202, routed, invoked): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} requests, {} non-2xx", ours.rps, ours.p50_ms, ours.p99_ms, ours.requests, ours.errors);
     println!("http_ingest: ratio {:.2}x of baseline (target >= 0.5x); p99 {:.2} ms (target < 10 ms); events admitted by the daemon: {received:.0}", ours.rps / base.rps, ours.p99_ms);
 }
 
 /// The smallest blocking GET, without another HTTP client crate: one request over a socket.
 mod reqwest {
     use std::io::{Read, Write};
+
+    pub fn blocking_post(url: &str, body: &str) -> String {
+        let rest = url.strip_prefix("http://").unwrap();
+        let (host, path) = rest.split_once('/').unwrap();
+        let mut s = std::net::TcpStream::connect(host).unwrap();
+        write!(
+            s,
+            "POST /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
 
     pub fn blocking_get(url: &str) -> String {
         let rest = url.strip_prefix("http://").unwrap();
