@@ -16,6 +16,28 @@ use crate::dead_letter::{self, DeadLetter, DeadLetterStore};
 use crate::domain::{Event, Target};
 use crate::telemetry::handles::{self, EngineMetrics};
 
+impl From<Reach> for Refusal {
+    fn from(reach: Reach) -> Self {
+        match reach {
+            Reach::UnknownIntegration(i) => Refusal::UnknownIntegration(i),
+            Reach::UnknownConnector {
+                integration,
+                connector,
+            } => Refusal::UnknownConnector {
+                integration,
+                connector,
+            },
+            Reach::Stopped {
+                integration,
+                connector,
+            } => Refusal::ConnectorStopped {
+                integration,
+                connector,
+            },
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Ingress {
     registry: Arc<ConnectorRegistry>,
@@ -81,23 +103,7 @@ impl Ingress {
                     (),
                     |_, ()| (),
                 )
-                .map_err(|((), reach)| match reach {
-                    Reach::UnknownIntegration(i) => Refusal::UnknownIntegration(i),
-                    Reach::UnknownConnector {
-                        integration,
-                        connector,
-                    } => Refusal::UnknownConnector {
-                        integration,
-                        connector,
-                    },
-                    Reach::Stopped {
-                        integration,
-                        connector,
-                    } => Refusal::ConnectorStopped {
-                        integration,
-                        connector,
-                    },
-                })
+                .map_err(|((), reach)| Refusal::from(reach))
         });
         checked.map_err(|r| self.refuse(event.clone(), r))
     }
@@ -135,23 +141,7 @@ impl Ingress {
             }) {
             Ok(()) => Ok(()),
             Err((inbound, reach)) => {
-                let refusal = match reach {
-                    Reach::UnknownIntegration(i) => Refusal::UnknownIntegration(i),
-                    Reach::UnknownConnector {
-                        integration,
-                        connector,
-                    } => Refusal::UnknownConnector {
-                        integration,
-                        connector,
-                    },
-                    Reach::Stopped {
-                        integration,
-                        connector,
-                    } => Refusal::ConnectorStopped {
-                        integration,
-                        connector,
-                    },
-                };
+                let refusal = Refusal::from(reach);
                 Err(self.refuse(inbound.event, refusal))
             }
         }

@@ -127,17 +127,9 @@ impl Client {
         consumer: &consumer::PullConsumer,
         wait: Duration,
     ) -> Result<Option<Delivered<T>>, ClientError> {
-        let mut batch = consumer
-            .fetch()
-            .max_messages(1)
-            .expires(wait)
-            .messages()
-            .await
-            .map_err(nats)?;
-        let Some(m) = batch.next().await else {
+        let Some(m) = Self::next_raw(consumer, wait).await? else {
             return Ok(None);
         };
-        let m = m.map_err(nats)?;
         let enc = headers::inbound_encoding(m.headers.as_ref()).unwrap_or(Encoding::Json);
         let value = enc.decode(&m.payload)?;
         Ok(Some(Delivered { value, message: m }))
