@@ -341,3 +341,91 @@ fn the_daemon_refuses_to_start_when_nats_cannot_be_reached() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_event_tries_a_running_daemon_by_hand() {
+    let dir = temp_dir("nats-cli");
+    let nats = NatsServer::start(&dir);
+    let env = nats.daemon_env();
+    let d = DaemonProcess::start(&dir, &env_refs(&env));
+    setup(&d, &Http::new()).await;
+    let runner = Client::connect(&nats.url(), "sb", Encoding::Json)
+        .await
+        .unwrap();
+    let invocations = runner
+        .invocations("SB_INVOCATIONS", "runner", "default", "Bot")
+        .await
+        .unwrap();
+    for json in [false, true] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        cmd.args([
+            "publish-event",
+            "--url",
+            &nats.url(),
+            "--integration",
+            "telegram",
+            "--connector",
+            "bot",
+        ])
+        .args([
+            "--event",
+            "user_message",
+            "--actor",
+            "cli-user",
+            "--arg",
+            "text=by hand",
+        ]);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("published: stream sequence"));
+        let inv = Client::next_invocation(&invocations, WAIT)
+            .await
+            .unwrap()
+            .expect("an invocation");
+        assert_eq!(
+            inv.value.event.actor.as_ref().unwrap().external_id,
+            "cli-user"
+        );
+        runner
+            .publish_result(
+                "default",
+                &ResultWire {
+                    v: 1,
+                    invocation_id: Some(inv.value.invocation_id),
+                    outcome: ResultOutcome::Completed,
+                    reason: None,
+                    commands: vec![],
+                },
+            )
+            .await
+            .unwrap();
+        inv.ack().await.unwrap();
+    }
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "publish-event",
+            "--url",
+            &nats.url(),
+            "--integration",
+            "telegram",
+            "--connector",
+            "bot",
+            "--event",
+            "user_message",
+            "--actor",
+            "a",
+            "--arg",
+            "no-equals",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("expected name=value"));
+}
