@@ -497,3 +497,13 @@ fn check_names_the_offending_key() {
         "{err}"
     );
 }
+
+#[test]
+fn the_example_flow_file_is_a_valid_flow() {
+    let text = include_str!("../config/flows/example.yaml.sample");
+    let flows =
+        switchboard::daemon::flow_files::parse(&switchboard::domain::Idn::known("default"), text)
+            .unwrap();
+    assert_eq!(flows.len(), 1);
+    assert_eq!(flows[0].0.subscriptions.len(), 5);
+}
