@@ -114,16 +114,8 @@ pub async fn start(
     prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> Result<Arc<Daemon>, BootError> {
     crate::telemetry::metrics::describe();
-    let key_text = match std::env::var(&config.store.secret_key_env) {
-        Ok(v) => v,
-        Err(_) => std::fs::read_to_string(&config.store.secret_key_file).unwrap_or_default(),
-    };
-    let secrets = secrets_key::load(&config.store.secret_key_env, &config.store.secret_key_file)?;
-    let key_text = if key_text.is_empty() {
-        std::fs::read_to_string(&config.store.secret_key_file).unwrap_or_default()
-    } else {
-        key_text
-    };
+    let (secrets, key_text) =
+        secrets_key::load(&config.store.secret_key_env, &config.store.secret_key_file)?;
     let store_err = |source| BootError::Store {
         path: config.store.path.display().to_string(),
         source,

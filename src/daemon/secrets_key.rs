@@ -18,22 +18,27 @@ pub enum KeyError {
     },
 }
 
-pub fn load(env_name: &str, file: &Path) -> Result<SecretBox, KeyError> {
+/// The sealing key and its base64 text (from which the webhook signing secret may derive).
+pub fn load(env_name: &str, file: &Path) -> Result<(SecretBox, String), KeyError> {
     if let Ok(text) = std::env::var(env_name) {
-        return SecretBox::from_base64(&text).map_err(|source| KeyError::Bad {
-            origin: format!("environment variable {env_name}"),
-            source,
-        });
+        return SecretBox::from_base64(&text)
+            .map(|k| (k, text))
+            .map_err(|source| KeyError::Bad {
+                origin: format!("environment variable {env_name}"),
+                source,
+            });
     }
     let io = |source| KeyError::Io {
         path: file.display().to_string(),
         source,
     };
     match std::fs::read_to_string(file) {
-        Ok(text) => SecretBox::from_base64(&text).map_err(|source| KeyError::Bad {
-            origin: format!("key file {}", file.display()),
-            source,
-        }),
+        Ok(text) => SecretBox::from_base64(&text)
+            .map(|k| (k, text))
+            .map_err(|source| KeyError::Bad {
+                origin: format!("key file {}", file.display()),
+                source,
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = SecretBox::generate();
             if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -50,10 +55,12 @@ pub fn load(env_name: &str, file: &Path) -> Result<SecretBox, KeyError> {
             f.write_all(key.as_bytes()).map_err(io)?;
             f.sync_all().map_err(io)?;
             tracing::warn!(path = %file.display(), "no secret key found: generated a new key file; keep it with the database");
-            SecretBox::from_base64(&key).map_err(|source| KeyError::Bad {
-                origin: "generated key".into(),
-                source,
-            })
+            SecretBox::from_base64(&key)
+                .map(|k| (k, key))
+                .map_err(|source| KeyError::Bad {
+                    origin: "generated key".into(),
+                    source,
+                })
         }
         Err(e) => Err(io(e)),
     }

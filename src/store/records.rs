@@ -34,6 +34,9 @@ pub struct FlowRow {
 /// Integration-level settings of one account: `(account, integration, settings)`.
 pub type IntegrationSettingsRow = (String, String, BTreeMap<String, String>);
 
+/// A session with its `ended_at` and `end_reason` (both `None` while live).
+type SessionWithEnd = (SessionRow, Option<String>, Option<String>);
+
 /// A session as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionRow {
@@ -261,37 +264,54 @@ impl Store {
         account: &str,
         limit: usize,
     ) -> Result<Vec<(SessionRow, String, String)>, StoreError> {
-        let account = account.to_owned();
-        let raw = self.read(|c| {
-            let mut st = c.prepare(
+        let rows = self.sessions(
+            "WHERE account = ?1 AND ended_at IS NOT NULL ORDER BY ended_at DESC LIMIT ?2",
+            params![account, limit as i64],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|(row, ended_at, reason)| {
+                (
+                    row,
+                    ended_at.unwrap_or_default(),
+                    reason.unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+
+    /// Sessions that have not ended.
+    pub fn live_sessions(&self) -> Result<Vec<SessionRow>, StoreError> {
+        let rows = self.sessions("WHERE ended_at IS NULL ORDER BY started_at", params![])?;
+        Ok(rows.into_iter().map(|(row, _, _)| row).collect())
+    }
+
+    /// Session rows selected by `tail` (a WHERE and ORDER clause), with `ended_at` and
+    /// `end_reason`.
+    fn sessions(
+        &self,
+        tail: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<SessionWithEnd>, StoreError> {
+        type Raw = ([String; 7], Option<String>, Option<String>);
+        let raw: Vec<Raw> = self.read(|c| {
+            let mut st = c.prepare(&format!(
                 "SELECT id, account, persona, integration, connector, channel, started_at, ended_at, end_reason
-                 FROM sessions WHERE account = ?1 AND ended_at IS NOT NULL ORDER BY ended_at DESC LIMIT ?2",
-            )?;
-            let rows = st.query_map(params![account, limit as i64], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, String>(7)?,
-                    r.get::<_, Option<String>>(8)?,
-                ))
+                 FROM sessions {tail}"
+            ))?;
+            let rows = st.query_map(args, |r| {
+                let mut cols: [String; 7] = Default::default();
+                for (i, col) in cols.iter_mut().enumerate() {
+                    *col = r.get(i)?;
+                }
+                Ok((cols, r.get(7)?, r.get(8)?))
             })?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
+            rows.collect()
         })?;
         raw.into_iter()
             .map(
                 |(
-                    id,
-                    account,
-                    persona,
-                    integration,
-                    connector,
-                    channel,
-                    started_at,
+                    [id, account, persona, integration, connector, channel, started_at],
                     ended_at,
                     reason,
                 )| {
@@ -306,45 +326,8 @@ impl Store {
                             started_at,
                         },
                         ended_at,
-                        reason.unwrap_or_default(),
+                        reason,
                     ))
-                },
-            )
-            .collect()
-    }
-
-    /// Sessions that have not ended.
-    pub fn live_sessions(&self) -> Result<Vec<SessionRow>, StoreError> {
-        let raw = self.read(|c| {
-            let mut st = c.prepare(
-                "SELECT id, account, persona, integration, connector, channel, started_at
-                 FROM sessions WHERE ended_at IS NULL ORDER BY started_at",
-            )?;
-            let rows = st.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, String>(6)?,
-                ))
-            })?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-        })?;
-        raw.into_iter()
-            .map(
-                |(id, account, persona, integration, connector, channel, started_at)| {
-                    Ok(SessionRow {
-                        id: uuid(&id)?,
-                        account,
-                        persona: uuid(&persona)?,
-                        integration,
-                        connector,
-                        channel,
-                        started_at,
-                    })
                 },
             )
             .collect()
