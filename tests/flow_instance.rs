@@ -209,3 +209,29 @@ async fn idle_instances_retire_and_come_back() {
     assert_eq!(inv.event.event.id, again_id);
     assert_eq!(h.engine.flow_instances(), 1);
 }
+
+#[actix_rt::test]
+async fn work_inside_the_idle_timeout_postpones_retirement() {
+    let config = EngineConfig {
+        flow_idle_timeout: Duration::from_secs(60),
+        ..EngineConfig::default()
+    };
+    let mut h = setup(config).await;
+    h.submit(ev(&h, "q_event")).await;
+    let (_, reply) = h.next_manual().await;
+    reply.finish(Outcome::Completed, vec![]);
+    // The idle timer armed now fires at +60 s; a second event finishes at +40 s.
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    h.submit(ev(&h, "q_event")).await;
+    let (_, reply) = h.next_manual().await;
+    let last_done = tokio::time::Instant::now();
+    reply.finish(Outcome::Completed, vec![]);
+    while h.engine.flow_instances() > 0 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(
+        last_done.elapsed() >= Duration::from_secs(60),
+        "idle for the whole timeout since the last invocation, not since the first"
+    );
+    assert!(last_done.elapsed() < Duration::from_secs(62));
+}

@@ -1,11 +1,12 @@
 //! Validated identifiers: snake_case idns (integrations, connectors, events, accounts) and
-//! CamelCase-style names (agents, flows, skills). Cheap to clone (`Arc<str>` inside).
-
-use std::borrow::Borrow;
-use std::fmt;
-use std::sync::Arc;
+//! CamelCase-style names (agents, flows, skills). Cheap to clone: `SmolStr` inside, so an
+//! identifier of up to 23 bytes is stored inline and a clone touches no shared reference
+//! count (clones happen per event on several threads; see ARCHITECTURE.md, "Performance").
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use smol_str::SmolStr;
+use std::borrow::Borrow;
+use std::fmt;
 
 /// Longest identifier accepted anywhere.
 pub const MAX_IDN_LEN: usize = 64;
@@ -63,7 +64,7 @@ macro_rules! identifier {
     ($(#[$doc:meta])* $name:ident, $check:ident) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(Arc<str>);
+        pub struct $name(SmolStr);
 
         impl $name {
             /// Validates `value`; `field` names the input it came from in the error.
@@ -73,7 +74,7 @@ macro_rules! identifier {
                     value: value.to_owned(),
                     reason,
                 })?;
-                Ok(Self(Arc::from(value)))
+                Ok(Self(SmolStr::new(value)))
             }
 
             /// For identifiers that are valid by construction (the catalog, constants).
@@ -97,7 +98,7 @@ macro_rules! identifier {
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Debug::fmt(&*self.0, f)
+                fmt::Debug::fmt(self.0.as_str(), f)
             }
         }
 
@@ -115,7 +116,7 @@ macro_rules! identifier {
 
         impl PartialEq<str> for $name {
             fn eq(&self, other: &str) -> bool {
-                &*self.0 == other
+                self.0.as_str() == other
             }
         }
 

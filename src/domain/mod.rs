@@ -4,6 +4,7 @@
 //! converts them into these, so the envelope can change version without touching the engine.
 
 pub mod command;
+pub mod derived_id;
 pub mod event;
 pub mod flow;
 pub mod idn;

@@ -22,14 +22,14 @@ pub struct PersonaId(pub Uuid);
 impl PersonaId {
     /// The persona of the actor `external_id` on any connector of `integration`.
     pub fn derive(account: &Idn, integration: &Idn, external_id: &str) -> Self {
-        use xxhash_rust::xxh3::Xxh3;
-        let mut h = Xxh3::new();
-        for part in [account.as_str(), integration.as_str(), external_id] {
-            // Length-prefix each part so ("ab","c") and ("a","bc") differ.
-            h.update(&(part.len() as u64).to_le_bytes());
-            h.update(part.as_bytes());
-        }
-        PersonaId(Uuid::new_v8(h.digest128().to_le_bytes()))
+        PersonaId(super::derived_id::derive(
+            b"",
+            &[
+                account.as_str().as_bytes(),
+                integration.as_str().as_bytes(),
+                external_id.as_bytes(),
+            ],
+        ))
     }
 }
 

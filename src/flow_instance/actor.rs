@@ -39,18 +39,14 @@ struct Running {
 /// The id of the invocation of `event` in `flow`: derived, so a replayed event gets the same
 /// invocation id and a runner can tell a redelivery (an event reaches a flow once).
 fn invocation_id(event: &Uuid, flow: &FlowRoute) -> Uuid {
-    use xxhash_rust::xxh3::Xxh3;
-    let mut h = Xxh3::new();
-    h.update(event.as_bytes());
-    for part in [
-        flow.flow.account.as_str(),
-        flow.flow.agent.as_str(),
-        flow.flow.flow.as_str(),
-    ] {
-        h.update(&(part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
-    }
-    Uuid::new_v8(h.digest128().to_le_bytes())
+    crate::domain::derived_id::derive(
+        event.as_bytes(),
+        &[
+            flow.flow.account.as_str().as_bytes(),
+            flow.flow.agent.as_str().as_bytes(),
+            flow.flow.flow.as_str().as_bytes(),
+        ],
+    )
 }
 
 /// One flow instance `(account, agent, flow, user persona)`.
@@ -62,7 +58,10 @@ pub struct FlowInstance {
     received: u64,
     running: Option<Running>,
     pending: VecDeque<Pending>,
+    /// The idle timer, if armed (see [`FlowInstance::arm_idle`]).
     idle: Option<SpawnHandle>,
+    /// When the instance last ran out of work.
+    idle_since: Instant,
 }
 
 impl FlowInstance {
@@ -79,6 +78,7 @@ impl FlowInstance {
             running: None,
             pending: VecDeque::new(),
             idle: None,
+            idle_since: Instant::now(),
         }
     }
 
@@ -112,18 +112,32 @@ impl FlowInstance {
             };
             self.start(p, ctx);
         }
-        if self.running.is_none() && self.pending.is_empty() && self.idle.is_none() {
-            let timeout = self.instances.deps.idle_timeout;
-            self.idle = Some(ctx.run_later(timeout, |act, ctx| {
-                act.idle = None;
-                if act.running.is_none()
-                    && act.pending.is_empty()
-                    && act.instances.retire(act.key, act.generation, act.received)
-                {
-                    ctx.stop();
-                }
-            }));
+        if self.running.is_none() && self.pending.is_empty() {
+            self.idle_since = Instant::now();
+            if self.idle.is_none() {
+                self.arm_idle(self.instances.deps.idle_timeout, ctx);
+            }
         }
+    }
+
+    /// One idle timer at a time, armed when the instance first goes idle and left running
+    /// while events come and go: when it fires it retires the instance if it has been idle
+    /// for the whole timeout, and otherwise re-arms for the rest. Arming and cancelling a
+    /// timer per event cost more than the rest of the instance's work.
+    fn arm_idle(&mut self, after: std::time::Duration, ctx: &mut Context<Self>) {
+        self.idle = Some(ctx.run_later(after, |act, ctx| {
+            act.idle = None;
+            if act.running.is_some() || !act.pending.is_empty() {
+                return; // busy: start_next arms it again when the work is done
+            }
+            let timeout = act.instances.deps.idle_timeout;
+            let idle_for = act.idle_since.elapsed();
+            if idle_for < timeout {
+                act.arm_idle(timeout - idle_for, ctx);
+            } else if act.instances.retire(act.key, act.generation, act.received) {
+                ctx.stop();
+            }
+        }));
     }
 
     fn skill_of(&self, p: &Pending) -> Result<Name, String> {
@@ -148,11 +162,10 @@ impl FlowInstance {
     }
 
     fn start(&mut self, p: Pending, ctx: &mut Context<Self>) {
-        let flow = p.matched.flow.clone();
         let skill = match self.skill_of(&p) {
             Ok(s) => s,
             Err(detail) => {
-                flow.metrics.outcome(InvocationOutcome::NoSkill);
+                p.matched.flow.metrics.outcome(InvocationOutcome::NoSkill);
                 dead_letter::record(
                     &*self.instances.deps.dead_letters,
                     DeadLetter::event(
@@ -165,7 +178,16 @@ impl FlowInstance {
                 return; // recorded: the delivery settles as done
             }
         };
-        let id = invocation_id(&p.event.event.id, &flow);
+        // The route moves from the pending entry into `running`: the flow's `Arc` is shared by
+        // every instance on every thread, so each clone would be a contended atomic.
+        let Pending {
+            event,
+            matched,
+            delivery,
+            admitted_at,
+        } = p;
+        let flow = matched.flow;
+        let id = invocation_id(&event.event.id, &flow);
         let invocation = Invocation {
             id,
             account: flow.flow.account.clone(),
@@ -173,36 +195,41 @@ impl FlowInstance {
             flow: flow.flow.flow.clone(),
             skill,
             persona: self.key.persona,
-            event: p.event.clone(),
+            event: event.clone(),
             timeout: flow.invocation_timeout,
         };
-        self.running = Some(Running {
-            id,
-            uninterruptible: p.event.event.uninterruptible,
-            deadline: None,
-            started: Instant::now(),
-            flow: flow.clone(),
-            event: p.event.clone(),
-        });
-        let metrics = &self.instances.deps.metrics;
-        metrics
+        let timeout = flow.invocation_timeout;
+        let now = Instant::now();
+        self.instances
+            .deps
+            .metrics
             .dispatch_latency
-            .record(p.admitted_at.elapsed().as_secs_f64());
+            .record(now.saturating_duration_since(admitted_at).as_secs_f64());
         let reply = Reply {
             addr: ctx.address(),
             invocation_id: id,
         };
         // The runner lets go of the delivery once it really has the invocation.
-        let handoff = Handoff::new(p.delivery);
-        let runner = flow.runner.clone();
-        let said = invoke_inline(id, || runner.invoke(invocation, reply, handoff));
+        let handoff = Handoff::new(delivery);
+        let said = invoke_inline(id, || flow.runner.invoke(invocation, reply, handoff));
+        self.running = Some(Running {
+            id,
+            uninterruptible: event.event.uninterruptible,
+            deadline: None,
+            started: now,
+            flow,
+            event,
+        });
         match said.outcome {
             Some(outcome) => self.complete(id, outcome, said.streamed, ctx),
             None => {
                 if !said.streamed.is_empty() {
-                    self.send_commands(&flow, id, said.streamed);
+                    let flow = self.running.as_ref().map(|r| r.flow.clone());
+                    if let Some(flow) = flow {
+                        self.send_commands(&flow, id, said.streamed);
+                    }
                 }
-                let deadline = ctx.run_later(flow.invocation_timeout, move |act, ctx| {
+                let deadline = ctx.run_later(timeout, move |act, ctx| {
                     if act.running.as_ref().is_some_and(|r| r.id == id) {
                         act.abandon_running(InvocationOutcome::TimedOut, ctx);
                         act.start_next(ctx);
@@ -230,8 +257,8 @@ impl FlowInstance {
         if let Some(d) = r.deadline {
             ctx.cancel_future(d);
         }
-        let flow = r.flow.clone();
-        self.send_commands(&flow, id, commands);
+        let flow = &r.flow;
+        self.send_commands(flow, id, commands);
         flow.metrics
             .duration
             .record(r.started.elapsed().as_secs_f64());
@@ -256,6 +283,9 @@ impl FlowInstance {
     }
 
     fn send_commands(&self, flow: &Arc<FlowRoute>, invocation_id: Uuid, commands: Vec<Command>) {
+        if commands.is_empty() {
+            return;
+        }
         let origin = Origin {
             persona: self.key.persona,
             flow: flow.clone(),
@@ -284,23 +314,18 @@ impl Handler<Enqueue> for FlowInstance {
 
     fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
         self.received += 1;
-        if let Some(h) = self.idle.take() {
-            ctx.cancel_future(h);
-        }
         let p = Pending {
             event: msg.event,
             matched: msg.matched,
             delivery: msg.delivery,
             admitted_at: msg.admitted_at,
         };
-        let instances = self.instances.clone();
-        let deps = &instances.deps;
         match p.matched.interrupt_mode {
             InterruptMode::Queue => {
-                if self.pending.len() >= deps.max_pending {
+                if self.pending.len() >= self.instances.deps.max_pending {
                     p.matched.flow.metrics.outcome(InvocationOutcome::Failed);
                     dead_letter::record(
-                        &*deps.dead_letters,
+                        &*self.instances.deps.dead_letters,
                         DeadLetter::event(
                             DeadLetterReason::FlowQueueFull,
                             format!(
@@ -334,7 +359,11 @@ impl Handler<Enqueue> for FlowInstance {
                 }
             }
         }
-        deps.metrics.queue_depth.record(self.pending.len() as f64);
+        self.instances
+            .deps
+            .metrics
+            .queue_depth
+            .record(self.pending.len() as f64);
         self.start_next(ctx);
     }
 }
