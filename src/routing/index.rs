@@ -9,11 +9,12 @@
 //! subscription of a flow (in flow order) was kept at build time.
 
 use std::hash::{BuildHasher, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hashbrown::HashTable;
 use rustc_hash::{FxBuildHasher, FxHashMap};
+use smallvec::SmallVec;
 
 use crate::domain::{Flow, Idn, InterruptMode, Name, SkillSelector, Subscription};
 use crate::skill_runner::SkillRunner;
@@ -135,7 +136,8 @@ struct ExactEntry {
     integration: Idn,
     connector: Idn,
     event: Idn,
-    own: Box<[Match]>,
+    /// Usually one subscription: held inline.
+    own: SmallVec<[Match; 1]>,
     integration_tier: Option<Arc<[Match]>>,
     any: Option<Arc<[Match]>>,
 }
@@ -185,14 +187,15 @@ pub struct SubscriptionIndex {
     integration: HashTable<IntegrationEntry>,
     any: HashTable<AnyEntry>,
     flows: FxHashMap<(Idn, Name, Name), Arc<FlowRoute>>,
-    /// Every subscription by `(account, event)`, for explain (off the hot path).
-    by_event: FxHashMap<(Idn, Idn), Vec<Candidate>>,
+    /// The flows in the order they were given (explain lists candidates in this order).
+    routes: Vec<Arc<FlowRoute>>,
+    /// Every subscription by `(account, event)`, for explain: built on the first explain, not
+    /// on every rebuild (it is off the hot path and as large as the index itself).
+    by_event: OnceLock<FxHashMap<(Idn, Idn), Vec<Candidate>>>,
     subscriptions: usize,
 }
 
-type TierMap<K> = FxHashMap<K, Vec<Match>>;
-
-fn push_first_per_flow(list: &mut Vec<Match>, m: Match) {
+fn push_first_per_flow(list: &mut SmallVec<[Match; 1]>, m: Match) {
     // Flows are added one after another, so a flow's earlier entry is at the end.
     if list.last().is_some_and(|l| l.flow_id == m.flow_id) {
         return;
@@ -200,13 +203,70 @@ fn push_first_per_flow(list: &mut Vec<Match>, m: Match) {
     list.push(m);
 }
 
+fn any_entry<'a>(
+    table: &'a HashTable<AnyEntry>,
+    account: &Idn,
+    event: &Idn,
+) -> Option<&'a AnyEntry> {
+    let h = mix(&[
+        hash_str(account.as_str()),
+        ANY,
+        ANY,
+        hash_str(event.as_str()),
+    ]);
+    table.find(h, |x| {
+        x.hash == h && x.event == *event && x.account == *account
+    })
+}
+
+fn integration_entry<'a>(
+    table: &'a HashTable<IntegrationEntry>,
+    account: &Idn,
+    integration: &Idn,
+    event: &Idn,
+) -> Option<&'a IntegrationEntry> {
+    let h = mix(&[
+        hash_str(account.as_str()),
+        hash_str(integration.as_str()),
+        ANY,
+        hash_str(event.as_str()),
+    ]);
+    table.find(h, |x| {
+        x.hash == h && x.event == *event && x.integration == *integration && x.account == *account
+    })
+}
+
+/// A broader-tier entry while the index is being built.
+struct Gathering<K> {
+    hash: u64,
+    key: K,
+    list: SmallVec<[Match; 1]>,
+}
+
+/// Finds or adds the entry `key` (hashed `hash`) of `table` and adds `m` to its list.
+fn gather<K: PartialEq>(table: &mut HashTable<Gathering<K>>, hash: u64, key: K, m: Match) {
+    match table.entry(hash, |x| x.hash == hash && x.key == key, |x| x.hash) {
+        hashbrown::hash_table::Entry::Occupied(mut o) => {
+            push_first_per_flow(&mut o.get_mut().list, m)
+        }
+        hashbrown::hash_table::Entry::Vacant(v) => {
+            v.insert(Gathering {
+                hash,
+                key,
+                list: smallvec::smallvec![m],
+            });
+        }
+    }
+}
+
 impl SubscriptionIndex {
-    /// Builds the index of `flows`. Cost is linear in the number of subscriptions.
+    /// Builds the index of `flows`. Cost is linear in the number of subscriptions: one pass
+    /// puts every subscription straight into the table of its tier (exact entries hold one
+    /// match inline, the common case), a second links each exact entry to its broader tiers.
     pub fn build(flows: &[Arc<FlowRoute>]) -> SubscriptionIndex {
-        let mut exact: TierMap<(Idn, Idn, Idn, Idn)> = FxHashMap::default();
-        let mut integ: TierMap<(Idn, Idn, Idn)> = FxHashMap::default();
-        let mut any: TierMap<(Idn, Idn)> = FxHashMap::default();
-        let mut by_event: FxHashMap<(Idn, Idn), Vec<Candidate>> = FxHashMap::default();
+        let mut exact: HashTable<ExactEntry> = HashTable::new();
+        let mut integ: HashTable<Gathering<(Idn, Idn, Idn)>> = HashTable::new();
+        let mut any: HashTable<Gathering<(Idn, Idn)>> = HashTable::new();
         let mut flow_map = FxHashMap::default();
         let mut subscriptions = 0;
         for route in flows {
@@ -215,6 +275,7 @@ impl SubscriptionIndex {
                 (f.account.clone(), f.agent.clone(), f.flow.clone()),
                 route.clone(),
             );
+            let h_account = hash_str(f.account.as_str());
             for (pos, sub) in f.subscriptions.iter().enumerate() {
                 subscriptions += 1;
                 let m = Match {
@@ -223,98 +284,103 @@ impl SubscriptionIndex {
                     position: pos as u32,
                     interrupt_mode: sub.interrupt_mode,
                 };
-                by_event
-                    .entry((f.account.clone(), sub.event.clone()))
-                    .or_default()
-                    .push(Candidate {
-                        flow: route.clone(),
-                        position: pos as u32,
-                    });
-                let a = f.account.clone();
-                let e = sub.event.clone();
+                let h_event = hash_str(sub.event.as_str());
                 match (&sub.integration, &sub.connector) {
-                    (Some(i), Some(c)) => push_first_per_flow(
-                        exact.entry((a, i.clone(), c.clone(), e)).or_default(),
-                        m,
-                    ),
-                    (Some(i), None) => {
-                        push_first_per_flow(integ.entry((a, i.clone(), e)).or_default(), m)
+                    (Some(i), Some(c)) => {
+                        let h = mix(&[
+                            h_account,
+                            hash_str(i.as_str()),
+                            hash_str(c.as_str()),
+                            h_event,
+                        ]);
+                        let e = &sub.event;
+                        let a = &f.account;
+                        match exact.entry(
+                            h,
+                            |x| {
+                                x.hash == h
+                                    && x.event == *e
+                                    && x.connector == *c
+                                    && x.integration == *i
+                                    && x.account == *a
+                            },
+                            |x| x.hash,
+                        ) {
+                            hashbrown::hash_table::Entry::Occupied(mut o) => {
+                                push_first_per_flow(&mut o.get_mut().own, m)
+                            }
+                            hashbrown::hash_table::Entry::Vacant(v) => {
+                                v.insert(ExactEntry {
+                                    hash: h,
+                                    account: a.clone(),
+                                    integration: i.clone(),
+                                    connector: c.clone(),
+                                    event: e.clone(),
+                                    own: smallvec::smallvec![m],
+                                    integration_tier: None,
+                                    any: None,
+                                });
+                            }
+                        }
                     }
-                    (None, _) => push_first_per_flow(any.entry((a, e)).or_default(), m),
+                    (Some(i), None) => {
+                        let h = mix(&[h_account, hash_str(i.as_str()), ANY, h_event]);
+                        let key = (f.account.clone(), i.clone(), sub.event.clone());
+                        gather(&mut integ, h, key, m);
+                    }
+                    (None, _) => {
+                        let h = mix(&[h_account, ANY, ANY, h_event]);
+                        gather(&mut any, h, (f.account.clone(), sub.event.clone()), m);
+                    }
                 }
             }
         }
 
         let mut index = SubscriptionIndex {
             flows: flow_map,
-            by_event,
+            routes: flows.to_vec(),
             subscriptions,
             ..Default::default()
         };
-        let mut any_arcs: FxHashMap<(Idn, Idn), Arc<[Match]>> = FxHashMap::default();
-        for ((a, e), list) in any {
-            let own: Arc<[Match]> = list.into();
-            any_arcs.insert((a.clone(), e.clone()), own.clone());
-            let hash = mix(&[hash_str(a.as_str()), ANY, ANY, hash_str(e.as_str())]);
+        for g in any {
+            let (a, e) = g.key;
             index.any.insert_unique(
-                hash,
+                g.hash,
                 AnyEntry {
-                    hash,
+                    hash: g.hash,
                     account: a,
                     event: e,
-                    own,
+                    own: g.list.into_iter().collect(),
                 },
                 |x| x.hash,
             );
         }
-        let mut integ_arcs: FxHashMap<(Idn, Idn, Idn), Arc<[Match]>> = FxHashMap::default();
-        for ((a, i, e), list) in integ {
-            let own: Arc<[Match]> = list.into();
-            integ_arcs.insert((a.clone(), i.clone(), e.clone()), own.clone());
-            let hash = mix(&[
-                hash_str(a.as_str()),
-                hash_str(i.as_str()),
-                ANY,
-                hash_str(e.as_str()),
-            ]);
-            let any = any_arcs.get(&(a.clone(), e.clone())).cloned();
+        for g in integ {
+            let (a, i, e) = g.key;
+            let any = any_entry(&index.any, &a, &e).map(|x| x.own.clone());
             index.integration.insert_unique(
-                hash,
+                g.hash,
                 IntegrationEntry {
-                    hash,
+                    hash: g.hash,
                     account: a,
                     integration: i,
                     event: e,
-                    own,
+                    own: g.list.into_iter().collect(),
                     any,
                 },
                 |x| x.hash,
             );
         }
-        for ((a, i, c, e), list) in exact {
-            let hash = mix(&[
-                hash_str(a.as_str()),
-                hash_str(i.as_str()),
-                hash_str(c.as_str()),
-                hash_str(e.as_str()),
-            ]);
-            let integration_tier = integ_arcs.get(&(a.clone(), i.clone(), e.clone())).cloned();
-            let any = any_arcs.get(&(a.clone(), e.clone())).cloned();
-            index.exact.insert_unique(
-                hash,
-                ExactEntry {
-                    hash,
-                    account: a,
-                    integration: i,
-                    connector: c,
-                    event: e,
-                    own: list.into_boxed_slice(),
-                    integration_tier,
-                    any,
-                },
-                |x| x.hash,
-            );
+        if !(index.integration.is_empty() && index.any.is_empty()) {
+            let (integration, any_tier) = (&index.integration, &index.any);
+            for x in exact.iter_mut() {
+                x.integration_tier =
+                    integration_entry(integration, &x.account, &x.integration, &x.event)
+                        .map(|t| t.own.clone());
+                x.any = any_entry(any_tier, &x.account, &x.event).map(|t| t.own.clone());
+            }
         }
+        index.exact = exact;
         index
     }
 
@@ -416,9 +482,25 @@ impl SubscriptionIndex {
         self.flows.values()
     }
 
-    /// Every subscription of `account` to `event`, whatever its scope (for explain).
+    /// Every subscription of `account` to `event`, whatever its scope (for explain). The
+    /// first call on an index gathers them all.
     pub fn candidates(&self, account: &Idn, event: &Idn) -> &[Candidate] {
         self.by_event
+            .get_or_init(|| {
+                let mut by_event: FxHashMap<(Idn, Idn), Vec<Candidate>> = FxHashMap::default();
+                for route in &self.routes {
+                    for (pos, sub) in route.flow.subscriptions.iter().enumerate() {
+                        by_event
+                            .entry((route.flow.account.clone(), sub.event.clone()))
+                            .or_default()
+                            .push(Candidate {
+                                flow: route.clone(),
+                                position: pos as u32,
+                            });
+                    }
+                }
+                by_event
+            })
             .get(&(account.clone(), event.clone()))
             .map(Vec::as_slice)
             .unwrap_or_default()
