@@ -12,7 +12,8 @@
 //! - `index_iter_all` (informative, no target): pre-built scope, then every match iterated as
 //!   dispatch does, which includes the cross-tier per-flow precedence filter.
 //!
-//! The index variants consume the tier sizes and the first match's flow id.
+//! The index variants consume the tier sizes and the first match's flow id (the `flow_id` a
+//! match holds beside its route, as dispatch reads it: no pointer chase into the route).
 //!
 //! **Baseline**, same run: an `FxHashMap<(String, String, String), Vec<usize>>` holding every
 //! exact subscription key plus every lookup key (a flattened, one-probe map: the ideal), looked
@@ -94,7 +95,7 @@ struct Ctx<'a> {
 fn consume(m: &Matches<'_>) -> (usize, Option<FlowId>) {
     (
         m.exact.len() + m.integration.len() + m.any.len(),
-        m.iter().next().map(|x| x.flow.id),
+        m.iter().next().map(|x| x.flow_id),
     )
 }
 
@@ -154,7 +155,7 @@ fn run(variant: Variant, ctx: &Ctx<'_>, from: usize, n: usize) -> Duration {
                     &scopes[k.connector as usize],
                     v.events[k.event as usize].as_str(),
                 );
-                black_box(m.iter().map(|x| x.flow.id.0 as usize).sum::<usize>());
+                black_box(m.iter().map(|x| x.flow_id.0 as usize).sum::<usize>());
             }
         }
     }
@@ -302,7 +303,9 @@ fn main() {
             cell(4)
         );
     }
-    println!("  * informative, no target: the pre-built scope plus the three Arc clone/drop pairs");
+    println!(
+        "  * informative, no target: the pre-built scope plus the three `Idn` clone/drop pairs"
+    );
     println!("    of ScopeKey::new; and the pre-built scope with every match iterated.");
     if misses.is_empty() {
         println!("index_lookup: target met at every size");

@@ -48,6 +48,13 @@ impl Publisher {
         self.tx.try_send(m).map_err(|_| Full)
     }
 
+    /// Queues without waiting; gives the message back when there is no room.
+    pub fn offer(&self, m: Outgoing) -> Result<(), Outgoing> {
+        self.tx.try_send(m).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
+        })
+    }
+
     /// Queues, waiting for room.
     pub async fn publish(&self, m: Outgoing) -> Result<(), Full> {
         self.tx.send(m).await.map_err(|_| Full)

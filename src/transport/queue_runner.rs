@@ -52,9 +52,13 @@ impl SkillRunner for QueueRunner {
                 handoff.done();
             })),
         };
+        // Queued at once when there is room (no task per invocation). Otherwise a task waits
+        // for room: meanwhile the event keeps its in-flight permit, so a full queue slows
+        // intake instead of growing memory.
+        let Err(m) = self.publisher.offer(m) else {
+            return;
+        };
         let publisher = self.publisher.clone();
-        // Waits for room in the publish queue: meanwhile the event keeps its in-flight permit,
-        // so a full queue slows intake instead of growing memory.
         tokio::spawn(async move {
             if publisher.publish(m).await.is_err() {
                 tracing::error!(invocation = %id, "publisher stopped");
