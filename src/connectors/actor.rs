@@ -162,7 +162,7 @@ impl ConnectorActor {
         self.deps.dispatcher.route(
             Arc::new(RoutedEvent { event: e, persona }),
             &self.system_scope,
-            delivery,
+            delivery.clone(),
             admitted_at,
         );
     }
@@ -213,7 +213,7 @@ impl Handler<Inbound> for ConnectorActor {
                 &self.scope,
                 self.integration.channel_label(),
                 persona,
-                Instant::now(),
+                admitted_at,
                 match &event.target {
                     Target::Actor(a) => Some(a.external_id.as_str()),
                     _ => None,
@@ -233,10 +233,16 @@ impl Handler<Inbound> for ConnectorActor {
         let declared = self.integration.event(event.event.as_str()).is_some();
         let event_idn = event.event.clone();
         let routed = Arc::new(RoutedEvent { event, persona });
+        // The delivery is still needed after routing only to end sessions.
+        let (routed_delivery, delivery) = if ends {
+            (delivery.clone(), Some(delivery))
+        } else {
+            (delivery, None)
+        };
         let matched = self
             .deps
             .dispatcher
-            .route(routed, &self.scope, &delivery, admitted_at);
+            .route(routed, &self.scope, routed_delivery, admitted_at);
         // Label values stay bounded: custom idns nobody subscribes to share one label.
         let label = if declared || matched > 0 {
             event_idn
@@ -247,7 +253,7 @@ impl Handler<Inbound> for ConnectorActor {
         if matched == 0 {
             self.metrics.unmatched(&label);
         }
-        if ends {
+        if let Some(delivery) = delivery {
             for ended in self.deps.sessions.end_integration(
                 &self.scope.account,
                 persona,

@@ -54,28 +54,39 @@ impl Dispatcher {
     }
 
     /// Queues `event` on every matching flow instance; returns how many flows received it.
+    /// The last receiver gets `event` and `delivery` themselves, the others clones: in the
+    /// common case of one receiving flow, no reference count is touched.
     #[inline]
     pub fn route(
         &self,
         event: SharedEvent,
         scope: &ScopeKey,
-        delivery: &Delivery,
+        delivery: Delivery,
         admitted_at: Instant,
     ) -> usize {
         let index = self.index.load();
         let matches = index.lookup(scope, event.event.event.as_str());
+        let persona = event.persona;
+        let mut held = Some((event, delivery));
         let mut n = 0;
-        for m in matches.iter() {
+        let mut matches = matches.iter().peekable();
+        while let Some(m) = matches.next() {
             n += 1;
+            let (event, delivery) = if matches.peek().is_none() {
+                held.take().expect("taken only by the last match")
+            } else {
+                let (e, d) = held.as_ref().expect("held until the last match");
+                (e.clone(), d.clone())
+            };
             self.instances.deliver(
                 FlowInstanceKey {
                     flow: m.flow_id,
-                    persona: event.persona,
+                    persona,
                 },
                 Enqueue {
-                    event: event.clone(),
+                    event,
                     matched: m.clone(),
-                    delivery: delivery.clone(),
+                    delivery,
                     admitted_at,
                 },
             );
@@ -98,7 +109,7 @@ impl Dispatcher {
         self.route(
             Arc::new(RoutedEvent { event, persona }),
             &scope,
-            &Delivery::none(),
+            Delivery::none(),
             Instant::now(),
         )
     }
