@@ -37,6 +37,14 @@ fn micros_now() -> u64 {
         .as_micros() as u64
 }
 
+/// Microseconds since the event's publisher stamped it (`sent_us`, see [`envelope`]).
+fn latency_us(e: &EventEnvelope) -> u64 {
+    let ArgumentsWire::List(a) = &e.arguments else {
+        unreachable!("the benchmark publishes arguments as a list")
+    };
+    micros_now().saturating_sub(a[1].value.parse().unwrap())
+}
+
 fn pct(v: &mut [u64], p: f64) -> f64 {
     v.sort_unstable();
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
@@ -126,10 +134,7 @@ async fn baseline(url: &str, n: usize) -> (f64, Vec<u64>) {
         while lat.len() < n {
             let m = msgs.next().await.unwrap().unwrap();
             let e: EventEnvelope = Encoding::MessagePack.decode(&m.payload).unwrap();
-            let ArgumentsWire::List(a) = &e.arguments else {
-                unreachable!()
-            };
-            lat.push(micros_now().saturating_sub(a[1].value.parse().unwrap()));
+            lat.push(latency_us(&e));
             m.ack().await.unwrap();
         }
         lat
@@ -188,10 +193,7 @@ async fn through_daemon(url: &str, base: &str, n: usize) -> (f64, Vec<u64>) {
             let m = msgs.next().await.unwrap().unwrap();
             let inv: switchboard::wire::invocation::InvocationWire =
                 Encoding::MessagePack.decode(&m.payload).unwrap();
-            let ArgumentsWire::List(a) = &inv.event.arguments else {
-                unreachable!()
-            };
-            lat.push(micros_now().saturating_sub(a[1].value.parse().unwrap()));
+            lat.push(latency_us(&inv.event));
             let r = ResultWire {
                 v: 1,
                 invocation_id: Some(inv.invocation_id),

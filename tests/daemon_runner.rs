@@ -20,6 +20,11 @@ async fn post(c: &Client, url: String, body: Value) -> (StatusCode, Value) {
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
+/// A JSON list from `url`; `None` while the daemon cannot answer (for `eventually`).
+async fn get_list(c: &Client, url: String) -> Option<Vec<Value>> {
+    c.get(url).send().await.ok()?.json().await.ok()
+}
+
 fn event(connector: &str, who: &str, text: &str) -> Value {
     json!({"v": 1, "integration_idn": "sandbox", "connector_idn": connector, "event_idn": "user_message",
            "actor": {"external_id": who}, "arguments": [{"name": "text", "value": text}]})
@@ -226,14 +231,7 @@ async fn a_failing_runner_is_retried_then_dead_lettered_then_replayed() {
         "retries keep the invocation id"
     );
     let letter = eventually("the dead letter", Duration::from_secs(20), || async {
-        let list: Vec<Value> = c
-            .get(d.url("/v1/dead-letters"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let list = get_list(&c, d.url("/v1/dead-letters")).await?;
         list.into_iter().find(|l| l["reason"] == "runner_failed")
     })
     .await;
@@ -340,14 +338,11 @@ async fn a_runner_may_answer_later_through_the_result_endpoint() {
     let (s, _) = post(&c, d.url("/v1/events"), end).await;
     assert_eq!(s, StatusCode::ACCEPTED);
     let ended = eventually("the ended session", Duration::from_secs(10), || async {
-        let list: Vec<Value> = c
-            .get(d.url("/v1/sessions?connectors=sandbox/chat&is_active=false"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let list = get_list(
+            &c,
+            d.url("/v1/sessions?connectors=sandbox/chat&is_active=false"),
+        )
+        .await?;
         list.into_iter().find(|s| s["persona_id"] == persona)
     })
     .await;

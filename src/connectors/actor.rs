@@ -234,15 +234,11 @@ impl Handler<Inbound> for ConnectorActor {
         let event_idn = event.event.clone();
         let routed = Arc::new(RoutedEvent { event, persona });
         // The delivery is still needed after routing only to end sessions.
-        let (routed_delivery, delivery) = if ends {
-            (delivery.clone(), Some(delivery))
-        } else {
-            (delivery, None)
-        };
+        let ending = ends.then(|| delivery.clone());
         let matched = self
             .deps
             .dispatcher
-            .route(routed, &self.scope, routed_delivery, admitted_at);
+            .route(routed, &self.scope, delivery, admitted_at);
         // Label values stay bounded: custom idns nobody subscribes to share one label.
         let label = if declared || matched > 0 {
             event_idn
@@ -253,7 +249,7 @@ impl Handler<Inbound> for ConnectorActor {
         if matched == 0 {
             self.metrics.unmatched(&label);
         }
-        if let Some(delivery) = delivery {
+        if let Some(delivery) = ending {
             for ended in self.deps.sessions.end_integration(
                 &self.scope.account,
                 persona,

@@ -223,11 +223,8 @@ impl FlowInstance {
         match said.outcome {
             Some(outcome) => self.complete(id, outcome, said.streamed, ctx),
             None => {
-                if !said.streamed.is_empty() {
-                    let flow = self.running.as_ref().map(|r| r.flow.clone());
-                    if let Some(flow) = flow {
-                        self.send_commands(&flow, id, said.streamed);
-                    }
+                if let Some(r) = &self.running {
+                    self.send_commands(&r.flow, id, said.streamed);
                 }
                 let deadline = ctx.run_later(timeout, move |act, ctx| {
                     if act.running.as_ref().is_some_and(|r| r.id == id) {

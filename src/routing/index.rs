@@ -142,6 +142,44 @@ struct ExactEntry {
     any: Option<Arc<[Match]>>,
 }
 
+/// The key hash of each tier, from the hashes of its parts; a null scope hashes as [`ANY`].
+fn exact_hash(account: u64, integration: u64, connector: u64, event: u64) -> u64 {
+    mix(&[account, integration, connector, event])
+}
+
+fn integration_hash(account: u64, integration: u64, event: u64) -> u64 {
+    mix(&[account, integration, ANY, event])
+}
+
+fn any_hash(account: u64, event: u64) -> u64 {
+    mix(&[account, ANY, ANY, event])
+}
+
+impl ExactEntry {
+    fn is(&self, hash: u64, [account, integration, connector]: [&str; 3], event: &str) -> bool {
+        self.hash == hash
+            && self.event.as_str() == event
+            && self.connector.as_str() == connector
+            && self.integration.as_str() == integration
+            && self.account.as_str() == account
+    }
+}
+
+impl IntegrationEntry {
+    fn is(&self, hash: u64, account: &str, integration: &str, event: &str) -> bool {
+        self.hash == hash
+            && self.event.as_str() == event
+            && self.integration.as_str() == integration
+            && self.account.as_str() == account
+    }
+}
+
+impl AnyEntry {
+    fn is(&self, hash: u64, account: &str, event: &str) -> bool {
+        self.hash == hash && self.event.as_str() == event && self.account.as_str() == account
+    }
+}
+
 /// The subscriptions matching one event, by tier. Iterate with [`Matches::iter`], which
 /// yields each flow once, by its most specific subscription.
 #[derive(Clone, Copy, Default)]
@@ -203,39 +241,6 @@ fn push_first_per_flow(list: &mut SmallVec<[Match; 1]>, m: Match) {
     list.push(m);
 }
 
-fn any_entry<'a>(
-    table: &'a HashTable<AnyEntry>,
-    account: &Idn,
-    event: &Idn,
-) -> Option<&'a AnyEntry> {
-    let h = mix(&[
-        hash_str(account.as_str()),
-        ANY,
-        ANY,
-        hash_str(event.as_str()),
-    ]);
-    table.find(h, |x| {
-        x.hash == h && x.event == *event && x.account == *account
-    })
-}
-
-fn integration_entry<'a>(
-    table: &'a HashTable<IntegrationEntry>,
-    account: &Idn,
-    integration: &Idn,
-    event: &Idn,
-) -> Option<&'a IntegrationEntry> {
-    let h = mix(&[
-        hash_str(account.as_str()),
-        hash_str(integration.as_str()),
-        ANY,
-        hash_str(event.as_str()),
-    ]);
-    table.find(h, |x| {
-        x.hash == h && x.event == *event && x.integration == *integration && x.account == *account
-    })
-}
-
 /// A broader-tier entry while the index is being built.
 struct Gathering<K> {
     hash: u64,
@@ -287,25 +292,15 @@ impl SubscriptionIndex {
                 let h_event = hash_str(sub.event.as_str());
                 match (&sub.integration, &sub.connector) {
                     (Some(i), Some(c)) => {
-                        let h = mix(&[
+                        let h = exact_hash(
                             h_account,
                             hash_str(i.as_str()),
                             hash_str(c.as_str()),
                             h_event,
-                        ]);
-                        let e = &sub.event;
-                        let a = &f.account;
-                        match exact.entry(
-                            h,
-                            |x| {
-                                x.hash == h
-                                    && x.event == *e
-                                    && x.connector == *c
-                                    && x.integration == *i
-                                    && x.account == *a
-                            },
-                            |x| x.hash,
-                        ) {
+                        );
+                        let (a, e) = (&f.account, &sub.event);
+                        let parts = [a.as_str(), i.as_str(), c.as_str()];
+                        match exact.entry(h, |x| x.is(h, parts, e.as_str()), |x| x.hash) {
                             hashbrown::hash_table::Entry::Occupied(mut o) => {
                                 push_first_per_flow(&mut o.get_mut().own, m)
                             }
@@ -324,12 +319,12 @@ impl SubscriptionIndex {
                         }
                     }
                     (Some(i), None) => {
-                        let h = mix(&[h_account, hash_str(i.as_str()), ANY, h_event]);
+                        let h = integration_hash(h_account, hash_str(i.as_str()), h_event);
                         let key = (f.account.clone(), i.clone(), sub.event.clone());
                         gather(&mut integ, h, key, m);
                     }
                     (None, _) => {
-                        let h = mix(&[h_account, ANY, ANY, h_event]);
+                        let h = any_hash(h_account, h_event);
                         gather(&mut any, h, (f.account.clone(), sub.event.clone()), m);
                     }
                 }
@@ -357,7 +352,11 @@ impl SubscriptionIndex {
         }
         for g in integ {
             let (a, i, e) = g.key;
-            let any = any_entry(&index.any, &a, &e).map(|x| x.own.clone());
+            let h = any_hash(hash_str(a.as_str()), hash_str(e.as_str()));
+            let any = index
+                .any
+                .find(h, |x| x.is(h, a.as_str(), e.as_str()))
+                .map(|x| x.own.clone());
             index.integration.insert_unique(
                 g.hash,
                 IntegrationEntry {
@@ -374,10 +373,14 @@ impl SubscriptionIndex {
         if !(index.integration.is_empty() && index.any.is_empty()) {
             let (integration, any_tier) = (&index.integration, &index.any);
             for x in exact.iter_mut() {
-                x.integration_tier =
-                    integration_entry(integration, &x.account, &x.integration, &x.event)
-                        .map(|t| t.own.clone());
-                x.any = any_entry(any_tier, &x.account, &x.event).map(|t| t.own.clone());
+                let (a, i, e) = (x.account.as_str(), x.integration.as_str(), x.event.as_str());
+                let (h_account, h_event) = (hash_str(a), hash_str(e));
+                let h = integration_hash(h_account, hash_str(i), h_event);
+                x.integration_tier = integration
+                    .find(h, |t| t.is(h, a, i, e))
+                    .map(|t| t.own.clone());
+                let h = any_hash(h_account, h_event);
+                x.any = any_tier.find(h, |t| t.is(h, a, e)).map(|t| t.own.clone());
             }
         }
         index.exact = exact;
@@ -427,37 +430,30 @@ impl SubscriptionIndex {
     ) -> Matches<'a> {
         let [h_account, h_integration, h_connector] = h3;
         let h_event = hash_str(event);
-        let h = mix(&[h_account, h_integration, h_connector, h_event]);
-        if let Some(e) = self.exact.find(h, |x| {
-            x.hash == h
-                && x.event.as_str() == event
-                && x.connector.as_str() == connector
-                && x.integration.as_str() == integration
-                && x.account.as_str() == account
-        }) {
+        let h = exact_hash(h_account, h_integration, h_connector, h_event);
+        if let Some(e) = self
+            .exact
+            .find(h, |x| x.is(h, [account, integration, connector], event))
+        {
             return Matches {
                 exact: &e.own,
                 integration: e.integration_tier.as_deref().unwrap_or_default(),
                 any: e.any.as_deref().unwrap_or_default(),
             };
         }
-        let h = mix(&[h_account, h_integration, ANY, h_event]);
-        if let Some(e) = self.integration.find(h, |x| {
-            x.hash == h
-                && x.event.as_str() == event
-                && x.integration.as_str() == integration
-                && x.account.as_str() == account
-        }) {
+        let h = integration_hash(h_account, h_integration, h_event);
+        if let Some(e) = self
+            .integration
+            .find(h, |x| x.is(h, account, integration, event))
+        {
             return Matches {
                 exact: &[],
                 integration: &e.own,
                 any: e.any.as_deref().unwrap_or_default(),
             };
         }
-        let h = mix(&[h_account, ANY, ANY, h_event]);
-        match self.any.find(h, |x| {
-            x.hash == h && x.event.as_str() == event && x.account.as_str() == account
-        }) {
+        let h = any_hash(h_account, h_event);
+        match self.any.find(h, |x| x.is(h, account, event)) {
             Some(e) => Matches {
                 exact: &[],
                 integration: &[],

@@ -237,9 +237,9 @@ async fn handle(
 }
 
 fn stream_event_id(stream: &str, seq: u64) -> Uuid {
-    // Not length-prefixed (ids already stored were derived this way): the sequence number
-    // has a fixed width, so the parts cannot run into each other.
-    let mut bytes = stream.as_bytes().to_vec();
-    bytes.extend_from_slice(&seq.to_le_bytes());
-    Uuid::new_v8(xxhash_rust::xxh3::xxh3_128(&bytes).to_le_bytes())
+    use xxhash_rust::xxh3::Xxh3;
+    let mut h = Xxh3::new();
+    h.update(stream.as_bytes());
+    h.update(&seq.to_le_bytes());
+    Uuid::new_v8(h.digest128().to_le_bytes())
 }

@@ -45,7 +45,7 @@ impl Publisher {
 
     /// Queues without waiting.
     pub fn try_publish(&self, m: Outgoing) -> Result<(), Full> {
-        self.tx.try_send(m).map_err(|_| Full)
+        self.offer(m).map_err(|_| Full)
     }
 
     /// Queues without waiting; gives the message back when there is no room.
