@@ -26,7 +26,9 @@ use switchboard::transport::client::Client;
 use switchboard::wire::envelope::{
     ActorWire, ArgumentWire, ArgumentsWire, Encoding, EventEnvelope,
 };
-use switchboard::wire::invocation::{ResultOutcome, ResultWire};
+use switchboard::wire::invocation::{
+    InvocationBatchWire, ResultBatchWire, ResultOutcome, ResultWire,
+};
 
 const WINDOW: usize = 256;
 
@@ -191,16 +193,18 @@ async fn through_daemon(url: &str, base: &str, n: usize) -> (f64, Vec<u64>) {
             .unwrap();
         while lat.len() < n {
             let m = msgs.next().await.unwrap().unwrap();
-            let inv: switchboard::wire::invocation::InvocationWire =
-                Encoding::MessagePack.decode(&m.payload).unwrap();
-            lat.push(latency_us(&inv.event));
-            let r = ResultWire {
-                v: 1,
-                invocation_id: Some(inv.invocation_id),
-                outcome: ResultOutcome::Completed,
-                reason: None,
-                commands: vec![],
-            };
+            let batch: InvocationBatchWire = Encoding::MessagePack.decode(&m.payload).unwrap();
+            let mut results = Vec::with_capacity(batch.invocations.len());
+            for inv in &batch.invocations {
+                lat.push(latency_us(&inv.event));
+                results.push(ResultWire {
+                    v: 1,
+                    invocation_id: Some(inv.invocation_id),
+                    outcome: ResultOutcome::Completed,
+                    reason: None,
+                    commands: vec![],
+                });
+            }
             let mut h = async_nats::HeaderMap::new();
             h.insert("Content-Type", "application/msgpack");
             runner
@@ -208,7 +212,7 @@ async fn through_daemon(url: &str, base: &str, n: usize) -> (f64, Vec<u64>) {
                 .publish_with_headers(
                     "sb.results.default",
                     h,
-                    Bytes::from(Encoding::MessagePack.encode(&r)),
+                    Bytes::from(Encoding::MessagePack.encode(&ResultBatchWire { v: 1, results })),
                 )
                 .await
                 .unwrap();

@@ -122,35 +122,38 @@ fn run_runner(url: String, seen: Seen) -> tokio::task::JoinHandle<()> {
             loop {
                 let next = tokio::time::timeout(
                     Duration::from_secs(3),
-                    Client::next_invocation(&inbox, Duration::from_millis(500)),
+                    Client::next_invocations(&inbox, Duration::from_millis(500)),
                 )
                 .await;
                 let Ok(next) = next else { break }; // a fetch lost in a server restart
                 match next {
-                    Ok(Some(inv)) => {
-                        let seq = inv
+                    Ok(Some(batch)) => {
+                        let seq = batch
                             .message
                             .info()
                             .map(|i| i.stream_sequence)
                             .unwrap_or_default();
-                        let text = match &inv.value.event.arguments {
-                            ArgumentsWire::List(l) => l[0].value.clone(),
-                            ArgumentsWire::Map(m) => m["text"].clone(),
-                        };
-                        let r = ResultWire {
-                            v: 1,
-                            invocation_id: Some(inv.value.invocation_id),
-                            outcome: ResultOutcome::Completed,
-                            reason: None,
-                            commands: vec![],
-                        };
-                        seen.lock()
-                            .unwrap()
-                            .entry(text)
-                            .or_default()
-                            .insert((inv.value.invocation_id.to_string(), seq));
-                        if runner.publish_result("default", &r).await.is_err()
-                            || inv.message.double_ack().await.is_err()
+                        let mut results = Vec::with_capacity(batch.value.invocations.len());
+                        for inv in &batch.value.invocations {
+                            let text = match &inv.event.arguments {
+                                ArgumentsWire::List(l) => l[0].value.clone(),
+                                ArgumentsWire::Map(m) => m["text"].clone(),
+                            };
+                            seen.lock()
+                                .unwrap()
+                                .entry(text)
+                                .or_default()
+                                .insert((inv.invocation_id.to_string(), seq));
+                            results.push(ResultWire {
+                                v: 1,
+                                invocation_id: Some(inv.invocation_id),
+                                outcome: ResultOutcome::Completed,
+                                reason: None,
+                                commands: vec![],
+                            });
+                        }
+                        if runner.publish_results("default", results).await.is_err()
+                            || batch.message.double_ack().await.is_err()
                         {
                             break; // the server went away: JetStream redelivers this one
                         }

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::daemon::{temp_dir, DaemonProcess};
-use common::nats::NatsServer;
+use common::nats::{next_invocation, NatsServer};
 use reqwest::{Client as Http, StatusCode};
 use serde_json::{json, Value};
 use switchboard::transport::client::Client;
@@ -89,7 +89,7 @@ async fn round_trip(nats_url: &str, encoding: Encoding, who: &str) {
         .publish_event(&user_message(who, "hello"), None)
         .await
         .unwrap();
-    let inv = Client::next_invocation(&invocations, WAIT)
+    let inv = next_invocation(&invocations, WAIT)
         .await
         .unwrap()
         .expect("an invocation");
@@ -112,15 +112,15 @@ async fn round_trip(nats_url: &str, encoding: Encoding, who: &str) {
         persona_id: None,
     };
     runner
-        .publish_result(
+        .publish_results(
             "default",
-            &ResultWire {
+            vec![ResultWire {
                 v: 1,
                 invocation_id: Some(inv.value.invocation_id),
                 outcome: ResultOutcome::Completed,
                 reason: None,
                 commands: vec![reply],
-            },
+            }],
         )
         .await
         .unwrap();
@@ -141,7 +141,7 @@ async fn round_trip(nats_url: &str, encoding: Encoding, who: &str) {
     ok.arguments = ArgumentsWire::List(vec![]);
     ok.command_act_id = Some(act);
     adapter.publish_event(&ok, None).await.unwrap();
-    let sent = Client::next_invocation(&invocations, WAIT)
+    let sent = next_invocation(&invocations, WAIT)
         .await
         .unwrap()
         .expect("the result invocation");
@@ -151,15 +151,15 @@ async fn round_trip(nats_url: &str, encoding: Encoding, who: &str) {
         "the result reaches the same persona"
     );
     runner
-        .publish_result(
+        .publish_results(
             "default",
-            &ResultWire {
+            vec![ResultWire {
                 v: 1,
                 invocation_id: Some(sent.value.invocation_id),
                 outcome: ResultOutcome::Completed,
                 reason: None,
                 commands: vec![],
-            },
+            }],
         )
         .await
         .unwrap();
@@ -285,18 +285,16 @@ async fn bad_payloads_and_a_stopped_connector_end_in_the_dead_letter_subject_onl
         .publish_event(&user_message("dave", "fine"), None)
         .await
         .unwrap();
-    let inv = Client::next_invocation(&invocations, WAIT)
+    let inv = next_invocation(&invocations, WAIT)
         .await
         .unwrap()
         .expect("an invocation");
     assert_eq!(inv.value.event.actor.as_ref().unwrap().external_id, "dave");
     inv.ack().await.unwrap();
-    assert!(
-        Client::next_invocation(&invocations, Duration::from_millis(500))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(next_invocation(&invocations, Duration::from_millis(500))
+        .await
+        .unwrap()
+        .is_none());
     // The refusals were counted.
     let metrics = http
         .get(d.url("/metrics"))
@@ -385,7 +383,7 @@ async fn publish_event_tries_a_running_daemon_by_hand() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(String::from_utf8_lossy(&out.stdout).contains("published: stream sequence"));
-        let inv = Client::next_invocation(&invocations, WAIT)
+        let inv = next_invocation(&invocations, WAIT)
             .await
             .unwrap()
             .expect("an invocation");
@@ -394,15 +392,15 @@ async fn publish_event_tries_a_running_daemon_by_hand() {
             "cli-user"
         );
         runner
-            .publish_result(
+            .publish_results(
                 "default",
-                &ResultWire {
+                vec![ResultWire {
                     v: 1,
                     invocation_id: Some(inv.value.invocation_id),
                     outcome: ResultOutcome::Completed,
                     reason: None,
                     commands: vec![],
-                },
+                }],
             )
             .await
             .unwrap();

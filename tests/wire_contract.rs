@@ -5,7 +5,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use switchboard::wire::envelope::{CommandEnvelope, EventEnvelope};
-use switchboard::wire::invocation::{InvocationWire, ResultWire};
+use switchboard::wire::invocation::{InvocationBatchWire, ResultBatchWire};
 
 const README: &str = include_str!("../README.md");
 
@@ -51,6 +51,6 @@ fn every_example_in_the_readme_is_what_the_daemon_reads_and_writes() {
     check::<EventEnvelope>("event");
     check::<EventEnvelope>("result_event");
     check::<CommandEnvelope>("command");
-    check::<InvocationWire>("invocation");
-    check::<ResultWire>("result");
+    check::<InvocationBatchWire>("invocation_batch");
+    check::<ResultBatchWire>("result_batch");
 }

@@ -60,6 +60,11 @@ pub struct NatsConfig {
     pub duplicate_window_ms: u64,
     /// Connection attempts at start before giving up.
     pub connect_retries: u32,
+    /// Most invocations in one message to queue runners.
+    pub invocation_batch_max: usize,
+    /// Invocation batches published and not yet acknowledged; while at the bound, the next
+    /// batch waits and gathers what queues meanwhile.
+    pub invocation_batches_in_flight: usize,
     pub publish_encoding: WireEncoding,
     pub user: String,
     pub password: String,
@@ -108,6 +113,8 @@ impl NatsConfig {
     pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
     pub const DEFAULT_DUPLICATE_WINDOW_MS: u64 = 120_000;
     pub const DEFAULT_CONNECT_RETRIES: u32 = 10;
+    pub const DEFAULT_INVOCATION_BATCH_MAX: usize = 64;
+    pub const DEFAULT_INVOCATION_BATCHES_IN_FLIGHT: usize = 4;
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.urls.is_empty() {
@@ -176,6 +183,22 @@ impl NatsConfig {
             "transport.nats.duplicate_window_ms",
             self.duplicate_window_ms,
         )?;
+        check::at_least(
+            "transport.nats.invocation_batch_max",
+            self.invocation_batch_max as u64,
+            1,
+        )?;
+        if self.invocation_batch_max > 1000 {
+            return Err(ConfigError::invalid(
+                "transport.nats.invocation_batch_max",
+                "must be at most 1000",
+            ));
+        }
+        check::at_least(
+            "transport.nats.invocation_batches_in_flight",
+            self.invocation_batches_in_flight as u64,
+            1,
+        )?;
         if !self.password.is_empty() && self.user.is_empty() {
             return Err(ConfigError::invalid(
                 "transport.nats.user",
@@ -212,6 +235,8 @@ impl Default for NatsConfig {
             max_message_bytes: Self::DEFAULT_MAX_MESSAGE_BYTES,
             duplicate_window_ms: Self::DEFAULT_DUPLICATE_WINDOW_MS,
             connect_retries: Self::DEFAULT_CONNECT_RETRIES,
+            invocation_batch_max: Self::DEFAULT_INVOCATION_BATCH_MAX,
+            invocation_batches_in_flight: Self::DEFAULT_INVOCATION_BATCHES_IN_FLIGHT,
             publish_encoding: WireEncoding::Msgpack,
             user: String::new(),
             password: String::new(),

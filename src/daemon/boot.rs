@@ -25,7 +25,6 @@ use crate::store::dead_letters::SqliteDeadLetters;
 use crate::store::{SessionRow, Store};
 use crate::transport::commands::NatsCommandSink;
 use crate::transport::dlq::PublishingDeadLetters;
-use crate::transport::queue_runner::QueueRunner;
 use crate::transport::Nats;
 use crate::wire::envelope::{Encoding, EventEnvelope, Limits};
 use crate::{Engine, EngineParts};
@@ -148,12 +147,7 @@ pub async fn start(
         registry,
         has_default: config.sandbox.demo_runner,
         queue: nats.as_ref().map(|n| {
-            Arc::new(QueueRunner {
-                publisher: n.publisher.clone(),
-                subjects: n.subjects.clone(),
-                encoding: n.encoding,
-                pending: pending.clone(),
-            }) as Arc<dyn SkillRunner>
+            Arc::new(n.queue_runner(pending.clone(), store.clone())) as Arc<dyn SkillRunner>
         }),
     };
     let stored_letters: Arc<dyn DeadLetterStore> = Arc::new(SqliteDeadLetters::new(store.clone()));

@@ -1,5 +1,6 @@
 //! The durable store: one SQLite file (WAL) holding connectors and integration settings, flows,
-//! actors, sessions, dead letters, the inbox of acknowledged events and the dedupe keys.
+//! actors, sessions, dead letters, the inbox of acknowledged events, the dedupe keys and the
+//! invocation batches recently sent to queue runners.
 //!
 //! Writes go to one writer thread through a bounded queue and are committed in groups: every
 //! write queued while the previous commit ran lands in the next transaction, and whoever
@@ -10,6 +11,7 @@ pub mod dead_letters;
 pub mod records;
 pub mod schema;
 pub mod secrets;
+pub mod sent_invocations;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -5,8 +5,9 @@ use rusqlite_migration::{Migrations, M};
 
 /// Every migration, oldest first. Never edit a released one: add the next.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        r#"
+    Migrations::new(vec![
+        M::up(
+            r#"
 CREATE TABLE connectors (
     id          TEXT PRIMARY KEY,
     account     TEXT NOT NULL,
@@ -77,7 +78,31 @@ CREATE TABLE dedupe (
 );
 CREATE INDEX dedupe_at ON dedupe (at_ms);
 "#,
-    )])
+        ),
+        // Invocation batches sent to queue runners, kept for the streams' duplicate window:
+        // after a crash, a replayed invocation whose batch the stream acknowledged is not sent
+        // again; one whose acknowledgement never arrived is sent again inside the very batch it
+        // left in, under the same Nats-Msg-Id, so the stream drops it if it was stored.
+        M::up(
+            r#"
+CREATE TABLE invocation_batches (
+    key          BLOB PRIMARY KEY,        -- the batch's Nats-Msg-Id: its first invocation id
+    subject      TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    payload      BLOB NOT NULL,           -- the message as published
+    at_ms        INTEGER NOT NULL,
+    stored       INTEGER NOT NULL DEFAULT 0  -- 1 once the stream acknowledged it
+) WITHOUT ROWID;
+CREATE INDEX invocation_batches_at ON invocation_batches (at_ms);
+CREATE TABLE invocation_batch_members (
+    invocation_id BLOB PRIMARY KEY,
+    batch_key     BLOB NOT NULL,
+    at_ms         INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX invocation_batch_members_at ON invocation_batch_members (at_ms);
+"#,
+        ),
+    ])
 }
 
 #[cfg(test)]

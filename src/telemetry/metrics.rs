@@ -24,6 +24,7 @@ pub const INDEX_REBUILD_SECONDS: &str = "switchboard_index_rebuild_seconds";
 pub const INDEX_SUBSCRIPTIONS: &str = "switchboard_index_subscriptions";
 pub const INFLIGHT_EVENTS: &str = "switchboard_inflight_events";
 pub const INFLIGHT_LIMIT: &str = "switchboard_inflight_limit";
+pub const NATS_INVOCATION_BATCH_SIZE: &str = "switchboard_nats_invocation_batch_size";
 
 /// Registers the descriptions with the installed recorder. Call once at start.
 pub fn describe() {
@@ -84,5 +85,9 @@ pub fn describe() {
     describe_gauge!(
         INFLIGHT_LIMIT,
         "The in-flight limit: beyond it, ingress waits."
+    );
+    describe_histogram!(
+        NATS_INVOCATION_BATCH_SIZE,
+        "Invocations per message published to queue runners (NATS transport)."
     );
 }

@@ -11,8 +11,9 @@ use futures_util::StreamExt;
 
 use super::headers;
 use super::subjects::Subjects;
+use crate::wire::envelope::VERSION;
 use crate::wire::envelope::{CommandEnvelope, Encoding, EnvelopeError, EventEnvelope};
-use crate::wire::invocation::{InvocationWire, ResultWire};
+use crate::wire::invocation::{InvocationBatchWire, ResultBatchWire, ResultWire};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -171,10 +172,11 @@ impl Client {
             .await
     }
 
-    pub async fn next_invocation(
+    /// The next message of invocations (one or more, in order); ack it once all are answered.
+    pub async fn next_invocations(
         consumer: &consumer::PullConsumer,
         wait: Duration,
-    ) -> Result<Option<Delivered<InvocationWire>>, ClientError> {
+    ) -> Result<Option<Delivered<InvocationBatchWire>>, ClientError> {
         Self::next(consumer, wait).await
     }
 
@@ -207,19 +209,25 @@ impl Client {
         }
     }
 
-    /// Publishes a runner's answer; `r.invocation_id` must be set.
-    pub async fn publish_result(&self, account: &str, r: &ResultWire) -> Result<(), ClientError> {
+    /// Publishes a runner's answers in one message (for example those of one message of
+    /// invocations); each must name its `invocation_id`. The message id is a hash of the
+    /// content, so a retried publish is dropped by the stream while a later answer to the same
+    /// invocation (after `pending`) is not.
+    pub async fn publish_results(
+        &self,
+        account: &str,
+        results: Vec<ResultWire>,
+    ) -> Result<(), ClientError> {
+        let payload = self.encoding.encode(&ResultBatchWire {
+            v: VERSION,
+            results,
+        });
         let mut h = async_nats::HeaderMap::new();
         h.insert(headers::CONTENT_TYPE, self.encoding.content_type());
-        if let Some(id) = r.invocation_id {
-            h.insert(headers::MSG_ID, format!("result-{id}").as_str());
-        }
+        let digest = xxhash_rust::xxh3::xxh3_128(&payload);
+        h.insert(headers::MSG_ID, format!("results-{digest:032x}").as_str());
         self.js
-            .publish_with_headers(
-                self.subjects.results(account),
-                h,
-                Bytes::from(self.encoding.encode(r)),
-            )
+            .publish_with_headers(self.subjects.results(account), h, Bytes::from(payload))
             .await
             .map_err(nats)?
             .await

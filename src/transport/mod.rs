@@ -8,6 +8,7 @@ pub mod connection;
 pub mod dlq;
 pub mod headers;
 pub mod inbound;
+pub mod invocation_batches;
 pub mod publisher;
 pub mod queue_runner;
 pub mod results;
@@ -20,10 +21,17 @@ use async_nats::jetstream;
 
 use crate::config::NatsConfig;
 use crate::daemon::Daemon;
+use crate::skill_runner::pending::PendingInvocations;
+use crate::store::Store;
 use crate::wire::envelope::{Encoding, Limits};
 pub use connection::NatsError;
+use invocation_batches::{BatchSettings, InvocationBatches};
 use publisher::Publisher;
+use queue_runner::QueueRunner;
 use subjects::Subjects;
+
+/// Invocations waiting for a batch before the queue runner waits for room.
+const INVOCATION_QUEUE: usize = 4096;
 
 /// A connected transport, before its consumers run.
 pub struct Nats {
@@ -54,6 +62,28 @@ impl Nats {
             consumers,
             config: config.clone(),
         })
+    }
+
+    /// The runner of `runner: {kind: queue}` flows; starts its invocation batcher.
+    pub fn queue_runner(&self, pending: Arc<PendingInvocations>, store: Store) -> QueueRunner {
+        let batches = InvocationBatches::start(
+            self.publisher.clone(),
+            store,
+            self.encoding,
+            pending.clone(),
+            BatchSettings {
+                max: self.config.invocation_batch_max,
+                in_flight: self.config.invocation_batches_in_flight,
+                capacity: INVOCATION_QUEUE,
+                keep_ms: self.config.duplicate_window_ms as i64,
+            },
+            metrics::histogram!(crate::telemetry::metrics::NATS_INVOCATION_BATCH_SIZE),
+        );
+        QueueRunner {
+            batches,
+            subjects: self.subjects.clone(),
+            pending,
+        }
     }
 
     /// Starts consuming events and results for `daemon`.

@@ -1,67 +1,45 @@
-//! Queue skill runners (`runner: {kind: queue}`): invocations are published to
-//! `<prefix>.invoke.<account>.<agent>` with the invocation id as `Nats-Msg-Id` (the stream drops
-//! a republished duplicate), and runners answer on `<prefix>.results.<account>`. The event is
-//! handed over once the stream acknowledged the invocation.
+//! Queue skill runners (`runner: {kind: queue}`): invocations are published, in batches (see
+//! [`super::invocation_batches`]), to `<prefix>.invoke.<account>.<agent>`, and runners answer on
+//! `<prefix>.results.<account>`. The event is handed over once the stream acknowledged the
+//! batch that carries its invocation (or once it is known to have been sent before).
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use uuid::Uuid;
 
-use super::headers;
-use super::publisher::{Outgoing, Publisher};
+use super::invocation_batches::{InvocationBatches, Queued};
 use super::subjects::Subjects;
 use crate::skill_runner::pending::PendingInvocations;
-use crate::skill_runner::{Handoff, Invocation, Outcome, Reply, SkillRunner};
-use crate::wire::envelope::Encoding;
+use crate::skill_runner::{Handoff, Invocation, Reply, SkillRunner};
 use crate::wire::invocation::InvocationWire;
 
 pub struct QueueRunner {
-    pub publisher: Publisher,
+    pub batches: InvocationBatches,
     pub subjects: Subjects,
-    pub encoding: Encoding,
     pub pending: Arc<PendingInvocations>,
 }
 
 impl SkillRunner for QueueRunner {
     fn invoke(&self, inv: Invocation, reply: Reply, handoff: Handoff) {
         let id = inv.id;
-        let subject = self
-            .subjects
-            .invoke(inv.account.as_str(), inv.agent.as_str());
-        let payload = Bytes::from(
-            self.encoding
-                .encode(&InvocationWire::from_domain(&inv, None)),
-        );
-        self.pending.park(reply);
-        let pending = self.pending.clone();
-        let m = Outgoing {
-            subject,
-            headers: headers::outbound(self.encoding, &id.to_string()),
-            payload,
-            on_settled: Some(Box::new(move |r| {
-                if let Err(reason) = r {
-                    let _ = pending.answer(
-                        id,
-                        Some(Outcome::Failed {
-                            reason: format!("publishing the invocation failed: {reason}"),
-                        }),
-                        Vec::new(),
-                    );
-                }
-                handoff.done();
-            })),
+        let q = Queued {
+            subject: self
+                .subjects
+                .invoke(inv.account.as_str(), inv.agent.as_str()),
+            wire: InvocationWire::from_domain(&inv, None),
+            handoff,
         };
+        self.pending.park(reply);
         // Queued at once when there is room (no task per invocation). Otherwise a task waits
         // for room: meanwhile the event keeps its in-flight permit, so a full queue slows
         // intake instead of growing memory.
-        let Err(m) = self.publisher.offer(m) else {
+        let Err(q) = self.batches.offer(q) else {
             return;
         };
-        let publisher = self.publisher.clone();
+        let batches = self.batches.clone();
         tokio::spawn(async move {
-            if publisher.publish(m).await.is_err() {
-                tracing::error!(invocation = %id, "publisher stopped");
+            if batches.send(q).await.is_err() {
+                tracing::error!(invocation = %id, "invocation batcher stopped");
             }
         });
     }

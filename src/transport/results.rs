@@ -1,6 +1,6 @@
-//! Consuming the results stream: queue runners' outcomes and commands, matched to the waiting
-//! invocation by `invocation_id`. What matches no waiting invocation, or does not decode, is
-//! dead-lettered and terminated.
+//! Consuming the results stream: batches of queue runners' outcomes and commands, each matched
+//! to the waiting invocation by `invocation_id`. A message that does not decode is dead-lettered
+//! and terminated; an answer that matches no waiting invocation is dead-lettered alone.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use super::headers;
 use crate::daemon::Daemon;
 use crate::dead_letter::{self, DeadLetter};
 use crate::wire::envelope::Limits;
-use crate::wire::invocation::ResultWire;
+use crate::wire::invocation::{ResultBatchWire, ResultWire};
 
 pub fn spawn(daemon: Arc<Daemon>, consumer: PullConsumer, pull_batch: usize, limits: Limits) {
     tokio::spawn(async move {
@@ -35,30 +35,34 @@ pub fn spawn(daemon: Arc<Daemon>, consumer: PullConsumer, pull_batch: usize, lim
                 let Ok(m) = next else { break };
                 let (msg, acker) = m.split();
                 let encoding = headers::inbound_encoding(msg.headers.as_ref());
-                let answer = encoding
+                let batch = encoding
                     .ok_or_else(|| {
                         "Content-Type: neither application/json nor application/msgpack".to_owned()
                     })
                     .and_then(|enc| {
-                        enc.decode::<ResultWire>(&msg.payload)
+                        enc.decode::<ResultBatchWire>(&msg.payload)
                             .map_err(|e| e.to_string())
                     })
-                    .and_then(|w| {
-                        let id = w.invocation_id.ok_or_else(|| {
-                            "invocation_id: required on the results subject".to_owned()
-                        })?;
-                        w.into_domain(limits)
-                            .map(|a| (id, a))
-                            .map_err(|e| e.to_string())
-                    })
-                    .and_then(|(id, a)| {
-                        daemon
-                            .pending
-                            .answer(id, a.outcome, a.commands)
-                            .map_err(|e| e.to_string())
-                    });
-                match answer {
-                    Ok(()) => {
+                    .and_then(|b| b.check().map(|()| b).map_err(|e| e.to_string()));
+                let content_type = encoding.map(|e| e.content_type()).unwrap_or("");
+                match batch {
+                    Ok(batch) => {
+                        // Each answer is applied on its own: the others still count when one
+                        // does not fit, and its dead letter keeps the message as it came,
+                        // with the reason naming the answer.
+                        for (i, r) in batch.results.into_iter().enumerate() {
+                            if let Err(detail) = apply(&daemon, r, limits) {
+                                dead_letter::record(
+                                    &**daemon.engine.dead_letters(),
+                                    DeadLetter::raw(
+                                        daemon.account(),
+                                        format!("results[{i}].{detail} (subject {})", msg.subject),
+                                        content_type.to_owned(),
+                                        msg.payload.to_vec(),
+                                    ),
+                                );
+                            }
+                        }
                         let _ = acker.ack().await;
                     }
                     Err(detail) => {
@@ -67,7 +71,7 @@ pub fn spawn(daemon: Arc<Daemon>, consumer: PullConsumer, pull_batch: usize, lim
                             DeadLetter::raw(
                                 daemon.account(),
                                 format!("{detail} (subject {})", msg.subject),
-                                encoding.map(|e| e.content_type()).unwrap_or("").to_owned(),
+                                content_type.to_owned(),
                                 msg.payload.to_vec(),
                             ),
                         );
@@ -77,4 +81,16 @@ pub fn spawn(daemon: Arc<Daemon>, consumer: PullConsumer, pull_batch: usize, lim
             }
         }
     });
+}
+
+/// Applies one answer of a batch; the error names the field (prefixed by the caller).
+fn apply(daemon: &Daemon, r: ResultWire, limits: Limits) -> Result<(), String> {
+    let id = r
+        .invocation_id
+        .ok_or_else(|| "invocation_id: required on the results subject".to_owned())?;
+    let answer = r.into_domain(limits).map_err(|e| e.to_string())?;
+    daemon
+        .pending
+        .answer(id, answer.outcome, answer.commands)
+        .map_err(|e| format!("invocation_id: {e}"))
 }

@@ -1,5 +1,6 @@
-//! Invocations as skill runners receive them (webhook body, queue message), and the results
-//! runners send back (inline answer, `POST /v1/invocations/{id}/result`, results subject).
+//! Invocations as skill runners receive them (webhook body, or batched in a queue message), and
+//! the results runners send back (inline answer, `POST /v1/invocations/{id}/result`, or batched
+//! on the results subject).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -61,6 +62,39 @@ impl InvocationWire {
             session,
             redelivered: inv.event.event.redelivered,
         }
+    }
+}
+
+/// A message on `<prefix>.invoke.<account>.<agent>`: one or more invocations for that agent,
+/// in the order the daemon started them. Under load, invocations that waited for the same
+/// subject travel together, so the stream stores one message for many.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvocationBatchWire {
+    pub v: u32,
+    pub invocations: Vec<InvocationWire>,
+}
+
+/// A message on `<prefix>.results.<account>`: one or more answers, each naming its
+/// `invocation_id`. A runner may answer a batch of invocations with one message, or each alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultBatchWire {
+    pub v: u32,
+    pub results: Vec<ResultWire>,
+}
+
+impl ResultBatchWire {
+    /// Checks the batch's own version; each result is checked when it is applied.
+    pub fn check(&self) -> Result<(), EnvelopeError> {
+        check_version_pub(self.v)?;
+        if self.results.is_empty() {
+            return Err(EnvelopeError {
+                field: "results".into(),
+                reason: "must hold at least one result".into(),
+            });
+        }
+        Ok(())
     }
 }
 

@@ -105,3 +105,38 @@ impl Drop for NatsServer {
         }
     }
 }
+
+/// A message of invocations that holds exactly one (a test that sends one event at a time).
+pub struct OneInvocation {
+    pub value: switchboard::wire::invocation::InvocationWire,
+    pub batch: switchboard::transport::client::Delivered<
+        switchboard::wire::invocation::InvocationBatchWire,
+    >,
+}
+
+impl OneInvocation {
+    pub async fn ack(&self) -> Result<(), switchboard::transport::client::ClientError> {
+        self.batch.ack().await
+    }
+}
+
+/// The next message of `consumer` within `wait`, checked to hold one invocation.
+pub async fn next_invocation(
+    consumer: &async_nats::jetstream::consumer::PullConsumer,
+    wait: Duration,
+) -> Result<Option<OneInvocation>, switchboard::transport::client::ClientError> {
+    let Some(batch) =
+        switchboard::transport::client::Client::next_invocations(consumer, wait).await?
+    else {
+        return Ok(None);
+    };
+    assert_eq!(
+        batch.value.invocations.len(),
+        1,
+        "one event at a time makes one invocation per message"
+    );
+    Ok(Some(OneInvocation {
+        value: batch.value.invocations[0].clone(),
+        batch,
+    }))
+}
