@@ -166,17 +166,34 @@ fn run_runner(url: String, seen: Seen) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Fails the test with what the pipeline holds: consumers' counts, gauges, the last logs.
+async fn stalled(url: &str, seen: &Seen, d: &DaemonProcess, wanted: usize) -> ! {
+    let state = pipeline_state(url, d).await;
+    let logs = d.logs.lock().unwrap();
+    let tail: Vec<_> = logs.iter().rev().take(40).collect();
+    panic!(
+        "only {} of {wanted} events reached the runner; {state}; daemon logs: {tail:#?}",
+        seen.lock().unwrap().len()
+    );
+}
+
+/// Waits until the runner saw `n` events.
+async fn until_seen(url: &str, seen: &Seen, d: &DaemonProcess, n: usize) {
+    let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
+    while seen.lock().unwrap().len() < n {
+        if tokio::time::Instant::now() >= deadline {
+            stalled(url, seen, d, n).await;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Waits until every event was seen and nothing is left anywhere in the pipeline.
 async fn drained(url: &str, seen: &Seen, d: &DaemonProcess) {
     let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
     loop {
         if tokio::time::Instant::now() >= deadline {
-            let logs = d.logs.lock().unwrap();
-            let tail: Vec<_> = logs.iter().rev().take(40).collect();
-            panic!(
-                "only {} of {EVENTS} events reached the runner; daemon logs: {tail:#?}",
-                seen.lock().unwrap().len()
-            );
+            stalled(url, seen, d, EVENTS).await;
         }
         if seen.lock().unwrap().len() >= EVENTS {
             if let Ok(c) = Client::connect(url, "sb", Encoding::MessagePack).await {
@@ -200,6 +217,38 @@ async fn drained(url: &str, seen: &Seen, d: &DaemonProcess) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// What a stalled run leaves behind: the consumers' counts and the daemon's own gauges.
+async fn pipeline_state(url: &str, d: &DaemonProcess) -> String {
+    let mut out = String::new();
+    if let Ok(c) = Client::connect(url, "sb", Encoding::MessagePack).await {
+        for (stream, consumer) in [
+            ("SB_EVENTS", "switchboard_events"),
+            ("SB_INVOCATIONS", "runner"),
+            ("SB_RESULTS", "switchboard_results"),
+        ] {
+            if let Ok(s) = c.js.get_stream(stream).await {
+                if let Ok(i) = s.consumer_info(consumer).await {
+                    out += &format!(
+                        "{consumer}: pending {} ack_pending {} redelivered {} waiting {}; ",
+                        i.num_pending, i.num_ack_pending, i.num_redelivered, i.num_waiting
+                    );
+                }
+            }
+        }
+    }
+    if let Ok(r) = reqwest::get(d.url("/metrics")).await {
+        if let Ok(text) = r.text().await {
+            for line in text.lines().filter(|l| {
+                !l.starts_with('#') && !l.contains("_bucket") && l.starts_with("switchboard_")
+            }) {
+                out += line;
+                out += "; ";
+            }
+        }
+    }
+    out
 }
 
 fn exactly_once(seen: &HashMap<String, std::collections::BTreeSet<(String, u64)>>) {
@@ -233,9 +282,7 @@ async fn the_daemon_killed_mid_stream_dispatches_every_event_exactly_once() {
     let seen: Seen = Arc::new(Mutex::new(HashMap::new()));
     let runner = run_runner(nats.url(), seen.clone());
     let publisher = tokio::spawn(publish(nats.url(), 0..EVENTS));
-    while seen.lock().unwrap().len() < EVENTS / 3 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_seen(&nats.url(), &seen, &d, EVENTS / 3).await;
     d.kill9();
     let d = DaemonProcess::start(&dir, &env_refs(&env));
     publisher.await.unwrap();
@@ -255,9 +302,7 @@ async fn the_nats_server_restarted_mid_stream_loses_and_repeats_nothing() {
     let seen: Seen = Arc::new(Mutex::new(HashMap::new()));
     let runner = run_runner(nats.url(), seen.clone());
     let publisher = tokio::spawn(publish(nats.url(), 0..EVENTS));
-    while seen.lock().unwrap().len() < EVENTS / 3 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_seen(&nats.url(), &seen, &d, EVENTS / 3).await;
     nats.restart();
     publisher.await.unwrap();
     drained(&nats.url(), &seen, &d).await;

@@ -24,7 +24,9 @@ use crate::domain::Idn;
 use crate::telemetry::handles;
 use crate::wire::envelope::{EventEnvelope, Limits};
 
-type Ackers = Arc<DashMap<u64, async_nats::jetstream::message::Acker, FxBuildHasher>>;
+/// Unsettled messages by token. The ackers are shared so the progress loop can copy them out
+/// and await without holding a map guard (a guard held across an await deadlocks the shard).
+type Ackers = Arc<DashMap<u64, Arc<async_nats::jetstream::message::Acker>, FxBuildHasher>>;
 
 /// Settings of the events consumer.
 #[derive(Clone)]
@@ -116,8 +118,9 @@ async fn acknowledge(
                 }
             }
             _ = tick.tick() => {
-                for a in ackers.iter() {
-                    let _ = a.value().ack_with(AckKind::Progress).await;
+                let unsettled: Vec<_> = ackers.iter().map(|a| a.value().clone()).collect();
+                for a in unsettled {
+                    let _ = a.ack_with(AckKind::Progress).await;
                 }
             }
         }
@@ -225,7 +228,7 @@ async fn handle(
         // Counted, dead-lettered and copied to the DLQ subject by `admissible`.
         return terminate(&acker).await;
     }
-    ackers.insert(token, acker);
+    ackers.insert(token, Arc::new(acker));
     let tx = settled_tx.clone();
     let settle = move |s: Settlement| {
         let _ = tx.send((token, s));
