@@ -99,10 +99,13 @@ impl InvocationBatches {
         InvocationBatches { tx }
     }
 
-    /// Queues without waiting; gives the invocation back when there is no room.
-    pub fn offer(&self, q: Queued) -> Result<(), Queued> {
+    /// Queues without waiting; gives the invocation back (boxed: it is large) when there is no
+    /// room.
+    pub fn offer(&self, q: Queued) -> Result<(), Box<Queued>> {
         self.tx.try_send(q).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(q) | mpsc::error::TrySendError::Closed(q) => q,
+            mpsc::error::TrySendError::Full(q) | mpsc::error::TrySendError::Closed(q) => {
+                Box::new(q)
+            }
         })
     }
 

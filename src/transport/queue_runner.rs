@@ -38,7 +38,7 @@ impl SkillRunner for QueueRunner {
         };
         let batches = self.batches.clone();
         tokio::spawn(async move {
-            if batches.send(q).await.is_err() {
+            if batches.send(*q).await.is_err() {
                 tracing::error!(invocation = %id, "invocation batcher stopped");
             }
         });
