@@ -427,3 +427,103 @@ async fn publish_event_tries_a_running_daemon_by_hand() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("expected name=value"));
 }
+
+/// Answers `inv` as completed and acknowledges it; returns the event's text.
+async fn complete(
+    runner: &Client,
+    inv: switchboard::transport::client::Delivered<switchboard::wire::invocation::InvocationWire>,
+) -> String {
+    let text = match &inv.value.event.arguments {
+        ArgumentsWire::List(l) => l[0].value.clone(),
+        ArgumentsWire::Map(m) => m["text"].clone(),
+    };
+    runner
+        .publish_result(
+            "default",
+            &ResultWire {
+                v: 1,
+                invocation_id: Some(inv.value.invocation_id),
+                outcome: ResultOutcome::Completed,
+                reason: None,
+                commands: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    inv.ack().await.unwrap();
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_republished_copy_the_stream_no_longer_remembers_is_dropped_by_its_msg_id() {
+    let dir = temp_dir("nats-dedupe");
+    let nats = NatsServer::start(&dir);
+    let mut env = nats.daemon_env();
+    // The stream forgets message ids quickly here, as a restarted server forgets the ids of
+    // consumed messages.
+    env.push((
+        "SWITCHBOARD_TRANSPORT__NATS__DUPLICATE_WINDOW_MS".into(),
+        "100".into(),
+    ));
+    let d = DaemonProcess::start(&dir, &env_refs(&env));
+    setup(&d, &Http::new()).await;
+    let adapter = Client::connect(&nats.url(), "sb", Encoding::MessagePack)
+        .await
+        .unwrap();
+    let runner = Client::connect(&nats.url(), "sb", Encoding::MessagePack)
+        .await
+        .unwrap();
+    let invocations = runner
+        .invocations("SB_INVOCATIONS", "runner", "default", "Bot")
+        .await
+        .unwrap();
+    let first = user_message("dup", "first");
+    let seq = adapter.publish_event(&first, Some("tg-1")).await.unwrap();
+    let inv = Client::next_invocation(&invocations, WAIT)
+        .await
+        .unwrap()
+        .expect("the first invocation");
+    assert_eq!(
+        inv.value.event.external_event_id.as_deref(),
+        Some("tg-1"),
+        "the message id stands in for the external id"
+    );
+    assert_eq!(complete(&runner, inv).await, "first");
+    // The copy, published again until the stream stores it as a message of its own.
+    common::daemon::eventually("the stream to store the copy", WAIT, || {
+        let (adapter, first) = (&adapter, &first);
+        async move {
+            let again = adapter.publish_event(first, Some("tg-1")).await.unwrap();
+            (again != seq).then_some(())
+        }
+    })
+    .await;
+    adapter
+        .publish_event(&user_message("dup", "second"), Some("tg-2"))
+        .await
+        .unwrap();
+    let next = Client::next_invocation(&invocations, WAIT)
+        .await
+        .unwrap()
+        .expect("the next invocation");
+    assert_eq!(
+        complete(&runner, next).await,
+        "second",
+        "the copy is not routed"
+    );
+    let metrics = reqwest::get(d.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("switchboard_events_deduplicated_total 1"),
+        "the copy is counted: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("deduplicated"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

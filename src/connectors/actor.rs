@@ -186,9 +186,9 @@ impl Handler<Inbound> for ConnectorActor {
             let window = self.dedupe.get_or_insert_with(|| {
                 Box::new(DedupeWindow::new(deps.dedupe_window, deps.dedupe_capacity))
             });
-            if window.is_repeat(id, Instant::now()) {
+            if window.is_repeat(id, event.id, Instant::now()) {
                 self.deps.metrics.deduplicated.increment(1);
-                return; // acknowledged, not routed again
+                return; // a republished copy: acknowledged, not routed again
             }
         }
         let Some(persona) = self.persona_of(&event) else {

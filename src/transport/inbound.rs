@@ -223,6 +223,18 @@ async fn handle(
         // one gets the same invocation ids.
         event.id = stream_event_id(&stream_name, stream_seq);
     }
+    if event.external_event_id.is_none() {
+        // The adapter's message id names the event as much as an external id does: a copy
+        // published again after a lost publish acknowledgement is a repeat even when the
+        // stream no longer remembers the id (a work-queue stream forgets consumed messages'
+        // ids when the server restarts).
+        event.external_event_id = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(headers::MSG_ID))
+            .map(|v| v.to_string())
+            .filter(|id| !id.is_empty() && id.len() <= 256);
+    }
     event.redelivered = delivered > 1;
     if daemon.engine.ingress().admissible(&event).is_err() {
         // Counted, dead-lettered and copied to the DLQ subject by `admissible`.
