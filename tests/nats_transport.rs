@@ -429,24 +429,21 @@ async fn publish_event_tries_a_running_daemon_by_hand() {
 }
 
 /// Answers `inv` as completed and acknowledges it; returns the event's text.
-async fn complete(
-    runner: &Client,
-    inv: switchboard::transport::client::Delivered<switchboard::wire::invocation::InvocationWire>,
-) -> String {
+async fn complete(runner: &Client, inv: common::nats::OneInvocation) -> String {
     let text = match &inv.value.event.arguments {
         ArgumentsWire::List(l) => l[0].value.clone(),
         ArgumentsWire::Map(m) => m["text"].clone(),
     };
     runner
-        .publish_result(
+        .publish_results(
             "default",
-            &ResultWire {
+            vec![ResultWire {
                 v: 1,
                 invocation_id: Some(inv.value.invocation_id),
                 outcome: ResultOutcome::Completed,
                 reason: None,
                 commands: vec![],
-            },
+            }],
         )
         .await
         .unwrap();
@@ -479,7 +476,7 @@ async fn a_republished_copy_the_stream_no_longer_remembers_is_dropped_by_its_msg
         .unwrap();
     let first = user_message("dup", "first");
     let seq = adapter.publish_event(&first, Some("tg-1")).await.unwrap();
-    let inv = Client::next_invocation(&invocations, WAIT)
+    let inv = next_invocation(&invocations, WAIT)
         .await
         .unwrap()
         .expect("the first invocation");
@@ -502,7 +499,7 @@ async fn a_republished_copy_the_stream_no_longer_remembers_is_dropped_by_its_msg
         .publish_event(&user_message("dup", "second"), Some("tg-2"))
         .await
         .unwrap();
-    let next = Client::next_invocation(&invocations, WAIT)
+    let next = next_invocation(&invocations, WAIT)
         .await
         .unwrap()
         .expect("the next invocation");
