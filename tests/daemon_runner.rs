@@ -194,14 +194,7 @@ async fn an_event_reaches_the_webhook_runner_and_its_commands_come_back_as_resul
     for want in ["unknown_connector", "malformed", "undeclared_event"] {
         assert!(reasons.iter().any(|r| r == want), "{want} in {reasons:?}");
     }
-    let metrics = c
-        .get(d.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.metrics().await;
     assert!(
         metrics.contains("switchboard_events_rejected_total{reason=\"unknown_connector\"} 1"),
         "{metrics}"

@@ -23,6 +23,20 @@ pub fn env_refs(v: &[(String, String)]) -> Vec<(&str, &str)> {
     v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
 }
 
+/// A NATS server and a daemon on it with `extra` settings, in a fresh directory `name-…`.
+fn start(name: &str, extra: &[(&str, &str)]) -> (NatsServer, DaemonProcess) {
+    let dir = temp_dir(name);
+    let nats = NatsServer::start(&dir);
+    let mut env = nats.daemon_env();
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let d = DaemonProcess::start(&dir, &env_refs(&env));
+    (nats, d)
+}
+
 async fn setup(d: &DaemonProcess, http: &Http) -> String {
     let r: Value = http
         .post(d.url("/v1/integrations/telegram/connectors"))
@@ -73,13 +87,26 @@ pub fn user_message(who: &str, text: &str) -> EventEnvelope {
     }
 }
 
-async fn round_trip(nats_url: &str, encoding: Encoding, who: &str) {
-    let adapter = Client::connect(nats_url, "sb", encoding).await.unwrap();
-    let runner = Client::connect(nats_url, "sb", encoding).await.unwrap();
+/// An adapter, a runner, and the runner's consumer of agent `Bot`'s invocations.
+async fn clients(
+    url: &str,
+    encoding: Encoding,
+) -> (
+    Client,
+    Client,
+    async_nats::jetstream::consumer::PullConsumer,
+) {
+    let adapter = Client::connect(url, "sb", encoding).await.unwrap();
+    let runner = Client::connect(url, "sb", encoding).await.unwrap();
     let invocations = runner
         .invocations("SB_INVOCATIONS", "runner", "default", "Bot")
         .await
         .unwrap();
+    (adapter, runner, invocations)
+}
+
+async fn round_trip(nats_url: &str, encoding: Encoding, who: &str) {
+    let (adapter, runner, invocations) = clients(nats_url, encoding).await;
     let commands = adapter
         .commands("SB_COMMANDS", "adapter", "default", "telegram", "bot")
         .await
@@ -150,28 +177,12 @@ async fn round_trip(nats_url: &str, encoding: Encoding, who: &str) {
         sent.value.flow_instance.persona_id, persona,
         "the result reaches the same persona"
     );
-    runner
-        .publish_results(
-            "default",
-            vec![ResultWire {
-                v: 1,
-                invocation_id: Some(sent.value.invocation_id),
-                outcome: ResultOutcome::Completed,
-                reason: None,
-                commands: vec![],
-            }],
-        )
-        .await
-        .unwrap();
-    sent.ack().await.unwrap();
+    complete(&runner, sent).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adapter_daemon_runner_round_trip_in_both_encodings() {
-    let dir = temp_dir("nats-rt");
-    let nats = NatsServer::start(&dir);
-    let env = nats.daemon_env();
-    let d = DaemonProcess::start(&dir, &env_refs(&env));
+    let (nats, d) = start("nats-rt", &[]);
     setup(&d, &Http::new()).await;
     round_trip(&nats.url(), Encoding::MessagePack, "alice").await;
     round_trip(&nats.url(), Encoding::Json, "bob").await;
@@ -179,26 +190,13 @@ async fn adapter_daemon_runner_round_trip_in_both_encodings() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_payloads_and_a_stopped_connector_end_in_the_dead_letter_subject_only() {
-    let dir = temp_dir("nats-dlq");
-    let nats = NatsServer::start(&dir);
-    let mut env = nats.daemon_env();
-    env.push((
-        "SWITCHBOARD_TRANSPORT__NATS__MAX_MESSAGE_BYTES".into(),
-        "4096".into(),
-    ));
-    let d = DaemonProcess::start(&dir, &env_refs(&env));
+    let (nats, d) = start(
+        "nats-dlq",
+        &[("SWITCHBOARD_TRANSPORT__NATS__MAX_MESSAGE_BYTES", "4096")],
+    );
     let http = Http::new();
     let connector = setup(&d, &http).await;
-    let adapter = Client::connect(&nats.url(), "sb", Encoding::Json)
-        .await
-        .unwrap();
-    let runner = Client::connect(&nats.url(), "sb", Encoding::Json)
-        .await
-        .unwrap();
-    let invocations = runner
-        .invocations("SB_INVOCATIONS", "runner", "default", "Bot")
-        .await
-        .unwrap();
+    let (adapter, _runner, invocations) = clients(&nats.url(), Encoding::Json).await;
     let dlq = adapter
         .dead_letters("SB_DLQ", "dlq_reader", "default")
         .await
@@ -296,14 +294,7 @@ async fn bad_payloads_and_a_stopped_connector_end_in_the_dead_letter_subject_onl
         .unwrap()
         .is_none());
     // The refusals were counted.
-    let metrics = http
-        .get(d.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.metrics().await;
     assert!(
         metrics.contains("switchboard_events_rejected_total{reason=\"malformed\"} 5"),
         "{metrics}"
@@ -342,10 +333,7 @@ fn the_daemon_refuses_to_start_when_nats_cannot_be_reached() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_event_tries_a_running_daemon_by_hand() {
-    let dir = temp_dir("nats-cli");
-    let nats = NatsServer::start(&dir);
-    let env = nats.daemon_env();
-    let d = DaemonProcess::start(&dir, &env_refs(&env));
+    let (nats, d) = start("nats-cli", &[]);
     setup(&d, &Http::new()).await;
     let runner = Client::connect(&nats.url(), "sb", Encoding::Json)
         .await
@@ -391,20 +379,7 @@ async fn publish_event_tries_a_running_daemon_by_hand() {
             inv.value.event.actor.as_ref().unwrap().external_id,
             "cli-user"
         );
-        runner
-            .publish_results(
-                "default",
-                vec![ResultWire {
-                    v: 1,
-                    invocation_id: Some(inv.value.invocation_id),
-                    outcome: ResultOutcome::Completed,
-                    reason: None,
-                    commands: vec![],
-                }],
-            )
-            .await
-            .unwrap();
-        inv.ack().await.unwrap();
+        complete(&runner, inv).await;
     }
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args([
@@ -428,12 +403,16 @@ async fn publish_event_tries_a_running_daemon_by_hand() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("expected name=value"));
 }
 
-/// Answers `inv` as completed and acknowledges it; returns the event's text.
-async fn complete(runner: &Client, inv: common::nats::OneInvocation) -> String {
-    let text = match &inv.value.event.arguments {
+/// The event's first argument (its text).
+fn text_of(inv: &common::nats::OneInvocation) -> String {
+    match &inv.value.event.arguments {
         ArgumentsWire::List(l) => l[0].value.clone(),
         ArgumentsWire::Map(m) => m["text"].clone(),
-    };
+    }
+}
+
+/// Answers `inv` as completed, with no commands, and acknowledges it.
+async fn complete(runner: &Client, inv: common::nats::OneInvocation) {
     runner
         .publish_results(
             "default",
@@ -448,32 +427,18 @@ async fn complete(runner: &Client, inv: common::nats::OneInvocation) -> String {
         .await
         .unwrap();
     inv.ack().await.unwrap();
-    text
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_republished_copy_the_stream_no_longer_remembers_is_dropped_by_its_msg_id() {
-    let dir = temp_dir("nats-dedupe");
-    let nats = NatsServer::start(&dir);
-    let mut env = nats.daemon_env();
     // The stream forgets message ids quickly here, as a restarted server forgets the ids of
     // consumed messages.
-    env.push((
-        "SWITCHBOARD_TRANSPORT__NATS__DUPLICATE_WINDOW_MS".into(),
-        "100".into(),
-    ));
-    let d = DaemonProcess::start(&dir, &env_refs(&env));
+    let (nats, d) = start(
+        "nats-dedupe",
+        &[("SWITCHBOARD_TRANSPORT__NATS__DUPLICATE_WINDOW_MS", "100")],
+    );
     setup(&d, &Http::new()).await;
-    let adapter = Client::connect(&nats.url(), "sb", Encoding::MessagePack)
-        .await
-        .unwrap();
-    let runner = Client::connect(&nats.url(), "sb", Encoding::MessagePack)
-        .await
-        .unwrap();
-    let invocations = runner
-        .invocations("SB_INVOCATIONS", "runner", "default", "Bot")
-        .await
-        .unwrap();
+    let (adapter, runner, invocations) = clients(&nats.url(), Encoding::MessagePack).await;
     let first = user_message("dup", "first");
     let seq = adapter.publish_event(&first, Some("tg-1")).await.unwrap();
     let inv = next_invocation(&invocations, WAIT)
@@ -485,7 +450,8 @@ async fn a_republished_copy_the_stream_no_longer_remembers_is_dropped_by_its_msg
         Some("tg-1"),
         "the message id stands in for the external id"
     );
-    assert_eq!(complete(&runner, inv).await, "first");
+    assert_eq!(text_of(&inv), "first");
+    complete(&runner, inv).await;
     // The copy, published again until the stream stores it as a message of its own.
     common::daemon::eventually("the stream to store the copy", WAIT, || {
         let (adapter, first) = (&adapter, &first);
@@ -503,17 +469,9 @@ async fn a_republished_copy_the_stream_no_longer_remembers_is_dropped_by_its_msg
         .await
         .unwrap()
         .expect("the next invocation");
-    assert_eq!(
-        complete(&runner, next).await,
-        "second",
-        "the copy is not routed"
-    );
-    let metrics = reqwest::get(d.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert_eq!(text_of(&next), "second", "the copy is not routed");
+    complete(&runner, next).await;
+    let metrics = d.metrics().await;
     assert!(
         metrics.contains("switchboard_events_deduplicated_total 1"),
         "the copy is counted: {}",

@@ -82,6 +82,16 @@ impl DaemonProcess {
         format!("{}{path}", self.base)
     }
 
+    /// The Prometheus exposition from `/metrics`.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("the metrics body")
+    }
+
     /// SIGKILL: no shutdown at all.
     pub fn kill9(mut self) {
         self.child.kill().unwrap();
