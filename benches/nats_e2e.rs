@@ -26,9 +26,7 @@ use switchboard::transport::client::Client;
 use switchboard::wire::envelope::{
     ActorWire, ArgumentWire, ArgumentsWire, Encoding, EventEnvelope,
 };
-use switchboard::wire::invocation::{
-    InvocationBatchWire, ResultBatchWire, ResultOutcome, ResultWire,
-};
+use switchboard::wire::invocation::{InvocationBatchWire, ResultBatchWire};
 
 const WINDOW: usize = 256;
 
@@ -197,13 +195,7 @@ async fn through_daemon(url: &str, base: &str, n: usize) -> (f64, Vec<u64>) {
             let mut results = Vec::with_capacity(batch.invocations.len());
             for inv in &batch.invocations {
                 lat.push(latency_us(&inv.event));
-                results.push(ResultWire {
-                    v: 1,
-                    invocation_id: Some(inv.invocation_id),
-                    outcome: ResultOutcome::Completed,
-                    reason: None,
-                    commands: vec![],
-                });
+                results.push(nats::completed(inv.invocation_id));
             }
             let mut h = async_nats::HeaderMap::new();
             h.insert("Content-Type", "application/msgpack");

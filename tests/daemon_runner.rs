@@ -179,14 +179,7 @@ async fn an_event_reaches_the_webhook_runner_and_its_commands_come_back_as_resul
         (s, v["error"]["field"].as_str()),
         (StatusCode::BAD_REQUEST, Some("arguments[0].value"))
     );
-    let letters: Vec<Value> = c
-        .get(d.url("/v1/dead-letters"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let letters: Vec<Value> = get_list(&c, d.url("/v1/dead-letters")).await.unwrap();
     let reasons: Vec<_> = letters
         .iter()
         .map(|l| l["reason"].as_str().unwrap().to_owned())
@@ -255,14 +248,7 @@ async fn a_failing_runner_is_retried_then_dead_lettered_then_replayed() {
         again.json["invocation_id"], invocation_ids[0],
         "the same invocation id: the runner can tell"
     );
-    let list: Vec<Value> = c
-        .get(d.url("/v1/dead-letters"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Vec<Value> = get_list(&c, d.url("/v1/dead-letters")).await.unwrap();
     assert!(
         list.iter().all(|l| l["id"] != letter["id"]),
         "replayed letters leave the store"
@@ -317,14 +303,12 @@ async fn a_runner_may_answer_later_through_the_result_endpoint() {
     assert_eq!(runner.next().await.json["skill_idn"], "OnSent");
 
     // Sessions: carol's is live; once her conversation ends it is listed as ended, with why.
-    let live: Vec<Value> = c
-        .get(d.url("/v1/sessions?connectors=sandbox/*&is_active=true"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let live: Vec<Value> = get_list(
+        &c,
+        d.url("/v1/sessions?connectors=sandbox/*&is_active=true"),
+    )
+    .await
+    .unwrap();
     assert!(live.iter().any(|s| s["persona_id"] == persona), "{live:?}");
     let mut end = event("chat", "carol", "bye");
     end["event_idn"] = json!("conversation_ended");
@@ -340,22 +324,15 @@ async fn a_runner_may_answer_later_through_the_result_endpoint() {
     })
     .await;
     assert_eq!(ended["end_reason"], "conversation_ended");
-    let live: Vec<Value> = c
-        .get(d.url("/v1/sessions?connectors=sandbox/*"))
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let live: Vec<Value> = get_list(&c, d.url("/v1/sessions?connectors=sandbox/*"))
         .await
         .unwrap();
     assert!(live.iter().all(|s| s["persona_id"] != persona));
-    let none: Vec<Value> = c
-        .get(d.url("/v1/sessions?connectors=telegram/*&is_active=false"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let none: Vec<Value> = get_list(
+        &c,
+        d.url("/v1/sessions?connectors=telegram/*&is_active=false"),
+    )
+    .await
+    .unwrap();
     assert!(none.is_empty());
 }

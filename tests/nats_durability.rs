@@ -9,14 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::daemon::{temp_dir, DaemonProcess};
-use common::nats::NatsServer;
+use common::nats::{completed, NatsServer};
 use reqwest::{Client as Http, StatusCode};
 use serde_json::json;
 use switchboard::transport::client::Client;
 use switchboard::wire::envelope::{
     ActorWire, ArgumentWire, ArgumentsWire, Encoding, EventEnvelope,
 };
-use switchboard::wire::invocation::{ResultOutcome, ResultWire};
 
 const EVENTS: usize = 10_000;
 const DRAIN_LIMIT: Duration = Duration::from_secs(120);
@@ -144,13 +143,7 @@ fn run_runner(url: String, seen: Seen) -> tokio::task::JoinHandle<()> {
                                 .entry(text)
                                 .or_default()
                                 .insert((inv.invocation_id.to_string(), seq));
-                            results.push(ResultWire {
-                                v: 1,
-                                invocation_id: Some(inv.invocation_id),
-                                outcome: ResultOutcome::Completed,
-                                reason: None,
-                                commands: vec![],
-                            });
+                            results.push(completed(inv.invocation_id));
                         }
                         if runner.publish_results("default", results).await.is_err()
                             || batch.message.double_ack().await.is_err()

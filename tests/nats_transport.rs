@@ -8,14 +8,14 @@ mod common;
 use std::time::Duration;
 
 use common::daemon::{temp_dir, DaemonProcess};
-use common::nats::{next_invocation, NatsServer};
+use common::nats::{completed, next_invocation, NatsServer};
 use reqwest::{Client as Http, StatusCode};
 use serde_json::{json, Value};
 use switchboard::transport::client::Client;
 use switchboard::wire::envelope::{
     ActorWire, ArgumentWire, ArgumentsWire, CommandEnvelope, Encoding, EventEnvelope,
 };
-use switchboard::wire::invocation::{ResultOutcome, ResultWire};
+use switchboard::wire::invocation::ResultWire;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -142,11 +142,8 @@ async fn round_trip(nats_url: &str, encoding: Encoding, who: &str) {
         .publish_results(
             "default",
             vec![ResultWire {
-                v: 1,
-                invocation_id: Some(inv.value.invocation_id),
-                outcome: ResultOutcome::Completed,
-                reason: None,
                 commands: vec![reply],
+                ..completed(inv.value.invocation_id)
             }],
         )
         .await
@@ -414,16 +411,7 @@ fn text_of(inv: &common::nats::OneInvocation) -> String {
 /// Answers `inv` as completed, with no commands, and acknowledges it.
 async fn complete(runner: &Client, inv: common::nats::OneInvocation) {
     runner
-        .publish_results(
-            "default",
-            vec![ResultWire {
-                v: 1,
-                invocation_id: Some(inv.value.invocation_id),
-                outcome: ResultOutcome::Completed,
-                reason: None,
-                commands: vec![],
-            }],
-        )
+        .publish_results("default", vec![completed(inv.value.invocation_id)])
         .await
         .unwrap();
     inv.ack().await.unwrap();

@@ -5,6 +5,7 @@
 //! the count, the oldest keys leave early.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
@@ -14,8 +15,8 @@ use uuid::Uuid;
 pub struct DedupeWindow {
     window: Duration,
     capacity: usize,
-    seen: FxHashMap<String, Uuid>,
-    order: VecDeque<(Instant, String)>,
+    seen: FxHashMap<Arc<str>, Uuid>,
+    order: VecDeque<(Instant, Arc<str>)>,
 }
 
 impl DedupeWindow {
@@ -41,8 +42,9 @@ impl DedupeWindow {
         if let Some(first) = self.seen.get(key) {
             return *first != event;
         }
-        self.seen.insert(key.to_owned(), event);
-        self.order.push_back((now, key.to_owned()));
+        let key: Arc<str> = Arc::from(key);
+        self.seen.insert(key.clone(), event);
+        self.order.push_back((now, key));
         false
     }
 }

@@ -118,6 +118,14 @@ pub(crate) mod check {
         Ok(())
     }
 
+    /// Sizes with a ceiling.
+    pub fn between(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+        if value > max {
+            return Err(ConfigError::invalid(key, format!("must be at most {max}")));
+        }
+        at_least(key, value, min)
+    }
+
     /// Names and paths.
     pub fn non_empty(key: &str, value: &str) -> Result<(), ConfigError> {
         if value.trim().is_empty() {

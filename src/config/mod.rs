@@ -251,6 +251,30 @@ mod tests {
                 "must not exceed runners.backoff_max_ms (5001 > 5000)",
             ),
             (
+                "transport.nats.invocation_batch_max",
+                |c| {
+                    c.transport.kind = TransportKind::Nats;
+                    c.transport.nats.invocation_batch_max = 0;
+                },
+                "must be at least 1",
+            ),
+            (
+                "transport.nats.invocation_batch_max",
+                |c| {
+                    c.transport.kind = TransportKind::Nats;
+                    c.transport.nats.invocation_batch_max = 1001;
+                },
+                "must be at most 1000",
+            ),
+            (
+                "transport.nats.invocation_batches_in_flight",
+                |c| {
+                    c.transport.kind = TransportKind::Nats;
+                    c.transport.nats.invocation_batches_in_flight = 0;
+                },
+                "must be at least 1",
+            ),
+            (
                 "log.level",
                 |c| c.log.level = "".into(),
                 "must not be empty",
@@ -282,6 +306,9 @@ mod tests {
         config.engine.inflight_limit = 1;
         config.runners.default_max_attempts = 1;
         config.runners.backoff_initial_ms = config.runners.backoff_max_ms;
+        config.transport.kind = TransportKind::Nats;
+        config.transport.nats.invocation_batch_max = 1000;
+        config.transport.nats.invocation_batches_in_flight = 1;
         config.validate().unwrap();
     }
 

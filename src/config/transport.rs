@@ -183,17 +183,12 @@ impl NatsConfig {
             "transport.nats.duplicate_window_ms",
             self.duplicate_window_ms,
         )?;
-        check::at_least(
+        check::between(
             "transport.nats.invocation_batch_max",
             self.invocation_batch_max as u64,
             1,
+            1000,
         )?;
-        if self.invocation_batch_max > 1000 {
-            return Err(ConfigError::invalid(
-                "transport.nats.invocation_batch_max",
-                "must be at most 1000",
-            ));
-        }
         check::at_least(
             "transport.nats.invocation_batches_in_flight",
             self.invocation_batches_in_flight as u64,

@@ -45,36 +45,31 @@ pub fn spawn(daemon: Arc<Daemon>, consumer: PullConsumer, pull_batch: usize, lim
                     })
                     .and_then(|b| b.check().map(|()| b).map_err(|e| e.to_string()));
                 let content_type = encoding.map(|e| e.content_type()).unwrap_or("");
+                // The dead letter keeps the message as it came; `detail` names what failed.
+                let refuse = |detail: String| {
+                    dead_letter::record(
+                        &**daemon.engine.dead_letters(),
+                        DeadLetter::raw(
+                            daemon.account(),
+                            format!("{detail} (subject {})", msg.subject),
+                            content_type.to_owned(),
+                            msg.payload.to_vec(),
+                        ),
+                    );
+                };
                 match batch {
                     Ok(batch) => {
                         // Each answer is applied on its own: the others still count when one
-                        // does not fit, and its dead letter keeps the message as it came,
-                        // with the reason naming the answer.
+                        // does not fit, and its dead letter names the answer.
                         for (i, r) in batch.results.into_iter().enumerate() {
                             if let Err(detail) = apply(&daemon, r, limits) {
-                                dead_letter::record(
-                                    &**daemon.engine.dead_letters(),
-                                    DeadLetter::raw(
-                                        daemon.account(),
-                                        format!("results[{i}].{detail} (subject {})", msg.subject),
-                                        content_type.to_owned(),
-                                        msg.payload.to_vec(),
-                                    ),
-                                );
+                                refuse(format!("results[{i}].{detail}"));
                             }
                         }
                         let _ = acker.ack().await;
                     }
                     Err(detail) => {
-                        dead_letter::record(
-                            &**daemon.engine.dead_letters(),
-                            DeadLetter::raw(
-                                daemon.account(),
-                                format!("{detail} (subject {})", msg.subject),
-                                content_type.to_owned(),
-                                msg.payload.to_vec(),
-                            ),
-                        );
+                        refuse(detail);
                         let _ = acker.ack_with(AckKind::Term).await;
                     }
                 }

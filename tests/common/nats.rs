@@ -140,3 +140,14 @@ pub async fn next_invocation(
         batch,
     }))
 }
+
+/// A runner's answer: `invocation_id` completed, with no commands.
+pub fn completed(invocation_id: uuid::Uuid) -> switchboard::wire::invocation::ResultWire {
+    switchboard::wire::invocation::ResultWire {
+        v: 1,
+        invocation_id: Some(invocation_id),
+        outcome: switchboard::wire::invocation::ResultOutcome::Completed,
+        reason: None,
+        commands: vec![],
+    }
+}
