@@ -21,7 +21,7 @@
 //! **Targets**: ≥ 500,000 events/s, and ≥ 0.5× the baseline.
 //!
 //! Custom main (no criterion). Without `--bench` (as under `cargo test --benches`) it runs a
-//! small smoke version only.
+//! small smoke version only. `BENCH_ENGINE_ONLY=1` skips the baseline (for profiling).
 
 /// The daemon binary's allocator (src/main.rs), so the engine is measured as it runs; the
 /// baseline runs in the same process with the same allocator.
@@ -262,6 +262,12 @@ fn main() {
 
     // The baseline runs before and after the engine; the better run counts (the machine may
     // be shared, so this favours the baseline).
+    if std::env::var_os("BENCH_ENGINE_ONLY").is_some() {
+        // For profiling: the engine alone, after a pause that marks where it starts.
+        std::thread::sleep(Duration::from_secs(1));
+        eprintln!("engine only: {:?}", engine_runs(rounds).0);
+        return;
+    }
     let base_before = baseline_run(baseline_events.0);
     let (runs, check) = engine_runs(rounds);
     let base_after = baseline_run(baseline_events.1);

@@ -15,12 +15,12 @@ use crate::catalog::Catalog;
 use crate::commands::refusal::CommandRefusal;
 use crate::commands::router::CommandRouter;
 use crate::commands::validation::validate;
-use crate::connectors::actor::{ConnectorActor, ConnectorDeps};
+use crate::connectors::actor::{ConnectorActor, ConnectorDeps, ConnectorHandle, INBOX_CAPACITY};
 use crate::connectors::registry::{ConnectorRegistry, ConnectorView, ControlError};
 use crate::dead_letter::DeadLetterStore;
 use crate::domain::{Command, Event, Flow, Idn, Name, PersonaId};
 use crate::egress::CommandSink;
-use crate::flow_instance::messages::{FlowInstanceSnapshot, Inspect};
+use crate::flow_instance::messages::FlowInstanceSnapshot;
 use crate::flow_instance::state::StateStore;
 use crate::flow_instance::{FlowDeps, FlowInstanceKey, FlowInstances};
 use crate::ingress::Ingress;
@@ -82,6 +82,14 @@ impl Default for EngineConfig {
     }
 }
 
+/// Events a flow shard's inbox holds. Admitted events hold an in-flight permit until they are
+/// dispatched, so at most `inflight_limit` of them wait anywhere; as many again leave room for
+/// the internal events they cause (session starts, command results). Past it an event is
+/// dead-lettered (`flow_queue_full`).
+fn shard_inbox_capacity(inflight_limit: usize) -> usize {
+    inflight_limit.max(1).saturating_mul(2)
+}
+
 /// What the engine plugs in from outside.
 pub struct EngineParts {
     pub runners: Arc<dyn RunnerResolver>,
@@ -133,8 +141,8 @@ impl Engine {
                 weak.clone(),
                 parts.dead_letters.clone(),
             ));
-            let instances = Arc::new(FlowInstances::new(
-                handles.clone(),
+            let instances = Arc::new(FlowInstances::start(
+                &handles,
                 FlowDeps {
                     state: state.clone(),
                     commands,
@@ -143,6 +151,7 @@ impl Engine {
                     max_pending: config.max_pending_per_flow_instance,
                     idle_timeout: config.flow_idle_timeout,
                 },
+                shard_inbox_capacity(config.inflight_limit),
             ));
             Dispatcher::new(instances, catalog.clone())
         });
@@ -162,19 +171,22 @@ impl Engine {
         });
         let next = std::sync::atomic::AtomicUsize::new(0);
         registry.set_factory(Box::new(move |key, integration, internal| {
+            let (inbox, rx) = tokio::sync::mpsc::channel(INBOX_CAPACITY);
             let actor = ConnectorActor::new(
                 key.account.clone(),
                 integration.clone(),
                 key.connector.clone(),
                 internal,
                 deps.clone(),
+                rx,
             );
-            if handles.is_empty() {
+            let addr = if handles.is_empty() {
                 actor.start()
             } else {
                 let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % handles.len();
                 ConnectorActor::start_in_arbiter(&handles[n], move |_| actor)
-            }
+            };
+            ConnectorHandle { addr, inbox }
         }));
         registry.ensure_account(&Idn::known(crate::domain::DEFAULT_ACCOUNT));
 
@@ -378,10 +390,9 @@ impl Engine {
         persona: PersonaId,
     ) -> Option<FlowInstanceSnapshot> {
         let id = self.dispatcher.index().flow(account, agent, flow)?.id;
-        let addr = self
-            .dispatcher
+        self.dispatcher
             .instances()
-            .get(&FlowInstanceKey { flow: id, persona })?;
-        addr.send(Inspect).await.ok()
+            .inspect(FlowInstanceKey { flow: id, persona })
+            .await
     }
 }

@@ -17,6 +17,7 @@ pub mod egress;
 pub mod engine;
 pub mod flow_instance;
 pub mod http;
+pub mod inbox;
 pub mod ingress;
 pub mod routing;
 pub mod sandbox;

@@ -1,5 +1,7 @@
 //! Bounded everything: a stalled runner fills the in-flight budget, intake then waits (or is
-//! told to retry), and resumes as soon as the runner moves. Nothing is dropped.
+//! told to retry), and resumes as soon as the runner moves. A full connector inbox makes intake
+//! wait too; a full flow shard inbox dead-letters; a stopped connector drains its inbox first.
+//! Nothing is dropped.
 
 mod common;
 
@@ -8,6 +10,8 @@ use std::time::Duration;
 use common::Harness;
 use switchboard::admission::delivery::Settlement;
 use switchboard::admission::Refusal;
+use switchboard::connectors::actor::INBOX_CAPACITY;
+use switchboard::domain::{Event, Idn};
 use switchboard::skill_runner::Outcome;
 use switchboard::EngineConfig;
 
@@ -103,4 +107,112 @@ events:
         .unwrap();
     assert_eq!(overflow, Settlement::Done, "recorded, so settled");
     assert_eq!(h.dead_letter_codes(), vec!["flow_queue_full"]);
+}
+
+#[actix_rt::test]
+async fn a_full_connector_inbox_makes_intake_wait_and_loses_nothing() {
+    let h = Harness::start();
+    h.connector("sandbox", "sb");
+    h.flow(
+        "Agent",
+        "Main",
+        r#"
+events:
+  - {idn: user_message, skill_idn: Talk, integration_idn: sandbox}
+"#,
+    )
+    .await;
+    // The connector actor runs on this thread, so it drains nothing until the test awaits:
+    // the inbox takes exactly its capacity.
+    let ingress = h.engine.ingress().clone();
+    for n in 0..INBOX_CAPACITY {
+        let e = h.event("sandbox", "sb", "user_message", &n.to_string());
+        assert_eq!(ingress.try_submit(e, None), Ok(()), "event {n} fits");
+    }
+    let over = h.event("sandbox", "sb", "user_message", "over");
+    assert_eq!(ingress.try_submit(over, None), Err(Refusal::Busy));
+    assert!(h.dead.is_empty(), "a busy answer records nothing");
+    // A waiting submit goes through once the connector drains its inbox.
+    let settled = h
+        .send(h.event("sandbox", "sb", "user_message", "waited"))
+        .await;
+    assert_eq!(settled, Ok(Settlement::Done));
+    let invoked = h.recorded.lock().unwrap().len();
+    assert_eq!(
+        invoked,
+        INBOX_CAPACITY + 1,
+        "every admitted event was invoked"
+    );
+}
+
+#[actix_rt::test]
+async fn a_full_flow_shard_inbox_dead_letters_the_overflow() {
+    // The shard's inbox holds twice the in-flight limit: room for every admitted event and as
+    // many internal ones. Internal events take no permit, so they can reach the bound.
+    let h = Harness::with_config(EngineConfig {
+        inflight_limit: 1,
+        ..EngineConfig::default()
+    });
+    h.flow(
+        "Agent",
+        "Main",
+        r#"
+events:
+  - {idn: timer, skill_idn: Tick, integration_idn: system}
+"#,
+    )
+    .await;
+    let persona = h.persona("api", "p");
+    let timer = || {
+        Event::for_persona(
+            h.account.clone(),
+            Idn::known("system"),
+            Idn::known("system"),
+            Idn::known("timer"),
+            persona,
+        )
+    };
+    // The shard runs on this thread: nothing is drained between these calls.
+    let dispatcher = h.engine.dispatcher().clone();
+    for _ in 0..3 {
+        assert_eq!(dispatcher.route_internal(timer()), 1);
+    }
+    assert_eq!(h.dead_letter_codes(), vec!["flow_queue_full"]);
+    // The two that fit are invoked.
+    while h.recorded.lock().unwrap().len() < 2 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_stopped_connector_handles_what_it_admitted_and_refuses_the_rest() {
+    let h = Harness::start();
+    let id = h.connector("sandbox", "sb");
+    h.flow(
+        "Agent",
+        "Main",
+        r#"
+events:
+  - {idn: user_message, skill_idn: Talk, integration_idn: sandbox}
+"#,
+    )
+    .await;
+    let ingress = h.engine.ingress().clone();
+    for n in 0..10 {
+        let e = h.event("sandbox", "sb", "user_message", &n.to_string());
+        assert_eq!(ingress.try_submit(e, None), Ok(()));
+    }
+    // Stopped with ten events in its inbox, none handled yet.
+    h.engine.stop_connector(id).unwrap();
+    let late = h
+        .send(h.event("sandbox", "sb", "user_message", "late"))
+        .await;
+    assert!(
+        matches!(late, Err(Refusal::ConnectorStopped { .. })),
+        "{late:?}"
+    );
+    while h.recorded.lock().unwrap().len() < 10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(h.dead_letter_codes(), vec!["connector_stopped"]);
 }

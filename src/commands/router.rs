@@ -78,8 +78,8 @@ impl CommandRouter {
         };
         if let Err((outbound, refusal)) =
             self.registry
-                .with_running(&account, &integration, &connector, outbound, |addr, o| {
-                    addr.do_send(o)
+                .with_running(&account, &integration, &connector, outbound, |actor, o| {
+                    actor.addr.do_send(o)
                 })
         {
             self.refuse(

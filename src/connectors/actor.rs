@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Context, Handler, Message};
+use actix::{Actor, ActorContext, Addr, Context, Handler, Message};
 use rustc_hash::FxHashMap;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -18,12 +19,13 @@ use crate::catalog::Runs;
 use crate::commands::refusal::{refuse, result_event, CommandRefusal};
 use crate::commands::validation::validate;
 use crate::dead_letter::{self, DeadLetter, DeadLetterReason, DeadLetterStore};
-use crate::domain::{Command, Event, Idn, PersonaId, RoutedEvent, Target};
+use crate::domain::{Command, Event, Idn, PersonaId, RoutedEvent, SharedEvent, Target};
 use crate::egress::EgressError;
 use crate::egress::{CommandSink, OutboundCommand};
 use crate::flow_instance::state::StateStore;
+use crate::inbox::{BatchInbox, BATCH};
 use crate::routing::dispatch::Dispatcher;
-use crate::routing::index::{FlowRoute, ScopeKey};
+use crate::routing::index::{FlowRoute, ScopeKey, SubscriptionIndex};
 use crate::session::table::SessionTable;
 use crate::telemetry::handles::{self, ConnectorMetrics, EngineMetrics, CUSTOM_EVENT_LABEL};
 
@@ -42,11 +44,21 @@ pub struct ConnectorDeps {
     pub act_capacity: usize,
 }
 
-/// An admitted event for this connector.
-#[derive(Message)]
-#[rtype(result = "()")]
+/// Admitted events a connector's inbox holds; past it, `Ingress::submit` waits.
+pub const INBOX_CAPACITY: usize = 1024;
+
+/// How the engine reaches a running connector: its inbox for admitted events, its mailbox for
+/// commands and control.
+#[derive(Clone)]
+pub struct ConnectorHandle {
+    pub addr: Addr<ConnectorActor>,
+    pub inbox: mpsc::Sender<Inbound>,
+}
+
+/// An admitted event for this connector. Travels through the connector's inbox.
 pub struct Inbound {
-    pub event: Event,
+    /// With the persona its target names (the connector may resolve it from a command act).
+    pub event: SharedEvent,
     pub delivery: Delivery,
     pub admitted_at: Instant,
 }
@@ -62,7 +74,7 @@ pub struct Outbound {
     pub flow: Option<Arc<FlowRoute>>,
 }
 
-/// Stop after the messages already in the mailbox.
+/// Stop after the events already in the inbox and the messages already in the mailbox.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
@@ -79,6 +91,8 @@ pub struct ConnectorActor {
     /// the same persona. Bounded by count and age; `act_order` gives the eviction order.
     acts: FxHashMap<Uuid, PersonaId>,
     act_order: std::collections::VecDeque<(Instant, Uuid)>,
+    inbox: mpsc::Receiver<Inbound>,
+    batch: Vec<Inbound>,
 }
 
 impl ConnectorActor {
@@ -88,6 +102,7 @@ impl ConnectorActor {
         connector: Idn,
         internal: bool,
         deps: Arc<ConnectorDeps>,
+        inbox: mpsc::Receiver<Inbound>,
     ) -> Self {
         let system = Idn::known("system");
         ConnectorActor {
@@ -100,23 +115,27 @@ impl ConnectorActor {
             dedupe: None,
             acts: FxHashMap::default(),
             act_order: std::collections::VecDeque::new(),
+            inbox,
+            batch: Vec::with_capacity(BATCH),
         }
     }
 
-    fn persona_of(&mut self, event: &Event) -> Option<PersonaId> {
-        if let Some(act) = event.command_act_id {
-            if let Some(p) = self.acts.get(&act) {
-                return Some(*p);
+    /// The persona of `event`: a command act this connector issued wins over the actor named.
+    fn resolve_persona(&self, event: &mut SharedEvent) -> Option<PersonaId> {
+        let issued = event
+            .event
+            .command_act_id
+            .and_then(|act| self.acts.get(&act).copied());
+        match issued {
+            Some(p) if p != event.persona => {
+                Arc::get_mut(event)
+                    .expect("the inbox hands over the only reference")
+                    .persona = p;
+                Some(p)
             }
-        }
-        match &event.target {
-            Target::Actor(a) => Some(PersonaId::derive(
-                &event.account,
-                &event.integration,
-                &a.external_id,
-            )),
-            Target::Persona(p) => Some(*p),
-            Target::ByCommandAct => None,
+            Some(p) => Some(p),
+            None if event.persona == PersonaId::UNRESOLVED => None,
+            None => Some(event.persona),
         }
     }
 
@@ -135,8 +154,10 @@ impl ConnectorActor {
         self.act_order.push_back((now, act));
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn route_session_event(
         &self,
+        index: &SubscriptionIndex,
         name: &str,
         reason: Option<&str>,
         persona: PersonaId,
@@ -159,7 +180,8 @@ impl ConnectorActor {
         if let Some(r) = reason {
             e.arguments.push("reason", r);
         }
-        self.deps.dispatcher.route(
+        self.deps.dispatcher.route_in(
+            index,
             Arc::new(RoutedEvent { event: e, persona }),
             &self.system_scope,
             delivery.clone(),
@@ -170,28 +192,50 @@ impl ConnectorActor {
 
 impl Actor for ConnectorActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        Self::start_pump(ctx);
+    }
 }
 
-impl Handler<Inbound> for ConnectorActor {
-    type Result = ();
+impl BatchInbox for ConnectorActor {
+    type Item = Inbound;
 
-    fn handle(&mut self, msg: Inbound, _ctx: &mut Context<Self>) {
+    fn inbox(&mut self) -> (&mut mpsc::Receiver<Inbound>, &mut Vec<Inbound>) {
+        (&mut self.inbox, &mut self.batch)
+    }
+
+    fn handle_batch(&mut self, batch: &mut Vec<Inbound>, _ctx: &mut Context<Self>) {
+        // One look at the live index per batch.
+        let index = self.deps.dispatcher.index();
+        for msg in batch.drain(..) {
+            self.admit(&index, msg);
+        }
+    }
+
+    fn inbox_closed(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl ConnectorActor {
+    fn admit(&mut self, index: &SubscriptionIndex, msg: Inbound) {
         let Inbound {
-            event,
+            mut event,
             delivery,
             admitted_at,
         } = msg;
-        if let Some(id) = &event.external_event_id {
+        if let Some(id) = &event.event.external_event_id {
             let deps = &self.deps;
             let window = self.dedupe.get_or_insert_with(|| {
                 Box::new(DedupeWindow::new(deps.dedupe_window, deps.dedupe_capacity))
             });
-            if window.is_repeat(id, event.id, Instant::now()) {
+            if window.is_repeat(id, event.event.id, Instant::now()) {
                 self.deps.metrics.deduplicated.increment(1);
                 return; // a republished copy: acknowledged, not routed again
             }
         }
-        let Some(persona) = self.persona_of(&event) else {
+        let Some(persona) = self.resolve_persona(&mut event) else {
             handles::rejected(DeadLetterReason::UnknownCommandAct.code());
             dead_letter::record(
                 &*self.deps.dead_letters,
@@ -199,27 +243,28 @@ impl Handler<Inbound> for ConnectorActor {
                     DeadLetterReason::UnknownCommandAct,
                     format!(
                         "command_act_id {:?} is unknown to {}/{} and the event names no actor",
-                        event.command_act_id, self.scope.integration, self.scope.connector
+                        event.event.command_act_id, self.scope.integration, self.scope.connector
                     ),
-                    event,
+                    Arc::try_unwrap(event).map_or_else(|e| e.event.clone(), |r| r.event),
                     None,
                 ),
             );
             return;
         };
-        let from_actor = matches!(event.target, Target::Actor(_));
+        let from_actor = matches!(event.event.target, Target::Actor(_));
         if from_actor && !self.internal {
             if let Some(session) = self.deps.sessions.touch(
                 &self.scope,
                 self.integration.channel_label(),
                 persona,
                 admitted_at,
-                match &event.target {
+                match &event.event.target {
                     Target::Actor(a) => Some(a.external_id.as_str()),
                     _ => None,
                 },
             ) {
                 self.route_session_event(
+                    index,
                     "session_started",
                     None,
                     persona,
@@ -229,16 +274,15 @@ impl Handler<Inbound> for ConnectorActor {
                 );
             }
         }
-        let ends = event.event.as_str() == "conversation_ended";
-        let declared = self.integration.event(event.event.as_str()).is_some();
-        let event_idn = event.event.clone();
-        let routed = Arc::new(RoutedEvent { event, persona });
+        let ends = event.event.event.as_str() == "conversation_ended";
+        let declared = self.integration.event(event.event.event.as_str()).is_some();
+        let event_idn = event.event.event.clone();
         // The delivery is still needed after routing only to end sessions.
         let ending = ends.then(|| delivery.clone());
-        let matched = self
-            .deps
-            .dispatcher
-            .route(routed, &self.scope, delivery, admitted_at);
+        let matched =
+            self.deps
+                .dispatcher
+                .route_in(index, event, &self.scope, delivery, admitted_at);
         // Label values stay bounded: custom idns nobody subscribes to share one label.
         let label = if declared || matched > 0 {
             event_idn
@@ -256,6 +300,7 @@ impl Handler<Inbound> for ConnectorActor {
                 &self.scope.integration,
             ) {
                 self.route_session_event(
+                    index,
                     "session_ended",
                     Some("conversation_ended"),
                     persona,
@@ -344,9 +389,9 @@ impl Handler<Outbound> for ConnectorActor {
 impl Handler<Shutdown> for ConnectorActor {
     type Result = ();
 
-    fn handle(&mut self, _msg: Shutdown, ctx: &mut Context<Self>) {
-        use actix::ActorContext;
-        ctx.stop();
+    fn handle(&mut self, _msg: Shutdown, _ctx: &mut Context<Self>) {
+        // Nothing can be sent after this; the pump drains what was, then stops the actor.
+        self.inbox.close();
     }
 }
 

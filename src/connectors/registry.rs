@@ -10,13 +10,12 @@
 
 use std::sync::{Arc, OnceLock};
 
-use actix::Addr;
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
 use uuid::Uuid;
 
-use super::actor::{ConnectorActor, Shutdown};
+use super::actor::{ConnectorHandle, Shutdown};
 use super::settings::{self, SettingError, Settings, Writer};
 use crate::catalog::{Catalog, Integration};
 use crate::domain::{Idn, IdnError};
@@ -52,7 +51,7 @@ struct Entry {
     status: Status,
     internal: bool,
     integration: Arc<Integration>,
-    addr: Option<Addr<ConnectorActor>>,
+    actor: Option<ConnectorHandle>,
     created_at: DateTime<Utc>,
 }
 
@@ -133,7 +132,7 @@ impl From<SettingError> for ControlError {
 
 /// Starts the actor of a connector that begins to run.
 pub type ActorFactory =
-    Box<dyn Fn(&ConnectorKey, &Arc<Integration>, bool) -> Addr<ConnectorActor> + Send + Sync>;
+    Box<dyn Fn(&ConnectorKey, &Arc<Integration>, bool) -> ConnectorHandle + Send + Sync>;
 
 pub struct ConnectorRegistry {
     catalog: Arc<Catalog>,
@@ -174,7 +173,7 @@ impl ConnectorRegistry {
         integration: &Idn,
         connector: &Idn,
         payload: T,
-        send: impl FnOnce(&Addr<ConnectorActor>, T) -> R,
+        send: impl FnOnce(&ConnectorHandle, T) -> R,
     ) -> Result<R, (T, Reach)> {
         let key = ConnectorKey {
             account: account.clone(),
@@ -182,8 +181,8 @@ impl ConnectorRegistry {
             connector: connector.clone(),
         };
         match self.connectors.get(&key) {
-            Some(e) => match &e.addr {
-                Some(addr) => Ok(send(addr, payload)),
+            Some(e) => match &e.actor {
+                Some(actor) => Ok(send(actor, payload)),
                 None => Err((
                     payload,
                     Reach::Stopped {
@@ -257,10 +256,10 @@ impl ConnectorRegistry {
                     status: Status::Running,
                     internal: true,
                     integration: integration.clone(),
-                    addr: None,
+                    actor: None,
                     created_at: Utc::now(),
                 };
-                entry.addr = Some(self.start_actor(&key, integration, true));
+                entry.actor = Some(self.start_actor(&key, integration, true));
                 handles::connectors(integration.idn.as_str(), "running").increment(1.0);
                 self.by_id.insert(id, key.clone());
                 self.connectors.insert(key, entry);
@@ -273,7 +272,7 @@ impl ConnectorRegistry {
         key: &ConnectorKey,
         integration: &Arc<Integration>,
         internal: bool,
-    ) -> Addr<ConnectorActor> {
+    ) -> ConnectorHandle {
         let factory = self
             .factory
             .get()
@@ -330,7 +329,7 @@ impl ConnectorRegistry {
                     status: Status::Stopped,
                     internal: false,
                     integration: integration.clone(),
-                    addr: None,
+                    actor: None,
                     created_at: Utc::now(),
                 };
                 let view = Self::view(&key, &entry);
@@ -406,7 +405,7 @@ impl ConnectorRegistry {
             reason: er.reason,
         })?;
         let integration = e.integration.clone();
-        e.addr = Some(self.start_actor(&key, &integration, false));
+        e.actor = Some(self.start_actor(&key, &integration, false));
         e.status = Status::Running;
         handles::connectors(key.integration.as_str(), "stopped").decrement(1.0);
         handles::connectors(key.integration.as_str(), "running").increment(1.0);
@@ -426,9 +425,9 @@ impl ConnectorRegistry {
                 key.integration, key.connector
             )));
         }
-        if let Some(addr) = e.addr.take() {
+        if let Some(actor) = e.actor.take() {
             // Under the write guard: nothing can be sent after this Shutdown.
-            addr.do_send(Shutdown);
+            actor.addr.do_send(Shutdown);
             e.status = Status::Stopped;
             handles::connectors(key.integration.as_str(), "running").decrement(1.0);
             handles::connectors(key.integration.as_str(), "stopped").increment(1.0);
@@ -588,7 +587,7 @@ impl ConnectorRegistry {
                 status: Status::Stopped,
                 internal: false,
                 integration: integration.clone(),
-                addr: None,
+                actor: None,
                 created_at,
             },
         );
@@ -635,8 +634,8 @@ impl ConnectorRegistry {
     /// Stops every actor (shutdown).
     pub fn stop_all(&self) {
         for mut e in self.connectors.iter_mut() {
-            if let Some(addr) = e.addr.take() {
-                addr.do_send(Shutdown);
+            if let Some(actor) = e.actor.take() {
+                actor.addr.do_send(Shutdown);
             }
         }
     }

@@ -7,21 +7,39 @@
 //! itself on the event path. One-shot and streaming XXH3 agree on the same bytes, so ids stay
 //! what they were.
 
-use smallvec::SmallVec;
 use uuid::Uuid;
 
-/// Parts up to this many bytes in all are hashed without a heap allocation.
+/// Parts up to this many bytes in all are hashed from a stack buffer.
 const INLINE_BYTES: usize = 256;
 
 /// The id of `prefix` followed by the length-prefixed `parts`.
 pub fn derive(prefix: &[u8], parts: &[&[u8]]) -> Uuid {
-    let mut buf: SmallVec<[u8; INLINE_BYTES]> = SmallVec::new();
-    buf.extend_from_slice(prefix);
+    let total = prefix.len() + parts.iter().map(|p| 8 + p.len()).sum::<usize>();
+    let digest = if total <= INLINE_BYTES {
+        let mut buf = [0u8; INLINE_BYTES];
+        let n = gather(&mut buf, prefix, parts);
+        xxhash_rust::xxh3::xxh3_128(&buf[..n])
+    } else {
+        let mut buf = vec![0u8; total];
+        let n = gather(&mut buf, prefix, parts);
+        xxhash_rust::xxh3::xxh3_128(&buf[..n])
+    };
+    Uuid::new_v8(digest.to_le_bytes())
+}
+
+/// Writes `prefix` and the length-prefixed `parts` into `buf` (large enough); returns the
+/// length written.
+#[inline]
+fn gather(buf: &mut [u8], prefix: &[u8], parts: &[&[u8]]) -> usize {
+    let mut at = prefix.len();
+    buf[..at].copy_from_slice(prefix);
     for part in parts {
-        buf.extend_from_slice(&(part.len() as u64).to_le_bytes());
-        buf.extend_from_slice(part);
+        buf[at..at + 8].copy_from_slice(&(part.len() as u64).to_le_bytes());
+        at += 8;
+        buf[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
     }
-    Uuid::new_v8(xxhash_rust::xxh3::xxh3_128(&buf).to_le_bytes())
+    at
 }
 
 #[cfg(test)]

@@ -160,4 +160,19 @@ pub struct RoutedEvent {
     pub persona: PersonaId,
 }
 
+impl RoutedEvent {
+    /// `event` with the persona its target names. An event that names only a command act
+    /// gets [`PersonaId::UNRESOLVED`]: its connector, which issued the act, resolves it.
+    pub fn named(event: Event) -> Self {
+        let persona = match &event.target {
+            Target::Actor(a) => {
+                PersonaId::derive(&event.account, &event.integration, &a.external_id)
+            }
+            Target::Persona(p) => *p,
+            Target::ByCommandAct => PersonaId::UNRESOLVED,
+        };
+        RoutedEvent { event, persona }
+    }
+}
+
 pub type SharedEvent = Arc<RoutedEvent>;

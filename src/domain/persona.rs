@@ -20,6 +20,10 @@ use super::idn::Idn;
 pub struct PersonaId(pub Uuid);
 
 impl PersonaId {
+    /// Stands for a persona not resolved yet, between admission and the connector actor
+    /// (see [`super::RoutedEvent::named`]); never routed.
+    pub const UNRESOLVED: PersonaId = PersonaId(Uuid::nil());
+
     /// The persona of the actor `external_id` on any connector of `integration`.
     pub fn derive(account: &Idn, integration: &Idn, external_id: &str) -> Self {
         PersonaId(super::derived_id::derive(

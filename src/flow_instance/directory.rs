@@ -1,30 +1,26 @@
-//! The live flow instances: `(flow, user persona)` → the address of its actor, spread over the
-//! worker arbiters. Instances are started on their first event and retire themselves when
-//! idle, so memory follows the active personas, not all personas ever seen.
-//!
-//! **Retirement without losing a message.** A sender looks the slot up and sends *while it
-//! holds the map's read guard*, counting the message in the slot. An idle actor retires with
-//! `remove_if(sent == received)` under the write guard: if anything was sent that it has not
-//! received, it stays. Once removed, no sender can reach the old address, so nothing is
-//! ever sent to an actor that stopped.
+//! The live flow instances: `(flow, user persona)` → the shard that hosts it. Each worker
+//! arbiter runs one [`FlowShard`]; an instance lives on the shard its key hashes to, so every
+//! event of one instance takes the same path and keeps its order. Instances start on their
+//! first event and retire when idle, so memory follows the active personas, not all personas
+//! ever seen. A retired instance's next event simply starts a new one on the same shard.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr};
+use actix::Actor;
 use actix_rt::ArbiterHandle;
-use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
+use tokio::sync::mpsc;
 
-use super::actor::FlowInstance;
-use super::messages::Enqueue;
+use super::messages::{Enqueue, FlowInstanceSnapshot, Inspect};
+use super::shard::{FlowShard, ShardAddr};
 use super::state::StateStore;
 use crate::commands::router::CommandRouter;
-use crate::dead_letter::DeadLetterStore;
+use crate::dead_letter::{self, DeadLetter, DeadLetterReason, DeadLetterStore};
 use crate::domain::PersonaId;
 use crate::routing::index::FlowId;
-use crate::telemetry::handles::EngineMetrics;
+use crate::telemetry::handles::{EngineMetrics, InvocationOutcome};
 
 /// Identifies a flow instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -33,13 +29,7 @@ pub struct FlowInstanceKey {
     pub persona: PersonaId,
 }
 
-struct Slot {
-    addr: Addr<FlowInstance>,
-    generation: u64,
-    sent: AtomicU64,
-}
-
-/// What every flow instance actor needs, shared.
+/// What every flow instance needs, shared.
 pub struct FlowDeps {
     pub state: Arc<StateStore>,
     pub commands: Arc<CommandRouter>,
@@ -51,83 +41,111 @@ pub struct FlowDeps {
     pub idle_timeout: Duration,
 }
 
-/// The map of live flow instances.
+struct Shard {
+    inbox: mpsc::Sender<Enqueue>,
+    addr: ShardAddr,
+    live: Arc<AtomicUsize>,
+}
+
+/// The shards and the way to them.
 pub struct FlowInstances {
-    slots: DashMap<FlowInstanceKey, Slot, FxBuildHasher>,
-    arbiters: Vec<ArbiterHandle>,
-    next_generation: AtomicU64,
-    pub(crate) deps: FlowDeps,
+    shards: Vec<Shard>,
+    inbox_capacity: usize,
+    pub(crate) deps: Arc<FlowDeps>,
 }
 
 impl FlowInstances {
-    /// `arbiters` run the actors; empty means the current arbiter.
-    pub fn new(arbiters: Vec<ArbiterHandle>, deps: FlowDeps) -> Self {
+    /// Starts one shard on each of `arbiters` (empty: one on the current arbiter), each with
+    /// an inbox of `inbox_capacity` events.
+    pub fn start(arbiters: &[ArbiterHandle], deps: FlowDeps, inbox_capacity: usize) -> Self {
+        let deps = Arc::new(deps);
+        let inbox_capacity = inbox_capacity.max(1);
+        let start = |arbiter: Option<&ArbiterHandle>| {
+            let (tx, rx) = mpsc::channel(inbox_capacity);
+            let live = Arc::new(AtomicUsize::new(0));
+            let shard = FlowShard::new(rx, deps.clone(), live.clone());
+            let addr = match arbiter {
+                None => shard.start(),
+                Some(a) => FlowShard::start_in_arbiter(a, move |_| shard),
+            };
+            Shard {
+                inbox: tx,
+                addr: Arc::new(addr),
+                live,
+            }
+        };
+        let shards = if arbiters.is_empty() {
+            vec![start(None)]
+        } else {
+            arbiters.iter().map(|a| start(Some(a))).collect()
+        };
         FlowInstances {
-            slots: DashMap::with_hasher(FxBuildHasher),
-            arbiters,
-            next_generation: AtomicU64::new(1),
+            shards,
+            inbox_capacity,
             deps,
         }
     }
 
-    /// Hands `msg` to the instance `key`, starting it if needed.
-    pub fn deliver(self: &Arc<Self>, key: FlowInstanceKey, msg: Enqueue) {
-        if let Some(slot) = self.slots.get(&key) {
-            slot.sent.fetch_add(1, Ordering::Relaxed);
-            slot.addr.do_send(msg);
-            return;
-        }
-        let slot = self.slots.entry(key).or_insert_with(|| self.spawn(key));
-        slot.sent.fetch_add(1, Ordering::Relaxed);
-        slot.addr.do_send(msg);
+    fn shard(&self, key: &FlowInstanceKey) -> &Shard {
+        use std::hash::BuildHasher;
+        let n = FxBuildHasher.hash_one(key) as usize % self.shards.len();
+        &self.shards[n]
     }
 
-    fn spawn(self: &Arc<Self>, key: FlowInstanceKey) -> Slot {
-        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        let instance = FlowInstance::new(key, generation, self.clone());
-        let addr = if self.arbiters.is_empty() {
-            instance.start()
-        } else {
-            let n = {
-                use std::hash::BuildHasher;
-                FxBuildHasher.hash_one(key) as usize % self.arbiters.len()
-            };
-            FlowInstance::start_in_arbiter(&self.arbiters[n], move |_| instance)
-        };
-        self.deps.metrics.flow_instances_live.increment(1.0);
-        Slot {
-            addr,
-            generation,
-            sent: AtomicU64::new(0),
+    /// Hands `msg` to the shard of its instance. A full inbox dead-letters the event with the
+    /// reason (never a silent drop); a closed one (the system is stopping) asks the source to
+    /// deliver it again.
+    pub fn deliver(&self, msg: Enqueue) {
+        match self.shard(&msg.key).inbox.try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                msg.matched.flow.metrics.outcome(InvocationOutcome::Failed);
+                dead_letter::record(
+                    &*self.deps.dead_letters,
+                    DeadLetter::event(
+                        DeadLetterReason::FlowQueueFull,
+                        format!(
+                            "the flow shard of {}/{} holds {} queued events",
+                            msg.matched.flow.flow.agent,
+                            msg.matched.flow.flow.flow,
+                            self.inbox_capacity
+                        ),
+                        msg.event.event.clone(),
+                        Some(msg.event.persona),
+                    ),
+                );
+            }
+            Err(mpsc::error::TrySendError::Closed(msg)) => msg.delivery.give_up(),
         }
-    }
-
-    /// Called by an idle instance: removes it if nothing was sent to it that it has not
-    /// received. `true` means the actor must stop now.
-    pub(crate) fn retire(&self, key: FlowInstanceKey, generation: u64, received: u64) -> bool {
-        let removed = self
-            .slots
-            .remove_if(&key, |_, s| {
-                s.generation == generation && s.sent.load(Ordering::Relaxed) == received
-            })
-            .is_some();
-        if removed {
-            self.deps.metrics.flow_instances_live.decrement(1.0);
-        }
-        removed
     }
 
     /// Live instances.
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.shards
+            .iter()
+            .map(|s| s.live.load(Ordering::Relaxed))
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.len() == 0
     }
 
-    /// The address of a live instance (tests, operations).
-    pub fn get(&self, key: &FlowInstanceKey) -> Option<Addr<FlowInstance>> {
-        self.slots.get(key).map(|s| s.addr.clone())
+    /// Events waiting in the shards' inboxes.
+    pub fn queued(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.inbox.max_capacity() - s.inbox.capacity())
+            .sum()
+    }
+
+    /// What the instance `key` holds now; `None` if it is not live (operations, tests).
+    pub async fn inspect(&self, key: FlowInstanceKey) -> Option<FlowInstanceSnapshot> {
+        self.shard(&key)
+            .addr
+            .send(Inspect(key))
+            .await
+            .ok()
+            .flatten()
     }
 }

@@ -1,18 +1,19 @@
-//! Messages of the flow instance actor.
+//! Messages of the flow instances and the shard actor that hosts them.
 
 use actix::Message;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::FlowInstanceKey;
 use crate::admission::delivery::Delivery;
 use crate::domain::{Command, SharedEvent};
 use crate::routing::index::Match;
 use crate::skill_runner::Outcome;
 
-/// An event for this flow instance, with the subscription that matched it.
-#[derive(Message)]
-#[rtype(result = "()")]
+/// An event for the flow instance `key`, with the subscription that matched it. Travels
+/// through the shard's bounded inbox, not its actix mailbox.
 pub struct Enqueue {
+    pub key: FlowInstanceKey,
     pub event: SharedEvent,
     pub matched: Match,
     pub delivery: Delivery,
@@ -20,10 +21,11 @@ pub struct Enqueue {
     pub admitted_at: Instant,
 }
 
-/// What a runner reports about one invocation.
+/// What a runner reports about one invocation of the flow instance `key`.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct InvocationReport {
+    pub key: FlowInstanceKey,
     pub invocation_id: Uuid,
     pub kind: ReportKind,
 }
@@ -38,10 +40,11 @@ pub enum ReportKind {
     },
 }
 
-/// Asks for what the instance holds now (operations and tests).
+/// Asks what the flow instance `key` holds now (operations and tests); `None` if it is not
+/// live.
 #[derive(Message)]
-#[rtype(result = "FlowInstanceSnapshot")]
-pub struct Inspect;
+#[rtype(result = "Option<FlowInstanceSnapshot>")]
+pub struct Inspect(pub FlowInstanceKey);
 
 /// What a flow instance holds at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]

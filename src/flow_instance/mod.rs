@@ -1,9 +1,11 @@
-//! Flow instances: one actor per `(flow, user persona)` queueing events by interrupt mode and
-//! running one invocation at a time; the directory that starts and retires them; flow state.
+//! Flow instances: one per `(flow, user persona)`, queueing events by interrupt mode and
+//! running one invocation at a time; the shards that host them, one actor per worker arbiter;
+//! the directory that finds an instance's shard; flow state.
 
-pub mod actor;
 pub mod directory;
+pub(crate) mod instance;
 pub mod messages;
+pub mod shard;
 pub mod state;
 
 pub use directory::{FlowDeps, FlowInstanceKey, FlowInstances};

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::admission::delivery::{Delivery, Settle};
@@ -13,7 +13,7 @@ use crate::admission::Refusal;
 use crate::connectors::actor::Inbound;
 use crate::connectors::registry::{ConnectorRegistry, Reach};
 use crate::dead_letter::{self, DeadLetter, DeadLetterStore};
-use crate::domain::{Event, Target};
+use crate::domain::{Event, RoutedEvent, Target};
 use crate::telemetry::handles::{self, EngineMetrics};
 
 impl From<Reach> for Refusal {
@@ -36,6 +36,36 @@ impl From<Reach> for Refusal {
             },
         }
     }
+}
+
+/// An event that holds its permit, on its way into a connector's inbox.
+struct PendingInbound {
+    event: Event,
+    source: Option<Box<dyn Settle>>,
+    permit: OwnedSemaphorePermit,
+    admitted_at: Instant,
+}
+
+impl PendingInbound {
+    fn into_inbound(self) -> Inbound {
+        Inbound {
+            // The persona is derived here, on the submitting thread, off the engine's workers.
+            event: Arc::new(RoutedEvent::named(self.event)),
+            delivery: Delivery::new(self.source, Some(self.permit)),
+            admitted_at: self.admitted_at,
+        }
+    }
+}
+
+/// What became of an event offered to its connector's inbox. Lives on the stack for one call,
+/// so the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Admitted {
+    Sent,
+    /// The connector's inbox is full: wait on this sender.
+    Full(PendingInbound, mpsc::Sender<Inbound>),
+    /// The inbox is closed by a stop that has not left the registry yet: as stopped.
+    Closed(PendingInbound),
 }
 
 #[derive(Clone)]
@@ -65,8 +95,9 @@ impl Ingress {
         }
     }
 
-    /// Admits `event`, waiting for an in-flight permit first. `source` is settled once the
-    /// event is dispatched to every receiving flow, dropped as an outcome, or recorded.
+    /// Admits `event`, waiting for an in-flight permit and then for room in its connector's
+    /// inbox. `source` is settled once the event is dispatched to every receiving flow, dropped
+    /// as an outcome, or recorded.
     pub async fn submit(
         &self,
         event: Event,
@@ -78,17 +109,37 @@ impl Ingress {
             .acquire_owned()
             .await
             .expect("the permit semaphore is never closed");
-        self.admit(event, source, permit)
+        let Some((pending, inbox)) = self.admit(event, source, permit)? else {
+            return Ok(());
+        };
+        match inbox.reserve_owned().await {
+            Ok(slot) => {
+                slot.send(pending.into_inbound());
+                Ok(())
+            }
+            // Stopped while we waited: nothing was sent after its inbox closed.
+            Err(_) => {
+                let refusal = Refusal::ConnectorStopped {
+                    integration: pending.event.integration.to_string(),
+                    connector: pending.event.connector.to_string(),
+                };
+                Err(self.refuse_pending(pending, refusal))
+            }
+        }
     }
 
-    /// Like [`Ingress::submit`], but refuses with [`Refusal::Busy`] instead of waiting.
+    /// Like [`Ingress::submit`], but refuses with [`Refusal::Busy`] instead of waiting. A busy
+    /// refusal leaves `source` unsettled: nothing was taken in.
     pub fn try_submit(&self, event: Event, source: Option<Box<dyn Settle>>) -> Result<(), Refusal> {
         let permit = self
             .permits
             .clone()
             .try_acquire_owned()
             .map_err(|_| Refusal::Busy)?;
-        self.admit(event, source, permit)
+        match self.admit(event, source, permit)? {
+            None => Ok(()),
+            Some(_) => Err(Refusal::Busy),
+        }
     }
 
     /// Whether `event` would be admitted now, without taking it in. A refusal is counted and
@@ -113,38 +164,71 @@ impl Ingress {
         self.limit - self.permits.available_permits()
     }
 
+    /// Checks `event` and puts it in its connector's inbox if there is room (`None`);
+    /// otherwise hands it back with the inbox to wait on.
     fn admit(
         &self,
         event: Event,
         source: Option<Box<dyn Settle>>,
         permit: OwnedSemaphorePermit,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Option<(PendingInbound, mpsc::Sender<Inbound>)>, Refusal> {
         self.metrics.inflight.set(self.inflight() as f64);
-        let delivery = Delivery::new(source, Some(permit));
-        if let Err(refusal) = self.check(&event) {
-            return Err(self.refuse(event, refusal));
-        }
-        let inbound = Inbound {
+        let pending = PendingInbound {
             event,
-            delivery,
+            source,
+            permit,
             admitted_at: Instant::now(),
         };
-        let (account, integration, connector) = (
-            inbound.event.account.clone(),
-            inbound.event.integration.clone(),
-            inbound.event.connector.clone(),
-        );
-        match self
-            .registry
-            .with_running(&account, &integration, &connector, inbound, |addr, i| {
-                addr.do_send(i)
-            }) {
-            Ok(()) => Ok(()),
-            Err((inbound, reach)) => {
-                let refusal = Refusal::from(reach);
-                Err(self.refuse(inbound.event, refusal))
-            }
+        if let Err(refusal) = self.check(&pending.event) {
+            return Err(self.refuse_pending(pending, refusal));
         }
+        let (account, integration, connector) = (
+            pending.event.account.clone(),
+            pending.event.integration.clone(),
+            pending.event.connector.clone(),
+        );
+        let sent = self.registry.with_running(
+            &account,
+            &integration,
+            &connector,
+            pending,
+            |actor, pending| match actor.inbox.try_reserve() {
+                Ok(slot) => {
+                    slot.send(pending.into_inbound());
+                    Admitted::Sent
+                }
+                Err(mpsc::error::TrySendError::Full(())) => {
+                    Admitted::Full(pending, actor.inbox.clone())
+                }
+                Err(mpsc::error::TrySendError::Closed(())) => Admitted::Closed(pending),
+            },
+        );
+        match sent {
+            Ok(Admitted::Closed(pending)) => {
+                let refusal = Refusal::ConnectorStopped {
+                    integration: integration.to_string(),
+                    connector: connector.to_string(),
+                };
+                Err(self.refuse_pending(pending, refusal))
+            }
+            Ok(Admitted::Sent) => Ok(None),
+            Ok(Admitted::Full(pending, inbox)) => Ok(Some((pending, inbox))),
+            Err((pending, reach)) => Err(self.refuse_pending(pending, Refusal::from(reach))),
+        }
+    }
+
+    /// Refuses an event that holds a permit and a source: the refusal is recorded, then the
+    /// source settles (a refusal is an answer) and the permit returns.
+    fn refuse_pending(&self, pending: PendingInbound, refusal: Refusal) -> Refusal {
+        let PendingInbound {
+            event,
+            source,
+            permit,
+            ..
+        } = pending;
+        let refusal = self.refuse(event, refusal);
+        drop(Delivery::new(source, Some(permit)));
+        refusal
     }
 
     /// Checks that need no connector: the integration exists and declares the event.

@@ -56,7 +56,6 @@ impl Dispatcher {
     /// Queues `event` on every matching flow instance; returns how many flows received it.
     /// The last receiver gets `event` and `delivery` themselves, the others clones: in the
     /// common case of one receiving flow, no reference count is touched.
-    #[inline]
     pub fn route(
         &self,
         event: SharedEvent,
@@ -64,7 +63,19 @@ impl Dispatcher {
         delivery: Delivery,
         admitted_at: Instant,
     ) -> usize {
-        let index = self.index.load();
+        self.route_in(&self.index.load(), event, scope, delivery, admitted_at)
+    }
+
+    /// [`Dispatcher::route`] against `index`, which a connector loads once per batch.
+    #[inline]
+    pub fn route_in(
+        &self,
+        index: &SubscriptionIndex,
+        event: SharedEvent,
+        scope: &ScopeKey,
+        delivery: Delivery,
+        admitted_at: Instant,
+    ) -> usize {
         let matches = index.lookup(scope, event.event.event.as_str());
         let persona = event.persona;
         let mut held = Some((event, delivery));
@@ -78,18 +89,16 @@ impl Dispatcher {
                 let (e, d) = held.as_ref().expect("held until the last match");
                 (e.clone(), d.clone())
             };
-            self.instances.deliver(
-                FlowInstanceKey {
+            self.instances.deliver(Enqueue {
+                key: FlowInstanceKey {
                     flow: m.flow_id,
                     persona,
                 },
-                Enqueue {
-                    event,
-                    matched: m.clone(),
-                    delivery,
-                    admitted_at,
-                },
-            );
+                event,
+                matched: m.clone(),
+                delivery,
+                admitted_at,
+            });
         }
         n
     }

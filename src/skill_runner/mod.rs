@@ -11,13 +11,13 @@ pub mod webhook;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Addr;
 use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
 use crate::domain::{Command, Idn, Name, PersonaId, RunnerSpec, SharedEvent};
-use crate::flow_instance::actor::FlowInstance;
 use crate::flow_instance::messages::{InvocationReport, ReportKind};
+use crate::flow_instance::shard::ShardAddr;
+use crate::flow_instance::FlowInstanceKey;
 
 /// One skill run.
 #[derive(Debug, Clone)]
@@ -44,7 +44,8 @@ pub enum Outcome {
 /// Where a runner reports. Cheap to clone; safe to use from any thread.
 #[derive(Clone)]
 pub struct Reply {
-    pub(crate) addr: Addr<FlowInstance>,
+    pub(crate) shard: ShardAddr,
+    pub(crate) key: FlowInstanceKey,
     pub(crate) invocation_id: Uuid,
 }
 
@@ -65,7 +66,8 @@ impl Reply {
             }
         });
         let Some(commands) = commands else { return };
-        self.addr.do_send(InvocationReport {
+        self.shard.do_send(InvocationReport {
+            key: self.key,
             invocation_id: self.invocation_id,
             kind: ReportKind::Commands(commands),
         });
@@ -87,7 +89,8 @@ impl Reply {
             }
         });
         if let Some((outcome, commands)) = finished {
-            self.addr.do_send(InvocationReport {
+            self.shard.do_send(InvocationReport {
+                key: self.key,
                 invocation_id: self.invocation_id,
                 kind: ReportKind::Finished { outcome, commands },
             });

@@ -1,0 +1,180 @@
+//! The flow shard: one actix actor per worker arbiter, hosting the flow instances placed on it.
+//! Events reach it through a bounded [`crate::inbox`] that it drains in batches; runner reports and
+//! inspections come through its actix mailbox; the instances' deadlines and idle timers live
+//! in one delay queue (a timer wheel). Each flow instance is still its own state machine with
+//! its own queue: the shard only schedules them, one message at a time.
+//!
+//! Why not one actix actor per flow instance: that costs a task wake-up, a mailbox envelope and
+//! a cold poll for every event (about a microsecond on this machine, half the per-event budget
+//! of the throughput target), where a shard that stays busy drains its inbox without waking.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+
+use actix::{Actor, Addr, AsyncContext, Context, Handler};
+use rustc_hash::FxHashMap;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::time::DelayQueue;
+
+use super::directory::{FlowDeps, FlowInstanceKey};
+use super::instance::{drop_stale, FlowInstance, ShardCx, Timer};
+use super::messages::{Enqueue, FlowInstanceSnapshot, Inspect, InvocationReport};
+use crate::inbox::{BatchInbox, BATCH};
+
+/// How a runner reaches the shard of its invocation. Shared, so a [`crate::skill_runner::Reply`]
+/// costs a reference count, not a new actix sender.
+pub type ShardAddr = Arc<Addr<FlowShard>>;
+
+/// Below this many instances the map is never shrunk.
+const SHRINK_FLOOR: usize = 1024;
+
+pub struct FlowShard {
+    instances: FxHashMap<FlowInstanceKey, FlowInstance>,
+    timers: DelayQueue<Timer>,
+    inbox: mpsc::Receiver<Enqueue>,
+    batch: Vec<Enqueue>,
+    deps: Arc<FlowDeps>,
+    /// This shard's address, set when it starts.
+    me: Option<ShardAddr>,
+    /// Live instances of this shard (the directory reads it).
+    live: Arc<AtomicUsize>,
+}
+
+impl FlowShard {
+    pub(crate) fn new(
+        inbox: mpsc::Receiver<Enqueue>,
+        deps: Arc<FlowDeps>,
+        live: Arc<AtomicUsize>,
+    ) -> Self {
+        FlowShard {
+            instances: FxHashMap::default(),
+            timers: DelayQueue::new(),
+            inbox,
+            batch: Vec::with_capacity(BATCH),
+            deps,
+            me: None,
+            live,
+        }
+    }
+
+    fn enqueue(&mut self, msg: Enqueue) {
+        let now = Instant::now();
+        let key = msg.key;
+        let instance = self.instances.entry(key).or_insert_with(|| {
+            self.live.fetch_add(1, Ordering::Relaxed);
+            self.deps.metrics.flow_instances_live.increment(1.0);
+            FlowInstance::new(key, now)
+        });
+        let mut cx = ShardCx {
+            deps: &self.deps,
+            timers: &mut self.timers,
+            reply_to: self.me.as_ref().expect("set when the shard started"),
+            now,
+        };
+        instance.enqueue(msg, &mut cx);
+    }
+
+    fn fire(&mut self, timer: Timer) {
+        let key = match timer {
+            Timer::Deadline { key, .. } | Timer::Idle { key } => key,
+        };
+        let Some(instance) = self.instances.get_mut(&key) else {
+            return;
+        };
+        let mut cx = ShardCx {
+            deps: &self.deps,
+            timers: &mut self.timers,
+            reply_to: self.me.as_ref().expect("set when the shard started"),
+            now: Instant::now(),
+        };
+        if instance.fire(timer, &mut cx) {
+            self.instances.remove(&key);
+            self.live.fetch_sub(1, Ordering::Relaxed);
+            self.deps.metrics.flow_instances_live.decrement(1.0);
+            // Memory follows the active personas: give back what a burst left behind.
+            let (len, capacity) = (self.instances.len(), self.instances.capacity());
+            if capacity > SHRINK_FLOOR && len * 4 < capacity {
+                self.instances.shrink_to(len * 2);
+            }
+        }
+    }
+}
+
+impl BatchInbox for FlowShard {
+    type Item = Enqueue;
+
+    fn inbox(&mut self) -> (&mut mpsc::Receiver<Enqueue>, &mut Vec<Enqueue>) {
+        (&mut self.inbox, &mut self.batch)
+    }
+
+    fn handle_batch(&mut self, batch: &mut Vec<Enqueue>, _ctx: &mut Context<Self>) {
+        for msg in batch.drain(..) {
+            self.enqueue(msg);
+        }
+    }
+
+    fn inbox_closed(&mut self, _ctx: &mut Context<Self>) {
+        // The engine is gone; reports and timers still come until the system stops.
+    }
+
+    fn poll_other(&mut self, task: &mut std::task::Context<'_>, _ctx: &mut Context<Self>) -> bool {
+        let mut fired = false;
+        while let Poll::Ready(Some(expired)) = self.timers.poll_expired(task) {
+            self.fire(expired.into_inner());
+            fired = true;
+        }
+        fired
+    }
+}
+
+impl Actor for FlowShard {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.me = Some(Arc::new(ctx.address()));
+        Self::start_pump(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        // Only reachable with work left when the system shuts down: ask for redelivery of what
+        // was queued and not invoked.
+        let n = self.instances.len();
+        self.live.fetch_sub(n, Ordering::Relaxed);
+        self.deps.metrics.flow_instances_live.decrement(n as f64);
+        for (_, instance) in self.instances.drain() {
+            instance.give_up();
+        }
+        self.inbox.close();
+        while let Ok(msg) = self.inbox.try_recv() {
+            msg.delivery.give_up();
+        }
+    }
+}
+
+impl Handler<InvocationReport> for FlowShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: InvocationReport, _ctx: &mut Context<Self>) {
+        let Some(instance) = self.instances.get_mut(&msg.key) else {
+            drop_stale(msg.kind);
+            return;
+        };
+        let mut cx = ShardCx {
+            deps: &self.deps,
+            timers: &mut self.timers,
+            reply_to: self.me.as_ref().expect("set when the shard started"),
+            now: Instant::now(),
+        };
+        instance.report(msg.invocation_id, msg.kind, &mut cx);
+    }
+}
+
+impl Handler<Inspect> for FlowShard {
+    type Result = Option<FlowInstanceSnapshot>;
+
+    fn handle(&mut self, msg: Inspect, _ctx: &mut Context<Self>) -> Self::Result {
+        self.instances.get(&msg.0).map(FlowInstance::snapshot)
+    }
+}
