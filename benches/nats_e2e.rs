@@ -62,17 +62,17 @@ fn envelope(n: usize) -> EventEnvelope {
         connector_idn: "bot".into(),
         event_idn: "user_message".into(),
         actor: Some(ActorWire {
-            external_id: format!("user-{}", n % 1000),
+            external_id: format!("user-{}", n % 1000).into(),
             name: None,
         }),
         arguments: ArgumentsWire::List(vec![
             ArgumentWire {
                 name: "text".into(),
-                value: format!("message number {n:08} from the benchmark"),
+                value: format!("message number {n:08} from the benchmark").into(),
             },
             ArgumentWire {
                 name: "sent_us".into(),
-                value: micros_now().to_string(),
+                value: micros_now().to_string().into(),
             },
         ]),
         uninterruptible: false,

@@ -112,13 +112,16 @@ fn publish_event(p: PublishEvent) -> anyhow::Result<()> {
         connector_idn: p.connector,
         event_idn: p.event,
         actor: Some(ActorWire {
-            external_id: p.actor,
+            external_id: p.actor.into(),
             name: None,
         }),
         arguments: ArgumentsWire::List(
             p.args
                 .into_iter()
-                .map(|(name, value)| ArgumentWire { name, value })
+                .map(|(name, value)| ArgumentWire {
+                    name: name.into(),
+                    value: value.into(),
+                })
                 .collect(),
         ),
         uninterruptible: false,

@@ -34,12 +34,12 @@ fn event(n: usize) -> EventEnvelope {
         connector_idn: "bot".into(),
         event_idn: "user_message".into(),
         actor: Some(ActorWire {
-            external_id: format!("user-{}", n % 200),
+            external_id: format!("user-{}", n % 200).into(),
             name: None,
         }),
         arguments: ArgumentsWire::List(vec![ArgumentWire {
             name: "text".into(),
-            value: format!("n-{n}"),
+            value: format!("n-{n}").into(),
         }]),
         uninterruptible: false,
         command_act_id: None,
@@ -140,7 +140,7 @@ fn run_runner(url: String, seen: Seen) -> tokio::task::JoinHandle<()> {
                             };
                             seen.lock()
                                 .unwrap()
-                                .entry(text)
+                                .entry(text.to_string())
                                 .or_default()
                                 .insert((inv.invocation_id.to_string(), seq));
                             results.push(completed(inv.invocation_id));

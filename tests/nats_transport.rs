@@ -132,7 +132,7 @@ async fn round_trip(nats_url: &str, encoding: Encoding, who: &str) {
         command_idn: "send_message".into(),
         arguments: ArgumentsWire::List(vec![ArgumentWire {
             name: "text".into(),
-            value: format!("hi {who}"),
+            value: format!("hi {who}").into(),
         }]),
         invocation_id: None,
         command_act_id: None,
@@ -403,8 +403,8 @@ async fn publish_event_tries_a_running_daemon_by_hand() {
 /// The event's first argument (its text).
 fn text_of(inv: &common::nats::OneInvocation) -> String {
     match &inv.value.event.arguments {
-        ArgumentsWire::List(l) => l[0].value.clone(),
-        ArgumentsWire::Map(m) => m["text"].clone(),
+        ArgumentsWire::List(l) => l[0].value.to_string(),
+        ArgumentsWire::Map(m) => m["text"].to_string(),
     }
 }
 

@@ -26,6 +26,7 @@ use crate::flow_instance::state::StateStore;
 use crate::inbox::{BatchInbox, BATCH};
 use crate::routing::dispatch::Dispatcher;
 use crate::routing::index::{FlowRoute, ScopeKey, SubscriptionIndex};
+use crate::session::seen::SeenSessions;
 use crate::session::table::SessionTable;
 use crate::telemetry::handles::{self, ConnectorMetrics, EngineMetrics, CUSTOM_EVENT_LABEL};
 
@@ -93,6 +94,8 @@ pub struct ConnectorActor {
     act_order: std::collections::VecDeque<(Instant, Uuid)>,
     inbox: mpsc::Receiver<Inbound>,
     batch: Vec<Inbound>,
+    /// The clocks of this connector's live sessions.
+    seen: SeenSessions,
 }
 
 impl ConnectorActor {
@@ -117,6 +120,7 @@ impl ConnectorActor {
             act_order: std::collections::VecDeque::new(),
             inbox,
             batch: Vec::with_capacity(BATCH),
+            seen: SeenSessions::default(),
         }
     }
 
@@ -253,7 +257,8 @@ impl ConnectorActor {
         };
         let from_actor = matches!(event.event.target, Target::Actor(_));
         if from_actor && !self.internal {
-            if let Some(session) = self.deps.sessions.touch(
+            if let Some(session) = self.seen.touch(
+                &self.deps.sessions,
                 &self.scope,
                 self.integration.channel_label(),
                 persona,

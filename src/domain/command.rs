@@ -31,7 +31,7 @@ impl Command {
         }
     }
 
-    pub fn with_argument(mut self, name: &str, value: impl Into<String>) -> Self {
+    pub fn with_argument(mut self, name: &str, value: impl Into<smol_str::SmolStr>) -> Self {
         self.arguments.push(name, value);
         self
     }

@@ -3,16 +3,18 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use smol_str::SmolStr;
 use uuid::Uuid;
 
 use super::idn::Idn;
 use super::persona::PersonaId;
 
-/// A named string argument. Every argument value is a string.
+/// A named string argument. Every argument value is a string. Both are `SmolStr`: names and
+/// most values are short and then live inline, with no heap allocation to free per event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Argument {
-    pub name: String,
-    pub value: String,
+    pub name: SmolStr,
+    pub value: SmolStr,
 }
 
 /// An ordered list of arguments, looked up by name.
@@ -27,7 +29,7 @@ impl Arguments {
             .map(|a| a.value.as_str())
     }
 
-    pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
+    pub fn push(&mut self, name: impl Into<SmolStr>, value: impl Into<SmolStr>) {
         self.0.push(Argument {
             name: name.into(),
             value: value.into(),
@@ -47,7 +49,7 @@ impl Arguments {
     }
 }
 
-impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Arguments {
+impl<K: Into<SmolStr>, V: Into<SmolStr>> FromIterator<(K, V)> for Arguments {
     fn from_iter<T: IntoIterator<Item = (K, V)>>(iter: T) -> Self {
         Arguments(
             iter.into_iter()
@@ -63,7 +65,8 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Arguments {
 /// The person behind an event on its connector.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActorRef {
-    pub external_id: String,
+    /// Inline when short, as ids usually are.
+    pub external_id: SmolStr,
     pub name: Option<String>,
 }
 
@@ -102,7 +105,7 @@ impl Event {
         integration: Idn,
         connector: Idn,
         event: Idn,
-        external_id: impl Into<String>,
+        external_id: impl Into<SmolStr>,
     ) -> Self {
         Event {
             id: Uuid::now_v7(),
@@ -147,7 +150,7 @@ impl Event {
         }
     }
 
-    pub fn with_argument(mut self, name: &str, value: impl Into<String>) -> Self {
+    pub fn with_argument(mut self, name: &str, value: impl Into<SmolStr>) -> Self {
         self.arguments.push(name, value);
         self
     }

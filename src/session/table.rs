@@ -4,10 +4,12 @@
 use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
 use smallvec::SmallVec;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::clock::SessionClock;
 use crate::domain::{Idn, PersonaId};
 use crate::routing::index::ScopeKey;
 use crate::telemetry::handles;
@@ -19,8 +21,8 @@ struct Session {
     connector: Idn,
     channel: &'static str,
     started_at: chrono::DateTime<chrono::Utc>,
-    /// Nanoseconds since the table's `base`: updated under a read lock.
-    last_seen: std::sync::atomic::AtomicU64,
+    /// When last seen, shared with the connector actor that touches it (see [`SessionClock`]).
+    clock: Arc<SessionClock>,
 }
 
 /// A session as operations see it.
@@ -73,7 +75,8 @@ impl SessionTable {
         }
     }
 
-    fn ns(&self, t: Instant) -> u64 {
+    /// `t` as a session clock reading: nanoseconds since the table's base.
+    pub fn stamp(&self, t: Instant) -> u64 {
         t.saturating_duration_since(self.base).as_nanos() as u64
     }
 
@@ -90,11 +93,12 @@ impl SessionTable {
             connector: s.connector,
             channel: s.channel,
             started_at: s.started_at,
-            last_seen: std::sync::atomic::AtomicU64::new(self.ns(now)),
+            clock: Arc::new(SessionClock::new(self.stamp(now))),
         });
     }
 
-    /// Notes activity of `persona` on `scope`; returns the new session's id if one started.
+    /// Notes activity of `persona` on `scope`; returns the new session's id if one started,
+    /// and the session's clock (connector actors keep it, see [`super::seen::SeenSessions`]).
     pub fn touch(
         &self,
         scope: &ScopeKey,
@@ -102,37 +106,36 @@ impl SessionTable {
         persona: PersonaId,
         now: Instant,
         external_id: Option<&str>,
-    ) -> Option<Uuid> {
+    ) -> (Option<Uuid>, Arc<SessionClock>) {
+        let stamp = self.stamp(now);
+        let same =
+            |s: &Session| s.connector == scope.connector && s.integration == scope.integration;
         // The common case, an event of a live session: a read lock on its shard, no key clone.
         let key = (scope.account.clone(), persona);
         if let Some(list) = self.live.get(&key) {
-            if let Some(s) = list
-                .iter()
-                .find(|s| s.connector == scope.connector && s.integration == scope.integration)
-            {
-                s.last_seen
-                    .store(self.ns(now), std::sync::atomic::Ordering::Relaxed);
-                return None;
+            if let Some(s) = list.iter().find(|s| same(s)) {
+                if s.clock.touch(stamp) {
+                    return (None, s.clock.clone());
+                }
             }
         }
         let mut entry = self.live.entry(key).or_default();
-        if let Some(s) = entry
-            .iter_mut()
-            .find(|s| s.connector == scope.connector && s.integration == scope.integration)
-        {
-            s.last_seen
-                .store(self.ns(now), std::sync::atomic::Ordering::Relaxed);
-            return None;
+        // Ended sessions leave the table under this write lock; one still here is live.
+        if let Some(s) = entry.iter().find(|s| same(s)) {
+            if s.clock.touch(stamp) {
+                return (None, s.clock.clone());
+            }
         }
         let id = Uuid::now_v7();
         let started_at = chrono::Utc::now();
+        let clock = Arc::new(SessionClock::new(stamp));
         entry.push(Session {
             id,
             integration: scope.integration.clone(),
             connector: scope.connector.clone(),
             channel,
             started_at,
-            last_seen: std::sync::atomic::AtomicU64::new(self.ns(now)),
+            clock: clock.clone(),
         });
         drop(entry);
         if let Some(j) = &self.journal {
@@ -152,7 +155,7 @@ impl SessionTable {
         let (active, started) = handles::sessions(channel);
         active.increment(1.0);
         started.increment(1);
-        Some(id)
+        (Some(id), clock)
     }
 
     /// Ends every session of `persona` on `integration` (a conversation ended).
@@ -167,8 +170,10 @@ impl SessionTable {
         if let Some(mut list) = self.live.get_mut(&key) {
             list.retain(|s| {
                 if &s.integration == integration {
-                    handles::sessions(s.channel).0.decrement(1.0);
-                    ended.push(s.id);
+                    if s.clock.end() {
+                        handles::sessions(s.channel).0.decrement(1.0);
+                        ended.push(s.id);
+                    }
                     false
                 } else {
                     true
@@ -187,10 +192,13 @@ impl SessionTable {
     /// Ends sessions idle for `idle` or longer.
     pub fn sweep(&self, now: Instant, idle: Duration) -> Vec<Ended> {
         let mut ended = Vec::new();
+        let Some(cut) = self.stamp(now).checked_sub(idle.as_nanos() as u64) else {
+            return ended; // younger than the idle time: nothing can be idle yet
+        };
         self.live.retain(|(account, persona), list| {
             list.retain(|s| {
-                let seen = s.last_seen.load(std::sync::atomic::Ordering::Relaxed);
-                if self.ns(now).saturating_sub(seen) >= idle.as_nanos() as u64 {
+                // Ends it only if no touch came after the cut, atomically with the touches.
+                if s.clock.end_if_idle(cut) {
                     handles::sessions(s.channel).0.decrement(1.0);
                     ended.push(Ended {
                         id: s.id,

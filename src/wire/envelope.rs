@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
 use uuid::Uuid;
 
 use crate::domain::{ActorRef, Argument, Arguments, Command, Event, Idn, IdnError, Target};
@@ -91,7 +92,7 @@ impl Encoding {
 #[serde(untagged)]
 pub enum ArgumentsWire {
     List(Vec<ArgumentWire>),
-    Map(BTreeMap<String, String>),
+    Map(BTreeMap<SmolStr, SmolStr>),
 }
 
 impl Default for ArgumentsWire {
@@ -103,8 +104,8 @@ impl Default for ArgumentsWire {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArgumentWire {
-    pub name: String,
-    pub value: String,
+    pub name: SmolStr,
+    pub value: SmolStr,
 }
 
 impl ArgumentsWire {
@@ -145,7 +146,7 @@ impl ArgumentsWire {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActorWire {
-    pub external_id: String,
+    pub external_id: SmolStr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
