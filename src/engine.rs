@@ -322,13 +322,14 @@ impl Engine {
 
     // ---- data plane ----
 
-    /// Admits an event (waiting for capacity); see [`Ingress::submit`].
-    pub async fn submit(
+    /// Admits an event (waiting for capacity); see [`Ingress::submit`]. The ingress's own
+    /// future, not a wrapper around it: the event is moved once less.
+    pub fn submit(
         &self,
         event: Event,
         source: Option<Box<dyn Settle>>,
-    ) -> Result<(), Refusal> {
-        self.ingress.submit(event, source).await
+    ) -> impl std::future::Future<Output = Result<(), Refusal>> + '_ {
+        self.ingress.submit(event, source)
     }
 
     /// Checks what can be checked of a command before it is sent: its connector runs, its

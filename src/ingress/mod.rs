@@ -13,7 +13,7 @@ use crate::admission::Refusal;
 use crate::connectors::actor::Inbound;
 use crate::connectors::registry::{ConnectorRegistry, Reach};
 use crate::dead_letter::{self, DeadLetter, DeadLetterStore};
-use crate::domain::{Event, RoutedEvent, Target};
+use crate::domain::{Event, RoutedEvent, SharedEvent, Target};
 use crate::telemetry::handles::{self, EngineMetrics};
 
 impl From<Reach> for Refusal {
@@ -40,7 +40,7 @@ impl From<Reach> for Refusal {
 
 /// An event that holds its permit, on its way into a connector's inbox.
 struct PendingInbound {
-    event: Event,
+    event: SharedEvent,
     source: Option<Box<dyn Settle>>,
     permit: OwnedSemaphorePermit,
     admitted_at: Instant,
@@ -49,8 +49,7 @@ struct PendingInbound {
 impl PendingInbound {
     fn into_inbound(self) -> Inbound {
         Inbound {
-            // The persona is derived here, on the submitting thread, off the engine's workers.
-            event: Arc::new(RoutedEvent::named(self.event)),
+            event: self.event,
             delivery: Delivery::new(self.source, Some(self.permit)),
             admitted_at: self.admitted_at,
         }
@@ -120,8 +119,8 @@ impl Ingress {
             // Stopped while we waited: nothing was sent after its inbox closed.
             Err(_) => {
                 let refusal = Refusal::ConnectorStopped {
-                    integration: pending.event.integration.to_string(),
-                    connector: pending.event.connector.to_string(),
+                    integration: pending.event.event.integration.to_string(),
+                    connector: pending.event.event.connector.to_string(),
                 };
                 Err(self.refuse_pending(pending, refusal))
             }
@@ -174,18 +173,20 @@ impl Ingress {
     ) -> Result<Option<(PendingInbound, mpsc::Sender<Inbound>)>, Refusal> {
         self.metrics.inflight.set(self.inflight() as f64);
         let pending = PendingInbound {
-            event,
+            // Shared from here on, so the event is not copied again on its way. The persona is
+            // derived here, on the submitting thread, off the engine's workers.
+            event: Arc::new(RoutedEvent::named(event)),
             source,
             permit,
             admitted_at: Instant::now(),
         };
-        if let Err(refusal) = self.check(&pending.event) {
+        if let Err(refusal) = self.check(&pending.event.event) {
             return Err(self.refuse_pending(pending, refusal));
         }
         let (account, integration, connector) = (
-            pending.event.account.clone(),
-            pending.event.integration.clone(),
-            pending.event.connector.clone(),
+            pending.event.event.account.clone(),
+            pending.event.event.integration.clone(),
+            pending.event.event.connector.clone(),
         );
         let sent = self.registry.with_running(
             &account,
@@ -226,6 +227,7 @@ impl Ingress {
             permit,
             ..
         } = pending;
+        let event = Arc::try_unwrap(event).map_or_else(|e| e.event.clone(), |r| r.event);
         let refusal = self.refuse(event, refusal);
         drop(Delivery::new(source, Some(permit)));
         refusal
