@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 /// Items taken from the inbox per batch.
 pub const BATCH: usize = 256;
-/// Items handled in one poll before the actor yields to the other actors of its arbiter.
+/// Work handled in one poll before the actor yields to the other actors of its arbiter.
 pub const YIELD_AFTER: usize = 2048;
 
 /// An actor with a batch inbox.
@@ -24,8 +24,9 @@ pub trait BatchInbox: Actor<Context = Context<Self>> {
     /// The receiving end of the inbox and the batch buffer to drain it into.
     fn inbox(&mut self) -> (&mut mpsc::Receiver<Self::Item>, &mut Vec<Self::Item>);
 
-    /// Handles one batch; `batch` is drained by the caller afterwards if anything is left.
-    fn handle_batch(&mut self, batch: &mut Vec<Self::Item>, ctx: &mut Context<Self>);
+    /// Handles one batch; returns how much work that was (items, or the events they carry),
+    /// which decides when the actor yields. `batch` is cleared afterwards.
+    fn handle_batch(&mut self, batch: &mut Vec<Self::Item>, ctx: &mut Context<Self>) -> usize;
 
     /// The inbox is closed and empty.
     fn inbox_closed(&mut self, ctx: &mut Context<Self>);
@@ -73,11 +74,10 @@ impl<A: BatchInbox> ActorFuture<A> for Pump<A> {
                         *act.inbox().1 = batch;
                         act.inbox_closed(ctx);
                     }
-                    Poll::Ready(n) => {
-                        act.handle_batch(&mut batch, ctx);
+                    Poll::Ready(_) => {
+                        handled += act.handle_batch(&mut batch, ctx);
                         batch.clear();
                         *act.inbox().1 = batch;
-                        handled += n;
                         progress = true;
                     }
                     Poll::Pending => *act.inbox().1 = batch,

@@ -22,6 +22,7 @@ use crate::dead_letter::{self, DeadLetter, DeadLetterReason, DeadLetterStore};
 use crate::domain::{Command, Event, Idn, PersonaId, RoutedEvent, SharedEvent, Target};
 use crate::egress::EgressError;
 use crate::egress::{CommandSink, OutboundCommand};
+use crate::flow_instance::directory::Outbox;
 use crate::flow_instance::state::StateStore;
 use crate::inbox::{BatchInbox, BATCH};
 use crate::routing::dispatch::Dispatcher;
@@ -96,6 +97,8 @@ pub struct ConnectorActor {
     batch: Vec<Inbound>,
     /// The clocks of this connector's live sessions.
     seen: SeenSessions,
+    /// Matches of the batch being handled, per flow shard.
+    outbox: Outbox,
 }
 
 impl ConnectorActor {
@@ -108,6 +111,7 @@ impl ConnectorActor {
         inbox: mpsc::Receiver<Inbound>,
     ) -> Self {
         let system = Idn::known("system");
+        let outbox = deps.dispatcher.instances().outbox();
         ConnectorActor {
             system_scope: ScopeKey::new(account.clone(), system.clone(), system),
             scope: ScopeKey::new(account, integration.idn.clone(), connector),
@@ -121,6 +125,7 @@ impl ConnectorActor {
             inbox,
             batch: Vec::with_capacity(BATCH),
             seen: SeenSessions::default(),
+            outbox,
         }
     }
 
@@ -160,7 +165,7 @@ impl ConnectorActor {
 
     #[allow(clippy::too_many_arguments)]
     fn route_session_event(
-        &self,
+        &mut self,
         index: &SubscriptionIndex,
         name: &str,
         reason: Option<&str>,
@@ -184,12 +189,14 @@ impl ConnectorActor {
         if let Some(r) = reason {
             e.arguments.push("reason", r);
         }
+        let instances = self.deps.dispatcher.instances();
         self.deps.dispatcher.route_in(
             index,
             Arc::new(RoutedEvent { event: e, persona }),
             &self.system_scope,
             delivery.clone(),
             admitted_at,
+            &mut |m| instances.post(&mut self.outbox, m),
         );
     }
 }
@@ -209,12 +216,15 @@ impl BatchInbox for ConnectorActor {
         (&mut self.inbox, &mut self.batch)
     }
 
-    fn handle_batch(&mut self, batch: &mut Vec<Inbound>, _ctx: &mut Context<Self>) {
-        // One look at the live index per batch.
+    fn handle_batch(&mut self, batch: &mut Vec<Inbound>, _ctx: &mut Context<Self>) -> usize {
+        // One look at the live index per batch, one message per flow shard.
         let index = self.deps.dispatcher.index();
+        let n = batch.len();
         for msg in batch.drain(..) {
             self.admit(&index, msg);
         }
+        self.deps.dispatcher.instances().flush(&mut self.outbox);
+        n
     }
 
     fn inbox_closed(&mut self, ctx: &mut Context<Self>) {
@@ -284,10 +294,15 @@ impl ConnectorActor {
         let event_idn = event.event.event.clone();
         // The delivery is still needed after routing only to end sessions.
         let ending = ends.then(|| delivery.clone());
-        let matched =
-            self.deps
-                .dispatcher
-                .route_in(index, event, &self.scope, delivery, admitted_at);
+        let instances = self.deps.dispatcher.instances();
+        let matched = self.deps.dispatcher.route_in(
+            index,
+            event,
+            &self.scope,
+            delivery,
+            admitted_at,
+            &mut |m| instances.post(&mut self.outbox, m),
+        );
         // Label values stay bounded: custom idns nobody subscribes to share one label.
         let label = if declared || matched > 0 {
             event_idn

@@ -42,9 +42,16 @@ pub struct FlowDeps {
 }
 
 struct Shard {
-    inbox: mpsc::Sender<Enqueue>,
+    inbox: mpsc::Sender<Vec<Enqueue>>,
     addr: ShardAddr,
     live: Arc<AtomicUsize>,
+}
+
+/// Events bound for the shards, gathered per shard while a connector handles one batch of its
+/// inbox and sent as one message per shard at the end: one channel operation and at most one
+/// wake-up per shard and batch instead of per event.
+pub struct Outbox {
+    per_shard: Vec<Vec<Enqueue>>,
 }
 
 /// The shards and the way to them.
@@ -56,7 +63,7 @@ pub struct FlowInstances {
 
 impl FlowInstances {
     /// Starts one shard on each of `arbiters` (empty: one on the current arbiter), each with
-    /// an inbox of `inbox_capacity` events.
+    /// an inbox of `inbox_capacity` batches.
     pub fn start(arbiters: &[ArbiterHandle], deps: FlowDeps, inbox_capacity: usize) -> Self {
         let deps = Arc::new(deps);
         let inbox_capacity = inbox_capacity.max(1);
@@ -86,36 +93,67 @@ impl FlowInstances {
         }
     }
 
-    fn shard(&self, key: &FlowInstanceKey) -> &Shard {
+    fn shard_of(&self, key: &FlowInstanceKey) -> usize {
         use std::hash::BuildHasher;
-        let n = FxBuildHasher.hash_one(key) as usize % self.shards.len();
-        &self.shards[n]
+        FxBuildHasher.hash_one(key) as usize % self.shards.len()
     }
 
-    /// Hands `msg` to the shard of its instance. A full inbox dead-letters the event with the
-    /// reason (never a silent drop); a closed one (the system is stopping) asks the source to
-    /// deliver it again.
-    pub fn deliver(&self, msg: Enqueue) {
-        match self.shard(&msg.key).inbox.try_send(msg) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(msg)) => {
-                msg.matched.flow.metrics.outcome(InvocationOutcome::Failed);
-                dead_letter::record(
-                    &*self.deps.dead_letters,
-                    DeadLetter::event(
-                        DeadLetterReason::FlowQueueFull,
-                        format!(
-                            "the flow shard of {}/{} holds {} queued events",
-                            msg.matched.flow.flow.agent,
-                            msg.matched.flow.flow.flow,
-                            self.inbox_capacity
-                        ),
-                        msg.event.event.clone(),
-                        Some(msg.event.persona),
-                    ),
-                );
+    /// An empty outbox for these shards.
+    pub fn outbox(&self) -> Outbox {
+        Outbox {
+            per_shard: (0..self.shards.len()).map(|_| Vec::new()).collect(),
+        }
+    }
+
+    /// Puts `msg` in `outbox`, for [`FlowInstances::flush`].
+    pub fn post(&self, outbox: &mut Outbox, msg: Enqueue) {
+        outbox.per_shard[self.shard_of(&msg.key)].push(msg);
+    }
+
+    /// Sends what `outbox` gathered, one message per shard.
+    pub fn flush(&self, outbox: &mut Outbox) {
+        for (shard, events) in outbox.per_shard.iter_mut().enumerate() {
+            if !events.is_empty() {
+                let batch = std::mem::replace(events, Vec::with_capacity(events.capacity()));
+                self.send(shard, batch);
             }
-            Err(mpsc::error::TrySendError::Closed(msg)) => msg.delivery.give_up(),
+        }
+    }
+
+    /// Hands `msg` to the shard of its instance at once.
+    pub fn deliver(&self, msg: Enqueue) {
+        self.send(self.shard_of(&msg.key), vec![msg]);
+    }
+
+    /// A full inbox dead-letters the events with the reason (never a silent drop); a closed one
+    /// (the system is stopping) asks their sources to deliver them again.
+    fn send(&self, shard: usize, batch: Vec<Enqueue>) {
+        match self.shards[shard].inbox.try_send(batch) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(batch)) => {
+                for msg in batch {
+                    msg.matched.flow.metrics.outcome(InvocationOutcome::Failed);
+                    dead_letter::record(
+                        &*self.deps.dead_letters,
+                        DeadLetter::event(
+                            DeadLetterReason::FlowQueueFull,
+                            format!(
+                                "the flow shard of {}/{} holds {} queued batches",
+                                msg.matched.flow.flow.agent,
+                                msg.matched.flow.flow.flow,
+                                self.inbox_capacity
+                            ),
+                            msg.event.event.clone(),
+                            Some(msg.event.persona),
+                        ),
+                    );
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(batch)) => {
+                for msg in batch {
+                    msg.delivery.give_up();
+                }
+            }
         }
     }
 
@@ -131,7 +169,7 @@ impl FlowInstances {
         self.len() == 0
     }
 
-    /// Events waiting in the shards' inboxes.
+    /// Batches waiting in the shards' inboxes.
     pub fn queued(&self) -> usize {
         self.shards
             .iter()
@@ -141,7 +179,7 @@ impl FlowInstances {
 
     /// What the instance `key` holds now; `None` if it is not live (operations, tests).
     pub async fn inspect(&self, key: FlowInstanceKey) -> Option<FlowInstanceSnapshot> {
-        self.shard(&key)
+        self.shards[self.shard_of(&key)]
             .addr
             .send(Inspect(key))
             .await

@@ -33,8 +33,8 @@ const SHRINK_FLOOR: usize = 1024;
 pub struct FlowShard {
     instances: FxHashMap<FlowInstanceKey, FlowInstance>,
     timers: DelayQueue<Timer>,
-    inbox: mpsc::Receiver<Enqueue>,
-    batch: Vec<Enqueue>,
+    inbox: mpsc::Receiver<Vec<Enqueue>>,
+    batch: Vec<Vec<Enqueue>>,
     deps: Arc<FlowDeps>,
     /// This shard's address, set when it starts.
     me: Option<ShardAddr>,
@@ -44,7 +44,7 @@ pub struct FlowShard {
 
 impl FlowShard {
     pub(crate) fn new(
-        inbox: mpsc::Receiver<Enqueue>,
+        inbox: mpsc::Receiver<Vec<Enqueue>>,
         deps: Arc<FlowDeps>,
         live: Arc<AtomicUsize>,
     ) -> Self {
@@ -103,16 +103,21 @@ impl FlowShard {
 }
 
 impl BatchInbox for FlowShard {
-    type Item = Enqueue;
+    type Item = Vec<Enqueue>;
 
-    fn inbox(&mut self) -> (&mut mpsc::Receiver<Enqueue>, &mut Vec<Enqueue>) {
+    fn inbox(&mut self) -> (&mut mpsc::Receiver<Vec<Enqueue>>, &mut Vec<Vec<Enqueue>>) {
         (&mut self.inbox, &mut self.batch)
     }
 
-    fn handle_batch(&mut self, batch: &mut Vec<Enqueue>, _ctx: &mut Context<Self>) {
-        for msg in batch.drain(..) {
-            self.enqueue(msg);
+    fn handle_batch(&mut self, batch: &mut Vec<Vec<Enqueue>>, _ctx: &mut Context<Self>) -> usize {
+        let mut handled = 0;
+        for events in batch.drain(..) {
+            handled += events.len();
+            for msg in events {
+                self.enqueue(msg);
+            }
         }
+        handled
     }
 
     fn inbox_closed(&mut self, _ctx: &mut Context<Self>) {
@@ -147,8 +152,10 @@ impl Actor for FlowShard {
             instance.give_up();
         }
         self.inbox.close();
-        while let Ok(msg) = self.inbox.try_recv() {
-            msg.delivery.give_up();
+        while let Ok(events) = self.inbox.try_recv() {
+            for msg in events {
+                msg.delivery.give_up();
+            }
         }
     }
 }

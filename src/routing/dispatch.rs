@@ -63,10 +63,19 @@ impl Dispatcher {
         delivery: Delivery,
         admitted_at: Instant,
     ) -> usize {
-        self.route_in(&self.index.load(), event, scope, delivery, admitted_at)
+        let instances = &self.instances;
+        self.route_in(
+            &self.index.load(),
+            event,
+            scope,
+            delivery,
+            admitted_at,
+            &mut |m| instances.deliver(m),
+        )
     }
 
-    /// [`Dispatcher::route`] against `index`, which a connector loads once per batch.
+    /// [`Dispatcher::route`] against `index`, handing each match to `deliver`: a connector
+    /// loads the index once per batch and gathers the matches per shard in its outbox.
     #[inline]
     pub fn route_in(
         &self,
@@ -75,6 +84,7 @@ impl Dispatcher {
         scope: &ScopeKey,
         delivery: Delivery,
         admitted_at: Instant,
+        deliver: &mut impl FnMut(Enqueue),
     ) -> usize {
         let matches = index.lookup(scope, event.event.event.as_str());
         let persona = event.persona;
@@ -89,7 +99,7 @@ impl Dispatcher {
                 let (e, d) = held.as_ref().expect("held until the last match");
                 (e.clone(), d.clone())
             };
-            self.instances.deliver(Enqueue {
+            deliver(Enqueue {
                 key: FlowInstanceKey {
                     flow: m.flow_id,
                     persona,
