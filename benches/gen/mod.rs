@@ -25,7 +25,6 @@ use switchboard::domain::{
 use switchboard::routing::index::{FlowId, FlowRoute, ScopeKey};
 use switchboard::skill_runner::in_process::FnRunner;
 use switchboard::skill_runner::SkillRunner;
-use switchboard::telemetry::handles::FlowMetrics;
 
 pub const INTEGRATIONS: usize = 8;
 pub const CONNECTORS_PER_INTEGRATION: usize = 1250;
@@ -161,12 +160,9 @@ pub fn flows(vocab: &Vocab, specs: &[SubSpec]) -> Vec<Arc<FlowRoute>> {
                 .collect();
             let agent = Name::known(&format!("Agent{}", n / 10));
             let flow = Name::known(&format!("Flow{}", n % 10));
-            Arc::new(FlowRoute {
-                id: FlowId(n as u32 + 1),
-                metrics: FlowMetrics::new(agent.as_str(), flow.as_str()),
-                runner: runner.clone(),
-                invocation_timeout: Duration::from_secs(30),
-                flow: Flow {
+            Arc::new(FlowRoute::new(
+                FlowId(n as u32 + 1),
+                Flow {
                     account: vocab.account.clone(),
                     agent,
                     flow,
@@ -175,7 +171,9 @@ pub fn flows(vocab: &Vocab, specs: &[SubSpec]) -> Vec<Arc<FlowRoute>> {
                     state_fields: Vec::new(),
                     subscriptions,
                 },
-            })
+                runner.clone(),
+                Duration::from_secs(30),
+            ))
         })
         .collect()
 }

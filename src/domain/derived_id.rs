@@ -27,6 +27,29 @@ pub fn derive(prefix: &[u8], parts: &[&[u8]]) -> Uuid {
     Uuid::new_v8(digest.to_le_bytes())
 }
 
+/// The length-prefixed encoding of `parts`, for ids derived many times with the same parts
+/// after a changing prefix (see [`derive_encoded`]).
+pub fn encode(parts: &[&[u8]]) -> Box<[u8]> {
+    let mut buf = vec![0u8; parts.iter().map(|p| 8 + p.len()).sum()];
+    let n = gather(&mut buf, b"", parts);
+    debug_assert_eq!(n, buf.len());
+    buf.into_boxed_slice()
+}
+
+/// `derive(prefix, parts)` with the parts given as [`encode`] made them: the same id, one copy.
+pub fn derive_encoded(prefix: &[u8], encoded: &[u8]) -> Uuid {
+    let total = prefix.len() + encoded.len();
+    let digest = if total <= INLINE_BYTES {
+        let mut buf = [0u8; INLINE_BYTES];
+        buf[..prefix.len()].copy_from_slice(prefix);
+        buf[prefix.len()..total].copy_from_slice(encoded);
+        xxhash_rust::xxh3::xxh3_128(&buf[..total])
+    } else {
+        xxhash_rust::xxh3::xxh3_128(&[prefix, encoded].concat())
+    };
+    Uuid::new_v8(digest.to_le_bytes())
+}
+
 /// Writes `prefix` and the length-prefixed `parts` into `buf` (large enough); returns the
 /// length written.
 #[inline]
@@ -69,6 +92,22 @@ mod tests {
         ];
         for (prefix, parts) in cases {
             assert_eq!(derive(prefix, &parts), streaming(prefix, &parts));
+        }
+    }
+
+    #[test]
+    fn pre_encoded_parts_give_the_same_id() {
+        let long = "y".repeat(300);
+        let cases: [(&[u8], Vec<&[u8]>); 3] = [
+            (&[7u8; 16], vec![b"default", b"Agent", b"Main"]),
+            (&[1u8; 16], vec![long.as_bytes(), b"Main"]),
+            (b"", vec![]),
+        ];
+        for (prefix, parts) in cases {
+            assert_eq!(
+                derive_encoded(prefix, &encode(&parts)),
+                derive(prefix, &parts)
+            );
         }
     }
 

@@ -62,15 +62,9 @@ struct Running {
 
 /// The id of the invocation of `event` in `flow`: derived, so a replayed event gets the same
 /// invocation id and a runner can tell a redelivery (an event reaches a flow once).
+/// The parts are `(account, agent, flow)`, encoded once per flow.
 fn invocation_id(event: &Uuid, flow: &FlowRoute) -> Uuid {
-    crate::domain::derived_id::derive(
-        event.as_bytes(),
-        &[
-            flow.flow.account.as_str().as_bytes(),
-            flow.flow.agent.as_str().as_bytes(),
-            flow.flow.flow.as_str().as_bytes(),
-        ],
-    )
+    crate::domain::derived_id::derive_encoded(event.as_bytes(), &flow.id_parts)
 }
 
 /// One flow instance `(account, agent, flow, user persona)`.

@@ -59,8 +59,7 @@ impl FlowShard {
         }
     }
 
-    fn enqueue(&mut self, msg: Enqueue) {
-        let now = Instant::now();
+    fn enqueue(&mut self, msg: Enqueue, now: Instant) {
         let key = msg.key;
         let instance = self.instances.entry(key).or_insert_with(|| {
             self.live.fetch_add(1, Ordering::Relaxed);
@@ -113,8 +112,10 @@ impl BatchInbox for FlowShard {
         let mut handled = 0;
         for events in batch.drain(..) {
             handled += events.len();
+            // One clock reading per message: its events arrived together.
+            let now = Instant::now();
             for msg in events {
-                self.enqueue(msg);
+                self.enqueue(msg, now);
             }
         }
         handled

@@ -31,6 +31,8 @@ pub struct FlowRoute {
     pub runner: Arc<dyn SkillRunner>,
     pub invocation_timeout: Duration,
     pub metrics: FlowMetrics,
+    /// `(account, agent, flow)` encoded once for the invocation ids of this flow.
+    pub id_parts: Box<[u8]>,
 }
 
 impl std::fmt::Debug for FlowRoute {
@@ -44,6 +46,26 @@ impl std::fmt::Debug for FlowRoute {
 }
 
 impl FlowRoute {
+    pub fn new(
+        id: FlowId,
+        flow: Flow,
+        runner: Arc<dyn SkillRunner>,
+        invocation_timeout: Duration,
+    ) -> Self {
+        FlowRoute {
+            id,
+            invocation_timeout,
+            metrics: FlowMetrics::new(flow.agent.as_str(), flow.flow.as_str()),
+            id_parts: crate::domain::derived_id::encode(&[
+                flow.account.as_str().as_bytes(),
+                flow.agent.as_str().as_bytes(),
+                flow.flow.as_str().as_bytes(),
+            ]),
+            runner,
+            flow,
+        }
+    }
+
     pub fn agent(&self) -> &Name {
         &self.flow.agent
     }

@@ -13,7 +13,7 @@ use super::dispatch::Dispatcher;
 use super::index::{FlowId, FlowRoute, SubscriptionIndex};
 use crate::domain::{Flow, Idn, Name};
 use crate::skill_runner::RunnerResolver;
-use crate::telemetry::handles::{EngineMetrics, FlowMetrics};
+use crate::telemetry::handles::EngineMetrics;
 
 /// Indexes up to this many subscriptions are built inline: it takes well under a millisecond.
 const INLINE_BUILD_LIMIT: usize = 20_000;
@@ -92,13 +92,8 @@ impl Router {
             *next += 1;
             FlowId(*next)
         });
-        let route = Arc::new(FlowRoute {
-            id,
-            invocation_timeout: flow.invocation_timeout.unwrap_or(self.default_timeout),
-            metrics: FlowMetrics::new(flow.agent.as_str(), flow.flow.as_str()),
-            runner,
-            flow,
-        });
+        let timeout = flow.invocation_timeout.unwrap_or(self.default_timeout);
+        let route = Arc::new(FlowRoute::new(id, flow, runner, timeout));
         Ok((key, route))
     }
 
