@@ -37,7 +37,7 @@ use crate::telemetry::handles::EngineMetrics;
 /// version of each).
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Worker arbiters (threads) for connector and flow instance actors. 0: the current one.
+    /// Worker arbiters (threads) for connector actors and flow shards. 0: the current one.
     pub workers: usize,
     pub invocation_timeout: Duration,
     pub flow_idle_timeout: Duration,
@@ -377,7 +377,7 @@ impl Engine {
         )
     }
 
-    /// Live flow instance actors.
+    /// Live flow instances.
     pub fn flow_instances(&self) -> usize {
         self.dispatcher.instances().len()
     }

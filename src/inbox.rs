@@ -21,7 +21,8 @@ pub const YIELD_AFTER: usize = 2048;
 pub trait BatchInbox: Actor<Context = Context<Self>> {
     type Item: 'static;
 
-    /// The receiving end of the inbox and the batch buffer to drain it into.
+    /// The receiving end of the inbox and the batch buffer to drain it into (empty until the
+    /// first batch: an actor that never receives anything allocates nothing for it).
     fn inbox(&mut self) -> (&mut mpsc::Receiver<Self::Item>, &mut Vec<Self::Item>);
 
     /// Handles one batch; returns how much work that was (items, or the events they carry),

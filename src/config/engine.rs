@@ -18,7 +18,7 @@ const fn ms(d: Duration) -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineSection {
-    /// Worker arbiters (threads) for connector and flow instance actors; 0: the current one.
+    /// Worker arbiters (threads) for connector actors and flow shards; 0: the current one.
     pub workers: usize,
     /// Deadline of one skill invocation.
     pub invocation_timeout_ms: u64,

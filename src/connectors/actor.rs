@@ -1,6 +1,7 @@
-//! The connector actor: one per running connector. It resolves the persona of each admitted
-//! event, drops repeats, starts sessions, routes the event through the subscription index, and
-//! validates the commands addressed to its connector before they leave.
+//! The connector actor: one per running connector. It drains admitted events from its inbox in
+//! batches, resolves the persona of each, drops repeats, starts sessions, routes the event
+//! through the subscription index to the flow shards, and validates the commands addressed to
+//! its connector (its mailbox) before they leave.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,7 @@ use crate::egress::EgressError;
 use crate::egress::{CommandSink, OutboundCommand};
 use crate::flow_instance::directory::Outbox;
 use crate::flow_instance::state::StateStore;
-use crate::inbox::{BatchInbox, BATCH};
+use crate::inbox::BatchInbox;
 use crate::routing::dispatch::Dispatcher;
 use crate::routing::index::{FlowRoute, ScopeKey, SubscriptionIndex};
 use crate::session::seen::SeenSessions;
@@ -123,7 +124,7 @@ impl ConnectorActor {
             acts: FxHashMap::default(),
             act_order: std::collections::VecDeque::new(),
             inbox,
-            batch: Vec::with_capacity(BATCH),
+            batch: Vec::new(),
             seen: SeenSessions::default(),
             outbox,
         }

@@ -1,12 +1,13 @@
 //! The connector registry: every connector of every account, its settings and status, and the
-//! address of its actor while it runs. Lifecycle (create stopped, run, stop, delete), settings
+//! handle of its actor (address and inbox) while it runs. Lifecycle (create stopped, run, stop, delete), settings
 //! validation and the internal connectors live here; the hot path only reads.
 //!
 //! **Sending under the guard.** Whoever sends to a connector actor does so while holding the
 //! registry's read guard ([`ConnectorRegistry::with_running`]). Stopping takes the write guard,
-//! removes the address, then tells the actor to stop: every message sent before is already in
-//! its mailbox, ahead of the stop, and nothing can be sent after. Changes take effect without
-//! losing events in flight.
+//! removes the handle, then tells the actor to stop: every command sent before is already in
+//! its mailbox, ahead of the stop, every event sent before is in its inbox, which it drains
+//! before stopping, and nothing can be sent after. Changes take effect without losing events
+//! in flight.
 
 use std::sync::{Arc, OnceLock};
 

@@ -21,7 +21,7 @@ use tokio_util::time::DelayQueue;
 use super::directory::{FlowDeps, FlowInstanceKey};
 use super::instance::{drop_stale, FlowInstance, ShardCx, Timer};
 use super::messages::{Enqueue, FlowInstanceSnapshot, Inspect, InvocationReport};
-use crate::inbox::{BatchInbox, BATCH};
+use crate::inbox::BatchInbox;
 
 /// How a runner reaches the shard of its invocation. Shared, so a [`crate::skill_runner::Reply`]
 /// costs a reference count, not a new actix sender.
@@ -52,7 +52,7 @@ impl FlowShard {
             instances: FxHashMap::default(),
             timers: DelayQueue::new(),
             inbox,
-            batch: Vec::with_capacity(BATCH),
+            batch: Vec::new(),
             deps,
             me: None,
             live,

@@ -1,7 +1,7 @@
 //! Ingress: where decoded events enter the engine, from any transport. It takes an in-flight
 //! permit (waiting for one is the engine's backpressure), checks admission against the
-//! registry and the catalog, and hands the event to its connector actor. Refusals are answered
-//! synchronously, counted and dead-lettered.
+//! registry and the catalog, and puts the event in its connector actor's bounded inbox (waiting
+//! for room when it is full). Refusals are answered synchronously, counted and dead-lettered.
 
 use std::sync::Arc;
 

@@ -70,7 +70,7 @@ pub fn describe() {
         FLOW_INSTANCE_QUEUE_DEPTH,
         "Pending events of a flow instance, sampled when an event is queued."
     );
-    describe_gauge!(FLOW_INSTANCES_LIVE, "Flow instance actors alive.");
+    describe_gauge!(FLOW_INSTANCES_LIVE, "Flow instances alive.");
     describe_counter!(DEAD_LETTERS_TOTAL, "Dead-letter records by reason.");
     describe_histogram!(
         INDEX_REBUILD_SECONDS,
