@@ -15,7 +15,7 @@ use crate::catalog::Catalog;
 use crate::commands::refusal::CommandRefusal;
 use crate::commands::router::CommandRouter;
 use crate::commands::validation::validate;
-use crate::connectors::actor::{ConnectorActor, ConnectorDeps, ConnectorHandle, INBOX_CAPACITY};
+use crate::connectors::actor::{ConnectorActor, ConnectorDeps, ConnectorHandle};
 use crate::connectors::registry::{ConnectorRegistry, ConnectorView, ControlError};
 use crate::dead_letter::DeadLetterStore;
 use crate::domain::{Command, Event, Flow, Idn, Name, PersonaId};
@@ -171,14 +171,12 @@ impl Engine {
         });
         let next = std::sync::atomic::AtomicUsize::new(0);
         registry.set_factory(Box::new(move |key, integration, internal| {
-            let (inbox, rx) = tokio::sync::mpsc::channel(INBOX_CAPACITY);
             let actor = ConnectorActor::new(
                 key.account.clone(),
                 integration.clone(),
                 key.connector.clone(),
                 internal,
                 deps.clone(),
-                rx,
             );
             let addr = if handles.is_empty() {
                 actor.start()
@@ -186,7 +184,7 @@ impl Engine {
                 let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % handles.len();
                 ConnectorActor::start_in_arbiter(&handles[n], move |_| actor)
             };
-            ConnectorHandle { addr, inbox }
+            ConnectorHandle::new(addr)
         }));
         registry.ensure_account(&Idn::known(crate::domain::DEFAULT_ACCOUNT));
 

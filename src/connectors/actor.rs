@@ -3,7 +3,7 @@
 //! through the subscription index to the flow shards, and validates the commands addressed to
 //! its connector (its mailbox) before they leave.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix::{Actor, ActorContext, Addr, Context, Handler, Message};
@@ -52,11 +52,36 @@ pub const INBOX_CAPACITY: usize = 1024;
 
 /// How the engine reaches a running connector: its inbox for admitted events, its mailbox for
 /// commands and control.
-#[derive(Clone)]
 pub struct ConnectorHandle {
     pub addr: Addr<ConnectorActor>,
-    pub inbox: mpsc::Sender<Inbound>,
+    /// Made on the first event: a connector that never receives one (most of a large fleet
+    /// at any moment) holds no queue.
+    inbox: OnceLock<mpsc::Sender<Inbound>>,
 }
+
+impl ConnectorHandle {
+    pub fn new(addr: Addr<ConnectorActor>) -> Self {
+        ConnectorHandle {
+            addr,
+            inbox: OnceLock::new(),
+        }
+    }
+
+    /// The connector's inbox, made on first use. Its receiving end goes to the actor through
+    /// the mailbox, ahead of any `Shutdown` (that is sent after the handle left the registry).
+    pub fn inbox(&self) -> &mpsc::Sender<Inbound> {
+        self.inbox.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
+            self.addr.do_send(Attach(rx));
+            tx
+        })
+    }
+}
+
+/// The receiving end of the connector's inbox, made on its first event.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Attach(mpsc::Receiver<Inbound>);
 
 /// An admitted event for this connector. Travels through the connector's inbox.
 pub struct Inbound {
@@ -94,7 +119,8 @@ pub struct ConnectorActor {
     /// the same persona. Bounded by count and age; `act_order` gives the eviction order.
     acts: FxHashMap<Uuid, PersonaId>,
     act_order: std::collections::VecDeque<(Instant, Uuid)>,
-    inbox: mpsc::Receiver<Inbound>,
+    /// Attached on the first event (see [`ConnectorHandle::inbox`]).
+    inbox: Option<mpsc::Receiver<Inbound>>,
     batch: Vec<Inbound>,
     /// The clocks of this connector's live sessions.
     seen: SeenSessions,
@@ -109,7 +135,6 @@ impl ConnectorActor {
         connector: Idn,
         internal: bool,
         deps: Arc<ConnectorDeps>,
-        inbox: mpsc::Receiver<Inbound>,
     ) -> Self {
         let system = Idn::known("system");
         let outbox = deps.dispatcher.instances().outbox();
@@ -123,7 +148,7 @@ impl ConnectorActor {
             dedupe: None,
             acts: FxHashMap::default(),
             act_order: std::collections::VecDeque::new(),
-            inbox,
+            inbox: None,
             batch: Vec::new(),
             seen: SeenSessions::default(),
             outbox,
@@ -204,8 +229,13 @@ impl ConnectorActor {
 
 impl Actor for ConnectorActor {
     type Context = Context<Self>;
+}
 
-    fn started(&mut self, ctx: &mut Context<Self>) {
+impl Handler<Attach> for ConnectorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) {
+        self.inbox = Some(msg.0);
         Self::start_pump(ctx);
     }
 }
@@ -214,7 +244,11 @@ impl BatchInbox for ConnectorActor {
     type Item = Inbound;
 
     fn inbox(&mut self) -> (&mut mpsc::Receiver<Inbound>, &mut Vec<Inbound>) {
-        (&mut self.inbox, &mut self.batch)
+        let inbox = self
+            .inbox
+            .as_mut()
+            .expect("the pump starts when the inbox is attached");
+        (inbox, &mut self.batch)
     }
 
     fn handle_batch(&mut self, batch: &mut Vec<Inbound>, _ctx: &mut Context<Self>) -> usize {
@@ -410,9 +444,12 @@ impl Handler<Outbound> for ConnectorActor {
 impl Handler<Shutdown> for ConnectorActor {
     type Result = ();
 
-    fn handle(&mut self, _msg: Shutdown, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, _msg: Shutdown, ctx: &mut Context<Self>) {
         // Nothing can be sent after this; the pump drains what was, then stops the actor.
-        self.inbox.close();
+        match &mut self.inbox {
+            Some(inbox) => inbox.close(),
+            None => ctx.stop(),
+        }
     }
 }
 

@@ -193,13 +193,13 @@ impl Ingress {
             &integration,
             &connector,
             pending,
-            |actor, pending| match actor.inbox.try_reserve() {
+            |actor, pending| match actor.inbox().try_reserve() {
                 Ok(slot) => {
                     slot.send(pending.into_inbound());
                     Admitted::Sent
                 }
                 Err(mpsc::error::TrySendError::Full(())) => {
-                    Admitted::Full(pending, actor.inbox.clone())
+                    Admitted::Full(pending, actor.inbox().clone())
                 }
                 Err(mpsc::error::TrySendError::Closed(())) => Admitted::Closed(pending),
             },
