@@ -5,7 +5,8 @@
 //! `user_message` on `sandbox` (connector null, skill `Reply`) with the completing in-process
 //! runner. N pre-built events (default 500k; `BENCH_EVENTS` overrides) from 10k personas
 //! (external_id = persona number) are submitted round-robin over the connectors with
-//! `Engine::submit`, each with a settle closure counting settlements. Wall time runs from the
+//! `Engine::submit_batch`, 100 at a time as the NATS consumer hands over a pull, each with a
+//! settle closure counting settlements. Wall time runs from the
 //! first submit to the last settlement (an event settles when its invocation starts). The
 //! first event of each persona also routes `session_started` (nobody subscribes to it here).
 //! The run is done twice: cold (10k flow instances and sessions are created during it) and
@@ -34,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify};
 
-use switchboard::admission::delivery::Settlement;
+use switchboard::admission::delivery::{Settle, Settlement};
 use switchboard::dead_letter::memory::MemoryDeadLetters;
 use switchboard::domain::{
     Event, Flow, Idn, InterruptMode, Name, RunnerSpec, SkillSelector, Subscription,
@@ -49,6 +50,9 @@ const SMOKE_EVENTS: usize = 2_000;
 const PERSONAS: usize = 10_000;
 const CONNECTORS: usize = 8;
 const HOP_CAPACITY: usize = 1024;
+/// Events handed over per `submit_batch`, as the NATS consumer hands over what one pull
+/// brought (at most its default `pull_batch`).
+const SUBMIT_BATCH: usize = 100;
 const TARGET_RATE: f64 = 500_000.0;
 const TARGET_RATIO: f64 = 0.5;
 
@@ -164,11 +168,19 @@ fn engine_runs(rounds: Vec<Vec<Event>>) -> (Vec<Run>, String) {
             let n = events.len();
             done.reset(n);
             let start = Instant::now();
-            for e in events {
-                engine
-                    .submit(e, Some(Box::new(move |s: Settlement| done.settle(s))))
-                    .await
-                    .expect("admitted");
+            let mut events = events.into_iter().peekable();
+            while events.peek().is_some() {
+                let batch: Vec<_> = events
+                    .by_ref()
+                    .take(SUBMIT_BATCH)
+                    .map(|e| {
+                        let settle: Box<dyn Settle> = Box::new(move |s: Settlement| done.settle(s));
+                        (e, Some(settle))
+                    })
+                    .collect();
+                for r in engine.submit_batch(batch).await {
+                    r.expect("admitted");
+                }
             }
             let submit = start.elapsed();
             done.notify.notified().await;

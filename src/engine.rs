@@ -330,6 +330,14 @@ impl Engine {
         self.ingress.submit(event, source)
     }
 
+    /// Admits events in order, sharing permits and look-ups; see [`Ingress::submit_batch`].
+    pub async fn submit_batch(
+        &self,
+        events: Vec<(Event, Option<Box<dyn Settle>>)>,
+    ) -> Vec<Result<(), Refusal>> {
+        self.ingress.submit_batch(events).await
+    }
+
     /// Checks what can be checked of a command before it is sent: its connector runs, its
     /// integration accepts it, its required arguments are set.
     pub fn check_command(&self, command: &Command) -> Result<(), CommandRefusal> {

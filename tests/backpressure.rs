@@ -216,3 +216,66 @@ events:
     }
     assert_eq!(h.dead_letter_codes(), vec!["connector_stopped"]);
 }
+
+#[actix_rt::test]
+async fn a_batch_is_admitted_in_order_with_one_answer_per_event() {
+    let h = Harness::start();
+    h.connector("sandbox", "one");
+    h.connector("sandbox", "two");
+    h.flow(
+        "Agent",
+        "Main",
+        r#"
+events:
+  - {idn: user_message, skill_idn: Talk, integration_idn: sandbox}
+"#,
+    )
+    .await;
+    let say = |connector: &str, text: &str| {
+        h.event("sandbox", connector, "user_message", "alice")
+            .with_argument("text", text)
+    };
+    let batch = vec![
+        say("one", "first"),
+        h.event("sandbox", "one", "no_such_event", "alice"),
+        say("two", "second"),
+        say("three", "lost"),
+        say("one", "third"),
+    ];
+    let results = h
+        .engine
+        .submit_batch(batch.into_iter().map(|e| (e, None)).collect())
+        .await;
+    assert_eq!(results.len(), 5);
+    assert!(results[0].is_ok() && results[2].is_ok() && results[4].is_ok());
+    assert!(
+        matches!(results[1], Err(Refusal::UndeclaredEvent { .. })),
+        "{:?}",
+        results[1]
+    );
+    assert!(
+        matches!(results[3], Err(Refusal::UnknownConnector { .. })),
+        "{:?}",
+        results[3]
+    );
+    assert_eq!(
+        h.dead_letter_codes(),
+        vec!["undeclared_event", "unknown_connector"]
+    );
+    while h.recorded.lock().unwrap().len() < 3 {
+        tokio::task::yield_now().await;
+    }
+    let texts: Vec<String> = h
+        .recorded
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|i| i.event.event.arguments.get("text").unwrap_or("").to_owned())
+        .collect();
+    // Events of one connector keep their order; connectors are independent of each other
+    // (their actors run side by side), in a batch as one by one.
+    let at = |t: &str| texts.iter().position(|x| x == t).unwrap();
+    assert_eq!(texts.len(), 3, "{texts:?}");
+    assert!(at("first") < at("third"), "{texts:?}");
+    assert!(texts.contains(&"second".to_owned()));
+}

@@ -56,6 +56,14 @@ impl PendingInbound {
     }
 }
 
+/// Permits [`Ingress::submit_batch`] takes at once, at most.
+pub const BATCH_PERMITS: usize = 256;
+
+fn same_connector(a: &PendingInbound, b: &PendingInbound) -> bool {
+    let (a, b) = (&a.event.event, &b.event.event);
+    a.connector == b.connector && a.integration == b.integration && a.account == b.account
+}
+
 /// What became of an event offered to its connector's inbox. Lives on the stack for one call,
 /// so the size of its variants does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -108,9 +116,114 @@ impl Ingress {
             .acquire_owned()
             .await
             .expect("the permit semaphore is never closed");
-        let Some((pending, inbox)) = self.admit(event, source, permit)? else {
-            return Ok(());
+        let pending = self.prepare(event, source, permit, Instant::now())?;
+        match self.offer(pending)? {
+            None => Ok(()),
+            Some((pending, inbox)) => self.wait_for_room(pending, inbox).await,
+        }
+    }
+
+    /// Admits `events` in order, as [`Ingress::submit`] would one by one, sharing what can be
+    /// shared: the in-flight permits are taken together (at most [`BATCH_PERMITS`] at a time),
+    /// the clock is read once, and the events of each connector look it up once and reserve
+    /// their inbox slots at once. Events of one connector keep their order; events of
+    /// different connectors are independent. Queue transports hand over what they pulled this way.
+    /// One result per event, in order.
+    pub async fn submit_batch(
+        &self,
+        events: Vec<(Event, Option<Box<dyn Settle>>)>,
+    ) -> Vec<Result<(), Refusal>> {
+        let mut results = Vec::with_capacity(events.len());
+        let mut events = events.into_iter().peekable();
+        let most = self.limit.min(BATCH_PERMITS);
+        while events.peek().is_some() {
+            let chunk: Vec<_> = events.by_ref().take(most).collect();
+            let mut permits = self
+                .permits
+                .clone()
+                .acquire_many_owned(chunk.len() as u32)
+                .await
+                .expect("the permit semaphore is never closed");
+            let admitted_at = Instant::now();
+            // Grouped by connector, each group in arrival order: the order that matters (per
+            // connector, hence per conversation) is kept.
+            let mut groups: Vec<Vec<(usize, PendingInbound)>> = Vec::new();
+            for (event, source) in chunk {
+                let permit = permits.split(1).expect("one permit per event of the chunk");
+                let at = results.len();
+                results.push(Ok(()));
+                match self.prepare(event, source, permit, admitted_at) {
+                    Err(refusal) => results[at] = Err(refusal),
+                    Ok(pending) => {
+                        match groups
+                            .iter_mut()
+                            .find(|g| same_connector(&g[0].1, &pending))
+                        {
+                            Some(g) => g.push((at, pending)),
+                            None => groups.push(vec![(at, pending)]),
+                        }
+                    }
+                }
+            }
+            for group in groups {
+                self.offer_run(group, &mut results).await;
+            }
+        }
+        results
+    }
+
+    /// Puts events for one connector in its inbox, reserving the slots at once; when
+    /// that cannot be done (a full inbox, a stopped connector), each goes the one-by-one way.
+    async fn offer_run(
+        &self,
+        run: Vec<(usize, PendingInbound)>,
+        results: &mut [Result<(), Refusal>],
+    ) {
+        let Some((_, first)) = run.first() else {
+            return;
         };
+        let e = &first.event.event;
+        let (account, integration, connector) = (
+            e.account.clone(),
+            e.integration.clone(),
+            e.connector.clone(),
+        );
+        let sent =
+            self.registry
+                .with_running(
+                    &account,
+                    &integration,
+                    &connector,
+                    run,
+                    |actor, run| match actor.inbox().try_reserve_many(run.len()) {
+                        Ok(slots) => {
+                            for (slot, (_, pending)) in slots.zip(run) {
+                                slot.send(pending.into_inbound());
+                            }
+                            None
+                        }
+                        Err(_) => Some(run),
+                    },
+                );
+        let run = match sent {
+            Ok(None) => return,
+            Ok(Some(run)) | Err((run, _)) => run,
+        };
+        for (at, pending) in run {
+            results[at] = match self.offer(pending) {
+                Ok(None) => Ok(()),
+                Ok(Some((pending, inbox))) => self.wait_for_room(pending, inbox).await,
+                Err(refusal) => Err(refusal),
+            };
+        }
+    }
+
+    /// Waits for room in a full inbox, then sends.
+    async fn wait_for_room(
+        &self,
+        pending: PendingInbound,
+        inbox: mpsc::Sender<Inbound>,
+    ) -> Result<(), Refusal> {
         match inbox.reserve_owned().await {
             Ok(slot) => {
                 slot.send(pending.into_inbound());
@@ -135,7 +248,8 @@ impl Ingress {
             .clone()
             .try_acquire_owned()
             .map_err(|_| Refusal::Busy)?;
-        match self.admit(event, source, permit)? {
+        let pending = self.prepare(event, source, permit, Instant::now())?;
+        match self.offer(pending)? {
             None => Ok(()),
             Some(_) => Err(Refusal::Busy),
         }
@@ -163,14 +277,14 @@ impl Ingress {
         self.limit - self.permits.available_permits()
     }
 
-    /// Checks `event` and puts it in its connector's inbox if there is room (`None`);
-    /// otherwise hands it back with the inbox to wait on.
-    fn admit(
+    /// Checks `event` (refusing it with its permit and source) and readies it for its inbox.
+    fn prepare(
         &self,
         event: Event,
         source: Option<Box<dyn Settle>>,
         permit: OwnedSemaphorePermit,
-    ) -> Result<Option<(PendingInbound, mpsc::Sender<Inbound>)>, Refusal> {
+        admitted_at: Instant,
+    ) -> Result<PendingInbound, Refusal> {
         self.metrics.inflight.set(self.inflight() as f64);
         let pending = PendingInbound {
             // Shared from here on, so the event is not copied again on its way. The persona is
@@ -178,11 +292,20 @@ impl Ingress {
             event: Arc::new(RoutedEvent::named(event)),
             source,
             permit,
-            admitted_at: Instant::now(),
+            admitted_at,
         };
-        if let Err(refusal) = self.check(&pending.event.event) {
-            return Err(self.refuse_pending(pending, refusal));
+        match self.check(&pending.event.event) {
+            Ok(()) => Ok(pending),
+            Err(refusal) => Err(self.refuse_pending(pending, refusal)),
         }
+    }
+
+    /// Puts a checked event in its connector's inbox if there is room (`None`); otherwise hands
+    /// it back with the inbox to wait on.
+    fn offer(
+        &self,
+        pending: PendingInbound,
+    ) -> Result<Option<(PendingInbound, mpsc::Sender<Inbound>)>, Refusal> {
         let (account, integration, connector) = (
             pending.event.event.account.clone(),
             pending.event.event.integration.clone(),

@@ -17,10 +17,10 @@ use uuid::Uuid;
 
 use super::headers;
 use super::subjects::Subjects;
-use crate::admission::delivery::Settlement;
+use crate::admission::delivery::{Settle, Settlement};
 use crate::daemon::Daemon;
 use crate::dead_letter::{self, DeadLetter};
-use crate::domain::Idn;
+use crate::domain::{Event, Idn};
 use crate::telemetry::handles;
 use crate::wire::envelope::{EventEnvelope, Limits};
 
@@ -58,7 +58,7 @@ pub fn spawn(
                 .expires(Duration::from_secs(30))
                 .messages()
                 .await;
-            let mut messages = match stream {
+            let messages = match stream {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(error = %e, "events consumer: pulling failed; again soon");
@@ -68,28 +68,44 @@ pub fn spawn(
                 }
             };
             pause = Duration::from_millis(100);
-            while let Some(next) = messages.next().await {
+            // Whatever has arrived is handed to the engine together (no waiting to fill a
+            // batch): one permit request and one inbox reservation per connector and batch.
+            let mut chunks = messages.ready_chunks(settings.pull_batch.max(1));
+            'pull: while let Some(chunk) = chunks.next().await {
                 if daemon.is_draining() {
                     break;
                 }
-                match next {
-                    Ok(m) => {
-                        token += 1;
-                        handle(
-                            &daemon,
-                            &subjects,
-                            &settings,
-                            &ackers,
-                            &settled_tx,
-                            token,
-                            m,
-                        )
-                        .await;
+                let mut admitted = Vec::with_capacity(chunk.len());
+                let mut failed = None;
+                for next in chunk {
+                    match next {
+                        Ok(m) => {
+                            token += 1;
+                            let taken = handle(
+                                &daemon,
+                                &subjects,
+                                &settings,
+                                &ackers,
+                                &settled_tx,
+                                token,
+                                m,
+                            )
+                            .await;
+                            admitted.extend(taken);
+                        }
+                        Err(e) => failed = Some(e),
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "events consumer: stream error; pulling again");
-                        break;
+                }
+                // Waits for in-flight permits: a full engine slows the pull, it never grows
+                // memory.
+                for r in daemon.engine.submit_batch(admitted).await {
+                    if let Err(r) = r {
+                        tracing::debug!(reason = %r, "event refused after admission (connector changed meanwhile)");
                     }
+                }
+                if let Some(e) = failed {
+                    tracing::warn!(error = %e, "events consumer: stream error; pulling again");
+                    break 'pull;
                 }
             }
         }
@@ -142,7 +158,7 @@ async fn handle(
     settled_tx: &mpsc::UnboundedSender<(u64, Settlement)>,
     token: u64,
     m: async_nats::jetstream::Message,
-) {
+) -> Option<(Event, Option<Box<dyn Settle>>)> {
     let (stream_seq, delivered, stream_name) = match m.info() {
         Ok(i) => (i.stream_sequence, i.delivered, i.stream.to_owned()),
         Err(_) => (0, 1, String::new()),
@@ -177,7 +193,8 @@ async fn handle(
             format!("Content-Type: {ct:?} is neither application/json nor application/msgpack"),
             &ct,
         );
-        return terminate(&acker).await;
+        terminate(&acker).await;
+        return None;
     };
     if msg.payload.len() > settings.max_message_bytes {
         refuse_raw(
@@ -188,7 +205,8 @@ async fn handle(
             ),
             encoding.content_type(),
         );
-        return terminate(&acker).await;
+        terminate(&acker).await;
+        return None;
     }
     let decoded = encoding
         .decode::<EventEnvelope>(&msg.payload)
@@ -200,7 +218,8 @@ async fn handle(
         Ok(x) => x,
         Err(e) => {
             refuse_raw(e.to_string(), encoding.content_type());
-            return terminate(&acker).await;
+            terminate(&acker).await;
+            return None;
         }
     };
     let matches_subject = from.as_ref().is_some_and(|f| {
@@ -216,7 +235,8 @@ async fn handle(
             ),
             encoding.content_type(),
         );
-        return terminate(&acker).await;
+        terminate(&acker).await;
+        return None;
     }
     if !had_id {
         // Stable across redeliveries: the same message is the same event, so a redelivered
@@ -238,17 +258,15 @@ async fn handle(
     event.redelivered = delivered > 1;
     if daemon.engine.ingress().admissible(&event).is_err() {
         // Counted, dead-lettered and copied to the DLQ subject by `admissible`.
-        return terminate(&acker).await;
+        terminate(&acker).await;
+        return None;
     }
     ackers.insert(token, Arc::new(acker));
     let tx = settled_tx.clone();
     let settle = move |s: Settlement| {
         let _ = tx.send((token, s));
     };
-    // Waits for an in-flight permit: a full engine slows the pull, it never grows memory.
-    if let Err(r) = daemon.engine.submit(event, Some(Box::new(settle))).await {
-        tracing::debug!(reason = %r, "event refused after admission (connector changed meanwhile)");
-    }
+    Some((event, Some(Box::new(settle))))
 }
 
 fn stream_event_id(stream: &str, seq: u64) -> Uuid {
