@@ -15,6 +15,9 @@ pub struct ConnectorMetrics {
     integration: Idn,
     channel: &'static str,
     received: FxHashMap<Idn, Counter>,
+    /// The counter of the event idn received last: a connector mostly receives one kind of
+    /// event in a row, and comparing an inline idn is cheaper than hashing it.
+    last_received: Option<(Idn, Counter)>,
     unmatched: FxHashMap<Idn, Counter>,
     commands: FxHashMap<(Idn, &'static str), Counter>,
 }
@@ -25,19 +28,29 @@ impl ConnectorMetrics {
             integration: integration.clone(),
             channel,
             received: FxHashMap::default(),
+            last_received: None,
             unmatched: FxHashMap::default(),
             commands: FxHashMap::default(),
         }
     }
 
     pub fn received(&mut self, event: &Idn) {
+        if let Some((idn, counter)) = &self.last_received {
+            if idn == event {
+                counter.increment(1);
+                return;
+            }
+        }
         let (integration, channel) = (&self.integration, self.channel);
-        self.received
+        let counter = self
+            .received
             .entry(event.clone())
             .or_insert_with(|| {
                 counter!(m::EVENTS_RECEIVED_TOTAL, "integration" => integration.to_string(), "event" => event.to_string(), "channel" => channel)
             })
-            .increment(1);
+            .clone();
+        counter.increment(1);
+        self.last_received = Some((event.clone(), counter));
     }
 
     pub fn unmatched(&mut self, event: &Idn) {
