@@ -15,6 +15,24 @@ use switchboard::domain::{Event, Idn};
 use switchboard::skill_runner::Outcome;
 use switchboard::EngineConfig;
 
+/// `user_message` on `sandbox` runs skill `Talk` of `Agent/Main`, with the default runner
+/// (completes at once, recorded).
+const TALK: &str = r#"
+events:
+  - {idn: user_message, skill_idn: Talk, integration_idn: sandbox}
+"#;
+
+/// The same with the manual runner: the test completes each invocation.
+const TALK_MANUAL: &str = r#"
+runner: {kind: in_process, name: manual}
+events:
+  - {idn: user_message, skill_idn: Talk, integration_idn: sandbox}
+"#;
+
+async fn talk(h: &Harness, flow: &str) {
+    h.flow("Agent", "Main", flow).await;
+}
+
 #[actix_rt::test]
 async fn a_stalled_runner_pauses_intake_without_losing_events() {
     tokio::time::pause();
@@ -24,16 +42,7 @@ async fn a_stalled_runner_pauses_intake_without_losing_events() {
         ..EngineConfig::default()
     });
     h.connector("sandbox", "sb");
-    h.flow(
-        "Agent",
-        "Main",
-        r#"
-runner: {kind: in_process, name: manual}
-events:
-  - {idn: user_message, skill_idn: Talk, integration_idn: sandbox}
-"#,
-    )
-    .await;
+    talk(&h, TALK_MANUAL).await;
     // One persona: the first event runs (its permit is released when dispatched), the next
     // four wait in the flow instance queue holding their permits.
     let mut settled = Vec::new();
@@ -86,16 +95,7 @@ async fn a_full_flow_instance_queue_dead_letters_the_overflow() {
         ..EngineConfig::default()
     });
     h.connector("sandbox", "sb");
-    h.flow(
-        "Agent",
-        "Main",
-        r#"
-runner: {kind: in_process, name: manual}
-events:
-  - {idn: user_message, skill_idn: Talk, integration_idn: sandbox}
-"#,
-    )
-    .await;
+    talk(&h, TALK_MANUAL).await;
     for _ in 0..3 {
         h.submit(h.event("sandbox", "sb", "user_message", "p"))
             .await;
@@ -113,15 +113,7 @@ events:
 async fn a_full_connector_inbox_makes_intake_wait_and_loses_nothing() {
     let h = Harness::start();
     h.connector("sandbox", "sb");
-    h.flow(
-        "Agent",
-        "Main",
-        r#"
-events:
-  - {idn: user_message, skill_idn: Talk, integration_idn: sandbox}
-"#,
-    )
-    .await;
+    talk(&h, TALK).await;
     // The connector actor runs on this thread, so it drains nothing until the test awaits:
     // the inbox takes exactly its capacity.
     let ingress = h.engine.ingress().clone();
@@ -188,15 +180,7 @@ events:
 async fn a_stopped_connector_handles_what_it_admitted_and_refuses_the_rest() {
     let h = Harness::start();
     let id = h.connector("sandbox", "sb");
-    h.flow(
-        "Agent",
-        "Main",
-        r#"
-events:
-  - {idn: user_message, skill_idn: Talk, integration_idn: sandbox}
-"#,
-    )
-    .await;
+    talk(&h, TALK).await;
     let ingress = h.engine.ingress().clone();
     for n in 0..10 {
         let e = h.event("sandbox", "sb", "user_message", &n.to_string());
@@ -222,15 +206,7 @@ async fn a_batch_is_admitted_in_order_with_one_answer_per_event() {
     let h = Harness::start();
     h.connector("sandbox", "one");
     h.connector("sandbox", "two");
-    h.flow(
-        "Agent",
-        "Main",
-        r#"
-events:
-  - {idn: user_message, skill_idn: Talk, integration_idn: sandbox}
-"#,
-    )
-    .await;
+    talk(&h, TALK).await;
     let say = |connector: &str, text: &str| {
         h.event("sandbox", connector, "user_message", "alice")
             .with_argument("text", text)

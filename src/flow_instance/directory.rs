@@ -13,14 +13,15 @@ use actix_rt::ArbiterHandle;
 use rustc_hash::FxBuildHasher;
 use tokio::sync::mpsc;
 
+use super::instance::queue_full;
 use super::messages::{Enqueue, FlowInstanceSnapshot, Inspect};
 use super::shard::{FlowShard, ShardAddr};
 use super::state::StateStore;
 use crate::commands::router::CommandRouter;
-use crate::dead_letter::{self, DeadLetter, DeadLetterReason, DeadLetterStore};
+use crate::dead_letter::DeadLetterStore;
 use crate::domain::PersonaId;
 use crate::routing::index::FlowId;
-use crate::telemetry::handles::{EngineMetrics, InvocationOutcome};
+use crate::telemetry::handles::EngineMetrics;
 
 /// Identifies a flow instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -131,21 +132,14 @@ impl FlowInstances {
         match self.shards[shard].inbox.try_send(batch) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(batch)) => {
+                let holds = format!("{} queued batches", self.inbox_capacity);
                 for msg in batch {
-                    msg.matched.flow.metrics.outcome(InvocationOutcome::Failed);
-                    dead_letter::record(
-                        &*self.deps.dead_letters,
-                        DeadLetter::event(
-                            DeadLetterReason::FlowQueueFull,
-                            format!(
-                                "the flow shard of {}/{} holds {} queued batches",
-                                msg.matched.flow.flow.agent,
-                                msg.matched.flow.flow.flow,
-                                self.inbox_capacity
-                            ),
-                            msg.event.event.clone(),
-                            Some(msg.event.persona),
-                        ),
+                    queue_full(
+                        &self.deps,
+                        &msg.matched,
+                        &msg.event,
+                        "the flow shard",
+                        &holds,
                     );
                 }
             }

@@ -100,21 +100,8 @@ impl FlowInstance {
         match p.matched.interrupt_mode {
             InterruptMode::Queue => {
                 if self.pending.len() >= cx.deps.max_pending {
-                    p.matched.flow.metrics.outcome(InvocationOutcome::Failed);
-                    dead_letter::record(
-                        &*cx.deps.dead_letters,
-                        DeadLetter::event(
-                            DeadLetterReason::FlowQueueFull,
-                            format!(
-                                "flow instance {}/{} holds {} pending events",
-                                p.matched.flow.flow.agent,
-                                p.matched.flow.flow.flow,
-                                self.pending.len()
-                            ),
-                            p.event.event.clone(),
-                            Some(p.event.persona),
-                        ),
-                    );
+                    let holds = format!("{} pending events", self.pending.len());
+                    queue_full(cx.deps, &p.matched, &p.event, "flow instance", &holds);
                 } else {
                     self.pending.push_back(p);
                 }
@@ -412,6 +399,28 @@ impl FlowInstance {
             cx.deps.commands.send(&origin, c);
         }
     }
+}
+
+/// Records an event that found no room (`flow_queue_full`): `place` (an instance, a shard)
+/// `holds` what it holds.
+pub(crate) fn queue_full(
+    deps: &FlowDeps,
+    matched: &Match,
+    event: &SharedEvent,
+    place: &str,
+    holds: &str,
+) {
+    let flow = &matched.flow.flow;
+    matched.flow.metrics.outcome(InvocationOutcome::Failed);
+    dead_letter::record(
+        &*deps.dead_letters,
+        DeadLetter::event(
+            DeadLetterReason::FlowQueueFull,
+            format!("{place} of {}/{} holds {holds}", flow.agent, flow.flow),
+            event.event.clone(),
+            Some(event.persona),
+        ),
+    );
 }
 
 /// The commands of an invocation that was interrupted, cancelled or timed out never leave.

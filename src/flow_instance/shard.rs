@@ -30,14 +30,31 @@ pub type ShardAddr = Arc<Addr<FlowShard>>;
 /// Below this many instances the map is never shrunk.
 const SHRINK_FLOOR: usize = 1024;
 
+/// What the shard's instances reach while they handle a message: apart from the instances
+/// themselves, so one instance and these can be borrowed at once.
+struct Reach {
+    deps: Arc<FlowDeps>,
+    timers: DelayQueue<Timer>,
+    /// The shard's address, set when it starts.
+    me: Option<ShardAddr>,
+}
+
+impl Reach {
+    fn cx(&mut self, now: Instant) -> ShardCx<'_> {
+        ShardCx {
+            deps: &self.deps,
+            timers: &mut self.timers,
+            reply_to: self.me.as_ref().expect("set when the shard started"),
+            now,
+        }
+    }
+}
+
 pub struct FlowShard {
     instances: FxHashMap<FlowInstanceKey, FlowInstance>,
-    timers: DelayQueue<Timer>,
+    reach: Reach,
     inbox: mpsc::Receiver<Vec<Enqueue>>,
     batch: Vec<Vec<Enqueue>>,
-    deps: Arc<FlowDeps>,
-    /// This shard's address, set when it starts.
-    me: Option<ShardAddr>,
     /// Live instances of this shard (the directory reads it).
     live: Arc<AtomicUsize>,
 }
@@ -50,11 +67,13 @@ impl FlowShard {
     ) -> Self {
         FlowShard {
             instances: FxHashMap::default(),
-            timers: DelayQueue::new(),
+            reach: Reach {
+                deps,
+                timers: DelayQueue::new(),
+                me: None,
+            },
             inbox,
             batch: Vec::new(),
-            deps,
-            me: None,
             live,
         }
     }
@@ -63,15 +82,10 @@ impl FlowShard {
         let key = msg.key;
         let instance = self.instances.entry(key).or_insert_with(|| {
             self.live.fetch_add(1, Ordering::Relaxed);
-            self.deps.metrics.flow_instances_live.increment(1.0);
+            self.reach.deps.metrics.flow_instances_live.increment(1.0);
             FlowInstance::new(key, now)
         });
-        let mut cx = ShardCx {
-            deps: &self.deps,
-            timers: &mut self.timers,
-            reply_to: self.me.as_ref().expect("set when the shard started"),
-            now,
-        };
+        let mut cx = self.reach.cx(now);
         instance.enqueue(msg, &mut cx);
     }
 
@@ -82,16 +96,11 @@ impl FlowShard {
         let Some(instance) = self.instances.get_mut(&key) else {
             return;
         };
-        let mut cx = ShardCx {
-            deps: &self.deps,
-            timers: &mut self.timers,
-            reply_to: self.me.as_ref().expect("set when the shard started"),
-            now: Instant::now(),
-        };
+        let mut cx = self.reach.cx(Instant::now());
         if instance.fire(timer, &mut cx) {
             self.instances.remove(&key);
             self.live.fetch_sub(1, Ordering::Relaxed);
-            self.deps.metrics.flow_instances_live.decrement(1.0);
+            self.reach.deps.metrics.flow_instances_live.decrement(1.0);
             // Memory follows the active personas: give back what a burst left behind.
             let (len, capacity) = (self.instances.len(), self.instances.capacity());
             if capacity > SHRINK_FLOOR && len * 4 < capacity {
@@ -127,7 +136,7 @@ impl BatchInbox for FlowShard {
 
     fn poll_other(&mut self, task: &mut std::task::Context<'_>, _ctx: &mut Context<Self>) -> bool {
         let mut fired = false;
-        while let Poll::Ready(Some(expired)) = self.timers.poll_expired(task) {
+        while let Poll::Ready(Some(expired)) = self.reach.timers.poll_expired(task) {
             self.fire(expired.into_inner());
             fired = true;
         }
@@ -139,7 +148,7 @@ impl Actor for FlowShard {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.me = Some(Arc::new(ctx.address()));
+        self.reach.me = Some(Arc::new(ctx.address()));
         Self::start_pump(ctx);
     }
 
@@ -148,7 +157,11 @@ impl Actor for FlowShard {
         // was queued and not invoked.
         let n = self.instances.len();
         self.live.fetch_sub(n, Ordering::Relaxed);
-        self.deps.metrics.flow_instances_live.decrement(n as f64);
+        self.reach
+            .deps
+            .metrics
+            .flow_instances_live
+            .decrement(n as f64);
         for (_, instance) in self.instances.drain() {
             instance.give_up();
         }
@@ -169,12 +182,7 @@ impl Handler<InvocationReport> for FlowShard {
             drop_stale(msg.kind);
             return;
         };
-        let mut cx = ShardCx {
-            deps: &self.deps,
-            timers: &mut self.timers,
-            reply_to: self.me.as_ref().expect("set when the shard started"),
-            now: Instant::now(),
-        };
+        let mut cx = self.reach.cx(Instant::now());
         instance.report(msg.invocation_id, msg.kind, &mut cx);
     }
 }
