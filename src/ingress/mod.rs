@@ -13,7 +13,7 @@ use crate::admission::Refusal;
 use crate::connectors::actor::Inbound;
 use crate::connectors::registry::{ConnectorRegistry, Reach};
 use crate::dead_letter::{self, DeadLetter, DeadLetterStore};
-use crate::domain::{Event, RoutedEvent, SharedEvent, Target};
+use crate::domain::{Event, Idn, RoutedEvent, SharedEvent, Target};
 use crate::telemetry::handles::{self, EngineMetrics};
 
 impl From<Reach> for Refusal {
@@ -116,7 +116,7 @@ impl Ingress {
             .acquire_owned()
             .await
             .expect("the permit semaphore is never closed");
-        let pending = self.prepare(event, source, permit, Instant::now())?;
+        let pending = self.prepare(event, source, permit, Instant::now(), &mut None)?;
         match self.offer(pending)? {
             None => Ok(()),
             Some((pending, inbox)) => self.wait_for_room(pending, inbox).await,
@@ -145,6 +145,7 @@ impl Ingress {
                 .await
                 .expect("the permit semaphore is never closed");
             let admitted_at = Instant::now();
+            let mut declared = None;
             // Grouped by connector, each group in arrival order: the order that matters (per
             // connector, hence per conversation) is kept.
             let mut groups: Vec<Vec<(usize, PendingInbound)>> = Vec::new();
@@ -152,7 +153,7 @@ impl Ingress {
                 let permit = permits.split(1).expect("one permit per event of the chunk");
                 let at = results.len();
                 results.push(Ok(()));
-                match self.prepare(event, source, permit, admitted_at) {
+                match self.prepare(event, source, permit, admitted_at, &mut declared) {
                     Err(refusal) => results[at] = Err(refusal),
                     Ok(pending) => {
                         match groups
@@ -248,7 +249,7 @@ impl Ingress {
             .clone()
             .try_acquire_owned()
             .map_err(|_| Refusal::Busy)?;
-        let pending = self.prepare(event, source, permit, Instant::now())?;
+        let pending = self.prepare(event, source, permit, Instant::now(), &mut None)?;
         match self.offer(pending)? {
             None => Ok(()),
             Some(_) => Err(Refusal::Busy),
@@ -258,7 +259,7 @@ impl Ingress {
     /// Whether `event` would be admitted now, without taking it in. A refusal is counted and
     /// dead-lettered, as on submit.
     pub fn admissible(&self, event: &Event) -> Result<(), Refusal> {
-        let checked = self.check(event).and_then(|()| {
+        let checked = self.check(event, &mut None).and_then(|()| {
             self.registry
                 .with_running(
                     &event.account,
@@ -284,6 +285,7 @@ impl Ingress {
         source: Option<Box<dyn Settle>>,
         permit: OwnedSemaphorePermit,
         admitted_at: Instant,
+        declared: &mut Option<(Idn, Idn)>,
     ) -> Result<PendingInbound, Refusal> {
         self.metrics.inflight.set(self.inflight() as f64);
         let pending = PendingInbound {
@@ -294,7 +296,7 @@ impl Ingress {
             permit,
             admitted_at,
         };
-        match self.check(&pending.event.event) {
+        match self.check(&pending.event.event, declared) {
             Ok(()) => Ok(pending),
             Err(refusal) => Err(self.refuse_pending(pending, refusal)),
         }
@@ -357,17 +359,26 @@ impl Ingress {
     }
 
     /// Checks that need no connector: the integration exists and declares the event.
-    fn check(&self, event: &Event) -> Result<(), Refusal> {
-        let integration = self
-            .registry
-            .catalog()
-            .get(event.integration.as_str())
-            .ok_or_else(|| Refusal::UnknownIntegration(event.integration.to_string()))?;
-        if !integration.emits(event.event.as_str()) {
-            return Err(Refusal::UndeclaredEvent {
-                integration: event.integration.to_string(),
-                event: event.event.to_string(),
-            });
+    ///
+    /// `declared` remembers the last `(integration, event)` the catalog accepted, so a batch of
+    /// events of one kind asks the catalog once.
+    fn check(&self, event: &Event, declared: &mut Option<(Idn, Idn)>) -> Result<(), Refusal> {
+        let known = declared
+            .as_ref()
+            .is_some_and(|(i, e)| *i == event.integration && *e == event.event);
+        if !known {
+            let integration = self
+                .registry
+                .catalog()
+                .get(event.integration.as_str())
+                .ok_or_else(|| Refusal::UnknownIntegration(event.integration.to_string()))?;
+            if !integration.emits(event.event.as_str()) {
+                return Err(Refusal::UndeclaredEvent {
+                    integration: event.integration.to_string(),
+                    event: event.event.to_string(),
+                });
+            }
+            *declared = Some((event.integration.clone(), event.event.clone()));
         }
         if matches!(event.target, Target::ByCommandAct) && event.command_act_id.is_none() {
             return Err(Refusal::Malformed {
