@@ -19,14 +19,13 @@ pub const YIELD_AFTER: usize = 2048;
 
 /// An actor with a batch inbox.
 pub trait BatchInbox: Actor<Context = Context<Self>> {
-    type Item: 'static;
+    type Item: Unpin + 'static;
 
-    /// The receiving end of the inbox and the batch buffer to drain it into (empty until the
-    /// first batch: an actor that never receives anything allocates nothing for it).
-    fn inbox(&mut self) -> (&mut mpsc::Receiver<Self::Item>, &mut Vec<Self::Item>);
+    /// The receiving end of the inbox.
+    fn inbox(&mut self) -> &mut mpsc::Receiver<Self::Item>;
 
-    /// Handles one batch; returns how much work that was (items, or the events they carry),
-    /// which decides when the actor yields. `batch` is cleared afterwards.
+    /// Handles one batch, draining it; returns how much work that was (items, or the events
+    /// they carry), which decides when the actor yields.
     fn handle_batch(&mut self, batch: &mut Vec<Self::Item>, ctx: &mut Context<Self>) -> usize;
 
     /// The inbox is closed and empty.
@@ -41,6 +40,7 @@ pub trait BatchInbox: Actor<Context = Context<Self>> {
     fn start_pump(ctx: &mut Context<Self>) {
         ctx.spawn(Pump::<Self> {
             open: true,
+            batch: Vec::new(),
             _actor: PhantomData,
         });
     }
@@ -48,8 +48,10 @@ pub trait BatchInbox: Actor<Context = Context<Self>> {
 
 /// Drains a [`BatchInbox`] inside its actor's context, until the inbox closes and nothing else
 /// is pending.
-struct Pump<A> {
+struct Pump<A: BatchInbox> {
     open: bool,
+    /// Empty until the first batch: an actor that never receives anything allocates nothing.
+    batch: Vec<A::Item>,
     _actor: PhantomData<fn(A)>,
 }
 
@@ -67,21 +69,17 @@ impl<A: BatchInbox> ActorFuture<A> for Pump<A> {
         loop {
             let mut progress = false;
             if this.open {
-                let (inbox, batch) = act.inbox();
-                let mut batch = std::mem::take(batch);
-                match inbox.poll_recv_many(task, &mut batch, BATCH) {
+                match act.inbox().poll_recv_many(task, &mut this.batch, BATCH) {
                     Poll::Ready(0) => {
                         this.open = false;
-                        *act.inbox().1 = batch;
                         act.inbox_closed(ctx);
                     }
                     Poll::Ready(_) => {
-                        handled += act.handle_batch(&mut batch, ctx);
-                        batch.clear();
-                        *act.inbox().1 = batch;
+                        handled += act.handle_batch(&mut this.batch, ctx);
+                        this.batch.clear();
                         progress = true;
                     }
-                    Poll::Pending => *act.inbox().1 = batch,
+                    Poll::Pending => {}
                 }
             }
             progress |= act.poll_other(task, ctx);

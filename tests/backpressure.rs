@@ -33,6 +33,21 @@ async fn talk(h: &Harness, flow: &str) {
     h.flow("Agent", "Main", flow).await;
 }
 
+/// Waits until the default runner has been invoked `n` times; fails if the engine goes idle
+/// first (everything here runs on the test's thread, so a few thousand turns are plenty).
+async fn invoked(h: &Harness, n: usize) {
+    for _ in 0..10_000 {
+        if h.recorded.lock().unwrap().len() >= n {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!(
+        "{} invocations, expected {n}",
+        h.recorded.lock().unwrap().len()
+    );
+}
+
 #[actix_rt::test]
 async fn a_stalled_runner_pauses_intake_without_losing_events() {
     tokio::time::pause();
@@ -171,9 +186,7 @@ events:
     }
     assert_eq!(h.dead_letter_codes(), vec!["flow_queue_full"]);
     // The two that fit are invoked.
-    while h.recorded.lock().unwrap().len() < 2 {
-        tokio::task::yield_now().await;
-    }
+    invoked(&h, 2).await;
 }
 
 #[actix_rt::test]
@@ -195,9 +208,7 @@ async fn a_stopped_connector_handles_what_it_admitted_and_refuses_the_rest() {
         matches!(late, Err(Refusal::ConnectorStopped { .. })),
         "{late:?}"
     );
-    while h.recorded.lock().unwrap().len() < 10 {
-        tokio::task::yield_now().await;
-    }
+    invoked(&h, 10).await;
     assert_eq!(h.dead_letter_codes(), vec!["connector_stopped"]);
 }
 
@@ -238,9 +249,7 @@ async fn a_batch_is_admitted_in_order_with_one_answer_per_event() {
         h.dead_letter_codes(),
         vec!["undeclared_event", "unknown_connector"]
     );
-    while h.recorded.lock().unwrap().len() < 3 {
-        tokio::task::yield_now().await;
-    }
+    invoked(&h, 3).await;
     let texts: Vec<String> = h
         .recorded
         .lock()

@@ -121,7 +121,6 @@ pub struct ConnectorActor {
     act_order: std::collections::VecDeque<(Instant, Uuid)>,
     /// Attached on the first event (see [`ConnectorHandle::inbox`]).
     inbox: Option<mpsc::Receiver<Inbound>>,
-    batch: Vec<Inbound>,
     /// The clocks of this connector's live sessions.
     seen: SeenSessions,
     /// Matches of the batch being handled, per flow shard.
@@ -149,7 +148,6 @@ impl ConnectorActor {
             acts: FxHashMap::default(),
             act_order: std::collections::VecDeque::new(),
             inbox: None,
-            batch: Vec::new(),
             seen: SeenSessions::default(),
             outbox,
         }
@@ -215,16 +213,34 @@ impl ConnectorActor {
         if let Some(r) = reason {
             e.arguments.push("reason", r);
         }
-        let instances = self.deps.dispatcher.instances();
-        self.deps.dispatcher.route_in(
+        dispatch(
+            &self.deps,
+            &mut self.outbox,
             index,
             Arc::new(RoutedEvent { event: e, persona }),
             &self.system_scope,
             delivery.clone(),
             admitted_at,
-            &mut |m| instances.post(&mut self.outbox, m),
         );
     }
+}
+
+/// Routes `event` against `index`, gathering its matches in `outbox` (sent per flow shard at
+/// the end of the batch); returns how many flows receive it.
+fn dispatch(
+    deps: &ConnectorDeps,
+    outbox: &mut Outbox,
+    index: &SubscriptionIndex,
+    event: SharedEvent,
+    scope: &ScopeKey,
+    delivery: Delivery,
+    admitted_at: Instant,
+) -> usize {
+    let instances = deps.dispatcher.instances();
+    deps.dispatcher
+        .route_in(index, event, scope, delivery, admitted_at, &mut |m| {
+            instances.post(outbox, m)
+        })
 }
 
 impl Actor for ConnectorActor {
@@ -243,12 +259,10 @@ impl Handler<Attach> for ConnectorActor {
 impl BatchInbox for ConnectorActor {
     type Item = Inbound;
 
-    fn inbox(&mut self) -> (&mut mpsc::Receiver<Inbound>, &mut Vec<Inbound>) {
-        let inbox = self
-            .inbox
+    fn inbox(&mut self) -> &mut mpsc::Receiver<Inbound> {
+        self.inbox
             .as_mut()
-            .expect("the pump starts when the inbox is attached");
-        (inbox, &mut self.batch)
+            .expect("the pump starts when the inbox is attached")
     }
 
     fn handle_batch(&mut self, batch: &mut Vec<Inbound>, _ctx: &mut Context<Self>) -> usize {
@@ -294,7 +308,7 @@ impl ConnectorActor {
                         "command_act_id {:?} is unknown to {}/{} and the event names no actor",
                         event.event.command_act_id, self.scope.integration, self.scope.connector
                     ),
-                    Arc::try_unwrap(event).map_or_else(|e| e.event.clone(), |r| r.event),
+                    RoutedEvent::into_event(event),
                     None,
                 ),
             );
@@ -329,14 +343,14 @@ impl ConnectorActor {
         let event_idn = event.event.event.clone();
         // The delivery is still needed after routing only to end sessions.
         let ending = ends.then(|| delivery.clone());
-        let instances = self.deps.dispatcher.instances();
-        let matched = self.deps.dispatcher.route_in(
+        let matched = dispatch(
+            &self.deps,
+            &mut self.outbox,
             index,
             event,
             &self.scope,
             delivery,
             admitted_at,
-            &mut |m| instances.post(&mut self.outbox, m),
         );
         // Label values stay bounded: custom idns nobody subscribes to share one label.
         let label = if declared || matched > 0 {

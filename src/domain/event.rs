@@ -164,6 +164,12 @@ pub struct RoutedEvent {
 }
 
 impl RoutedEvent {
+    /// The event itself, moved out when this was its last holder (a refusal or a dead letter
+    /// right after admission), cloned otherwise.
+    pub fn into_event(shared: SharedEvent) -> Event {
+        Arc::try_unwrap(shared).map_or_else(|s| s.event.clone(), |r| r.event)
+    }
+
     /// `event` with the persona its target names. An event that names only a command act
     /// gets [`PersonaId::UNRESOLVED`]: its connector, which issued the act, resolves it.
     pub fn named(event: Event) -> Self {

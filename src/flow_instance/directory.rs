@@ -163,14 +163,6 @@ impl FlowInstances {
         self.len() == 0
     }
 
-    /// Batches waiting in the shards' inboxes.
-    pub fn queued(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.inbox.max_capacity() - s.inbox.capacity())
-            .sum()
-    }
-
     /// What the instance `key` holds now; `None` if it is not live (operations, tests).
     pub async fn inspect(&self, key: FlowInstanceKey) -> Option<FlowInstanceSnapshot> {
         self.shards[self.shard_of(&key)]

@@ -54,7 +54,6 @@ pub struct FlowShard {
     instances: FxHashMap<FlowInstanceKey, FlowInstance>,
     reach: Reach,
     inbox: mpsc::Receiver<Vec<Enqueue>>,
-    batch: Vec<Vec<Enqueue>>,
     /// Live instances of this shard (the directory reads it).
     live: Arc<AtomicUsize>,
 }
@@ -73,7 +72,6 @@ impl FlowShard {
                 me: None,
             },
             inbox,
-            batch: Vec::new(),
             live,
         }
     }
@@ -113,8 +111,8 @@ impl FlowShard {
 impl BatchInbox for FlowShard {
     type Item = Vec<Enqueue>;
 
-    fn inbox(&mut self) -> (&mut mpsc::Receiver<Vec<Enqueue>>, &mut Vec<Vec<Enqueue>>) {
-        (&mut self.inbox, &mut self.batch)
+    fn inbox(&mut self) -> &mut mpsc::Receiver<Vec<Enqueue>> {
+        &mut self.inbox
     }
 
     fn handle_batch(&mut self, batch: &mut Vec<Vec<Enqueue>>, _ctx: &mut Context<Self>) -> usize {

@@ -116,6 +116,7 @@ impl Ingress {
             .acquire_owned()
             .await
             .expect("the permit semaphore is never closed");
+        self.metrics.inflight.set(self.inflight() as f64);
         let pending = self.prepare(event, source, permit, Instant::now(), &mut None)?;
         match self.offer(pending)? {
             None => Ok(()),
@@ -144,6 +145,7 @@ impl Ingress {
                 .acquire_many_owned(chunk.len() as u32)
                 .await
                 .expect("the permit semaphore is never closed");
+            self.metrics.inflight.set(self.inflight() as f64);
             let admitted_at = Instant::now();
             let mut declared = None;
             // Grouped by connector, each group in arrival order: the order that matters (per
@@ -249,6 +251,7 @@ impl Ingress {
             .clone()
             .try_acquire_owned()
             .map_err(|_| Refusal::Busy)?;
+        self.metrics.inflight.set(self.inflight() as f64);
         let pending = self.prepare(event, source, permit, Instant::now(), &mut None)?;
         match self.offer(pending)? {
             None => Ok(()),
@@ -287,7 +290,6 @@ impl Ingress {
         admitted_at: Instant,
         declared: &mut Option<(Idn, Idn)>,
     ) -> Result<PendingInbound, Refusal> {
-        self.metrics.inflight.set(self.inflight() as f64);
         let pending = PendingInbound {
             // Shared from here on, so the event is not copied again on its way. The persona is
             // derived here, on the submitting thread, off the engine's workers.
@@ -352,8 +354,7 @@ impl Ingress {
             permit,
             ..
         } = pending;
-        let event = Arc::try_unwrap(event).map_or_else(|e| e.event.clone(), |r| r.event);
-        let refusal = self.refuse(event, refusal);
+        let refusal = self.refuse(RoutedEvent::into_event(event), refusal);
         drop(Delivery::new(source, Some(permit)));
         refusal
     }

@@ -56,13 +56,4 @@ impl SeenSessions {
         }
         started
     }
-
-    /// Sessions held here (live or ended and not pruned yet).
-    pub fn len(&self) -> usize {
-        self.clocks.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.clocks.is_empty()
-    }
 }
