@@ -9,7 +9,8 @@
 //! settle closure counting settlements. Wall time runs from the
 //! first submit to the last settlement (an event settles when its invocation starts). The
 //! first event of each persona also routes `session_started` (nobody subscribes to it here).
-//! The run is done twice: cold (10k flow instances and sessions are created during it) and
+//! The daemon's metrics recorder is installed, so every counter and histogram the engine
+//! records is paid for as in production. The run is done twice: cold (10k flow instances and sessions are created during it) and
 //! warm (they exist). The target is judged on the cold run.
 //!
 //! **Baseline**, same process, same N and events, run before and after the engine (the
@@ -280,6 +281,9 @@ fn main() {
         SMOKE_EVENTS
     };
 
+    // The daemon's metrics recorder, as `switchboard serve` installs it: the engine pays for
+    // its telemetry here as it does in production.
+    let _exporter = switchboard::telemetry::exporter::Exporter::install().expect("one recorder");
     let t = Instant::now();
     let rounds = vec![events(n), events(n)];
     let baseline_events = (events(n), events(n));

@@ -159,11 +159,10 @@ fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .context("installing the Prometheus recorder")?;
+    let exporter = switchboard::telemetry::exporter::Exporter::install()
+        .context("installing the metrics recorder")?;
     actix_rt::System::new().block_on(async move {
-        let daemon = boot::start(config, Some(prometheus)).await?;
+        let daemon = boot::start(config, Some(exporter)).await?;
         let (server, addrs) = switchboard::http::bind(daemon.clone())
             .with_context(|| format!("binding {}", daemon.config.http.listen))?;
         for a in &addrs {

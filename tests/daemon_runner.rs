@@ -195,6 +195,17 @@ async fn an_event_reaches_the_webhook_runner_and_its_commands_come_back_as_resul
     assert!(metrics.contains(
         "switchboard_invocations_total{agent=\"Bot\",flow=\"Main\",outcome=\"completed\"} 4"
     ));
+    // Durations are Prometheus histograms (design.md section 7), one sample per invocation.
+    for line in [
+        "# TYPE switchboard_invocation_duration_seconds histogram",
+        "# TYPE switchboard_dispatch_latency_seconds histogram",
+        "switchboard_invocation_duration_seconds_count{agent=\"Bot\",flow=\"Main\"} 4",
+        "switchboard_invocation_duration_seconds_bucket{agent=\"Bot\",flow=\"Main\",le=\"+Inf\"} 4",
+        "switchboard_dispatch_latency_seconds_count 4",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}\n{metrics}");
+    }
+    assert!(!metrics.contains("quantile="), "no summaries: {metrics}");
 }
 
 #[actix_rt::test]

@@ -110,7 +110,7 @@ fn signing_secret(config: &Config, key_material: &str) -> Vec<u8> {
 /// Starts the daemon inside the current actix system.
 pub async fn start(
     config: Config,
-    prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    metrics: Option<crate::telemetry::exporter::Exporter>,
 ) -> Result<Arc<Daemon>, BootError> {
     crate::telemetry::metrics::describe();
     let (secrets, key_text) =
@@ -190,7 +190,7 @@ pub async fn start(
         store,
         pending,
         sandbox,
-        prometheus,
+        metrics,
         secrets,
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),

@@ -61,7 +61,7 @@ pub struct Daemon {
     pub store: Store,
     pub pending: Arc<PendingInvocations>,
     pub sandbox: Arc<SandboxHub>,
-    pub prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    pub metrics: Option<crate::telemetry::exporter::Exporter>,
     secrets: SecretBox,
     ready: AtomicBool,
     draining: AtomicBool,

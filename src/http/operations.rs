@@ -186,10 +186,10 @@ async fn readyz(d: D) -> HttpResponse {
 }
 
 async fn metrics(d: D) -> HttpResponse {
-    match &d.prometheus {
-        Some(h) => HttpResponse::Ok()
+    match &d.metrics {
+        Some(exporter) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4")
-            .body(h.render()),
+            .body(exporter.render()),
         None => HttpResponse::NotFound().finish(),
     }
 }

@@ -26,6 +26,27 @@ pub const INFLIGHT_EVENTS: &str = "switchboard_inflight_events";
 pub const INFLIGHT_LIMIT: &str = "switchboard_inflight_limit";
 pub const NATS_INVOCATION_BATCH_SIZE: &str = "switchboard_nats_invocation_batch_size";
 
+/// Upper bounds of the `_seconds` histograms: from 100 µs (the engine's own dispatch) to two
+/// minutes (a slow skill). Prometheus' default buckets start at 5 ms, too coarse for dispatch.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// Upper bounds of the histograms that count things (queue depth, batch size).
+pub const COUNT_BUCKETS: &[f64] = &[
+    0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+/// The buckets of histogram `name`.
+pub fn buckets(name: &str) -> &'static [f64] {
+    if name.ends_with("_seconds") {
+        SECONDS_BUCKETS
+    } else {
+        COUNT_BUCKETS
+    }
+}
+
 /// Registers the descriptions with the installed recorder. Call once at start.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};

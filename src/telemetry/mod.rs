@@ -1,4 +1,7 @@
-//! Observability: metric names ([`metrics`]) and the per-label-set handles hot paths hold.
+//! Observability: metric names ([`metrics`]), the per-label-set handles hot paths hold, and
+//! the recorder and exposition the daemon installs ([`exporter`]).
 
+pub mod exporter;
 pub mod handles;
+pub mod histogram;
 pub mod metrics;

@@ -1,0 +1,227 @@
+//! The metrics recorder the daemon installs, and the exposition `/metrics` serves: counters and
+//! gauges live in metrics-exporter-prometheus; histograms live in [`ShardedHistogram`]s with the
+//! buckets of [`super::metrics::buckets`], rendered after them with the exporter's own
+//! formatting. Code records through the `metrics` facade either way.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use indexmap::IndexMap;
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use metrics_exporter_prometheus::formatting::{
+    write_help_line, write_metric_line, write_type_line,
+};
+use metrics_exporter_prometheus::{
+    LabelSet, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+use super::histogram::ShardedHistogram;
+use super::metrics::buckets;
+
+/// The histograms and their descriptions, shared by the recorder and the exporter.
+#[derive(Default)]
+struct Histograms {
+    by_key: Mutex<HashMap<Key, Arc<ShardedHistogram>>>,
+    descriptions: Mutex<HashMap<String, SharedString>>,
+}
+
+/// Renders what the installed [`SplitRecorder`] holds. Cheap to clone.
+#[derive(Clone)]
+pub struct Exporter {
+    prometheus: PrometheusHandle,
+    histograms: Arc<Histograms>,
+}
+
+impl std::fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exporter").finish_non_exhaustive()
+    }
+}
+
+/// The recorder: histograms to [`ShardedHistogram`]s, everything else to the Prometheus
+/// recorder.
+pub struct SplitRecorder {
+    prometheus: PrometheusRecorder,
+    histograms: Arc<Histograms>,
+}
+
+impl Exporter {
+    /// A recorder and the exporter that renders it, not installed (tests install it locally).
+    pub fn recorder() -> (SplitRecorder, Exporter) {
+        let prometheus = PrometheusBuilder::new().build_recorder();
+        let histograms = Arc::new(Histograms::default());
+        let exporter = Exporter {
+            prometheus: prometheus.handle(),
+            histograms: histograms.clone(),
+        };
+        (
+            SplitRecorder {
+                prometheus,
+                histograms,
+            },
+            exporter,
+        )
+    }
+
+    /// Installs the recorder for the whole process.
+    pub fn install() -> Result<Exporter, metrics::SetRecorderError<SplitRecorder>> {
+        let (recorder, exporter) = Exporter::recorder();
+        metrics::set_global_recorder(recorder)?;
+        Ok(exporter)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = self.prometheus.render();
+        // Counters and gauges hold no samples; this only keeps the exporter's own house.
+        self.prometheus.run_upkeep();
+        let histograms: Vec<(Key, Arc<ShardedHistogram>)> = lock(&self.histograms.by_key)
+            .iter()
+            .map(|(k, h)| (k.clone(), h.clone()))
+            .collect();
+        let descriptions = lock(&self.histograms.descriptions).clone();
+        // One family per name, its label sets in a stable order.
+        let mut families: BTreeMap<&str, Vec<(String, LabelSet, &ShardedHistogram)>> =
+            BTreeMap::new();
+        let none = IndexMap::new();
+        for (key, h) in &histograms {
+            let labels = LabelSet::from_key_and_global(key, &none);
+            let order = labels.to_strings().collect::<Vec<_>>().join(",");
+            families
+                .entry(key.name())
+                .or_default()
+                .push((order, labels, h));
+        }
+        for (name, mut series) in families {
+            series.sort_by(|a, b| a.0.cmp(&b.0));
+            if let Some(desc) = descriptions.get(name) {
+                write_help_line(&mut out, name, None, None, desc);
+            }
+            write_type_line(&mut out, name, None, None, "histogram");
+            for (_, labels, h) in series {
+                let s = h.snapshot();
+                for (bound, count) in &s.buckets {
+                    write_metric_line(
+                        &mut out,
+                        name,
+                        Some("bucket"),
+                        &labels,
+                        Some(("le", bound)),
+                        count,
+                        None,
+                    );
+                }
+                write_metric_line(
+                    &mut out,
+                    name,
+                    Some("bucket"),
+                    &labels,
+                    Some(("le", "+Inf")),
+                    s.count,
+                    None,
+                );
+                write_metric_line::<&str, f64>(
+                    &mut out,
+                    name,
+                    Some("sum"),
+                    &labels,
+                    None,
+                    s.sum,
+                    None,
+                );
+                write_metric_line::<&str, u64>(
+                    &mut out,
+                    name,
+                    Some("count"),
+                    &labels,
+                    None,
+                    s.count,
+                    None,
+                );
+            }
+        }
+        out
+    }
+}
+
+/// A metric registry poisoned by a panic elsewhere is still consistent (entries are only
+/// inserted whole), so it is used as it is.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Recorder for SplitRecorder {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.prometheus.describe_counter(key, unit, description)
+    }
+
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.prometheus.describe_gauge(key, unit, description)
+    }
+
+    fn describe_histogram(&self, key: KeyName, _unit: Option<Unit>, description: SharedString) {
+        lock(&self.histograms.descriptions)
+            .entry(key.as_str().to_owned())
+            .or_insert(description);
+    }
+
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        self.prometheus.register_counter(key, metadata)
+    }
+
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        self.prometheus.register_gauge(key, metadata)
+    }
+
+    fn register_histogram(&self, key: &Key, _metadata: &Metadata<'_>) -> Histogram {
+        let h = lock(&self.histograms.by_key)
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(ShardedHistogram::new(buckets(key.name()))))
+            .clone();
+        Histogram::from_arc(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::metrics as m;
+
+    #[test]
+    fn histograms_render_as_prometheus_histograms_beside_counters() {
+        let (recorder, exporter) = Exporter::recorder();
+        metrics::with_local_recorder(&recorder, || {
+            m::describe();
+            metrics::counter!(m::EVENTS_DEDUPLICATED_TOTAL).increment(2);
+            let h =
+                metrics::histogram!(m::INVOCATION_DURATION_SECONDS, "agent" => "A", "flow" => "F");
+            h.record(0.003);
+            h.record(200.0);
+            // The same key is the same histogram.
+            metrics::histogram!(m::INVOCATION_DURATION_SECONDS, "agent" => "A", "flow" => "F")
+                .record(0.5);
+            metrics::histogram!(m::FLOW_INSTANCE_QUEUE_DEPTH).record(3.0);
+        });
+        let text = exporter.render();
+        let has = |line: &str| assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        has("switchboard_events_deduplicated_total 2");
+        has("# TYPE switchboard_invocation_duration_seconds histogram");
+        has("# HELP switchboard_invocation_duration_seconds From invocation sent to its outcome.");
+        has(r#"switchboard_invocation_duration_seconds_bucket{agent="A",flow="F",le="0.0025"} 0"#);
+        has(r#"switchboard_invocation_duration_seconds_bucket{agent="A",flow="F",le="0.005"} 1"#);
+        has(r#"switchboard_invocation_duration_seconds_bucket{agent="A",flow="F",le="120"} 2"#);
+        has(r#"switchboard_invocation_duration_seconds_bucket{agent="A",flow="F",le="+Inf"} 3"#);
+        has(r#"switchboard_invocation_duration_seconds_sum{agent="A",flow="F"} 200.503"#);
+        has(r#"switchboard_invocation_duration_seconds_count{agent="A",flow="F"} 3"#);
+        has(r#"switchboard_flow_instance_queue_depth_bucket{le="2"} 0"#);
+        has(r#"switchboard_flow_instance_queue_depth_bucket{le="4"} 1"#);
+        has("switchboard_flow_instance_queue_depth_count 1");
+        assert_eq!(
+            text.matches("# TYPE switchboard_invocation_duration_seconds ")
+                .count(),
+            1,
+            "one family"
+        );
+        assert!(!text.contains("quantile"), "no summaries: {text}");
+    }
+}
