@@ -1,7 +1,8 @@
-//! The metrics recorder the daemon installs, and the exposition `/metrics` serves: counters and
-//! gauges live in metrics-exporter-prometheus; histograms live in [`ShardedHistogram`]s with the
-//! buckets of [`super::metrics::buckets`], rendered after them with the exporter's own
-//! formatting. Code records through the `metrics` facade either way.
+//! The metrics recorder the daemon installs, and the exposition `/metrics` serves: gauges live in
+//! metrics-exporter-prometheus; counters and histograms, which hot paths touch per event, live
+//! in per-thread shards ([`ShardedCounter`], [`ShardedHistogram`] with the buckets of
+//! [`super::metrics::buckets`]), rendered after the gauges with the exporter's own formatting.
+//! Code records through the `metrics` facade either way.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,21 +16,43 @@ use metrics_exporter_prometheus::{
     LabelSet, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
+use super::counter::ShardedCounter;
 use super::histogram::ShardedHistogram;
 use super::metrics::buckets;
 
-/// The histograms and their descriptions, shared by the recorder and the exporter.
+/// The sharded metrics and their descriptions, shared by the recorder and the exporter.
 #[derive(Default)]
-struct Histograms {
-    by_key: Mutex<HashMap<Key, Arc<ShardedHistogram>>>,
+struct Sharded {
+    counters: Mutex<HashMap<Key, Arc<ShardedCounter>>>,
+    histograms: Mutex<HashMap<Key, Arc<ShardedHistogram>>>,
     descriptions: Mutex<HashMap<String, SharedString>>,
+}
+
+/// The series of one metric family, in a stable order of their labels.
+type Families<T> = BTreeMap<String, Vec<(String, LabelSet, Arc<T>)>>;
+
+fn families<T>(by_key: &Mutex<HashMap<Key, Arc<T>>>) -> Families<T> {
+    let none = IndexMap::new();
+    let mut families: Families<T> = BTreeMap::new();
+    for (key, metric) in lock(by_key).iter() {
+        let labels = LabelSet::from_key_and_global(key, &none);
+        let order = labels.to_strings().collect::<Vec<_>>().join(",");
+        families
+            .entry(key.name().to_owned())
+            .or_default()
+            .push((order, labels, metric.clone()));
+    }
+    for series in families.values_mut() {
+        series.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    families
 }
 
 /// Renders what the installed [`SplitRecorder`] holds. Cheap to clone.
 #[derive(Clone)]
 pub struct Exporter {
     prometheus: PrometheusHandle,
-    histograms: Arc<Histograms>,
+    sharded: Arc<Sharded>,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -42,22 +65,22 @@ impl std::fmt::Debug for Exporter {
 /// recorder.
 pub struct SplitRecorder {
     prometheus: PrometheusRecorder,
-    histograms: Arc<Histograms>,
+    sharded: Arc<Sharded>,
 }
 
 impl Exporter {
     /// A recorder and the exporter that renders it, not installed (tests install it locally).
     pub fn recorder() -> (SplitRecorder, Exporter) {
         let prometheus = PrometheusBuilder::new().build_recorder();
-        let histograms = Arc::new(Histograms::default());
+        let sharded = Arc::new(Sharded::default());
         let exporter = Exporter {
             prometheus: prometheus.handle(),
-            histograms: histograms.clone(),
+            sharded: sharded.clone(),
         };
         (
             SplitRecorder {
                 prometheus,
-                histograms,
+                sharded,
             },
             exporter,
         )
@@ -73,31 +96,32 @@ impl Exporter {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = self.prometheus.render();
-        // Counters and gauges hold no samples; this only keeps the exporter's own house.
+        // Gauges hold no samples; this only keeps the exporter's own house.
         self.prometheus.run_upkeep();
-        let histograms: Vec<(Key, Arc<ShardedHistogram>)> = lock(&self.histograms.by_key)
-            .iter()
-            .map(|(k, h)| (k.clone(), h.clone()))
-            .collect();
-        let descriptions = lock(&self.histograms.descriptions).clone();
-        // One family per name, its label sets in a stable order.
-        let mut families: BTreeMap<&str, Vec<(String, LabelSet, &ShardedHistogram)>> =
-            BTreeMap::new();
-        let none = IndexMap::new();
-        for (key, h) in &histograms {
-            let labels = LabelSet::from_key_and_global(key, &none);
-            let order = labels.to_strings().collect::<Vec<_>>().join(",");
-            families
-                .entry(key.name())
-                .or_default()
-                .push((order, labels, h));
-        }
-        for (name, mut series) in families {
-            series.sort_by(|a, b| a.0.cmp(&b.0));
+        let descriptions = lock(&self.sharded.descriptions).clone();
+        let head = |out: &mut String, name: &str, kind: &str| {
             if let Some(desc) = descriptions.get(name) {
-                write_help_line(&mut out, name, None, None, desc);
+                write_help_line(out, name, None, None, desc);
             }
-            write_type_line(&mut out, name, None, None, "histogram");
+            write_type_line(out, name, None, None, kind);
+        };
+        for (name, series) in families(&self.sharded.counters) {
+            head(&mut out, &name, "counter");
+            for (_, labels, c) in series {
+                write_metric_line::<&str, u64>(
+                    &mut out,
+                    &name,
+                    None,
+                    &labels,
+                    None,
+                    c.value(),
+                    None,
+                );
+            }
+        }
+        for (name, series) in families(&self.sharded.histograms) {
+            let name = name.as_str();
+            head(&mut out, name, "histogram");
             for (_, labels, h) in series {
                 let s = h.snapshot();
                 for (bound, count) in &s.buckets {
@@ -150,9 +174,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+impl SplitRecorder {
+    fn describe(&self, key: KeyName, description: SharedString) {
+        lock(&self.sharded.descriptions)
+            .entry(key.as_str().to_owned())
+            .or_insert(description);
+    }
+}
+
 impl Recorder for SplitRecorder {
-    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
-        self.prometheus.describe_counter(key, unit, description)
+    fn describe_counter(&self, key: KeyName, _unit: Option<Unit>, description: SharedString) {
+        self.describe(key, description)
     }
 
     fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
@@ -160,13 +192,15 @@ impl Recorder for SplitRecorder {
     }
 
     fn describe_histogram(&self, key: KeyName, _unit: Option<Unit>, description: SharedString) {
-        lock(&self.histograms.descriptions)
-            .entry(key.as_str().to_owned())
-            .or_insert(description);
+        self.describe(key, description)
     }
 
-    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
-        self.prometheus.register_counter(key, metadata)
+    fn register_counter(&self, key: &Key, _metadata: &Metadata<'_>) -> Counter {
+        let c = lock(&self.sharded.counters)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        Counter::from_arc(c)
     }
 
     fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
@@ -174,7 +208,7 @@ impl Recorder for SplitRecorder {
     }
 
     fn register_histogram(&self, key: &Key, _metadata: &Metadata<'_>) -> Histogram {
-        let h = lock(&self.histograms.by_key)
+        let h = lock(&self.sharded.histograms)
             .entry(key.clone())
             .or_insert_with(|| Arc::new(ShardedHistogram::new(buckets(key.name()))))
             .clone();
@@ -204,6 +238,7 @@ mod tests {
         });
         let text = exporter.render();
         let has = |line: &str| assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        has("# TYPE switchboard_events_deduplicated_total counter");
         has("switchboard_events_deduplicated_total 2");
         has("# TYPE switchboard_invocation_duration_seconds histogram");
         has("# HELP switchboard_invocation_duration_seconds From invocation sent to its outcome.");

@@ -1,6 +1,6 @@
-//! A Prometheus histogram with fixed buckets whose counts are sharded per thread: the first
-//! threads to record each own a shard and update it with plain loads and stores on cache lines
-//! of their own; later threads share one last shard and update it with atomic adds.
+//! A Prometheus histogram with fixed buckets whose counts are sharded per thread
+//! ([`super::thread_slot`]): a sample is a plain load and store on cache lines of the recording
+//! thread's own.
 //!
 //! metrics-exporter-prometheus keeps every histogram sample in a lock-free bucket until a scrape
 //! or an upkeep drains it; each push pins a crossbeam epoch and contends with the other workers
@@ -8,14 +8,9 @@
 //! samples per event, and without scrapes the samples piled up. Here a sample only bumps a
 //! bucket count and a sum, so memory is fixed at registration and a scrape adds up the shards.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Shards per histogram: one for each of the first `SHARDS - 1` threads that record (the
-/// engine's workers and the router are among them), and one that every later thread shares.
-const SHARDS: usize = 8;
-/// The shard threads share.
-const SHARED: usize = SHARDS - 1;
+use super::thread_slot::{add, add_f64, thread_slot, SHARDS};
 
 /// Buckets a histogram can have, `+Inf` included.
 pub const MAX_BUCKETS: usize = 24;
@@ -75,19 +70,8 @@ impl ShardedHistogram {
         let bucket = self.bounds.partition_point(|b| *b < value);
         let slot = thread_slot();
         let shard = &self.shards[slot];
-        let (count, sum) = (&shard.counts[bucket], &shard.sum);
-        if slot == SHARED {
-            count.fetch_add(1, Ordering::Relaxed);
-            let _ = sum.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
-                Some((f64::from_bits(bits) + value).to_bits())
-            });
-        } else {
-            // This thread is the shard's only writer: no read-modify-write needed, and a
-            // scrape's loads never see a torn value.
-            count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-            let total = f64::from_bits(sum.load(Ordering::Relaxed)) + value;
-            sum.store(total.to_bits(), Ordering::Relaxed);
-        }
+        add(&shard.counts[bucket], slot, 1);
+        add_f64(&shard.sum, slot, value);
     }
 
     /// Adds the shards up. Counts recorded while this runs may be missed by the sum or the
@@ -123,23 +107,6 @@ impl metrics::HistogramFn for ShardedHistogram {
     fn record(&self, value: f64) {
         ShardedHistogram::record(self, value)
     }
-}
-
-/// This thread's shard, assigned on its first sample and kept for the thread's life (the same
-/// in every histogram): its own for the first `SHARED` threads, [`SHARED`] for the rest.
-fn thread_slot() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SLOT: Cell<Option<usize>> = const { Cell::new(None) };
-    }
-    SLOT.with(|slot| match slot.get() {
-        Some(s) => s,
-        None => {
-            let s = NEXT.fetch_add(1, Ordering::Relaxed).min(SHARED);
-            slot.set(Some(s));
-            s
-        }
-    })
 }
 
 #[cfg(test)]
