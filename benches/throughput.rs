@@ -52,7 +52,8 @@ const PERSONAS: usize = 10_000;
 const CONNECTORS: usize = 8;
 const HOP_CAPACITY: usize = 1024;
 /// Events handed over per `submit_batch`, as the NATS consumer hands over what one pull
-/// brought (at most its default `pull_batch`).
+/// brought (at most its default `pull_batch`). `BENCH_SUBMIT_BATCH=1` submits one at a time
+/// with `Engine::submit`, as HTTP ingest does.
 const SUBMIT_BATCH: usize = 100;
 const TARGET_RATE: f64 = 500_000.0;
 const TARGET_RATIO: f64 = 0.5;
@@ -136,7 +137,7 @@ impl Run {
 }
 
 /// Runs the engine over `rounds` (each a Vec of events); returns one figure per round.
-fn engine_runs(rounds: Vec<Vec<Event>>) -> (Vec<Run>, String) {
+fn engine_runs(rounds: Vec<Vec<Event>>, submit_batch: usize) -> (Vec<Run>, String) {
     actix_rt::System::new().block_on(async move {
         let (sink, _commands) = ChannelSink::new(1024);
         let dead_letters = Arc::new(MemoryDeadLetters::new(10_000));
@@ -185,15 +186,21 @@ fn engine_runs(rounds: Vec<Vec<Event>>) -> (Vec<Run>, String) {
             let n = events.len();
             let before = done.total();
             let start = Instant::now();
+            let settle = || -> Option<Box<dyn Settle>> {
+                Some(Box::new(move |s: Settlement| done.settle(s)))
+            };
             let mut events = events.into_iter().peekable();
+            if submit_batch == 1 {
+                // As HTTP ingest admits: one event per call.
+                for e in events.by_ref() {
+                    engine.submit(e, settle()).await.expect("admitted");
+                }
+            }
             while events.peek().is_some() {
                 let batch: Vec<_> = events
                     .by_ref()
-                    .take(SUBMIT_BATCH)
-                    .map(|e| {
-                        let settle: Box<dyn Settle> = Box::new(move |s: Settlement| done.settle(s));
-                        (e, Some(settle))
-                    })
+                    .take(submit_batch)
+                    .map(|e| (e, settle()))
                     .collect();
                 for r in engine.submit_batch(batch).await {
                     r.expect("admitted");
@@ -284,6 +291,11 @@ fn main() {
     // The daemon's metrics recorder, as `switchboard serve` installs it: the engine pays for
     // its telemetry here as it does in production.
     let _exporter = switchboard::telemetry::exporter::Exporter::install().expect("one recorder");
+    let submit_batch = std::env::var("BENCH_SUBMIT_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(SUBMIT_BATCH)
+        .max(1);
     let t = Instant::now();
     let rounds = vec![events(n), events(n)];
     let baseline_events = (events(n), events(n));
@@ -297,11 +309,11 @@ fn main() {
     if std::env::var_os("BENCH_ENGINE_ONLY").is_some() {
         // For profiling: the engine alone, after a pause that marks where it starts.
         std::thread::sleep(Duration::from_secs(1));
-        eprintln!("engine only: {:?}", engine_runs(rounds).0);
+        eprintln!("engine only: {:?}", engine_runs(rounds, submit_batch).0);
         return;
     }
     let base_before = baseline_run(baseline_events.0);
-    let (runs, check) = engine_runs(rounds);
+    let (runs, check) = engine_runs(rounds, submit_batch);
     let base_after = baseline_run(baseline_events.1);
     let base = if base_before.total <= base_after.total {
         base_before
