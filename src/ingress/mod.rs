@@ -135,14 +135,16 @@ impl Ingress {
         events: Vec<(Event, Option<Box<dyn Settle>>)>,
     ) -> Vec<Result<(), Refusal>> {
         let mut results = Vec::with_capacity(events.len());
-        let mut events = events.into_iter().peekable();
+        let mut events = events.into_iter();
         let most = self.limit.min(BATCH_PERMITS);
-        while events.peek().is_some() {
-            let chunk: Vec<_> = events.by_ref().take(most).collect();
+        while events.len() > 0 {
+            // Taken from the batch as they are prepared, not collected first: an event is
+            // moved as few times as can be.
+            let chunk = events.len().min(most);
             let mut permits = self
                 .permits
                 .clone()
-                .acquire_many_owned(chunk.len() as u32)
+                .acquire_many_owned(chunk as u32)
                 .await
                 .expect("the permit semaphore is never closed");
             self.metrics.inflight.set(self.inflight() as f64);
@@ -151,7 +153,7 @@ impl Ingress {
             // Grouped by connector, each group in arrival order: the order that matters (per
             // connector, hence per conversation) is kept.
             let mut groups: Vec<Vec<(usize, PendingInbound)>> = Vec::new();
-            for (event, source) in chunk {
+            for (event, source) in events.by_ref().take(chunk) {
                 let permit = permits.split(1).expect("one permit per event of the chunk");
                 let at = results.len();
                 results.push(Ok(()));
