@@ -187,9 +187,12 @@ async fn readyz(d: D) -> HttpResponse {
 
 async fn metrics(d: D) -> HttpResponse {
     match &d.metrics {
-        Some(exporter) => HttpResponse::Ok()
-            .content_type("text/plain; version=0.0.4")
-            .body(exporter.render()),
+        Some(exporter) => {
+            d.engine.ingress().report_inflight();
+            HttpResponse::Ok()
+                .content_type("text/plain; version=0.0.4")
+                .body(exporter.render())
+        }
         None => HttpResponse::NotFound().finish(),
     }
 }

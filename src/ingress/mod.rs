@@ -116,7 +116,6 @@ impl Ingress {
             .acquire_owned()
             .await
             .expect("the permit semaphore is never closed");
-        self.metrics.inflight.set(self.inflight() as f64);
         let pending = self.prepare(event, source, permit, Instant::now(), &mut None)?;
         match self.offer(pending)? {
             None => Ok(()),
@@ -147,7 +146,6 @@ impl Ingress {
                 .acquire_many_owned(chunk as u32)
                 .await
                 .expect("the permit semaphore is never closed");
-            self.metrics.inflight.set(self.inflight() as f64);
             let admitted_at = Instant::now();
             let mut declared = None;
             // Grouped by connector, each group in arrival order: the order that matters (per
@@ -253,7 +251,6 @@ impl Ingress {
             .clone()
             .try_acquire_owned()
             .map_err(|_| Refusal::Busy)?;
-        self.metrics.inflight.set(self.inflight() as f64);
         let pending = self.prepare(event, source, permit, Instant::now(), &mut None)?;
         match self.offer(pending)? {
             None => Ok(()),
@@ -281,6 +278,12 @@ impl Ingress {
     /// Admitted events not yet dispatched or recorded.
     pub fn inflight(&self) -> usize {
         self.limit - self.permits.available_permits()
+    }
+
+    /// Sets the in-flight gauge to [`Ingress::inflight`]. Called when metrics are read, not per
+    /// event: the value is read from the permits, so it is exact at the scrape, idle or not.
+    pub fn report_inflight(&self) {
+        self.metrics.inflight.set(self.inflight() as f64);
     }
 
     /// Checks `event` (refusing it with its permit and source) and readies it for its inbox.
