@@ -13,6 +13,8 @@
 //!   processed, the live-bytes difference / 100k is the cost of one live, idle flow instance
 //!   (its actor, its slot in the directory, its pending idle timer).
 //!
+//! The daemon's metrics recorder is installed, as in production.
+//!
 //! **Baseline**: the live bytes just before each step (a delta measurement).
 //!
 //! **Targets**: ≤ 2048 bytes per connector actor and ≤ 2048 bytes per flow instance.
@@ -129,6 +131,9 @@ fn per_unit(name: &'static str, before: Live, after: Live, n: usize) -> Figure {
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let n: usize = if bench { 100_000 } else { 1_000 };
+    // The daemon's metrics recorder, as `switchboard serve` installs it, so the handles each
+    // connector and flow holds are real ones.
+    let _exporter = switchboard::telemetry::exporter::Exporter::install().expect("one recorder");
 
     let (figures, check) = actix_rt::System::new().block_on(async move {
         let (sink, _commands) = ChannelSink::new(1024);
