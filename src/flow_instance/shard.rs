@@ -146,6 +146,8 @@ impl Actor for FlowShard {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // This worker records metrics per event: it takes a metrics shard of its own first.
+        crate::telemetry::thread_slot::claim();
         self.reach.me = Some(Arc::new(ctx.address()));
         Self::start_pump(ctx);
     }

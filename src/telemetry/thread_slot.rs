@@ -28,6 +28,13 @@ pub fn thread_slot() -> usize {
     })
 }
 
+/// Takes this thread's shard now. The engine's workers call it when they start, so that
+/// threads that record once in a while and come and go (a blocking pool's) do not take the
+/// owned shards before the threads that record per event.
+pub fn claim() {
+    thread_slot();
+}
+
 /// Adds `n` to `cell` of shard `slot`. A shard's owner is its only writer, so it needs no
 /// read-modify-write, and readers' loads never see a torn value.
 #[inline]
