@@ -6,12 +6,12 @@
 //! runner. N pre-built events (default 500k; `BENCH_EVENTS` overrides) from 10k personas
 //! (external_id = persona number) are submitted round-robin over the connectors with
 //! `Engine::submit_batch`, 100 at a time as the NATS consumer hands over a pull, each with a
-//! settle closure counting settlements. Wall time runs from the
-//! first submit to the last settlement (an event settles when its invocation starts). The
-//! first event of each persona also routes `session_started` (nobody subscribes to it here).
-//! The daemon's metrics recorder is installed, so every counter and histogram the engine
-//! records is paid for as in production. The run is done twice: cold (10k flow instances and sessions are created during it) and
-//! warm (they exist). The target is judged on the cold run.
+//! settle closure counting settlements. Wall time runs from the first submit to the last
+//! settlement (an event settles when its invocation starts). The first event of each persona
+//! also routes `session_started` (nobody subscribes to it here). The daemon's metrics recorder
+//! is installed, so every counter and histogram the engine records is paid for as in
+//! production. The run is done twice: cold (10k flow instances and sessions are created during
+//! it) and warm (they exist). The target is judged on the cold run.
 //!
 //! **Baseline**, same process, same N and events, run before and after the engine (the
 //! better of the two counts): a chain of plain bounded tokio mpsc hops of
@@ -44,6 +44,7 @@ use switchboard::domain::{
 use switchboard::egress::ChannelSink;
 use switchboard::skill_runner::in_process::FnRunner;
 use switchboard::skill_runner::RunnerRegistry;
+use switchboard::telemetry::counter::ShardedCounter;
 use switchboard::{Engine, EngineConfig, EngineParts};
 
 const DEFAULT_EVENTS: usize = 500_000;
@@ -58,24 +59,12 @@ const SUBMIT_BATCH: usize = 100;
 const TARGET_RATE: f64 = 500_000.0;
 const TARGET_RATIO: f64 = 0.5;
 
-/// One counter per settling thread, each on its own cache line: the bench's bookkeeping must
+/// Settlements, counted by every settle closure (leaked: no refcount traffic per event). The
+/// count is a sharded counter, one cache line per settling thread: the bench's bookkeeping must
 /// not become a contended atomic the engine's workers pay for (the baseline counts in one task).
-#[repr(align(128))]
-#[derive(Default)]
-struct Slot(AtomicUsize);
-
-const SLOTS: usize = 16;
-
-static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static SLOT: usize = NEXT_SLOT.fetch_add(1, Ordering::Relaxed) % SLOTS;
-}
-
-/// Settlements, counted by every settle closure (leaked: no refcount traffic per event).
 #[derive(Default)]
 struct Done {
-    settled: [Slot; SLOTS],
+    settled: ShardedCounter,
     redelivered: AtomicUsize,
 }
 
@@ -84,14 +73,11 @@ impl Done {
         if s == Settlement::Redeliver {
             self.redelivered.fetch_add(1, Ordering::Relaxed);
         }
-        SLOT.with(|&i| self.settled[i].0.fetch_add(1, Ordering::Release));
+        self.settled.increment(1);
     }
 
     fn total(&self) -> usize {
-        self.settled
-            .iter()
-            .map(|s| s.0.load(Ordering::Acquire))
-            .sum()
+        self.settled.value() as usize
     }
 
     /// Waits until `target` settlements have been counted, looking every 100 µs (at most

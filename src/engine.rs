@@ -16,7 +16,7 @@ use crate::commands::refusal::CommandRefusal;
 use crate::commands::router::CommandRouter;
 use crate::commands::validation::validate;
 use crate::connectors::actor::{ConnectorActor, ConnectorDeps, ConnectorHandle};
-use crate::connectors::registry::{ConnectorRegistry, ConnectorView, ControlError};
+use crate::connectors::registry::{ConnectorKey, ConnectorRegistry, ConnectorView, ControlError};
 use crate::dead_letter::DeadLetterStore;
 use crate::domain::{Command, Event, Flow, Idn, Name, PersonaId};
 use crate::egress::CommandSink;
@@ -343,9 +343,7 @@ impl Engine {
     pub fn check_command(&self, command: &Command) -> Result<(), CommandRefusal> {
         self.registry
             .with_running(
-                &command.account,
-                &command.integration,
-                &command.connector,
+                &ConnectorKey::new(&command.account, &command.integration, &command.connector),
                 (),
                 |_, ()| (),
             )

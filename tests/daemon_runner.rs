@@ -207,18 +207,18 @@ async fn an_event_reaches_the_webhook_runner_and_its_commands_come_back_as_resul
     }
     assert!(!metrics.contains("quantile="), "no summaries: {metrics}");
     // The in-flight gauge is read at the scrape: once every event is handed on, it is 0.
-    let mut idle = String::new();
-    for _ in 0..200 {
-        idle = d.metrics().await;
-        if idle.lines().any(|l| l == "switchboard_inflight_events 0") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(
-        idle.lines().any(|l| l == "switchboard_inflight_events 0"),
-        "{idle}"
-    );
+    eventually(
+        "switchboard_inflight_events 0",
+        Duration::from_secs(2),
+        || async {
+            let metrics = d.metrics().await;
+            metrics
+                .lines()
+                .any(|l| l == "switchboard_inflight_events 0")
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 #[actix_rt::test]

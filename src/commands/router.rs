@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::refusal::{refuse, CommandRefusal};
 use crate::connectors::actor::Outbound;
-use crate::connectors::registry::{ConnectorRegistry, Reach};
+use crate::connectors::registry::{ConnectorKey, ConnectorRegistry, Reach};
 use crate::dead_letter::DeadLetterStore;
 use crate::domain::{Command, PersonaId};
 use crate::routing::dispatch::Dispatcher;
@@ -65,22 +65,16 @@ impl CommandRouter {
         persona: PersonaId,
         flow: Option<Arc<FlowRoute>>,
     ) {
-        let (account, integration, connector) = (
-            command.account.clone(),
-            command.integration.clone(),
-            command.connector.clone(),
-        );
+        let key = ConnectorKey::new(&command.account, &command.integration, &command.connector);
         let outbound = Outbound {
             command,
             act,
             persona,
             flow,
         };
-        if let Err((outbound, refusal)) =
-            self.registry
-                .with_running(&account, &integration, &connector, outbound, |actor, o| {
-                    actor.addr.do_send(o)
-                })
+        if let Err((outbound, refusal)) = self
+            .registry
+            .with_running(&key, outbound, |actor, o| actor.addr.do_send(o))
         {
             self.refuse(
                 outbound.command,

@@ -30,6 +30,16 @@ pub struct ConnectorKey {
     pub connector: Idn,
 }
 
+impl ConnectorKey {
+    pub fn new(account: &Idn, integration: &Idn, connector: &Idn) -> Self {
+        ConnectorKey {
+            account: account.clone(),
+            integration: integration.clone(),
+            connector: connector.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Running,
@@ -165,23 +175,17 @@ impl ConnectorRegistry {
         &self.catalog
     }
 
-    /// Calls `send(addr, payload)` with the running connector's actor while holding the read
-    /// guard; gives `payload` back with the reason when the connector cannot be reached.
+    /// Calls `send(addr, payload)` with the running connector `key`'s actor while holding the
+    /// read guard; gives `payload` back with the reason when the connector cannot be reached.
     #[inline]
     pub fn with_running<T, R>(
         &self,
-        account: &Idn,
-        integration: &Idn,
-        connector: &Idn,
+        key: &ConnectorKey,
         payload: T,
         send: impl FnOnce(&ConnectorHandle, T) -> R,
     ) -> Result<R, (T, Reach)> {
-        let key = ConnectorKey {
-            account: account.clone(),
-            integration: integration.clone(),
-            connector: connector.clone(),
-        };
-        match self.connectors.get(&key) {
+        let (integration, connector) = (&key.integration, &key.connector);
+        match self.connectors.get(key) {
             Some(e) => match &e.actor {
                 Some(actor) => Ok(send(actor, payload)),
                 None => Err((

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use crate::admission::delivery::{Delivery, Settle};
 use crate::admission::Refusal;
 use crate::connectors::actor::Inbound;
-use crate::connectors::registry::{ConnectorRegistry, Reach};
+use crate::connectors::registry::{ConnectorKey, ConnectorRegistry, Reach};
 use crate::dead_letter::{self, DeadLetter, DeadLetterStore};
 use crate::domain::{Event, Idn, RoutedEvent, SharedEvent, Target};
 use crate::telemetry::handles::{self, EngineMetrics};
@@ -58,6 +58,19 @@ impl PendingInbound {
 
 /// Permits [`Ingress::submit_batch`] takes at once, at most.
 pub const BATCH_PERMITS: usize = 256;
+
+/// The connector `event` is for.
+fn key_of(event: &Event) -> ConnectorKey {
+    ConnectorKey::new(&event.account, &event.integration, &event.connector)
+}
+
+/// The refusal of `event` when its connector stopped after the registry was read.
+fn stopped(event: &Event) -> Refusal {
+    Refusal::ConnectorStopped {
+        integration: event.integration.to_string(),
+        connector: event.connector.to_string(),
+    }
+}
 
 fn same_connector(a: &PendingInbound, b: &PendingInbound) -> bool {
     let (a, b) = (&a.event.event, &b.event.event);
@@ -185,29 +198,18 @@ impl Ingress {
         let Some((_, first)) = run.first() else {
             return;
         };
-        let e = &first.event.event;
-        let (account, integration, connector) = (
-            e.account.clone(),
-            e.integration.clone(),
-            e.connector.clone(),
-        );
-        let sent =
-            self.registry
-                .with_running(
-                    &account,
-                    &integration,
-                    &connector,
-                    run,
-                    |actor, run| match actor.inbox().try_reserve_many(run.len()) {
-                        Ok(slots) => {
-                            for (slot, (_, pending)) in slots.zip(run) {
-                                slot.send(pending.into_inbound());
-                            }
-                            None
-                        }
-                        Err(_) => Some(run),
-                    },
-                );
+        let key = key_of(&first.event.event);
+        let sent = self.registry.with_running(&key, run, |actor, run| {
+            match actor.inbox().try_reserve_many(run.len()) {
+                Ok(slots) => {
+                    for (slot, (_, pending)) in slots.zip(run) {
+                        slot.send(pending.into_inbound());
+                    }
+                    None
+                }
+                Err(_) => Some(run),
+            }
+        });
         let run = match sent {
             Ok(None) => return,
             Ok(Some(run)) | Err((run, _)) => run,
@@ -234,10 +236,7 @@ impl Ingress {
             }
             // Stopped while we waited: nothing was sent after its inbox closed.
             Err(_) => {
-                let refusal = Refusal::ConnectorStopped {
-                    integration: pending.event.event.integration.to_string(),
-                    connector: pending.event.event.connector.to_string(),
-                };
+                let refusal = stopped(&pending.event.event);
                 Err(self.refuse_pending(pending, refusal))
             }
         }
@@ -263,13 +262,7 @@ impl Ingress {
     pub fn admissible(&self, event: &Event) -> Result<(), Refusal> {
         let checked = self.check(event, &mut None).and_then(|()| {
             self.registry
-                .with_running(
-                    &event.account,
-                    &event.integration,
-                    &event.connector,
-                    (),
-                    |_, ()| (),
-                )
+                .with_running(&key_of(event), (), |_, ()| ())
                 .map_err(|((), reach)| Refusal::from(reach))
         });
         checked.map_err(|r| self.refuse(event.clone(), r))
@@ -315,17 +308,9 @@ impl Ingress {
         &self,
         pending: PendingInbound,
     ) -> Result<Option<(PendingInbound, mpsc::Sender<Inbound>)>, Refusal> {
-        let (account, integration, connector) = (
-            pending.event.event.account.clone(),
-            pending.event.event.integration.clone(),
-            pending.event.event.connector.clone(),
-        );
-        let sent = self.registry.with_running(
-            &account,
-            &integration,
-            &connector,
-            pending,
-            |actor, pending| match actor.inbox().try_reserve() {
+        let key = key_of(&pending.event.event);
+        let sent = self.registry.with_running(&key, pending, |actor, pending| {
+            match actor.inbox().try_reserve() {
                 Ok(slot) => {
                     slot.send(pending.into_inbound());
                     Admitted::Sent
@@ -334,14 +319,11 @@ impl Ingress {
                     Admitted::Full(pending, actor.inbox().clone())
                 }
                 Err(mpsc::error::TrySendError::Closed(())) => Admitted::Closed(pending),
-            },
-        );
+            }
+        });
         match sent {
             Ok(Admitted::Closed(pending)) => {
-                let refusal = Refusal::ConnectorStopped {
-                    integration: integration.to_string(),
-                    connector: connector.to_string(),
-                };
+                let refusal = stopped(&pending.event.event);
                 Err(self.refuse_pending(pending, refusal))
             }
             Ok(Admitted::Sent) => Ok(None),
