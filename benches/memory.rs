@@ -146,7 +146,8 @@ fn main() {
             },
             EngineParts {
                 runners: Arc::new(RunnerRegistry::new(Arc::new(FnRunner::completing()))),
-                sink: Arc::new(sink),
+                egress: Arc::new(sink),
+                natives: Vec::new(),
                 dead_letters: dead_letters.clone(),
                 sessions: None,
             },

@@ -135,7 +135,8 @@ fn engine_runs(rounds: Vec<Vec<Event>>, submit_batch: usize) -> (Vec<Run>, Strin
             },
             EngineParts {
                 runners: Arc::new(RunnerRegistry::new(Arc::new(FnRunner::completing()))),
-                sink: Arc::new(sink),
+                egress: Arc::new(sink),
+                natives: Vec::new(),
                 dead_letters: dead_letters.clone(),
                 sessions: None,
             },

@@ -1,5 +1,6 @@
-//! The engine: wires catalog, registry, router, dispatcher, flow instances, sessions and
-//! commands together and offers the in-process API every surface (HTTP, queues, tests) uses.
+//! The engine: wires catalog, directory, command stage, flow instances, dispatcher, connectors,
+//! sessions and ingress together, and offers the in-process API every surface (HTTP, queues,
+//! tests) uses.
 //! Start it inside an actix `System`.
 
 use std::sync::Arc;
@@ -13,24 +14,26 @@ use crate::admission::delivery::Settle;
 use crate::admission::Refusal;
 use crate::catalog::Catalog;
 use crate::commands::refusal::CommandRefusal;
-use crate::commands::router::CommandRouter;
-use crate::commands::validation::validate;
+use crate::commands::{CommandRouter, NativeIntegration, Natives};
 use crate::connectors::actor::{ConnectorActor, ConnectorDeps, ConnectorHandle};
-use crate::connectors::registry::{ConnectorKey, ConnectorRegistry, ConnectorView, ControlError};
+use crate::connectors::acts::CommandActs;
+use crate::connectors::registry::{ConnectorRegistry, ConnectorView, ControlError};
+use crate::connectors::Directory;
 use crate::dead_letter::DeadLetterStore;
 use crate::domain::{Command, Event, Flow, Idn, Name, PersonaId};
 use crate::egress::CommandSink;
 use crate::flow_instance::messages::FlowInstanceSnapshot;
 use crate::flow_instance::state::StateStore;
 use crate::flow_instance::{FlowDeps, FlowInstanceKey, FlowInstances};
-use crate::ingress::Ingress;
-use crate::routing::dispatch::Dispatcher;
+use crate::ingress::{Ingress, InternalEvents};
+use crate::invocation::RunnerResolver;
+use crate::natives::system::System;
 use crate::routing::explain::{self, Explanation};
-use crate::routing::router::{DeleteFlow, FlowRejected, PutFlow, ReplaceFlows, Router};
+use crate::routing::flow_table::{DeleteFlow, FlowRejected, FlowTable, PutFlow, ReplaceFlows};
+use crate::routing::{Dispatcher, LiveIndex};
 use crate::session::sweeper::SessionSweeper;
 use crate::session::table::SessionJournal;
 use crate::session::{SessionTable, SessionView};
-use crate::skill_runner::RunnerResolver;
 use crate::telemetry::handles::EngineMetrics;
 
 /// Engine settings with their defaults (see `config/switchboard.toml` for the annotated
@@ -90,10 +93,20 @@ fn shard_inbox_capacity(inflight_limit: usize) -> usize {
     inflight_limit.max(1).saturating_mul(2)
 }
 
+/// Events the internal-events queue holds (command results, session ends, system events):
+/// as many as may be in flight, since each admitted event causes a few at most.
+fn internal_queue_capacity(inflight_limit: usize) -> usize {
+    inflight_limit.max(1024)
+}
+
 /// What the engine plugs in from outside.
 pub struct EngineParts {
     pub runners: Arc<dyn RunnerResolver>,
-    pub sink: Arc<dyn CommandSink>,
+    /// Where commands of external integrations leave.
+    pub egress: Arc<dyn CommandSink>,
+    /// Native integrations carried out in the daemon, by integration idn (`system` is the
+    /// engine's own and always registered).
+    pub natives: Vec<(&'static str, Arc<dyn NativeIntegration>)>,
     pub dead_letters: Arc<dyn DeadLetterStore>,
     /// Records session starts and ends (the durable store); `None` keeps them in memory only.
     pub sessions: Option<Arc<dyn SessionJournal>>,
@@ -104,8 +117,10 @@ pub struct EngineParts {
 pub struct Engine {
     catalog: Arc<Catalog>,
     registry: Arc<ConnectorRegistry>,
+    index: Arc<LiveIndex>,
     dispatcher: Arc<Dispatcher>,
-    router: Addr<Router>,
+    instances: Arc<FlowInstances>,
+    flows: Addr<FlowTable>,
     ingress: Ingress,
     sessions: Arc<SessionTable>,
     commands: Arc<CommandRouter>,
@@ -125,71 +140,90 @@ impl Drop for Workers {
 }
 
 impl Engine {
-    /// Starts the engine in the current actix system.
+    /// Starts the engine in the current actix system. Every part is built after what it
+    /// needs, in stage order from the back: the command stage first (it needs only the
+    /// directory, the natives and the internal-events sink), then the flow instances that send
+    /// commands to it, the dispatcher that feeds them, the connector actors that route through
+    /// it, and ingress. Call-backs (result events, session ends, system events) reach routing
+    /// through the internal-events queue, made first and drained last.
     pub fn start(config: EngineConfig, parts: EngineParts) -> Engine {
         let catalog = Catalog::builtin();
         let metrics = Arc::new(EngineMetrics::new());
         let workers: Vec<Arbiter> = (0..config.workers).map(|_| Arbiter::new()).collect();
         let handles: Vec<ArbiterHandle> = workers.iter().map(|a| a.handle()).collect();
-        let registry = Arc::new(ConnectorRegistry::new(catalog.clone()));
+        let directory = Arc::new(Directory::new(catalog.clone()));
         let state = Arc::new(StateStore::default());
         let sessions = Arc::new(SessionTable::new(parts.sessions.clone()));
+        let index = Arc::new(LiveIndex::default());
+        let acts = Arc::new(CommandActs::new(
+            config.command_act_ttl,
+            config.command_act_capacity,
+        ));
+        let (events, queue) = InternalEvents::new(
+            internal_queue_capacity(config.inflight_limit),
+            parts.dead_letters.clone(),
+        );
 
-        let dispatcher = Arc::new_cyclic(|weak| {
-            let commands = Arc::new(CommandRouter::new(
-                registry.clone(),
-                weak.clone(),
-                parts.dead_letters.clone(),
-            ));
-            let instances = Arc::new(FlowInstances::start(
-                &handles,
-                FlowDeps {
-                    state: state.clone(),
-                    commands,
-                    dead_letters: parts.dead_letters.clone(),
-                    metrics: metrics.clone(),
-                    max_pending: config.max_pending_per_flow_instance,
-                    idle_timeout: config.flow_idle_timeout,
-                },
-                shard_inbox_capacity(config.inflight_limit),
-            ));
-            Dispatcher::new(instances, catalog.clone())
+        let system = Arc::new(System {
+            index: index.clone(),
+            state: state.clone(),
+            events: events.clone(),
         });
-        let commands = dispatcher.instances().deps.commands.clone();
+        let natives = parts.natives.into_iter().fold(
+            Natives::default().with("system", system),
+            |n, (idn, native)| n.with(idn, native),
+        );
+        let commands = Arc::new(CommandRouter::new(
+            directory.clone(),
+            natives,
+            parts.egress,
+            events.clone(),
+            parts.dead_letters.clone(),
+            acts.clone(),
+        ));
+        let instances = Arc::new(FlowInstances::start(
+            &handles,
+            FlowDeps {
+                state: state.clone(),
+                commands: commands.clone(),
+                sessions: sessions.clone(),
+                dead_letters: parts.dead_letters.clone(),
+                metrics: metrics.clone(),
+                max_pending: config.max_pending_per_flow_instance,
+                idle_timeout: config.flow_idle_timeout,
+            },
+            shard_inbox_capacity(config.inflight_limit),
+        ));
+        let dispatcher = Arc::new(Dispatcher::new(index.clone(), instances.clone()));
 
         let deps = Arc::new(ConnectorDeps {
-            dispatcher: dispatcher.clone(),
+            routes: dispatcher.clone(),
             sessions: sessions.clone(),
+            acts,
             dead_letters: parts.dead_letters.clone(),
-            sink: parts.sink,
-            state: state.clone(),
             metrics: metrics.clone(),
             dedupe_window: config.dedupe_window,
             dedupe_capacity: config.dedupe_capacity,
-            act_ttl: config.command_act_ttl,
-            act_capacity: config.command_act_capacity,
         });
         let next = std::sync::atomic::AtomicUsize::new(0);
-        registry.set_factory(Box::new(move |key, integration, internal| {
-            let actor = ConnectorActor::new(
-                key.account.clone(),
-                integration.clone(),
-                key.connector.clone(),
-                internal,
-                deps.clone(),
-            );
-            let addr = if handles.is_empty() {
-                actor.start()
-            } else {
-                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % handles.len();
-                ConnectorActor::start_in_arbiter(&handles[n], move |_| actor)
-            };
-            ConnectorHandle::new(addr)
-        }));
+        let registry = Arc::new(ConnectorRegistry::new(
+            directory.clone(),
+            Box::new(move |key, integration, internal| {
+                let actor =
+                    ConnectorActor::new(key.clone(), integration.clone(), internal, deps.clone());
+                let addr = if handles.is_empty() {
+                    actor.start()
+                } else {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % handles.len();
+                    ConnectorActor::start_in_arbiter(&handles[n], move |_| actor)
+                };
+                ConnectorHandle::new(addr)
+            }),
+        ));
         registry.ensure_account(&Idn::known(crate::domain::DEFAULT_ACCOUNT));
 
-        let router = Router::new(
-            dispatcher.clone(),
+        let flows = FlowTable::new(
+            index.clone(),
             parts.runners,
             metrics.clone(),
             config.invocation_timeout,
@@ -197,22 +231,26 @@ impl Engine {
         .start();
         SessionSweeper {
             sessions: sessions.clone(),
-            dispatcher: dispatcher.clone(),
+            events,
             idle: config.session_idle_timeout,
             interval: config.session_sweep_interval,
         }
         .start();
         let ingress = Ingress::new(
-            registry.clone(),
+            directory,
+            catalog.clone(),
             parts.dead_letters.clone(),
             metrics,
             config.inflight_limit,
         );
+        crate::routing::internal::spawn(queue, ingress.clone(), dispatcher.clone());
         Engine {
             catalog,
             registry,
+            index,
             dispatcher,
-            router,
+            instances,
+            flows,
             ingress,
             sessions,
             commands,
@@ -232,6 +270,11 @@ impl Engine {
 
     pub fn dispatcher(&self) -> &Arc<Dispatcher> {
         &self.dispatcher
+    }
+
+    /// The subscription index in force.
+    pub fn index(&self) -> &Arc<LiveIndex> {
+        &self.index
     }
 
     pub fn ingress(&self) -> &Ingress {
@@ -284,31 +327,31 @@ impl Engine {
 
     /// Adds or replaces a flow; resolves once the index that contains it is live.
     pub async fn put_flow(&self, flow: Flow) -> Result<(), FlowRejected> {
-        self.router
+        self.flows
             .send(PutFlow(flow))
             .await
             .map_err(|e| FlowRejected {
-                field: "router".into(),
+                field: "flows".into(),
                 reason: e.to_string(),
             })?
     }
 
     /// Replaces every flow of `account` at once: all are applied, or none.
     pub async fn replace_flows(&self, account: &Idn, flows: Vec<Flow>) -> Result<(), FlowRejected> {
-        self.router
+        self.flows
             .send(ReplaceFlows {
                 account: account.clone(),
                 flows,
             })
             .await
             .map_err(|e| FlowRejected {
-                field: "router".into(),
+                field: "flows".into(),
                 reason: e.to_string(),
             })?
     }
 
     pub async fn delete_flow(&self, account: &Idn, agent: &Name, flow: &Name) -> bool {
-        self.router
+        self.flows
             .send(DeleteFlow {
                 account: account.clone(),
                 agent: agent.clone(),
@@ -339,20 +382,10 @@ impl Engine {
     }
 
     /// Checks what can be checked of a command before it is sent: its connector runs, its
-    /// integration accepts it, its required arguments are set.
+    /// integration accepts it, its required arguments are set, its native integration has a
+    /// handler.
     pub fn check_command(&self, command: &Command) -> Result<(), CommandRefusal> {
-        self.registry
-            .with_running(
-                &ConnectorKey::new(&command.account, &command.integration, &command.connector),
-                (),
-                |_, ()| (),
-            )
-            .map_err(|((), reach)| CommandRefusal::from(reach))?;
-        let integration = self
-            .catalog
-            .get(command.integration.as_str())
-            .ok_or_else(|| CommandRefusal::UnknownIntegration(command.integration.to_string()))?;
-        validate(integration, command)
+        self.commands.check(command).map(|_| ())
     }
 
     /// Sends a command for `persona` outside any invocation. Returns the act id.
@@ -372,7 +405,7 @@ impl Engine {
         event: &Idn,
     ) -> Explanation {
         explain::explain(
-            &self.dispatcher.index(),
+            &self.index.load(),
             &self.registry,
             account,
             integration,
@@ -383,7 +416,7 @@ impl Engine {
 
     /// Live flow instances.
     pub fn flow_instances(&self) -> usize {
-        self.dispatcher.instances().len()
+        self.instances.len()
     }
 
     /// What the flow instance `(agent, flow, persona)` holds now; `None` if it is not live.
@@ -394,9 +427,8 @@ impl Engine {
         flow: &str,
         persona: PersonaId,
     ) -> Option<FlowInstanceSnapshot> {
-        let id = self.dispatcher.index().flow(account, agent, flow)?.id;
-        self.dispatcher
-            .instances()
+        let id = self.index.load().flow(account, agent, flow)?.id;
+        self.instances
             .inspect(FlowInstanceKey { flow: id, persona })
             .await
     }

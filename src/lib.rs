@@ -6,6 +6,7 @@
 //! the [`dead_letter`] store, [`telemetry`], and the [`engine`] that wires it all.
 
 pub mod admission;
+pub mod boot;
 pub mod catalog;
 pub mod commands;
 pub mod config;
@@ -15,10 +16,13 @@ pub mod dead_letter;
 pub mod domain;
 pub mod egress;
 pub mod engine;
+pub mod fault;
 pub mod flow_instance;
 pub mod http;
 pub mod inbox;
 pub mod ingress;
+pub mod invocation;
+pub mod natives;
 pub mod routing;
 pub mod sandbox;
 pub mod session;

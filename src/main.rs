@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use switchboard::boot;
 use switchboard::config::{Config, LogFormat};
-use switchboard::daemon::{boot, flow_files, Daemon};
+use switchboard::daemon::{flow_files, Daemon};
 
 /// mimalloc: under the daemon's many small, cross-thread allocations glibc's malloc took a
 /// third of the CPU time of the NATS path (see ARCHITECTURE.md, "Dependencies").

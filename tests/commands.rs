@@ -268,7 +268,8 @@ async fn a_runner_answering_inside_invoke_keeps_the_order_of_its_commands() {
         switchboard::EngineConfig::default(),
         switchboard::EngineParts {
             runners: Arc::new(RunnerRegistry::new(Arc::new(Chatty))),
-            sink: Arc::new(sink),
+            egress: Arc::new(sink),
+            natives: Vec::new(),
             dead_letters: Arc::new(MemoryDeadLetters::new(16)),
             sessions: None,
         },

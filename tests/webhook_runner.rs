@@ -185,12 +185,12 @@ fn harness(webhooks: &WebhookRunners) -> Harness {
         EngineConfig::default(),
         EngineParts {
             runners: Arc::new(runners),
-            sink: Arc::new(sink),
+            egress: Arc::new(sink),
+            natives: Vec::new(),
             dead_letters: dead.clone(),
             sessions: None,
         },
     );
-    assert!(webhooks.attach_sessions(engine.session_table().clone()));
     Harness {
         engine,
         account: Idn::known("default"),

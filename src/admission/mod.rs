@@ -5,8 +5,8 @@
 pub mod dedupe;
 pub mod delivery;
 
-use crate::commands::refusal::Fault;
 use crate::dead_letter::DeadLetterReason;
+use crate::fault::{Blame, Fault};
 
 /// Why an inbound event was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,17 +52,6 @@ impl Refusal {
             .unwrap_or("busy")
     }
 
-    pub fn fault(&self) -> Fault {
-        match self {
-            Refusal::Busy => Fault::Daemon,
-            _ => Fault::Caller,
-        }
-    }
-
-    pub fn retryable(&self) -> bool {
-        matches!(self, Refusal::Busy | Refusal::ConnectorStopped { .. })
-    }
-
     /// The envelope field at fault.
     pub fn field(&self) -> Option<&str> {
         match self {
@@ -74,5 +63,20 @@ impl Refusal {
             Refusal::Malformed { field, .. } => Some(field),
             Refusal::Busy => None,
         }
+    }
+}
+
+impl Blame for Refusal {
+    fn fault(&self) -> Fault {
+        match self {
+            Refusal::Busy => Fault::Daemon,
+            _ => Fault::Caller,
+        }
+    }
+
+    /// A busy daemon takes the event later; a stopped connector may run again (the queue
+    /// redelivers such an event instead of dead-lettering it).
+    fn retryable(&self) -> bool {
+        matches!(self, Refusal::Busy | Refusal::ConnectorStopped { .. })
     }
 }

@@ -1,9 +1,14 @@
-//! Commands from skills: routing them to their connector, refusing what cannot be sent, and
-//! the `result_*` events that answer them.
+//! The command stage: checking every command against the directory and the catalog, carrying
+//! it out through its native integration or handing it to egress, refusing what cannot be done,
+//! and the `result_*` events that answer it.
 
+pub mod egress;
+pub mod native;
 pub mod refusal;
 pub mod router;
 pub mod validation;
 
+pub use crate::flow_instance::Origin;
+pub use native::{NativeCommand, NativeIntegration, Natives};
 pub use refusal::{CommandRefusal, Fault};
-pub use router::{CommandRouter, Origin};
+pub use router::CommandRouter;

@@ -1,25 +1,14 @@
 //! Why a command was refused, and what a refusal does: a `result_error` event to the same user
 //! persona, a dead-letter record, a counted metric. A refused command is never sent.
 
-use std::sync::Arc;
-
 use uuid::Uuid;
 
 use crate::dead_letter::{self, DeadLetter, DeadLetterReason, DeadLetterStore};
 use crate::domain::{Command, Event, Idn, PersonaId};
-use crate::routing::dispatch::Dispatcher;
+use crate::fault::Blame;
+pub use crate::fault::Fault;
+use crate::ingress::{InternalEvents, Reach};
 use crate::telemetry::handles;
-
-/// Whose fault a failure is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// The caller's (a skill, an adapter, an HTTP client): fix the input.
-    Caller,
-    /// The daemon's own.
-    Daemon,
-    /// A peer's (a runner, an adapter, a remote API).
-    Peer,
-}
 
 /// The command boundary's refusals.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,28 +40,53 @@ pub enum CommandRefusal {
     EgressFull(String),
     #[error("no transport carries commands of the external integration {0}; configure the queue transport")]
     NoTransport(String),
-    #[error("the native integration {0} is not built yet")]
-    NotBuilt(String),
+    #[error("the native integration {0} has no handler in this daemon")]
+    NoNative(String),
 }
 
-impl CommandRefusal {
-    pub fn fault(&self) -> Fault {
+impl Blame for CommandRefusal {
+    fn fault(&self) -> Fault {
         match self {
-            CommandRefusal::EgressFull(_)
-            | CommandRefusal::NoTransport(_)
-            | CommandRefusal::NotBuilt(_) => Fault::Daemon,
+            CommandRefusal::EgressFull(_) => Fault::Daemon,
+            // The deployment's: this daemon carries no such commands. Not the caller's input.
+            CommandRefusal::NoTransport(_) | CommandRefusal::NoNative(_) => Fault::Daemon,
             _ => Fault::Caller,
         }
     }
 
-    /// Whether the same command may succeed later unchanged.
-    pub fn retryable(&self) -> bool {
+    /// Whether the same command may succeed later unchanged: once its connector runs again, or
+    /// egress has room.
+    fn retryable(&self) -> bool {
         matches!(
             self,
             CommandRefusal::ConnectorStopped { .. } | CommandRefusal::EgressFull(_)
         )
     }
+}
 
+impl From<Reach> for CommandRefusal {
+    fn from(r: Reach) -> Self {
+        match r {
+            Reach::UnknownIntegration(i) => CommandRefusal::UnknownIntegration(i),
+            Reach::UnknownConnector {
+                integration,
+                connector,
+            } => CommandRefusal::UnknownConnector {
+                integration,
+                connector,
+            },
+            Reach::Stopped {
+                integration,
+                connector,
+            } => CommandRefusal::ConnectorStopped {
+                integration,
+                connector,
+            },
+        }
+    }
+}
+
+impl CommandRefusal {
     /// The argument or field at fault, if one.
     pub fn field(&self) -> Option<&str> {
         match self {
@@ -84,9 +98,8 @@ impl CommandRefusal {
             CommandRefusal::MissingArgument { argument, .. }
             | CommandRefusal::InvalidArgument { argument, .. } => Some(argument),
             CommandRefusal::WrongAccount(_) => Some("account"),
-            CommandRefusal::EgressFull(_)
-            | CommandRefusal::NoTransport(_)
-            | CommandRefusal::NotBuilt(_) => None,
+            CommandRefusal::NoNative(_) => Some("integration_idn"),
+            CommandRefusal::EgressFull(_) | CommandRefusal::NoTransport(_) => None,
         }
     }
 }
@@ -108,7 +121,7 @@ pub fn result_event(command: &Command, event: &str, act: Uuid, persona: PersonaI
 
 /// Refuses `command`: answers the persona with `result_error`, dead-letters it, counts it.
 pub fn refuse(
-    dispatcher: &Arc<Dispatcher>,
+    events: &InternalEvents,
     dead_letters: &dyn DeadLetterStore,
     command: Command,
     act: Uuid,
@@ -125,7 +138,7 @@ pub fn refuse(
     if let Some(f) = refusal.field() {
         answer.arguments.push("field", f);
     }
-    dispatcher.route_internal(answer);
+    events.emit(answer);
     dead_letter::record(
         dead_letters,
         DeadLetter::command(

@@ -1,57 +1,47 @@
 //! The connector actor: one per running connector. It drains admitted events from its inbox in
-//! batches, resolves the persona of each, drops repeats, starts sessions, routes the event
-//! through the subscription index to the flow shards, and validates the commands addressed to
-//! its connector (its mailbox) before they leave.
+//! batches, resolves the persona of each (a command act it issued wins over the actor named),
+//! drops repeats of `external_event_id`, starts and ends sessions (their events go first and
+//! last), and hands the batch to routing through [`Routes`]. Commands do not pass through it:
+//! the command stage checks the directory and carries them out.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix::{Actor, ActorContext, Addr, Context, Handler, Message};
-use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use uuid::Uuid;
 
-use super::system;
+use super::acts::CommandActs;
+use super::route::{Routable, Routes};
 use crate::admission::dedupe::DedupeWindow;
 use crate::admission::delivery::Delivery;
 use crate::catalog::Integration;
-use crate::catalog::Runs;
-use crate::commands::refusal::{refuse, result_event, CommandRefusal};
-use crate::commands::validation::validate;
 use crate::dead_letter::{self, DeadLetter, DeadLetterReason, DeadLetterStore};
-use crate::domain::{Command, Event, Idn, PersonaId, RoutedEvent, SharedEvent, Target};
-use crate::egress::EgressError;
-use crate::egress::{CommandSink, OutboundCommand};
-use crate::flow_instance::directory::Outbox;
-use crate::flow_instance::state::StateStore;
+use crate::domain::{
+    ConnectorKey, Event, Idn, PersonaId, RoutedEvent, ScopeKey, SharedEvent, Target,
+};
 use crate::inbox::BatchInbox;
-use crate::routing::dispatch::Dispatcher;
-use crate::routing::index::{FlowRoute, ScopeKey, SubscriptionIndex};
+use crate::ingress::Inbound;
 use crate::session::seen::SeenSessions;
 use crate::session::table::SessionTable;
 use crate::telemetry::handles::{self, ConnectorMetrics, EngineMetrics, CUSTOM_EVENT_LABEL};
 
 /// What every connector actor needs, shared.
 pub struct ConnectorDeps {
-    pub dispatcher: Arc<Dispatcher>,
+    pub routes: Arc<dyn Routes>,
     pub sessions: Arc<SessionTable>,
+    pub acts: Arc<CommandActs>,
     pub dead_letters: Arc<dyn DeadLetterStore>,
-    pub sink: Arc<dyn CommandSink>,
-    pub state: Arc<StateStore>,
     pub metrics: Arc<EngineMetrics>,
     pub dedupe_window: Duration,
     pub dedupe_capacity: usize,
-    /// How long a command act id stays known for routing its results.
-    pub act_ttl: Duration,
-    pub act_capacity: usize,
 }
 
 /// Admitted events a connector's inbox holds; past it, `Ingress::submit` waits.
 pub const INBOX_CAPACITY: usize = 1024;
 
 /// How the engine reaches a running connector: its inbox for admitted events, its mailbox for
-/// commands and control.
+/// control.
 pub struct ConnectorHandle {
     pub addr: Addr<ConnectorActor>,
     /// Made on the first event: a connector that never receives one (most of a large fleet
@@ -68,7 +58,7 @@ impl ConnectorHandle {
     }
 
     /// The connector's inbox, made on first use. Its receiving end goes to the actor through
-    /// the mailbox, ahead of any `Shutdown` (that is sent after the handle left the registry).
+    /// the mailbox, ahead of any `Shutdown` (that is sent after the handle left the directory).
     pub fn inbox(&self) -> &mpsc::Sender<Inbound> {
         self.inbox.get_or_init(|| {
             let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
@@ -83,31 +73,13 @@ impl ConnectorHandle {
 #[rtype(result = "()")]
 pub struct Attach(mpsc::Receiver<Inbound>);
 
-/// An admitted event for this connector. Travels through the connector's inbox.
-pub struct Inbound {
-    /// With the persona its target names (the connector may resolve it from a command act).
-    pub event: SharedEvent,
-    pub delivery: Delivery,
-    pub admitted_at: Instant,
-}
-
-/// A command addressed to this connector.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Outbound {
-    pub command: Command,
-    pub act: Uuid,
-    pub persona: PersonaId,
-    /// The invoking flow, when the command came from a skill.
-    pub flow: Option<Arc<FlowRoute>>,
-}
-
-/// Stop after the events already in the inbox and the messages already in the mailbox.
+/// Stop after the events already in the inbox.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
 
 pub struct ConnectorActor {
+    key: ConnectorKey,
     scope: ScopeKey,
     system_scope: ScopeKey,
     integration: Arc<Integration>,
@@ -115,41 +87,43 @@ pub struct ConnectorActor {
     deps: Arc<ConnectorDeps>,
     metrics: ConnectorMetrics,
     dedupe: Option<Box<DedupeWindow>>,
-    /// Command act id → persona, for commands sent to adapters: their results come back to
-    /// the same persona. Bounded by count and age; `act_order` gives the eviction order.
-    acts: FxHashMap<Uuid, PersonaId>,
-    act_order: std::collections::VecDeque<(Instant, Uuid)>,
     /// Attached on the first event (see [`ConnectorHandle::inbox`]).
     inbox: Option<mpsc::Receiver<Inbound>>,
     /// The clocks of this connector's live sessions.
     seen: SeenSessions,
-    /// Matches of the batch being handled, per flow shard.
-    outbox: Outbox,
+    /// The batch being handled, ready to route, and what each event reached.
+    routable: Vec<Routable>,
+    matched: Vec<usize>,
+    /// Per event of the inbox batch: its position in `routable` and its metric label.
+    received: Vec<(usize, Idn, bool)>,
 }
 
 impl ConnectorActor {
     pub fn new(
-        account: Idn,
+        key: ConnectorKey,
         integration: Arc<Integration>,
-        connector: Idn,
         internal: bool,
         deps: Arc<ConnectorDeps>,
     ) -> Self {
         let system = Idn::known("system");
-        let outbox = deps.dispatcher.instances().outbox();
         ConnectorActor {
-            system_scope: ScopeKey::new(account.clone(), system.clone(), system),
-            scope: ScopeKey::new(account, integration.idn.clone(), connector),
+            system_scope: ScopeKey::new(key.account.clone(), system.clone(), system),
+            scope: ScopeKey::new(
+                key.account.clone(),
+                key.integration.clone(),
+                key.connector.clone(),
+            ),
+            key,
             metrics: ConnectorMetrics::new(&integration.idn, integration.channel_label()),
             integration,
             internal,
             deps,
             dedupe: None,
-            acts: FxHashMap::default(),
-            act_order: std::collections::VecDeque::new(),
             inbox: None,
             seen: SeenSessions::default(),
-            outbox,
+            routable: Vec::new(),
+            matched: Vec::new(),
+            received: Vec::new(),
         }
     }
 
@@ -158,7 +132,7 @@ impl ConnectorActor {
         let issued = event
             .event
             .command_act_id
-            .and_then(|act| self.acts.get(&act).copied());
+            .and_then(|act| self.deps.acts.persona(&act, &self.key));
         match issued {
             Some(p) if p != event.persona => {
                 Arc::get_mut(event)
@@ -172,29 +146,13 @@ impl ConnectorActor {
         }
     }
 
-    fn remember_act(&mut self, act: Uuid, persona: PersonaId, now: Instant) {
-        // Amortized O(1): the oldest acts leave first, by age or past the capacity.
-        while let Some((at, old)) = self.act_order.front() {
-            if now.duration_since(*at) < self.deps.act_ttl
-                && self.act_order.len() < self.deps.act_capacity
-            {
-                break;
-            }
-            self.acts.remove(old);
-            self.act_order.pop_front();
-        }
-        self.acts.insert(act, persona);
-        self.act_order.push_back((now, act));
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn route_session_event(
+    /// Queues a `session_started` / `session_ended` event on the account's system scope.
+    fn session_event(
         &mut self,
-        index: &SubscriptionIndex,
         name: &str,
         reason: Option<&str>,
         persona: PersonaId,
-        session: Uuid,
+        session: uuid::Uuid,
         delivery: &Delivery,
         admitted_at: Instant,
     ) {
@@ -213,76 +171,18 @@ impl ConnectorActor {
         if let Some(r) = reason {
             e.arguments.push("reason", r);
         }
-        dispatch(
-            &self.deps,
-            &mut self.outbox,
-            index,
-            Arc::new(RoutedEvent { event: e, persona }),
-            &self.system_scope,
-            delivery.clone(),
+        self.routable.push(Routable {
+            event: Arc::new(RoutedEvent { event: e, persona }),
+            system: true,
+            delivery: delivery.clone(),
             admitted_at,
-        );
-    }
-}
-
-/// Routes `event` against `index`, gathering its matches in `outbox` (sent per flow shard at
-/// the end of the batch); returns how many flows receive it.
-fn dispatch(
-    deps: &ConnectorDeps,
-    outbox: &mut Outbox,
-    index: &SubscriptionIndex,
-    event: SharedEvent,
-    scope: &ScopeKey,
-    delivery: Delivery,
-    admitted_at: Instant,
-) -> usize {
-    let instances = deps.dispatcher.instances();
-    deps.dispatcher
-        .route_in(index, event, scope, delivery, admitted_at, &mut |m| {
-            instances.post(outbox, m)
-        })
-}
-
-impl Actor for ConnectorActor {
-    type Context = Context<Self>;
-}
-
-impl Handler<Attach> for ConnectorActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) {
-        self.inbox = Some(msg.0);
-        Self::start_pump(ctx);
-    }
-}
-
-impl BatchInbox for ConnectorActor {
-    type Item = Inbound;
-
-    fn inbox(&mut self) -> &mut mpsc::Receiver<Inbound> {
-        self.inbox
-            .as_mut()
-            .expect("the pump starts when the inbox is attached")
+        });
     }
 
-    fn handle_batch(&mut self, batch: &mut Vec<Inbound>, _ctx: &mut Context<Self>) -> usize {
-        // One look at the live index per batch, one message per flow shard.
-        let index = self.deps.dispatcher.index();
-        let n = batch.len();
-        for msg in batch.drain(..) {
-            self.admit(&index, msg);
-        }
-        self.deps.dispatcher.instances().flush(&mut self.outbox);
-        n
-    }
-
-    fn inbox_closed(&mut self, ctx: &mut Context<Self>) {
-        ctx.stop();
-    }
-}
-
-impl ConnectorActor {
-    fn admit(&mut self, index: &SubscriptionIndex, msg: Inbound) {
+    /// Readies one admitted event: drops a repeat, resolves its persona, touches its session
+    /// (a new one routes `session_started` first), and after `conversation_ended` ends the
+    /// persona's sessions of the integration (their `session_ended` routes after it).
+    fn admit(&mut self, msg: Inbound) {
         let Inbound {
             mut event,
             delivery,
@@ -314,21 +214,16 @@ impl ConnectorActor {
             );
             return;
         };
-        let from_actor = matches!(event.event.target, Target::Actor(_));
-        if from_actor && !self.internal {
+        if let (Target::Actor(actor), false) = (&event.event.target, self.internal) {
             if let Some(session) = self.seen.touch(
                 &self.deps.sessions,
                 &self.scope,
                 self.integration.channel_label(),
                 persona,
                 admitted_at,
-                match &event.event.target {
-                    Target::Actor(a) => Some(a.external_id.as_str()),
-                    _ => None,
-                },
+                Some(actor.external_id.as_str()),
             ) {
-                self.route_session_event(
-                    index,
+                self.session_event(
                     "session_started",
                     None,
                     persona,
@@ -340,36 +235,23 @@ impl ConnectorActor {
         }
         let ends = event.event.event.as_str() == "conversation_ended";
         let declared = self.integration.event(event.event.event.as_str()).is_some();
-        let event_idn = event.event.event.clone();
+        self.received
+            .push((self.routable.len(), event.event.event.clone(), declared));
         // The delivery is still needed after routing only to end sessions.
         let ending = ends.then(|| delivery.clone());
-        let matched = dispatch(
-            &self.deps,
-            &mut self.outbox,
-            index,
+        self.routable.push(Routable {
             event,
-            &self.scope,
+            system: false,
             delivery,
             admitted_at,
-        );
-        // Label values stay bounded: custom idns nobody subscribes to share one label.
-        let label = if declared || matched > 0 {
-            event_idn
-        } else {
-            Idn::known(CUSTOM_EVENT_LABEL)
-        };
-        self.metrics.received(&label);
-        if matched == 0 {
-            self.metrics.unmatched(&label);
-        }
+        });
         if let Some(delivery) = ending {
             for ended in self.deps.sessions.end_integration(
                 &self.scope.account,
                 persona,
                 &self.scope.integration,
             ) {
-                self.route_session_event(
-                    index,
+                self.session_event(
                     "session_ended",
                     Some("conversation_ended"),
                     persona,
@@ -382,76 +264,58 @@ impl ConnectorActor {
     }
 }
 
-impl Handler<Outbound> for ConnectorActor {
+impl Actor for ConnectorActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Attach> for ConnectorActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Outbound, _ctx: &mut Context<Self>) {
-        let Outbound {
-            command,
-            act,
-            persona,
-            flow,
-        } = msg;
-        if let Err(refusal) = validate(&self.integration, &command) {
-            refuse(
-                &self.deps.dispatcher,
-                &*self.deps.dead_letters,
-                command,
-                act,
-                persona,
-                refusal,
-            );
-            return;
+    fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) {
+        self.inbox = Some(msg.0);
+        Self::start_pump(ctx);
+    }
+}
+
+impl BatchInbox for ConnectorActor {
+    type Item = Inbound;
+
+    fn inbox(&mut self) -> &mut mpsc::Receiver<Inbound> {
+        self.inbox
+            .as_mut()
+            .expect("the pump starts when the inbox is attached")
+    }
+
+    fn handle_batch(&mut self, batch: &mut Vec<Inbound>, _ctx: &mut Context<Self>) -> usize {
+        let n = batch.len();
+        for msg in batch.drain(..) {
+            self.admit(msg);
         }
-        let command_idn = command.command.clone();
-        let result = if self.integration.idn == *"system" {
-            system::execute(&self.deps, &command, act, persona, flow.as_deref())
-        } else {
-            if self.integration.runs() == Runs::External {
-                self.remember_act(act, persona, Instant::now());
+        self.deps.routes.route(
+            &self.scope,
+            &self.system_scope,
+            &mut self.routable,
+            &mut self.matched,
+        );
+        for (at, event, declared) in self.received.drain(..) {
+            let matched = self.matched[at];
+            // Label values stay bounded: custom idns nobody subscribes to share one label.
+            let label = if declared || matched > 0 {
+                event
+            } else {
+                Idn::known(CUSTOM_EVENT_LABEL)
+            };
+            self.metrics.received(&label);
+            if matched == 0 {
+                self.metrics.unmatched(&label);
             }
-            self.deps
-                .sink
-                .deliver(OutboundCommand {
-                    command: command.clone(),
-                    act,
-                    persona,
-                })
-                .map_err(|e| match e {
-                    EgressError::Full => {
-                        CommandRefusal::EgressFull(self.integration.idn.to_string())
-                    }
-                    EgressError::NoTransport => {
-                        CommandRefusal::NoTransport(self.integration.idn.to_string())
-                    }
-                    EgressError::NotBuilt => {
-                        CommandRefusal::NotBuilt(self.integration.idn.to_string())
-                    }
-                })
-                .map(|()| {
-                    if self.integration.runs() == Runs::Native {
-                        // The daemon carried it out itself: it reports the success.
-                        answer_success(
-                            &self.deps.dispatcher,
-                            &self.integration,
-                            &command,
-                            act,
-                            persona,
-                        );
-                    }
-                })
-        };
-        match result {
-            Ok(()) => self.metrics.command(&command_idn, "sent"),
-            Err(refusal) => refuse(
-                &self.deps.dispatcher,
-                &*self.deps.dead_letters,
-                command,
-                act,
-                persona,
-                refusal,
-            ),
         }
+        self.matched.clear();
+        n
+    }
+
+    fn inbox_closed(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }
 
@@ -464,22 +328,5 @@ impl Handler<Shutdown> for ConnectorActor {
             Some(inbox) => inbox.close(),
             None => ctx.stop(),
         }
-    }
-}
-
-/// Emits `result_success` for a command the daemon executed itself, if its integration reports
-/// success for that command.
-pub(crate) fn answer_success(
-    dispatcher: &Arc<Dispatcher>,
-    integration: &Integration,
-    command: &Command,
-    act: Uuid,
-    persona: PersonaId,
-) {
-    let reports = integration
-        .command(command.command.as_str())
-        .is_some_and(|d| d.reports("result_success"));
-    if reports {
-        dispatcher.route_internal(result_event(command, "result_success", act, persona));
     }
 }

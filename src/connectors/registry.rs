@@ -1,44 +1,21 @@
-//! The connector registry: every connector of every account, its settings and status, and the
-//! handle of its actor (address and inbox) while it runs. Lifecycle (create stopped, run, stop, delete), settings
-//! validation and the internal connectors live here; the hot path only reads.
-//!
-//! **Sending under the guard.** Whoever sends to a connector actor does so while holding the
-//! registry's read guard ([`ConnectorRegistry::with_running`]). Stopping takes the write guard,
-//! removes the handle, then tells the actor to stop: every command sent before is already in
-//! its mailbox, ahead of the stop, every event sent before is in its inbox, which it drains
-//! before stopping, and nothing can be sent after. Changes take effect without losing events
-//! in flight.
+//! The connector lifecycle: create (stopped), run, stop, delete, settings changes, the
+//! internal connectors, and restoring what the store kept. Each change lands in the
+//! [`Directory`], which the hot path reads; a connector that begins to run gets its actor from
+//! the factory the engine hands over at construction.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use dashmap::DashMap;
-use rustc_hash::FxBuildHasher;
 use uuid::Uuid;
 
 use super::actor::{ConnectorHandle, Shutdown};
-use super::settings::{self, SettingError, Settings, Writer};
-use crate::catalog::{Catalog, Integration};
+use super::directory::{Directory, Entry};
+use crate::catalog::settings::{self, SettingError, Settings, Writer};
+use crate::catalog::Integration;
+pub use crate::domain::ConnectorKey;
 use crate::domain::{Idn, IdnError};
+use crate::fault::{Blame, Fault};
 use crate::telemetry::handles;
-
-/// `(account, integration, connector)`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnectorKey {
-    pub account: Idn,
-    pub integration: Idn,
-    pub connector: Idn,
-}
-
-impl ConnectorKey {
-    pub fn new(account: &Idn, integration: &Idn, connector: &Idn) -> Self {
-        ConnectorKey {
-            account: account.clone(),
-            integration: integration.clone(),
-            connector: connector.clone(),
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -55,17 +32,6 @@ impl Status {
     }
 }
 
-struct Entry {
-    id: Uuid,
-    title: String,
-    settings: Settings,
-    status: Status,
-    internal: bool,
-    integration: Arc<Integration>,
-    actor: Option<ConnectorHandle>,
-    created_at: DateTime<Utc>,
-}
-
 /// A connector as the control plane shows it. Secret settings are left out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnectorView {
@@ -77,20 +43,6 @@ pub struct ConnectorView {
     /// Non-secret settings with their values.
     pub settings: Vec<(String, String)>,
     pub created_at: DateTime<Utc>,
-}
-
-/// Why a connector cannot be reached right now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reach {
-    UnknownIntegration(String),
-    UnknownConnector {
-        integration: String,
-        connector: String,
-    },
-    Stopped {
-        integration: String,
-        connector: String,
-    },
 }
 
 /// The control plane's refusals.
@@ -107,8 +59,9 @@ pub enum ControlError {
     },
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
+    /// The connector is one of the daemon's own: it always exists and always runs.
     #[error("connector {0} is internal: it always exists and always runs")]
-    Internal(String),
+    InternalConnector(String),
     #[error("connector {0} is running: stop it before deleting it")]
     StillRunning(String),
 }
@@ -120,6 +73,16 @@ impl ControlError {
             ControlError::Conflict { .. } => Some("connector_idn"),
             _ => None,
         }
+    }
+}
+
+impl Blame for ControlError {
+    fn fault(&self) -> Fault {
+        Fault::Caller
+    }
+
+    fn retryable(&self) -> bool {
+        false
     }
 }
 
@@ -145,100 +108,29 @@ impl From<SettingError> for ControlError {
 pub type ActorFactory =
     Box<dyn Fn(&ConnectorKey, &Arc<Integration>, bool) -> ConnectorHandle + Send + Sync>;
 
+/// The lifecycle over the [`Directory`]. Reads go to the directory (`Deref`): the registry is
+/// the directory plus the right to change it.
 pub struct ConnectorRegistry {
-    catalog: Arc<Catalog>,
-    connectors: DashMap<ConnectorKey, Entry, FxBuildHasher>,
-    by_id: DashMap<Uuid, ConnectorKey, FxBuildHasher>,
-    integration_settings: DashMap<(Idn, Idn), Settings, FxBuildHasher>,
-    factory: OnceLock<ActorFactory>,
+    dir: Arc<Directory>,
+    factory: ActorFactory,
+}
+
+impl std::ops::Deref for ConnectorRegistry {
+    type Target = Directory;
+
+    fn deref(&self) -> &Directory {
+        &self.dir
+    }
 }
 
 impl ConnectorRegistry {
-    pub fn new(catalog: Arc<Catalog>) -> Self {
-        ConnectorRegistry {
-            catalog,
-            connectors: DashMap::with_hasher(FxBuildHasher),
-            by_id: DashMap::with_hasher(FxBuildHasher),
-            integration_settings: DashMap::with_hasher(FxBuildHasher),
-            factory: OnceLock::new(),
-        }
+    pub fn new(dir: Arc<Directory>, factory: ActorFactory) -> Self {
+        ConnectorRegistry { dir, factory }
     }
 
-    /// Wires the actor factory in, once, before any connector runs.
-    pub fn set_factory(&self, factory: ActorFactory) {
-        if self.factory.set(factory).is_err() {
-            panic!("connector actor factory set twice");
-        }
-    }
-
-    pub fn catalog(&self) -> &Arc<Catalog> {
-        &self.catalog
-    }
-
-    /// Calls `send(addr, payload)` with the running connector `key`'s actor while holding the
-    /// read guard; gives `payload` back with the reason when the connector cannot be reached.
-    #[inline]
-    pub fn with_running<T, R>(
-        &self,
-        key: &ConnectorKey,
-        payload: T,
-        send: impl FnOnce(&ConnectorHandle, T) -> R,
-    ) -> Result<R, (T, Reach)> {
-        let (integration, connector) = (&key.integration, &key.connector);
-        match self.connectors.get(key) {
-            Some(e) => match &e.actor {
-                Some(actor) => Ok(send(actor, payload)),
-                None => Err((
-                    payload,
-                    Reach::Stopped {
-                        integration: integration.to_string(),
-                        connector: connector.to_string(),
-                    },
-                )),
-            },
-            None if self.catalog.get(integration.as_str()).is_none() => {
-                Err((payload, Reach::UnknownIntegration(integration.to_string())))
-            }
-            None => Err((
-                payload,
-                Reach::UnknownConnector {
-                    integration: integration.to_string(),
-                    connector: connector.to_string(),
-                },
-            )),
-        }
-    }
-
-    fn view(key: &ConnectorKey, e: &Entry) -> ConnectorView {
-        let secret = |idn: &str| {
-            e.integration
-                .spec
-                .connector_settings
-                .iter()
-                .any(|p| p.idn == idn && p.is_secret)
-        };
-        ConnectorView {
-            id: e.id,
-            key: key.clone(),
-            title: e.title.clone(),
-            status: e.status,
-            internal: e.internal,
-            settings: e
-                .settings
-                .0
-                .iter()
-                .filter(|(k, _)| !secret(k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            created_at: e.created_at,
-        }
-    }
-
-    fn integration(&self, idn: &str) -> Result<Arc<Integration>, ControlError> {
-        self.catalog
-            .find(idn)
-            .cloned()
-            .ok_or_else(|| ControlError::UnknownIntegration(idn.to_owned()))
+    /// The directory the hot path reads.
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.dir
     }
 
     /// Makes sure the internal connectors of `account` exist and run.
@@ -278,11 +170,7 @@ impl ConnectorRegistry {
         integration: &Arc<Integration>,
         internal: bool,
     ) -> ConnectorHandle {
-        let factory = self
-            .factory
-            .get()
-            .expect("the engine wires the actor factory before connectors run");
-        factory(key, integration, internal)
+        (self.factory)(key, integration, internal)
     }
 
     /// Creates a **stopped** connector with validated settings.
@@ -303,7 +191,7 @@ impl ConnectorRegistry {
             });
         }
         if integration.is_internal_connector(connector.as_str()) || integration.idn == *"system" {
-            return Err(ControlError::Internal(format!(
+            return Err(ControlError::InternalConnector(format!(
                 "{}/{}",
                 integration.idn, connector
             )));
@@ -337,51 +225,13 @@ impl ConnectorRegistry {
                     actor: None,
                     created_at: Utc::now(),
                 };
-                let view = Self::view(&key, &entry);
+                let view = Directory::view(&key, &entry);
                 v.insert(entry);
                 self.by_id.insert(id, key);
                 handles::connectors(integration.idn.as_str(), "stopped").increment(1.0);
                 Ok(view)
             }
         }
-    }
-
-    fn key_of(&self, id: Uuid) -> Result<ConnectorKey, ControlError> {
-        self.by_id
-            .get(&id)
-            .map(|k| k.clone())
-            .ok_or_else(|| ControlError::NotFound(id.to_string()))
-    }
-
-    pub fn get(&self, id: Uuid) -> Result<ConnectorView, ControlError> {
-        let key = self.key_of(id)?;
-        let e = self
-            .connectors
-            .get(&key)
-            .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
-        Ok(Self::view(&key, &e))
-    }
-
-    pub fn find(&self, account: &Idn, integration: &str, connector: &str) -> Option<ConnectorView> {
-        let key = ConnectorKey {
-            account: account.clone(),
-            integration: Idn::parse("integration", integration).ok()?,
-            connector: Idn::parse("connector", connector).ok()?,
-        };
-        self.connectors.get(&key).map(|e| Self::view(&key, &e))
-    }
-
-    /// The connectors of `account`, optionally of one integration, sorted.
-    pub fn list(&self, account: &Idn, integration: Option<&str>) -> Vec<ConnectorView> {
-        let mut out: Vec<_> = self
-            .connectors
-            .iter()
-            .filter(|e| &e.key().account == account)
-            .filter(|e| integration.is_none_or(|i| e.key().integration == *i))
-            .map(|e| Self::view(e.key(), e.value()))
-            .collect();
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        out
     }
 
     /// Starts a connector. Refused while a required setting (of the connector or of its
@@ -393,7 +243,7 @@ impl ConnectorRegistry {
             .get_mut(&key)
             .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
         if e.status == Status::Running {
-            return Ok(Self::view(&key, &e));
+            return Ok(Directory::view(&key, &e));
         }
         settings::check_complete(&e.integration.spec.connector_settings, &e.settings)?;
         let integration_settings = self
@@ -414,7 +264,7 @@ impl ConnectorRegistry {
         e.status = Status::Running;
         handles::connectors(key.integration.as_str(), "stopped").decrement(1.0);
         handles::connectors(key.integration.as_str(), "running").increment(1.0);
-        Ok(Self::view(&key, &e))
+        Ok(Directory::view(&key, &e))
     }
 
     /// Stops a connector. Events already sent to it are still handled; new ones are refused.
@@ -425,7 +275,7 @@ impl ConnectorRegistry {
             .get_mut(&key)
             .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
         if e.internal {
-            return Err(ControlError::Internal(format!(
+            return Err(ControlError::InternalConnector(format!(
                 "{}/{}",
                 key.integration, key.connector
             )));
@@ -437,7 +287,7 @@ impl ConnectorRegistry {
             handles::connectors(key.integration.as_str(), "running").decrement(1.0);
             handles::connectors(key.integration.as_str(), "stopped").increment(1.0);
         }
-        Ok(Self::view(&key, &e))
+        Ok(Directory::view(&key, &e))
     }
 
     /// Deletes a stopped connector.
@@ -459,7 +309,7 @@ impl ConnectorRegistry {
                     .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
                 let name = format!("{}/{}", key.integration, key.connector);
                 Err(if e.internal {
-                    ControlError::Internal(name)
+                    ControlError::InternalConnector(name)
                 } else {
                     ControlError::StillRunning(name)
                 })
@@ -481,7 +331,7 @@ impl ConnectorRegistry {
             .get_mut(&key)
             .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
         if e.internal {
-            return Err(ControlError::Internal(format!(
+            return Err(ControlError::InternalConnector(format!(
                 "{}/{}",
                 key.integration, key.connector
             )));
@@ -505,7 +355,7 @@ impl ConnectorRegistry {
             e.title = t.to_owned();
         }
         e.settings = next;
-        Ok(Self::view(&key, &e))
+        Ok(Directory::view(&key, &e))
     }
 
     /// Sets integration-level settings of `account`.
@@ -529,37 +379,10 @@ impl ConnectorRegistry {
             Writer::User,
         )?;
         self.integration_settings.insert(key, next.clone());
-        Ok(Self::public(&integration.spec.integration_settings, &next))
-    }
-
-    /// Integration-level settings of `account`, secrets left out.
-    pub fn integration_settings(
-        &self,
-        account: &Idn,
-        integration: &str,
-    ) -> Result<Vec<(String, String)>, ControlError> {
-        let integration = self.integration(integration)?;
-        let s = self
-            .integration_settings
-            .get(&(account.clone(), integration.idn.clone()))
-            .map(|s| s.clone())
-            .unwrap_or_default();
-        Ok(Self::public(&integration.spec.integration_settings, &s))
-    }
-
-    fn public(presets: &[crate::catalog::SettingSpec], s: &Settings) -> Vec<(String, String)> {
-        s.0.iter()
-            .filter(|(k, _)| !presets.iter().any(|p| &p.idn == *k && p.is_secret))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    }
-
-    /// The effective value of a connector setting, secrets included: for the daemon's own
-    /// native integrations, never for responses.
-    pub fn setting(&self, key: &ConnectorKey, idn: &str) -> Option<String> {
-        let e = self.connectors.get(key)?;
-        settings::effective(&e.integration.spec.connector_settings, &e.settings, idn)
-            .map(str::to_owned)
+        Ok(Directory::public(
+            &integration.spec.integration_settings,
+            &next,
+        ))
     }
 
     /// Puts back a stored connector with its id; runs it if it was running and still can.
@@ -615,25 +438,6 @@ impl ConnectorRegistry {
         self.integration_settings
             .insert((account.clone(), integration.idn.clone()), settings);
         Ok(())
-    }
-
-    /// Everything the store keeps of a connector, secret values in clear: for persistence only.
-    pub fn stored(&self, id: Uuid) -> Option<(ConnectorView, Settings, Arc<Integration>)> {
-        let key = self.by_id.get(&id)?.clone();
-        let e = self.connectors.get(&key)?;
-        Some((
-            Self::view(&key, &e),
-            e.settings.clone(),
-            e.integration.clone(),
-        ))
-    }
-
-    /// Integration-level settings in clear: for persistence only.
-    pub fn stored_integration_settings(&self, account: &Idn, integration: &Idn) -> Settings {
-        self.integration_settings
-            .get(&(account.clone(), integration.clone()))
-            .map(|s| s.clone())
-            .unwrap_or_default()
     }
 
     /// Stops every actor (shutdown).

@@ -2,7 +2,6 @@
 //! acknowledged event, flows from files, the sandbox, and the runners a deployment uses.
 //! The HTTP surface calls only this.
 
-pub mod boot;
 pub mod flow_files;
 pub mod secrets_key;
 
@@ -14,17 +13,17 @@ use uuid::Uuid;
 
 use crate::admission::delivery::Settlement;
 use crate::admission::Refusal;
+use crate::catalog::settings::Settings;
 use crate::config::Config;
 use crate::connectors::registry::{ConnectorView, ControlError};
-use crate::connectors::settings::Settings;
 use crate::domain::{Event, Flow, Idn, Name};
-use crate::routing::router::FlowRejected;
+use crate::engine::Engine;
+use crate::routing::flow_table::FlowRejected;
 use crate::sandbox::SandboxHub;
 use crate::skill_runner::pending::PendingInvocations;
 use crate::store::{ConnectorRow, FlowRow, SecretBox, Store, StoreError, Written};
 use crate::wire::envelope::{Encoding, EventEnvelope};
 use crate::wire::FlowDoc;
-use crate::Engine;
 
 /// Why an event was not taken in.
 #[derive(Debug, thiserror::Error)]
@@ -62,11 +61,11 @@ pub struct Daemon {
     pub pending: Arc<PendingInvocations>,
     pub sandbox: Arc<SandboxHub>,
     pub metrics: Option<crate::telemetry::exporter::Exporter>,
-    secrets: SecretBox,
-    ready: AtomicBool,
-    draining: AtomicBool,
+    pub(crate) secrets: SecretBox,
+    pub(crate) ready: AtomicBool,
+    pub(crate) draining: AtomicBool,
     /// Flows defined by files: reloads replace exactly these.
-    file_flows: std::sync::Mutex<BTreeMap<(Name, Name), FlowDoc>>,
+    pub(crate) file_flows: std::sync::Mutex<BTreeMap<(Name, Name), FlowDoc>>,
 }
 
 fn aad(account: &str, integration: &str, connector: &str, setting: &str) -> String {
@@ -114,7 +113,7 @@ impl Daemon {
             .collect()
     }
 
-    fn open(
+    pub(crate) fn open(
         &self,
         stored: BTreeMap<String, String>,
         scope: (&str, &str, &str),
@@ -366,7 +365,7 @@ impl Daemon {
     }
 
     /// Submits an event that is already in the inbox; it leaves the inbox once settled.
-    async fn hand_to_engine(&self, event: Event) -> Result<(), Refusal> {
+    pub(crate) async fn hand_to_engine(&self, event: Event) -> Result<(), Refusal> {
         let id = event.id;
         let store = self.store.clone();
         self.engine

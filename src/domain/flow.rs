@@ -179,3 +179,7 @@ mod tests {
         assert!(!any.matches("sandbox", "x", "timer"));
     }
 }
+
+/// A stable number for a flow `(account, agent, flow)`, never reused while the process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowId(pub u32);

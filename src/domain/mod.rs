@@ -9,11 +9,13 @@ pub mod event;
 pub mod flow;
 pub mod idn;
 pub mod persona;
+pub mod scope;
 
 pub use command::Command;
 pub use event::{ActorRef, Argument, Arguments, Event, RoutedEvent, SharedEvent, Target};
 pub use flow::{
-    Flow, InterruptMode, RunnerSpec, SkillSelector, StateField, StateScope, Subscription,
+    Flow, FlowId, InterruptMode, RunnerSpec, SkillSelector, StateField, StateScope, Subscription,
 };
 pub use idn::{Idn, IdnError, Name, DEFAULT_ACCOUNT};
 pub use persona::PersonaId;
+pub use scope::{ConnectorKey, ScopeKey};

@@ -13,27 +13,23 @@ use actix_rt::ArbiterHandle;
 use rustc_hash::FxBuildHasher;
 use tokio::sync::mpsc;
 
+use super::commands::CommandPort;
 use super::instance::queue_full;
-use super::messages::{Enqueue, FlowInstanceSnapshot, Inspect};
-use super::shard::{FlowShard, ShardAddr};
+use super::messages::{FlowInstanceSnapshot, Inspect};
+use super::shard::FlowShard;
 use super::state::StateStore;
-use crate::commands::router::CommandRouter;
 use crate::dead_letter::DeadLetterStore;
-use crate::domain::PersonaId;
-use crate::routing::index::FlowId;
+pub use crate::invocation::FlowInstanceKey;
+use crate::routing::dispatch::{Enqueue, FlowShards};
+use crate::session::SessionTable;
 use crate::telemetry::handles::EngineMetrics;
-
-/// Identifies a flow instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FlowInstanceKey {
-    pub flow: FlowId,
-    pub persona: PersonaId,
-}
 
 /// What every flow instance needs, shared.
 pub struct FlowDeps {
     pub state: Arc<StateStore>,
-    pub commands: Arc<CommandRouter>,
+    pub commands: Arc<dyn CommandPort>,
+    /// The live sessions, attached to invocations of runners that carry them.
+    pub sessions: Arc<SessionTable>,
     pub dead_letters: Arc<dyn DeadLetterStore>,
     pub metrics: Arc<EngineMetrics>,
     /// Pending events one instance may hold; past it, events are dead-lettered.
@@ -44,15 +40,8 @@ pub struct FlowDeps {
 
 struct Shard {
     inbox: mpsc::Sender<Vec<Enqueue>>,
-    addr: ShardAddr,
+    addr: actix::Addr<FlowShard>,
     live: Arc<AtomicUsize>,
-}
-
-/// Events bound for the shards, gathered per shard while a connector handles one batch of its
-/// inbox and sent as one message per shard at the end: one channel operation and at most one
-/// wake-up per shard and batch instead of per event.
-pub struct Outbox {
-    per_shard: Vec<Vec<Enqueue>>,
 }
 
 /// The shards and the way to them.
@@ -78,7 +67,7 @@ impl FlowInstances {
             };
             Shard {
                 inbox: tx,
-                addr: Arc::new(addr),
+                addr,
                 live,
             }
         };
@@ -94,41 +83,9 @@ impl FlowInstances {
         }
     }
 
-    fn shard_of(&self, key: &FlowInstanceKey) -> usize {
-        use std::hash::BuildHasher;
-        FxBuildHasher.hash_one(key) as usize % self.shards.len()
-    }
-
-    /// An empty outbox for these shards.
-    pub fn outbox(&self) -> Outbox {
-        Outbox {
-            per_shard: (0..self.shards.len()).map(|_| Vec::new()).collect(),
-        }
-    }
-
-    /// Puts `msg` in `outbox`, for [`FlowInstances::flush`].
-    pub fn post(&self, outbox: &mut Outbox, msg: Enqueue) {
-        outbox.per_shard[self.shard_of(&msg.key)].push(msg);
-    }
-
-    /// Sends what `outbox` gathered, one message per shard.
-    pub fn flush(&self, outbox: &mut Outbox) {
-        for (shard, events) in outbox.per_shard.iter_mut().enumerate() {
-            if !events.is_empty() {
-                let batch = std::mem::replace(events, Vec::with_capacity(events.capacity()));
-                self.send(shard, batch);
-            }
-        }
-    }
-
-    /// Hands `msg` to the shard of its instance at once.
-    pub fn deliver(&self, msg: Enqueue) {
-        self.send(self.shard_of(&msg.key), vec![msg]);
-    }
-
     /// A full inbox dead-letters the events with the reason (never a silent drop); a closed one
     /// (the system is stopping) asks their sources to deliver them again.
-    fn send(&self, shard: usize, batch: Vec<Enqueue>) {
+    fn send_to(&self, shard: usize, batch: Vec<Enqueue>) {
         match self.shards[shard].inbox.try_send(batch) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(batch)) => {
@@ -165,11 +122,27 @@ impl FlowInstances {
 
     /// What the instance `key` holds now; `None` if it is not live (operations, tests).
     pub async fn inspect(&self, key: FlowInstanceKey) -> Option<FlowInstanceSnapshot> {
-        self.shards[self.shard_of(&key)]
+        self.shards[FlowShards::shard_of(self, &key)]
             .addr
             .send(Inspect(key))
             .await
             .ok()
             .flatten()
+    }
+}
+
+impl FlowShards for FlowInstances {
+    fn count(&self) -> usize {
+        self.shards.len()
+    }
+
+    #[inline]
+    fn shard_of(&self, key: &FlowInstanceKey) -> usize {
+        use std::hash::BuildHasher;
+        FxBuildHasher.hash_one(key) as usize % self.shards.len()
+    }
+
+    fn send(&self, shard: usize, batch: Vec<Enqueue>) {
+        self.send_to(shard, batch);
     }
 }

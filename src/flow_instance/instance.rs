@@ -11,15 +11,15 @@ use tokio::time::Instant;
 use tokio_util::time::{delay_queue, DelayQueue};
 use uuid::Uuid;
 
+use super::commands::Origin;
 use super::directory::{FlowDeps, FlowInstanceKey};
 use super::messages::{Enqueue, FlowInstanceSnapshot, ReportKind};
 use super::shard::ShardAddr;
 use crate::admission::delivery::Delivery;
-use crate::commands::router::Origin;
 use crate::dead_letter::{self, DeadLetter, DeadLetterReason};
 use crate::domain::{Command, InterruptMode, Name, SharedEvent, SkillSelector};
+use crate::invocation::{invoke_inline, Handoff, Invocation, InvocationSession, Outcome, Reply};
 use crate::routing::index::{FlowRoute, Match};
-use crate::skill_runner::{invoke_inline, Handoff, Invocation, Outcome, Reply};
 use crate::telemetry::handles::{self, InvocationOutcome};
 
 /// A timer of one flow instance, kept in its shard's delay queue.
@@ -263,6 +263,20 @@ impl FlowInstance {
         }
     }
 
+    /// The persona's live session on the event's connector.
+    fn session_of(&self, inv: &Invocation, cx: &ShardCx<'_>) -> Option<InvocationSession> {
+        let e = &inv.event.event;
+        cx.deps
+            .sessions
+            .find(&inv.account, inv.persona, &e.integration, &e.connector)
+            .map(|s| InvocationSession {
+                id: s.id,
+                integration: s.integration,
+                connector: s.connector,
+                started_at: s.started_at,
+            })
+    }
+
     fn start(&mut self, p: Pending, cx: &mut ShardCx<'_>) {
         let skill = match self.skill_of(&p, cx) {
             Ok(s) => s,
@@ -299,17 +313,22 @@ impl FlowInstance {
             persona: self.key.persona,
             event: event.clone(),
             timeout: flow.invocation_timeout,
+            session: None,
+        };
+        let invocation = if flow.runner.wants_session() {
+            Invocation {
+                session: self.session_of(&invocation, cx),
+                ..invocation
+            }
+        } else {
+            invocation
         };
         let timeout = flow.invocation_timeout;
         cx.deps
             .metrics
             .dispatch_latency
             .record(cx.now.saturating_duration_since(admitted_at).as_secs_f64());
-        let reply = Reply {
-            shard: cx.reply_to.clone(),
-            key: self.key,
-            invocation_id: id,
-        };
+        let reply = Reply::new(cx.reply_to.clone(), self.key, id);
         // The runner lets go of the delivery once it really has the invocation.
         let handoff = Handoff::new(delivery);
         let said = invoke_inline(id, || flow.runner.invoke(invocation, reply, handoff));

@@ -2,10 +2,12 @@
 //! running one invocation at a time; the shards that host them, one actor per worker arbiter;
 //! the directory that finds an instance's shard; flow state.
 
+pub mod commands;
 pub mod directory;
 pub(crate) mod instance;
 pub mod messages;
 pub mod shard;
 pub mod state;
 
+pub use commands::{CommandPort, Origin};
 pub use directory::{FlowDeps, FlowInstanceKey, FlowInstances};

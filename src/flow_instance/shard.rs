@@ -22,10 +22,17 @@ use super::directory::{FlowDeps, FlowInstanceKey};
 use super::instance::{drop_stale, FlowInstance, ShardCx, Timer};
 use super::messages::{Enqueue, FlowInstanceSnapshot, Inspect, InvocationReport};
 use crate::inbox::BatchInbox;
+use crate::invocation::ReportSink;
 
-/// How a runner reaches the shard of its invocation. Shared, so a [`crate::skill_runner::Reply`]
+/// How a runner reaches the shard of its invocation. Shared, so a [`crate::invocation::Reply`]
 /// costs a reference count, not a new actix sender.
-pub type ShardAddr = Arc<Addr<FlowShard>>;
+pub type ShardAddr = Arc<dyn ReportSink>;
+
+impl ReportSink for Addr<FlowShard> {
+    fn report(&self, report: InvocationReport) {
+        self.do_send(report);
+    }
+}
 
 /// Below this many instances the map is never shrunk.
 const SHRINK_FLOOR: usize = 1024;

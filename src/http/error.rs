@@ -10,7 +10,7 @@ use crate::admission::Refusal;
 use crate::commands::refusal::CommandRefusal;
 use crate::connectors::registry::ControlError;
 use crate::daemon::{ChangeError, IngestError};
-use crate::routing::router::FlowRejected;
+use crate::routing::flow_table::FlowRejected;
 use crate::skill_runner::pending::UnknownInvocation;
 use crate::store::StoreError;
 use crate::wire::{EnvelopeError, FlowDocError};
@@ -116,7 +116,7 @@ impl From<ControlError> for ApiError {
             ControlError::NotFound(_) => (Kind::NotFound, "not_found"),
             ControlError::Conflict { .. } => (Kind::Conflict, "already_exists"),
             ControlError::Invalid { .. } => (Kind::Invalid, "invalid"),
-            ControlError::Internal(_) => (Kind::Forbidden, "internal_connector"),
+            ControlError::InternalConnector(_) => (Kind::Forbidden, "internal_connector"),
             ControlError::StillRunning(_) => (Kind::Conflict, "connector_running"),
         };
         ApiError {
@@ -153,7 +153,7 @@ impl From<CommandRefusal> for ApiError {
             }
             CommandRefusal::ConnectorStopped { .. } => Kind::Conflict,
             CommandRefusal::EgressFull(_) => Kind::Unavailable,
-            CommandRefusal::NoTransport(_) | CommandRefusal::NotBuilt(_) => Kind::Conflict,
+            CommandRefusal::NoTransport(_) | CommandRefusal::NoNative(_) => Kind::Conflict,
             _ => Kind::Invalid,
         };
         ApiError {

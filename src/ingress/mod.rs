@@ -8,35 +8,17 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+pub mod inboxes;
+pub mod internal;
+
 use crate::admission::delivery::{Delivery, Settle};
 use crate::admission::Refusal;
-use crate::connectors::actor::Inbound;
-use crate::connectors::registry::{ConnectorKey, ConnectorRegistry, Reach};
+use crate::catalog::Catalog;
 use crate::dead_letter::{self, DeadLetter, DeadLetterStore};
-use crate::domain::{Event, Idn, RoutedEvent, SharedEvent, Target};
+use crate::domain::{ConnectorKey, Event, Idn, RoutedEvent, SharedEvent, Target};
 use crate::telemetry::handles::{self, EngineMetrics};
-
-impl From<Reach> for Refusal {
-    fn from(reach: Reach) -> Self {
-        match reach {
-            Reach::UnknownIntegration(i) => Refusal::UnknownIntegration(i),
-            Reach::UnknownConnector {
-                integration,
-                connector,
-            } => Refusal::UnknownConnector {
-                integration,
-                connector,
-            },
-            Reach::Stopped {
-                integration,
-                connector,
-            } => Refusal::ConnectorStopped {
-                integration,
-                connector,
-            },
-        }
-    }
-}
+pub use inboxes::{Inbound, Inboxes, Reach};
+pub use internal::{InternalEvents, InternalQueue};
 
 /// An event that holds its permit, on its way into a connector's inbox.
 struct PendingInbound {
@@ -90,7 +72,8 @@ enum Admitted {
 
 #[derive(Clone)]
 pub struct Ingress {
-    registry: Arc<ConnectorRegistry>,
+    inboxes: Arc<dyn Inboxes>,
+    catalog: Arc<Catalog>,
     permits: Arc<Semaphore>,
     dead_letters: Arc<dyn DeadLetterStore>,
     metrics: Arc<EngineMetrics>,
@@ -99,7 +82,8 @@ pub struct Ingress {
 
 impl Ingress {
     pub fn new(
-        registry: Arc<ConnectorRegistry>,
+        inboxes: Arc<dyn Inboxes>,
+        catalog: Arc<Catalog>,
         dead_letters: Arc<dyn DeadLetterStore>,
         metrics: Arc<EngineMetrics>,
         inflight_limit: usize,
@@ -107,7 +91,8 @@ impl Ingress {
         let limit = inflight_limit.max(1);
         metrics::gauge!(crate::telemetry::metrics::INFLIGHT_LIMIT).set(limit as f64);
         Ingress {
-            registry,
+            inboxes,
+            catalog,
             permits: Arc::new(Semaphore::new(limit)),
             dead_letters,
             metrics,
@@ -199,8 +184,8 @@ impl Ingress {
             return;
         };
         let key = key_of(&first.event.event);
-        let sent = self.registry.with_running(&key, run, |actor, run| {
-            match actor.inbox().try_reserve_many(run.len()) {
+        let sent = self.with_inbox(&key, run, |inbox, run| {
+            match inbox.try_reserve_many(run.len()) {
                 Ok(slots) => {
                     for (slot, (_, pending)) in slots.zip(run) {
                         slot.send(pending.into_inbound());
@@ -261,11 +246,44 @@ impl Ingress {
     /// dead-lettered, as on submit.
     pub fn admissible(&self, event: &Event) -> Result<(), Refusal> {
         let checked = self.check(event, &mut None).and_then(|()| {
-            self.registry
-                .with_running(&key_of(event), (), |_, ()| ())
+            self.with_inbox(&key_of(event), (), |_, ()| ())
                 .map_err(|((), reach)| Refusal::from(reach))
         });
         checked.map_err(|r| self.refuse(event.clone(), r))
+    }
+
+    /// Calls `send(inbox, payload)` with the inbox of the running connector `key` (see
+    /// [`Inboxes::with_inbox`]); gives `payload` back with the reason when it cannot be reached.
+    #[inline]
+    fn with_inbox<T, R>(
+        &self,
+        key: &ConnectorKey,
+        payload: T,
+        send: impl FnOnce(&mpsc::Sender<Inbound>, T) -> R,
+    ) -> Result<R, (T, Reach)> {
+        let mut call = Some((payload, send));
+        let mut out = None;
+        let reached = self.inboxes.with_inbox(key, &mut |inbox| {
+            if let Some((payload, send)) = call.take() {
+                out = Some(send(inbox, payload));
+            }
+        });
+        match (reached, out) {
+            (Ok(()), Some(out)) => Ok(out),
+            (Err(reach), _) => Err((call.expect("not called when unreachable").0, reach)),
+            (Ok(()), None) => unreachable!("an implementation reports Ok only after calling send"),
+        }
+    }
+
+    /// Admits an event the daemon made itself (from [`InternalEvents`]): the catalog checks of
+    /// the wire apply (its integration exists and declares the event); it names its persona and
+    /// its scope is the daemon's own, so its connector need not run (a `result_error` for a
+    /// stopped connector still reaches the skill). A refusal is counted and dead-lettered.
+    pub fn admit_internal(&self, event: Event) -> Result<SharedEvent, Refusal> {
+        match self.check(&event, &mut None) {
+            Ok(()) => Ok(Arc::new(RoutedEvent::named(event))),
+            Err(refusal) => Err(self.refuse(event, refusal)),
+        }
     }
 
     /// Admitted events not yet dispatched or recorded.
@@ -309,17 +327,13 @@ impl Ingress {
         pending: PendingInbound,
     ) -> Result<Option<(PendingInbound, mpsc::Sender<Inbound>)>, Refusal> {
         let key = key_of(&pending.event.event);
-        let sent = self.registry.with_running(&key, pending, |actor, pending| {
-            match actor.inbox().try_reserve() {
-                Ok(slot) => {
-                    slot.send(pending.into_inbound());
-                    Admitted::Sent
-                }
-                Err(mpsc::error::TrySendError::Full(())) => {
-                    Admitted::Full(pending, actor.inbox().clone())
-                }
-                Err(mpsc::error::TrySendError::Closed(())) => Admitted::Closed(pending),
+        let sent = self.with_inbox(&key, pending, |inbox, pending| match inbox.try_reserve() {
+            Ok(slot) => {
+                slot.send(pending.into_inbound());
+                Admitted::Sent
             }
+            Err(mpsc::error::TrySendError::Full(())) => Admitted::Full(pending, inbox.clone()),
+            Err(mpsc::error::TrySendError::Closed(())) => Admitted::Closed(pending),
         });
         match sent {
             Ok(Admitted::Closed(pending)) => {
@@ -356,8 +370,7 @@ impl Ingress {
             .is_some_and(|(i, e)| *i == event.integration && *e == event.event);
         if !known {
             let integration = self
-                .registry
-                .catalog()
+                .catalog
                 .get(event.integration.as_str())
                 .ok_or_else(|| Refusal::UnknownIntegration(event.integration.to_string()))?;
             if !integration.emits(event.event.as_str()) {

@@ -1,32 +1,86 @@
 //! Dispatch: one admitted event → the flow instances whose subscriptions match it. Runs on the
-//! caller's thread (a connector actor) against the current index, read lock-free: dispatch
-//! never waits for the router, and a rebuild never pauses dispatch.
+//! caller's thread (a connector actor) against the live index, read lock-free: dispatch never
+//! waits for the flow table, and a rebuild never pauses dispatch. Matches go to the flow shards
+//! through [`FlowShards`], the interface this stage owns and `flow_instance` implements.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
 use tokio::time::Instant;
 
-use super::index::{ScopeKey, SubscriptionIndex};
+use super::index::{Match, SubscriptionIndex};
 use crate::admission::delivery::Delivery;
-use crate::catalog::Catalog;
-use crate::domain::{Event, RoutedEvent, SharedEvent, Target};
-use crate::flow_instance::messages::Enqueue;
-use crate::flow_instance::{FlowInstanceKey, FlowInstances};
+use crate::connectors::route::{Routable, Routes};
+use crate::domain::{Event, RoutedEvent, ScopeKey, SharedEvent};
+use crate::invocation::FlowInstanceKey;
+
+/// An event for the flow instance `key`, with the subscription that matched it. Travels
+/// through the shard's bounded inbox, not its actix mailbox.
+pub struct Enqueue {
+    pub key: FlowInstanceKey,
+    pub event: SharedEvent,
+    pub matched: Match,
+    pub delivery: Delivery,
+    /// When the event was admitted: dispatch latency is measured from here.
+    pub admitted_at: Instant,
+}
+
+/// Where matches go: the flow shards (`flow_instance` implements it).
+pub trait FlowShards: Send + Sync + 'static {
+    /// How many shards there are.
+    fn count(&self) -> usize;
+    /// The shard hosting the instance `key`.
+    fn shard_of(&self, key: &FlowInstanceKey) -> usize;
+    /// Hands a batch to shard `shard`. Must not block: a full shard records its events as
+    /// dead letters with the reason.
+    fn send(&self, shard: usize, batch: Vec<Enqueue>);
+}
+
+/// The index in force now, swapped whole on every rebuild.
+#[derive(Default)]
+pub struct LiveIndex(ArcSwap<SubscriptionIndex>);
+
+impl LiveIndex {
+    /// The index in force now.
+    pub fn load(&self) -> Guard<Arc<SubscriptionIndex>> {
+        self.0.load()
+    }
+
+    /// Replaces the index atomically, and frees the old one here, on the caller's (rebuilding)
+    /// thread: it waits until no dispatch still reads it, so the last reader never pays for
+    /// freeing a large index on the hot path.
+    pub fn swap(&self, index: Arc<SubscriptionIndex>) {
+        let old = self.0.swap(index);
+        while Arc::strong_count(&old) > 1 {
+            std::thread::yield_now();
+        }
+        drop(old);
+    }
+}
+
+/// Events bound for the shards, gathered per shard while a connector handles one batch of its
+/// inbox and sent as one message per shard at the end: one channel operation and at most one
+/// wake-up per shard and batch instead of per event.
+#[derive(Default)]
+pub struct Outbox {
+    per_shard: Vec<Vec<Enqueue>>,
+}
+
+thread_local! {
+    /// The outbox of the connector actor running on this thread: kept between batches so its
+    /// buffers are reused. Always empty between two calls.
+    static OUTBOX: RefCell<Outbox> = RefCell::new(Outbox::default());
+}
 
 pub struct Dispatcher {
-    index: ArcSwap<SubscriptionIndex>,
-    instances: Arc<FlowInstances>,
-    catalog: Arc<Catalog>,
+    index: Arc<LiveIndex>,
+    shards: Arc<dyn FlowShards>,
 }
 
 impl Dispatcher {
-    pub fn new(instances: Arc<FlowInstances>, catalog: Arc<Catalog>) -> Self {
-        Dispatcher {
-            index: ArcSwap::from_pointee(SubscriptionIndex::default()),
-            instances,
-            catalog,
-        }
+    pub fn new(index: Arc<LiveIndex>, shards: Arc<dyn FlowShards>) -> Self {
+        Dispatcher { index, shards }
     }
 
     /// The index in force now.
@@ -34,28 +88,8 @@ impl Dispatcher {
         self.index.load()
     }
 
-    /// Replaces the index atomically (the router does this after a rebuild), and frees the
-    /// old one here, on the caller's (rebuilding) thread: it waits until no dispatch still
-    /// reads it, so the last reader never pays for freeing a large index on the hot path.
-    pub fn swap_index(&self, index: Arc<SubscriptionIndex>) {
-        let old = self.index.swap(index);
-        while Arc::strong_count(&old) > 1 {
-            std::thread::yield_now();
-        }
-        drop(old);
-    }
-
-    pub fn instances(&self) -> &Arc<FlowInstances> {
-        &self.instances
-    }
-
-    pub fn catalog(&self) -> &Arc<Catalog> {
-        &self.catalog
-    }
-
-    /// Queues `event` on every matching flow instance; returns how many flows received it.
-    /// The last receiver gets `event` and `delivery` themselves, the others clones: in the
-    /// common case of one receiving flow, no reference count is touched.
+    /// Queues `event` on every matching flow instance at once; returns how many flows received
+    /// it.
     pub fn route(
         &self,
         event: SharedEvent,
@@ -63,21 +97,38 @@ impl Dispatcher {
         delivery: Delivery,
         admitted_at: Instant,
     ) -> usize {
-        let instances = &self.instances;
+        let shards = &self.shards;
         self.route_in(
             &self.index.load(),
             event,
             scope,
             delivery,
             admitted_at,
-            &mut |m| instances.deliver(m),
+            &mut |m| shards.send(shards.shard_of(&m.key), vec![m]),
         )
     }
 
-    /// [`Dispatcher::route`] against `index`, handing each match to `deliver`: a connector
-    /// loads the index once per batch and gathers the matches per shard in its outbox.
+    /// Routes an event the daemon made itself (command results, system events, timer
+    /// firings) once `ingress` admitted it: the pump of the internal-events sink calls this.
+    pub fn route_admitted(&self, event: SharedEvent) -> usize {
+        let scope = ScopeKey::new(
+            event.event.account.clone(),
+            event.event.integration.clone(),
+            event.event.connector.clone(),
+        );
+        self.route(event, &scope, Delivery::none(), Instant::now())
+    }
+
+    /// [`Dispatcher::route_admitted`] for an event that names its persona.
+    pub fn route_internal(&self, event: Event) -> usize {
+        self.route_admitted(Arc::new(RoutedEvent::named(event)))
+    }
+
+    /// [`Dispatcher::route`] against `index`, handing each match to `deliver`. The last
+    /// receiver gets `event` and `delivery` themselves, the others clones: in the common case of
+    /// one receiving flow, no reference count is touched.
     #[inline]
-    pub fn route_in(
+    fn route_in(
         &self,
         index: &SubscriptionIndex,
         event: SharedEvent,
@@ -112,24 +163,43 @@ impl Dispatcher {
         }
         n
     }
+}
 
-    /// Routes an event the daemon made itself for a known persona (command results, system
-    /// events). It needs no admission: its scope is the daemon's own.
-    pub fn route_internal(&self, event: Event) -> usize {
-        let Target::Persona(persona) = event.target else {
-            debug_assert!(false, "internal events name their persona");
-            return 0;
-        };
-        let scope = ScopeKey::new(
-            event.account.clone(),
-            event.integration.clone(),
-            event.connector.clone(),
-        );
-        self.route(
-            Arc::new(RoutedEvent { event, persona }),
-            &scope,
-            Delivery::none(),
-            Instant::now(),
-        )
+impl Routes for Dispatcher {
+    /// One look at the live index per batch, one message per flow shard.
+    fn route(
+        &self,
+        scope: &ScopeKey,
+        system_scope: &ScopeKey,
+        batch: &mut Vec<Routable>,
+        matched: &mut Vec<usize>,
+    ) {
+        let index = self.index.load();
+        let shards = &*self.shards;
+        OUTBOX.with(|outbox| {
+            let mut outbox = outbox.borrow_mut();
+            let count = shards.count();
+            if outbox.per_shard.len() != count {
+                outbox.per_shard = (0..count).map(|_| Vec::new()).collect();
+            }
+            for r in batch.drain(..) {
+                let scope = if r.system { system_scope } else { scope };
+                let per_shard = &mut outbox.per_shard;
+                matched.push(self.route_in(
+                    &index,
+                    r.event,
+                    scope,
+                    r.delivery,
+                    r.admitted_at,
+                    &mut |m| per_shard[shards.shard_of(&m.key)].push(m),
+                ));
+            }
+            for (shard, events) in outbox.per_shard.iter_mut().enumerate() {
+                if !events.is_empty() {
+                    let batch = std::mem::replace(events, Vec::with_capacity(events.capacity()));
+                    shards.send(shard, batch);
+                }
+            }
+        });
     }
 }

@@ -17,12 +17,9 @@ use rustc_hash::{FxBuildHasher, FxHashMap};
 use smallvec::SmallVec;
 
 use crate::domain::{Flow, Idn, InterruptMode, Name, SkillSelector, Subscription};
-use crate::skill_runner::SkillRunner;
+pub use crate::domain::{FlowId, ScopeKey};
+use crate::invocation::SkillRunner;
 use crate::telemetry::handles::FlowMetrics;
-
-/// A stable number for a flow `(account, agent, flow)`, never reused while the process runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FlowId(pub u32);
 
 /// A flow as the engine runs it: the definition plus its resolved runner and deadline.
 pub struct FlowRoute {
@@ -96,18 +93,6 @@ impl Match {
     }
 }
 
-/// The pre-hashed scope of one connector. Connector actors build it once and reuse it for
-/// every event; [`ScopeKey::new`] builds one for a one-off lookup.
-#[derive(Debug, Clone)]
-pub struct ScopeKey {
-    pub account: Idn,
-    pub integration: Idn,
-    pub connector: Idn,
-    h_account: u64,
-    h_integration: u64,
-    h_connector: u64,
-}
-
 fn hash_str(s: &str) -> u64 {
     FxBuildHasher.hash_one(s)
 }
@@ -122,19 +107,6 @@ fn mix(parts: &[u64]) -> u64 {
 
 /// Marks a null scope in the hash of a broader tier.
 const ANY: u64 = 0x9e37_79b9_7f4a_7c15;
-
-impl ScopeKey {
-    pub fn new(account: Idn, integration: Idn, connector: Idn) -> Self {
-        ScopeKey {
-            h_account: hash_str(account.as_str()),
-            h_integration: hash_str(integration.as_str()),
-            h_connector: hash_str(connector.as_str()),
-            account,
-            integration,
-            connector,
-        }
-    }
-}
 
 struct AnyEntry {
     hash: u64,
@@ -413,7 +385,7 @@ impl SubscriptionIndex {
     #[inline]
     pub fn lookup<'a>(&'a self, key: &ScopeKey, event: &str) -> Matches<'a> {
         self.lookup_hashed(
-            [key.h_account, key.h_integration, key.h_connector],
+            key.hashes(),
             [
                 key.account.as_str(),
                 key.integration.as_str(),

@@ -1,10 +1,11 @@
-//! Routing: the subscription index, the router actor that rebuilds it, dispatch of admitted
-//! events to flow instances, and explain.
+//! Routing: the subscription index, the flow table actor that rebuilds it, dispatch of admitted
+//! events to the flow shards, the pump of the internal-events sink, and explain.
 
 pub mod dispatch;
 pub mod explain;
+pub mod flow_table;
 pub mod index;
-pub mod router;
+pub mod internal;
 
-pub use dispatch::Dispatcher;
+pub use dispatch::{Dispatcher, LiveIndex};
 pub use index::{FlowId, FlowRoute, Match, Matches, ScopeKey, SubscriptionIndex};

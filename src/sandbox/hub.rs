@@ -1,5 +1,5 @@
 //! The sandbox hub: which browser sockets belong to which persona on which sandbox connector,
-//! and the command sink that pushes `send_message` to them.
+//! and the native integration that pushes `send_message` to them.
 
 use std::sync::Arc;
 
@@ -8,8 +8,8 @@ use rustc_hash::FxBuildHasher;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::domain::{Idn, PersonaId};
-use crate::egress::{CommandSink, EgressError, OutboundCommand};
+use crate::commands::{CommandRefusal, NativeCommand, NativeIntegration};
+use crate::domain::{Arguments, Idn, PersonaId};
 
 /// What the page receives.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -75,8 +75,8 @@ impl SandboxHub {
     }
 }
 
-impl CommandSink for SandboxHub {
-    fn deliver(&self, c: OutboundCommand) -> Result<(), EgressError> {
+impl NativeIntegration for SandboxHub {
+    fn execute(&self, c: NativeCommand<'_>) -> Result<Arguments, CommandRefusal> {
         let key = (
             c.command.account.clone(),
             c.command.connector.clone(),
@@ -99,6 +99,6 @@ impl CommandSink for SandboxHub {
         }
         // No tab open: the conversation's message is not delivered, as with a closed chat
         // window; the command itself was carried out.
-        Ok(())
+        Ok(Arguments::default())
     }
 }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::clock::SessionClock;
 use super::table::SessionTable;
 use crate::domain::PersonaId;
-use crate::routing::index::ScopeKey;
+use crate::domain::ScopeKey;
 
 /// Entries kept before ended sessions are pruned for the first time.
 const PRUNE_FLOOR: usize = 1024;

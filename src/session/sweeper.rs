@@ -1,4 +1,5 @@
-//! The session sweeper actor: ends idle sessions every interval and routes `session_ended`.
+//! The session sweeper actor: ends idle sessions every interval and emits `session_ended`
+//! through the internal-events sink.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,11 +9,11 @@ use tokio::time::Instant;
 
 use super::table::SessionTable;
 use crate::domain::{Event, Idn};
-use crate::routing::dispatch::Dispatcher;
+use crate::ingress::InternalEvents;
 
 pub struct SessionSweeper {
     pub sessions: Arc<SessionTable>,
-    pub dispatcher: Arc<Dispatcher>,
+    pub events: InternalEvents,
     pub idle: Duration,
     pub interval: Duration,
 }
@@ -35,7 +36,7 @@ impl Actor for SessionSweeper {
                 .with_argument("integration_idn", ended.integration.as_str())
                 .with_argument("connector_idn", ended.connector.as_str())
                 .with_argument("reason", "idle");
-                act.dispatcher.route_internal(e);
+                act.events.emit(e);
             }
         });
     }

@@ -10,8 +10,8 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::clock::SessionClock;
+use crate::domain::ScopeKey;
 use crate::domain::{Idn, PersonaId};
-use crate::routing::index::ScopeKey;
 use crate::telemetry::handles;
 
 #[derive(Debug)]

@@ -17,7 +17,7 @@
 //! it.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -33,9 +33,8 @@ use uuid::Uuid;
 
 use super::pending::PendingInvocations;
 use super::{Handoff, Invocation, Outcome, Reply, SkillRunner};
-use crate::session::SessionTable;
 use crate::wire::envelope::Limits;
-use crate::wire::invocation::{InvocationWire, ResultWire, RunnerAnswer, SessionWire};
+use crate::wire::invocation::{InvocationWire, ResultWire, RunnerAnswer};
 
 /// The header carrying the invocation id.
 pub const INVOCATION_HEADER: &str = "X-Switchboard-Invocation";
@@ -105,7 +104,6 @@ struct Shared {
     backoff: ExponentialBuilder,
     max_backoff: Duration,
     pending: Arc<PendingInvocations>,
-    sessions: OnceLock<Arc<SessionTable>>,
     /// Tasks still posting, by invocation id, so `cancel` can stop them.
     in_flight: DashMap<Uuid, AbortHandle, FxBuildHasher>,
 }
@@ -187,24 +185,9 @@ impl WebhookRunners {
                 backoff: backoff(settings.initial_backoff, max_backoff),
                 max_backoff,
                 pending,
-                sessions: OnceLock::new(),
                 in_flight: DashMap::default(),
             }),
         }
-    }
-
-    /// Uses `sessions` to attach the persona's live session to invocations.
-    pub fn with_sessions(self, sessions: Arc<SessionTable>) -> Self {
-        self.attach_sessions(sessions);
-        self
-    }
-
-    /// Attaches the session table when it exists only after the factory (the engine makes
-    /// its table in `Engine::start`, after the runner registry). The first table attached
-    /// stays; returns whether this one was taken. Until one is attached, invocations carry
-    /// no session.
-    pub fn attach_sessions(&self, sessions: Arc<SessionTable>) -> bool {
-        self.shared.sessions.set(sessions).is_ok()
     }
 
     /// The table replies wait in for a later answer (`/v1/invocations/{id}/result`).
@@ -305,6 +288,10 @@ impl SkillRunner for WebhookRunner {
         let _ = go.send(());
     }
 
+    fn wants_session(&self) -> bool {
+        true
+    }
+
     fn cancel(&self, invocation_id: Uuid) {
         self.shared.pending.forget(invocation_id);
         if let Some((_, task)) = self.shared.in_flight.remove(&invocation_id) {
@@ -329,23 +316,7 @@ enum Verdict {
 async fn run(shared: &Shared, target: &Target, invocation: Invocation) {
     let id = invocation.id;
     let deadline = Instant::now() + invocation.timeout;
-    let session = shared.sessions.get().and_then(|table| {
-        let e = &invocation.event.event;
-        table
-            .find(
-                &invocation.account,
-                invocation.persona,
-                &e.integration,
-                &e.connector,
-            )
-            .map(|s| SessionWire {
-                session_id: s.id,
-                integration_idn: s.integration.to_string(),
-                connector_idn: s.connector.to_string(),
-                started_at: s.started_at,
-            })
-    });
-    let body = serde_json::to_vec(&InvocationWire::from_domain(&invocation, session))
+    let body = serde_json::to_vec(&InvocationWire::from_domain(&invocation))
         .expect("invocations serialize");
     drop(invocation);
 

@@ -26,7 +26,7 @@ impl SkillRunner for QueueRunner {
             subject: self
                 .subjects
                 .invoke(inv.account.as_str(), inv.agent.as_str()),
-            wire: InvocationWire::from_domain(&inv, None),
+            wire: InvocationWire::from_domain(&inv),
             handoff,
         };
         self.pending.park(reply);
@@ -42,6 +42,10 @@ impl SkillRunner for QueueRunner {
                 tracing::error!(invocation = %id, "invocation batcher stopped");
             }
         });
+    }
+
+    fn wants_session(&self) -> bool {
+        true
     }
 
     fn cancel(&self, invocation_id: Uuid) {

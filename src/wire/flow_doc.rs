@@ -506,4 +506,18 @@ events:
         assert_eq!(e.field, "document");
         assert!(e.reason.contains("evnets"), "{}", e.reason);
     }
+
+    #[test]
+    fn every_naf_subscription_names_an_event_its_integration_emits() {
+        let text = include_str!("../../tests/fixtures/naf-events.yaml");
+        let export = SubscriptionExport::from_yaml(text).unwrap();
+        let c = crate::catalog::Catalog::builtin();
+        for row in &export.events {
+            let integ = row.integration_idn.as_deref().unwrap();
+            let i = c
+                .get(integ)
+                .unwrap_or_else(|| panic!("{integ} not in catalog"));
+            assert!(i.emits(&row.idn), "{integ} does not emit {}", row.idn);
+        }
+    }
 }

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::envelope::{check_version_pub, CommandEnvelope, EnvelopeError, EventEnvelope, Limits};
 use crate::domain::Command;
-use crate::skill_runner::{Invocation, Outcome};
+use crate::invocation::{Invocation, Outcome};
 
 /// The session of the event's persona on the event's connector, if one is live.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,7 +46,7 @@ pub struct InvocationWire {
 }
 
 impl InvocationWire {
-    pub fn from_domain(inv: &Invocation, session: Option<SessionWire>) -> Self {
+    pub fn from_domain(inv: &Invocation) -> Self {
         InvocationWire {
             v: super::envelope::VERSION,
             invocation_id: inv.id,
@@ -59,7 +59,12 @@ impl InvocationWire {
                 persona_id: inv.persona.0,
             },
             event: EventEnvelope::from_domain(&inv.event.event),
-            session,
+            session: inv.session.as_ref().map(|s| SessionWire {
+                session_id: s.id,
+                integration_idn: s.integration.to_string(),
+                connector_idn: s.connector.to_string(),
+                started_at: s.started_at,
+            }),
             redelivered: inv.event.event.redelivered,
         }
     }

@@ -55,7 +55,8 @@ impl Harness {
             config,
             EngineParts {
                 runners: Arc::new(runners),
-                sink: Arc::new(sink),
+                egress: Arc::new(sink),
+                natives: Vec::new(),
                 dead_letters: dead.clone(),
                 sessions: None,
             },

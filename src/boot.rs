@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::{secrets_key, Daemon};
+use crate::catalog::settings::Settings;
 use crate::config::Config;
 use crate::config::TransportKind;
-use crate::connectors::settings::Settings;
+use crate::daemon::{secrets_key, Daemon};
 use crate::dead_letter::DeadLetterStore;
 use crate::domain::{Flow, Idn, RunnerSpec};
-use crate::egress::{CommandSink, EgressRouter, NoTransport, NotBuilt};
+use crate::egress::{CommandSink, NoTransport};
+use crate::engine::{Engine, EngineParts};
 use crate::sandbox::SandboxHub;
 use crate::session::table::{SessionJournal, SessionView};
 use crate::skill_runner::demo::DemoRunner;
@@ -27,7 +28,6 @@ use crate::transport::commands::NatsCommandSink;
 use crate::transport::dlq::PublishingDeadLetters;
 use crate::transport::Nats;
 use crate::wire::envelope::{Encoding, EventEnvelope, Limits};
-use crate::{Engine, EngineParts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
@@ -170,20 +170,16 @@ pub async fn start(
         None => Arc::new(NoTransport),
     };
     let sandbox = SandboxHub::new();
-    let mut sink = EgressRouter::new(external).with_native("sandbox", sandbox.clone());
-    for native in ["http", "program_timer", "api", "newo_chat"] {
-        sink = sink.with_native(native, Arc::new(NotBuilt));
-    }
     let engine = Engine::start(
         config.engine.to_engine_config(),
         EngineParts {
             runners: Arc::new(runners),
-            sink: Arc::new(sink),
+            egress: external,
+            natives: vec![("sandbox", sandbox.clone())],
             dead_letters,
             sessions: Some(Arc::new(StoreJournal(store.clone()))),
         },
     );
-    webhooks.attach_sessions(engine.session_table().clone());
 
     let daemon = Arc::new(Daemon {
         engine,

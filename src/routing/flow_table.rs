@@ -1,5 +1,5 @@
-//! The router actor: owns the flows, resolves their runners, and rebuilds the subscription
-//! index when they change. Large rebuilds run on a blocking thread; the finished index is
+//! The flow table actor: owns the flows, resolves their runners, and rebuilds the
+//! subscription index when they change. Large rebuilds run on a blocking thread; the finished index is
 //! swapped in atomically, so dispatch never sees a half-built index and never waits.
 //! Changes are answered once the index that contains them is live.
 
@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use actix::{Actor, AsyncContext, Context, Handler, Message, ResponseActFuture, WrapFuture};
 
-use super::dispatch::Dispatcher;
+use super::dispatch::LiveIndex;
 use super::index::{FlowId, FlowRoute, SubscriptionIndex};
 use crate::domain::{Flow, Idn, Name};
-use crate::skill_runner::RunnerResolver;
+use crate::invocation::RunnerResolver;
 use crate::telemetry::handles::EngineMetrics;
 
 /// Indexes up to this many subscriptions are built inline: it takes well under a millisecond.
@@ -50,8 +50,8 @@ pub struct ReplaceFlows {
 
 type FlowKey = (Idn, Name, Name);
 
-pub struct Router {
-    dispatcher: Arc<Dispatcher>,
+pub struct FlowTable {
+    index: Arc<LiveIndex>,
     resolver: Arc<dyn RunnerResolver>,
     metrics: Arc<EngineMetrics>,
     default_timeout: Duration,
@@ -60,15 +60,15 @@ pub struct Router {
     next_id: u32,
 }
 
-impl Router {
+impl FlowTable {
     pub fn new(
-        dispatcher: Arc<Dispatcher>,
+        index: Arc<LiveIndex>,
         resolver: Arc<dyn RunnerResolver>,
         metrics: Arc<EngineMetrics>,
         default_timeout: Duration,
     ) -> Self {
-        Router {
-            dispatcher,
+        FlowTable {
+            index,
             resolver,
             metrics,
             default_timeout,
@@ -101,7 +101,7 @@ impl Router {
     fn rebuild(&mut self, ctx: &mut Context<Self>) {
         let flows: Vec<Arc<FlowRoute>> = self.flows.values().cloned().collect();
         let count: usize = flows.iter().map(|f| f.flow.subscriptions.len()).sum();
-        let dispatcher = self.dispatcher.clone();
+        let live = self.index.clone();
         let metrics = self.metrics.clone();
         let build = move || {
             let started = std::time::Instant::now();
@@ -109,7 +109,7 @@ impl Router {
             metrics
                 .index_subscriptions
                 .set(index.subscription_count() as f64);
-            dispatcher.swap_index(Arc::new(index));
+            live.swap(Arc::new(index));
             metrics
                 .index_rebuild
                 .record(started.elapsed().as_secs_f64());
@@ -117,7 +117,7 @@ impl Router {
         if count <= INLINE_BUILD_LIMIT {
             build();
         } else {
-            // Hold the router's mailbox until the index is live, so replies stay truthful.
+            // Hold the flow table's mailbox until the index is live, so replies stay truthful.
             ctx.wait(
                 async move {
                     if let Err(e) = tokio::task::spawn_blocking(build).await {
@@ -130,11 +130,11 @@ impl Router {
     }
 }
 
-impl Actor for Router {
+impl Actor for FlowTable {
     type Context = Context<Self>;
 }
 
-impl Handler<PutFlow> for Router {
+impl Handler<PutFlow> for FlowTable {
     type Result = ResponseActFuture<Self, Result<(), FlowRejected>>;
 
     fn handle(&mut self, msg: PutFlow, ctx: &mut Context<Self>) -> Self::Result {
@@ -149,7 +149,7 @@ impl Handler<PutFlow> for Router {
     }
 }
 
-impl Handler<DeleteFlow> for Router {
+impl Handler<DeleteFlow> for FlowTable {
     type Result = ResponseActFuture<Self, bool>;
 
     fn handle(&mut self, msg: DeleteFlow, ctx: &mut Context<Self>) -> Self::Result {
@@ -165,7 +165,7 @@ impl Handler<DeleteFlow> for Router {
     }
 }
 
-impl Handler<ReplaceFlows> for Router {
+impl Handler<ReplaceFlows> for FlowTable {
     type Result = ResponseActFuture<Self, Result<(), FlowRejected>>;
 
     fn handle(&mut self, msg: ReplaceFlows, ctx: &mut Context<Self>) -> Self::Result {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::catalog::{SettingSpec, ValueType};
+use super::{SettingSpec, ValueType};
 
 /// A refused setting.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

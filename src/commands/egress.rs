@@ -1,0 +1,40 @@
+//! The egress interface: where the command stage hands validated commands of external
+//! integrations. `egress/` and the queue transport implement it.
+
+use uuid::Uuid;
+
+use crate::domain::{Command, PersonaId};
+use crate::fault::{Blame, Fault};
+
+/// A validated command on its way to an adapter.
+#[derive(Debug, Clone)]
+pub struct OutboundCommand {
+    pub command: Command,
+    /// The act id the adapter reports results with (`command_act_id`).
+    pub act: Uuid,
+    pub persona: PersonaId,
+}
+
+/// Why a sink did not take a command: it is refused with `result_error`, never dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EgressError {
+    #[error("egress is full")]
+    Full,
+    #[error("no transport carries this integration's commands")]
+    NoTransport,
+}
+
+/// Where validated commands go. Must not block.
+pub trait CommandSink: Send + Sync + 'static {
+    fn deliver(&self, command: OutboundCommand) -> Result<(), EgressError>;
+}
+
+impl Blame for EgressError {
+    fn fault(&self) -> Fault {
+        Fault::Daemon
+    }
+
+    fn retryable(&self) -> bool {
+        matches!(self, EgressError::Full)
+    }
+}

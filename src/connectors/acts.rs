@@ -1,0 +1,92 @@
+//! Command acts the daemon issued to adapters: `command_act_id` → the persona and connector it
+//! was issued for, so that the adapter's result events come back to the same persona. The
+//! command stage records an act when it sends a command to an external integration; the
+//! connector actor resolves events that name only an act. Bounded by age and count.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::domain::{ConnectorKey, PersonaId};
+
+#[derive(Default)]
+struct Acts {
+    by_id: FxHashMap<Uuid, (PersonaId, ConnectorKey)>,
+    /// Eviction order: the oldest acts leave first, by age or past the capacity.
+    order: VecDeque<(Instant, Uuid)>,
+}
+
+pub struct CommandActs {
+    ttl: Duration,
+    capacity: usize,
+    acts: Mutex<Acts>,
+}
+
+impl CommandActs {
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        CommandActs {
+            ttl,
+            capacity: capacity.max(1),
+            acts: Mutex::new(Acts::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Acts> {
+        self.acts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers that `act` was issued for `persona` through `connector`.
+    pub fn remember(&self, act: Uuid, persona: PersonaId, connector: ConnectorKey, now: Instant) {
+        let mut acts = self.lock();
+        // Amortized O(1): the oldest acts leave first, by age or past the capacity.
+        while let Some((at, old)) = acts.order.front().copied() {
+            if now.duration_since(at) < self.ttl && acts.order.len() < self.capacity {
+                break;
+            }
+            acts.by_id.remove(&old);
+            acts.order.pop_front();
+        }
+        acts.by_id.insert(act, (persona, connector));
+        acts.order.push_back((now, act));
+    }
+
+    /// The persona `act` was issued for, if it was issued through `connector` and is still
+    /// known.
+    pub fn persona(&self, act: &Uuid, connector: &ConnectorKey) -> Option<PersonaId> {
+        let acts = self.lock();
+        acts.by_id
+            .get(act)
+            .filter(|(_, c)| c == connector)
+            .map(|(p, _)| *p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Idn;
+
+    fn key(c: &str) -> ConnectorKey {
+        ConnectorKey::new(&Idn::known("a"), &Idn::known("telegram"), &Idn::known(c))
+    }
+
+    #[test]
+    fn an_act_resolves_only_on_its_connector_and_only_while_known() {
+        let acts = CommandActs::new(Duration::from_secs(10), 2);
+        let now = Instant::now();
+        let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let p = PersonaId(Uuid::now_v7());
+        acts.remember(a, p, key("bot"), now);
+        assert_eq!(acts.persona(&a, &key("bot")), Some(p));
+        assert_eq!(acts.persona(&a, &key("other")), None);
+        acts.remember(b, p, key("bot"), now);
+        acts.remember(c, p, key("bot"), now);
+        assert_eq!(acts.persona(&a, &key("bot")), None, "evicted past capacity");
+        acts.remember(Uuid::now_v7(), p, key("bot"), now + Duration::from_secs(11));
+        assert_eq!(acts.persona(&b, &key("bot")), None, "evicted by age");
+    }
+}

@@ -1,0 +1,56 @@
+//! The internal-events sink: the one way events the daemon makes itself (command results,
+//! session ends, system events, native integrations' events such as timer firings) enter
+//! routing. Later stages hold an [`InternalEvents`] (wired at start-up); a pump drains the
+//! bounded queue behind it through [`super::Ingress::admit_internal`], which applies the
+//! admission checks of the wire, then routes. A full queue records the event as a dead letter
+//! with the reason: never a silent drop.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::dead_letter::{self, DeadLetter, DeadLetterReason, DeadLetterStore};
+use crate::domain::Event;
+use crate::telemetry::handles;
+
+/// Where later stages emit events. Cheap to clone; never blocks.
+#[derive(Clone)]
+pub struct InternalEvents {
+    tx: mpsc::Sender<Event>,
+    dead_letters: Arc<dyn DeadLetterStore>,
+}
+
+/// The receiving end, drained by the routing stage's pump.
+pub struct InternalQueue(pub mpsc::Receiver<Event>);
+
+impl InternalEvents {
+    /// A sink holding at most `capacity` events not yet routed.
+    pub fn new(capacity: usize, dead_letters: Arc<dyn DeadLetterStore>) -> (Self, InternalQueue) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (InternalEvents { tx, dead_letters }, InternalQueue(rx))
+    }
+
+    /// Emits `event` (it names its persona). In the order of the calls from one thread.
+    pub fn emit(&self, event: Event) {
+        match self.tx.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                handles::rejected(DeadLetterReason::FlowQueueFull.code());
+                dead_letter::record(
+                    &*self.dead_letters,
+                    DeadLetter::event(
+                        DeadLetterReason::FlowQueueFull,
+                        format!(
+                            "the internal-events queue holds {} events",
+                            self.tx.max_capacity()
+                        ),
+                        event,
+                        None,
+                    ),
+                );
+            }
+            // The engine is stopping: nothing routes any more.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! The pump of the internal-events sink: drains [`InternalQueue`] in order, admits each event
+//! through [`Ingress::admit_internal`] (the checks of the wire) and routes it. One task, so
+//! events emitted from one thread are routed in the order they were emitted.
+
+use std::sync::Arc;
+
+use crate::ingress::{Ingress, InternalQueue};
+
+use super::dispatch::Dispatcher;
+
+/// Events taken from the queue at once.
+const BATCH: usize = 256;
+
+/// Spawns the pump on the current arbiter; it ends when every sender is gone.
+pub fn spawn(queue: InternalQueue, ingress: Ingress, dispatcher: Arc<Dispatcher>) {
+    let InternalQueue(mut rx) = queue;
+    actix_rt::spawn(async move {
+        let mut batch = Vec::with_capacity(BATCH);
+        while rx.recv_many(&mut batch, BATCH).await > 0 {
+            for event in batch.drain(..) {
+                if let Ok(event) = ingress.admit_internal(event) {
+                    dispatcher.route_admitted(event);
+                }
+            }
+        }
+    });
+}
