@@ -39,9 +39,17 @@ pub enum BootError {
         source: crate::store::StoreError,
     },
     #[error("restoring state: {0}")]
-    Restore(String),
+    Restore(#[from] crate::store::StoreError),
+    #[error("restoring state: {0}")]
+    Stored(#[from] crate::domain::IdnError),
+    #[error("restoring state: {0}")]
+    Control(#[from] crate::connectors::ControlError),
+    #[error("the demo: {0}")]
+    Demo(#[from] crate::daemon::ChangeError),
+    #[error("the demo flow: {0}")]
+    DemoFlow(#[from] crate::routing::flow_table::FlowRejected),
     #[error("flows: {0}")]
-    Flows(String),
+    Flows(#[from] crate::daemon::ReloadError),
     #[error("transport: {0}")]
     Nats(#[from] crate::transport::NatsError),
 }
@@ -194,7 +202,7 @@ pub async fn start(
         config,
     });
     restore(&daemon).await?;
-    let flows = daemon.reload_flow_files().await.map_err(BootError::Flows)?;
+    let flows = daemon.reload_flow_files().await?;
     tracing::info!(files_flows = flows, "flow files loaded");
     if daemon.config.sandbox.demo_runner {
         demo_setup(&daemon).await?;
@@ -209,29 +217,19 @@ pub async fn start(
 }
 
 async fn restore(d: &Arc<Daemon>) -> Result<(), BootError> {
-    let fail = |e: String| BootError::Restore(e);
-    for (account, integration, sealed) in d
-        .store
-        .integration_settings()
-        .map_err(|e| fail(e.to_string()))?
-    {
-        let settings = d
-            .open(sealed, (&account, &integration, ""))
-            .map_err(|e| fail(e.to_string()))?;
-        let account = Idn::parse("account", &account).map_err(|e| fail(e.to_string()))?;
+    for (account, integration, sealed) in d.store.integration_settings()? {
+        let settings = d.open(sealed, (&account, &integration, ""))?;
+        let account = Idn::parse("account", &account)?;
         d.engine
             .registry()
-            .restore_integration_settings(&account, &integration, settings)
-            .map_err(|e| fail(e.to_string()))?;
+            .restore_integration_settings(&account, &integration, settings)?;
     }
-    for row in d.store.connectors().map_err(|e| fail(e.to_string()))? {
-        let settings: Settings = d
-            .open(
-                row.settings.clone(),
-                (&row.account, &row.integration, &row.connector),
-            )
-            .map_err(|e| fail(e.to_string()))?;
-        let account = Idn::parse("account", &row.account).map_err(|e| fail(e.to_string()))?;
+    for row in d.store.connectors()? {
+        let settings: Settings = d.open(
+            row.settings.clone(),
+            (&row.account, &row.integration, &row.connector),
+        )?;
+        let account = Idn::parse("account", &row.account)?;
         let created = chrono::DateTime::parse_from_rfc3339(&row.created_at)
             .map(|t| t.with_timezone(&chrono::Utc))
             .unwrap_or_else(|_| chrono::Utc::now());
@@ -249,7 +247,7 @@ async fn restore(d: &Arc<Daemon>) -> Result<(), BootError> {
         }
     }
     let now = tokio::time::Instant::now();
-    for s in d.store.live_sessions().map_err(|e| fail(e.to_string()))? {
+    for s in d.store.live_sessions()? {
         let view = (|| {
             Some(SessionView {
                 id: s.id,
@@ -285,11 +283,8 @@ async fn demo_setup(d: &Arc<Daemon>) -> Result<(), BootError> {
     {
         let view = d
             .create_connector("sandbox", "demo", "Demo sandbox", &[])
-            .await
-            .map_err(|e| BootError::Restore(e.to_string()))?;
-        d.run_connector(view.id)
-            .await
-            .map_err(|e| BootError::Restore(e.to_string()))?;
+            .await?;
+        d.run_connector(view.id).await?;
     }
     let doc = crate::wire::FlowDoc::from_yaml(
         r#"
@@ -303,10 +298,7 @@ events:
     let flow: Flow = doc
         .to_domain(&account, "DemoAgent", "SandboxEchoFlow")
         .expect("the demo flow is valid");
-    d.engine
-        .put_flow(flow)
-        .await
-        .map_err(|e| BootError::Flows(e.to_string()))?;
+    d.engine.put_flow(flow).await?;
     tracing::info!("demo runner enabled: open /sandbox and chat with the `demo` connector");
     Ok(())
 }
@@ -314,10 +306,7 @@ events:
 /// Hands the acknowledged events of the last run that were not handed on to the engine again,
 /// marked as redelivered.
 async fn replay_inbox(d: &Arc<Daemon>) -> Result<(), BootError> {
-    let rows = d
-        .store
-        .inbox()
-        .map_err(|e| BootError::Restore(e.to_string()))?;
+    let rows = d.store.inbox()?;
     let n = rows.len();
     let unlimited = Limits {
         max_arguments: usize::MAX,

@@ -74,9 +74,10 @@ impl Blame for Refusal {
         }
     }
 
-    /// A busy daemon takes the event later; a stopped connector may run again (the queue
-    /// redelivers such an event instead of dead-lettering it).
+    /// Only a busy daemon takes the same event later. A stopped connector was stopped on
+    /// purpose and may stay so: its events are dead-lettered (replayable once it runs again)
+    /// rather than cycled through a queue until the queue gives up on them.
     fn retryable(&self) -> bool {
-        matches!(self, Refusal::Busy | Refusal::ConnectorStopped { .. })
+        matches!(self, Refusal::Busy)
     }
 }

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::connectors::registry::{ConnectorView, ControlError};
 use crate::domain::{Event, Flow, Idn, Name};
 use crate::engine::Engine;
+use crate::fault::{Blame, Fault};
 use crate::routing::flow_table::FlowRejected;
 use crate::sandbox::SandboxHub;
 use crate::skill_runner::pending::PendingInvocations;
@@ -43,6 +44,34 @@ pub enum ChangeError {
     Flow(#[from] FlowRejected),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Why the flow files were not (re)loaded; the flows in force stay.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    File(#[from] flow_files::FlowFileError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{}: {error}", dir.display())]
+    Rejected {
+        dir: std::path::PathBuf,
+        error: FlowRejected,
+    },
+}
+
+impl Blame for ReloadError {
+    fn fault(&self) -> Fault {
+        match self {
+            ReloadError::Store(e) => e.fault(),
+            // The operator's files.
+            ReloadError::File(_) | ReloadError::Rejected { .. } => Fault::Caller,
+        }
+    }
+
+    fn retryable(&self) -> bool {
+        matches!(self, ReloadError::Store(e) if e.retryable())
+    }
 }
 
 /// What happened to an ingested event.
@@ -291,11 +320,18 @@ impl Daemon {
 
     /// Loads `flows.dir` again: every file or none. Stored (API) flows stay; file flows with
     /// the same name win over them.
-    pub async fn reload_flow_files(&self) -> Result<usize, String> {
+    /// The files and the store are read on a blocking thread, off the async workers.
+    pub async fn reload_flow_files(&self) -> Result<usize, ReloadError> {
         let account = self.account();
-        let files =
-            flow_files::load_dir(&account, &self.config.flows.dir).map_err(|e| e.to_string())?;
-        let stored = self.stored_flows().map_err(|e| e.to_string())?;
+        let (dir, store) = (self.config.flows.dir.clone(), self.store.clone());
+        let read_account = account.clone();
+        let (files, stored) = tokio::task::spawn_blocking(move || {
+            let files = flow_files::load_dir(&read_account, &dir)?;
+            let stored = stored_flows(&store, &read_account)?;
+            Ok::<_, ReloadError>((files, stored))
+        })
+        .await
+        .map_err(|e| ReloadError::Store(StoreError::Corrupt(format!("flow reload task: {e}"))))??;
         let mut by_key: BTreeMap<(Name, Name), Flow> = stored
             .into_iter()
             .map(|f| ((f.agent.clone(), f.flow.clone()), f))
@@ -309,25 +345,12 @@ impl Daemon {
         self.engine
             .replace_flows(&account, by_key.into_values().collect())
             .await
-            .map_err(|e| format!("{}: {e}", self.config.flows.dir.display()))?;
+            .map_err(|error| ReloadError::Rejected {
+                dir: self.config.flows.dir.clone(),
+                error,
+            })?;
         *self.file_flows.lock().expect("file flows lock") = file_keys;
         Ok(n)
-    }
-
-    fn stored_flows(&self) -> Result<Vec<Flow>, StoreError> {
-        let account = self.account();
-        self.store
-            .flows()?
-            .into_iter()
-            .filter(|r| r.account == account.as_str())
-            .map(|r| {
-                let doc: FlowDoc = serde_json::from_str(&r.document).map_err(|e| {
-                    StoreError::Corrupt(format!("flow {}/{}: {e}", r.agent, r.flow))
-                })?;
-                doc.to_domain(&account, &r.agent, &r.flow)
-                    .map_err(|e| StoreError::Corrupt(format!("flow {}/{}: {e}", r.agent, r.flow)))
-            })
-            .collect()
     }
 
     // ---- data plane ----
@@ -338,7 +361,8 @@ impl Daemon {
         if self.is_draining() {
             return Err(Refusal::Busy.into());
         }
-        self.engine.ingress().admissible(&event)?;
+        let admitted = self.engine.ingress().admit(event)?;
+        let event = admitted.event();
         let id = event.id;
         let dedupe_key = event.external_event_id.as_ref().map(|x| {
             format!(
@@ -346,7 +370,7 @@ impl Daemon {
                 event.account, event.integration, event.connector
             )
         });
-        let envelope = Encoding::MessagePack.encode(&EventEnvelope::from_domain(&event));
+        let envelope = Encoding::MessagePack.encode(&EventEnvelope::from_domain(event));
         let window = self.config.engine.dedupe_window_ms as i64;
         match self
             .store
@@ -360,23 +384,43 @@ impl Daemon {
             }
             Written::Done => {}
         }
-        self.hand_to_engine(event).await?;
+        let store = self.store.clone();
+        self.engine
+            .ingress()
+            .submit_admitted(admitted, Some(leaves_inbox(store, id)))
+            .await?;
         Ok(Ingested::Accepted(id))
     }
 
     /// Submits an event that is already in the inbox; it leaves the inbox once settled.
     pub(crate) async fn hand_to_engine(&self, event: Event) -> Result<(), Refusal> {
         let id = event.id;
-        let store = self.store.clone();
         self.engine
-            .submit(
-                event,
-                Some(Box::new(move |s: Settlement| {
-                    if s == Settlement::Done {
-                        store.inbox_done(id);
-                    }
-                })),
-            )
+            .submit(event, Some(leaves_inbox(self.store.clone(), id)))
             .await
     }
+}
+
+/// The settlement of an event in the inbox: it leaves the inbox once done.
+fn leaves_inbox(store: Store, id: Uuid) -> Box<dyn crate::admission::delivery::Settle> {
+    Box::new(move |s: Settlement| {
+        if s == Settlement::Done {
+            store.inbox_done(id);
+        }
+    })
+}
+
+/// The flows stored through the API for `account` (a blocking read).
+fn stored_flows(store: &Store, account: &Idn) -> Result<Vec<Flow>, StoreError> {
+    store
+        .flows()?
+        .into_iter()
+        .filter(|r| r.account == account.as_str())
+        .map(|r| {
+            let doc: FlowDoc = serde_json::from_str(&r.document)
+                .map_err(|e| StoreError::Corrupt(format!("flow {}/{}: {e}", r.agent, r.flow)))?;
+            doc.to_domain(account, &r.agent, &r.flow)
+                .map_err(|e| StoreError::Corrupt(format!("flow {}/{}: {e}", r.agent, r.flow)))
+        })
+        .collect()
 }

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use uuid::Uuid;
 
-use super::{DeadLetter, DeadLetterStore};
+use super::{DeadLetter, DeadLetterStore, ReadError};
 use crate::domain::Idn;
 
 pub struct MemoryDeadLetters {
@@ -62,25 +62,26 @@ impl DeadLetterStore for MemoryDeadLetters {
         l.push_back(letter);
     }
 
-    fn list(&self, account: &Idn, limit: usize) -> Vec<DeadLetter> {
+    fn list(&self, account: &Idn, limit: usize) -> Result<Vec<DeadLetter>, ReadError> {
         let l = self.letters.lock().expect("dead letters lock");
-        l.iter()
+        Ok(l.iter()
             .rev()
             .filter(|d| &d.account == account)
             .take(limit)
             .cloned()
-            .collect()
+            .collect())
     }
 
-    fn get(&self, id: Uuid) -> Option<DeadLetter> {
+    fn get(&self, id: Uuid) -> Result<Option<DeadLetter>, ReadError> {
         let l = self.letters.lock().expect("dead letters lock");
-        l.iter().find(|d| d.id == id).cloned()
+        Ok(l.iter().find(|d| d.id == id).cloned())
     }
 
-    fn remove(&self, id: Uuid) -> Option<DeadLetter> {
+    fn remove(&self, id: Uuid) -> Result<Option<DeadLetter>, ReadError> {
         let mut l = self.letters.lock().expect("dead letters lock");
-        let pos = l.iter().position(|d| d.id == id)?;
-        l.remove(pos)
+        Ok(l.iter()
+            .position(|d| d.id == id)
+            .and_then(|pos| l.remove(pos)))
     }
 }
 
@@ -114,10 +115,10 @@ mod tests {
         s.record(mk());
         assert_eq!(s.len(), 2);
         assert_eq!(s.evicted(), 1);
-        assert!(s.get(first_id).is_none());
-        let newest = s.list(&a, 1);
+        assert!(s.get(first_id).unwrap().is_none());
+        let newest = s.list(&a, 1).unwrap();
         assert_eq!(newest.len(), 1);
-        assert!(s.remove(newest[0].id).is_some());
+        assert!(s.remove(newest[0].id).unwrap().is_some());
         assert_eq!(s.len(), 1);
     }
 }

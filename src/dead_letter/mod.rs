@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{Command, Event, Idn, PersonaId};
+use crate::fault::{Blame, Fault};
 
 /// Why something became a dead letter. `code()` is the stable metric label and API code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -127,15 +128,36 @@ impl DeadLetter {
     }
 }
 
+/// Why dead letters could not be read: never hidden as "none".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// The store did not answer (busy, I/O): a later read may succeed.
+    #[error("the dead-letter store is unavailable: {0}")]
+    Unavailable(String),
+    /// A stored letter does not decode.
+    #[error("dead letter {id} is corrupt: {reason}")]
+    Corrupt { id: String, reason: String },
+}
+
+impl Blame for ReadError {
+    fn fault(&self) -> Fault {
+        Fault::Daemon
+    }
+
+    fn retryable(&self) -> bool {
+        matches!(self, ReadError::Unavailable(_))
+    }
+}
+
 /// Where dead letters are kept. The engine calls `record` from actors: it must not block for
 /// long (a durable implementation hands the write to its own thread).
 pub trait DeadLetterStore: Send + Sync + 'static {
     fn record(&self, letter: DeadLetter);
     /// Newest first, at most `limit`.
-    fn list(&self, account: &Idn, limit: usize) -> Vec<DeadLetter>;
-    fn get(&self, id: Uuid) -> Option<DeadLetter>;
-    /// Removes a letter (after a successful replay).
-    fn remove(&self, id: Uuid) -> Option<DeadLetter>;
+    fn list(&self, account: &Idn, limit: usize) -> Result<Vec<DeadLetter>, ReadError>;
+    fn get(&self, id: Uuid) -> Result<Option<DeadLetter>, ReadError>;
+    /// Removes a letter (after a successful replay); `None` if there was none.
+    fn remove(&self, id: Uuid) -> Result<Option<DeadLetter>, ReadError>;
 }
 
 /// Records `letter` in `store` and counts it.

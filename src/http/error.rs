@@ -1,6 +1,8 @@
 //! The one place errors become HTTP statuses: every boundary error converts into [`ApiError`],
-//! whose kind alone decides the status. Bodies have one shape:
-//! `{"error": {"code": "...", "message": "...", "field": "..."}}`.
+//! whose kind alone decides the status. The kind follows from what the error says of itself
+//! ([`Blame`], see [`kind_of`]): the caller's fault is a 4xx the error's variant refines, the
+//! daemon's is 503 when a retry can succeed and 500 otherwise, a peer's is 502. Bodies have one
+//! shape: `{"error": {"code": "...", "message": "...", "field": "..."}}`.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -10,6 +12,8 @@ use crate::admission::Refusal;
 use crate::commands::refusal::CommandRefusal;
 use crate::connectors::registry::ControlError;
 use crate::daemon::{ChangeError, IngestError};
+use crate::dead_letter::ReadError;
+use crate::fault::{Blame, Fault};
 use crate::routing::flow_table::FlowRejected;
 use crate::skill_runner::pending::UnknownInvocation;
 use crate::store::StoreError;
@@ -34,6 +38,19 @@ pub enum Kind {
     Unavailable,
     /// The daemon's own failure (500).
     Internal,
+    /// A peer the daemon depends on failed (502).
+    BadGateway,
+}
+
+/// The kind of an error that says whose fault it is: `caller` (the 4xx its variant means) when
+/// it is the caller's.
+pub fn kind_of(e: &impl Blame, caller: Kind) -> Kind {
+    match (e.fault(), e.retryable()) {
+        (Fault::Caller, _) => caller,
+        (Fault::Daemon, true) => Kind::Unavailable,
+        (Fault::Daemon, false) => Kind::Internal,
+        (Fault::Peer, _) => Kind::BadGateway,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +111,7 @@ impl ResponseError for ApiError {
             Kind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Kind::BadGateway => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -111,7 +129,7 @@ impl ResponseError for ApiError {
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         let field = e.field().map(str::to_owned);
-        let (kind, code) = match &e {
+        let (caller, code) = match &e {
             ControlError::UnknownIntegration(_) => (Kind::NotFound, "unknown_integration"),
             ControlError::NotFound(_) => (Kind::NotFound, "not_found"),
             ControlError::Conflict { .. } => (Kind::Conflict, "already_exists"),
@@ -120,7 +138,7 @@ impl From<ControlError> for ApiError {
             ControlError::StillRunning(_) => (Kind::Conflict, "connector_running"),
         };
         ApiError {
-            kind,
+            kind: kind_of(&e, caller),
             code,
             message: e.to_string(),
             field,
@@ -130,14 +148,15 @@ impl From<ControlError> for ApiError {
 
 impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> Self {
-        let kind = match &r {
+        let caller = match &r {
             Refusal::UnknownIntegration(_) | Refusal::UnknownConnector { .. } => Kind::NotFound,
             Refusal::ConnectorStopped { .. } => Kind::Conflict,
-            Refusal::UndeclaredEvent { .. } | Refusal::Malformed { .. } => Kind::Invalid,
-            Refusal::Busy => Kind::Unavailable,
+            Refusal::UndeclaredEvent { .. } | Refusal::Malformed { .. } | Refusal::Busy => {
+                Kind::Invalid
+            }
         };
         ApiError {
-            kind,
+            kind: kind_of(&r, caller),
             code: r.code(),
             message: r.to_string(),
             field: r.field().map(str::to_owned),
@@ -147,17 +166,17 @@ impl From<Refusal> for ApiError {
 
 impl From<CommandRefusal> for ApiError {
     fn from(r: CommandRefusal) -> Self {
-        let kind = match &r {
+        let caller = match &r {
             CommandRefusal::UnknownIntegration(_) | CommandRefusal::UnknownConnector { .. } => {
                 Kind::NotFound
             }
-            CommandRefusal::ConnectorStopped { .. } => Kind::Conflict,
-            CommandRefusal::EgressFull(_) => Kind::Unavailable,
-            CommandRefusal::NoTransport(_) | CommandRefusal::NoNative(_) => Kind::Conflict,
+            CommandRefusal::ConnectorStopped { .. }
+            | CommandRefusal::NoTransport(_)
+            | CommandRefusal::NoNative(_) => Kind::Conflict,
             _ => Kind::Invalid,
         };
         ApiError {
-            kind,
+            kind: kind_of(&r, caller),
             code: "command_refused",
             message: r.to_string(),
             field: r.field().map(str::to_owned),
@@ -167,37 +186,49 @@ impl From<CommandRefusal> for ApiError {
 
 impl From<EnvelopeError> for ApiError {
     fn from(e: EnvelopeError) -> Self {
-        ApiError::new(Kind::Invalid, "malformed", e.reason).field(e.field)
+        ApiError::new(kind_of(&e, Kind::Invalid), "malformed", e.reason).field(e.field)
     }
 }
 
 impl From<FlowDocError> for ApiError {
     fn from(e: FlowDocError) -> Self {
-        ApiError::new(Kind::Invalid, "invalid_flow", e.reason).field(e.field)
+        ApiError::new(kind_of(&e, Kind::Invalid), "invalid_flow", e.reason).field(e.field)
     }
 }
 
 impl From<FlowRejected> for ApiError {
     fn from(e: FlowRejected) -> Self {
-        ApiError::new(Kind::Invalid, "invalid_flow", e.reason).field(e.field)
+        ApiError::new(kind_of(&e, Kind::Invalid), "invalid_flow", e.reason).field(e.field)
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "store failure");
-        let kind = if e.retryable() {
-            Kind::Unavailable
-        } else {
-            Kind::Internal
-        };
-        ApiError::new(kind, "store", e.to_string())
+        ApiError::new(kind_of(&e, Kind::Invalid), "store", e.to_string())
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
+        tracing::error!(error = %e, "dead-letter store failure");
+        ApiError::new(kind_of(&e, Kind::Invalid), "store", e.to_string())
+    }
+}
+
+impl From<actix_web::error::BlockingError> for ApiError {
+    fn from(e: actix_web::error::BlockingError) -> Self {
+        ApiError::new(Kind::Internal, "internal", e.to_string())
     }
 }
 
 impl From<UnknownInvocation> for ApiError {
     fn from(e: UnknownInvocation) -> Self {
-        ApiError::new(Kind::NotFound, "unknown_invocation", e.to_string())
+        ApiError::new(
+            kind_of(&e, Kind::NotFound),
+            "unknown_invocation",
+            e.to_string(),
+        )
     }
 }
 

@@ -123,9 +123,7 @@ async fn dead_letters(d: D, q: web::Query<DeadLettersQuery>) -> Result<HttpRespo
     // Read your writes: letters recorded before this request are committed first.
     d.store.flush().await?;
     let (d2, account) = (d.clone(), d.account());
-    let list = web::block(move || d2.engine.dead_letters().list(&account, limit))
-        .await
-        .map_err(|e| ApiError::new(Kind::Internal, "internal", e.to_string()))?;
+    let list = web::block(move || d2.engine.dead_letters().list(&account, limit)).await??;
     Ok(HttpResponse::Ok().json(list.iter().map(DeadLetterJson::from).collect::<Vec<_>>()))
 }
 
@@ -134,8 +132,7 @@ async fn replay(d: D, path: web::Path<String>) -> Result<HttpResponse, ApiError>
     d.store.flush().await?;
     let d2 = d.clone();
     let letter = web::block(move || d2.engine.dead_letters().get(id))
-        .await
-        .map_err(|e| ApiError::new(Kind::Internal, "internal", e.to_string()))?
+        .await??
         .ok_or_else(|| {
             ApiError::new(Kind::NotFound, "not_found", format!("no dead letter {id}"))
         })?;
@@ -168,7 +165,7 @@ async fn replay(d: D, path: web::Path<String>) -> Result<HttpResponse, ApiError>
         }
     };
     let d2 = d.clone();
-    let _ = web::block(move || d2.engine.dead_letters().remove(id)).await;
+    web::block(move || d2.engine.dead_letters().remove(id)).await??;
     d.store.flush().await?;
     Ok(HttpResponse::Ok().json(outcome))
 }

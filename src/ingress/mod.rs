@@ -38,6 +38,15 @@ impl PendingInbound {
     }
 }
 
+/// An event that passed admission ([`Ingress::admit`]), with the persona its actor names.
+pub struct Admitted(SharedEvent);
+
+impl Admitted {
+    pub fn event(&self) -> &Event {
+        &self.0.event
+    }
+}
+
 /// Permits [`Ingress::submit_batch`] takes at once, at most.
 pub const BATCH_PERMITS: usize = 256;
 
@@ -62,7 +71,7 @@ fn same_connector(a: &PendingInbound, b: &PendingInbound) -> bool {
 /// What became of an event offered to its connector's inbox. Lives on the stack for one call,
 /// so the size of its variants does not matter.
 #[allow(clippy::large_enum_variant)]
-enum Admitted {
+enum Offered {
     Sent,
     /// The connector's inbox is full: wait on this sender.
     Full(PendingInbound, mpsc::Sender<Inbound>),
@@ -100,12 +109,29 @@ impl Ingress {
         }
     }
 
-    /// Admits `event`, waiting for an in-flight permit and then for room in its connector's
+    /// Admits `event` (see [`Ingress::admit`]: the catalog checks here, its connector when it
+    /// is handed over), waiting for an in-flight permit and then for room in its connector's
     /// inbox. `source` is settled once the event is dispatched to every receiving flow, dropped
-    /// as an outcome, or recorded.
+    /// as an outcome, or recorded; a refusal settles it too (a refusal is an answer).
     pub async fn submit(
         &self,
         event: Event,
+        source: Option<Box<dyn Settle>>,
+    ) -> Result<(), Refusal> {
+        match self.checked(event, &mut None) {
+            Ok(admitted) => self.submit_admitted(admitted, source).await,
+            Err(refusal) => {
+                drop(Delivery::new(source, None));
+                Err(refusal)
+            }
+        }
+    }
+
+    /// Hands an admitted event to its connector, waiting for an in-flight permit and then for
+    /// room in its inbox. Refused only if the connector stopped since it was admitted.
+    pub async fn submit_admitted(
+        &self,
+        admitted: Admitted,
         source: Option<Box<dyn Settle>>,
     ) -> Result<(), Refusal> {
         let permit = self
@@ -114,22 +140,60 @@ impl Ingress {
             .acquire_owned()
             .await
             .expect("the permit semaphore is never closed");
-        let pending = self.prepare(event, source, permit, Instant::now(), &mut None)?;
+        let pending = PendingInbound {
+            event: admitted.0,
+            source,
+            permit,
+            admitted_at: Instant::now(),
+        };
         match self.offer(pending)? {
             None => Ok(()),
             Some((pending, inbox)) => self.wait_for_room(pending, inbox).await,
         }
     }
 
-    /// Admits `events` in order, as [`Ingress::submit`] would one by one, sharing what can be
-    /// shared: the in-flight permits are taken together (at most [`BATCH_PERMITS`] at a time),
-    /// the clock is read once, and the events of each connector look it up once and reserve
-    /// their inbox slots at once. Events of one connector keep their order; events of
-    /// different connectors are independent. Queue transports hand over what they pulled this way.
-    /// One result per event, in order.
+    /// Admits `events` in order, as [`Ingress::submit`] would one by one: a batch of events of
+    /// one kind asks the catalog once. One result per event, in order.
     pub async fn submit_batch(
         &self,
         events: Vec<(Event, Option<Box<dyn Settle>>)>,
+    ) -> Vec<Result<(), Refusal>> {
+        let mut declared = None;
+        let mut refused = Vec::new();
+        let mut admitted = Vec::with_capacity(events.len());
+        for (at, (event, source)) in events.into_iter().enumerate() {
+            match self.checked(event, &mut declared) {
+                Ok(a) => admitted.push((a, source)),
+                Err(refusal) => {
+                    drop(Delivery::new(source, None));
+                    refused.push((at, refusal));
+                }
+            }
+        }
+        if refused.is_empty() {
+            return self.submit_batch_admitted(admitted).await;
+        }
+        let mut sent = self.submit_batch_admitted(admitted).await.into_iter();
+        let mut refused = refused.into_iter().peekable();
+        let mut results = Vec::with_capacity(sent.len() + refused.len());
+        while results.len() < results.capacity() {
+            match refused.next_if(|(at, _)| *at == results.len()) {
+                Some((_, refusal)) => results.push(Err(refusal)),
+                None => results.push(sent.next().expect("one result per admitted event")),
+            }
+        }
+        results
+    }
+
+    /// Hands admitted events to their connectors in order, as [`Ingress::submit_admitted`]
+    /// would one by one, sharing what can be shared: the in-flight permits are taken together
+    /// (at most [`BATCH_PERMITS`] at a time), the clock is read once, and the events of each
+    /// connector look it up once and reserve their inbox slots at once. Events of one connector
+    /// keep their order; events of different connectors are independent. Queue transports hand
+    /// over what they pulled this way. One result per event, in order.
+    pub async fn submit_batch_admitted(
+        &self,
+        events: Vec<(Admitted, Option<Box<dyn Settle>>)>,
     ) -> Vec<Result<(), Refusal>> {
         let mut results = Vec::with_capacity(events.len());
         let mut events = events.into_iter();
@@ -145,25 +209,25 @@ impl Ingress {
                 .await
                 .expect("the permit semaphore is never closed");
             let admitted_at = Instant::now();
-            let mut declared = None;
             // Grouped by connector, each group in arrival order: the order that matters (per
             // connector, hence per conversation) is kept.
             let mut groups: Vec<Vec<(usize, PendingInbound)>> = Vec::new();
-            for (event, source) in events.by_ref().take(chunk) {
+            for (admitted, source) in events.by_ref().take(chunk) {
                 let permit = permits.split(1).expect("one permit per event of the chunk");
                 let at = results.len();
                 results.push(Ok(()));
-                match self.prepare(event, source, permit, admitted_at, &mut declared) {
-                    Err(refusal) => results[at] = Err(refusal),
-                    Ok(pending) => {
-                        match groups
-                            .iter_mut()
-                            .find(|g| same_connector(&g[0].1, &pending))
-                        {
-                            Some(g) => g.push((at, pending)),
-                            None => groups.push(vec![(at, pending)]),
-                        }
-                    }
+                let pending = PendingInbound {
+                    event: admitted.0,
+                    source,
+                    permit,
+                    admitted_at,
+                };
+                match groups
+                    .iter_mut()
+                    .find(|g| same_connector(&g[0].1, &pending))
+                {
+                    Some(g) => g.push((at, pending)),
+                    None => groups.push(vec![(at, pending)]),
                 }
             }
             for group in groups {
@@ -235,21 +299,50 @@ impl Ingress {
             .clone()
             .try_acquire_owned()
             .map_err(|_| Refusal::Busy)?;
-        let pending = self.prepare(event, source, permit, Instant::now(), &mut None)?;
+        let admitted = match self.checked(event, &mut None) {
+            Ok(a) => a,
+            Err(refusal) => {
+                drop(Delivery::new(source, Some(permit)));
+                return Err(refusal);
+            }
+        };
+        let pending = PendingInbound {
+            event: admitted.0,
+            source,
+            permit,
+            admitted_at: Instant::now(),
+        };
         match self.offer(pending)? {
             None => Ok(()),
             Some(_) => Err(Refusal::Busy),
         }
     }
 
-    /// Whether `event` would be admitted now, without taking it in. A refusal is counted and
-    /// dead-lettered, as on submit.
-    pub fn admissible(&self, event: &Event) -> Result<(), Refusal> {
-        let checked = self.check(event, &mut None).and_then(|()| {
-            self.with_inbox(&key_of(event), (), |_, ()| ())
-                .map_err(|((), reach)| Refusal::from(reach))
-        });
-        checked.map_err(|r| self.refuse(event.clone(), r))
+    /// Admission, the one check every event from outside passes, before anything is recorded:
+    /// its integration exists and declares the event, it is well formed, and its connector
+    /// exists and runs. A refusal is counted and dead-lettered. The admitted event carries the
+    /// persona its actor names; [`Ingress::submit_admitted`] hands it over.
+    pub fn admit(&self, event: Event) -> Result<Admitted, Refusal> {
+        let admitted = self.checked(event, &mut None)?;
+        match self.with_inbox(&key_of(&admitted.0.event), (), |_, ()| ()) {
+            Ok(()) => Ok(admitted),
+            Err(((), reach)) => Err(self.refuse(RoutedEvent::into_event(admitted.0), reach.into())),
+        }
+    }
+
+    /// The catalog's part of admission (see [`Ingress::check`]); the connector's is checked
+    /// when the event is handed over. A refusal is counted and dead-lettered.
+    fn checked(
+        &self,
+        event: Event,
+        declared: &mut Option<(Idn, Idn)>,
+    ) -> Result<Admitted, Refusal> {
+        match self.check(&event, declared) {
+            // Shared from here on, so the event is not copied again on its way. The persona is
+            // derived here, on the submitting thread, off the engine's workers.
+            Ok(()) => Ok(Admitted(Arc::new(RoutedEvent::named(event)))),
+            Err(refusal) => Err(self.refuse(event, refusal)),
+        }
     }
 
     /// Calls `send(inbox, payload)` with the inbox of the running connector `key` (see
@@ -297,29 +390,6 @@ impl Ingress {
         self.metrics.inflight.set(self.inflight() as f64);
     }
 
-    /// Checks `event` (refusing it with its permit and source) and readies it for its inbox.
-    fn prepare(
-        &self,
-        event: Event,
-        source: Option<Box<dyn Settle>>,
-        permit: OwnedSemaphorePermit,
-        admitted_at: Instant,
-        declared: &mut Option<(Idn, Idn)>,
-    ) -> Result<PendingInbound, Refusal> {
-        let pending = PendingInbound {
-            // Shared from here on, so the event is not copied again on its way. The persona is
-            // derived here, on the submitting thread, off the engine's workers.
-            event: Arc::new(RoutedEvent::named(event)),
-            source,
-            permit,
-            admitted_at,
-        };
-        match self.check(&pending.event.event, declared) {
-            Ok(()) => Ok(pending),
-            Err(refusal) => Err(self.refuse_pending(pending, refusal)),
-        }
-    }
-
     /// Puts a checked event in its connector's inbox if there is room (`None`); otherwise hands
     /// it back with the inbox to wait on.
     fn offer(
@@ -330,18 +400,18 @@ impl Ingress {
         let sent = self.with_inbox(&key, pending, |inbox, pending| match inbox.try_reserve() {
             Ok(slot) => {
                 slot.send(pending.into_inbound());
-                Admitted::Sent
+                Offered::Sent
             }
-            Err(mpsc::error::TrySendError::Full(())) => Admitted::Full(pending, inbox.clone()),
-            Err(mpsc::error::TrySendError::Closed(())) => Admitted::Closed(pending),
+            Err(mpsc::error::TrySendError::Full(())) => Offered::Full(pending, inbox.clone()),
+            Err(mpsc::error::TrySendError::Closed(())) => Offered::Closed(pending),
         });
         match sent {
-            Ok(Admitted::Closed(pending)) => {
+            Ok(Offered::Closed(pending)) => {
                 let refusal = stopped(&pending.event.event);
                 Err(self.refuse_pending(pending, refusal))
             }
-            Ok(Admitted::Sent) => Ok(None),
-            Ok(Admitted::Full(pending, inbox)) => Ok(Some((pending, inbox))),
+            Ok(Offered::Sent) => Ok(None),
+            Ok(Offered::Full(pending, inbox)) => Ok(Some((pending, inbox))),
             Err((pending, reach)) => Err(self.refuse_pending(pending, Refusal::from(reach))),
         }
     }

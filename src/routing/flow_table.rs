@@ -12,6 +12,7 @@ use actix::{Actor, AsyncContext, Context, Handler, Message, ResponseActFuture, W
 use super::dispatch::LiveIndex;
 use super::index::{FlowId, FlowRoute, SubscriptionIndex};
 use crate::domain::{Flow, Idn, Name};
+use crate::fault::{Blame, Fault};
 use crate::invocation::RunnerResolver;
 use crate::telemetry::handles::EngineMetrics;
 
@@ -24,6 +25,16 @@ const INLINE_BUILD_LIMIT: usize = 20_000;
 pub struct FlowRejected {
     pub field: String,
     pub reason: String,
+}
+
+impl Blame for FlowRejected {
+    fn fault(&self) -> Fault {
+        Fault::Caller
+    }
+
+    fn retryable(&self) -> bool {
+        false
+    }
 }
 
 /// Adds or replaces one flow.

@@ -8,11 +8,22 @@ use uuid::Uuid;
 
 use super::{Outcome, Reply};
 use crate::domain::Command;
+use crate::fault::{Blame, Fault};
 
 /// No invocation with that id waits for an answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("no invocation {0} is waiting for a result")]
 pub struct UnknownInvocation(pub Uuid);
+
+impl Blame for UnknownInvocation {
+    fn fault(&self) -> Fault {
+        Fault::Caller
+    }
+
+    fn retryable(&self) -> bool {
+        false
+    }
+}
 
 #[derive(Default)]
 pub struct PendingInvocations {

@@ -6,7 +6,9 @@ use rusqlite::params;
 use uuid::Uuid;
 
 use super::{Store, Written};
-use crate::dead_letter::{DeadLetter, DeadLetterPayload, DeadLetterReason, DeadLetterStore};
+use crate::dead_letter::{
+    DeadLetter, DeadLetterPayload, DeadLetterReason, DeadLetterStore, ReadError,
+};
 use crate::domain::{Idn, PersonaId};
 use crate::wire::envelope::{CommandEnvelope, Encoding, EventEnvelope, Limits};
 
@@ -49,7 +51,16 @@ type Raw = (
     String,
 );
 
-fn decode(raw: Raw) -> Option<DeadLetter> {
+/// The stored letter, or the reason it does not decode.
+fn decode(raw: Raw) -> Result<DeadLetter, ReadError> {
+    let id_text = raw.0.clone();
+    decoded(raw).ok_or_else(|| ReadError::Corrupt {
+        id: id_text,
+        reason: "a stored field does not decode".into(),
+    })
+}
+
+fn decoded(raw: Raw) -> Option<DeadLetter> {
     let (id, account, reason, detail, kind, payload, persona, at) = raw;
     let unlimited = Limits {
         max_arguments: usize::MAX,
@@ -153,7 +164,7 @@ impl DeadLetterStore for SqliteDeadLetters {
         });
     }
 
-    fn list(&self, account: &Idn, limit: usize) -> Vec<DeadLetter> {
+    fn list(&self, account: &Idn, limit: usize) -> Result<Vec<DeadLetter>, ReadError> {
         let account = account.to_string();
         self.store
             .read(|c| {
@@ -163,26 +174,28 @@ impl DeadLetterStore for SqliteDeadLetters {
                 let rows = st.query_map(params![account, limit as i64], row)?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()
             })
-            .unwrap_or_default()
+            .map_err(|e| ReadError::Unavailable(e.to_string()))?
             .into_iter()
-            .filter_map(decode)
+            .map(decode)
             .collect()
     }
 
-    fn get(&self, id: Uuid) -> Option<DeadLetter> {
+    fn get(&self, id: Uuid) -> Result<Option<DeadLetter>, ReadError> {
         self.store
             .read(|c| {
                 let mut st = c.prepare(&format!("{SELECT} WHERE id = ?1"))?;
                 let mut rows = st.query_map(params![id.to_string()], row)?;
                 rows.next().transpose()
             })
-            .ok()
-            .flatten()
-            .and_then(decode)
+            .map_err(|e| ReadError::Unavailable(e.to_string()))?
+            .map(decode)
+            .transpose()
     }
 
-    fn remove(&self, id: Uuid) -> Option<DeadLetter> {
-        let letter = self.get(id)?;
+    fn remove(&self, id: Uuid) -> Result<Option<DeadLetter>, ReadError> {
+        let Some(letter) = self.get(id)? else {
+            return Ok(None);
+        };
         self.store.write_later(move |tx| {
             tx.execute(
                 "DELETE FROM dead_letters WHERE id = ?1",
@@ -190,6 +203,6 @@ impl DeadLetterStore for SqliteDeadLetters {
             )?;
             Ok(Written::Done)
         });
-        Some(letter)
+        Ok(Some(letter))
     }
 }

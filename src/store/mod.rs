@@ -13,6 +13,7 @@ pub mod schema;
 pub mod secrets;
 pub mod sent_invocations;
 
+use crate::fault::{Blame, Fault};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,9 +37,13 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-impl StoreError {
-    /// Whether the same write may succeed if tried again (a busy or closed database).
-    pub fn retryable(&self) -> bool {
+impl Blame for StoreError {
+    fn fault(&self) -> Fault {
+        Fault::Daemon
+    }
+
+    /// Whether the same write may succeed if tried again (a busy or locked database).
+    fn retryable(&self) -> bool {
         matches!(self, StoreError::Sqlite(m) if m.contains("locked") || m.contains("busy"))
     }
 }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::headers::{self, DETAIL, KIND, REASON};
 use super::publisher::{Outgoing, Publisher};
 use super::subjects::Subjects;
-use crate::dead_letter::{DeadLetter, DeadLetterPayload, DeadLetterStore};
+use crate::dead_letter::{DeadLetter, DeadLetterPayload, DeadLetterStore, ReadError};
 use crate::domain::Idn;
 use crate::wire::envelope::{CommandEnvelope, Encoding, EventEnvelope};
 
@@ -56,15 +56,15 @@ impl DeadLetterStore for PublishingDeadLetters {
         self.inner.record(letter);
     }
 
-    fn list(&self, account: &Idn, limit: usize) -> Vec<DeadLetter> {
+    fn list(&self, account: &Idn, limit: usize) -> Result<Vec<DeadLetter>, ReadError> {
         self.inner.list(account, limit)
     }
 
-    fn get(&self, id: Uuid) -> Option<DeadLetter> {
+    fn get(&self, id: Uuid) -> Result<Option<DeadLetter>, ReadError> {
         self.inner.get(id)
     }
 
-    fn remove(&self, id: Uuid) -> Option<DeadLetter> {
+    fn remove(&self, id: Uuid) -> Result<Option<DeadLetter>, ReadError> {
         self.inner.remove(id)
     }
 }

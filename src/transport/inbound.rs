@@ -20,7 +20,9 @@ use super::subjects::Subjects;
 use crate::admission::delivery::{Settle, Settlement};
 use crate::daemon::Daemon;
 use crate::dead_letter::{self, DeadLetter};
-use crate::domain::{Event, Idn};
+use crate::domain::Idn;
+use crate::fault::Blame;
+use crate::ingress::Admitted;
 use crate::telemetry::handles;
 use crate::wire::envelope::{EventEnvelope, Limits};
 
@@ -98,7 +100,12 @@ pub fn spawn(
                 }
                 // Waits for in-flight permits: a full engine slows the pull, it never grows
                 // memory.
-                for r in daemon.engine.submit_batch(admitted).await {
+                for r in daemon
+                    .engine
+                    .ingress()
+                    .submit_batch_admitted(admitted)
+                    .await
+                {
                     if let Err(r) = r {
                         tracing::debug!(reason = %r, "event refused after admission (connector changed meanwhile)");
                     }
@@ -143,6 +150,9 @@ async fn acknowledge(
     }
 }
 
+/// How long a message refused for a reason that may pass waits before its next delivery.
+const REFUSED_RETRY_DELAY: Duration = Duration::from_secs(1);
+
 async fn terminate(acker: &async_nats::jetstream::message::Acker) {
     if let Err(e) = acker.ack_with(AckKind::Term).await {
         tracing::warn!(error = %e, "terminating a refused message failed");
@@ -158,7 +168,7 @@ async fn handle(
     settled_tx: &mpsc::UnboundedSender<(u64, Settlement)>,
     token: u64,
     m: async_nats::jetstream::Message,
-) -> Option<(Event, Option<Box<dyn Settle>>)> {
+) -> Option<(Admitted, Option<Box<dyn Settle>>)> {
     let (stream_seq, delivered, stream_name) = match m.info() {
         Ok(i) => (i.stream_sequence, i.delivered, i.stream.to_owned()),
         Err(_) => (0, 1, String::new()),
@@ -256,11 +266,22 @@ async fn handle(
             .filter(|id| !id.is_empty() && id.len() <= 256);
     }
     event.redelivered = delivered > 1;
-    if daemon.engine.ingress().admissible(&event).is_err() {
-        // Counted, dead-lettered and copied to the DLQ subject by `admissible`.
-        terminate(&acker).await;
-        return None;
-    }
+    let event = match daemon.engine.ingress().admit(event) {
+        Ok(event) => event,
+        // The refusal says whether the same message may be taken later (a busy daemon): then
+        // it is delivered again; otherwise it was counted, dead-lettered and copied to the DLQ
+        // subject by `admit`, and is never delivered again.
+        Err(refusal) if refusal.retryable() => {
+            let _ = acker
+                .ack_with(AckKind::Nak(Some(REFUSED_RETRY_DELAY)))
+                .await;
+            return None;
+        }
+        Err(_) => {
+            terminate(&acker).await;
+            return None;
+        }
+    };
     ackers.insert(token, Arc::new(acker));
     let tx = settled_tx.clone();
     let settle = move |s: Settlement| {

@@ -10,6 +10,7 @@ use smol_str::SmolStr;
 use uuid::Uuid;
 
 use crate::domain::{ActorRef, Argument, Arguments, Command, Event, Idn, IdnError, Target};
+use crate::fault::{Blame, Fault};
 
 /// The envelope version this daemon speaks.
 pub const VERSION: u32 = 1;
@@ -20,6 +21,16 @@ pub const VERSION: u32 = 1;
 pub struct EnvelopeError {
     pub field: String,
     pub reason: String,
+}
+
+impl Blame for EnvelopeError {
+    fn fault(&self) -> Fault {
+        Fault::Caller
+    }
+
+    fn retryable(&self) -> bool {
+        false
+    }
 }
 
 impl From<IdnError> for EnvelopeError {

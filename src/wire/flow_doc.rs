@@ -11,6 +11,7 @@ use crate::domain::{
     Flow, Idn, IdnError, InterruptMode, Name, RunnerSpec, SkillSelector, StateField, StateScope,
     Subscription,
 };
+use crate::fault::{Blame, Fault};
 
 /// A refused flow document: which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,6 +19,16 @@ use crate::domain::{
 pub struct FlowDocError {
     pub field: String,
     pub reason: String,
+}
+
+impl Blame for FlowDocError {
+    fn fault(&self) -> Fault {
+        Fault::Caller
+    }
+
+    fn retryable(&self) -> bool {
+        false
+    }
 }
 
 impl From<IdnError> for FlowDocError {
