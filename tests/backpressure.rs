@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::Harness;
+use common::{eventually, Harness, PATIENCE};
 use switchboard::admission::delivery::Settlement;
 use switchboard::admission::Refusal;
 use switchboard::connectors::actor::INBOX_CAPACITY;
@@ -33,19 +33,10 @@ async fn talk(h: &Harness, flow: &str) {
     h.flow("Agent", "Main", flow).await;
 }
 
-/// Waits until the default runner has been invoked `n` times; fails if the engine goes idle
-/// first (everything here runs on the test's thread, so a few thousand turns are plenty).
+/// Waits until the default runner has been invoked `n` times.
 async fn invoked(h: &Harness, n: usize) {
-    for _ in 0..10_000 {
-        if h.recorded.lock().unwrap().len() >= n {
-            return;
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!(
-        "{} invocations, expected {n}",
-        h.recorded.lock().unwrap().len()
-    );
+    h.wait_recorded(&format!("{n} invocations"), |r| r.len() >= n)
+        .await;
 }
 
 #[actix_rt::test]
@@ -70,9 +61,10 @@ async fn a_stalled_runner_pauses_intake_without_losing_events() {
     let (_, first) = h.next_manual().await;
     assert_eq!(settled.remove(0).await.unwrap(), Settlement::Done);
     let ingress = h.engine.ingress().clone();
-    while ingress.inflight() < 4 {
-        tokio::task::yield_now().await;
-    }
+    eventually("four events in flight", PATIENCE, || {
+        std::future::ready((ingress.inflight() >= 4).then_some(()))
+    })
+    .await;
     // Full: a non-waiting submit is told to retry, and nothing is dead-lettered for it.
     let busy = ingress.try_submit(h.event("sandbox", "sb", "user_message", "p"), None);
     assert_eq!(busy, Err(Refusal::Busy));

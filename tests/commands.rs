@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::Harness;
+use common::{eventually, Harness, PATIENCE};
 use switchboard::domain::{Command, Idn, Target};
 use switchboard::skill_runner::Outcome;
 
@@ -189,8 +189,9 @@ async fn skill_from_state_uses_default_then_set_state_then_refuses_when_unset() 
         .unwrap()
         .clone();
     let field = Idn::known("reply_skill");
-    h.wait_recorded("state", |_| {
-        h.engine.state().get(&flow.flow, &field, bob).as_deref() == Some("CustomReply")
+    eventually("the state field set", PATIENCE, || {
+        let set = h.engine.state().get(&flow.flow, &field, bob);
+        std::future::ready((set.as_deref() == Some("CustomReply")).then_some(()))
     })
     .await;
     h.submit(h.event("system", "system", "ping", "bob")).await;
@@ -259,50 +260,21 @@ impl switchboard::skill_runner::SkillRunner for Chatty {
 
 #[actix_rt::test]
 async fn a_runner_answering_inside_invoke_keeps_the_order_of_its_commands() {
-    use std::sync::Arc;
-    use switchboard::dead_letter::memory::MemoryDeadLetters;
-    use switchboard::egress::ChannelSink;
-    use switchboard::skill_runner::RunnerRegistry;
-    let (sink, mut egress) = ChannelSink::new(64);
-    let engine = switchboard::Engine::start(
-        switchboard::EngineConfig::default(),
-        switchboard::EngineParts {
-            runners: Arc::new(RunnerRegistry::new(Arc::new(Chatty))),
-            egress: Arc::new(sink),
-            natives: Vec::new(),
-            dead_letters: Arc::new(MemoryDeadLetters::new(16)),
-            sessions: None,
-        },
-    );
-    let account = Idn::known("default");
-    let v = engine
-        .create_connector(
-            &account,
-            "telegram",
-            "bot",
-            "Bot",
-            &[("bot_token".into(), "t".into())],
-        )
-        .unwrap();
-    engine.run_connector(v.id).unwrap();
-    let flow = switchboard::wire::FlowDoc::from_yaml(
+    let mut h = Harness::builder()
+        .default_runner(std::sync::Arc::new(Chatty))
+        .start();
+    h.connector("telegram", "bot");
+    h.flow(
+        "Agent",
+        "Main",
         "events: [{idn: user_message, skill_idn: Talk, integration_idn: telegram}]",
     )
-    .unwrap()
-    .to_domain(&account, "Agent", "Main")
-    .unwrap();
-    engine.put_flow(flow).await.unwrap();
-    let e = switchboard::domain::Event::from_actor(
-        account.clone(),
-        Idn::known("telegram"),
-        Idn::known("bot"),
-        Idn::known("user_message"),
-        "a",
-    );
-    engine.submit(e, None).await.unwrap();
+    .await;
+    let e = h.event("telegram", "bot", "user_message", "a");
+    h.engine.submit(e, None).await.unwrap();
     for want in ["1", "2", "3", "4"] {
-        let got = egress.recv().await.unwrap();
+        let got = h.egress.recv().await.unwrap();
         assert_eq!(got.command.arguments.get("text"), Some(want));
     }
-    assert_eq!(engine.flow_instances(), 1);
+    assert_eq!(h.engine.flow_instances(), 1);
 }

@@ -6,7 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::daemon::{eventually, temp_dir, DaemonProcess};
+use common::daemon::{temp_dir, DaemonProcess};
+use common::eventually;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
@@ -263,7 +264,7 @@ async fn connector_lifecycle_refusals_secrets_and_restart() {
         .any(|p| p["idn"] == "bot_token" && p["is_secret"] == true));
 
     // Restart: everything comes back, the telegram connector still running.
-    let status = d.terminate();
+    let status = d.terminate().await;
     assert!(status.success(), "graceful shutdown exits 0: {status:?}");
     for file in ["switchboard.db", "switchboard.db-wal"] {
         if let Ok(bytes) = std::fs::read(dir.join(file)) {
@@ -428,7 +429,7 @@ async fn flows_over_the_api_and_from_files_with_hot_reload() {
     assert_eq!(yaml.status(), StatusCode::OK);
 
     // API flows survive a restart; file flows are read again.
-    assert!(d.terminate().success());
+    assert!(d.terminate().await.success());
     let d = DaemonProcess::start(&dir, &[]);
     for path in [
         "/v1/flows/ApiAgent/ApiFlow",

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::daemon::{temp_dir, DaemonProcess};
+use common::eventually_explained;
 use common::runner_server::{completed, RunnerServer};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
@@ -23,34 +24,11 @@ async fn nothing_acknowledged_is_lost_and_nothing_is_dispatched_twice() {
     let dir = temp_dir("crash");
     let d = DaemonProcess::start(&dir, &[]);
     let c = Client::new();
-    let (s, v): (StatusCode, Value) = {
-        let r = c
-            .post(d.url("/v1/integrations/sandbox/connectors"))
-            .json(&json!({"title": "Chat", "connector_idn": "chat"}))
-            .send()
-            .await
-            .unwrap();
-        (r.status(), r.json().await.unwrap())
-    };
-    assert_eq!(s, StatusCode::CREATED);
-    c.post(d.url(&format!(
-        "/v1/integrations/connectors/{}/run",
-        v["id"].as_str().unwrap()
-    )))
-    .send()
-    .await
-    .unwrap();
+    d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
+        .await;
     let flow = json!({"runner": {"kind": "webhook", "url": format!("{}/skills", runner.base), "max_attempts": 5},
         "events": [{"idn": "user_message", "skill_idn": "Talk", "integration_idn": "sandbox"}]});
-    assert_eq!(
-        c.put(d.url("/v1/flows/Bot/Main"))
-            .json(&flow)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    d.put_flow("Bot", "Main", &flow).await;
 
     // A stream of events from several senders; record every acknowledgement.
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
@@ -94,25 +72,20 @@ async fn nothing_acknowledged_is_lost_and_nothing_is_dispatched_twice() {
 
     // Restart on the same file: the inbox replays what was acknowledged and not handed on.
     let d = DaemonProcess::start(&dir, &[]);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        while let Ok(r) = runner.rx.try_recv() {
-            record(r, &mut seen);
-        }
-        if acked.iter().all(|id| seen.contains_key(id)) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "acknowledged events lost: {}",
-            acked.iter().filter(|id| !seen.contains_key(*id)).count()
-        );
-        if let Ok(Some(r)) =
-            tokio::time::timeout(Duration::from_millis(200), runner.rx.recv()).await
-        {
-            record(r, &mut seen);
-        }
-    }
+    let lost = std::cell::Cell::new(acked.len());
+    eventually_explained(
+        "every acknowledged event at the runner",
+        Duration::from_secs(60),
+        || {
+            while let Ok(r) = runner.rx.try_recv() {
+                record(r, &mut seen);
+            }
+            lost.set(acked.iter().filter(|id| !seen.contains_key(*id)).count());
+            std::future::ready((lost.get() == 0).then_some(()))
+        },
+        || async { format!("acknowledged events lost: {}", lost.get()) },
+    )
+    .await;
     let mut redelivered = 0;
     for (event, posts) in &seen {
         let ids: BTreeSet<_> = posts.iter().map(|(i, _)| i).collect();
@@ -135,5 +108,5 @@ async fn nothing_acknowledged_is_lost_and_nothing_is_dispatched_twice() {
         seen.len(),
         redelivered
     );
-    let _ = d.terminate();
+    let _ = d.terminate().await;
 }

@@ -6,7 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::daemon::{eventually, temp_dir, DaemonProcess};
+use common::daemon::{temp_dir, DaemonProcess};
+use common::eventually;
 use common::runner_server::{completed, RunnerServer};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
@@ -30,24 +31,11 @@ fn event(connector: &str, who: &str, text: &str) -> Value {
            "actor": {"external_id": who}, "arguments": [{"name": "text", "value": text}]})
 }
 
-async fn setup(d: &DaemonProcess, c: &Client, runner: &str, max_attempts: u32) {
-    let (s, v) = post(
-        c,
-        d.url("/v1/integrations/sandbox/connectors"),
-        json!({"title": "Chat", "connector_idn": "chat"}),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (s, _) = post(
-        c,
-        d.url(&format!(
-            "/v1/integrations/connectors/{}/run",
-            v["id"].as_str().unwrap()
-        )),
-        json!(null),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK);
+/// The running connector `sandbox/chat` and the flow `Bot/Main` on the webhook runner at
+/// `runner`.
+async fn setup(d: &DaemonProcess, runner: &str, max_attempts: u32) {
+    d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
+        .await;
     let flow = json!({
         "runner": {"kind": "webhook", "url": format!("{runner}/skills"), "timeout_ms": 2000, "max_attempts": max_attempts},
         "events": [
@@ -55,13 +43,7 @@ async fn setup(d: &DaemonProcess, c: &Client, runner: &str, max_attempts: u32) {
             {"idn": "result_success", "skill_idn": "OnSent", "integration_idn": "sandbox"}
         ]
     });
-    let r = c
-        .put(d.url("/v1/flows/Bot/Main"))
-        .json(&flow)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    d.put_flow("Bot", "Main", &flow).await;
 }
 
 #[actix_rt::test]
@@ -87,7 +69,7 @@ async fn an_event_reaches_the_webhook_runner_and_its_commands_come_back_as_resul
     let dir = temp_dir("runner");
     let d = DaemonProcess::start(&dir, &[("SWITCHBOARD_RUNNERS__SIGNING_SECRET", SECRET)]);
     let c = Client::new();
-    setup(&d, &c, &runner.base, 3).await;
+    setup(&d, &runner.base, 3).await;
 
     let (s, v) = post(&c, d.url("/v1/events"), event("chat", "alice", "hello")).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
@@ -227,7 +209,7 @@ async fn a_failing_runner_is_retried_then_dead_lettered_then_replayed() {
     let dir = temp_dir("retry");
     let d = DaemonProcess::start(&dir, &[("SWITCHBOARD_RUNNERS__BACKOFF_INITIAL_MS", "10")]);
     let c = Client::new();
-    setup(&d, &c, &runner.base, 3).await;
+    setup(&d, &runner.base, 3).await;
     let (s, v) = post(&c, d.url("/v1/events"), event("chat", "bob", "hi")).await;
     assert_eq!(s, StatusCode::ACCEPTED);
     let event_id = v["id"].as_str().unwrap().to_owned();
@@ -293,7 +275,7 @@ async fn a_runner_may_answer_later_through_the_result_endpoint() {
     let dir = temp_dir("later");
     let d = DaemonProcess::start(&dir, &[]);
     let c = Client::new();
-    setup(&d, &c, &runner.base, 1).await;
+    setup(&d, &runner.base, 1).await;
     post(&c, d.url("/v1/events"), event("chat", "carol", "hi")).await;
     let talk = runner.next().await;
     let id = talk.json["invocation_id"].as_str().unwrap().to_owned();

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::Harness;
+use common::{eventually, Harness, PATIENCE};
 use switchboard::admission::delivery::Settlement;
 use switchboard::domain::{Command, Idn};
 use switchboard::skill_runner::Outcome;
@@ -28,6 +28,14 @@ async fn setup(config: EngineConfig) -> Harness {
     h.connector("telegram", "bot");
     h.flow("Agent", "Main", FLOW).await;
     h
+}
+
+/// Waits (on the paused clock) until every flow instance retired.
+async fn retired(h: &Harness) {
+    eventually("every flow instance retired", PATIENCE, || {
+        std::future::ready((h.engine.flow_instances() == 0).then_some(()))
+    })
+    .await;
 }
 
 fn ev(h: &Harness, event: &str) -> switchboard::domain::Event {
@@ -193,9 +201,7 @@ async fn idle_instances_retire_and_come_back() {
     let done_at = tokio::time::Instant::now();
     reply.finish(Outcome::Completed, vec![]);
     assert_eq!(h.engine.flow_instances(), 1);
-    while h.engine.flow_instances() > 0 {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    retired(&h).await;
     assert!(
         done_at.elapsed() >= Duration::from_secs(60),
         "not before its idle timeout"
@@ -226,9 +232,7 @@ async fn work_inside_the_idle_timeout_postpones_retirement() {
     let (_, reply) = h.next_manual().await;
     let last_done = tokio::time::Instant::now();
     reply.finish(Outcome::Completed, vec![]);
-    while h.engine.flow_instances() > 0 {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    retired(&h).await;
     assert!(
         last_done.elapsed() >= Duration::from_secs(60),
         "idle for the whole timeout since the last invocation, not since the first"

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::Harness;
+use common::{eventually, Harness, PATIENCE};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use metrics_util::CompositeKey;
 
@@ -98,7 +98,10 @@ events:
         .send(h.event("telegram", "nope", "user_message", "a"))
         .await
         .is_err());
-    h.wait_recorded("dead letter", |_| h.dead.len() == 2).await;
+    eventually("two dead letters", PATIENCE, || {
+        std::future::ready((h.dead.len() == 2).then_some(()))
+    })
+    .await;
     // One snapshot: taking one drains what it reads.
     let snap = snapshotter.snapshot().into_vec();
 

@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::Harness;
+use common::{eventually, Harness, PATIENCE};
 use switchboard::domain::{Command, Idn, PersonaId};
 use switchboard::wire::{SubscriptionDoc, SubscriptionExport};
 
@@ -124,15 +124,11 @@ async fn every_subscription_is_reached_and_nothing_else() {
         .clone();
     for (_, _, field, value) in STATE {
         let field = Idn::known(field);
-        while h
-            .engine
-            .state()
-            .get(&main_flow.flow, &field, persona)
-            .as_deref()
-            != Some(*value)
-        {
-            tokio::task::yield_now().await;
-        }
+        eventually(&format!("the state field {field} set"), PATIENCE, || {
+            let set = h.engine.state().get(&main_flow.flow, &field, persona);
+            std::future::ready((set.as_deref() == Some(*value)).then_some(()))
+        })
+        .await;
     }
 
     let mut checked = 0;

@@ -5,95 +5,61 @@
 mod common;
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::daemon::{temp_dir, DaemonProcess};
-use common::nats::{completed, NatsServer};
+use common::daemon::{temp_dir, DaemonBuilder, DaemonProcess};
+use common::nats::{completed, user_message, NatsServer};
+use common::{eventually, eventually_explained};
 use reqwest::{Client as Http, StatusCode};
 use serde_json::json;
 use switchboard::transport::client::Client;
-use switchboard::wire::envelope::{
-    ActorWire, ArgumentWire, ArgumentsWire, Encoding, EventEnvelope,
-};
+use switchboard::wire::envelope::{ArgumentsWire, Encoding, EventEnvelope};
 
 const EVENTS: usize = 10_000;
 const DRAIN_LIMIT: Duration = Duration::from_secs(120);
 
-fn env_refs(v: &[(String, String)]) -> Vec<(&str, &str)> {
-    v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
-}
-
 fn event(n: usize) -> EventEnvelope {
-    EventEnvelope {
-        v: 1,
-        id: None,
-        external_event_id: None,
-        account: "default".into(),
-        integration_idn: "telegram".into(),
-        connector_idn: "bot".into(),
-        event_idn: "user_message".into(),
-        actor: Some(ActorWire {
-            external_id: format!("user-{}", n % 200).into(),
-            name: None,
-        }),
-        arguments: ArgumentsWire::List(vec![ArgumentWire {
-            name: "text".into(),
-            value: format!("n-{n}").into(),
-        }]),
-        uninterruptible: false,
-        command_act_id: None,
-        occurred_at: None,
-    }
+    user_message(&format!("user-{}", n % 200), &format!("n-{n}"))
 }
 
+/// The running connector `telegram/bot` and the flow `Bot/Main` on the queue runner.
 async fn setup(d: &DaemonProcess) {
-    let http = Http::new();
-    let r: serde_json::Value = http
-        .post(d.url("/v1/integrations/telegram/connectors"))
-        .json(&json!({"title": "Bot", "connector_idn": "bot", "settings": [{"idn": "bot_token", "value": "t"}]}))
-        .send().await.unwrap().json().await.unwrap();
-    let id = r["id"].as_str().unwrap();
-    assert_eq!(
-        http.post(d.url(&format!("/v1/integrations/connectors/{id}/run")))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    d.run_connector(
+        "telegram",
+        json!({"title": "Bot", "connector_idn": "bot", "settings": [{"idn": "bot_token", "value": "t"}]}),
+    )
+    .await;
     let flow = json!({"runner": {"kind": "queue"}, "events": [{"idn": "user_message", "skill_idn": "Talk", "integration_idn": "telegram"}]});
-    assert_eq!(
-        http.put(d.url("/v1/flows/Bot/Main"))
-            .json(&flow)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    d.put_flow("Bot", "Main", &flow).await;
 }
 
-/// Publishes events `range`, retrying each until the stream acknowledges it (an adapter's job).
+/// Publishes events `range`, retrying each until the stream acknowledges it (an adapter's job),
+/// reconnecting after a failure.
 async fn publish(url: String, range: std::ops::Range<usize>) {
-    let mut adapter = Client::connect(&url, "sb", Encoding::MessagePack)
-        .await
-        .unwrap();
+    let adapter = tokio::sync::Mutex::new(
+        Client::connect(&url, "sb", Encoding::MessagePack)
+            .await
+            .unwrap(),
+    );
     for n in range {
-        loop {
-            match adapter
-                .publish_event(&event(n), Some(&format!("ev-{n}")))
-                .await
-            {
-                Ok(_) => break,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    if let Ok(c) = Client::connect(&url, "sb", Encoding::MessagePack).await {
-                        adapter = c;
-                    }
+        let id = format!("ev-{n}");
+        eventually(
+            &format!("the stream to acknowledge event {n}"),
+            DRAIN_LIMIT,
+            || async {
+                let mut adapter = adapter.lock().await;
+                if adapter.publish_event(&event(n), Some(&id)).await.is_ok() {
+                    return Some(());
                 }
-            }
-        }
+                if let Ok(c) = Client::connect(&url, "sb", Encoding::MessagePack).await {
+                    *adapter = c;
+                }
+                None
+            },
+        )
+        .await;
     }
 }
 
@@ -107,17 +73,17 @@ type Seen = Arc<Mutex<HashMap<String, std::collections::BTreeSet<(String, u64)>>
 fn run_runner(url: String, seen: Seen) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let Ok(runner) = Client::connect(&url, "sb", Encoding::MessagePack).await else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            let Ok(inbox) = runner
-                .invocations("SB_INVOCATIONS", "runner", "default", "Bot")
-                .await
-            else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
+            let (runner, inbox) = eventually("the runner to subscribe", DRAIN_LIMIT, || async {
+                let runner = Client::connect(&url, "sb", Encoding::MessagePack)
+                    .await
+                    .ok()?;
+                let inbox = runner
+                    .invocations("SB_INVOCATIONS", "runner", "default", "Bot")
+                    .await
+                    .ok()?;
+                Some((runner, inbox))
+            })
+            .await;
             loop {
                 let next = tokio::time::timeout(
                     Duration::from_secs(3),
@@ -159,57 +125,59 @@ fn run_runner(url: String, seen: Seen) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Fails the test with what the pipeline holds: consumers' counts, gauges, the last logs.
-async fn stalled(url: &str, seen: &Seen, d: &DaemonProcess, wanted: usize) -> ! {
+/// What the pipeline holds when the runner saw fewer than `wanted` events: consumers' counts,
+/// gauges, the last logs (for a failure message).
+async fn stalled(url: &str, seen: &Seen, d: &DaemonProcess, wanted: usize) -> String {
     let state = pipeline_state(url, d).await;
     let logs = d.logs.lock().unwrap();
     let tail: Vec<_> = logs.iter().rev().take(40).collect();
-    panic!(
+    format!(
         "only {} of {wanted} events reached the runner; {state}; daemon logs: {tail:#?}",
         seen.lock().unwrap().len()
-    );
+    )
 }
 
 /// Waits until the runner saw `n` events.
 async fn until_seen(url: &str, seen: &Seen, d: &DaemonProcess, n: usize) {
-    let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
-    while seen.lock().unwrap().len() < n {
-        if tokio::time::Instant::now() >= deadline {
-            stalled(url, seen, d, n).await;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually_explained(
+        &format!("the runner to see {n} events"),
+        DRAIN_LIMIT,
+        || std::future::ready((seen.lock().unwrap().len() >= n).then_some(())),
+        || stalled(url, seen, d, n),
+    )
+    .await
 }
 
 /// Waits until every event was seen and nothing is left anywhere in the pipeline.
 async fn drained(url: &str, seen: &Seen, d: &DaemonProcess) {
-    let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
-    loop {
-        if tokio::time::Instant::now() >= deadline {
-            stalled(url, seen, d, EVENTS).await;
-        }
-        if seen.lock().unwrap().len() >= EVENTS {
-            if let Ok(c) = Client::connect(url, "sb", Encoding::MessagePack).await {
-                let mut idle = true;
-                for (stream, consumer) in [
-                    ("SB_EVENTS", "switchboard_events"),
-                    ("SB_INVOCATIONS", "runner"),
-                ] {
-                    match c.js.get_stream(stream).await {
-                        Ok(s) => match s.consumer_info(consumer).await {
-                            Ok(i) => idle &= i.num_pending == 0 && i.num_ack_pending == 0,
-                            Err(_) => idle = false,
-                        },
+    eventually_explained(
+        "every event seen and the pipeline drained",
+        DRAIN_LIMIT,
+        || async {
+            if seen.lock().unwrap().len() < EVENTS {
+                return None;
+            }
+            let c = Client::connect(url, "sb", Encoding::MessagePack)
+                .await
+                .ok()?;
+            let mut idle = true;
+            for (stream, consumer) in [
+                ("SB_EVENTS", "switchboard_events"),
+                ("SB_INVOCATIONS", "runner"),
+            ] {
+                match c.js.get_stream(stream).await {
+                    Ok(s) => match s.consumer_info(consumer).await {
+                        Ok(i) => idle &= i.num_pending == 0 && i.num_ack_pending == 0,
                         Err(_) => idle = false,
-                    }
-                }
-                if idle {
-                    return;
+                    },
+                    Err(_) => idle = false,
                 }
             }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            idle.then_some(())
+        },
+        || stalled(url, seen, d, EVENTS),
+    )
+    .await
 }
 
 /// What a stalled run leaves behind: the consumers' counts and the daemon's own gauges.
@@ -250,34 +218,29 @@ fn exactly_once(seen: &HashMap<String, std::collections::BTreeSet<(String, u64)>
     assert!(twice.is_empty(), "dispatched more than once: {twice:?}");
 }
 
-fn daemon_env(nats: &NatsServer) -> Vec<(String, String)> {
-    let mut env = nats.daemon_env();
-    // A redelivered invocation whose answer was consumed before the crash waits for its
-    // deadline; keep that short here.
-    env.push((
-        "SWITCHBOARD_ENGINE__INVOCATION_TIMEOUT_MS".into(),
-        "3000".into(),
-    ));
-    env.push((
-        "SWITCHBOARD_LOG__LEVEL".into(),
-        "warn,switchboard=info".into(),
-    ));
-    env
+/// The daemon on `nats`, storing under `dir`.
+fn daemon(dir: &Path, nats: &NatsServer) -> DaemonBuilder {
+    DaemonProcess::builder(dir)
+        .envs(nats.daemon_env())
+        // A redelivered invocation whose answer was consumed before the crash waits for its
+        // deadline; keep that short here.
+        .env("SWITCHBOARD_ENGINE__INVOCATION_TIMEOUT_MS", "3000")
+        .env("SWITCHBOARD_LOG__LEVEL", "warn,switchboard=info")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_killed_mid_stream_dispatches_every_event_exactly_once() {
     let dir = temp_dir("nats-kill");
     let nats = NatsServer::start(&dir);
-    let env = daemon_env(&nats);
-    let d = DaemonProcess::start(&dir, &env_refs(&env));
+    let daemon = daemon(&dir, &nats);
+    let d = daemon.start();
     setup(&d).await;
     let seen: Seen = Arc::new(Mutex::new(HashMap::new()));
     let runner = run_runner(nats.url(), seen.clone());
     let publisher = tokio::spawn(publish(nats.url(), 0..EVENTS));
     until_seen(&nats.url(), &seen, &d, EVENTS / 3).await;
     d.kill9();
-    let d = DaemonProcess::start(&dir, &env_refs(&env));
+    let d = daemon.start();
     publisher.await.unwrap();
     drained(&nats.url(), &seen, &d).await;
     exactly_once(&seen.lock().unwrap());
@@ -289,8 +252,7 @@ async fn the_daemon_killed_mid_stream_dispatches_every_event_exactly_once() {
 async fn the_nats_server_restarted_mid_stream_loses_and_repeats_nothing() {
     let dir = temp_dir("nats-restart");
     let mut nats = NatsServer::start(&dir);
-    let env = daemon_env(&nats);
-    let d = DaemonProcess::start(&dir, &env_refs(&env));
+    let d = daemon(&dir, &nats).start();
     setup(&d).await;
     let seen: Seen = Arc::new(Mutex::new(HashMap::new()));
     let runner = run_runner(nats.url(), seen.clone());
@@ -318,16 +280,10 @@ fn rss_kib(pid: u32) -> u64 {
 async fn a_stalled_runner_pauses_intake_and_memory_stays_bounded() {
     let dir = temp_dir("nats-stall");
     let nats = NatsServer::start(&dir);
-    let mut env = daemon_env(&nats);
-    env.push((
-        "SWITCHBOARD_TRANSPORT__NATS__MAX_ACK_PENDING".into(),
-        "500".into(),
-    ));
-    env.push((
-        "SWITCHBOARD_ENGINE__INVOCATION_TIMEOUT_MS".into(),
-        "600000".into(),
-    ));
-    let d = DaemonProcess::start(&dir, &env_refs(&env));
+    let d = daemon(&dir, &nats)
+        .env("SWITCHBOARD_TRANSPORT__NATS__MAX_ACK_PENDING", "500")
+        .env("SWITCHBOARD_ENGINE__INVOCATION_TIMEOUT_MS", "600000")
+        .start();
     setup(&d).await;
     let c = Client::connect(&nats.url(), "sb", Encoding::MessagePack)
         .await
@@ -342,18 +298,13 @@ async fn a_stalled_runner_pauses_intake_and_memory_stays_bounded() {
     };
     // Nobody consumes invocations. Intake fills up to max_ack_pending and stops there.
     publish(nats.url(), 0..5_000).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (pending_ack, _) = ack_pending(&c).await;
-        if pending_ack >= 500 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "intake never filled up ({pending_ack})"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_explained(
+        "the intake to fill up",
+        Duration::from_secs(60),
+        || async { (ack_pending(&c).await.0 >= 500).then_some(()) },
+        || async { format!("intake never filled up ({})", ack_pending(&c).await.0) },
+    )
+    .await;
     let pid = d.child.id();
     let before = rss_kib(pid);
     publish(nats.url(), 5_000..25_000).await;

@@ -8,83 +8,42 @@ mod common;
 use std::time::Duration;
 
 use common::daemon::{temp_dir, DaemonProcess};
-use common::nats::{completed, next_invocation, NatsServer};
+use common::nats::{completed, next_invocation, user_message, NatsServer};
 use reqwest::{Client as Http, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 use switchboard::transport::client::Client;
 use switchboard::wire::envelope::{
-    ActorWire, ArgumentWire, ArgumentsWire, CommandEnvelope, Encoding, EventEnvelope,
+    ArgumentWire, ArgumentsWire, CommandEnvelope, Encoding, EventEnvelope,
 };
 use switchboard::wire::invocation::ResultWire;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-pub fn env_refs(v: &[(String, String)]) -> Vec<(&str, &str)> {
-    v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
-}
-
 /// A NATS server and a daemon on it with `extra` settings, in a fresh directory `name-…`.
-fn start(name: &str, extra: &[(&str, &str)]) -> (NatsServer, DaemonProcess) {
+async fn start(name: &str, extra: &[(&str, &str)]) -> (NatsServer, DaemonProcess) {
     let dir = temp_dir(name);
     let nats = NatsServer::start(&dir);
-    let mut env = nats.daemon_env();
-    env.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    let d = DaemonProcess::start(&dir, &env_refs(&env));
+    let d = DaemonProcess::builder(&dir)
+        .envs(nats.daemon_env())
+        .envs(extra.iter().copied())
+        .start();
     (nats, d)
 }
 
-async fn setup(d: &DaemonProcess, http: &Http) -> String {
-    let r: Value = http
-        .post(d.url("/v1/integrations/telegram/connectors"))
-        .json(&json!({"title": "Bot", "connector_idn": "bot", "settings": [{"idn": "bot_token", "value": "t"}]}))
-        .send().await.unwrap().json().await.unwrap();
-    let id = r["id"].as_str().unwrap().to_owned();
-    let s = http
-        .post(d.url(&format!("/v1/integrations/connectors/{id}/run")))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(s, StatusCode::OK);
+/// The running connector `telegram/bot` and the flow `Bot/Main` on the queue runner; returns
+/// the connector's id.
+async fn setup(d: &DaemonProcess) -> String {
+    let id = d
+        .run_connector(
+            "telegram",
+            json!({"title": "Bot", "connector_idn": "bot", "settings": [{"idn": "bot_token", "value": "t"}]}),
+        )
+        .await;
     let flow = json!({"runner": {"kind": "queue"}, "events": [
         {"idn": "user_message", "skill_idn": "Talk", "integration_idn": "telegram"},
         {"idn": "result_success", "skill_idn": "OnSent", "integration_idn": "telegram"}]});
-    let s = http
-        .put(d.url("/v1/flows/Bot/Main"))
-        .json(&flow)
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(s, StatusCode::OK);
+    d.put_flow("Bot", "Main", &flow).await;
     id
-}
-
-pub fn user_message(who: &str, text: &str) -> EventEnvelope {
-    EventEnvelope {
-        v: 1,
-        id: None,
-        external_event_id: None,
-        account: "default".into(),
-        integration_idn: "telegram".into(),
-        connector_idn: "bot".into(),
-        event_idn: "user_message".into(),
-        actor: Some(ActorWire {
-            external_id: who.into(),
-            name: None,
-        }),
-        arguments: ArgumentsWire::List(vec![ArgumentWire {
-            name: "text".into(),
-            value: text.into(),
-        }]),
-        uninterruptible: false,
-        command_act_id: None,
-        occurred_at: None,
-    }
 }
 
 /// An adapter, a runner, and the runner's consumer of agent `Bot`'s invocations.
@@ -179,8 +138,8 @@ async fn round_trip(nats_url: &str, encoding: Encoding, who: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adapter_daemon_runner_round_trip_in_both_encodings() {
-    let (nats, d) = start("nats-rt", &[]);
-    setup(&d, &Http::new()).await;
+    let (nats, d) = start("nats-rt", &[]).await;
+    setup(&d).await;
     round_trip(&nats.url(), Encoding::MessagePack, "alice").await;
     round_trip(&nats.url(), Encoding::Json, "bob").await;
 }
@@ -190,9 +149,10 @@ async fn bad_payloads_and_a_stopped_connector_end_in_the_dead_letter_subject_onl
     let (nats, d) = start(
         "nats-dlq",
         &[("SWITCHBOARD_TRANSPORT__NATS__MAX_MESSAGE_BYTES", "4096")],
-    );
+    )
+    .await;
     let http = Http::new();
-    let connector = setup(&d, &http).await;
+    let connector = setup(&d).await;
     let (adapter, _runner, invocations) = clients(&nats.url(), Encoding::Json).await;
     let dlq = adapter
         .dead_letters("SB_DLQ", "dlq_reader", "default")
@@ -306,18 +266,14 @@ fn the_daemon_refuses_to_start_when_nats_cannot_be_reached() {
         .local_addr()
         .unwrap()
         .port();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .arg("serve")
-        .current_dir(&dir)
-        .env("SWITCHBOARD_HTTP__LISTEN", "127.0.0.1:0")
+    let out = DaemonProcess::builder(&dir)
         .env("SWITCHBOARD_TRANSPORT__KIND", "nats")
         .env(
             "SWITCHBOARD_TRANSPORT__NATS__URLS",
             format!("[\"nats://127.0.0.1:{port}\"]"),
         )
         .env("SWITCHBOARD_TRANSPORT__NATS__CONNECT_RETRIES", "2")
-        .output()
-        .unwrap();
+        .run_to_exit();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -330,8 +286,8 @@ fn the_daemon_refuses_to_start_when_nats_cannot_be_reached() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_event_tries_a_running_daemon_by_hand() {
-    let (nats, d) = start("nats-cli", &[]);
-    setup(&d, &Http::new()).await;
+    let (nats, d) = start("nats-cli", &[]).await;
+    setup(&d).await;
     let runner = Client::connect(&nats.url(), "sb", Encoding::Json)
         .await
         .unwrap();
@@ -424,8 +380,9 @@ async fn a_republished_copy_the_stream_no_longer_remembers_is_dropped_by_its_msg
     let (nats, d) = start(
         "nats-dedupe",
         &[("SWITCHBOARD_TRANSPORT__NATS__DUPLICATE_WINDOW_MS", "100")],
-    );
-    setup(&d, &Http::new()).await;
+    )
+    .await;
+    setup(&d).await;
     let (adapter, runner, invocations) = clients(&nats.url(), Encoding::MessagePack).await;
     let first = user_message("dup", "first");
     let seq = adapter.publish_event(&first, Some("tg-1")).await.unwrap();
@@ -441,7 +398,7 @@ async fn a_republished_copy_the_stream_no_longer_remembers_is_dropped_by_its_msg
     assert_eq!(text_of(&inv), "first");
     complete(&runner, inv).await;
     // The copy, published again until the stream stores it as a message of its own.
-    common::daemon::eventually("the stream to store the copy", WAIT, || {
+    common::eventually("the stream to store the copy", WAIT, || {
         let (adapter, first) = (&adapter, &first);
         async move {
             let again = adapter.publish_event(first, Some("tg-1")).await.unwrap();

@@ -7,13 +7,13 @@
 
 mod common;
 
-use std::future::Future;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::daemon::{temp_dir, DaemonProcess};
+use common::{eventually_explained, within};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
@@ -60,7 +60,7 @@ struct ChromeDriver {
 
 impl ChromeDriver {
     /// Starts chromedriver on a free loopback port and waits until it accepts connections.
-    fn start(binary: &Path, dir: &Path) -> ChromeDriver {
+    async fn start(binary: &Path, dir: &Path) -> ChromeDriver {
         let port = {
             let l = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
             l.local_addr().unwrap().port()
@@ -77,24 +77,24 @@ impl ChromeDriver {
         let child = cmd.spawn().expect("chromedriver starts");
         let mut driver = ChromeDriver { child, port, log };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return driver;
-            }
-            if let Some(status) = driver.child.try_wait().unwrap() {
-                panic!(
-                    "chromedriver exited ({status}) before listening on {port}: {}",
-                    driver.log_text()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "chromedriver did not listen on {port} within {WAIT:?}: {}",
-                driver.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (child, log) = (&mut driver.child, &driver.log);
+        eventually_explained(
+            &format!("chromedriver to listen on {port}"),
+            WAIT,
+            || {
+                if let Some(status) = child.try_wait().unwrap() {
+                    panic!(
+                        "chromedriver exited ({status}) before listening on {port}: {}",
+                        log_text(log)
+                    );
+                }
+                let up = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
+                std::future::ready(up.then_some(()))
+            },
+            || std::future::ready(log_text(log)),
+        )
+        .await;
+        driver
     }
 
     fn url(&self) -> String {
@@ -102,8 +102,13 @@ impl ChromeDriver {
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        log_text(&self.log)
     }
+}
+
+/// The text of chromedriver's log at `path`, or nothing (for failure messages).
+fn log_text(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 impl Drop for ChromeDriver {
@@ -118,29 +123,27 @@ impl Drop for ChromeDriver {
     }
 }
 
-/// Runs `f` for at most [`WAIT`].
-async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"))
-}
-
 /// Waits (bounded) until an element matching the XPath `xpath` is on the page.
 async fn wait_xpath(c: &Client, what: &str, xpath: &str) -> fantoccini::elements::Element {
-    match c
-        .wait()
-        .at_most(WAIT)
-        .every(Duration::from_millis(50))
-        .for_element(Locator::XPath(xpath))
-        .await
-    {
-        Ok(e) => e,
-        Err(err) => panic!(
-            "{what}: {err} (status {:?}, chat log {:?})",
-            text_of(c, "status").await,
-            text_of(c, "log").await
-        ),
-    }
+    eventually_explained(
+        what,
+        WAIT,
+        || async {
+            match c.find(Locator::XPath(xpath)).await {
+                Ok(e) => Some(e),
+                Err(err) if err.is_no_such_element() => None,
+                Err(err) => panic!("{what}: {err}"),
+            }
+        },
+        || async {
+            format!(
+                "status {:?}, chat log {:?}",
+                text_of(c, "status").await,
+                text_of(c, "log").await
+            )
+        },
+    )
+    .await
 }
 
 /// The text of the element with id `id`, or nothing (for failure messages).
@@ -179,8 +182,9 @@ async fn connect(driver: &ChromeDriver, profile: &Path) -> Client {
     // both, rustls cannot pick a default provider by itself. An error means one is installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut builder = ClientBuilder::rustls().expect("rustls initialization");
-    bounded(
+    within(
         "a WebDriver session",
+        WAIT,
         builder.capabilities(caps).connect(&driver.url()),
     )
     .await
@@ -189,7 +193,7 @@ async fn connect(driver: &ChromeDriver, profile: &Path) -> Client {
 
 /// The chat in the browser; returns the screenshot's path.
 async fn chat(c: &Client, base: &str, dir: &Path) -> PathBuf {
-    bounded("the sandbox page", c.goto(&format!("{base}/sandbox")))
+    within("the sandbox page", WAIT, c.goto(&format!("{base}/sandbox")))
         .await
         .expect("the sandbox page loads");
 
@@ -213,14 +217,14 @@ async fn chat(c: &Client, base: &str, dir: &Path) -> PathBuf {
     )
     .await;
 
-    bounded("typing", input.send_keys(MESSAGE))
+    within("typing", WAIT, input.send_keys(MESSAGE))
         .await
         .expect("type the message");
     let send = c
         .find(Locator::Css("#send:enabled"))
         .await
         .expect("the enabled send button");
-    bounded("sending", send.click())
+    within("sending", WAIT, send.click())
         .await
         .expect("submit the message");
 
@@ -257,7 +261,7 @@ async fn chat(c: &Client, base: &str, dir: &Path) -> PathBuf {
         "user bubble at x={ux} w={uw}, agent bubble at x={ax} w={aw}"
     );
 
-    let png = bounded("a screenshot", c.screenshot())
+    let png = within("a screenshot", WAIT, c.screenshot())
         .await
         .expect("a screenshot");
     assert!(
@@ -278,18 +282,18 @@ async fn the_sandbox_page_chats_with_the_demo_runner_in_a_real_browser() {
     let profile = dir.join("chromium-profile");
     std::fs::create_dir_all(&profile).unwrap();
     let daemon = DaemonProcess::start(&dir, &[("SWITCHBOARD_SANDBOX__DEMO_RUNNER", "true")]);
-    let driver = ChromeDriver::start(&chromedriver, &dir);
+    let driver = ChromeDriver::start(&chromedriver, &dir).await;
 
     let client = connect(&driver, &profile).await;
     let outcome = tokio::time::timeout(WHOLE, chat(&client, &daemon.base, &dir)).await;
     // Closed whatever happened, so that the browser does not outlive a failure.
-    let closed = bounded("closing the browser", client.close()).await;
+    let closed = within("closing the browser", WAIT, client.close()).await;
     let screenshot = outcome.unwrap_or_else(|_| panic!("the chat took longer than {WHOLE:?}"));
     closed.expect("the browser session closes");
     assert!(screenshot.is_file());
 
     // The daemon holds one live session, of the tab's persona on sandbox/demo.
-    let sessions: Vec<Value> = bounded("the sessions list", async {
+    let sessions: Vec<Value> = within("the sessions list", WAIT, async {
         let r = reqwest::get(daemon.url("/v1/sessions?connectors=sandbox/*"))
             .await
             .expect("GET /v1/sessions");

@@ -5,25 +5,21 @@
 mod common;
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use common::Harness;
+use common::{eventually, within, Harness};
 use serde_json::Value;
-use switchboard::dead_letter::memory::MemoryDeadLetters;
 use switchboard::dead_letter::DeadLetter;
 use switchboard::domain::{Command, Idn};
-use switchboard::egress::{ChannelSink, OutboundCommand};
-use switchboard::skill_runner::in_process::{ChannelRunner, FnRunner};
+use switchboard::egress::OutboundCommand;
 use switchboard::skill_runner::pending::{PendingInvocations, UnknownInvocation};
 use switchboard::skill_runner::webhook::{verify, WebhookRunners, WebhookSettings};
-use switchboard::skill_runner::{Invocation, Outcome, RunnerRegistry};
+use switchboard::skill_runner::Outcome;
 use switchboard::wire::invocation::InvocationWire;
-use switchboard::{Engine, EngineConfig, EngineParts};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -140,7 +136,7 @@ impl TestRunner {
     }
 
     async fn next(&mut self) -> Recorded {
-        within("a POST to the runner", self.requests.recv())
+        within("a POST to the runner", WAIT, self.requests.recv())
             .await
             .expect("the test runner is up")
     }
@@ -167,40 +163,6 @@ struct Setup {
     pending: Arc<PendingInvocations>,
 }
 
-/// An engine like `Harness::with_config`, whose registry also resolves webhook runners.
-fn harness(webhooks: &WebhookRunners) -> Harness {
-    let recorded = Arc::new(Mutex::new(Vec::new()));
-    let r = recorded.clone();
-    let default = FnRunner::new(move |inv: &Invocation| {
-        r.lock().unwrap().push(inv.clone());
-        (Outcome::Completed, Vec::new())
-    });
-    let (manual_runner, manual) = ChannelRunner::new(1024);
-    let runners = RunnerRegistry::new(Arc::new(default))
-        .with_named("manual", Arc::new(manual_runner))
-        .with_webhooks(webhooks.clone());
-    let (sink, egress) = ChannelSink::new(1024);
-    let dead = Arc::new(MemoryDeadLetters::new(10_000));
-    let engine = Engine::start(
-        EngineConfig::default(),
-        EngineParts {
-            runners: Arc::new(runners),
-            egress: Arc::new(sink),
-            natives: Vec::new(),
-            dead_letters: dead.clone(),
-            sessions: None,
-        },
-    );
-    Harness {
-        engine,
-        account: Idn::known("default"),
-        recorded,
-        manual,
-        egress,
-        dead,
-    }
-}
-
 /// A telegram bot and the flow `Agent/Main` running `Talk` on the webhook at `url`.
 async fn setup(url: &str, max_attempts: u32, interrupt_mode: &str) -> Setup {
     setup_with_timeout(url, 5000, max_attempts, interrupt_mode).await
@@ -218,7 +180,8 @@ async fn setup_with_timeout(
             .with_backoff(Duration::from_millis(10), Duration::from_millis(40)),
         pending.clone(),
     );
-    let h = harness(&webhooks);
+    // The default engine, whose registry also resolves webhook runners.
+    let h = Harness::builder().webhooks(&webhooks).start();
     h.connector("telegram", "bot");
     h.flow(
         "Agent",
@@ -237,42 +200,26 @@ async fn setup_with_timeout(
     }
 }
 
-async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
-
 async fn egress(h: &mut Harness) -> OutboundCommand {
-    within("a command at egress", h.egress.recv())
+    within("a command at egress", WAIT, h.egress.recv())
         .await
         .expect("egress open")
 }
 
 /// Waits for the first dead letter.
 async fn dead_letter(h: &Harness) -> DeadLetter {
-    within("a dead letter", async {
-        loop {
-            if let Some(d) = h.dead.all().into_iter().next() {
-                return d;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+    eventually("a dead letter", WAIT, || {
+        std::future::ready(h.dead.all().into_iter().next())
     })
     .await
 }
 
 async fn idle(s: &Setup, who: &str) {
     let persona = s.h.persona("telegram", who);
-    within(
-        "the flow instance to finish",
-        s.h.wait_instance("Agent", "Main", persona, |i| i.running.is_none()),
-    )
-    .await;
-    within("the webhook task to end", async {
-        while s.webhooks.in_flight() > 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+    s.h.wait_instance("Agent", "Main", persona, |i| i.running.is_none())
+        .await;
+    eventually("the webhook task to end", WAIT, || {
+        std::future::ready((s.webhooks.in_flight() == 0).then_some(()))
     })
     .await;
 }

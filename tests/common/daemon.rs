@@ -1,12 +1,18 @@
 //! Starts the real `switchboard` binary on 127.0.0.1:0 in a directory of its own, reads the
-//! bound address from its JSON logs, and stops it (SIGTERM, or SIGKILL for crash tests).
+//! bound address from its JSON logs, and stops it (SIGKILL for crash tests; SIGTERM with
+//! `DaemonProcess::terminate`, in `common/mod.rs`). Built by [`DaemonProcess::builder`]; sets
+//! up connectors and flows over its API. The benches include this file alone: it uses nothing
+//! else of `common`.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
 
 pub struct DaemonProcess {
     pub child: Child,
@@ -22,9 +28,35 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-impl DaemonProcess {
-    /// Starts the daemon with its store, key and flows under `dir`, plus `env` overrides.
-    pub fn start(dir: &Path, env: &[(&str, &str)]) -> DaemonProcess {
+/// How to start a daemon: its directory and environment overrides. Starting leaves the builder
+/// as it was, so a test restarts the daemon (after `kill9`) with the same settings.
+#[derive(Clone)]
+pub struct DaemonBuilder {
+    dir: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl DaemonBuilder {
+    /// One more environment variable, over the defaults and what came before.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// More environment variables, in order.
+    pub fn envs<K: Into<String>, V: Into<String>>(
+        mut self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.env
+            .extend(vars.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
+    /// `switchboard serve` with its store, key and flows under the directory, JSON logs, and
+    /// the environment overrides.
+    fn command(&self) -> Command {
+        let dir = &self.dir;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
         cmd.arg("serve")
             .current_dir(dir)
@@ -37,12 +69,26 @@ impl DaemonProcess {
             .env("SWITCHBOARD_FLOWS__DIR", dir.join("flows"))
             .env("SWITCHBOARD_LOG__FORMAT", "json")
             .env("SWITCHBOARD_LOG__LEVEL", "info")
-            .env("SWITCHBOARD_HTTP__SHUTDOWN_TIMEOUT_MS", "2000")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
+            .env("SWITCHBOARD_HTTP__SHUTDOWN_TIMEOUT_MS", "2000");
+        for (k, v) in &self.env {
             cmd.env(k, v);
         }
+        cmd
+    }
+
+    /// Runs a daemon that is expected to stop by itself (refusing to start) and returns its
+    /// exit status and output.
+    pub fn run_to_exit(&self) -> Output {
+        self.command()
+            .stdin(Stdio::null())
+            .output()
+            .expect("the switchboard binary runs")
+    }
+
+    /// Starts the daemon and waits until it listens.
+    pub fn start(&self) -> DaemonProcess {
+        let mut cmd = self.command();
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("the switchboard binary starts");
         let stderr = child.stderr.take().unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
@@ -73,9 +119,26 @@ impl DaemonProcess {
         DaemonProcess {
             child,
             base: format!("http://{addr}"),
-            dir: dir.to_owned(),
+            dir: self.dir.clone(),
             logs,
         }
+    }
+}
+
+impl DaemonProcess {
+    /// A daemon with its store, key and flows under `dir`.
+    pub fn builder(dir: &Path) -> DaemonBuilder {
+        DaemonBuilder {
+            dir: dir.to_owned(),
+            env: Vec::new(),
+        }
+    }
+
+    /// Starts the daemon with its store, key and flows under `dir`, plus `env` overrides.
+    pub fn start(dir: &Path, env: &[(&str, &str)]) -> DaemonProcess {
+        DaemonProcess::builder(dir)
+            .envs(env.iter().copied())
+            .start()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -98,22 +161,6 @@ impl DaemonProcess {
         self.child.wait().unwrap();
     }
 
-    /// SIGTERM, then waits for the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
-        signal(&self.child, "TERM");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
     pub fn hup(&self) {
         signal(&self.child, "HUP");
     }
@@ -131,7 +178,8 @@ impl Drop for DaemonProcess {
     }
 }
 
-fn signal(child: &Child, sig: &str) {
+/// Sends `SIG{sig}` to `child`.
+pub fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
         .arg(format!("-{sig}"))
         .arg(child.id().to_string())
@@ -141,18 +189,40 @@ fn signal(child: &Child, sig: &str) {
     assert!(ok, "kill -{sig}");
 }
 
-/// Polls `f` until it returns `Some`, up to `limit`.
-pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+impl DaemonProcess {
+    /// Creates a connector of `integration` over the API (`body`: title, connector_idn,
+    /// settings) and runs it; returns its id.
+    pub async fn run_connector(&self, integration: &str, body: Value) -> String {
+        let http = reqwest::Client::new();
+        let r = http
+            .post(self.url(&format!("/v1/integrations/{integration}/connectors")))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST a connector");
+        let s = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let id = v["id"].as_str().unwrap().to_owned();
+        let s = http
+            .post(self.url(&format!("/v1/integrations/connectors/{id}/run")))
+            .send()
+            .await
+            .expect("run the connector")
+            .status();
+        assert_eq!(s, StatusCode::OK);
+        id
+    }
+
+    /// Puts the flow `agent`/`flow` over the API.
+    pub async fn put_flow(&self, agent: &str, flow: &str, body: &Value) {
+        let s = reqwest::Client::new()
+            .put(self.url(&format!("/v1/flows/{agent}/{flow}")))
+            .json(body)
+            .send()
+            .await
+            .expect("PUT a flow")
+            .status();
+        assert_eq!(s, StatusCode::OK);
     }
 }

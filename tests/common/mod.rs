@@ -1,11 +1,16 @@
 //! The in-process test harness: a real engine with recording runners, a channel egress and an
-//! in-memory dead-letter store. Waits are on conditions (delivery settlement, channels), never
-//! on sleeps.
+//! in-memory dead-letter store, built by [`Harness::builder`]. Waits are on conditions
+//! (delivery settlement, channels, [`eventually`]), never on fixed sleeps.
 #![allow(dead_code)]
 
 pub mod daemon;
 pub mod nats;
 pub mod runner_server;
+pub mod wait;
+
+// Not every test crate uses every one of these.
+#[allow(unused_imports)]
+pub use wait::{eventually, eventually_explained, within, PATIENCE};
 
 use std::sync::{Arc, Mutex};
 
@@ -17,7 +22,8 @@ use switchboard::domain::{Event, Idn, PersonaId};
 use switchboard::egress::{ChannelSink, OutboundCommand};
 use switchboard::flow_instance::messages::FlowInstanceSnapshot;
 use switchboard::skill_runner::in_process::{ChannelRunner, ChannelRunnerRx, FnRunner};
-use switchboard::skill_runner::{Invocation, Outcome, Reply, RunnerRegistry};
+use switchboard::skill_runner::webhook::WebhookRunners;
+use switchboard::skill_runner::{Invocation, Outcome, Reply, RunnerRegistry, SkillRunner};
 use switchboard::wire::FlowDoc;
 use switchboard::{Engine, EngineConfig, EngineParts};
 use tokio::sync::{mpsc, oneshot};
@@ -34,25 +40,56 @@ pub struct Harness {
     pub dead: Arc<MemoryDeadLetters>,
 }
 
-impl Harness {
-    pub fn start() -> Harness {
-        Harness::with_config(EngineConfig::default())
+/// How to build a [`Harness`]: the engine's configuration and which runners its registry
+/// resolves. Unset options keep the defaults of [`Harness::start`].
+#[derive(Default)]
+pub struct HarnessBuilder {
+    config: EngineConfig,
+    default_runner: Option<Arc<dyn SkillRunner>>,
+    webhooks: Option<WebhookRunners>,
+}
+
+impl HarnessBuilder {
+    /// The engine's configuration (default: `EngineConfig::default()`).
+    pub fn config(mut self, config: EngineConfig) -> Self {
+        self.config = config;
+        self
     }
 
-    pub fn with_config(config: EngineConfig) -> Harness {
+    /// The runner of flows that name none, instead of the one that records every invocation
+    /// into `Harness::recorded` and completes at once (which then records nothing).
+    pub fn default_runner(mut self, runner: Arc<dyn SkillRunner>) -> Self {
+        self.default_runner = Some(runner);
+        self
+    }
+
+    /// Also resolve `{kind: webhook}` runners with `webhooks`, attached to the engine's session
+    /// table as the daemon attaches them.
+    pub fn webhooks(mut self, webhooks: &WebhookRunners) -> Self {
+        self.webhooks = Some(webhooks.clone());
+        self
+    }
+
+    /// Starts the engine in the current actix system.
+    pub fn start(self) -> Harness {
         let recorded = Arc::new(Mutex::new(Vec::new()));
-        let r = recorded.clone();
-        let default = FnRunner::new(move |inv: &Invocation| {
-            r.lock().unwrap().push(inv.clone());
-            (Outcome::Completed, Vec::new())
+        let default = self.default_runner.unwrap_or_else(|| {
+            let r = recorded.clone();
+            Arc::new(FnRunner::new(move |inv: &Invocation| {
+                r.lock().unwrap().push(inv.clone());
+                (Outcome::Completed, Vec::new())
+            }))
         });
         let (manual_runner, manual) = ChannelRunner::new(1024);
-        let runners =
-            RunnerRegistry::new(Arc::new(default)).with_named("manual", Arc::new(manual_runner));
+        let mut runners =
+            RunnerRegistry::new(default).with_named("manual", Arc::new(manual_runner));
+        if let Some(webhooks) = &self.webhooks {
+            runners = runners.with_webhooks(webhooks.clone());
+        }
         let (sink, egress) = ChannelSink::new(1024);
         let dead = Arc::new(MemoryDeadLetters::new(10_000));
         let engine = Engine::start(
-            config,
+            self.config,
             EngineParts {
                 runners: Arc::new(runners),
                 egress: Arc::new(sink),
@@ -69,6 +106,23 @@ impl Harness {
             egress,
             dead,
         }
+    }
+}
+
+impl Harness {
+    /// A builder for an engine other than the default one.
+    pub fn builder() -> HarnessBuilder {
+        HarnessBuilder::default()
+    }
+
+    /// The default engine: `EngineConfig::default()`, the recording default runner.
+    pub fn start() -> Harness {
+        Harness::builder().start()
+    }
+
+    /// The default engine with `config`.
+    pub fn with_config(config: EngineConfig) -> Harness {
+        Harness::builder().config(config).start()
     }
 
     /// Creates and runs a connector, giving every required setting a valid value.
@@ -146,7 +200,7 @@ impl Harness {
         PersonaId::derive(&self.account, &Idn::known(integration), who)
     }
 
-    /// Waits until the flow instance `(agent, flow, persona)` satisfies `cond`.
+    /// Waits until the flow instance `(agent, flow, persona)` exists and satisfies `cond`.
     pub async fn wait_instance(
         &self,
         agent: &str,
@@ -154,18 +208,14 @@ impl Harness {
         persona: PersonaId,
         cond: impl Fn(&FlowInstanceSnapshot) -> bool,
     ) -> FlowInstanceSnapshot {
-        loop {
-            if let Some(s) = self
-                .engine
+        let what = format!("the flow instance {agent}/{flow} of {persona} to match");
+        eventually(&what, PATIENCE, || async {
+            self.engine
                 .inspect_flow_instance("default", agent, flow, persona)
                 .await
-            {
-                if cond(&s) {
-                    return s;
-                }
-            }
-            tokio::task::yield_now().await;
-        }
+                .filter(|s| cond(s))
+        })
+        .await
     }
 
     /// The next invocation handed to the `manual` runner.
@@ -202,27 +252,17 @@ impl Harness {
         v
     }
 
-    /// Waits (on the clock, paused or not) until the recorded invocations satisfy `cond`;
-    /// panics after an hour of that clock.
+    /// Waits until the recorded invocations satisfy `cond`; returns a copy of them.
     pub async fn wait_recorded(
         &self,
         what: &str,
         cond: impl Fn(&[Invocation]) -> bool,
     ) -> Vec<Invocation> {
-        let wait = async {
-            loop {
-                {
-                    let r = self.recorded.lock().unwrap();
-                    if cond(&r) {
-                        return r.clone();
-                    }
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-        };
-        tokio::time::timeout(std::time::Duration::from_secs(3600), wait)
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+        eventually(what, PATIENCE, || {
+            let r = self.recorded.lock().unwrap();
+            std::future::ready(cond(&r).then(|| r.clone()))
+        })
+        .await
     }
 
     /// Event ids of every recorded invocation.
@@ -237,6 +277,21 @@ impl Harness {
 
     pub fn dead_letter_codes(&self) -> Vec<&'static str> {
         self.dead.all().iter().map(|d| d.reason.code()).collect()
+    }
+}
+
+impl daemon::DaemonProcess {
+    /// SIGTERM, then waits (up to 30 s) for the exit status. Here rather than in `daemon.rs`,
+    /// which the benches include without the `wait` module.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        daemon::signal(&self.child, "TERM");
+        let child = &mut self.child;
+        eventually(
+            "the daemon to stop on SIGTERM",
+            std::time::Duration::from_secs(30),
+            || std::future::ready(child.try_wait().unwrap()),
+        )
+        .await
     }
 }
 

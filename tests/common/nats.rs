@@ -1,10 +1,15 @@
 //! A real `nats-server` with JetStream for one test: a free loopback port, a storage directory
-//! of its own, stopped (and restartable) by the test.
+//! of its own, stopped (and restartable) by the test. Ready when its log says so, as the daemon
+//! is (no polling). The benches include this file alone: it uses nothing else of `common`.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use switchboard::wire::envelope::{ActorWire, ArgumentWire, ArgumentsWire, EventEnvelope};
 
 pub struct NatsServer {
     child: Option<Child>,
@@ -34,6 +39,7 @@ fn free_port() -> u16 {
 }
 
 impl NatsServer {
+    /// Starts a server storing under `dir/nats` and waits until it is ready.
     pub fn start(dir: &Path) -> NatsServer {
         let mut s = NatsServer {
             child: None,
@@ -44,9 +50,10 @@ impl NatsServer {
         s
     }
 
+    /// Starts the process and waits (up to 20 s) for its "Server is ready" log line.
     fn spawn(&mut self) {
         std::fs::create_dir_all(&self.dir).unwrap();
-        let child = Command::new(binary())
+        let mut child = Command::new(binary())
             .args([
                 "-js",
                 "-a",
@@ -57,18 +64,29 @@ impl NatsServer {
             ])
             .arg(&self.dir)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("nats-server starts");
+        let stderr = child.stderr.take().unwrap();
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not listen on {}",
-                self.port
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (ready, rx) = std::sync::mpsc::channel();
+        let l = logs.clone();
+        // Reads the log to its end, so that the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("Server is ready") {
+                    let _ = ready.send(());
+                }
+                l.lock().unwrap().push(line);
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            panic!(
+                "nats-server was not ready on {}: {:#?}",
+                self.port,
+                logs.lock().unwrap()
             );
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -103,6 +121,30 @@ impl Drop for NatsServer {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// `user_message` from `who` on `telegram/bot` in the default account, with argument `text`.
+pub fn user_message(who: &str, text: &str) -> EventEnvelope {
+    EventEnvelope {
+        v: 1,
+        id: None,
+        external_event_id: None,
+        account: "default".into(),
+        integration_idn: "telegram".into(),
+        connector_idn: "bot".into(),
+        event_idn: "user_message".into(),
+        actor: Some(ActorWire {
+            external_id: who.into(),
+            name: None,
+        }),
+        arguments: ArgumentsWire::List(vec![ArgumentWire {
+            name: "text".into(),
+            value: text.into(),
+        }]),
+        uninterruptible: false,
+        command_act_id: None,
+        occurred_at: None,
     }
 }
 

@@ -83,10 +83,13 @@ impl RunnerServer {
 
     /// The next POST, waiting up to 30 s.
     pub async fn next(&mut self) -> Received {
-        tokio::time::timeout(std::time::Duration::from_secs(30), self.rx.recv())
-            .await
-            .expect("the runner got nothing within 30 s")
-            .expect("runner server open")
+        super::wait::within(
+            "a POST to the runner",
+            std::time::Duration::from_secs(30),
+            self.rx.recv(),
+        )
+        .await
+        .expect("runner server open")
     }
 }
 
