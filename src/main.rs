@@ -165,7 +165,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     actix_rt::System::new().block_on(async move {
         let daemon = boot::start(config, Some(exporter)).await?;
         let (server, addrs) = switchboard::http::bind(daemon.clone())
-            .with_context(|| format!("binding {}", daemon.config.http.listen))?;
+            .with_context(|| format!("binding {}", daemon.config().http.listen))?;
         for a in &addrs {
             tracing::info!(address = %a, "listening");
         }
@@ -200,20 +200,20 @@ async fn wait_for_signals(daemon: &Arc<Daemon>) -> anyhow::Result<()> {
 async fn shutdown(daemon: &Arc<Daemon>, server: actix_web::dev::ServerHandle) {
     tracing::info!("shutting down");
     daemon.drain();
-    let bound = daemon.config.http.shutdown_timeout();
+    let bound = daemon.config().http.shutdown_timeout();
     let deadline = tokio::time::Instant::now() + bound;
     server.stop(true).await;
-    while daemon.engine.ingress().inflight() > 0 || !daemon.pending.is_empty() {
+    while daemon.engine().ingress().inflight() > 0 || !daemon.pending().is_empty() {
         if tokio::time::Instant::now() >= deadline {
             tracing::warn!(
-                inflight = daemon.engine.ingress().inflight(),
+                inflight = daemon.engine().ingress().inflight(),
                 "shutdown bound reached; unfinished events stay in the inbox"
             );
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    if let Err(e) = daemon.store.flush().await {
+    if let Err(e) = daemon.flush().await {
         tracing::error!(error = %e, "flushing the store");
     }
 }

@@ -3,6 +3,7 @@
 //! The HTTP surface calls only this.
 
 pub mod flow_files;
+pub mod operations;
 pub mod secrets_key;
 
 use std::collections::BTreeMap;
@@ -33,6 +34,22 @@ pub enum IngestError {
     Refused(#[from] Refusal),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl Blame for IngestError {
+    fn fault(&self) -> Fault {
+        match self {
+            IngestError::Refused(r) => r.fault(),
+            IngestError::Store(e) => e.fault(),
+        }
+    }
+
+    fn retryable(&self) -> bool {
+        match self {
+            IngestError::Refused(r) => r.retryable(),
+            IngestError::Store(e) => e.retryable(),
+        }
+    }
 }
 
 /// Why a control-plane change failed.
@@ -74,6 +91,24 @@ impl Blame for ReloadError {
     }
 }
 
+impl Blame for ChangeError {
+    fn fault(&self) -> Fault {
+        match self {
+            ChangeError::Control(e) => e.fault(),
+            ChangeError::Flow(e) => e.fault(),
+            ChangeError::Store(e) => e.fault(),
+        }
+    }
+
+    fn retryable(&self) -> bool {
+        match self {
+            ChangeError::Control(e) => e.retryable(),
+            ChangeError::Flow(e) => e.retryable(),
+            ChangeError::Store(e) => e.retryable(),
+        }
+    }
+}
+
 /// What happened to an ingested event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ingested {
@@ -83,13 +118,15 @@ pub enum Ingested {
     Duplicate(Uuid),
 }
 
+/// The daemon: the engine, the store under it, the runners' pending answers, the sandbox.
+/// Its parts are reached through its methods only.
 pub struct Daemon {
-    pub config: Config,
-    pub engine: Engine,
-    pub store: Store,
-    pub pending: Arc<PendingInvocations>,
-    pub sandbox: Arc<SandboxHub>,
-    pub metrics: Option<crate::telemetry::exporter::Exporter>,
+    pub(crate) config: Config,
+    pub(crate) engine: Engine,
+    pub(crate) store: Store,
+    pub(crate) pending: Arc<PendingInvocations>,
+    pub(crate) sandbox: Arc<SandboxHub>,
+    pub(crate) metrics: Option<crate::telemetry::exporter::Exporter>,
     pub(crate) secrets: SecretBox,
     pub(crate) ready: AtomicBool,
     pub(crate) draining: AtomicBool,
@@ -102,6 +139,25 @@ fn aad(account: &str, integration: &str, connector: &str, setting: &str) -> Stri
 }
 
 impl Daemon {
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The engine, for the transports and for start-up.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The runners' pending answers (the queue transport applies results to them).
+    pub fn pending(&self) -> &Arc<PendingInvocations> {
+        &self.pending
+    }
+
+    /// Makes every write queued so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.store.flush().await
+    }
+
     pub fn account(&self) -> Idn {
         Idn::known(crate::domain::DEFAULT_ACCOUNT)
     }

@@ -70,7 +70,7 @@ fn connector_id(raw: &str) -> Result<Uuid, ApiError> {
 }
 
 async fn list_integrations(d: D) -> HttpResponse {
-    let c = d.engine.catalog();
+    let c = d.catalog();
     HttpResponse::Ok().json(
         c.listed()
             .map(|i| IntegrationJson::of(i))
@@ -82,17 +82,13 @@ fn integration<'a>(
     d: &'a Daemon,
     id: &str,
 ) -> Result<&'a Arc<crate::catalog::Integration>, ApiError> {
-    d.engine
-        .catalog()
-        .find(id)
-        .filter(|i| i.spec.listed)
-        .ok_or_else(|| {
-            ApiError::new(
-                Kind::NotFound,
-                "unknown_integration",
-                format!("unknown integration {id:?}"),
-            )
-        })
+    d.listed_integration(id).ok_or_else(|| {
+        ApiError::new(
+            Kind::NotFound,
+            "unknown_integration",
+            format!("unknown integration {id:?}"),
+        )
+    })
 }
 
 async fn get_integration(d: D, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
@@ -102,10 +98,7 @@ async fn get_integration(d: D, path: web::Path<String>) -> Result<HttpResponse, 
 
 async fn get_integration_settings(d: D, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let i = integration(&d, &path)?;
-    let s = d
-        .engine
-        .registry()
-        .integration_settings(&d.account(), i.idn.as_str())?;
+    let s = d.integration_settings(i.idn.as_str())?;
     Ok(HttpResponse::Ok().json(settings_json(&s)))
 }
 
@@ -125,7 +118,7 @@ async fn set_integration_settings(
 
 async fn list_connectors(d: D, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let i = integration(&d, &path)?;
-    let list = d.engine.registry().list(&d.account(), Some(i.idn.as_str()));
+    let list = d.connectors(Some(i.idn.as_str()));
     Ok(HttpResponse::Ok().json(list.iter().map(ConnectorJson::from).collect::<Vec<_>>()))
 }
 
@@ -149,7 +142,7 @@ async fn create_connector(
 }
 
 async fn get_connector(d: D, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let view = d.engine.registry().get(connector_id(&path)?)?;
+    let view = d.connector(connector_id(&path)?)?;
     Ok(HttpResponse::Ok().json(ConnectorJson::from(&view)))
 }
 

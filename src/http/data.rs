@@ -10,10 +10,9 @@ use uuid::Uuid;
 use super::body::RawBody;
 use super::body::{decode, encoding};
 use super::error::{ApiError, Kind};
+use crate::daemon::operations::CommandError;
 use crate::daemon::{Daemon, Ingested};
-use crate::dead_letter::{self, DeadLetter};
 use crate::domain::PersonaId;
-use crate::telemetry::handles;
 use crate::wire::envelope::{CommandEnvelope, EventEnvelope};
 use crate::wire::invocation::ResultWire;
 
@@ -31,7 +30,7 @@ pub fn dynamic_routes(cfg: &mut web::ServiceConfig) {
 
 async fn post_event(d: D, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let enc = encoding(&req)?;
-    let limits = d.config.envelope.limits();
+    let limits = d.limits();
     let event = match enc
         .decode::<EventEnvelope>(&body)
         .and_then(|e| e.into_domain(limits))
@@ -39,15 +38,10 @@ async fn post_event(d: D, req: HttpRequest, body: RawBody) -> Result<HttpRespons
         Ok(e) => e,
         Err(e) => {
             // Nothing is lost: the bytes are kept as a dead letter, with the reason.
-            handles::rejected("malformed");
-            dead_letter::record(
-                &**d.engine.dead_letters(),
-                DeadLetter::raw(
-                    d.account(),
-                    e.to_string(),
-                    enc.content_type().to_owned(),
-                    body.0.to_vec(),
-                ),
+            d.record_malformed(
+                e.to_string(),
+                enc.content_type().to_owned(),
+                body.0.to_vec(),
             );
             return Err(e.into());
         }
@@ -65,27 +59,26 @@ async fn post_event(d: D, req: HttpRequest, body: RawBody) -> Result<HttpRespons
 async fn post_command(d: D, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
     let env: CommandEnvelope = decode(&req, &body)?;
     let persona = env.persona_id;
-    let command = env.into_domain(d.config.envelope.limits())?;
+    let command = env.into_domain(d.limits())?;
     if let Some(inv) = command.invocation_id {
-        if d.pending.is_waiting(inv) {
-            d.engine.check_command(&command)?;
-            d.pending.answer(inv, None, vec![command])?;
-            return Ok(
-                HttpResponse::Accepted().json(json!({"status": "accepted", "invocation_id": inv}))
-            );
-        }
-        return Err(ApiError::new(
-            Kind::NotFound,
-            "unknown_invocation",
-            format!("no invocation {inv} is waiting for commands"),
-        )
-        .field("invocation_id"));
+        return match d.command_for_invocation(inv, command) {
+            Ok(()) => {
+                Ok(HttpResponse::Accepted()
+                    .json(json!({"status": "accepted", "invocation_id": inv})))
+            }
+            Err(CommandError::NotWaiting(_)) => Err(ApiError::new(
+                Kind::NotFound,
+                "unknown_invocation",
+                format!("no invocation {inv} is waiting for commands"),
+            )
+            .field("invocation_id")),
+            Err(CommandError::Refused(r)) => Err(r.into()),
+        };
     }
     let persona = persona.ok_or_else(|| {
         ApiError::invalid("persona_id", "required for a command outside an invocation")
     })?;
-    d.engine.check_command(&command)?;
-    let act = d.engine.send_command(command, PersonaId(persona));
+    let act = d.send_command(command, PersonaId(persona))?;
     Ok(HttpResponse::Accepted().json(json!({"status": "accepted", "command_act_id": act})))
 }
 
@@ -97,7 +90,7 @@ async fn post_result(
 ) -> Result<HttpResponse, ApiError> {
     let id = Uuid::parse_str(&path).map_err(|_| ApiError::invalid("id", "not a UUID"))?;
     let wire: ResultWire = decode(&req, &body)?;
-    let answer = wire.into_domain(d.config.envelope.limits())?;
-    d.pending.answer(id, answer.outcome, answer.commands)?;
+    let answer = wire.into_domain(d.limits())?;
+    d.answer_invocation(id, answer.outcome, answer.commands)?;
     Ok(HttpResponse::Accepted().json(json!({"status": "accepted"})))
 }

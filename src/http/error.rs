@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::admission::Refusal;
 use crate::commands::refusal::CommandRefusal;
 use crate::connectors::registry::ControlError;
+use crate::daemon::operations::{CommandError, ReplayError};
 use crate::daemon::{ChangeError, IngestError};
 use crate::dead_letter::ReadError;
 use crate::fault::{Blame, Fault};
@@ -247,6 +248,32 @@ impl From<ChangeError> for ApiError {
             ChangeError::Control(c) => c.into(),
             ChangeError::Flow(f) => f.into(),
             ChangeError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Refused(r) => r.into(),
+            CommandError::NotWaiting(u) => u.into(),
+        }
+    }
+}
+
+impl From<ReplayError> for ApiError {
+    fn from(e: ReplayError) -> Self {
+        match e {
+            ReplayError::NotFound(_) => {
+                ApiError::new(kind_of(&e, Kind::NotFound), "not_found", e.to_string())
+            }
+            ReplayError::NotReplayable(_) => {
+                ApiError::new(kind_of(&e, Kind::Conflict), "not_replayable", e.to_string())
+            }
+            ReplayError::Read(r) => r.into(),
+            ReplayError::Ingest(i) => i.into(),
+            ReplayError::Command(c) => c.into(),
+            ReplayError::Store(s) => s.into(),
         }
     }
 }

@@ -32,7 +32,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 pub fn bind(
     daemon: Arc<Daemon>,
 ) -> std::io::Result<(actix_web::dev::Server, Vec<std::net::SocketAddr>)> {
-    let cfg = daemon.config.http.clone();
+    let cfg = daemon.config().http.clone();
     let data = web::Data::new(daemon);
     let limit = cfg.max_body_bytes;
     let mut server = HttpServer::new(move || {

@@ -7,10 +7,10 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::error::{ApiError, Kind};
+use super::error::ApiError;
 use super::views::{DeadLetterJson, ExplanationJson, SessionJson};
+use crate::daemon::operations::Replayed;
 use crate::daemon::Daemon;
-use crate::dead_letter::DeadLetterPayload;
 use crate::domain::Idn;
 
 type D = web::Data<Arc<Daemon>>;
@@ -38,8 +38,7 @@ fn idn(field: &str, v: &str) -> Result<Idn, ApiError> {
 }
 
 async fn explain(d: D, q: web::Query<ExplainQuery>) -> Result<HttpResponse, ApiError> {
-    let x = d.engine.explain(
-        &d.account(),
+    let x = d.explain(
         &idn("integration_idn", &q.integration_idn)?,
         &idn("connector_idn", &q.connector_idn)?,
         &idn("event_idn", &q.event_idn)?,
@@ -74,11 +73,7 @@ async fn sessions(d: D, q: web::Query<SessionsQuery>) -> Result<HttpResponse, Ap
         .unwrap_or_default();
     if q.is_active == Some(false) {
         // Ended sessions come from the store (the last 1000).
-        d.store.flush().await?;
-        let (d2, account) = (d.clone(), d.account());
-        let rows = web::block(move || d2.store.ended_sessions(account.as_str(), 1000))
-            .await
-            .map_err(|e| ApiError::new(Kind::Internal, "internal", e.to_string()))??;
+        let rows = d.ended_sessions(1000).await?;
         let list: Vec<_> = rows
             .into_iter()
             .filter(|(s, _, _)| {
@@ -97,8 +92,7 @@ async fn sessions(d: D, q: web::Query<SessionsQuery>) -> Result<HttpResponse, Ap
         return Ok(HttpResponse::Ok().json(list));
     }
     let list: Vec<SessionJson> = d
-        .engine
-        .sessions()
+        .live_sessions()
         .iter()
         .filter(|s| {
             patterns.is_empty()
@@ -120,54 +114,18 @@ struct DeadLettersQuery {
 
 async fn dead_letters(d: D, q: web::Query<DeadLettersQuery>) -> Result<HttpResponse, ApiError> {
     let limit = q.limit.unwrap_or(100).min(1000);
-    // Read your writes: letters recorded before this request are committed first.
-    d.store.flush().await?;
-    let (d2, account) = (d.clone(), d.account());
-    let list = web::block(move || d2.engine.dead_letters().list(&account, limit)).await??;
+    let list = d.dead_letters(limit).await?;
     Ok(HttpResponse::Ok().json(list.iter().map(DeadLetterJson::from).collect::<Vec<_>>()))
 }
 
 async fn replay(d: D, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = Uuid::parse_str(&path).map_err(|_| ApiError::invalid("id", "not a UUID"))?;
-    d.store.flush().await?;
-    let d2 = d.clone();
-    let letter = web::block(move || d2.engine.dead_letters().get(id))
-        .await??
-        .ok_or_else(|| {
-            ApiError::new(Kind::NotFound, "not_found", format!("no dead letter {id}"))
-        })?;
-    let outcome = match letter.payload {
-        DeadLetterPayload::Event { event, .. } => {
-            let mut e = *event;
-            e.redelivered = true;
-            let id = e.id;
-            d.ingest(e).await?;
-            json!({"status": "replayed", "event_id": id})
-        }
-        DeadLetterPayload::Command { command, persona } => {
-            let persona = persona.ok_or_else(|| {
-                ApiError::new(
-                    Kind::Conflict,
-                    "not_replayable",
-                    "this command's persona is unknown",
-                )
-            })?;
-            d.engine.check_command(&command)?;
-            let act = d.engine.send_command(*command, persona);
-            json!({"status": "replayed", "command_act_id": act})
-        }
-        DeadLetterPayload::Raw { .. } => {
-            return Err(ApiError::new(
-                Kind::Conflict,
-                "not_replayable",
-                "these bytes never decoded into an event; fix and send them again",
-            ))
-        }
-    };
-    let d2 = d.clone();
-    web::block(move || d2.engine.dead_letters().remove(id)).await??;
-    d.store.flush().await?;
-    Ok(HttpResponse::Ok().json(outcome))
+    Ok(
+        HttpResponse::Ok().json(match d.replay_dead_letter(id).await? {
+            Replayed::Event(id) => json!({"status": "replayed", "event_id": id}),
+            Replayed::Command(act) => json!({"status": "replayed", "command_act_id": act}),
+        }),
+    )
 }
 
 async fn healthz() -> HttpResponse {
@@ -183,13 +141,10 @@ async fn readyz(d: D) -> HttpResponse {
 }
 
 async fn metrics(d: D) -> HttpResponse {
-    match &d.metrics {
-        Some(exporter) => {
-            d.engine.ingress().report_inflight();
-            HttpResponse::Ok()
-                .content_type("text/plain; version=0.0.4")
-                .body(exporter.render())
-        }
+    match d.render_metrics() {
+        Some(page) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4")
+            .body(page),
         None => HttpResponse::NotFound().finish(),
     }
 }

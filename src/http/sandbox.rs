@@ -52,11 +52,7 @@ async fn socket(
     if q.external_id.is_empty() || q.external_id.len() > 128 {
         return Err(ApiError::invalid("external_id", "must be 1 to 128 bytes"));
     }
-    match d
-        .engine
-        .registry()
-        .find(&account, "sandbox", connector.as_str())
-    {
+    match d.find_connector("sandbox", connector.as_str()) {
         None => {
             return Err(ApiError::new(
                 Kind::NotFound,
@@ -80,7 +76,7 @@ async fn socket(
     let sandbox = Idn::known("sandbox");
     let external_id = q.external_id.clone();
     let persona = PersonaId::derive(&account, &sandbox, &external_id);
-    let (sock, mut outbox) = d.sandbox.join(&account, &connector, persona);
+    let (sock, mut outbox) = d.sandbox_join(&connector, persona);
     let daemon = d.get_ref().clone();
     actix_rt::spawn(async move {
         loop {
@@ -122,7 +118,7 @@ async fn socket(
                 }
             }
         }
-        daemon.sandbox.leave(&account, &connector, persona, sock);
+        daemon.sandbox_leave(&connector, persona, sock);
         let _ = session.close(None).await;
     });
     Ok(response)

@@ -183,7 +183,7 @@ async fn handle(
     let refuse_raw = |detail: String, content_type: &str| {
         handles::rejected("malformed");
         dead_letter::record(
-            &**daemon.engine.dead_letters(),
+            &**daemon.engine().dead_letters(),
             DeadLetter::raw(
                 account.clone(),
                 format!("{detail} (subject {subject})"),
@@ -266,7 +266,7 @@ async fn handle(
             .filter(|id| !id.is_empty() && id.len() <= 256);
     }
     event.redelivered = delivered > 1;
-    let event = match daemon.engine.ingress().admit(event) {
+    let event = match daemon.engine().ingress().admit(event) {
         Ok(event) => event,
         // The refusal says whether the same message may be taken later (a busy daemon): then
         // it is delivered again; otherwise it was counted, dead-lettered and copied to the DLQ

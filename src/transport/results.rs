@@ -48,7 +48,7 @@ pub fn spawn(daemon: Arc<Daemon>, consumer: PullConsumer, pull_batch: usize, lim
                 // The dead letter keeps the message as it came; `detail` names what failed.
                 let refuse = |detail: String| {
                     dead_letter::record(
-                        &**daemon.engine.dead_letters(),
+                        &**daemon.engine().dead_letters(),
                         DeadLetter::raw(
                             daemon.account(),
                             format!("{detail} (subject {})", msg.subject),

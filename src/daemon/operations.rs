@@ -1,0 +1,276 @@
+//! What the HTTP surface asks of the daemon beyond the control plane and ingestion: the catalog
+//! and connectors to show, commands and runner answers, explain, sessions, dead letters and
+//! their replay, the sandbox's sockets, the metrics page. `http/` calls only these methods.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::{Daemon, IngestError};
+use crate::catalog::{Catalog, Integration};
+use crate::commands::CommandRefusal;
+use crate::connectors::registry::{ConnectorView, ControlError};
+use crate::dead_letter::{self, DeadLetter, DeadLetterPayload, ReadError};
+use crate::domain::{Command, Idn, PersonaId};
+use crate::fault::{Blame, Fault};
+use crate::invocation::Outcome;
+use crate::routing::explain::Explanation;
+use crate::sandbox::hub::ToPage;
+use crate::session::SessionView;
+use crate::skill_runner::pending::UnknownInvocation;
+use crate::store::{SessionRow, StoreError};
+use crate::telemetry::handles;
+use crate::wire::envelope::Limits;
+
+/// Why a command from the HTTP data plane was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Refused(#[from] CommandRefusal),
+    #[error(transparent)]
+    NotWaiting(#[from] UnknownInvocation),
+}
+
+/// Why a dead letter was not replayed; the letter stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("no dead letter {0}")]
+    NotFound(Uuid),
+    #[error("{0}")]
+    NotReplayable(&'static str),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Command(#[from] CommandRefusal),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Blame for ReplayError {
+    fn fault(&self) -> Fault {
+        match self {
+            ReplayError::NotFound(_) | ReplayError::NotReplayable(_) => Fault::Caller,
+            ReplayError::Read(e) => e.fault(),
+            ReplayError::Ingest(e) => e.fault(),
+            ReplayError::Command(e) => e.fault(),
+            ReplayError::Store(e) => e.fault(),
+        }
+    }
+
+    fn retryable(&self) -> bool {
+        match self {
+            ReplayError::NotFound(_) | ReplayError::NotReplayable(_) => false,
+            ReplayError::Read(e) => e.retryable(),
+            ReplayError::Ingest(e) => e.retryable(),
+            ReplayError::Command(e) => e.retryable(),
+            ReplayError::Store(e) => e.retryable(),
+        }
+    }
+}
+
+impl Blame for CommandError {
+    fn fault(&self) -> Fault {
+        match self {
+            CommandError::Refused(e) => e.fault(),
+            CommandError::NotWaiting(e) => e.fault(),
+        }
+    }
+
+    fn retryable(&self) -> bool {
+        match self {
+            CommandError::Refused(e) => e.retryable(),
+            CommandError::NotWaiting(e) => e.retryable(),
+        }
+    }
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replayed {
+    /// The event was ingested again, marked redelivered.
+    Event(Uuid),
+    /// The command was sent again under this act id.
+    Command(Uuid),
+}
+
+impl Daemon {
+    /// Envelope limits of the wire.
+    pub fn limits(&self) -> Limits {
+        self.config.envelope.limits()
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        self.engine.catalog()
+    }
+
+    /// A listed integration by idn or id.
+    pub fn listed_integration(&self, id: &str) -> Option<&Arc<Integration>> {
+        self.engine.catalog().find(id).filter(|i| i.spec.listed)
+    }
+
+    pub fn connector(&self, id: Uuid) -> Result<ConnectorView, ControlError> {
+        self.engine.registry().get(id)
+    }
+
+    /// The connectors of this account, optionally of one integration.
+    pub fn connectors(&self, integration: Option<&str>) -> Vec<ConnectorView> {
+        self.engine.registry().list(&self.account(), integration)
+    }
+
+    /// Integration-level settings of this account, secrets left out.
+    pub fn integration_settings(
+        &self,
+        integration: &str,
+    ) -> Result<Vec<(String, String)>, ControlError> {
+        self.engine
+            .registry()
+            .integration_settings(&self.account(), integration)
+    }
+
+    /// A connector of this account by its idns.
+    pub fn find_connector(&self, integration: &str, connector: &str) -> Option<ConnectorView> {
+        self.engine
+            .registry()
+            .find(&self.account(), integration, connector)
+    }
+
+    /// Keeps bytes that never decoded into an event as a dead letter, with the reason, and
+    /// counts them: nothing is lost.
+    pub fn record_malformed(&self, reason: String, content_type: String, bytes: Vec<u8>) {
+        handles::rejected("malformed");
+        dead_letter::record(
+            &**self.engine.dead_letters(),
+            DeadLetter::raw(self.account(), reason, content_type, bytes),
+        );
+    }
+
+    /// Sends a command for `persona` outside any invocation, once it passed the command
+    /// stage's checks; returns its act id.
+    pub fn send_command(&self, command: Command, persona: PersonaId) -> Result<Uuid, CommandError> {
+        self.engine.check_command(&command)?;
+        Ok(self.engine.send_command(command, persona))
+    }
+
+    /// Adds a command to the invocation `invocation`, which must still wait for its answer.
+    pub fn command_for_invocation(
+        &self,
+        invocation: Uuid,
+        command: Command,
+    ) -> Result<(), CommandError> {
+        if !self.pending.is_waiting(invocation) {
+            return Err(UnknownInvocation(invocation).into());
+        }
+        self.engine.check_command(&command)?;
+        self.pending.answer(invocation, None, vec![command])?;
+        Ok(())
+    }
+
+    /// A runner's late answer to invocation `id`.
+    pub fn answer_invocation(
+        &self,
+        id: Uuid,
+        outcome: Option<Outcome>,
+        commands: Vec<Command>,
+    ) -> Result<(), UnknownInvocation> {
+        self.pending.answer(id, outcome, commands)
+    }
+
+    pub fn explain(&self, integration: &Idn, connector: &Idn, event: &Idn) -> Explanation {
+        self.engine
+            .explain(&self.account(), integration, connector, event)
+    }
+
+    /// Live sessions of this account.
+    pub fn live_sessions(&self) -> Vec<SessionView> {
+        self.engine.sessions()
+    }
+
+    /// Ended sessions of this account, newest first, at most `limit`: `(row, ended_at,
+    /// reason)`. Reads what was recorded before the call (read your writes), off the async
+    /// workers.
+    pub async fn ended_sessions(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(SessionRow, String, String)>, StoreError> {
+        self.store.flush().await?;
+        let (store, account) = (self.store.clone(), self.account());
+        tokio::task::spawn_blocking(move || store.ended_sessions(account.as_str(), limit))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("session read task: {e}")))?
+    }
+
+    /// Dead letters of this account, newest first, at most `limit`; those recorded before the
+    /// call included.
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, ReplayError> {
+        self.store.flush().await?;
+        let (letters, account) = (self.engine.dead_letters().clone(), self.account());
+        Ok(blocking(move || letters.list(&account, limit)).await??)
+    }
+
+    /// Routes a dead letter's event or command again; the letter goes once that succeeded. A
+    /// replay is a deliberate redelivery: the event is marked `redelivered`.
+    pub async fn replay_dead_letter(&self, id: Uuid) -> Result<Replayed, ReplayError> {
+        self.store.flush().await?;
+        let letters = self.engine.dead_letters().clone();
+        let letter = blocking(move || letters.get(id))
+            .await??
+            .ok_or(ReplayError::NotFound(id))?;
+        let replayed = match letter.payload {
+            DeadLetterPayload::Event { event, .. } => {
+                let mut e = *event;
+                e.redelivered = true;
+                let id = e.id;
+                self.ingest(e).await?;
+                Replayed::Event(id)
+            }
+            DeadLetterPayload::Command { command, persona } => {
+                let persona = persona.ok_or(ReplayError::NotReplayable(
+                    "this command's persona is unknown",
+                ))?;
+                self.engine.check_command(&command)?;
+                Replayed::Command(self.engine.send_command(*command, persona))
+            }
+            DeadLetterPayload::Raw { .. } => {
+                return Err(ReplayError::NotReplayable(
+                    "these bytes never decoded into an event; fix and send them again",
+                ))
+            }
+        };
+        let letters = self.engine.dead_letters().clone();
+        blocking(move || letters.remove(id)).await??;
+        self.store.flush().await?;
+        Ok(replayed)
+    }
+
+    /// Opens a sandbox socket of `persona` on `connector`: its id and what the page receives.
+    pub fn sandbox_join(
+        &self,
+        connector: &Idn,
+        persona: PersonaId,
+    ) -> (u64, tokio::sync::mpsc::Receiver<ToPage>) {
+        self.sandbox.join(&self.account(), connector, persona)
+    }
+
+    pub fn sandbox_leave(&self, connector: &Idn, persona: PersonaId, socket: u64) {
+        self.sandbox
+            .leave(&self.account(), connector, persona, socket);
+    }
+
+    /// The Prometheus page, if this daemon records metrics.
+    pub fn render_metrics(&self) -> Option<String> {
+        let exporter = self.metrics.as_ref()?;
+        self.engine.ingress().report_inflight();
+        Some(exporter.render())
+    }
+}
+
+/// Runs a blocking read off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ReadError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ReadError::Unavailable(format!("read task: {e}")))
+}
