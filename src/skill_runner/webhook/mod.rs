@@ -1,7 +1,7 @@
 //! Webhook skill runners: each invocation is POSTed as JSON ([`InvocationWire`]) to the flow's
 //! URL, signed with HMAC-SHA256 (`X-Switchboard-Signature: t=<unix seconds>,v1=<hex>` over
 //! `"<t>.<body>"`, see [`sign`] and [`verify`]). The runner answers inline with a
-//! [`ResultWire`] (an outcome and commands), or `pending` / `202` / an empty body and later
+//! [`crate::wire::invocation::ResultWire`] (an outcome and commands), or `pending` / `202` / an empty body and later
 //! through `POST /v1/invocations/{id}/result`, which reaches the reply parked in
 //! [`PendingInvocations`].
 //!
@@ -13,7 +13,7 @@
 //! `/result`, or given up by the engine) the task stops and reports nothing.
 //!
 //! [`WebhookRunners`] is the shared factory: one HTTP client, the signing secret, backoff
-//! settings, the pending table and the session table. Runners it makes are cheap handles on
+//! settings and the pending table. Runners it makes are cheap handles on
 //! it.
 
 use std::fmt;
@@ -22,19 +22,23 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use dashmap::DashMap;
-use hmac::{Hmac, Mac};
-use reqwest::StatusCode;
+
 use rustc_hash::FxBuildHasher;
-use sha2::Sha256;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+mod answer;
+mod signing;
+
+use answer::{describe_error, judge, Verdict};
+pub use signing::{sign, verify};
+
 use super::pending::PendingInvocations;
 use super::{Handoff, Invocation, Outcome, Reply, SkillRunner};
-use crate::wire::envelope::Limits;
-use crate::wire::invocation::{InvocationWire, ResultWire, RunnerAnswer};
+
+use crate::wire::invocation::{InvocationWire, RunnerAnswer};
 
 /// The header carrying the invocation id.
 pub const INVOCATION_HEADER: &str = "X-Switchboard-Invocation";
@@ -44,53 +48,6 @@ pub const SIGNATURE_HEADER: &str = "X-Switchboard-Signature";
 pub const REASON_BODY_BYTES: usize = 512;
 /// The largest inline answer read; a larger one fails the invocation (the runner's fault).
 pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
-
-type HmacSha256 = Hmac<Sha256>;
-
-fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> HmacSha256 {
-    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac
-}
-
-/// The signature header value for `body` sent at `timestamp` (unix seconds):
-/// `t=<timestamp>,v1=<hex of HMAC-SHA256(secret, "<timestamp>.<body>")>`.
-pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    let tag = mac(secret, timestamp, body).finalize().into_bytes();
-    format!("t={timestamp},v1={}", hex::encode(tag))
-}
-
-/// Checks a signature header against `body`: the timestamp must be within `tolerance_secs`
-/// of `now` (unix seconds), and one of the `v1` signatures must match (compared in constant
-/// time). Unknown fields of the header are ignored, so schemes can be added later.
-pub fn verify(secret: &[u8], header: &str, body: &[u8], now: i64, tolerance_secs: i64) -> bool {
-    let mut timestamp = None;
-    let mut signatures = Vec::new();
-    for part in header.split(',') {
-        let Some((k, v)) = part.trim().split_once('=') else {
-            return false;
-        };
-        match k {
-            "t" => match v.parse::<i64>() {
-                Ok(t) if timestamp.is_none() => timestamp = Some(t),
-                _ => return false,
-            },
-            "v1" => signatures.push(v),
-            _ => {}
-        }
-    }
-    let Some(t) = timestamp else {
-        return false;
-    };
-    if now.abs_diff(t) > tolerance_secs.max(0) as u64 {
-        return false;
-    }
-    signatures
-        .into_iter()
-        .any(|s| hex::decode(s).is_ok_and(|tag| mac(secret, t, body).verify_slice(&tag).is_ok()))
-}
 
 /// The shared factory of webhook runners.
 #[derive(Clone)]
@@ -300,19 +257,6 @@ impl SkillRunner for WebhookRunner {
     }
 }
 
-/// What one attempt came to.
-#[derive(Debug)]
-enum Verdict {
-    /// A decoded answer: an outcome, or pending with commands.
-    Answer(RunnerAnswer),
-    /// Accepted; the answer comes later.
-    Pending,
-    /// Worth another attempt; what the runner answered.
-    Retry(String),
-    /// Not worth another attempt; the reason.
-    Fail(String),
-}
-
 async fn run(shared: &Shared, target: &Target, invocation: Invocation) {
     let id = invocation.id;
     let deadline = Instant::now() + invocation.timeout;
@@ -443,71 +387,11 @@ async fn post(
     judge(status, &answer, truncated)
 }
 
-/// What an answer with `status` and `body` (cut after the cap when `truncated`) means.
-fn judge(status: StatusCode, body: &[u8], truncated: bool) -> Verdict {
-    if status.is_success() {
-        let accepted = status == StatusCode::ACCEPTED;
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Verdict::Pending;
-        }
-        let decoded = if truncated {
-            Err(format!(
-                "the answer is larger than {MAX_ANSWER_BYTES} bytes"
-            ))
-        } else {
-            serde_json::from_slice::<ResultWire>(body)
-                .map_err(|e| e.to_string())
-                .and_then(|w| w.into_domain(Limits::default()).map_err(|e| e.to_string()))
-        };
-        return match decoded {
-            Ok(answer) => Verdict::Answer(answer),
-            // 202 says "accepted, answer later"; a body it carries is informational.
-            Err(_) if accepted => Verdict::Pending,
-            Err(e) => Verdict::Fail(format!(
-                "the webhook runner answered HTTP {status} with an invalid result: {e}"
-            )),
-        };
-    }
-    let what = describe_answer(status, body);
-    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-        Verdict::Retry(what)
-    } else {
-        Verdict::Fail(format!("{what} (not retried)"))
-    }
-}
-
-fn describe_answer(status: StatusCode, body: &[u8]) -> String {
-    let body = &body[..body.len().min(REASON_BODY_BYTES)];
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    if text.is_empty() {
-        format!("HTTP {status} (empty body)")
-    } else {
-        format!("HTTP {status}: {text}")
-    }
-}
-
-fn describe_error(e: &reqwest::Error, timeout: Duration) -> String {
-    if e.is_timeout() {
-        return format!("no answer within {} ms", timeout.as_millis());
-    }
-    let mut text = if e.is_connect() {
-        "connection failed".to_owned()
-    } else {
-        "request failed".to_owned()
-    };
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
+    use super::answer::describe_answer;
     use super::*;
+    use reqwest::StatusCode;
 
     const SECRET: &[u8] = b"shh";
 
