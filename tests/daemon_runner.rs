@@ -201,6 +201,28 @@ async fn an_event_reaches_the_webhook_runner_and_its_commands_come_back_as_resul
         },
     )
     .await;
+    // Every queue between stages is observable by name: depth and capacity at the scrape.
+    let metrics = d.metrics().await;
+    for queue in [
+        "connector_inbox",
+        "flow_shard_inbox",
+        "internal_events",
+        "store_writer",
+    ] {
+        for family in ["switchboard_queue_depth", "switchboard_queue_capacity"] {
+            let series = format!("{family}{{queue=\"{queue}\"}}");
+            assert!(
+                metrics.lines().any(|l| l.starts_with(&series)),
+                "{series}\n{metrics}"
+            );
+        }
+    }
+    let capacity = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("switchboard_queue_capacity{queue=\"internal_events\"} "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("the internal-events queue reports its capacity");
+    assert!(capacity > 0.0, "{capacity}");
 }
 
 #[actix_rt::test]

@@ -25,6 +25,7 @@ use crate::ingress::Inbound;
 use crate::session::seen::SeenSessions;
 use crate::session::table::SessionTable;
 use crate::telemetry::handles::{self, ConnectorMetrics, EngineMetrics, CUSTOM_EVENT_LABEL};
+use crate::telemetry::queue;
 
 /// What every connector actor needs, shared.
 pub struct ConnectorDeps {
@@ -61,7 +62,7 @@ impl ConnectorHandle {
     /// the mailbox, ahead of any `Shutdown` (that is sent after the handle left the directory).
     pub fn inbox(&self) -> &mpsc::Sender<Inbound> {
         self.inbox.get_or_init(|| {
-            let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
+            let (tx, rx) = queue::bounded(queue::names::CONNECTOR_INBOX, INBOX_CAPACITY);
             self.addr.do_send(Attach(rx));
             tx
         })

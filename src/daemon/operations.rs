@@ -262,6 +262,7 @@ impl Daemon {
     pub fn render_metrics(&self) -> Option<String> {
         let exporter = self.metrics.as_ref()?;
         self.engine.ingress().report_inflight();
+        crate::telemetry::queue::report();
         Some(exporter.render())
     }
 }

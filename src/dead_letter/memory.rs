@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::{DeadLetter, DeadLetterStore, ReadError};
 use crate::domain::Idn;
+use crate::telemetry::throttle::Throttle;
 
 pub struct MemoryDeadLetters {
     capacity: usize,
@@ -54,10 +55,14 @@ impl DeadLetterStore for MemoryDeadLetters {
         if l.len() >= self.capacity {
             l.pop_front();
             self.evicted.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                capacity = self.capacity,
-                "dead-letter store full: oldest evicted"
-            );
+            static EVICTED: Throttle = Throttle::new();
+            if let Some(suppressed) = EVICTED.allow(Throttle::EVERY) {
+                tracing::warn!(
+                    capacity = self.capacity,
+                    suppressed,
+                    "dead-letter store full: oldest evicted"
+                );
+            }
         }
         l.push_back(letter);
     }

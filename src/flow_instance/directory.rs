@@ -23,6 +23,7 @@ pub use crate::invocation::FlowInstanceKey;
 use crate::routing::dispatch::{Enqueue, FlowShards};
 use crate::session::SessionTable;
 use crate::telemetry::handles::EngineMetrics;
+use crate::telemetry::queue;
 
 /// What every flow instance needs, shared.
 pub struct FlowDeps {
@@ -58,7 +59,7 @@ impl FlowInstances {
         let deps = Arc::new(deps);
         let inbox_capacity = inbox_capacity.max(1);
         let start = |arbiter: Option<&ArbiterHandle>| {
-            let (tx, rx) = mpsc::channel(inbox_capacity);
+            let (tx, rx) = queue::bounded(queue::names::FLOW_SHARD_INBOX, inbox_capacity);
             let live = Arc::new(AtomicUsize::new(0));
             let shard = FlowShard::new(rx, deps.clone(), live.clone());
             let addr = match arbiter {
@@ -89,6 +90,7 @@ impl FlowInstances {
         match self.shards[shard].inbox.try_send(batch) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(batch)) => {
+                queue::full(queue::names::FLOW_SHARD_INBOX);
                 let holds = format!("{} queued batches", self.inbox_capacity);
                 for msg in batch {
                     queue_full(

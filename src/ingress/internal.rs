@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::dead_letter::{self, DeadLetter, DeadLetterReason, DeadLetterStore};
 use crate::domain::Event;
-use crate::telemetry::handles;
+use crate::telemetry::{handles, queue};
 
 /// Where later stages emit events. Cheap to clone; never blocks.
 #[derive(Clone)]
@@ -26,7 +26,7 @@ pub struct InternalQueue(pub mpsc::Receiver<Event>);
 impl InternalEvents {
     /// A sink holding at most `capacity` events not yet routed.
     pub fn new(capacity: usize, dead_letters: Arc<dyn DeadLetterStore>) -> (Self, InternalQueue) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let (tx, rx) = queue::bounded(queue::names::INTERNAL_EVENTS, capacity);
         (InternalEvents { tx, dead_letters }, InternalQueue(rx))
     }
 
@@ -35,6 +35,7 @@ impl InternalEvents {
         match self.tx.try_send(event) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(event)) => {
+                queue::full(queue::names::INTERNAL_EVENTS);
                 handles::rejected(DeadLetterReason::FlowQueueFull.code());
                 dead_letter::record(
                     &*self.dead_letters,

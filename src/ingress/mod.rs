@@ -17,6 +17,7 @@ use crate::catalog::Catalog;
 use crate::dead_letter::{self, DeadLetter, DeadLetterStore};
 use crate::domain::{ConnectorKey, Event, Idn, RoutedEvent, SharedEvent, Target};
 use crate::telemetry::handles::{self, EngineMetrics};
+use crate::telemetry::queue;
 pub use inboxes::{Inbound, Inboxes, Reach};
 pub use internal::{InternalEvents, InternalQueue};
 
@@ -402,7 +403,10 @@ impl Ingress {
                 slot.send(pending.into_inbound());
                 Offered::Sent
             }
-            Err(mpsc::error::TrySendError::Full(())) => Offered::Full(pending, inbox.clone()),
+            Err(mpsc::error::TrySendError::Full(())) => {
+                queue::full(queue::names::CONNECTOR_INBOX);
+                Offered::Full(pending, inbox.clone())
+            }
             Err(mpsc::error::TrySendError::Closed(())) => Offered::Closed(pending),
         });
         match sent {

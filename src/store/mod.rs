@@ -13,7 +13,6 @@ pub mod schema;
 pub mod secrets;
 pub mod sent_invocations;
 
-use crate::fault::{Blame, Fault};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +21,10 @@ use std::thread;
 use rusqlite::{params, Connection, OpenFlags, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
+
+use crate::fault::{Blame, Fault};
+use crate::telemetry;
+use crate::telemetry::throttle::Throttle;
 
 pub use records::{ConnectorRow, FlowRow, SessionRow};
 pub use secrets::SecretBox;
@@ -105,7 +108,8 @@ impl Store {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         read.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))?;
-        let (tx, rx) = mpsc::channel(queue.max(16));
+        let (tx, rx) =
+            telemetry::queue::bounded(telemetry::queue::names::STORE_WRITER, queue.max(16));
         thread::Builder::new()
             .name("switchboard-store".into())
             .spawn(move || writer(conn, rx))
@@ -150,7 +154,14 @@ impl Store {
             .is_err()
         {
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("store queue full: a deferrable write was skipped");
+            telemetry::queue::full(telemetry::queue::names::STORE_WRITER);
+            static SKIPPED: Throttle = Throttle::new();
+            if let Some(suppressed) = SKIPPED.allow(Throttle::EVERY) {
+                tracing::warn!(
+                    suppressed,
+                    "store queue full: a deferrable write was skipped"
+                );
+            }
         }
     }
 
@@ -269,7 +280,10 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
             if let Some(done) = job.done {
                 let _ = done.send(answer);
             } else if let Err(e) = answer {
-                tracing::warn!(error = %e, "a deferred store write failed");
+                static FAILED: Throttle = Throttle::new();
+                if let Some(suppressed) = FAILED.allow(Throttle::EVERY) {
+                    tracing::warn!(error = %e, suppressed, "a deferred store write failed");
+                }
             }
         }
     }

@@ -25,6 +25,9 @@ pub const INDEX_SUBSCRIPTIONS: &str = "switchboard_index_subscriptions";
 pub const INFLIGHT_EVENTS: &str = "switchboard_inflight_events";
 pub const INFLIGHT_LIMIT: &str = "switchboard_inflight_limit";
 pub const NATS_INVOCATION_BATCH_SIZE: &str = "switchboard_nats_invocation_batch_size";
+pub const QUEUE_DEPTH: &str = "switchboard_queue_depth";
+pub const QUEUE_CAPACITY: &str = "switchboard_queue_capacity";
+pub const QUEUE_FULL_TOTAL: &str = "switchboard_queue_full_total";
 
 /// Upper bounds of the `_seconds` histograms: from 100 µs (the engine's own dispatch) to two
 /// minutes (a slow skill). Prometheus' default buckets start at 5 ms, too coarse for dispatch.
@@ -110,5 +113,17 @@ pub fn describe() {
     describe_histogram!(
         NATS_INVOCATION_BATCH_SIZE,
         "Invocations per message published to queue runners (NATS transport)."
+    );
+    describe_gauge!(
+        QUEUE_DEPTH,
+        "Items waiting in the bounded queues between stages, by queue."
+    );
+    describe_gauge!(
+        QUEUE_CAPACITY,
+        "Capacity of the bounded queues between stages, by queue."
+    );
+    describe_counter!(
+        QUEUE_FULL_TOTAL,
+        "Times a queue between stages was found full (a sender waited or gave up), by queue."
     );
 }

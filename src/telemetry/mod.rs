@@ -1,9 +1,12 @@
-//! Observability: metric names ([`metrics`]), the per-label-set handles hot paths hold, and
-//! the recorder and exposition the daemon installs ([`exporter`]).
+//! Observability: metric names ([`metrics`]), the per-label-set handles hot paths hold, the
+//! recorder and exposition the daemon installs ([`exporter`]), the observed queues between
+//! stages ([`queue`]) and rate-limited warnings ([`throttle`]).
 
 pub mod counter;
 pub mod exporter;
 pub mod handles;
 pub mod histogram;
 pub mod metrics;
+pub mod queue;
 pub mod thread_slot;
+pub mod throttle;

@@ -12,6 +12,7 @@ use super::publisher::{Outgoing, Publisher};
 use super::subjects::Subjects;
 use crate::dead_letter::{DeadLetter, DeadLetterPayload, DeadLetterStore, ReadError};
 use crate::domain::Idn;
+use crate::telemetry::throttle::Throttle;
 use crate::wire::envelope::{CommandEnvelope, Encoding, EventEnvelope};
 
 pub struct PublishingDeadLetters {
@@ -51,7 +52,10 @@ impl DeadLetterStore for PublishingDeadLetters {
             on_settled: None,
         };
         if self.publisher.try_publish(m).is_err() {
-            tracing::warn!(id = %letter.id, "publish queue full: the dead letter is kept in the store only");
+            static FULL: Throttle = Throttle::new();
+            if let Some(suppressed) = FULL.allow(Throttle::EVERY) {
+                tracing::warn!(id = %letter.id, suppressed, "publish queue full: the dead letter is kept in the store only");
+            }
         }
         self.inner.record(letter);
     }

@@ -23,7 +23,7 @@ use crate::dead_letter::{self, DeadLetter};
 use crate::domain::Idn;
 use crate::fault::Blame;
 use crate::ingress::Admitted;
-use crate::telemetry::handles;
+use crate::telemetry::{handles, queue};
 use crate::wire::envelope::{EventEnvelope, Limits};
 
 /// Unsettled messages by token. The ackers are shared so the progress loop can copy them out
@@ -37,6 +37,9 @@ pub struct InboundSettings {
     pub ack_wait: Duration,
     pub max_message_bytes: usize,
     pub limits: Limits,
+    /// Messages delivered and not yet acknowledged, at most (the consumer's
+    /// `max_ack_pending`): each settles once, so the settlement queue never holds more.
+    pub max_ack_pending: usize,
 }
 
 /// Runs the events consumer until the daemon drains.
@@ -47,7 +50,12 @@ pub fn spawn(
     settings: InboundSettings,
 ) {
     let ackers: Ackers = Arc::new(DashMap::with_hasher(FxBuildHasher));
-    let (settled_tx, settled_rx) = mpsc::unbounded_channel::<(u64, Settlement)>();
+    // Bounded by what can be outstanding: a message settles once, and the server delivers at
+    // most `max_ack_pending` unacknowledged ones (plus one pull in hand).
+    let (settled_tx, settled_rx) = queue::bounded::<(u64, Settlement)>(
+        queue::names::NATS_SETTLE,
+        settings.max_ack_pending + settings.pull_batch,
+    );
     tokio::spawn(acknowledge(ackers.clone(), settled_rx, settings.ack_wait));
     tokio::spawn(async move {
         let mut token = 0u64;
@@ -122,7 +130,7 @@ pub fn spawn(
 /// Acknowledges settled messages and keeps the unsettled ones alive with progress acks.
 async fn acknowledge(
     ackers: Ackers,
-    mut settled: mpsc::UnboundedReceiver<(u64, Settlement)>,
+    mut settled: mpsc::Receiver<(u64, Settlement)>,
     ack_wait: Duration,
 ) {
     let mut tick = tokio::time::interval((ack_wait / 3).max(Duration::from_millis(100)));
@@ -165,7 +173,7 @@ async fn handle(
     subjects: &Subjects,
     settings: &InboundSettings,
     ackers: &Ackers,
-    settled_tx: &mpsc::UnboundedSender<(u64, Settlement)>,
+    settled_tx: &mpsc::Sender<(u64, Settlement)>,
     token: u64,
     m: async_nats::jetstream::Message,
 ) -> Option<(Admitted, Option<Box<dyn Settle>>)> {
@@ -285,7 +293,11 @@ async fn handle(
     ackers.insert(token, Arc::new(acker));
     let tx = settled_tx.clone();
     let settle = move |s: Settlement| {
-        let _ = tx.send((token, s));
+        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send((token, s)) {
+            // Not expected (see the bound above); the message is then delivered again after
+            // `ack_wait`, marked redelivered: never lost.
+            queue::full(queue::names::NATS_SETTLE);
+        }
     };
     Some((event, Some(Box::new(settle))))
 }

@@ -30,6 +30,7 @@ use crate::skill_runner::pending::PendingInvocations;
 use crate::skill_runner::{Handoff, Outcome};
 use crate::store::sent_invocations::{EncodeBatch, SentBatch, SentState};
 use crate::store::Store;
+use crate::telemetry::queue;
 use crate::wire::envelope::{Encoding, VERSION};
 use crate::wire::invocation::{InvocationBatchWire, InvocationWire};
 
@@ -72,7 +73,7 @@ impl InvocationBatches {
         settings: BatchSettings,
         sizes: Histogram,
     ) -> InvocationBatches {
-        let (tx, rx) = mpsc::channel(settings.capacity.max(1));
+        let (tx, rx) = queue::bounded(queue::names::NATS_INVOCATIONS, settings.capacity);
         let sending: Sending = Arc::new(DashSet::with_hasher(FxBuildHasher));
         let batcher = Batcher {
             sending: sending.clone(),

@@ -98,6 +98,7 @@ impl Nats {
                 ack_wait: Duration::from_millis(c.ack_wait_ms),
                 max_message_bytes: c.max_message_bytes,
                 limits,
+                max_ack_pending: c.max_ack_pending.max(1) as usize,
             },
         );
         results::spawn(daemon, self.consumers.results, c.pull_batch, limits);

@@ -12,6 +12,8 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 
+use crate::telemetry::queue;
+
 /// What happens when a message is settled: `Ok` once the stream stored it, `Err` with the
 /// reason once the retries ran out.
 pub type OnSettled = Box<dyn FnOnce(Result<(), String>) + Send>;
@@ -38,7 +40,7 @@ const ATTEMPTS: u32 = 8;
 impl Publisher {
     /// Starts the publishing task; `capacity` bounds the queue and the acknowledgements awaited.
     pub fn start(js: jetstream::Context, capacity: usize) -> Publisher {
-        let (tx, rx) = mpsc::channel(capacity);
+        let (tx, rx) = queue::bounded(queue::names::NATS_PUBLISHER, capacity);
         tokio::spawn(run(js, rx, capacity));
         Publisher { tx }
     }
@@ -51,7 +53,11 @@ impl Publisher {
     /// Queues without waiting; gives the message back when there is no room.
     pub fn offer(&self, m: Outgoing) -> Result<(), Outgoing> {
         self.tx.try_send(m).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
+            mpsc::error::TrySendError::Full(m) => {
+                queue::full(queue::names::NATS_PUBLISHER);
+                m
+            }
+            mpsc::error::TrySendError::Closed(m) => m,
         })
     }
 

@@ -1,0 +1,120 @@
+//! Every bounded queue between stages is made here, under a name from [`names`]: its depth is
+//! exported as `switchboard_queue_depth{queue}` (summed over the queues of one name, read at each
+//! scrape, so the hot path pays nothing for it), and each time it is found full as
+//! `switchboard_queue_full_total{queue}` ([`full`]). Label values are these constants only.
+
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
+
+use super::metrics::{QUEUE_CAPACITY, QUEUE_DEPTH, QUEUE_FULL_TOTAL};
+
+/// The queue names (the `queue` label's values).
+pub mod names {
+    /// Admitted events waiting in a connector actor's inbox.
+    pub const CONNECTOR_INBOX: &str = "connector_inbox";
+    /// Batches of matches waiting in a flow shard's inbox.
+    pub const FLOW_SHARD_INBOX: &str = "flow_shard_inbox";
+    /// Events the daemon made itself, waiting to be routed.
+    pub const INTERNAL_EVENTS: &str = "internal_events";
+    /// Writes waiting for the store's writer thread.
+    pub const STORE_WRITER: &str = "store_writer";
+    /// Messages waiting to be published to NATS.
+    pub const NATS_PUBLISHER: &str = "nats_publisher";
+    /// Settlements of NATS events waiting to be acknowledged.
+    pub const NATS_SETTLE: &str = "nats_settle";
+    /// Invocations waiting to be batched for queue runners.
+    pub const NATS_INVOCATIONS: &str = "nats_invocations";
+}
+
+/// How one live queue tells its depth and capacity; `None` once it is gone.
+type Probe = Box<dyn Fn() -> Option<(usize, usize)> + Send>;
+
+static QUEUES: Mutex<Vec<(&'static str, Probe)>> = Mutex::new(Vec::new());
+
+/// A bounded tokio channel named `name`, observed.
+pub fn bounded<T: Send + 'static>(
+    name: &'static str,
+    capacity: usize,
+) -> (mpsc::Sender<T>, mpsc::Receiver<T>) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    // The series exists from the start (at 0), so a rate over it is defined before a first
+    // time full.
+    metrics::counter!(QUEUE_FULL_TOTAL, "queue" => name).increment(0);
+    let weak = tx.downgrade();
+    let probe: Probe = Box::new(move || {
+        let tx = weak.upgrade()?;
+        Some((tx.max_capacity() - tx.capacity(), tx.max_capacity()))
+    });
+    QUEUES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((name, probe));
+    (tx, rx)
+}
+
+/// Counts that the queue `name` was found full (a sender waited, or gave up).
+pub fn full(name: &'static str) {
+    metrics::counter!(QUEUE_FULL_TOTAL, "queue" => name).increment(1);
+}
+
+/// Sets the depth and capacity gauges of every queue name, forgetting queues that are gone.
+/// Called when metrics are read.
+pub fn report() {
+    let mut totals: Vec<(&'static str, usize, usize)> = Vec::new();
+    let mut queues = QUEUES.lock().unwrap_or_else(|p| p.into_inner());
+    queues.retain(|(name, probe)| match probe() {
+        None => false,
+        Some((depth, capacity)) => {
+            match totals.iter_mut().find(|(n, _, _)| n == name) {
+                Some(t) => {
+                    t.1 += depth;
+                    t.2 += capacity;
+                }
+                None => totals.push((name, depth, capacity)),
+            }
+            true
+        }
+    });
+    drop(queues);
+    for (name, depth, capacity) in totals {
+        metrics::gauge!(QUEUE_DEPTH, "queue" => name).set(depth as f64);
+        metrics::gauge!(QUEUE_CAPACITY, "queue" => name).set(capacity as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_is_read_from_live_queues_and_gone_ones_are_forgotten() {
+        let (tx, _rx) = bounded::<u8>("test_queue", 4);
+        tx.try_send(1).unwrap();
+        tx.try_send(2).unwrap();
+        let (tx2, rx2) = bounded::<u8>("test_queue", 2);
+        tx2.try_send(1).unwrap();
+        let depth = |name: &str| {
+            QUEUES
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(n, _)| *n == name)
+                .filter_map(|(_, p)| p())
+                .fold((0, 0), |(d, c), (pd, pc)| (d + pd, c + pc))
+        };
+        assert_eq!(depth("test_queue"), (3, 6));
+        drop((tx2, rx2));
+        report();
+        assert_eq!(depth("test_queue"), (2, 4));
+        assert!(
+            QUEUES
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(n, _)| *n == "test_queue")
+                .count()
+                == 1
+        );
+    }
+}
