@@ -278,3 +278,93 @@ async fn a_runner_answering_inside_invoke_keeps_the_order_of_its_commands() {
     }
     assert_eq!(h.engine.flow_instances(), 1);
 }
+
+/// A native integration for the test: records what it carries out, answers with an extra
+/// argument, refuses a command whose `timerName` is `bad`.
+struct Recording(std::sync::Mutex<Vec<(String, uuid::Uuid, String)>>);
+
+impl switchboard::commands::NativeIntegration for Recording {
+    fn execute(
+        &self,
+        c: switchboard::commands::NativeCommand<'_>,
+    ) -> Result<switchboard::domain::Arguments, switchboard::commands::CommandRefusal> {
+        let name = c.command.arguments.get("timerName").unwrap_or_default();
+        if name == "bad" {
+            return Err(switchboard::commands::CommandRefusal::InvalidArgument {
+                argument: "timerName".into(),
+                reason: "not this one".into(),
+            });
+        }
+        self.0.lock().unwrap().push((
+            c.command.command.to_string(),
+            c.persona.0,
+            c.flow.map(|f| f.flow.flow.to_string()).unwrap_or_default(),
+        ));
+        let mut extra = switchboard::domain::Arguments::default();
+        extra.push("nextFireAt", "2026-01-01T00:00:00Z");
+        Ok(extra)
+    }
+}
+
+#[actix_rt::test]
+async fn a_native_integration_plugs_in_by_registration_and_answers_through_the_sink() {
+    let native = std::sync::Arc::new(Recording(Default::default()));
+    let mut h = Harness::builder()
+        .native("program_timer", native.clone())
+        .start();
+    h.connector("telegram", "bot");
+    h.connector("program_timer", "timers");
+    h.flow("Agent", "Main", FLOW).await;
+    let alice = h.persona("telegram", "alice");
+    h.submit(h.event("telegram", "bot", "user_message", "alice"))
+        .await;
+    let (_, reply) = h.next_manual().await;
+    reply.finish(
+        Outcome::Completed,
+        vec![
+            cmd(&h, "program_timer", "timers", "set_timer").with_argument("timerName", "t1"),
+            cmd(&h, "program_timer", "timers", "set_timer").with_argument("timerName", "bad"),
+        ],
+    );
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let (inv, reply) = h.next_manual().await;
+        assert_eq!(inv.persona, alice, "answers go to the same persona");
+        let e = &inv.event.event;
+        answers.push((
+            inv.skill.to_string(),
+            e.integration.to_string(),
+            e.arguments.get("nextFireAt").map(str::to_owned),
+            e.arguments.get("field").map(str::to_owned),
+        ));
+        reply.finish(Outcome::Completed, vec![]);
+    }
+    answers.sort();
+    assert_eq!(
+        answers,
+        vec![
+            (
+                "OnError".to_owned(),
+                "program_timer".to_owned(),
+                None,
+                Some("timerName".to_owned())
+            ),
+            (
+                "OnSuccess".to_owned(),
+                "program_timer".to_owned(),
+                Some("2026-01-01T00:00:00Z".to_owned()),
+                None
+            ),
+        ]
+    );
+    let done = native.0.lock().unwrap().clone();
+    assert_eq!(
+        done,
+        vec![("set_timer".to_owned(), alice.0, "Main".to_owned())],
+        "carried out once, with the persona and the invoking flow"
+    );
+    assert!(
+        h.egress.try_recv().is_err(),
+        "a native command never reaches egress"
+    );
+}

@@ -508,3 +508,36 @@ fn the_example_flow_file_is_a_valid_flow() {
     assert_eq!(flows.len(), 1);
     assert_eq!(flows[0].0.subscriptions.len(), 5);
 }
+
+#[actix_rt::test]
+async fn a_command_for_a_native_integration_without_a_handler_is_refused_at_once_naming_it() {
+    let dir = temp_dir("no-native");
+    let d = DaemonProcess::start(&dir, &[]);
+    let c = Client::new();
+    d.run_connector(
+        "http",
+        json!({"title": "API", "connector_idn": "api",
+               "settings": [{"idn": "base_url", "value": "https://api.example.com"}]}),
+    )
+    .await;
+    let persona = uuid::Uuid::now_v7();
+    let (s, v) = call(
+        &c,
+        "POST",
+        d.url("/v1/commands"),
+        Some(
+            json!({"v": 1, "integration_idn": "http", "connector_idn": "api",
+                    "command_idn": "send_request", "persona_id": persona,
+                    "arguments": {"method": "GET", "url": "/status"}}),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"]["field"], "integration_idn", "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("http"), "{message}");
+    // Refused before anything was sent: no dead letter, no result event to wait for.
+    let (s, letters) = call(&c, "GET", d.url("/v1/dead-letters"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(letters, json!([]));
+}

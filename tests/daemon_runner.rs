@@ -177,7 +177,7 @@ async fn an_event_reaches_the_webhook_runner_and_its_commands_come_back_as_resul
     assert!(metrics.contains(
         "switchboard_invocations_total{agent=\"Bot\",flow=\"Main\",outcome=\"completed\"} 4"
     ));
-    // Durations are Prometheus histograms (design.md section 7), one sample per invocation.
+    // Durations are Prometheus histograms, one sample per invocation.
     for line in [
         "# TYPE switchboard_invocation_duration_seconds histogram",
         "# TYPE switchboard_dispatch_latency_seconds histogram",

@@ -1,4 +1,4 @@
-//! The metrics of design.md section 7 that the engine produces, read back from a debugging
+//! The metrics the README lists that the engine produces, read back from a debugging
 //! recorder after real traffic.
 
 mod common;

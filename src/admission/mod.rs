@@ -1,4 +1,4 @@
-//! Admission (design.md section 4, step 1): an event names a known integration, a running
+//! Admission, the first step of routing: an event names a known integration, a running
 //! connector of it, and an event the integration declares, or it is refused with a reason,
 //! counted and dead-lettered. Also: delivery tickets and the dedupe window.
 

@@ -1,4 +1,4 @@
-//! The built-in integration catalog (design.md section 2): settings presets, the events each
+//! The built-in integration catalog: settings presets, the events each
 //! integration emits and the commands it accepts. The data is YAML compiled into the binary
 //! (`src/catalog/integrations/*.yaml`) and loaded once into typed, validated values.
 

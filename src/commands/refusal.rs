@@ -48,8 +48,8 @@ impl Blame for CommandRefusal {
     fn fault(&self) -> Fault {
         match self {
             CommandRefusal::EgressFull(_) => Fault::Daemon,
-            // The deployment's: this daemon carries no such commands. Not the caller's input.
-            CommandRefusal::NoTransport(_) | CommandRefusal::NoNative(_) => Fault::Daemon,
+            // This daemon carries no such commands (no transport, no native handler): the
+            // caller asked for something this deployment does not offer; retrying cannot help.
             _ => Fault::Caller,
         }
     }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::idn::{Idn, Name};
 
-/// How an event joins its flow instance's execution queue (design.md section 4, step 4).
+/// How an event joins its flow instance's execution queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum InterruptMode {
     /// Append; run after everything before it.

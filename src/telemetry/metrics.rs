@@ -1,4 +1,4 @@
-//! Every metric name of the daemon (design.md section 7), in one place, with its description.
+//! Every metric name of the daemon (the README lists them), in one place, with its description.
 //!
 //! Hot paths never build a metric from its name per event: they resolve a handle once per
 //! connector, flow or label set (see [`crate::telemetry::handles`]) and increment that.

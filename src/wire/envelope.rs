@@ -1,4 +1,4 @@
-//! The versioned envelopes of events and commands (design.md section 5), in MessagePack
+//! The versioned envelopes of events and commands (the README's wire contract), in MessagePack
 //! (rmp-serde, named fields) or JSON. Arguments are a list of `{name, value}` or a map. An
 //! unknown version is refused, not guessed.
 

@@ -47,9 +47,25 @@ pub struct HarnessBuilder {
     config: EngineConfig,
     default_runner: Option<Arc<dyn SkillRunner>>,
     webhooks: Option<WebhookRunners>,
+    natives: Vec<(
+        &'static str,
+        Arc<dyn switchboard::commands::NativeIntegration>,
+    )>,
 }
 
 impl HarnessBuilder {
+    /// Registers a native integration for `integration` (none by default: their commands are
+    /// refused as having no handler).
+    #[allow(dead_code)] // used by some test binaries only
+    pub fn native(
+        mut self,
+        integration: &'static str,
+        native: Arc<dyn switchboard::commands::NativeIntegration>,
+    ) -> Self {
+        self.natives.push((integration, native));
+        self
+    }
+
     /// The engine's configuration (default: `EngineConfig::default()`).
     pub fn config(mut self, config: EngineConfig) -> Self {
         self.config = config;
@@ -93,7 +109,7 @@ impl HarnessBuilder {
             EngineParts {
                 runners: Arc::new(runners),
                 egress: Arc::new(sink),
-                natives: Vec::new(),
+                natives: self.natives,
                 dead_letters: dead.clone(),
                 sessions: None,
             },
