@@ -330,3 +330,6 @@ impl Handler<Shutdown> for ConnectorActor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -480,3 +480,6 @@ impl Ingress {
         refusal
     }
 }
+
+#[cfg(test)]
+mod tests;
