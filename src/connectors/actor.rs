@@ -331,3 +331,6 @@ impl Handler<Shutdown> for ConnectorActor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

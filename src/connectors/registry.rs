@@ -449,3 +449,6 @@ impl ConnectorRegistry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -452,3 +452,6 @@ pub(crate) fn drop_stale(kind: ReportKind) {
         handles::command(c.integration.as_str(), c.command.as_str(), "dropped");
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -484,3 +484,6 @@ impl Ingress {
         refusal
     }
 }
+
+#[cfg(test)]
+mod tests;

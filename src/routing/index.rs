@@ -504,3 +504,6 @@ impl SubscriptionIndex {
         self.flows.len()
     }
 }
+
+#[cfg(test)]
+mod tests;
