@@ -29,6 +29,8 @@ pub mod session;
 pub mod skill_runner;
 pub mod store;
 pub mod telemetry;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod transport;
 pub mod wire;
 

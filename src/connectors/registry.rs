@@ -104,6 +104,13 @@ impl From<SettingError> for ControlError {
     }
 }
 
+/// The id of an internal connector: a UUIDv5 of its key, the same at every start.
+fn internal_id(key: &ConnectorKey) -> Uuid {
+    const NAMESPACE: Uuid = Uuid::from_u128(0x5b0a_7d1e_2c4f_4e8a_9b3d_6f1c_8e2a_4d70);
+    let name = format!("{}/{}/{}", key.account, key.integration, key.connector);
+    Uuid::new_v5(&NAMESPACE, name.as_bytes())
+}
+
 /// Starts the actor of a connector that begins to run.
 pub type ActorFactory =
     Box<dyn Fn(&ConnectorKey, &Arc<Integration>, bool) -> ConnectorHandle + Send + Sync>;
@@ -142,24 +149,25 @@ impl ConnectorRegistry {
                     integration: integration.idn.clone(),
                     connector: c.clone(),
                 };
-                if self.connectors.contains_key(&key) {
+                // Checked and inserted under the entry's guard: two first changes of a new
+                // account racing start each internal connector once.
+                let dashmap::Entry::Vacant(vacant) = self.connectors.entry(key.clone()) else {
                     continue;
-                }
-                let id = Uuid::new_v4();
-                let mut entry = Entry {
+                };
+                // Stable across restarts: the id names the connector, not this run.
+                let id = internal_id(&key);
+                vacant.insert(Entry {
                     id,
                     title: format!("{} {}", integration.spec.title, c),
                     settings: Settings::default(),
                     status: Status::Running,
                     internal: true,
                     integration: integration.clone(),
-                    actor: None,
+                    actor: Some(self.start_actor(&key, integration, true)),
                     created_at: Utc::now(),
-                };
-                entry.actor = Some(self.start_actor(&key, integration, true));
+                });
                 handles::connectors(integration.idn.as_str(), "running").increment(1.0);
-                self.by_id.insert(id, key.clone());
-                self.connectors.insert(key, entry);
+                self.by_id.insert(id, key);
             }
         }
     }
@@ -440,11 +448,15 @@ impl ConnectorRegistry {
         Ok(())
     }
 
-    /// Stops every actor (shutdown).
+    /// Stops every actor (shutdown): each connector is left stopped, as `stop` leaves it.
     pub fn stop_all(&self) {
         for mut e in self.connectors.iter_mut() {
             if let Some(actor) = e.actor.take() {
                 actor.addr.do_send(Shutdown);
+                e.status = Status::Stopped;
+                let integration = e.key().integration.as_str();
+                handles::connectors(integration, "running").decrement(1.0);
+                handles::connectors(integration, "stopped").increment(1.0);
             }
         }
     }

@@ -175,9 +175,10 @@ impl Ingress {
             return self.submit_batch_admitted(admitted).await;
         }
         let mut sent = self.submit_batch_admitted(admitted).await.into_iter();
+        let total = sent.len() + refused.len();
         let mut refused = refused.into_iter().peekable();
-        let mut results = Vec::with_capacity(sent.len() + refused.len());
-        while results.len() < results.capacity() {
+        let mut results = Vec::with_capacity(total);
+        while results.len() < total {
             match refused.next_if(|(at, _)| *at == results.len()) {
                 Some((_, refusal)) => results.push(Err(refusal)),
                 None => results.push(sent.next().expect("one result per admitted event")),
@@ -231,8 +232,12 @@ impl Ingress {
                     None => groups.push(vec![(at, pending)]),
                 }
             }
-            for group in groups {
-                self.offer_run(group, &mut results).await;
+            // Connectors are independent: one whose inbox is full does not hold up the others
+            // (their groups wait for room concurrently; the common case never waits at all).
+            let offered =
+                futures_util::future::join_all(groups.into_iter().map(|g| self.offer_run(g))).await;
+            for (at, result) in offered.into_iter().flatten() {
+                results[at] = result;
             }
         }
         results
@@ -240,13 +245,13 @@ impl Ingress {
 
     /// Puts events for one connector in its inbox, reserving the slots at once; when
     /// that cannot be done (a full inbox, a stopped connector), each goes the one-by-one way.
+    /// Answers the events that were not sent at once (the others succeeded), by position.
     async fn offer_run(
         &self,
         run: Vec<(usize, PendingInbound)>,
-        results: &mut [Result<(), Refusal>],
-    ) {
+    ) -> Vec<(usize, Result<(), Refusal>)> {
         let Some((_, first)) = run.first() else {
-            return;
+            return Vec::new();
         };
         let key = key_of(&first.event.event);
         let sent = self.with_inbox(&key, run, |inbox, run| {
@@ -261,16 +266,21 @@ impl Ingress {
             }
         });
         let run = match sent {
-            Ok(None) => return,
+            Ok(None) => return Vec::new(),
             Ok(Some(run)) | Err((run, _)) => run,
         };
+        let mut answers = Vec::with_capacity(run.len());
         for (at, pending) in run {
-            results[at] = match self.offer(pending) {
-                Ok(None) => Ok(()),
-                Ok(Some((pending, inbox))) => self.wait_for_room(pending, inbox).await,
-                Err(refusal) => Err(refusal),
-            };
+            answers.push((
+                at,
+                match self.offer(pending) {
+                    Ok(None) => Ok(()),
+                    Ok(Some((pending, inbox))) => self.wait_for_room(pending, inbox).await,
+                    Err(refusal) => Err(refusal),
+                },
+            ));
         }
+        answers
     }
 
     /// Waits for room in a full inbox, then sends.

@@ -573,6 +573,44 @@ async fn submit_batch_waits_for_room_and_permits_without_reordering() {
 }
 
 #[tokio::test]
+async fn a_full_connector_does_not_hold_up_the_others_of_a_batch() {
+    let w = World::new(100);
+    let mut full = w.running("telegram", "bot", 1);
+    let mut free = w.running("telegram", "other", 8);
+    let batch = vec![
+        (event("telegram", "bot", "user_message", "a1"), None),
+        (event("telegram", "bot", "user_message", "a2"), None),
+        (event("telegram", "other", "user_message", "b1"), None),
+        (event("telegram", "other", "user_message", "b2"), None),
+    ];
+    let submitting = tokio::spawn({
+        let ingress = w.ingress.clone();
+        async move { ingress.submit_batch(batch).await }
+    });
+    let who = |i: Inbound| match &i.event.event.target {
+        crate::domain::Target::Actor(a) => a.external_id.to_string(),
+        other => panic!("{other:?}"),
+    };
+    // `bot` holds one of its two events; `other` gets both of its own meanwhile.
+    let bound = std::time::Duration::from_secs(10);
+    let b1 = tokio::time::timeout(bound, free.recv()).await;
+    let b2 = tokio::time::timeout(bound, free.recv()).await;
+    let (b1, b2) = (
+        who(b1.expect("other is not held up by bot").unwrap()),
+        who(b2.expect("other is not held up by bot").unwrap()),
+    );
+    assert_eq!((b1.as_str(), b2.as_str()), ("b1", "b2"));
+    assert!(
+        !submitting.is_finished(),
+        "bot's second event still waits for room"
+    );
+    assert_eq!(who(full.recv().await.unwrap()), "a1");
+    assert_eq!(who(full.recv().await.unwrap()), "a2");
+    let results = submitting.await.unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+}
+
+#[tokio::test]
 async fn submit_batch_of_refusals_only() {
     let w = World::new(10);
     let results = w

@@ -12,6 +12,7 @@ use crate::catalog::Catalog;
 use crate::dead_letter::memory::MemoryDeadLetters;
 use crate::dead_letter::DeadLetterPayload;
 use crate::telemetry::metrics as m;
+use crate::testing::until;
 
 const WINDOW: Duration = Duration::from_secs(10);
 
@@ -179,17 +180,6 @@ impl World {
         }
         *total
     }
-}
-
-/// Polls `probe` between turns of the other tasks (the actors run on this thread).
-async fn until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    for _ in 0..10_000 {
-        if let Some(v) = probe() {
-            return v;
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("gave up waiting for {what}");
 }
 
 fn key(integration: &str, connector: &str) -> ConnectorKey {

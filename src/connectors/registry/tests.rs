@@ -17,6 +17,7 @@ use crate::domain::ScopeKey;
 use crate::ingress::{Inboxes, Reach};
 use crate::session::SessionTable;
 use crate::telemetry::handles::EngineMetrics;
+use crate::testing::until;
 
 /// Routing that reaches no flow.
 struct Nowhere;
@@ -137,17 +138,6 @@ fn owned(settings: &[(&str, &str)]) -> Vec<(String, String)> {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect()
-}
-
-/// Polls `probe` between turns of the other tasks (the actors run on this thread).
-async fn until(what: &str, mut probe: impl FnMut() -> bool) {
-    for _ in 0..10_000 {
-        if probe() {
-            return;
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("gave up waiting for {what}");
 }
 
 fn invalid(field: &str) -> impl Fn(&ControlError) -> bool + '_ {
@@ -337,7 +327,7 @@ async fn stop_and_delete() {
     );
     let stopped = w.registry.stop(view.id).unwrap();
     assert_eq!(stopped.status, Status::Stopped);
-    until("the actor to stop", || !addr.connected()).await;
+    until("the actor to stop", || (!addr.connected()).then_some(())).await;
     assert!(matches!(
         w.reach("sandbox", "sb"),
         Err(Reach::Stopped { .. })
@@ -580,11 +570,38 @@ async fn stop_all_stops_every_actor() {
     assert!(addrs.len() > 1, "the internal connectors and sandbox/sb");
     w.registry.stop_all();
     until("every actor to stop", || {
-        addrs.iter().all(|a| !a.connected())
+        addrs.iter().all(|a| !a.connected()).then_some(())
     })
     .await;
     assert!(matches!(
         w.reach("sandbox", "sb"),
         Err(Reach::Stopped { .. })
     ));
+    // Left as `stop` leaves a connector: stopped, not running without an actor.
+    assert!(w
+        .registry
+        .list(&Idn::known("default"), Some("sandbox"))
+        .iter()
+        .filter(|v| !v.internal)
+        .all(|v| v.status == Status::Stopped));
+}
+
+#[actix_rt::test]
+async fn internal_connectors_keep_their_ids_across_registries() {
+    let ids = |w: &World| {
+        let mut v: Vec<_> = w
+            .registry
+            .list(&Idn::known("acme"), None)
+            .into_iter()
+            .map(|v| (v.key, v.id))
+            .collect();
+        v.sort();
+        v
+    };
+    let (a, b) = (World::new(), World::new());
+    a.registry.ensure_account(&Idn::known("acme"));
+    b.registry.ensure_account(&Idn::known("acme"));
+    let (ids_a, ids_b) = (ids(&a), ids(&b));
+    assert!(!ids_a.is_empty());
+    assert_eq!(ids_a, ids_b, "the same ids after a restart");
 }
