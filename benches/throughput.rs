@@ -276,8 +276,10 @@ fn main() {
     };
 
     // The daemon's metrics recorder, as `switchboard serve` installs it: the engine pays for
-    // its telemetry here as it does in production.
-    let _exporter = switchboard::telemetry::exporter::Exporter::install().expect("one recorder");
+    // its telemetry here as it does in production. `BENCH_RECORDER=stock` installs the stock
+    // metrics-exporter-prometheus recorder instead (the same buckets, its upkeep running every
+    // 5 s), the alternative ARCHITECTURE.md's telemetry decision was measured against.
+    let _exporter = install_recorder();
     let submit_batch = std::env::var("BENCH_SUBMIT_BATCH")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -344,4 +346,26 @@ fn main() {
         if rate_ok { "OK" } else { "MISSES TARGET" },
         if ratio_ok { "OK" } else { "MISSES TARGET" }
     );
+}
+
+/// The recorder the run pays for: the daemon's (default) or the stock one (`BENCH_RECORDER=stock`).
+fn install_recorder() -> Option<switchboard::telemetry::exporter::Exporter> {
+    if std::env::var("BENCH_RECORDER").as_deref() == Ok("stock") {
+        use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+        use switchboard::telemetry::metrics as m;
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), m::SECONDS_BUCKETS)
+            .and_then(|b| b.set_buckets(m::COUNT_BUCKETS))
+            .expect("buckets")
+            .build_recorder();
+        let handle = recorder.handle();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(5));
+            handle.run_upkeep();
+        });
+        metrics::set_global_recorder(recorder).expect("one recorder");
+        eprintln!("recorder: stock metrics-exporter-prometheus, upkeep every 5 s");
+        return None;
+    }
+    Some(switchboard::telemetry::exporter::Exporter::install().expect("one recorder"))
 }

@@ -16,6 +16,9 @@ use crate::dead_letter::DeadLetterStore;
 use crate::domain::{Flow, Idn, RunnerSpec};
 use crate::egress::{CommandSink, NoTransport};
 use crate::engine::{Engine, EngineParts};
+use crate::natives::timers::book::StoredBook;
+use crate::natives::timers::service::{LatePolicy, Settings as TimerSettings};
+use crate::natives::timers::ProgramTimer;
 use crate::sandbox::SandboxHub;
 use crate::session::table::{SessionJournal, SessionView};
 use crate::skill_runner::demo::DemoRunner;
@@ -52,6 +55,18 @@ pub enum BootError {
     Flows(#[from] crate::daemon::ReloadError),
     #[error("transport: {0}")]
     Nats(#[from] crate::transport::NatsError),
+}
+
+/// The timer service's settings from `[timers]`.
+fn timer_settings(config: &Config) -> TimerSettings {
+    TimerSettings {
+        window: std::time::Duration::from_millis(config.timers.window_ms),
+        grace: std::time::Duration::from_millis(config.timers.grace_ms),
+        late: match config.timers.late_policy {
+            crate::config::LatePolicy::FireOnce => LatePolicy::FireOnce,
+            crate::config::LatePolicy::Skip => LatePolicy::Skip,
+        },
+    }
 }
 
 /// Records sessions in the store.
@@ -178,12 +193,27 @@ pub async fn start(
         None => Arc::new(NoTransport),
     };
     let sandbox = SandboxHub::new();
+    // Timers fire once connectors, flows and the inbox are back (opened below).
+    let (open_timers, timers_start) = tokio::sync::oneshot::channel();
     let engine = Engine::start(
         config.engine.to_engine_config(),
         EngineParts {
             runners: Arc::new(runners),
             egress: external,
-            natives: vec![("sandbox", sandbox.clone())],
+            natives: vec![
+                ("sandbox", {
+                    let sandbox = sandbox.clone();
+                    Box::new(move |_| sandbox)
+                }),
+                (
+                    "program_timer",
+                    ProgramTimer::factory(
+                        Arc::new(StoredBook(store.clone())),
+                        timer_settings(&config),
+                        timers_start,
+                    ),
+                ),
+            ],
             dead_letters,
             sessions: Some(Arc::new(StoreJournal(store.clone()))),
         },
@@ -212,6 +242,7 @@ pub async fn start(
         n.start(daemon.clone(), daemon.config.envelope.limits());
     }
     spawn_housekeeping(&daemon);
+    let _ = open_timers.send(());
     daemon.ready.store(true, Ordering::Release);
     Ok(daemon)
 }

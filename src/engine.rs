@@ -14,7 +14,7 @@ use crate::admission::delivery::Settle;
 use crate::admission::Refusal;
 use crate::catalog::Catalog;
 use crate::commands::refusal::CommandRefusal;
-use crate::commands::{CommandRouter, NativeIntegration, Natives};
+use crate::commands::{CommandRouter, NativeContext, NativeFactory, Natives};
 use crate::connectors::actor::{ConnectorActor, ConnectorDeps, ConnectorHandle};
 use crate::connectors::acts::CommandActs;
 use crate::connectors::registry::{ConnectorRegistry, ConnectorView, ControlError};
@@ -104,9 +104,10 @@ pub struct EngineParts {
     pub runners: Arc<dyn RunnerResolver>,
     /// Where commands of external integrations leave.
     pub egress: Arc<dyn CommandSink>,
-    /// Native integrations carried out in the daemon, by integration idn (`system` is the
-    /// engine's own and always registered).
-    pub natives: Vec<(&'static str, Arc<dyn NativeIntegration>)>,
+    /// Native integrations carried out in the daemon, by integration idn, each built by its
+    /// factory once the engine's parts exist (`system` is the engine's own and always
+    /// registered).
+    pub natives: Vec<(&'static str, NativeFactory)>,
     pub dead_letters: Arc<dyn DeadLetterStore>,
     /// Records session starts and ends (the durable store); `None` keeps them in memory only.
     pub sessions: Option<Arc<dyn SessionJournal>>,
@@ -169,9 +170,16 @@ impl Engine {
             state: state.clone(),
             events: events.clone(),
         });
+        let cx = NativeContext {
+            events: events.clone(),
+            directory: directory.clone(),
+            sessions: sessions.clone(),
+            index: index.clone(),
+            dead_letters: parts.dead_letters.clone(),
+        };
         let natives = parts.natives.into_iter().fold(
             Natives::default().with("system", system),
-            |n, (idn, native)| n.with(idn, native),
+            |n, (idn, factory)| n.with(idn, factory(&cx)),
         );
         let commands = Arc::new(CommandRouter::new(
             directory.clone(),

@@ -287,7 +287,7 @@ impl switchboard::commands::NativeIntegration for Recording {
     fn execute(
         &self,
         c: switchboard::commands::NativeCommand<'_>,
-    ) -> Result<switchboard::domain::Arguments, switchboard::commands::CommandRefusal> {
+    ) -> Result<switchboard::commands::Answered, switchboard::commands::CommandRefusal> {
         let name = c.command.arguments.get("timerName").unwrap_or_default();
         if name == "bad" {
             return Err(switchboard::commands::CommandRefusal::InvalidArgument {
@@ -302,7 +302,7 @@ impl switchboard::commands::NativeIntegration for Recording {
         ));
         let mut extra = switchboard::domain::Arguments::default();
         extra.push("nextFireAt", "2026-01-01T00:00:00Z");
-        Ok(extra)
+        Ok(switchboard::commands::Answered::Now(extra))
     }
 }
 

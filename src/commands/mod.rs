@@ -9,6 +9,8 @@ pub mod router;
 pub mod validation;
 
 pub use crate::flow_instance::Origin;
-pub use native::{NativeCommand, NativeIntegration, Natives};
+pub use native::{
+    Answer, Answered, NativeCommand, NativeContext, NativeFactory, NativeIntegration, Natives,
+};
 pub use refusal::{CommandRefusal, Fault};
 pub use router::CommandRouter;

@@ -1,19 +1,42 @@
 //! The plug of native integrations: the integrations the daemon carries out itself (`system`,
-//! `sandbox`, and next `program_timer`, `http`, `api`, `newo_chat`). Each implements
+//! `sandbox`, `program_timer`, and next `http`, `api`, `newo_chat`). Each implements
 //! [`NativeIntegration`] in its own module and is registered once for its integration idn
-//! ([`Natives::with`]); the command stage hands it the validated commands addressed to its
-//! connectors, and it emits events through the internal-events sink it was built with. A native
-//! integration that is not registered does not exist here: its commands are refused at once,
-//! naming the integration.
+//! with a factory ([`NativeFactory`]) that receives what natives may use ([`NativeContext`]:
+//! the internal-events sink, the directory, the sessions, the live index); the command stage
+//! hands it the validated commands addressed to its connectors. A native integration that is
+//! not registered does not exist here: its commands are refused at once, naming it.
 
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
-use super::refusal::CommandRefusal;
+use super::refusal::{refuse, result_event, CommandRefusal};
+use crate::catalog::Catalog;
+use crate::connectors::Directory;
+use crate::dead_letter::DeadLetterStore;
 use crate::domain::{Arguments, Command, Idn, PersonaId};
+use crate::ingress::InternalEvents;
 use crate::routing::index::FlowRoute;
+use crate::routing::LiveIndex;
+use crate::session::SessionTable;
+use crate::telemetry::handles;
+
+/// What a native integration may use, handed to its factory when the engine starts.
+pub struct NativeContext {
+    /// Where it emits events (they are admitted and routed as any event).
+    pub events: InternalEvents,
+    /// The connectors, their settings and status.
+    pub directory: Arc<Directory>,
+    /// The live sessions.
+    pub sessions: Arc<SessionTable>,
+    /// The subscription index in force (flows by name).
+    pub index: Arc<LiveIndex>,
+    pub dead_letters: Arc<dyn DeadLetterStore>,
+}
+
+/// Builds a native integration once the engine's parts exist.
+pub type NativeFactory = Box<dyn FnOnce(&NativeContext) -> Arc<dyn NativeIntegration> + Send>;
 
 /// A validated command for a native integration, with where it comes from.
 pub struct NativeCommand<'a> {
@@ -26,14 +49,102 @@ pub struct NativeCommand<'a> {
     pub persona: PersonaId,
     /// The invoking flow, when a skill sent it.
     pub flow: Option<&'a FlowRoute>,
+    pub(super) answers: &'a Answers,
+}
+
+impl NativeCommand<'_> {
+    /// A handle to answer this command later, from any thread (see [`Answered::Later`]).
+    pub fn answer_later(&self) -> Answer {
+        Answer {
+            answers: self.answers.clone(),
+            command: self.command.clone(),
+            act: self.act,
+            persona: self.persona,
+        }
+    }
+}
+
+/// How a native integration answered.
+#[derive(Debug)]
+pub enum Answered {
+    /// Done: `result_success` (when the integration reports one) carries these arguments too.
+    Now(Arguments),
+    /// It will answer through the [`Answer`] it took ([`NativeCommand::answer_later`]).
+    Later,
 }
 
 /// A native integration.
 pub trait NativeIntegration: Send + Sync + 'static {
-    /// Carries out `command`; must not block (hand slow work to a task). `Ok` carries extra
-    /// arguments for the `result_success` event, when the integration reports one; an `Err` is
-    /// answered with `result_error` naming the argument at fault.
-    fn execute(&self, command: NativeCommand<'_>) -> Result<Arguments, CommandRefusal>;
+    /// Carries out `command`; must not block (hand slow work to a task and answer
+    /// [`Answered::Later`]). An `Err` is answered with `result_error` naming the argument at
+    /// fault.
+    fn execute(&self, command: NativeCommand<'_>) -> Result<Answered, CommandRefusal>;
+}
+
+/// What answering a command needs, shared by the command stage and late answers.
+#[derive(Clone)]
+pub struct Answers {
+    pub(super) events: InternalEvents,
+    pub(super) dead_letters: Arc<dyn DeadLetterStore>,
+    pub(super) catalog: Arc<Catalog>,
+}
+
+impl Answers {
+    /// Answers a command carried out: counted `sent`, and `result_success` with `extra` when its
+    /// integration reports one.
+    pub(super) fn succeed(
+        &self,
+        command: &Command,
+        act: Uuid,
+        persona: PersonaId,
+        extra: Arguments,
+    ) {
+        handles::command(
+            command.integration.as_str(),
+            command.command.as_str(),
+            "sent",
+        );
+        let reports = self
+            .catalog
+            .get(command.integration.as_str())
+            .and_then(|i| i.command(command.command.as_str()))
+            .is_some_and(|d| d.reports("result_success"));
+        if reports {
+            let mut answer = result_event(command, "result_success", act, persona);
+            for a in extra.iter() {
+                answer.arguments.push(a.name.clone(), a.value.clone());
+            }
+            self.events.emit(answer);
+        }
+    }
+}
+
+/// A late answer to one command; answering consumes it.
+pub struct Answer {
+    answers: Answers,
+    command: Command,
+    act: Uuid,
+    persona: PersonaId,
+}
+
+impl Answer {
+    /// The command was carried out.
+    pub fn succeed(self, extra: Arguments) {
+        self.answers
+            .succeed(&self.command, self.act, self.persona, extra);
+    }
+
+    /// The command could not be carried out: `result_error` to the persona, a dead letter.
+    pub fn refuse(self, refusal: CommandRefusal) {
+        refuse(
+            &self.answers.events,
+            &*self.answers.dead_letters,
+            self.command,
+            self.act,
+            self.persona,
+            refusal,
+        );
+    }
 }
 
 /// The registered native integrations, by integration idn.

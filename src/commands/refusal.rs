@@ -38,6 +38,9 @@ pub enum CommandRefusal {
     WrongAccount(String),
     #[error("egress for {0} is full")]
     EgressFull(String),
+    /// A native integration could not carry it out now (its queue is full, its store failed).
+    #[error("{integration}: {reason}")]
+    Unavailable { integration: String, reason: String },
     #[error("no transport carries commands of the external integration {0}; configure the queue transport")]
     NoTransport(String),
     #[error("the native integration {0} has no handler in this daemon")]
@@ -47,7 +50,7 @@ pub enum CommandRefusal {
 impl Blame for CommandRefusal {
     fn fault(&self) -> Fault {
         match self {
-            CommandRefusal::EgressFull(_) => Fault::Daemon,
+            CommandRefusal::EgressFull(_) | CommandRefusal::Unavailable { .. } => Fault::Daemon,
             // This daemon carries no such commands (no transport, no native handler): the
             // caller asked for something this deployment does not offer; retrying cannot help.
             _ => Fault::Caller,
@@ -59,7 +62,9 @@ impl Blame for CommandRefusal {
     fn retryable(&self) -> bool {
         matches!(
             self,
-            CommandRefusal::ConnectorStopped { .. } | CommandRefusal::EgressFull(_)
+            CommandRefusal::ConnectorStopped { .. }
+                | CommandRefusal::EgressFull(_)
+                | CommandRefusal::Unavailable { .. }
         )
     }
 }
@@ -99,7 +104,9 @@ impl CommandRefusal {
             | CommandRefusal::InvalidArgument { argument, .. } => Some(argument),
             CommandRefusal::WrongAccount(_) => Some("account"),
             CommandRefusal::NoNative(_) => Some("integration_idn"),
-            CommandRefusal::EgressFull(_) | CommandRefusal::NoTransport(_) => None,
+            CommandRefusal::EgressFull(_)
+            | CommandRefusal::NoTransport(_)
+            | CommandRefusal::Unavailable { .. } => None,
         }
     }
 }

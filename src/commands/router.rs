@@ -10,8 +10,8 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::egress::{CommandSink, EgressError, OutboundCommand};
-use super::native::{NativeCommand, Natives};
-use super::refusal::{refuse, result_event, CommandRefusal};
+use super::native::{Answered, Answers, NativeCommand, Natives};
+use super::refusal::{refuse, CommandRefusal};
 use super::validation::validate;
 use crate::catalog::{Catalog, Integration, Runs};
 use crate::connectors::acts::CommandActs;
@@ -21,15 +21,13 @@ use crate::domain::{Command, ConnectorKey, Idn, PersonaId};
 use crate::flow_instance::{CommandPort, Origin};
 use crate::ingress::InternalEvents;
 use crate::routing::index::FlowRoute;
-use crate::telemetry::handles;
 
 pub struct CommandRouter {
     directory: Arc<Directory>,
     catalog: Arc<Catalog>,
     natives: Natives,
     egress: Arc<dyn CommandSink>,
-    events: InternalEvents,
-    dead_letters: Arc<dyn DeadLetterStore>,
+    answers: Answers,
     acts: Arc<CommandActs>,
 }
 
@@ -42,13 +40,17 @@ impl CommandRouter {
         dead_letters: Arc<dyn DeadLetterStore>,
         acts: Arc<CommandActs>,
     ) -> Self {
+        let catalog = directory.catalog().clone();
         CommandRouter {
-            catalog: directory.catalog().clone(),
+            answers: Answers {
+                events,
+                dead_letters,
+                catalog: catalog.clone(),
+            },
+            catalog,
             directory,
             natives,
             egress,
-            events,
-            dead_letters,
             acts,
         }
     }
@@ -81,12 +83,13 @@ impl CommandRouter {
         persona: PersonaId,
         flow: Option<&FlowRoute>,
     ) {
-        let command_idn = command.command.clone();
         let result = self
             .check(&command)
             .and_then(|integration| self.execute(&integration, &command, act, persona, flow));
         match result {
-            Ok(()) => handles::command(command.integration.as_str(), command_idn.as_str(), "sent"),
+            Ok(Answered::Now(extra)) => self.answers.succeed(&command, act, persona, extra),
+            // The native answers through the `Answer` it took.
+            Ok(Answered::Later) => {}
             Err(refusal) => self.refuse(command, act, persona, refusal),
         }
     }
@@ -98,26 +101,16 @@ impl CommandRouter {
         act: Uuid,
         persona: PersonaId,
         flow: Option<&FlowRoute>,
-    ) -> Result<(), CommandRefusal> {
+    ) -> Result<Answered, CommandRefusal> {
         if let Some(native) = self.natives.get(&integration.idn) {
-            let extra = native.execute(NativeCommand {
+            // The daemon carries it out itself: it reports the success.
+            return native.execute(NativeCommand {
                 command,
                 act,
                 persona,
                 flow,
-            })?;
-            // The daemon carried it out itself: it reports the success.
-            let reports = integration
-                .command(command.command.as_str())
-                .is_some_and(|d| d.reports("result_success"));
-            if reports {
-                let mut answer = result_event(command, "result_success", act, persona);
-                for a in extra.iter() {
-                    answer.arguments.push(a.name.clone(), a.value.clone());
-                }
-                self.events.emit(answer);
-            }
-            return Ok(());
+                answers: &self.answers,
+            });
         }
         self.acts.remember(
             act,
@@ -136,7 +129,14 @@ impl CommandRouter {
                 EgressError::NoTransport => {
                     CommandRefusal::NoTransport(integration.idn.to_string())
                 }
-            })
+            })?;
+        // Handed to the adapter: its results come back as its own events.
+        crate::telemetry::handles::command(
+            command.integration.as_str(),
+            command.command.as_str(),
+            "sent",
+        );
+        Ok(Answered::Later)
     }
 
     fn refuse(&self, mut command: Command, act: Uuid, persona: PersonaId, refusal: CommandRefusal) {
@@ -148,8 +148,8 @@ impl CommandRouter {
             command.connector = system;
         }
         refuse(
-            &self.events,
-            &*self.dead_letters,
+            &self.answers.events,
+            &*self.answers.dead_letters,
             command,
             act,
             persona,

@@ -16,6 +16,7 @@ mod log;
 mod runners;
 mod sandbox;
 mod store;
+mod timers;
 mod transport;
 
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,7 @@ pub use log::{LogConfig, LogFormat};
 pub use runners::RunnersConfig;
 pub use sandbox::SandboxConfig;
 pub use store::StoreConfig;
+pub use timers::{LatePolicy, TimersConfig};
 pub use transport::{NatsConfig, TransportConfig, TransportKind, WireEncoding};
 
 /// Everything the daemon is configured with; one field per section of the file.
@@ -42,6 +44,7 @@ pub struct Config {
     pub flows: FlowsConfig,
     pub runners: RunnersConfig,
     pub sandbox: SandboxConfig,
+    pub timers: TimersConfig,
     pub log: LogConfig,
     pub transport: TransportConfig,
 }
@@ -62,6 +65,7 @@ impl Config {
         self.envelope.validate()?;
         self.flows.validate()?;
         self.runners.validate()?;
+        self.timers.validate()?;
         self.log.validate()?;
         self.transport.validate()?;
         Ok(())

@@ -18,6 +18,7 @@ use crate::routing::explain::Explanation;
 use crate::sandbox::hub::ToPage;
 use crate::session::SessionView;
 use crate::skill_runner::pending::UnknownInvocation;
+use crate::store::timers::TimerRow;
 use crate::store::{SessionRow, StoreError};
 use crate::telemetry::handles;
 use crate::wire::envelope::Limits;
@@ -256,6 +257,28 @@ impl Daemon {
     pub fn sandbox_leave(&self, connector: &Idn, persona: PersonaId, socket: u64) {
         self.sandbox
             .leave(&self.account(), connector, persona, socket);
+    }
+
+    /// Timers of this account, optionally of one `program_timer` connector and one persona,
+    /// soonest first, at most `limit`; those set before the call included.
+    pub async fn timers(
+        &self,
+        connector: Option<Idn>,
+        persona: Option<PersonaId>,
+        limit: usize,
+    ) -> Result<Vec<TimerRow>, StoreError> {
+        self.store.flush().await?;
+        let (store, account) = (self.store.clone(), self.account());
+        tokio::task::spawn_blocking(move || {
+            store.timers_of(
+                account.as_str(),
+                connector.as_ref().map(Idn::as_str),
+                persona.map(|p| p.0),
+                limit,
+            )
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("timer read task: {e}")))?
     }
 
     /// The Prometheus page, if this daemon records metrics.

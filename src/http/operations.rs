@@ -8,10 +8,10 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::views::{DeadLetterJson, ExplanationJson, SessionJson};
+use super::views::{DeadLetterJson, ExplanationJson, SessionJson, TimerJson};
 use crate::daemon::operations::Replayed;
 use crate::daemon::Daemon;
-use crate::domain::Idn;
+use crate::domain::{Idn, PersonaId};
 
 type D = web::Data<Arc<Daemon>>;
 
@@ -19,6 +19,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/routes/explain", web::get().to(explain))
         .route("/v1/sessions", web::get().to(sessions))
         .route("/v1/dead-letters", web::get().to(dead_letters))
+        .route("/v1/timers", web::get().to(timers))
         .route("/v1/dead-letters/{id}/replay", web::post().to(replay))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
@@ -126,6 +127,36 @@ async fn replay(d: D, path: web::Path<String>) -> Result<HttpResponse, ApiError>
             Replayed::Command(act) => json!({"status": "replayed", "command_act_id": act}),
         }),
     )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimersQuery {
+    /// A `program_timer` connector idn.
+    connector: Option<String>,
+    /// A persona id.
+    persona: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn timers(d: D, q: web::Query<TimersQuery>) -> Result<HttpResponse, ApiError> {
+    let connector = q
+        .connector
+        .as_deref()
+        .map(|c| idn("connector", c))
+        .transpose()?;
+    let persona = q
+        .persona
+        .as_deref()
+        .map(|p| {
+            Uuid::parse_str(p)
+                .map(PersonaId)
+                .map_err(|_| ApiError::invalid("persona", format!("{p:?} is not a persona id")))
+        })
+        .transpose()?;
+    let limit = q.limit.unwrap_or(100).min(1000);
+    let rows = d.timers(connector, persona, limit).await?;
+    Ok(HttpResponse::Ok().json(rows.iter().map(TimerJson::from).collect::<Vec<_>>()))
 }
 
 async fn healthz() -> HttpResponse {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use crate::admission::delivery::{Delivery, Settle};
 use crate::dead_letter::{self, DeadLetter, DeadLetterReason, DeadLetterStore};
 use crate::domain::Event;
 use crate::telemetry::{handles, queue};
@@ -16,12 +17,18 @@ use crate::telemetry::{handles, queue};
 /// Where later stages emit events. Cheap to clone; never blocks.
 #[derive(Clone)]
 pub struct InternalEvents {
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<Internal>,
     dead_letters: Arc<dyn DeadLetterStore>,
 }
 
+/// An internal event, with who waits for it to be handed on (a durable producer: timers).
+pub struct Internal {
+    pub event: Event,
+    pub source: Option<Box<dyn Settle>>,
+}
+
 /// The receiving end, drained by the routing stage's pump.
-pub struct InternalQueue(pub mpsc::Receiver<Event>);
+pub struct InternalQueue(pub mpsc::Receiver<Internal>);
 
 impl InternalEvents {
     /// A sink holding at most `capacity` events not yet routed.
@@ -32,9 +39,16 @@ impl InternalEvents {
 
     /// Emits `event` (it names its persona). In the order of the calls from one thread.
     pub fn emit(&self, event: Event) {
-        match self.tx.try_send(event) {
+        self.emit_with(event, None);
+    }
+
+    /// Emits `event`; `source` settles as a wire event's would: once it was dispatched to every
+    /// receiving flow, dropped as an outcome, or recorded (refused, or the queue full).
+    pub fn emit_with(&self, event: Event, source: Option<Box<dyn Settle>>) {
+        match self.tx.try_send(Internal { event, source }) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(event)) => {
+            Err(mpsc::error::TrySendError::Full(Internal { event, source })) => {
+                drop(Delivery::new(source, None));
                 queue::full(queue::names::INTERNAL_EVENTS);
                 handles::rejected(DeadLetterReason::FlowQueueFull.code());
                 dead_letter::record(

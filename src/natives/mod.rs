@@ -3,3 +3,4 @@
 //! wired. `sandbox/` is the other one (it also serves a page).
 
 pub mod system;
+pub mod timers;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::commands::{CommandRefusal, NativeCommand, NativeIntegration};
+use crate::commands::{Answered, CommandRefusal, NativeCommand, NativeIntegration};
 use crate::domain::{Arguments, Event, Idn, StateScope};
 use crate::flow_instance::state::StateStore;
 use crate::ingress::InternalEvents;
@@ -23,7 +23,7 @@ fn invalid(argument: &str, reason: String) -> CommandRefusal {
 }
 
 impl NativeIntegration for System {
-    fn execute(&self, c: NativeCommand<'_>) -> Result<Arguments, CommandRefusal> {
+    fn execute(&self, c: NativeCommand<'_>) -> Result<Answered, CommandRefusal> {
         let command = c.command;
         let args = &command.arguments;
         match command.command.as_str() {
@@ -86,6 +86,6 @@ impl NativeIntegration for System {
                 })
             }
         }
-        Ok(Arguments::default())
+        Ok(Answered::Now(Arguments::default()))
     }
 }

@@ -110,18 +110,18 @@ impl Dispatcher {
 
     /// Routes an event the daemon made itself (command results, system events, timer
     /// firings) once `ingress` admitted it: the pump of the internal-events sink calls this.
-    pub fn route_admitted(&self, event: SharedEvent) -> usize {
+    pub fn route_admitted(&self, event: SharedEvent, delivery: Delivery) -> usize {
         let scope = ScopeKey::new(
             event.event.account.clone(),
             event.event.integration.clone(),
             event.event.connector.clone(),
         );
-        self.route(event, &scope, Delivery::none(), Instant::now())
+        self.route(event, &scope, delivery, Instant::now())
     }
 
     /// [`Dispatcher::route_admitted`] for an event that names its persona.
     pub fn route_internal(&self, event: Event) -> usize {
-        self.route_admitted(Arc::new(RoutedEvent::named(event)))
+        self.route_admitted(Arc::new(RoutedEvent::named(event)), Delivery::none())
     }
 
     /// [`Dispatcher::route`] against `index`, handing each match to `deliver`. The last

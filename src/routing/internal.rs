@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use crate::admission::delivery::Delivery;
+use crate::ingress::internal::Internal;
 use crate::ingress::{Ingress, InternalQueue};
 
 use super::dispatch::Dispatcher;
@@ -17,9 +19,13 @@ pub fn spawn(queue: InternalQueue, ingress: Ingress, dispatcher: Arc<Dispatcher>
     actix_rt::spawn(async move {
         let mut batch = Vec::with_capacity(BATCH);
         while rx.recv_many(&mut batch, BATCH).await > 0 {
-            for event in batch.drain(..) {
-                if let Ok(event) = ingress.admit_internal(event) {
-                    dispatcher.route_admitted(event);
+            for Internal { event, source } in batch.drain(..) {
+                match ingress.admit_internal(event) {
+                    Ok(event) => {
+                        dispatcher.route_admitted(event, Delivery::new(source, None));
+                    }
+                    // Recorded as a dead letter: the source settles (a refusal is an answer).
+                    Err(_) => drop(Delivery::new(source, None)),
                 }
             }
         }

@@ -8,7 +8,7 @@ use rustc_hash::FxBuildHasher;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::commands::{CommandRefusal, NativeCommand, NativeIntegration};
+use crate::commands::{Answered, CommandRefusal, NativeCommand, NativeIntegration};
 use crate::domain::{Arguments, Idn, PersonaId};
 
 /// What the page receives.
@@ -76,7 +76,7 @@ impl SandboxHub {
 }
 
 impl NativeIntegration for SandboxHub {
-    fn execute(&self, c: NativeCommand<'_>) -> Result<Arguments, CommandRefusal> {
+    fn execute(&self, c: NativeCommand<'_>) -> Result<Answered, CommandRefusal> {
         let key = (
             c.command.account.clone(),
             c.command.connector.clone(),
@@ -99,6 +99,6 @@ impl NativeIntegration for SandboxHub {
         }
         // No tab open: the conversation's message is not delivered, as with a closed chat
         // window; the command itself was carried out.
-        Ok(Arguments::default())
+        Ok(Answered::Now(Arguments::default()))
     }
 }

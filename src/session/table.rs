@@ -58,7 +58,13 @@ pub struct SessionTable {
     live: DashMap<(Idn, PersonaId), SmallVec<[Session; 1]>, FxBuildHasher>,
     journal: Option<std::sync::Arc<dyn SessionJournal>>,
     base: Instant,
+    /// Every session end, with its reason, for whoever listens (session-scoped timers).
+    ends: tokio::sync::broadcast::Sender<(Uuid, &'static str)>,
 }
+
+/// Session ends a listener may lag behind by before it misses some (it then learns of them
+/// otherwise: a session-scoped timer checks its session when it falls due).
+const ENDS_BUFFER: usize = 4096;
 
 impl Default for SessionTable {
     fn default() -> Self {
@@ -72,7 +78,20 @@ impl SessionTable {
             live: DashMap::with_hasher(FxBuildHasher),
             journal,
             base: Instant::now(),
+            ends: tokio::sync::broadcast::channel(ENDS_BUFFER).0,
         }
+    }
+
+    /// Session ends from now on: `(session id, reason)`.
+    pub fn subscribe_ends(&self) -> tokio::sync::broadcast::Receiver<(Uuid, &'static str)> {
+        self.ends.subscribe()
+    }
+
+    /// Whether session `id` of `persona` is live.
+    pub fn is_live(&self, account: &Idn, persona: PersonaId, id: Uuid) -> bool {
+        self.live
+            .get(&(account.clone(), persona))
+            .is_some_and(|l| l.iter().any(|s| s.id == id && !s.clock.ended()))
     }
 
     /// `t` as a session clock reading: nanoseconds since the table's base.
@@ -181,10 +200,11 @@ impl SessionTable {
             });
         }
         self.live.remove_if(&key, |_, l| l.is_empty());
-        if let Some(j) = &self.journal {
-            for id in &ended {
+        for id in &ended {
+            if let Some(j) = &self.journal {
                 j.ended(*id, "conversation_ended");
             }
+            let _ = self.ends.send((*id, "conversation_ended"));
         }
         ended
     }
@@ -214,10 +234,11 @@ impl SessionTable {
             });
             !list.is_empty()
         });
-        if let Some(j) = &self.journal {
-            for e in &ended {
+        for e in &ended {
+            if let Some(j) = &self.journal {
                 j.ended(e.id, "idle");
             }
+            let _ = self.ends.send((e.id, "idle"));
         }
         ended
     }

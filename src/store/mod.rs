@@ -12,6 +12,7 @@ pub mod records;
 pub mod schema;
 pub mod secrets;
 pub mod sent_invocations;
+pub mod timers;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -102,6 +102,37 @@ CREATE TABLE invocation_batch_members (
 CREATE INDEX invocation_batch_members_at ON invocation_batch_members (at_ms);
 "#,
         ),
+        // Timers of `program_timer` connectors, with absolute due times, and the firings
+        // recorded before their events were handed on (replayed at start until they settle).
+        M::up(
+            r#"
+CREATE TABLE timers (
+    account     TEXT NOT NULL,
+    connector   TEXT NOT NULL,
+    persona     TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    due_ms      INTEGER NOT NULL,        -- next fire, Unix milliseconds (UTC)
+    interval_ms INTEGER,                 -- between fires of a repeating timer
+    repeatable  INTEGER NOT NULL,
+    event       TEXT NOT NULL,           -- event idn it fires
+    arguments   TEXT NOT NULL,           -- JSON [[name, value], ...] carried into the event
+    session     TEXT,                    -- the session a session-scoped timer is bound to
+    PRIMARY KEY (account, connector, persona, name)
+) WITHOUT ROWID;
+CREATE INDEX timers_due ON timers (due_ms);
+CREATE INDEX timers_session ON timers (session) WHERE session IS NOT NULL;
+CREATE TABLE timer_firings (
+    id           TEXT PRIMARY KEY,       -- the fired event's id
+    account      TEXT NOT NULL,
+    connector    TEXT NOT NULL,
+    persona      TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    event        TEXT NOT NULL,
+    arguments    TEXT NOT NULL,          -- JSON [[name, value], ...], the event's arguments
+    scheduled_ms INTEGER NOT NULL
+);
+"#,
+        ),
     ])
 }
 

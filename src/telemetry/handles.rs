@@ -190,3 +190,19 @@ pub fn sessions(channel: &'static str) -> (Gauge, Counter) {
         counter!(m::SESSIONS_STARTED_TOTAL, "channel" => channel),
     )
 }
+
+/// A timer fired, `late` seconds after it was due.
+pub fn timer_fired(late: f64) {
+    counter!(m::TIMERS_FIRED_TOTAL).increment(1);
+    histogram!(m::TIMER_LATENESS_SECONDS).record(late);
+}
+
+/// A timer was cancelled: by a command, or because its session ended.
+pub fn timer_cancelled(reason: &'static str) {
+    counter!(m::TIMERS_CANCELLED_TOTAL, "reason" => reason).increment(1);
+}
+
+/// Timers pending in the store.
+pub fn timers_pending(n: usize) {
+    gauge!(m::TIMERS_PENDING).set(n as f64);
+}

@@ -25,6 +25,10 @@ pub const INDEX_SUBSCRIPTIONS: &str = "switchboard_index_subscriptions";
 pub const INFLIGHT_EVENTS: &str = "switchboard_inflight_events";
 pub const INFLIGHT_LIMIT: &str = "switchboard_inflight_limit";
 pub const NATS_INVOCATION_BATCH_SIZE: &str = "switchboard_nats_invocation_batch_size";
+pub const TIMERS_PENDING: &str = "switchboard_timers_pending";
+pub const TIMERS_FIRED_TOTAL: &str = "switchboard_timers_fired_total";
+pub const TIMERS_CANCELLED_TOTAL: &str = "switchboard_timers_cancelled_total";
+pub const TIMER_LATENESS_SECONDS: &str = "switchboard_timer_lateness_seconds";
 pub const QUEUE_DEPTH: &str = "switchboard_queue_depth";
 pub const QUEUE_CAPACITY: &str = "switchboard_queue_capacity";
 pub const QUEUE_FULL_TOTAL: &str = "switchboard_queue_full_total";
@@ -113,6 +117,17 @@ pub fn describe() {
     describe_histogram!(
         NATS_INVOCATION_BATCH_SIZE,
         "Invocations per message published to queue runners (NATS transport)."
+    );
+    describe_gauge!(TIMERS_PENDING, "Timers set and not yet done, in the store.");
+    describe_counter!(TIMERS_FIRED_TOTAL, "Timer firings handed to routing.");
+    describe_counter!(
+        TIMERS_CANCELLED_TOTAL,
+        "Timers cancelled, by reason (command, session_ended)."
+    );
+    describe_histogram!(
+        TIMER_LATENESS_SECONDS,
+        Unit::Seconds,
+        "How late timers fired after their due time."
     );
     describe_gauge!(
         QUEUE_DEPTH,

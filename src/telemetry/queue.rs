@@ -25,6 +25,8 @@ pub mod names {
     pub const NATS_SETTLE: &str = "nats_settle";
     /// Invocations waiting to be batched for queue runners.
     pub const NATS_INVOCATIONS: &str = "nats_invocations";
+    /// Timer commands waiting for the timer service.
+    pub const TIMER_COMMANDS: &str = "timer_commands";
 }
 
 /// How one live queue tells its depth and capacity; `None` once it is gone.

@@ -47,10 +47,7 @@ pub struct HarnessBuilder {
     config: EngineConfig,
     default_runner: Option<Arc<dyn SkillRunner>>,
     webhooks: Option<WebhookRunners>,
-    natives: Vec<(
-        &'static str,
-        Arc<dyn switchboard::commands::NativeIntegration>,
-    )>,
+    natives: Vec<(&'static str, switchboard::commands::NativeFactory)>,
 }
 
 impl HarnessBuilder {
@@ -62,7 +59,18 @@ impl HarnessBuilder {
         integration: &'static str,
         native: Arc<dyn switchboard::commands::NativeIntegration>,
     ) -> Self {
-        self.natives.push((integration, native));
+        self.natives.push((integration, Box::new(move |_| native)));
+        self
+    }
+
+    /// Registers a native integration built by `factory` when the engine starts.
+    #[allow(dead_code)] // used by some test binaries only
+    pub fn native_factory(
+        mut self,
+        integration: &'static str,
+        factory: switchboard::commands::NativeFactory,
+    ) -> Self {
+        self.natives.push((integration, factory));
         self
     }
 

@@ -1,0 +1,149 @@
+//! The native `program_timer` integration: durable, per-persona timers that fire events into
+//! the flows. `set_timer` (alias `set_repeatable_timer`) creates or replaces the persona's
+//! timer of a name, `cancel_timer` (or `enabled=false`) removes it; when a timer falls due, its
+//! event (`timer`, or the `eventIdn` it was set with) is emitted on its connector for its
+//! persona and routed as any event. [`spec`] reads the commands, [`service`] keeps and fires
+//! the timers, [`book`] is where they are stored.
+
+pub mod book;
+pub mod service;
+pub mod spec;
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::commands::{
+    Answered, CommandRefusal, NativeCommand, NativeContext, NativeFactory, NativeIntegration,
+};
+use crate::connectors::Directory;
+use crate::domain::{ConnectorKey, Idn};
+use crate::session::SessionTable;
+use crate::telemetry::queue;
+use book::Book;
+use service::{Clock, Job, Service, Settings};
+use spec::{Limits, Request};
+
+/// Commands waiting for the timer service, at most; past it a command is refused (retryable).
+const JOBS: usize = 4096;
+
+/// The connector settings' defaults (the catalog's), when a value does not parse.
+const DEFAULT_MIN_INTERVAL_S: f64 = 60.0;
+const DEFAULT_MAX_PER_PERSONA: usize = 100;
+
+pub struct ProgramTimer {
+    jobs: mpsc::Sender<Job>,
+    clock: Clock,
+    directory: Arc<Directory>,
+    sessions: Arc<SessionTable>,
+    past_grace_ms: i64,
+}
+
+impl ProgramTimer {
+    /// The factory the engine builds it with: the service starts on the current arbiter and
+    /// runs until the engine goes; it fires nothing before `start` opens (see
+    /// [`Service::start`]).
+    pub fn factory(
+        book: Arc<dyn Book>,
+        settings: Settings,
+        start: tokio::sync::oneshot::Receiver<()>,
+    ) -> NativeFactory {
+        Box::new(move |cx: &NativeContext| -> Arc<dyn NativeIntegration> {
+            Arc::new(Self::start(cx, book, settings, start))
+        })
+    }
+
+    /// Starts the service and answers the native integration that feeds it.
+    pub fn start(
+        cx: &NativeContext,
+        book: Arc<dyn Book>,
+        settings: Settings,
+        start: tokio::sync::oneshot::Receiver<()>,
+    ) -> Self {
+        let (jobs, rx) = queue::bounded(queue::names::TIMER_COMMANDS, JOBS);
+        let clock = Clock::start();
+        let past_grace_ms = settings.grace.as_millis() as i64;
+        let service = Service {
+            start,
+            jobs: rx,
+            book,
+            events: cx.events.clone(),
+            directory: cx.directory.clone(),
+            sessions: cx.sessions.clone(),
+            dead_letters: cx.dead_letters.clone(),
+            clock,
+            settings,
+        };
+        actix_rt::spawn(service.run());
+        ProgramTimer {
+            jobs,
+            clock,
+            directory: cx.directory.clone(),
+            sessions: cx.sessions.clone(),
+            past_grace_ms,
+        }
+    }
+
+    /// The connector's settings: time zone, minimum interval, timers per persona.
+    fn limits(&self, connector: &ConnectorKey) -> Result<(Limits, usize), CommandRefusal> {
+        let setting = |idn: &str| self.directory.setting(connector, idn);
+        let time_zone = match setting("time_zone") {
+            None => chrono_tz::UTC,
+            Some(tz) => tz.parse().map_err(|_| CommandRefusal::InvalidArgument {
+                argument: "fireAt".into(),
+                reason: format!("the connector's time_zone {tz:?} is not an IANA time zone"),
+            })?,
+        };
+        let min_interval_s = setting("min_interval_seconds")
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(DEFAULT_MIN_INTERVAL_S);
+        let max = setting("max_timers_per_persona")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(DEFAULT_MAX_PER_PERSONA);
+        Ok((
+            Limits {
+                time_zone,
+                min_interval_ms: (min_interval_s * 1000.0) as i64,
+                past_grace_ms: self.past_grace_ms,
+            },
+            max,
+        ))
+    }
+}
+
+impl NativeIntegration for ProgramTimer {
+    fn execute(&self, c: NativeCommand<'_>) -> Result<Answered, CommandRefusal> {
+        let command = c.command;
+        let connector =
+            ConnectorKey::new(&command.account, &command.integration, &command.connector);
+        let (limits, max) = self.limits(&connector)?;
+        let request = spec::parse(
+            command,
+            c.persona,
+            self.clock.now_ms(),
+            &limits,
+            |key, integration, session_connector| {
+                let integration = Idn::parse("integration", integration).ok()?;
+                let session_connector = Idn::parse("connector", session_connector).ok()?;
+                self.sessions
+                    .find(&key.account, key.persona, &integration, &session_connector)
+                    .map(|s| s.id)
+            },
+        )?;
+        let answer = c.answer_later();
+        let job = match request {
+            Request::Set(timer) => Job::Set { timer, max, answer },
+            Request::Cancel(key) => Job::Cancel { key, answer },
+        };
+        self.jobs.try_send(job).map_err(|e| {
+            if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                queue::full(queue::names::TIMER_COMMANDS);
+            }
+            CommandRefusal::Unavailable {
+                integration: "program_timer".into(),
+                reason: "the timer service is busy; try again".into(),
+            }
+        })?;
+        Ok(Answered::Later)
+    }
+}

@@ -1,0 +1,376 @@
+//! The native `program_timer` integration through the engine, on tokio's paused clock: timers
+//! set by a skill's commands fire their events into the flows.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::Harness;
+use switchboard::domain::{Command, Idn};
+use switchboard::invocation::{Invocation, Outcome, Reply};
+use switchboard::natives::timers::book::{Book, Firing, MemoryBook};
+use switchboard::natives::timers::service::{LatePolicy, Settings};
+use switchboard::natives::timers::spec::{Timer, TimerKey};
+use switchboard::natives::timers::ProgramTimer;
+
+const FLOW: &str = r#"
+runner: {kind: in_process, name: manual}
+events:
+  - {idn: user_message, skill_idn: Talk, integration_idn: telegram}
+  - {idn: timer, skill_idn: OnTimer, integration_idn: program_timer}
+  - {idn: follow_up_due, skill_idn: OnFollowUp, integration_idn: program_timer}
+  - {idn: timer_cancelled, skill_idn: OnCancelled, integration_idn: program_timer}
+  - {idn: result_success, skill_idn: OnSuccess, integration_idn: program_timer}
+  - {idn: result_error, skill_idn: OnError, integration_idn: program_timer}
+"#;
+
+fn settings(late: LatePolicy) -> Settings {
+    Settings {
+        window: Duration::from_secs(60),
+        grace: Duration::from_secs(60),
+        late,
+    }
+}
+
+async fn setup(book: &MemoryBook, late: LatePolicy) -> Harness {
+    tokio::time::pause();
+    let (open, start) = tokio::sync::oneshot::channel();
+    let h = Harness::builder()
+        .native_factory(
+            "program_timer",
+            ProgramTimer::factory(Arc::new(book.clone()), settings(late), start),
+        )
+        .start();
+    h.connector("telegram", "bot");
+    h.connector("program_timer", "timers");
+    h.flow("Agent", "Main", FLOW).await;
+    // As the daemon does once connectors and flows are back.
+    open.send(()).unwrap();
+    h
+}
+
+fn timer_cmd(verb: &str, args: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(
+        Idn::known("default"),
+        Idn::known("program_timer"),
+        Idn::known("timers"),
+        Idn::known(verb),
+    );
+    for (n, v) in args {
+        c = c.with_argument(n, *v);
+    }
+    c
+}
+
+/// Alice says something; `Talk` answers with `commands`.
+async fn talk(h: &mut Harness, commands: Vec<Command>) {
+    h.submit(h.event("telegram", "bot", "user_message", "alice"))
+        .await;
+    let (inv, reply) = h.next_manual().await;
+    assert_eq!(inv.skill.as_str(), "Talk");
+    reply.finish(Outcome::Completed, commands);
+}
+
+/// The next invocation, which must be of `skill`; finished at once.
+async fn next(h: &mut Harness, skill: &str) -> Invocation {
+    let (inv, reply): (Invocation, Reply) = h.next_manual().await;
+    assert_eq!(inv.skill.as_str(), skill, "{:?}", inv.event.event);
+    reply.finish(Outcome::Completed, vec![]);
+    inv
+}
+
+fn arg<'a>(inv: &'a Invocation, name: &str) -> Option<&'a str> {
+    inv.event.event.arguments.get(name)
+}
+
+fn millis(iso: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(iso)
+        .unwrap()
+        .timestamp_millis()
+}
+
+#[actix_rt::test]
+async fn a_one_shot_timer_fires_once_into_the_flow_for_its_persona() {
+    let book = MemoryBook::default();
+    let mut h = setup(&book, LatePolicy::FireOnce).await;
+    let alice = h.persona("telegram", "alice");
+    talk(
+        &mut h,
+        vec![timer_cmd(
+            "set_timer",
+            &[
+                ("timerName", "t1"),
+                ("interval", "120"),
+                ("repeatable", "false"),
+            ],
+        )],
+    )
+    .await;
+    let ok = next(&mut h, "OnSuccess").await;
+    assert_eq!(ok.persona, alice);
+    let next_fire = arg(&ok, "nextFireAt")
+        .expect("the next fire time")
+        .to_owned();
+    assert_eq!(arg(&ok, "result"), Some(next_fire.as_str()));
+    assert!(ok.event.event.command_act_id.is_some());
+    let fired = next(&mut h, "OnTimer").await;
+    assert_eq!(fired.persona, alice, "fires for the persona that set it");
+    assert_eq!(arg(&fired, "timerName"), Some("t1"));
+    assert_eq!(arg(&fired, "fireAt"), Some(next_fire.as_str()));
+    // On time, within tokio's timer granularity (1 ms).
+    let late: f64 = arg(&fired, "lateBySeconds").unwrap().parse().unwrap();
+    assert!(late <= 0.002, "{late}");
+    let fired_at = millis(arg(&fired, "firedAt").unwrap());
+    assert!(
+        (0..=2).contains(&(fired_at - millis(&next_fire))),
+        "on time"
+    );
+    assert_eq!(fired.event.event.connector.as_str(), "timers");
+    assert!(!fired.event.event.redelivered);
+    // Done: nothing left to fire, and its firing was forgotten once handed on.
+    common::eventually("the firing to be forgotten", common::PATIENCE, || async {
+        (book.timers().is_empty() && book.firings().is_empty()).then_some(())
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn a_repeating_timer_fires_on_schedule_until_cancelled_by_name() {
+    let book = MemoryBook::default();
+    let mut h = setup(&book, LatePolicy::FireOnce).await;
+    talk(
+        &mut h,
+        vec![timer_cmd(
+            "set_timer",
+            &[("timerName", "tick"), ("interval", "60")],
+        )],
+    )
+    .await;
+    let first = millis(arg(&next(&mut h, "OnSuccess").await, "nextFireAt").unwrap());
+    let mut fire_times = Vec::new();
+    for _ in 0..3 {
+        let fired = next(&mut h, "OnTimer").await;
+        fire_times.push(millis(arg(&fired, "fireAt").unwrap()));
+    }
+    assert_eq!(
+        fire_times,
+        vec![first, first + 60_000, first + 120_000],
+        "every interval from the schedule, no drift"
+    );
+    // Replace by name: the same name, another interval, one timer.
+    talk(
+        &mut h,
+        vec![timer_cmd(
+            "set_timer",
+            &[("timerName", "tick"), ("interval", "600")],
+        )],
+    )
+    .await;
+    next(&mut h, "OnSuccess").await;
+    assert_eq!(book.timers().len(), 1);
+    assert_eq!(book.timers()[0].interval_ms, Some(600_000));
+    talk(
+        &mut h,
+        vec![timer_cmd("cancel_timer", &[("timerName", "tick")])],
+    )
+    .await;
+    let cancelled = next(&mut h, "OnSuccess").await;
+    assert_eq!(arg(&cancelled, "result"), Some("cancelled"));
+    assert!(book.timers().is_empty());
+    // An hour of virtual time later, nothing more has fired.
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert!(
+        h.manual.invocations.try_recv().is_err(),
+        "no firing after the cancel"
+    );
+}
+
+#[actix_rt::test]
+async fn enabled_false_cancels_and_event_idn_fires_another_event_with_the_extra_arguments() {
+    let book = MemoryBook::default();
+    let mut h = setup(&book, LatePolicy::FireOnce).await;
+    talk(
+        &mut h,
+        vec![
+            timer_cmd("set_timer", &[("timerName", "gone"), ("interval", "60")]),
+            timer_cmd("set_timer", &[("timerName", "gone"), ("enabled", "false")]),
+            timer_cmd(
+                "set_timer",
+                &[
+                    ("timerName", "invoice"),
+                    ("interval", "90"),
+                    ("repeatable", "false"),
+                    ("eventIdn", "follow_up_due"),
+                    ("topic", "invoice 42"),
+                ],
+            ),
+        ],
+    )
+    .await;
+    for _ in 0..3 {
+        next(&mut h, "OnSuccess").await;
+    }
+    let fired = next(&mut h, "OnFollowUp").await;
+    assert_eq!(fired.event.event.event.as_str(), "follow_up_due");
+    assert_eq!(arg(&fired, "timerName"), Some("invoice"));
+    assert_eq!(arg(&fired, "topic"), Some("invoice 42"));
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert!(
+        h.manual.invocations.try_recv().is_err(),
+        "the disabled timer never fires"
+    );
+}
+
+#[actix_rt::test]
+async fn invalid_timers_are_answered_with_result_error_naming_the_argument() {
+    let book = MemoryBook::default();
+    let mut h = setup(&book, LatePolicy::FireOnce).await;
+    talk(
+        &mut h,
+        vec![
+            timer_cmd("set_timer", &[("timerName", "a"), ("interval", "30")]),
+            timer_cmd("set_timer", &[("timerName", "b")]),
+            timer_cmd(
+                "set_timer",
+                &[("timerName", "c"), ("fireAt", "2001-01-01T00:00:00Z")],
+            ),
+        ],
+    )
+    .await;
+    let mut fields = Vec::new();
+    for _ in 0..3 {
+        let e = next(&mut h, "OnError").await;
+        fields.push(arg(&e, "field").unwrap().to_owned());
+    }
+    assert_eq!(fields, ["interval", "fireAt", "fireAt"]);
+    assert!(book.timers().is_empty());
+    assert_eq!(h.dead_letter_codes(), vec!["command_refused"; 3]);
+}
+
+#[actix_rt::test]
+async fn a_session_scoped_timer_is_cancelled_when_its_session_ends() {
+    let book = MemoryBook::default();
+    let mut h = setup(&book, LatePolicy::FireOnce).await;
+    talk(
+        &mut h,
+        vec![timer_cmd(
+            "set_timer",
+            &[
+                ("timerName", "nudge"),
+                ("interval", "3600"),
+                ("scope", "session"),
+                ("sessionConnector", "telegram/bot"),
+            ],
+        )],
+    )
+    .await;
+    next(&mut h, "OnSuccess").await;
+    assert!(
+        book.timers()[0].session.is_some(),
+        "bound to alice's session"
+    );
+    // Alice's conversation ends: her telegram session ends, and the timer with it.
+    h.submit(h.event("telegram", "bot", "conversation_ended", "alice"))
+        .await;
+    let cancelled = next(&mut h, "OnCancelled").await;
+    assert_eq!(arg(&cancelled, "timerName"), Some("nudge"));
+    assert_eq!(arg(&cancelled, "reason"), Some("conversation_ended"));
+    assert!(book.timers().is_empty());
+    tokio::time::sleep(Duration::from_secs(7200)).await;
+    assert!(h.manual.invocations.try_recv().is_err(), "it never fires");
+}
+
+#[actix_rt::test]
+async fn at_start_a_recorded_firing_is_replayed_and_an_overdue_timer_fires_once_late() {
+    let book = MemoryBook::default();
+    let persona = switchboard::domain::PersonaId::derive(
+        &Idn::known("default"),
+        &Idn::known("telegram"),
+        "alice",
+    );
+    let key = |name: &str| TimerKey {
+        account: Idn::known("default"),
+        connector: Idn::known("timers"),
+        persona,
+        name: name.to_owned(),
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    // A firing recorded by the last run, whose event was never handed on.
+    book.fire(vec![(
+        Firing {
+            id: uuid::Uuid::from_u128(77),
+            key: key("recorded"),
+            event: Idn::known("timer"),
+            arguments: vec![("timerName".into(), "recorded".into())],
+            scheduled_ms: now - 5_000,
+        },
+        switchboard::store::timers::After::Remove,
+    )])
+    .await
+    .unwrap();
+    // A repeating timer that fell due ten minutes ago, while the daemon was down.
+    book.save(&Timer {
+        key: key("overdue"),
+        due_ms: now - 600_000,
+        interval_ms: Some(3_600_000),
+        repeatable: true,
+        event: Idn::known("timer"),
+        arguments: Vec::new(),
+        session: None,
+    })
+    .await
+    .unwrap();
+    let mut h = setup(&book, LatePolicy::FireOnce).await;
+    let replayed = next(&mut h, "OnTimer").await;
+    assert_eq!(
+        replayed.event.event.id,
+        uuid::Uuid::from_u128(77),
+        "the same event id"
+    );
+    assert!(replayed.event.event.redelivered, "marked as a redelivery");
+    let late = next(&mut h, "OnTimer").await;
+    assert_eq!(arg(&late, "timerName"), Some("overdue"));
+    let late_by: f64 = arg(&late, "lateBySeconds").unwrap().parse().unwrap();
+    assert!((599.0..700.0).contains(&late_by), "{late_by}");
+    // Once, then on its schedule: due an hour after the missed time.
+    let rearmed = &book.timers()[0];
+    assert_eq!(rearmed.due_ms, now - 600_000 + 3_600_000);
+}
+
+#[actix_rt::test]
+async fn the_skip_policy_moves_an_overdue_repeating_timer_to_its_next_interval() {
+    let book = MemoryBook::default();
+    let persona = switchboard::domain::PersonaId::derive(
+        &Idn::known("default"),
+        &Idn::known("telegram"),
+        "alice",
+    );
+    let now = chrono::Utc::now().timestamp_millis();
+    book.save(&Timer {
+        key: TimerKey {
+            account: Idn::known("default"),
+            connector: Idn::known("timers"),
+            persona,
+            name: "daily".into(),
+        },
+        due_ms: now - 600_000,
+        interval_ms: Some(3_600_000),
+        repeatable: true,
+        event: Idn::known("timer"),
+        arguments: Vec::new(),
+        session: None,
+    })
+    .await
+    .unwrap();
+    let mut h = setup(&book, LatePolicy::Skip).await;
+    let fired = next(&mut h, "OnTimer").await;
+    let scheduled = millis(arg(&fired, "fireAt").unwrap());
+    assert_eq!(
+        scheduled,
+        now - 600_000 + 3_600_000,
+        "the missed firing was skipped"
+    );
+    let late: f64 = arg(&fired, "lateBySeconds").unwrap().parse().unwrap();
+    assert!(late <= 0.002, "on schedule: {late}");
+}
