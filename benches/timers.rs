@@ -48,9 +48,9 @@ const PERSONAS: u128 = 10_000;
 
 /// Writes `due_ms` timers into `store` in one transaction per 50,000.
 async fn write_timers(store: &Store, due_ms: Vec<i64>) {
-    for chunk in due_ms.chunks(50_000) {
+    for (c, chunk) in due_ms.chunks(50_000).enumerate() {
         let chunk = chunk.to_vec();
-        let offset = chunk.as_ptr() as usize; // distinct names per chunk below
+        let offset = c * 50_000;
         store
             .write(move |tx| {
                 let mut st = tx.prepare_cached(
@@ -59,12 +59,9 @@ async fn write_timers(store: &Store, due_ms: Vec<i64>) {
                      VALUES ('default', 'timers', ?1, ?2, ?3, NULL, 0, 'timer', '[]', NULL)",
                 )?;
                 for (k, due) in chunk.iter().enumerate() {
+                    let k = offset + k;
                     let persona = uuid::Uuid::from_u128((k as u128) % PERSONAS + 1);
-                    st.execute(rusqlite::params![
-                        persona.to_string(),
-                        format!("t{offset}-{k}"),
-                        due
-                    ])?;
+                    st.execute(rusqlite::params![persona.to_string(), format!("t{k}"), due])?;
                 }
                 Ok(Written::Done)
             })
@@ -142,7 +139,7 @@ fn engine_firing(due_ms: Vec<i64>) -> Firing {
                 natives: vec![(
                     "program_timer",
                     ProgramTimer::factory(
-                        Arc::new(StoredBook(store.clone())),
+                        Arc::new(StoredBook::new(store.clone())),
                         Settings {
                             window: Duration::from_secs(60),
                             grace: Duration::from_secs(60),

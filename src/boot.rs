@@ -24,7 +24,7 @@ use crate::session::table::{SessionJournal, SessionView};
 use crate::skill_runner::demo::DemoRunner;
 use crate::skill_runner::pending::PendingInvocations;
 use crate::skill_runner::webhook::{WebhookRunners, WebhookSettings};
-use crate::skill_runner::{RunnerRegistry, RunnerResolver, SkillRunner};
+use crate::skill_runner::{NoRunner, RunnerRegistry, RunnerResolver, SkillRunner};
 use crate::store::dead_letters::SqliteDeadLetters;
 use crate::store::{SessionRow, Store};
 use crate::transport::commands::NatsCommandSink;
@@ -101,17 +101,19 @@ struct DaemonRunners {
 }
 
 impl RunnerResolver for DaemonRunners {
-    fn resolve(&self, spec: &RunnerSpec) -> Result<Arc<dyn SkillRunner>, String> {
+    fn resolve(&self, spec: &RunnerSpec) -> Result<Arc<dyn SkillRunner>, NoRunner> {
         if *spec == RunnerSpec::Queue {
             return self.queue.clone().ok_or_else(|| {
-                "queue runners need the NATS transport ([transport] kind = \"nats\")".into()
+                NoRunner(
+                    "queue runners need the NATS transport ([transport] kind = \"nats\")".into(),
+                )
             });
         }
         if *spec == RunnerSpec::Default && !self.has_default {
-            return Err(
+            return Err(NoRunner(
                 "no default runner is configured: name one in the flow (runner: {kind: webhook, url: …})"
                     .into(),
-            );
+            ));
         }
         self.registry.resolve(spec)
     }
@@ -208,7 +210,7 @@ pub async fn start(
                 (
                     "program_timer",
                     ProgramTimer::factory(
-                        Arc::new(StoredBook(store.clone())),
+                        Arc::new(StoredBook::new(store.clone())),
                         timer_settings(&config),
                         timers_start,
                     ),

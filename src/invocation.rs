@@ -213,7 +213,22 @@ pub trait SkillRunner: Send + Sync + 'static {
     }
 }
 
+/// Why a flow's runner cannot be had here (the flow is refused, naming its `runner`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NoRunner(pub String);
+
+impl crate::fault::Blame for NoRunner {
+    fn fault(&self) -> crate::fault::Fault {
+        crate::fault::Fault::Caller
+    }
+
+    fn retryable(&self) -> bool {
+        false
+    }
+}
+
 /// Turns a flow's [`RunnerSpec`] into a runner, when the flow is loaded.
 pub trait RunnerResolver: Send + Sync + 'static {
-    fn resolve(&self, spec: &RunnerSpec) -> Result<Arc<dyn SkillRunner>, String>;
+    fn resolve(&self, spec: &RunnerSpec) -> Result<Arc<dyn SkillRunner>, NoRunner>;
 }

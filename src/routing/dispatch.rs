@@ -119,6 +119,38 @@ impl Dispatcher {
         self.route(event, &scope, delivery, Instant::now())
     }
 
+    /// [`Dispatcher::route_admitted`] for a batch, in order: one look at the index, one
+    /// message per flow shard.
+    pub fn route_admitted_batch(&self, events: &mut Vec<(SharedEvent, Delivery)>) {
+        let index = self.index.load();
+        let shards = &*self.shards;
+        let now = Instant::now();
+        OUTBOX.with(|outbox| {
+            let mut outbox = outbox.borrow_mut();
+            let count = shards.count();
+            if outbox.per_shard.len() != count {
+                outbox.per_shard = (0..count).map(|_| Vec::new()).collect();
+            }
+            for (event, delivery) in events.drain(..) {
+                let scope = ScopeKey::new(
+                    event.event.account.clone(),
+                    event.event.integration.clone(),
+                    event.event.connector.clone(),
+                );
+                let per_shard = &mut outbox.per_shard;
+                self.route_in(&index, event, &scope, delivery, now, &mut |m| {
+                    per_shard[shards.shard_of(&m.key)].push(m)
+                });
+            }
+            for (shard, events) in outbox.per_shard.iter_mut().enumerate() {
+                if !events.is_empty() {
+                    let batch = std::mem::replace(events, Vec::with_capacity(events.capacity()));
+                    shards.send(shard, batch);
+                }
+            }
+        });
+    }
+
     /// [`Dispatcher::route_admitted`] for an event that names its persona.
     pub fn route_internal(&self, event: Event) -> usize {
         self.route_admitted(Arc::new(RoutedEvent::named(event)), Delivery::none())

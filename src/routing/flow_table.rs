@@ -93,9 +93,9 @@ impl FlowTable {
         let runner = self
             .resolver
             .resolve(&flow.runner)
-            .map_err(|reason| FlowRejected {
+            .map_err(|e| FlowRejected {
                 field: "runner".into(),
-                reason,
+                reason: e.0,
             })?;
         let key = (flow.account.clone(), flow.agent.clone(), flow.flow.clone());
         let next = &mut self.next_id;

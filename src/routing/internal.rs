@@ -18,16 +18,16 @@ pub fn spawn(queue: InternalQueue, ingress: Ingress, dispatcher: Arc<Dispatcher>
     let InternalQueue(mut rx) = queue;
     actix_rt::spawn(async move {
         let mut batch = Vec::with_capacity(BATCH);
+        let mut admitted = Vec::with_capacity(BATCH);
         while rx.recv_many(&mut batch, BATCH).await > 0 {
             for Internal { event, source } in batch.drain(..) {
                 match ingress.admit_internal(event) {
-                    Ok(event) => {
-                        dispatcher.route_admitted(event, Delivery::new(source, None));
-                    }
+                    Ok(event) => admitted.push((event, Delivery::new(source, None))),
                     // Recorded as a dead letter: the source settles (a refusal is an answer).
                     Err(_) => drop(Delivery::new(source, None)),
                 }
             }
+            dispatcher.route_admitted_batch(&mut admitted);
         }
     });
 }

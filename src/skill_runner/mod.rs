@@ -14,7 +14,7 @@ use rustc_hash::FxHashMap;
 
 use crate::domain::RunnerSpec;
 pub use crate::invocation::{
-    Handoff, Invocation, InvocationSession, Outcome, Reply, RunnerResolver, SkillRunner,
+    Handoff, Invocation, InvocationSession, NoRunner, Outcome, Reply, RunnerResolver, SkillRunner,
 };
 
 /// Resolves `default`, named in-process runners and, given a factory, webhook runners;
@@ -60,18 +60,18 @@ impl RunnerRegistry {
 }
 
 impl RunnerResolver for RunnerRegistry {
-    fn resolve(&self, spec: &RunnerSpec) -> Result<Arc<dyn SkillRunner>, String> {
+    fn resolve(&self, spec: &RunnerSpec) -> Result<Arc<dyn SkillRunner>, NoRunner> {
         match spec {
             RunnerSpec::Default => Ok(self.default.clone()),
             RunnerSpec::InProcess { name } => self
                 .named
                 .get(name)
                 .cloned()
-                .ok_or_else(|| format!("no in-process runner named {name:?}")),
+                .ok_or_else(|| NoRunner(format!("no in-process runner named {name:?}"))),
             RunnerSpec::Demo => self
                 .demo
                 .clone()
-                .ok_or_else(|| "the demo runner is not enabled".to_owned()),
+                .ok_or_else(|| NoRunner("the demo runner is not enabled".to_owned())),
             RunnerSpec::Webhook {
                 url,
                 timeout,
@@ -80,11 +80,11 @@ impl RunnerResolver for RunnerRegistry {
                 .webhooks
                 .as_ref()
                 .map(|w| w.runner(url, *timeout, *max_attempts))
-                .ok_or_else(|| "webhook runners are not enabled".to_owned()),
-            other => Err(format!(
+                .ok_or_else(|| NoRunner("webhook runners are not enabled".to_owned())),
+            other => Err(NoRunner(format!(
                 "runner kind {} is not available here",
                 other.kind()
-            )),
+            ))),
         }
     }
 }

@@ -209,11 +209,13 @@ impl Store {
         .map(|_| ())
     }
 
-    /// The firing's event was handed on.
-    pub fn firing_done(&self, id: Uuid) {
+    /// The firings' events were handed on.
+    pub fn firings_done(&self, ids: Vec<Uuid>) {
         self.write_later(move |tx| {
-            tx.prepare_cached("DELETE FROM timer_firings WHERE id = ?1")?
-                .execute(params![id.to_string()])?;
+            let mut st = tx.prepare_cached("DELETE FROM timer_firings WHERE id = ?1")?;
+            for id in &ids {
+                st.execute(params![id.to_string()])?;
+            }
             Ok(Written::Done)
         });
     }

@@ -27,6 +27,8 @@ pub mod names {
     pub const NATS_INVOCATIONS: &str = "nats_invocations";
     /// Timer commands waiting for the timer service.
     pub const TIMER_COMMANDS: &str = "timer_commands";
+    /// Ids of timer firings handed on, waiting to be forgotten in bulk.
+    pub const TIMER_FIRINGS_DONE: &str = "timer_firings_done";
 }
 
 /// How one live queue tells its depth and capacity; `None` once it is gone.

@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 
 use super::headers;
 use super::subjects::Subjects;
+use crate::fault::{Blame, Fault};
 use crate::wire::envelope::VERSION;
 use crate::wire::envelope::{CommandEnvelope, Encoding, EnvelopeError, EventEnvelope};
 use crate::wire::invocation::{InvocationBatchWire, ResultBatchWire, ResultWire};
@@ -21,6 +22,19 @@ pub enum ClientError {
     Nats(String),
     #[error("decoding: {0}")]
     Decode(#[from] EnvelopeError),
+}
+
+impl Blame for ClientError {
+    fn fault(&self) -> Fault {
+        match self {
+            ClientError::Nats(_) => Fault::Peer,
+            ClientError::Decode(_) => Fault::Caller,
+        }
+    }
+
+    fn retryable(&self) -> bool {
+        matches!(self, ClientError::Nats(_))
+    }
 }
 
 fn nats(e: impl std::fmt::Display) -> ClientError {

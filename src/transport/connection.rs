@@ -8,6 +8,7 @@ use async_nats::jetstream::{self, consumer, stream};
 
 use super::subjects::Subjects;
 use crate::config::NatsConfig;
+use crate::fault::{Blame, Fault};
 
 /// The NATS transport's failures: all a peer's (the server) or the operator's (config).
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,20 @@ pub enum NatsError {
     Credentials(String, String),
     #[error("JetStream {what}: {detail}")]
     JetStream { what: String, detail: String },
+}
+
+impl Blame for NatsError {
+    fn fault(&self) -> Fault {
+        match self {
+            // The operator's configuration.
+            NatsError::Credentials(..) => Fault::Caller,
+            NatsError::Unreachable { .. } | NatsError::JetStream { .. } => Fault::Peer,
+        }
+    }
+
+    fn retryable(&self) -> bool {
+        !matches!(self, NatsError::Credentials(..))
+    }
 }
 
 fn js_err(what: impl Into<String>, e: impl std::fmt::Display) -> NatsError {

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 
+use crate::fault::{Blame, Fault};
 use crate::telemetry::queue;
 
 /// What happens when a message is settled: `Ok` once the stream stored it, `Err` with the
@@ -29,6 +30,16 @@ pub struct Outgoing {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the publish queue is full")]
 pub struct Full;
+
+impl Blame for Full {
+    fn fault(&self) -> Fault {
+        Fault::Daemon
+    }
+
+    fn retryable(&self) -> bool {
+        true
+    }
+}
 
 #[derive(Clone)]
 pub struct Publisher {

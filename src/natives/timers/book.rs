@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::{ready, BoxFuture, FutureExt};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::spec::{Timer, TimerKey};
 use crate::domain::{Idn, PersonaId};
 use crate::store::timers::{After, FiringRow, TimerRow};
 use crate::store::{Store, StoreError};
+use crate::telemetry::queue;
 
 /// A firing: the event a timer fired, recorded until it was handed on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,17 +130,40 @@ fn blocking<T: Send + 'static>(
     .boxed()
 }
 
-/// The daemon's SQLite store.
-pub struct StoredBook(pub Store);
+/// The daemon's SQLite store. Firings handed on are forgotten in bulk: their ids gather in a
+/// queue that one task drains into one delete per batch (a firing forgotten late is only
+/// replayed, marked redelivered, if the daemon stops first).
+pub struct StoredBook {
+    store: Store,
+    done: mpsc::Sender<Uuid>,
+}
+
+/// Firing ids deleted in one write, at most.
+const DONE_BATCH: usize = 4096;
+
+impl StoredBook {
+    /// Starts the task that forgets firings; call inside the runtime.
+    pub fn new(store: Store) -> Self {
+        let (done, mut rx) = queue::bounded::<Uuid>(queue::names::TIMER_FIRINGS_DONE, 65_536);
+        let writer = store.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::with_capacity(DONE_BATCH);
+            while rx.recv_many(&mut ids, DONE_BATCH).await > 0 {
+                writer.firings_done(std::mem::take(&mut ids));
+            }
+        });
+        StoredBook { store, done }
+    }
+}
 
 impl Book for StoredBook {
     fn save(&self, timer: &Timer) -> BoxFuture<'static, Result<(), StoreError>> {
-        let (store, row) = (self.0.clone(), row_of(timer));
+        let (store, row) = (self.store.clone(), row_of(timer));
         async move { store.save_timer(row).await }.boxed()
     }
 
     fn delete(&self, key: &TimerKey) -> BoxFuture<'static, Result<bool, StoreError>> {
-        let store = self.0.clone();
+        let store = self.store.clone();
         let (a, c, p, n) = (
             key.account.to_string(),
             key.connector.to_string(),
@@ -149,7 +174,7 @@ impl Book for StoredBook {
     }
 
     fn delete_session(&self, session: Uuid) -> BoxFuture<'static, Result<Vec<Timer>, StoreError>> {
-        let store = self.0.clone();
+        let store = self.store.clone();
         async move {
             store
                 .delete_session_timers(session)
@@ -162,7 +187,7 @@ impl Book for StoredBook {
     }
 
     fn fire(&self, firings: Vec<(Firing, After)>) -> BoxFuture<'static, Result<(), StoreError>> {
-        let store = self.0.clone();
+        let store = self.store.clone();
         let rows = firings
             .iter()
             .map(|(f, after)| (firing_row(f), after.clone()))
@@ -171,7 +196,12 @@ impl Book for StoredBook {
     }
 
     fn done(&self, id: Uuid) {
-        self.0.firing_done(id);
+        if let Err(e) = self.done.try_send(id) {
+            queue::full(queue::names::TIMER_FIRINGS_DONE);
+            if let mpsc::error::TrySendError::Full(id) = e {
+                self.store.firings_done(vec![id]);
+            }
+        }
     }
 
     fn due_before(
@@ -179,7 +209,7 @@ impl Book for StoredBook {
         before_ms: i64,
         limit: usize,
     ) -> BoxFuture<'static, Result<Vec<Timer>, StoreError>> {
-        let store = self.0.clone();
+        let store = self.store.clone();
         blocking(move || {
             store
                 .timers_due_before(before_ms, limit)?
@@ -190,7 +220,7 @@ impl Book for StoredBook {
     }
 
     fn count(&self, key: &TimerKey) -> BoxFuture<'static, Result<usize, StoreError>> {
-        let store = self.0.clone();
+        let store = self.store.clone();
         let (a, c, p) = (
             key.account.to_string(),
             key.connector.to_string(),
@@ -200,7 +230,7 @@ impl Book for StoredBook {
     }
 
     fn exists(&self, key: &TimerKey) -> BoxFuture<'static, Result<bool, StoreError>> {
-        let store = self.0.clone();
+        let store = self.store.clone();
         let (a, c, p, n) = (
             key.account.to_string(),
             key.connector.to_string(),
@@ -211,12 +241,12 @@ impl Book for StoredBook {
     }
 
     fn total(&self) -> BoxFuture<'static, Result<usize, StoreError>> {
-        let store = self.0.clone();
+        let store = self.store.clone();
         blocking(move || store.timer_total())
     }
 
     fn pending_firings(&self) -> BoxFuture<'static, Result<Vec<Firing>, StoreError>> {
-        let store = self.0.clone();
+        let store = self.store.clone();
         blocking(move || {
             store
                 .pending_firings()?

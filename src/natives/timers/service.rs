@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use futures_util::future::FutureExt;
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -36,6 +38,8 @@ use crate::telemetry::throttle::Throttle;
 const FIRE_BATCH: usize = 2048;
 /// Timers loaded into the window by one refill, at most.
 const REFILL_LIMIT: usize = 100_000;
+/// Batches of firings being recorded at once, at most.
+const IN_FLIGHT: usize = 4;
 /// How long a failed firing waits before it is tried again.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -112,6 +116,15 @@ pub struct Service {
     pub dead_letters: Arc<dyn DeadLetterStore>,
     pub clock: Clock,
     pub settings: Settings,
+}
+
+/// Due timers taken together: their firings (recorded in one transaction) and those skipped.
+struct Batch {
+    due: Vec<Timer>,
+    now: i64,
+    firings: Vec<(Firing, After)>,
+    /// Not fired: `(timer, its next due time, the reason it is cancelled)`.
+    skipped: Vec<(Timer, Option<i64>, Option<&'static str>)>,
 }
 
 /// The soon-due timers, by due time and by key.
@@ -369,96 +382,133 @@ impl Service {
     }
 
     /// Fires what is due; `false` when recording the firings failed (they are tried again).
+    /// Up to [`IN_FLIGHT`] batches are being recorded at once (the store joins their writes
+    /// into one commit); each batch's events leave once its own record committed, in order.
     async fn fire_due(&self, window: &mut Window) -> bool {
+        let mut in_flight = FuturesOrdered::new();
         loop {
-            let now = self.clock.now_ms();
-            let due = window.take_due(now, FIRE_BATCH);
-            if due.is_empty() {
-                return true;
-            }
-            let mut firings = Vec::with_capacity(due.len());
-            let mut skipped = Vec::new();
-            for t in &due {
-                let late_ms = now - t.due_ms;
-                let next = t.next_after(t.due_ms, now);
-                if let Some(session) = t.session {
-                    if !self
-                        .sessions
-                        .is_live(&t.key.account, t.key.persona, session)
-                    {
-                        skipped.push((t.clone(), None, Some("session_ended")));
-                        continue;
-                    }
-                }
-                if self.settings.late == LatePolicy::Skip
-                    && next.is_some()
-                    && late_ms > self.settings.grace.as_millis() as i64
-                {
-                    skipped.push((t.clone(), next, None));
+            if in_flight.len() < IN_FLIGHT {
+                let now = self.clock.now_ms();
+                let due = window.take_due(now, FIRE_BATCH);
+                if !due.is_empty() {
+                    let batch = self.prepare(due, now);
+                    let record = if batch.firings.is_empty() {
+                        futures_util::future::ready(Ok(())).boxed()
+                    } else {
+                        self.book.fire(batch.firings.clone())
+                    };
+                    in_flight.push_back(record.map(move |r| (r, batch)));
                     continue;
                 }
-                let mut arguments = vec![
-                    ("timerName".to_owned(), t.key.name.clone()),
-                    ("personaId".to_owned(), t.key.persona.0.to_string()),
-                    ("fireAt".to_owned(), iso(t.due_ms)),
-                    ("firedAt".to_owned(), iso(now)),
-                    (
-                        "lateBySeconds".to_owned(),
-                        format!("{:.3}", late_ms.max(0) as f64 / 1000.0),
-                    ),
-                ];
-                arguments.extend(t.arguments.iter().cloned());
-                let firing = Firing {
-                    id: firing_id(&t.key, t.due_ms),
-                    key: t.key.clone(),
-                    event: t.event.clone(),
-                    arguments,
-                    scheduled_ms: t.due_ms,
-                };
-                let after = next.map_or(After::Remove, After::Rearm);
-                firings.push((firing, after));
             }
-            let recorded = if firings.is_empty() {
-                Ok(())
-            } else {
-                self.book.fire(firings.clone()).await
+            let Some((recorded, batch)) = in_flight.next().await else {
+                return true;
             };
             if let Err(e) = recorded {
                 static FAILED: Throttle = Throttle::new();
                 if let Some(suppressed) = FAILED.allow(Throttle::EVERY) {
                     tracing::warn!(error = %e, suppressed, "timer firings could not be recorded; trying again");
                 }
-                for t in due {
+                for t in batch.due {
                     window.put(t);
+                }
+                // The batches after it are put back as they come back.
+                while let Some((_, later)) = in_flight.next().await {
+                    for t in later.due {
+                        window.put(t);
+                    }
                 }
                 return false;
             }
-            for (f, _) in &firings {
-                let late = (now - f.scheduled_ms).max(0) as f64 / 1000.0;
-                handles::timer_fired(late);
-                self.emit(f, false);
-            }
-            for t in due {
-                let scheduled = t.due_ms;
-                if let Some(next) = t.next_after(scheduled, now) {
-                    window.put(Timer { due_ms: next, ..t });
+            self.settle(batch, window).await;
+        }
+    }
+
+    /// The firings of `due` at `now`, and what is skipped instead.
+    fn prepare(&self, due: Vec<Timer>, now: i64) -> Batch {
+        let mut firings = Vec::with_capacity(due.len());
+        let mut skipped = Vec::new();
+        for t in &due {
+            let late_ms = now - t.due_ms;
+            let next = t.next_after(t.due_ms, now);
+            if let Some(session) = t.session {
+                if !self
+                    .sessions
+                    .is_live(&t.key.account, t.key.persona, session)
+                {
+                    skipped.push((t.clone(), None, Some("session_ended")));
+                    continue;
                 }
             }
-            for (t, next, cancelled) in skipped {
-                match (next, cancelled) {
-                    (_, Some(reason)) => {
-                        if self.book.delete(&t.key).await.is_ok() {
-                            self.cancelled(&t, reason);
-                        }
+            if self.settings.late == LatePolicy::Skip
+                && next.is_some()
+                && late_ms > self.settings.grace.as_millis() as i64
+            {
+                skipped.push((t.clone(), next, None));
+                continue;
+            }
+            let mut arguments = vec![
+                ("timerName".to_owned(), t.key.name.clone()),
+                ("personaId".to_owned(), t.key.persona.0.to_string()),
+                ("fireAt".to_owned(), iso(t.due_ms)),
+                ("firedAt".to_owned(), iso(now)),
+                (
+                    "lateBySeconds".to_owned(),
+                    format!("{:.3}", late_ms.max(0) as f64 / 1000.0),
+                ),
+            ];
+            arguments.extend(t.arguments.iter().cloned());
+            let firing = Firing {
+                id: firing_id(&t.key, t.due_ms),
+                key: t.key.clone(),
+                event: t.event.clone(),
+                arguments,
+                scheduled_ms: t.due_ms,
+            };
+            let after = next.map_or(After::Remove, After::Rearm);
+            firings.push((firing, after));
+        }
+        Batch {
+            due,
+            now,
+            firings,
+            skipped,
+        }
+    }
+
+    /// A batch's record committed: its events leave, its timers move on.
+    async fn settle(&self, batch: Batch, window: &mut Window) {
+        let Batch {
+            due,
+            now,
+            firings,
+            skipped,
+        } = batch;
+        for (f, _) in &firings {
+            let late = (now - f.scheduled_ms).max(0) as f64 / 1000.0;
+            handles::timer_fired(late);
+            self.emit(f, false);
+        }
+        for t in due {
+            let scheduled = t.due_ms;
+            if let Some(next) = t.next_after(scheduled, now) {
+                window.put(Timer { due_ms: next, ..t });
+            }
+        }
+        for (t, next, cancelled) in skipped {
+            match (next, cancelled) {
+                (_, Some(reason)) => {
+                    if self.book.delete(&t.key).await.is_ok() {
+                        self.cancelled(&t, reason);
                     }
-                    (Some(next), None) => {
-                        let moved = Timer { due_ms: next, ..t };
-                        if self.book.save(&moved).await.is_ok() {
-                            window.put(moved);
-                        }
-                    }
-                    (None, None) => {}
                 }
+                (Some(next), None) => {
+                    let moved = Timer { due_ms: next, ..t };
+                    if self.book.save(&moved).await.is_ok() {
+                        window.put(moved);
+                    }
+                }
+                (None, None) => {}
             }
         }
     }

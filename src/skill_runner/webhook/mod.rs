@@ -546,7 +546,7 @@ mod tests {
         };
         let plain = RunnerRegistry::new(Arc::new(FnRunner::completing()));
         assert_eq!(
-            plain.resolve(&spec).err().as_deref(),
+            plain.resolve(&spec).err().map(|e| e.0).as_deref(),
             Some("webhook runners are not enabled")
         );
         let factory = WebhookRunners::new(

@@ -66,7 +66,12 @@ fn check(verb: &str, args: &[(&str, &str)], tz: &str, want: Want) {
 }
 
 /// `(command, arguments, the connector's time zone, what it comes to)`.
-type Case = (&'static str, &'static [(&'static str, &'static str)], &'static str, Want);
+type Case = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+    Want,
+);
 
 #[test]
 fn set_timer_cases() {
