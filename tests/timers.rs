@@ -84,6 +84,19 @@ fn arg<'a>(inv: &'a Invocation, name: &str) -> Option<&'a str> {
     inv.event.event.arguments.get(name)
 }
 
+/// A timer of `key` firing every hour from `due_ms`.
+fn hourly(key: TimerKey, due_ms: i64) -> Timer {
+    Timer {
+        key,
+        due_ms,
+        interval_ms: Some(3_600_000),
+        repeatable: true,
+        event: Idn::known("timer"),
+        arguments: Vec::new(),
+        session: None,
+    }
+}
+
 fn millis(iso: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(iso)
         .unwrap()
@@ -310,17 +323,9 @@ async fn at_start_a_recorded_firing_is_replayed_and_an_overdue_timer_fires_once_
     .await
     .unwrap();
     // A repeating timer that fell due ten minutes ago, while the daemon was down.
-    book.save(&Timer {
-        key: key("overdue"),
-        due_ms: now - 600_000,
-        interval_ms: Some(3_600_000),
-        repeatable: true,
-        event: Idn::known("timer"),
-        arguments: Vec::new(),
-        session: None,
-    })
-    .await
-    .unwrap();
+    book.save(&hourly(key("overdue"), now - 600_000))
+        .await
+        .unwrap();
     let mut h = setup(&book, LatePolicy::FireOnce).await;
     let replayed = next(&mut h, "OnTimer").await;
     assert_eq!(
@@ -347,22 +352,13 @@ async fn the_skip_policy_moves_an_overdue_repeating_timer_to_its_next_interval()
         "alice",
     );
     let now = chrono::Utc::now().timestamp_millis();
-    book.save(&Timer {
-        key: TimerKey {
-            account: Idn::known("default"),
-            connector: Idn::known("timers"),
-            persona,
-            name: "daily".into(),
-        },
-        due_ms: now - 600_000,
-        interval_ms: Some(3_600_000),
-        repeatable: true,
-        event: Idn::known("timer"),
-        arguments: Vec::new(),
-        session: None,
-    })
-    .await
-    .unwrap();
+    let key = TimerKey {
+        account: Idn::known("default"),
+        connector: Idn::known("timers"),
+        persona,
+        name: "daily".into(),
+    };
+    book.save(&hourly(key, now - 600_000)).await.unwrap();
     let mut h = setup(&book, LatePolicy::Skip).await;
     let fired = next(&mut h, "OnTimer").await;
     let scheduled = millis(arg(&fired, "fireAt").unwrap());

@@ -53,6 +53,16 @@ pub trait Book: Send + Sync + 'static {
     fn pending_firings(&self) -> BoxFuture<'static, Result<Vec<Firing>, StoreError>>;
 }
 
+/// A key as the store names it: account, connector, persona, name.
+fn parts(key: &TimerKey) -> (String, String, Uuid, String) {
+    (
+        key.account.to_string(),
+        key.connector.to_string(),
+        key.persona.0,
+        key.name.clone(),
+    )
+}
+
 fn row_of(t: &Timer) -> TimerRow {
     TimerRow {
         account: t.key.account.to_string(),
@@ -164,12 +174,7 @@ impl Book for StoredBook {
 
     fn delete(&self, key: &TimerKey) -> BoxFuture<'static, Result<bool, StoreError>> {
         let store = self.store.clone();
-        let (a, c, p, n) = (
-            key.account.to_string(),
-            key.connector.to_string(),
-            key.persona.0,
-            key.name.clone(),
-        );
+        let (a, c, p, n) = parts(key);
         async move { store.delete_timer(a, c, p, n).await }.boxed()
     }
 
@@ -221,22 +226,13 @@ impl Book for StoredBook {
 
     fn count(&self, key: &TimerKey) -> BoxFuture<'static, Result<usize, StoreError>> {
         let store = self.store.clone();
-        let (a, c, p) = (
-            key.account.to_string(),
-            key.connector.to_string(),
-            key.persona.0,
-        );
+        let (a, c, p, _) = parts(key);
         blocking(move || store.timer_count(&a, &c, p))
     }
 
     fn exists(&self, key: &TimerKey) -> BoxFuture<'static, Result<bool, StoreError>> {
         let store = self.store.clone();
-        let (a, c, p, n) = (
-            key.account.to_string(),
-            key.connector.to_string(),
-            key.persona.0,
-            key.name.clone(),
-        );
+        let (a, c, p, n) = parts(key);
         blocking(move || Ok(store.timer(&a, &c, p, &n)?.is_some()))
     }
 
