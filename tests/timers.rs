@@ -310,16 +310,18 @@ async fn at_start_a_recorded_firing_is_replayed_and_an_overdue_timer_fires_once_
     };
     let now = chrono::Utc::now().timestamp_millis();
     // A firing recorded by the last run, whose event was never handed on.
-    book.fire(vec![(
+    book.fire(&[(
         Firing {
             id: uuid::Uuid::from_u128(77),
             key: key("recorded"),
             event: Idn::known("timer"),
             arguments: vec![("timerName".into(), "recorded".into())],
             scheduled_ms: now - 5_000,
+            redelivered: false,
         },
         switchboard::store::timers::After::Remove,
     )])
+    .unwrap()
     .await
     .unwrap();
     // A repeating timer that fell due ten minutes ago, while the daemon was down.
@@ -336,6 +338,10 @@ async fn at_start_a_recorded_firing_is_replayed_and_an_overdue_timer_fires_once_
     assert!(replayed.event.event.redelivered, "marked as a redelivery");
     let late = next(&mut h, "OnTimer").await;
     assert_eq!(arg(&late, "timerName"), Some("overdue"));
+    assert!(
+        late.event.event.redelivered,
+        "due before this run started: a run before may have emitted it unrecorded"
+    );
     let late_by: f64 = arg(&late, "lateBySeconds").unwrap().parse().unwrap();
     assert!((599.0..700.0).contains(&late_by), "{late_by}");
     // Once, then on its schedule: due an hour after the missed time.

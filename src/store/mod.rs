@@ -39,6 +39,9 @@ pub enum StoreError {
     Closed,
     #[error("stored data does not decode: {0}")]
     Corrupt(String),
+    /// The writer's queue is full (only from [`Store::write_queued`]).
+    #[error("the store's write queue is full")]
+    Busy,
 }
 
 impl Blame for StoreError {
@@ -49,6 +52,7 @@ impl Blame for StoreError {
     /// Whether the same write may succeed if tried again (a busy or locked database).
     fn retryable(&self) -> bool {
         matches!(self, StoreError::Sqlite(m) if m.contains("locked") || m.contains("busy"))
+            || matches!(self, StoreError::Busy)
     }
 }
 
@@ -137,6 +141,25 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues a write at once, in the writer's order from this call on, and answers its commit
+    /// later; [`StoreError::Busy`] (nothing queued) when the queue is full.
+    pub fn write_queued(
+        &self,
+        work: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<Written> + Send + 'static,
+    ) -> Result<impl std::future::Future<Output = Result<Written, StoreError>>, StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .try_send(Job {
+                work: Box::new(work),
+                done: Some(done),
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => StoreError::Busy,
+                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+            })?;
+        Ok(async move { rx.await.map_err(|_| StoreError::Closed)? })
     }
 
     /// Queues a write nobody waits for. If the queue is full the write is skipped and counted

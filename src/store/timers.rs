@@ -154,9 +154,14 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)
     }
 
-    /// Records firings and moves their timers on, in one transaction.
-    pub async fn fire_timers(&self, firings: Vec<(FiringRow, After)>) -> Result<(), StoreError> {
-        self.write(move |tx| {
+    /// Records firings and moves their timers on, in one transaction, queued at once (before
+    /// anything queued after this call: a later `firings_done` finds the rows); the future
+    /// answers the commit. [`StoreError::Busy`] when the writer's queue is full.
+    pub fn fire_timers(
+        &self,
+        firings: Vec<(FiringRow, After)>,
+    ) -> Result<impl std::future::Future<Output = Result<(), StoreError>>, StoreError> {
+        let committed = self.write_queued(move |tx| {
             let mut insert = tx.prepare_cached(
                 "INSERT OR REPLACE INTO timer_firings
                  (id, account, connector, persona, name, event, arguments, scheduled_ms)
@@ -204,9 +209,8 @@ impl Store {
                 };
             }
             Ok(Written::Done)
-        })
-        .await
-        .map(|_| ())
+        })?;
+        Ok(async move { committed.await.map(|_| ()) })
     }
 
     /// The firings' events were handed on.

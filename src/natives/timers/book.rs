@@ -24,7 +24,13 @@ pub struct Firing {
     /// The event's arguments.
     pub arguments: Vec<(String, String)>,
     pub scheduled_ms: i64,
+    /// It may have left before (not stored: a firing read back from the book is replayed,
+    /// hence marked, anyway).
+    pub redelivered: bool,
 }
+
+/// A write queued, answering when it is durable.
+pub type Durable = BoxFuture<'static, Result<(), StoreError>>;
 
 pub trait Book: Send + Sync + 'static {
     /// Creates or replaces the timer of its key.
@@ -33,8 +39,10 @@ pub trait Book: Send + Sync + 'static {
     fn delete(&self, key: &TimerKey) -> BoxFuture<'static, Result<bool, StoreError>>;
     /// Removes the timers bound to `session`; returns them.
     fn delete_session(&self, session: Uuid) -> BoxFuture<'static, Result<Vec<Timer>, StoreError>>;
-    /// Records firings and moves their timers on, all at once.
-    fn fire(&self, firings: Vec<(Firing, After)>) -> BoxFuture<'static, Result<(), StoreError>>;
+    /// Records firings and moves their timers on, all at once: queued before this returns
+    /// (so whatever is asked of the book afterwards comes after it); the future answers when it
+    /// is durable. An `Err` queued nothing.
+    fn fire(&self, firings: &[(Firing, After)]) -> Result<Durable, StoreError>;
     /// A firing's event was handed on.
     fn done(&self, id: Uuid);
     /// Timers due before `before_ms`, soonest first, at most `limit`.
@@ -125,6 +133,7 @@ fn firing_of(r: FiringRow) -> Result<Firing, StoreError> {
         event: idn("event", &r.event)?,
         arguments: r.arguments,
         scheduled_ms: r.scheduled_ms,
+        redelivered: true,
     })
 }
 
@@ -191,13 +200,12 @@ impl Book for StoredBook {
         .boxed()
     }
 
-    fn fire(&self, firings: Vec<(Firing, After)>) -> BoxFuture<'static, Result<(), StoreError>> {
-        let store = self.store.clone();
+    fn fire(&self, firings: &[(Firing, After)]) -> Result<Durable, StoreError> {
         let rows = firings
             .iter()
             .map(|(f, after)| (firing_row(f), after.clone()))
             .collect();
-        async move { store.fire_timers(rows).await }.boxed()
+        Ok(self.store.fire_timers(rows)?.boxed())
     }
 
     fn done(&self, id: Uuid) {
@@ -305,9 +313,9 @@ impl Book for MemoryBook {
         ready(Ok(gone)).boxed()
     }
 
-    fn fire(&self, firings: Vec<(Firing, After)>) -> BoxFuture<'static, Result<(), StoreError>> {
+    fn fire(&self, firings: &[(Firing, After)]) -> Result<Durable, StoreError> {
         let mut m = self.lock();
-        for (f, after) in firings {
+        for (f, after) in firings.iter().cloned() {
             let same = m
                 .timers
                 .get(&f.key)
@@ -326,7 +334,7 @@ impl Book for MemoryBook {
             }
             m.firings.insert(f.id, f);
         }
-        ready(Ok(())).boxed()
+        Ok(ready(Ok(())).boxed())
     }
 
     fn done(&self, id: Uuid) {

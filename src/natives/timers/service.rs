@@ -5,12 +5,18 @@
 //! disk, not a million entries here.
 //!
 //! Firing: the due timers (up to a batch) are recorded as firings and moved on (a repeating
-//! timer re-arms from its schedule, so it never drifts) in one transaction; then each event is
-//! emitted through the internal-events sink, and its firing is forgotten once the event was
-//! handed on. A crash between the two replays the firing at the next start, marked
-//! `redelivered`, with the same event id: it fires at most once more, never not at all.
+//! timer re-arms from its schedule, so it never drifts) in one transaction, queued in the
+//! store's writer before their events are emitted through the internal-events sink; a firing is
+//! forgotten once its event was handed on, which the writer sees after the record. The events
+//! do not wait for the commit (its fsync would bound a burst by the writer's pace); so a crash
+//! can come after an event left and before its record committed: the timer is then still due
+//! at the next start, and every timer found due at start fires marked `redelivered`. A
+//! recorded firing not yet handed on is replayed at start, marked, with the same event id.
+//! Either way a firing is lost never, and repeated only marked.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,7 +45,7 @@ const FIRE_BATCH: usize = 2048;
 /// Timers loaded into the window by one refill, at most.
 const REFILL_LIMIT: usize = 100_000;
 /// Batches of firings being recorded at once, at most.
-const IN_FLIGHT: usize = 4;
+const IN_FLIGHT: usize = 64;
 /// How long a failed firing waits before it is tried again.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -105,6 +111,8 @@ pub enum Job {
 }
 
 pub struct Service {
+    /// When this run started (Unix ms): timers due before it fire marked `redelivered`.
+    pub started_ms: i64,
     /// Opened (sent, or dropped) once what the firings need is in place: connectors restored,
     /// flows loaded. Until then commands wait in their queue and nothing fires.
     pub start: tokio::sync::oneshot::Receiver<()>,
@@ -131,7 +139,7 @@ struct Batch {
 #[derive(Default)]
 struct Window {
     by_due: BTreeMap<(i64, u64), TimerKey>,
-    by_key: HashMap<TimerKey, (u64, Timer)>,
+    by_key: FxHashMap<TimerKey, (u64, Timer)>,
     next_seq: u64,
     /// Every timer due before this is here.
     horizon_ms: i64,
@@ -257,8 +265,15 @@ impl Service {
     async fn replay(&self) {
         match self.book.pending_firings().await {
             Ok(firings) => {
+                let mut running = None;
                 for f in firings {
-                    self.emit(&f, true);
+                    self.emit(
+                        &Firing {
+                            redelivered: true,
+                            ..f
+                        },
+                        &mut running,
+                    );
                 }
             }
             Err(e) => {
@@ -392,35 +407,59 @@ impl Service {
                 let due = window.take_due(now, FIRE_BATCH);
                 if !due.is_empty() {
                     let batch = self.prepare(due, now);
-                    let record = if batch.firings.is_empty() {
-                        futures_util::future::ready(Ok(())).boxed()
+                    let durable = if batch.firings.is_empty() {
+                        Ok(futures_util::future::ready(Ok(())).boxed())
                     } else {
-                        self.book.fire(batch.firings.clone())
+                        self.book.fire(&batch.firings)
                     };
-                    in_flight.push_back(record.map(move |r| (r, batch)));
+                    match durable {
+                        Ok(durable) => {
+                            // Queued in the writer: the events leave now.
+                            let mut running = None;
+                            for (f, _) in &batch.firings {
+                                handles::timer_fired((now - f.scheduled_ms).max(0) as f64 / 1000.0);
+                                self.emit(f, &mut running);
+                            }
+                            in_flight.push_back(durable.map(move |r| (r, batch)));
+                        }
+                        Err(e) => {
+                            // Nothing queued, nothing left: they stay due.
+                            self.failed(&e);
+                            for t in batch.due {
+                                window.put(t);
+                            }
+                            while let Some((_, later)) = in_flight.next().await {
+                                self.settle(later, window).await;
+                            }
+                            return false;
+                        }
+                    }
                     continue;
                 }
             }
             let Some((recorded, batch)) = in_flight.next().await else {
                 return true;
             };
-            if let Err(e) = recorded {
-                static FAILED: Throttle = Throttle::new();
-                if let Some(suppressed) = FAILED.allow(Throttle::EVERY) {
-                    tracing::warn!(error = %e, suppressed, "timer firings could not be recorded; trying again");
-                }
-                for t in batch.due {
-                    window.put(t);
-                }
-                // The batches after it are put back as they come back.
-                while let Some((_, later)) = in_flight.next().await {
-                    for t in later.due {
+            match recorded {
+                Ok(()) => self.settle(batch, window).await,
+                Err(e) => {
+                    // The events left, the record did not commit: in the book the timers are
+                    // still due as they were, so they fire again at the next refill or start,
+                    // then marked (`started_ms` moves on only with a new run: mark them here).
+                    self.failed(&e);
+                    for t in batch.due {
                         window.put(t);
                     }
+                    return false;
                 }
-                return false;
             }
-            self.settle(batch, window).await;
+        }
+    }
+
+    fn failed(&self, e: &crate::store::StoreError) {
+        static FAILED: Throttle = Throttle::new();
+        if let Some(suppressed) = FAILED.allow(Throttle::EVERY) {
+            tracing::warn!(error = %e, suppressed, "timer firings could not be recorded; trying again");
         }
     }
 
@@ -464,6 +503,8 @@ impl Service {
                 event: t.event.clone(),
                 arguments,
                 scheduled_ms: t.due_ms,
+                // Due before this run started: a run before may have emitted it unrecorded.
+                redelivered: t.due_ms < self.started_ms,
             };
             let after = next.map_or(After::Remove, After::Rearm);
             firings.push((firing, after));
@@ -484,11 +525,7 @@ impl Service {
             firings,
             skipped,
         } = batch;
-        for (f, _) in &firings {
-            let late = (now - f.scheduled_ms).max(0) as f64 / 1000.0;
-            handles::timer_fired(late);
-            self.emit(f, false);
-        }
+        drop(firings);
         for t in due {
             let scheduled = t.due_ms;
             if let Some(next) = t.next_after(scheduled, now) {
@@ -515,14 +552,23 @@ impl Service {
 
     /// Emits a firing's event; the firing is forgotten once the event was handed on. A timer
     /// whose connector does not run is refused as any event would be: dead-lettered.
-    fn emit(&self, f: &Firing, redelivered: bool) {
-        let event = event_of(f, redelivered);
+    ///
+    /// `running` remembers the last connector found running, so a batch of one connector's
+    /// firings asks the directory once.
+    fn emit(&self, f: &Firing, running: &mut Option<ConnectorKey>) {
+        let event = event_of(f, f.redelivered);
         let key = ConnectorKey::new(
             &f.key.account,
             &Idn::known("program_timer"),
             &f.key.connector,
         );
-        if let Err(((), reach)) = self.directory.with_running(&key, (), |_, ()| ()) {
+        let reached = if running.as_ref() == Some(&key) {
+            Ok(())
+        } else {
+            self.directory.with_running(&key, (), |_, ()| ())
+        };
+        *running = reached.is_ok().then_some(key);
+        if let Err(((), reach)) = reached {
             let refusal = crate::admission::Refusal::from(reach);
             handles::rejected(refusal.code());
             if let Some(reason) = refusal.dead_letter_reason() {
