@@ -191,10 +191,31 @@ pub fn sessions(channel: &'static str) -> (Gauge, Counter) {
     )
 }
 
-/// A timer fired, `late` seconds after it was due.
-pub fn timer_fired(late: f64) {
-    counter!(m::TIMERS_FIRED_TOTAL).increment(1);
-    histogram!(m::TIMER_LATENESS_SECONDS).record(late);
+/// The timer service's handles, resolved once.
+pub struct TimerMetrics {
+    fired: Counter,
+    lateness: Histogram,
+}
+
+impl TimerMetrics {
+    pub fn new() -> Self {
+        TimerMetrics {
+            fired: counter!(m::TIMERS_FIRED_TOTAL),
+            lateness: histogram!(m::TIMER_LATENESS_SECONDS),
+        }
+    }
+
+    /// A timer fired, `late` seconds after it was due.
+    pub fn fired(&self, late: f64) {
+        self.fired.increment(1);
+        self.lateness.record(late);
+    }
+}
+
+impl Default for TimerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// A timer was cancelled: by a command, or because its session ended.

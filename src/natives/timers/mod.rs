@@ -64,6 +64,7 @@ impl ProgramTimer {
         let clock = Clock::start();
         let past_grace_ms = settings.grace.as_millis() as i64;
         let service = Service {
+            metrics: crate::telemetry::handles::TimerMetrics::new(),
             started_ms: clock.now_ms(),
             start,
             jobs: rx,

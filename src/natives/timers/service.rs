@@ -111,6 +111,7 @@ pub enum Job {
 }
 
 pub struct Service {
+    pub metrics: handles::TimerMetrics,
     /// When this run started (Unix ms): timers due before it fire marked `redelivered`.
     pub started_ms: i64,
     /// Opened (sent, or dropped) once what the firings need is in place: connectors restored,
@@ -417,7 +418,8 @@ impl Service {
                             // Queued in the writer: the events leave now.
                             let mut running = None;
                             for (f, _) in &batch.firings {
-                                handles::timer_fired((now - f.scheduled_ms).max(0) as f64 / 1000.0);
+                                self.metrics
+                                    .fired((now - f.scheduled_ms).max(0) as f64 / 1000.0);
                                 self.emit(f, &mut running);
                             }
                             in_flight.push_back(durable.map(move |r| (r, batch)));
