@@ -324,7 +324,7 @@ async fn demo_setup(d: &Arc<Daemon>) -> Result<(), BootError> {
 runner: {kind: demo}
 events:
   - {idn: session_started, skill_idn: DemoGreeting, integration_idn: system, connector_idn: system}
-  - {idn: user_message, skill_idn: DemoEcho, integration_idn: sandbox}
+  - {idn: user_message, skill_idn: DemoEcho, integration_idn: sandbox, connector_idn: demo}
 "#,
     )
     .expect("the demo flow parses");

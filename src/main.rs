@@ -32,6 +32,8 @@ enum Cmd {
     },
     /// Validates a config file and the flow files it names; exits non-zero naming the key.
     Check {
+        /// The config file to check; `config/switchboard.toml` when it exists, else the
+        /// defaults. Environment overrides (`SWITCHBOARD_<SECTION>__<KEY>`) apply as for serve.
         #[arg(long)]
         config: Option<PathBuf>,
     },

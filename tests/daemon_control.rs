@@ -541,3 +541,46 @@ async fn a_command_for_a_native_integration_without_a_handler_is_refused_at_once
     assert_eq!(s, StatusCode::OK);
     assert_eq!(letters, json!([]));
 }
+
+#[actix_rt::test]
+async fn the_demo_flow_answers_its_own_connector_only() {
+    let dir = temp_dir("demo-scope");
+    let d = DaemonProcess::start(&dir, &[("SWITCHBOARD_SANDBOX__DEMO_RUNNER", "true")]);
+    let c = Client::new();
+    // README's walk-through: another sandbox connector with a flow of its own.
+    d.run_connector(
+        "sandbox",
+        json!({"title": "My chat", "connector_idn": "my_chat", "settings": []}),
+    )
+    .await;
+    d.put_flow(
+        "HelloAgent",
+        "MainFlow",
+        &json!({"runner": {"kind": "demo"}, "events": [
+            {"idn": "user_message", "skill_idn": "Echo", "integration_idn": "sandbox",
+             "connector_idn": "my_chat", "interrupt_mode": "interrupt"}]}),
+    )
+    .await;
+    let explain = |connector: &str| {
+        d.url(&format!(
+            "/v1/routes/explain?integration_idn=sandbox&connector_idn={connector}&event_idn=user_message"
+        ))
+    };
+    let (s, mine) = call(&c, "GET", explain("my_chat"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let skills: Vec<&str> = mine["matched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["skill"].as_str().unwrap())
+        .collect();
+    assert_eq!(skills, ["Echo"], "one reply per message on my_chat: {mine}");
+    let (_, demo) = call(&c, "GET", explain("demo"), None).await;
+    let skills: Vec<&str> = demo["matched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["skill"].as_str().unwrap())
+        .collect();
+    assert_eq!(skills, ["DemoEcho"], "{demo}");
+}
