@@ -162,6 +162,10 @@ fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
+    // A port already taken is reported before anything is created or migrated (the store, the
+    // key file): the address is tried first, then given back for the server to bind.
+    std::net::TcpListener::bind(config.http.listen)
+        .with_context(|| format!("http.listen {}: cannot listen there", config.http.listen))?;
     let exporter = switchboard::telemetry::exporter::Exporter::install()
         .context("installing the metrics recorder")?;
     actix_rt::System::new().block_on(async move {

@@ -584,3 +584,23 @@ async fn the_demo_flow_answers_its_own_connector_only() {
         .collect();
     assert_eq!(skills, ["DemoEcho"], "{demo}");
 }
+
+#[actix_rt::test]
+async fn a_port_in_use_is_refused_before_anything_is_created() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = temp_dir("port-taken");
+    let out = DaemonProcess::builder(&dir)
+        .env("SWITCHBOARD_HTTP__LISTEN", addr.as_str())
+        .run_to_exit();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("http.listen") && stderr.contains(&addr),
+        "the error names the key and the address: {stderr}"
+    );
+    assert!(
+        !dir.join("switchboard.db").exists() && !dir.join("switchboard.key").exists(),
+        "no store migrated, no key file written"
+    );
+}
