@@ -91,8 +91,11 @@ fn main() -> anyhow::Result<()> {
 
 fn init_logs(config: &Config) -> anyhow::Result<()> {
     let filter = config.log.filter()?;
+    // Colours only for a person at a terminal: a file, a pipe or a journal gets plain text.
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Plain => builder.init(),
@@ -195,8 +198,14 @@ async fn wait_for_signals(daemon: &Arc<Daemon>) -> anyhow::Result<()> {
             _ = term.recv() => return Ok(()),
             _ = tokio::signal::ctrl_c() => return Ok(()),
             _ = hup.recv() => match daemon.reload_flow_files().await {
-                Ok(n) => tracing::info!(flows = n, "flow files reloaded"),
-                Err(e) => tracing::error!(error = %e, "flow files refused; the flows in force stay"),
+                Ok(n) => {
+                    switchboard::telemetry::handles::flow_reload(true);
+                    tracing::info!(flows = n, "flow files reloaded");
+                }
+                Err(e) => {
+                    switchboard::telemetry::handles::flow_reload(false);
+                    tracing::error!(error = %e, "flow files refused; the flows in force stay");
+                }
             },
         }
     }

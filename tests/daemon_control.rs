@@ -604,3 +604,44 @@ async fn a_port_in_use_is_refused_before_anything_is_created() {
         "no store migrated, no key file written"
     );
 }
+
+#[actix_rt::test]
+async fn flow_reloads_are_counted_by_result_with_the_time_of_the_last_success() {
+    let dir = temp_dir("reload-metrics");
+    std::fs::write(dir.join("flows/main.yaml"), FLOW_FILE).unwrap();
+    let d = DaemonProcess::start(&dir, &[]);
+    std::fs::write(dir.join("flows/broken.yaml"), "events: [{idn: 42}]").unwrap();
+    d.hup();
+    let refused = "switchboard_flow_reloads_total{result=\"refused\"} 1";
+    eventually(
+        "the refused reload counted",
+        Duration::from_secs(10),
+        || async {
+            d.metrics()
+                .await
+                .lines()
+                .any(|l| l == refused)
+                .then_some(())
+        },
+    )
+    .await;
+    std::fs::remove_file(dir.join("flows/broken.yaml")).unwrap();
+    d.hup();
+    let ok = "switchboard_flow_reloads_total{result=\"ok\"} 1";
+    let metrics = eventually("the reload counted", Duration::from_secs(10), || async {
+        let m = d.metrics().await;
+        m.lines().any(|l| l == ok).then_some(m)
+    })
+    .await;
+    let stamp: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("switchboard_flow_reload_last_success_timestamp_seconds "))
+        .expect("the time of the last success")
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(now - stamp < 60.0 && stamp <= now, "{stamp} vs {now}");
+}

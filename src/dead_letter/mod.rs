@@ -163,6 +163,21 @@ pub trait DeadLetterStore: Send + Sync + 'static {
 /// Records `letter` in `store` and counts it.
 pub fn record(store: &dyn DeadLetterStore, letter: DeadLetter) {
     crate::telemetry::handles::dead_letter(letter.reason.code());
-    tracing::debug!(reason = letter.reason.code(), detail = %letter.detail, id = %letter.id, "dead letter");
+    // An operator wants to see these; under overload they come per event, so at most one line
+    // per interval says so, with how many were passed over.
+    static WARNED: crate::telemetry::throttle::Throttle =
+        crate::telemetry::throttle::Throttle::new();
+    match WARNED.allow(crate::telemetry::throttle::Throttle::EVERY) {
+        Some(suppressed) => tracing::warn!(
+            reason = letter.reason.code(),
+            detail = %letter.detail,
+            id = %letter.id,
+            suppressed,
+            "dead letter"
+        ),
+        None => {
+            tracing::debug!(reason = letter.reason.code(), detail = %letter.detail, id = %letter.id, "dead letter")
+        }
+    }
     store.record(letter);
 }

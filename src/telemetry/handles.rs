@@ -227,3 +227,14 @@ pub fn timer_cancelled(reason: &'static str) {
 pub fn timers_pending(n: usize) {
     gauge!(m::TIMERS_PENDING).set(n as f64);
 }
+
+/// A reload of the flow files (SIGHUP), by result; a success also stamps the time.
+pub fn flow_reload(ok: bool) {
+    counter!(m::FLOW_RELOADS_TOTAL, "result" => if ok { "ok" } else { "refused" }).increment(1);
+    if ok {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        gauge!(m::FLOW_RELOAD_LAST_SUCCESS).set(now);
+    }
+}

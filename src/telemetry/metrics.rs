@@ -25,6 +25,8 @@ pub const INDEX_SUBSCRIPTIONS: &str = "switchboard_index_subscriptions";
 pub const INFLIGHT_EVENTS: &str = "switchboard_inflight_events";
 pub const INFLIGHT_LIMIT: &str = "switchboard_inflight_limit";
 pub const NATS_INVOCATION_BATCH_SIZE: &str = "switchboard_nats_invocation_batch_size";
+pub const FLOW_RELOADS_TOTAL: &str = "switchboard_flow_reloads_total";
+pub const FLOW_RELOAD_LAST_SUCCESS: &str = "switchboard_flow_reload_last_success_timestamp_seconds";
 pub const TIMERS_PENDING: &str = "switchboard_timers_pending";
 pub const TIMERS_FIRED_TOTAL: &str = "switchboard_timers_fired_total";
 pub const TIMERS_CANCELLED_TOTAL: &str = "switchboard_timers_cancelled_total";
@@ -117,6 +119,15 @@ pub fn describe() {
     describe_histogram!(
         NATS_INVOCATION_BATCH_SIZE,
         "Invocations per message published to queue runners (NATS transport)."
+    );
+    describe_counter!(
+        FLOW_RELOADS_TOTAL,
+        "Reloads of the flow files on SIGHUP, by result (ok, refused)."
+    );
+    describe_gauge!(
+        FLOW_RELOAD_LAST_SUCCESS,
+        Unit::Seconds,
+        "Unix time of the last successful reload of the flow files."
     );
     describe_gauge!(TIMERS_PENDING, "Timers set and not yet done, in the store.");
     describe_counter!(TIMERS_FIRED_TOTAL, "Timer firings handed to routing.");
