@@ -172,6 +172,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let exporter = switchboard::telemetry::exporter::Exporter::install()
         .context("installing the metrics recorder")?;
     actix_rt::System::new().block_on(async move {
+        let signals = Signals::register()?;
         let daemon = boot::start(config, Some(exporter)).await?;
         let (server, addrs) = switchboard::http::bind(daemon.clone())
             .with_context(|| format!("binding {}", daemon.config().http.listen))?;
@@ -180,7 +181,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         }
         let handle = server.handle();
         let server = actix_rt::spawn(server);
-        wait_for_signals(&daemon).await?;
+        wait_for_signals(&daemon, signals).await?;
         shutdown(&daemon, handle).await;
         let _ = server.await;
         tracing::info!("stopped");
@@ -189,10 +190,25 @@ fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 /// Returns on SIGTERM or Ctrl-C; SIGHUP reloads the flow files.
-async fn wait_for_signals(daemon: &Arc<Daemon>) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut hup = signal(SignalKind::hangup())?;
+/// The signals the daemon answers, registered before it says it listens: a SIGHUP or SIGTERM
+/// that comes right after must not find the default action (which ends the process).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+async fn wait_for_signals(daemon: &Arc<Daemon>, signals: Signals) -> anyhow::Result<()> {
+    let Signals { mut term, mut hup } = signals;
     loop {
         tokio::select! {
             _ = term.recv() => return Ok(()),

@@ -645,3 +645,53 @@ async fn flow_reloads_are_counted_by_result_with_the_time_of_the_last_success() 
         .as_secs_f64();
     assert!(now - stamp < 60.0 && stamp <= now, "{stamp} vs {now}");
 }
+
+#[actix_rt::test]
+async fn deleting_a_flow_a_file_defines_is_refused_naming_the_file() {
+    let dir = temp_dir("file-flow-delete");
+    std::fs::write(dir.join("flows/main.yaml"), FLOW_FILE).unwrap();
+    let d = DaemonProcess::start(&dir, &[]);
+    let c = Client::new();
+    let (s, v) = call(&c, "DELETE", d.url("/v1/flows/FileAgent/MainFlow"), None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"]["code"], "defined_by_file");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("main.yaml"),
+        "{v}"
+    );
+    let (s, _) = call(&c, "GET", d.url("/v1/flows/FileAgent/MainFlow"), None).await;
+    assert_eq!(s, StatusCode::OK, "the flow is still there");
+}
+
+#[actix_rt::test]
+async fn a_required_integration_setting_cannot_be_cleared_while_a_connector_of_it_runs() {
+    let dir = temp_dir("integration-required");
+    let d = DaemonProcess::start(&dir, &[]);
+    let c = Client::new();
+    let settings = d.url("/v1/integrations/apify/settings");
+    let (s, v) = call(
+        &c,
+        "POST",
+        settings.clone(),
+        Some(json!([{"idn": "api_token", "value": "tok"}])),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    d.run_connector(
+        "apify",
+        json!({"title": "Scraper", "connector_idn": "scraper"}),
+    )
+    .await;
+    let (s, v) = call(
+        &c,
+        "POST",
+        settings.clone(),
+        Some(json!([{"idn": "api_token", "value": ""}])),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["field"], "integration_settings.api_token");
+}

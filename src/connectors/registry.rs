@@ -386,6 +386,21 @@ impl ConnectorRegistry {
             changes,
             Writer::User,
         )?;
+        // A running connector never lacks a required setting, of its own or its integration's.
+        let runs = self.connectors.iter().any(|e| {
+            e.key().account == *account
+                && e.key().integration == integration.idn
+                && !e.internal
+                && e.status == Status::Running
+        });
+        if runs {
+            settings::check_complete(&integration.spec.integration_settings, &next).map_err(
+                |er| ControlError::Invalid {
+                    field: format!("integration_settings.{}", er.setting),
+                    reason: format!("{} (a connector of {} runs)", er.reason, integration.idn),
+                },
+            )?;
+        }
         self.integration_settings.insert(key, next.clone());
         Ok(Directory::public(
             &integration.spec.integration_settings,

@@ -15,8 +15,9 @@ pub struct FlowFileError {
     pub error: FlowDocError,
 }
 
-/// Every flow of every file in `dir`, in file-name order. A missing directory has no flows.
-pub fn load_dir(account: &Idn, dir: &Path) -> Result<Vec<(Flow, FlowDoc)>, FlowFileError> {
+/// Every flow of every file in `dir`, in file-name order, with its file. A missing directory
+/// has no flows.
+pub fn load_dir(account: &Idn, dir: &Path) -> Result<Vec<(Flow, FlowDoc, PathBuf)>, FlowFileError> {
     let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -51,10 +52,15 @@ pub fn load_dir(account: &Idn, dir: &Path) -> Result<Vec<(Flow, FlowDoc)>, FlowF
                 reason: e.to_string(),
             })
         })?;
-        out.extend(parse(account, &text).map_err(fail)?);
+        out.extend(
+            parse(account, &text)
+                .map_err(fail)?
+                .into_iter()
+                .map(|(f, doc)| (f, doc, path.clone())),
+        );
     }
     let mut seen = std::collections::BTreeSet::new();
-    for (f, _) in &out {
+    for (f, _, _) in &out {
         if !seen.insert((f.agent.clone(), f.flow.clone())) {
             return Err(FlowFileError {
                 path: dir.to_owned(),

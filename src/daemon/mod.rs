@@ -61,6 +61,12 @@ pub enum ChangeError {
     Flow(#[from] FlowRejected),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The flow comes from a flow file: deleting it over the API would not last.
+    #[error("flow {flow} is defined by the file {}; change or remove the file", path.display())]
+    DefinedByFile {
+        flow: String,
+        path: std::path::PathBuf,
+    },
 }
 
 /// Why the flow files were not (re)loaded; the flows in force stay.
@@ -97,6 +103,7 @@ impl Blame for ChangeError {
             ChangeError::Control(e) => e.fault(),
             ChangeError::Flow(e) => e.fault(),
             ChangeError::Store(e) => e.fault(),
+            ChangeError::DefinedByFile { .. } => Fault::Caller,
         }
     }
 
@@ -105,6 +112,7 @@ impl Blame for ChangeError {
             ChangeError::Control(e) => e.retryable(),
             ChangeError::Flow(e) => e.retryable(),
             ChangeError::Store(e) => e.retryable(),
+            ChangeError::DefinedByFile { .. } => false,
         }
     }
 }
@@ -131,7 +139,7 @@ pub struct Daemon {
     pub(crate) ready: AtomicBool,
     pub(crate) draining: AtomicBool,
     /// Flows defined by files: reloads replace exactly these.
-    pub(crate) file_flows: std::sync::Mutex<BTreeMap<(Name, Name), FlowDoc>>,
+    pub(crate) file_flows: std::sync::Mutex<BTreeMap<(Name, Name), std::path::PathBuf>>,
 }
 
 fn aad(account: &str, integration: &str, connector: &str, setting: &str) -> String {
@@ -342,6 +350,19 @@ impl Daemon {
     }
 
     pub async fn delete_flow(&self, agent: &Name, flow: &Name) -> Result<bool, ChangeError> {
+        // A file's flow would come back at the next reload: the file is what to change.
+        let file = self
+            .file_flows
+            .lock()
+            .expect("file flows lock")
+            .get(&(agent.clone(), flow.clone()))
+            .cloned();
+        if let Some(path) = file {
+            return Err(ChangeError::DefinedByFile {
+                flow: format!("{agent}/{flow}"),
+                path,
+            });
+        }
         let account = self.account();
         let removed = self.engine.delete_flow(&account, agent, flow).await;
         self.store
@@ -393,9 +414,9 @@ impl Daemon {
             .map(|f| ((f.agent.clone(), f.flow.clone()), f))
             .collect();
         let mut file_keys = BTreeMap::new();
-        for (f, doc) in &files {
+        for (f, _, path) in &files {
             by_key.insert((f.agent.clone(), f.flow.clone()), f.clone());
-            file_keys.insert((f.agent.clone(), f.flow.clone()), doc.clone());
+            file_keys.insert((f.agent.clone(), f.flow.clone()), path.clone());
         }
         let n = files.len();
         self.engine

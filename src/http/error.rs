@@ -248,6 +248,12 @@ impl From<ChangeError> for ApiError {
             ChangeError::Control(c) => c.into(),
             ChangeError::Flow(f) => f.into(),
             ChangeError::Store(s) => s.into(),
+            ChangeError::DefinedByFile { .. } => ApiError::new(
+                kind_of(&e, Kind::Conflict),
+                "defined_by_file",
+                e.to_string(),
+            )
+            .field("flow_idn"),
         }
     }
 }
