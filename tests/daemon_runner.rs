@@ -364,3 +364,42 @@ async fn a_runner_may_answer_later_through_the_result_endpoint() {
     .unwrap();
     assert!(none.is_empty());
 }
+
+#[actix_rt::test]
+async fn a_replayed_event_is_routed_again_while_its_external_id_is_in_the_dedupe_window() {
+    let mut runner = RunnerServer::start(|_| (500, r#"{"oops":"down"}"#.into()));
+    let dir = temp_dir("replay-dedupe");
+    let d = DaemonProcess::start(&dir, &[("SWITCHBOARD_RUNNERS__BACKOFF_INITIAL_MS", "10")]);
+    let c = Client::new();
+    setup(&d, &runner.base, 1).await;
+    let mut e = event("chat", "bob", "hi");
+    e["external_event_id"] = json!("adapter-msg-1");
+    let (s, v) = post(&c, d.url("/v1/events"), e).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let event_id = v["id"].as_str().unwrap().to_owned();
+    runner.next().await;
+    let letter = eventually("the dead letter", Duration::from_secs(20), || async {
+        let list = get_list(&c, d.url("/v1/dead-letters")).await?;
+        list.into_iter().find(|l| l["reason"] == "runner_failed")
+    })
+    .await;
+    runner.answer_with(|_| (200, completed(json!([]))));
+    let (s, v) = post(
+        &c,
+        d.url(&format!(
+            "/v1/dead-letters/{}/replay",
+            letter["id"].as_str().unwrap()
+        )),
+        json!(null),
+    )
+    .await;
+    assert_eq!(
+        (s, v["status"].as_str()),
+        (StatusCode::OK, Some("replayed")),
+        "{v}"
+    );
+    // A deliberate redelivery, not a duplicate: the runner gets it again.
+    let again = runner.next().await;
+    assert_eq!(again.json["event"]["id"], event_id.as_str());
+    assert_eq!(again.json["redelivered"], true);
+}

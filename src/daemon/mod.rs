@@ -117,6 +117,14 @@ impl Blame for ChangeError {
     }
 }
 
+/// Whether ingestion drops a repeat of an `external_event_id` seen within the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dedupe {
+    Check,
+    /// A deliberate redelivery (a dead letter replayed).
+    Skip,
+}
+
 /// What happened to an ingested event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ingested {
@@ -435,13 +443,27 @@ impl Daemon {
     /// Takes an event in: admission, then durable in the inbox, then to the engine. When this
     /// answers `Accepted`, a crash loses nothing: the inbox replays it at the next start.
     pub async fn ingest(&self, event: Event) -> Result<Ingested, IngestError> {
+        self.ingest_with(event, Dedupe::Check).await
+    }
+
+    /// Takes an event in as [`Daemon::ingest`] does; a replay (`Dedupe::Skip`) is a deliberate
+    /// redelivery, routed again even while its `external_event_id` is in the dedupe window.
+    pub(crate) async fn ingest_with(
+        &self,
+        event: Event,
+        dedupe: Dedupe,
+    ) -> Result<Ingested, IngestError> {
         if self.is_draining() {
             return Err(Refusal::Busy.into());
         }
         let admitted = self.engine.ingress().admit(event)?;
         let event = admitted.event();
         let id = event.id;
-        let dedupe_key = event.external_event_id.as_ref().map(|x| {
+        let checked = event
+            .external_event_id
+            .as_ref()
+            .filter(|_| dedupe == Dedupe::Check);
+        let dedupe_key = checked.map(|x| {
             format!(
                 "{}/{}/{}/{x}",
                 event.account, event.integration, event.connector

@@ -223,7 +223,7 @@ impl Daemon {
                 let mut e = *event;
                 e.redelivered = true;
                 let id = e.id;
-                self.ingest(e).await?;
+                self.ingest_with(e, super::Dedupe::Skip).await?;
                 Replayed::Event(id)
             }
             DeadLetterPayload::Command { command, persona } => {
