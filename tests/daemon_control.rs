@@ -695,3 +695,71 @@ async fn a_required_integration_setting_cannot_be_cleared_while_a_connector_of_i
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     assert_eq!(v["error"]["field"], "integration_settings.api_token");
 }
+
+#[actix_rt::test]
+async fn filters_are_checked_and_dead_letters_filter_by_reason_and_time_and_read_one_by_one() {
+    let dir = temp_dir("filters");
+    let d = DaemonProcess::start(&dir, &[]);
+    let c = Client::new();
+    let (s, v) = call(&c, "GET", d.url("/v1/sessions?connectors=bogus"), None).await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("connectors")),
+        "{v}"
+    );
+    let (s, _) = call(&c, "GET", d.url("/v1/sessions?connectors=sandbox/*"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    // Two refusals of different reasons, each kept as a dead letter.
+    for (connector, event) in [("nope", "user_message"), ("nope", "no_such_event")] {
+        let (s, _) = call(
+            &c,
+            "POST",
+            d.url("/v1/events"),
+            Some(
+                json!({"v": 1, "integration_idn": "sandbox", "connector_idn": connector,
+                        "event_idn": event, "actor": {"external_id": "a"}}),
+            ),
+        )
+        .await;
+        assert!(s.is_client_error());
+    }
+    let list = |query: &'static str| {
+        let (c, url) = (c.clone(), d.url(&format!("/v1/dead-letters{query}")));
+        async move { call(&c, "GET", url, None).await }
+    };
+    let (s, all) = list("").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
+    let (_, by_reason) = list("?reason=unknown_connector").await;
+    let reasons: Vec<&str> = by_reason
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["unknown_connector"]);
+    let (s, v) = list("?reason=nonsense").await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("reason"))
+    );
+    let (s, v) = list("?since=yesterday").await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("since"))
+    );
+    let (s, later) = list("?since=2999-01-01T00:00:00Z").await;
+    assert_eq!((s, later), (StatusCode::OK, json!([])));
+    let id = all[0]["id"].as_str().unwrap();
+    let (s, one) = call(&c, "GET", d.url(&format!("/v1/dead-letters/{id}")), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(one["id"], id);
+    let (s, _) = call(
+        &c,
+        "GET",
+        d.url(&format!("/v1/dead-letters/{}", uuid::Uuid::now_v7())),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}

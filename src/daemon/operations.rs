@@ -10,7 +10,7 @@ use super::{Daemon, IngestError};
 use crate::catalog::{Catalog, Integration};
 use crate::commands::CommandRefusal;
 use crate::connectors::registry::{ConnectorView, ControlError};
-use crate::dead_letter::{self, DeadLetter, DeadLetterPayload, ReadError};
+use crate::dead_letter::{self, DeadLetter, DeadLetterPayload, DeadLetterReason, ReadError};
 use crate::domain::{Command, Idn, PersonaId};
 use crate::fault::{Blame, Fault};
 use crate::invocation::Outcome;
@@ -202,12 +202,40 @@ impl Daemon {
             .map_err(|e| StoreError::Corrupt(format!("session read task: {e}")))?
     }
 
-    /// Dead letters of this account, newest first, at most `limit`; those recorded before the
-    /// call included.
-    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, ReplayError> {
+    /// Dead letters of this account, newest first, at most `limit`, optionally of one reason
+    /// and recorded at or after `since`; those recorded before the call included.
+    pub async fn dead_letters(
+        &self,
+        limit: usize,
+        reason: Option<DeadLetterReason>,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Vec<DeadLetter>, ReplayError> {
         self.store.flush().await?;
         let (letters, account) = (self.engine.dead_letters().clone(), self.account());
-        Ok(blocking(move || letters.list(&account, limit)).await??)
+        // Filters apply to the newest ones read (up to the largest page).
+        let read = if reason.is_some() || since.is_some() {
+            1000
+        } else {
+            limit
+        };
+        let list = blocking(move || letters.list(&account, read)).await??;
+        Ok(list
+            .into_iter()
+            .filter(|l| reason.is_none_or(|r| l.reason == r))
+            .filter(|l| since.is_none_or(|t| l.at >= t))
+            .take(limit)
+            .collect())
+    }
+
+    /// One dead letter of this account.
+    pub async fn dead_letter(&self, id: Uuid) -> Result<DeadLetter, ReplayError> {
+        self.store.flush().await?;
+        let letters = self.engine.dead_letters().clone();
+        let account = self.account();
+        blocking(move || letters.get(id))
+            .await??
+            .filter(|l| l.account == account)
+            .ok_or(ReplayError::NotFound(id))
     }
 
     /// Routes a dead letter's event or command again; the letter goes once that succeeded. A

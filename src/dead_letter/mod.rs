@@ -26,6 +26,26 @@ pub enum DeadLetterReason {
 }
 
 impl DeadLetterReason {
+    /// Every reason, for parsing a code.
+    pub const ALL: [DeadLetterReason; 11] = [
+        DeadLetterReason::UnknownIntegration,
+        DeadLetterReason::UnknownConnector,
+        DeadLetterReason::ConnectorStopped,
+        DeadLetterReason::UndeclaredEvent,
+        DeadLetterReason::Malformed,
+        DeadLetterReason::UnknownCommandAct,
+        DeadLetterReason::NoSkill,
+        DeadLetterReason::FlowQueueFull,
+        DeadLetterReason::CommandRefused,
+        DeadLetterReason::RunnerFailed,
+        DeadLetterReason::Unmatched,
+    ];
+
+    /// The reason of a code.
+    pub fn of_code(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.code() == code)
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             DeadLetterReason::UnknownIntegration => "unknown_integration",

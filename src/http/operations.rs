@@ -11,6 +11,7 @@ use super::error::ApiError;
 use super::views::{DeadLetterJson, ExplanationJson, SessionJson, TimerJson};
 use crate::daemon::operations::Replayed;
 use crate::daemon::Daemon;
+use crate::dead_letter::DeadLetterReason;
 use crate::domain::{Idn, PersonaId};
 
 type D = web::Data<Arc<Daemon>>;
@@ -19,6 +20,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/routes/explain", web::get().to(explain))
         .route("/v1/sessions", web::get().to(sessions))
         .route("/v1/dead-letters", web::get().to(dead_letters))
+        .route("/v1/dead-letters/{id}", web::get().to(dead_letter))
         .route("/v1/timers", web::get().to(timers))
         .route("/v1/dead-letters/{id}/replay", web::post().to(replay))
         .route("/healthz", web::get().to(healthz))
@@ -56,6 +58,24 @@ struct SessionsQuery {
     channel: Option<String>,
 }
 
+/// Checks one `integration/connector` pattern: each part an idn or `*`.
+fn check_pattern(pattern: &str) -> Result<(), ApiError> {
+    let (i, c) = pattern.split_once('/').ok_or_else(|| {
+        ApiError::invalid(
+            "connectors",
+            format!("{pattern:?} is not integration/connector (each part an idn or *)"),
+        )
+    })?;
+    for part in [i, c] {
+        if part != "*" {
+            Idn::parse("connectors", part).map_err(|e| {
+                ApiError::invalid("connectors", format!("{pattern:?}: {}", e.reason))
+            })?;
+        }
+    }
+    Ok(())
+}
+
 fn matches_pattern(pattern: &str, integration: &str, connector: &str) -> bool {
     let (pi, pc) = pattern.split_once('/').unwrap_or((pattern, "*"));
     (pi == "*" || pi == integration) && (pc == "*" || pc == connector)
@@ -72,6 +92,9 @@ async fn sessions(d: D, q: web::Query<SessionsQuery>) -> Result<HttpResponse, Ap
                 .collect()
         })
         .unwrap_or_default();
+    for p in &patterns {
+        check_pattern(p)?;
+    }
     if q.is_active == Some(false) {
         // Ended sessions come from the store (the last 1000).
         let rows = d.ended_sessions(1000).await?;
@@ -111,12 +134,40 @@ async fn sessions(d: D, q: web::Query<SessionsQuery>) -> Result<HttpResponse, Ap
 #[serde(deny_unknown_fields)]
 struct DeadLettersQuery {
     limit: Option<usize>,
+    /// A reason code (`runner_failed`, ...).
+    reason: Option<String>,
+    /// RFC 3339: letters recorded at or after it.
+    since: Option<String>,
 }
 
 async fn dead_letters(d: D, q: web::Query<DeadLettersQuery>) -> Result<HttpResponse, ApiError> {
     let limit = q.limit.unwrap_or(100).min(1000);
-    let list = d.dead_letters(limit).await?;
+    let reason = q
+        .reason
+        .as_deref()
+        .map(|r| {
+            DeadLetterReason::of_code(r).ok_or_else(|| {
+                ApiError::invalid("reason", format!("{r:?} is not a dead-letter reason"))
+            })
+        })
+        .transpose()?;
+    let since = q
+        .since
+        .as_deref()
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| ApiError::invalid("since", format!("{t:?} is not an RFC 3339 time")))
+        })
+        .transpose()?;
+    let list = d.dead_letters(limit, reason, since).await?;
     Ok(HttpResponse::Ok().json(list.iter().map(DeadLetterJson::from).collect::<Vec<_>>()))
+}
+
+async fn dead_letter(d: D, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = Uuid::parse_str(&path).map_err(|_| ApiError::invalid("id", "not a UUID"))?;
+    let letter = d.dead_letter(id).await?;
+    Ok(HttpResponse::Ok().json(DeadLetterJson::from(&letter)))
 }
 
 async fn replay(d: D, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
