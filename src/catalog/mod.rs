@@ -260,6 +260,21 @@ impl Catalog {
         self.by_idn.get(idn)
     }
 
+    /// The metric labels of a command: the integration and command idns when the catalog
+    /// declares them, else one bounded value (`unknown`; `custom` for an undeclared command an
+    /// integration accepts, such as an `api` outgoing webhook). A skill's typo never becomes a
+    /// series of its own.
+    pub fn command_labels(&self, integration: &str, command: &str) -> (&str, &str) {
+        match self.get(integration) {
+            None => ("unknown", "unknown"),
+            Some(i) => match i.command(command) {
+                Some(d) => (i.idn.as_str(), d.idn.as_str()),
+                None if i.accepts(command) => (i.idn.as_str(), "custom"),
+                None => (i.idn.as_str(), "unknown"),
+            },
+        }
+    }
+
     /// By idn or by id (the HTTP API accepts both).
     pub fn find(&self, id_or_idn: &str) -> Option<&Arc<Integration>> {
         self.get(id_or_idn).or_else(|| {

@@ -20,7 +20,6 @@ use crate::ingress::InternalEvents;
 use crate::routing::index::FlowRoute;
 use crate::routing::LiveIndex;
 use crate::session::SessionTable;
-use crate::telemetry::handles;
 
 /// What a native integration may use, handed to its factory when the engine starts.
 pub struct NativeContext {
@@ -99,11 +98,7 @@ impl Answers {
         persona: PersonaId,
         extra: Arguments,
     ) {
-        handles::command(
-            command.integration.as_str(),
-            command.command.as_str(),
-            "sent",
-        );
+        super::refusal::count(command, "sent");
         let reports = self
             .catalog
             .get(command.integration.as_str())

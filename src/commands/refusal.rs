@@ -126,6 +126,14 @@ pub fn result_event(command: &Command, event: &str, act: Uuid, persona: PersonaI
     e
 }
 
+/// Counts a command's outcome under bounded labels (see `Catalog::command_labels`).
+pub fn count(command: &Command, outcome: &'static str) {
+    let catalog = crate::catalog::Catalog::builtin();
+    let (integration, command) =
+        catalog.command_labels(command.integration.as_str(), command.command.as_str());
+    handles::command(integration, command, outcome);
+}
+
 /// Refuses `command`: answers the persona with `result_error`, dead-letters it, counts it.
 pub fn refuse(
     events: &InternalEvents,
@@ -135,11 +143,19 @@ pub fn refuse(
     persona: PersonaId,
     refusal: CommandRefusal,
 ) {
-    handles::command(
-        command.integration.as_str(),
-        command.command.as_str(),
-        "refused",
-    );
+    count(&command, "refused");
+    answer_refused(events, dead_letters, command, act, persona, refusal);
+}
+
+/// [`refuse`] without the count (the caller counted the command as it came).
+pub fn answer_refused(
+    events: &InternalEvents,
+    dead_letters: &dyn DeadLetterStore,
+    command: Command,
+    act: Uuid,
+    persona: PersonaId,
+    refusal: CommandRefusal,
+) {
     let mut answer = result_event(&command, "result_error", act, persona);
     answer.arguments.push("error", refusal.to_string());
     if let Some(f) = refusal.field() {

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::egress::{CommandSink, EgressError, OutboundCommand};
 use super::native::{Answered, Answers, NativeCommand, Natives};
-use super::refusal::{refuse, CommandRefusal};
+use super::refusal::{answer_refused, CommandRefusal};
 use super::validation::validate;
 use crate::catalog::{Catalog, Integration, Runs};
 use crate::connectors::acts::CommandActs;
@@ -131,15 +131,13 @@ impl CommandRouter {
                 }
             })?;
         // Handed to the adapter: its results come back as its own events.
-        crate::telemetry::handles::command(
-            command.integration.as_str(),
-            command.command.as_str(),
-            "sent",
-        );
+        super::refusal::count(command, "sent");
         Ok(Answered::Later)
     }
 
     fn refuse(&self, mut command: Command, act: Uuid, persona: PersonaId, refusal: CommandRefusal) {
+        // Counted as it came, before an unknown integration's answer moves to `system`.
+        super::refusal::count(&command, "refused");
         if self.catalog.get(command.integration.as_str()).is_none() {
             // An unknown integration is no scope to answer in: the answer comes on the
             // account's system connector.
@@ -147,7 +145,7 @@ impl CommandRouter {
             command.integration = system.clone();
             command.connector = system;
         }
-        refuse(
+        answer_refused(
             &self.answers.events,
             &*self.answers.dead_letters,
             command,

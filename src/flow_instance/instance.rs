@@ -448,8 +448,12 @@ pub(crate) fn drop_stale(kind: ReportKind) {
         ReportKind::Commands(c) => c,
         ReportKind::Finished { commands, .. } => commands,
     };
+    let catalog = crate::catalog::Catalog::builtin();
     for c in commands {
-        handles::command(c.integration.as_str(), c.command.as_str(), "dropped");
+        // Bounded labels: what a skill names is not trusted to be a known command.
+        let (integration, command) =
+            catalog.command_labels(c.integration.as_str(), c.command.as_str());
+        handles::command(integration, command, "dropped");
     }
 }
 
