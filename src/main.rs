@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchboard::boot;
-use switchboard::config::{Config, LogFormat};
+use switchboard::config::{Config, LogFormat, TransportKind};
 use switchboard::daemon::{flow_files, Daemon};
 
 /// mimalloc: under the daemon's many small, cross-thread allocations glibc's malloc took a
@@ -156,6 +156,26 @@ fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(path.as_deref())?;
     let account = switchboard::domain::Idn::known(switchboard::domain::DEFAULT_ACCOUNT);
     let flows = flow_files::load_dir(&account, &config.flows.dir)?;
+    // What `serve` would refuse: subscriptions that can never match, runners it does not have.
+    use switchboard::domain::RunnerSpec;
+    for (flow, _, path) in &flows {
+        let name = format!("{}: {}/{}", path.display(), flow.agent, flow.flow);
+        switchboard::routing::flow_table::check_subscriptions(flow)
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        let missing = match &flow.runner {
+            RunnerSpec::Queue if config.transport.kind != TransportKind::Nats => {
+                Some("queue runners need [transport] kind = \"nats\"")
+            }
+            RunnerSpec::Demo | RunnerSpec::Default if !config.sandbox.demo_runner => {
+                Some("this runner needs [sandbox] demo_runner = true")
+            }
+            RunnerSpec::InProcess { .. } => Some("in-process runners exist only in tests"),
+            _ => None,
+        };
+        if let Some(why) = missing {
+            anyhow::bail!("{name}: runner: {why}");
+        }
+    }
     println!(
         "config ok; {} flow(s) in {}",
         flows.len(),

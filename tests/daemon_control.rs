@@ -763,3 +763,91 @@ async fn filters_are_checked_and_dead_letters_filter_by_reason_and_time_and_read
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+/// Runs `switchboard check` on a config naming `dir/flows`, with `extra` config lines.
+fn check_with(dir: &std::path::Path, extra: &str) -> (bool, String) {
+    let config = dir.join("check.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[flows]\ndir = {:?}\n{extra}",
+            dir.join("flows").display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[actix_rt::test]
+async fn subscriptions_that_can_never_match_are_refused_by_the_api_and_by_check() {
+    let dir = temp_dir("capabilities");
+    let flow = |events: &str, runner: &str| {
+        format!("agent_idn: A\nflow_idn: F\nrunner: {runner}\nevents: [{events}]\n")
+    };
+    let webhook = "{kind: webhook, url: \"http://127.0.0.1:9/s\"}";
+    for (events, runner, field) in [
+        (
+            "{idn: make_call, skill_idn: S, integration_idn: vapi}",
+            webhook,
+            "events[0].idn",
+        ),
+        (
+            "{idn: user_message, skill_idn: S, integration_idn: nope}",
+            webhook,
+            "events[0].integration_idn",
+        ),
+        (
+            "{idn: user_message, skill_idn: S, integration_idn: sandbox}",
+            "{kind: demo}",
+            "runner",
+        ),
+    ] {
+        std::fs::write(dir.join("flows/x.yaml"), flow(events, runner)).unwrap();
+        let (ok, err) = check_with(&dir, "");
+        assert!(!ok && err.contains(field), "{field}: {err}");
+    }
+    // A connector that does not exist yet is fine: connectors may come later.
+    std::fs::write(
+        dir.join("flows/x.yaml"),
+        flow(
+            "{idn: user_message, skill_idn: S, integration_idn: sandbox, connector_idn: later}",
+            webhook,
+        ),
+    )
+    .unwrap();
+    let (ok, err) = check_with(&dir, "");
+    assert!(ok, "{err}");
+    // An unparsable log level is refused, not read as a target that silences every line.
+    let (ok, err) = check_with(&dir, "[log]\nlevel = \"warning\"\n");
+    assert!(!ok && err.contains("log.level"), "{err}");
+    let (ok, err) = check_with(&dir, "[log]\nlevel = \"switchboard=debug,warn\"\n");
+    assert!(ok, "{err}");
+
+    // The API refuses the same, naming the field.
+    std::fs::remove_file(dir.join("flows/x.yaml")).unwrap();
+    let d = DaemonProcess::start(&dir, &[]);
+    let c = Client::new();
+    let (s, v) = call(
+        &c,
+        "PUT",
+        d.url("/v1/flows/A/F"),
+        Some(
+            json!({"runner": {"kind": "webhook", "url": "http://127.0.0.1:9/s"},
+                    "events": [{"idn": "make_call", "skill_idn": "S", "integration_idn": "vapi"}]}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("events[0].idn")),
+        "{v}"
+    );
+}

@@ -41,6 +41,28 @@ impl LogConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         check::non_empty("log.level", &self.level)?;
+        // A directive without `=` must be a level: tracing reads a bare word as a target, so
+        // `level = "warning"` would silence every line instead of being refused.
+        const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+        for directive in self
+            .level
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+        {
+            // (`target=level` directives are checked by the filter itself.)
+            if !directive.contains('=')
+                && !LEVELS.contains(&directive.to_ascii_lowercase().as_str())
+            {
+                return Err(ConfigError::invalid(
+                    "log.level",
+                    format!(
+                        "{directive:?}: the level must be one of {} (target=level for one target)",
+                        LEVELS.join(", ")
+                    ),
+                ));
+            }
+        }
         self.filter().map(drop)
     }
 }

@@ -37,6 +37,27 @@ impl Blame for FlowRejected {
     }
 }
 
+/// A subscription that can never match is refused, naming it: its integration must exist and
+/// emit the event (an open integration emits any). A connector that does not exist yet is
+/// accepted: connectors may be created later.
+pub fn check_subscriptions(flow: &Flow) -> Result<(), FlowRejected> {
+    let catalog = crate::catalog::Catalog::builtin();
+    for (k, sub) in flow.subscriptions.iter().enumerate() {
+        let Some(i) = &sub.integration else { continue };
+        let integration = catalog.get(i.as_str()).ok_or_else(|| FlowRejected {
+            field: format!("events[{k}].integration_idn"),
+            reason: format!("unknown integration {i:?}"),
+        })?;
+        if !integration.emits(sub.event.as_str()) {
+            return Err(FlowRejected {
+                field: format!("events[{k}].idn"),
+                reason: format!("integration {i} does not emit {:?}", sub.event.as_str()),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Adds or replaces one flow.
 #[derive(Message)]
 #[rtype(result = "Result<(), FlowRejected>")]
@@ -90,6 +111,7 @@ impl FlowTable {
     }
 
     fn route_of(&mut self, flow: Flow) -> Result<(FlowKey, Arc<FlowRoute>), FlowRejected> {
+        check_subscriptions(&flow)?;
         let runner = self
             .resolver
             .resolve(&flow.runner)
