@@ -93,6 +93,22 @@ fn shard_inbox_capacity(inflight_limit: usize) -> usize {
     inflight_limit.max(1).saturating_mul(2)
 }
 
+/// A connector's own session idle timeout: `session_timeout_seconds` or
+/// `conversation_timeout_seconds`, whichever its integration declares (with its default).
+fn session_idle(
+    integration: &crate::catalog::Integration,
+    settings: &crate::catalog::settings::Settings,
+) -> Option<Duration> {
+    ["session_timeout_seconds", "conversation_timeout_seconds"]
+        .into_iter()
+        .find_map(|idn| {
+            crate::catalog::settings::effective(&integration.spec.connector_settings, settings, idn)
+        })
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(Duration::from_secs_f64)
+}
+
 /// Events the internal-events queue holds (command results, session ends, system events):
 /// as many as may be in flight, since each admitted event causes a few at most.
 fn internal_queue_capacity(inflight_limit: usize) -> usize {
@@ -216,9 +232,14 @@ impl Engine {
         let next = std::sync::atomic::AtomicUsize::new(0);
         let registry = Arc::new(ConnectorRegistry::new(
             directory.clone(),
-            Box::new(move |key, integration, internal| {
-                let actor =
-                    ConnectorActor::new(key.clone(), integration.clone(), internal, deps.clone());
+            Box::new(move |key, integration, internal, settings| {
+                let actor = ConnectorActor::new(
+                    key.clone(),
+                    integration.clone(),
+                    internal,
+                    session_idle(integration, settings),
+                    deps.clone(),
+                );
                 let addr = if handles.is_empty() {
                     actor.start()
                 } else {

@@ -16,6 +16,25 @@ events:
   - {idn: conversation_ended, skill_idn: Ended, integration_idn: telegram}
 "#;
 
+/// The running `telegram/bot`, its own conversation timeout (24 h by default) set to the
+/// daemon's 30 min: a connector's own timeout wins (tested below).
+fn bot(h: &Harness) {
+    let view = h
+        .engine
+        .create_connector(
+            &h.account,
+            "telegram",
+            "bot",
+            "Bot",
+            &[
+                ("bot_token".into(), "t".into()),
+                ("conversation_timeout_seconds".into(), "1800".into()),
+            ],
+        )
+        .unwrap();
+    h.engine.run_connector(view.id).unwrap();
+}
+
 fn skills(h: &Harness) -> Vec<String> {
     h.recorded
         .lock()
@@ -33,7 +52,7 @@ async fn sessions_start_before_the_first_event_and_end_when_idle() {
         session_sweep_interval: Duration::from_secs(10),
         ..EngineConfig::default()
     });
-    h.connector("telegram", "bot");
+    bot(&h);
     h.flow("Agent", "Main", FLOW).await;
     let alice = h.persona("telegram", "alice");
 
@@ -87,7 +106,7 @@ async fn sessions_start_before_the_first_event_and_end_when_idle() {
 async fn conversation_ended_ends_the_session() {
     tokio::time::pause();
     let h = Harness::start();
-    h.connector("telegram", "bot");
+    bot(&h);
     h.flow("Agent", "Main", FLOW).await;
     h.send(h.event("telegram", "bot", "user_message", "bob"))
         .await
@@ -107,4 +126,46 @@ async fn conversation_ended_ends_the_session() {
         rec[0].event.event.arguments.get("session_id")
     );
     assert!(h.engine.sessions().is_empty());
+}
+
+#[actix_rt::test]
+async fn a_connector_s_own_session_timeout_wins_over_the_daemon_s() {
+    tokio::time::pause();
+    let h = Harness::with_config(EngineConfig {
+        session_idle_timeout: Duration::from_secs(30 * 60),
+        session_sweep_interval: Duration::from_secs(10),
+        ..EngineConfig::default()
+    });
+    let view = h
+        .engine
+        .create_connector(
+            &h.account,
+            "sandbox",
+            "quick",
+            "Quick chat",
+            &[("session_timeout_seconds".into(), "60".into())],
+        )
+        .unwrap();
+    h.engine.run_connector(view.id).unwrap();
+    h.flow(
+        "Agent",
+        "Main",
+        r#"
+events:
+  - {idn: session_ended, skill_idn: Bye, integration_idn: system, connector_idn: system}
+  - {idn: user_message, skill_idn: Talk, integration_idn: sandbox}
+"#,
+    )
+    .await;
+    h.send(h.event("sandbox", "quick", "user_message", "alice"))
+        .await
+        .unwrap();
+    let quiet_from = tokio::time::Instant::now();
+    let rec = h.wait_recorded("session_ended", |r| r.len() == 2).await;
+    let quiet = quiet_from.elapsed();
+    assert_eq!(rec[1].skill.as_str(), "Bye");
+    assert!(
+        quiet >= Duration::from_secs(60) && quiet < Duration::from_secs(30 * 60),
+        "ended by the connector's 60 s, not the daemon's 30 min: {quiet:?}"
+    );
 }

@@ -97,6 +97,8 @@ pub struct ConnectorActor {
     matched: Vec<usize>,
     /// Per event of the inbox batch: its position in `routable` and its metric label.
     received: Vec<(usize, Idn, bool)>,
+    /// The connector's own session idle timeout, when its settings name one.
+    session_idle: Option<Duration>,
 }
 
 impl ConnectorActor {
@@ -104,6 +106,7 @@ impl ConnectorActor {
         key: ConnectorKey,
         integration: Arc<Integration>,
         internal: bool,
+        session_idle: Option<Duration>,
         deps: Arc<ConnectorDeps>,
     ) -> Self {
         let system = Idn::known("system");
@@ -125,6 +128,7 @@ impl ConnectorActor {
             routable: Vec::new(),
             matched: Vec::new(),
             received: Vec::new(),
+            session_idle,
         }
     }
 
@@ -223,6 +227,7 @@ impl ConnectorActor {
                 persona,
                 admitted_at,
                 Some(actor.external_id.as_str()),
+                self.session_idle,
             ) {
                 self.session_event(
                     "session_started",

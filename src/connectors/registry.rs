@@ -113,7 +113,7 @@ fn internal_id(key: &ConnectorKey) -> Uuid {
 
 /// Starts the actor of a connector that begins to run.
 pub type ActorFactory =
-    Box<dyn Fn(&ConnectorKey, &Arc<Integration>, bool) -> ConnectorHandle + Send + Sync>;
+    Box<dyn Fn(&ConnectorKey, &Arc<Integration>, bool, &Settings) -> ConnectorHandle + Send + Sync>;
 
 /// The lifecycle over the [`Directory`]. Reads go to the directory (`Deref`): the registry is
 /// the directory plus the right to change it.
@@ -163,7 +163,7 @@ impl ConnectorRegistry {
                     status: Status::Running,
                     internal: true,
                     integration: integration.clone(),
-                    actor: Some(self.start_actor(&key, integration, true)),
+                    actor: Some(self.start_actor(&key, integration, true, &Settings::default())),
                     created_at: Utc::now(),
                 });
                 handles::connectors(integration.idn.as_str(), "running").increment(1.0);
@@ -177,8 +177,9 @@ impl ConnectorRegistry {
         key: &ConnectorKey,
         integration: &Arc<Integration>,
         internal: bool,
+        settings: &Settings,
     ) -> ConnectorHandle {
-        (self.factory)(key, integration, internal)
+        (self.factory)(key, integration, internal, settings)
     }
 
     /// Creates a **stopped** connector with validated settings.
@@ -268,7 +269,8 @@ impl ConnectorRegistry {
             reason: er.reason,
         })?;
         let integration = e.integration.clone();
-        e.actor = Some(self.start_actor(&key, &integration, false));
+        let settings = e.settings.clone();
+        e.actor = Some(self.start_actor(&key, &integration, false, &settings));
         e.status = Status::Running;
         handles::connectors(key.integration.as_str(), "stopped").decrement(1.0);
         handles::connectors(key.integration.as_str(), "running").increment(1.0);

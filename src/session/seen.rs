@@ -35,6 +35,7 @@ impl Default for SeenSessions {
 
 impl SeenSessions {
     /// Notes activity of `persona` on `scope`; returns the new session's id if one started.
+    #[allow(clippy::too_many_arguments)] // the table's touch, plus the table
     pub fn touch(
         &mut self,
         table: &SessionTable,
@@ -43,12 +44,13 @@ impl SeenSessions {
         persona: PersonaId,
         now: Instant,
         external_id: Option<&str>,
+        idle: Option<std::time::Duration>,
     ) -> Option<Uuid> {
         let stamp = table.stamp(now);
         if self.clocks.get(&persona).is_some_and(|c| c.touch(stamp)) {
             return None;
         }
-        let (started, clock) = table.touch(scope, channel, persona, now, external_id);
+        let (started, clock) = table.touch(scope, channel, persona, now, external_id, idle);
         self.clocks.insert(persona, clock);
         if self.clocks.len() >= self.prune_at {
             self.clocks.retain(|_, c| !c.ended());

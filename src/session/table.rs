@@ -23,6 +23,9 @@ struct Session {
     started_at: chrono::DateTime<chrono::Utc>,
     /// When last seen, shared with the connector actor that touches it (see [`SessionClock`]).
     clock: Arc<SessionClock>,
+    /// Its connector's own idle timeout (`session_timeout_seconds` /
+    /// `conversation_timeout_seconds`), over the daemon's.
+    idle: Option<Duration>,
 }
 
 /// A session as operations see it.
@@ -113,6 +116,8 @@ impl SessionTable {
             channel: s.channel,
             started_at: s.started_at,
             clock: Arc::new(SessionClock::new(self.stamp(now))),
+            // Restored: the daemon's idle time until it ends.
+            idle: None,
         });
     }
 
@@ -125,6 +130,7 @@ impl SessionTable {
         persona: PersonaId,
         now: Instant,
         external_id: Option<&str>,
+        idle: Option<Duration>,
     ) -> (Option<Uuid>, Arc<SessionClock>) {
         let stamp = self.stamp(now);
         let same =
@@ -155,6 +161,7 @@ impl SessionTable {
             channel,
             started_at,
             clock: clock.clone(),
+            idle,
         });
         drop(entry);
         if let Some(j) = &self.journal {
@@ -212,11 +219,14 @@ impl SessionTable {
     /// Ends sessions idle for `idle` or longer.
     pub fn sweep(&self, now: Instant, idle: Duration) -> Vec<Ended> {
         let mut ended = Vec::new();
-        let Some(cut) = self.stamp(now).checked_sub(idle.as_nanos() as u64) else {
-            return ended; // younger than the idle time: nothing can be idle yet
-        };
+        let stamp = self.stamp(now);
         self.live.retain(|(account, persona), list| {
             list.retain(|s| {
+                // Younger than its idle time: nothing can be idle yet.
+                let idle = s.idle.unwrap_or(idle);
+                let Some(cut) = stamp.checked_sub(idle.as_nanos() as u64) else {
+                    return true;
+                };
                 // Ends it only if no touch came after the cut, atomically with the touches.
                 if s.clock.end_if_idle(cut) {
                     handles::sessions(s.channel).0.decrement(1.0);

@@ -118,6 +118,7 @@ impl World {
             key(integration.idn.as_str(), connector),
             integration,
             internal,
+            None,
             self.deps.clone(),
         );
         ConnectorHandle::new(actor.start())

@@ -56,10 +56,15 @@ impl World {
         });
         let started: Started = Arc::default();
         let record = started.clone();
-        let factory: ActorFactory = Box::new(move |key, integration, internal| {
-            let addr =
-                ConnectorActor::new(key.clone(), integration.clone(), internal, deps.clone())
-                    .start();
+        let factory: ActorFactory = Box::new(move |key, integration, internal, _settings| {
+            let addr = ConnectorActor::new(
+                key.clone(),
+                integration.clone(),
+                internal,
+                None,
+                deps.clone(),
+            )
+            .start();
             record
                 .lock()
                 .unwrap()

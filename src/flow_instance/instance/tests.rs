@@ -764,10 +764,14 @@ async fn the_live_session_is_attached_for_runners_that_want_it() {
         Idn::known("api"),
         Idn::known("webhook"),
     );
-    let (started, _) =
-        w.deps
-            .sessions
-            .touch(&scope, "none", w.persona, Instant::now(), Some("alice"));
+    let (started, _) = w.deps.sessions.touch(
+        &scope,
+        "none",
+        w.persona,
+        Instant::now(),
+        Some("alice"),
+        None,
+    );
     w.send(&mut inst, "in_session", QUEUE);
     let (inv, _) = w.runner.take().remove(0);
     let session = inv.session.expect("the live session");
