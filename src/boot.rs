@@ -138,6 +138,7 @@ pub async fn start(
     metrics: Option<crate::telemetry::exporter::Exporter>,
 ) -> Result<Arc<Daemon>, BootError> {
     crate::telemetry::metrics::describe();
+    crate::telemetry::metrics::record_start();
     let (secrets, key_text) =
         secrets_key::load(&config.store.secret_key_env, &config.store.secret_key_file)?;
     let store_err = |source| BootError::Store {
@@ -230,6 +231,9 @@ pub async fn start(
         secrets,
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
+        transport: nats
+            .as_ref()
+            .map(|n| Arc::new(n.link()) as Arc<dyn crate::daemon::TransportLink>),
         file_flows: Default::default(),
         config,
     });

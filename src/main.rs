@@ -247,13 +247,14 @@ async fn wait_for_signals(daemon: &Arc<Daemon>, signals: Signals) -> anyhow::Res
     }
 }
 
-/// Stops admitting, lets running invocations finish up to the bound, flushes the store.
+/// Stops admitting, lets running invocations finish up to the bound while the listener still
+/// answers (`/readyz` 503 naming `draining`; runners' results still come in), then stops the
+/// HTTP server gracefully and flushes the store.
 async fn shutdown(daemon: &Arc<Daemon>, server: actix_web::dev::ServerHandle) {
     tracing::info!("shutting down");
     daemon.drain();
     let bound = daemon.config().http.shutdown_timeout();
     let deadline = tokio::time::Instant::now() + bound;
-    server.stop(true).await;
     while daemon.engine().ingress().inflight() > 0 || !daemon.pending().is_empty() {
         if tokio::time::Instant::now() >= deadline {
             tracing::warn!(
@@ -264,6 +265,7 @@ async fn shutdown(daemon: &Arc<Daemon>, server: actix_web::dev::ServerHandle) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    server.stop(true).await;
     if let Err(e) = daemon.flush().await {
         tracing::error!(error = %e, "flushing the store");
     }

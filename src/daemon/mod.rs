@@ -134,6 +134,14 @@ pub enum Ingested {
     Duplicate(Uuid),
 }
 
+/// A transport's connection, as readiness and `/metrics` see it. The daemon owns this interface;
+/// the transport implements it and boot hands it over.
+pub trait TransportLink: Send + Sync {
+    /// The transport's name: the `transport` label, and readiness' check is `transport`.
+    fn name(&self) -> &'static str;
+    fn connected(&self) -> bool;
+}
+
 /// The daemon: the engine, the store under it, the runners' pending answers, the sandbox.
 /// Its parts are reached through its methods only.
 pub struct Daemon {
@@ -146,6 +154,8 @@ pub struct Daemon {
     pub(crate) secrets: SecretBox,
     pub(crate) ready: AtomicBool,
     pub(crate) draining: AtomicBool,
+    /// The external transport's connection, when one is configured.
+    pub(crate) transport: Option<Arc<dyn TransportLink>>,
     /// Flows defined by files: reloads replace exactly these.
     pub(crate) file_flows: std::sync::Mutex<BTreeMap<(Name, Name), std::path::PathBuf>>,
 }

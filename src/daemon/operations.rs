@@ -314,7 +314,77 @@ impl Daemon {
         let exporter = self.metrics.as_ref()?;
         self.engine.ingress().report_inflight();
         crate::telemetry::queue::report();
+        crate::telemetry::process::report();
+        if let Some(t) = &self.transport {
+            metrics::gauge!(crate::telemetry::metrics::TRANSPORT_CONNECTED, "transport" => t.name())
+                .set(if t.connected() { 1.0 } else { 0.0 });
+        }
         Some(exporter.render())
+    }
+
+    /// Readiness: every check, each `Ok` or why it fails. Ready when all pass: started and not
+    /// draining, the store's writer commits a no-op write within [`STORE_PROBE_TIMEOUT`], and
+    /// the transport, if configured, is connected.
+    pub async fn readiness(&self) -> Readiness {
+        let mut checks = Vec::with_capacity(4);
+        let started = self.ready.load(std::sync::atomic::Ordering::Acquire);
+        checks.push((
+            "started",
+            started.then_some(()).ok_or_else(|| "starting".to_owned()),
+        ));
+        let draining = self.is_draining();
+        checks.push((
+            "draining",
+            (!draining)
+                .then_some(())
+                .ok_or_else(|| "shutting down".to_owned()),
+        ));
+        let store = match tokio::time::timeout(
+            STORE_PROBE_TIMEOUT,
+            self.store.write(|_tx| Ok(crate::store::Written::Done)),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("not writable: {e}")),
+            Err(_) => Err(format!(
+                "no write committed within {} ms",
+                STORE_PROBE_TIMEOUT.as_millis()
+            )),
+        };
+        checks.push(("store", store));
+        if let Some(t) = &self.transport {
+            let state = t
+                .connected()
+                .then_some(())
+                .ok_or_else(|| format!("{} disconnected", t.name()));
+            checks.push(("transport", state));
+        }
+        Readiness { checks }
+    }
+}
+
+/// How long readiness waits for the store's writer to commit a no-op write.
+pub const STORE_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The outcome of the readiness checks, in a fixed order.
+#[derive(Debug)]
+pub struct Readiness {
+    pub checks: Vec<(&'static str, Result<(), String>)>,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.checks.iter().all(|(_, r)| r.is_ok())
+    }
+
+    /// The names of the failing checks.
+    pub fn failing(&self) -> Vec<&'static str> {
+        self.checks
+            .iter()
+            .filter(|(_, r)| r.is_err())
+            .map(|(n, _)| *n)
+            .collect()
     }
 }
 

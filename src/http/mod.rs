@@ -7,11 +7,13 @@ pub mod data;
 pub mod error;
 pub mod flows;
 pub mod operations;
+pub mod request_metrics;
 pub mod sandbox;
 pub mod views;
 
 use std::sync::Arc;
 
+use actix_web::dev::Service;
 use actix_web::{web, App, HttpServer};
 
 use crate::daemon::Daemon;
@@ -55,6 +57,15 @@ pub fn bind(
                     "no such route",
                 ))
             }))
+            .wrap_fn(|req, srv| {
+                let started = std::time::Instant::now();
+                let answer = srv.call(req);
+                async move {
+                    let res = answer.await;
+                    request_metrics::record(&res, started);
+                    res
+                }
+            })
     })
     .disable_signals()
     .shutdown_timeout(cfg.shutdown_timeout().as_secs().max(1));

@@ -214,11 +214,26 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
+/// 200 when every readiness check passes, else 503 naming the failing ones:
+/// `{"status": "not_ready", "failing": ["transport"], "checks": {"transport": "nats disconnected", …}}`.
 async fn readyz(d: D) -> HttpResponse {
-    if d.is_ready() {
-        HttpResponse::Ok().json(json!({"status": "ready"}))
+    let r = d.readiness().await;
+    let checks: serde_json::Map<String, serde_json::Value> = r
+        .checks
+        .iter()
+        .map(|(name, res)| {
+            let v = match res {
+                Ok(()) => "ok".to_owned(),
+                Err(why) => why.clone(),
+            };
+            ((*name).to_owned(), json!(v))
+        })
+        .collect();
+    if r.is_ready() {
+        HttpResponse::Ok().json(json!({"status": "ready", "checks": checks}))
     } else {
-        HttpResponse::ServiceUnavailable().json(json!({"status": "not_ready"}))
+        HttpResponse::ServiceUnavailable()
+            .json(json!({"status": "not_ready", "failing": r.failing(), "checks": checks}))
     }
 }
 

@@ -18,7 +18,7 @@ use metrics_exporter_prometheus::{
 
 use super::counter::ShardedCounter;
 use super::histogram::ShardedHistogram;
-use super::metrics::buckets;
+use super::metrics::{buckets, GAUGES_EXPOSED_AS_COUNTERS};
 
 /// The sharded metrics and their descriptions, shared by the recorder and the exporter.
 #[derive(Default)]
@@ -96,6 +96,12 @@ impl Exporter {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = self.prometheus.render();
+        for name in GAUGES_EXPOSED_AS_COUNTERS {
+            let gauge = format!("# TYPE {name} gauge\n");
+            if let Some(at) = out.find(&gauge) {
+                out.replace_range(at..at + gauge.len(), &format!("# TYPE {name} counter\n"));
+            }
+        }
         // Gauges hold no samples; this only keeps the exporter's own house.
         self.prometheus.run_upkeep();
         let descriptions = lock(&self.sharded.descriptions).clone();
@@ -258,5 +264,21 @@ mod tests {
             "one family"
         );
         assert!(!text.contains("quantile"), "no summaries: {text}");
+    }
+
+    #[test]
+    fn cpu_seconds_are_exposed_as_a_counter() {
+        let (recorder, exporter) = Exporter::recorder();
+        metrics::with_local_recorder(&recorder, || {
+            m::describe();
+            metrics::gauge!(m::PROCESS_CPU_SECONDS_TOTAL).set(1.25);
+        });
+        let text = exporter.render();
+        assert!(
+            text.contains(
+                "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 1.25\n"
+            ),
+            "{text}"
+        );
     }
 }

@@ -34,6 +34,19 @@ pub const TIMER_LATENESS_SECONDS: &str = "switchboard_timer_lateness_seconds";
 pub const QUEUE_DEPTH: &str = "switchboard_queue_depth";
 pub const QUEUE_CAPACITY: &str = "switchboard_queue_capacity";
 pub const QUEUE_FULL_TOTAL: &str = "switchboard_queue_full_total";
+pub const TRANSPORT_CONNECTED: &str = "switchboard_transport_connected";
+pub const BUILD_INFO: &str = "switchboard_build_info";
+pub const HTTP_REQUESTS_TOTAL: &str = "switchboard_http_requests_total";
+pub const HTTP_REQUEST_DURATION_SECONDS: &str = "switchboard_http_request_duration_seconds";
+// Process metrics under their conventional (unprefixed) names, read from /proc at the scrape.
+pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
+pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
+pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+pub const PROCESS_START_TIME_SECONDS: &str = "process_start_time_seconds";
+
+/// Counters with a fractional value, read from elsewhere at the scrape: recorded as gauges (the
+/// facade's counters are integers), exposed with the counter type.
+pub const GAUGES_EXPOSED_AS_COUNTERS: &[&str] = &[PROCESS_CPU_SECONDS_TOTAL];
 
 /// Upper bounds of the `_seconds` histograms: from 100 µs (the engine's own dispatch) to two
 /// minutes (a slow skill). Prometheus' default buckets start at 5 ms, too coarse for dispatch.
@@ -152,4 +165,41 @@ pub fn describe() {
         QUEUE_FULL_TOTAL,
         "Times a queue between stages was found full (a sender waited or gave up), by queue."
     );
+    describe_gauge!(
+        TRANSPORT_CONNECTED,
+        "1 while the NATS transport is connected, else 0 (only with the NATS transport)."
+    );
+    describe_gauge!(BUILD_INFO, "Always 1; the daemon's version in the label.");
+    describe_counter!(
+        HTTP_REQUESTS_TOTAL,
+        "HTTP requests by route template and status class."
+    );
+    describe_histogram!(
+        HTTP_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "HTTP request durations by route template."
+    );
+    describe_gauge!(
+        PROCESS_CPU_SECONDS_TOTAL,
+        "User and system CPU time of the process, in seconds."
+    );
+    describe_gauge!(
+        PROCESS_RESIDENT_MEMORY_BYTES,
+        "Resident memory of the process, in bytes."
+    );
+    describe_gauge!(PROCESS_OPEN_FDS, "Open file descriptors of the process.");
+    describe_gauge!(
+        PROCESS_START_TIME_SECONDS,
+        "Start time of the process, in seconds since the Unix epoch."
+    );
+}
+
+/// Sets the metrics fixed for the life of the process: the build info and the start time.
+/// Call once at start, after [`describe`].
+pub fn record_start() {
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    metrics::gauge!(PROCESS_START_TIME_SECONDS).set(now);
 }

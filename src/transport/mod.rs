@@ -33,6 +33,19 @@ use subjects::Subjects;
 /// Invocations waiting for a batch before the queue runner waits for room.
 const INVOCATION_QUEUE: usize = 4096;
 
+/// The NATS client's connection state (it reconnects by itself).
+pub struct NatsLink(async_nats::Client);
+
+impl crate::daemon::TransportLink for NatsLink {
+    fn name(&self) -> &'static str {
+        "nats"
+    }
+
+    fn connected(&self) -> bool {
+        self.0.connection_state() == async_nats::connection::State::Connected
+    }
+}
+
 /// A connected transport, before its consumers run.
 pub struct Nats {
     pub client: async_nats::Client,
@@ -62,6 +75,11 @@ impl Nats {
             consumers,
             config: config.clone(),
         })
+    }
+
+    /// The client's connection state, for readiness and `/metrics`.
+    pub fn link(&self) -> NatsLink {
+        NatsLink(self.client.clone())
     }
 
     /// The runner of `runner: {kind: queue}` flows; starts its invocation batcher.

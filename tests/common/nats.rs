@@ -96,10 +96,21 @@ impl NatsServer {
 
     /// Kills the server (SIGKILL) and starts it again on the same port and storage.
     pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Kills the server (SIGKILL); [`NatsServer::resume`] starts it again.
+    pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Starts a killed server again on the same port and storage.
+    pub fn resume(&mut self) {
+        assert!(self.child.is_none(), "the server runs");
         self.spawn();
     }
 
