@@ -199,6 +199,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
         for a in &addrs {
             tracing::info!(address = %a, "listening");
         }
+        // Under systemd (Type=notify): ready once it listens. Without NOTIFY_SOCKET, nothing.
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+            tracing::warn!(error = %e, "telling systemd we are ready failed");
+        }
         let handle = server.handle();
         let server = actix_rt::spawn(server);
         wait_for_signals(&daemon, signals).await?;
@@ -252,6 +256,7 @@ async fn wait_for_signals(daemon: &Arc<Daemon>, signals: Signals) -> anyhow::Res
 /// HTTP server gracefully and flushes the store.
 async fn shutdown(daemon: &Arc<Daemon>, server: actix_web::dev::ServerHandle) {
     tracing::info!("shutting down");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     daemon.drain();
     let bound = daemon.config().http.shutdown_timeout();
     let deadline = tokio::time::Instant::now() + bound;
