@@ -851,3 +851,40 @@ async fn subscriptions_that_can_never_match_are_refused_by_the_api_and_by_check(
         "{v}"
     );
 }
+
+#[actix_rt::test]
+async fn the_access_log_is_off_by_default_and_writes_one_line_per_request_when_on() {
+    let access_lines = |d: &DaemonProcess| -> Vec<Value> {
+        d.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["target"] == "access")
+            .collect()
+    };
+    let c = Client::new();
+    let dir = temp_dir("access-off");
+    let d = DaemonProcess::start(&dir, &[]);
+    let (s, _) = call(&c, "GET", d.url("/v1/flows"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let dir = temp_dir("access-on");
+    let on = DaemonProcess::start(&dir, &[("SWITCHBOARD_HTTP__ACCESS_LOG", "true")]);
+    let (s, _) = call(&c, "GET", on.url("/v1/flows/NoAgent/NoFlow?secret=x"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let line = eventually("the access line", Duration::from_secs(10), || async {
+        access_lines(&on).into_iter().next()
+    })
+    .await;
+    assert_eq!(
+        line["fields"]["route"], "/v1/flows/{agent}/{flow}",
+        "{line}"
+    );
+    assert_eq!(line["fields"]["status"], 404);
+    assert_eq!(line["fields"]["method"], "GET");
+    assert!(
+        !line.to_string().contains("secret"),
+        "no query string: {line}"
+    );
+    assert!(access_lines(&d).is_empty(), "off by default");
+}

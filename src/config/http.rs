@@ -21,6 +21,8 @@ pub struct HttpConfig {
     pub workers: usize,
     /// How long a graceful shutdown waits for open requests, in milliseconds.
     pub shutdown_timeout_ms: u64,
+    /// One structured log line per request (method, route, status, duration), at INFO.
+    pub access_log: bool,
 }
 
 impl HttpConfig {
@@ -30,6 +32,7 @@ impl HttpConfig {
     pub const MIN_MAX_BODY_BYTES: usize = 1024;
     pub const DEFAULT_WORKERS: usize = 0;
     pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
+    pub const DEFAULT_ACCESS_LOG: bool = false;
 
     /// [`Self::shutdown_timeout_ms`] as a duration.
     pub fn shutdown_timeout(&self) -> Duration {
@@ -53,6 +56,7 @@ impl Default for HttpConfig {
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
             workers: Self::DEFAULT_WORKERS,
             shutdown_timeout_ms: Self::DEFAULT_SHUTDOWN_TIMEOUT_MS,
+            access_log: Self::DEFAULT_ACCESS_LOG,
         }
     }
 }

@@ -37,6 +37,7 @@ pub fn bind(
     let cfg = daemon.config().http.clone();
     let data = web::Data::new(daemon);
     let limit = cfg.max_body_bytes;
+    let access_log = cfg.access_log;
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
@@ -57,12 +58,12 @@ pub fn bind(
                     "no such route",
                 ))
             }))
-            .wrap_fn(|req, srv| {
+            .wrap_fn(move |req, srv| {
                 let started = std::time::Instant::now();
                 let answer = srv.call(req);
                 async move {
                     let res = answer.await;
-                    request_metrics::record(&res, started);
+                    request_metrics::record(&res, started, access_log);
                     res
                 }
             })
