@@ -331,7 +331,7 @@ mod tests {
             err.to_string(),
             format!(
                 "unknown key \"http.lisen\" (in {}); expected one of: listen, max_body_bytes, \
-                 workers, shutdown_timeout_ms",
+                 workers, shutdown_timeout_ms, access_log",
                 path.display()
             )
         );
