@@ -310,3 +310,103 @@ async fn the_sandbox_page_chats_with_the_demo_runner_in_a_real_browser() {
     drop(driver);
     let _ = std::fs::remove_dir_all(&profile);
 }
+
+/// The page switched to another connector: connected there, and what the API sends to the
+/// page's persona on that connector appears in the chat.
+async fn switch_and_receive(c: &Client, daemon: &DaemonProcess) {
+    within(
+        "the sandbox page",
+        WAIT,
+        c.goto(&format!("{}/sandbox", daemon.base)),
+    )
+    .await
+    .expect("the sandbox page loads");
+    wait_xpath(
+        c,
+        "the status `connected to demo`",
+        "//span[@id='status' and normalize-space(.)='connected to demo']",
+    )
+    .await;
+    let select = wait_xpath(
+        c,
+        "the second connector in the select",
+        "//select[@id='connector']/option[@value='second']/..",
+    )
+    .await;
+    within(
+        "choosing the second connector",
+        WAIT,
+        select.select_by_value("second"),
+    )
+    .await
+    .expect("select the second connector");
+    // Connected there, input enabled: the old socket's close no longer disconnects the page.
+    wait_xpath(
+        c,
+        "the status `connected to second`",
+        "//span[@id='status' and normalize-space(.)='connected to second']",
+    )
+    .await;
+    wait_xpath(
+        c,
+        "the enabled message input",
+        "//input[@id='text' and not(@disabled)]",
+    )
+    .await;
+    // The page shows the conversation it is attached to.
+    let who = wait_xpath(
+        c,
+        "the persona the page is attached to",
+        "//span[@id='who' and @data-persona]",
+    )
+    .await;
+    let persona = who
+        .attr("data-persona")
+        .await
+        .expect("the attribute")
+        .expect("a persona id");
+    // A message sent to that persona on that connector through the API appears.
+    let r = reqwest::Client::new()
+        .post(daemon.url("/v1/commands"))
+        .json(
+            &json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "second",
+                      "command_idn": "send_message", "persona_id": persona,
+                      "arguments": {"text": "sent through the API"}}),
+        )
+        .send()
+        .await
+        .expect("POST /v1/commands");
+    assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
+    wait_xpath(
+        c,
+        "the API's message in an agent bubble",
+        &format!(
+            "//div[{}][normalize-space(.)='sent through the API']",
+            has_class("agent")
+        ),
+    )
+    .await;
+}
+
+#[actix_rt::test]
+async fn the_sandbox_page_switches_connectors_and_shows_what_the_api_sends_its_persona() {
+    let chromedriver = browser_tools();
+    let dir = temp_dir("sandbox-switch");
+    let profile = dir.join("chromium-profile");
+    std::fs::create_dir_all(&profile).unwrap();
+    let daemon = DaemonProcess::start(&dir, &[("SWITCHBOARD_SANDBOX__DEMO_RUNNER", "true")]);
+    daemon
+        .run_connector(
+            "sandbox",
+            json!({"title": "Second chat", "connector_idn": "second"}),
+        )
+        .await;
+    let driver = ChromeDriver::start(&chromedriver, &dir).await;
+    let client = connect(&driver, &profile).await;
+    let outcome = tokio::time::timeout(WHOLE, switch_and_receive(&client, &daemon)).await;
+    let closed = within("closing the browser", WAIT, client.close()).await;
+    outcome.unwrap_or_else(|_| panic!("the switch took longer than {WHOLE:?}"));
+    closed.expect("the browser session closes");
+    drop(driver);
+    let _ = std::fs::remove_dir_all(&profile);
+}

@@ -78,7 +78,17 @@ async fn socket(
     let persona = PersonaId::derive(&account, &sandbox, &external_id);
     let (sock, mut outbox) = d.sandbox_join(&connector, persona);
     let daemon = d.get_ref().clone();
+    let attached = ToPage::Attached {
+        connector_idn: connector.to_string(),
+        external_id: external_id.clone(),
+        persona_id: persona.0.to_string(),
+    };
     actix_rt::spawn(async move {
+        let hello = serde_json::to_string(&attached).expect("page messages serialize");
+        if session.text(hello).await.is_err() {
+            daemon.sandbox_leave(&connector, persona, sock);
+            return;
+        }
         loop {
             tokio::select! {
                 out = outbox.recv() => {

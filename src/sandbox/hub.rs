@@ -15,6 +15,13 @@ use crate::domain::{Arguments, Idn, PersonaId};
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToPage {
+    /// The conversation the socket is attached to: commands sent to this persona on this
+    /// connector (by a skill or `POST /v1/commands`) appear on the page.
+    Attached {
+        connector_idn: String,
+        external_id: String,
+        persona_id: String,
+    },
     /// A message from the agent.
     Message {
         text: String,
