@@ -22,22 +22,8 @@ impl SqliteDeadLetters {
     }
 }
 
-const REASONS: [DeadLetterReason; 11] = [
-    DeadLetterReason::UnknownIntegration,
-    DeadLetterReason::UnknownConnector,
-    DeadLetterReason::ConnectorStopped,
-    DeadLetterReason::UndeclaredEvent,
-    DeadLetterReason::Malformed,
-    DeadLetterReason::UnknownCommandAct,
-    DeadLetterReason::NoSkill,
-    DeadLetterReason::FlowQueueFull,
-    DeadLetterReason::CommandRefused,
-    DeadLetterReason::RunnerFailed,
-    DeadLetterReason::Unmatched,
-];
-
 fn reason_of(code: &str) -> Option<DeadLetterReason> {
-    REASONS.into_iter().find(|r| r.code() == code)
+    DeadLetterReason::of_code(code)
 }
 
 type Raw = (
