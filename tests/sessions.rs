@@ -66,9 +66,9 @@ async fn sessions_start_before_the_first_event_and_end_when_idle() {
     assert_eq!(skills(&h), vec!["Hello", "Talk", "Talk"]);
     let started = &rec[0].event.event;
     assert_eq!(rec[0].persona, alice);
-    assert_eq!(started.arguments.get("integration_idn"), Some("telegram"));
-    assert_eq!(started.arguments.get("connector_idn"), Some("bot"));
-    let session_id = started.arguments.get("session_id").unwrap().to_owned();
+    assert_eq!(started.arguments.get("integrationIdn"), Some("telegram"));
+    assert_eq!(started.arguments.get("connectorIdn"), Some("bot"));
+    let session_id = started.arguments.get("sessionId").unwrap().to_owned();
     let live = h.engine.sessions();
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].id.to_string(), session_id);
@@ -84,7 +84,7 @@ async fn sessions_start_before_the_first_event_and_end_when_idle() {
     assert_eq!(ended.skill.as_str(), "Bye");
     assert_eq!(ended.persona, alice);
     assert_eq!(
-        ended.event.event.arguments.get("session_id"),
+        ended.event.event.arguments.get("sessionId"),
         Some(session_id.as_str())
     );
     assert_eq!(ended.event.event.arguments.get("reason"), Some("idle"));
@@ -97,7 +97,7 @@ async fn sessions_start_before_the_first_event_and_end_when_idle() {
     let rec = h.wait_recorded("new session", |r| r.len() == 6).await;
     assert_eq!(rec[4].skill.as_str(), "Hello");
     assert_ne!(
-        rec[4].event.event.arguments.get("session_id"),
+        rec[4].event.event.arguments.get("sessionId"),
         Some(session_id.as_str())
     );
 }
@@ -122,8 +122,8 @@ async fn conversation_ended_ends_the_session() {
         Some("conversation_ended")
     );
     assert_eq!(
-        rec[3].event.event.arguments.get("session_id"),
-        rec[0].event.event.arguments.get("session_id")
+        rec[3].event.event.arguments.get("sessionId"),
+        rec[0].event.event.arguments.get("sessionId")
     );
     assert!(h.engine.sessions().is_empty());
 }

@@ -168,11 +168,11 @@ impl ConnectorActor {
             Idn::known(name),
             persona,
         );
-        e.arguments.push("session_id", session.to_string());
+        e.arguments.push("sessionId", session.to_string());
         e.arguments
-            .push("integration_idn", self.scope.integration.as_str());
+            .push("integrationIdn", self.scope.integration.as_str());
         e.arguments
-            .push("connector_idn", self.scope.connector.as_str());
+            .push("connectorIdn", self.scope.connector.as_str());
         if let Some(r) = reason {
             e.arguments.push("reason", r);
         }

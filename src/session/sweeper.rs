@@ -32,9 +32,9 @@ impl Actor for SessionSweeper {
                     Idn::known("session_ended"),
                     ended.persona,
                 )
-                .with_argument("session_id", ended.id.to_string())
-                .with_argument("integration_idn", ended.integration.as_str())
-                .with_argument("connector_idn", ended.connector.as_str())
+                .with_argument("sessionId", ended.id.to_string())
+                .with_argument("integrationIdn", ended.integration.as_str())
+                .with_argument("connectorIdn", ended.connector.as_str())
                 .with_argument("reason", "idle");
                 act.events.emit(e);
             }

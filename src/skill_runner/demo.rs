@@ -24,8 +24,8 @@ impl SkillRunner for DemoRunner {
             );
         } else if e.event.as_str() == "session_started" {
             if let (Some(i), Some(c)) = (
-                e.arguments.get("integration_idn"),
-                e.arguments.get("connector_idn"),
+                e.arguments.get("integrationIdn"),
+                e.arguments.get("connectorIdn"),
             ) {
                 if let (Ok(i), Ok(c)) = (
                     Idn::parse("integration_idn", i),

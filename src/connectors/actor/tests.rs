@@ -307,8 +307,8 @@ async fn an_event_naming_an_actor_starts_a_session_routed_first_on_the_system_sc
     assert!(batch[0].system);
     assert_eq!(batch[0].scope, "system/system");
     assert_eq!(batch[0].persona, alice);
-    assert_eq!(batch[0].arg("integration_idn"), Some("sandbox"));
-    assert_eq!(batch[0].arg("connector_idn"), Some("sb"));
+    assert_eq!(batch[0].arg("integrationIdn"), Some("sandbox"));
+    assert_eq!(batch[0].arg("connectorIdn"), Some("sb"));
     assert_eq!(
         (batch[1].id, batch[1].scope.as_str()),
         (hello_id, "sandbox/sb")
@@ -325,7 +325,7 @@ async fn an_event_naming_an_actor_starts_a_session_routed_first_on_the_system_sc
         )
         .expect("a live session");
     assert_eq!(
-        batch[0].arg("session_id"),
+        batch[0].arg("sessionId"),
         Some(live.id.to_string().as_str())
     );
 
@@ -369,7 +369,7 @@ async fn conversation_ended_ends_the_personas_sessions_after_it() {
     let handle = w.start("sandbox", "sb", false);
     w.send(&handle, vec![("hello", from("alice", "user_message"))]);
     let first = w.routed(2).await.concat();
-    let session = first[0].arg("session_id").unwrap().to_owned();
+    let session = first[0].arg("sessionId").unwrap().to_owned();
 
     w.send(&handle, vec![("bye", from("alice", "conversation_ended"))]);
     let routed = w.routed(4).await.concat();
@@ -380,7 +380,7 @@ async fn conversation_ended_ends_the_personas_sessions_after_it() {
     assert!(ended.system);
     assert_eq!(ended.scope, "system/system");
     assert_eq!(ended.persona, persona_of("alice"));
-    assert_eq!(ended.arg("session_id"), Some(session.as_str()));
+    assert_eq!(ended.arg("sessionId"), Some(session.as_str()));
     assert_eq!(ended.arg("reason"), Some("conversation_ended"));
     assert!(w.deps.sessions.is_empty());
 
@@ -388,7 +388,7 @@ async fn conversation_ended_ends_the_personas_sessions_after_it() {
     w.send(&handle, vec![("back", from("alice", "user_message"))]);
     let routed = w.routed(6).await.concat();
     assert_eq!(routed[4].event, "session_started");
-    assert_ne!(routed[4].arg("session_id"), Some(session.as_str()));
+    assert_ne!(routed[4].arg("sessionId"), Some(session.as_str()));
     assert_eq!(w.settled(), [done("hello"), done("bye"), done("back")]);
 }
 
