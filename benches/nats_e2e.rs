@@ -23,9 +23,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::json;
 use switchboard::transport::client::Client;
-use switchboard::wire::envelope::{
-    ActorWire, ArgumentWire, ArgumentsWire, Encoding, EventEnvelope,
-};
+use switchboard::wire::envelope::{ArgumentWire, ArgumentsWire, Encoding, EventEnvelope};
 use switchboard::wire::invocation::{InvocationBatchWire, ResultBatchWire};
 
 const WINDOW: usize = 256;
@@ -53,32 +51,17 @@ fn pct(v: &mut [u64], p: f64) -> f64 {
 
 /// A payload of about 200 bytes carrying its publish time.
 fn envelope(n: usize) -> EventEnvelope {
-    EventEnvelope {
-        v: 1,
-        id: None,
-        external_event_id: None,
-        account: "default".into(),
-        integration_idn: "telegram".into(),
-        connector_idn: "bot".into(),
-        event_idn: "user_message".into(),
-        actor: Some(ActorWire {
-            external_id: format!("user-{}", n % 1000).into(),
-            name: None,
-        }),
-        arguments: ArgumentsWire::List(vec![
-            ArgumentWire {
-                name: "text".into(),
-                value: format!("message number {n:08} from the benchmark").into(),
-            },
-            ArgumentWire {
-                name: "sent_us".into(),
-                value: micros_now().to_string().into(),
-            },
-        ]),
-        uninterruptible: false,
-        command_act_id: None,
-        occurred_at: None,
+    let mut e = nats::user_message(
+        &format!("user-{}", n % 1000),
+        &format!("message number {n:08} from the benchmark"),
+    );
+    if let ArgumentsWire::List(args) = &mut e.arguments {
+        args.push(ArgumentWire {
+            name: "sent_us".into(),
+            value: micros_now().to_string().into(),
+        });
     }
+    e
 }
 
 async fn publish_all(js: &jetstream::Context, n: usize, make: impl Fn(usize) -> (String, Bytes)) {
