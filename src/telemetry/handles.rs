@@ -229,12 +229,14 @@ pub fn timers_pending(n: usize) {
 }
 
 /// A reload of the flow files (SIGHUP), by result; a success also stamps the time.
+/// The stamp is set before the count, so a scrape that sees the success counted
+/// also sees its time.
 pub fn flow_reload(ok: bool) {
-    counter!(m::FLOW_RELOADS_TOTAL, "result" => if ok { "ok" } else { "refused" }).increment(1);
     if ok {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         gauge!(m::FLOW_RELOAD_LAST_SUCCESS).set(now);
     }
+    counter!(m::FLOW_RELOADS_TOTAL, "result" => if ok { "ok" } else { "refused" }).increment(1);
 }
