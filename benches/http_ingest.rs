@@ -23,6 +23,8 @@ use switchboard::wire::envelope::{EventEnvelope, Limits};
 const SCRIPT: &str = r#"
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+local token = os.getenv("SB_TOKEN")
+if token then wrk.headers["Authorization"] = "Bearer " .. token end
 local n = 0
 request = function()
   n = n + 1
@@ -52,8 +54,13 @@ fn ms(s: &str) -> f64 {
     }
 }
 
-fn wrk(base: &str, seconds: u64, script: &std::path::Path) -> Run {
-    let out = Command::new("wrk")
+/// wrk against `base`; every request carries `token` (when given) as a bearer token.
+fn wrk(base: &str, seconds: u64, script: &std::path::Path, token: Option<&str>) -> Run {
+    let mut cmd = Command::new("wrk");
+    if let Some(t) = token {
+        cmd.env("SB_TOKEN", t);
+    }
+    let out = cmd
         .args(["-t2", "-c64", &format!("-d{seconds}s"), "--latency", "-s"])
         .arg(script)
         .arg(base)
@@ -119,7 +126,7 @@ fn main() {
         })
     });
     let baseline_addr = rx.recv().unwrap();
-    let base = wrk(&format!("http://{baseline_addr}"), seconds, &script);
+    let base = wrk(&format!("http://{baseline_addr}"), seconds, &script, None);
 
     // Ingest only: a sandbox connector named `demo`, no flow.
     let plain_dir = daemon::temp_dir("bench-http-plain");
@@ -130,6 +137,7 @@ fn main() {
     let created = reqwest::blocking_post(
         &plain.url("/v1/integrations/sandbox/connectors"),
         r#"{"title":"Demo","connector_idn":"demo"}"#,
+        &plain.token,
     );
     let id = created
         .split("\"id\":\"")
@@ -140,8 +148,9 @@ fn main() {
     reqwest::blocking_post(
         &plain.url(&format!("/v1/integrations/connectors/{id}/run")),
         "",
+        &plain.token,
     );
-    let ingest = wrk(&plain.base, seconds, &script);
+    let ingest = wrk(&plain.base, seconds, &script, Some(&plain.token));
     drop(plain);
 
     let d = daemon::DaemonProcess::start(
@@ -151,7 +160,7 @@ fn main() {
             ("SWITCHBOARD_LOG__LEVEL", "warn,switchboard=info"),
         ],
     );
-    let ours = wrk(&d.base, seconds, &script);
+    let ours = wrk(&d.base, seconds, &script, Some(&d.token));
     let metrics = reqwest::blocking_get(&d.url("/metrics"));
     let received = metrics
         .lines()
@@ -173,13 +182,13 @@ fn main() {
 mod reqwest {
     use std::io::{Read, Write};
 
-    pub fn blocking_post(url: &str, body: &str) -> String {
+    pub fn blocking_post(url: &str, body: &str, token: &str) -> String {
         let rest = url.strip_prefix("http://").unwrap();
         let (host, path) = rest.split_once('/').unwrap();
         let mut s = std::net::TcpStream::connect(host).unwrap();
         write!(
             s,
-            "POST /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "POST /{path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )
         .unwrap();

@@ -229,7 +229,9 @@ fn main() {
             "{} flow instances live (expected {n}), {} sessions (expected 0), {} redelivered, \
              {} dead letters",
             engine.flow_instances(),
-            engine.sessions().len(),
+            engine
+                .sessions(&switchboard::domain::Idn::known("default"))
+                .len(),
             redelivered.load(Ordering::Relaxed),
             dead_letters.len()
         );

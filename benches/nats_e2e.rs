@@ -133,8 +133,8 @@ async fn baseline(url: &str, n: usize) -> (f64, Vec<u64>) {
     (n as f64 / started.elapsed().as_secs_f64(), lat)
 }
 
-async fn through_daemon(url: &str, base: &str, n: usize) -> (f64, Vec<u64>) {
-    let http = reqwest::Client::new();
+async fn through_daemon(url: &str, d: &daemon::DaemonProcess, n: usize) -> (f64, Vec<u64>) {
+    let (http, base) = (d.client(), d.base.as_str());
     let r: serde_json::Value = http
         .post(format!("{base}/v1/integrations/telegram/connectors"))
         .json(&json!({"title": "Bot", "connector_idn": "bot", "settings": [{"idn": "bot_token", "value": "t"}]}))
@@ -229,7 +229,7 @@ fn main() {
     env.push(("SWITCHBOARD_TRANSPORT__NATS__MAX_ACK_PENDING", &ack_pending));
     env.push(("SWITCHBOARD_TRANSPORT__NATS__PULL_BATCH", &pull_batch));
     let d = daemon::DaemonProcess::start(&dir, &env);
-    let (rate, mut lat) = rt.block_on(through_daemon(&server.url(), &d.base, n));
+    let (rate, mut lat) = rt.block_on(through_daemon(&server.url(), &d, n));
     let (b50, b99) = (pct(&mut base_lat, 0.50), pct(&mut base_lat, 0.99));
     let (d50, d99) = (pct(&mut lat, 0.50), pct(&mut lat, 0.99));
     println!("nats_e2e: baseline (JetStream publish → consume+ack): {base_rate:.0} events/s, latency p50 {b50:.2} ms, p99 {b99:.2} ms ({n} events)");

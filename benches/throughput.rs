@@ -203,7 +203,9 @@ fn engine_runs(rounds: Vec<Vec<Event>>, submit_batch: usize) -> (Vec<Run>, Strin
         let check = format!(
             "{} flow instances live, {} sessions, {} redelivered, {} dead letters",
             engine.flow_instances(),
-            engine.sessions().len(),
+            engine
+                .sessions(&switchboard::domain::Idn::known("default"))
+                .len(),
             done.redelivered.load(Ordering::Relaxed),
             dead_letters.len()
         );

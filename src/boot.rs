@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use crate::auth::TokenKeeper;
 use crate::catalog::settings::Settings;
 use crate::config::Config;
 use crate::config::TransportKind;
+use crate::daemon::access::write_first_admin_token;
 use crate::daemon::{secrets_key, Daemon};
 use crate::dead_letter::DeadLetterStore;
 use crate::domain::{Flow, Idn, RunnerSpec};
@@ -55,6 +57,8 @@ pub enum BootError {
     Flows(#[from] crate::daemon::ReloadError),
     #[error("transport: {0}")]
     Nats(#[from] crate::transport::NatsError),
+    #[error("the first admin token: {0}")]
+    FirstToken(#[from] crate::daemon::access::FirstTokenError),
 }
 
 /// The timer service's settings from `[timers]`.
@@ -222,6 +226,7 @@ pub async fn start(
         },
     );
 
+    let tokens = TokenKeeper::new(store.clone(), config.auth.cache_ttl());
     let daemon = Arc::new(Daemon {
         engine,
         store,
@@ -229,6 +234,7 @@ pub async fn start(
         sandbox,
         metrics,
         secrets,
+        tokens,
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
         transport: nats
@@ -238,6 +244,7 @@ pub async fn start(
         config,
     });
     restore(&daemon).await?;
+    first_admin_token(&daemon).await?;
     let flows = daemon.reload_flow_files().await?;
     tracing::info!(files_flows = flows, "flow files loaded");
     if daemon.config.sandbox.demo_runner {
@@ -254,6 +261,11 @@ pub async fn start(
 }
 
 async fn restore(d: &Arc<Daemon>) -> Result<(), BootError> {
+    for a in d.store.accounts()? {
+        d.engine
+            .registry()
+            .ensure_account(&Idn::parse("account", &a.idn)?);
+    }
     for (account, integration, sealed) in d.store.integration_settings()? {
         let settings = d.open(sealed, (&account, &integration, ""))?;
         let account = Idn::parse("account", &account)?;
@@ -310,18 +322,32 @@ async fn restore(d: &Arc<Daemon>) -> Result<(), BootError> {
     Ok(())
 }
 
+/// The home account exists; on a store without tokens, the admin token file is written.
+async fn first_admin_token(d: &Arc<Daemon>) -> Result<(), BootError> {
+    let home = d.home_account();
+    d.create_account(&home, "The daemon's home account").await?;
+    let path = d.config.auth.admin_token_path(&d.config.store.path);
+    if write_first_admin_token(&d.tokens, &home, &path).await? {
+        tracing::info!(
+            path = %path.display(),
+            "no API token yet: wrote an admin token to this file (mode 0600); read it for `Authorization: Bearer`"
+        );
+    }
+    Ok(())
+}
+
 /// The demo: a running sandbox connector `demo` and a flow answering on it.
 async fn demo_setup(d: &Arc<Daemon>) -> Result<(), BootError> {
-    let account = d.account();
+    let account = d.home_account();
     if d.engine
         .registry()
         .find(&account, "sandbox", "demo")
         .is_none()
     {
         let view = d
-            .create_connector("sandbox", "demo", "Demo sandbox", &[])
+            .create_connector(&account, "sandbox", "demo", "Demo sandbox", &[])
             .await?;
-        d.run_connector(view.id).await?;
+        d.run_connector(&account, view.id).await?;
     }
     let doc = crate::wire::FlowDoc::from_yaml(
         r#"
@@ -365,7 +391,7 @@ async fn replay_inbox(d: &Arc<Daemon>) -> Result<(), BootError> {
                 crate::dead_letter::record(
                     &**d.engine.dead_letters(),
                     crate::dead_letter::DeadLetter::raw(
-                        d.account(),
+                        d.home_account(),
                         err.to_string(),
                         "application/msgpack".into(),
                         bytes,

@@ -310,9 +310,9 @@ impl Engine {
         &self.ingress
     }
 
-    pub fn sessions(&self) -> Vec<SessionView> {
-        self.sessions
-            .list(&Idn::known(crate::domain::DEFAULT_ACCOUNT))
+    /// Live sessions of `account`.
+    pub fn sessions(&self, account: &Idn) -> Vec<SessionView> {
+        self.sessions.list(account)
     }
 
     pub fn session_table(&self) -> &Arc<SessionTable> {

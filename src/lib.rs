@@ -6,6 +6,7 @@
 //! the [`dead_letter`] store, [`telemetry`], and the [`engine`] that wires it all.
 
 pub mod admission;
+pub mod auth;
 pub mod boot;
 pub mod catalog;
 pub mod commands;

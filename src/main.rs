@@ -39,6 +39,42 @@ enum Cmd {
     },
     /// Publishes one event to a running daemon's NATS transport, for trying it by hand.
     PublishEvent(PublishEvent),
+    /// API tokens in the store the config names (with the daemon running or not; a running
+    /// daemon sees a change within `auth.cache_ttl_ms`).
+    Token {
+        /// The config file, as for serve.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: TokenCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Creates a token and prints its text (shown this once; only a hash is kept).
+    Create {
+        /// The account it acts for (created if missing).
+        #[arg(long, default_value = "default")]
+        account: String,
+        /// A name to recognise it by in `token list`.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes: admin, read, events:write, commands:write, results:write,
+        /// flows:write, connectors:write, credentials:write, metrics:read.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// When it stops working (RFC 3339); never when absent.
+        #[arg(long)]
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// Lists tokens (never their text).
+    List {
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Revokes a token by its id (the 12 characters after `sbt_`).
+    Revoke { id: String },
 }
 
 #[derive(clap::Args)]
@@ -86,6 +122,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Check { config } => check(config),
         Cmd::PublishEvent(p) => publish_event(p),
+        Cmd::Token { config, command } => token(config, command),
     }
 }
 
@@ -148,6 +185,70 @@ fn publish_event(p: PublishEvent) -> anyhow::Result<()> {
                 .publish_event(&envelope, p.external_event_id.as_deref())
                 .await?;
             println!("published: stream sequence {seq}");
+            anyhow::Ok(())
+        })
+}
+
+fn token(path: Option<PathBuf>, command: TokenCmd) -> anyhow::Result<()> {
+    use switchboard::auth::{Scopes, TokenKeeper};
+    use switchboard::domain::Idn;
+    let config = Config::load(path.as_deref())?;
+    let store =
+        switchboard::store::Store::open(&config.store.path, 64, config.store.busy_timeout_ms)
+            .with_context(|| format!("store.path {}", config.store.path.display()))?;
+    let keeper = TokenKeeper::new(store.clone(), config.auth.cache_ttl());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            match command {
+                TokenCmd::Create {
+                    account,
+                    name,
+                    scopes,
+                    expires_at,
+                } => {
+                    let account = Idn::parse("account", &account)?;
+                    let scopes = Scopes::parse(scopes.iter().map(String::as_str))
+                        .map_err(|bad| anyhow::anyhow!("--scopes: {bad:?} is not a scope"))?;
+                    store
+                        .put_account(account.to_string(), String::new())
+                        .await?;
+                    let (text, record) = keeper.create(account, name, scopes, expires_at).await?;
+                    eprintln!(
+                        "token {} for account {} ({}); shown once:",
+                        record.id,
+                        record.account,
+                        record.scopes.joined()
+                    );
+                    println!("{}", text.as_str());
+                }
+                TokenCmd::List { account } => {
+                    let account = account.map(|a| Idn::parse("account", &a)).transpose()?;
+                    for t in keeper.list(account).await? {
+                        let state = match (t.revoked_at, t.expires_at) {
+                            (Some(_), _) => "revoked".to_owned(),
+                            (None, Some(e)) if e <= chrono::Utc::now() => "expired".to_owned(),
+                            (None, Some(e)) => format!("expires {}", e.to_rfc3339()),
+                            (None, None) => "live".to_owned(),
+                        };
+                        println!(
+                            "{}\t{}\t{}\t{}\t{}",
+                            t.id,
+                            t.account,
+                            t.name,
+                            t.scopes.joined(),
+                            state
+                        );
+                    }
+                }
+                TokenCmd::Revoke { id } => {
+                    if !keeper.revoke(&id, |_| true).await? {
+                        anyhow::bail!("no live token {id}");
+                    }
+                    println!("revoked {id}");
+                }
+            }
             anyhow::Ok(())
         })
 }

@@ -40,7 +40,7 @@ fn err_field(v: &Value) -> (&str, &str) {
 async fn connector_lifecycle_refusals_secrets_and_restart() {
     let dir = temp_dir("control");
     let d = DaemonProcess::start(&dir, &[]);
-    let c = Client::new();
+    let c = d.client();
     let connectors = |i: &str| d.url(&format!("/v1/integrations/{i}/connectors"));
 
     // Create: stopped, settings validated.
@@ -319,7 +319,7 @@ async fn flows_over_the_api_and_from_files_with_hot_reload() {
     let dir = temp_dir("flows");
     std::fs::write(dir.join("flows/main.yaml"), FLOW_FILE).unwrap();
     let d = DaemonProcess::start(&dir, &[]);
-    let c = Client::new();
+    let c = d.client();
     let explain =
         d.url("/v1/routes/explain?integration_idn=sandbox&connector_idn=sb&event_idn=user_message");
     let (s, v) = call(&c, "GET", d.url("/v1/flows/FileAgent/MainFlow"), None).await;
@@ -513,7 +513,7 @@ fn the_example_flow_file_is_a_valid_flow() {
 async fn a_command_for_a_native_integration_without_a_handler_is_refused_at_once_naming_it() {
     let dir = temp_dir("no-native");
     let d = DaemonProcess::start(&dir, &[]);
-    let c = Client::new();
+    let c = d.client();
     d.run_connector(
         "http",
         json!({"title": "API", "connector_idn": "api",
@@ -546,7 +546,7 @@ async fn a_command_for_a_native_integration_without_a_handler_is_refused_at_once
 async fn the_demo_flow_answers_its_own_connector_only() {
     let dir = temp_dir("demo-scope");
     let d = DaemonProcess::start(&dir, &[("SWITCHBOARD_SANDBOX__DEMO_RUNNER", "true")]);
-    let c = Client::new();
+    let c = d.client();
     // README's walk-through: another sandbox connector with a flow of its own.
     d.run_connector(
         "sandbox",
@@ -651,7 +651,7 @@ async fn deleting_a_flow_a_file_defines_is_refused_naming_the_file() {
     let dir = temp_dir("file-flow-delete");
     std::fs::write(dir.join("flows/main.yaml"), FLOW_FILE).unwrap();
     let d = DaemonProcess::start(&dir, &[]);
-    let c = Client::new();
+    let c = d.client();
     let (s, v) = call(&c, "DELETE", d.url("/v1/flows/FileAgent/MainFlow"), None).await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert_eq!(v["error"]["code"], "defined_by_file");
@@ -670,7 +670,7 @@ async fn deleting_a_flow_a_file_defines_is_refused_naming_the_file() {
 async fn a_required_integration_setting_cannot_be_cleared_while_a_connector_of_it_runs() {
     let dir = temp_dir("integration-required");
     let d = DaemonProcess::start(&dir, &[]);
-    let c = Client::new();
+    let c = d.client();
     let settings = d.url("/v1/integrations/apify/settings");
     let (s, v) = call(
         &c,
@@ -700,7 +700,7 @@ async fn a_required_integration_setting_cannot_be_cleared_while_a_connector_of_i
 async fn filters_are_checked_and_dead_letters_filter_by_reason_and_time_and_read_one_by_one() {
     let dir = temp_dir("filters");
     let d = DaemonProcess::start(&dir, &[]);
-    let c = Client::new();
+    let c = d.client();
     let (s, v) = call(&c, "GET", d.url("/v1/sessions?connectors=bogus"), None).await;
     assert_eq!(
         (s, v["error"]["field"].as_str()),
@@ -834,7 +834,7 @@ async fn subscriptions_that_can_never_match_are_refused_by_the_api_and_by_check(
     // The API refuses the same, naming the field.
     std::fs::remove_file(dir.join("flows/x.yaml")).unwrap();
     let d = DaemonProcess::start(&dir, &[]);
-    let c = Client::new();
+    let c = d.client();
     let (s, v) = call(
         &c,
         "PUT",
@@ -863,14 +863,20 @@ async fn the_access_log_is_off_by_default_and_writes_one_line_per_request_when_o
             .filter(|v| v["target"] == "access")
             .collect()
     };
-    let c = Client::new();
     let dir = temp_dir("access-off");
     let d = DaemonProcess::start(&dir, &[]);
+    let c = d.client();
     let (s, _) = call(&c, "GET", d.url("/v1/flows"), None).await;
     assert_eq!(s, StatusCode::OK);
     let dir = temp_dir("access-on");
     let on = DaemonProcess::start(&dir, &[("SWITCHBOARD_HTTP__ACCESS_LOG", "true")]);
-    let (s, _) = call(&c, "GET", on.url("/v1/flows/NoAgent/NoFlow?secret=x"), None).await;
+    let (s, _) = call(
+        &on.client(),
+        "GET",
+        on.url("/v1/flows/NoAgent/NoFlow?secret=x"),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let line = eventually("the access line", Duration::from_secs(10), || async {
         access_lines(&on).into_iter().next()

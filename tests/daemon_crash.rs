@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::daemon::{temp_dir, DaemonProcess};
 use common::eventually_explained;
 use common::runner_server::{completed, RunnerServer};
-use reqwest::{Client, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 const SENDERS: usize = 8;
@@ -23,7 +23,7 @@ async fn nothing_acknowledged_is_lost_and_nothing_is_dispatched_twice() {
     let mut runner = RunnerServer::start(|_| (200, completed(json!([]))));
     let dir = temp_dir("crash");
     let d = DaemonProcess::start(&dir, &[]);
-    let c = Client::new();
+    let c = d.client();
     d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
         .await;
     let flow = json!({"runner": {"kind": "webhook", "url": format!("{}/skills", runner.base), "max_attempts": 5},

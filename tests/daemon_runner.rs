@@ -68,7 +68,7 @@ async fn an_event_reaches_the_webhook_runner_and_its_commands_come_back_as_resul
     });
     let dir = temp_dir("runner");
     let d = DaemonProcess::start(&dir, &[("SWITCHBOARD_RUNNERS__SIGNING_SECRET", SECRET)]);
-    let c = Client::new();
+    let c = d.client();
     setup(&d, &runner.base, 3).await;
 
     let (s, v) = post(&c, d.url("/v1/events"), event("chat", "alice", "hello")).await;
@@ -230,7 +230,7 @@ async fn a_failing_runner_is_retried_then_dead_lettered_then_replayed() {
     let mut runner = RunnerServer::start(|_| (500, r#"{"oops":"database down"}"#.into()));
     let dir = temp_dir("retry");
     let d = DaemonProcess::start(&dir, &[("SWITCHBOARD_RUNNERS__BACKOFF_INITIAL_MS", "10")]);
-    let c = Client::new();
+    let c = d.client();
     setup(&d, &runner.base, 3).await;
     let (s, v) = post(&c, d.url("/v1/events"), event("chat", "bob", "hi")).await;
     assert_eq!(s, StatusCode::ACCEPTED);
@@ -296,7 +296,7 @@ async fn a_runner_may_answer_later_through_the_result_endpoint() {
     });
     let dir = temp_dir("later");
     let d = DaemonProcess::start(&dir, &[]);
-    let c = Client::new();
+    let c = d.client();
     setup(&d, &runner.base, 1).await;
     post(&c, d.url("/v1/events"), event("chat", "carol", "hi")).await;
     let talk = runner.next().await;
@@ -370,7 +370,7 @@ async fn a_replayed_event_is_routed_again_while_its_external_id_is_in_the_dedupe
     let mut runner = RunnerServer::start(|_| (500, r#"{"oops":"down"}"#.into()));
     let dir = temp_dir("replay-dedupe");
     let d = DaemonProcess::start(&dir, &[("SWITCHBOARD_RUNNERS__BACKOFF_INITIAL_MS", "10")]);
-    let c = Client::new();
+    let c = d.client();
     setup(&d, &runner.base, 1).await;
     let mut e = event("chat", "bob", "hi");
     e["external_event_id"] = json!("adapter-msg-1");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::daemon::{temp_dir, DaemonProcess};
 use common::nats::{completed, next_invocation, user_message, NatsServer};
-use reqwest::{Client as Http, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 use switchboard::transport::client::Client;
 use switchboard::wire::envelope::{
@@ -151,7 +151,7 @@ async fn bad_payloads_and_a_stopped_connector_end_in_the_dead_letter_subject_onl
         &[("SWITCHBOARD_TRANSPORT__NATS__MAX_MESSAGE_BYTES", "4096")],
     )
     .await;
-    let http = Http::new();
+    let http = d.client();
     let connector = setup(&d).await;
     let (adapter, _runner, invocations) = clients(&nats.url(), Encoding::Json).await;
     let dlq = adapter

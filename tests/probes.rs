@@ -12,13 +12,14 @@ use common::daemon::{signal, temp_dir, DaemonProcess};
 use common::eventually;
 use common::nats::NatsServer;
 use common::runner_server::RunnerServer;
-use reqwest::{Client, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn readyz(d: &DaemonProcess) -> (StatusCode, Value) {
-    let r = Client::new()
+    let r = d
+        .client()
         .get(d.url("/readyz"))
         .send()
         .await
@@ -52,7 +53,7 @@ async fn metrics_show_build_info_http_requests_and_the_process() {
         "events": [{"idn": "user_message", "skill_idn": "Talk", "integration_idn": "sandbox"}]
     });
     d.put_flow("Bot", "Main", &flow).await;
-    let http = Client::new();
+    let http = d.client();
     let s = http
         .get(d.url("/v1/flows/Nobody/Nothing"))
         .send()
@@ -180,7 +181,7 @@ async fn readyz_names_draining_while_sigterm_waits_for_a_running_invocation() {
         "events": [{"idn": "user_message", "skill_idn": "Talk", "integration_idn": "sandbox"}]
     });
     d.put_flow("Bot", "Main", &flow).await;
-    let http = Client::new();
+    let http = d.client();
     let s = http
         .post(d.url("/v1/events"))
         .json(&json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat", "event_idn": "user_message",

@@ -294,7 +294,10 @@ async fn the_sandbox_page_chats_with_the_demo_runner_in_a_real_browser() {
 
     // The daemon holds one live session, of the tab's persona on sandbox/demo.
     let sessions: Vec<Value> = within("the sessions list", WAIT, async {
-        let r = reqwest::get(daemon.url("/v1/sessions?connectors=sandbox/*"))
+        let r = daemon
+            .client()
+            .get(daemon.url("/v1/sessions?connectors=sandbox/*"))
+            .send()
             .await
             .expect("GET /v1/sessions");
         assert!(r.status().is_success(), "GET /v1/sessions: {}", r.status());
@@ -366,7 +369,8 @@ async fn switch_and_receive(c: &Client, daemon: &DaemonProcess) {
         .expect("the attribute")
         .expect("a persona id");
     // A message sent to that persona on that connector through the API appears.
-    let r = reqwest::Client::new()
+    let r = daemon
+        .client()
         .post(daemon.url("/v1/commands"))
         .json(
             &json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "second",

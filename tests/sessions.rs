@@ -69,7 +69,9 @@ async fn sessions_start_before_the_first_event_and_end_when_idle() {
     assert_eq!(started.arguments.get("integrationIdn"), Some("telegram"));
     assert_eq!(started.arguments.get("connectorIdn"), Some("bot"));
     let session_id = started.arguments.get("sessionId").unwrap().to_owned();
-    let live = h.engine.sessions();
+    let live = h
+        .engine
+        .sessions(&switchboard::domain::Idn::known("default"));
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].id.to_string(), session_id);
     assert_eq!(live[0].channel, "chat");
@@ -88,7 +90,10 @@ async fn sessions_start_before_the_first_event_and_end_when_idle() {
         Some(session_id.as_str())
     );
     assert_eq!(ended.event.event.arguments.get("reason"), Some("idle"));
-    assert!(h.engine.sessions().is_empty());
+    assert!(h
+        .engine
+        .sessions(&switchboard::domain::Idn::known("default"))
+        .is_empty());
 
     // The next message starts a new session.
     h.send(h.event("telegram", "bot", "user_message", "alice"))
@@ -125,7 +130,10 @@ async fn conversation_ended_ends_the_session() {
         rec[3].event.event.arguments.get("sessionId"),
         rec[0].event.event.arguments.get("sessionId")
     );
-    assert!(h.engine.sessions().is_empty());
+    assert!(h
+        .engine
+        .sessions(&switchboard::domain::Idn::known("default"))
+        .is_empty());
 }
 
 #[actix_rt::test]

@@ -11,7 +11,6 @@ use chrono::{SecondsFormat, Utc};
 use common::daemon::{temp_dir, DaemonProcess};
 use common::eventually;
 use common::runner_server::{completed, Received, RunnerServer};
-use reqwest::Client;
 use serde_json::{json, Value};
 
 /// A runner whose `Talk` sets `n` one-shot timers due at `due`, and that completes the rest.
@@ -52,7 +51,8 @@ async fn setup(d: &DaemonProcess, runner: &str) {
 }
 
 async fn talk(d: &DaemonProcess) {
-    let r = Client::new()
+    let r = d
+        .client()
         .post(d.url("/v1/events"))
         .json(
             &json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat",
@@ -66,7 +66,7 @@ async fn talk(d: &DaemonProcess) {
 }
 
 async fn timers(d: &DaemonProcess) -> Vec<Value> {
-    Client::new()
+    d.client()
         .get(d.url("/v1/timers?connector=timers"))
         .send()
         .await

@@ -268,7 +268,7 @@ async fn invocation_is_posted_signed_and_the_inline_answer_reaches_egress() {
         body["event"]["arguments"],
         serde_json::json!([{"name": "text", "value": "hello"}])
     );
-    let sessions = s.h.engine.sessions();
+    let sessions = s.h.engine.sessions(&Idn::known("default"));
     assert_eq!(sessions.len(), 1, "a user connector starts a session");
     assert_eq!(body["session"]["session_id"], sessions[0].id.to_string());
     assert_eq!(body["session"]["integration_idn"], "telegram");

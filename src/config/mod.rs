@@ -6,6 +6,7 @@
 //! order of the structs here. [`Config::load`] layers, last wins: the defaults, the file, the
 //! environment (`SWITCHBOARD_HTTP__LISTEN=127.0.0.1:0` sets `http.listen`).
 
+mod auth;
 mod engine;
 mod envelope;
 mod error;
@@ -21,6 +22,7 @@ mod transport;
 
 use serde::{Deserialize, Serialize};
 
+pub use auth::{AuthConfig, AutoWord, MetricsConfig, Switch};
 pub use engine::EngineSection;
 pub use envelope::EnvelopeSection;
 pub use error::{ConfigError, Origin};
@@ -39,6 +41,8 @@ pub use transport::{NatsConfig, TransportConfig, TransportKind, WireEncoding};
 pub struct Config {
     pub http: HttpConfig,
     pub store: StoreConfig,
+    pub auth: AuthConfig,
+    pub metrics: MetricsConfig,
     pub engine: EngineSection,
     pub envelope: EnvelopeSection,
     pub flows: FlowsConfig,
@@ -61,6 +65,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.http.validate()?;
         self.store.validate()?;
+        self.auth.validate()?;
         self.engine.validate()?;
         self.envelope.validate()?;
         self.flows.validate()?;

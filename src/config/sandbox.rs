@@ -10,11 +10,22 @@ pub struct SandboxConfig {
     pub enabled: bool,
     /// Whether the built-in demo runner answers sandbox flows.
     pub demo_runner: bool,
+    /// Whether the sandbox page's socket works without a token (as the `default` account's
+    /// sandbox): `true`, `false`, or `"auto"` (only when `http.listen` is a loopback address,
+    /// and then only for pages served from a loopback host). Otherwise the page asks for a
+    /// token with `events:write`.
+    pub without_token: super::Switch,
 }
 
 impl SandboxConfig {
     pub const DEFAULT_ENABLED: bool = true;
     pub const DEFAULT_DEMO_RUNNER: bool = false;
+    pub const DEFAULT_WITHOUT_TOKEN: super::Switch = super::Switch::AUTO;
+
+    /// Whether the socket is open without a token on a listener on `listen`.
+    pub fn open_without_token(&self, listen: std::net::SocketAddr) -> bool {
+        self.without_token.resolve(listen, true)
+    }
 }
 
 impl Default for SandboxConfig {
@@ -22,6 +33,7 @@ impl Default for SandboxConfig {
         SandboxConfig {
             enabled: Self::DEFAULT_ENABLED,
             demo_runner: Self::DEFAULT_DEMO_RUNNER,
+            without_token: Self::DEFAULT_WITHOUT_TOKEN,
         }
     }
 }

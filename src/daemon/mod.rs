@@ -2,6 +2,7 @@
 //! acknowledged event, flows from files, the sandbox, and the runners a deployment uses.
 //! The HTTP surface calls only this.
 
+pub mod access;
 pub mod flow_files;
 pub mod operations;
 pub mod secrets_key;
@@ -152,6 +153,7 @@ pub struct Daemon {
     pub(crate) sandbox: Arc<SandboxHub>,
     pub(crate) metrics: Option<crate::telemetry::exporter::Exporter>,
     pub(crate) secrets: SecretBox,
+    pub(crate) tokens: crate::auth::TokenKeeper,
     pub(crate) ready: AtomicBool,
     pub(crate) draining: AtomicBool,
     /// The external transport's connection, when one is configured.
@@ -184,7 +186,9 @@ impl Daemon {
         self.store.flush().await
     }
 
-    pub fn account(&self) -> Idn {
+    /// The account of the daemon's own things: flow files, the demo, the embedded sandbox
+    /// without a token, and events of transports that name no account.
+    pub fn home_account(&self) -> Idn {
         Idn::known(crate::domain::DEFAULT_ACCOUNT)
     }
 
@@ -275,46 +279,56 @@ impl Daemon {
 
     pub async fn create_connector(
         &self,
+        account: &Idn,
         integration: &str,
         connector: &str,
         title: &str,
         settings: &[(String, String)],
     ) -> Result<ConnectorView, ChangeError> {
-        let view = self.engine.create_connector(
-            &self.account(),
-            integration,
-            connector,
-            title,
-            settings,
-        )?;
+        let view =
+            self.engine
+                .create_connector(account, integration, connector, title, settings)?;
         self.persist_connector(view.id).await?;
         Ok(view)
     }
 
     pub async fn update_connector(
         &self,
+        account: &Idn,
         id: Uuid,
         title: Option<&str>,
         settings: &[(String, String)],
     ) -> Result<ConnectorView, ChangeError> {
+        self.connector(account, id)?;
         let view = self.engine.registry().update(id, title, settings)?;
         self.persist_connector(id).await?;
         Ok(view)
     }
 
-    pub async fn run_connector(&self, id: Uuid) -> Result<ConnectorView, ChangeError> {
+    pub async fn run_connector(
+        &self,
+        account: &Idn,
+        id: Uuid,
+    ) -> Result<ConnectorView, ChangeError> {
+        self.connector(account, id)?;
         let view = self.engine.run_connector(id)?;
         self.persist_connector(id).await?;
         Ok(view)
     }
 
-    pub async fn stop_connector(&self, id: Uuid) -> Result<ConnectorView, ChangeError> {
+    pub async fn stop_connector(
+        &self,
+        account: &Idn,
+        id: Uuid,
+    ) -> Result<ConnectorView, ChangeError> {
+        self.connector(account, id)?;
         let view = self.engine.stop_connector(id)?;
         self.persist_connector(id).await?;
         Ok(view)
     }
 
-    pub async fn delete_connector(&self, id: Uuid) -> Result<(), ChangeError> {
+    pub async fn delete_connector(&self, account: &Idn, id: Uuid) -> Result<(), ChangeError> {
+        self.connector(account, id)?;
         self.engine.delete_connector(id)?;
         self.store.delete_connector(id).await?;
         Ok(())
@@ -322,10 +336,11 @@ impl Daemon {
 
     pub async fn set_integration_settings(
         &self,
+        account: &Idn,
         integration: &str,
         changes: &[(String, String)],
     ) -> Result<Vec<(String, String)>, ChangeError> {
-        let account = self.account();
+        let account = account.clone();
         let shown =
             self.engine
                 .registry()
@@ -367,46 +382,50 @@ impl Daemon {
         Ok(doc)
     }
 
-    pub async fn delete_flow(&self, agent: &Name, flow: &Name) -> Result<bool, ChangeError> {
+    pub async fn delete_flow(
+        &self,
+        account: &Idn,
+        agent: &Name,
+        flow: &Name,
+    ) -> Result<bool, ChangeError> {
         // A file's flow would come back at the next reload: the file is what to change.
-        let file = self
-            .file_flows
-            .lock()
-            .expect("file flows lock")
-            .get(&(agent.clone(), flow.clone()))
-            .cloned();
+        let file = (*account == self.home_account())
+            .then(|| {
+                self.file_flows
+                    .lock()
+                    .expect("file flows lock")
+                    .get(&(agent.clone(), flow.clone()))
+                    .cloned()
+            })
+            .flatten();
         if let Some(path) = file {
             return Err(ChangeError::DefinedByFile {
                 flow: format!("{agent}/{flow}"),
                 path,
             });
         }
-        let account = self.account();
-        let removed = self.engine.delete_flow(&account, agent, flow).await;
+        let removed = self.engine.delete_flow(account, agent, flow).await;
         self.store
             .delete_flow(account.to_string(), agent.to_string(), flow.to_string())
             .await?;
-        self.file_flows
-            .lock()
-            .expect("file flows lock")
-            .remove(&(agent.clone(), flow.clone()));
         Ok(removed)
     }
 
     /// The document of a live flow.
-    pub fn flow(&self, agent: &str, flow: &str) -> Option<FlowDoc> {
+    pub fn flow(&self, account: &Idn, agent: &str, flow: &str) -> Option<FlowDoc> {
         self.engine
             .dispatcher()
             .index()
-            .flow(crate::domain::DEFAULT_ACCOUNT, agent, flow)
+            .flow(account.as_str(), agent, flow)
             .map(|f| FlowDoc::from_domain(&f.flow))
     }
 
     /// Every live flow's document, sorted.
-    pub fn flows(&self) -> Vec<FlowDoc> {
+    pub fn flows(&self, account: &Idn) -> Vec<FlowDoc> {
         let index = self.engine.dispatcher().index();
         let mut v: Vec<_> = index
             .flows()
+            .filter(|f| f.flow.account == *account)
             .map(|f| FlowDoc::from_domain(&f.flow))
             .collect();
         v.sort_by(|a, b| (&a.agent_idn, &a.flow_idn).cmp(&(&b.agent_idn, &b.flow_idn)));
@@ -417,7 +436,7 @@ impl Daemon {
     /// the same name win over them.
     /// The files and the store are read on a blocking thread, off the async workers.
     pub async fn reload_flow_files(&self) -> Result<usize, ReloadError> {
-        let account = self.account();
+        let account = self.home_account();
         let (dir, store) = (self.config.flows.dir.clone(), self.store.clone());
         let read_account = account.clone();
         let (files, stored) = tokio::task::spawn_blocking(move || {

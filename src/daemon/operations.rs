@@ -111,45 +111,63 @@ impl Daemon {
         self.engine.catalog().find(id).filter(|i| i.spec.listed)
     }
 
-    pub fn connector(&self, id: Uuid) -> Result<ConnectorView, ControlError> {
-        self.engine.registry().get(id)
+    /// A connector of `account` by id; another account's is as absent as a missing one.
+    pub fn connector(&self, account: &Idn, id: Uuid) -> Result<ConnectorView, ControlError> {
+        self.engine
+            .registry()
+            .get(id)
+            .ok()
+            .filter(|v| v.key.account == *account)
+            .ok_or_else(|| ControlError::NotFound(id.to_string()))
     }
 
     /// The connectors of this account, optionally of one integration.
-    pub fn connectors(&self, integration: Option<&str>) -> Vec<ConnectorView> {
-        self.engine.registry().list(&self.account(), integration)
+    pub fn connectors(&self, account: &Idn, integration: Option<&str>) -> Vec<ConnectorView> {
+        self.engine.registry().list(account, integration)
     }
 
     /// Integration-level settings of this account, secrets left out.
     pub fn integration_settings(
         &self,
+        account: &Idn,
         integration: &str,
     ) -> Result<Vec<(String, String)>, ControlError> {
         self.engine
             .registry()
-            .integration_settings(&self.account(), integration)
+            .integration_settings(account, integration)
     }
 
     /// A connector of this account by its idns.
-    pub fn find_connector(&self, integration: &str, connector: &str) -> Option<ConnectorView> {
-        self.engine
-            .registry()
-            .find(&self.account(), integration, connector)
+    pub fn find_connector(
+        &self,
+        account: &Idn,
+        integration: &str,
+        connector: &str,
+    ) -> Option<ConnectorView> {
+        self.engine.registry().find(account, integration, connector)
     }
 
     /// Keeps bytes that never decoded into an event as a dead letter, with the reason, and
     /// counts them: nothing is lost.
-    pub fn record_malformed(&self, reason: String, content_type: String, bytes: Vec<u8>) {
+    pub fn record_malformed(
+        &self,
+        account: &Idn,
+        reason: String,
+        content_type: String,
+        bytes: Vec<u8>,
+    ) {
         handles::rejected("malformed");
         dead_letter::record(
             &**self.engine.dead_letters(),
-            DeadLetter::raw(self.account(), reason, content_type, bytes),
+            DeadLetter::raw(account.clone(), reason, content_type, bytes),
         );
     }
 
     /// Sends a command for `persona` outside any invocation, once it passed the command
     /// stage's checks; returns its act id.
     pub fn send_command(&self, command: Command, persona: PersonaId) -> Result<Uuid, CommandError> {
+        // The command's account is the caller's (checked at the HTTP edge): its connector is
+        // looked up in that account only.
         self.engine.check_command(&command)?;
         Ok(self.engine.send_command(command, persona))
     }
@@ -157,10 +175,11 @@ impl Daemon {
     /// Adds a command to the invocation `invocation`, which must still wait for its answer.
     pub fn command_for_invocation(
         &self,
+        account: &Idn,
         invocation: Uuid,
         command: Command,
     ) -> Result<(), CommandError> {
-        if !self.pending.is_waiting(invocation) {
+        if !self.pending.is_waiting_in(invocation, account) {
             return Err(UnknownInvocation(invocation).into());
         }
         self.engine.check_command(&command)?;
@@ -171,21 +190,30 @@ impl Daemon {
     /// A runner's late answer to invocation `id`.
     pub fn answer_invocation(
         &self,
+        account: &Idn,
         id: Uuid,
         outcome: Option<Outcome>,
         commands: Vec<Command>,
     ) -> Result<(), UnknownInvocation> {
+        if !self.pending.is_waiting_in(id, account) {
+            return Err(UnknownInvocation(id));
+        }
         self.pending.answer(id, outcome, commands)
     }
 
-    pub fn explain(&self, integration: &Idn, connector: &Idn, event: &Idn) -> Explanation {
-        self.engine
-            .explain(&self.account(), integration, connector, event)
+    pub fn explain(
+        &self,
+        account: &Idn,
+        integration: &Idn,
+        connector: &Idn,
+        event: &Idn,
+    ) -> Explanation {
+        self.engine.explain(account, integration, connector, event)
     }
 
     /// Live sessions of this account.
-    pub fn live_sessions(&self) -> Vec<SessionView> {
-        self.engine.sessions()
+    pub fn live_sessions(&self, account: &Idn) -> Vec<SessionView> {
+        self.engine.sessions(account)
     }
 
     /// Ended sessions of this account, newest first, at most `limit`: `(row, ended_at,
@@ -193,10 +221,11 @@ impl Daemon {
     /// workers.
     pub async fn ended_sessions(
         &self,
+        account: &Idn,
         limit: usize,
     ) -> Result<Vec<(SessionRow, String, String)>, StoreError> {
         self.store.flush().await?;
-        let (store, account) = (self.store.clone(), self.account());
+        let (store, account) = (self.store.clone(), account.clone());
         tokio::task::spawn_blocking(move || store.ended_sessions(account.as_str(), limit))
             .await
             .map_err(|e| StoreError::Corrupt(format!("session read task: {e}")))?
@@ -206,12 +235,13 @@ impl Daemon {
     /// and recorded at or after `since`; those recorded before the call included.
     pub async fn dead_letters(
         &self,
+        account: &Idn,
         limit: usize,
         reason: Option<DeadLetterReason>,
         since: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<Vec<DeadLetter>, ReplayError> {
         self.store.flush().await?;
-        let (letters, account) = (self.engine.dead_letters().clone(), self.account());
+        let (letters, account) = (self.engine.dead_letters().clone(), account.clone());
         // Filters apply to the newest ones read (up to the largest page).
         let read = if reason.is_some() || since.is_some() {
             1000
@@ -228,10 +258,10 @@ impl Daemon {
     }
 
     /// One dead letter of this account.
-    pub async fn dead_letter(&self, id: Uuid) -> Result<DeadLetter, ReplayError> {
+    pub async fn dead_letter(&self, account: &Idn, id: Uuid) -> Result<DeadLetter, ReplayError> {
         self.store.flush().await?;
         let letters = self.engine.dead_letters().clone();
-        let account = self.account();
+        let account = account.clone();
         blocking(move || letters.get(id))
             .await??
             .filter(|l| l.account == account)
@@ -240,12 +270,12 @@ impl Daemon {
 
     /// Routes a dead letter's event or command again; the letter goes once that succeeded. A
     /// replay is a deliberate redelivery: the event is marked `redelivered`.
-    pub async fn replay_dead_letter(&self, id: Uuid) -> Result<Replayed, ReplayError> {
-        self.store.flush().await?;
-        let letters = self.engine.dead_letters().clone();
-        let letter = blocking(move || letters.get(id))
-            .await??
-            .ok_or(ReplayError::NotFound(id))?;
+    pub async fn replay_dead_letter(
+        &self,
+        account: &Idn,
+        id: Uuid,
+    ) -> Result<Replayed, ReplayError> {
+        let letter = self.dead_letter(account, id).await?;
         let replayed = match letter.payload {
             DeadLetterPayload::Event { event, .. } => {
                 let mut e = *event;
@@ -276,27 +306,28 @@ impl Daemon {
     /// Opens a sandbox socket of `persona` on `connector`: its id and what the page receives.
     pub fn sandbox_join(
         &self,
+        account: &Idn,
         connector: &Idn,
         persona: PersonaId,
     ) -> (u64, tokio::sync::mpsc::Receiver<ToPage>) {
-        self.sandbox.join(&self.account(), connector, persona)
+        self.sandbox.join(account, connector, persona)
     }
 
-    pub fn sandbox_leave(&self, connector: &Idn, persona: PersonaId, socket: u64) {
-        self.sandbox
-            .leave(&self.account(), connector, persona, socket);
+    pub fn sandbox_leave(&self, account: &Idn, connector: &Idn, persona: PersonaId, socket: u64) {
+        self.sandbox.leave(account, connector, persona, socket);
     }
 
     /// Timers of this account, optionally of one `program_timer` connector and one persona,
     /// soonest first, at most `limit`; those set before the call included.
     pub async fn timers(
         &self,
+        account: &Idn,
         connector: Option<Idn>,
         persona: Option<PersonaId>,
         limit: usize,
     ) -> Result<Vec<TimerRow>, StoreError> {
         self.store.flush().await?;
-        let (store, account) = (self.store.clone(), self.account());
+        let (store, account) = (self.store.clone(), account.clone());
         tokio::task::spawn_blocking(move || {
             store.timers_of(
                 account.as_str(),

@@ -7,14 +7,17 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 use uuid::Uuid;
 
+use super::auth::Caller;
 use super::body::RawBody;
 use super::body::{decode, encoding};
 use super::error::{ApiError, Kind};
+use crate::auth::{AuthError, Scope};
 use crate::daemon::operations::CommandError;
 use crate::daemon::{Daemon, Ingested};
-use crate::domain::PersonaId;
+use crate::domain::{Event, PersonaId, DEFAULT_ACCOUNT};
 use crate::wire::envelope::{CommandEnvelope, EventEnvelope};
 use crate::wire::invocation::ResultWire;
+use crate::wire::EnvelopeError;
 
 type D = web::Data<Arc<Daemon>>;
 
@@ -28,17 +31,47 @@ pub fn dynamic_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/invocations/{id}/result", web::post().to(post_result));
 }
 
-async fn post_event(d: D, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
+/// The envelope's account, when it names one, must be the caller's; absent (the wire's
+/// `default`) it is the caller's.
+fn own_account(c: &Caller, named: &mut String) -> Result<(), ApiError> {
+    if named.as_str() == c.account().as_str() || named.as_str() == DEFAULT_ACCOUNT {
+        *named = c.account().to_string();
+        return Ok(());
+    }
+    Err(ApiError::from(AuthError::WrongAccount {
+        token: c.account().to_string(),
+        named: named.clone(),
+    })
+    .field("account"))
+}
+
+async fn post_event(
+    d: D,
+    c: Caller,
+    req: HttpRequest,
+    body: RawBody,
+) -> Result<HttpResponse, ApiError> {
+    let account = c.need(Scope::EventsWrite)?.clone();
     let enc = encoding(&req)?;
     let limits = d.limits();
-    let event = match enc
-        .decode::<EventEnvelope>(&body)
-        .and_then(|e| e.into_domain(limits))
-    {
-        Ok(e) => e,
+    let event = match enc.decode::<EventEnvelope>(&body).and_then(|mut e| {
+        own_account(&c, &mut e.account).map_err(|e| EnvelopeError {
+            field: "account".into(),
+            reason: e.message,
+        })?;
+        e.into_domain(limits)
+    }) {
+        // The event's id is the daemon's: a client's `id` is not trusted (two events could
+        // share it, and with it their invocations and inbox row); `external_event_id` is the
+        // client's name for dedupe.
+        Ok(e) => Event {
+            id: Uuid::now_v7(),
+            ..e
+        },
         Err(e) => {
             // Nothing is lost: the bytes are kept as a dead letter, with the reason.
             d.record_malformed(
+                &account,
                 e.to_string(),
                 enc.content_type().to_owned(),
                 body.0.to_vec(),
@@ -56,12 +89,19 @@ async fn post_event(d: D, req: HttpRequest, body: RawBody) -> Result<HttpRespons
     }
 }
 
-async fn post_command(d: D, req: HttpRequest, body: RawBody) -> Result<HttpResponse, ApiError> {
-    let env: CommandEnvelope = decode(&req, &body)?;
+async fn post_command(
+    d: D,
+    c: Caller,
+    req: HttpRequest,
+    body: RawBody,
+) -> Result<HttpResponse, ApiError> {
+    let account = c.need(Scope::CommandsWrite)?.clone();
+    let mut env: CommandEnvelope = decode(&req, &body)?;
+    own_account(&c, &mut env.account)?;
     let persona = env.persona_id;
     let command = env.into_domain(d.limits())?;
     if let Some(inv) = command.invocation_id {
-        return match d.command_for_invocation(inv, command) {
+        return match d.command_for_invocation(&account, inv, command) {
             Ok(()) => {
                 Ok(HttpResponse::Accepted()
                     .json(json!({"status": "accepted", "invocation_id": inv})))
@@ -82,15 +122,19 @@ async fn post_command(d: D, req: HttpRequest, body: RawBody) -> Result<HttpRespo
     Ok(HttpResponse::Accepted().json(json!({"status": "accepted", "command_act_id": act})))
 }
 
+/// A runner's later answer: needs a token with `results:write` in the invocation's account
+/// (another account's invocation is as absent as one that does not wait).
 async fn post_result(
     d: D,
+    c: Caller,
     path: web::Path<String>,
     req: HttpRequest,
     body: RawBody,
 ) -> Result<HttpResponse, ApiError> {
+    let account = c.need(Scope::ResultsWrite)?.clone();
     let id = Uuid::parse_str(&path).map_err(|_| ApiError::invalid("id", "not a UUID"))?;
     let wire: ResultWire = decode(&req, &body)?;
     let answer = wire.into_domain(d.limits())?;
-    d.answer_invocation(id, answer.outcome, answer.commands)?;
+    d.answer_invocation(&account, id, answer.outcome, answer.commands)?;
     Ok(HttpResponse::Accepted().json(json!({"status": "accepted"})))
 }

@@ -9,6 +9,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::admission::Refusal;
+use crate::auth::AuthError;
 use crate::commands::refusal::CommandRefusal;
 use crate::connectors::registry::ControlError;
 use crate::daemon::operations::{CommandError, ReplayError};
@@ -29,7 +30,9 @@ pub enum Kind {
     NotFound,
     /// The request conflicts with the current state (409).
     Conflict,
-    /// The thing may not be changed by users (403).
+    /// No valid token (401, with `WWW-Authenticate: Bearer`).
+    Unauthorized,
+    /// The thing may not be changed by users, or the token lacks a scope (403).
     Forbidden,
     /// Too big (413).
     TooLarge,
@@ -107,6 +110,7 @@ impl ResponseError for ApiError {
             Kind::Invalid => StatusCode::BAD_REQUEST,
             Kind::NotFound => StatusCode::NOT_FOUND,
             Kind::Conflict => StatusCode::CONFLICT,
+            Kind::Unauthorized => StatusCode::UNAUTHORIZED,
             Kind::Forbidden => StatusCode::FORBIDDEN,
             Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Kind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -117,13 +121,37 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(Body {
+        let mut res = HttpResponse::build(self.status_code());
+        if self.kind == Kind::Unauthorized {
+            res.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        res.json(Body {
             error: Inner {
                 code: self.code,
                 message: &self.message,
                 field: self.field.as_deref(),
             },
         })
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let (caller, code) = match &e {
+            _ if e.unauthenticated() => (Kind::Unauthorized, "unauthenticated"),
+            AuthError::MissingScope(_) => (Kind::Forbidden, "missing_scope"),
+            _ => (Kind::Forbidden, "wrong_account"),
+        };
+        let field = match &e {
+            AuthError::MissingScope(s) => Some(s.as_str().to_owned()),
+            _ => None,
+        };
+        ApiError {
+            kind: kind_of(&e, caller),
+            code,
+            message: e.to_string(),
+            field,
+        }
     }
 }
 

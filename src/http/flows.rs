@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::auth::Caller;
 use super::body::decode_flow;
 use super::body::RawBody;
 use super::error::{ApiError, Kind};
+use crate::auth::Scope;
 use crate::daemon::Daemon;
 use crate::domain::Name;
 use crate::wire::FlowDoc;
@@ -21,8 +23,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/flows/{agent}/{flow}", web::delete().to(delete));
 }
 
-async fn list(d: D) -> HttpResponse {
-    HttpResponse::Ok().json(d.flows())
+async fn list(d: D, c: Caller) -> Result<HttpResponse, ApiError> {
+    let account = c.need(Scope::Read)?;
+    Ok(HttpResponse::Ok().json(d.flows(account)))
 }
 
 fn not_found(agent: &str, flow: &str) -> ApiError {
@@ -33,33 +36,41 @@ fn not_found(agent: &str, flow: &str) -> ApiError {
     )
 }
 
-async fn get(d: D, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn get(d: D, c: Caller, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let account = c.need(Scope::Read)?;
     let (agent, flow) = path.into_inner();
     let doc = d
-        .flow(&agent, &flow)
+        .flow(account, &agent, &flow)
         .ok_or_else(|| not_found(&agent, &flow))?;
     Ok(HttpResponse::Ok().json(doc))
 }
 
 async fn put(
     d: D,
+    c: Caller,
     path: web::Path<(String, String)>,
     req: HttpRequest,
     body: RawBody,
 ) -> Result<HttpResponse, ApiError> {
+    let account = c.need(Scope::FlowsWrite)?;
     let (agent, flow) = path.into_inner();
     let doc: FlowDoc = decode_flow(&req, &body)?;
-    let flow = doc.to_domain(&d.account(), &agent, &flow)?;
+    let flow = doc.to_domain(account, &agent, &flow)?;
     let doc = d.put_flow(flow).await?;
     Ok(HttpResponse::Ok().json(doc))
 }
 
-async fn delete(d: D, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn delete(
+    d: D,
+    c: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let account = c.need(Scope::FlowsWrite)?;
     let (agent, flow) = path.into_inner();
     let a =
         Name::parse("agent_idn", &agent).map_err(|e| ApiError::invalid("agent_idn", e.reason))?;
     let f = Name::parse("flow_idn", &flow).map_err(|e| ApiError::invalid("flow_idn", e.reason))?;
-    if d.delete_flow(&a, &f).await? {
+    if d.delete_flow(account, &a, &f).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(not_found(&agent, &flow))

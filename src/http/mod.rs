@@ -1,6 +1,8 @@
 //! The HTTP surface (actix-web): the control plane, flows, the data plane, operations and the
 //! sandbox, all under the daemon. Errors map to statuses in [`error`] only.
 
+pub mod accounts;
+pub mod auth;
 pub mod body;
 pub mod control;
 pub mod data;
@@ -27,6 +29,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     sandbox::routes(cfg);
     data::dynamic_routes(cfg);
     flows::routes(cfg);
+    accounts::routes(cfg);
     control::routes(cfg);
 }
 

@@ -2,13 +2,15 @@
 
 use std::sync::Arc;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::auth::{bearer, Caller};
 use super::error::ApiError;
 use super::views::{DeadLetterJson, ExplanationJson, SessionJson, TimerJson};
+use crate::auth::{AuthError, Scope};
 use crate::daemon::operations::Replayed;
 use crate::daemon::Daemon;
 use crate::dead_letter::DeadLetterReason;
@@ -40,8 +42,10 @@ fn idn(field: &str, v: &str) -> Result<Idn, ApiError> {
     Idn::parse(field, v).map_err(|e| ApiError::invalid(field, format!("{} (got {v:?})", e.reason)))
 }
 
-async fn explain(d: D, q: web::Query<ExplainQuery>) -> Result<HttpResponse, ApiError> {
+async fn explain(d: D, c: Caller, q: web::Query<ExplainQuery>) -> Result<HttpResponse, ApiError> {
+    let account = c.need(Scope::Read)?;
     let x = d.explain(
+        account,
         &idn("integration_idn", &q.integration_idn)?,
         &idn("connector_idn", &q.connector_idn)?,
         &idn("event_idn", &q.event_idn)?,
@@ -81,7 +85,8 @@ fn matches_pattern(pattern: &str, integration: &str, connector: &str) -> bool {
     (pi == "*" || pi == integration) && (pc == "*" || pc == connector)
 }
 
-async fn sessions(d: D, q: web::Query<SessionsQuery>) -> Result<HttpResponse, ApiError> {
+async fn sessions(d: D, c: Caller, q: web::Query<SessionsQuery>) -> Result<HttpResponse, ApiError> {
+    let account = c.need(Scope::Read)?;
     let patterns: Vec<&str> = q
         .connectors
         .as_deref()
@@ -97,7 +102,7 @@ async fn sessions(d: D, q: web::Query<SessionsQuery>) -> Result<HttpResponse, Ap
     }
     if q.is_active == Some(false) {
         // Ended sessions come from the store (the last 1000).
-        let rows = d.ended_sessions(1000).await?;
+        let rows = d.ended_sessions(account, 1000).await?;
         let list: Vec<_> = rows
             .into_iter()
             .filter(|(s, _, _)| {
@@ -116,7 +121,7 @@ async fn sessions(d: D, q: web::Query<SessionsQuery>) -> Result<HttpResponse, Ap
         return Ok(HttpResponse::Ok().json(list));
     }
     let list: Vec<SessionJson> = d
-        .live_sessions()
+        .live_sessions(account)
         .iter()
         .filter(|s| {
             patterns.is_empty()
@@ -140,7 +145,12 @@ struct DeadLettersQuery {
     since: Option<String>,
 }
 
-async fn dead_letters(d: D, q: web::Query<DeadLettersQuery>) -> Result<HttpResponse, ApiError> {
+async fn dead_letters(
+    d: D,
+    c: Caller,
+    q: web::Query<DeadLettersQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let account = c.need(Scope::Read)?;
     let limit = q.limit.unwrap_or(100).min(1000);
     let reason = q
         .reason
@@ -160,20 +170,22 @@ async fn dead_letters(d: D, q: web::Query<DeadLettersQuery>) -> Result<HttpRespo
                 .map_err(|_| ApiError::invalid("since", format!("{t:?} is not an RFC 3339 time")))
         })
         .transpose()?;
-    let list = d.dead_letters(limit, reason, since).await?;
+    let list = d.dead_letters(account, limit, reason, since).await?;
     Ok(HttpResponse::Ok().json(list.iter().map(DeadLetterJson::from).collect::<Vec<_>>()))
 }
 
-async fn dead_letter(d: D, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn dead_letter(d: D, c: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let account = c.need(Scope::Read)?;
     let id = Uuid::parse_str(&path).map_err(|_| ApiError::invalid("id", "not a UUID"))?;
-    let letter = d.dead_letter(id).await?;
+    let letter = d.dead_letter(account, id).await?;
     Ok(HttpResponse::Ok().json(DeadLetterJson::from(&letter)))
 }
 
-async fn replay(d: D, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn replay(d: D, c: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let account = c.need(Scope::EventsWrite)?;
     let id = Uuid::parse_str(&path).map_err(|_| ApiError::invalid("id", "not a UUID"))?;
     Ok(
-        HttpResponse::Ok().json(match d.replay_dead_letter(id).await? {
+        HttpResponse::Ok().json(match d.replay_dead_letter(account, id).await? {
             Replayed::Event(id) => json!({"status": "replayed", "event_id": id}),
             Replayed::Command(act) => json!({"status": "replayed", "command_act_id": act}),
         }),
@@ -190,7 +202,8 @@ struct TimersQuery {
     limit: Option<usize>,
 }
 
-async fn timers(d: D, q: web::Query<TimersQuery>) -> Result<HttpResponse, ApiError> {
+async fn timers(d: D, c: Caller, q: web::Query<TimersQuery>) -> Result<HttpResponse, ApiError> {
+    let account = c.need(Scope::Read)?;
     let connector = q
         .connector
         .as_deref()
@@ -206,7 +219,7 @@ async fn timers(d: D, q: web::Query<TimersQuery>) -> Result<HttpResponse, ApiErr
         })
         .transpose()?;
     let limit = q.limit.unwrap_or(100).min(1000);
-    let rows = d.timers(connector, persona, limit).await?;
+    let rows = d.timers(account, connector, persona, limit).await?;
     Ok(HttpResponse::Ok().json(rows.iter().map(TimerJson::from).collect::<Vec<_>>()))
 }
 
@@ -237,11 +250,17 @@ async fn readyz(d: D) -> HttpResponse {
     }
 }
 
-async fn metrics(d: D) -> HttpResponse {
-    match d.render_metrics() {
+/// The Prometheus page; it needs a token with `metrics:read` unless `metrics.require_token`
+/// says otherwise.
+async fn metrics(d: D, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    if d.config().metrics.token_required(d.config().http.listen) {
+        let token = bearer(&req).ok_or(AuthError::Missing)?;
+        d.authenticate(&token).await?.need(Scope::MetricsRead)?;
+    }
+    Ok(match d.render_metrics() {
         Some(page) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4")
             .body(page),
         None => HttpResponse::NotFound().finish(),
-    }
+    })
 }

@@ -9,6 +9,7 @@ use actix_ws::Message;
 use serde::Deserialize;
 
 use super::error::{ApiError, Kind};
+use crate::auth::{AuthError, Scope};
 use crate::connectors::Status;
 use crate::daemon::{Daemon, Ingested};
 use crate::domain::{Event, Idn, PersonaId};
@@ -19,6 +20,7 @@ type D = web::Data<Arc<Daemon>>;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/sandbox", web::get().to(page))
+        .route("/sandbox/connectors", web::get().to(connectors))
         .route("/sandbox/ws", web::get().to(socket));
 }
 
@@ -33,6 +35,71 @@ async fn page() -> HttpResponse {
 struct SocketQuery {
     connector_idn: String,
     external_id: String,
+    /// A token with `events:write` (a browser's WebSocket cannot send headers); not needed
+    /// where `sandbox.without_token` lets a loopback page in.
+    token: Option<String>,
+}
+
+/// Whether `host` (a `Host` header, or an `Origin`'s host) names this machine's loopback.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The account a socket acts for: its token's; or, without one, the home account when the
+/// config opens the sandbox without a token and the page is this machine's own (the `Host`
+/// and the `Origin` both loopback, so a page elsewhere, or a DNS-rebound name, is refused).
+async fn socket_account(
+    d: &Daemon,
+    req: &HttpRequest,
+    token: Option<&str>,
+) -> Result<Idn, ApiError> {
+    if let Some(t) = token {
+        let p = d.authenticate(t).await?;
+        p.need(Scope::EventsWrite)?;
+        return Ok(p.account);
+    }
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let host_ok = header(actix_web::http::header::HOST).is_some_and(|h| loopback_host(&h));
+    let origin_ok = header(actix_web::http::header::ORIGIN).is_none_or(|o| {
+        o.split_once("://")
+            .is_some_and(|(_, rest)| loopback_host(rest.split('/').next().unwrap_or_default()))
+    });
+    if d.config()
+        .sandbox
+        .open_without_token(d.config().http.listen)
+        && host_ok
+        && origin_ok
+    {
+        Ok(d.home_account())
+    } else {
+        Err(AuthError::Missing.into())
+    }
+}
+
+/// The running sandbox connectors the page may talk to, under the socket's rule (a token with
+/// `events:write` in the `Authorization` header, or a loopback page where the config allows it).
+async fn connectors(d: D, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let token = super::auth::bearer(&req);
+    let account = socket_account(&d, &req, token.as_deref()).await?;
+    let list: Vec<_> = d
+        .connectors(&account, Some("sandbox"))
+        .into_iter()
+        .filter(|c| c.status == Status::Running && !c.internal)
+        .map(|c| serde_json::json!({"connector_idn": c.key.connector.as_str(), "title": c.title}))
+        .collect();
+    Ok(HttpResponse::Ok().json(list))
 }
 
 #[derive(Deserialize)]
@@ -46,13 +113,13 @@ async fn socket(
     body: web::Payload,
     q: web::Query<SocketQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let account = d.account();
+    let account = socket_account(&d, &req, q.token.as_deref()).await?;
     let connector = Idn::parse("connector_idn", &q.connector_idn)
         .map_err(|e| ApiError::invalid("connector_idn", e.reason))?;
     if q.external_id.is_empty() || q.external_id.len() > 128 {
         return Err(ApiError::invalid("external_id", "must be 1 to 128 bytes"));
     }
-    match d.find_connector("sandbox", connector.as_str()) {
+    match d.find_connector(&account, "sandbox", connector.as_str()) {
         None => {
             return Err(ApiError::new(
                 Kind::NotFound,
@@ -76,7 +143,7 @@ async fn socket(
     let sandbox = Idn::known("sandbox");
     let external_id = q.external_id.clone();
     let persona = PersonaId::derive(&account, &sandbox, &external_id);
-    let (sock, mut outbox) = d.sandbox_join(&connector, persona);
+    let (sock, mut outbox) = d.sandbox_join(&account, &connector, persona);
     let daemon = d.get_ref().clone();
     let attached = ToPage::Attached {
         connector_idn: connector.to_string(),
@@ -86,7 +153,7 @@ async fn socket(
     actix_rt::spawn(async move {
         let hello = serde_json::to_string(&attached).expect("page messages serialize");
         if session.text(hello).await.is_err() {
-            daemon.sandbox_leave(&connector, persona, sock);
+            daemon.sandbox_leave(&account, &connector, persona, sock);
             return;
         }
         loop {
@@ -128,7 +195,7 @@ async fn socket(
                 }
             }
         }
-        daemon.sandbox_leave(&connector, persona, sock);
+        daemon.sandbox_leave(&account, &connector, persona, sock);
         let _ = session.close(None).await;
     });
     Ok(response)

@@ -7,7 +7,7 @@ use rustc_hash::FxBuildHasher;
 use uuid::Uuid;
 
 use super::{Outcome, Reply};
-use crate::domain::Command;
+use crate::domain::{Command, Idn};
 use crate::fault::{Blame, Fault};
 
 /// No invocation with that id waits for an answer.
@@ -27,12 +27,13 @@ impl Blame for UnknownInvocation {
 
 #[derive(Default)]
 pub struct PendingInvocations {
-    replies: DashMap<Uuid, Reply, FxBuildHasher>,
+    /// Each reply with the account its invocation runs in.
+    replies: DashMap<Uuid, (Idn, Reply), FxBuildHasher>,
 }
 
 impl PendingInvocations {
-    pub fn park(&self, reply: Reply) {
-        self.replies.insert(reply.invocation_id(), reply);
+    pub fn park(&self, account: Idn, reply: Reply) {
+        self.replies.insert(reply.invocation_id(), (account, reply));
     }
 
     pub fn forget(&self, id: Uuid) {
@@ -41,6 +42,12 @@ impl PendingInvocations {
 
     pub fn is_waiting(&self, id: Uuid) -> bool {
         self.replies.contains_key(&id)
+    }
+
+    /// Whether invocation `id` waits for an answer and runs in `account`: an invocation of
+    /// another account is as absent as one that does not wait.
+    pub fn is_waiting_in(&self, id: Uuid, account: &Idn) -> bool {
+        self.replies.get(&id).is_some_and(|r| r.0 == *account)
     }
 
     /// Delivers an answer: commands now; with an outcome, the invocation ends.
@@ -53,10 +60,10 @@ impl PendingInvocations {
         match outcome {
             None => {
                 let r = self.replies.get(&id).ok_or(UnknownInvocation(id))?;
-                r.commands(commands);
+                r.1.commands(commands);
             }
             Some(o) => {
-                let (_, r) = self.replies.remove(&id).ok_or(UnknownInvocation(id))?;
+                let (_, (_, r)) = self.replies.remove(&id).ok_or(UnknownInvocation(id))?;
                 r.finish(o, commands);
             }
         }

@@ -7,6 +7,7 @@
 //! awaits a write is answered only after its transaction committed. Reads use their own
 //! connection. No SQLite call ever runs on an async worker.
 
+pub mod accounts;
 pub mod dead_letters;
 pub mod records;
 pub mod schema;
@@ -100,7 +101,10 @@ fn configure(conn: &Connection, busy_timeout_ms: u64) -> rusqlite::Result<()> {
 
 impl Store {
     /// Opens (creating if needed) and migrates the file, and starts the writer thread.
+    /// A new file is created readable by its owner only (its WAL and shared-memory files take
+    /// the same mode from SQLite).
     pub fn open(path: &Path, queue: usize, busy_timeout_ms: u64) -> Result<Store, StoreError> {
+        create_private(path).map_err(|e| StoreError::Sqlite(format!("creating the file: {e}")))?;
         let mut conn = Connection::open(path)?;
         configure(&conn, busy_timeout_ms)?;
         schema::migrations()
@@ -272,6 +276,20 @@ impl Store {
     }
 }
 
+/// Creates an empty file with mode 0600 unless one is there.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
 fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(GROUP);
     while let Some(first) = rx.blocking_recv() {
@@ -359,6 +377,22 @@ mod tests {
         again.inbox_done(a);
         again.flush().await.unwrap();
         assert_eq!(again.inbox().unwrap().len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_file_and_its_wal_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = temp_path("mode");
+        let store = Store::open(&path, 64, 5000).unwrap();
+        store
+            .inbox_put(Uuid::now_v7(), None, vec![1], 1000)
+            .await
+            .unwrap();
+        let wal = path.with_extension("db-wal");
+        for p in [&path, &wal] {
+            let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", p.display());
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

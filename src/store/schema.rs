@@ -133,6 +133,27 @@ CREATE TABLE timer_firings (
 );
 "#,
         ),
+        // Accounts (tenants) and their API tokens; a token is kept only as a hash.
+        M::up(
+            r#"
+CREATE TABLE accounts (
+    idn         TEXT PRIMARY KEY,
+    title       TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+CREATE TABLE tokens (
+    id          TEXT PRIMARY KEY,        -- the token's public id (part of its text)
+    account     TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    scopes      TEXT NOT NULL,           -- comma-separated scope names
+    hash        BLOB NOT NULL,           -- SHA-256 of the token's text
+    created_at  TEXT NOT NULL,
+    expires_at  TEXT,
+    revoked_at  TEXT
+);
+CREATE INDEX tokens_account ON tokens (account);
+"#,
+        ),
     ])
 }
 

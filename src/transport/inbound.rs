@@ -187,7 +187,7 @@ async fn handle(
     let account = from
         .as_ref()
         .and_then(|f| Idn::parse("account", f.account).ok())
-        .unwrap_or_else(|| daemon.account());
+        .unwrap_or_else(|| daemon.home_account());
     let refuse_raw = |detail: String, content_type: &str| {
         handles::rejected("malformed");
         dead_letter::record(

@@ -29,7 +29,7 @@ impl SkillRunner for QueueRunner {
             wire: InvocationWire::from_domain(&inv),
             handoff,
         };
-        self.pending.park(reply);
+        self.pending.park(inv.account.clone(), reply);
         // Queued at once when there is room (no task per invocation). Otherwise a task waits
         // for room: meanwhile the event keeps its in-flight permit, so a full queue slows
         // intake instead of growing memory.

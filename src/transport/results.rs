@@ -50,7 +50,7 @@ pub fn spawn(daemon: Arc<Daemon>, consumer: PullConsumer, pull_batch: usize, lim
                     dead_letter::record(
                         &**daemon.engine().dead_letters(),
                         DeadLetter::raw(
-                            daemon.account(),
+                            daemon.home_account(),
                             format!("{detail} (subject {})", msg.subject),
                             content_type.to_owned(),
                             msg.payload.to_vec(),

@@ -19,6 +19,8 @@ pub struct DaemonProcess {
     pub base: String,
     pub dir: PathBuf,
     pub logs: Arc<Mutex<Vec<String>>>,
+    /// The admin token the first start wrote beside the database.
+    pub token: String,
 }
 
 /// A fresh directory under the system temp dir.
@@ -116,11 +118,16 @@ impl DaemonBuilder {
                 panic!("the daemon did not start: {:#?}", logs.lock().unwrap());
             }
         };
+        let token = std::fs::read_to_string(self.dir.join("admin.token"))
+            .expect("the first start wrote admin.token beside the database")
+            .trim()
+            .to_owned();
         DaemonProcess {
             child,
             base: format!("http://{addr}"),
             dir: self.dir.clone(),
             logs,
+            token,
         }
     }
 }
@@ -139,6 +146,11 @@ impl DaemonProcess {
         DaemonProcess::builder(dir)
             .envs(env.iter().copied())
             .start()
+    }
+
+    /// An HTTP client that sends the admin token with every request.
+    pub fn client(&self) -> reqwest::Client {
+        bearer_client(&self.token)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -178,6 +190,21 @@ impl Drop for DaemonProcess {
     }
 }
 
+/// An HTTP client that sends `token` as `Authorization: Bearer` with every request.
+pub fn bearer_client(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}")
+            .parse()
+            .expect("a token is a header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("the client builds")
+}
+
 /// Sends `SIG{sig}` to `child`.
 pub fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
@@ -193,7 +220,7 @@ impl DaemonProcess {
     /// Creates a connector of `integration` over the API (`body`: title, connector_idn,
     /// settings) and runs it; returns its id.
     pub async fn run_connector(&self, integration: &str, body: Value) -> String {
-        let http = reqwest::Client::new();
+        let http = self.client();
         let r = http
             .post(self.url(&format!("/v1/integrations/{integration}/connectors")))
             .json(&body)
@@ -216,7 +243,8 @@ impl DaemonProcess {
 
     /// Puts the flow `agent`/`flow` over the API.
     pub async fn put_flow(&self, agent: &str, flow: &str, body: &Value) {
-        let s = reqwest::Client::new()
+        let s = self
+            .client()
             .put(self.url(&format!("/v1/flows/{agent}/{flow}")))
             .json(body)
             .send()

@@ -224,7 +224,7 @@ impl SkillRunner for WebhookRunner {
             return;
         };
         // Parked before the POST: an answer through /result may beat the inline one.
-        self.shared.pending.park(reply);
+        self.shared.pending.park(invocation.account.clone(), reply);
         let guard = InFlightGuard {
             shared: self.shared.clone(),
             id,

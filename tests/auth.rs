@@ -1,0 +1,628 @@
+//! The trust boundary against the real binary: every route but the probes needs a bearer
+//! token; a token acts in its own account only (another account's things are 404, never 403);
+//! a token without a scope gets 403 naming it; tokens are shown once, kept as hashes, and stop
+//! working when revoked or expired; the first start writes the admin token file (0600).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use common::daemon::{bearer_client, temp_dir, DaemonProcess};
+use common::eventually;
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+
+async fn call(c: &Client, method: &str, url: String, body: Option<Value>) -> (StatusCode, Value) {
+    let mut r = c.request(method.parse().unwrap(), url);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Creates account `idn` and a token of it with `scopes`; returns the token's text.
+async fn account_token(d: &DaemonProcess, idn: &str, scopes: &[&str]) -> String {
+    let admin = d.client();
+    let (s, v) = call(
+        &admin,
+        "POST",
+        d.url("/v1/accounts"),
+        Some(json!({"idn": idn})),
+    )
+    .await;
+    assert!(
+        s == StatusCode::CREATED || s == StatusCode::CONFLICT,
+        "{s} {v}"
+    );
+    let (s, v) = call(
+        &admin,
+        "POST",
+        d.url("/v1/tokens"),
+        Some(json!({"account": idn, "name": format!("{idn} test"), "scopes": scopes})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    v["token"].as_str().unwrap().to_owned()
+}
+
+const ALL: &[&str] = &[
+    "read",
+    "events:write",
+    "commands:write",
+    "results:write",
+    "flows:write",
+    "connectors:write",
+    "credentials:write",
+];
+
+/// One request of the matrix and the status it must get.
+struct Case {
+    method: &'static str,
+    path: String,
+    body: Option<Value>,
+    want: StatusCode,
+}
+
+fn case(
+    method: &'static str,
+    path: impl Into<String>,
+    body: Option<Value>,
+    want: StatusCode,
+) -> Case {
+    Case {
+        method,
+        path: path.into(),
+        body,
+        want,
+    }
+}
+
+/// Runs every case with `client`, and reports all that got another status at once.
+async fn check(d: &DaemonProcess, client: &Client, cases: &[Case]) {
+    let mut wrong = Vec::new();
+    for c in cases {
+        let (s, v) = call(client, c.method, d.url(&c.path), c.body.clone()).await;
+        if s != c.want {
+            wrong.push(format!(
+                "{} {} → {s} (want {}): {v}",
+                c.method, c.path, c.want
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+fn every_route(connector: &str, letter: &str) -> Vec<(&'static str, String, Option<Value>)> {
+    let flow = json!({"events": [{"idn": "user_message", "skill_idn": "S", "integration_idn": "sandbox"}]});
+    let event = json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat",
+                       "event_idn": "user_message", "actor": {"external_id": "u"}});
+    vec![
+        ("GET", "/v1/integrations".into(), None),
+        ("GET", "/v1/integrations/sandbox".into(), None),
+        ("GET", "/v1/integrations/sandbox/settings".into(), None),
+        (
+            "POST",
+            "/v1/integrations/sandbox/settings".into(),
+            Some(json!([])),
+        ),
+        ("GET", "/v1/integrations/sandbox/connectors".into(), None),
+        (
+            "POST",
+            "/v1/integrations/sandbox/connectors".into(),
+            Some(json!({"title": "x", "connector_idn": "x"})),
+        ),
+        (
+            "GET",
+            format!("/v1/integrations/connectors/{connector}"),
+            None,
+        ),
+        (
+            "PUT",
+            format!("/v1/integrations/connectors/{connector}"),
+            Some(json!({"title": "t"})),
+        ),
+        (
+            "POST",
+            format!("/v1/integrations/connectors/{connector}/settings"),
+            Some(json!([])),
+        ),
+        (
+            "POST",
+            format!("/v1/integrations/connectors/{connector}/stop"),
+            None,
+        ),
+        (
+            "POST",
+            format!("/v1/integrations/connectors/{connector}/run"),
+            None,
+        ),
+        (
+            "DELETE",
+            format!("/v1/integrations/connectors/{connector}"),
+            None,
+        ),
+        ("GET", "/v1/flows".into(), None),
+        ("GET", "/v1/flows/Bagent/Bflow".into(), None),
+        ("PUT", "/v1/flows/Bagent/Bflow".into(), Some(flow)),
+        ("DELETE", "/v1/flows/Bagent/Bflow".into(), None),
+        ("POST", "/v1/events".into(), Some(event)),
+        (
+            "POST",
+            "/v1/commands".into(),
+            Some(
+                json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat", "command_idn": "send_message", "persona_id": uuid::Uuid::nil()}),
+            ),
+        ),
+        (
+            "POST",
+            format!("/v1/invocations/{}/result", uuid::Uuid::nil()),
+            Some(json!({"v": 1, "outcome": "completed"})),
+        ),
+        (
+            "GET",
+            "/v1/routes/explain?integration_idn=sandbox&connector_idn=chat&event_idn=user_message"
+                .into(),
+            None,
+        ),
+        ("GET", "/v1/sessions".into(), None),
+        ("GET", "/v1/dead-letters".into(), None),
+        ("GET", format!("/v1/dead-letters/{letter}"), None),
+        ("POST", format!("/v1/dead-letters/{letter}/replay"), None),
+        ("GET", "/v1/timers".into(), None),
+        ("GET", "/v1/accounts".into(), None),
+        ("POST", "/v1/accounts".into(), Some(json!({"idn": "zzz"}))),
+        ("GET", "/v1/tokens".into(), None),
+        (
+            "POST",
+            "/v1/tokens".into(),
+            Some(json!({"name": "n", "scopes": ["read"]})),
+        ),
+        ("DELETE", "/v1/tokens/AAAAAAAAAAAA".into(), None),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_but_the_probes_needs_a_token() {
+    let dir = temp_dir("auth-none");
+    let d = DaemonProcess::start(&dir, &[]);
+    let anonymous = Client::new();
+    let cases: Vec<Case> = every_route(
+        &uuid::Uuid::nil().to_string(),
+        &uuid::Uuid::nil().to_string(),
+    )
+    .into_iter()
+    .map(|(m, p, b)| case(m, p, b, StatusCode::UNAUTHORIZED))
+    .chain([
+        case("GET", "/healthz", None, StatusCode::OK),
+        case("GET", "/readyz", None, StatusCode::OK),
+    ])
+    .collect();
+    check(&d, &anonymous, &cases).await;
+    // A made-up token of the right shape, a garbled one, and another scheme: 401 all.
+    for bad in [
+        "sbt_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "nonsense",
+    ] {
+        check(
+            &d,
+            &bearer_client(bad),
+            &[case("GET", "/v1/flows", None, StatusCode::UNAUTHORIZED)],
+        )
+        .await;
+    }
+    let r = anonymous
+        .get(d.url("/v1/flows"))
+        .header("Authorization", format!("Basic {}", d.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_site_request_without_a_token_changes_nothing() {
+    let dir = temp_dir("auth-csrf");
+    let d = DaemonProcess::start(&dir, &[]);
+    // What a page at attacker.example can send: a simple POST, no Content-Type, its Origin,
+    // and (after DNS rebinding) its Host.
+    let r = Client::new()
+        .post(d.url("/v1/integrations/sandbox/connectors"))
+        .header("Origin", "http://attacker.example")
+        .header("Host", "attacker.example")
+        .body(r#"{"title": "pwned", "connector_idn": "pwned"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let (s, list) = call(
+        &d.client(),
+        "GET",
+        d.url("/v1/integrations/sandbox/connectors"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["connector_idn"] != "pwned"),
+        "{list}"
+    );
+    // The sandbox socket without a token: only a loopback page gets in.
+    let socket = |origin: &'static str| {
+        Client::new()
+            .get(d.url("/sandbox/ws?connector_idn=chat&external_id=x"))
+            .header("Origin", origin)
+            .send()
+    };
+    assert_eq!(
+        socket("http://attacker.example").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // A loopback page passes the token check (and then fails on the missing upgrade).
+    assert_ne!(
+        socket("http://127.0.0.1:1").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_sees_and_changes_only_its_own_things() {
+    let dir = temp_dir("auth-matrix");
+    let d = DaemonProcess::start(&dir, &[]);
+    let a = bearer_client(&account_token(&d, "acct_a", ALL).await);
+    let b = bearer_client(&account_token(&d, "acct_b", ALL).await);
+
+    // B's things: a connector, a flow, a dead letter.
+    let (s, v) = call(
+        &b,
+        "POST",
+        d.url("/v1/integrations/sandbox/connectors"),
+        Some(json!({"title": "B chat", "connector_idn": "chat"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let connector = v["id"].as_str().unwrap().to_owned();
+    let (s, v) = call(&b, "PUT", d.url("/v1/flows/Bagent/Bflow"), Some(json!({"runner": {"kind": "webhook", "url": "https://runner.example/skills"}, "events": [{"idn": "user_message", "skill_idn": "S", "integration_idn": "sandbox"}]}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let r = b
+        .post(d.url("/v1/events"))
+        .header("Content-Type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let (_, letters) = call(&b, "GET", d.url("/v1/dead-letters"), None).await;
+    let letter = letters[0]["id"]
+        .as_str()
+        .expect("B's dead letter")
+        .to_owned();
+
+    // A, with every scope, reaches none of it: 404 for what names B's things, and lists
+    // without them.
+    let by_id = [
+        (
+            "GET",
+            format!("/v1/integrations/connectors/{connector}"),
+            None,
+        ),
+        (
+            "PUT",
+            format!("/v1/integrations/connectors/{connector}"),
+            Some(json!({"title": "t"})),
+        ),
+        (
+            "POST",
+            format!("/v1/integrations/connectors/{connector}/settings"),
+            Some(json!([])),
+        ),
+        (
+            "POST",
+            format!("/v1/integrations/connectors/{connector}/run"),
+            None,
+        ),
+        (
+            "POST",
+            format!("/v1/integrations/connectors/{connector}/stop"),
+            None,
+        ),
+        (
+            "DELETE",
+            format!("/v1/integrations/connectors/{connector}"),
+            None,
+        ),
+        ("GET", "/v1/flows/Bagent/Bflow".to_owned(), None),
+        ("DELETE", "/v1/flows/Bagent/Bflow".to_owned(), None),
+        ("GET", format!("/v1/dead-letters/{letter}"), None),
+        ("POST", format!("/v1/dead-letters/{letter}/replay"), None),
+    ];
+    let cases: Vec<Case> = by_id
+        .into_iter()
+        .map(|(m, p, body)| case(m, p, body, StatusCode::NOT_FOUND))
+        .collect();
+    check(&d, &a, &cases).await;
+    for list in [
+        "/v1/flows",
+        "/v1/dead-letters",
+        "/v1/integrations/sandbox/connectors",
+    ] {
+        let (s, v) = call(&a, "GET", d.url(list), None).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(
+            !v.to_string().contains("Bagent")
+                && !v.to_string().contains("B chat")
+                && !v.to_string().contains(&letter),
+            "{list}: {v}"
+        );
+    }
+    // An event naming B's account, with A's token: refused naming the field.
+    let (s, v) = call(&a, "POST", d.url("/v1/events"), Some(json!({"v": 1, "account": "acct_b", "integration_idn": "sandbox", "connector_idn": "chat", "event_idn": "user_message", "actor": {"external_id": "u"}}))).await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("account")),
+        "{v}"
+    );
+    // B still has all of it.
+    let (s, _) = call(
+        &b,
+        "GET",
+        d.url(&format!("/v1/integrations/connectors/{connector}")),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = call(&b, "GET", d.url("/v1/flows/Bagent/Bflow"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    // Account tokens do not manage accounts or tokens.
+    let admin_only = [
+        ("GET", "/v1/accounts"),
+        ("GET", "/v1/tokens"),
+        ("POST", "/v1/tokens"),
+    ];
+    let cases: Vec<Case> = admin_only
+        .into_iter()
+        .map(|(m, p)| {
+            case(
+                m,
+                p,
+                Some(json!({"name": "n", "scopes": ["admin"]})),
+                StatusCode::FORBIDDEN,
+            )
+        })
+        .collect();
+    check(&d, &a, &cases).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_without_a_scope_gets_403_naming_it() {
+    let dir = temp_dir("auth-scope");
+    let d = DaemonProcess::start(&dir, &[]);
+    let reader = bearer_client(&account_token(&d, "reader", &["read"]).await);
+    let conn = uuid::Uuid::nil().to_string();
+    let mut wrong = Vec::new();
+    for (method, path, body) in every_route(&conn, &conn) {
+        let (s, v) = call(&reader, method, d.url(&path), body).await;
+        if method == "GET" && !path.starts_with("/v1/accounts") && !path.starts_with("/v1/tokens") {
+            if s == StatusCode::FORBIDDEN {
+                wrong.push(format!("{method} {path}: {v}"));
+            }
+            continue;
+        }
+        let scope = v["error"]["field"].as_str().unwrap_or_default();
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        if s != StatusCode::FORBIDDEN || scope.is_empty() || !message.contains(scope) {
+            wrong.push(format!("{method} {path} → {s}: {v}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_shown_once_hashed_and_stop_when_revoked_or_expired() {
+    let dir = temp_dir("auth-tokens");
+    let d = DaemonProcess::start(&dir, &[]);
+    let admin = d.client();
+    let (s, v) = call(
+        &admin,
+        "POST",
+        d.url("/v1/tokens"),
+        Some(json!({"name": "ci", "scopes": ["read"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let text = v["token"].as_str().unwrap().to_owned();
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert!(
+        text.starts_with("sbt_") && text.len() == 54 && text[4..16] == id,
+        "{text}"
+    );
+    let ci = bearer_client(&text);
+    assert_eq!(
+        call(&ci, "GET", d.url("/v1/flows"), None).await.0,
+        StatusCode::OK
+    );
+    // The text is nowhere but in that one answer: not in the list, not in the database.
+    let (_, list) = call(&admin, "GET", d.url("/v1/tokens"), None).await;
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["id"] == id.as_str()));
+    assert!(!list.to_string().contains(&text[16..]), "{list}");
+    let db = std::fs::read(dir.join("switchboard.db")).unwrap();
+    let wal = std::fs::read(dir.join("switchboard.db-wal")).unwrap_or_default();
+    for bytes in [&db, &wal] {
+        assert!(
+            !bytes.windows(text.len()).any(|w| w == text.as_bytes()),
+            "the token text is stored"
+        );
+    }
+    let (s, _) = call(&admin, "DELETE", d.url(&format!("/v1/tokens/{id}")), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, v) = call(&ci, "GET", d.url("/v1/flows"), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "revoked at once: {v}");
+    let (s, _) = call(&admin, "DELETE", d.url(&format!("/v1/tokens/{id}")), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "revoked once");
+
+    // An expiry in the past is refused; one a moment ahead works, then stops.
+    let past = (chrono::Utc::now() - chrono::Duration::seconds(5)).to_rfc3339();
+    let (s, v) = call(
+        &admin,
+        "POST",
+        d.url("/v1/tokens"),
+        Some(json!({"name": "old", "scopes": ["read"], "expires_at": past})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("expires_at"))
+    );
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let (_, v) = call(
+        &admin,
+        "POST",
+        d.url("/v1/tokens"),
+        Some(json!({"name": "brief", "scopes": ["read"], "expires_at": soon.to_rfc3339()})),
+    )
+    .await;
+    let brief = bearer_client(v["token"].as_str().unwrap());
+    assert_eq!(
+        call(&brief, "GET", d.url("/v1/flows"), None).await.0,
+        StatusCode::OK
+    );
+    eventually(
+        "the brief token expired",
+        Duration::from_secs(10),
+        || async {
+            (call(&brief, "GET", d.url("/v1/flows"), None).await.0 == StatusCode::UNAUTHORIZED)
+                .then_some(())
+        },
+    )
+    .await;
+    // Unknown scopes are refused naming the field.
+    let (s, v) = call(
+        &admin,
+        "POST",
+        d.url("/v1/tokens"),
+        Some(json!({"name": "x", "scopes": ["root"]})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("scopes")),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_start_writes_a_private_admin_token_file_once() {
+    let dir = temp_dir("auth-first");
+    let d = DaemonProcess::start(&dir, &[]);
+    let file = dir.join("admin.token");
+    for f in [&file, &dir.join("switchboard.db")] {
+        let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", f.display());
+    }
+    assert!(d.logged("admin.token"), "the log says where the token is");
+    let first = d.token.clone();
+    d.kill9();
+    // A restart keeps the token and writes no other.
+    let d = DaemonProcess::start(&dir, &[]);
+    assert_eq!(d.token, first);
+    let (s, v) = call(&d.client(), "GET", d.url("/v1/tokens"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_creates_lists_and_revokes_tokens_beside_a_running_daemon() {
+    let dir = temp_dir("auth-cli");
+    let d = DaemonProcess::start(&dir, &[("SWITCHBOARD_AUTH__CACHE_TTL_MS", "0")]);
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("token")
+            .args(args)
+            .current_dir(&dir)
+            .env("SWITCHBOARD_STORE__PATH", dir.join("switchboard.db"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = cli(&[
+        "create",
+        "--account",
+        "cli_acct",
+        "--name",
+        "from cli",
+        "--scopes",
+        "read,events:write",
+    ]);
+    let text = text.trim().to_owned();
+    let tok = bearer_client(&text);
+    assert_eq!(
+        call(&tok, "GET", d.url("/v1/flows"), None).await.0,
+        StatusCode::OK
+    );
+    let listed = cli(&["list"]);
+    assert!(
+        listed.contains("from cli") && listed.contains("cli_acct"),
+        "{listed}"
+    );
+    assert!(!listed.contains(&text[16..]), "{listed}");
+    cli(&["revoke", &text[4..16]]);
+    assert_eq!(
+        call(&tok, "GET", d.url("/v1/flows"), None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_a_token_when_configured() {
+    let dir = temp_dir("auth-metrics");
+    let d = DaemonProcess::start(&dir, &[("SWITCHBOARD_METRICS__REQUIRE_TOKEN", "true")]);
+    let (s, _) = call(&Client::new(), "GET", d.url("/metrics"), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let reader = bearer_client(&account_token(&d, "ops", &["read"]).await);
+    let (s, v) = call(&reader, "GET", d.url("/metrics"), None).await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (StatusCode::FORBIDDEN, Some("metrics:read"))
+    );
+    let scraper = bearer_client(&account_token(&d, "ops", &["metrics:read"]).await);
+    let r = scraper.get(d.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("switchboard_build_info"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_event_id_is_not_trusted() {
+    let dir = temp_dir("auth-event-id");
+    let d = DaemonProcess::start(&dir, &[]);
+    d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
+        .await;
+    let id = uuid::Uuid::now_v7();
+    let mut ids = Vec::new();
+    for who in ["alice", "bob"] {
+        let (s, v) = call(&d.client(), "POST", d.url("/v1/events"), Some(json!({"v": 1, "id": id, "integration_idn": "sandbox", "connector_idn": "chat", "event_idn": "user_message", "actor": {"external_id": who}}))).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    assert_ne!(ids[0], ids[1], "two events never share an id");
+    assert!(
+        ids.iter().all(|i| *i != id.to_string()),
+        "the daemon chose them"
+    );
+}
