@@ -407,6 +407,26 @@ async fn replay_inbox(d: &Arc<Daemon>) -> Result<(), BootError> {
     Ok(())
 }
 
+/// One pass of the dead-letter retention policy, counted by the limit that pruned.
+async fn prune_dead_letters(d: &Daemon) {
+    let c = &d.config.dead_letters;
+    let retention = crate::store::dead_letters::Retention {
+        max_age_ms: c.max_age().as_millis() as i64,
+        max_count: c.max_count,
+        max_bytes: c.max_bytes,
+    };
+    match d.store.prune_dead_letters(retention).await {
+        Ok(p) => {
+            for (by, n) in [("age", p.age), ("count", p.count), ("bytes", p.bytes)] {
+                if n > 0 {
+                    crate::telemetry::handles::dead_letters_pruned(by, n);
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "pruning dead letters failed"),
+    }
+}
+
 fn spawn_housekeeping(d: &Arc<Daemon>) {
     let weak = Arc::downgrade(d);
     actix_rt::spawn(async move {
@@ -416,6 +436,7 @@ fn spawn_housekeeping(d: &Arc<Daemon>) {
             let Some(d) = weak.upgrade() else { break };
             d.store
                 .prune_dedupe(d.config.engine.dedupe_window_ms as i64);
+            prune_dead_letters(&d).await;
         }
     });
 }

@@ -7,6 +7,7 @@
 //! environment (`SWITCHBOARD_HTTP__LISTEN=127.0.0.1:0` sets `http.listen`).
 
 mod auth;
+mod dead_letters;
 mod engine;
 mod envelope;
 mod error;
@@ -23,6 +24,7 @@ mod transport;
 use serde::{Deserialize, Serialize};
 
 pub use auth::{AuthConfig, AutoWord, MetricsConfig, Switch};
+pub use dead_letters::DeadLettersConfig;
 pub use engine::EngineSection;
 pub use envelope::EnvelopeSection;
 pub use error::{ConfigError, Origin};
@@ -43,6 +45,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub auth: AuthConfig,
     pub metrics: MetricsConfig,
+    pub dead_letters: DeadLettersConfig,
     pub engine: EngineSection,
     pub envelope: EnvelopeSection,
     pub flows: FlowsConfig,
@@ -66,6 +69,7 @@ impl Config {
         self.http.validate()?;
         self.store.validate()?;
         self.auth.validate()?;
+        self.dead_letters.validate()?;
         self.engine.validate()?;
         self.envelope.validate()?;
         self.flows.validate()?;

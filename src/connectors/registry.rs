@@ -66,6 +66,24 @@ pub enum ControlError {
     StillRunning(String),
 }
 
+/// Longest connector title, in bytes.
+pub const MAX_TITLE_BYTES: usize = 200;
+
+/// A title is 1 to [`MAX_TITLE_BYTES`] bytes, not only blanks.
+fn check_title(title: &str) -> Result<(), ControlError> {
+    let reason = if title.trim().is_empty() {
+        "must not be empty".to_owned()
+    } else if title.len() > MAX_TITLE_BYTES {
+        format!("at most {MAX_TITLE_BYTES} bytes")
+    } else {
+        return Ok(());
+    };
+    Err(ControlError::Invalid {
+        field: "title".into(),
+        reason,
+    })
+}
+
 impl ControlError {
     pub fn field(&self) -> Option<&str> {
         match self {
@@ -193,12 +211,7 @@ impl ConnectorRegistry {
     ) -> Result<ConnectorView, ControlError> {
         let integration = self.integration(integration)?;
         let connector = Idn::parse("connector_idn", connector_idn)?;
-        if title.trim().is_empty() {
-            return Err(ControlError::Invalid {
-                field: "title".into(),
-                reason: "must not be empty".into(),
-            });
-        }
+        check_title(title)?;
         if integration.is_internal_connector(connector.as_str()) || integration.idn == *"system" {
             return Err(ControlError::InternalConnector(format!(
                 "{}/{}",
@@ -356,6 +369,7 @@ impl ConnectorRegistry {
             settings::check_complete(&e.integration.spec.connector_settings, &next)?;
         }
         if let Some(t) = title {
+            check_title(t)?;
             if t.trim().is_empty() {
                 return Err(ControlError::Invalid {
                     field: "title".into(),

@@ -76,6 +76,7 @@ pub fn load_dir(account: &Idn, dir: &Path) -> Result<Vec<(Flow, FlowDoc, PathBuf
 
 /// One file's flows.
 pub fn parse(account: &Idn, text: &str) -> Result<Vec<(Flow, FlowDoc)>, FlowDocError> {
+    crate::wire::flow_bounds::check(text)?;
     let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| FlowDocError {
         field: "document".into(),
         reason: e.to_string(),

@@ -154,12 +154,30 @@ impl Daemon {
         account: &Idn,
         reason: String,
         content_type: String,
-        bytes: Vec<u8>,
+        mut bytes: Vec<u8>,
     ) {
-        handles::rejected("malformed");
+        self.record_refused_body(account, "malformed", reason, content_type, &mut bytes);
+    }
+
+    /// Keeps a refused body (malformed, too large, of an unsupported type) as a dead letter
+    /// cut to `dead_letters.max_raw_bytes`, and counts it in `events_rejected_total{reason}`.
+    pub fn record_refused_body(
+        &self,
+        account: &Idn,
+        counted_as: &'static str,
+        mut reason: String,
+        content_type: String,
+        bytes: &mut Vec<u8>,
+    ) {
+        handles::rejected(counted_as);
+        let keep = self.config.dead_letters.max_raw_bytes;
+        if bytes.len() > keep {
+            reason.push_str(&format!(" ({} bytes; the first {keep} kept)", bytes.len()));
+            bytes.truncate(keep);
+        }
         dead_letter::record(
             &**self.engine.dead_letters(),
-            DeadLetter::raw(account.clone(), reason, content_type, bytes),
+            DeadLetter::raw(account.clone(), reason, content_type, std::mem::take(bytes)),
         );
     }
 

@@ -6,6 +6,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, Kind};
 use crate::wire::envelope::Encoding;
+use crate::wire::FlowDoc;
 
 fn content_type(req: &HttpRequest) -> &str {
     req.headers()
@@ -31,16 +32,21 @@ pub fn decode<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<T, 
     Ok(encoding(req)?.decode(body)?)
 }
 
-/// A flow document: YAML or JSON.
-pub fn decode_flow<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<T, ApiError> {
+/// A flow document (YAML or JSON), parsed on a blocking thread: its bounds are checked in
+/// linear time first, and even a document at the bounds never holds an HTTP worker.
+pub async fn decode_flow(req: &HttpRequest, body: RawBody) -> Result<FlowDoc, ApiError> {
     let ct = content_type(req).split(';').next().unwrap_or("").trim();
     match ct {
         "application/yaml" | "application/x-yaml" | "text/yaml" | "application/json" | "" => {
-            let text =
-                std::str::from_utf8(body).map_err(|_| ApiError::invalid("body", "not UTF-8"))?;
-            serde_yaml_ng::from_str(text).map_err(|e| {
-                ApiError::new(Kind::Invalid, "invalid_flow", e.to_string()).field("document")
+            let doc = actix_web::web::block(move || {
+                let text = std::str::from_utf8(&body)
+                    .map_err(|_| ApiError::invalid("body", "not UTF-8"))?;
+                FlowDoc::from_yaml(text).map_err(|e| {
+                    ApiError::new(Kind::Invalid, "invalid_flow", e.reason).field(e.field)
+                })
             })
+            .await??;
+            Ok(doc)
         }
         other => Err(ApiError::new(
             Kind::UnsupportedMediaType,
@@ -64,29 +70,57 @@ impl std::ops::Deref for RawBody {
     }
 }
 
+/// A body, or what was read of one that passed the limit (reading stops there).
+pub enum Bounded {
+    Whole(actix_web::web::Bytes),
+    TooLarge { head: Vec<u8>, limit: usize },
+}
+
+impl Bounded {
+    /// The 413 a body past the limit gets.
+    pub fn too_large(limit: usize) -> ApiError {
+        ApiError::new(
+            Kind::TooLarge,
+            "too_large",
+            format!("the body exceeds {limit} bytes"),
+        )
+        .field("body")
+    }
+}
+
+/// Reads a body up to the app's [`BodyLimit`].
+pub async fn read_bounded(
+    req: &HttpRequest,
+    mut payload: actix_web::dev::Payload,
+) -> Result<Bounded, ApiError> {
+    use futures_util::StreamExt;
+    let limit = req.app_data::<BodyLimit>().map(|l| l.0).unwrap_or(1 << 20);
+    let mut buf = actix_web::web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::invalid("body", e.to_string()))?;
+        if buf.len() + chunk.len() > limit {
+            buf.extend_from_slice(&chunk[..limit - buf.len()]);
+            return Ok(Bounded::TooLarge {
+                head: buf.to_vec(),
+                limit,
+            });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bounded::Whole(buf.freeze()))
+}
+
 impl actix_web::FromRequest for RawBody {
     type Error = ApiError;
     type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
-        use futures_util::StreamExt;
-        let limit = req.app_data::<BodyLimit>().map(|l| l.0).unwrap_or(1 << 20);
-        let mut payload = payload.take();
+        let (req, payload) = (req.clone(), payload.take());
         Box::pin(async move {
-            let mut buf = actix_web::web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| ApiError::invalid("body", e.to_string()))?;
-                if buf.len() + chunk.len() > limit {
-                    return Err(ApiError::new(
-                        Kind::TooLarge,
-                        "too_large",
-                        format!("the body exceeds {limit} bytes"),
-                    )
-                    .field("body"));
-                }
-                buf.extend_from_slice(&chunk);
+            match read_bounded(&req, payload).await? {
+                Bounded::Whole(b) => Ok(RawBody(b)),
+                Bounded::TooLarge { limit, .. } => Err(Bounded::too_large(limit)),
             }
-            Ok(RawBody(buf.freeze()))
         })
     }
 }

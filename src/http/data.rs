@@ -8,8 +8,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::auth::Caller;
-use super::body::RawBody;
 use super::body::{decode, encoding};
+use super::body::{read_bounded, Bounded, RawBody};
 use super::error::{ApiError, Kind};
 use crate::auth::{AuthError, Scope};
 use crate::daemon::operations::CommandError;
@@ -49,10 +49,44 @@ async fn post_event(
     d: D,
     c: Caller,
     req: HttpRequest,
-    body: RawBody,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::EventsWrite)?.clone();
-    let enc = encoding(&req)?;
+    let content_type = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    // A body too large or of a type we do not read is refused, counted and kept (cut short)
+    // as a dead letter, like one that does not decode: nothing sent is silently lost.
+    let body = match read_bounded(&req, payload.into_inner()).await? {
+        Bounded::Whole(b) => b,
+        Bounded::TooLarge { mut head, limit } => {
+            let e = Bounded::too_large(limit);
+            d.record_refused_body(
+                &account,
+                "too_large",
+                e.message.clone(),
+                content_type,
+                &mut head,
+            );
+            return Err(e);
+        }
+    };
+    let enc = match encoding(&req) {
+        Ok(enc) => enc,
+        Err(e) => {
+            d.record_refused_body(
+                &account,
+                "unsupported_media_type",
+                e.message.clone(),
+                content_type,
+                &mut body.to_vec(),
+            );
+            return Err(e);
+        }
+    };
     let limits = d.limits();
     let event = match enc.decode::<EventEnvelope>(&body).and_then(|mut e| {
         own_account(&c, &mut e.account).map_err(|e| EnvelopeError {
@@ -74,7 +108,7 @@ async fn post_event(
                 &account,
                 e.to_string(),
                 enc.content_type().to_owned(),
-                body.0.to_vec(),
+                body.to_vec(),
             );
             return Err(e.into());
         }

@@ -12,7 +12,6 @@ use super::error::{ApiError, Kind};
 use crate::auth::Scope;
 use crate::daemon::Daemon;
 use crate::domain::Name;
-use crate::wire::FlowDoc;
 
 type D = web::Data<Arc<Daemon>>;
 
@@ -54,7 +53,7 @@ async fn put(
 ) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::FlowsWrite)?;
     let (agent, flow) = path.into_inner();
-    let doc: FlowDoc = decode_flow(&req, &body)?;
+    let doc = decode_flow(&req, body).await?;
     let flow = doc.to_domain(account, &agent, &flow)?;
     let doc = d.put_flow(flow).await?;
     Ok(HttpResponse::Ok().json(doc))

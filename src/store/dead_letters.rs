@@ -5,7 +5,7 @@
 use rusqlite::params;
 use uuid::Uuid;
 
-use super::{Store, Written};
+use super::{Store, StoreError, Written};
 use crate::dead_letter::{
     DeadLetter, DeadLetterPayload, DeadLetterReason, DeadLetterStore, ReadError,
 };
@@ -106,6 +106,54 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
     ))
 }
 
+/// What one pass of the retention policy pruned, by limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub age: u64,
+    pub count: u64,
+    pub bytes: u64,
+}
+
+/// The retention policy's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub max_age_ms: i64,
+    pub max_count: u64,
+    pub max_bytes: u64,
+}
+
+impl Store {
+    /// Prunes dead letters oldest first: those older than the age limit, then the oldest past
+    /// the count limit, then the oldest until the payloads fit the byte limit.
+    pub async fn prune_dead_letters(&self, r: Retention) -> Result<Pruned, StoreError> {
+        let before =
+            (chrono::Utc::now() - chrono::Duration::milliseconds(r.max_age_ms)).to_rfc3339();
+        let pruned = std::sync::Arc::new(std::sync::Mutex::new(Pruned::default()));
+        let out = pruned.clone();
+        self.write(move |tx| {
+            let age = tx.execute("DELETE FROM dead_letters WHERE at < ?1", params![before])? as u64;
+            let count = tx.execute(
+                "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters
+                 ORDER BY at DESC, id DESC LIMIT -1 OFFSET ?1)",
+                params![r.max_count as i64],
+            )? as u64;
+            // The newest letters whose running total of bytes fits stay.
+            let bytes = tx.execute(
+                "DELETE FROM dead_letters WHERE id IN (
+                   SELECT id FROM (SELECT id, SUM(length(payload) + length(detail))
+                     OVER (ORDER BY at DESC, id DESC) AS running FROM dead_letters)
+                   WHERE running > ?1)",
+                params![r.max_bytes as i64],
+            )? as u64;
+            *out.lock().expect("pruned counts") = Pruned { age, count, bytes };
+            Ok(Written::Done)
+        })
+        .await?;
+        let p = *pruned.lock().expect("pruned counts");
+        Ok(p)
+    }
+}
+
 impl DeadLetterStore for SqliteDeadLetters {
     fn record(&self, letter: DeadLetter) {
         let (kind, payload, persona) = match &letter.payload {
@@ -190,5 +238,68 @@ impl DeadLetterStore for SqliteDeadLetters {
             Ok(Written::Done)
         });
         Ok(Some(letter))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dead_letter::DeadLetter;
+
+    fn store() -> Store {
+        let dir = std::env::temp_dir().join(format!("sb-dl-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Store::open(&dir.join("t.db"), 64, 5000).unwrap()
+    }
+
+    fn letter(n: usize, bytes: usize, age: chrono::Duration) -> DeadLetter {
+        let mut l = DeadLetter::raw(
+            Idn::known("default"),
+            format!("letter {n}"),
+            "application/json".into(),
+            vec![b'x'; bytes],
+        );
+        l.at = chrono::Utc::now() - age;
+        l
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_prunes_the_oldest_first_by_age_count_and_bytes() {
+        let store = store();
+        let letters = SqliteDeadLetters::new(store.clone());
+        let list = || letters.list(&Idn::known("default"), 100).unwrap();
+        // Two too old, then ten by age 10..1 minutes, 1000 bytes each.
+        letters.record(letter(100, 10, chrono::Duration::days(40)));
+        letters.record(letter(101, 10, chrono::Duration::days(31)));
+        for n in 0..10 {
+            letters.record(letter(n, 1000, chrono::Duration::minutes(10 - n as i64)));
+        }
+        store.flush().await.unwrap();
+        let day = 24 * 3600 * 1000;
+        let p = store
+            .prune_dead_letters(Retention {
+                max_age_ms: 30 * day,
+                max_count: 8,
+                max_bytes: 1_000_000,
+            })
+            .await
+            .unwrap();
+        assert_eq!((p.age, p.count, p.bytes), (2, 2, 0));
+        let kept: Vec<String> = list().into_iter().map(|l| l.detail).collect();
+        assert_eq!(kept.len(), 8);
+        assert!(!kept.contains(&"letter 0".to_owned()) && !kept.contains(&"letter 1".to_owned()));
+        // Bytes: room for about five of them; the newest stay.
+        let p = store
+            .prune_dead_letters(Retention {
+                max_age_ms: 30 * day,
+                max_count: 100,
+                max_bytes: 5_200,
+            })
+            .await
+            .unwrap();
+        assert_eq!(p.bytes, 3);
+        let kept: Vec<String> = list().into_iter().map(|l| l.detail).collect();
+        assert_eq!(kept.first().map(String::as_str), Some("letter 9"));
+        assert_eq!(kept.len(), 5);
     }
 }

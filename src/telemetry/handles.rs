@@ -168,6 +168,11 @@ pub fn rejected(reason: &'static str) {
     counter!(m::EVENTS_REJECTED_TOTAL, "reason" => reason).increment(1);
 }
 
+/// Dead letters pruned by retention, by the limit that pruned them (`age`, `count`, `bytes`).
+pub fn dead_letters_pruned(by: &'static str, n: u64) {
+    counter!(m::DEAD_LETTERS_PRUNED_TOTAL, "by" => by).increment(n);
+}
+
 /// A dead-letter record, by reason. Rare: built per call.
 pub fn dead_letter(reason: &'static str) {
     counter!(m::DEAD_LETTERS_TOTAL, "reason" => reason).increment(1);

@@ -20,6 +20,7 @@ pub const SESSIONS_STARTED_TOTAL: &str = "switchboard_sessions_started_total";
 pub const FLOW_INSTANCE_QUEUE_DEPTH: &str = "switchboard_flow_instance_queue_depth";
 pub const FLOW_INSTANCES_LIVE: &str = "switchboard_flow_instances_live";
 pub const DEAD_LETTERS_TOTAL: &str = "switchboard_dead_letters_total";
+pub const DEAD_LETTERS_PRUNED_TOTAL: &str = "switchboard_dead_letters_pruned_total";
 pub const INDEX_REBUILD_SECONDS: &str = "switchboard_index_rebuild_seconds";
 pub const INDEX_SUBSCRIPTIONS: &str = "switchboard_index_subscriptions";
 pub const INFLIGHT_EVENTS: &str = "switchboard_inflight_events";
@@ -115,6 +116,10 @@ pub fn describe() {
     );
     describe_gauge!(FLOW_INSTANCES_LIVE, "Flow instances alive.");
     describe_counter!(DEAD_LETTERS_TOTAL, "Dead-letter records by reason.");
+    describe_counter!(
+        DEAD_LETTERS_PRUNED_TOTAL,
+        "Dead letters pruned by the retention policy, by the limit that pruned them (age, count, bytes)."
+    );
     describe_histogram!(
         INDEX_REBUILD_SECONDS,
         Unit::Seconds,

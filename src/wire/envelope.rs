@@ -192,6 +192,11 @@ fn default_account() -> String {
     crate::domain::DEFAULT_ACCOUNT.to_owned()
 }
 
+/// Longest `actor.external_id`, in bytes.
+pub const MAX_EXTERNAL_ID_BYTES: usize = 256;
+/// Longest `actor.name`, in bytes.
+pub const MAX_ACTOR_NAME_BYTES: usize = 256;
+
 /// Size limits of one envelope.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -247,8 +252,20 @@ impl EventEnvelope {
         check_version(self.v)?;
         let target = match (self.actor, self.command_act_id) {
             (Some(a), _) => {
-                if a.external_id.is_empty() {
-                    return Err(err("actor.external_id", "must not be empty"));
+                if a.external_id.is_empty() || a.external_id.len() > MAX_EXTERNAL_ID_BYTES {
+                    return Err(err(
+                        "actor.external_id",
+                        format!("must be 1 to {MAX_EXTERNAL_ID_BYTES} bytes"),
+                    ));
+                }
+                if a.name
+                    .as_ref()
+                    .is_some_and(|n| n.len() > MAX_ACTOR_NAME_BYTES)
+                {
+                    return Err(err(
+                        "actor.name",
+                        format!("at most {MAX_ACTOR_NAME_BYTES} bytes"),
+                    ));
                 }
                 Target::Actor(ActorRef {
                     external_id: a.external_id,
@@ -428,6 +445,17 @@ mod tests {
                 "arguments[0].name",
             ),
             (json_event(r#","surprise":1"#), "body"),
+            (
+                json_event("").replace("\"42\"", &format!("\"{}\"", "x".repeat(257))),
+                "actor.external_id",
+            ),
+            (
+                json_event("").replace(
+                    "\"42\"",
+                    &format!("\"42\",\"name\":\"{}\"", "n".repeat(257)),
+                ),
+                "actor.name",
+            ),
         ];
         for (body, field) in cases {
             let r = Encoding::Json

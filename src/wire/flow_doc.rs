@@ -373,14 +373,17 @@ impl FlowDoc {
         }
     }
 
-    /// Parses a flow document from YAML (JSON is YAML too).
+    /// Parses a flow document from YAML (JSON is YAML too), within the bounds of
+    /// [`super::flow_bounds`] (checked first, in linear time).
     pub fn from_yaml(text: &str) -> Result<FlowDoc, FlowDocError> {
+        super::flow_bounds::check(text)?;
         serde_yaml_ng::from_str(text).map_err(|e| err("document", e.to_string()))
     }
 }
 
 impl SubscriptionExport {
     pub fn from_yaml(text: &str) -> Result<Self, FlowDocError> {
+        super::flow_bounds::check(text)?;
         serde_yaml_ng::from_str(text).map_err(|e| err("document", e.to_string()))
     }
 

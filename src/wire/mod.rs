@@ -3,6 +3,7 @@
 //! the domain types in [`crate::domain`]; each shape converts into them with field-named errors.
 
 pub mod envelope;
+pub mod flow_bounds;
 pub mod flow_doc;
 pub mod invocation;
 
