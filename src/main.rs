@@ -41,6 +41,17 @@ enum Cmd {
     PublishEvent(PublishEvent),
     /// API tokens in the store the config names (with the daemon running or not; a running
     /// daemon sees a change within `auth.cache_ttl_ms`).
+    /// Seals every stored secret under a new key: the key file gets the new key first (the
+    /// old ones stay after it, opening what they sealed, unless --drop-old), then every sealed
+    /// value is re-sealed. Run it with the daemon stopped; re-running it is safe.
+    Rekey {
+        /// The config file, as for serve.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Once everything is re-sealed, remove the old keys from the key file.
+        #[arg(long)]
+        drop_old: bool,
+    },
     Token {
         /// The config file, as for serve.
         #[arg(long)]
@@ -123,6 +134,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Check { config } => check(config),
         Cmd::PublishEvent(p) => publish_event(p),
         Cmd::Token { config, command } => token(config, command),
+        Cmd::Rekey { config, drop_old } => rekey(config, drop_old),
     }
 }
 
@@ -187,6 +199,34 @@ fn publish_event(p: PublishEvent) -> anyhow::Result<()> {
             println!("published: stream sequence {seq}");
             anyhow::Ok(())
         })
+}
+
+fn rekey(path: Option<PathBuf>, drop_old: bool) -> anyhow::Result<()> {
+    let config = Config::load(path.as_deref())?;
+    let store =
+        switchboard::store::Store::open(&config.store.path, 64, config.store.busy_timeout_ms)
+            .with_context(|| format!("store.path {}", config.store.path.display()))?;
+    let done = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(switchboard::daemon::secrets_key::rekey(
+            &config.store.secret_key_env,
+            &config.store.secret_key_file,
+            &store,
+            drop_old,
+        ))?;
+    println!(
+        "re-sealed {} value(s) under key {}; old keys still in {}: {}",
+        done.values,
+        done.key_id,
+        config.store.secret_key_file.display(),
+        if done.kept.is_empty() {
+            "none".to_owned()
+        } else {
+            done.kept.join(", ")
+        }
+    );
+    Ok(())
 }
 
 fn token(path: Option<PathBuf>, command: TokenCmd) -> anyhow::Result<()> {

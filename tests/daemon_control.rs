@@ -894,3 +894,78 @@ async fn the_access_log_is_off_by_default_and_writes_one_line_per_request_when_o
     );
     assert!(access_lines(&d).is_empty(), "off by default");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekey_reseals_every_secret_under_a_new_key_and_the_daemon_opens_them() {
+    let dir = temp_dir("rekey");
+    let d = DaemonProcess::start(&dir, &[]);
+    let id = d
+        .run_connector(
+            "telegram",
+            json!({"title": "Bot", "connector_idn": "bot",
+                   "settings": [{"idn": "bot_token", "value": SECRET_TOKEN}]}),
+        )
+        .await;
+    d.terminate().await;
+    let key_file = dir.join("switchboard.key");
+    let old_key = std::fs::read_to_string(&key_file).unwrap();
+    // The key ids named by sealed values in the database file and its WAL.
+    let sealed_ids = || {
+        let mut text = String::new();
+        for f in ["switchboard.db", "switchboard.db-wal"] {
+            if let Ok(b) = std::fs::read(dir.join(f)) {
+                text.push_str(&String::from_utf8_lossy(&b));
+            }
+        }
+        let mut ids: Vec<String> = text
+            .split("sealed:v2:")
+            .skip(1)
+            .map(|rest| rest.chars().take(8).collect())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        (ids, text.contains(SECRET_TOKEN))
+    };
+    let (before, plain) = sealed_ids();
+    assert!(!before.is_empty() && !plain, "{before:?}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["rekey", "--drop-old"])
+        .current_dir(&dir)
+        .env("SWITCHBOARD_STORE__PATH", dir.join("switchboard.db"))
+        .env("SWITCHBOARD_STORE__SECRET_KEY_FILE", &key_file)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("re-sealed 1 value(s)"), "{said}");
+    let new_key = std::fs::read_to_string(&key_file).unwrap();
+    assert_ne!(new_key.trim(), old_key.trim());
+    assert_eq!(new_key.trim().lines().count(), 1, "the old key dropped");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The daemon starts on the new key alone and the connector runs with its secret.
+    let d = DaemonProcess::start(&dir, &[]);
+    let (s, v) = call(
+        &d.client(),
+        "GET",
+        d.url(&format!("/v1/integrations/connectors/{id}")),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["status"], "running", "{v}");
+    d.terminate().await;
+    let (after, plain) = sealed_ids();
+    assert!(!plain);
+    assert!(
+        after.iter().all(|id| !before.contains(id)) || after.len() > before.len(),
+        "the value is sealed under the new key: {before:?} → {after:?}"
+    );
+}

@@ -162,7 +162,7 @@ pub struct Daemon {
     pub(crate) file_flows: std::sync::Mutex<BTreeMap<(Name, Name), std::path::PathBuf>>,
 }
 
-fn aad(account: &str, integration: &str, connector: &str, setting: &str) -> String {
+pub(crate) fn aad(account: &str, integration: &str, connector: &str, setting: &str) -> String {
     format!("{account}/{integration}/{connector}/{setting}")
 }
 

@@ -65,3 +65,113 @@ pub fn load(env_name: &str, file: &Path) -> Result<(SecretBox, String), KeyError
         Err(e) => Err(io(e)),
     }
 }
+
+/// What `switchboard rekey` did.
+#[derive(Debug)]
+pub struct Rekeyed {
+    /// The new current key's id.
+    pub key_id: String,
+    /// Sealed values re-sealed under it.
+    pub values: usize,
+    /// Ids of the keys still in the file (none with `drop_old`).
+    pub kept: Vec<String>,
+}
+
+/// Why a rekey did not happen (or did not finish: re-running it is safe).
+#[derive(Debug, thiserror::Error)]
+pub enum RekeyError {
+    #[error(
+        "the keys come from the environment variable {0}: rotate them there (a new key on the \
+         first line, the old ones after), start the daemon, then run rekey with the key file"
+    )]
+    FromEnvironment(String),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("a stored secret does not open with the keyring ({0}); nothing more was changed")]
+    Open(String),
+}
+
+/// Seals every stored secret under a new key: the key file first gets the new key on top of
+/// the old ones (so a crash midway loses nothing: both open), then every sealed value is
+/// re-sealed, then, with `drop_old`, the old keys leave the file.
+pub async fn rekey(
+    env_name: &str,
+    file: &Path,
+    store: &crate::store::Store,
+    drop_old: bool,
+) -> Result<Rekeyed, RekeyError> {
+    if std::env::var_os(env_name).is_some() {
+        return Err(RekeyError::FromEnvironment(env_name.to_owned()));
+    }
+    let (old, _) = load(env_name, file)?;
+    let new_key = SecretBox::generate();
+    let ring_text = old.text_with_new_current(&new_key);
+    let ring = SecretBox::from_base64(&ring_text).map_err(|source| KeyError::Bad {
+        origin: "the new keyring".into(),
+        source,
+    })?;
+    write_key_file(file, &ring_text)?;
+    let reseal = |stored: &mut std::collections::BTreeMap<String, String>,
+                  scope: (&str, &str, &str)|
+     -> Result<usize, RekeyError> {
+        let mut n = 0;
+        for (k, v) in stored.iter_mut() {
+            if ring.needs_reseal(v) {
+                let aad = super::aad(scope.0, scope.1, scope.2, k);
+                let plain = ring.open(v, &aad).map_err(|e| {
+                    RekeyError::Open(format!("{}/{}/{}/{k}: {e}", scope.0, scope.1, scope.2))
+                })?;
+                *v = ring.seal(&plain, &aad);
+                n += 1;
+            }
+        }
+        Ok(n)
+    };
+    let mut values = 0;
+    for mut row in store.connectors()? {
+        let scope = (
+            row.account.clone(),
+            row.integration.clone(),
+            row.connector.clone(),
+        );
+        let n = reseal(&mut row.settings, (&scope.0, &scope.1, &scope.2))?;
+        if n > 0 {
+            store.put_connector(row).await?;
+            values += n;
+        }
+    }
+    for (account, integration, mut settings) in store.integration_settings()? {
+        let n = reseal(&mut settings, (&account, &integration, ""))?;
+        if n > 0 {
+            store
+                .put_integration_settings(account, integration, settings)
+                .await?;
+            values += n;
+        }
+    }
+    store.flush().await?;
+    let kept = if drop_old {
+        write_key_file(file, &format!("{new_key}\n"))?;
+        Vec::new()
+    } else {
+        old.key_ids().into_iter().map(str::to_owned).collect()
+    };
+    Ok(Rekeyed {
+        key_id: ring.current_id().to_owned(),
+        values,
+        kept,
+    })
+}
+
+/// Replaces the key file (mode 0600) through a temporary file and a rename.
+fn write_key_file(file: &Path, text: &str) -> Result<(), KeyError> {
+    let io = |source| KeyError::Io {
+        path: file.display().to_string(),
+        source,
+    };
+    let tmp = file.with_extension("key.new");
+    super::access::write_private(&tmp, text).map_err(io)?;
+    std::fs::rename(&tmp, file).map_err(io)
+}
