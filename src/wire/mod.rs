@@ -6,6 +6,7 @@ pub mod envelope;
 pub mod flow_bounds;
 pub mod flow_doc;
 pub mod invocation;
+pub mod untrusted;
 
 pub use envelope::{CommandEnvelope, Encoding, EnvelopeError, EventEnvelope, Limits};
 pub use flow_doc::{FlowDoc, FlowDocError, SubscriptionDoc, SubscriptionExport};
