@@ -153,6 +153,33 @@ fn main() {
     let ingest = wrk(&plain.base, seconds, &script, Some(&plain.token));
     drop(plain);
 
+    // The same, on an earlier build without authentication (SB_PREVIOUS_BIN), when given: what
+    // checking a token on every request costs, in the same run.
+    let previous = std::env::var_os("SB_PREVIOUS_BIN").map(|bin| {
+        let dir = daemon::temp_dir("bench-http-previous");
+        let old = daemon::DaemonProcess::builder(&dir)
+            .binary(bin)
+            .env("SWITCHBOARD_LOG__LEVEL", "warn,switchboard=info")
+            .start();
+        let created = reqwest::blocking_post(
+            &old.url("/v1/integrations/sandbox/connectors"),
+            r#"{"title":"Demo","connector_idn":"demo"}"#,
+            &old.token,
+        );
+        let id = created
+            .split("\"id\":\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .expect("a connector id")
+            .to_owned();
+        reqwest::blocking_post(
+            &old.url(&format!("/v1/integrations/connectors/{id}/run")),
+            "",
+            &old.token,
+        );
+        wrk(&old.base, seconds, &script, None)
+    });
+
     let d = daemon::DaemonProcess::start(
         &dir,
         &[
@@ -174,6 +201,9 @@ fn main() {
 
     println!("http_ingest: baseline (bare actix-web, parse + 202): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} requests", base.rps, base.p50_ms, base.p99_ms, base.requests);
     println!("http_ingest: switchboard ingest (durable 202, admitted, unmatched): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} requests, {} non-2xx; ratio {:.2}x (target >= 0.5x)", ingest.rps, ingest.p50_ms, ingest.p99_ms, ingest.requests, ingest.errors, ingest.rps / base.rps);
+    if let Some(p) = &previous {
+        println!("http_ingest: previous build, no authentication (SB_PREVIOUS_BIN): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} non-2xx; with authentication {:.2}x of it (target >= 0.90x)", p.rps, p.p50_ms, p.p99_ms, p.errors, ingest.rps / p.rps);
+    }
     println!("http_ingest: switchboard ingest + routing (durable 202, routed, invoked): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} requests, {} non-2xx", ours.rps, ours.p50_ms, ours.p99_ms, ours.requests, ours.errors);
     println!("http_ingest: ratio {:.2}x of baseline (target >= 0.5x); p99 {:.2} ms (target < 10 ms); events admitted by the daemon: {received:.0}", ours.rps / base.rps, ours.p99_ms);
 }
