@@ -6,6 +6,7 @@
 //! order of the structs here. [`Config::load`] layers, last wins: the defaults, the file, the
 //! environment (`SWITCHBOARD_HTTP__LISTEN=127.0.0.1:0` sets `http.listen`).
 
+mod egress;
 mod engine;
 mod envelope;
 mod error;
@@ -21,6 +22,7 @@ mod transport;
 
 use serde::{Deserialize, Serialize};
 
+pub use egress::EgressConfig;
 pub use engine::EngineSection;
 pub use envelope::EnvelopeSection;
 pub use error::{ConfigError, Origin};
@@ -43,6 +45,7 @@ pub struct Config {
     pub envelope: EnvelopeSection,
     pub flows: FlowsConfig,
     pub runners: RunnersConfig,
+    pub egress: EgressConfig,
     pub sandbox: SandboxConfig,
     pub timers: TimersConfig,
     pub log: LogConfig,
@@ -65,6 +68,7 @@ impl Config {
         self.envelope.validate()?;
         self.flows.validate()?;
         self.runners.validate()?;
+        self.egress.validate()?;
         self.timers.validate()?;
         self.log.validate()?;
         self.transport.validate()?;
@@ -253,6 +257,11 @@ mod tests {
                 "runners.backoff_initial_ms",
                 |c| c.runners.backoff_initial_ms = 5001,
                 "must not exceed runners.backoff_max_ms (5001 > 5000)",
+            ),
+            (
+                "egress.allow",
+                |c| c.egress.allow = vec!["10.0.0.0/8".into(), "10.0.0.0/33".into()],
+                "\"10.0.0.0/33\" is not a CIDR block",
             ),
             (
                 "transport.nats.invocation_batch_max",

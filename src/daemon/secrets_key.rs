@@ -18,7 +18,7 @@ pub enum KeyError {
     },
 }
 
-/// The sealing key and its base64 text (from which the webhook signing secret may derive).
+/// The sealing key and its base64 text.
 pub fn load(env_name: &str, file: &Path) -> Result<(SecretBox, String), KeyError> {
     if let Ok(text) = std::env::var(env_name) {
         return SecretBox::from_base64(&text)

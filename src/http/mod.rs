@@ -8,6 +8,7 @@ pub mod error;
 pub mod flows;
 pub mod operations;
 pub mod request_metrics;
+pub mod runner_secrets;
 pub mod sandbox;
 pub mod views;
 
@@ -27,6 +28,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     sandbox::routes(cfg);
     data::dynamic_routes(cfg);
     flows::routes(cfg);
+    runner_secrets::routes(cfg);
     control::routes(cfg);
 }
 

@@ -9,6 +9,7 @@
 
 pub mod dead_letters;
 pub mod records;
+pub mod runner_secrets;
 pub mod schema;
 pub mod secrets;
 pub mod sent_invocations;
@@ -28,6 +29,7 @@ use crate::telemetry;
 use crate::telemetry::throttle::Throttle;
 
 pub use records::{ConnectorRow, FlowRow, SessionRow};
+pub use runner_secrets::RunnerSecretRow;
 pub use secrets::SecretBox;
 
 /// The store's failures: all the daemon's, none the caller's.
