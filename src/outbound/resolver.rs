@@ -67,7 +67,7 @@ impl Resolve for PolicyResolver {
             match first_denial {
                 Some(denied) if allowed.is_empty() => {
                     super::refused(&denied);
-                    Err(Box::new(denied).into())
+                    Err(denied.into())
                 }
                 _ if allowed.is_empty() => {
                     Err(io::Error::new(io::ErrorKind::NotFound, "the name has no address").into())
