@@ -80,7 +80,10 @@ async fn denied_addresses_are_refused_at_put_and_at_connect_time_by_default() {
             "http://169.254.169.254/latest/meta-data",
             "egress_denied: 169.254.169.254 is link-local",
         ),
-        ("http://127.0.0.1:9/", "egress_denied: 127.0.0.1 is loopback"),
+        (
+            "http://127.0.0.1:9/",
+            "egress_denied: 127.0.0.1 is loopback",
+        ),
         ("http://[::1]:9/", "egress_denied: ::1 is loopback"),
         (
             "http://[::ffff:169.254.169.254]/",
@@ -168,10 +171,18 @@ async fn runner_secrets_are_shown_once_verify_and_overlap_after_a_rotation() {
     let talk = runner.next().await;
     assert_eq!(talk.signature().unwrap().split(' ').count(), 2);
     assert!(talk.signed_with(&second), "the new secret verifies");
-    assert!(talk.signed_with(&first), "the old one too, during the overlap");
+    assert!(
+        talk.signed_with(&first),
+        "the old one too, during the overlap"
+    );
 
     // Never shown again: not by a GET, a dead letter, a metric or a log line.
-    for path in ["/v1/flows", "/v1/flows/Bot/Main", "/v1/dead-letters", "/metrics"] {
+    for path in [
+        "/v1/flows",
+        "/v1/flows/Bot/Main",
+        "/v1/dead-letters",
+        "/metrics",
+    ] {
         let text = get_text(&c, d.url(path)).await;
         for secret in [&first, &second] {
             assert!(!text.contains(&secret["whsec_".len()..]), "{path}: {text}");
@@ -231,4 +242,45 @@ async fn without_an_overlap_only_the_new_secret_signs_after_a_rotation() {
         .await
         .expect("a new secret");
     assert_ne!(third, second);
+}
+
+#[test]
+fn check_refuses_a_flow_file_whose_runner_url_is_denied() {
+    let dir = temp_dir("check-egress");
+    std::fs::write(
+        dir.join("flows/ssrf.yaml"),
+        "agent_idn: A\nflow_idn: F\n\
+         runner: {kind: webhook, url: 'http://169.254.169.254/latest'}\n\
+         events: [{idn: user_message, skill_idn: S, integration_idn: sandbox}]\n",
+    )
+    .unwrap();
+    let flows = format!(
+        "[flows]\ndir = {:?}\n",
+        dir.join("flows").display().to_string()
+    );
+    let check = |config: &str| {
+        let path = dir.join("check.toml");
+        std::fs::write(&path, config).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let out = check(&flows);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ssrf.yaml")
+            && err.contains("runner.url: egress_denied: 169.254.169.254 is link-local"),
+        "{err}"
+    );
+    let out = check(&format!(
+        "{flows}[egress]\nallow = [\"169.254.169.254/32\"]\n"
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

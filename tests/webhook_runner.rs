@@ -18,8 +18,8 @@ use serde_json::Value;
 use switchboard::dead_letter::DeadLetter;
 use switchboard::domain::{Command, Idn};
 use switchboard::egress::OutboundCommand;
-use switchboard::skill_runner::pending::{PendingInvocations, UnknownInvocation};
 use switchboard::outbound::{Egress, EgressPolicy, Lookup};
+use switchboard::skill_runner::pending::{PendingInvocations, UnknownInvocation};
 use switchboard::skill_runner::webhook::{FlowKeys, RunnerSecret, WebhookRunners, WebhookSettings};
 use switchboard::skill_runner::Outcome;
 use switchboard::wire::invocation::InvocationWire;
@@ -475,7 +475,8 @@ async fn an_undecodable_answer_fails_at_once_without_quoting_it() {
     let dead = dead_letter(&s.h).await;
     assert_eq!(dead.reason.code(), "runner_failed");
     assert!(
-        dead.detail.contains("invalid result: not a result document"),
+        dead.detail
+            .contains("invalid result: not a result document"),
         "{}",
         dead.detail
     );
@@ -588,7 +589,7 @@ fn table(names: Vec<(&'static str, &str)>) -> Arc<TableLookup> {
 async fn a_name_resolving_to_a_denied_address_is_refused_at_connect_time() {
     let mut runner = TestRunner::start(&[], (200, COMPLETED_HI));
     let port = runner.url.split(':').nth(2).unwrap().to_owned(); // "<port>/skill"
-    // The name resolves to the metadata address when the runner connects (DNS rebinding).
+                                                                 // The name resolves to the metadata address when the runner connects (DNS rebinding).
     let lookup = table(vec![("metadata.test", "169.254.169.254")]);
     let client = Egress::with_lookup(loopback_allowed(), lookup.clone());
     let s = setup_with_egress(
@@ -731,7 +732,8 @@ async fn during_the_overlap_both_secrets_verify_then_only_the_new_one() {
         .await;
     let dead = dead_letter(&s.h).await;
     assert!(
-        dead.detail.contains("the flow has no webhook signing secret"),
+        dead.detail
+            .contains("the flow has no webhook signing secret"),
         "{}",
         dead.detail
     );

@@ -41,7 +41,10 @@ impl EgressConfig {
 impl Default for EgressConfig {
     fn default() -> Self {
         EgressConfig {
-            allow: Self::DEFAULT_ALLOW.iter().map(|s| (*s).to_owned()).collect(),
+            allow: Self::DEFAULT_ALLOW
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
         }
     }
 }

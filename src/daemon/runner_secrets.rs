@@ -169,10 +169,10 @@ impl Daemon {
                     None => None,
                 },
             };
-            let parse = |field: &str, v: &str| {
-                Name::parse(field, v).map_err(|e| corrupt(e.to_string()))
-            };
-            let account = Idn::parse("account", &row.account).map_err(|e| corrupt(e.to_string()))?;
+            let parse =
+                |field: &str, v: &str| Name::parse(field, v).map_err(|e| corrupt(e.to_string()));
+            let account =
+                Idn::parse("account", &row.account).map_err(|e| corrupt(e.to_string()))?;
             self.runner_keys().set(
                 &account,
                 &parse("agent", &row.agent)?,

@@ -125,13 +125,22 @@ const DENIED_V4: &[(Ipv4Net, DeniedRange)] = &[
 const DENIED_V6: &[(Ipv6Net, DeniedRange)] = &[
     (v6([0, 0, 0, 0, 0, 0, 0, 0], 128), DeniedRange::Unspecified),
     (v6([0, 0, 0, 0, 0, 0, 0, 1], 128), DeniedRange::Loopback),
-    (v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10), DeniedRange::LinkLocal),
+    (
+        v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10),
+        DeniedRange::LinkLocal,
+    ),
     (v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7), DeniedRange::Private),
     // The deprecated site-local block.
     (v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10), DeniedRange::Private),
     (v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8), DeniedRange::Multicast),
-    (v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32), DeniedRange::Documentation),
-    (v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20), DeniedRange::Documentation),
+    (
+        v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32),
+        DeniedRange::Documentation,
+    ),
+    (
+        v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20),
+        DeniedRange::Documentation,
+    ),
     // IPv4-compatible addresses (deprecated) and the discard-only block.
     (v6([0, 0, 0, 0, 0, 0, 0, 0], 96), DeniedRange::Reserved),
     (v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64), DeniedRange::Reserved),
@@ -340,10 +349,16 @@ mod tests {
         let e = policy
             .judge_literal("http://169.254.169.254/latest/meta-data")
             .unwrap_err();
-        assert_eq!(e.to_string(), "egress_denied: 169.254.169.254 is link-local");
+        assert_eq!(
+            e.to_string(),
+            "egress_denied: 169.254.169.254 is link-local"
+        );
         assert!(policy.judge_literal("http://[::1]:9/").is_err());
         assert!(policy.judge_literal("http://[::ffff:7f00:1]:9/").is_err());
-        assert!(policy.judge_literal("http://0x7f.1:9/").is_err(), "WHATWG-normalised");
+        assert!(
+            policy.judge_literal("http://0x7f.1:9/").is_err(),
+            "WHATWG-normalised"
+        );
         assert_eq!(policy.judge_literal("http://localhost:9/"), Ok(()));
         assert_eq!(policy.judge_literal("https://example.com/x"), Ok(()));
         assert_eq!(policy.judge_literal("not a url"), Ok(()));

@@ -66,12 +66,9 @@ impl RunnerServer {
                             .iter()
                             .map(|(k, v)| {
                                 (
-                                    reqwest::header::HeaderName::from_bytes(
-                                        k.as_str().as_bytes(),
-                                    )
-                                    .unwrap(),
-                                    reqwest::header::HeaderValue::from_bytes(v.as_bytes())
+                                    reqwest::header::HeaderName::from_bytes(k.as_str().as_bytes())
                                         .unwrap(),
+                                    reqwest::header::HeaderValue::from_bytes(v.as_bytes()).unwrap(),
                                 )
                             })
                             .collect(),

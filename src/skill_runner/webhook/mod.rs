@@ -117,7 +117,11 @@ impl WebhookRunners {
     /// A factory posting through `egress` (which follows no redirect: a signed invocation goes
     /// to the URL the flow names, nowhere else), with an empty key table, parking replies in
     /// `pending`.
-    pub fn new(settings: WebhookSettings, egress: Egress, pending: Arc<PendingInvocations>) -> Self {
+    pub fn new(
+        settings: WebhookSettings,
+        egress: Egress,
+        pending: Arc<PendingInvocations>,
+    ) -> Self {
         let max_backoff = settings.max_backoff.max(settings.initial_backoff);
         WebhookRunners {
             shared: Arc::new(Shared {
@@ -344,12 +348,9 @@ async fn post(
     };
     let now = chrono::Utc::now();
     let message_id = id.to_string();
-    let Some(signature) = keys.signature(
-        &message_id,
-        now.timestamp(),
-        body,
-        now.timestamp_millis(),
-    ) else {
+    let Some(signature) =
+        keys.signature(&message_id, now.timestamp(), body, now.timestamp_millis())
+    else {
         return Verdict::Fail("the invocation could not be signed".into());
     };
     drop(keys);
