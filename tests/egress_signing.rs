@@ -202,7 +202,7 @@ async fn runner_secrets_are_shown_once_verify_and_overlap_after_a_rotation() {
     let db = std::fs::read(dir.join("switchboard.db")).unwrap();
     let wal = std::fs::read(dir.join("switchboard.db-wal")).unwrap_or_default();
     for secret in [&first, &second] {
-        let key = secret["whsec_".len()..].as_bytes();
+        let key = &secret.as_bytes()["whsec_".len()..];
         assert!(!db.windows(key.len()).any(|w| w == key), "sealed");
         assert!(!wal.windows(key.len()).any(|w| w == key), "sealed");
     }
