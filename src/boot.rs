@@ -21,6 +21,7 @@ use crate::engine::{Engine, EngineParts};
 use crate::natives::timers::book::StoredBook;
 use crate::natives::timers::service::{LatePolicy, Settings as TimerSettings};
 use crate::natives::timers::ProgramTimer;
+use crate::outbound::Egress;
 use crate::sandbox::SandboxHub;
 use crate::session::table::{SessionJournal, SessionView};
 use crate::skill_runner::demo::DemoRunner;
@@ -123,19 +124,6 @@ impl RunnerResolver for DaemonRunners {
     }
 }
 
-/// The signing secret of webhook runners: configured, else derived from the sealing key so
-/// it is stable across restarts without another file.
-fn signing_secret(config: &Config, key_material: &str) -> Vec<u8> {
-    if !config.runners.signing_secret.is_empty() {
-        return config.runners.signing_secret.as_bytes().to_vec();
-    }
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(b"switchboard webhook signing v1\0");
-    h.update(key_material.as_bytes());
-    h.finalize().to_vec()
-}
-
 /// Starts the daemon inside the current actix system.
 pub async fn start(
     config: Config,
@@ -143,7 +131,7 @@ pub async fn start(
 ) -> Result<Arc<Daemon>, BootError> {
     crate::telemetry::metrics::describe();
     crate::telemetry::metrics::record_start();
-    let (secrets, key_text) =
+    let (secrets, _) =
         secrets_key::load(&config.store.secret_key_env, &config.store.secret_key_file)?;
     let store_err = |source| BootError::Store {
         path: config.store.path.display().to_string(),
@@ -161,11 +149,13 @@ pub async fn start(
         TransportKind::Embedded => None,
     };
     let pending = Arc::new(PendingInvocations::default());
+    let egress = config.egress.policy();
     let webhooks = WebhookRunners::new(
-        WebhookSettings::new(signing_secret(&config, &key_text)).with_backoff(
+        WebhookSettings::new().with_backoff(
             config.runners.backoff_initial(),
             config.runners.backoff_max(),
         ),
+        Egress::new(egress.clone()),
         pending.clone(),
     );
     let demo: Arc<dyn SkillRunner> = Arc::new(DemoRunner);
@@ -235,6 +225,8 @@ pub async fn start(
         metrics,
         secrets,
         tokens,
+        runner_keys: webhooks.keys().clone(),
+        egress,
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
         transport: nats
@@ -266,6 +258,7 @@ async fn restore(d: &Arc<Daemon>) -> Result<(), BootError> {
             .registry()
             .ensure_account(&Idn::parse("account", &a.idn)?);
     }
+    d.restore_runner_secrets()?;
     for (account, integration, sealed) in d.store.integration_settings()? {
         let settings = d.open(sealed, (&account, &integration, ""))?;
         let account = Idn::parse("account", &account)?;

@@ -24,6 +24,7 @@ pub mod inbox;
 pub mod ingress;
 pub mod invocation;
 pub mod natives;
+pub mod outbound;
 pub mod routing;
 pub mod sandbox;
 pub mod session;

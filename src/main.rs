@@ -297,7 +297,8 @@ fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(path.as_deref())?;
     let account = switchboard::domain::Idn::known(switchboard::domain::DEFAULT_ACCOUNT);
     let flows = flow_files::load_dir(&account, &config.flows.dir)?;
-    // What `serve` would refuse: subscriptions that can never match, runners it does not have.
+    // What `serve` would refuse: subscriptions that can never match, runners it does not have,
+    // runner URLs the egress policy denies.
     use switchboard::domain::RunnerSpec;
     for (flow, _, path) in &flows {
         let name = format!("{}: {}/{}", path.display(), flow.agent, flow.flow);
@@ -315,6 +316,13 @@ fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
         };
         if let Some(why) = missing {
             anyhow::bail!("{name}: runner: {why}");
+        }
+        if let RunnerSpec::Webhook { url, .. } = &flow.runner {
+            config
+                .egress
+                .policy()
+                .judge_literal(url)
+                .map_err(|e| anyhow::anyhow!("{name}: runner.url: {e}; see [egress] allow"))?;
         }
     }
     println!(

@@ -149,6 +149,7 @@ fn every_route(connector: &str, letter: &str) -> Vec<(&'static str, String, Opti
         ("GET", "/v1/flows".into(), None),
         ("GET", "/v1/flows/Bagent/Bflow".into(), None),
         ("PUT", "/v1/flows/Bagent/Bflow".into(), Some(flow)),
+        ("POST", "/v1/flows/Bagent/Bflow/runner-secret".into(), None),
         ("DELETE", "/v1/flows/Bagent/Bflow".into(), None),
         ("POST", "/v1/events".into(), Some(event)),
         (
@@ -340,6 +341,11 @@ async fn an_account_sees_and_changes_only_its_own_things() {
             None,
         ),
         ("GET", "/v1/flows/Bagent/Bflow".to_owned(), None),
+        (
+            "POST",
+            "/v1/flows/Bagent/Bflow/runner-secret".to_owned(),
+            None,
+        ),
         ("DELETE", "/v1/flows/Bagent/Bflow".to_owned(), None),
         ("GET", format!("/v1/dead-letters/{letter}"), None),
         ("POST", format!("/v1/dead-letters/{letter}/replay"), None),

@@ -792,7 +792,8 @@ async fn subscriptions_that_can_never_match_are_refused_by_the_api_and_by_check(
     let flow = |events: &str, runner: &str| {
         format!("agent_idn: A\nflow_idn: F\nrunner: {runner}\nevents: [{events}]\n")
     };
-    let webhook = "{kind: webhook, url: \"http://127.0.0.1:9/s\"}";
+    // A host name: `check` judges IP literals only (127.0.0.1 is denied without [egress] allow).
+    let webhook = "{kind: webhook, url: \"http://runner.invalid:9/s\"}";
     for (events, runner, field) in [
         (
             "{idn: make_call, skill_idn: S, integration_idn: vapi}",

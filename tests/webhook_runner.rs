@@ -1,6 +1,8 @@
 //! Webhook skill runners over real HTTP: a test runner (actix-web on 127.0.0.1, port 0)
 //! records every POST into a channel and answers from a script. The engine is the real one,
-//! with a runner registry that resolves `{kind: webhook}`.
+//! with a runner registry that resolves `{kind: webhook}`, under an egress policy that allows
+//! 127.0.0.1/32 (the default denies it: see `a_denied_address_is_refused_at_connect_time`).
+//! Signatures are checked by the `standardwebhooks` crate, the verifier runners use.
 
 mod common;
 
@@ -16,14 +18,17 @@ use serde_json::Value;
 use switchboard::dead_letter::DeadLetter;
 use switchboard::domain::{Command, Idn};
 use switchboard::egress::OutboundCommand;
+use switchboard::outbound::{Egress, EgressPolicy, Lookup};
 use switchboard::skill_runner::pending::{PendingInvocations, UnknownInvocation};
-use switchboard::skill_runner::webhook::{verify, WebhookRunners, WebhookSettings};
+use switchboard::skill_runner::webhook::{FlowKeys, RunnerSecret, WebhookRunners, WebhookSettings};
 use switchboard::skill_runner::Outcome;
 use switchboard::wire::invocation::InvocationWire;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-const SECRET: &[u8] = b"webhook test secret";
+/// The flow's signing secret (Standard Webhooks' `whsec_<base64>`).
+const SECRET: &str = "whsec_d2ViaG9vayB0ZXN0IHNlY3JldCwgMzIgYnl0ZXMgbG9uZyE=";
+const OTHER_SECRET: &str = "whsec_YW5vdGhlciBzZWNyZXQsIGFsc28gMzIgYnl0ZXMgbG9uZw==";
 const WAIT: Duration = Duration::from_secs(10);
 
 const COMPLETED_HI: &str = r#"{"v":1,"outcome":"completed","commands":[
@@ -37,7 +42,7 @@ const COMPLETED_HI: &str = r#"{"v":1,"outcome":"completed","commands":[
 struct Recorded {
     content_type: Option<String>,
     invocation: Option<String>,
-    signature: Option<String>,
+    headers: reqwest::header::HeaderMap,
     body: Vec<u8>,
 }
 
@@ -54,18 +59,18 @@ impl Recorded {
             .unwrap()
     }
 
-    fn signed_with(&self, secret: &[u8]) -> bool {
-        let header = self
-            .signature
-            .as_deref()
-            .expect("X-Switchboard-Signature is set");
-        verify(
-            secret,
-            header,
-            &self.body,
-            chrono::Utc::now().timestamp(),
-            300,
-        )
+    /// Whether `standardwebhooks` verifies the request with `secret`.
+    fn signed_with(&self, secret: &str) -> bool {
+        standardwebhooks::Webhook::new(secret)
+            .unwrap()
+            .verify(&self.body, &self.headers)
+            .is_ok()
+    }
+
+    fn signature(&self) -> Option<&str> {
+        self.headers
+            .get("webhook-signature")
+            .and_then(|v| v.to_str().ok())
     }
 }
 
@@ -85,7 +90,16 @@ async fn answer(req: HttpRequest, body: web::Bytes, script: web::Data<Script>) -
     let _ = script.seen.send(Recorded {
         content_type: header("content-type"),
         invocation: header("x-switchboard-invocation"),
-        signature: header("x-switchboard-signature"),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    reqwest::header::HeaderName::from_bytes(k.as_str().as_bytes()).unwrap(),
+                    reqwest::header::HeaderValue::from_bytes(v.as_bytes()).unwrap(),
+                )
+            })
+            .collect(),
         body: body.to_vec(),
     });
     let (status, body) = script
@@ -168,17 +182,47 @@ async fn setup(url: &str, max_attempts: u32, interrupt_mode: &str) -> Setup {
     setup_with_timeout(url, 5000, max_attempts, interrupt_mode).await
 }
 
+/// The tests' egress: the default policy with 127.0.0.1/32 allowed, as the daemon tests
+/// configure it.
+fn loopback_allowed() -> EgressPolicy {
+    EgressPolicy::new(EgressPolicy::parse_allow(["127.0.0.1/32"]).unwrap())
+}
+
 async fn setup_with_timeout(
     url: &str,
     timeout_ms: u64,
     max_attempts: u32,
     interrupt_mode: &str,
 ) -> Setup {
+    setup_with_egress(
+        url,
+        timeout_ms,
+        max_attempts,
+        interrupt_mode,
+        Egress::new(loopback_allowed()),
+    )
+    .await
+}
+
+async fn setup_with_egress(
+    url: &str,
+    timeout_ms: u64,
+    max_attempts: u32,
+    interrupt_mode: &str,
+    egress: Egress,
+) -> Setup {
     let pending = Arc::new(PendingInvocations::default());
     let webhooks = WebhookRunners::new(
-        WebhookSettings::new(SECRET)
-            .with_backoff(Duration::from_millis(10), Duration::from_millis(40)),
+        WebhookSettings::new().with_backoff(Duration::from_millis(10), Duration::from_millis(40)),
+        egress,
         pending.clone(),
+    );
+    // The daemon gives every webhook-run flow its secret; here the test does.
+    webhooks.keys().set(
+        &Idn::known("default"),
+        &name("Agent"),
+        &name("Main"),
+        FlowKeys::new(RunnerSecret::parse(SECRET).unwrap()),
     );
     // The default engine, whose registry also resolves webhook runners.
     let h = Harness::builder().webhooks(&webhooks).start();
@@ -224,6 +268,10 @@ async fn idle(s: &Setup, who: &str) {
     .await;
 }
 
+fn name(s: &str) -> switchboard::domain::Name {
+    switchboard::domain::Name::parse("name", s).unwrap()
+}
+
 fn send_message(h: &Harness, text: &str) -> Command {
     Command::new(
         h.account.clone(),
@@ -249,8 +297,17 @@ async fn invocation_is_posted_signed_and_the_inline_answer_reaches_egress() {
 
     let req = runner.next().await;
     assert_eq!(req.content_type.as_deref(), Some("application/json"));
-    assert!(req.signed_with(SECRET), "signature {:?}", req.signature);
-    assert!(!req.signed_with(b"another secret"));
+    assert!(req.signed_with(SECRET), "signature {:?}", req.signature());
+    assert!(!req.signed_with(OTHER_SECRET));
+    assert_eq!(
+        req.headers["webhook-id"].to_str().unwrap(),
+        req.invocation_id().to_string(),
+        "the message id is the invocation id"
+    );
+    assert!(
+        req.headers.get("x-switchboard-signature").is_none(),
+        "the old scheme is gone"
+    );
     let id = req.invocation_id();
     let body = req.json();
     assert_eq!(body["v"], 1);
@@ -316,7 +373,7 @@ async fn server_errors_are_retried_until_the_runner_answers() {
 }
 
 #[actix_rt::test]
-async fn a_runner_failing_every_attempt_dead_letters_the_event_with_its_answer() {
+async fn a_runner_failing_every_attempt_dead_letters_the_event_with_its_status_only() {
     let mut runner = TestRunner::start(&[], (500, "kaput: database on fire"));
     let s = setup(&runner.url, 3, "queue").await;
     let event = s.h.event("telegram", "bot", "user_message", "alice");
@@ -325,10 +382,15 @@ async fn a_runner_failing_every_attempt_dead_letters_the_event_with_its_answer()
     let dead = dead_letter(&s.h).await;
     assert_eq!(dead.reason.code(), "runner_failed");
     assert!(dead.detail.contains("3 attempts"), "{}", dead.detail);
-    assert!(dead.detail.contains("500"), "{}", dead.detail);
     assert!(
-        dead.detail.contains("kaput: database on fire"),
+        dead.detail
+            .ends_with("3 attempts; last: HTTP 500 Internal Server Error"),
         "{}",
+        dead.detail
+    );
+    assert!(
+        !dead.detail.contains("kaput"),
+        "the runner's body is not shown: {}",
         dead.detail
     );
     match &dead.payload {
@@ -393,28 +455,32 @@ async fn a_client_error_is_not_retried() {
         .await;
     let dead = dead_letter(&s.h).await;
     assert_eq!(dead.reason.code(), "runner_failed");
-    assert!(dead.detail.contains("400"), "{}", dead.detail);
     assert!(
-        dead.detail.contains("missing field `text`"),
+        dead.detail.contains("HTTP 400 Bad Request (not retried)"),
         "{}",
         dead.detail
     );
-    assert!(dead.detail.contains("not retried"), "{}", dead.detail);
+    assert!(!dead.detail.contains("missing field"), "{}", dead.detail);
     idle(&s, "alice").await;
     assert_eq!(runner.count_rest(), 1, "one POST only");
     runner.stop().await;
 }
 
 #[actix_rt::test]
-async fn an_undecodable_answer_fails_at_once_quoting_the_decode_error() {
+async fn an_undecodable_answer_fails_at_once_without_quoting_it() {
     let mut runner = TestRunner::start(&[], (200, r#"{"v":1,"outcome":"finished"}"#));
     let s = setup(&runner.url, 3, "queue").await;
     s.h.submit(s.h.event("telegram", "bot", "user_message", "alice"))
         .await;
     let dead = dead_letter(&s.h).await;
     assert_eq!(dead.reason.code(), "runner_failed");
-    assert!(dead.detail.contains("invalid result"), "{}", dead.detail);
-    assert!(dead.detail.contains("finished"), "{}", dead.detail);
+    assert!(
+        dead.detail
+            .contains("invalid result: not a result document"),
+        "{}",
+        dead.detail
+    );
+    assert!(!dead.detail.contains("finished"), "{}", dead.detail);
     idle(&s, "alice").await;
     assert_eq!(runner.count_rest(), 1, "the runner's fault: not retried");
     runner.stop().await;
@@ -482,5 +548,196 @@ async fn an_interrupted_invocation_is_forgotten() {
     idle(&s, "alice").await;
     assert!(s.h.dead.all().is_empty());
     assert!(s.pending.is_empty());
+    runner.stop().await;
+}
+
+// ---- the egress policy ----
+
+/// A resolver that answers from a table and records the names it was asked.
+struct TableLookup {
+    names: Vec<(&'static str, std::net::IpAddr)>,
+    asked: Mutex<Vec<String>>,
+}
+
+impl Lookup for TableLookup {
+    fn lookup(
+        &self,
+        host: &str,
+    ) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<std::net::IpAddr>>> {
+        self.asked.lock().unwrap().push(host.to_owned());
+        let found: Vec<_> = self
+            .names
+            .iter()
+            .filter(|(n, _)| *n == host)
+            .map(|(_, ip)| *ip)
+            .collect();
+        Box::pin(async move { Ok(found) })
+    }
+}
+
+fn table(names: Vec<(&'static str, &str)>) -> Arc<TableLookup> {
+    Arc::new(TableLookup {
+        names: names
+            .into_iter()
+            .map(|(n, ip)| (n, ip.parse().unwrap()))
+            .collect(),
+        asked: Mutex::new(Vec::new()),
+    })
+}
+
+#[actix_rt::test]
+async fn a_name_resolving_to_a_denied_address_is_refused_at_connect_time() {
+    let mut runner = TestRunner::start(&[], (200, COMPLETED_HI));
+    let port = runner.url.split(':').nth(2).unwrap().to_owned(); // "<port>/skill"
+                                                                 // The name resolves to the metadata address when the runner connects (DNS rebinding).
+    let lookup = table(vec![("metadata.test", "169.254.169.254")]);
+    let client = Egress::with_lookup(loopback_allowed(), lookup.clone());
+    let s = setup_with_egress(
+        &format!("http://metadata.test:{port}"),
+        5000,
+        3,
+        "queue",
+        client,
+    )
+    .await;
+    s.h.submit(s.h.event("telegram", "bot", "user_message", "alice"))
+        .await;
+    let dead = dead_letter(&s.h).await;
+    assert_eq!(dead.reason.code(), "runner_failed");
+    assert!(
+        dead.detail
+            .contains("egress_denied: 169.254.169.254 is link-local"),
+        "{}",
+        dead.detail
+    );
+    assert!(
+        !dead.detail.contains("attempts"),
+        "a refusal is not retried: {}",
+        dead.detail
+    );
+    idle(&s, "alice").await;
+    assert_eq!(*lookup.asked.lock().unwrap(), vec!["metadata.test"]);
+    assert_eq!(runner.count_rest(), 0, "nothing was sent");
+    runner.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_name_resolving_to_an_allowed_address_is_reached() {
+    let mut runner = TestRunner::start(&[], (200, COMPLETED_HI));
+    let port = runner.url.split(':').nth(2).unwrap().to_owned();
+    let lookup = table(vec![("runner.test", "127.0.0.1")]);
+    let client = Egress::with_lookup(loopback_allowed(), lookup.clone());
+    let mut s = setup_with_egress(
+        &format!("http://runner.test:{port}"),
+        5000,
+        3,
+        "queue",
+        client,
+    )
+    .await;
+    s.h.submit(s.h.event("telegram", "bot", "user_message", "alice"))
+        .await;
+    assert!(runner.next().await.signed_with(SECRET));
+    egress(&mut s.h).await;
+    assert_eq!(*lookup.asked.lock().unwrap(), vec!["runner.test"]);
+    runner.stop().await;
+}
+
+#[actix_rt::test]
+async fn the_default_policy_denies_loopback() {
+    let mut runner = TestRunner::start(&[], (200, COMPLETED_HI));
+    // The runner's own URL is the literal 127.0.0.1: refused before sending.
+    let s = setup_with_egress(
+        &runner.url,
+        5000,
+        3,
+        "queue",
+        Egress::new(EgressPolicy::default()),
+    )
+    .await;
+    s.h.submit(s.h.event("telegram", "bot", "user_message", "alice"))
+        .await;
+    let dead = dead_letter(&s.h).await;
+    assert!(
+        dead.detail.contains("egress_denied: 127.0.0.1 is loopback"),
+        "{}",
+        dead.detail
+    );
+    idle(&s, "alice").await;
+    assert_eq!(runner.count_rest(), 0, "nothing was sent");
+
+    // `localhost` too, judged when it resolves.
+    let lookup = table(vec![("localhost", "127.0.0.1"), ("localhost", "::1")]);
+    let port = runner.url.split(':').nth(2).unwrap().to_owned();
+    let s = setup_with_egress(
+        &format!("http://localhost:{port}"),
+        5000,
+        3,
+        "queue",
+        Egress::with_lookup(EgressPolicy::default(), lookup),
+    )
+    .await;
+    s.h.submit(s.h.event("telegram", "bot", "user_message", "alice"))
+        .await;
+    let dead = dead_letter(&s.h).await;
+    assert!(
+        dead.detail.contains("egress_denied: 127.0.0.1 is loopback"),
+        "{}",
+        dead.detail
+    );
+    idle(&s, "alice").await;
+    assert_eq!(runner.count_rest(), 0, "nothing was sent");
+    runner.stop().await;
+}
+
+// ---- signing ----
+
+#[actix_rt::test]
+async fn during_the_overlap_both_secrets_verify_then_only_the_new_one() {
+    let mut runner = TestRunner::start(&[], (200, r#"{"v":1,"outcome":"completed"}"#));
+    let s = setup(&runner.url, 3, "queue").await;
+    let (account, agent, flow) = (Idn::known("default"), name("Agent"), name("Main"));
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let rotated = |until_ms| FlowKeys {
+        current: RunnerSecret::parse(OTHER_SECRET).unwrap(),
+        previous: Some((RunnerSecret::parse(SECRET).unwrap(), until_ms)),
+    };
+
+    s.webhooks
+        .keys()
+        .set(&account, &agent, &flow, rotated(now_ms + 3_600_000));
+    s.h.submit(s.h.event("telegram", "bot", "user_message", "alice"))
+        .await;
+    let during = runner.next().await;
+    assert_eq!(during.signature().unwrap().split(' ').count(), 2);
+    assert!(during.signed_with(OTHER_SECRET), "the new secret verifies");
+    assert!(during.signed_with(SECRET), "the old secret verifies");
+    idle(&s, "alice").await;
+
+    // The overlap is over.
+    s.webhooks
+        .keys()
+        .set(&account, &agent, &flow, rotated(now_ms - 1));
+    s.h.submit(s.h.event("telegram", "bot", "user_message", "bob"))
+        .await;
+    let after = runner.next().await;
+    assert_eq!(after.signature().unwrap().split(' ').count(), 1);
+    assert!(after.signed_with(OTHER_SECRET));
+    assert!(!after.signed_with(SECRET));
+    idle(&s, "bob").await;
+
+    // A flow without a secret sends nothing unsigned.
+    s.webhooks.keys().remove(&account, &agent, &flow);
+    s.h.submit(s.h.event("telegram", "bot", "user_message", "carol"))
+        .await;
+    let dead = dead_letter(&s.h).await;
+    assert!(
+        dead.detail
+            .contains("the flow has no webhook signing secret"),
+        "{}",
+        dead.detail
+    );
+    idle(&s, "carol").await;
+    assert_eq!(runner.count_rest(), 0);
     runner.stop().await;
 }

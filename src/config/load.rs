@@ -11,7 +11,7 @@ use figment::{Figment, Metadata, Provider, Source};
 use super::{Config, ConfigError, Origin};
 
 /// Keys whose values an error never shows.
-const SECRET_KEYS: &[&str] = &["runners.signing_secret"];
+const SECRET_KEYS: &[&str] = &["transport.nats.password", "transport.nats.token"];
 
 impl Config {
     /// Loads the configuration: defaults, then the file, then the environment; then checks
@@ -200,7 +200,7 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
-    use crate::config::{LogFormat, RunnersConfig};
+    use crate::config::{LogFormat, TransportConfig};
 
     /// A fresh directory under the system temp dir, removed on drop.
     struct TempDir(PathBuf);
@@ -286,7 +286,10 @@ mod tests {
             inflight_limit = 10
 
             [runners]
-            signing_secret = "s3cret"
+            secret_overlap_ms = 1000
+
+            [egress]
+            allow = ["127.0.0.1/32", "10.0.0.0/8"]
 
             [log]
             format = "json"
@@ -298,7 +301,8 @@ mod tests {
         expected.http.listen = "0.0.0.0:9000".parse().unwrap();
         expected.engine.workers = 4;
         expected.engine.inflight_limit = 10;
-        expected.runners.signing_secret = "s3cret".into();
+        expected.runners.secret_overlap_ms = 1000;
+        expected.egress.allow = vec!["127.0.0.1/32".into(), "10.0.0.0/8".into()];
         expected.log.format = LogFormat::Json;
         expected.log.level = "switchboard=debug,actix_web=warn".into();
         assert_eq!(config, expected);
@@ -430,16 +434,17 @@ mod tests {
     #[test]
     fn secret_is_not_shown_in_errors_or_debug() {
         let dir = TempDir::new("secret");
-        let (_, result) = load_str(&dir, "[runners]\nsigning_secret = 918273645\n");
+        let (_, result) = load_str(&dir, "[transport.nats]\npassword = 918273645\n");
         let message = result.unwrap_err().to_string();
-        assert!(message.starts_with("runners.signing_secret: expected a string"));
+        assert!(
+            message.starts_with("transport.nats.password: expected a string"),
+            "{message}"
+        );
         assert!(!message.contains("918273645"), "{message}");
 
-        let runners = RunnersConfig {
-            signing_secret: "hunter2".into(),
-            ..RunnersConfig::default()
-        };
-        assert!(!format!("{runners:?}").contains("hunter2"));
+        let mut transport = TransportConfig::default();
+        transport.nats.password = "hunter2".into();
+        assert!(!format!("{transport:?}").contains("hunter2"));
     }
 
     /// `config/switchboard.toml` is the defaults, spelled out.
@@ -552,15 +557,20 @@ mod tests {
         vars.clear();
 
         // A string that looks like a number must be quoted; the secret is not shown.
-        vars.set("SWITCHBOARD_RUNNERS__SIGNING_SECRET", "0123456789");
+        vars.set("SWITCHBOARD_TRANSPORT__NATS__TOKEN", "0123456789");
         let message = load(None).unwrap_err().to_string();
         assert!(
-            message.starts_with("runners.signing_secret: expected a string; "),
+            message.starts_with("transport.nats.token: expected a string; "),
             "{message}"
         );
         assert!(!message.contains("123456789"), "{message}");
-        vars.set("SWITCHBOARD_RUNNERS__SIGNING_SECRET", "\"0123456789\"");
-        assert_eq!(load(None).unwrap().runners.signing_secret, "0123456789");
+        vars.set("SWITCHBOARD_TRANSPORT__NATS__TOKEN", "\"0123456789\"");
+        assert_eq!(load(None).unwrap().transport.nats.token, "0123456789");
+        vars.clear();
+
+        // A list, as the tests' daemons open loopback to their runners.
+        vars.set("SWITCHBOARD_EGRESS__ALLOW", "[\"127.0.0.1/32\"]");
+        assert_eq!(load(None).unwrap().egress.allow, vec!["127.0.0.1/32"]);
         vars.clear();
 
         // `Config::load` reads the real environment (and the repository's example file).

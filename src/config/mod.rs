@@ -8,6 +8,7 @@
 
 mod auth;
 mod dead_letters;
+mod egress;
 mod engine;
 mod envelope;
 mod error;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use auth::{AuthConfig, AutoWord, MetricsConfig, Switch};
 pub use dead_letters::DeadLettersConfig;
+pub use egress::EgressConfig;
 pub use engine::EngineSection;
 pub use envelope::EnvelopeSection;
 pub use error::{ConfigError, Origin};
@@ -50,6 +52,7 @@ pub struct Config {
     pub envelope: EnvelopeSection,
     pub flows: FlowsConfig,
     pub runners: RunnersConfig,
+    pub egress: EgressConfig,
     pub sandbox: SandboxConfig,
     pub timers: TimersConfig,
     pub log: LogConfig,
@@ -74,6 +77,7 @@ impl Config {
         self.envelope.validate()?;
         self.flows.validate()?;
         self.runners.validate()?;
+        self.egress.validate()?;
         self.timers.validate()?;
         self.log.validate()?;
         self.transport.validate()?;
@@ -262,6 +266,11 @@ mod tests {
                 "runners.backoff_initial_ms",
                 |c| c.runners.backoff_initial_ms = 5001,
                 "must not exceed runners.backoff_max_ms (5001 > 5000)",
+            ),
+            (
+                "egress.allow",
+                |c| c.egress.allow = vec!["10.0.0.0/8".into(), "10.0.0.0/33".into()],
+                "\"10.0.0.0/33\" is not a CIDR block",
             ),
             (
                 "transport.nats.invocation_batch_max",

@@ -1,20 +1,16 @@
-//! `[runners]`: skill runners reached over the network (webhook runners): signing, timeout,
-//! retries.
+//! `[runners]`: skill runners reached over the network (webhook runners): timeout, retries,
+//! and how long a rotated signing secret keeps signing.
 
-use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::error::{check, ConfigError};
 
-/// Network skill runners. `Debug` does not show the signing secret.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Network skill runners.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RunnersConfig {
-    /// HMAC secret that signs requests to webhook runners; empty: derived or generated at
-    /// start.
-    pub signing_secret: String,
     /// Deadline of one request to a runner, unless the flow sets its own, in milliseconds.
     pub default_timeout_ms: u64,
     /// Attempts of one request at most (1: no retry), unless the flow sets its own.
@@ -24,14 +20,17 @@ pub struct RunnersConfig {
     pub backoff_initial_ms: u64,
     /// Largest retry delay, in milliseconds.
     pub backoff_max_ms: u64,
+    /// After a flow's runner secret is rotated, how long the secret it replaced signs too
+    /// (a second `v1,` signature), in milliseconds; 0: not at all.
+    pub secret_overlap_ms: u64,
 }
 
 impl RunnersConfig {
-    pub const DEFAULT_SIGNING_SECRET: &'static str = "";
     pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
     pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
     pub const DEFAULT_BACKOFF_INITIAL_MS: u64 = 100;
     pub const DEFAULT_BACKOFF_MAX_MS: u64 = 5_000;
+    pub const DEFAULT_SECRET_OVERLAP_MS: u64 = 24 * 60 * 60 * 1000;
 
     /// [`Self::default_timeout_ms`] as a duration.
     pub fn default_timeout(&self) -> Duration {
@@ -73,28 +72,11 @@ impl RunnersConfig {
 impl Default for RunnersConfig {
     fn default() -> Self {
         RunnersConfig {
-            signing_secret: Self::DEFAULT_SIGNING_SECRET.to_owned(),
             default_timeout_ms: Self::DEFAULT_TIMEOUT_MS,
             default_max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
             backoff_initial_ms: Self::DEFAULT_BACKOFF_INITIAL_MS,
             backoff_max_ms: Self::DEFAULT_BACKOFF_MAX_MS,
+            secret_overlap_ms: Self::DEFAULT_SECRET_OVERLAP_MS,
         }
-    }
-}
-
-impl fmt::Debug for RunnersConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let secret = if self.signing_secret.is_empty() {
-            ""
-        } else {
-            "<redacted>"
-        };
-        f.debug_struct("RunnersConfig")
-            .field("signing_secret", &secret)
-            .field("default_timeout_ms", &self.default_timeout_ms)
-            .field("default_max_attempts", &self.default_max_attempts)
-            .field("backoff_initial_ms", &self.backoff_initial_ms)
-            .field("backoff_max_ms", &self.backoff_max_ms)
-            .finish()
     }
 }

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod flow_files;
 pub mod operations;
+pub mod runner_secrets;
 pub mod secrets_key;
 
 use std::collections::BTreeMap;
@@ -21,9 +22,11 @@ use crate::connectors::registry::{ConnectorView, ControlError};
 use crate::domain::{Event, Flow, Idn, Name};
 use crate::engine::Engine;
 use crate::fault::{Blame, Fault};
+use crate::outbound::EgressPolicy;
 use crate::routing::flow_table::FlowRejected;
 use crate::sandbox::SandboxHub;
 use crate::skill_runner::pending::PendingInvocations;
+use crate::skill_runner::webhook::{RunnerKeys, RunnerSecret};
 use crate::store::{ConnectorRow, FlowRow, SecretBox, Store, StoreError, Written};
 use crate::wire::envelope::{Encoding, EventEnvelope};
 use crate::wire::FlowDoc;
@@ -154,6 +157,10 @@ pub struct Daemon {
     pub(crate) metrics: Option<crate::telemetry::exporter::Exporter>,
     pub(crate) secrets: SecretBox,
     pub(crate) tokens: crate::auth::TokenKeeper,
+    /// The webhook runners' signing keys, by flow.
+    pub(crate) runner_keys: Arc<RunnerKeys>,
+    /// The egress policy of `[egress]`, which flows' runner URLs are checked against.
+    pub(crate) egress: EgressPolicy,
     pub(crate) ready: AtomicBool,
     pub(crate) draining: AtomicBool,
     /// The external transport's connection, when one is configured.
@@ -368,8 +375,14 @@ impl Daemon {
 
     // ---- flows ----
 
-    /// Adds or replaces a flow through the API; stored, live when this returns.
-    pub async fn put_flow(&self, flow: Flow) -> Result<FlowDoc, ChangeError> {
+    /// Adds or replaces a flow through the API; stored, live when this returns. A flow whose
+    /// webhook runner URL is a denied IP literal is refused (`runner.url`). A flow with a
+    /// webhook runner and no signing secret yet gets one, answered this once.
+    pub async fn put_flow(
+        &self,
+        flow: Flow,
+    ) -> Result<(FlowDoc, Option<RunnerSecret>), ChangeError> {
+        self.admit_runner_url(&flow)?;
         let doc = FlowDoc::from_domain(&flow);
         let row = FlowRow {
             account: flow.account.to_string(),
@@ -377,9 +390,21 @@ impl Daemon {
             flow: flow.flow.to_string(),
             document: serde_json::to_string(&doc).expect("flow documents serialize"),
         };
-        self.engine.put_flow(flow).await?;
+        let (account, agent, name) = (flow.account.clone(), flow.agent.clone(), flow.flow.clone());
+        // Live before the flow is: its first invocation is signed.
+        let keys = self.new_runner_keys(&flow);
+        if let Err(e) = self.engine.put_flow(flow).await {
+            if keys.is_some() {
+                self.forget_runner_keys(&account, &agent, &name);
+            }
+            return Err(e.into());
+        }
+        if let Some(keys) = &keys {
+            self.store_runner_keys(&account, &agent, &name, keys)
+                .await?;
+        }
         self.store.put_flow(row).await?;
-        Ok(doc)
+        Ok((doc, keys.map(|k| k.current)))
     }
 
     pub async fn delete_flow(
@@ -408,6 +433,7 @@ impl Daemon {
         self.store
             .delete_flow(account.to_string(), agent.to_string(), flow.to_string())
             .await?;
+        self.forget_runner_keys(account, agent, flow);
         Ok(removed)
     }
 
@@ -456,13 +482,38 @@ impl Daemon {
             file_keys.insert((f.agent.clone(), f.flow.clone()), path.clone());
         }
         let n = files.len();
-        self.engine
+        let rejected = |error| ReloadError::Rejected {
+            dir: self.config.flows.dir.clone(),
+            error,
+        };
+        for (f, _, _) in &files {
+            self.admit_runner_url(f).map_err(|mut e| {
+                e.field = format!("{}/{}: {}", f.agent, f.flow, e.field);
+                rejected(e)
+            })?;
+        }
+        // Flows with a webhook runner and no secret yet (from a file, or stored before
+        // secrets existed) get one; a file's flow shows it nowhere: rotate to learn it.
+        let new_keys: Vec<_> = by_key
+            .values()
+            .filter_map(|f| {
+                self.new_runner_keys(f)
+                    .map(|k| (f.agent.clone(), f.flow.clone(), k))
+            })
+            .collect();
+        if let Err(error) = self
+            .engine
             .replace_flows(&account, by_key.into_values().collect())
             .await
-            .map_err(|error| ReloadError::Rejected {
-                dir: self.config.flows.dir.clone(),
-                error,
-            })?;
+        {
+            for (agent, flow, _) in &new_keys {
+                self.forget_runner_keys(&account, agent, flow);
+            }
+            return Err(rejected(error));
+        }
+        for (agent, flow, keys) in &new_keys {
+            self.store_runner_keys(&account, agent, flow, keys).await?;
+        }
         *self.file_flows.lock().expect("file flows lock") = file_keys;
         Ok(n)
     }

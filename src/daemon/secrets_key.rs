@@ -18,7 +18,7 @@ pub enum KeyError {
     },
 }
 
-/// The sealing key and its base64 text (from which the webhook signing secret may derive).
+/// The sealing key and its base64 text.
 pub fn load(env_name: &str, file: &Path) -> Result<(SecretBox, String), KeyError> {
     if let Ok(text) = std::env::var(env_name) {
         return SecretBox::from_base64(&text)
@@ -148,6 +148,31 @@ pub async fn rekey(
             store
                 .put_integration_settings(account, integration, settings)
                 .await?;
+            values += n;
+        }
+    }
+    for mut row in store.runner_secrets()? {
+        let aad = super::runner_secrets::aad(&row.account, &row.agent, &row.flow);
+        let mut n = 0;
+        let mut reseal_one = |v: &mut String| -> Result<(), RekeyError> {
+            if ring.needs_reseal(v) {
+                let plain = ring.open(v, &aad).map_err(|e| {
+                    RekeyError::Open(format!(
+                        "runner secret {}/{}/{}: {e}",
+                        row.account, row.agent, row.flow
+                    ))
+                })?;
+                *v = ring.seal(&plain, &aad);
+                n += 1;
+            }
+            Ok(())
+        };
+        reseal_one(&mut row.current)?;
+        if let Some((previous, _)) = row.previous.as_mut() {
+            reseal_one(previous)?;
+        }
+        if n > 0 {
+            store.put_runner_secret(row).await?;
             values += n;
         }
     }

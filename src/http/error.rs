@@ -13,6 +13,7 @@ use crate::auth::AuthError;
 use crate::commands::refusal::CommandRefusal;
 use crate::connectors::registry::ControlError;
 use crate::daemon::operations::{CommandError, ReplayError};
+use crate::daemon::runner_secrets::RotateError;
 use crate::daemon::{ChangeError, IngestError};
 use crate::dead_letter::ReadError;
 use crate::fault::{Blame, Fault};
@@ -308,6 +309,23 @@ impl From<ReplayError> for ApiError {
             ReplayError::Ingest(i) => i.into(),
             ReplayError::Command(c) => c.into(),
             ReplayError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<RotateError> for ApiError {
+    fn from(e: RotateError) -> Self {
+        match e {
+            RotateError::NoFlow(_) => {
+                ApiError::new(kind_of(&e, Kind::NotFound), "not_found", e.to_string())
+            }
+            RotateError::NotWebhook(_) => ApiError::new(
+                kind_of(&e, Kind::Conflict),
+                "not_a_webhook_runner",
+                e.to_string(),
+            )
+            .field("runner.kind"),
+            RotateError::Store(s) => s.into(),
         }
     }
 }

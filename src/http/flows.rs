@@ -1,5 +1,6 @@
 //! Flows: `GET|PUT|DELETE /v1/flows/{agent}/{flow}` with the flow document of
-//! `naf-events.yaml`, plus the flow's runner; `GET /v1/flows` lists them.
+//! `naf-events.yaml`, plus the flow's runner; `GET /v1/flows` lists them. The PUT that gives a
+//! webhook-run flow its signing secret answers it once, as `runner_secret` beside the document.
 
 use std::sync::Arc;
 
@@ -55,8 +56,13 @@ async fn put(
     let (agent, flow) = path.into_inner();
     let doc = decode_flow(&req, body).await?;
     let flow = doc.to_domain(account, &agent, &flow)?;
-    let doc = d.put_flow(flow).await?;
-    Ok(HttpResponse::Ok().json(doc))
+    let (doc, secret) = d.put_flow(flow).await?;
+    let Some(secret) = secret else {
+        return Ok(HttpResponse::Ok().json(doc));
+    };
+    let mut answer = serde_json::to_value(&doc).expect("flow documents serialize");
+    answer["runner_secret"] = secret.expose().into();
+    Ok(HttpResponse::Ok().json(answer))
 }
 
 async fn delete(

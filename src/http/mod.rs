@@ -10,6 +10,7 @@ pub mod error;
 pub mod flows;
 pub mod operations;
 pub mod request_metrics;
+pub mod runner_secrets;
 pub mod sandbox;
 pub mod views;
 
@@ -30,6 +31,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     data::dynamic_routes(cfg);
     flows::routes(cfg);
     accounts::routes(cfg);
+    runner_secrets::routes(cfg);
     control::routes(cfg);
 }
 

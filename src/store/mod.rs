@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod dead_letters;
 pub mod records;
+pub mod runner_secrets;
 pub mod schema;
 pub mod secrets;
 pub mod sent_invocations;
@@ -29,6 +30,7 @@ use crate::telemetry;
 use crate::telemetry::throttle::Throttle;
 
 pub use records::{ConnectorRow, FlowRow, SessionRow};
+pub use runner_secrets::RunnerSecretRow;
 pub use secrets::SecretBox;
 
 /// The store's failures: all the daemon's, none the caller's.

@@ -198,6 +198,11 @@ impl Store {
                 "DELETE FROM flows WHERE account = ?1 AND agent = ?2 AND flow = ?3",
                 params![account, agent, flow],
             )?;
+            // The flow's runner secret goes with it: a flow stored again gets a new one.
+            tx.execute(
+                "DELETE FROM runner_secrets WHERE account = ?1 AND agent = ?2 AND flow = ?3",
+                params![account, agent, flow],
+            )?;
             Ok(Written::Done)
         })
         .await

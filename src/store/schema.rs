@@ -154,6 +154,21 @@ CREATE TABLE tokens (
 CREATE INDEX tokens_account ON tokens (account);
 "#,
         ),
+        // The signing secrets of flows' webhook runners, sealed; the previous one signs too
+        // until `previous_until_ms` (the overlap after a rotation).
+        M::up(
+            r#"
+CREATE TABLE runner_secrets (
+    account           TEXT NOT NULL,
+    agent             TEXT NOT NULL,
+    flow              TEXT NOT NULL,
+    current           TEXT NOT NULL,     -- sealed whsec_...
+    previous          TEXT,              -- sealed whsec_..., while the overlap lasts
+    previous_until_ms INTEGER,           -- Unix milliseconds
+    PRIMARY KEY (account, agent, flow)
+) WITHOUT ROWID;
+"#,
+        ),
     ])
 }
 

@@ -95,15 +95,9 @@ impl Exporter {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut out = self.prometheus.render();
-        for name in GAUGES_EXPOSED_AS_COUNTERS {
-            let gauge = format!("# TYPE {name} gauge\n");
-            if let Some(at) = out.find(&gauge) {
-                out.replace_range(at..at + gauge.len(), &format!("# TYPE {name} counter\n"));
-            }
-        }
-        // Gauges hold no samples; this only keeps the exporter's own house.
-        self.prometheus.run_upkeep();
+        // Counters and histograms are read before the gauges: what sets a gauge before it
+        // counts (`handles::flow_reload`) is never seen counted without its gauge.
+        let mut sharded = String::new();
         let descriptions = lock(&self.sharded.descriptions).clone();
         let head = |out: &mut String, name: &str, kind: &str| {
             if let Some(desc) = descriptions.get(name) {
@@ -112,10 +106,10 @@ impl Exporter {
             write_type_line(out, name, None, None, kind);
         };
         for (name, series) in families(&self.sharded.counters) {
-            head(&mut out, &name, "counter");
+            head(&mut sharded, &name, "counter");
             for (_, labels, c) in series {
                 write_metric_line::<&str, u64>(
-                    &mut out,
+                    &mut sharded,
                     &name,
                     None,
                     &labels,
@@ -127,12 +121,12 @@ impl Exporter {
         }
         for (name, series) in families(&self.sharded.histograms) {
             let name = name.as_str();
-            head(&mut out, name, "histogram");
+            head(&mut sharded, name, "histogram");
             for (_, labels, h) in series {
                 let s = h.snapshot();
                 for (bound, count) in &s.buckets {
                     write_metric_line(
-                        &mut out,
+                        &mut sharded,
                         name,
                         Some("bucket"),
                         &labels,
@@ -142,7 +136,7 @@ impl Exporter {
                     );
                 }
                 write_metric_line(
-                    &mut out,
+                    &mut sharded,
                     name,
                     Some("bucket"),
                     &labels,
@@ -151,7 +145,7 @@ impl Exporter {
                     None,
                 );
                 write_metric_line::<&str, f64>(
-                    &mut out,
+                    &mut sharded,
                     name,
                     Some("sum"),
                     &labels,
@@ -160,7 +154,7 @@ impl Exporter {
                     None,
                 );
                 write_metric_line::<&str, u64>(
-                    &mut out,
+                    &mut sharded,
                     name,
                     Some("count"),
                     &labels,
@@ -170,6 +164,16 @@ impl Exporter {
                 );
             }
         }
+        let mut out = self.prometheus.render();
+        for name in GAUGES_EXPOSED_AS_COUNTERS {
+            let gauge = format!("# TYPE {name} gauge\n");
+            if let Some(at) = out.find(&gauge) {
+                out.replace_range(at..at + gauge.len(), &format!("# TYPE {name} counter\n"));
+            }
+        }
+        // Gauges hold no samples; this only keeps the exporter's own house.
+        self.prometheus.run_upkeep();
+        out.push_str(&sharded);
         out
     }
 }

@@ -39,6 +39,7 @@ pub const TRANSPORT_CONNECTED: &str = "switchboard_transport_connected";
 pub const BUILD_INFO: &str = "switchboard_build_info";
 pub const HTTP_REQUESTS_TOTAL: &str = "switchboard_http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "switchboard_http_request_duration_seconds";
+pub const EGRESS_DENIED_TOTAL: &str = "switchboard_egress_denied_total";
 // Process metrics under their conventional (unprefixed) names, read from /proc at the scrape.
 pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
 pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
@@ -183,6 +184,10 @@ pub fn describe() {
         HTTP_REQUEST_DURATION_SECONDS,
         Unit::Seconds,
         "HTTP request durations by route template."
+    );
+    describe_counter!(
+        EGRESS_DENIED_TOTAL,
+        "Outbound requests refused by the egress policy, by reason (loopback, link_local, private, shared_address_space, unspecified, multicast, broadcast, documentation, reserved)."
     );
     describe_gauge!(
         PROCESS_CPU_SECONDS_TOTAL,

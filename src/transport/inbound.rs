@@ -228,11 +228,8 @@ async fn handle(
     }
     let decoded = encoding
         .decode::<EventEnvelope>(&msg.payload)
-        .and_then(|e| {
-            let had_id = e.id.is_some();
-            e.into_domain(settings.limits).map(|ev| (ev, had_id))
-        });
-    let (mut event, had_id) = match decoded {
+        .and_then(|e| e.into_domain(settings.limits));
+    let mut event = match decoded {
         Ok(x) => x,
         Err(e) => {
             refuse_raw(e.to_string(), encoding.content_type());
@@ -256,11 +253,10 @@ async fn handle(
         terminate(&acker).await;
         return None;
     }
-    if !had_id {
-        // Stable across redeliveries: the same message is the same event, so a redelivered
-        // one gets the same invocation ids.
-        event.id = stream_event_id(&stream_name, stream_seq);
-    }
+    // The daemon's id, never the envelope's (two events could share one, and with it their
+    // invocations). Stable across redeliveries: the same message is the same event, so a
+    // redelivered one gets the same invocation ids.
+    event.id = stream_event_id(&stream_name, stream_seq);
     if event.external_event_id.is_none() {
         // The adapter's message id names the event as much as an external id does: a copy
         // published again after a lost publish acknowledgement is a repeat even when the

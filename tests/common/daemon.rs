@@ -63,8 +63,9 @@ impl DaemonBuilder {
         self
     }
 
-    /// `switchboard serve` with its store, key and flows under the directory, JSON logs, and
-    /// the environment overrides.
+    /// `switchboard serve` with its store, key and flows under the directory, JSON logs,
+    /// egress to 127.0.0.1 allowed (the tests' runners listen there; the default denies it),
+    /// and the environment overrides.
     fn command(&self) -> Command {
         let dir = &self.dir;
         let mut cmd = Command::new(
@@ -83,7 +84,8 @@ impl DaemonBuilder {
             .env("SWITCHBOARD_FLOWS__DIR", dir.join("flows"))
             .env("SWITCHBOARD_LOG__FORMAT", "json")
             .env("SWITCHBOARD_LOG__LEVEL", "info")
-            .env("SWITCHBOARD_HTTP__SHUTDOWN_TIMEOUT_MS", "2000");
+            .env("SWITCHBOARD_HTTP__SHUTDOWN_TIMEOUT_MS", "2000")
+            .env("SWITCHBOARD_EGRESS__ALLOW", r#"["127.0.0.1/32"]"#);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -256,16 +258,19 @@ impl DaemonProcess {
         id
     }
 
-    /// Puts the flow `agent`/`flow` over the API.
-    pub async fn put_flow(&self, agent: &str, flow: &str, body: &Value) {
-        let s = self
+    /// Puts the flow `agent`/`flow` over the API; answers the runner secret the answer
+    /// shows (a webhook-run flow's first PUT).
+    pub async fn put_flow(&self, agent: &str, flow: &str, body: &Value) -> Option<String> {
+        let r = self
             .client()
             .put(self.url(&format!("/v1/flows/{agent}/{flow}")))
             .json(body)
             .send()
             .await
-            .expect("PUT a flow")
-            .status();
-        assert_eq!(s, StatusCode::OK);
+            .expect("PUT a flow");
+        let s = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["runner_secret"].as_str().map(str::to_owned)
     }
 }

@@ -12,9 +12,27 @@ use tokio::sync::mpsc;
 #[derive(Debug, Clone)]
 pub struct Received {
     pub path: String,
-    pub signature: Option<String>,
+    /// The request's headers (as `standardwebhooks` reads them).
+    pub headers: reqwest::header::HeaderMap,
     pub body: Vec<u8>,
     pub json: Value,
+}
+
+impl Received {
+    /// Whether the `standardwebhooks` crate verifies the request with `secret` (`whsec_…`).
+    pub fn signed_with(&self, secret: &str) -> bool {
+        standardwebhooks::Webhook::new(secret)
+            .expect("a whsec_ secret")
+            .verify(&self.body, &self.headers)
+            .is_ok()
+    }
+
+    /// The `webhook-signature` header.
+    pub fn signature(&self) -> Option<&str> {
+        self.headers
+            .get("webhook-signature")
+            .and_then(|v| v.to_str().ok())
+    }
 }
 
 type Answer = dyn Fn(&Received) -> (u16, String) + Send + Sync;
@@ -43,11 +61,17 @@ impl RunnerServer {
                 async move {
                     let r = Received {
                         path: req.path().to_owned(),
-                        signature: req
+                        headers: req
                             .headers()
-                            .get("x-switchboard-signature")
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned),
+                            .iter()
+                            .map(|(k, v)| {
+                                (
+                                    reqwest::header::HeaderName::from_bytes(k.as_str().as_bytes())
+                                        .unwrap(),
+                                    reqwest::header::HeaderValue::from_bytes(v.as_bytes()).unwrap(),
+                                )
+                            })
+                            .collect(),
                         json: serde_json::from_slice(&body).unwrap_or(Value::Null),
                         body: body.to_vec(),
                     };

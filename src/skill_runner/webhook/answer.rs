@@ -1,12 +1,13 @@
 //! What a webhook runner's HTTP answer means ([`judge`]): a decoded result, pending, worth
-//! another attempt, or a failure, with a reason that never carries more than
-//! [`REASON_BODY_BYTES`] of the runner's body.
+//! another attempt, or a failure. A failure's reason ends up in dead letters that API callers
+//! read: it says the status and a short reason of ours, never text of the runner's body or
+//! of the network error (those go to the debug log).
 
 use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use super::{MAX_ANSWER_BYTES, REASON_BODY_BYTES};
+use super::MAX_ANSWER_BYTES;
 use crate::wire::envelope::Limits;
 use crate::wire::invocation::{ResultWire, RunnerAnswer};
 
@@ -36,8 +37,14 @@ pub(super) fn judge(status: StatusCode, body: &[u8], truncated: bool) -> Verdict
             ))
         } else {
             serde_json::from_slice::<ResultWire>(body)
-                .map_err(|e| e.to_string())
-                .and_then(|w| w.into_domain(Limits::default()).map_err(|e| e.to_string()))
+                .map_err(|e| match e.classify() {
+                    serde_json::error::Category::Data => "not a result document".to_owned(),
+                    _ => "not JSON".to_owned(),
+                })
+                .and_then(|w| {
+                    w.into_domain(Limits::default())
+                        .map_err(|e| format!("field {} refused", sanitized_field(&e.field)))
+                })
         };
         return match decoded {
             Ok(answer) => Verdict::Answer(answer),
@@ -48,7 +55,7 @@ pub(super) fn judge(status: StatusCode, body: &[u8], truncated: bool) -> Verdict
             )),
         };
     }
-    let what = describe_answer(status, body);
+    let what = describe_answer(status);
     if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
         Verdict::Retry(what)
     } else {
@@ -56,26 +63,37 @@ pub(super) fn judge(status: StatusCode, body: &[u8], truncated: bool) -> Verdict
     }
 }
 
-pub(super) fn describe_answer(status: StatusCode, body: &[u8]) -> String {
-    let body = &body[..body.len().min(REASON_BODY_BYTES)];
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    if text.is_empty() {
-        format!("HTTP {status} (empty body)")
+/// `HTTP 500 Internal Server Error`: the status alone.
+pub(super) fn describe_answer(status: StatusCode) -> String {
+    format!("HTTP {status}")
+}
+
+/// A field path of the wire (`commands[0].arguments`) as it may be shown: the characters of
+/// field paths only, at most 64 of them.
+fn sanitized_field(field: &str) -> String {
+    field
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']'))
+        .take(64)
+        .collect()
+}
+
+/// A failed request's reason: what kind of failure, without the error's own text.
+pub(super) fn describe_error(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        format!("no answer within {} ms", timeout.as_millis())
+    } else if e.is_connect() {
+        "connection failed".to_owned()
+    } else if e.is_builder() {
+        "the runner URL is not usable".to_owned()
     } else {
-        format!("HTTP {status}: {text}")
+        "request failed".to_owned()
     }
 }
 
-pub(super) fn describe_error(e: &reqwest::Error, timeout: Duration) -> String {
-    if e.is_timeout() {
-        return format!("no answer within {} ms", timeout.as_millis());
-    }
-    let mut text = if e.is_connect() {
-        "connection failed".to_owned()
-    } else {
-        "request failed".to_owned()
-    };
+/// The whole error chain, for the debug log.
+pub(super) fn error_chain(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         text.push_str(": ");

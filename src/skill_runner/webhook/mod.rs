@@ -1,20 +1,21 @@
 //! Webhook skill runners: each invocation is POSTed as JSON ([`InvocationWire`]) to the flow's
-//! URL, signed with HMAC-SHA256 (`X-Switchboard-Signature: t=<unix seconds>,v1=<hex>` over
-//! `"<t>.<body>"`, see [`sign`] and [`verify`]). The runner answers inline with a
-//! [`crate::wire::invocation::ResultWire`] (an outcome and commands), or `pending` / `202` / an empty body and later
-//! through `POST /v1/invocations/{id}/result`, which reaches the reply parked in
-//! [`PendingInvocations`].
+//! URL, through the egress policy ([`crate::outbound::Egress`]) and signed per Standard
+//! Webhooks with the flow's own secret ([`keys`]: `webhook-id` is the invocation id,
+//! `webhook-timestamp` the Unix seconds, `webhook-signature` one `v1,<base64>` per live secret).
+//! The runner answers inline with a [`crate::wire::invocation::ResultWire`] (an outcome and
+//! commands), or `pending` / `202` / an empty body and later through
+//! `POST /v1/invocations/{id}/result`, which reaches the reply parked in [`PendingInvocations`].
 //!
 //! Failures the runner may recover from (5xx, 429, connection errors, timeouts) are retried
 //! with capped exponential backoff and full jitter, up to the flow's `max_attempts` attempts;
-//! after the last one the invocation fails with the runner's last answer as the reason, and
+//! after the last one the invocation fails with the last answer's status as the reason, and
 //! the engine dead-letters it (`runner_failed`). Other answers (4xx, a 2xx body that does not
-//! decode) fail at once. Once the reply has left [`PendingInvocations`] (answered through
-//! `/result`, or given up by the engine) the task stops and reports nothing.
+//! decode, an address the egress policy denies, a flow without a secret) fail at once. Once
+//! the reply has left [`PendingInvocations`] (answered through `/result`, or given up by the
+//! engine) the task stops and reports nothing.
 //!
-//! [`WebhookRunners`] is the shared factory: one HTTP client, the signing secret, backoff
-//! settings and the pending table. Runners it makes are cheap handles on
-//! it.
+//! [`WebhookRunners`] is the shared factory: the egress client, the flows' keys, backoff
+//! settings and the pending table. Runners it makes are cheap handles on it.
 
 use std::fmt;
 use std::sync::Arc;
@@ -30,22 +31,25 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 mod answer;
-mod signing;
+pub mod keys;
 
-use answer::{describe_error, judge, Verdict};
-pub use signing::{sign, verify};
+use answer::{describe_error, error_chain, judge, Verdict};
+pub use keys::{FlowKeys, RunnerKeys, RunnerSecret};
 
 use super::pending::PendingInvocations;
 use super::{Handoff, Invocation, Outcome, Reply, SkillRunner};
 
+use crate::domain::{Idn, Name};
+use crate::outbound::Egress;
 use crate::wire::invocation::{InvocationWire, RunnerAnswer};
 
 /// The header carrying the invocation id.
 pub const INVOCATION_HEADER: &str = "X-Switchboard-Invocation";
-/// The header carrying the signature, `t=<unix seconds>,v1=<hex hmac-sha256>`.
-pub const SIGNATURE_HEADER: &str = "X-Switchboard-Signature";
-/// How much of a failed answer's body goes into the failure reason.
-pub const REASON_BODY_BYTES: usize = 512;
+/// Standard Webhooks' headers: the message id (the invocation id, the same on every attempt),
+/// its Unix time in seconds, and the signatures.
+pub use standardwebhooks::{HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP};
+/// How much of a failed answer's body the debug log shows (the failure reason shows none).
+pub const LOGGED_BODY_BYTES: usize = 512;
 /// The largest inline answer read; a larger one fails the invocation (the runner's fault).
 pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
@@ -56,8 +60,8 @@ pub struct WebhookRunners {
 }
 
 struct Shared {
-    client: reqwest::Client,
-    secret: Vec<u8>,
+    egress: Egress,
+    keys: Arc<RunnerKeys>,
     backoff: ExponentialBuilder,
     max_backoff: Duration,
     pending: Arc<PendingInvocations>,
@@ -68,18 +72,16 @@ struct Shared {
 impl fmt::Debug for WebhookRunners {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebhookRunners")
-            .field("secret", &"<redacted>")
+            .field("egress", &self.shared.egress)
             .field("backoff", &self.shared.backoff)
             .field("in_flight", &self.shared.in_flight.len())
             .finish_non_exhaustive()
     }
 }
 
-/// The factory's settings: the signing secret and the backoff between attempts.
-#[derive(Clone)]
+/// The factory's settings: the backoff between attempts.
+#[derive(Debug, Clone)]
 pub struct WebhookSettings {
-    /// The HMAC-SHA256 key invocations are signed with.
-    pub secret: Vec<u8>,
     /// The first delay between attempts; each next one doubles, up to `max_backoff`. Each
     /// delay is drawn uniformly from zero to that (full jitter).
     pub initial_backoff: Duration,
@@ -90,10 +92,9 @@ impl WebhookSettings {
     pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_millis(100);
     pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-    /// Signing with `secret`, with the default backoff (100 ms doubling up to 5 s).
-    pub fn new(secret: impl Into<Vec<u8>>) -> Self {
+    /// The default backoff (100 ms doubling up to 5 s).
+    pub fn new() -> Self {
         WebhookSettings {
-            secret: secret.into(),
             initial_backoff: Self::DEFAULT_INITIAL_BACKOFF,
             max_backoff: Self::DEFAULT_MAX_BACKOFF,
         }
@@ -106,45 +107,37 @@ impl WebhookSettings {
     }
 }
 
-impl fmt::Debug for WebhookSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WebhookSettings")
-            .field("secret", &"<redacted>")
-            .field("initial_backoff", &self.initial_backoff)
-            .field("max_backoff", &self.max_backoff)
-            .finish()
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
 impl WebhookRunners {
-    /// A factory with its own HTTP client (no redirects followed: a signed invocation goes to
-    /// the URL the flow names, nowhere else), parking replies in `pending`.
-    pub fn new(settings: WebhookSettings, pending: Arc<PendingInvocations>) -> Self {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("switchboard/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("the HTTP client builds");
-        Self::with_client(client, settings, pending)
-    }
-
-    /// As [`WebhookRunners::new`] with the given HTTP client.
-    pub fn with_client(
-        client: reqwest::Client,
+    /// A factory posting through `egress` (which follows no redirect: a signed invocation goes
+    /// to the URL the flow names, nowhere else), with an empty key table, parking replies in
+    /// `pending`.
+    pub fn new(
         settings: WebhookSettings,
+        egress: Egress,
         pending: Arc<PendingInvocations>,
     ) -> Self {
         let max_backoff = settings.max_backoff.max(settings.initial_backoff);
         WebhookRunners {
             shared: Arc::new(Shared {
-                client,
-                secret: settings.secret,
+                egress,
+                keys: Arc::new(RunnerKeys::default()),
                 backoff: backoff(settings.initial_backoff, max_backoff),
                 max_backoff,
                 pending,
                 in_flight: DashMap::default(),
             }),
         }
+    }
+
+    /// The flows' signing keys: a flow without keys has its invocations failed, unsent.
+    pub fn keys(&self) -> &Arc<RunnerKeys> {
+        &self.shared.keys
     }
 
     /// The table replies wait in for a later answer (`/v1/invocations/{id}/result`).
@@ -262,7 +255,7 @@ async fn run(shared: &Shared, target: &Target, invocation: Invocation) {
     let deadline = Instant::now() + invocation.timeout;
     let body = serde_json::to_vec(&InvocationWire::from_domain(&invocation))
         .expect("invocations serialize");
-    drop(invocation);
+    let flow = (invocation.account, invocation.agent, invocation.flow);
 
     let mut delays = shared.backoff.build();
     let mut last = None;
@@ -277,7 +270,14 @@ async fn run(shared: &Shared, target: &Target, invocation: Invocation) {
             break;
         }
         attempts = attempt;
-        let verdict = post(shared, target, id, &body, target.timeout.min(remaining)).await;
+        let verdict = post(
+            shared,
+            target,
+            (id, &flow),
+            &body,
+            target.timeout.min(remaining),
+        )
+        .await;
         tracing::debug!(invocation_id = %id, attempt, verdict = ?verdict_kind(&verdict), "webhook attempt");
         match verdict {
             Verdict::Answer(answer) => {
@@ -299,7 +299,7 @@ async fn run(shared: &Shared, target: &Target, invocation: Invocation) {
     }
     let reason = match last {
         Some(last) => format!(
-            "webhook runner failed after {attempts} attempt{}; last answer: {last}",
+            "webhook runner failed after {attempts} attempt{}; last: {last}",
             if attempts == 1 { "" } else { "s" }
         ),
         None => "the invocation deadline passed before the webhook runner was reached".into(),
@@ -339,31 +339,55 @@ fn fail(shared: &Shared, id: Uuid, reason: String) {
 async fn post(
     shared: &Shared,
     target: &Target,
-    id: Uuid,
+    (id, (account, agent, flow)): (Uuid, &(Idn, Name, Name)),
     body: &[u8],
     timeout: Duration,
 ) -> Verdict {
-    let signature = sign(&shared.secret, chrono::Utc::now().timestamp(), body);
-    let sent = shared
-        .client
-        .post(&target.url)
+    let Some(keys) = shared.keys.get(account, agent, flow) else {
+        return Verdict::Fail("the flow has no webhook signing secret".into());
+    };
+    let now = chrono::Utc::now();
+    let message_id = id.to_string();
+    let Some(signature) =
+        keys.signature(&message_id, now.timestamp(), body, now.timestamp_millis())
+    else {
+        return Verdict::Fail("the invocation could not be signed".into());
+    };
+    drop(keys);
+    let request = match shared.egress.request(reqwest::Method::POST, &target.url) {
+        Ok(r) => r,
+        Err(denied) => return Verdict::Fail(denied.to_string()),
+    };
+    let sent = request
         .timeout(timeout)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(INVOCATION_HEADER, id.to_string())
-        .header(SIGNATURE_HEADER, signature)
+        .header(INVOCATION_HEADER, &message_id)
+        .header(HEADER_WEBHOOK_ID, &message_id)
+        .header(HEADER_WEBHOOK_TIMESTAMP, now.timestamp().to_string())
+        .header(HEADER_WEBHOOK_SIGNATURE, signature)
         .body(body.to_vec())
         .send()
         .await;
     let mut response = match sent {
         Ok(r) => r,
-        Err(e) if e.is_builder() => return Verdict::Fail(describe_error(&e, timeout)),
-        Err(e) => return Verdict::Retry(describe_error(&e, timeout)),
+        Err(e) => {
+            tracing::debug!(invocation_id = %id, error = %error_chain(&e), "webhook request failed");
+            if let Some(denied) = Egress::denial(&e) {
+                return Verdict::Fail(denied.to_string());
+            }
+            let what = describe_error(&e, timeout);
+            return if e.is_builder() {
+                Verdict::Fail(what)
+            } else {
+                Verdict::Retry(what)
+            };
+        }
     };
     let status = response.status();
     let cap = if status.is_success() {
         MAX_ANSWER_BYTES
     } else {
-        REASON_BODY_BYTES
+        LOGGED_BODY_BYTES
     };
     let mut answer = Vec::new();
     let mut truncated = false;
@@ -391,43 +415,8 @@ async fn post(
 mod tests {
     use super::answer::describe_answer;
     use super::*;
+    use crate::outbound::EgressPolicy;
     use reqwest::StatusCode;
-
-    const SECRET: &[u8] = b"shh";
-
-    #[test]
-    fn signatures_verify_and_refuse_tampering() {
-        let body = br#"{"v":1}"#;
-        let header = sign(SECRET, 1_700_000_000, body);
-        assert!(header.starts_with("t=1700000000,v1="), "{header}");
-        assert_eq!(header.len(), "t=1700000000,v1=".len() + 64);
-        assert!(verify(SECRET, &header, body, 1_700_000_000, 300));
-        assert!(verify(SECRET, &header, body, 1_700_000_299, 300));
-        assert!(!verify(SECRET, &header, body, 1_700_000_301, 300), "stale");
-        assert!(!verify(SECRET, &header, body, 1_699_999_699, 300), "future");
-        assert!(!verify(b"other", &header, body, 1_700_000_000, 300));
-        assert!(!verify(SECRET, &header, br#"{"v":2}"#, 1_700_000_000, 300));
-        let moved = header.replace("t=1700000000", "t=1700000001");
-        assert!(!verify(SECRET, &moved, body, 1_700_000_000, 300));
-        // Another scheme and a second v1 (key rotation) are tolerated.
-        let rotated = format!(
-            "{},v0=zz,v1={}",
-            sign(b"old", 1_700_000_000, body),
-            &header["t=1700000000,v1=".len()..]
-        );
-        assert!(verify(SECRET, &rotated, body, 1_700_000_000, 300));
-        for bad in [
-            "",
-            "v1=00",
-            "t=x,v1=00",
-            "t=1700000000",
-            "t=1700000000,v1=nothex",
-            "t=1,t=1700000000,v1=00",
-            "garbage",
-        ] {
-            assert!(!verify(SECRET, bad, body, 1_700_000_000, 300), "{bad:?}");
-        }
-    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_and_jitter_stays_below() {
@@ -485,14 +474,14 @@ mod tests {
             Verdict::Pending
         ));
         match judge(StatusCode::OK, b"{\"v\":1,\"outcome\":\"done\"}", false) {
-            Verdict::Fail(r) => {
-                assert!(r.contains("invalid result"), "{r}");
-                assert!(r.contains("unknown variant `done`"), "{r}");
-            }
+            Verdict::Fail(r) => assert_eq!(
+                r,
+                "the webhook runner answered HTTP 200 OK with an invalid result: not a result document"
+            ),
             v => panic!("{v:?}"),
         }
         match judge(StatusCode::OK, br#"{"v":2,"outcome":"completed"}"#, false) {
-            Verdict::Fail(r) => assert!(r.contains("unsupported envelope version 2"), "{r}"),
+            Verdict::Fail(r) => assert!(r.ends_with("invalid result: field v refused"), "{r}"),
             v => panic!("{v:?}"),
         }
         match judge(StatusCode::OK, b"{", true) {
@@ -502,10 +491,7 @@ mod tests {
         for status in [500, 502, 503, 429] {
             let s = StatusCode::from_u16(status).unwrap();
             match judge(s, b"kaput", false) {
-                Verdict::Retry(r) => {
-                    assert!(r.starts_with(&format!("HTTP {status}")), "{r}");
-                    assert!(r.ends_with(": kaput"), "{r}");
-                }
+                Verdict::Retry(r) => assert_eq!(r, format!("HTTP {s}"), "no body text"),
                 v => panic!("{status}: {v:?}"),
             }
         }
@@ -514,7 +500,6 @@ mod tests {
             match judge(s, b"", false) {
                 Verdict::Fail(r) => {
                     assert!(r.contains(&format!("HTTP {status}")), "{r}");
-                    assert!(r.contains("(empty body)"), "{r}");
                     assert!(r.contains("not retried"), "{r}");
                 }
                 v => panic!("{status}: {v:?}"),
@@ -523,14 +508,23 @@ mod tests {
     }
 
     #[test]
-    fn failure_reasons_keep_the_first_512_bytes_of_the_body() {
-        let body = "é".repeat(400); // 800 bytes; byte 512 falls inside a character
-        let r = describe_answer(StatusCode::INTERNAL_SERVER_ERROR, body.as_bytes());
-        let text = r.strip_prefix("HTTP 500 Internal Server Error: ").unwrap();
-        assert_eq!(text, "é".repeat(256));
-        let body = "x".repeat(600);
-        let r = describe_answer(StatusCode::BAD_GATEWAY, body.as_bytes());
-        assert!(r.ends_with(&"x".repeat(512)) && !r.ends_with(&"x".repeat(513)));
+    fn failure_reasons_carry_the_status_and_no_body_text() {
+        assert_eq!(
+            describe_answer(StatusCode::INTERNAL_SERVER_ERROR),
+            "HTTP 500 Internal Server Error"
+        );
+        match judge(StatusCode::FORBIDDEN, b"secret internal detail", false) {
+            Verdict::Fail(r) => assert_eq!(r, "HTTP 403 Forbidden (not retried)"),
+            v => panic!("{v:?}"),
+        }
+        match judge(StatusCode::OK, b"{\"v\":1,\"outcome\":\"hunter2\"}", false) {
+            Verdict::Fail(r) => assert!(!r.contains("hunter2"), "{r}"),
+            v => panic!("{v:?}"),
+        }
+        match judge(StatusCode::OK, b"<html>hunter2</html>", false) {
+            Verdict::Fail(r) => assert!(r.ends_with("invalid result: not JSON"), "{r}"),
+            v => panic!("{v:?}"),
+        }
     }
 
     #[test]
@@ -550,7 +544,8 @@ mod tests {
             Some("webhook runners are not enabled")
         );
         let factory = WebhookRunners::new(
-            WebhookSettings::new(SECRET),
+            WebhookSettings::new(),
+            Egress::new(EgressPolicy::default()),
             Arc::new(PendingInvocations::default()),
         );
         let with = plain.with_webhooks(factory);
