@@ -307,6 +307,41 @@ async fn an_account_sees_and_changes_only_its_own_things() {
         .expect("B's dead letter")
         .to_owned();
 
+    // B's user talks: a live session in B.
+    let (s, _) = call(
+        &b,
+        "POST",
+        d.url(&format!("/v1/integrations/connectors/{connector}/run")),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = call(
+        &b,
+        "POST",
+        d.url("/v1/events"),
+        Some(
+            json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat",
+                    "event_idn": "user_message", "actor": {"external_id": "b-user"}}),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let (_, sessions) = call(&b, "GET", d.url("/v1/sessions"), None).await;
+    assert_eq!(sessions.as_array().unwrap().len(), 1, "{sessions}");
+    let (_, sessions) = call(&a, "GET", d.url("/v1/sessions"), None).await;
+    assert_eq!(sessions, json!([]), "A sees none of B's sessions");
+    let (_, why) = call(
+        &a,
+        "GET",
+        d.url(
+            "/v1/routes/explain?integration_idn=sandbox&connector_idn=chat&event_idn=user_message",
+        ),
+        None,
+    )
+    .await;
+    assert!(!why.to_string().contains("Bagent"), "{why}");
+
     // A, with every scope, reaches none of it: 404 for what names B's things, and lists
     // without them.
     let by_id = [
