@@ -10,15 +10,39 @@ use serde::{Deserialize, Serialize};
 use super::error::{check, ConfigError};
 
 /// `true`, `false`, or `"auto"`: on for a loopback listener only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Switch {
     Set(bool),
     Auto(AutoWord),
 }
 
+impl<'de> Deserialize<'de> for Switch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Switch;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false or \"auto\"")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Switch, E> {
+                Ok(Switch::Set(b))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Switch, E> {
+                match s {
+                    "auto" => Ok(Switch::AUTO),
+                    "true" => Ok(Switch::Set(true)),
+                    "false" => Ok(Switch::Set(false)),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(s), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// The word `auto`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AutoWord {
     Auto,
@@ -132,6 +156,15 @@ mod tests {
             require_token: Switch::Set(true),
         };
         assert!(forced.token_required(lo));
+        for (text, want) in [
+            ("true", Switch::Set(true)),
+            ("false", Switch::Set(false)),
+            ("\"auto\"", Switch::AUTO),
+        ] {
+            assert_eq!(serde_json::from_str::<Switch>(text).unwrap(), want);
+        }
+        let e = serde_json::from_str::<Switch>("\"sometimes\"").unwrap_err();
+        assert!(e.to_string().contains("true, false or \"auto\""), "{e}");
         assert_eq!(
             AuthConfig::default().admin_token_path(Path::new("/var/lib/sb/switchboard.db")),
             Path::new("/var/lib/sb/admin.token")
