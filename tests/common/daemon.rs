@@ -84,8 +84,11 @@ impl DaemonBuilder {
             .env("SWITCHBOARD_FLOWS__DIR", dir.join("flows"))
             .env("SWITCHBOARD_LOG__FORMAT", "json")
             .env("SWITCHBOARD_LOG__LEVEL", "info")
-            .env("SWITCHBOARD_HTTP__SHUTDOWN_TIMEOUT_MS", "2000")
-            .env("SWITCHBOARD_EGRESS__ALLOW", r#"["127.0.0.1/32"]"#);
+            .env("SWITCHBOARD_HTTP__SHUTDOWN_TIMEOUT_MS", "2000");
+        if self.binary.is_none() {
+            // (An earlier build may not know the key.)
+            cmd.env("SWITCHBOARD_EGRESS__ALLOW", r#"["127.0.0.1/32"]"#);
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
