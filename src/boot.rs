@@ -170,7 +170,9 @@ pub async fn start(
             Arc::new(n.queue_runner(pending.clone(), store.clone())) as Arc<dyn SkillRunner>
         }),
     };
-    let stored_letters: Arc<dyn DeadLetterStore> = Arc::new(SqliteDeadLetters::new(store.clone()));
+    let stored_letters: Arc<dyn DeadLetterStore> = Arc::new(
+        SqliteDeadLetters::new(store.clone()).with_raw_limit(config.dead_letters.max_raw_bytes),
+    );
     let dead_letters: Arc<dyn DeadLetterStore> = match &nats {
         Some(n) => Arc::new(PublishingDeadLetters {
             inner: stored_letters,

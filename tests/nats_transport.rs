@@ -200,6 +200,30 @@ async fn bad_payloads_and_a_stopped_connector_end_in_the_dead_letter_subject_onl
         assert_eq!(&m.payload[..], &body[..], "the original bytes are kept");
         m.ack().await.unwrap();
     }
+    // The store's copies keep at most dead_letters.max_raw_bytes of each (the DLQ subject's
+    // copy above is whole).
+    let letters: serde_json::Value = http
+        .get(d.url("/v1/dead-letters"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let letters = letters.as_array().unwrap();
+    assert!(
+        letters
+            .iter()
+            .all(|l| l["raw_bytes"].as_u64().unwrap_or(0) <= 4096),
+        "{letters:?}"
+    );
+    assert!(
+        letters.iter().any(|l| l["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the first 4096 kept")),
+        "{letters:?}"
+    );
     // A stopped connector: refused with its reason, the event kept whole.
     let s = http
         .post(d.url(&format!("/v1/integrations/connectors/{connector}/stop")))

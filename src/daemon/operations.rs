@@ -154,9 +154,9 @@ impl Daemon {
         account: &Idn,
         reason: String,
         content_type: String,
-        mut bytes: Vec<u8>,
+        bytes: Vec<u8>,
     ) {
-        self.record_refused_body(account, "malformed", reason, content_type, &mut bytes);
+        self.record_refused_body(account, "malformed", reason, content_type, bytes);
     }
 
     /// Keeps a refused body (malformed, too large, of an unsupported type) as a dead letter
@@ -165,19 +165,15 @@ impl Daemon {
         &self,
         account: &Idn,
         counted_as: &'static str,
-        mut reason: String,
+        reason: String,
         content_type: String,
-        bytes: &mut Vec<u8>,
+        bytes: Vec<u8>,
     ) {
         handles::rejected(counted_as);
-        let keep = self.config.dead_letters.max_raw_bytes;
-        if bytes.len() > keep {
-            reason.push_str(&format!(" ({} bytes; the first {keep} kept)", bytes.len()));
-            bytes.truncate(keep);
-        }
+        // (The store keeps `dead_letters.max_raw_bytes` of them and says so in the detail.)
         dead_letter::record(
             &**self.engine.dead_letters(),
-            DeadLetter::raw(account.clone(), reason, content_type, std::mem::take(bytes)),
+            DeadLetter::raw(account.clone(), reason, content_type, bytes),
         );
     }
 

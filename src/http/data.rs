@@ -62,15 +62,9 @@ async fn post_event(
     // as a dead letter, like one that does not decode: nothing sent is silently lost.
     let body = match read_bounded(&req, payload.into_inner()).await? {
         Bounded::Whole(b) => b,
-        Bounded::TooLarge { mut head, limit } => {
+        Bounded::TooLarge { head, limit } => {
             let e = Bounded::too_large(limit);
-            d.record_refused_body(
-                &account,
-                "too_large",
-                e.message.clone(),
-                content_type,
-                &mut head,
-            );
+            d.record_refused_body(&account, "too_large", e.message.clone(), content_type, head);
             return Err(e);
         }
     };
@@ -82,7 +76,7 @@ async fn post_event(
                 "unsupported_media_type",
                 e.message.clone(),
                 content_type,
-                &mut body.to_vec(),
+                body.to_vec(),
             );
             return Err(e);
         }

@@ -14,11 +14,23 @@ use crate::wire::envelope::{CommandEnvelope, Encoding, EventEnvelope, Limits};
 
 pub struct SqliteDeadLetters {
     store: Store,
+    /// Of bytes that never decoded, how many a letter keeps (the rest is counted in its
+    /// detail, not kept). A copy published elsewhere (the NATS DLQ subject) is not cut.
+    max_raw_bytes: usize,
 }
 
 impl SqliteDeadLetters {
     pub fn new(store: Store) -> Self {
-        SqliteDeadLetters { store }
+        SqliteDeadLetters {
+            store,
+            max_raw_bytes: usize::MAX,
+        }
+    }
+
+    /// Keeps at most `n` bytes of a body that never decoded.
+    pub fn with_raw_limit(mut self, n: usize) -> Self {
+        self.max_raw_bytes = n;
+        self
     }
 }
 
@@ -175,17 +187,26 @@ impl DeadLetterStore for SqliteDeadLetters {
                 {
                     let mut b = content_type.as_bytes().to_vec();
                     b.push(0);
-                    b.extend_from_slice(bytes);
+                    b.extend_from_slice(&bytes[..bytes.len().min(self.max_raw_bytes)]);
                     b
                 },
                 None,
             ),
         };
-        let (id, account, reason, detail, at) = (
+        let mut detail = letter.detail;
+        if let DeadLetterPayload::Raw { bytes, .. } = &letter.payload {
+            if bytes.len() > self.max_raw_bytes {
+                detail.push_str(&format!(
+                    " ({} bytes; the first {} kept)",
+                    bytes.len(),
+                    self.max_raw_bytes
+                ));
+            }
+        }
+        let (id, account, reason, at) = (
             letter.id.to_string(),
             letter.account.to_string(),
             letter.reason.code(),
-            letter.detail,
             letter.at.to_rfc3339(),
         );
         self.store.write_later(move |tx| {
