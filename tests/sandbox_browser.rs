@@ -192,8 +192,9 @@ async fn connect(driver: &ChromeDriver, profile: &Path) -> Client {
 }
 
 /// The chat in the browser; returns the screenshot's path.
-async fn chat(c: &Client, base: &str, dir: &Path) -> PathBuf {
-    within("the sandbox page", WAIT, c.goto(&format!("{base}/sandbox")))
+/// Chats on the page at `page` (the sandbox URL, with a `#token=` fragment where one is needed).
+async fn chat(c: &Client, page: &str, dir: &Path) -> PathBuf {
+    within("the sandbox page", WAIT, c.goto(page))
         .await
         .expect("the sandbox page loads");
 
@@ -285,7 +286,7 @@ async fn the_sandbox_page_chats_with_the_demo_runner_in_a_real_browser() {
     let driver = ChromeDriver::start(&chromedriver, &dir).await;
 
     let client = connect(&driver, &profile).await;
-    let outcome = tokio::time::timeout(WHOLE, chat(&client, &daemon.base, &dir)).await;
+    let outcome = tokio::time::timeout(WHOLE, chat(&client, &daemon.url("/sandbox"), &dir)).await;
     // Closed whatever happened, so that the browser does not outlive a failure.
     let closed = within("closing the browser", WAIT, client.close()).await;
     let screenshot = outcome.unwrap_or_else(|_| panic!("the chat took longer than {WHOLE:?}"));
@@ -411,6 +412,71 @@ async fn the_sandbox_page_switches_connectors_and_shows_what_the_api_sends_its_p
     let closed = within("closing the browser", WAIT, client.close()).await;
     outcome.unwrap_or_else(|_| panic!("the switch took longer than {WHOLE:?}"));
     closed.expect("the browser session closes");
+    drop(driver);
+    let _ = std::fs::remove_dir_all(&profile);
+}
+
+/// Where the sandbox is not open without a token, the page says it needs one, and works with a
+/// token with `events:write` in its URL fragment (which no request carries).
+#[actix_rt::test]
+async fn the_sandbox_page_asks_for_a_token_and_works_with_one_in_its_fragment() {
+    let chromedriver = browser_tools();
+    let dir = temp_dir("sandbox-token");
+    let profile = dir.join("chromium-profile");
+    std::fs::create_dir_all(&profile).unwrap();
+    let daemon = DaemonProcess::start(
+        &dir,
+        &[
+            ("SWITCHBOARD_SANDBOX__DEMO_RUNNER", "true"),
+            ("SWITCHBOARD_SANDBOX__WITHOUT_TOKEN", "false"),
+        ],
+    );
+    let r = daemon
+        .client()
+        .post(daemon.url("/v1/tokens"))
+        .json(&json!({"name": "sandbox page", "scopes": ["events:write"]}))
+        .send()
+        .await
+        .expect("POST /v1/tokens");
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    let token: Value = r.json().await.unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    let driver = ChromeDriver::start(&chromedriver, &dir).await;
+    let client = connect(&driver, &profile).await;
+    let outcome = tokio::time::timeout(WHOLE, async {
+        within(
+            "the sandbox page",
+            WAIT,
+            client.goto(&daemon.url("/sandbox")),
+        )
+        .await
+        .expect("the sandbox page loads");
+        wait_xpath(
+            &client,
+            "the status asking for a token",
+            "//span[@id='status' and contains(., 'needs a token')]",
+        )
+        .await;
+        // A fresh load (not a fragment change of the same document) with the token.
+        within("a blank page", WAIT, client.goto("about:blank"))
+            .await
+            .expect("about:blank");
+        chat(
+            &client,
+            &daemon.url(&format!("/sandbox#token={token}")),
+            &dir,
+        )
+        .await
+    })
+    .await;
+    let closed = within("closing the browser", WAIT, client.close()).await;
+    let screenshot = outcome.unwrap_or_else(|_| panic!("the chat took longer than {WHOLE:?}"));
+    closed.expect("the browser session closes");
+    assert!(screenshot.is_file());
+    assert!(
+        !daemon.logged(&token[16..]),
+        "the token never reaches a log line"
+    );
     drop(driver);
     let _ = std::fs::remove_dir_all(&profile);
 }
