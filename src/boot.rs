@@ -194,8 +194,12 @@ pub async fn start(
     let sandbox = SandboxHub::new();
     // Timers fire once connectors, flows and the inbox are back (opened below).
     let (open_timers, timers_start) = tokio::sync::oneshot::channel();
+    let mut engine_config = config.engine.to_engine_config();
+    engine_config.persona_key = secrets_key::persona_key(&store, &secrets)
+        .await
+        .map_err(store_err)?;
     let engine = Engine::start(
-        config.engine.to_engine_config(),
+        engine_config,
         EngineParts {
             runners: Arc::new(runners),
             egress: external,

@@ -52,6 +52,8 @@ pub struct EngineConfig {
     pub dedupe_capacity: usize,
     pub command_act_ttl: Duration,
     pub command_act_capacity: usize,
+    /// How actors' persona ids are derived (the daemon keys them; see `PersonaKey`).
+    pub persona_key: crate::domain::PersonaKey,
 }
 
 impl EngineConfig {
@@ -81,6 +83,7 @@ impl Default for EngineConfig {
             dedupe_capacity: Self::DEFAULT_DEDUPE_CAPACITY,
             command_act_ttl: Self::DEFAULT_ACT_TTL,
             command_act_capacity: Self::DEFAULT_ACT_CAPACITY,
+            persona_key: crate::domain::PersonaKey::Unkeyed,
         }
     }
 }
@@ -271,7 +274,8 @@ impl Engine {
             parts.dead_letters.clone(),
             metrics,
             config.inflight_limit,
-        );
+        )
+        .with_persona_key(config.persona_key);
         crate::routing::internal::spawn(queue, ingress.clone(), dispatcher.clone());
         Engine {
             catalog,

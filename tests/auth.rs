@@ -667,3 +667,68 @@ async fn a_client_event_id_is_not_trusted() {
         "the daemon chose them"
     );
 }
+
+/// The persona id the daemon gives `who` on the sandbox connector `chat`, read from its
+/// session.
+async fn persona_of(d: &DaemonProcess, who: &str) -> String {
+    let (s, v) = call(
+        &d.client(),
+        "POST",
+        d.url("/v1/events"),
+        Some(
+            json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat",
+                    "event_idn": "user_message", "actor": {"external_id": who}}),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    eventually("the session", Duration::from_secs(10), || async {
+        let (_, list) = call(&d.client(), "GET", d.url("/v1/sessions"), None).await;
+        list.as_array()?.iter().find_map(|s| {
+            (s["connector_idn"] == "chat").then(|| s["persona_id"].as_str().unwrap().to_owned())
+        })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persona_ids_are_keyed_stable_across_restarts_and_unkeyed_in_an_older_store() {
+    use switchboard::domain::{Idn, PersonaId};
+    let unkeyed =
+        PersonaId::derive(&Idn::known("default"), &Idn::known("sandbox"), "alice").to_string();
+    let dir = temp_dir("auth-persona");
+    let d = DaemonProcess::start(&dir, &[]);
+    d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
+        .await;
+    let first = persona_of(&d, "alice").await;
+    assert_ne!(first, unkeyed, "nobody can compute it from the external id");
+    d.kill9();
+    let d = DaemonProcess::start(&dir, &[]);
+    let (_, live) = call(&d.client(), "GET", d.url("/v1/sessions"), None).await;
+    assert_eq!(
+        live[0]["persona_id"],
+        first.as_str(),
+        "the same person after a restart"
+    );
+
+    // A store that held personas before persona keys existed keeps its ids.
+    let old = temp_dir("auth-persona-old");
+    {
+        let store = switchboard::store::Store::open(&old.join("switchboard.db"), 16, 5000).unwrap();
+        store
+            .write(|tx| {
+                tx.execute(
+                    "INSERT INTO actors (account, integration, external_id, persona, first_seen)
+                     VALUES ('default', 'sandbox', 'bob', 'x', '2026-01-01T00:00:00Z')",
+                    [],
+                )?;
+                Ok(switchboard::store::Written::Done)
+            })
+            .await
+            .unwrap();
+    }
+    let d = DaemonProcess::start(&old, &[]);
+    d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
+        .await;
+    assert_eq!(persona_of(&d, "alice").await, unkeyed);
+}

@@ -942,7 +942,8 @@ async fn rekey_reseals_every_secret_under_a_new_key_and_the_daemon_opens_them() 
         "{said} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(said.contains("re-sealed 1 value(s)"), "{said}");
+    // The connector's secret and the persona key.
+    assert!(said.contains("re-sealed 2 value(s)"), "{said}");
     let new_key = std::fs::read_to_string(&key_file).unwrap();
     assert_ne!(new_key.trim(), old_key.trim());
     assert_eq!(new_key.trim().lines().count(), 1, "the old key dropped");

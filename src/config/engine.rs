@@ -70,6 +70,8 @@ impl EngineSection {
             dedupe_capacity: self.dedupe_capacity,
             command_act_ttl: Duration::from_millis(self.command_act_ttl_ms),
             command_act_capacity: self.command_act_capacity,
+            // Not configuration: boot reads the daemon's key from the store.
+            persona_key: crate::domain::PersonaKey::Unkeyed,
         }
     }
 

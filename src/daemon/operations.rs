@@ -97,6 +97,14 @@ pub enum Replayed {
 }
 
 impl Daemon {
+    /// The persona id of the actor `external_id` on `integration`, as this daemon derives it.
+    pub fn persona_of(&self, account: &Idn, integration: &Idn, external_id: &str) -> PersonaId {
+        self.engine
+            .ingress()
+            .persona_key()
+            .derive(account, integration, external_id)
+    }
+
     /// Envelope limits of the wire.
     pub fn limits(&self) -> Limits {
         self.config.envelope.limits()

@@ -176,6 +176,16 @@ pub async fn rekey(
             values += n;
         }
     }
+    for (name, value) in store.daemon_keys()? {
+        if value != UNKEYED && ring.needs_reseal(&value) {
+            let aad = daemon_key_aad(&name);
+            let plain = ring
+                .open(&value, &aad)
+                .map_err(|e| RekeyError::Open(format!("daemon key {name}: {e}")))?;
+            store.put_daemon_key(name, ring.seal(&plain, &aad)).await?;
+            values += 1;
+        }
+    }
     store.flush().await?;
     let kept = if drop_old {
         write_key_file(file, &format!("{new_key}\n"))?;
@@ -199,4 +209,60 @@ fn write_key_file(file: &Path, text: &str) -> Result<(), KeyError> {
     let tmp = file.with_extension("key.new");
     super::access::write_private(&tmp, text).map_err(io)?;
     std::fs::rename(&tmp, file).map_err(io)
+}
+
+/// The name of the persona key in the store's `daemon_keys`, and what stands for "unkeyed".
+const PERSONA_KEY: &str = "persona_key";
+const UNKEYED: &str = "unkeyed";
+
+/// The associated data a daemon key is sealed for.
+fn daemon_key_aad(name: &str) -> String {
+    format!("daemon/{name}")
+}
+
+/// The daemon's persona key, from the store; made on a first start (derived from the sealing
+/// key, so replicas sharing that key derive the same persona ids), then kept sealed, so a later
+/// `rekey` does not change persona ids. A store that already holds personas from before keys
+/// existed stays unkeyed: its stored ids (actors, sessions, timers, flow state) keep meaning
+/// the same people.
+pub async fn persona_key(
+    store: &crate::store::Store,
+    secrets: &SecretBox,
+) -> Result<crate::domain::PersonaKey, crate::store::StoreError> {
+    use crate::domain::PersonaKey;
+    use crate::store::StoreError;
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let aad = daemon_key_aad(PERSONA_KEY);
+    match store.daemon_key(PERSONA_KEY)? {
+        Some(v) if v == UNKEYED => Ok(PersonaKey::Unkeyed),
+        Some(sealed) => {
+            let text = secrets
+                .open(&sealed, &aad)
+                .map_err(|e| StoreError::Corrupt(format!("the persona key: {e}")))?;
+            let bytes: [u8; 16] = b64
+                .decode(text)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| StoreError::Corrupt("the persona key is not 16 bytes".into()))?;
+            Ok(PersonaKey::Keyed(bytes))
+        }
+        None if store.has_personas()? => {
+            tracing::warn!(
+                "this store holds personas derived before persona keys existed: persona ids stay unkeyed"
+            );
+            store
+                .put_daemon_key(PERSONA_KEY.into(), UNKEYED.into())
+                .await?;
+            Ok(PersonaKey::Unkeyed)
+        }
+        None => {
+            let mut key = [0u8; 16];
+            key.copy_from_slice(&secrets.derive("persona ids")[..16]);
+            store
+                .put_daemon_key(PERSONA_KEY.into(), secrets.seal(&b64.encode(key), &aad))
+                .await?;
+            Ok(PersonaKey::Keyed(key))
+        }
+    }
 }

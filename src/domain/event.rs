@@ -173,10 +173,13 @@ impl RoutedEvent {
     /// `event` with the persona its target names. An event that names only a command act
     /// gets [`PersonaId::UNRESOLVED`]: its connector, which issued the act, resolves it.
     pub fn named(event: Event) -> Self {
+        Self::named_with(event, &super::PersonaKey::Unkeyed)
+    }
+
+    /// [`RoutedEvent::named`], an actor's persona derived with `key`.
+    pub fn named_with(event: Event, key: &super::PersonaKey) -> Self {
         let persona = match &event.target {
-            Target::Actor(a) => {
-                PersonaId::derive(&event.account, &event.integration, &a.external_id)
-            }
+            Target::Actor(a) => key.derive(&event.account, &event.integration, &a.external_id),
             Target::Persona(p) => *p,
             Target::ByCommandAct => PersonaId::UNRESOLVED,
         };

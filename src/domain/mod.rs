@@ -17,5 +17,5 @@ pub use flow::{
     Flow, FlowId, InterruptMode, RunnerSpec, SkillSelector, StateField, StateScope, Subscription,
 };
 pub use idn::{Idn, IdnError, Name, DEFAULT_ACCOUNT};
-pub use persona::PersonaId;
+pub use persona::{PersonaId, PersonaKey};
 pub use scope::{ConnectorKey, ScopeKey};

@@ -37,6 +37,47 @@ impl PersonaId {
     }
 }
 
+/// How the daemon derives persona ids from `(account, integration, external_id)`. Keyed (a
+/// daemon secret, SipHash-2-4 with 128-bit output, a PRF) so that nobody who knows a user's
+/// external id can compute their persona id; unkeyed (XXH3-128, [`PersonaId::derive`]) for
+/// stores whose ids were derived so before keys existed, and for engines embedded in tests.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub enum PersonaKey {
+    #[default]
+    Unkeyed,
+    Keyed([u8; 16]),
+}
+
+impl fmt::Debug for PersonaKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PersonaKey::Unkeyed => f.write_str("PersonaKey::Unkeyed"),
+            PersonaKey::Keyed(_) => f.write_str("PersonaKey::Keyed(<redacted>)"),
+        }
+    }
+}
+
+impl PersonaKey {
+    /// The persona of the actor `external_id` on any connector of `integration`.
+    pub fn derive(&self, account: &Idn, integration: &Idn, external_id: &str) -> PersonaId {
+        let PersonaKey::Keyed(key) = self else {
+            return PersonaId::derive(account, integration, external_id);
+        };
+        use siphasher::sip128::{Hasher128, SipHasher24};
+        use std::hash::Hasher;
+        let mut h = SipHasher24::new_with_key(key);
+        for part in [
+            account.as_str().as_bytes(),
+            integration.as_str().as_bytes(),
+            external_id.as_bytes(),
+        ] {
+            h.write(&(part.len() as u64).to_le_bytes());
+            h.write(part);
+        }
+        PersonaId(Uuid::new_v8(h.finish128().as_bytes()))
+    }
+}
+
 impl fmt::Display for PersonaId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.0, f)
@@ -57,6 +98,20 @@ mod tests {
     fn derivation_is_stable_and_separates_parts() {
         let a = Idn::known("default");
         let i = Idn::known("telegram");
+        let key = PersonaKey::Keyed([7; 16]);
+        let keyed = key.derive(&a, &i, "42");
+        assert_eq!(keyed, key.derive(&a, &i, "42"), "stable");
+        assert_ne!(keyed, PersonaId::derive(&a, &i, "42"), "not the unkeyed id");
+        assert_ne!(keyed, PersonaKey::Keyed([8; 16]).derive(&a, &i, "42"));
+        assert_ne!(
+            key.derive(&a, &Idn::known("ab"), "c"),
+            key.derive(&a, &Idn::known("a"), "bc")
+        );
+        assert_eq!(
+            PersonaKey::Unkeyed.derive(&a, &i, "42"),
+            PersonaId::derive(&a, &i, "42")
+        );
+        assert!(!format!("{key:?}").contains('7'));
         let p1 = PersonaId::derive(&a, &i, "42");
         assert_eq!(p1, PersonaId::derive(&a, &i, "42"));
         assert_ne!(p1, PersonaId::derive(&a, &i, "43"));

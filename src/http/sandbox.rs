@@ -12,7 +12,7 @@ use super::error::{ApiError, Kind};
 use crate::auth::{AuthError, Scope};
 use crate::connectors::Status;
 use crate::daemon::{Daemon, Ingested};
-use crate::domain::{Event, Idn, PersonaId};
+use crate::domain::{Event, Idn};
 use crate::sandbox::hub::ToPage;
 use crate::sandbox::page::PAGE;
 
@@ -142,7 +142,7 @@ async fn socket(
         actix_ws::handle(&req, body).map_err(|e| ApiError::invalid("upgrade", e.to_string()))?;
     let sandbox = Idn::known("sandbox");
     let external_id = q.external_id.clone();
-    let persona = PersonaId::derive(&account, &sandbox, &external_id);
+    let persona = d.persona_of(&account, &sandbox, &external_id);
     let (sock, mut outbox) = d.sandbox_join(&account, &connector, persona);
     let daemon = d.get_ref().clone();
     let attached = ToPage::Attached {

@@ -15,7 +15,7 @@ use crate::admission::delivery::{Delivery, Settle};
 use crate::admission::Refusal;
 use crate::catalog::Catalog;
 use crate::dead_letter::{self, DeadLetter, DeadLetterStore};
-use crate::domain::{ConnectorKey, Event, Idn, RoutedEvent, SharedEvent, Target};
+use crate::domain::{ConnectorKey, Event, Idn, PersonaKey, RoutedEvent, SharedEvent, Target};
 use crate::telemetry::handles::{self, EngineMetrics};
 use crate::telemetry::queue;
 pub use inboxes::{Inbound, Inboxes, Reach};
@@ -88,6 +88,8 @@ pub struct Ingress {
     dead_letters: Arc<dyn DeadLetterStore>,
     metrics: Arc<EngineMetrics>,
     limit: usize,
+    /// Derives the persona id of an event's actor.
+    persona_key: PersonaKey,
 }
 
 impl Ingress {
@@ -107,7 +109,19 @@ impl Ingress {
             dead_letters,
             metrics,
             limit,
+            persona_key: PersonaKey::Unkeyed,
         }
+    }
+
+    /// Derives actors' persona ids with `key` (built so before it is shared).
+    pub fn with_persona_key(mut self, key: PersonaKey) -> Self {
+        self.persona_key = key;
+        self
+    }
+
+    /// How this engine derives persona ids.
+    pub fn persona_key(&self) -> &PersonaKey {
+        &self.persona_key
     }
 
     /// Admits `event` (see [`Ingress::admit`]: the catalog checks here, its connector when it
@@ -351,7 +365,10 @@ impl Ingress {
         match self.check(&event, declared) {
             // Shared from here on, so the event is not copied again on its way. The persona is
             // derived here, on the submitting thread, off the engine's workers.
-            Ok(()) => Ok(Admitted(Arc::new(RoutedEvent::named(event)))),
+            Ok(()) => Ok(Admitted(Arc::new(RoutedEvent::named_with(
+                event,
+                &self.persona_key,
+            )))),
             Err(refusal) => Err(self.refuse(event, refusal)),
         }
     }
@@ -385,7 +402,7 @@ impl Ingress {
     /// stopped connector still reaches the skill). A refusal is counted and dead-lettered.
     pub fn admit_internal(&self, event: Event) -> Result<SharedEvent, Refusal> {
         match self.check(&event, &mut None) {
-            Ok(()) => Ok(Arc::new(RoutedEvent::named(event))),
+            Ok(()) => Ok(Arc::new(RoutedEvent::named_with(event, &self.persona_key))),
             Err(refusal) => Err(self.refuse(event, refusal)),
         }
     }

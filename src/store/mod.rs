@@ -8,6 +8,7 @@
 //! connection. No SQLite call ever runs on an async worker.
 
 pub mod accounts;
+pub mod daemon_keys;
 pub mod dead_letters;
 pub mod records;
 pub mod runner_secrets;

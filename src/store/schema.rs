@@ -169,6 +169,16 @@ CREATE TABLE runner_secrets (
 ) WITHOUT ROWID;
 "#,
         ),
+        // The daemon's own keys, sealed (the persona key: `daemon/persona_key`), or `unkeyed`
+        // for a store whose persona ids were derived before keys existed.
+        M::up(
+            r#"
+CREATE TABLE daemon_keys (
+    name        TEXT PRIMARY KEY,
+    value       TEXT NOT NULL
+);
+"#,
+        ),
     ])
 }
 

@@ -122,6 +122,21 @@ impl SecretBox {
         out
     }
 
+    /// 32 bytes derived from the current key for `label` (SHA-256 of the label and the key):
+    /// replicas sharing a key derive the same bytes.
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        let key = B64
+            .decode(&self.keys[0].text)
+            .expect("a key of the ring decodes");
+        Sha256::new()
+            .chain_update(b"switchboard derived key\0")
+            .chain_update(label.as_bytes())
+            .chain_update(b"\0")
+            .chain_update(&key)
+            .finalize()
+            .into()
+    }
+
     /// Seals `plain` for the setting named by `aad`, under the current key.
     pub fn seal(&self, plain: &str, aad: &str) -> String {
         let key = &self.keys[0];
