@@ -67,7 +67,8 @@ async fn publish(url: String, range: std::ops::Range<usize>) {
 /// invocation messages. JetStream may redeliver a stored message to a runner (an ack lost in a
 /// server restart); that is the same sequence. A second dispatch by the daemon would be a
 /// second stored message: another sequence.
-type Seen = Arc<Mutex<HashMap<String, std::collections::BTreeSet<(String, u64)>>>>;
+/// Each delivery also says whether it was marked `redelivered`.
+type Seen = Arc<Mutex<HashMap<String, std::collections::BTreeSet<(String, u64, bool)>>>>;
 
 /// A queue runner completing at once; records what it sees per event text.
 fn run_runner(url: String, seen: Seen) -> tokio::task::JoinHandle<()> {
@@ -108,7 +109,7 @@ fn run_runner(url: String, seen: Seen) -> tokio::task::JoinHandle<()> {
                                 .unwrap()
                                 .entry(text.to_string())
                                 .or_default()
-                                .insert((inv.invocation_id.to_string(), seq));
+                                .insert((inv.invocation_id.to_string(), seq, inv.redelivered));
                             results.push(completed(inv.invocation_id));
                         }
                         if runner.publish_results("default", results).await.is_err()
@@ -212,9 +213,18 @@ async fn pipeline_state(url: &str, d: &DaemonProcess) -> String {
     out
 }
 
-fn exactly_once(seen: &HashMap<String, std::collections::BTreeSet<(String, u64)>>) {
+/// Every event reached the runner as one invocation: one invocation id, and at most one copy
+/// not marked `redelivered` (a copy the daemon sends when the runner may have it already says
+/// so; the runner answers it by its invocation id).
+fn exactly_once(seen: &HashMap<String, std::collections::BTreeSet<(String, u64, bool)>>) {
     assert_eq!(seen.len(), EVENTS, "every event dispatched");
-    let twice: Vec<_> = seen.iter().filter(|(_, s)| s.len() != 1).collect();
+    let twice: Vec<_> = seen
+        .iter()
+        .filter(|(_, s)| {
+            let ids: std::collections::BTreeSet<_> = s.iter().map(|(id, _, _)| id).collect();
+            ids.len() != 1 || s.iter().filter(|(_, _, again)| !again).count() > 1
+        })
+        .collect();
     assert!(twice.is_empty(), "dispatched more than once: {twice:?}");
 }
 

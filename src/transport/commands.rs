@@ -49,6 +49,7 @@ impl CommandSink for NatsCommandSink {
                     );
                 }
             })),
+            retry_payload: None,
         };
         self.publisher.try_publish(m).map_err(|_| EgressError::Full)
     }

@@ -50,6 +50,7 @@ impl DeadLetterStore for PublishingDeadLetters {
             headers: h,
             payload: Bytes::from(payload),
             on_settled: None,
+            retry_payload: None,
         };
         if self.publisher.try_publish(m).is_err() {
             static FULL: Throttle = Throttle::new();

@@ -11,8 +11,10 @@
 //! came again, after a crash or a lost acknowledgement) is left out of the new batch. If its
 //! earlier batch was stored, or this process is still sending it, nothing more is sent. If that
 //! batch was recorded but never acknowledged (the daemon stopped meanwhile), it is published
-//! again, unchanged, under the same `Nats-Msg-Id`, and the stream drops it if the first publish
-//! was stored after all.
+//! again under the same `Nats-Msg-Id`, and the stream drops it if the first publish was stored
+//! after all. Every copy sent again (after a crash, or a publish whose acknowledgement was lost)
+//! marks its invocations `redelivered`: a work-queue stream forgets the ids of consumed messages
+//! when its server restarts, and then the runner gets both copies, the second one saying so.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -241,11 +243,15 @@ impl Batcher {
                 tracing::debug!(batch = %b.key, "an unacknowledged batch is sent again");
                 sending.insert(b.key);
                 let encoding = Encoding::from_content_type(&b.content_type).unwrap_or(encoding);
+                // The daemon stopped before the stream acknowledged it: the runner may have it
+                // already, so this copy says so.
+                let payload = marked_redelivered(encoding, &Bytes::from(b.payload));
                 let m = Outgoing {
                     subject: b.subject,
                     headers: headers::outbound(encoding, &b.key.to_string()),
-                    payload: Bytes::from(b.payload),
+                    payload,
                     on_settled: Some(settle(done(b.key), ids, handoffs, None)),
+                    retry_payload: None,
                 };
                 if publisher.publish(m).await.is_err() {
                     tracing::error!(batch = %b.key, "publisher stopped");
@@ -261,11 +267,26 @@ impl Batcher {
                 headers: headers::outbound(encoding, &key.to_string()),
                 payload: Bytes::from(payload),
                 on_settled: Some(settle(done(key), fresh.0, fresh.1, Some(permit))),
+                retry_payload: Some(Box::new(move |first| marked_redelivered(encoding, first))),
             };
             if publisher.publish(m).await.is_err() {
                 tracing::error!(batch = %key, "publisher stopped");
             }
         });
+    }
+}
+
+/// `payload` (a batch) with every invocation marked `redelivered`: the copy sent when the runner
+/// may have the batch already. Unchanged when it does not decode (it was made here).
+fn marked_redelivered(encoding: Encoding, payload: &Bytes) -> Bytes {
+    match encoding.decode::<InvocationBatchWire>(payload) {
+        Ok(mut batch) => {
+            for inv in &mut batch.invocations {
+                inv.redelivered = true;
+            }
+            Bytes::from(encoding.encode(&batch))
+        }
+        Err(_) => payload.clone(),
     }
 }
 
@@ -372,5 +393,23 @@ mod tests {
         assert_eq!(ids(&take_batch(&mut w, 2)), vec![1, 2]);
         assert_eq!(ids(&take_batch(&mut w, 2)), vec![3, 4]);
         assert_eq!(ids(&take_batch(&mut w, 2)), vec![5]);
+    }
+
+    #[test]
+    fn a_copy_sent_again_marks_every_invocation_redelivered() {
+        for encoding in [Encoding::Json, Encoding::MessagePack] {
+            let batch = InvocationBatchWire {
+                v: 1,
+                invocations: vec![queued("a", 1).wire, queued("a", 2).wire],
+            };
+            assert!(batch.invocations.iter().all(|i| !i.redelivered));
+            let first = Bytes::from(encoding.encode(&batch));
+            let again: InvocationBatchWire = encoding
+                .decode(&marked_redelivered(encoding, &first))
+                .unwrap();
+            assert_eq!(again.invocations.len(), 2);
+            assert!(again.invocations.iter().all(|i| i.redelivered));
+            assert_eq!(again.invocations[1].invocation_id, Uuid::from_u128(2));
+        }
     }
 }

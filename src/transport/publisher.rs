@@ -24,7 +24,15 @@ pub struct Outgoing {
     pub headers: HeaderMap,
     pub payload: Bytes,
     pub on_settled: Option<OnSettled>,
+    /// The payload of a publish sent again, made when it is needed (rarely): the stream drops
+    /// it as a duplicate when it holds the first copy's `Nats-Msg-Id`, but a work-queue stream
+    /// forgets the ids of consumed messages when its server restarts, and then the consumer
+    /// gets this copy too, which may say it is a repeat.
+    pub retry_payload: Option<RetryPayload>,
 }
+
+/// Makes the payload of a publish sent again from the first one.
+pub type RetryPayload = Box<dyn Fn(&Bytes) -> Bytes + Send>;
 
 /// The queue is full: the caller refuses or retries; nothing is dropped silently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -95,6 +103,10 @@ async fn run(js: jetstream::Context, mut rx: mpsc::Receiver<Outgoing>, capacity:
                     Err(e) if attempt < ATTEMPTS => {
                         tracing::debug!(subject = %m.subject, attempt, error = %e, "publish not acknowledged; again");
                         tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                        let mut m = m;
+                        if let Some(again) = m.retry_payload.take() {
+                            m.payload = again(&m.payload);
+                        }
                         let again = send(&js, m, attempt + 1).await;
                         acks.push(again);
                     }
