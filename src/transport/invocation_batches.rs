@@ -267,7 +267,12 @@ impl Batcher {
                 headers: headers::outbound(encoding, &key.to_string()),
                 payload: Bytes::from(payload),
                 on_settled: Some(settle(done(key), fresh.0, fresh.1, Some(permit))),
-                retry_payload: Some(Box::new(move |first| marked_redelivered(encoding, first))),
+                retry_payload: Some(match encoding {
+                    Encoding::Json => |first| marked_redelivered(Encoding::Json, first),
+                    Encoding::MessagePack => {
+                        |first| marked_redelivered(Encoding::MessagePack, first)
+                    }
+                }),
             };
             if publisher.publish(m).await.is_err() {
                 tracing::error!(batch = %key, "publisher stopped");

@@ -32,7 +32,7 @@ pub struct Outgoing {
 }
 
 /// Makes the payload of a publish sent again from the first one.
-pub type RetryPayload = Box<dyn Fn(&Bytes) -> Bytes + Send>;
+pub type RetryPayload = fn(&Bytes) -> Bytes;
 
 /// The queue is full: the caller refuses or retries; nothing is dropped silently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -69,14 +69,15 @@ impl Publisher {
         self.offer(m).map_err(|_| Full)
     }
 
-    /// Queues without waiting; gives the message back when there is no room.
-    pub fn offer(&self, m: Outgoing) -> Result<(), Outgoing> {
+    /// Queues without waiting; gives the message back (boxed: the error path stays small)
+    /// when there is no room.
+    pub fn offer(&self, m: Outgoing) -> Result<(), Box<Outgoing>> {
         self.tx.try_send(m).map_err(|e| match e {
             mpsc::error::TrySendError::Full(m) => {
                 queue::full(queue::names::NATS_PUBLISHER);
-                m
+                Box::new(m)
             }
-            mpsc::error::TrySendError::Closed(m) => m,
+            mpsc::error::TrySendError::Closed(m) => Box::new(m),
         })
     }
 
