@@ -134,22 +134,7 @@ fn main() {
         &plain_dir,
         &[("SWITCHBOARD_LOG__LEVEL", "warn,switchboard=info")],
     );
-    let created = reqwest::blocking_post(
-        &plain.url("/v1/integrations/sandbox/connectors"),
-        r#"{"title":"Demo","connector_idn":"demo"}"#,
-        &plain.token,
-    );
-    let id = created
-        .split("\"id\":\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .expect("a connector id")
-        .to_owned();
-    reqwest::blocking_post(
-        &plain.url(&format!("/v1/integrations/connectors/{id}/run")),
-        "",
-        &plain.token,
-    );
+    demo_connector(&plain);
     let ingest = wrk(&plain.base, seconds, &script, Some(&plain.token));
     drop(plain);
 
@@ -161,22 +146,7 @@ fn main() {
             .binary(bin)
             .env("SWITCHBOARD_LOG__LEVEL", "warn,switchboard=info")
             .start();
-        let created = reqwest::blocking_post(
-            &old.url("/v1/integrations/sandbox/connectors"),
-            r#"{"title":"Demo","connector_idn":"demo"}"#,
-            &old.token,
-        );
-        let id = created
-            .split("\"id\":\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .expect("a connector id")
-            .to_owned();
-        reqwest::blocking_post(
-            &old.url(&format!("/v1/integrations/connectors/{id}/run")),
-            "",
-            &old.token,
-        );
+        demo_connector(&old);
         wrk(&old.base, seconds, &script, None)
     });
 
@@ -206,6 +176,26 @@ fn main() {
     }
     println!("http_ingest: switchboard ingest + routing (durable 202, routed, invoked): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} requests, {} non-2xx", ours.rps, ours.p50_ms, ours.p99_ms, ours.requests, ours.errors);
     println!("http_ingest: ratio {:.2}x of baseline (target >= 0.5x); p99 {:.2} ms (target < 10 ms); events admitted by the daemon: {received:.0}", ours.rps / base.rps, ours.p99_ms);
+}
+
+/// Creates and runs the sandbox connector `demo` the wrk script posts to.
+fn demo_connector(d: &daemon::DaemonProcess) {
+    let created = reqwest::blocking_post(
+        &d.url("/v1/integrations/sandbox/connectors"),
+        r#"{"title":"Demo","connector_idn":"demo"}"#,
+        &d.token,
+    );
+    let id = created
+        .split("\"id\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a connector id")
+        .to_owned();
+    reqwest::blocking_post(
+        &d.url(&format!("/v1/integrations/connectors/{id}/run")),
+        "",
+        &d.token,
+    );
 }
 
 /// The smallest blocking GET, without another HTTP client crate: one request over a socket.

@@ -10,20 +10,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::daemon::{bearer_client, temp_dir, DaemonProcess};
-use common::eventually;
+use common::{call, eventually};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-
-async fn call(c: &Client, method: &str, url: String, body: Option<Value>) -> (StatusCode, Value) {
-    let mut r = c.request(method.parse().unwrap(), url);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let resp = r.send().await.unwrap();
-    let status = resp.status();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
 
 /// Creates account `idn` and a token of it with `scopes`; returns the token's text.
 async fn account_token(d: &DaemonProcess, idn: &str, scopes: &[&str]) -> String {
@@ -344,51 +333,20 @@ async fn an_account_sees_and_changes_only_its_own_things() {
 
     // A, with every scope, reaches none of it: 404 for what names B's things, and lists
     // without them.
-    let by_id = [
-        (
-            "GET",
-            format!("/v1/integrations/connectors/{connector}"),
-            None,
-        ),
-        (
-            "PUT",
-            format!("/v1/integrations/connectors/{connector}"),
-            Some(json!({"title": "t"})),
-        ),
-        (
-            "POST",
-            format!("/v1/integrations/connectors/{connector}/settings"),
-            Some(json!([])),
-        ),
-        (
-            "POST",
-            format!("/v1/integrations/connectors/{connector}/run"),
-            None,
-        ),
-        (
-            "POST",
-            format!("/v1/integrations/connectors/{connector}/stop"),
-            None,
-        ),
-        (
-            "DELETE",
-            format!("/v1/integrations/connectors/{connector}"),
-            None,
-        ),
-        ("GET", "/v1/flows/Bagent/Bflow".to_owned(), None),
-        (
-            "POST",
-            "/v1/flows/Bagent/Bflow/runner-secret".to_owned(),
-            None,
-        ),
-        ("DELETE", "/v1/flows/Bagent/Bflow".to_owned(), None),
-        ("GET", format!("/v1/dead-letters/{letter}"), None),
-        ("POST", format!("/v1/dead-letters/{letter}/replay"), None),
-    ];
+    // Every route that names one of B's things (a PUT of B's flow name would create A's own).
+    let by_id = every_route(&connector, &letter)
+        .into_iter()
+        .filter(|(m, p, _)| {
+            p.contains(&connector)
+                || p.contains(&letter)
+                || (p.starts_with("/v1/flows/Bagent/Bflow") && *m != "PUT")
+        });
     let cases: Vec<Case> = by_id
         .into_iter()
         .map(|(m, p, body)| case(m, p, body, StatusCode::NOT_FOUND))
         .collect();
+    // The connector's six routes, the flow's three, the dead letter's two.
+    assert_eq!(cases.len(), 11);
     check(&d, &a, &cases).await;
     for list in [
         "/v1/flows",

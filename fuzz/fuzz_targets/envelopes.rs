@@ -2,22 +2,17 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchboard::wire::untrusted::{decode, Decoder};
+use switchboard::wire::untrusted::{decode_one_of, Decoder};
 use switchboard::wire::Encoding;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&pick, rest)) = data.split_first() else {
-        return;
-    };
-    let enc = if pick & 1 == 0 {
-        Encoding::Json
-    } else {
-        Encoding::MessagePack
-    };
-    let decoder = if pick & 2 == 0 {
-        Decoder::Event(enc)
-    } else {
-        Decoder::Command(enc)
-    };
-    let _ = decode(decoder, rest);
+    decode_one_of(
+        &[
+            Decoder::Event(Encoding::Json),
+            Decoder::Event(Encoding::MessagePack),
+            Decoder::Command(Encoding::Json),
+            Decoder::Command(Encoding::MessagePack),
+        ],
+        data,
+    );
 });

@@ -61,7 +61,8 @@ impl TokenRecord {
 }
 
 struct Cached {
-    record: TokenRecord,
+    /// Shared, so a request takes a reference, not a copy of the row.
+    record: Arc<TokenRecord>,
     loaded: Instant,
 }
 
@@ -109,7 +110,7 @@ impl TokenKeeper {
             revoked_at: None,
         };
         self.store.put_token(record.row()).await?;
-        self.remember(record.clone());
+        self.remember(Arc::new(record.clone()));
         Ok((text, record))
     }
 
@@ -166,18 +167,17 @@ impl TokenKeeper {
             return Err(AuthError::Expired);
         }
         Ok(Principal {
-            account: record.account,
+            account: record.account.clone(),
             scopes: record.scopes,
-            token_id: Some(record.id),
         })
     }
 
-    fn cached(&self, id: &str) -> Option<TokenRecord> {
+    fn cached(&self, id: &str) -> Option<Arc<TokenRecord>> {
         let c = self.cache.get(id)?;
         (c.loaded.elapsed() < self.ttl).then(|| c.record.clone())
     }
 
-    fn remember(&self, record: TokenRecord) {
+    fn remember(&self, record: Arc<TokenRecord>) {
         self.cache.insert(
             record.id.clone(),
             Cached {
@@ -189,10 +189,10 @@ impl TokenKeeper {
 
     /// Reads the row again (off the async workers) and caches it. Unknown ids are not
     /// cached, so made-up ids cannot grow the cache.
-    async fn load(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+    async fn load(&self, id: &str) -> Result<Option<Arc<TokenRecord>>, StoreError> {
         let (store, key) = (self.store.clone(), id.to_owned());
         let row = blocking(move || store.token(&key)).await?;
-        let record = row.and_then(TokenRecord::of);
+        let record = row.and_then(TokenRecord::of).map(Arc::new);
         match &record {
             Some(r) => self.remember(r.clone()),
             None => {

@@ -18,8 +18,6 @@ pub use token::TokenText;
 pub struct Principal {
     pub account: Idn,
     pub scopes: Scopes,
-    /// The token's public id (`None` for the loopback sandbox convenience).
-    pub token_id: Option<String>,
 }
 
 impl Principal {

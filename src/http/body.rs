@@ -8,7 +8,8 @@ use super::error::{ApiError, Kind};
 use crate::wire::envelope::Encoding;
 use crate::wire::FlowDoc;
 
-fn content_type(req: &HttpRequest) -> &str {
+/// The request's `Content-Type`; JSON when it names none (what the body is read as).
+pub fn content_type(req: &HttpRequest) -> &str {
     req.headers()
         .get(actix_web::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -8,13 +8,13 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::auth::Caller;
+use super::body::{content_type, read_bounded, Bounded, RawBody};
 use super::body::{decode, encoding};
-use super::body::{read_bounded, Bounded, RawBody};
 use super::error::{ApiError, Kind};
 use crate::auth::{AuthError, Scope};
 use crate::daemon::operations::CommandError;
 use crate::daemon::{Daemon, Ingested};
-use crate::domain::{Event, PersonaId, DEFAULT_ACCOUNT};
+use crate::domain::{PersonaId, DEFAULT_ACCOUNT};
 use crate::wire::envelope::{CommandEnvelope, EventEnvelope};
 use crate::wire::invocation::ResultWire;
 use crate::wire::EnvelopeError;
@@ -52,12 +52,7 @@ async fn post_event(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::EventsWrite)?.clone();
-    let content_type = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let content_type = content_type(&req).to_owned();
     // A body too large or of a type we do not read is refused, counted and kept (cut short)
     // as a dead letter, like one that does not decode: nothing sent is silently lost.
     let body = match read_bounded(&req, payload.into_inner()).await? {
@@ -87,15 +82,13 @@ async fn post_event(
             field: "account".into(),
             reason: e.message,
         })?;
+        // The event's id is the daemon's (`into_domain` makes one): a client's `id` is not
+        // trusted (two events could share it, and with it their invocations and inbox row);
+        // `external_event_id` is the client's name for dedupe.
+        e.id = None;
         e.into_domain(limits)
     }) {
-        // The event's id is the daemon's: a client's `id` is not trusted (two events could
-        // share it, and with it their invocations and inbox row); `external_event_id` is the
-        // client's name for dedupe.
-        Ok(e) => Event {
-            id: Uuid::now_v7(),
-            ..e
-        },
+        Ok(e) => e,
         Err(e) => {
             // Nothing is lost: the bytes are kept as a dead letter, with the reason.
             d.record_malformed(

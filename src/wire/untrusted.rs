@@ -34,11 +34,13 @@ impl Decoder {
         Decoder::ResultBatch(Encoding::MessagePack),
         Decoder::FlowDocument,
     ];
+}
 
-    /// The decoder a fuzz input's first byte picks (the rest is the input).
-    pub fn pick(data: &[u8]) -> Option<(Decoder, &[u8])> {
-        let (first, rest) = data.split_first()?;
-        Some((Decoder::ALL[*first as usize % Decoder::ALL.len()], rest))
+/// [`decode`] with the decoder of `choices` that a fuzz input's first byte picks; the rest of
+/// the input is the bytes. An empty input decodes nothing.
+pub fn decode_one_of(choices: &[Decoder], data: &[u8]) {
+    if let Some((first, rest)) = data.split_first() {
+        let _ = decode(choices[*first as usize % choices.len()], rest);
     }
 }
 

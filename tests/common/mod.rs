@@ -319,6 +319,36 @@ impl daemon::DaemonProcess {
     }
 }
 
+/// Sends a JSON request; answers the status and the body's text.
+pub async fn call_text(
+    c: &reqwest::Client,
+    method: &str,
+    url: String,
+    body: Option<serde_json::Value>,
+) -> (reqwest::StatusCode, String) {
+    let mut r = c.request(method.parse().unwrap(), url);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status();
+    (status, resp.text().await.unwrap())
+}
+
+/// [`call_text`], the body read as JSON (`Null` when it is not).
+pub async fn call(
+    c: &reqwest::Client,
+    method: &str,
+    url: String,
+    body: Option<serde_json::Value>,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let (status, text) = call_text(c, method, url, body).await;
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
 /// A valid value for every required setting without a default.
 pub fn required_values(presets: &[SettingSpec]) -> Vec<(String, String)> {
     presets
