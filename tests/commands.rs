@@ -9,6 +9,8 @@ use std::collections::BTreeSet;
 use common::{eventually, Harness, PATIENCE};
 use switchboard::domain::{Command, Idn, Target};
 use switchboard::skill_runner::Outcome;
+use switchboard::wire::envelope::Limits;
+use switchboard::wire::invocation::ResultWire;
 
 const FLOW: &str = r#"
 runner: {kind: in_process, name: manual}
@@ -98,6 +100,72 @@ async fn invalid_commands_are_refused_with_result_error_and_never_sent() {
     );
     assert_eq!(h.dead_letter_codes(), vec!["command_refused"; 3]);
     assert!(h.egress.try_recv().is_err(), "only the valid command left");
+}
+
+#[actix_rt::test]
+async fn each_command_of_a_runner_answer_is_judged_on_its_own() {
+    let mut h = setup().await;
+    let alice = h.persona("telegram", "alice");
+    h.submit(h.event("telegram", "bot", "user_message", "alice"))
+        .await;
+    let (_, reply) = h.next_manual().await;
+    // As a runner sends it: the second command lacks its connector, the third has a field no
+    // command has; the first and the last are fine.
+    let answer: ResultWire = serde_json::from_str(
+        r#"{"v": 1, "outcome": "completed", "commands": [
+            {"v": 1, "integration_idn": "telegram", "connector_idn": "bot", "command_idn": "send_message",
+             "arguments": {"text": "first"}},
+            {"v": 1, "integration_idn": "telegram", "command_idn": "send_message", "arguments": {"text": "lost"}},
+            {"v": 1, "integration_idn": "telegram", "connector_idn": "bot", "command_idn": "send_message",
+             "colour": "red"},
+            {"v": 1, "integration_idn": "telegram", "connector_idn": "bot", "command_idn": "send_message",
+             "arguments": {"text": "last"}}
+        ]}"#,
+    )
+    .unwrap();
+    let answer = answer.into_domain(Limits::default()).unwrap();
+    assert_eq!(
+        answer.first_defect().unwrap().field,
+        "commands[1].connector_idn"
+    );
+    reply.finish(Outcome::Completed, answer.commands);
+    for text in ["first", "last"] {
+        let sent = h.egress.recv().await.unwrap();
+        assert_eq!(sent.command.arguments.get("text"), Some(text));
+        assert_eq!(sent.persona, alice);
+    }
+    let mut errors = BTreeSet::new();
+    for _ in 0..2 {
+        let (inv, reply) = h.next_manual().await;
+        assert_eq!(inv.skill.as_str(), "OnError");
+        assert_eq!(inv.persona, alice, "answers go to the same persona");
+        let e = &inv.event.event;
+        assert!(e.command_act_id.is_some());
+        errors.insert((
+            format!("{}/{}", e.integration, e.connector),
+            e.arguments.get("field").unwrap().to_owned(),
+            e.arguments.get("error").unwrap().to_owned(),
+        ));
+        reply.finish(Outcome::Completed, vec![]);
+    }
+    assert_eq!(
+        errors,
+        BTreeSet::from([
+            (
+                // Without its connector there is no scope of its own to answer in.
+                "system/system".to_owned(),
+                "commands[1].connector_idn".to_owned(),
+                "malformed command: commands[1].connector_idn: required".to_owned()
+            ),
+            (
+                "telegram/bot".to_owned(),
+                "commands[2].colour".to_owned(),
+                "malformed command: commands[2].colour: unknown field".to_owned()
+            ),
+        ])
+    );
+    assert_eq!(h.dead_letter_codes(), vec!["command_refused"; 2]);
+    assert!(h.egress.try_recv().is_err(), "only the valid commands left");
 }
 
 #[actix_rt::test]

@@ -101,7 +101,7 @@ async fn round_trip(nats_url: &str, encoding: Encoding, who: &str) {
         .publish_results(
             "default",
             vec![ResultWire {
-                commands: vec![reply],
+                commands: vec![reply.into()],
                 ..completed(inv.value.invocation_id)
             }],
         )

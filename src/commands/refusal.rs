@@ -45,6 +45,9 @@ pub enum CommandRefusal {
     NoTransport(String),
     #[error("the native integration {0} has no handler in this daemon")]
     NoNative(String),
+    /// A runner's command that could not be read as sent.
+    #[error("malformed command: {field}: {reason}")]
+    Malformed { field: String, reason: String },
 }
 
 impl Blame for CommandRefusal {
@@ -104,6 +107,7 @@ impl CommandRefusal {
             | CommandRefusal::InvalidArgument { argument, .. } => Some(argument),
             CommandRefusal::WrongAccount(_) => Some("account"),
             CommandRefusal::NoNative(_) => Some("integration_idn"),
+            CommandRefusal::Malformed { field, .. } => Some(field),
             CommandRefusal::EgressFull(_)
             | CommandRefusal::NoTransport(_)
             | CommandRefusal::Unavailable { .. } => None,

@@ -160,6 +160,17 @@ impl CommandPort for CommandRouter {
     fn send(&self, origin: &Origin, mut command: Command) -> Uuid {
         let act = Uuid::now_v7();
         command.invocation_id = Some(origin.invocation_id);
+        if let Some(defect) = command.defect.take() {
+            let refusal = CommandRefusal::Malformed {
+                field: defect.field,
+                reason: defect.reason,
+            };
+            if command.account != origin.flow.flow.account {
+                command.account = origin.flow.flow.account.clone();
+            }
+            self.refuse(command, act, origin.persona, refusal);
+            return act;
+        }
         if command.account != origin.flow.flow.account {
             let refusal = CommandRefusal::WrongAccount(command.account.to_string());
             // Answer within the invocation's own account.

@@ -16,6 +16,19 @@ pub struct Command {
     pub arguments: Arguments,
     /// The invocation that sent it, when it came from a skill.
     pub invocation_id: Option<Uuid>,
+    /// Why a runner's command could not be decoded as sent (a required field missing, a
+    /// malformed identifier): the command stage refuses it with `result_error`, and the other
+    /// commands of the same answer still leave. The idns then say where to answer: as sent when
+    /// they were usable, else the account's `system` connector.
+    pub defect: Option<Box<Defect>>,
+}
+
+/// A field of a command that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Defect {
+    /// The field, as the wire names it (`connector_idn`).
+    pub field: String,
+    pub reason: String,
 }
 
 impl Command {
@@ -28,6 +41,7 @@ impl Command {
             command,
             arguments: Arguments::default(),
             invocation_id: None,
+            defect: None,
         }
     }
 

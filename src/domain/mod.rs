@@ -11,7 +11,7 @@ pub mod idn;
 pub mod persona;
 pub mod scope;
 
-pub use command::Command;
+pub use command::{Command, Defect};
 pub use event::{ActorRef, Argument, Arguments, Event, RoutedEvent, SharedEvent, Target};
 pub use flow::{
     Flow, FlowId, InterruptMode, RunnerSpec, SkillSelector, StateField, StateScope, Subscription,

@@ -156,6 +156,10 @@ async fn post_result(
     let id = Uuid::parse_str(&path).map_err(|_| ApiError::invalid("id", "not a UUID"))?;
     let wire: ResultWire = decode(&req, &body)?;
     let answer = wire.into_domain(d.limits())?;
+    // Told at once, the runner can correct and send the answer again: nothing is applied.
+    if let Some(defect) = answer.first_defect() {
+        return Err(defect.into());
+    }
     d.answer_invocation(&account, id, answer.outcome, answer.commands)?;
     Ok(HttpResponse::Accepted().json(json!({"status": "accepted"})))
 }

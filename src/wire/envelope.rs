@@ -365,6 +365,7 @@ impl CommandEnvelope {
             command: Idn::parse("command_idn", &self.command_idn)?,
             arguments,
             invocation_id: self.invocation_id,
+            defect: None,
         })
     }
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::envelope::{check_version_pub, CommandEnvelope, EnvelopeError, EventEnvelope, Limits};
-use crate::domain::Command;
+use crate::domain::{Command, Defect, Idn, DEFAULT_ACCOUNT};
 use crate::invocation::{Invocation, Outcome};
 
 /// The session of the event's persona on the event's connector, if one is live.
@@ -127,14 +127,139 @@ pub struct ResultWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(default)]
-    pub commands: Vec<CommandEnvelope>,
+    pub commands: Vec<CommandSlot>,
 }
 
-/// A decoded answer: the outcome (none while pending) and the commands.
+/// One command of a runner's answer: a command document, or whatever else stood there. A
+/// defective command does not make the whole answer unreadable: it is refused on its own (see
+/// [`Defect`]), and the commands beside it still leave.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CommandSlot {
+    Command(CommandEnvelope),
+    /// Not a command document (a required field missing, a field of the wrong type).
+    Defective(serde_json::Value),
+}
+
+impl From<CommandEnvelope> for CommandSlot {
+    fn from(c: CommandEnvelope) -> Self {
+        CommandSlot::Command(c)
+    }
+}
+
+/// The fields a command document must have.
+const REQUIRED: [&str; 4] = ["v", "integration_idn", "connector_idn", "command_idn"];
+/// Every field a command document may have.
+const KNOWN: [&str; 10] = [
+    "v",
+    "id",
+    "account",
+    "integration_idn",
+    "connector_idn",
+    "command_idn",
+    "arguments",
+    "invocation_id",
+    "command_act_id",
+    "persona_id",
+];
+
+impl CommandSlot {
+    /// The command, or a command carrying its [`Defect`] (field names prefixed `commands[i].`).
+    fn into_domain(self, i: usize, limits: Limits) -> Command {
+        let (value, defect) = match self {
+            CommandSlot::Command(c) => {
+                let account = c.account.clone();
+                let idns = [
+                    c.integration_idn.clone(),
+                    c.connector_idn.clone(),
+                    c.command_idn.clone(),
+                ];
+                match c.into_domain(limits) {
+                    Ok(c) => return c,
+                    Err(e) => {
+                        let value = serde_json::json!({
+                            "account": account,
+                            "integration_idn": idns[0],
+                            "connector_idn": idns[1],
+                            "command_idn": idns[2],
+                        });
+                        (value, (e.field, e.reason))
+                    }
+                }
+            }
+            CommandSlot::Defective(value) => {
+                let defect = defect_of(&value);
+                (value, defect)
+            }
+        };
+        let (field, reason) = defect;
+        // Answered where it was addressed when that scope is readable, else on `system`.
+        let idn = |name: &str| {
+            value
+                .get(name)
+                .and_then(serde_json::Value::as_str)
+                .and_then(|s| Idn::parse(name, s).ok())
+        };
+        let account = idn("account").unwrap_or_else(|| Idn::known(DEFAULT_ACCOUNT));
+        let (integration, connector) = match (idn("integration_idn"), idn("connector_idn")) {
+            (Some(i), Some(c)) => (i, c),
+            _ => (Idn::known("system"), Idn::known("system")),
+        };
+        let command = idn("command_idn").unwrap_or_else(|| Idn::known("unknown"));
+        let mut c = Command::new(account, integration, connector, command);
+        let field = if field.is_empty() {
+            format!("commands[{i}]")
+        } else {
+            format!("commands[{i}].{field}")
+        };
+        c.defect = Some(Box::new(Defect { field, reason }));
+        c
+    }
+}
+
+/// What is wrong with something that is not a command document: the field, and why. Says
+/// nothing of the values themselves (they are the runner's text).
+fn defect_of(value: &serde_json::Value) -> (String, String) {
+    let Some(fields) = value.as_object() else {
+        return ("".into(), "not a command document (an object)".into());
+    };
+    if let Some(missing) = REQUIRED.iter().find(|f| !fields.contains_key(**f)) {
+        return ((*missing).into(), "required".into());
+    }
+    if let Some(unknown) = fields.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        // Named only when it looks like a field name.
+        let name = if unknown.len() <= 64
+            && unknown
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            unknown.clone()
+        } else {
+            "".into()
+        };
+        return (name, "unknown field".into());
+    }
+    ("".into(), "a field has the wrong type".into())
+}
+
+/// A decoded answer: the outcome (none while pending) and the commands, defective ones
+/// among them (see [`Command::defect`]).
 #[derive(Debug)]
 pub struct RunnerAnswer {
     pub outcome: Option<Outcome>,
     pub commands: Vec<Command>,
+}
+
+impl RunnerAnswer {
+    /// The first defective command's defect, as an envelope error naming its field.
+    pub fn first_defect(&self) -> Option<EnvelopeError> {
+        self.commands.iter().find_map(|c| {
+            c.defect.as_ref().map(|d| EnvelopeError {
+                field: d.field.clone(),
+                reason: d.reason.clone(),
+            })
+        })
+    }
 }
 
 impl ResultWire {
@@ -144,13 +269,8 @@ impl ResultWire {
             .commands
             .into_iter()
             .enumerate()
-            .map(|(i, c)| {
-                c.into_domain(limits).map_err(|e| EnvelopeError {
-                    field: format!("commands[{i}].{}", e.field),
-                    reason: e.reason,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|(i, c)| c.into_domain(i, limits))
+            .collect();
         let outcome = match self.outcome {
             ResultOutcome::Completed => Some(Outcome::Completed),
             ResultOutcome::Failed => Some(Outcome::Failed {
@@ -161,5 +281,71 @@ impl ResultWire {
             ResultOutcome::Pending => None,
         };
         Ok(RunnerAnswer { outcome, commands })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::envelope::Encoding;
+
+    /// A result whose second command lacks its connector, in `encoding`.
+    fn answer(encoding: Encoding) -> Vec<u8> {
+        let json: serde_json::Value = serde_json::json!({
+            "v": 1, "outcome": "pending", "commands": [
+                {"v": 1, "integration_idn": "telegram", "connector_idn": "bot",
+                 "command_idn": "send_message", "arguments": {"text": "hi"}},
+                {"v": 1, "integration_idn": "telegram", "command_idn": "send_message"},
+                "not a command",
+            ]
+        });
+        encoding.encode(&json)
+    }
+
+    #[test]
+    fn a_defective_command_is_kept_with_its_defect_in_either_encoding() {
+        for encoding in [Encoding::Json, Encoding::MessagePack] {
+            let wire: ResultWire = encoding.decode(&answer(encoding)).unwrap();
+            let decoded = wire.into_domain(Limits::default()).unwrap();
+            assert!(decoded.outcome.is_none(), "pending");
+            let defects: Vec<_> = decoded
+                .commands
+                .iter()
+                .map(|c| {
+                    c.defect
+                        .as_ref()
+                        .map(|d| (d.field.as_str(), d.reason.as_str()))
+                })
+                .collect();
+            assert_eq!(
+                defects,
+                [
+                    None,
+                    Some(("commands[1].connector_idn", "required")),
+                    Some(("commands[2]", "not a command document (an object)")),
+                ],
+                "{encoding:?}"
+            );
+            assert_eq!(decoded.commands[0].connector.as_str(), "bot");
+            assert_eq!(decoded.commands[1].integration.as_str(), "system");
+            assert_eq!(decoded.commands[1].command.as_str(), "send_message");
+            assert_eq!(
+                decoded.first_defect().unwrap().field,
+                "commands[1].connector_idn"
+            );
+        }
+    }
+
+    #[test]
+    fn a_field_refused_after_decoding_is_a_defect_too() {
+        let wire: ResultWire = serde_json::from_str(
+            r#"{"v":1,"outcome":"completed","commands":[
+                {"v":1,"integration_idn":"telegram","connector_idn":"no spaces","command_idn":"send_message"}]}"#,
+        )
+        .unwrap();
+        let decoded = wire.into_domain(Limits::default()).unwrap();
+        let defect = decoded.commands[0].defect.as_ref().unwrap();
+        assert_eq!(defect.field, "commands[0].connector_idn");
+        assert_eq!(decoded.commands[0].integration.as_str(), "system");
     }
 }
