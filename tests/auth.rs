@@ -89,7 +89,7 @@ async fn check(d: &DaemonProcess, client: &Client, cases: &[Case]) {
 fn every_route(connector: &str, letter: &str) -> Vec<(&'static str, String, Option<Value>)> {
     let flow = json!({"events": [{"idn": "user_message", "skill_idn": "S", "integration_idn": "sandbox"}]});
     let event = json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat",
-                       "event_idn": "user_message", "actor": {"external_id": "u"}});
+                       "event_idn": "user_message", "actor": {"external_id": "u"}, "arguments": {"text": "hi"}});
     vec![
         ("GET", "/v1/integrations".into(), None),
         ("GET", "/v1/integrations/sandbox".into(), None),
@@ -311,7 +311,7 @@ async fn an_account_sees_and_changes_only_its_own_things() {
         d.url("/v1/events"),
         Some(
             json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat",
-                    "event_idn": "user_message", "actor": {"external_id": "b-user"}}),
+                    "event_idn": "user_message", "actor": {"external_id": "b-user"}, "arguments": {"text": "hi"}}),
         ),
     )
     .await;
@@ -363,7 +363,7 @@ async fn an_account_sees_and_changes_only_its_own_things() {
         );
     }
     // An event naming B's account, with A's token: refused naming the field.
-    let (s, v) = call(&a, "POST", d.url("/v1/events"), Some(json!({"v": 1, "account": "acct_b", "integration_idn": "sandbox", "connector_idn": "chat", "event_idn": "user_message", "actor": {"external_id": "u"}}))).await;
+    let (s, v) = call(&a, "POST", d.url("/v1/events"), Some(json!({"v": 1, "account": "acct_b", "integration_idn": "sandbox", "connector_idn": "chat", "event_idn": "user_message", "actor": {"external_id": "u"}, "arguments": {"text": "hi"}}))).await;
     assert_eq!(
         (s, v["error"]["field"].as_str()),
         (StatusCode::BAD_REQUEST, Some("account")),
@@ -615,7 +615,7 @@ async fn a_client_event_id_is_not_trusted() {
     let id = uuid::Uuid::now_v7();
     let mut ids = Vec::new();
     for who in ["alice", "bob"] {
-        let (s, v) = call(&d.client(), "POST", d.url("/v1/events"), Some(json!({"v": 1, "id": id, "integration_idn": "sandbox", "connector_idn": "chat", "event_idn": "user_message", "actor": {"external_id": who}}))).await;
+        let (s, v) = call(&d.client(), "POST", d.url("/v1/events"), Some(json!({"v": 1, "id": id, "integration_idn": "sandbox", "connector_idn": "chat", "event_idn": "user_message", "actor": {"external_id": who}, "arguments": {"text": "hi"}}))).await;
         assert_eq!(s, StatusCode::ACCEPTED, "{v}");
         ids.push(v["id"].as_str().unwrap().to_owned());
     }
@@ -635,7 +635,7 @@ async fn persona_of(d: &DaemonProcess, who: &str) -> String {
         d.url("/v1/events"),
         Some(
             json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat",
-                    "event_idn": "user_message", "actor": {"external_id": who}}),
+                    "event_idn": "user_message", "actor": {"external_id": who}, "arguments": {"text": "hi"}}),
         ),
     )
     .await;

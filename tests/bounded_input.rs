@@ -50,7 +50,7 @@ async fn oversized_values_are_refused_naming_the_field() {
         .await;
     let event = |actor: Value| {
         json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat",
-               "event_idn": "user_message", "actor": actor})
+               "event_idn": "user_message", "actor": actor, "arguments": {"text": "hi"}})
     };
     let cases = [
         (

@@ -712,7 +712,8 @@ async fn filters_are_checked_and_dead_letters_filter_by_reason_and_time_and_read
             d.url("/v1/events"),
             Some(
                 json!({"v": 1, "integration_idn": "sandbox", "connector_idn": connector,
-                        "event_idn": event, "actor": {"external_id": "a"}}),
+                        "event_idn": event, "actor": {"external_id": "a"},
+                        "arguments": {"text": "hi"}}),
             ),
         )
         .await;

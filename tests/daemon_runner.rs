@@ -132,6 +132,11 @@ async fn an_event_reaches_the_webhook_runner_and_its_commands_come_back_as_resul
             StatusCode::BAD_REQUEST,
             "event_idn",
         ),
+        (
+            json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat", "event_idn": "user_message", "actor": {"external_id": "a"}}),
+            StatusCode::BAD_REQUEST,
+            "arguments.text",
+        ),
     ];
     for (body, status, field) in cases {
         let (s, v) = post(&c, d.url("/v1/events"), body).await;

@@ -131,6 +131,7 @@ async fn every_subscription_is_reached_and_nothing_else() {
         .await;
     }
 
+    let catalog = switchboard::catalog::Catalog::builtin();
     let mut checked = 0;
     for (n, r) in export.events.iter().enumerate() {
         let integration = r.integration_idn.as_deref().unwrap_or("system");
@@ -143,7 +144,13 @@ async fn every_subscription_is_reached_and_nothing_else() {
                 .unwrap_or_else(|| "system".into()),
             _ => "system".into(),
         };
-        let event = h.event(integration, &connector, &r.idn, &format!("naf-{n}"));
+        let mut event = h.event(integration, &connector, &r.idn, &format!("naf-{n}"));
+        // With the arguments the catalog requires of it.
+        if let Some(i) = catalog.get(integration) {
+            for name in i.required_arguments(&r.idn).iter() {
+                event = event.with_argument(name, "x");
+            }
+        }
         let id = event.id;
         h.send(event).await.unwrap_or_else(|e| {
             panic!(

@@ -86,7 +86,13 @@ async fn world() -> Harness {
 
 async fn check(h: &Harness, (integration, connector, event): (&str, &str, &str), expected: Expect) {
     let case = format!("{integration}/{connector}/{event}");
-    let e = h.event(integration, connector, event, &format!("actor-{case}"));
+    let mut e = h.event(integration, connector, event, &format!("actor-{case}"));
+    // With the arguments the catalog requires of it (a case is about routing, not arguments).
+    if let Some(i) = switchboard::catalog::Catalog::builtin().get(integration) {
+        for name in i.required_arguments(event).iter() {
+            e = e.with_argument(name, "x");
+        }
+    }
     let id = e.id;
     let dead_before = h.dead.len();
     match (h.send(e).await, expected) {
@@ -202,6 +208,17 @@ async fn routing_table() {
         };
         check(&h, *input, expected).await;
     }
+}
+
+#[actix_rt::test]
+async fn a_missing_required_argument_is_malformed_naming_it() {
+    let h = world().await;
+    let mut e = h.event("telegram", "bot_a", "user_message", "alice");
+    e.arguments = Default::default();
+    let refusal = h.send(e).await.unwrap_err();
+    assert_eq!(refusal.code(), "malformed");
+    assert_eq!(refusal.field(), Some("arguments.text"));
+    assert_eq!(h.dead_letter_codes(), vec!["malformed"]);
 }
 
 #[actix_rt::test]

@@ -67,6 +67,8 @@ pub struct CatalogError {
 #[derive(Debug)]
 pub struct EventDecl {
     pub spec: EventSpec,
+    /// The names of the required arguments, in declaration order.
+    pub required: Arc<[String]>,
 }
 
 /// A command an integration accepts.
@@ -125,6 +127,13 @@ impl Integration {
         self.events.get(event)
     }
 
+    /// The required arguments of `event` (none for an undeclared event of an open integration).
+    pub fn required_arguments(&self, event: &str) -> Arc<[String]> {
+        self.events
+            .get(event)
+            .map_or_else(|| Arc::from([]), |d| d.required.clone())
+    }
+
     /// The declaration of `command` (by idn or alias). `None` for an undeclared command, even
     /// on an integration with `custom_commands`; use [`Integration::accepts`] to decide.
     pub fn command(&self, command: &str) -> Option<&Arc<CommandDecl>> {
@@ -167,7 +176,17 @@ impl Integration {
         let mut events = FxHashMap::default();
         for e in &spec.events {
             let key = Idn::parse("events", &e.idn).map_err(|er| fail(er.to_string()))?;
-            if events.insert(key, EventDecl { spec: e.clone() }).is_some() {
+            let required = e
+                .arguments
+                .iter()
+                .filter(|a| a.required)
+                .map(|a| a.name.clone())
+                .collect();
+            let decl = EventDecl {
+                spec: e.clone(),
+                required,
+            };
+            if events.insert(key, decl).is_some() {
                 return Err(fail(format!("event {:?} declared twice", e.idn)));
             }
         }

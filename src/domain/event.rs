@@ -150,8 +150,12 @@ impl Event {
         }
     }
 
+    /// The event with argument `name` set to `value` (replacing one of that name).
     pub fn with_argument(mut self, name: &str, value: impl Into<SmolStr>) -> Self {
-        self.arguments.push(name, value);
+        match self.arguments.0.iter_mut().find(|a| a.name == name) {
+            Some(a) => a.value = value.into(),
+            None => self.arguments.push(name, value),
+        }
         self
     }
 }

@@ -357,11 +357,7 @@ impl Ingress {
 
     /// The catalog's part of admission (see [`Ingress::check`]); the connector's is checked
     /// when the event is handed over. A refusal is counted and dead-lettered.
-    fn checked(
-        &self,
-        event: Event,
-        declared: &mut Option<(Idn, Idn)>,
-    ) -> Result<Admitted, Refusal> {
+    fn checked(&self, event: Event, declared: &mut Option<Declared>) -> Result<Admitted, Refusal> {
         match self.check(&event, declared) {
             // Shared from here on, so the event is not copied again on its way. The persona is
             // derived here, on the submitting thread, off the engine's workers.
@@ -461,14 +457,16 @@ impl Ingress {
         refusal
     }
 
-    /// Checks that need no connector: the integration exists and declares the event.
+    /// Checks that need no connector: the integration exists and declares the event, and the
+    /// event carries the arguments the catalog says it requires (`command_act_id` may come as
+    /// the envelope's field).
     ///
-    /// `declared` remembers the last `(integration, event)` the catalog accepted, so a batch of
-    /// events of one kind asks the catalog once.
-    fn check(&self, event: &Event, declared: &mut Option<(Idn, Idn)>) -> Result<(), Refusal> {
+    /// `declared` remembers the last `(integration, event, required arguments)` the catalog
+    /// accepted, so a batch of events of one kind asks the catalog once.
+    fn check(&self, event: &Event, declared: &mut Option<Declared>) -> Result<(), Refusal> {
         let known = declared
             .as_ref()
-            .is_some_and(|(i, e)| *i == event.integration && *e == event.event);
+            .is_some_and(|(i, e, _)| *i == event.integration && *e == event.event);
         if !known {
             let integration = self
                 .catalog
@@ -480,7 +478,19 @@ impl Ingress {
                     event: event.event.to_string(),
                 });
             }
-            *declared = Some((event.integration.clone(), event.event.clone()));
+            let required = integration.required_arguments(event.event.as_str());
+            *declared = Some((event.integration.clone(), event.event.clone(), required));
+        }
+        let (_, _, required) = declared.as_ref().expect("set above");
+        for name in required.iter() {
+            let given = event.arguments.get(name).is_some()
+                || (name == "command_act_id" && event.command_act_id.is_some());
+            if !given {
+                return Err(Refusal::Malformed {
+                    field: format!("arguments.{name}"),
+                    reason: format!("required by event {}/{}", event.integration, event.event),
+                });
+            }
         }
         if matches!(event.target, Target::ByCommandAct) && event.command_act_id.is_none() {
             return Err(Refusal::Malformed {
@@ -511,6 +521,9 @@ impl Ingress {
         refusal
     }
 }
+
+/// The last `(integration, event)` the catalog accepted, with its required arguments.
+type Declared = (Idn, Idn, Arc<[String]>);
 
 #[cfg(test)]
 mod tests;

@@ -145,14 +145,19 @@ impl World {
     }
 }
 
+/// An event; a `user_message` carries the `text` the catalog requires.
 fn event(integration: &str, connector: &str, name: &str, who: &str) -> Event {
-    Event::from_actor(
+    let mut e = Event::from_actor(
         Idn::known("default"),
         Idn::known(integration),
         Idn::known(connector),
         Idn::known(name),
         who,
-    )
+    );
+    if name == "user_message" {
+        e.arguments.push("text", "hello");
+    }
+    e
 }
 
 fn done(label: &str) -> (String, Settlement) {
@@ -182,7 +187,20 @@ fn admit_refuses_with_the_reason_counts_and_dead_letters() {
     w.stopped("telegram", "stopped_bot");
     let mut no_actor = event("telegram", "bot", "user_message", "x");
     no_actor.target = Target::ByCommandAct;
+    let mut no_text = event("telegram", "bot", "user_message", "alice");
+    no_text.arguments = Default::default();
+    let mut act_in_arguments = event("telegram", "bot", "result_error", "alice");
+    act_in_arguments.target = Target::ByCommandAct;
+    act_in_arguments.command_act_id = Some(Uuid::nil());
+    act_in_arguments.arguments = Default::default();
     let cases: Vec<(Event, Refusal)> = vec![
+        (
+            no_text,
+            Refusal::Malformed {
+                field: "arguments.text".into(),
+                reason: "required by event telegram/user_message".into(),
+            },
+        ),
         (
             event("nope", "bot", "user_message", "alice"),
             Refusal::UnknownIntegration("nope".into()),
@@ -232,6 +250,8 @@ fn admit_refuses_with_the_reason_counts_and_dead_letters() {
         assert_eq!(got.err(), Some(want));
     }
     assert_eq!(w.dead_letters(), ids, "each dead-lettered with its reason");
+    // A result's required `command_act_id` may come as the envelope's field.
+    assert!(w.ingress.admit(act_in_arguments).is_ok());
     let snap = snapshotter.snapshot().into_vec();
     let count = |name: &str, reason: &str| {
         snap.iter()
@@ -251,7 +271,7 @@ fn admit_refuses_with_the_reason_counts_and_dead_letters() {
     for (reason, n) in [
         ("unknown_integration", 1),
         ("undeclared_event", 1),
-        ("malformed", 2),
+        ("malformed", 3),
         ("unknown_connector", 1),
         ("connector_stopped", 1),
     ] {
@@ -635,13 +655,14 @@ fn admit_internal_applies_the_catalog_checks_only() {
     let w = World::new(10);
     // The connector need not run (nor exist): a daemon-made event names its persona.
     let persona = PersonaId(Uuid::now_v7());
-    let result = Event::for_persona(
+    let mut result = Event::for_persona(
         Idn::known("default"),
         Idn::known("http"),
         Idn::known("stopped_api"),
         Idn::known("result_error"),
         persona,
     );
+    result.command_act_id = Some(Uuid::now_v7());
     let id = result.id;
     let shared = w.ingress.admit_internal(result).expect("admitted");
     assert_eq!(shared.event.id, id);

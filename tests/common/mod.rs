@@ -252,14 +252,21 @@ impl Harness {
     }
 
     /// An event from actor `who` on `integration/connector`.
+    /// An event from `who`; a `user_message` carries the `text` the catalog requires (replace
+    /// it with `with_argument`).
     pub fn event(&self, integration: &str, connector: &str, event: &str, who: &str) -> Event {
-        Event::from_actor(
+        let e = Event::from_actor(
             self.account.clone(),
             Idn::known(integration),
             Idn::known(connector),
             Idn::known(event),
             who,
-        )
+        );
+        if event == "user_message" {
+            e.with_argument("text", "hello")
+        } else {
+            e
+        }
     }
 
     /// `(agent, flow, skill)` of the recorded invocations of event `id`.
