@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::daemon::{temp_dir, DaemonProcess};
-use common::eventually;
+use common::{eventually, PATIENCE};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
@@ -973,5 +973,56 @@ async fn rekey_reseals_every_secret_under_a_new_key_and_the_daemon_opens_them() 
     assert!(
         after.contains(&new_id),
         "the value is sealed under the new key: {before:?} → {after:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_deleted_flow_takes_its_metric_series_with_it() {
+    let dir = temp_dir("series-gone");
+    let d = DaemonProcess::start(&dir, &[("SWITCHBOARD_SANDBOX__DEMO_RUNNER", "true")]);
+    let c = d.client();
+    d.run_connector(
+        "sandbox",
+        json!({"title": "My chat", "connector_idn": "my_chat", "settings": []}),
+    )
+    .await;
+    let flow = json!({"runner": {"kind": "demo"}, "events": [
+        {"idn": "user_message", "skill_idn": "Echo", "integration_idn": "sandbox",
+         "connector_idn": "my_chat"}]});
+    for name in ["Gone", "Kept"] {
+        d.put_flow(name, "MainFlow", &flow).await;
+    }
+    let (s, v) = call(
+        &c,
+        "POST",
+        d.url("/v1/events"),
+        Some(
+            json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "my_chat",
+                    "event_idn": "user_message", "actor": {"external_id": "alice"},
+                    "arguments": {"text": "hi"}}),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let completed = |agent: &str| {
+        format!(
+            "switchboard_invocations_total{{agent=\"{agent}\",flow=\"MainFlow\",outcome=\"completed\"}} 1"
+        )
+    };
+    eventually("both flows' invocations counted", PATIENCE, || async {
+        let text = d.metrics().await;
+        (text.contains(&completed("Gone")) && text.contains(&completed("Kept"))).then_some(())
+    })
+    .await;
+    let (s, _) = call(&c, "DELETE", d.url("/v1/flows/Gone/MainFlow"), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let text = d.metrics().await;
+    assert!(!text.contains("agent=\"Gone\""), "{text}");
+    assert!(text.contains(&completed("Kept")), "{text}");
+    assert!(
+        text.contains(
+            "switchboard_invocation_duration_seconds_count{agent=\"Kept\",flow=\"MainFlow\"} 1"
+        ),
+        "{text}"
     );
 }

@@ -14,7 +14,7 @@ use super::index::{FlowId, FlowRoute, SubscriptionIndex};
 use crate::domain::{Flow, Idn, Name};
 use crate::fault::{Blame, Fault};
 use crate::invocation::RunnerResolver;
-use crate::telemetry::handles::EngineMetrics;
+use crate::telemetry::handles::{EngineMetrics, FlowMetrics};
 
 /// Indexes up to this many subscriptions are built inline: it takes well under a millisecond.
 const INLINE_BUILD_LIMIT: usize = 20_000;
@@ -130,6 +130,16 @@ impl FlowTable {
         Ok((key, route))
     }
 
+    /// Removes the metric series of the flows named in `gone` that no account has any more.
+    fn forget_series(&self, gone: impl IntoIterator<Item = (Name, Name)>) {
+        for (agent, flow) in gone {
+            let live = self.flows.keys().any(|(_, a, f)| *a == agent && *f == flow);
+            if !live {
+                FlowMetrics::forget(agent.as_str(), flow.as_str());
+            }
+        }
+    }
+
     /// Builds the index of the current flows and swaps it in; resolves when it is live.
     fn rebuild(&mut self, ctx: &mut Context<Self>) {
         let flows: Vec<Arc<FlowRoute>> = self.flows.values().cloned().collect();
@@ -188,9 +198,10 @@ impl Handler<DeleteFlow> for FlowTable {
     fn handle(&mut self, msg: DeleteFlow, ctx: &mut Context<Self>) -> Self::Result {
         let removed = self
             .flows
-            .remove(&(msg.account, msg.agent, msg.flow))
+            .remove(&(msg.account, msg.agent.clone(), msg.flow.clone()))
             .is_some();
         if removed {
+            self.forget_series([(msg.agent, msg.flow)]);
             self.rebuild(ctx);
         }
         // Replies run after any `ctx.wait` of the rebuild: the answer follows the swap.
@@ -220,8 +231,15 @@ impl Handler<ReplaceFlows> for FlowTable {
                 }
             }
         }
+        let before: Vec<(Name, Name)> = self
+            .flows
+            .keys()
+            .filter(|(a, _, _)| *a == msg.account)
+            .map(|(_, agent, flow)| (agent.clone(), flow.clone()))
+            .collect();
         self.flows.retain(|(a, _, _), _| *a != msg.account);
         self.flows.extend(routes);
+        self.forget_series(before);
         self.rebuild(ctx);
         Box::pin(actix::fut::ready(Ok(())))
     }

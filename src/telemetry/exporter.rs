@@ -5,7 +5,7 @@
 //! Code records through the `metrics` facade either way.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use indexmap::IndexMap;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
@@ -46,6 +46,30 @@ fn families<T>(by_key: &Mutex<HashMap<Key, Arc<T>>>) -> Families<T> {
         series.sort_by(|a, b| a.0.cmp(&b.0));
     }
     families
+}
+
+/// The sharded metrics of the recorder installed for the process, for [`forget_installed`].
+static INSTALLED: OnceLock<Arc<Sharded>> = OnceLock::new();
+
+/// Removes, from the recorder installed for the process, every counter and histogram series
+/// whose labels include all of `labels` (the series of a deleted flow). Handles still held keep
+/// counting into a series nobody renders; one registered again starts from zero.
+pub fn forget_installed(labels: &[(&str, &str)]) {
+    if let Some(sharded) = INSTALLED.get() {
+        sharded.forget(labels);
+    }
+}
+
+impl Sharded {
+    fn forget(&self, labels: &[(&str, &str)]) {
+        let matches = |key: &Key| {
+            labels
+                .iter()
+                .all(|(k, v)| key.labels().any(|l| l.key() == *k && l.value() == *v))
+        };
+        lock(&self.counters).retain(|key, _| !matches(key));
+        lock(&self.histograms).retain(|key, _| !matches(key));
+    }
 }
 
 /// Renders what the installed [`SplitRecorder`] holds. Cheap to clone.
@@ -89,8 +113,16 @@ impl Exporter {
     /// Installs the recorder for the whole process.
     pub fn install() -> Result<Exporter, metrics::SetRecorderError<SplitRecorder>> {
         let (recorder, exporter) = Exporter::recorder();
+        let sharded = exporter.sharded.clone();
         metrics::set_global_recorder(recorder)?;
+        let _ = INSTALLED.set(sharded);
         Ok(exporter)
+    }
+
+    /// Removes the counter and histogram series whose labels include all of `labels` (see
+    /// [`forget_installed`]).
+    pub fn forget(&self, labels: &[(&str, &str)]) {
+        self.sharded.forget(labels);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -230,6 +262,44 @@ impl Recorder for SplitRecorder {
 mod tests {
     use super::*;
     use crate::telemetry::metrics as m;
+
+    #[test]
+    fn forgetting_removes_the_series_with_those_labels_only() {
+        let (recorder, exporter) = Exporter::recorder();
+        metrics::with_local_recorder(&recorder, || {
+            for (agent, flow) in [("A", "F"), ("A", "G"), ("B", "F")] {
+                metrics::counter!(m::INVOCATIONS_TOTAL, "agent" => agent, "flow" => flow, "outcome" => "completed")
+                    .increment(1);
+                metrics::histogram!(m::INVOCATION_DURATION_SECONDS, "agent" => agent, "flow" => flow)
+                    .record(0.1);
+            }
+        });
+        exporter.forget(&[("agent", "A"), ("flow", "F")]);
+        let text = exporter.render();
+        assert!(!text.contains(r#"agent="A",flow="F""#), "{text}");
+        for kept in [r#"agent="A",flow="G""#, r#"agent="B",flow="F""#] {
+            assert!(
+                text.contains(&format!(
+                    "switchboard_invocations_total{{{kept},outcome=\"completed\"}} 1"
+                )),
+                "{kept}: {text}"
+            );
+            assert!(
+                text.contains(&format!(
+                    "switchboard_invocation_duration_seconds_count{{{kept}}} 1"
+                )),
+                "{kept}: {text}"
+            );
+        }
+        // Registered again, a series starts from zero.
+        metrics::with_local_recorder(&recorder, || {
+            metrics::counter!(m::INVOCATIONS_TOTAL, "agent" => "A", "flow" => "F", "outcome" => "completed")
+                .increment(1);
+        });
+        assert!(exporter.render().contains(
+            r#"switchboard_invocations_total{agent="A",flow="F",outcome="completed"} 1"#
+        ));
+    }
 
     #[test]
     fn histograms_render_as_prometheus_histograms_beside_counters() {

@@ -130,6 +130,12 @@ impl FlowMetrics {
     pub fn outcome(&self, o: InvocationOutcome) {
         self.outcomes[o as usize].increment(1);
     }
+
+    /// Removes the series of flow `agent/flow` once no flow of that name is left (in any
+    /// account: the labels do not name the account).
+    pub fn forget(agent: &str, flow: &str) {
+        super::exporter::forget_installed(&[("agent", agent), ("flow", flow)]);
+    }
 }
 
 /// Process-wide handles.
