@@ -783,7 +783,7 @@ fn check_with(dir: &std::path::Path, extra: &str) -> (bool, String) {
 }
 
 #[actix_rt::test]
-async fn subscriptions_that_can_never_match_are_refused_by_the_api_and_by_check() {
+async fn subscriptions_are_capability_checked_by_the_api_and_by_check() {
     let dir = temp_dir("capabilities");
     let flow = |events: &str, runner: &str| {
         format!("agent_idn: A\nflow_idn: F\nrunner: {runner}\nevents: [{events}]\n")
@@ -847,6 +847,52 @@ async fn subscriptions_that_can_never_match_are_refused_by_the_api_and_by_check(
         (StatusCode::BAD_REQUEST, Some("events[0].idn")),
         "{v}"
     );
+
+    // A connector that does not exist yet is accepted, with a warning in the answer and in
+    // explain; once it exists, neither warns.
+    let flow = json!({"runner": {"kind": "webhook", "url": "http://127.0.0.1:9/s"},
+                      "events": [{"idn": "user_message", "skill_idn": "S",
+                                  "integration_idn": "sandbox", "connector_idn": "later"}]});
+    let (s, v) = call(&c, "PUT", d.url("/v1/flows/A/F"), Some(flow.clone())).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["warnings"][0]["field"], "events[0].connector_idn", "{v}");
+    assert!(
+        v["warnings"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sandbox/later"),
+        "{v}"
+    );
+    let explain = d.url(
+        "/v1/routes/explain?integration_idn=sandbox&connector_idn=later&event_idn=user_message",
+    );
+    let (_, x) = call(&c, "GET", explain.clone(), None).await;
+    let subscription = |x: &Value| -> Value {
+        x["matched"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(x["not_matched"].as_array().unwrap())
+            .find(|m| m["agent_idn"] == "A")
+            .cloned()
+            .unwrap()
+    };
+    assert!(
+        subscription(&x)["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("sandbox/later")),
+        "{x}"
+    );
+    d.run_connector(
+        "sandbox",
+        json!({"title": "Later", "connector_idn": "later", "settings": []}),
+    )
+    .await;
+    let (s, v) = call(&c, "PUT", d.url("/v1/flows/A/F"), Some(flow)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v.get("warnings").is_none(), "{v}");
+    let (_, x) = call(&c, "GET", explain, None).await;
+    assert!(subscription(&x).get("warning").is_none(), "{x}");
 }
 
 #[actix_rt::test]

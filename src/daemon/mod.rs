@@ -146,6 +146,21 @@ pub trait TransportLink: Send + Sync {
     fn connected(&self) -> bool;
 }
 
+/// What a stored flow comes to: its document, the signing secret of a webhook runner given its
+/// first one now (shown once), and warnings about what it names that does not exist yet.
+pub struct PutFlowAnswer {
+    pub doc: FlowDoc,
+    pub runner_secret: Option<RunnerSecret>,
+    pub warnings: Vec<FlowWarning>,
+}
+
+/// Something in an accepted flow that matches nothing yet (a connector not created).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FlowWarning {
+    pub field: String,
+    pub message: String,
+}
+
 /// The daemon: the engine, the store under it, the runners' pending answers, the sandbox.
 /// Its parts are reached through its methods only.
 pub struct Daemon {
@@ -378,12 +393,26 @@ impl Daemon {
     /// Adds or replaces a flow through the API; stored, live when this returns. A flow whose
     /// webhook runner URL is a denied IP literal is refused (`runner.url`). A flow with a
     /// webhook runner and no signing secret yet gets one, answered this once.
-    pub async fn put_flow(
-        &self,
-        flow: Flow,
-    ) -> Result<(FlowDoc, Option<RunnerSecret>), ChangeError> {
+    pub async fn put_flow(&self, flow: Flow) -> Result<PutFlowAnswer, ChangeError> {
         self.admit_runner_url(&flow)?;
         let doc = FlowDoc::from_domain(&flow);
+        // Accepted all the same: connectors may be created later.
+        let warnings = flow
+            .subscriptions
+            .iter()
+            .enumerate()
+            .filter_map(|(k, sub)| {
+                crate::routing::explain::absent_connector(
+                    self.engine.registry(),
+                    &flow.account,
+                    sub,
+                )
+                .map(|message| FlowWarning {
+                    field: format!("events[{k}].connector_idn"),
+                    message,
+                })
+            })
+            .collect();
         let row = FlowRow {
             account: flow.account.to_string(),
             agent: flow.agent.to_string(),
@@ -404,7 +433,11 @@ impl Daemon {
                 .await?;
         }
         self.store.put_flow(row).await?;
-        Ok((doc, keys.map(|k| k.current)))
+        Ok(PutFlowAnswer {
+            doc,
+            runner_secret: keys.map(|k| k.current),
+            warnings,
+        })
     }
 
     pub async fn delete_flow(

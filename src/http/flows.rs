@@ -56,12 +56,14 @@ async fn put(
     let (agent, flow) = path.into_inner();
     let doc = decode_flow(&req, body).await?;
     let flow = doc.to_domain(account, &agent, &flow)?;
-    let (doc, secret) = d.put_flow(flow).await?;
-    let Some(secret) = secret else {
-        return Ok(HttpResponse::Ok().json(doc));
-    };
-    let mut answer = serde_json::to_value(&doc).expect("flow documents serialize");
-    answer["runner_secret"] = secret.expose().into();
+    let put = d.put_flow(flow).await?;
+    let mut answer = serde_json::to_value(&put.doc).expect("flow documents serialize");
+    if let Some(secret) = put.runner_secret {
+        answer["runner_secret"] = secret.expose().into();
+    }
+    if !put.warnings.is_empty() {
+        answer["warnings"] = serde_json::to_value(&put.warnings).expect("warnings serialize");
+    }
     Ok(HttpResponse::Ok().json(answer))
 }
 

@@ -194,6 +194,8 @@ pub struct ExplainedJson {
     pub interrupt_mode: &'static str,
     pub scope: &'static str,
     pub why: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 impl From<&ExplainedSubscription> for ExplainedJson {
@@ -206,6 +208,7 @@ impl From<&ExplainedSubscription> for ExplainedJson {
             interrupt_mode: e.interrupt_mode.as_str(),
             scope: e.scope,
             why: e.why.clone(),
+            warning: e.warning.clone(),
         }
     }
 }

@@ -18,6 +18,9 @@ pub struct ExplainedSubscription {
     /// `exact`, `connector_null` or `integration_null`.
     pub scope: &'static str,
     pub why: String,
+    /// Set when the subscription names a connector that does not exist (yet): it matches
+    /// nothing until that connector is created.
+    pub warning: Option<String>,
 }
 
 /// The full answer.
@@ -42,6 +45,25 @@ fn skill_text(s: &SkillSelector) -> String {
         SkillSelector::Skill(n) => n.to_string(),
         SkillSelector::FromState(f) => format!("state:{f}"),
     }
+}
+
+/// The warning for a subscription of `account` naming a connector that does not exist.
+pub fn absent_connector(
+    registry: &ConnectorRegistry,
+    account: &Idn,
+    sub: &crate::domain::Subscription,
+) -> Option<String> {
+    let (Some(i), Some(c)) = (&sub.integration, &sub.connector) else {
+        return None;
+    };
+    registry
+        .find(account, i.as_str(), c.as_str())
+        .is_none()
+        .then(|| {
+            format!(
+                "no connector {i}/{c} (yet): this subscription matches nothing until it is created"
+            )
+        })
 }
 
 /// Explains an event `event` on `(integration, connector)` of `account`.
@@ -81,6 +103,7 @@ pub fn explain(
             interrupt_mode: sub.interrupt_mode,
             scope: scope_name(sub.specificity()),
             why: String::new(),
+            warning: absent_connector(registry, account, sub),
         };
         if winners.contains(&(c.flow.id, c.position)) {
             e.why = match sub.specificity() {
