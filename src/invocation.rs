@@ -203,8 +203,10 @@ pub trait SkillRunner: Send + Sync + 'static {
     /// Starts `invocation`. Must not block: hand slow work to a task or a queue.
     fn invoke(&self, invocation: Invocation, reply: Reply, handoff: Handoff);
 
-    /// The engine gave up on `invocation_id` (interrupted, timed out). Best effort.
-    fn cancel(&self, _invocation_id: Uuid) {}
+    /// The engine gave up on `invocation_id`; `reason` is the outcome it counts
+    /// (`interrupted`, `superseded`, `cancelled`, `timed_out`). Runners that handed the
+    /// invocation to a remote runner tell it (a cancel notice). Best effort.
+    fn cancel(&self, _invocation_id: Uuid, _reason: &'static str) {}
 
     /// Whether invocations should carry the persona's live session (runners that send it to a
     /// remote skill); looking it up costs a table probe per invocation, so others say no.

@@ -451,3 +451,64 @@ async fn a_republished_copy_the_stream_no_longer_remembers_is_dropped_by_its_msg
             .join("\n")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_invocation_is_announced_on_the_cancel_subject() {
+    let (nats, d) = start("nats-cancel", &[]).await;
+    d.run_connector(
+        "telegram",
+        json!({"title": "Bot", "connector_idn": "bot", "settings": [{"idn": "bot_token", "value": "t"}]}),
+    )
+    .await;
+    let flow = json!({"runner": {"kind": "queue"}, "events": [
+        {"idn": "user_message", "skill_idn": "Talk", "integration_idn": "telegram",
+         "interrupt_mode": "interrupt"}]});
+    d.put_flow("Bot", "Main", &flow).await;
+    let (adapter, _runner, invocations) = clients(&nats.url(), Encoding::MessagePack).await;
+    // Every runner of the agent may listen: plain NATS, no stream.
+    let listener = async_nats::connect(nats.url()).await.unwrap();
+    let mut notices = listener.subscribe("sb.cancel.default.Bot").await.unwrap();
+    listener.flush().await.unwrap();
+
+    adapter
+        .publish_event(&user_message("alice", "first"), None)
+        .await
+        .unwrap();
+    let first = next_invocation(&invocations, WAIT).await.unwrap().unwrap();
+    first.ack().await.unwrap();
+    // No answer: the runner still works on it when the next message interrupts it.
+    adapter
+        .publish_event(&user_message("alice", "second"), None)
+        .await
+        .unwrap();
+    let second = next_invocation(&invocations, WAIT).await.unwrap().unwrap();
+    assert_eq!(text_of(&second), "second");
+    let notice = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut notices))
+        .await
+        .expect("a cancel notice")
+        .unwrap();
+    assert_eq!(
+        notice
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Content-Type"))
+            .map(|v| v.as_str()),
+        Some("application/msgpack")
+    );
+    let notice: switchboard::wire::invocation::CancelNoticeWire =
+        Encoding::MessagePack.decode(&notice.payload).unwrap();
+    assert_eq!(
+        notice,
+        switchboard::wire::invocation::CancelNoticeWire::new(
+            first.value.invocation_id,
+            "interrupted"
+        )
+    );
+    common::eventually("the notice counted", WAIT, || async {
+        d.metrics()
+            .await
+            .contains("switchboard_cancel_notices_total{runner=\"queue\",result=\"sent\"} 1")
+            .then_some(())
+    })
+    .await;
+}

@@ -524,7 +524,7 @@ async fn a_runner_that_never_answers_times_out_each_attempt() {
 }
 
 #[actix_rt::test]
-async fn an_interrupted_invocation_is_forgotten() {
+async fn an_interrupted_invocation_is_forgotten_and_the_runner_told() {
     // 202: accepted, the answer comes later.
     let mut runner = TestRunner::start(&[], (202, ""));
     let s = setup(&runner.url, 3, "interrupt").await;
@@ -534,7 +534,26 @@ async fn an_interrupted_invocation_is_forgotten() {
     assert!(s.pending.is_waiting(first));
     s.h.submit(s.h.event("telegram", "bot", "user_message", "alice"))
         .await;
-    let second = runner.next().await.invocation_id();
+    // The second invocation, and a cancel notice for the first, in either order.
+    let (mut notices, mut invocations) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        let r = runner.next().await;
+        if r.json().get("kind").is_some() {
+            notices.push(r);
+        } else {
+            invocations.push(r);
+        }
+    }
+    let (notice, second) = (&notices[0], invocations[0].invocation_id());
+    assert_eq!(
+        notice.json(),
+        serde_json::json!({"v": 1, "kind": "cancel", "invocation_id": first, "reason": "interrupted"})
+    );
+    assert!(notice.signed_with(SECRET), "signed like an invocation");
+    assert_eq!(
+        notice.headers["webhook-id"].to_str().unwrap(),
+        format!("cancel-{first}")
+    );
     assert_ne!(first, second);
     assert!(!s.pending.is_waiting(first), "cancel forgets the reply");
     assert!(s.pending.is_waiting(second));

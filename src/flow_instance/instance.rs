@@ -213,7 +213,7 @@ impl FlowInstance {
                 .metrics
                 .duration
                 .record(cx.now.saturating_duration_since(r.started).as_secs_f64());
-            r.flow.runner.cancel(r.id);
+            r.flow.runner.cancel(r.id, outcome.as_str());
         }
     }
 

@@ -75,7 +75,7 @@ impl SkillRunner for ChannelRunner {
         }
     }
 
-    fn cancel(&self, invocation_id: uuid::Uuid) {
+    fn cancel(&self, invocation_id: uuid::Uuid, _reason: &'static str) {
         // Best effort, as the trait says: a full notice queue loses the notice, not work.
         let _ = self.cancelled.try_send(invocation_id);
     }

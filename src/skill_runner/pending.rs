@@ -1,6 +1,7 @@
 //! Invocations waiting for a later answer (`POST /v1/invocations/{id}/result`): the runner
 //! parks the [`Reply`] here; the HTTP handler finds it by id. Entries leave on the final
-//! answer or when the engine gives the invocation up (`SkillRunner::cancel`).
+//! answer or when the engine gives the invocation up (`SkillRunner::cancel`): then the
+//! runner's [`CancelNotice`], parked with the reply, tells the remote runner.
 
 use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
@@ -25,19 +26,49 @@ impl Blame for UnknownInvocation {
     }
 }
 
+/// Tells the remote runner that an invocation it holds was given up; called at most once, with
+/// the reason (`interrupted`, `superseded`, `cancelled`, `timed_out`).
+pub type CancelNotice = Box<dyn FnOnce(&'static str) + Send + Sync>;
+
+/// A reply waiting, with the account its invocation runs in and how to tell the runner.
+struct Parked {
+    account: Idn,
+    reply: Reply,
+    notice: Option<CancelNotice>,
+}
+
 #[derive(Default)]
 pub struct PendingInvocations {
-    /// Each reply with the account its invocation runs in.
-    replies: DashMap<Uuid, (Idn, Reply), FxBuildHasher>,
+    replies: DashMap<Uuid, Parked, FxBuildHasher>,
 }
 
 impl PendingInvocations {
     pub fn park(&self, account: Idn, reply: Reply) {
-        self.replies.insert(reply.invocation_id(), (account, reply));
+        self.park_with(account, reply, None);
     }
 
-    pub fn forget(&self, id: Uuid) {
-        self.replies.remove(&id);
+    /// Parks `reply`; `notice` tells the runner if the engine gives the invocation up.
+    pub fn park_with(&self, account: Idn, reply: Reply, notice: Option<CancelNotice>) {
+        self.replies.insert(
+            reply.invocation_id(),
+            Parked {
+                account,
+                reply,
+                notice,
+            },
+        );
+    }
+
+    /// The engine gave invocation `id` up: it stops waiting, and the runner is told why (when
+    /// it still held the invocation and its runner parked a notice). Whether it was waiting.
+    pub fn cancel(&self, id: Uuid, reason: &'static str) -> bool {
+        let Some((_, parked)) = self.replies.remove(&id) else {
+            return false;
+        };
+        if let Some(notice) = parked.notice {
+            notice(reason);
+        }
+        true
     }
 
     pub fn is_waiting(&self, id: Uuid) -> bool {
@@ -47,7 +78,7 @@ impl PendingInvocations {
     /// Whether invocation `id` waits for an answer and runs in `account`: an invocation of
     /// another account is as absent as one that does not wait.
     pub fn is_waiting_in(&self, id: Uuid, account: &Idn) -> bool {
-        self.replies.get(&id).is_some_and(|r| r.0 == *account)
+        self.replies.get(&id).is_some_and(|r| r.account == *account)
     }
 
     /// Delivers an answer: commands now; with an outcome, the invocation ends.
@@ -60,11 +91,11 @@ impl PendingInvocations {
         match outcome {
             None => {
                 let r = self.replies.get(&id).ok_or(UnknownInvocation(id))?;
-                r.1.commands(commands);
+                r.reply.commands(commands);
             }
             Some(o) => {
-                let (_, (_, r)) = self.replies.remove(&id).ok_or(UnknownInvocation(id))?;
-                r.finish(o, commands);
+                let (_, r) = self.replies.remove(&id).ok_or(UnknownInvocation(id))?;
+                r.reply.finish(o, commands);
             }
         }
         Ok(())

@@ -229,6 +229,11 @@ impl Default for TimerMetrics {
     }
 }
 
+/// A cancel notice to a remote runner (`webhook`, `queue`) was `sent` or `failed`.
+pub fn cancel_notice(runner: &'static str, result: &'static str) {
+    counter!(m::CANCEL_NOTICES_TOTAL, "runner" => runner, "result" => result).increment(1);
+}
+
 /// A timer was cancelled: by a command, or because its session ended.
 pub fn timer_cancelled(reason: &'static str) {
     counter!(m::TIMERS_CANCELLED_TOTAL, "reason" => reason).increment(1);

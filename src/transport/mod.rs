@@ -101,6 +101,8 @@ impl Nats {
             batches,
             subjects: self.subjects.clone(),
             pending,
+            client: self.client.clone(),
+            encoding: self.encoding,
         }
     }
 

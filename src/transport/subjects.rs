@@ -1,7 +1,8 @@
 //! The subjects of the NATS transport, under a configurable prefix:
 //! `<p>.events.<account>.<integration>.<connector>` in, `<p>.commands.<account>.<integration>.<connector>`
 //! out, `<p>.invoke.<account>.<agent>` to queue runners, `<p>.results.<account>` back,
-//! `<p>.dlq.<account>` for dead letters.
+//! `<p>.dlq.<account>` for dead letters, `<p>.cancel.<account>.<agent>` (core NATS, no stream)
+//! for cancel notices to queue runners.
 
 #[derive(Debug, Clone)]
 pub struct Subjects {
@@ -36,6 +37,10 @@ impl Subjects {
 
     pub fn invoke(&self, account: &str, agent: &str) -> String {
         format!("{}.invoke.{account}.{agent}", self.prefix)
+    }
+
+    pub fn cancel(&self, account: &str, agent: &str) -> String {
+        format!("{}.cancel.{account}.{agent}", self.prefix)
     }
 
     pub fn results(&self, account: &str) -> String {

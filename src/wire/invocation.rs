@@ -70,6 +70,39 @@ impl InvocationWire {
     }
 }
 
+/// The daemon gave up an invocation the runner may still be working on (it answered
+/// `pending`, or had not answered yet): the runner may stop, and whatever it sends for it later
+/// is refused. POSTed to a webhook runner's URL (signed like an invocation, `webhook-id`
+/// `cancel-<invocation id>`), published on `<prefix>.cancel.<account>.<agent>` for queue
+/// runners. An invocation has no `kind`; a notice's is `cancel`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelNoticeWire {
+    pub v: u32,
+    pub kind: CancelKind,
+    pub invocation_id: Uuid,
+    /// `interrupted`, `superseded`, `cancelled` or `timed_out`.
+    pub reason: String,
+}
+
+/// The kind of a [`CancelNoticeWire`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelKind {
+    Cancel,
+}
+
+impl CancelNoticeWire {
+    pub fn new(invocation_id: Uuid, reason: &str) -> Self {
+        CancelNoticeWire {
+            v: super::envelope::VERSION,
+            kind: CancelKind::Cancel,
+            invocation_id,
+            reason: reason.to_owned(),
+        }
+    }
+}
+
 /// A message on `<prefix>.invoke.<account>.<agent>`: one or more invocations for that agent,
 /// in the order the daemon started them. Under load, invocations that waited for the same
 /// subject travel together, so the stream stores one message for many.

@@ -71,7 +71,7 @@ impl SkillRunner for ManualRunner {
         }
     }
 
-    fn cancel(&self, invocation_id: Uuid) {
+    fn cancel(&self, invocation_id: Uuid, _reason: &'static str) {
         self.cancelled.lock().unwrap().push(invocation_id);
     }
 

@@ -17,7 +17,7 @@ struct NoRunner;
 impl SkillRunner for NoRunner {
     fn invoke(&self, _invocation: Invocation, _reply: Reply, _handoff: Handoff) {}
 
-    fn cancel(&self, _invocation_id: Uuid) {}
+    fn cancel(&self, _invocation_id: Uuid, _reason: &'static str) {}
 }
 
 /// `(event, integration, connector, skill)`: a subscription in the queue mode.

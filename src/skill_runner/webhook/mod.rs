@@ -41,7 +41,8 @@ use super::{Handoff, Invocation, Outcome, Reply, SkillRunner};
 
 use crate::domain::{Idn, Name};
 use crate::outbound::Egress;
-use crate::wire::invocation::{InvocationWire, RunnerAnswer};
+use crate::telemetry::handles;
+use crate::wire::invocation::{CancelNoticeWire, InvocationWire, RunnerAnswer};
 
 /// The header carrying the invocation id.
 pub const INVOCATION_HEADER: &str = "X-Switchboard-Invocation";
@@ -217,7 +218,25 @@ impl SkillRunner for WebhookRunner {
             return;
         };
         // Parked before the POST: an answer through /result may beat the inline one.
-        self.shared.pending.park(invocation.account.clone(), reply);
+        let notice = CancelTo {
+            egress: self.shared.egress.clone(),
+            keys: self.shared.keys.clone(),
+            target: self.target.clone(),
+            flow: (
+                invocation.account.clone(),
+                invocation.agent.clone(),
+                invocation.flow.clone(),
+            ),
+            id,
+        };
+        let notice_rt = rt.clone();
+        self.shared.pending.park_with(
+            invocation.account.clone(),
+            reply,
+            Some(Box::new(move |reason| {
+                notice_rt.spawn(notice.send(reason));
+            })),
+        );
         let guard = InFlightGuard {
             shared: self.shared.clone(),
             id,
@@ -242,11 +261,56 @@ impl SkillRunner for WebhookRunner {
         true
     }
 
-    fn cancel(&self, invocation_id: Uuid) {
-        self.shared.pending.forget(invocation_id);
+    fn cancel(&self, invocation_id: Uuid, reason: &'static str) {
         if let Some((_, task)) = self.shared.in_flight.remove(&invocation_id) {
             task.abort();
         }
+        // The runner may hold it (answered pending, or the POST was under way): tell it.
+        self.shared.pending.cancel(invocation_id, reason);
+    }
+}
+
+/// What a cancel notice needs: where the invocation went and the flow's keys to sign with.
+struct CancelTo {
+    egress: Egress,
+    keys: Arc<RunnerKeys>,
+    target: Arc<Target>,
+    flow: (Idn, Name, Name),
+    id: Uuid,
+}
+
+impl CancelTo {
+    /// POSTs the notice once (best effort: a runner that misses it has its later answer
+    /// refused, as for any invocation no longer waiting).
+    async fn send(self, reason: &'static str) {
+        let body =
+            serde_json::to_vec(&CancelNoticeWire::new(self.id, reason)).expect("notices serialize");
+        let message_id = format!("cancel-{}", self.id);
+        let now = chrono::Utc::now();
+        let (account, agent, flow) = &self.flow;
+        let signature = self
+            .keys
+            .get(account, agent, flow)
+            .and_then(|k| k.signature(&message_id, now.timestamp(), &body, now.timestamp_millis()));
+        let sent = match (
+            signature,
+            self.egress.request(reqwest::Method::POST, &self.target.url),
+        ) {
+            (Some(signature), Ok(request)) => request
+                .timeout(self.target.timeout)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(INVOCATION_HEADER, self.id.to_string())
+                .header(HEADER_WEBHOOK_ID, &message_id)
+                .header(HEADER_WEBHOOK_TIMESTAMP, now.timestamp().to_string())
+                .header(HEADER_WEBHOOK_SIGNATURE, signature)
+                .body(body)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success()),
+            _ => false,
+        };
+        tracing::debug!(invocation_id = %self.id, reason, sent, "cancel notice to the webhook runner");
+        handles::cancel_notice("webhook", if sent { "sent" } else { "failed" });
     }
 }
 
