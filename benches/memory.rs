@@ -150,6 +150,8 @@ fn main() {
                 natives: Vec::new(),
                 dead_letters: dead_letters.clone(),
                 sessions: None,
+                acts: None,
+                state: None,
             },
         );
         let account = Idn::known("default");

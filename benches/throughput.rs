@@ -139,6 +139,8 @@ fn engine_runs(rounds: Vec<Vec<Event>>, submit_batch: usize) -> (Vec<Run>, Strin
                 natives: Vec::new(),
                 dead_letters: dead_letters.clone(),
                 sessions: None,
+                acts: None,
+                state: None,
             },
         );
         let account = Idn::known("default");

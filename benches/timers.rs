@@ -150,6 +150,8 @@ fn engine_firing(due_ms: Vec<i64>) -> Firing {
                 )],
                 dead_letters: Arc::new(MemoryDeadLetters::new(10_000)),
                 sessions: None,
+                acts: None,
+                state: None,
             },
         );
         let account = Idn::known("default");

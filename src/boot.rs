@@ -6,14 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use uuid::Uuid;
-
 use crate::auth::TokenKeeper;
 use crate::catalog::settings::Settings;
 use crate::config::Config;
 use crate::config::TransportKind;
 use crate::daemon::access::write_first_admin_token;
-use crate::daemon::{secrets_key, Daemon};
+use crate::daemon::{journals, secrets_key, Daemon};
 use crate::dead_letter::DeadLetterStore;
 use crate::domain::{Flow, Idn, RunnerSpec};
 use crate::egress::{CommandSink, NoTransport};
@@ -23,13 +21,13 @@ use crate::natives::timers::service::{LatePolicy, Settings as TimerSettings};
 use crate::natives::timers::ProgramTimer;
 use crate::outbound::Egress;
 use crate::sandbox::SandboxHub;
-use crate::session::table::{SessionJournal, SessionView};
+use crate::session::table::SessionView;
 use crate::skill_runner::demo::DemoRunner;
 use crate::skill_runner::pending::PendingInvocations;
 use crate::skill_runner::webhook::{WebhookRunners, WebhookSettings};
 use crate::skill_runner::{NoRunner, RunnerRegistry, RunnerResolver, SkillRunner};
 use crate::store::dead_letters::SqliteDeadLetters;
-use crate::store::{SessionRow, Store};
+use crate::store::Store;
 use crate::transport::commands::NatsCommandSink;
 use crate::transport::dlq::PublishingDeadLetters;
 use crate::transport::Nats;
@@ -71,30 +69,6 @@ fn timer_settings(config: &Config) -> TimerSettings {
             crate::config::LatePolicy::FireOnce => LatePolicy::FireOnce,
             crate::config::LatePolicy::Skip => LatePolicy::Skip,
         },
-    }
-}
-
-/// Records sessions in the store.
-struct StoreJournal(Store);
-
-impl SessionJournal for StoreJournal {
-    fn started(&self, s: &SessionView, external_id: Option<&str>) {
-        self.0.session_started(
-            SessionRow {
-                id: s.id,
-                account: s.account.to_string(),
-                persona: s.persona.0,
-                integration: s.integration.to_string(),
-                connector: s.connector.to_string(),
-                channel: s.channel.to_owned(),
-                started_at: s.started_at.to_rfc3339(),
-            },
-            external_id.map(str::to_owned),
-        );
-    }
-
-    fn ended(&self, id: Uuid, reason: &'static str) {
-        self.0.session_ended(id, reason);
     }
 }
 
@@ -198,6 +172,7 @@ pub async fn start(
     engine_config.persona_key = secrets_key::persona_key(&store, &secrets)
         .await
         .map_err(store_err)?;
+    let (act_ttl, state_ttl) = (engine_config.command_act_ttl, engine_config.flow_state_ttl);
     let engine = Engine::start(
         engine_config,
         EngineParts {
@@ -218,7 +193,15 @@ pub async fn start(
                 ),
             ],
             dead_letters,
-            sessions: Some(Arc::new(StoreJournal(store.clone()))),
+            sessions: Some(Arc::new(journals::Sessions(store.clone()))),
+            acts: Some(Arc::new(journals::Acts {
+                store: store.clone(),
+                ttl: act_ttl,
+            })),
+            state: Some(Arc::new(journals::State {
+                store: store.clone(),
+                ttl: state_ttl,
+            })),
         },
     );
 
@@ -294,6 +277,13 @@ async fn restore(d: &Arc<Daemon>) -> Result<(), BootError> {
             tracing::warn!(connector = %row.connector, error = %e, "stored connector restored stopped");
         }
     }
+    let engine = d.config.engine.to_engine_config();
+    journals::restore(
+        &d.engine,
+        &d.store,
+        (engine.command_act_ttl, engine.command_act_capacity),
+        (engine.flow_state_ttl, engine.flow_state_capacity),
+    )?;
     let now = tokio::time::Instant::now();
     for s in d.store.live_sessions()? {
         let view = (|| {

@@ -16,14 +16,14 @@ use crate::catalog::Catalog;
 use crate::commands::refusal::CommandRefusal;
 use crate::commands::{CommandRouter, NativeContext, NativeFactory, Natives};
 use crate::connectors::actor::{ConnectorActor, ConnectorDeps, ConnectorHandle};
-use crate::connectors::acts::CommandActs;
+use crate::connectors::acts::{ActJournal, CommandActs, RecordedAct};
 use crate::connectors::registry::{ConnectorRegistry, ConnectorView, ControlError};
 use crate::connectors::Directory;
 use crate::dead_letter::DeadLetterStore;
 use crate::domain::{Command, Event, Flow, Idn, Name, PersonaId};
 use crate::egress::CommandSink;
 use crate::flow_instance::messages::FlowInstanceSnapshot;
-use crate::flow_instance::state::StateStore;
+use crate::flow_instance::state::{StateJournal, StateStore};
 use crate::flow_instance::{FlowDeps, FlowInstanceKey, FlowInstances};
 use crate::ingress::{Ingress, InternalEvents};
 use crate::invocation::RunnerResolver;
@@ -52,6 +52,9 @@ pub struct EngineConfig {
     pub dedupe_capacity: usize,
     pub command_act_ttl: Duration,
     pub command_act_capacity: usize,
+    /// Flow state values older than this read as unset; at most `flow_state_capacity` kept.
+    pub flow_state_ttl: Duration,
+    pub flow_state_capacity: usize,
     /// How actors' persona ids are derived (the daemon keys them; see `PersonaKey`).
     pub persona_key: crate::domain::PersonaKey,
 }
@@ -67,6 +70,8 @@ impl EngineConfig {
     pub const DEFAULT_DEDUPE_CAPACITY: usize = 100_000;
     pub const DEFAULT_ACT_TTL: Duration = Duration::from_secs(60 * 60);
     pub const DEFAULT_ACT_CAPACITY: usize = 100_000;
+    pub const DEFAULT_FLOW_STATE_TTL: Duration = StateStore::DEFAULT_TTL;
+    pub const DEFAULT_FLOW_STATE_CAPACITY: usize = StateStore::DEFAULT_CAPACITY;
 }
 
 impl Default for EngineConfig {
@@ -83,6 +88,8 @@ impl Default for EngineConfig {
             dedupe_capacity: Self::DEFAULT_DEDUPE_CAPACITY,
             command_act_ttl: Self::DEFAULT_ACT_TTL,
             command_act_capacity: Self::DEFAULT_ACT_CAPACITY,
+            flow_state_ttl: Self::DEFAULT_FLOW_STATE_TTL,
+            flow_state_capacity: Self::DEFAULT_FLOW_STATE_CAPACITY,
             persona_key: crate::domain::PersonaKey::Unkeyed,
         }
     }
@@ -130,6 +137,10 @@ pub struct EngineParts {
     pub dead_letters: Arc<dyn DeadLetterStore>,
     /// Records session starts and ends (the durable store); `None` keeps them in memory only.
     pub sessions: Option<Arc<dyn SessionJournal>>,
+    /// Records command acts issued to adapters; `None`: memory only.
+    pub acts: Option<Arc<dyn ActJournal>>,
+    /// Records flow state values; `None`: memory only.
+    pub state: Option<Arc<dyn StateJournal>>,
 }
 
 /// A handle on the running engine. Cheap to clone.
@@ -146,6 +157,7 @@ pub struct Engine {
     commands: Arc<CommandRouter>,
     dead_letters: Arc<dyn DeadLetterStore>,
     state: Arc<StateStore>,
+    acts: Arc<CommandActs>,
     _workers: Arc<Workers>,
 }
 
@@ -172,13 +184,17 @@ impl Engine {
         let workers: Vec<Arbiter> = (0..config.workers).map(|_| Arbiter::new()).collect();
         let handles: Vec<ArbiterHandle> = workers.iter().map(|a| a.handle()).collect();
         let directory = Arc::new(Directory::new(catalog.clone()));
-        let state = Arc::new(StateStore::default());
+        let state = Arc::new(StateStore::new(
+            config.flow_state_ttl,
+            config.flow_state_capacity,
+            parts.state.clone(),
+        ));
         let sessions = Arc::new(SessionTable::new(parts.sessions.clone()));
         let index = Arc::new(LiveIndex::default());
-        let acts = Arc::new(CommandActs::new(
-            config.command_act_ttl,
-            config.command_act_capacity,
-        ));
+        let acts = Arc::new(
+            CommandActs::new(config.command_act_ttl, config.command_act_capacity)
+                .with_journal(parts.acts.clone()),
+        );
         let (events, queue) = InternalEvents::new(
             internal_queue_capacity(config.inflight_limit),
             parts.dead_letters.clone(),
@@ -226,7 +242,7 @@ impl Engine {
         let deps = Arc::new(ConnectorDeps {
             routes: dispatcher.clone(),
             sessions: sessions.clone(),
-            acts,
+            acts: acts.clone(),
             dead_letters: parts.dead_letters.clone(),
             metrics: metrics.clone(),
             dedupe_window: config.dedupe_window,
@@ -289,6 +305,7 @@ impl Engine {
             commands,
             dead_letters: parts.dead_letters,
             state,
+            acts,
             _workers: Arc::new(Workers(workers)),
         }
     }
@@ -329,6 +346,11 @@ impl Engine {
 
     pub fn state(&self) -> &Arc<StateStore> {
         &self.state
+    }
+
+    /// Puts back the command acts an earlier run recorded (at start, before intake).
+    pub fn restore_acts(&self, recorded: impl IntoIterator<Item = RecordedAct>) {
+        self.acts.restore(recorded, tokio::time::Instant::now());
     }
 
     // ---- control plane ----

@@ -398,3 +398,56 @@ async fn a_replayed_event_is_routed_again_while_its_external_id_is_in_the_dedupe
     assert_eq!(again.json["event"]["id"], event_id.as_str());
     assert_eq!(again.json["redelivered"], true);
 }
+
+#[actix_rt::test]
+async fn flow_state_set_by_a_skill_survives_a_kill() {
+    // The default skill sets the state field that picks the skill; the chosen one does nothing.
+    let mut runner = RunnerServer::start(|r| {
+        if r.json["skill_idn"] == "DefaultReply" {
+            (
+                200,
+                completed(
+                    json!([{"v": 1, "integration_idn": "system", "connector_idn": "system",
+                    "command_idn": "set_state", "arguments": {"idn": "reply_skill", "value": "CustomReply"}}]),
+                ),
+            )
+        } else {
+            (200, completed(json!([])))
+        }
+    });
+    let dir = temp_dir("state-kill");
+    let d = DaemonProcess::start(&dir, &[]);
+    let flow = json!({
+        "runner": {"kind": "webhook", "url": format!("{}/skills", runner.base), "timeout_ms": 2000},
+        "state_fields": [{"idn": "reply_skill", "scope": "user", "default_value": "DefaultReply"}],
+        "events": [{"idn": "ping", "skill_selector": "skill_idn_from_state", "state_idn": "reply_skill",
+                    "integration_idn": "system"}]
+    });
+    d.put_flow("Bot", "Main", &flow).await;
+    let ping = json!({"v": 1, "integration_idn": "system", "connector_idn": "system",
+                      "event_idn": "ping", "actor": {"external_id": "bob"}});
+    let (s, v) = post(&d.client(), d.url("/v1/events"), ping.clone()).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(runner.next().await.json["skill_idn"], "DefaultReply");
+    // Written behind: wait for the row, then kill.
+    eventually("the state recorded", Duration::from_secs(10), || async {
+        let db = rusqlite::Connection::open(dir.join("switchboard.db")).ok()?;
+        db.query_row(
+            "SELECT value FROM flow_state WHERE field = 'reply_skill'",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .ok()
+        .filter(|v| v == "CustomReply")
+    })
+    .await;
+    d.kill9();
+    let d = DaemonProcess::start(&dir, &[]);
+    let (s, v) = post(&d.client(), d.url("/v1/events"), ping).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(
+        runner.next().await.json["skill_idn"],
+        "CustomReply",
+        "the value set before the kill picks the skill"
+    );
+}

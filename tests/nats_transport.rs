@@ -66,6 +66,18 @@ async fn clients(
 
 async fn round_trip(nats_url: &str, encoding: Encoding, who: &str) {
     let (adapter, runner, invocations) = clients(nats_url, encoding).await;
+    let (persona, act) = command_for(&adapter, &runner, &invocations, who).await;
+    result_reaches(&adapter, &runner, &invocations, who, act, persona).await;
+}
+
+/// `who` writes; the runner answers with a `send_message`, which the adapter receives: the
+/// persona and the command's act id.
+async fn command_for(
+    adapter: &Client,
+    runner: &Client,
+    invocations: &async_nats::jetstream::consumer::PullConsumer,
+    who: &str,
+) -> (uuid::Uuid, uuid::Uuid) {
     let commands = adapter
         .commands("SB_COMMANDS", "adapter", "default", "telegram", "bot")
         .await
@@ -75,7 +87,7 @@ async fn round_trip(nats_url: &str, encoding: Encoding, who: &str) {
         .publish_event(&user_message(who, "hello"), None)
         .await
         .unwrap();
-    let inv = next_invocation(&invocations, WAIT)
+    let inv = next_invocation(invocations, WAIT)
         .await
         .unwrap()
         .expect("an invocation");
@@ -118,13 +130,25 @@ async fn round_trip(nats_url: &str, encoding: Encoding, who: &str) {
     assert_eq!(cmd.value.persona_id, Some(persona));
     let act = cmd.value.command_act_id.expect("command_act_id");
     cmd.ack().await.unwrap();
+    (persona, act)
+}
+
+/// The adapter reports act `act` done (naming no actor): the result reaches `persona`.
+async fn result_reaches(
+    adapter: &Client,
+    runner: &Client,
+    invocations: &async_nats::jetstream::consumer::PullConsumer,
+    who: &str,
+    act: uuid::Uuid,
+    persona: uuid::Uuid,
+) {
     let mut ok = user_message(who, "");
     ok.event_idn = "result_success".into();
     ok.actor = None;
     ok.arguments = ArgumentsWire::List(vec![]);
     ok.command_act_id = Some(act);
     adapter.publish_event(&ok, None).await.unwrap();
-    let sent = next_invocation(&invocations, WAIT)
+    let sent = next_invocation(invocations, WAIT)
         .await
         .unwrap()
         .expect("the result invocation");
@@ -133,7 +157,32 @@ async fn round_trip(nats_url: &str, encoding: Encoding, who: &str) {
         sent.value.flow_instance.persona_id, persona,
         "the result reaches the same persona"
     );
-    complete(&runner, sent).await;
+    complete(runner, sent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_for_a_command_sent_before_a_restart_reaches_its_persona() {
+    let dir = temp_dir("nats-acts");
+    let nats = NatsServer::start(&dir);
+    let d = DaemonProcess::builder(&dir).envs(nats.daemon_env()).start();
+    setup(&d).await;
+    let (adapter, runner, invocations) = clients(&nats.url(), Encoding::MessagePack).await;
+    let (persona, act) = command_for(&adapter, &runner, &invocations, "alice").await;
+    // The act lives only in memory until its row is written behind: wait for it on disk.
+    common::eventually("the act recorded", WAIT, || async {
+        let db = rusqlite::Connection::open(dir.join("switchboard.db")).ok()?;
+        db.query_row(
+            "SELECT count(*) FROM command_acts WHERE act = ?1",
+            [act.to_string()],
+            |r| r.get::<_, i64>(0),
+        )
+        .ok()
+        .filter(|n| *n == 1)
+    })
+    .await;
+    d.kill9();
+    let _d = DaemonProcess::builder(&dir).envs(nats.daemon_env()).start();
+    result_reaches(&adapter, &runner, &invocations, "alice", act, persona).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,6 +40,10 @@ pub struct EngineSection {
     pub command_act_ttl_ms: u64,
     /// Command act ids remembered at most.
     pub command_act_capacity: usize,
+    /// A flow state value (`set_state`) older than this reads as unset.
+    pub flow_state_ttl_ms: u64,
+    /// Flow state values kept at most; past it the oldest leave.
+    pub flow_state_capacity: usize,
 }
 
 impl EngineSection {
@@ -55,6 +59,8 @@ impl EngineSection {
     pub const DEFAULT_DEDUPE_CAPACITY: usize = EngineConfig::DEFAULT_DEDUPE_CAPACITY;
     pub const DEFAULT_COMMAND_ACT_TTL_MS: u64 = ms(EngineConfig::DEFAULT_ACT_TTL);
     pub const DEFAULT_COMMAND_ACT_CAPACITY: usize = EngineConfig::DEFAULT_ACT_CAPACITY;
+    pub const DEFAULT_FLOW_STATE_TTL_MS: u64 = ms(EngineConfig::DEFAULT_FLOW_STATE_TTL);
+    pub const DEFAULT_FLOW_STATE_CAPACITY: usize = EngineConfig::DEFAULT_FLOW_STATE_CAPACITY;
 
     /// The engine's own settings.
     pub fn to_engine_config(&self) -> EngineConfig {
@@ -70,6 +76,8 @@ impl EngineSection {
             dedupe_capacity: self.dedupe_capacity,
             command_act_ttl: Duration::from_millis(self.command_act_ttl_ms),
             command_act_capacity: self.command_act_capacity,
+            flow_state_ttl: Duration::from_millis(self.flow_state_ttl_ms),
+            flow_state_capacity: self.flow_state_capacity,
             // Not configuration: boot reads the daemon's key from the store.
             persona_key: crate::domain::PersonaKey::Unkeyed,
         }
@@ -89,6 +97,7 @@ impl EngineSection {
             ),
             ("engine.dedupe_window_ms", self.dedupe_window_ms),
             ("engine.command_act_ttl_ms", self.command_act_ttl_ms),
+            ("engine.flow_state_ttl_ms", self.flow_state_ttl_ms),
         ] {
             check::positive_ms(key, value)?;
         }
@@ -100,6 +109,7 @@ impl EngineSection {
             ("engine.inflight_limit", self.inflight_limit),
             ("engine.dedupe_capacity", self.dedupe_capacity),
             ("engine.command_act_capacity", self.command_act_capacity),
+            ("engine.flow_state_capacity", self.flow_state_capacity),
         ] {
             check::at_least(key, value as u64, 1)?;
         }
@@ -121,6 +131,8 @@ impl Default for EngineSection {
             dedupe_capacity: Self::DEFAULT_DEDUPE_CAPACITY,
             command_act_ttl_ms: Self::DEFAULT_COMMAND_ACT_TTL_MS,
             command_act_capacity: Self::DEFAULT_COMMAND_ACT_CAPACITY,
+            flow_state_ttl_ms: Self::DEFAULT_FLOW_STATE_TTL_MS,
+            flow_state_capacity: Self::DEFAULT_FLOW_STATE_CAPACITY,
         }
     }
 }

@@ -127,6 +127,8 @@ mod tests {
         assert_eq!(ours.dedupe_capacity, engine.dedupe_capacity);
         assert_eq!(ours.command_act_ttl, engine.command_act_ttl);
         assert_eq!(ours.command_act_capacity, engine.command_act_capacity);
+        assert_eq!(ours.flow_state_ttl, engine.flow_state_ttl);
+        assert_eq!(ours.flow_state_capacity, engine.flow_state_capacity);
         assert_eq!(EngineSection::DEFAULT_SESSION_IDLE_TIMEOUT_MS, 1_800_000);
     }
 
@@ -225,6 +227,16 @@ mod tests {
             (
                 "engine.command_act_capacity",
                 |c| c.engine.command_act_capacity = 0,
+                "must be at least 1",
+            ),
+            (
+                "engine.flow_state_ttl_ms",
+                |c| c.engine.flow_state_ttl_ms = 0,
+                "must be greater than 0",
+            ),
+            (
+                "engine.flow_state_capacity",
+                |c| c.engine.flow_state_capacity = 0,
                 "must be at least 1",
             ),
             (

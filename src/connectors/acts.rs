@@ -1,10 +1,13 @@
 //! Command acts the daemon issued to adapters: `command_act_id` → the persona and connector it
 //! was issued for, so that the adapter's result events come back to the same persona. The
 //! command stage records an act when it sends a command to an external integration; the
-//! connector actor resolves events that name only an act. Bounded by age and count.
+//! connector actor resolves events that name only an act. Bounded by age and count. Each act
+//! is also recorded in an [`ActJournal`] (the durable store, written behind), and the acts
+//! still young enough are restored at start, so a result for a command sent before a restart
+//! still finds its persona.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
@@ -20,10 +23,25 @@ struct Acts {
     order: VecDeque<(Instant, Uuid)>,
 }
 
+/// Where issued acts are recorded, off the hot path (the durable store).
+pub trait ActJournal: Send + Sync + 'static {
+    fn issued(&self, act: Uuid, persona: PersonaId, connector: &ConnectorKey);
+}
+
+/// An act as recorded, restored at start: `age` is how long ago it was issued.
+#[derive(Debug, Clone)]
+pub struct RecordedAct {
+    pub act: Uuid,
+    pub persona: PersonaId,
+    pub connector: ConnectorKey,
+    pub age: Duration,
+}
+
 pub struct CommandActs {
     ttl: Duration,
     capacity: usize,
     acts: Mutex<Acts>,
+    journal: Option<Arc<dyn ActJournal>>,
 }
 
 impl CommandActs {
@@ -32,6 +50,25 @@ impl CommandActs {
             ttl,
             capacity: capacity.max(1),
             acts: Mutex::new(Acts::default()),
+            journal: None,
+        }
+    }
+
+    /// Records every act remembered in `journal` too.
+    pub fn with_journal(mut self, journal: Option<Arc<dyn ActJournal>>) -> Self {
+        self.journal = journal;
+        self
+    }
+
+    /// Puts back acts recorded by an earlier run (oldest first); those past the age or the
+    /// capacity are left out as if they had been evicted.
+    pub fn restore(&self, recorded: impl IntoIterator<Item = RecordedAct>, now: Instant) {
+        for r in recorded {
+            if r.age >= self.ttl {
+                continue;
+            }
+            let at = now.checked_sub(r.age).unwrap_or(now);
+            self.insert(r.act, r.persona, r.connector, at, now);
         }
     }
 
@@ -41,6 +78,20 @@ impl CommandActs {
 
     /// Remembers that `act` was issued for `persona` through `connector`.
     pub fn remember(&self, act: Uuid, persona: PersonaId, connector: ConnectorKey, now: Instant) {
+        if let Some(j) = &self.journal {
+            j.issued(act, persona, &connector);
+        }
+        self.insert(act, persona, connector, now, now);
+    }
+
+    fn insert(
+        &self,
+        act: Uuid,
+        persona: PersonaId,
+        connector: ConnectorKey,
+        at: Instant,
+        now: Instant,
+    ) {
         let mut acts = self.lock();
         // Amortized O(1): the oldest acts leave first, by age or past the capacity.
         while let Some((at, old)) = acts.order.front().copied() {
@@ -51,7 +102,7 @@ impl CommandActs {
             acts.order.pop_front();
         }
         acts.by_id.insert(act, (persona, connector));
-        acts.order.push_back((now, act));
+        acts.order.push_back((at, act));
     }
 
     /// The persona `act` was issued for, if it was issued through `connector` and is still
@@ -88,5 +139,36 @@ mod tests {
         assert_eq!(acts.persona(&a, &key("bot")), None, "evicted past capacity");
         acts.remember(Uuid::now_v7(), p, key("bot"), now + Duration::from_secs(11));
         assert_eq!(acts.persona(&b, &key("bot")), None, "evicted by age");
+    }
+
+    #[derive(Default)]
+    struct Journal(Mutex<Vec<Uuid>>);
+
+    impl ActJournal for Journal {
+        fn issued(&self, act: Uuid, _: PersonaId, _: &ConnectorKey) {
+            self.0.lock().unwrap().push(act);
+        }
+    }
+
+    #[test]
+    fn acts_are_journalled_and_restored_while_young_enough() {
+        let journal = Arc::new(Journal::default());
+        let acts = CommandActs::new(Duration::from_secs(10), 10)
+            .with_journal(Some(journal.clone() as Arc<dyn ActJournal>));
+        let (a, p) = (Uuid::now_v7(), PersonaId(Uuid::now_v7()));
+        acts.remember(a, p, key("bot"), Instant::now());
+        assert_eq!(*journal.0.lock().unwrap(), [a]);
+
+        let restarted = CommandActs::new(Duration::from_secs(10), 10);
+        let (young, old) = (Uuid::now_v7(), Uuid::now_v7());
+        let recorded = |act, secs| RecordedAct {
+            act,
+            persona: p,
+            connector: key("bot"),
+            age: Duration::from_secs(secs),
+        };
+        restarted.restore([recorded(old, 11), recorded(young, 9)], Instant::now());
+        assert_eq!(restarted.persona(&young, &key("bot")), Some(p));
+        assert_eq!(restarted.persona(&old, &key("bot")), None, "past the age");
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod flow_files;
+pub mod journals;
 pub mod operations;
 pub mod runner_secrets;
 pub mod secrets_key;

@@ -8,8 +8,10 @@
 //! connection. No SQLite call ever runs on an async worker.
 
 pub mod accounts;
+pub mod command_acts;
 pub mod daemon_keys;
 pub mod dead_letters;
+pub mod flow_state;
 pub mod records;
 pub mod runner_secrets;
 pub mod schema;

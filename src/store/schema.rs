@@ -179,6 +179,32 @@ CREATE TABLE daemon_keys (
 );
 "#,
         ),
+        // Command acts issued to adapters (`command_act_id` -> persona and connector) and flow
+        // state values (`set_state`), written behind and restored at start; pruned by age.
+        M::up(
+            r#"
+CREATE TABLE command_acts (
+    act         TEXT PRIMARY KEY,
+    account     TEXT NOT NULL,
+    integration TEXT NOT NULL,
+    connector   TEXT NOT NULL,
+    persona     TEXT NOT NULL,
+    issued_ms   INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX command_acts_issued ON command_acts (issued_ms);
+CREATE TABLE flow_state (
+    account     TEXT NOT NULL,
+    agent       TEXT NOT NULL,
+    flow        TEXT NOT NULL,
+    field       TEXT NOT NULL,
+    owner       TEXT NOT NULL,       -- a persona id, or `agent`
+    value       TEXT NOT NULL,
+    set_ms      INTEGER NOT NULL,
+    PRIMARY KEY (account, agent, flow, field, owner)
+) WITHOUT ROWID;
+CREATE INDEX flow_state_set ON flow_state (set_ms);
+"#,
+        ),
     ])
 }
 

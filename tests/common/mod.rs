@@ -120,6 +120,8 @@ impl HarnessBuilder {
                 natives: self.natives,
                 dead_letters: dead.clone(),
                 sessions: None,
+                acts: None,
+                state: None,
             },
         );
         Harness {
