@@ -58,6 +58,8 @@ pub struct NatsConfig {
     pub max_message_bytes: usize,
     /// Deduplication window of the streams (`Nats-Msg-Id`).
     pub duplicate_window_ms: u64,
+    /// How long a publish waits for the stream's acknowledgement before it is tried again.
+    pub publish_ack_timeout_ms: u64,
     /// Connection attempts at start before giving up.
     pub connect_retries: u32,
     /// Most invocations in one message to queue runners.
@@ -112,6 +114,7 @@ impl NatsConfig {
     pub const DEFAULT_ACK_WAIT_MS: u64 = 30_000;
     pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
     pub const DEFAULT_DUPLICATE_WINDOW_MS: u64 = 120_000;
+    pub const DEFAULT_PUBLISH_ACK_TIMEOUT_MS: u64 = 5_000;
     pub const DEFAULT_CONNECT_RETRIES: u32 = 10;
     pub const DEFAULT_INVOCATION_BATCH_MAX: usize = 64;
     pub const DEFAULT_INVOCATION_BATCHES_IN_FLIGHT: usize = 4;
@@ -183,6 +186,10 @@ impl NatsConfig {
             "transport.nats.duplicate_window_ms",
             self.duplicate_window_ms,
         )?;
+        check::positive_ms(
+            "transport.nats.publish_ack_timeout_ms",
+            self.publish_ack_timeout_ms,
+        )?;
         check::between(
             "transport.nats.invocation_batch_max",
             self.invocation_batch_max as u64,
@@ -229,6 +236,7 @@ impl Default for NatsConfig {
             ack_wait_ms: Self::DEFAULT_ACK_WAIT_MS,
             max_message_bytes: Self::DEFAULT_MAX_MESSAGE_BYTES,
             duplicate_window_ms: Self::DEFAULT_DUPLICATE_WINDOW_MS,
+            publish_ack_timeout_ms: Self::DEFAULT_PUBLISH_ACK_TIMEOUT_MS,
             connect_retries: Self::DEFAULT_CONNECT_RETRIES,
             invocation_batch_max: Self::DEFAULT_INVOCATION_BATCH_MAX,
             invocation_batches_in_flight: Self::DEFAULT_INVOCATION_BATCHES_IN_FLIGHT,

@@ -50,6 +50,7 @@ impl CommandSink for NatsCommandSink {
                 }
             })),
             retry_payload: None,
+            until_acknowledged: true,
         };
         self.publisher.try_publish(m).map_err(|_| EgressError::Full)
     }

@@ -51,6 +51,7 @@ impl DeadLetterStore for PublishingDeadLetters {
             payload: Bytes::from(payload),
             on_settled: None,
             retry_payload: None,
+            until_acknowledged: false,
         };
         if self.publisher.try_publish(m).is_err() {
             static FULL: Throttle = Throttle::new();

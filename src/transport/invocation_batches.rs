@@ -252,6 +252,7 @@ impl Batcher {
                     payload,
                     on_settled: Some(settle(done(b.key), ids, handoffs, None)),
                     retry_payload: None,
+                    until_acknowledged: false,
                 };
                 if publisher.publish(m).await.is_err() {
                     tracing::error!(batch = %b.key, "publisher stopped");
@@ -273,6 +274,7 @@ impl Batcher {
                         |first| marked_redelivered(Encoding::MessagePack, first)
                     }
                 }),
+                until_acknowledged: false,
             };
             if publisher.publish(m).await.is_err() {
                 tracing::error!(batch = %key, "publisher stopped");

@@ -61,7 +61,8 @@ impl Nats {
     /// Connects (with retries) and creates or updates the streams and consumers.
     pub async fn connect(config: &NatsConfig, publish_capacity: usize) -> Result<Nats, NatsError> {
         let client = connection::connect(config, "switchboard").await?;
-        let js = jetstream::new(client.clone());
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(Duration::from_millis(config.publish_ack_timeout_ms));
         let subjects = Subjects::new(&config.prefix);
         let consumers = connection::ensure(&js, config, &subjects).await?;
         let publisher = Publisher::start(js.clone(), publish_capacity);

@@ -2,7 +2,10 @@
 //! queued (so commands to one conversation keep their order); publish acknowledgements are
 //! awaited concurrently, and a message whose acknowledgement fails is published again with the
 //! same `Nats-Msg-Id` (the stream drops the duplicate) until it is acknowledged or the retries
-//! run out. Each message says what to do once settled.
+//! run out — or, for a message that must not fail while the daemon runs (a command: the client
+//! would still send a copy it buffered during an outage, so a command reported failed could
+//! arrive anyway), until it is acknowledged, however long the outage. Each message says what
+//! to do once settled.
 
 use std::time::Duration;
 
@@ -29,6 +32,8 @@ pub struct Outgoing {
     /// forgets the ids of consumed messages when its server restarts, and then the consumer
     /// gets this copy too, which may say it is a repeat.
     pub retry_payload: Option<RetryPayload>,
+    /// Retried until the stream acknowledges it, for as long as the daemon runs.
+    pub until_acknowledged: bool,
 }
 
 /// Makes the payload of a publish sent again from the first one.
@@ -55,6 +60,8 @@ pub struct Publisher {
 }
 
 const ATTEMPTS: u32 = 8;
+/// The longest pause between two tries of a message retried until acknowledged.
+const MAX_PAUSE: Duration = Duration::from_secs(2);
 
 impl Publisher {
     /// Starts the publishing task; `capacity` bounds the queue and the acknowledgements awaited.
@@ -101,9 +108,10 @@ async fn run(js: jetstream::Context, mut rx: mpsc::Receiver<Outgoing>, capacity:
                             f(Ok(()));
                         }
                     }
-                    Err(e) if attempt < ATTEMPTS => {
+                    Err(e) if attempt < ATTEMPTS || m.until_acknowledged => {
                         tracing::debug!(subject = %m.subject, attempt, error = %e, "publish not acknowledged; again");
-                        tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                        let pause = Duration::from_millis(50 * u64::from(attempt.min(ATTEMPTS)));
+                        tokio::time::sleep(pause.min(MAX_PAUSE)).await;
                         let mut m = m;
                         if let Some(again) = m.retry_payload.take() {
                             m.payload = again(&m.payload);
