@@ -254,8 +254,48 @@ async fn the_daemon_killed_mid_stream_dispatches_every_event_exactly_once() {
     publisher.await.unwrap();
     drained(&nats.url(), &seen, &d).await;
     exactly_once(&seen.lock().unwrap());
+    // Results the runner sent for invocations of the first run wait for the replay that asks
+    // for them again: none is dead-lettered as malformed, none waits out its invocation.
+    let letters = dead_letter_reasons(&d).await;
+    assert_eq!(letters.get("malformed"), None, "{letters:?}");
+    let metrics = d.metrics().await;
+    let count = |outcome: &str| {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "switchboard_invocations_total{{agent=\"Bot\",flow=\"Main\",outcome=\"{outcome}\"}} "
+                ))
+            })
+            .map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+    eprintln!(
+        "chaos counts: daemon kill -9 mid-stream: {EVENTS} events acknowledged, {} dispatched once; \
+         after the restart {} invocations completed, {} timed out; dead letters {letters:?}",
+        seen.lock().unwrap().len(),
+        count("completed"),
+        count("timed_out"),
+    );
     runner.abort();
     drop(d);
+}
+
+/// Dead letters of `d` by reason.
+async fn dead_letter_reasons(d: &DaemonProcess) -> std::collections::BTreeMap<String, usize> {
+    let (s, v) = common::call(
+        &d.client(),
+        "GET",
+        d.url("/v1/dead-letters?limit=1000"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let mut by = std::collections::BTreeMap::new();
+    for l in v.as_array().unwrap() {
+        *by.entry(l["reason"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    by
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,6 +60,9 @@ pub struct NatsConfig {
     pub duplicate_window_ms: u64,
     /// How long a publish waits for the stream's acknowledgement before it is tried again.
     pub publish_ack_timeout_ms: u64,
+    /// How long a runner's result waits for its invocation (one being replayed after a
+    /// restart) before it is dead-lettered as `unknown_invocation`.
+    pub result_wait_ms: u64,
     /// Connection attempts at start before giving up.
     pub connect_retries: u32,
     /// Most invocations in one message to queue runners.
@@ -115,6 +118,7 @@ impl NatsConfig {
     pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
     pub const DEFAULT_DUPLICATE_WINDOW_MS: u64 = 120_000;
     pub const DEFAULT_PUBLISH_ACK_TIMEOUT_MS: u64 = 5_000;
+    pub const DEFAULT_RESULT_WAIT_MS: u64 = 30_000;
     pub const DEFAULT_CONNECT_RETRIES: u32 = 10;
     pub const DEFAULT_INVOCATION_BATCH_MAX: usize = 64;
     pub const DEFAULT_INVOCATION_BATCHES_IN_FLIGHT: usize = 4;
@@ -190,6 +194,7 @@ impl NatsConfig {
             "transport.nats.publish_ack_timeout_ms",
             self.publish_ack_timeout_ms,
         )?;
+        check::positive_ms("transport.nats.result_wait_ms", self.result_wait_ms)?;
         check::between(
             "transport.nats.invocation_batch_max",
             self.invocation_batch_max as u64,
@@ -237,6 +242,7 @@ impl Default for NatsConfig {
             max_message_bytes: Self::DEFAULT_MAX_MESSAGE_BYTES,
             duplicate_window_ms: Self::DEFAULT_DUPLICATE_WINDOW_MS,
             publish_ack_timeout_ms: Self::DEFAULT_PUBLISH_ACK_TIMEOUT_MS,
+            result_wait_ms: Self::DEFAULT_RESULT_WAIT_MS,
             connect_retries: Self::DEFAULT_CONNECT_RETRIES,
             invocation_batch_max: Self::DEFAULT_INVOCATION_BATCH_MAX,
             invocation_batches_in_flight: Self::DEFAULT_INVOCATION_BATCHES_IN_FLIGHT,

@@ -23,11 +23,13 @@ pub enum DeadLetterReason {
     CommandRefused,
     RunnerFailed,
     Unmatched,
+    /// A runner's result for an invocation that never waited for it (given up, or unknown).
+    UnknownInvocation,
 }
 
 impl DeadLetterReason {
     /// Every reason, for parsing a code.
-    pub const ALL: [DeadLetterReason; 11] = [
+    pub const ALL: [DeadLetterReason; 12] = [
         DeadLetterReason::UnknownIntegration,
         DeadLetterReason::UnknownConnector,
         DeadLetterReason::ConnectorStopped,
@@ -39,6 +41,7 @@ impl DeadLetterReason {
         DeadLetterReason::CommandRefused,
         DeadLetterReason::RunnerFailed,
         DeadLetterReason::Unmatched,
+        DeadLetterReason::UnknownInvocation,
     ];
 
     /// The reason of a code.
@@ -59,6 +62,7 @@ impl DeadLetterReason {
             DeadLetterReason::CommandRefused => "command_refused",
             DeadLetterReason::RunnerFailed => "runner_failed",
             DeadLetterReason::Unmatched => "unmatched",
+            DeadLetterReason::UnknownInvocation => "unknown_invocation",
         }
     }
 }
@@ -134,10 +138,27 @@ impl DeadLetter {
 
     /// Bytes that could not be decoded at all.
     pub fn raw(account: Idn, detail: String, content_type: String, bytes: Vec<u8>) -> Self {
+        Self::raw_for(
+            DeadLetterReason::Malformed,
+            account,
+            detail,
+            content_type,
+            bytes,
+        )
+    }
+
+    /// A message kept as it came, for `reason`.
+    pub fn raw_for(
+        reason: DeadLetterReason,
+        account: Idn,
+        detail: String,
+        content_type: String,
+        bytes: Vec<u8>,
+    ) -> Self {
         DeadLetter {
             id: Uuid::now_v7(),
             account,
-            reason: DeadLetterReason::Malformed,
+            reason,
             detail,
             payload: DeadLetterPayload::Raw {
                 content_type,

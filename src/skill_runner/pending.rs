@@ -2,9 +2,18 @@
 //! parks the [`Reply`] here; the HTTP handler finds it by id. Entries leave on the final
 //! answer or when the engine gives the invocation up (`SkillRunner::cancel`): then the
 //! runner's [`CancelNotice`], parked with the reply, tells the remote runner.
+//!
+//! An answer may come before its invocation is parked: after a restart, the results stream
+//! still holds answers to invocations of the last run, whose events are being replayed (same
+//! invocation ids) and wait in their flow instances' queues. Such an answer waits here
+//! ([`PendingInvocations::answer_when_parked`]) and is applied the moment its invocation is
+//! parked, or given up at its deadline.
+
+use std::time::Duration;
 
 use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{Outcome, Reply};
@@ -37,9 +46,14 @@ struct Parked {
     notice: Option<CancelNotice>,
 }
 
+/// Answers to an invocation not parked yet, in the order they came, each with whoever waits to
+/// learn whether it was applied.
+type Early = Vec<(Option<Outcome>, Vec<Command>, oneshot::Sender<bool>)>;
+
 #[derive(Default)]
 pub struct PendingInvocations {
     replies: DashMap<Uuid, Parked, FxBuildHasher>,
+    early: DashMap<Uuid, Early, FxBuildHasher>,
 }
 
 impl PendingInvocations {
@@ -47,16 +61,71 @@ impl PendingInvocations {
         self.park_with(account, reply, None);
     }
 
-    /// Parks `reply`; `notice` tells the runner if the engine gives the invocation up.
+    /// Parks `reply`; `notice` tells the runner if the engine gives the invocation up. Answers
+    /// that came before it are applied now.
     pub fn park_with(&self, account: Idn, reply: Reply, notice: Option<CancelNotice>) {
+        let id = reply.invocation_id();
         self.replies.insert(
-            reply.invocation_id(),
+            id,
             Parked {
                 account,
                 reply,
                 notice,
             },
         );
+        self.apply_early(id);
+    }
+
+    /// Applies the answers waiting for invocation `id`, now parked.
+    fn apply_early(&self, id: Uuid) {
+        let Some((_, early)) = self.early.remove(&id) else {
+            return;
+        };
+        for (outcome, commands, applied) in early {
+            let _ = applied.send(self.answer(id, outcome, commands).is_ok());
+        }
+    }
+
+    /// Delivers an answer (see [`PendingInvocations::answer`]); when its invocation is not
+    /// parked, the answer waits for it until `wait` has passed. The receiver learns whether it
+    /// was applied (`false`: given up). Needs a tokio runtime.
+    pub fn answer_when_parked(
+        self: &std::sync::Arc<Self>,
+        id: Uuid,
+        outcome: Option<Outcome>,
+        commands: Vec<Command>,
+        wait: Duration,
+    ) -> oneshot::Receiver<bool> {
+        let (tx, rx) = oneshot::channel();
+        if self.replies.contains_key(&id) {
+            let _ = tx.send(self.answer(id, outcome, commands).is_ok());
+            return rx;
+        }
+        let first = {
+            let mut entry = self.early.entry(id).or_default();
+            entry.push((outcome, commands, tx));
+            entry.len() == 1
+        };
+        // Parked meanwhile: its park found nothing waiting, so apply here.
+        if self.replies.contains_key(&id) {
+            self.apply_early(id);
+        } else if first {
+            let me = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                if let Some((_, given_up)) = me.early.remove(&id) {
+                    for (_, _, applied) in given_up {
+                        let _ = applied.send(false);
+                    }
+                }
+            });
+        }
+        rx
+    }
+
+    /// Answers waiting for invocations not parked yet.
+    pub fn early_len(&self) -> usize {
+        self.early.len()
     }
 
     /// The engine gave invocation `id` up: it stops waiting, and the runner is told why (when

@@ -122,6 +122,14 @@ impl Nats {
                 max_ack_pending: c.max_ack_pending.max(1) as usize,
             },
         );
-        results::spawn(daemon, self.consumers.results, c.pull_batch, limits);
+        results::spawn(
+            daemon,
+            self.consumers.results,
+            results::Settings {
+                pull_batch: c.pull_batch,
+                limits,
+                wait: Duration::from_millis(c.result_wait_ms),
+            },
+        );
     }
 }

@@ -1,6 +1,10 @@
 //! Consuming the results stream: batches of queue runners' outcomes and commands, each matched
 //! to the waiting invocation by `invocation_id`. A message that does not decode is dead-lettered
-//! and terminated; an answer that matches no waiting invocation is dead-lettered alone.
+//! and terminated. An answer whose invocation does not wait (yet) waits for it up to
+//! `result_wait` (after a restart, the invocations of the last run are replayed with the same
+//! ids), then is dead-lettered alone as `unknown_invocation`; the message is acknowledged once
+//! each of its answers was applied or given up (with progress acknowledgements meanwhile), and
+//! consuming goes on in the meantime.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,14 +12,31 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::AckKind;
 use futures_util::StreamExt;
+use tokio::sync::oneshot;
+use uuid::Uuid;
 
 use super::headers;
 use crate::daemon::Daemon;
-use crate::dead_letter::{self, DeadLetter};
+use crate::dead_letter::{self, DeadLetter, DeadLetterReason};
 use crate::wire::envelope::Limits;
 use crate::wire::invocation::{ResultBatchWire, ResultWire};
 
-pub fn spawn(daemon: Arc<Daemon>, consumer: PullConsumer, pull_batch: usize, limits: Limits) {
+/// How the results consumer pulls and how long an answer waits for its invocation.
+pub struct Settings {
+    pub pull_batch: usize,
+    pub limits: Limits,
+    pub wait: Duration,
+}
+
+/// How often a message whose answers wait is said to be in progress (well inside `ack_wait`).
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+pub fn spawn(daemon: Arc<Daemon>, consumer: PullConsumer, settings: Settings) {
+    let Settings {
+        pull_batch,
+        limits,
+        wait,
+    } = settings;
     tokio::spawn(async move {
         while !daemon.is_draining() {
             let mut messages = match consumer
@@ -46,27 +67,35 @@ pub fn spawn(daemon: Arc<Daemon>, consumer: PullConsumer, pull_batch: usize, lim
                     .and_then(|b| b.check().map(|()| b).map_err(|e| e.to_string()));
                 let content_type = encoding.map(|e| e.content_type()).unwrap_or("");
                 // The dead letter keeps the message as it came; `detail` names what failed.
-                let refuse = |detail: String| {
-                    dead_letter::record(
-                        &**daemon.engine().dead_letters(),
-                        DeadLetter::raw(
-                            daemon.home_account(),
-                            format!("{detail} (subject {})", msg.subject),
-                            content_type.to_owned(),
-                            msg.payload.to_vec(),
-                        ),
-                    );
+                let letter = {
+                    let (daemon, subject) = (daemon.clone(), msg.subject.to_string());
+                    let (content_type, payload) = (content_type.to_owned(), msg.payload.clone());
+                    move |reason: DeadLetterReason, detail: String| {
+                        dead_letter::record(
+                            &**daemon.engine().dead_letters(),
+                            DeadLetter::raw_for(
+                                reason,
+                                daemon.home_account(),
+                                format!("{detail} (subject {subject})"),
+                                content_type.clone(),
+                                payload.to_vec(),
+                            ),
+                        );
+                    }
                 };
+                let refuse = |detail: String| letter(DeadLetterReason::Malformed, detail);
                 match batch {
                     Ok(batch) => {
                         // Each answer is applied on its own: the others still count when one
                         // does not fit, and its dead letter names the answer.
+                        let mut waiting = Vec::new();
                         for (i, r) in batch.results.into_iter().enumerate() {
-                            if let Err(detail) = apply(&daemon, r, limits) {
-                                refuse(format!("results[{i}].{detail}"));
+                            match apply(&daemon, r, limits, wait) {
+                                Ok(applied) => waiting.push((i, applied)),
+                                Err(detail) => refuse(format!("results[{i}].{detail}")),
                             }
                         }
-                        let _ = acker.ack().await;
+                        tokio::spawn(settle(waiting, acker, letter, wait));
                     }
                     Err(detail) => {
                         refuse(detail);
@@ -78,14 +107,54 @@ pub fn spawn(daemon: Arc<Daemon>, consumer: PullConsumer, pull_batch: usize, lim
     });
 }
 
-/// Applies one answer of a batch; the error names the field (prefixed by the caller).
-fn apply(daemon: &Daemon, r: ResultWire, limits: Limits) -> Result<(), String> {
+/// Hands one answer of a batch to its invocation (see [`PendingInvocations::answer_when_parked`]);
+/// the error names the field (prefixed by the caller).
+///
+/// [`PendingInvocations::answer_when_parked`]: crate::skill_runner::pending::PendingInvocations::answer_when_parked
+fn apply(
+    daemon: &Daemon,
+    r: ResultWire,
+    limits: Limits,
+    wait: Duration,
+) -> Result<(Uuid, oneshot::Receiver<bool>), String> {
     let id = r
         .invocation_id
         .ok_or_else(|| "invocation_id: required on the results subject".to_owned())?;
     let answer = r.into_domain(limits).map_err(|e| e.to_string())?;
-    daemon
-        .pending
-        .answer(id, answer.outcome, answer.commands)
-        .map_err(|e| format!("invocation_id: {e}"))
+    Ok((
+        id,
+        daemon
+            .pending()
+            .answer_when_parked(id, answer.outcome, answer.commands, wait),
+    ))
+}
+
+/// Acknowledges a message once each of its answers was applied or given up (saying it is in
+/// progress meanwhile); a given-up answer is dead-lettered as `unknown_invocation`.
+async fn settle(
+    waiting: Vec<(usize, (Uuid, oneshot::Receiver<bool>))>,
+    acker: async_nats::jetstream::message::Acker,
+    letter: impl Fn(DeadLetterReason, String),
+    wait: Duration,
+) {
+    for (i, (id, mut applied)) in waiting {
+        let applied = loop {
+            match tokio::time::timeout(PROGRESS_EVERY, &mut applied).await {
+                Ok(applied) => break applied.unwrap_or(false),
+                Err(_) => {
+                    let _ = acker.ack_with(AckKind::Progress).await;
+                }
+            }
+        };
+        if !applied {
+            letter(
+                DeadLetterReason::UnknownInvocation,
+                format!(
+                    "results[{i}].invocation_id: no invocation {id} waited for it within {} ms",
+                    wait.as_millis()
+                ),
+            );
+        }
+    }
+    let _ = acker.ack().await;
 }
