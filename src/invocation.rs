@@ -37,6 +37,8 @@ pub enum ReportKind {
         outcome: Outcome,
         commands: Vec<Command>,
     },
+    /// The runner retries a failed attempt: the invocation may run until `until`.
+    Retrying { until: tokio::time::Instant },
 }
 
 /// Where replies go: the flow shard hosting the instance implements it.
@@ -75,7 +77,14 @@ pub struct InvocationSession {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Completed,
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
+    /// The runner is gone for good (a webhook's HTTP 410) and is disabled: a failure the flow
+    /// is told of (`runner_disabled` on `system`).
+    RunnerGone {
+        reason: String,
+    },
 }
 
 /// Where a runner reports. Cheap to clone; safe to use from any thread.
@@ -116,6 +125,16 @@ impl Reply {
             key: self.key,
             invocation_id: self.invocation_id,
             kind: ReportKind::Commands(commands),
+        });
+    }
+
+    /// The runner retries a failed attempt and needs until `until`: the invocation's deadline
+    /// moves there if it is later (the flow instance's queue waits meanwhile).
+    pub fn retrying(&self, until: tokio::time::Instant) {
+        self.to.report(InvocationReport {
+            key: self.key,
+            invocation_id: self.invocation_id,
+            kind: ReportKind::Retrying { until },
         });
     }
 

@@ -211,6 +211,16 @@ async fn setup_with_egress(
     interrupt_mode: &str,
     egress: Egress,
 ) -> Setup {
+    setup_runner(
+        &format!("{{kind: webhook, url: '{url}', timeout_ms: {timeout_ms}, max_attempts: {max_attempts}}}"),
+        interrupt_mode,
+        egress,
+    )
+    .await
+}
+
+/// `Agent/Main` on the runner `runner` (a YAML flow document's `runner` value).
+async fn setup_runner(runner: &str, interrupt_mode: &str, egress: Egress) -> Setup {
     let pending = Arc::new(PendingInvocations::default());
     let webhooks = WebhookRunners::new(
         WebhookSettings::new().with_backoff(Duration::from_millis(10), Duration::from_millis(40)),
@@ -231,7 +241,7 @@ async fn setup_with_egress(
         "Agent",
         "Main",
         &format!(
-            "runner: {{kind: webhook, url: '{url}', timeout_ms: {timeout_ms}, max_attempts: {max_attempts}}}\n\
+            "runner: {runner}\n\
              events:\n  \
              - {{idn: user_message, skill_idn: Talk, integration_idn: telegram, interrupt_mode: {interrupt_mode}}}\n"
         ),
@@ -369,6 +379,90 @@ async fn server_errors_are_retried_until_the_runner_answers() {
     assert_eq!(runner.count_rest(), 0, "exactly three POSTs");
     assert!(s.h.dead.all().is_empty(), "{:?}", s.h.dead_letter_codes());
     assert!(s.pending.is_empty());
+    runner.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_runner_down_longer_than_its_timeout_is_ridden_out() {
+    // Seven failures: beyond the old budget of three attempts, and, with the backoff's pauses,
+    // beyond the invocation's 100 ms timeout, which each retry moves on.
+    let failures = [(503, "down"); 7];
+    let mut script: Vec<(u16, &str)> = failures.to_vec();
+    script.push((200, COMPLETED_HI));
+    let mut runner = TestRunner::start(&script, (500, "no ninth call expected"));
+    let mut s = setup_runner(
+        &format!("{{kind: webhook, url: '{}', timeout_ms: 100}}", runner.url),
+        "queue",
+        Egress::new(loopback_allowed()),
+    )
+    .await;
+    s.h.submit(s.h.event("telegram", "bot", "user_message", "alice"))
+        .await;
+    let id = runner.next().await.invocation_id();
+    for _ in 0..7 {
+        assert_eq!(
+            runner.next().await.invocation_id(),
+            id,
+            "the same invocation"
+        );
+    }
+    let out = egress(&mut s.h).await;
+    assert_eq!(out.command.arguments.get("text"), Some("hi alice"));
+    idle(&s, "alice").await;
+    assert_eq!(runner.count_rest(), 0, "eight POSTs");
+    assert!(s.h.dead.all().is_empty(), "{:?}", s.h.dead_letter_codes());
+    runner.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_runner_answering_410_is_disabled_and_the_flow_told() {
+    let mut runner = TestRunner::start(&[(410, "gone")], (200, COMPLETED_HI));
+    let s = setup(&runner.url, 3, "queue").await;
+    // Another flow, on another runner, watches for the notice.
+    s.h.flow(
+        "Ops",
+        "Watch",
+        "runner: {kind: in_process, name: manual}\n\
+         events:\n  - {idn: runner_disabled, skill_idn: OnGone, integration_idn: system}\n",
+    )
+    .await;
+    let mut h = s.h;
+    h.submit(h.event("telegram", "bot", "user_message", "alice"))
+        .await;
+    runner.next().await;
+    let (inv, reply) = h.next_manual().await;
+    assert_eq!(inv.skill.as_str(), "OnGone");
+    assert_eq!(
+        inv.persona,
+        h.persona("telegram", "alice"),
+        "for the same persona"
+    );
+    let args = &inv.event.event.arguments;
+    assert_eq!(
+        (args.get("agentIdn"), args.get("flowIdn")),
+        (Some("Agent"), Some("Main"))
+    );
+    reply.finish(Outcome::Completed, vec![]);
+    // The next event fails without a request.
+    h.submit(h.event("telegram", "bot", "user_message", "bob"))
+        .await;
+    eventually("both events dead-lettered", WAIT, || {
+        std::future::ready(
+            (h.dead_letter_codes() == ["runner_failed", "runner_failed"]).then_some(()),
+        )
+    })
+    .await;
+    let letters = h.dead.all();
+    assert!(
+        letters[1].detail.contains("disabled"),
+        "{}",
+        letters[1].detail
+    );
+    assert_eq!(
+        runner.count_rest(),
+        0,
+        "nothing posted to a disabled runner"
+    );
     runner.stop().await;
 }
 

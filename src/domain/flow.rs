@@ -107,8 +107,13 @@ pub enum RunnerSpec {
     /// POST the invocation to a URL (the daemon issue).
     Webhook {
         url: String,
+        /// Of one attempt.
         timeout: Duration,
-        max_attempts: u32,
+        /// Attempts at most; `None`: as many as fit in `retry_for`.
+        max_attempts: Option<u32>,
+        /// How long failed attempts are retried, from the first one: an outage of the runner
+        /// shorter than this loses nothing (the flow instance's queue waits meanwhile).
+        retry_for: Duration,
     },
     /// Publish the invocation on the queue transport (the queue issue).
     Queue,

@@ -17,7 +17,7 @@ use super::messages::{Enqueue, FlowInstanceSnapshot, ReportKind};
 use super::shard::ShardAddr;
 use crate::admission::delivery::Delivery;
 use crate::dead_letter::{self, DeadLetter, DeadLetterReason};
-use crate::domain::{Command, InterruptMode, Name, SharedEvent, SkillSelector};
+use crate::domain::{Command, Idn, InterruptMode, Name, SharedEvent, SkillSelector};
 use crate::invocation::{invoke_inline, Handoff, Invocation, InvocationSession, Outcome, Reply};
 use crate::routing::index::{FlowRoute, Match};
 use crate::telemetry::handles::{self, InvocationOutcome};
@@ -149,6 +149,18 @@ impl FlowInstance {
                 self.complete(invocation_id, outcome, commands, cx);
                 self.start_next(cx);
             }
+            ReportKind::Retrying { until } => self.extend_deadline(until, cx),
+        }
+    }
+
+    /// The runner retries a failed attempt: the running invocation's deadline moves to `until`
+    /// when that is later (the queue behind it waits).
+    fn extend_deadline(&mut self, until: Instant, cx: &mut ShardCx<'_>) {
+        let Some(deadline) = self.running.as_ref().and_then(|r| r.deadline) else {
+            return;
+        };
+        if until > cx.timers.deadline(&deadline) {
+            cx.timers.reset_at(&deadline, until);
         }
     }
 
@@ -379,9 +391,10 @@ impl FlowInstance {
         flow.metrics
             .duration
             .record(cx.now.saturating_duration_since(r.started).as_secs_f64());
+        let gone = matches!(outcome, Outcome::RunnerGone { .. });
         match outcome {
             Outcome::Completed => flow.metrics.outcome(InvocationOutcome::Completed),
-            Outcome::Failed { reason } => {
+            Outcome::Failed { reason } | Outcome::RunnerGone { reason } => {
                 flow.metrics.outcome(InvocationOutcome::Failed);
                 dead_letter::record(
                     &*cx.deps.dead_letters,
@@ -396,6 +409,26 @@ impl FlowInstance {
                     ),
                 );
             }
+        }
+        if gone {
+            // The flow hears of it as of any system event, for the same persona.
+            let origin = Origin {
+                persona: self.key.persona,
+                flow: flow.clone(),
+                invocation_id: id,
+            };
+            let system = Idn::known("system");
+            let notice = Command::new(
+                flow.flow.account.clone(),
+                system.clone(),
+                system,
+                Idn::known("send_system_event"),
+            )
+            .with_argument("eventIdn", "runner_disabled")
+            .with_argument("agentIdn", flow.flow.agent.as_str())
+            .with_argument("flowIdn", flow.flow.flow.as_str())
+            .with_argument("reason", "the webhook runner answered HTTP 410 Gone");
+            cx.deps.commands.send(&origin, notice);
         }
     }
 
@@ -447,6 +480,7 @@ pub(crate) fn drop_stale(kind: ReportKind) {
     let commands = match kind {
         ReportKind::Commands(c) => c,
         ReportKind::Finished { commands, .. } => commands,
+        ReportKind::Retrying { .. } => return,
     };
     let catalog = crate::catalog::Catalog::builtin();
     for c in commands {

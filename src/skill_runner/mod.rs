@@ -76,10 +76,11 @@ impl RunnerResolver for RunnerRegistry {
                 url,
                 timeout,
                 max_attempts,
+                retry_for,
             } => self
                 .webhooks
                 .as_ref()
-                .map(|w| w.runner(url, *timeout, *max_attempts))
+                .map(|w| w.runner(url, *timeout, *max_attempts, *retry_for))
                 .ok_or_else(|| NoRunner("webhook runners are not enabled".to_owned())),
             other => Err(NoRunner(format!(
                 "runner kind {} is not available here",

@@ -123,6 +123,13 @@ impl PendingInvocations {
         rx
     }
 
+    /// The runner of invocation `id` retries and needs until `until` (see [`Reply::retrying`]).
+    pub fn retrying(&self, id: Uuid, until: tokio::time::Instant) {
+        if let Some(p) = self.replies.get(&id) {
+            p.reply.retrying(until);
+        }
+    }
+
     /// Answers waiting for invocations not parked yet.
     pub fn early_len(&self) -> usize {
         self.early.len()

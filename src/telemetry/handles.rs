@@ -229,6 +229,12 @@ impl Default for TimerMetrics {
     }
 }
 
+/// An attempt to reach the webhook runner of flow `agent/flow` came to `result`.
+pub fn runner_attempt(agent: &str, flow: &str, result: &'static str) {
+    counter!(m::RUNNER_ATTEMPTS_TOTAL, "agent" => agent.to_owned(), "flow" => flow.to_owned(), "result" => result)
+        .increment(1);
+}
+
 /// A cancel notice to a remote runner (`webhook`, `queue`) was `sent` or `failed`.
 pub fn cancel_notice(runner: &'static str, result: &'static str) {
     counter!(m::CANCEL_NOTICES_TOTAL, "runner" => runner, "result" => result).increment(1);

@@ -41,6 +41,7 @@ pub const HTTP_REQUESTS_TOTAL: &str = "switchboard_http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "switchboard_http_request_duration_seconds";
 pub const EGRESS_DENIED_TOTAL: &str = "switchboard_egress_denied_total";
 pub const CANCEL_NOTICES_TOTAL: &str = "switchboard_cancel_notices_total";
+pub const RUNNER_ATTEMPTS_TOTAL: &str = "switchboard_runner_attempts_total";
 // Process metrics under their conventional (unprefixed) names, read from /proc at the scrape.
 pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
 pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
@@ -189,6 +190,10 @@ pub fn describe() {
     describe_counter!(
         EGRESS_DENIED_TOTAL,
         "Outbound requests refused by the egress policy, by reason (loopback, link_local, private, shared_address_space, unspecified, multicast, broadcast, documentation, reserved)."
+    );
+    describe_counter!(
+        RUNNER_ATTEMPTS_TOTAL,
+        "Attempts to reach webhook runners, by agent, flow and result (answered, pending, retry, failed, gone): the runners' health."
     );
     describe_counter!(
         CANCEL_NOTICES_TOTAL,

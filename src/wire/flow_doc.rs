@@ -99,7 +99,13 @@ pub struct RunnerDoc {
     pub timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
+    /// Webhook runners: how long failed attempts are retried (default one hour).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_for_ms: Option<u64>,
 }
+
+/// How long a webhook runner's failed attempts are retried when the flow does not say.
+pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(60 * 60);
 
 /// One flow: `PUT /v1/flows/{agent}/{flow}` bodies and `config/flows/*.yaml` files.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -221,14 +227,19 @@ impl RunnerDoc {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     return Err(err("runner.url", "must be an http:// or https:// URL"));
                 }
-                let max_attempts = self.max_attempts.unwrap_or(3);
-                if max_attempts == 0 {
+                if self.max_attempts == Some(0) {
                     return Err(err("runner.max_attempts", "must be at least 1"));
+                }
+                if self.retry_for_ms == Some(0) {
+                    return Err(err("runner.retry_for_ms", "must be greater than 0"));
                 }
                 Ok(RunnerSpec::Webhook {
                     url,
                     timeout: Duration::from_millis(self.timeout_ms.unwrap_or(10_000)),
-                    max_attempts,
+                    max_attempts: self.max_attempts,
+                    retry_for: self
+                        .retry_for_ms
+                        .map_or(DEFAULT_RETRY_FOR, Duration::from_millis),
                 })
             }
             "queue" => Ok(RunnerSpec::Queue),
@@ -313,17 +324,20 @@ impl FlowDoc {
                 url: None,
                 timeout_ms: None,
                 max_attempts: None,
+                retry_for_ms: None,
             }),
             RunnerSpec::Webhook {
                 url,
                 timeout,
                 max_attempts,
+                retry_for,
             } => Some(RunnerDoc {
                 kind: "webhook".into(),
                 name: None,
                 url: Some(url.clone()),
                 timeout_ms: Some(timeout.as_millis() as u64),
-                max_attempts: Some(*max_attempts),
+                max_attempts: *max_attempts,
+                retry_for_ms: Some(retry_for.as_millis() as u64),
             }),
             other => Some(RunnerDoc {
                 kind: other.kind().into(),
@@ -331,6 +345,7 @@ impl FlowDoc {
                 url: None,
                 timeout_ms: None,
                 max_attempts: None,
+                retry_for_ms: None,
             }),
         };
         FlowDoc {

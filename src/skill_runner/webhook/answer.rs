@@ -18,14 +18,24 @@ pub(super) enum Verdict {
     Answer(RunnerAnswer),
     /// Accepted; the answer comes later.
     Pending,
-    /// Worth another attempt; what the runner answered.
-    Retry(String),
+    /// Worth another attempt; what the runner answered, and how long it asked to wait
+    /// (`Retry-After`).
+    Retry(String, Option<Duration>),
+    /// The runner is gone for good (HTTP 410): it is disabled.
+    Gone,
     /// Not worth another attempt; the reason.
     Fail(String),
 }
 
-/// What an answer with `status` and `body` (cut after the cap when `truncated`) means.
-pub(super) fn judge(status: StatusCode, body: &[u8], truncated: bool) -> Verdict {
+/// What an answer with `status`, `Retry-After` header `retry_after` and `body` (cut after the
+/// cap when `truncated`) means. 2xx is an answer; 3xx a failure (redirects are not followed);
+/// 429 and 5xx are worth another attempt; 410 disables the runner; other 4xx fail.
+pub(super) fn judge(
+    status: StatusCode,
+    retry_after: Option<&str>,
+    body: &[u8],
+    truncated: bool,
+) -> Verdict {
     if status.is_success() {
         let accepted = status == StatusCode::ACCEPTED;
         if body.iter().all(u8::is_ascii_whitespace) {
@@ -56,11 +66,24 @@ pub(super) fn judge(status: StatusCode, body: &[u8], truncated: bool) -> Verdict
         };
     }
     let what = describe_answer(status);
-    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-        Verdict::Retry(what)
+    if status == StatusCode::GONE {
+        Verdict::Gone
+    } else if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        Verdict::Retry(what, retry_after.and_then(parse_retry_after))
     } else {
         Verdict::Fail(format!("{what} (not retried)"))
     }
+}
+
+/// A `Retry-After` value: delay-seconds, or an HTTP date (how long until then).
+pub(super) fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let ms = (at.timestamp_millis() - chrono::Utc::now().timestamp_millis()).max(0);
+    Some(Duration::from_millis(ms as u64))
 }
 
 /// `HTTP 500 Internal Server Error`: the status alone.

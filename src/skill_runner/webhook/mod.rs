@@ -7,10 +7,17 @@
 //! `POST /v1/invocations/{id}/result`, which reaches the reply parked in [`PendingInvocations`].
 //!
 //! Failures the runner may recover from (5xx, 429, connection errors, timeouts) are retried
-//! with capped exponential backoff and full jitter, up to the flow's `max_attempts` attempts;
-//! after the last one the invocation fails with the last answer's status as the reason, and
-//! the engine dead-letters it (`runner_failed`). Other answers (4xx, a 2xx body that does not
-//! decode, an address the egress policy denies, a flow without a secret) fail at once. Once
+//! with capped exponential backoff and full jitter (a `Retry-After` the runner sends is
+//! honoured, clamped to the backoff's cap) for the flow's `retry_for` (one hour unless the flow
+//! says otherwise; each retry moves the invocation's deadline to cover the next attempt, so
+//! the flow instance's queue waits),
+//! and at most `max_attempts` attempts when the flow sets it; then the invocation fails with
+//! the last answer's status as the reason, and the engine dead-letters it (`runner_failed`).
+//! Other answers (3xx, 4xx, a 2xx body that does not decode, an address the egress policy
+//! denies, a flow without a secret) fail at once. HTTP 410 disables the runner: the invocation
+//! ends [`Outcome::RunnerGone`] (the flow instance tells the flow with a `runner_disabled`
+//! system event) and later ones fail unsent until the flow is stored again. Every attempt is
+//! counted by result (`switchboard_runner_attempts_total`: the runner's health). Once
 //! the reply has left [`PendingInvocations`] (answered through `/result`, or given up by the
 //! engine) the task stops and reports nothing.
 //!
@@ -151,15 +158,23 @@ impl WebhookRunners {
         self.shared.in_flight.len()
     }
 
-    /// A runner POSTing to `url`, each attempt under `timeout`, at most `max_attempts`
-    /// attempts (at least one).
-    pub fn runner(&self, url: &str, timeout: Duration, max_attempts: u32) -> Arc<dyn SkillRunner> {
+    /// A runner POSTing to `url`, each attempt under `timeout`, retrying for `retry_for`, at
+    /// most `max_attempts` attempts (at least one) when given.
+    pub fn runner(
+        &self,
+        url: &str,
+        timeout: Duration,
+        max_attempts: Option<u32>,
+        retry_for: Duration,
+    ) -> Arc<dyn SkillRunner> {
         Arc::new(WebhookRunner {
             shared: self.shared.clone(),
             target: Arc::new(Target {
                 url: url.to_owned(),
                 timeout,
-                max_attempts: max_attempts.max(1),
+                max_attempts: max_attempts.map(|n| n.max(1)),
+                retry_for,
+                gone: Default::default(),
             }),
         })
     }
@@ -184,7 +199,10 @@ fn full_jitter(d: Duration) -> Duration {
 struct Target {
     url: String,
     timeout: Duration,
-    max_attempts: u32,
+    max_attempts: Option<u32>,
+    retry_for: Duration,
+    /// Set once the runner answered HTTP 410.
+    gone: std::sync::atomic::AtomicBool,
 }
 
 /// One webhook runner: a flow's URL, attempt timeout and attempts, on the shared factory.
@@ -316,24 +334,35 @@ impl CancelTo {
 
 async fn run(shared: &Shared, target: &Target, invocation: Invocation) {
     let id = invocation.id;
-    let deadline = Instant::now() + invocation.timeout;
+    let started = Instant::now();
+    // The first attempt has the invocation's timeout; retries move the deadline (below).
+    let mut deadline = started + invocation.timeout;
+    let retry_until = started + target.retry_for;
     let body = serde_json::to_vec(&InvocationWire::from_domain(&invocation))
         .expect("invocations serialize");
     let flow = (invocation.account, invocation.agent, invocation.flow);
+    if target.gone.load(std::sync::atomic::Ordering::Relaxed) {
+        fail(
+            shared,
+            id,
+            "the webhook runner is disabled: it answered HTTP 410 Gone; store the flow again to enable it".into(),
+        );
+        return;
+    }
 
     let mut delays = shared.backoff.build();
     let mut last = None;
     let mut attempts = 0;
-    for attempt in 1..=target.max_attempts {
+    loop {
         if !shared.pending.is_waiting(id) {
-            tracing::debug!(invocation_id = %id, attempt, "webhook invocation answered or given up; not posting");
+            tracing::debug!(invocation_id = %id, attempts, "webhook invocation answered or given up; not posting");
             return;
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             break;
         }
-        attempts = attempt;
+        attempts += 1;
         let verdict = post(
             shared,
             target,
@@ -342,8 +371,10 @@ async fn run(shared: &Shared, target: &Target, invocation: Invocation) {
             target.timeout.min(remaining),
         )
         .await;
-        tracing::debug!(invocation_id = %id, attempt, verdict = ?verdict_kind(&verdict), "webhook attempt");
-        match verdict {
+        let kind = verdict_kind(&verdict);
+        handles::runner_attempt(flow.1.as_str(), flow.2.as_str(), kind);
+        tracing::debug!(invocation_id = %id, attempt = attempts, verdict = kind, "webhook attempt");
+        let retry_after = match verdict {
             Verdict::Answer(answer) => {
                 deliver(shared, id, answer);
                 return;
@@ -353,13 +384,40 @@ async fn run(shared: &Shared, target: &Target, invocation: Invocation) {
                 fail(shared, id, reason);
                 return;
             }
-            Verdict::Retry(what) => last = Some(what),
+            Verdict::Gone => {
+                target
+                    .gone
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                let _ = shared.pending.answer(
+                    id,
+                    Some(Outcome::RunnerGone {
+                        reason: "the webhook runner answered HTTP 410 Gone; it is disabled".into(),
+                    }),
+                    Vec::new(),
+                );
+                return;
+            }
+            Verdict::Retry(what, retry_after) => {
+                last = Some(what);
+                retry_after
+            }
+        };
+        if target.max_attempts.is_some_and(|max| attempts >= max) {
+            break;
         }
-        if attempt < target.max_attempts {
-            let delay = full_jitter(delays.next().unwrap_or(shared.max_backoff));
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            tokio::time::sleep(delay.min(remaining)).await;
+        let delay = next_delay(
+            retry_after,
+            delays.next().unwrap_or(shared.max_backoff),
+            shared.max_backoff,
+        );
+        let next = Instant::now() + delay;
+        if next >= retry_until {
+            break;
         }
+        // The next attempt gets its own timeout: the flow instance waits that long.
+        deadline = deadline.max(next + target.timeout);
+        shared.pending.retrying(id, deadline);
+        tokio::time::sleep(delay).await;
     }
     let reason = match last {
         Some(last) => format!(
@@ -371,12 +429,22 @@ async fn run(shared: &Shared, target: &Target, invocation: Invocation) {
     fail(shared, id, reason);
 }
 
+/// The pause before the next attempt: what the runner asked for (`Retry-After`), clamped to
+/// the backoff's cap, else the backoff's step with full jitter.
+fn next_delay(retry_after: Option<Duration>, step: Duration, cap: Duration) -> Duration {
+    match retry_after {
+        Some(asked) => asked.min(cap),
+        None => full_jitter(step),
+    }
+}
+
 fn verdict_kind(v: &Verdict) -> &'static str {
     match v {
         Verdict::Answer(a) if a.outcome.is_some() => "answered",
         Verdict::Answer(_) | Verdict::Pending => "pending",
-        Verdict::Retry(_) => "retry",
+        Verdict::Retry(..) => "retry",
         Verdict::Fail(_) => "failed",
+        Verdict::Gone => "gone",
     }
 }
 
@@ -443,11 +511,16 @@ async fn post(
             return if e.is_builder() {
                 Verdict::Fail(what)
             } else {
-                Verdict::Retry(what)
+                Verdict::Retry(what, None)
             };
         }
     };
     let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let cap = if status.is_success() {
         MAX_ANSWER_BYTES
     } else {
@@ -466,13 +539,15 @@ async fn post(
                 }
             }
             Ok(None) => break,
-            Err(e) if status.is_success() => return Verdict::Retry(describe_error(&e, timeout)),
+            Err(e) if status.is_success() => {
+                return Verdict::Retry(describe_error(&e, timeout), None)
+            }
             // The status says enough.
             Err(_) => break,
         }
     }
     tracing::debug!(invocation_id = %id, status = status.as_u16(), body = %String::from_utf8_lossy(&answer), "webhook answer");
-    judge(status, &answer, truncated)
+    judge(status, retry_after.as_deref(), &answer, truncated)
 }
 
 #[cfg(test)]
@@ -499,21 +574,66 @@ mod tests {
     }
 
     #[test]
+    fn gone_disables_and_retry_after_is_read_in_seconds_or_as_a_date() {
+        assert!(matches!(
+            judge(StatusCode::GONE, None, b"", false),
+            Verdict::Gone
+        ));
+        match judge(StatusCode::SERVICE_UNAVAILABLE, Some("7"), b"", false) {
+            Verdict::Retry(_, after) => assert_eq!(after, Some(Duration::from_secs(7))),
+            v => panic!("{v:?}"),
+        }
+        let in_a_minute = (chrono::Utc::now() + chrono::Duration::seconds(60)).to_rfc2822();
+        match judge(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(&in_a_minute),
+            b"",
+            false,
+        ) {
+            Verdict::Retry(_, Some(after)) => {
+                assert!(after > Duration::from_secs(55) && after <= Duration::from_secs(60))
+            }
+            v => panic!("{v:?}"),
+        }
+        match judge(StatusCode::SERVICE_UNAVAILABLE, Some("soon"), b"", false) {
+            Verdict::Retry(_, after) => assert_eq!(after, None, "unreadable: the backoff's"),
+            v => panic!("{v:?}"),
+        }
+        // The runner's wish is honoured up to the cap; without one, the jittered step.
+        let cap = Duration::from_secs(30);
+        assert_eq!(
+            next_delay(Some(Duration::from_secs(7)), Duration::from_secs(1), cap),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            next_delay(Some(Duration::from_secs(3600)), Duration::from_secs(1), cap),
+            cap
+        );
+        assert!(next_delay(None, Duration::from_secs(1), cap) <= Duration::from_secs(1));
+    }
+
+    #[test]
     fn answers_are_judged_by_status_and_body() {
         let completed = br#"{"v":1,"outcome":"completed","commands":[{"v":1,"integration_idn":"telegram","connector_idn":"bot","command_idn":"send_message","arguments":{"text":"hi"}}]}"#;
-        match judge(StatusCode::OK, completed, false) {
+        match judge(StatusCode::OK, None, completed, false) {
             Verdict::Answer(a) => {
                 assert_eq!(a.outcome, Some(Outcome::Completed));
                 assert_eq!(a.commands.len(), 1);
             }
             v => panic!("{v:?}"),
         }
-        match judge(StatusCode::OK, br#"{"v":1,"outcome":"pending"}"#, false) {
+        match judge(
+            StatusCode::OK,
+            None,
+            br#"{"v":1,"outcome":"pending"}"#,
+            false,
+        ) {
             Verdict::Answer(a) => assert_eq!(a.outcome, None),
             v => panic!("{v:?}"),
         }
         match judge(
             StatusCode::OK,
+            None,
             br#"{"v":1,"outcome":"failed","reason":"no"}"#,
             false,
         ) {
@@ -526,42 +646,50 @@ mod tests {
             v => panic!("{v:?}"),
         }
         assert!(matches!(
-            judge(StatusCode::OK, b" \n", false),
+            judge(StatusCode::OK, None, b" \n", false),
             Verdict::Pending
         ));
         assert!(matches!(
-            judge(StatusCode::ACCEPTED, b"queued", false),
+            judge(StatusCode::ACCEPTED, None, b"queued", false),
             Verdict::Pending
         ));
         assert!(matches!(
-            judge(StatusCode::NO_CONTENT, b"", false),
+            judge(StatusCode::NO_CONTENT, None, b"", false),
             Verdict::Pending
         ));
-        match judge(StatusCode::OK, b"{\"v\":1,\"outcome\":\"done\"}", false) {
+        match judge(StatusCode::OK, None, b"{\"v\":1,\"outcome\":\"done\"}", false) {
             Verdict::Fail(r) => assert_eq!(
                 r,
                 "the webhook runner answered HTTP 200 OK with an invalid result: not a result document"
             ),
             v => panic!("{v:?}"),
         }
-        match judge(StatusCode::OK, br#"{"v":2,"outcome":"completed"}"#, false) {
+        match judge(
+            StatusCode::OK,
+            None,
+            br#"{"v":2,"outcome":"completed"}"#,
+            false,
+        ) {
             Verdict::Fail(r) => assert!(r.ends_with("invalid result: field v refused"), "{r}"),
             v => panic!("{v:?}"),
         }
-        match judge(StatusCode::OK, b"{", true) {
+        match judge(StatusCode::OK, None, b"{", true) {
             Verdict::Fail(r) => assert!(r.contains("larger than"), "{r}"),
             v => panic!("{v:?}"),
         }
         for status in [500, 502, 503, 429] {
             let s = StatusCode::from_u16(status).unwrap();
-            match judge(s, b"kaput", false) {
-                Verdict::Retry(r) => assert_eq!(r, format!("HTTP {s}"), "no body text"),
+            match judge(s, None, b"kaput", false) {
+                Verdict::Retry(r, after) => {
+                    assert_eq!(r, format!("HTTP {s}"), "no body text");
+                    assert_eq!(after, None);
+                }
                 v => panic!("{status}: {v:?}"),
             }
         }
-        for status in [400, 401, 404, 410, 302] {
+        for status in [400, 401, 404, 302] {
             let s = StatusCode::from_u16(status).unwrap();
-            match judge(s, b"", false) {
+            match judge(s, None, b"", false) {
                 Verdict::Fail(r) => {
                     assert!(r.contains(&format!("HTTP {status}")), "{r}");
                     assert!(r.contains("not retried"), "{r}");
@@ -577,15 +705,25 @@ mod tests {
             describe_answer(StatusCode::INTERNAL_SERVER_ERROR),
             "HTTP 500 Internal Server Error"
         );
-        match judge(StatusCode::FORBIDDEN, b"secret internal detail", false) {
+        match judge(
+            StatusCode::FORBIDDEN,
+            None,
+            b"secret internal detail",
+            false,
+        ) {
             Verdict::Fail(r) => assert_eq!(r, "HTTP 403 Forbidden (not retried)"),
             v => panic!("{v:?}"),
         }
-        match judge(StatusCode::OK, b"{\"v\":1,\"outcome\":\"hunter2\"}", false) {
+        match judge(
+            StatusCode::OK,
+            None,
+            b"{\"v\":1,\"outcome\":\"hunter2\"}",
+            false,
+        ) {
             Verdict::Fail(r) => assert!(!r.contains("hunter2"), "{r}"),
             v => panic!("{v:?}"),
         }
-        match judge(StatusCode::OK, b"<html>hunter2</html>", false) {
+        match judge(StatusCode::OK, None, b"<html>hunter2</html>", false) {
             Verdict::Fail(r) => assert!(r.ends_with("invalid result: not JSON"), "{r}"),
             v => panic!("{v:?}"),
         }
@@ -600,7 +738,8 @@ mod tests {
         let spec = RunnerSpec::Webhook {
             url: "http://127.0.0.1:9/skill".into(),
             timeout: Duration::from_secs(1),
-            max_attempts: 3,
+            max_attempts: Some(3),
+            retry_for: Duration::from_secs(60),
         };
         let plain = RunnerRegistry::new(Arc::new(FnRunner::completing()));
         assert_eq!(
