@@ -2,13 +2,17 @@
 
 use std::sync::Arc;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
 use uuid::Uuid;
 
 use super::auth::Caller;
 use super::body::decode;
 use super::body::RawBody;
 use super::error::{ApiError, Kind};
+use super::openapi::{
+    BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable,
+    UnsupportedMediaType,
+};
 use super::views::{
     settings_json, settings_pairs, ConnectorJson, CreateConnector, IntegrationJson, SettingJson,
     UpdateConnector,
@@ -18,52 +22,19 @@ use crate::daemon::Daemon;
 
 type D = web::Data<Arc<Daemon>>;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/integrations", web::get().to(list_integrations))
-        .route(
-            "/v1/integrations/connectors/{id}",
-            web::get().to(get_connector),
-        )
-        .route(
-            "/v1/integrations/connectors/{id}",
-            web::put().to(update_connector),
-        )
-        .route(
-            "/v1/integrations/connectors/{id}",
-            web::delete().to(delete_connector),
-        )
-        .route(
-            "/v1/integrations/connectors/{id}/settings",
-            web::post().to(connector_settings),
-        )
-        .route(
-            "/v1/integrations/connectors/{id}/run",
-            web::post().to(run_connector),
-        )
-        .route(
-            "/v1/integrations/connectors/{id}/stop",
-            web::post().to(stop_connector),
-        )
-        .route(
-            "/v1/integrations/{integration}",
-            web::get().to(get_integration),
-        )
-        .route(
-            "/v1/integrations/{integration}/settings",
-            web::get().to(get_integration_settings),
-        )
-        .route(
-            "/v1/integrations/{integration}/settings",
-            web::post().to(set_integration_settings),
-        )
-        .route(
-            "/v1/integrations/{integration}/connectors",
-            web::get().to(list_connectors),
-        )
-        .route(
-            "/v1/integrations/{integration}/connectors",
-            web::post().to(create_connector),
-        );
+pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(list_integrations)
+        .service(get_connector)
+        .service(update_connector)
+        .service(delete_connector)
+        .service(connector_settings)
+        .service(run_connector)
+        .service(stop_connector)
+        .service(get_integration)
+        .service(get_integration_settings)
+        .service(set_integration_settings)
+        .service(list_connectors)
+        .service(create_connector);
 }
 
 fn connector_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -71,6 +42,19 @@ fn connector_id(raw: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::new(Kind::NotFound, "not_found", format!("no connector {raw}")))
 }
 
+/// The integrations of the catalog.
+///
+/// Needs `read`.
+#[utoipa::path(
+    tag = "control",
+    security(("bearer" = ["read"])),
+    responses(
+        (status = 200, description = "The integrations", body = Vec<IntegrationJson>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+    )
+)]
+#[get("/v1/integrations")]
 async fn list_integrations(d: D, c: Caller) -> Result<HttpResponse, ApiError> {
     c.need(Scope::Read)?;
     Ok(HttpResponse::Ok().json(
@@ -94,6 +78,21 @@ fn integration<'a>(
     })
 }
 
+/// One integration of the catalog.
+///
+/// Needs `read`.
+#[utoipa::path(
+    tag = "control",
+    params(("integration" = String, Path, description = "The integration's idn (`sandbox`, `telegram`, …)")),
+    security(("bearer" = ["read"])),
+    responses(
+        (status = 200, description = "The integration", body = IntegrationJson),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
+#[get("/v1/integrations/{integration}")]
 async fn get_integration(
     d: D,
     c: Caller,
@@ -104,6 +103,22 @@ async fn get_integration(
     Ok(HttpResponse::Ok().json(IntegrationJson::of(i)))
 }
 
+/// The integration's settings in the token's account (secrets masked).
+///
+/// Needs `read`.
+#[utoipa::path(
+    tag = "control",
+    params(("integration" = String, Path, description = "The integration's idn (`sandbox`, `telegram`, …)")),
+    security(("bearer" = ["read"])),
+    responses(
+        (status = 200, description = "The settings", body = Vec<SettingJson>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[get("/v1/integrations/{integration}/settings")]
 async fn get_integration_settings(
     d: D,
     c: Caller,
@@ -115,6 +130,26 @@ async fn get_integration_settings(
     Ok(HttpResponse::Ok().json(settings_json(&s)))
 }
 
+/// Sets the integration's settings in the token's account.
+///
+/// Needs `credentials:write`.
+#[utoipa::path(
+    tag = "control",
+    params(("integration" = String, Path, description = "The integration's idn (`sandbox`, `telegram`, …)")),
+    request_body(content = Vec<SettingJson>, content_type = "application/json"),
+    security(("bearer" = ["credentials:write"])),
+    responses(
+        (status = 200, description = "The settings as stored (secrets masked)", body = Vec<SettingJson>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[post("/v1/integrations/{integration}/settings")]
 async fn set_integration_settings(
     d: D,
     c: Caller,
@@ -131,6 +166,21 @@ async fn set_integration_settings(
     Ok(HttpResponse::Ok().json(settings_json(&shown)))
 }
 
+/// The integration's connectors in the token's account.
+///
+/// Needs `read`.
+#[utoipa::path(
+    tag = "control",
+    params(("integration" = String, Path, description = "The integration's idn (`sandbox`, `telegram`, …)")),
+    security(("bearer" = ["read"])),
+    responses(
+        (status = 200, description = "The connectors", body = Vec<ConnectorJson>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
+#[get("/v1/integrations/{integration}/connectors")]
 async fn list_connectors(
     d: D,
     c: Caller,
@@ -142,6 +192,27 @@ async fn list_connectors(
     Ok(HttpResponse::Ok().json(list.iter().map(ConnectorJson::from).collect::<Vec<_>>()))
 }
 
+/// Creates a connector, stopped.
+///
+/// Needs `connectors:write`. Settings also need `credentials:write`.
+#[utoipa::path(
+    tag = "control",
+    params(("integration" = String, Path, description = "The integration's idn (`sandbox`, `telegram`, …)")),
+    request_body(content = CreateConnector, content_type = "application/json"),
+    security(("bearer" = ["connectors:write"])),
+    responses(
+        (status = 201, description = "Created", body = ConnectorJson),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[post("/v1/integrations/{integration}/connectors")]
 async fn create_connector(
     d: D,
     c: Caller,
@@ -167,12 +238,48 @@ async fn create_connector(
     Ok(HttpResponse::Created().json(ConnectorJson::from(&view)))
 }
 
+/// One connector.
+///
+/// Needs `read`.
+#[utoipa::path(
+    tag = "control",
+    params(("id" = Uuid, Path, description = "The connector's id (anything else is not found)")),
+    security(("bearer" = ["read"])),
+    responses(
+        (status = 200, description = "The connector", body = ConnectorJson),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
+#[get("/v1/integrations/connectors/{id}")]
 async fn get_connector(d: D, c: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::Read)?;
     let view = d.connector(account, connector_id(&path)?)?;
     Ok(HttpResponse::Ok().json(ConnectorJson::from(&view)))
 }
 
+/// Changes a connector's title and settings.
+///
+/// Needs `connectors:write`. Settings also need `credentials:write`.
+#[utoipa::path(
+    tag = "control",
+    params(("id" = Uuid, Path, description = "The connector's id (anything else is not found)")),
+    request_body(content = UpdateConnector, content_type = "application/json"),
+    security(("bearer" = ["connectors:write"])),
+    responses(
+        (status = 200, description = "The connector", body = ConnectorJson),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[put("/v1/integrations/connectors/{id}")]
 async fn update_connector(
     d: D,
     c: Caller,
@@ -196,6 +303,27 @@ async fn update_connector(
     Ok(HttpResponse::Ok().json(ConnectorJson::from(&view)))
 }
 
+/// Changes a connector's settings.
+///
+/// Needs `credentials:write`.
+#[utoipa::path(
+    tag = "control",
+    params(("id" = Uuid, Path, description = "The connector's id (anything else is not found)")),
+    request_body(content = Vec<SettingJson>, content_type = "application/json"),
+    security(("bearer" = ["credentials:write"])),
+    responses(
+        (status = 200, description = "The connector", body = ConnectorJson),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[post("/v1/integrations/connectors/{id}/settings")]
 async fn connector_settings(
     d: D,
     c: Caller,
@@ -211,6 +339,23 @@ async fn connector_settings(
     Ok(HttpResponse::Ok().json(ConnectorJson::from(&view)))
 }
 
+/// Deletes a stopped connector.
+///
+/// Needs `connectors:write`.
+#[utoipa::path(
+    tag = "control",
+    params(("id" = Uuid, Path, description = "The connector's id (anything else is not found)")),
+    security(("bearer" = ["connectors:write"])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[delete("/v1/integrations/connectors/{id}")]
 async fn delete_connector(
     d: D,
     c: Caller,
@@ -221,12 +366,47 @@ async fn delete_connector(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// Runs a connector (its required settings set).
+///
+/// Needs `connectors:write`.
+#[utoipa::path(
+    tag = "control",
+    params(("id" = Uuid, Path, description = "The connector's id (anything else is not found)")),
+    security(("bearer" = ["connectors:write"])),
+    responses(
+        (status = 200, description = "The connector, running", body = ConnectorJson),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[post("/v1/integrations/connectors/{id}/run")]
 async fn run_connector(d: D, c: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::ConnectorsWrite)?;
     let view = d.run_connector(account, connector_id(&path)?).await?;
     Ok(HttpResponse::Ok().json(ConnectorJson::from(&view)))
 }
 
+/// Stops a connector.
+///
+/// Needs `connectors:write`.
+#[utoipa::path(
+    tag = "control",
+    params(("id" = Uuid, Path, description = "The connector's id (anything else is not found)")),
+    security(("bearer" = ["connectors:write"])),
+    responses(
+        (status = 200, description = "The connector, stopped", body = ConnectorJson),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[post("/v1/integrations/connectors/{id}/stop")]
 async fn stop_connector(
     d: D,
     c: Caller,

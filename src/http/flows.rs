@@ -4,26 +4,78 @@
 
 use std::sync::Arc;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{delete, get, put, web, HttpRequest, HttpResponse};
+use utoipa::openapi::schema::{Schema, SchemaType, Type};
+use utoipa::openapi::{ObjectBuilder, RefOr};
+use utoipa::{PartialSchema, ToSchema};
 
 use super::auth::Caller;
 use super::body::decode_flow;
 use super::body::RawBody;
 use super::error::{ApiError, Kind};
+use super::openapi::{
+    BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable,
+    UnsupportedMediaType,
+};
 use crate::auth::Scope;
 use crate::daemon::Daemon;
 use crate::domain::Name;
+use crate::wire::FlowDoc;
 
 type D = web::Data<Arc<Daemon>>;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/flows", web::get().to(list))
-        .route("/v1/flows/{agent}/{flow}", web::get().to(get))
-        .route("/v1/flows/{agent}/{flow}", web::put().to(put))
-        .route("/v1/flows/{agent}/{flow}", web::delete().to(delete));
+pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(list_flows)
+        .service(get_flow)
+        .service(put_flow)
+        .service(delete_flow);
 }
 
-async fn list(d: D, c: Caller) -> Result<HttpResponse, ApiError> {
+/// The answer of a PUT: the flow document as stored, plus `runner_secret` when this store gave
+/// its webhook runner a signing secret (shown this once). Its schema is the document's with that
+/// one more property (the document itself allows no other).
+pub struct StoredFlow;
+
+impl PartialSchema for StoredFlow {
+    fn schema() -> RefOr<Schema> {
+        let mut schema = FlowDoc::schema();
+        if let RefOr::T(Schema::Object(o)) = &mut schema {
+            o.description = Some(
+                "The flow document as stored; `runner_secret` (`whsec_…`) only in the answer that \
+                 gave a webhook runner its signing secret"
+                    .into(),
+            );
+            o.properties.insert(
+                "runner_secret".into(),
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::Type(Type::String))
+                    .into(),
+            );
+        }
+        schema
+    }
+}
+
+impl ToSchema for StoredFlow {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        <FlowDoc as ToSchema>::schemas(schemas);
+    }
+}
+
+/// The flows of the token's account.
+///
+/// Needs `read`.
+#[utoipa::path(
+    tag = "flows",
+    security(("bearer" = ["read"])),
+    responses(
+        (status = 200, description = "The flow documents", body = Vec<FlowDoc>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+    )
+)]
+#[get("/v1/flows")]
+async fn list_flows(d: D, c: Caller) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::Read)?;
     Ok(HttpResponse::Ok().json(d.flows(account)))
 }
@@ -36,7 +88,29 @@ fn not_found(agent: &str, flow: &str) -> ApiError {
     )
 }
 
-async fn get(d: D, c: Caller, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+/// One flow's document.
+///
+/// Needs `read`.
+#[utoipa::path(
+    tag = "flows",
+    params(
+        ("agent" = String, Path, description = "The agent's name"),
+        ("flow" = String, Path, description = "The flow's name"),
+    ),
+    security(("bearer" = ["read"])),
+    responses(
+        (status = 200, description = "The flow document", body = FlowDoc),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
+#[get("/v1/flows/{agent}/{flow}")]
+async fn get_flow(
+    d: D,
+    c: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::Read)?;
     let (agent, flow) = path.into_inner();
     let doc = d
@@ -45,7 +119,34 @@ async fn get(d: D, c: Caller, path: web::Path<(String, String)>) -> Result<HttpR
     Ok(HttpResponse::Ok().json(doc))
 }
 
-async fn put(
+/// Creates or replaces a flow.
+///
+/// Needs `flows:write`. The body is a flow document in JSON or YAML (`application/yaml`); the
+/// path names its agent and flow. A flow defined by a file may not be changed here (409).
+#[utoipa::path(
+    tag = "flows",
+    params(
+        ("agent" = String, Path, description = "The agent's name"),
+        ("flow" = String, Path, description = "The flow's name"),
+    ),
+    request_body(content(
+        (FlowDoc = "application/json"),
+        (FlowDoc = "application/yaml"),
+    )),
+    security(("bearer" = ["flows:write"])),
+    responses(
+        (status = 200, description = "The flow as stored", body = StoredFlow),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[put("/v1/flows/{agent}/{flow}")]
+async fn put_flow(
     d: D,
     c: Caller,
     path: web::Path<(String, String)>,
@@ -65,7 +166,28 @@ async fn put(
     Ok(HttpResponse::Ok().json(answer))
 }
 
-async fn delete(
+/// Deletes a flow.
+///
+/// Needs `flows:write`. A flow defined by a file may not be deleted here (409).
+#[utoipa::path(
+    tag = "flows",
+    params(
+        ("agent" = String, Path, description = "The agent's name"),
+        ("flow" = String, Path, description = "The flow's name"),
+    ),
+    security(("bearer" = ["flows:write"])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[delete("/v1/flows/{agent}/{flow}")]
+async fn delete_flow(
     d: D,
     c: Caller,
     path: web::Path<(String, String)>,

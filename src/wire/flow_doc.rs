@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::domain::{
     Flow, Idn, IdnError, InterruptMode, Name, RunnerSpec, SkillSelector, StateField, StateScope,
@@ -48,7 +49,7 @@ fn err(field: impl Into<String>, reason: impl Into<String>) -> FlowDocError {
 }
 
 /// One subscription as written in a flow document or the `naf-events.yaml` export.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionDoc {
     pub idn: String,
@@ -76,7 +77,7 @@ fn default_selector() -> String {
 }
 
 /// A state field declaration.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StateFieldDoc {
     pub idn: String,
@@ -87,7 +88,7 @@ pub struct StateFieldDoc {
 }
 
 /// Where the flow's invocations go.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunnerDoc {
     pub kind: String,
@@ -102,7 +103,7 @@ pub struct RunnerDoc {
 }
 
 /// One flow: `PUT /v1/flows/{agent}/{flow}` bodies and `config/flows/*.yaml` files.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlowDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -104,7 +104,7 @@ impl ResultBatchWire {
 }
 
 /// What a runner reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ResultOutcome {
     /// The skill finished.
@@ -116,7 +116,7 @@ pub enum ResultOutcome {
 }
 
 /// A runner's answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResultWire {
     pub v: u32,
