@@ -45,6 +45,7 @@ fn label(field: &str, v: &str) -> Result<(), ApiError> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewAccount {
+    #[schema(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     idn: String,
     /// At most 200 bytes.
     #[serde(default)]

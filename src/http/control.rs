@@ -83,7 +83,7 @@ fn integration<'a>(
 /// Needs `read`.
 #[utoipa::path(
     tag = "control",
-    params(("integration" = String, Path, description = "The integration's idn (`sandbox`, `telegram`, …)")),
+    params(("integration" = String, Path, description = "The integration's idn (`sandbox`, `telegram`, …)", pattern = "^[a-z][a-z0-9_]*$", max_length = 64)),
     security(("bearer" = ["read"])),
     responses(
         (status = 200, description = "The integration", body = IntegrationJson),
@@ -108,7 +108,7 @@ async fn get_integration(
 /// Needs `read`.
 #[utoipa::path(
     tag = "control",
-    params(("integration" = String, Path, description = "The integration's idn (`sandbox`, `telegram`, …)")),
+    params(("integration" = String, Path, description = "The integration's idn (`sandbox`, `telegram`, …)", pattern = "^[a-z][a-z0-9_]*$", max_length = 64)),
     security(("bearer" = ["read"])),
     responses(
         (status = 200, description = "The settings", body = Vec<SettingJson>),
@@ -135,7 +135,7 @@ async fn get_integration_settings(
 /// Needs `credentials:write`.
 #[utoipa::path(
     tag = "control",
-    params(("integration" = String, Path, description = "The integration's idn (`sandbox`, `telegram`, …)")),
+    params(("integration" = String, Path, description = "The integration's idn (`sandbox`, `telegram`, …)", pattern = "^[a-z][a-z0-9_]*$", max_length = 64)),
     request_body(content = Vec<SettingJson>, content_type = "application/json"),
     security(("bearer" = ["credentials:write"])),
     responses(
@@ -171,7 +171,7 @@ async fn set_integration_settings(
 /// Needs `read`.
 #[utoipa::path(
     tag = "control",
-    params(("integration" = String, Path, description = "The integration's idn (`sandbox`, `telegram`, …)")),
+    params(("integration" = String, Path, description = "The integration's idn (`sandbox`, `telegram`, …)", pattern = "^[a-z][a-z0-9_]*$", max_length = 64)),
     security(("bearer" = ["read"])),
     responses(
         (status = 200, description = "The connectors", body = Vec<ConnectorJson>),
@@ -197,7 +197,7 @@ async fn list_connectors(
 /// Needs `connectors:write`. Settings also need `credentials:write`.
 #[utoipa::path(
     tag = "control",
-    params(("integration" = String, Path, description = "The integration's idn (`sandbox`, `telegram`, …)")),
+    params(("integration" = String, Path, description = "The integration's idn (`sandbox`, `telegram`, …)", pattern = "^[a-z][a-z0-9_]*$", max_length = 64)),
     request_body(content = CreateConnector, content_type = "application/json"),
     security(("bearer" = ["connectors:write"])),
     responses(

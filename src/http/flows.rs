@@ -94,8 +94,8 @@ fn not_found(agent: &str, flow: &str) -> ApiError {
 #[utoipa::path(
     tag = "flows",
     params(
-        ("agent" = String, Path, description = "The agent's name"),
-        ("flow" = String, Path, description = "The flow's name"),
+        ("agent" = String, Path, description = "The agent's name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 64),
+        ("flow" = String, Path, description = "The flow's name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 64),
     ),
     security(("bearer" = ["read"])),
     responses(
@@ -126,8 +126,8 @@ async fn get_flow(
 #[utoipa::path(
     tag = "flows",
     params(
-        ("agent" = String, Path, description = "The agent's name"),
-        ("flow" = String, Path, description = "The flow's name"),
+        ("agent" = String, Path, description = "The agent's name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 64),
+        ("flow" = String, Path, description = "The flow's name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 64),
     ),
     request_body(content(
         (FlowDoc = "application/json"),
@@ -172,8 +172,8 @@ async fn put_flow(
 #[utoipa::path(
     tag = "flows",
     params(
-        ("agent" = String, Path, description = "The agent's name"),
-        ("flow" = String, Path, description = "The flow's name"),
+        ("agent" = String, Path, description = "The agent's name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 64),
+        ("flow" = String, Path, description = "The flow's name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 64),
     ),
     security(("bearer" = ["flows:write"])),
     responses(

@@ -37,8 +37,11 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct ExplainQuery {
+    #[param(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     integration_idn: String,
+    #[param(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     connector_idn: String,
+    #[param(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     event_idn: String,
 }
 

@@ -35,8 +35,8 @@ struct Rotated<'a> {
 #[utoipa::path(
     tag = "flows",
     params(
-        ("agent" = String, Path, description = "The agent's name"),
-        ("flow" = String, Path, description = "The flow's name"),
+        ("agent" = String, Path, description = "The agent's name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 64),
+        ("flow" = String, Path, description = "The flow's name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 64),
     ),
     security(("bearer" = ["flows:write"])),
     responses(

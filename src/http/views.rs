@@ -107,6 +107,7 @@ impl From<&ConnectorView> for ConnectorJson {
 #[serde(deny_unknown_fields)]
 pub struct CreateConnector {
     pub title: String,
+    #[schema(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     pub connector_idn: String,
     #[serde(default)]
     pub settings: Vec<SettingJson>,

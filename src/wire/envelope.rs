@@ -171,6 +171,8 @@ pub struct ActorWire {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventEnvelope {
+    /// The envelope version: 1.
+    #[schema(minimum = 1, maximum = 1)]
     pub v: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<Uuid>,
@@ -178,8 +180,11 @@ pub struct EventEnvelope {
     pub external_event_id: Option<String>,
     #[serde(default = "default_account")]
     pub account: String,
+    #[schema(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     pub integration_idn: String,
+    #[schema(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     pub connector_idn: String,
+    #[schema(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     pub event_idn: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<ActorWire>,
@@ -337,13 +342,18 @@ impl EventEnvelope {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandEnvelope {
+    /// The envelope version: 1.
+    #[schema(minimum = 1, maximum = 1)]
     pub v: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<Uuid>,
     #[serde(default = "default_account")]
     pub account: String,
+    #[schema(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     pub integration_idn: String,
+    #[schema(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     pub connector_idn: String,
+    #[schema(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     pub command_idn: String,
     #[serde(default)]
     pub arguments: ArgumentsWire,

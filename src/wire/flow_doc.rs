@@ -52,6 +52,8 @@ fn err(field: impl Into<String>, reason: impl Into<String>) -> FlowDocError {
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionDoc {
+    /// The event's idn.
+    #[schema(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     pub idn: String,
     /// Only in the flat export, where every row names its agent and flow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -61,6 +63,7 @@ pub struct SubscriptionDoc {
     #[serde(default = "default_selector")]
     pub skill_selector: String,
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 64)]
     pub skill_idn: Option<String>,
     #[serde(default)]
     pub state_idn: Option<String>,

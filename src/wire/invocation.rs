@@ -119,6 +119,8 @@ pub enum ResultOutcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResultWire {
+    /// The envelope version: 1.
+    #[schema(minimum = 1, maximum = 1)]
     pub v: u32,
     /// Required on the results subject; the HTTP endpoint takes it from the path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
