@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::auth::Caller;
@@ -36,6 +38,24 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(list_connectors)
         .service(create_connector);
 }
+
+/// The integration a path names.
+#[derive(Deserialize, IntoParams)]
+#[into_params(names("integration"), parameter_in = Path)]
+struct IntegrationPath(
+    /// The integration's idn (`sandbox`, `telegram`, …).
+    #[param(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
+    String,
+);
+
+/// The connector a path names.
+#[derive(Deserialize, IntoParams)]
+#[into_params(names("id"), parameter_in = Path)]
+struct ConnectorPath(
+    /// The connector's id (anything else is not found).
+    #[param(value_type = Uuid)]
+    String,
+);
 
 fn connector_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw)
@@ -83,7 +103,7 @@ fn integration<'a>(
 /// Needs `read`.
 #[utoipa::path(
     tag = "control",
-    params(("integration" = String, Path, description = "The integration's idn (`sandbox`, `telegram`, …)", pattern = "^[a-z][a-z0-9_]*$", max_length = 64)),
+    params(IntegrationPath),
     security(("bearer" = ["read"])),
     responses(
         (status = 200, description = "The integration", body = IntegrationJson),
@@ -96,10 +116,10 @@ fn integration<'a>(
 async fn get_integration(
     d: D,
     c: Caller,
-    path: web::Path<String>,
+    path: web::Path<IntegrationPath>,
 ) -> Result<HttpResponse, ApiError> {
     c.need(Scope::Read)?;
-    let i = integration(&d, &path)?;
+    let i = integration(&d, &path.0)?;
     Ok(HttpResponse::Ok().json(IntegrationJson::of(i)))
 }
 
@@ -108,7 +128,7 @@ async fn get_integration(
 /// Needs `read`.
 #[utoipa::path(
     tag = "control",
-    params(("integration" = String, Path, description = "The integration's idn (`sandbox`, `telegram`, …)", pattern = "^[a-z][a-z0-9_]*$", max_length = 64)),
+    params(IntegrationPath),
     security(("bearer" = ["read"])),
     responses(
         (status = 200, description = "The settings", body = Vec<SettingJson>),
@@ -122,10 +142,10 @@ async fn get_integration(
 async fn get_integration_settings(
     d: D,
     c: Caller,
-    path: web::Path<String>,
+    path: web::Path<IntegrationPath>,
 ) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::Read)?;
-    let i = integration(&d, &path)?;
+    let i = integration(&d, &path.0)?;
     let s = d.integration_settings(account, i.idn.as_str())?;
     Ok(HttpResponse::Ok().json(settings_json(&s)))
 }
@@ -135,7 +155,7 @@ async fn get_integration_settings(
 /// Needs `credentials:write`.
 #[utoipa::path(
     tag = "control",
-    params(("integration" = String, Path, description = "The integration's idn (`sandbox`, `telegram`, …)", pattern = "^[a-z][a-z0-9_]*$", max_length = 64)),
+    params(IntegrationPath),
     request_body(content = Vec<SettingJson>, content_type = "application/json"),
     security(("bearer" = ["credentials:write"])),
     responses(
@@ -153,12 +173,12 @@ async fn get_integration_settings(
 async fn set_integration_settings(
     d: D,
     c: Caller,
-    path: web::Path<String>,
+    path: web::Path<IntegrationPath>,
     req: HttpRequest,
     body: RawBody,
 ) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::CredentialsWrite)?;
-    let i = integration(&d, &path)?.clone();
+    let i = integration(&d, &path.0)?.clone();
     let list: Vec<SettingJson> = decode(&req, &body)?;
     let shown = d
         .set_integration_settings(account, i.idn.as_str(), &settings_pairs(list))
@@ -171,7 +191,7 @@ async fn set_integration_settings(
 /// Needs `read`.
 #[utoipa::path(
     tag = "control",
-    params(("integration" = String, Path, description = "The integration's idn (`sandbox`, `telegram`, …)", pattern = "^[a-z][a-z0-9_]*$", max_length = 64)),
+    params(IntegrationPath),
     security(("bearer" = ["read"])),
     responses(
         (status = 200, description = "The connectors", body = Vec<ConnectorJson>),
@@ -184,10 +204,10 @@ async fn set_integration_settings(
 async fn list_connectors(
     d: D,
     c: Caller,
-    path: web::Path<String>,
+    path: web::Path<IntegrationPath>,
 ) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::Read)?;
-    let i = integration(&d, &path)?;
+    let i = integration(&d, &path.0)?;
     let list = d.connectors(account, Some(i.idn.as_str()));
     Ok(HttpResponse::Ok().json(list.iter().map(ConnectorJson::from).collect::<Vec<_>>()))
 }
@@ -197,7 +217,7 @@ async fn list_connectors(
 /// Needs `connectors:write`. Settings also need `credentials:write`.
 #[utoipa::path(
     tag = "control",
-    params(("integration" = String, Path, description = "The integration's idn (`sandbox`, `telegram`, …)", pattern = "^[a-z][a-z0-9_]*$", max_length = 64)),
+    params(IntegrationPath),
     request_body(content = CreateConnector, content_type = "application/json"),
     security(("bearer" = ["connectors:write"])),
     responses(
@@ -216,12 +236,12 @@ async fn list_connectors(
 async fn create_connector(
     d: D,
     c: Caller,
-    path: web::Path<String>,
+    path: web::Path<IntegrationPath>,
     req: HttpRequest,
     body: RawBody,
 ) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::ConnectorsWrite)?;
-    let i = integration(&d, &path)?.clone();
+    let i = integration(&d, &path.0)?.clone();
     let new: CreateConnector = decode(&req, &body)?;
     if !new.settings.is_empty() {
         c.need(Scope::CredentialsWrite)?;
@@ -243,7 +263,7 @@ async fn create_connector(
 /// Needs `read`.
 #[utoipa::path(
     tag = "control",
-    params(("id" = Uuid, Path, description = "The connector's id (anything else is not found)")),
+    params(ConnectorPath),
     security(("bearer" = ["read"])),
     responses(
         (status = 200, description = "The connector", body = ConnectorJson),
@@ -253,9 +273,13 @@ async fn create_connector(
     )
 )]
 #[get("/v1/integrations/connectors/{id}")]
-async fn get_connector(d: D, c: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get_connector(
+    d: D,
+    c: Caller,
+    path: web::Path<ConnectorPath>,
+) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::Read)?;
-    let view = d.connector(account, connector_id(&path)?)?;
+    let view = d.connector(account, connector_id(&path.0)?)?;
     Ok(HttpResponse::Ok().json(ConnectorJson::from(&view)))
 }
 
@@ -264,7 +288,7 @@ async fn get_connector(d: D, c: Caller, path: web::Path<String>) -> Result<HttpR
 /// Needs `connectors:write`. Settings also need `credentials:write`.
 #[utoipa::path(
     tag = "control",
-    params(("id" = Uuid, Path, description = "The connector's id (anything else is not found)")),
+    params(ConnectorPath),
     request_body(content = UpdateConnector, content_type = "application/json"),
     security(("bearer" = ["connectors:write"])),
     responses(
@@ -283,7 +307,7 @@ async fn get_connector(d: D, c: Caller, path: web::Path<String>) -> Result<HttpR
 async fn update_connector(
     d: D,
     c: Caller,
-    path: web::Path<String>,
+    path: web::Path<ConnectorPath>,
     req: HttpRequest,
     body: RawBody,
 ) -> Result<HttpResponse, ApiError> {
@@ -295,7 +319,7 @@ async fn update_connector(
     let view = d
         .update_connector(
             account,
-            connector_id(&path)?,
+            connector_id(&path.0)?,
             u.title.as_deref(),
             &settings_pairs(u.settings),
         )
@@ -308,7 +332,7 @@ async fn update_connector(
 /// Needs `credentials:write`.
 #[utoipa::path(
     tag = "control",
-    params(("id" = Uuid, Path, description = "The connector's id (anything else is not found)")),
+    params(ConnectorPath),
     request_body(content = Vec<SettingJson>, content_type = "application/json"),
     security(("bearer" = ["credentials:write"])),
     responses(
@@ -327,14 +351,14 @@ async fn update_connector(
 async fn connector_settings(
     d: D,
     c: Caller,
-    path: web::Path<String>,
+    path: web::Path<ConnectorPath>,
     req: HttpRequest,
     body: RawBody,
 ) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::CredentialsWrite)?;
     let list: Vec<SettingJson> = decode(&req, &body)?;
     let view = d
-        .update_connector(account, connector_id(&path)?, None, &settings_pairs(list))
+        .update_connector(account, connector_id(&path.0)?, None, &settings_pairs(list))
         .await?;
     Ok(HttpResponse::Ok().json(ConnectorJson::from(&view)))
 }
@@ -344,7 +368,7 @@ async fn connector_settings(
 /// Needs `connectors:write`.
 #[utoipa::path(
     tag = "control",
-    params(("id" = Uuid, Path, description = "The connector's id (anything else is not found)")),
+    params(ConnectorPath),
     security(("bearer" = ["connectors:write"])),
     responses(
         (status = 204, description = "Deleted"),
@@ -359,10 +383,10 @@ async fn connector_settings(
 async fn delete_connector(
     d: D,
     c: Caller,
-    path: web::Path<String>,
+    path: web::Path<ConnectorPath>,
 ) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::ConnectorsWrite)?;
-    d.delete_connector(account, connector_id(&path)?).await?;
+    d.delete_connector(account, connector_id(&path.0)?).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -371,7 +395,7 @@ async fn delete_connector(
 /// Needs `connectors:write`.
 #[utoipa::path(
     tag = "control",
-    params(("id" = Uuid, Path, description = "The connector's id (anything else is not found)")),
+    params(ConnectorPath),
     security(("bearer" = ["connectors:write"])),
     responses(
         (status = 200, description = "The connector, running", body = ConnectorJson),
@@ -384,9 +408,13 @@ async fn delete_connector(
     )
 )]
 #[post("/v1/integrations/connectors/{id}/run")]
-async fn run_connector(d: D, c: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn run_connector(
+    d: D,
+    c: Caller,
+    path: web::Path<ConnectorPath>,
+) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::ConnectorsWrite)?;
-    let view = d.run_connector(account, connector_id(&path)?).await?;
+    let view = d.run_connector(account, connector_id(&path.0)?).await?;
     Ok(HttpResponse::Ok().json(ConnectorJson::from(&view)))
 }
 
@@ -395,7 +423,7 @@ async fn run_connector(d: D, c: Caller, path: web::Path<String>) -> Result<HttpR
 /// Needs `connectors:write`.
 #[utoipa::path(
     tag = "control",
-    params(("id" = Uuid, Path, description = "The connector's id (anything else is not found)")),
+    params(ConnectorPath),
     security(("bearer" = ["connectors:write"])),
     responses(
         (status = 200, description = "The connector, stopped", body = ConnectorJson),
@@ -410,9 +438,9 @@ async fn run_connector(d: D, c: Caller, path: web::Path<String>) -> Result<HttpR
 async fn stop_connector(
     d: D,
     c: Caller,
-    path: web::Path<String>,
+    path: web::Path<ConnectorPath>,
 ) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::ConnectorsWrite)?;
-    let view = d.stop_connector(account, connector_id(&path)?).await?;
+    let view = d.stop_connector(account, connector_id(&path.0)?).await?;
     Ok(HttpResponse::Ok().json(ConnectorJson::from(&view)))
 }

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use actix_web::{delete, get, put, web, HttpRequest, HttpResponse};
+use serde::Deserialize;
 use utoipa::openapi::schema::{Schema, SchemaType, Type};
 use utoipa::openapi::{ObjectBuilder, RefOr};
-use utoipa::{PartialSchema, ToSchema};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use super::auth::Caller;
 use super::body::decode_flow;
@@ -30,6 +31,18 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(put_flow)
         .service(delete_flow);
 }
+
+/// The flow a path names: `/v1/flows/{agent}/{flow}…`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(names("agent", "flow"), parameter_in = Path)]
+pub struct FlowPath(
+    /// The agent's name.
+    #[param(pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 64)]
+    pub String,
+    /// The flow's name.
+    #[param(pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 64)]
+    pub String,
+);
 
 /// The answer of a PUT: the flow document as stored, plus `runner_secret` when this store gave
 /// its webhook runner a signing secret (shown this once). Its schema is the document's with that
@@ -93,10 +106,7 @@ fn not_found(agent: &str, flow: &str) -> ApiError {
 /// Needs `read`.
 #[utoipa::path(
     tag = "flows",
-    params(
-        ("agent" = String, Path, description = "The agent's name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 64),
-        ("flow" = String, Path, description = "The flow's name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 64),
-    ),
+    params(FlowPath),
     security(("bearer" = ["read"])),
     responses(
         (status = 200, description = "The flow document", body = FlowDoc),
@@ -106,13 +116,9 @@ fn not_found(agent: &str, flow: &str) -> ApiError {
     )
 )]
 #[get("/v1/flows/{agent}/{flow}")]
-async fn get_flow(
-    d: D,
-    c: Caller,
-    path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+async fn get_flow(d: D, c: Caller, path: web::Path<FlowPath>) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::Read)?;
-    let (agent, flow) = path.into_inner();
+    let FlowPath(agent, flow) = path.into_inner();
     let doc = d
         .flow(account, &agent, &flow)
         .ok_or_else(|| not_found(&agent, &flow))?;
@@ -125,10 +131,7 @@ async fn get_flow(
 /// path names its agent and flow. A flow defined by a file may not be changed here (409).
 #[utoipa::path(
     tag = "flows",
-    params(
-        ("agent" = String, Path, description = "The agent's name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 64),
-        ("flow" = String, Path, description = "The flow's name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 64),
-    ),
+    params(FlowPath),
     request_body(content(
         (FlowDoc = "application/json"),
         (FlowDoc = "application/yaml"),
@@ -149,12 +152,12 @@ async fn get_flow(
 async fn put_flow(
     d: D,
     c: Caller,
-    path: web::Path<(String, String)>,
+    path: web::Path<FlowPath>,
     req: HttpRequest,
     body: RawBody,
 ) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::FlowsWrite)?;
-    let (agent, flow) = path.into_inner();
+    let FlowPath(agent, flow) = path.into_inner();
     let doc = decode_flow(&req, body).await?;
     let flow = doc.to_domain(account, &agent, &flow)?;
     let (doc, secret) = d.put_flow(flow).await?;
@@ -171,10 +174,7 @@ async fn put_flow(
 /// Needs `flows:write`. A flow defined by a file may not be deleted here (409).
 #[utoipa::path(
     tag = "flows",
-    params(
-        ("agent" = String, Path, description = "The agent's name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 64),
-        ("flow" = String, Path, description = "The flow's name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 64),
-    ),
+    params(FlowPath),
     security(("bearer" = ["flows:write"])),
     responses(
         (status = 204, description = "Deleted"),
@@ -187,13 +187,9 @@ async fn put_flow(
     )
 )]
 #[delete("/v1/flows/{agent}/{flow}")]
-async fn delete_flow(
-    d: D,
-    c: Caller,
-    path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+async fn delete_flow(d: D, c: Caller, path: web::Path<FlowPath>) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::FlowsWrite)?;
-    let (agent, flow) = path.into_inner();
+    let FlowPath(agent, flow) = path.into_inner();
     let a =
         Name::parse("agent_idn", &agent).map_err(|e| ApiError::invalid("agent_idn", e.reason))?;
     let f = Name::parse("flow_idn", &flow).map_err(|e| ApiError::invalid("flow_idn", e.reason))?;

@@ -198,7 +198,7 @@ mod tests {
     }
 
     #[test]
-    fn every_response_named_and_every_path_parameter_is_declared() {
+    fn every_response_named_and_every_path_parameter_is_declared_once() {
         let api = document();
         let json = serde_json::to_value(&api).unwrap();
         let declared = &json["components"]["responses"];
@@ -219,6 +219,12 @@ mod tests {
                 .filter(|p| p.parameter_in == utoipa::openapi::path::ParameterIn::Path)
                 .map(|p| p.name.as_str())
                 .collect();
+            let mut names: Vec<_> = op.parameters.iter().flatten().map(|p| &p.name).collect();
+            names.sort();
+            names.dedup();
+            if names.len() != op.parameters.iter().flatten().count() {
+                wrong.push(format!("{method} {path}: a parameter declared twice"));
+            }
             for segment in path.split('/') {
                 if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
                     if !params.contains(&name) {

@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::error::ApiError;
+use super::flows::FlowPath;
 use super::openapi::{Conflict, Forbidden, NotFound, Unauthorized, Unavailable};
 use crate::auth::Scope;
 use crate::daemon::Daemon;
@@ -34,10 +35,7 @@ struct Rotated<'a> {
 /// Needs `flows:write` (the secret belongs to the flow); another account's flow is not found.
 #[utoipa::path(
     tag = "flows",
-    params(
-        ("agent" = String, Path, description = "The agent's name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 64),
-        ("flow" = String, Path, description = "The flow's name", pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 64),
-    ),
+    params(FlowPath),
     security(("bearer" = ["flows:write"])),
     responses(
         (status = 200, description = "The new secret", body = Rotated),
@@ -49,13 +47,9 @@ struct Rotated<'a> {
     )
 )]
 #[post("/v1/flows/{agent}/{flow}/runner-secret")]
-async fn rotate(
-    d: D,
-    c: Caller,
-    path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+async fn rotate(d: D, c: Caller, path: web::Path<FlowPath>) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::FlowsWrite)?;
-    let (agent, flow) = path.into_inner();
+    let FlowPath(agent, flow) = path.into_inner();
     let rotated = d.rotate_runner_secret(account, &agent, &flow).await?;
     let until = rotated.previous_until_ms.and_then(|ms| {
         chrono::DateTime::from_timestamp_millis(ms)
