@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::daemon::{bearer_client, temp_dir, DaemonProcess};
+use common::routes::every_route;
 use common::{call, eventually};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
@@ -84,96 +85,6 @@ async fn check(d: &DaemonProcess, client: &Client, cases: &[Case]) {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-}
-
-fn every_route(connector: &str, letter: &str) -> Vec<(&'static str, String, Option<Value>)> {
-    let flow = json!({"events": [{"idn": "user_message", "skill_idn": "S", "integration_idn": "sandbox"}]});
-    let event = json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat",
-                       "event_idn": "user_message", "actor": {"external_id": "u"}, "arguments": {"text": "hi"}});
-    vec![
-        ("GET", "/v1/integrations".into(), None),
-        ("GET", "/v1/integrations/sandbox".into(), None),
-        ("GET", "/v1/integrations/sandbox/settings".into(), None),
-        (
-            "POST",
-            "/v1/integrations/sandbox/settings".into(),
-            Some(json!([])),
-        ),
-        ("GET", "/v1/integrations/sandbox/connectors".into(), None),
-        (
-            "POST",
-            "/v1/integrations/sandbox/connectors".into(),
-            Some(json!({"title": "x", "connector_idn": "x"})),
-        ),
-        (
-            "GET",
-            format!("/v1/integrations/connectors/{connector}"),
-            None,
-        ),
-        (
-            "PUT",
-            format!("/v1/integrations/connectors/{connector}"),
-            Some(json!({"title": "t"})),
-        ),
-        (
-            "POST",
-            format!("/v1/integrations/connectors/{connector}/settings"),
-            Some(json!([])),
-        ),
-        (
-            "POST",
-            format!("/v1/integrations/connectors/{connector}/stop"),
-            None,
-        ),
-        (
-            "POST",
-            format!("/v1/integrations/connectors/{connector}/run"),
-            None,
-        ),
-        (
-            "DELETE",
-            format!("/v1/integrations/connectors/{connector}"),
-            None,
-        ),
-        ("GET", "/v1/flows".into(), None),
-        ("GET", "/v1/flows/Bagent/Bflow".into(), None),
-        ("PUT", "/v1/flows/Bagent/Bflow".into(), Some(flow)),
-        ("POST", "/v1/flows/Bagent/Bflow/runner-secret".into(), None),
-        ("DELETE", "/v1/flows/Bagent/Bflow".into(), None),
-        ("POST", "/v1/events".into(), Some(event)),
-        (
-            "POST",
-            "/v1/commands".into(),
-            Some(
-                json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat", "command_idn": "send_message", "persona_id": uuid::Uuid::nil()}),
-            ),
-        ),
-        (
-            "POST",
-            format!("/v1/invocations/{}/result", uuid::Uuid::nil()),
-            Some(json!({"v": 1, "outcome": "completed"})),
-        ),
-        (
-            "GET",
-            "/v1/routes/explain?integration_idn=sandbox&connector_idn=chat&event_idn=user_message"
-                .into(),
-            None,
-        ),
-        ("GET", "/v1/sessions".into(), None),
-        ("GET", "/v1/dead-letters".into(), None),
-        ("GET", format!("/v1/dead-letters/{letter}"), None),
-        ("POST", format!("/v1/dead-letters/{letter}/replay"), None),
-        ("GET", "/v1/timers".into(), None),
-        ("GET", "/v1/accounts".into(), None),
-        ("POST", "/v1/accounts".into(), Some(json!({"idn": "zzz"}))),
-        ("GET", "/v1/tokens".into(), None),
-        (
-            "POST",
-            "/v1/tokens".into(),
-            Some(json!({"name": "n", "scopes": ["read"]})),
-        ),
-        ("DELETE", "/v1/tokens/AAAAAAAAAAAA".into(), None),
-    ]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -63,7 +63,7 @@ pub enum RunsSpec {
 }
 
 /// An ISettingPreset (seed 000): the description of one integration or connector setting.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingSpec {
     pub idn: String,
@@ -88,7 +88,7 @@ pub struct SettingSpec {
     pub possible_values_only: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ControlType {
     Text,
@@ -101,7 +101,7 @@ pub enum ControlType {
     Url,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ValueType {
     String,
@@ -112,7 +112,7 @@ pub enum ValueType {
 }
 
 /// An event the integration emits.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventSpec {
     pub idn: String,
@@ -122,7 +122,7 @@ pub struct EventSpec {
 }
 
 /// A command the integration accepts.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandSpec {
     pub idn: String,
@@ -138,7 +138,7 @@ pub struct CommandSpec {
 }
 
 /// One argument of an event or a command. Every argument value is a string on the wire.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArgumentSpec {
     pub name: String,

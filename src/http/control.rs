@@ -2,13 +2,19 @@
 
 use std::sync::Arc;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::auth::Caller;
 use super::body::decode;
 use super::body::RawBody;
 use super::error::{ApiError, Kind};
+use super::openapi::{
+    BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable,
+    UnsupportedMediaType,
+};
 use super::views::{
     settings_json, settings_pairs, ConnectorJson, CreateConnector, IntegrationJson, SettingJson,
     UpdateConnector,
@@ -18,59 +24,57 @@ use crate::daemon::Daemon;
 
 type D = web::Data<Arc<Daemon>>;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/integrations", web::get().to(list_integrations))
-        .route(
-            "/v1/integrations/connectors/{id}",
-            web::get().to(get_connector),
-        )
-        .route(
-            "/v1/integrations/connectors/{id}",
-            web::put().to(update_connector),
-        )
-        .route(
-            "/v1/integrations/connectors/{id}",
-            web::delete().to(delete_connector),
-        )
-        .route(
-            "/v1/integrations/connectors/{id}/settings",
-            web::post().to(connector_settings),
-        )
-        .route(
-            "/v1/integrations/connectors/{id}/run",
-            web::post().to(run_connector),
-        )
-        .route(
-            "/v1/integrations/connectors/{id}/stop",
-            web::post().to(stop_connector),
-        )
-        .route(
-            "/v1/integrations/{integration}",
-            web::get().to(get_integration),
-        )
-        .route(
-            "/v1/integrations/{integration}/settings",
-            web::get().to(get_integration_settings),
-        )
-        .route(
-            "/v1/integrations/{integration}/settings",
-            web::post().to(set_integration_settings),
-        )
-        .route(
-            "/v1/integrations/{integration}/connectors",
-            web::get().to(list_connectors),
-        )
-        .route(
-            "/v1/integrations/{integration}/connectors",
-            web::post().to(create_connector),
-        );
+pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(list_integrations)
+        .service(get_connector)
+        .service(update_connector)
+        .service(delete_connector)
+        .service(connector_settings)
+        .service(run_connector)
+        .service(stop_connector)
+        .service(get_integration)
+        .service(get_integration_settings)
+        .service(set_integration_settings)
+        .service(list_connectors)
+        .service(create_connector);
 }
+
+/// The integration a path names.
+#[derive(Deserialize, IntoParams)]
+#[into_params(names("integration"), parameter_in = Path)]
+struct IntegrationPath(
+    /// The integration's idn (`sandbox`, `telegram`, …).
+    #[param(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
+    String,
+);
+
+/// The connector a path names.
+#[derive(Deserialize, IntoParams)]
+#[into_params(names("id"), parameter_in = Path)]
+struct ConnectorPath(
+    /// The connector's id (anything else is not found).
+    #[param(value_type = Uuid)]
+    String,
+);
 
 fn connector_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw)
         .map_err(|_| ApiError::new(Kind::NotFound, "not_found", format!("no connector {raw}")))
 }
 
+/// The integrations of the catalog.
+///
+/// Needs `read`.
+#[utoipa::path(
+    tag = "control",
+    security(("bearer" = ["read"])),
+    responses(
+        (status = 200, description = "The integrations", body = Vec<IntegrationJson>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+    )
+)]
+#[get("/v1/integrations")]
 async fn list_integrations(d: D, c: Caller) -> Result<HttpResponse, ApiError> {
     c.need(Scope::Read)?;
     Ok(HttpResponse::Ok().json(
@@ -94,36 +98,87 @@ fn integration<'a>(
     })
 }
 
+/// One integration of the catalog.
+///
+/// Needs `read`.
+#[utoipa::path(
+    tag = "control",
+    params(IntegrationPath),
+    security(("bearer" = ["read"])),
+    responses(
+        (status = 200, description = "The integration", body = IntegrationJson),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
+#[get("/v1/integrations/{integration}")]
 async fn get_integration(
     d: D,
     c: Caller,
-    path: web::Path<String>,
+    path: web::Path<IntegrationPath>,
 ) -> Result<HttpResponse, ApiError> {
     c.need(Scope::Read)?;
-    let i = integration(&d, &path)?;
+    let i = integration(&d, &path.0)?;
     Ok(HttpResponse::Ok().json(IntegrationJson::of(i)))
 }
 
+/// The integration's settings in the token's account (secrets masked).
+///
+/// Needs `read`.
+#[utoipa::path(
+    tag = "control",
+    params(IntegrationPath),
+    security(("bearer" = ["read"])),
+    responses(
+        (status = 200, description = "The settings", body = Vec<SettingJson>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[get("/v1/integrations/{integration}/settings")]
 async fn get_integration_settings(
     d: D,
     c: Caller,
-    path: web::Path<String>,
+    path: web::Path<IntegrationPath>,
 ) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::Read)?;
-    let i = integration(&d, &path)?;
+    let i = integration(&d, &path.0)?;
     let s = d.integration_settings(account, i.idn.as_str())?;
     Ok(HttpResponse::Ok().json(settings_json(&s)))
 }
 
+/// Sets the integration's settings in the token's account.
+///
+/// Needs `credentials:write`.
+#[utoipa::path(
+    tag = "control",
+    params(IntegrationPath),
+    request_body(content = Vec<SettingJson>, content_type = "application/json"),
+    security(("bearer" = ["credentials:write"])),
+    responses(
+        (status = 200, description = "The settings as stored (secrets masked)", body = Vec<SettingJson>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[post("/v1/integrations/{integration}/settings")]
 async fn set_integration_settings(
     d: D,
     c: Caller,
-    path: web::Path<String>,
+    path: web::Path<IntegrationPath>,
     req: HttpRequest,
     body: RawBody,
 ) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::CredentialsWrite)?;
-    let i = integration(&d, &path)?.clone();
+    let i = integration(&d, &path.0)?.clone();
     let list: Vec<SettingJson> = decode(&req, &body)?;
     let shown = d
         .set_integration_settings(account, i.idn.as_str(), &settings_pairs(list))
@@ -131,26 +186,62 @@ async fn set_integration_settings(
     Ok(HttpResponse::Ok().json(settings_json(&shown)))
 }
 
+/// The integration's connectors in the token's account.
+///
+/// Needs `read`.
+#[utoipa::path(
+    tag = "control",
+    params(IntegrationPath),
+    security(("bearer" = ["read"])),
+    responses(
+        (status = 200, description = "The connectors", body = Vec<ConnectorJson>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
+#[get("/v1/integrations/{integration}/connectors")]
 async fn list_connectors(
     d: D,
     c: Caller,
-    path: web::Path<String>,
+    path: web::Path<IntegrationPath>,
 ) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::Read)?;
-    let i = integration(&d, &path)?;
+    let i = integration(&d, &path.0)?;
     let list = d.connectors(account, Some(i.idn.as_str()));
     Ok(HttpResponse::Ok().json(list.iter().map(ConnectorJson::from).collect::<Vec<_>>()))
 }
 
+/// Creates a connector, stopped.
+///
+/// Needs `connectors:write`. Settings also need `credentials:write`.
+#[utoipa::path(
+    tag = "control",
+    params(IntegrationPath),
+    request_body(content = CreateConnector, content_type = "application/json"),
+    security(("bearer" = ["connectors:write"])),
+    responses(
+        (status = 201, description = "Created", body = ConnectorJson),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[post("/v1/integrations/{integration}/connectors")]
 async fn create_connector(
     d: D,
     c: Caller,
-    path: web::Path<String>,
+    path: web::Path<IntegrationPath>,
     req: HttpRequest,
     body: RawBody,
 ) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::ConnectorsWrite)?;
-    let i = integration(&d, &path)?.clone();
+    let i = integration(&d, &path.0)?.clone();
     let new: CreateConnector = decode(&req, &body)?;
     if !new.settings.is_empty() {
         c.need(Scope::CredentialsWrite)?;
@@ -167,16 +258,56 @@ async fn create_connector(
     Ok(HttpResponse::Created().json(ConnectorJson::from(&view)))
 }
 
-async fn get_connector(d: D, c: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+/// One connector.
+///
+/// Needs `read`.
+#[utoipa::path(
+    tag = "control",
+    params(ConnectorPath),
+    security(("bearer" = ["read"])),
+    responses(
+        (status = 200, description = "The connector", body = ConnectorJson),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
+#[get("/v1/integrations/connectors/{id}")]
+async fn get_connector(
+    d: D,
+    c: Caller,
+    path: web::Path<ConnectorPath>,
+) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::Read)?;
-    let view = d.connector(account, connector_id(&path)?)?;
+    let view = d.connector(account, connector_id(&path.0)?)?;
     Ok(HttpResponse::Ok().json(ConnectorJson::from(&view)))
 }
 
+/// Changes a connector's title and settings.
+///
+/// Needs `connectors:write`. Settings also need `credentials:write`.
+#[utoipa::path(
+    tag = "control",
+    params(ConnectorPath),
+    request_body(content = UpdateConnector, content_type = "application/json"),
+    security(("bearer" = ["connectors:write"])),
+    responses(
+        (status = 200, description = "The connector", body = ConnectorJson),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[put("/v1/integrations/connectors/{id}")]
 async fn update_connector(
     d: D,
     c: Caller,
-    path: web::Path<String>,
+    path: web::Path<ConnectorPath>,
     req: HttpRequest,
     body: RawBody,
 ) -> Result<HttpResponse, ApiError> {
@@ -188,7 +319,7 @@ async fn update_connector(
     let view = d
         .update_connector(
             account,
-            connector_id(&path)?,
+            connector_id(&path.0)?,
             u.title.as_deref(),
             &settings_pairs(u.settings),
         )
@@ -196,43 +327,120 @@ async fn update_connector(
     Ok(HttpResponse::Ok().json(ConnectorJson::from(&view)))
 }
 
+/// Changes a connector's settings.
+///
+/// Needs `credentials:write`.
+#[utoipa::path(
+    tag = "control",
+    params(ConnectorPath),
+    request_body(content = Vec<SettingJson>, content_type = "application/json"),
+    security(("bearer" = ["credentials:write"])),
+    responses(
+        (status = 200, description = "The connector", body = ConnectorJson),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[post("/v1/integrations/connectors/{id}/settings")]
 async fn connector_settings(
     d: D,
     c: Caller,
-    path: web::Path<String>,
+    path: web::Path<ConnectorPath>,
     req: HttpRequest,
     body: RawBody,
 ) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::CredentialsWrite)?;
     let list: Vec<SettingJson> = decode(&req, &body)?;
     let view = d
-        .update_connector(account, connector_id(&path)?, None, &settings_pairs(list))
+        .update_connector(account, connector_id(&path.0)?, None, &settings_pairs(list))
         .await?;
     Ok(HttpResponse::Ok().json(ConnectorJson::from(&view)))
 }
 
+/// Deletes a stopped connector.
+///
+/// Needs `connectors:write`.
+#[utoipa::path(
+    tag = "control",
+    params(ConnectorPath),
+    security(("bearer" = ["connectors:write"])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[delete("/v1/integrations/connectors/{id}")]
 async fn delete_connector(
     d: D,
     c: Caller,
-    path: web::Path<String>,
+    path: web::Path<ConnectorPath>,
 ) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::ConnectorsWrite)?;
-    d.delete_connector(account, connector_id(&path)?).await?;
+    d.delete_connector(account, connector_id(&path.0)?).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn run_connector(d: D, c: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+/// Runs a connector (its required settings set).
+///
+/// Needs `connectors:write`.
+#[utoipa::path(
+    tag = "control",
+    params(ConnectorPath),
+    security(("bearer" = ["connectors:write"])),
+    responses(
+        (status = 200, description = "The connector, running", body = ConnectorJson),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[post("/v1/integrations/connectors/{id}/run")]
+async fn run_connector(
+    d: D,
+    c: Caller,
+    path: web::Path<ConnectorPath>,
+) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::ConnectorsWrite)?;
-    let view = d.run_connector(account, connector_id(&path)?).await?;
+    let view = d.run_connector(account, connector_id(&path.0)?).await?;
     Ok(HttpResponse::Ok().json(ConnectorJson::from(&view)))
 }
 
+/// Stops a connector.
+///
+/// Needs `connectors:write`.
+#[utoipa::path(
+    tag = "control",
+    params(ConnectorPath),
+    security(("bearer" = ["connectors:write"])),
+    responses(
+        (status = 200, description = "The connector, stopped", body = ConnectorJson),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[post("/v1/integrations/connectors/{id}/stop")]
 async fn stop_connector(
     d: D,
     c: Caller,
-    path: web::Path<String>,
+    path: web::Path<ConnectorPath>,
 ) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::ConnectorsWrite)?;
-    let view = d.stop_connector(account, connector_id(&path)?).await?;
+    let view = d.stop_connector(account, connector_id(&path.0)?).await?;
     Ok(HttpResponse::Ok().json(ConnectorJson::from(&view)))
 }

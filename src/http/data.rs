@@ -3,14 +3,18 @@
 
 use std::sync::Arc;
 
-use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
+use actix_web::{post, web, HttpRequest, HttpResponse};
 use uuid::Uuid;
 
 use super::auth::Caller;
 use super::body::{content_type, read_bounded, Bounded, RawBody};
 use super::body::{decode, encoding};
 use super::error::{ApiError, Kind};
+use super::openapi::{
+    BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable,
+    UnsupportedMediaType,
+};
+use super::views::{Accepted, CommandAccepted, EventAccepted};
 use crate::auth::{AuthError, Scope};
 use crate::daemon::operations::CommandError;
 use crate::daemon::{Daemon, Ingested};
@@ -21,14 +25,13 @@ use crate::wire::EnvelopeError;
 
 type D = web::Data<Arc<Daemon>>;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/events", web::post().to(post_event))
-        .route("/v1/commands", web::post().to(post_command));
+pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(post_event).service(post_command);
 }
 
 /// Routes with dynamic segments, registered after the static ones.
-pub fn dynamic_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/invocations/{id}/result", web::post().to(post_result));
+pub fn dynamic_routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(post_result);
 }
 
 /// The envelope's account, when it names one, must be the caller's; absent (the wire's
@@ -45,6 +48,30 @@ fn own_account(c: &Caller, named: &mut String) -> Result<(), ApiError> {
     .field("account"))
 }
 
+/// Ingests an event: 202 once it is durable.
+///
+/// Needs `events:write`. The body is an event envelope in JSON or MessagePack
+/// (`application/msgpack`); its `id` is ignored (the daemon makes one), `account` is the token's.
+/// An `external_event_id` seen before answers 200 `duplicate` with the first event's id. A body
+/// refused is kept as a dead letter.
+#[utoipa::path(
+    tag = "data",
+    request_body(content = EventEnvelope, content_type = "application/json"),
+    security(("bearer" = ["events:write"])),
+    responses(
+        (status = 202, description = "Accepted: durable", body = EventAccepted),
+        (status = 200, description = "A duplicate of an earlier event", body = EventAccepted),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[post("/v1/events")]
 async fn post_event(
     d: D,
     c: Caller,
@@ -101,15 +128,39 @@ async fn post_event(
         }
     };
     match d.ingest(event).await? {
-        Ingested::Accepted(id) => {
-            Ok(HttpResponse::Accepted().json(json!({"id": id, "status": "accepted"})))
-        }
-        Ingested::Duplicate(id) => {
-            Ok(HttpResponse::Ok().json(json!({"id": id, "status": "duplicate"})))
-        }
+        Ingested::Accepted(id) => Ok(HttpResponse::Accepted().json(EventAccepted {
+            id,
+            status: "accepted",
+        })),
+        Ingested::Duplicate(id) => Ok(HttpResponse::Ok().json(EventAccepted {
+            id,
+            status: "duplicate",
+        })),
     }
 }
 
+/// Sends a command.
+///
+/// Needs `commands:write`. With `invocation_id`, the command joins that waiting invocation's
+/// (404 when none waits); otherwise it needs `persona_id` and becomes a command act. JSON or
+/// MessagePack.
+#[utoipa::path(
+    tag = "data",
+    request_body(content = CommandEnvelope, content_type = "application/json"),
+    security(("bearer" = ["commands:write"])),
+    responses(
+        (status = 202, description = "Accepted", body = CommandAccepted),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[post("/v1/commands")]
 async fn post_command(
     d: D,
     c: Caller,
@@ -123,10 +174,11 @@ async fn post_command(
     let command = env.into_domain(d.limits())?;
     if let Some(inv) = command.invocation_id {
         return match d.command_for_invocation(&account, inv, command) {
-            Ok(()) => {
-                Ok(HttpResponse::Accepted()
-                    .json(json!({"status": "accepted", "invocation_id": inv})))
-            }
+            Ok(()) => Ok(HttpResponse::Accepted().json(CommandAccepted {
+                status: "accepted",
+                invocation_id: Some(inv),
+                command_act_id: None,
+            })),
             Err(CommandError::NotWaiting(_)) => Err(ApiError::new(
                 Kind::NotFound,
                 "unknown_invocation",
@@ -140,11 +192,35 @@ async fn post_command(
         ApiError::invalid("persona_id", "required for a command outside an invocation")
     })?;
     let act = d.send_command(command, PersonaId(persona))?;
-    Ok(HttpResponse::Accepted().json(json!({"status": "accepted", "command_act_id": act})))
+    Ok(HttpResponse::Accepted().json(CommandAccepted {
+        status: "accepted",
+        invocation_id: None,
+        command_act_id: Some(act),
+    }))
 }
 
-/// A runner's later answer: needs a token with `results:write` in the invocation's account
-/// (another account's invocation is as absent as one that does not wait).
+/// A runner's later answer to an invocation.
+///
+/// Needs `results:write` in the invocation's account (another account's invocation is as
+/// absent as one that does not wait). JSON or MessagePack.
+#[utoipa::path(
+    tag = "data",
+    params(("id" = Uuid, Path, description = "The invocation's id")),
+    request_body(content = ResultWire, content_type = "application/json"),
+    security(("bearer" = ["results:write"])),
+    responses(
+        (status = 202, description = "Accepted", body = Accepted),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[post("/v1/invocations/{id}/result")]
 async fn post_result(
     d: D,
     c: Caller,
@@ -161,5 +237,5 @@ async fn post_result(
         return Err(defect.into());
     }
     d.answer_invocation(&account, id, answer.outcome, answer.commands)?;
-    Ok(HttpResponse::Accepted().json(json!({"status": "accepted"})))
+    Ok(HttpResponse::Accepted().json(Accepted { status: "accepted" }))
 }

@@ -7,6 +7,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::admission::Refusal;
 use crate::auth::AuthError;
@@ -92,17 +93,21 @@ impl std::fmt::Display for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+/// The body of every error answer (the OpenAPI document's `ErrorBody`).
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
-    code: &'a str,
-    message: &'a str,
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail<'a> {
+    /// A stable, machine-readable code (`invalid`, `not_found`, `missing_scope`, …).
+    pub code: &'a str,
+    /// What went wrong, for people.
+    pub message: &'a str,
+    /// The request field at fault (`events[0].skill_idn`), or the scope missing (403).
     #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
+    pub field: Option<&'a str>,
 }
 
 impl ResponseError for ApiError {
@@ -126,8 +131,8 @@ impl ResponseError for ApiError {
         if self.kind == Kind::Unauthorized {
             res.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
         }
-        res.json(Body {
-            error: Inner {
+        res.json(ErrorBody {
+            error: ErrorDetail {
                 code: self.code,
                 message: &self.message,
                 field: self.field.as_deref(),

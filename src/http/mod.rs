@@ -1,5 +1,6 @@
 //! The HTTP surface (actix-web): the control plane, flows, the data plane, operations and the
-//! sandbox, all under the daemon. Errors map to statuses in [`error`] only.
+//! sandbox, all under the daemon. Errors map to statuses in [`error`] only; the OpenAPI
+//! document of it all is generated from the handlers ([`openapi`]).
 
 pub mod accounts;
 pub mod auth;
@@ -8,6 +9,7 @@ pub mod control;
 pub mod data;
 pub mod error;
 pub mod flows;
+pub mod openapi;
 pub mod operations;
 pub mod request_metrics;
 pub mod runner_secrets;
@@ -22,17 +24,27 @@ use actix_web::{web, App, HttpServer};
 use crate::daemon::Daemon;
 use error::{ApiError, Kind};
 
-/// Every route of the API. The router tries routes in this order and matches dynamic
-/// segments with a regex: the hot, static data-plane routes go first.
-pub fn routes(cfg: &mut web::ServiceConfig) {
+/// Every route of the API, each a handler documented with `#[utoipa::path]` (the
+/// `ServiceConfig` of `utoipa_actix_web` takes no other): the OpenAPI document is collected from
+/// this same list. The router tries routes in this order and matches dynamic segments with a
+/// regex: the hot, static data-plane routes go first.
+pub fn documented_routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     data::routes(cfg);
     operations::routes(cfg);
+    openapi::routes(cfg);
     sandbox::routes(cfg);
     data::dynamic_routes(cfg);
     flows::routes(cfg);
     accounts::routes(cfg);
     runner_secrets::routes(cfg);
     control::routes(cfg);
+}
+
+/// [`documented_routes`] on actix's own `ServiceConfig`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    documented_routes(&mut utoipa_actix_web::service_config::ServiceConfig::new(
+        cfg,
+    ));
 }
 
 /// Binds the server on `http.listen`; returns it (not yet awaited) and the bound addresses.
@@ -43,9 +55,11 @@ pub fn bind(
     let data = web::Data::new(daemon);
     let limit = cfg.max_body_bytes;
     let access_log = cfg.access_log;
+    let document = web::Data::new(openapi::ApiDocument::build());
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(document.clone())
             .app_data(body::BodyLimit(limit))
             .app_data(web::QueryConfig::default().error_handler(|e, _| {
                 ApiError::new(Kind::Invalid, "invalid_query", e.to_string())

@@ -2,14 +2,17 @@
 
 use std::sync::Arc;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::auth::{bearer, Caller};
 use super::error::ApiError;
-use super::views::{DeadLetterJson, ExplanationJson, SessionJson, TimerJson};
+use super::openapi::{BadRequest, Conflict, Forbidden, NotFound, Unauthorized, Unavailable};
+use super::views::{
+    DeadLetterJson, ExplanationJson, Health, ReadinessJson, ReplayedJson, SessionJson, TimerJson,
+};
 use crate::auth::{AuthError, Scope};
 use crate::daemon::operations::Replayed;
 use crate::daemon::Daemon;
@@ -18,23 +21,27 @@ use crate::domain::{Idn, PersonaId};
 
 type D = web::Data<Arc<Daemon>>;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/routes/explain", web::get().to(explain))
-        .route("/v1/sessions", web::get().to(sessions))
-        .route("/v1/dead-letters", web::get().to(dead_letters))
-        .route("/v1/dead-letters/{id}", web::get().to(dead_letter))
-        .route("/v1/timers", web::get().to(timers))
-        .route("/v1/dead-letters/{id}/replay", web::post().to(replay))
-        .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics));
+pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(explain)
+        .service(sessions)
+        .service(dead_letters)
+        .service(dead_letter)
+        .service(timers)
+        .service(replay)
+        .service(healthz)
+        .service(readyz)
+        .service(metrics);
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ExplainQuery {
+    #[param(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     integration_idn: String,
+    #[param(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     connector_idn: String,
+    #[param(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     event_idn: String,
 }
 
@@ -42,6 +49,21 @@ fn idn(field: &str, v: &str) -> Result<Idn, ApiError> {
     Idn::parse(field, v).map_err(|e| ApiError::invalid(field, format!("{} (got {v:?})", e.reason)))
 }
 
+/// Which subscriptions an event would reach, and why the others would not.
+///
+/// Needs `read`.
+#[utoipa::path(
+    tag = "operations",
+    params(ExplainQuery),
+    security(("bearer" = ["read"])),
+    responses(
+        (status = 200, description = "The explanation", body = ExplanationJson),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+    )
+)]
+#[get("/v1/routes/explain")]
 async fn explain(d: D, c: Caller, q: web::Query<ExplainQuery>) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::Read)?;
     let x = d.explain(
@@ -53,12 +75,15 @@ async fn explain(d: D, c: Caller, q: web::Query<ExplainQuery>) -> Result<HttpRes
     Ok(HttpResponse::Ok().json(ExplanationJson::from(&x)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct SessionsQuery {
     /// Comma-separated `integration/connector` patterns; `*` matches anything.
     connectors: Option<String>,
+    /// `false`: ended sessions (the last 1000) instead of the live ones.
     is_active: Option<bool>,
+    /// Only sessions of this channel (`chat`, `phone`, `sms`).
     channel: Option<String>,
 }
 
@@ -85,6 +110,22 @@ fn matches_pattern(pattern: &str, integration: &str, connector: &str) -> bool {
     (pi == "*" || pi == integration) && (pc == "*" || pc == connector)
 }
 
+/// Sessions of the token's account: the live ones, or the ended ones.
+///
+/// Needs `read`.
+#[utoipa::path(
+    tag = "operations",
+    params(SessionsQuery),
+    security(("bearer" = ["read"])),
+    responses(
+        (status = 200, description = "The sessions", body = Vec<SessionJson>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[get("/v1/sessions")]
 async fn sessions(d: D, c: Caller, q: web::Query<SessionsQuery>) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::Read)?;
     let patterns: Vec<&str> = q
@@ -112,12 +153,8 @@ async fn sessions(d: D, c: Caller, q: web::Query<SessionsQuery>) -> Result<HttpR
                         .any(|p| matches_pattern(p, &s.integration, &s.connector))
             })
             .filter(|(s, _, _)| q.channel.as_deref().is_none_or(|c| c == s.channel))
-            .map(|(s, ended_at, reason)| {
-                json!({"id": s.id, "persona_id": s.persona, "integration_idn": s.integration,
-                       "connector_idn": s.connector, "channel": s.channel, "started_at": s.started_at,
-                       "ended_at": ended_at, "end_reason": reason, "is_active": false})
-            })
-            .collect();
+            .map(|(s, ended_at, reason)| SessionJson::ended(s, ended_at, reason))
+            .collect::<Vec<_>>();
         return Ok(HttpResponse::Ok().json(list));
     }
     let list: Vec<SessionJson> = d
@@ -135,9 +172,11 @@ async fn sessions(d: D, c: Caller, q: web::Query<SessionsQuery>) -> Result<HttpR
     Ok(HttpResponse::Ok().json(list))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DeadLettersQuery {
+    /// At most this many (default 100, at most 1000).
     limit: Option<usize>,
     /// A reason code (`runner_failed`, ...).
     reason: Option<String>,
@@ -145,6 +184,22 @@ struct DeadLettersQuery {
     since: Option<String>,
 }
 
+/// Dead letters of the token's account, newest first.
+///
+/// Needs `read`.
+#[utoipa::path(
+    tag = "operations",
+    params(DeadLettersQuery),
+    security(("bearer" = ["read"])),
+    responses(
+        (status = 200, description = "The dead letters", body = Vec<DeadLetterJson>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[get("/v1/dead-letters")]
 async fn dead_letters(
     d: D,
     c: Caller,
@@ -174,6 +229,23 @@ async fn dead_letters(
     Ok(HttpResponse::Ok().json(list.iter().map(DeadLetterJson::from).collect::<Vec<_>>()))
 }
 
+/// One dead letter.
+///
+/// Needs `read`.
+#[utoipa::path(
+    tag = "operations",
+    params(("id" = Uuid, Path, description = "The dead letter's id")),
+    security(("bearer" = ["read"])),
+    responses(
+        (status = 200, description = "The dead letter", body = DeadLetterJson),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[get("/v1/dead-letters/{id}")]
 async fn dead_letter(d: D, c: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::Read)?;
     let id = Uuid::parse_str(&path).map_err(|_| ApiError::invalid("id", "not a UUID"))?;
@@ -181,27 +253,71 @@ async fn dead_letter(d: D, c: Caller, path: web::Path<String>) -> Result<HttpRes
     Ok(HttpResponse::Ok().json(DeadLetterJson::from(&letter)))
 }
 
+/// Replays a dead letter: its event is ingested again, or its command sent again.
+///
+/// Needs `events:write`.
+#[utoipa::path(
+    tag = "operations",
+    params(("id" = Uuid, Path, description = "The dead letter's id")),
+    security(("bearer" = ["events:write"])),
+    responses(
+        (status = 200, description = "Replayed", body = ReplayedJson),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[post("/v1/dead-letters/{id}/replay")]
 async fn replay(d: D, c: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::EventsWrite)?;
     let id = Uuid::parse_str(&path).map_err(|_| ApiError::invalid("id", "not a UUID"))?;
     Ok(
         HttpResponse::Ok().json(match d.replay_dead_letter(account, id).await? {
-            Replayed::Event(id) => json!({"status": "replayed", "event_id": id}),
-            Replayed::Command(act) => json!({"status": "replayed", "command_act_id": act}),
+            Replayed::Event(id) => ReplayedJson {
+                status: "replayed",
+                event_id: Some(id),
+                command_act_id: None,
+            },
+            Replayed::Command(act) => ReplayedJson {
+                status: "replayed",
+                event_id: None,
+                command_act_id: Some(act),
+            },
         }),
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct TimersQuery {
     /// A `program_timer` connector idn.
     connector: Option<String>,
     /// A persona id.
     persona: Option<String>,
+    /// At most this many (default 100, at most 1000).
     limit: Option<usize>,
 }
 
+/// Timers of the token's account's `program_timer` connectors.
+///
+/// Needs `read`.
+#[utoipa::path(
+    tag = "operations",
+    params(TimersQuery),
+    security(("bearer" = ["read"])),
+    responses(
+        (status = 200, description = "The timers", body = Vec<TimerJson>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[get("/v1/timers")]
 async fn timers(d: D, c: Caller, q: web::Query<TimersQuery>) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::Read)?;
     let connector = q
@@ -223,15 +339,31 @@ async fn timers(d: D, c: Caller, q: web::Query<TimersQuery>) -> Result<HttpRespo
     Ok(HttpResponse::Ok().json(rows.iter().map(TimerJson::from).collect::<Vec<_>>()))
 }
 
+/// Liveness: the process answers.
+#[utoipa::path(
+    tag = "probes",
+    responses((status = 200, description = "Alive", body = Health))
+)]
+#[get("/healthz")]
 async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+    HttpResponse::Ok().json(Health { status: "ok" })
 }
 
-/// 200 when every readiness check passes, else 503 naming the failing ones:
-/// `{"status": "not_ready", "failing": ["transport"], "checks": {"transport": "nats disconnected", …}}`.
+/// Readiness: 200 when every check passes, else 503 naming the failing ones.
+///
+/// `{"status": "not_ready", "failing": ["transport"], "checks": {"transport": "nats
+/// disconnected", …}}`.
+#[utoipa::path(
+    tag = "probes",
+    responses(
+        (status = 200, description = "Ready", body = ReadinessJson),
+        (status = 503, description = "Not ready (draining, store, transport)", body = ReadinessJson),
+    )
+)]
+#[get("/readyz")]
 async fn readyz(d: D) -> HttpResponse {
     let r = d.readiness().await;
-    let checks: serde_json::Map<String, serde_json::Value> = r
+    let checks = r
         .checks
         .iter()
         .map(|(name, res)| {
@@ -239,19 +371,40 @@ async fn readyz(d: D) -> HttpResponse {
                 Ok(()) => "ok".to_owned(),
                 Err(why) => why.clone(),
             };
-            ((*name).to_owned(), json!(v))
+            (*name, v)
         })
         .collect();
     if r.is_ready() {
-        HttpResponse::Ok().json(json!({"status": "ready", "checks": checks}))
+        HttpResponse::Ok().json(ReadinessJson {
+            status: "ready",
+            failing: None,
+            checks,
+        })
     } else {
-        HttpResponse::ServiceUnavailable()
-            .json(json!({"status": "not_ready", "failing": r.failing(), "checks": checks}))
+        HttpResponse::ServiceUnavailable().json(ReadinessJson {
+            status: "not_ready",
+            failing: Some(r.failing()),
+            checks,
+        })
     }
 }
 
-/// The Prometheus page; it needs a token with `metrics:read` unless `metrics.require_token`
-/// says otherwise.
+/// The Prometheus page.
+///
+/// Needs `metrics:read` when `metrics.require_token` says so (`auto`: unless the listener is
+/// loopback); otherwise no token.
+#[utoipa::path(
+    tag = "probes",
+    security((), ("bearer" = ["metrics:read"])),
+    responses(
+        (status = 200, description = "The metrics, Prometheus text format 0.0.4",
+            content_type = "text/plain; version=0.0.4", body = String),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "No metrics recorder in this process"),
+    )
+)]
+#[get("/metrics")]
 async fn metrics(d: D, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     if d.config().metrics.token_required(d.config().http.listen) {
         let token = bearer(&req).ok_or(AuthError::Missing)?;

@@ -5,37 +5,51 @@
 
 use std::sync::Arc;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{post, web, HttpResponse};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::error::ApiError;
+use super::flows::FlowPath;
+use super::openapi::{Conflict, Forbidden, NotFound, Unauthorized, Unavailable};
 use crate::auth::Scope;
 use crate::daemon::Daemon;
 
 type D = web::Data<Arc<Daemon>>;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/v1/flows/{agent}/{flow}/runner-secret",
-        web::post().to(rotate),
-    );
+pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(rotate);
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Rotated<'a> {
+    /// The new secret (`whsec_…`), shown this once.
     runner_secret: &'a str,
+    /// Until when the replaced secret signs too (RFC 3339).
     previous_valid_until: Option<String>,
 }
 
+/// Rotates the signing secret of a flow's webhook runner.
+///
 /// Needs `flows:write` (the secret belongs to the flow); another account's flow is not found.
-async fn rotate(
-    d: D,
-    c: Caller,
-    path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    tag = "flows",
+    params(FlowPath),
+    security(("bearer" = ["flows:write"])),
+    responses(
+        (status = 200, description = "The new secret", body = Rotated),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[post("/v1/flows/{agent}/{flow}/runner-secret")]
+async fn rotate(d: D, c: Caller, path: web::Path<FlowPath>) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::FlowsWrite)?;
-    let (agent, flow) = path.into_inner();
+    let FlowPath(agent, flow) = path.into_inner();
     let rotated = d.rotate_runner_secret(account, &agent, &flow).await?;
     let until = rotated.previous_until_ms.and_then(|ms| {
         chrono::DateTime::from_timestamp_millis(ms)

@@ -4,11 +4,13 @@
 
 use std::sync::Arc;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{get, web, HttpRequest, HttpResponse};
 use actix_ws::Message;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, Kind};
+use super::openapi::{BadRequest, Conflict, Forbidden, NotFound, Unauthorized};
 use crate::auth::{AuthError, Scope};
 use crate::connectors::Status;
 use crate::daemon::{Daemon, Ingested};
@@ -18,22 +20,31 @@ use crate::sandbox::page::PAGE;
 
 type D = web::Data<Arc<Daemon>>;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/sandbox", web::get().to(page))
-        .route("/sandbox/connectors", web::get().to(connectors))
-        .route("/sandbox/ws", web::get().to(socket));
+pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(page).service(connectors).service(socket);
 }
 
+/// The sandbox chat page.
+///
+/// It reads a token from its URL fragment (`/sandbox#token=sbt_…`).
+#[utoipa::path(
+    tag = "sandbox",
+    responses((status = 200, description = "The page", content_type = "text/html", body = String))
+)]
+#[get("/sandbox")]
 async fn page() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .body(PAGE)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct SocketQuery {
+    /// A running sandbox connector of the account.
     connector_idn: String,
+    /// The user on the page (1 to 128 bytes).
     external_id: String,
     /// A token with `events:write` (a browser's WebSocket cannot send headers); not needed
     /// where `sandbox.without_token` lets a loopback page in.
@@ -88,8 +99,27 @@ async fn socket_account(
     }
 }
 
-/// The running sandbox connectors the page may talk to, under the socket's rule (a token with
-/// `events:write` in the `Authorization` header, or a loopback page where the config allows it).
+/// A sandbox connector the page may talk to.
+#[derive(Serialize, ToSchema)]
+struct SandboxConnector<'a> {
+    connector_idn: &'a str,
+    title: String,
+}
+
+/// The running sandbox connectors the page may talk to.
+///
+/// Under the socket's rule: a token with `events:write` in the `Authorization` header, or none
+/// from a loopback page where `sandbox.without_token` allows it.
+#[utoipa::path(
+    tag = "sandbox",
+    security((), ("bearer" = ["events:write"])),
+    responses(
+        (status = 200, description = "The connectors", body = Vec<SandboxConnector>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+    )
+)]
+#[get("/sandbox/connectors")]
 async fn connectors(d: D, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let token = super::auth::bearer(&req);
     let account = socket_account(&d, &req, token.as_deref()).await?;
@@ -97,9 +127,15 @@ async fn connectors(d: D, req: HttpRequest) -> Result<HttpResponse, ApiError> {
         .connectors(&account, Some("sandbox"))
         .into_iter()
         .filter(|c| c.status == Status::Running && !c.internal)
-        .map(|c| serde_json::json!({"connector_idn": c.key.connector.as_str(), "title": c.title}))
         .collect();
-    Ok(HttpResponse::Ok().json(list))
+    Ok(HttpResponse::Ok().json(
+        list.iter()
+            .map(|c| SandboxConnector {
+                connector_idn: c.key.connector.as_str(),
+                title: c.title.clone(),
+            })
+            .collect::<Vec<_>>(),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -107,6 +143,26 @@ struct FromPage {
     text: String,
 }
 
+/// The sandbox WebSocket (an upgrade; not a JSON operation).
+///
+/// A text frame `{"text": "..."}` becomes a durable `user_message` event from `external_id`;
+/// the daemon sends `{"type": "attached" | "message" | "ack" | "error", …}` frames. Needs
+/// `events:write` (the `token` parameter: a browser's WebSocket cannot send headers), or none
+/// from a loopback page where `sandbox.without_token` allows it.
+#[utoipa::path(
+    tag = "sandbox",
+    params(SocketQuery),
+    security((), ("bearer" = ["events:write"])),
+    responses(
+        (status = 101, description = "Switching protocols: the socket is open"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    )
+)]
+#[get("/sandbox/ws")]
 async fn socket(
     d: D,
     req: HttpRequest,

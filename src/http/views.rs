@@ -1,6 +1,10 @@
-//! JSON views of the HTTP API (wire types): what responses look like, built from domain values.
+//! JSON views of the HTTP API (wire types): what responses look like, built from domain values;
+//! their schemas are the OpenAPI document's.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::catalog::{CommandSpec, EventSpec, Integration, SettingSpec};
@@ -8,9 +12,10 @@ use crate::connectors::registry::ConnectorView;
 use crate::dead_letter::{DeadLetter, DeadLetterPayload};
 use crate::routing::explain::{ExplainedSubscription, Explanation};
 use crate::session::SessionView;
+use crate::store::records::SessionRow;
 use crate::wire::envelope::{CommandEnvelope, EventEnvelope};
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct IntegrationJson<'a> {
     pub id: Uuid,
     pub idn: &'a str,
@@ -49,7 +54,7 @@ impl<'a> IntegrationJson<'a> {
 }
 
 /// A setting as `{idn, value}`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingJson {
     pub idn: String,
@@ -70,7 +75,7 @@ pub fn settings_pairs(list: Vec<SettingJson>) -> Vec<(String, String)> {
     list.into_iter().map(|s| (s.idn, s.value)).collect()
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ConnectorJson {
     pub id: Uuid,
     pub title: String,
@@ -98,17 +103,18 @@ impl From<&ConnectorView> for ConnectorJson {
 }
 
 /// `POST /v1/integrations/{integration}/connectors`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateConnector {
     pub title: String,
+    #[schema(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     pub connector_idn: String,
     #[serde(default)]
     pub settings: Vec<SettingJson>,
 }
 
 /// `PUT /v1/integrations/connectors/{id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateConnector {
     #[serde(default)]
@@ -117,14 +123,19 @@ pub struct UpdateConnector {
     pub settings: Vec<SettingJson>,
 }
 
-#[derive(Serialize)]
+/// A session: live, or ended (`?is_active=false`, with `ended_at` and `end_reason`).
+#[derive(Serialize, ToSchema)]
 pub struct SessionJson {
     pub id: Uuid,
     pub persona_id: Uuid,
     pub integration_idn: String,
     pub connector_idn: String,
-    pub channel: &'static str,
+    pub channel: String,
     pub started_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<String>,
     pub is_active: bool,
 }
 
@@ -135,14 +146,33 @@ impl From<&SessionView> for SessionJson {
             persona_id: s.persona.0,
             integration_idn: s.integration.to_string(),
             connector_idn: s.connector.to_string(),
-            channel: s.channel,
+            channel: s.channel.to_owned(),
             started_at: s.started_at.to_rfc3339(),
+            ended_at: None,
+            end_reason: None,
             is_active: true,
         }
     }
 }
 
-#[derive(Serialize)]
+impl SessionJson {
+    /// An ended session as the store keeps it.
+    pub fn ended(s: SessionRow, ended_at: String, end_reason: String) -> Self {
+        SessionJson {
+            id: s.id,
+            persona_id: s.persona,
+            integration_idn: s.integration,
+            connector_idn: s.connector,
+            channel: s.channel,
+            started_at: s.started_at,
+            ended_at: Some(ended_at),
+            end_reason: Some(end_reason),
+            is_active: false,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct DeadLetterJson {
     pub id: Uuid,
     pub reason: &'static str,
@@ -185,7 +215,7 @@ impl From<&DeadLetter> for DeadLetterJson {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ExplainedJson {
     pub agent_idn: String,
     pub flow_idn: String,
@@ -213,7 +243,7 @@ impl From<&ExplainedSubscription> for ExplainedJson {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ExplanationJson {
     pub admitted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -234,7 +264,7 @@ impl From<&Explanation> for ExplanationJson {
 }
 
 /// A timer of a `program_timer` connector.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TimerJson {
     pub connector_idn: String,
     pub persona_id: uuid::Uuid,
@@ -264,4 +294,60 @@ impl From<&crate::store::timers::TimerRow> for TimerJson {
             session_id: t.session,
         }
     }
+}
+
+/// `POST /v1/events`: the event's id; `accepted` (202) or `duplicate` (200, an
+/// `external_event_id` seen before: the first event's id).
+#[derive(Serialize, ToSchema)]
+pub struct EventAccepted {
+    pub id: Uuid,
+    #[schema(example = "accepted")]
+    pub status: &'static str,
+}
+
+/// `accepted`, and what the command became: sent for its invocation, or a command act.
+#[derive(Serialize, ToSchema)]
+pub struct CommandAccepted {
+    #[schema(example = "accepted")]
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invocation_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_act_id: Option<Uuid>,
+}
+
+/// `{"status": "accepted"}` (a runner's answer).
+#[derive(Serialize, ToSchema)]
+pub struct Accepted {
+    #[schema(example = "accepted")]
+    pub status: &'static str,
+}
+
+/// A replayed dead letter: `replayed`, with the new event's id or the command act's.
+#[derive(Serialize, ToSchema)]
+pub struct ReplayedJson {
+    #[schema(example = "replayed")]
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_act_id: Option<Uuid>,
+}
+
+/// `/healthz`: `{"status": "ok"}`.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+/// `/readyz`: `ready` (200) or `not_ready` (503) with the failing checks; every check's
+/// answer, `ok` or why not.
+#[derive(Serialize, ToSchema)]
+pub struct ReadinessJson {
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing: Option<Vec<&'static str>>,
+    pub checks: BTreeMap<&'static str, String>,
 }

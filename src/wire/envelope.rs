@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::{ActorRef, Argument, Arguments, Command, Event, Idn, IdnError, Target};
@@ -99,10 +100,11 @@ impl Encoding {
 }
 
 /// Arguments as a list of `{name, value}` (canonical) or a `{name: value}` map.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum ArgumentsWire {
     List(Vec<ArgumentWire>),
+    #[schema(value_type = BTreeMap<String, String>)]
     Map(BTreeMap<SmolStr, SmolStr>),
 }
 
@@ -112,10 +114,12 @@ impl Default for ArgumentsWire {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArgumentWire {
+    #[schema(value_type = String)]
     pub name: SmolStr,
+    #[schema(value_type = String)]
     pub value: SmolStr,
 }
 
@@ -154,18 +158,21 @@ impl ArgumentsWire {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActorWire {
+    #[schema(value_type = String)]
     pub external_id: SmolStr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
 
 /// An inbound event on the wire.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventEnvelope {
+    /// The envelope version: 1.
+    #[schema(minimum = 1, maximum = 1)]
     pub v: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<Uuid>,
@@ -173,8 +180,11 @@ pub struct EventEnvelope {
     pub external_event_id: Option<String>,
     #[serde(default = "default_account")]
     pub account: String,
+    #[schema(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     pub integration_idn: String,
+    #[schema(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     pub connector_idn: String,
+    #[schema(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     pub event_idn: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<ActorWire>,
@@ -329,16 +339,21 @@ impl EventEnvelope {
 }
 
 /// A command on the wire.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandEnvelope {
+    /// The envelope version: 1.
+    #[schema(minimum = 1, maximum = 1)]
     pub v: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<Uuid>,
     #[serde(default = "default_account")]
     pub account: String,
+    #[schema(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     pub integration_idn: String,
+    #[schema(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     pub connector_idn: String,
+    #[schema(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     pub command_idn: String,
     #[serde(default)]
     pub arguments: ArgumentsWire,

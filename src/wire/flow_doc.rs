@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::domain::{
     Flow, Idn, IdnError, InterruptMode, Name, RunnerSpec, SkillSelector, StateField, StateScope,
@@ -48,9 +49,11 @@ fn err(field: impl Into<String>, reason: impl Into<String>) -> FlowDocError {
 }
 
 /// One subscription as written in a flow document or the `naf-events.yaml` export.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionDoc {
+    /// The event's idn.
+    #[schema(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     pub idn: String,
     /// Only in the flat export, where every row names its agent and flow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -60,6 +63,7 @@ pub struct SubscriptionDoc {
     #[serde(default = "default_selector")]
     pub skill_selector: String,
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z_][A-Za-z0-9_]*$", max_length = 64)]
     pub skill_idn: Option<String>,
     #[serde(default)]
     pub state_idn: Option<String>,
@@ -76,7 +80,7 @@ fn default_selector() -> String {
 }
 
 /// A state field declaration.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StateFieldDoc {
     pub idn: String,
@@ -87,7 +91,7 @@ pub struct StateFieldDoc {
 }
 
 /// Where the flow's invocations go.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunnerDoc {
     pub kind: String,
@@ -108,7 +112,7 @@ pub struct RunnerDoc {
 pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(60 * 60);
 
 /// One flow: `PUT /v1/flows/{agent}/{flow}` bodies and `config/flows/*.yaml` files.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlowDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]

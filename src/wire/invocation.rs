@@ -137,7 +137,7 @@ impl ResultBatchWire {
 }
 
 /// What a runner reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ResultOutcome {
     /// The skill finished.
@@ -149,9 +149,11 @@ pub enum ResultOutcome {
 }
 
 /// A runner's answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResultWire {
+    /// The envelope version: 1.
+    #[schema(minimum = 1, maximum = 1)]
     pub v: u32,
     /// Required on the results subject; the HTTP endpoint takes it from the path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -159,7 +161,9 @@ pub struct ResultWire {
     pub outcome: ResultOutcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Command documents (one that is not is refused on its own: see [`CommandSlot`]).
     #[serde(default)]
+    #[schema(value_type = Vec<CommandEnvelope>)]
     pub commands: Vec<CommandSlot>,
 }
 

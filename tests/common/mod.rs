@@ -5,6 +5,7 @@
 
 pub mod daemon;
 pub mod nats;
+pub mod routes;
 pub mod runner_server;
 pub mod wait;
 

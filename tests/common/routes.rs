@@ -1,0 +1,112 @@
+//! The one list of the API's routes the tests share: [`every_route`] (each needs a token, with a
+//! request that names things by the ids given) and [`OUTSIDE_EVERY_ROUTE`], the few it leaves out.
+//! `tests/auth.rs` drives the first; `tests/openapi.rs` checks that both together are exactly the
+//! operations of the OpenAPI document.
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+
+/// The routes [`every_route`] leaves out, as `(method, path template)`: the probes, the
+/// document, the sandbox (its page needs no token, its socket and list take one or a loopback
+/// page) and `/metrics` (a token only when `metrics.require_token` says so).
+pub const OUTSIDE_EVERY_ROUTE: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/v1/openapi.json"),
+    ("GET", "/sandbox"),
+    ("GET", "/sandbox/connectors"),
+    ("GET", "/sandbox/ws"),
+];
+
+/// Every route that needs a token, with a request body where it takes one: `connector` and
+/// `letter` are the ids of a connector and a dead letter, the flow is `Bagent/Bflow`.
+pub fn every_route(connector: &str, letter: &str) -> Vec<(&'static str, String, Option<Value>)> {
+    let flow = json!({"events": [{"idn": "user_message", "skill_idn": "S", "integration_idn": "sandbox"}]});
+    let event = json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat",
+                       "event_idn": "user_message", "actor": {"external_id": "u"}, "arguments": {"text": "hi"}});
+    vec![
+        ("GET", "/v1/integrations".into(), None),
+        ("GET", "/v1/integrations/sandbox".into(), None),
+        ("GET", "/v1/integrations/sandbox/settings".into(), None),
+        (
+            "POST",
+            "/v1/integrations/sandbox/settings".into(),
+            Some(json!([])),
+        ),
+        ("GET", "/v1/integrations/sandbox/connectors".into(), None),
+        (
+            "POST",
+            "/v1/integrations/sandbox/connectors".into(),
+            Some(json!({"title": "x", "connector_idn": "x"})),
+        ),
+        (
+            "GET",
+            format!("/v1/integrations/connectors/{connector}"),
+            None,
+        ),
+        (
+            "PUT",
+            format!("/v1/integrations/connectors/{connector}"),
+            Some(json!({"title": "t"})),
+        ),
+        (
+            "POST",
+            format!("/v1/integrations/connectors/{connector}/settings"),
+            Some(json!([])),
+        ),
+        (
+            "POST",
+            format!("/v1/integrations/connectors/{connector}/stop"),
+            None,
+        ),
+        (
+            "POST",
+            format!("/v1/integrations/connectors/{connector}/run"),
+            None,
+        ),
+        (
+            "DELETE",
+            format!("/v1/integrations/connectors/{connector}"),
+            None,
+        ),
+        ("GET", "/v1/flows".into(), None),
+        ("GET", "/v1/flows/Bagent/Bflow".into(), None),
+        ("PUT", "/v1/flows/Bagent/Bflow".into(), Some(flow)),
+        ("POST", "/v1/flows/Bagent/Bflow/runner-secret".into(), None),
+        ("DELETE", "/v1/flows/Bagent/Bflow".into(), None),
+        ("POST", "/v1/events".into(), Some(event)),
+        (
+            "POST",
+            "/v1/commands".into(),
+            Some(
+                json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat", "command_idn": "send_message", "persona_id": uuid::Uuid::nil()}),
+            ),
+        ),
+        (
+            "POST",
+            format!("/v1/invocations/{}/result", uuid::Uuid::nil()),
+            Some(json!({"v": 1, "outcome": "completed"})),
+        ),
+        (
+            "GET",
+            "/v1/routes/explain?integration_idn=sandbox&connector_idn=chat&event_idn=user_message"
+                .into(),
+            None,
+        ),
+        ("GET", "/v1/sessions".into(), None),
+        ("GET", "/v1/dead-letters".into(), None),
+        ("GET", format!("/v1/dead-letters/{letter}"), None),
+        ("POST", format!("/v1/dead-letters/{letter}/replay"), None),
+        ("GET", "/v1/timers".into(), None),
+        ("GET", "/v1/accounts".into(), None),
+        ("POST", "/v1/accounts".into(), Some(json!({"idn": "zzz"}))),
+        ("GET", "/v1/tokens".into(), None),
+        (
+            "POST",
+            "/v1/tokens".into(),
+            Some(json!({"name": "n", "scopes": ["read"]})),
+        ),
+        ("DELETE", "/v1/tokens/AAAAAAAAAAAA".into(), None),
+    ]
+}
