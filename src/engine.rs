@@ -291,7 +291,11 @@ impl Engine {
             metrics,
             config.inflight_limit,
         )
-        .with_persona_key(config.persona_key);
+        .with_persona_key(config.persona_key)
+        .with_room(Arc::new(crate::routing::room::InstanceRoom::new(
+            index.clone(),
+            config.max_pending_per_flow_instance,
+        )));
         crate::routing::internal::spawn(queue, ingress.clone(), dispatcher.clone());
         Engine {
             catalog,

@@ -95,25 +95,52 @@ async fn a_stalled_runner_pauses_intake_without_losing_events() {
 }
 
 #[actix_rt::test]
-async fn a_full_flow_instance_queue_dead_letters_the_overflow() {
-    tokio::time::pause();
+async fn a_full_flow_instance_is_refused_at_admission_and_nothing_is_dead_lettered() {
     let mut h = Harness::with_config(EngineConfig {
         max_pending_per_flow_instance: 2,
         ..EngineConfig::default()
     });
     h.connector("sandbox", "sb");
     talk(&h, TALK_MANUAL).await;
+    // One running and two queued: the instance of persona `p` is full.
     for _ in 0..3 {
         h.submit(h.event("sandbox", "sb", "user_message", "p"))
             .await;
     }
-    let (_, _running) = h.next_manual().await;
-    let overflow = h
-        .send(h.event("sandbox", "sb", "user_message", "p"))
-        .await
-        .unwrap();
-    assert_eq!(overflow, Settlement::Done, "recorded, so settled");
-    assert_eq!(h.dead_letter_codes(), vec!["flow_queue_full"]);
+    let (running, reply) = h.next_manual().await;
+    let ingress = h.engine.ingress().clone();
+    assert_eq!(
+        ingress
+            .admit(h.event("sandbox", "sb", "user_message", "p"))
+            .err(),
+        Some(Refusal::FlowInstanceFull {
+            agent: "Agent".into(),
+            flow: "Main".into()
+        }),
+        "refused before anything is acknowledged"
+    );
+    assert!(h.dead.is_empty(), "a refusal for room is not dead-lettered");
+    // Another persona's instance has room.
+    assert!(ingress
+        .admit(h.event("sandbox", "sb", "user_message", "q"))
+        .is_ok());
+    // Once the running invocation is done, `p` has room again.
+    reply.finish(Outcome::Completed, vec![]);
+    drop(running);
+    let next = eventually("room for p again", PATIENCE, || {
+        std::future::ready(
+            ingress
+                .admit(h.event("sandbox", "sb", "user_message", "p"))
+                .ok(),
+        )
+    })
+    .await;
+    ingress.submit_admitted(next, None).await.unwrap();
+    for _ in 0..3 {
+        let (_, reply) = h.next_manual().await;
+        reply.finish(Outcome::Completed, vec![]);
+    }
+    assert!(h.dead.is_empty(), "{:?}", h.dead_letter_codes());
 }
 
 #[actix_rt::test]

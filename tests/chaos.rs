@@ -159,3 +159,94 @@ async fn commands_sent_during_a_nats_outage_are_delivered_once_each() {
         delivered.len()
     );
 }
+
+#[actix_rt::test]
+async fn an_overloaded_persona_is_told_to_retry_and_every_accepted_event_runs_once() {
+    const SENT: usize = 12;
+    // A slow skill: each invocation takes 100 ms (the fault), one at a time.
+    let mut runner = RunnerServer::start(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        (200, completed(json!([])))
+    });
+    let dir = temp_dir("chaos-overload");
+    let d = DaemonProcess::builder(&dir)
+        .env("SWITCHBOARD_ENGINE__MAX_PENDING_PER_FLOW_INSTANCE", "3")
+        .start();
+    d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
+        .await;
+    d.put_flow(
+        "Bot",
+        "Main",
+        &json!({"runner": {"kind": "webhook", "url": format!("{}/skills", runner.base)},
+                "events": [{"idn": "user_message", "skill_idn": "Talk", "integration_idn": "sandbox"}]}),
+    )
+    .await;
+    let post = |n: usize| {
+        let (c, url) = (d.client(), d.url("/v1/events"));
+        async move {
+            c.post(url)
+                .json(
+                    &json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat",
+                              "event_idn": "user_message", "actor": {"external_id": "alice"},
+                              "arguments": {"text": format!("m-{n}")}}),
+                )
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // A burst from one persona: what does not fit is refused with 429 and Retry-After.
+    let mut refused = Vec::new();
+    for n in 0..SENT {
+        let r = post(n).await;
+        match r.status() {
+            reqwest::StatusCode::ACCEPTED => {}
+            reqwest::StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(r.headers()["retry-after"], "1");
+                let body: serde_json::Value = r.json().await.unwrap();
+                assert_eq!(body["error"]["code"], "flow_instance_full", "{body}");
+                refused.push(n);
+            }
+            s => panic!("event {n}: {s}"),
+        }
+    }
+    assert!(!refused.is_empty(), "the burst overflowed the instance");
+    let first_refusals = refused.len();
+    // The adapter sends each refused event again until it is taken.
+    for n in refused {
+        common::eventually(&format!("event {n} taken"), WAIT, || async {
+            (post(n).await.status() == reqwest::StatusCode::ACCEPTED).then_some(())
+        })
+        .await;
+    }
+    // Every event ran exactly once, and nothing was dead-lettered for lack of room.
+    let mut ran = BTreeMap::new();
+    while ran.len() < SENT {
+        let inv = runner.next().await;
+        let text = inv.json["event"]["arguments"][0]["value"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        *ran.entry(text).or_insert(0) += 1;
+    }
+    assert!(ran.values().all(|n| *n == 1), "{ran:?}");
+    let done = format!(
+        "switchboard_invocations_total{{agent=\"Bot\",flow=\"Main\",outcome=\"completed\"}} {SENT}"
+    );
+    common::eventually("every invocation completed", WAIT, || async {
+        d.metrics().await.contains(&done).then_some(())
+    })
+    .await;
+    assert!(runner.rx.try_recv().is_err(), "no second run of any event");
+    let (_, letters) = common::call(&d.client(), "GET", d.url("/v1/dead-letters"), None).await;
+    assert_eq!(letters, json!([]), "nothing dead-lettered");
+    let m = d.metrics().await;
+    assert!(
+        m.contains("switchboard_events_rejected_total{reason=\"flow_instance_full\"}"),
+        "refusals counted"
+    );
+    eprintln!(
+        "chaos counts: one persona overloaded: {SENT} events, {first_refusals} first refused with 429, all {} accepted ran once, 0 dead letters",
+        ran.len()
+    );
+}

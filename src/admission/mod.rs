@@ -30,6 +30,10 @@ pub enum Refusal {
     /// Only from `try_submit`: the in-flight limit is reached; nothing was recorded.
     #[error("the daemon is at its in-flight limit; retry later")]
     Busy,
+    /// A flow instance the event reaches holds its maximum of events (this persona sends
+    /// faster than the flow answers); nothing was recorded.
+    #[error("flow {agent}/{flow} holds its maximum of events for this persona; retry later")]
+    FlowInstanceFull { agent: String, flow: String },
 }
 
 impl Refusal {
@@ -41,7 +45,7 @@ impl Refusal {
             Refusal::ConnectorStopped { .. } => DeadLetterReason::ConnectorStopped,
             Refusal::UndeclaredEvent { .. } => DeadLetterReason::UndeclaredEvent,
             Refusal::Malformed { .. } => DeadLetterReason::Malformed,
-            Refusal::Busy => return None,
+            Refusal::Busy | Refusal::FlowInstanceFull { .. } => return None,
         })
     }
 
@@ -49,7 +53,10 @@ impl Refusal {
     pub fn code(&self) -> &'static str {
         self.dead_letter_reason()
             .map(DeadLetterReason::code)
-            .unwrap_or("busy")
+            .unwrap_or(match self {
+                Refusal::FlowInstanceFull { .. } => "flow_instance_full",
+                _ => "busy",
+            })
     }
 
     /// The envelope field at fault.
@@ -61,7 +68,7 @@ impl Refusal {
             }
             Refusal::UndeclaredEvent { .. } => Some("event_idn"),
             Refusal::Malformed { field, .. } => Some(field),
-            Refusal::Busy => None,
+            Refusal::Busy | Refusal::FlowInstanceFull { .. } => None,
         }
     }
 }
@@ -70,6 +77,7 @@ impl Blame for Refusal {
     fn fault(&self) -> Fault {
         match self {
             Refusal::Busy => Fault::Daemon,
+            // One persona sends faster than its flow answers: the caller's to slow down.
             _ => Fault::Caller,
         }
     }
@@ -78,6 +86,6 @@ impl Blame for Refusal {
     /// purpose and may stay so: its events are dead-lettered (replayable once it runs again)
     /// rather than cycled through a queue until the queue gives up on them.
     fn retryable(&self) -> bool {
-        matches!(self, Refusal::Busy)
+        matches!(self, Refusal::Busy | Refusal::FlowInstanceFull { .. })
     }
 }

@@ -177,7 +177,11 @@ impl ConnectorActor {
             e.arguments.push("reason", r);
         }
         self.routable.push(Routable {
-            event: Arc::new(RoutedEvent { event: e, persona }),
+            event: Arc::new(RoutedEvent {
+                event: e,
+                persona,
+                room: None,
+            }),
             system: true,
             delivery: delivery.clone(),
             admitted_at,

@@ -571,6 +571,9 @@ impl Daemon {
             return Err(Refusal::Busy.into());
         }
         let admitted = self.engine.ingress().admit(event)?;
+        // Taken before anything is acknowledged: at the in-flight limit the caller hears 503
+        // at once instead of waiting.
+        let permit = self.engine.ingress().try_permit()?;
         let event = admitted.event();
         let id = event.id;
         let checked = event
@@ -600,7 +603,7 @@ impl Daemon {
         let store = self.store.clone();
         self.engine
             .ingress()
-            .submit_admitted(admitted, Some(leaves_inbox(store, id)))
+            .submit_with_permit(admitted, permit, Some(leaves_inbox(store, id)))
             .await?;
         Ok(Ingested::Accepted(id))
     }

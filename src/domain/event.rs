@@ -165,6 +165,18 @@ impl Event {
 pub struct RoutedEvent {
     pub event: Event,
     pub persona: PersonaId,
+    /// The places admission reserved for the event in the flow instances it reaches, given
+    /// back when the event's last holder drops it (see `ingress::FlowRoom`).
+    pub room: Option<Reservation>,
+}
+
+/// A reservation held for an event: an opaque guard that gives its places back when dropped.
+pub struct Reservation(pub Box<dyn Send + Sync>);
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reservation")
+    }
 }
 
 impl RoutedEvent {
@@ -187,7 +199,11 @@ impl RoutedEvent {
             Target::Persona(p) => *p,
             Target::ByCommandAct => PersonaId::UNRESOLVED,
         };
-        RoutedEvent { event, persona }
+        RoutedEvent {
+            event,
+            persona,
+            room: None,
+        }
     }
 }
 

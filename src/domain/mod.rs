@@ -12,7 +12,9 @@ pub mod persona;
 pub mod scope;
 
 pub use command::{Command, Defect};
-pub use event::{ActorRef, Argument, Arguments, Event, RoutedEvent, SharedEvent, Target};
+pub use event::{
+    ActorRef, Argument, Arguments, Event, Reservation, RoutedEvent, SharedEvent, Target,
+};
 pub use flow::{
     Flow, FlowId, InterruptMode, RunnerSpec, SkillSelector, StateField, StateScope, Subscription,
 };

@@ -99,7 +99,9 @@ impl FlowInstance {
         };
         match p.matched.interrupt_mode {
             InterruptMode::Queue => {
-                if self.pending.len() >= cx.deps.max_pending {
+                // An event admission reserved room for always has it; the limit is for the
+                // daemon's own events.
+                if p.event.room.is_none() && self.pending.len() >= cx.deps.max_pending {
                     let holds = format!("{} pending events", self.pending.len());
                     queue_full(cx.deps, &p.matched, &p.event, "flow instance", &holds);
                 } else {

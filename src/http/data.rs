@@ -11,8 +11,8 @@ use super::body::{content_type, read_bounded, Bounded, RawBody};
 use super::body::{decode, encoding};
 use super::error::{ApiError, Kind};
 use super::openapi::{
-    BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable,
-    UnsupportedMediaType,
+    BadRequest, Conflict, Forbidden, NotFound, TooLarge, TooManyRequests, Unauthorized,
+    Unavailable, UnsupportedMediaType,
 };
 use super::views::{Accepted, CommandAccepted, EventAccepted};
 use crate::auth::{AuthError, Scope};
@@ -68,6 +68,7 @@ fn own_account(c: &Caller, named: &mut String) -> Result<(), ApiError> {
         (status = 409, response = Conflict),
         (status = 413, response = TooLarge),
         (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
         (status = 503, response = Unavailable),
     )
 )]

@@ -23,6 +23,9 @@ use crate::skill_runner::pending::UnknownInvocation;
 use crate::store::StoreError;
 use crate::wire::{EnvelopeError, FlowDocError};
 
+/// The `Retry-After` of a 429 or 503: a second (the queues drain in well under that).
+pub const RETRY_AFTER_SECONDS: &str = "1";
+
 /// What went wrong, as HTTP sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -42,6 +45,8 @@ pub enum Kind {
     UnsupportedMediaType,
     /// Try again later (503).
     Unavailable,
+    /// Too many requests for one flow instance: try again later (429).
+    TooManyRequests,
     /// The daemon's own failure (500).
     Internal,
     /// A peer the daemon depends on failed (502).
@@ -121,6 +126,7 @@ impl ResponseError for ApiError {
             Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Kind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Kind::BadGateway => StatusCode::BAD_GATEWAY,
         }
@@ -130,6 +136,9 @@ impl ResponseError for ApiError {
         let mut res = HttpResponse::build(self.status_code());
         if self.kind == Kind::Unauthorized {
             res.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if matches!(self.kind, Kind::Unavailable | Kind::TooManyRequests) {
+            res.insert_header((actix_web::http::header::RETRY_AFTER, RETRY_AFTER_SECONDS));
         }
         res.json(ErrorBody {
             error: ErrorDetail {
@@ -189,6 +198,7 @@ impl From<Refusal> for ApiError {
             Refusal::UndeclaredEvent { .. } | Refusal::Malformed { .. } | Refusal::Busy => {
                 Kind::Invalid
             }
+            Refusal::FlowInstanceFull { .. } => Kind::TooManyRequests,
         };
         ApiError {
             kind: kind_of(&r, caller),

@@ -50,6 +50,7 @@ impl ApiDocument {
             Conflict,
             TooLarge,
             UnsupportedMediaType,
+            TooManyRequests,
             Unavailable
         )
     ),
@@ -133,7 +134,9 @@ error_responses! {
     Conflict => "The request conflicts with the current state (exists, running, stopped, …)",
     TooLarge => "The body exceeds `http.max_body_bytes`",
     UnsupportedMediaType => "A `Content-Type` the operation does not read",
-    Unavailable => "Busy or the store is unavailable: retry later",
+    Unavailable => "Busy or the store is unavailable: retry after `Retry-After` seconds",
+    TooManyRequests => "A flow instance the event reaches holds its maximum of events for this \
+        persona (`flow_instance_full`): nothing was recorded; retry after `Retry-After` seconds",
 }
 
 /// 401, with `WWW-Authenticate: Bearer`.

@@ -10,16 +10,20 @@ use tokio::time::Instant;
 
 pub mod inboxes;
 pub mod internal;
+pub mod room;
 
 use crate::admission::delivery::{Delivery, Settle};
 use crate::admission::Refusal;
 use crate::catalog::Catalog;
 use crate::dead_letter::{self, DeadLetter, DeadLetterStore};
-use crate::domain::{ConnectorKey, Event, Idn, PersonaKey, RoutedEvent, SharedEvent, Target};
+use crate::domain::{
+    ConnectorKey, Event, Idn, PersonaKey, Reservation, RoutedEvent, SharedEvent, Target,
+};
 use crate::telemetry::handles::{self, EngineMetrics};
 use crate::telemetry::queue;
 pub use inboxes::{Inbound, Inboxes, Reach};
 pub use internal::{InternalEvents, InternalQueue};
+pub use room::{FlowRoom, NoRoom};
 
 /// An event that holds its permit, on its way into a connector's inbox.
 struct PendingInbound {
@@ -90,6 +94,8 @@ pub struct Ingress {
     limit: usize,
     /// Derives the persona id of an event's actor.
     persona_key: PersonaKey,
+    /// Reserves room in the flow instances an event reaches; `None`: no reservation.
+    room: Option<Arc<dyn FlowRoom>>,
 }
 
 impl Ingress {
@@ -110,7 +116,24 @@ impl Ingress {
             metrics,
             limit,
             persona_key: PersonaKey::Unkeyed,
+            room: None,
         }
+    }
+
+    /// Reserves room in flow instances with `room` before admitting (built so before it is
+    /// shared).
+    pub fn with_room(mut self, room: Arc<dyn FlowRoom>) -> Self {
+        self.room = Some(room);
+        self
+    }
+
+    /// An in-flight permit now, or [`Refusal::Busy`]: a caller that must answer at once
+    /// (HTTP ingest) takes it before it acknowledges anything.
+    pub fn try_permit(&self) -> Result<OwnedSemaphorePermit, Refusal> {
+        self.permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refusal::Busy)
     }
 
     /// Derives actors' persona ids with `key` (built so before it is shared).
@@ -133,7 +156,7 @@ impl Ingress {
         event: Event,
         source: Option<Box<dyn Settle>>,
     ) -> Result<(), Refusal> {
-        match self.checked(event, &mut None) {
+        match self.checked(event, &mut None, Reserve::Force) {
             Ok(admitted) => self.submit_admitted(admitted, source).await,
             Err(refusal) => {
                 drop(Delivery::new(source, None));
@@ -155,6 +178,16 @@ impl Ingress {
             .acquire_owned()
             .await
             .expect("the permit semaphore is never closed");
+        self.submit_with_permit(admitted, permit, source).await
+    }
+
+    /// [`Ingress::submit_admitted`] under a permit already taken ([`Ingress::try_permit`]).
+    pub async fn submit_with_permit(
+        &self,
+        admitted: Admitted,
+        permit: OwnedSemaphorePermit,
+        source: Option<Box<dyn Settle>>,
+    ) -> Result<(), Refusal> {
         let pending = PendingInbound {
             event: admitted.0,
             source,
@@ -177,7 +210,7 @@ impl Ingress {
         let mut refused = Vec::new();
         let mut admitted = Vec::with_capacity(events.len());
         for (at, (event, source)) in events.into_iter().enumerate() {
-            match self.checked(event, &mut declared) {
+            match self.checked(event, &mut declared, Reserve::Force) {
                 Ok(a) => admitted.push((a, source)),
                 Err(refusal) => {
                     drop(Delivery::new(source, None));
@@ -324,7 +357,7 @@ impl Ingress {
             .clone()
             .try_acquire_owned()
             .map_err(|_| Refusal::Busy)?;
-        let admitted = match self.checked(event, &mut None) {
+        let admitted = match self.checked(event, &mut None, Reserve::IfRoom) {
             Ok(a) => a,
             Err(refusal) => {
                 drop(Delivery::new(source, Some(permit)));
@@ -348,25 +381,39 @@ impl Ingress {
     /// exists and runs. A refusal is counted and dead-lettered. The admitted event carries the
     /// persona its actor names; [`Ingress::submit_admitted`] hands it over.
     pub fn admit(&self, event: Event) -> Result<Admitted, Refusal> {
-        let admitted = self.checked(event, &mut None)?;
+        let admitted = self.checked(event, &mut None, Reserve::IfRoom)?;
         match self.with_inbox(&key_of(&admitted.0.event), (), |_, ()| ()) {
             Ok(()) => Ok(admitted),
             Err(((), reach)) => Err(self.refuse(RoutedEvent::into_event(admitted.0), reach.into())),
         }
     }
 
-    /// The catalog's part of admission (see [`Ingress::check`]); the connector's is checked
-    /// when the event is handed over. A refusal is counted and dead-lettered.
-    fn checked(&self, event: Event, declared: &mut Option<Declared>) -> Result<Admitted, Refusal> {
-        match self.check(&event, declared) {
-            // Shared from here on, so the event is not copied again on its way. The persona is
-            // derived here, on the submitting thread, off the engine's workers.
-            Ok(()) => Ok(Admitted(Arc::new(RoutedEvent::named_with(
-                event,
-                &self.persona_key,
-            )))),
-            Err(refusal) => Err(self.refuse(event, refusal)),
+    /// The catalog's part of admission (see [`Ingress::check`]) and the room the event needs
+    /// in its flow instances; the connector's part is checked when the event is handed over. A
+    /// refusal is counted and dead-lettered (one for lack of room only counted: nothing was
+    /// acknowledged, the caller is told to retry).
+    fn checked(
+        &self,
+        event: Event,
+        declared: &mut Option<Declared>,
+        reserve: Reserve,
+    ) -> Result<Admitted, Refusal> {
+        if let Err(refusal) = self.check(&event, declared) {
+            return Err(self.refuse(event, refusal));
         }
+        // The persona is derived here, on the submitting thread, off the engine's workers.
+        let mut routed = RoutedEvent::named_with(event, &self.persona_key);
+        if let Some(room) = &self.room {
+            match room.reserve(&routed, reserve == Reserve::Force) {
+                Ok(reserved) => routed.room = reserved.map(Reservation),
+                Err(NoRoom { agent, flow }) => {
+                    let refusal = Refusal::FlowInstanceFull { agent, flow };
+                    return Err(self.refuse(routed.event, refusal));
+                }
+            }
+        }
+        // Shared from here on, so the event is not copied again on its way.
+        Ok(Admitted(Arc::new(routed)))
     }
 
     /// Calls `send(inbox, payload)` with the inbox of the running connector `key` (see
@@ -520,6 +567,16 @@ impl Ingress {
         }
         refusal
     }
+}
+
+/// Whether admission may refuse an event for lack of room in its flow instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reserve {
+    /// Refuse it (`FlowInstanceFull`): nothing was acknowledged yet.
+    IfRoom,
+    /// Take it all the same (counted): it was acknowledged before (replayed at start), or the
+    /// caller waits for room otherwise (in-process submitters).
+    Force,
 }
 
 /// The last `(integration, event)` the catalog accepted, with its required arguments.

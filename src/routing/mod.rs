@@ -6,6 +6,7 @@ pub mod explain;
 pub mod flow_table;
 pub mod index;
 pub mod internal;
+pub mod room;
 
 pub use dispatch::{Dispatcher, LiveIndex};
 pub use index::{FlowId, FlowRoute, Match, Matches, ScopeKey, SubscriptionIndex};
