@@ -250,3 +250,163 @@ async fn an_overloaded_persona_is_told_to_retry_and_every_accepted_event_runs_on
         ran.len()
     );
 }
+
+/// The sandbox connector `chat` and the flow `Bot/Main` on the webhook runner at `runner`.
+async fn chat_on(d: &DaemonProcess, runner: &str) {
+    d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
+        .await;
+    d.put_flow(
+        "Bot",
+        "Main",
+        &json!({"runner": {"kind": "webhook", "url": format!("{runner}/skills")},
+                "events": [{"idn": "user_message", "skill_idn": "Talk", "integration_idn": "sandbox"}]}),
+    )
+    .await;
+}
+
+/// POSTs event `text` from `who` to `d`, expecting 202.
+async fn accepted(d: &DaemonProcess, who: &str, text: &str) {
+    let (s, v) = common::call(
+        &d.client(),
+        "POST",
+        d.url("/v1/events"),
+        Some(
+            json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat",
+                    "event_idn": "user_message", "actor": {"external_id": who},
+                    "arguments": {"text": text}}),
+        ),
+    )
+    .await;
+    assert_eq!(s, reqwest::StatusCode::ACCEPTED, "{v}");
+}
+
+/// What the runner saw of each event (by its text): invocation ids and whether each delivery
+/// said `redelivered`.
+type Deliveries = BTreeMap<String, Vec<(String, bool)>>;
+
+fn record(seen: &mut Deliveries, r: &common::runner_server::Received) {
+    let text = r.json["event"]["arguments"][0]["value"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let id = r.json["invocation_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let again = r.json["redelivered"].as_bool().unwrap_or(false);
+    seen.entry(text).or_default().push((id, again));
+}
+
+/// Every event reached the runner as one invocation, and at most one delivery of it did not
+/// say it may be a repeat.
+fn once_each(seen: &Deliveries, events: usize) {
+    assert_eq!(seen.len(), events, "every event reached the runner");
+    for (text, deliveries) in seen {
+        let ids: std::collections::BTreeSet<_> = deliveries.iter().map(|(id, _)| id).collect();
+        assert_eq!(ids.len(), 1, "{text}: one invocation: {deliveries:?}");
+        let unmarked = deliveries.iter().filter(|(_, again)| !again).count();
+        assert!(unmarked <= 1, "{text}: a repeat not marked: {deliveries:?}");
+    }
+}
+
+#[actix_rt::test]
+async fn a_runner_down_longer_than_the_old_retry_budget_loses_nothing() {
+    const EVENTS: usize = 12;
+    // Down: every attempt answers 503.
+    let mut runner = RunnerServer::start(|_| (503, "{}".into()));
+    let dir = temp_dir("chaos-runner-down");
+    let d = DaemonProcess::builder(&dir)
+        .env("SWITCHBOARD_RUNNERS__BACKOFF_INITIAL_MS", "20")
+        .env("SWITCHBOARD_RUNNERS__BACKOFF_MAX_MS", "200")
+        .start();
+    chat_on(&d, &runner.base).await;
+    for n in 0..EVENTS {
+        accepted(&d, &format!("user-{}", n % 4), &format!("m-{n}")).await;
+    }
+    // Down well past the old budget (3 attempts): some invocation is tried a sixth time.
+    let mut tries: BTreeMap<String, usize> = BTreeMap::new();
+    while tries.values().all(|n| *n < 6) {
+        let r = runner.next().await;
+        *tries
+            .entry(r.json["invocation_id"].to_string())
+            .or_default() += 1;
+    }
+    let attempts_while_down: usize = tries.values().sum();
+    // Back up: every event completes once.
+    runner.answer_with(|_| (200, completed(json!([]))));
+    let done = format!(
+        "switchboard_invocations_total{{agent=\"Bot\",flow=\"Main\",outcome=\"completed\"}} {EVENTS}"
+    );
+    common::eventually("every invocation completed", WAIT, || async {
+        d.metrics().await.contains(&done).then_some(())
+    })
+    .await;
+    let (_, letters) = common::call(&d.client(), "GET", d.url("/v1/dead-letters"), None).await;
+    assert_eq!(letters, json!([]), "nothing dead-lettered");
+    let m = d.metrics().await;
+    assert!(
+        m.contains(
+            "switchboard_runner_attempts_total{agent=\"Bot\",flow=\"Main\",result=\"retry\"}"
+        ),
+        "the runner's health shows the outage"
+    );
+    eprintln!(
+        "chaos counts: runner down: {EVENTS} events acknowledged, {attempts_while_down} attempts answered 503, {EVENTS} completed once, 0 dead letters"
+    );
+}
+
+#[actix_rt::test]
+async fn the_daemon_killed_mid_stream_and_mid_replay_runs_every_event_once() {
+    const EVENTS: usize = 30;
+    // A slow skill: 50 ms an invocation.
+    let mut runner = RunnerServer::start(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        (200, completed(json!([])))
+    });
+    let dir = temp_dir("chaos-kill-replay");
+    let start = || DaemonProcess::builder(&dir).start();
+    let d = start();
+    chat_on(&d, &runner.base).await;
+    for n in 0..EVENTS {
+        accepted(&d, &format!("user-{}", n % 3), &format!("m-{n}")).await;
+    }
+    let mut seen = Deliveries::new();
+    // Mid-stream: a few ran, most wait in their flow instances.
+    for _ in 0..3 {
+        record(&mut seen, &runner.next().await);
+    }
+    d.kill9();
+    // Mid-replay: the restart replays what was left; it is killed again after a few more.
+    let d = start();
+    for _ in 0..3 {
+        record(&mut seen, &runner.next().await);
+    }
+    d.kill9();
+    let d = start();
+    common::eventually("every event ran", WAIT, || {
+        while let Ok(r) = runner.rx.try_recv() {
+            record(&mut seen, &r);
+        }
+        std::future::ready((seen.len() == EVENTS).then_some(()))
+    })
+    .await;
+    // The last run drains: nothing left in the inbox, nothing dead-lettered.
+    common::eventually("the inbox drained", WAIT, || async {
+        let db = rusqlite::Connection::open(dir.join("switchboard.db")).ok()?;
+        db.query_row("SELECT count(*) FROM inbox", [], |r| r.get::<_, i64>(0))
+            .ok()
+            .filter(|n| *n == 0)
+    })
+    .await;
+    while let Ok(r) = runner.rx.try_recv() {
+        record(&mut seen, &r);
+    }
+    once_each(&seen, EVENTS);
+    let (_, letters) = common::call(&d.client(), "GET", d.url("/v1/dead-letters"), None).await;
+    assert_eq!(letters, json!([]), "nothing dead-lettered");
+    let deliveries: usize = seen.values().map(Vec::len).sum();
+    let marked = seen.values().flatten().filter(|(_, again)| *again).count();
+    eprintln!(
+        "chaos counts: daemon killed mid-stream and mid-replay: {EVENTS} events acknowledged, each one invocation; {deliveries} deliveries, {marked} of them marked redelivered; 0 dead letters"
+    );
+}
