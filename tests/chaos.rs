@@ -21,6 +21,25 @@ const EVENTS: usize = 3;
 /// How long the NATS server stays away: the fault itself, not a wait for a result.
 const OUTAGE: Duration = Duration::from_secs(15);
 
+/// A slow skill: each invocation takes `ms` (the fault), one at a time, then completes.
+fn slow_runner(ms: u64) -> RunnerServer {
+    RunnerServer::start(move |_| {
+        std::thread::sleep(Duration::from_millis(ms));
+        (200, completed(json!([])))
+    })
+}
+
+/// Waits until `d` counted `n` completed invocations of `Bot/Main`.
+async fn all_completed(d: &DaemonProcess, n: usize) {
+    let done = format!(
+        "switchboard_invocations_total{{agent=\"Bot\",flow=\"Main\",outcome=\"completed\"}} {n}"
+    );
+    common::eventually("every invocation completed", WAIT, || async {
+        d.metrics().await.contains(&done).then_some(())
+    })
+    .await;
+}
+
 /// A runner answering every `user_message` with [`PER_EVENT`] telegram messages.
 fn talking_runner() -> RunnerServer {
     RunnerServer::start(|r| {
@@ -163,24 +182,12 @@ async fn commands_sent_during_a_nats_outage_are_delivered_once_each() {
 #[actix_rt::test]
 async fn an_overloaded_persona_is_told_to_retry_and_every_accepted_event_runs_once() {
     const SENT: usize = 12;
-    // A slow skill: each invocation takes 100 ms (the fault), one at a time.
-    let mut runner = RunnerServer::start(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        (200, completed(json!([])))
-    });
+    let mut runner = slow_runner(100);
     let dir = temp_dir("chaos-overload");
     let d = DaemonProcess::builder(&dir)
         .env("SWITCHBOARD_ENGINE__MAX_PENDING_PER_FLOW_INSTANCE", "3")
         .start();
-    d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
-        .await;
-    d.put_flow(
-        "Bot",
-        "Main",
-        &json!({"runner": {"kind": "webhook", "url": format!("{}/skills", runner.base)},
-                "events": [{"idn": "user_message", "skill_idn": "Talk", "integration_idn": "sandbox"}]}),
-    )
-    .await;
+    chat_on(&d, &runner.base).await;
     let post = |n: usize| {
         let (c, url) = (d.client(), d.url("/v1/events"));
         async move {
@@ -230,13 +237,7 @@ async fn an_overloaded_persona_is_told_to_retry_and_every_accepted_event_runs_on
         *ran.entry(text).or_insert(0) += 1;
     }
     assert!(ran.values().all(|n| *n == 1), "{ran:?}");
-    let done = format!(
-        "switchboard_invocations_total{{agent=\"Bot\",flow=\"Main\",outcome=\"completed\"}} {SENT}"
-    );
-    common::eventually("every invocation completed", WAIT, || async {
-        d.metrics().await.contains(&done).then_some(())
-    })
-    .await;
+    all_completed(&d, SENT).await;
     assert!(runner.rx.try_recv().is_err(), "no second run of any event");
     let (_, letters) = common::call(&d.client(), "GET", d.url("/v1/dead-letters"), None).await;
     assert_eq!(letters, json!([]), "nothing dead-lettered");
@@ -334,13 +335,7 @@ async fn a_runner_down_longer_than_the_old_retry_budget_loses_nothing() {
     let attempts_while_down: usize = tries.values().sum();
     // Back up: every event completes once.
     runner.answer_with(|_| (200, completed(json!([]))));
-    let done = format!(
-        "switchboard_invocations_total{{agent=\"Bot\",flow=\"Main\",outcome=\"completed\"}} {EVENTS}"
-    );
-    common::eventually("every invocation completed", WAIT, || async {
-        d.metrics().await.contains(&done).then_some(())
-    })
-    .await;
+    all_completed(&d, EVENTS).await;
     let (_, letters) = common::call(&d.client(), "GET", d.url("/v1/dead-letters"), None).await;
     assert_eq!(letters, json!([]), "nothing dead-lettered");
     let m = d.metrics().await;
@@ -358,11 +353,7 @@ async fn a_runner_down_longer_than_the_old_retry_budget_loses_nothing() {
 #[actix_rt::test]
 async fn the_daemon_killed_mid_stream_and_mid_replay_runs_every_event_once() {
     const EVENTS: usize = 30;
-    // A slow skill: 50 ms an invocation.
-    let mut runner = RunnerServer::start(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        (200, completed(json!([])))
-    });
+    let mut runner = slow_runner(50);
     let dir = temp_dir("chaos-kill-replay");
     let start = || DaemonProcess::builder(&dir).start();
     let d = start();
