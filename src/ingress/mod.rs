@@ -130,10 +130,11 @@ impl Ingress {
     /// An in-flight permit now, or [`Refusal::Busy`]: a caller that must answer at once
     /// (HTTP ingest) takes it before it acknowledges anything.
     pub fn try_permit(&self) -> Result<OwnedSemaphorePermit, Refusal> {
-        self.permits
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Refusal::Busy)
+        self.permits.clone().try_acquire_owned().map_err(|_| {
+            // Counted like any refusal; nothing was taken in, so nothing is dead-lettered.
+            handles::rejected(Refusal::Busy.code());
+            Refusal::Busy
+        })
     }
 
     /// Derives actors' persona ids with `key` (built so before it is shared).

@@ -430,6 +430,31 @@ async fn submit_waits_for_an_in_flight_permit() {
     assert_eq!(w.settled(), [done("first"), done("second")]);
 }
 
+#[test]
+fn try_permit_answers_busy_at_the_in_flight_limit_and_counts_it() {
+    let w = World::new(1);
+    let (recorder, snapshotter) = {
+        let r = DebuggingRecorder::new();
+        let s = r.snapshotter();
+        (r, s)
+    };
+    let held = w.ingress.try_permit().expect("one permit");
+    let busy = metrics::with_local_recorder(&recorder, || w.ingress.try_permit().err());
+    assert_eq!(busy, Some(Refusal::Busy));
+    let counted = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .any(|(k, _, _, _)| {
+            k.key().name() == m::EVENTS_REJECTED_TOTAL
+                && k.key().labels().any(|l| l.value() == "busy")
+        });
+    assert!(counted, "a busy refusal is counted");
+    assert!(w.dead.is_empty(), "and not dead-lettered");
+    drop(held);
+    assert!(w.ingress.try_permit().is_ok(), "room again");
+}
+
 #[tokio::test]
 async fn try_submit_answers_busy_at_the_in_flight_limit_leaving_the_source_unsettled() {
     let w = World::new(1);
