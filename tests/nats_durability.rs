@@ -1,6 +1,6 @@
-//! Losing nothing over NATS: the daemon killed with SIGKILL in the middle of 10,000 events, and
-//! the NATS server restarted in the middle of 10,000 events: every event dispatched exactly
-//! once to the queue runner. And a runner that stalls: intake pauses, memory stays bounded.
+//! Losing nothing over NATS: the daemon killed with SIGKILL in the middle of 10,000 events and
+//! again while it takes up what it left (mid-replay), and the NATS server restarted in the middle
+//! of 10,000 events: every event dispatched exactly once to the queue runner. And a runner that stalls: intake pauses, memory stays bounded.
 
 mod common;
 
@@ -239,7 +239,7 @@ fn daemon(dir: &Path, nats: &NatsServer) -> DaemonBuilder {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_daemon_killed_mid_stream_dispatches_every_event_exactly_once() {
+async fn the_daemon_killed_mid_stream_and_mid_replay_dispatches_every_event_exactly_once() {
     let dir = temp_dir("nats-kill");
     let nats = NatsServer::start(&dir);
     let daemon = daemon(&dir, &nats);
@@ -249,6 +249,10 @@ async fn the_daemon_killed_mid_stream_dispatches_every_event_exactly_once() {
     let runner = run_runner(nats.url(), seen.clone());
     let publisher = tokio::spawn(publish(nats.url(), 0..EVENTS));
     until_seen(&nats.url(), &seen, &d, EVENTS / 3).await;
+    d.kill9();
+    // Mid-replay: the restart takes up what the first run left unsettled; it is killed again.
+    let d = daemon.start();
+    until_seen(&nats.url(), &seen, &d, EVENTS / 2).await;
     d.kill9();
     let d = daemon.start();
     publisher.await.unwrap();
@@ -270,7 +274,7 @@ async fn the_daemon_killed_mid_stream_dispatches_every_event_exactly_once() {
             .map_or(0, |n| n.parse::<u64>().unwrap())
     };
     eprintln!(
-        "chaos counts: daemon kill -9 mid-stream: {EVENTS} events acknowledged, {} dispatched once; \
+        "chaos counts: daemon kill -9 mid-stream and mid-replay: {EVENTS} events acknowledged, {} dispatched once; \
          after the restart {} invocations completed, {} timed out; dead letters {letters:?}",
         seen.lock().unwrap().len(),
         count("completed"),
