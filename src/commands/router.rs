@@ -165,9 +165,8 @@ impl CommandPort for CommandRouter {
                 field: defect.field,
                 reason: defect.reason,
             };
-            if command.account != origin.flow.flow.account {
-                command.account = origin.flow.flow.account.clone();
-            }
+            // Answered within the invocation's own account, whatever it named.
+            command.account = origin.flow.flow.account.clone();
             self.refuse(command, act, origin.persona, refusal);
             return act;
         }

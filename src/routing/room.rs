@@ -12,7 +12,7 @@ use rustc_hash::FxBuildHasher;
 use smallvec::SmallVec;
 
 use super::dispatch::LiveIndex;
-use crate::domain::{FlowId, PersonaId, RoutedEvent, ScopeKey, Target};
+use crate::domain::{FlowId, PersonaId, RoutedEvent, Target};
 use crate::ingress::{FlowRoom, NoRoom};
 
 type Held = DashMap<(FlowId, PersonaId), u32, FxBuildHasher>;
@@ -34,11 +34,6 @@ impl InstanceRoom {
                 .unwrap_or(u32::MAX)
                 .saturating_add(1),
         }
-    }
-
-    /// Instances holding reservations now (tests).
-    pub fn instances(&self) -> usize {
-        self.held.len()
     }
 }
 
@@ -77,16 +72,17 @@ impl FlowRoom for InstanceRoom {
         }
         let e = &event.event;
         let index = self.index.load();
-        let scope = ScopeKey::new(
-            e.account.clone(),
-            e.integration.clone(),
-            e.connector.clone(),
+        let matches = index.lookup_str(
+            e.account.as_str(),
+            e.integration.as_str(),
+            e.connector.as_str(),
+            e.event.as_str(),
         );
         let mut reserved = Reserved {
             held: self.held.clone(),
             keys: SmallVec::new(),
         };
-        for m in index.lookup(&scope, e.event.as_str()).iter() {
+        for m in matches.iter() {
             let key = (m.flow_id, event.persona);
             let mut n = self.held.entry(key).or_insert(0);
             if *n >= self.max && !force {

@@ -130,11 +130,6 @@ impl PendingInvocations {
         }
     }
 
-    /// Answers waiting for invocations not parked yet.
-    pub fn early_len(&self) -> usize {
-        self.early.len()
-    }
-
     /// The engine gave invocation `id` up: it stops waiting, and the runner is told why (when
     /// it still held the invocation and its runner parked a notice). Whether it was waiting.
     pub fn cancel(&self, id: Uuid, reason: &'static str) -> bool {

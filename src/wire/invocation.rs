@@ -203,46 +203,40 @@ const KNOWN: [&str; 10] = [
 impl CommandSlot {
     /// The command, or a command carrying its [`Defect`] (field names prefixed `commands[i].`).
     fn into_domain(self, i: usize, limits: Limits) -> Command {
-        let (value, defect) = match self {
+        // Where it was addressed: account, integration, connector, command (as sent).
+        let (addressed, (field, reason)) = match self {
             CommandSlot::Command(c) => {
-                let account = c.account.clone();
-                let idns = [
+                let addressed = [
+                    c.account.clone(),
                     c.integration_idn.clone(),
                     c.connector_idn.clone(),
                     c.command_idn.clone(),
-                ];
+                ]
+                .map(Some);
                 match c.into_domain(limits) {
                     Ok(c) => return c,
-                    Err(e) => {
-                        let value = serde_json::json!({
-                            "account": account,
-                            "integration_idn": idns[0],
-                            "connector_idn": idns[1],
-                            "command_idn": idns[2],
-                        });
-                        (value, (e.field, e.reason))
-                    }
+                    Err(e) => (addressed, (e.field, e.reason)),
                 }
             }
             CommandSlot::Defective(value) => {
-                let defect = defect_of(&value);
-                (value, defect)
+                let text = |name| value.get(name).and_then(serde_json::Value::as_str);
+                let addressed = ["account", "integration_idn", "connector_idn", "command_idn"]
+                    .map(|name| text(name).map(str::to_owned));
+                (addressed, defect_of(&value))
             }
         };
-        let (field, reason) = defect;
         // Answered where it was addressed when that scope is readable, else on `system`.
-        let idn = |name: &str| {
-            value
-                .get(name)
-                .and_then(serde_json::Value::as_str)
-                .and_then(|s| Idn::parse(name, s).ok())
+        let idn = |at: usize| {
+            addressed[at]
+                .as_deref()
+                .and_then(|s| Idn::parse("identifier", s).ok())
         };
-        let account = idn("account").unwrap_or_else(|| Idn::known(DEFAULT_ACCOUNT));
-        let (integration, connector) = match (idn("integration_idn"), idn("connector_idn")) {
+        let account = idn(0).unwrap_or_else(|| Idn::known(DEFAULT_ACCOUNT));
+        let (integration, connector) = match (idn(1), idn(2)) {
             (Some(i), Some(c)) => (i, c),
             _ => (Idn::known("system"), Idn::known("system")),
         };
-        let command = idn("command_idn").unwrap_or_else(|| Idn::known("unknown"));
+        let command = idn(3).unwrap_or_else(|| Idn::known("unknown"));
         let mut c = Command::new(account, integration, connector, command);
         let field = if field.is_empty() {
             format!("commands[{i}]")

@@ -304,28 +304,21 @@ impl CancelTo {
         let body =
             serde_json::to_vec(&CancelNoticeWire::new(self.id, reason)).expect("notices serialize");
         let message_id = format!("cancel-{}", self.id);
-        let now = chrono::Utc::now();
-        let (account, agent, flow) = &self.flow;
-        let signature = self
-            .keys
-            .get(account, agent, flow)
-            .and_then(|k| k.signature(&message_id, now.timestamp(), &body, now.timestamp_millis()));
-        let sent = match (
-            signature,
-            self.egress.request(reqwest::Method::POST, &self.target.url),
-        ) {
-            (Some(signature), Ok(request)) => request
+        let request = signed_post(
+            &self.egress,
+            &self.keys,
+            &self.target.url,
+            &self.flow,
+            (self.id, &message_id),
+            body,
+        );
+        let sent = match request {
+            Ok(request) => request
                 .timeout(self.target.timeout)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .header(INVOCATION_HEADER, self.id.to_string())
-                .header(HEADER_WEBHOOK_ID, &message_id)
-                .header(HEADER_WEBHOOK_TIMESTAMP, now.timestamp().to_string())
-                .header(HEADER_WEBHOOK_SIGNATURE, signature)
-                .body(body)
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success()),
-            _ => false,
+            Err(_) => false,
         };
         tracing::debug!(invocation_id = %self.id, reason, sent, "cancel notice to the webhook runner");
         handles::cancel_notice("webhook", if sent { "sent" } else { "failed" });
@@ -468,38 +461,55 @@ fn fail(shared: &Shared, id: Uuid, reason: String) {
         .answer(id, Some(Outcome::Failed { reason }), Vec::new());
 }
 
+/// A JSON POST of `body` to `url` through the egress policy, signed with the flow's keys as
+/// message `message_id` about invocation `id`; why not, when it cannot be made.
+fn signed_post(
+    egress: &Egress,
+    keys: &RunnerKeys,
+    url: &str,
+    (account, agent, flow): &(Idn, Name, Name),
+    (id, message_id): (Uuid, &str),
+    body: Vec<u8>,
+) -> Result<reqwest::RequestBuilder, String> {
+    let keys = keys
+        .get(account, agent, flow)
+        .ok_or("the flow has no webhook signing secret")?;
+    let now = chrono::Utc::now();
+    let signature = keys
+        .signature(message_id, now.timestamp(), &body, now.timestamp_millis())
+        .ok_or("the invocation could not be signed")?;
+    drop(keys);
+    let request = egress
+        .request(reqwest::Method::POST, url)
+        .map_err(|denied| denied.to_string())?;
+    Ok(request
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(INVOCATION_HEADER, id.to_string())
+        .header(HEADER_WEBHOOK_ID, message_id)
+        .header(HEADER_WEBHOOK_TIMESTAMP, now.timestamp().to_string())
+        .header(HEADER_WEBHOOK_SIGNATURE, signature)
+        .body(body))
+}
+
 async fn post(
     shared: &Shared,
     target: &Target,
-    (id, (account, agent, flow)): (Uuid, &(Idn, Name, Name)),
+    (id, flow): (Uuid, &(Idn, Name, Name)),
     body: &[u8],
     timeout: Duration,
 ) -> Verdict {
-    let Some(keys) = shared.keys.get(account, agent, flow) else {
-        return Verdict::Fail("the flow has no webhook signing secret".into());
+    let request = signed_post(
+        &shared.egress,
+        &shared.keys,
+        &target.url,
+        flow,
+        (id, &id.to_string()),
+        body.to_vec(),
+    );
+    let sent = match request {
+        Ok(request) => request.timeout(timeout).send().await,
+        Err(reason) => return Verdict::Fail(reason),
     };
-    let now = chrono::Utc::now();
-    let message_id = id.to_string();
-    let Some(signature) =
-        keys.signature(&message_id, now.timestamp(), body, now.timestamp_millis())
-    else {
-        return Verdict::Fail("the invocation could not be signed".into());
-    };
-    drop(keys);
-    let request = match shared.egress.request(reqwest::Method::POST, &target.url) {
-        Ok(r) => r,
-        Err(denied) => return Verdict::Fail(denied.to_string()),
-    };
-    let sent = request
-        .timeout(timeout)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(INVOCATION_HEADER, &message_id)
-        .header(HEADER_WEBHOOK_ID, &message_id)
-        .header(HEADER_WEBHOOK_TIMESTAMP, now.timestamp().to_string())
-        .header(HEADER_WEBHOOK_SIGNATURE, signature)
-        .body(body.to_vec())
-        .send()
-        .await;
     let mut response = match sent {
         Ok(r) => r,
         Err(e) => {
