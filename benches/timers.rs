@@ -36,7 +36,7 @@ use switchboard::domain::{
 use switchboard::egress::ChannelSink;
 use switchboard::invocation::Outcome;
 use switchboard::natives::timers::book::StoredBook;
-use switchboard::natives::timers::service::{LatePolicy, Settings};
+use switchboard::natives::timers::service::{LatePolicy, Settings, LOAD_LIMIT};
 use switchboard::natives::timers::ProgramTimer;
 use switchboard::skill_runner::in_process::FnRunner;
 use switchboard::skill_runner::RunnerRegistry;
@@ -144,6 +144,7 @@ fn engine_firing(due_ms: Vec<i64>) -> Firing {
                             window: Duration::from_secs(60),
                             grace: Duration::from_secs(60),
                             late: LatePolicy::FireOnce,
+                            load_limit: LOAD_LIMIT,
                         },
                         start,
                     ),

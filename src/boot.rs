@@ -69,6 +69,7 @@ fn timer_settings(config: &Config) -> TimerSettings {
             crate::config::LatePolicy::FireOnce => LatePolicy::FireOnce,
             crate::config::LatePolicy::Skip => LatePolicy::Skip,
         },
+        load_limit: crate::natives::timers::service::LOAD_LIMIT,
     }
 }
 

@@ -10,7 +10,7 @@ use common::Harness;
 use switchboard::domain::{Command, Idn};
 use switchboard::invocation::{Invocation, Outcome, Reply};
 use switchboard::natives::timers::book::{Book, Firing, MemoryBook};
-use switchboard::natives::timers::service::{LatePolicy, Settings};
+use switchboard::natives::timers::service::{LatePolicy, Settings, LOAD_LIMIT};
 use switchboard::natives::timers::spec::{Timer, TimerKey};
 use switchboard::natives::timers::ProgramTimer;
 
@@ -30,16 +30,21 @@ fn settings(late: LatePolicy) -> Settings {
         window: Duration::from_secs(60),
         grace: Duration::from_secs(60),
         late,
+        load_limit: LOAD_LIMIT,
     }
 }
 
 async fn setup(book: &MemoryBook, late: LatePolicy) -> Harness {
+    setup_with(book, settings(late)).await
+}
+
+async fn setup_with(book: &MemoryBook, settings: Settings) -> Harness {
     tokio::time::pause();
     let (open, start) = tokio::sync::oneshot::channel();
     let h = Harness::builder()
         .native_factory(
             "program_timer",
-            ProgramTimer::factory(Arc::new(book.clone()), settings(late), start),
+            ProgramTimer::factory(Arc::new(book.clone()), settings, start),
         )
         .start();
     h.connector("telegram", "bot");
@@ -310,20 +315,15 @@ async fn at_start_a_recorded_firing_is_replayed_and_an_overdue_timer_fires_once_
     };
     let now = chrono::Utc::now().timestamp_millis();
     // A firing recorded by the last run, whose event was never handed on.
-    book.fire(&[(
-        Firing {
-            id: uuid::Uuid::from_u128(77),
-            key: key("recorded"),
-            event: Idn::known("timer"),
-            arguments: vec![("timerName".into(), "recorded".into())],
-            scheduled_ms: now - 5_000,
-            redelivered: false,
-        },
-        switchboard::store::timers::After::Remove,
-    )])
-    .unwrap()
-    .await
-    .unwrap();
+    // (Builds before the timer's row became its firing record kept them apart.)
+    book.record_firing(Firing {
+        id: uuid::Uuid::from_u128(77),
+        key: key("recorded"),
+        event: Idn::known("timer"),
+        arguments: vec![("timerName".into(), "recorded".into())],
+        scheduled_ms: now - 5_000,
+        redelivered: false,
+    });
     // A repeating timer that fell due ten minutes ago, while the daemon was down.
     book.save(&hourly(key("overdue"), now - 600_000))
         .await
@@ -375,4 +375,69 @@ async fn the_skip_policy_moves_an_overdue_repeating_timer_to_its_next_interval()
     );
     let late: f64 = arg(&fired, "lateBySeconds").unwrap().parse().unwrap();
     assert!(late <= 0.002, "on schedule: {late}");
+}
+
+#[actix_rt::test]
+async fn timers_past_a_load_s_limit_fire_once_each_even_when_more_than_a_load_share_a_due_time() {
+    let book = MemoryBook::default();
+    let persona = switchboard::domain::PersonaId::derive(
+        &Idn::known("default"),
+        &Idn::known("telegram"),
+        "alice",
+    );
+    let now = chrono::Utc::now().timestamp_millis();
+    // 40 one-shot timers, a load reads 10: 15 of them due at one instant (a load stops among
+    // them, and the next must read on past its last key), the others spread around it.
+    let due = |k: i64| match k {
+        0..=4 => now + 1_000 + k * 100,
+        5..=19 => now + 2_000,
+        _ => now + 2_000 + (k - 19) * 100,
+    };
+    for k in 0..40 {
+        let key = TimerKey {
+            account: Idn::known("default"),
+            connector: Idn::known("timers"),
+            persona,
+            name: format!("t{k:02}"),
+        };
+        book.save(&Timer {
+            interval_ms: None,
+            repeatable: false,
+            ..hourly(key, due(k))
+        })
+        .await
+        .unwrap();
+    }
+    let mut h = setup_with(
+        &book,
+        Settings {
+            load_limit: 10,
+            ..settings(LatePolicy::FireOnce)
+        },
+    )
+    .await;
+    let mut fired = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let inv = next(&mut h, "OnTimer").await;
+        let name = arg(&inv, "timerName").unwrap().to_owned();
+        let scheduled = millis(arg(&inv, "fireAt").unwrap());
+        let k: i64 = name[1..].parse().unwrap();
+        assert_eq!(scheduled, due(k), "{name} fires at its own time");
+        assert!(!inv.event.event.redelivered);
+        assert!(fired.insert(name.clone()), "{name} fired twice");
+    }
+    assert_eq!(fired.len(), 40);
+    // Four loads hold the 40, one more may run as the last fire. A load per firing (as a
+    // window ending at a cut load's last due time used to ask) would be dozens.
+    let loads = book.loads();
+    assert!((4..=6).contains(&loads), "{loads} loads");
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert!(
+        h.manual.invocations.try_recv().is_err(),
+        "nothing fires again"
+    );
+    common::eventually("every timer to be moved on", common::PATIENCE, || async {
+        book.timers().is_empty().then_some(())
+    })
+    .await;
 }

@@ -1,6 +1,7 @@
 //! `program_timer` in the real daemon: a timer set by a webhook runner's answer fires into its
 //! flow; timers that fall due while the daemon is down (killed with SIGKILL) each fire once
-//! after the restart, late, and a repeat is only ever a marked redelivery.
+//! after the restart, late, and a repeat is only ever a marked redelivery; a kill in the middle
+//! of firing loses none either.
 
 mod common;
 
@@ -15,8 +16,16 @@ use serde_json::{json, Value};
 
 /// A runner whose `Talk` sets `n` one-shot timers due at `due`, and that completes the rest.
 fn runner(n: usize, due: chrono::DateTime<Utc>) -> RunnerServer {
+    runner_taking(n, due, Duration::ZERO)
+}
+
+/// As [`runner`], taking `on_timer` to answer each `OnTimer`.
+fn runner_taking(n: usize, due: chrono::DateTime<Utc>, on_timer: Duration) -> RunnerServer {
     let fire_at = due.to_rfc3339_opts(SecondsFormat::Millis, true);
     RunnerServer::start(move |r: &Received| {
+        if r.json["skill_idn"] == "OnTimer" {
+            std::thread::sleep(on_timer);
+        }
         if r.json["skill_idn"] != "Talk" {
             return (200, completed(json!([])));
         }
@@ -211,4 +220,79 @@ async fn timers_due_while_the_daemon_was_killed_fire_once_after_the_restart() {
             assert!(redelivered, "{name}: a repeat is marked as a redelivery");
         }
     }
+}
+
+/// The `OnTimer` invocations among `got`: timer name, invocation id, marked redelivered.
+fn firings(got: &[Received]) -> Vec<(String, String, bool)> {
+    got.iter()
+        .filter(|r| r.json["skill_idn"] == "OnTimer")
+        .map(|r| {
+            (
+                args_of(&r.json["event"]["arguments"])["timerName"].clone(),
+                r.json["invocation_id"].as_str().unwrap().to_owned(),
+                r.json["redelivered"] == true,
+            )
+        })
+        .collect()
+}
+
+#[actix_rt::test]
+async fn a_kill_in_the_middle_of_firing_loses_no_timer_and_repeats_only_marked() {
+    const N: usize = 40;
+    let due = Utc::now() + chrono::Duration::seconds(3);
+    // One persona's invocations run one at a time: 40 firings take the runner 40 x 40 ms, so
+    // the kill lands among them (a firing's timer moves on once its invocation completed).
+    let mut runner = runner_taking(N, due, Duration::from_millis(40));
+    let dir = temp_dir("timer-crash-firing");
+    let builder = DaemonProcess::builder(&dir);
+    let d = builder.start();
+    setup(&d, &runner.base).await;
+    talk(&d).await;
+    collect(&mut runner, "OnSet", N).await;
+    let before = firings(&collect(&mut runner, "OnTimer", 10).await);
+    d.kill9();
+    assert!(
+        before.iter().all(|(_, _, marked)| !marked),
+        "first firings are not marked"
+    );
+    let d = builder.start();
+    let mut after = Vec::new();
+    let mut seen: std::collections::BTreeSet<String> =
+        before.iter().map(|(name, _, _)| name.clone()).collect();
+    while seen.len() < N {
+        let got = firings(&[runner.next().await]);
+        seen.extend(got.iter().map(|(name, _, _)| name.clone()));
+        after.extend(got);
+    }
+    eventually(
+        "every timer to be done",
+        Duration::from_secs(20),
+        || async { timers(&d).await.is_empty().then_some(()) },
+    )
+    .await;
+    // What else reached the runner meanwhile.
+    while let Ok(r) = runner.rx.try_recv() {
+        after.extend(firings(&[r]));
+    }
+    let mut ids: BTreeMap<String, String> = BTreeMap::new();
+    for (name, id, _) in before.iter().chain(&after) {
+        let first = ids.entry(name.clone()).or_insert_with(|| id.clone());
+        assert_eq!(first, id, "{name}: a repeat is the same invocation");
+    }
+    assert_eq!(ids.len(), N, "every timer fired");
+    for (name, _, marked) in &after {
+        assert!(
+            marked,
+            "{name}: fired after the restart, so marked as a redelivery"
+        );
+    }
+    let repeated = after
+        .iter()
+        .filter(|(name, _, _)| before.iter().any(|(b, _, _)| b == name))
+        .count();
+    println!(
+        "kill mid-firing: {} invocations before the kill, {} after (of which {repeated} repeats, marked), {N} timers",
+        before.len(),
+        after.len()
+    );
 }

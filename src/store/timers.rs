@@ -1,8 +1,9 @@
-//! Timers of `program_timer` connectors and their firings, as stored. A timer is keyed by
-//! `(account, connector, persona, name)` and holds its next due time in Unix milliseconds; a
-//! firing is recorded in the same transaction that moves its timer on, and stays until its
-//! event was handed on (`firing_done`), so a crash between the two replays it (marked
-//! redelivered) and never loses it.
+//! Timers of `program_timer` connectors, as stored. A timer is keyed by
+//! `(account, connector, persona, name)` and holds its next due time in Unix milliseconds. The
+//! row is its own firing record: a fired timer moves on (`move_fired_timers`) only once its
+//! event was handed on, so a crash between the two finds it still due at the next start, where
+//! it fires again marked redelivered; it is never lost. `timer_firings` holds firings recorded
+//! by builds before that design; they are replayed at start and forgotten (`firings_done`).
 
 use rusqlite::{params, OptionalExtension, Row};
 use uuid::Uuid;
@@ -24,7 +25,7 @@ pub struct TimerRow {
     pub session: Option<Uuid>,
 }
 
-/// A firing as stored: the event a timer fired, until it was handed on.
+/// A firing recorded by an earlier build: the event a timer fired, until it was handed on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FiringRow {
     pub id: Uuid,
@@ -35,6 +36,17 @@ pub struct FiringRow {
     pub event: String,
     pub arguments: Vec<(String, String)>,
     pub scheduled_ms: i64,
+}
+
+/// A fired timer to move on, as stored: its key and the due time it fired at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FiredRow {
+    pub account: String,
+    pub connector: String,
+    pub persona: Uuid,
+    pub name: String,
+    pub scheduled_ms: i64,
+    pub after: After,
 }
 
 /// What a firing does to its timer.
@@ -154,19 +166,14 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)
     }
 
-    /// Records firings and moves their timers on, in one transaction, queued at once (before
-    /// anything queued after this call: a later `firings_done` finds the rows); the future
-    /// answers the commit. [`StoreError::Busy`] when the writer's queue is full.
-    pub fn fire_timers(
+    /// Moves fired timers on, in one transaction, queued at once; the future answers the
+    /// commit. Only a timer still due as it fired moves: one replaced or cancelled meanwhile
+    /// stays as it is now. [`StoreError::Busy`] (nothing queued) when the writer's queue is full.
+    pub fn move_fired_timers(
         &self,
-        firings: Vec<(FiringRow, After)>,
+        moves: Vec<FiredRow>,
     ) -> Result<impl std::future::Future<Output = Result<(), StoreError>>, StoreError> {
         let committed = self.write_queued(move |tx| {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR REPLACE INTO timer_firings
-                 (id, account, connector, persona, name, event, arguments, scheduled_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?;
             let mut rearm = tx.prepare_cached(
                 "UPDATE timers SET due_ms = ?5
                  WHERE account = ?1 AND connector = ?2 AND persona = ?3 AND name = ?4
@@ -177,34 +184,24 @@ impl Store {
                  WHERE account = ?1 AND connector = ?2 AND persona = ?3 AND name = ?4
                    AND due_ms = ?5",
             )?;
-            for (f, after) in &firings {
-                let persona = f.persona.to_string();
-                insert.execute(params![
-                    f.id.to_string(),
-                    f.account,
-                    f.connector,
-                    persona,
-                    f.name,
-                    f.event,
-                    json(&f.arguments),
-                    f.scheduled_ms,
-                ])?;
-                // Only the timer as it was scheduled: one replaced meanwhile stays as set.
-                match after {
+            let mut buf = Uuid::encode_buffer();
+            for m in &moves {
+                let persona: &str = m.persona.hyphenated().encode_lower(&mut buf);
+                match m.after {
                     After::Rearm(next) => rearm.execute(params![
-                        f.account,
-                        f.connector,
+                        m.account,
+                        m.connector,
                         persona,
-                        f.name,
+                        m.name,
                         next,
-                        f.scheduled_ms
+                        m.scheduled_ms
                     ])?,
                     After::Remove => remove.execute(params![
-                        f.account,
-                        f.connector,
+                        m.account,
+                        m.connector,
                         persona,
-                        f.name,
-                        f.scheduled_ms
+                        m.name,
+                        m.scheduled_ms
                     ])?,
                 };
             }
@@ -213,7 +210,7 @@ impl Store {
         Ok(async move { committed.await.map(|_| ()) })
     }
 
-    /// The firings' events were handed on.
+    /// Replayed firings of an earlier build were handed on.
     pub fn firings_done(&self, ids: Vec<Uuid>) {
         self.write_later(move |tx| {
             let mut st = tx.prepare_cached("DELETE FROM timer_firings WHERE id = ?1")?;
@@ -224,18 +221,44 @@ impl Store {
         });
     }
 
-    /// Timers due before `before_ms`, soonest first, at most `limit`. Blocking.
-    pub fn timers_due_before(
+    /// Timers due before `before_ms` that come after `from` in the order of due time, then key
+    /// (from due time `from.0` on, or past the key `from.1` at that due time), in that order,
+    /// at most `limit`. Blocking.
+    pub fn timers_due_after(
         &self,
+        from: (i64, Option<(&str, &str, Uuid, &str)>),
         before_ms: i64,
         limit: usize,
     ) -> Result<Vec<TimerRow>, StoreError> {
-        self.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {TIMER_COLUMNS} FROM timers WHERE due_ms < ?1 ORDER BY due_ms LIMIT ?2"
-            ))?
-            .query_map(params![before_ms, limit as i64], timer)?
-            .collect()
+        const ORDER: &str = "ORDER BY due_ms, account, connector, persona, name";
+        self.read(|c| match from {
+            (due, None) => c
+                .prepare_cached(&format!(
+                    "SELECT {TIMER_COLUMNS} FROM timers WHERE due_ms >= ?1 AND due_ms < ?2
+                     {ORDER} LIMIT ?3"
+                ))?
+                .query_map(params![due, before_ms, limit as i64], timer)?
+                .collect(),
+            (due, Some((account, connector, persona, name))) => c
+                .prepare_cached(&format!(
+                    "SELECT {TIMER_COLUMNS} FROM timers
+                     WHERE (due_ms, account, connector, persona, name) > (?1, ?2, ?3, ?4, ?5)
+                       AND due_ms < ?6
+                     {ORDER} LIMIT ?7"
+                ))?
+                .query_map(
+                    params![
+                        due,
+                        account,
+                        connector,
+                        persona.to_string(),
+                        name,
+                        before_ms,
+                        limit as i64
+                    ],
+                    timer,
+                )?
+                .collect(),
         })
     }
 
@@ -315,7 +338,7 @@ impl Store {
         })
     }
 
-    /// Firings recorded and not yet handed on (replayed at start). Blocking.
+    /// Firings an earlier build recorded and did not hand on (replayed at start). Blocking.
     pub fn pending_firings(&self) -> Result<Vec<FiringRow>, StoreError> {
         self.read(|c| {
             c.prepare_cached(
@@ -336,5 +359,124 @@ impl Store {
             })?
             .collect()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> Store {
+        let dir = std::env::temp_dir().join(format!("sb-timers-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Store::open(&dir.join("test.db"), 1024, 5000).unwrap()
+    }
+
+    fn row(persona: u128, name: &str, due_ms: i64) -> TimerRow {
+        TimerRow {
+            account: "default".into(),
+            connector: "timers".into(),
+            persona: Uuid::from_u128(persona),
+            name: name.into(),
+            due_ms,
+            interval_ms: Some(1_000),
+            repeatable: true,
+            event: "timer".into(),
+            arguments: vec![("k".into(), "v".into())],
+            session: None,
+        }
+    }
+
+    fn names(rows: &[TimerRow]) -> Vec<String> {
+        rows.iter()
+            .map(|r| format!("{}/{}@{}", r.persona.as_u128(), r.name, r.due_ms))
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn loads_read_on_past_the_last_key_however_many_share_a_due_time() {
+        let s = store();
+        let mut all = Vec::new();
+        for (p, name, due) in [
+            (2, "b", 100),
+            (1, "z", 100),
+            (1, "a", 100),
+            (3, "a", 50),
+            (2, "a", 100),
+            (1, "c", 200),
+            (1, "d", 900),
+        ] {
+            s.save_timer(row(p, name, due)).await.unwrap();
+            all.push(row(p, name, due));
+        }
+        // In the order of due time, then key; the one due at 900 is past `before`.
+        let first = s.timers_due_after((0, None), 500, 3).unwrap();
+        assert_eq!(names(&first), ["3/a@50", "1/a@100", "1/z@100"]);
+        assert_eq!(first[0], row(3, "a", 50), "a row reads back as written");
+        let last = first.last().unwrap();
+        let after = (
+            last.account.as_str(),
+            last.connector.as_str(),
+            last.persona,
+            last.name.as_str(),
+        );
+        let second = s.timers_due_after((100, Some(after)), 500, 3).unwrap();
+        assert_eq!(names(&second), ["2/a@100", "2/b@100", "1/c@200"]);
+        let last = second.last().unwrap();
+        let after = (
+            last.account.as_str(),
+            last.connector.as_str(),
+            last.persona,
+            last.name.as_str(),
+        );
+        assert!(s
+            .timers_due_after((200, Some(after)), 500, 3)
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            names(&s.timers_due_after((500, None), 1_000, 3).unwrap()),
+            ["1/d@900"]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fired_timer_moves_on_only_if_it_is_still_due_as_it_fired() {
+        let s = store();
+        for (name, due) in [("once", 100), ("tick", 100), ("replaced", 100)] {
+            s.save_timer(row(1, name, due)).await.unwrap();
+        }
+        // Replaced after it fired at 100: the replacement stays.
+        s.save_timer(row(1, "replaced", 5_000)).await.unwrap();
+        let fired = |name: &str, after| FiredRow {
+            account: "default".into(),
+            connector: "timers".into(),
+            persona: Uuid::from_u128(1),
+            name: name.into(),
+            scheduled_ms: 100,
+            after,
+        };
+        s.move_fired_timers(vec![
+            fired("once", After::Remove),
+            fired("tick", After::Rearm(1_100)),
+            fired("replaced", After::Remove),
+        ])
+        .unwrap()
+        .await
+        .unwrap();
+        let left = s.timers_due_after((0, None), i64::MAX, 10).unwrap();
+        assert_eq!(names(&left), ["1/tick@1100", "1/replaced@5000"]);
+        // A move written twice does nothing the second time.
+        s.move_fired_timers(vec![fired("tick", After::Rearm(1_100))])
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(s.timer_total().unwrap(), 2);
+        assert_eq!(
+            s.timer("default", "timers", Uuid::from_u128(1), "tick")
+                .unwrap()
+                .unwrap()
+                .due_ms,
+            1_100
+        );
     }
 }

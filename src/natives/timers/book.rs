@@ -1,21 +1,49 @@
 //! Where timers are kept: [`Book`], the interface the timer service writes through, with the
 //! SQLite store behind it in the daemon ([`StoredBook`]) and an in-memory one for tests and
 //! benchmarks ([`MemoryBook`]). Every method answers once the change is durable.
+//!
+//! A timer's row is its own firing record: the service moves a fired timer on ([`Book::advance`])
+//! only once its event was handed on. [`Firing`]s are what builds before that design recorded
+//! separately; they are replayed once at start.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::{ready, BoxFuture, FutureExt};
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::spec::{Timer, TimerKey};
 use crate::domain::{Idn, PersonaId};
-use crate::store::timers::{After, FiringRow, TimerRow};
+use crate::store::timers::{After, FiredRow, FiringRow, TimerRow};
 use crate::store::{Store, StoreError};
-use crate::telemetry::queue;
 
-/// A firing: the event a timer fired, recorded until it was handed on.
+/// How far the timers in memory reach, in the order of due time, then key: every timer due
+/// before `due_ms`, and those due at `due_ms` up to key `last` when a load stopped at its limit
+/// there (so a load after it reads on from that key, however many share the due time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Horizon {
+    pub due_ms: i64,
+    pub last: Option<TimerKey>,
+}
+
+impl Horizon {
+    /// Whether a timer due at `due_ms` with `key` is within.
+    pub fn covers(&self, due_ms: i64, key: &TimerKey) -> bool {
+        due_ms < self.due_ms
+            || (due_ms == self.due_ms && self.last.as_ref().is_some_and(|last| key <= last))
+    }
+}
+
+/// A fired timer to move on once its event was handed on: removed, or re-armed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    pub key: TimerKey,
+    /// The due time it fired at: only a timer still due then moves.
+    pub scheduled_ms: i64,
+    pub after: After,
+}
+
+/// A firing an earlier build recorded: the event a timer fired, until it was handed on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Firing {
     pub id: Uuid,
@@ -39,15 +67,18 @@ pub trait Book: Send + Sync + 'static {
     fn delete(&self, key: &TimerKey) -> BoxFuture<'static, Result<bool, StoreError>>;
     /// Removes the timers bound to `session`; returns them.
     fn delete_session(&self, session: Uuid) -> BoxFuture<'static, Result<Vec<Timer>, StoreError>>;
-    /// Records firings and moves their timers on, all at once: queued before this returns
-    /// (so whatever is asked of the book afterwards comes after it); the future answers when it
-    /// is durable. An `Err` queued nothing.
-    fn fire(&self, firings: &[(Firing, After)]) -> Result<Durable, StoreError>;
-    /// A firing's event was handed on.
+    /// Moves fired timers on, each only if it is still due as it fired (one replaced or
+    /// cancelled meanwhile stays): queued before this returns (so whatever is asked of the book
+    /// afterwards comes after it); the future answers when it is durable. An `Err` queued
+    /// nothing.
+    fn advance(&self, moves: &[Move]) -> Result<Durable, StoreError>;
+    /// A replayed [`Firing`]'s event was handed on.
     fn done(&self, id: Uuid);
-    /// Timers due before `before_ms`, soonest first, at most `limit`.
-    fn due_before(
+    /// Timers due before `before_ms` and past `from`, in the order of due time, then key, at
+    /// most `limit`.
+    fn due_after(
         &self,
+        from: &Horizon,
         before_ms: i64,
         limit: usize,
     ) -> BoxFuture<'static, Result<Vec<Timer>, StoreError>>;
@@ -57,7 +88,7 @@ pub trait Book: Send + Sync + 'static {
     fn exists(&self, key: &TimerKey) -> BoxFuture<'static, Result<bool, StoreError>>;
     /// How many timers there are.
     fn total(&self) -> BoxFuture<'static, Result<usize, StoreError>>;
-    /// Firings recorded and not handed on.
+    /// Firings an earlier build recorded and did not hand on.
     fn pending_firings(&self) -> BoxFuture<'static, Result<Vec<Firing>, StoreError>>;
 }
 
@@ -108,19 +139,6 @@ pub fn timer_of(r: TimerRow) -> Result<Timer, StoreError> {
     })
 }
 
-fn firing_row(f: &Firing) -> FiringRow {
-    FiringRow {
-        id: f.id,
-        account: f.key.account.to_string(),
-        connector: f.key.connector.to_string(),
-        persona: f.key.persona.0,
-        name: f.key.name.clone(),
-        event: f.event.to_string(),
-        arguments: f.arguments.clone(),
-        scheduled_ms: f.scheduled_ms,
-    }
-}
-
 fn firing_of(r: FiringRow) -> Result<Firing, StoreError> {
     Ok(Firing {
         id: r.id,
@@ -149,29 +167,14 @@ fn blocking<T: Send + 'static>(
     .boxed()
 }
 
-/// The daemon's SQLite store. Firings handed on are forgotten in bulk: their ids gather in a
-/// queue that one task drains into one delete per batch (a firing forgotten late is only
-/// replayed, marked redelivered, if the daemon stops first).
+/// The daemon's SQLite store.
 pub struct StoredBook {
     store: Store,
-    done: mpsc::Sender<Uuid>,
 }
 
-/// Firing ids deleted in one write, at most.
-const DONE_BATCH: usize = 4096;
-
 impl StoredBook {
-    /// Starts the task that forgets firings; call inside the runtime.
     pub fn new(store: Store) -> Self {
-        let (done, mut rx) = queue::bounded::<Uuid>(queue::names::TIMER_FIRINGS_DONE, 65_536);
-        let writer = store.clone();
-        tokio::spawn(async move {
-            let mut ids = Vec::with_capacity(DONE_BATCH);
-            while rx.recv_many(&mut ids, DONE_BATCH).await > 0 {
-                writer.firings_done(std::mem::take(&mut ids));
-            }
-        });
-        StoredBook { store, done }
+        StoredBook { store }
     }
 }
 
@@ -200,32 +203,40 @@ impl Book for StoredBook {
         .boxed()
     }
 
-    fn fire(&self, firings: &[(Firing, After)]) -> Result<Durable, StoreError> {
-        let rows = firings
+    fn advance(&self, moves: &[Move]) -> Result<Durable, StoreError> {
+        let rows = moves
             .iter()
-            .map(|(f, after)| (firing_row(f), after.clone()))
+            .map(|m| FiredRow {
+                account: m.key.account.to_string(),
+                connector: m.key.connector.to_string(),
+                persona: m.key.persona.0,
+                name: m.key.name.clone(),
+                scheduled_ms: m.scheduled_ms,
+                after: m.after.clone(),
+            })
             .collect();
-        Ok(self.store.fire_timers(rows)?.boxed())
+        Ok(self.store.move_fired_timers(rows)?.boxed())
     }
 
     fn done(&self, id: Uuid) {
-        if let Err(e) = self.done.try_send(id) {
-            queue::full(queue::names::TIMER_FIRINGS_DONE);
-            if let mpsc::error::TrySendError::Full(id) = e {
-                self.store.firings_done(vec![id]);
-            }
-        }
+        self.store.firings_done(vec![id]);
     }
 
-    fn due_before(
+    fn due_after(
         &self,
+        from: &Horizon,
         before_ms: i64,
         limit: usize,
     ) -> BoxFuture<'static, Result<Vec<Timer>, StoreError>> {
         let store = self.store.clone();
+        let due = from.due_ms;
+        let last = from.last.as_ref().map(parts);
         blocking(move || {
+            let last = last
+                .as_ref()
+                .map(|(a, c, p, n)| (a.as_str(), c.as_str(), *p, n.as_str()));
             store
-                .timers_due_before(before_ms, limit)?
+                .timers_due_after((due, last), before_ms, limit)?
                 .into_iter()
                 .map(timer_of)
                 .collect()
@@ -271,6 +282,8 @@ pub struct MemoryBook {
 struct Memory {
     timers: BTreeMap<TimerKey, Timer>,
     firings: BTreeMap<Uuid, Firing>,
+    /// Reads of due timers so far.
+    loads: usize,
 }
 
 impl MemoryBook {
@@ -283,9 +296,19 @@ impl MemoryBook {
         self.lock().timers.values().cloned().collect()
     }
 
-    /// Firings not handed on yet.
+    /// Replayed firings not handed on yet.
     pub fn firings(&self) -> Vec<Firing> {
         self.lock().firings.values().cloned().collect()
+    }
+
+    /// How many times due timers were read.
+    pub fn loads(&self) -> usize {
+        self.lock().loads
+    }
+
+    /// Records a firing as an earlier build did (to replay at start).
+    pub fn record_firing(&self, f: Firing) {
+        self.lock().firings.insert(f.id, f);
     }
 }
 
@@ -313,26 +336,21 @@ impl Book for MemoryBook {
         ready(Ok(gone)).boxed()
     }
 
-    fn fire(&self, firings: &[(Firing, After)]) -> Result<Durable, StoreError> {
+    fn advance(&self, moves: &[Move]) -> Result<Durable, StoreError> {
         let mut m = self.lock();
-        for (f, after) in firings.iter().cloned() {
-            let same = m
-                .timers
-                .get(&f.key)
-                .is_some_and(|t| t.due_ms == f.scheduled_ms);
-            if same {
-                match after {
-                    After::Rearm(next) => {
-                        if let Some(t) = m.timers.get_mut(&f.key) {
-                            t.due_ms = next;
-                        }
-                    }
-                    After::Remove => {
-                        m.timers.remove(&f.key);
-                    }
+        for mv in moves {
+            let Some(t) = m.timers.get_mut(&mv.key) else {
+                continue;
+            };
+            if t.due_ms != mv.scheduled_ms {
+                continue;
+            }
+            match mv.after {
+                After::Rearm(next) => t.due_ms = next,
+                After::Remove => {
+                    m.timers.remove(&mv.key);
                 }
             }
-            m.firings.insert(f.id, f);
         }
         Ok(ready(Ok(())).boxed())
     }
@@ -341,19 +359,21 @@ impl Book for MemoryBook {
         self.lock().firings.remove(&id);
     }
 
-    fn due_before(
+    fn due_after(
         &self,
+        from: &Horizon,
         before_ms: i64,
         limit: usize,
     ) -> BoxFuture<'static, Result<Vec<Timer>, StoreError>> {
-        let mut due: Vec<Timer> = self
-            .lock()
+        let mut m = self.lock();
+        m.loads += 1;
+        let mut due: Vec<Timer> = m
             .timers
             .values()
-            .filter(|t| t.due_ms < before_ms)
+            .filter(|t| t.due_ms < before_ms && !from.covers(t.due_ms, &t.key))
             .cloned()
             .collect();
-        due.sort_by_key(|t| t.due_ms);
+        due.sort_by(|a, b| (a.due_ms, &a.key).cmp(&(b.due_ms, &b.key)));
         due.truncate(limit);
         ready(Ok(due)).boxed()
     }

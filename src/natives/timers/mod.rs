@@ -3,11 +3,14 @@
 //! timer of a name, `cancel_timer` (or `enabled=false`) removes it; when a timer falls due, its
 //! event (`timer`, or the `eventIdn` it was set with) is emitted on its connector for its
 //! persona and routed as any event. [`spec`] reads the commands, [`service`] keeps and fires
-//! the timers, [`book`] is where they are stored.
+//! the timers (the soon-due ones in its [`window`], those fired and not yet moved on in the
+//! book as [`outstanding`]), [`book`] is where they are stored.
 
 pub mod book;
+mod outstanding;
 pub mod service;
 pub mod spec;
+mod window;
 
 use std::sync::Arc;
 
@@ -75,6 +78,7 @@ impl ProgramTimer {
             dead_letters: cx.dead_letters.clone(),
             clock,
             settings,
+            integration: Idn::known("program_timer"),
         };
         actix_rt::spawn(service.run());
         ProgramTimer {

@@ -4,50 +4,61 @@
 //! refilled from the book as time moves on, so a million pending timers cost their rows on
 //! disk, not a million entries here.
 //!
-//! Firing: the due timers (up to a batch) are recorded as firings and moved on (a repeating
-//! timer re-arms from its schedule, so it never drifts) in one transaction, queued in the
-//! store's writer before their events are emitted through the internal-events sink; a firing is
-//! forgotten once its event was handed on, which the writer sees after the record. The events
-//! do not wait for the commit (its fsync would bound a burst by the writer's pace); so a crash
-//! can come after an event left and before its record committed: the timer is then still due
-//! at the next start, and every timer found due at start fires marked `redelivered`. A
-//! recorded firing not yet handed on is replayed at start, marked, with the same event id.
-//! Either way a firing is lost never, and repeated only marked.
+//! Firing: a due timer's event is emitted through the internal-events sink at once, and the
+//! timer moves on in memory (a repeating timer re-arms from its schedule, so it never drifts).
+//! In the book it moves on only once the event was handed on, many moves to a transaction: the
+//! timer's row is the firing's record. A crash before the move committed finds the timer still
+//! due at the next start, where every timer found due fires marked `redelivered`, with the same
+//! event id. So a firing is lost never, and repeated only marked; and it costs the store one
+//! write, off the firing's path. Until its move committed a firing is *outstanding* (see
+//! [`Outstanding`]); at most [`MAX_OUTSTANDING`] are (firing waits for room).
+//!
+//! Loading: each load reads the timers past the window's horizon and due within `window` (at
+//! most `load_limit`, in the order of due time, then key), while firing goes on; commands, session ends and committed moves
+//! wait until it is merged, so what it read and what the service did meanwhile agree.
 
-use std::collections::BTreeMap;
-
-use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use futures_util::future::FutureExt;
-use futures_util::stream::{FuturesOrdered, StreamExt};
+use futures_util::future::{BoxFuture, FutureExt};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use smol_str::SmolStr;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::book::{Book, Firing};
+use super::book::{Book, Firing, Horizon, Move};
+use super::outstanding::Outstanding;
 use super::spec::{Timer, TimerKey};
-use crate::admission::delivery::Settlement;
+use super::window::Window;
+use crate::admission::delivery::{Settle, Settlement};
 use crate::commands::{Answer, CommandRefusal};
 use crate::connectors::Directory;
 use crate::dead_letter::{self, DeadLetter, DeadLetterStore};
-use crate::domain::{Arguments, ConnectorKey, Event, Idn};
+use crate::domain::{Arguments, ConnectorKey, Event, Idn, PersonaId};
 use crate::ingress::InternalEvents;
 use crate::session::SessionTable;
 use crate::store::timers::After;
-use crate::telemetry::handles;
+use crate::store::StoreError;
 use crate::telemetry::throttle::Throttle;
+use crate::telemetry::{handles, queue};
 
-/// Firings recorded in one transaction, at most.
-const FIRE_BATCH: usize = 2048;
-/// Timers loaded into the window by one refill, at most.
-const REFILL_LIMIT: usize = 100_000;
-/// Batches of firings being recorded at once, at most.
-const IN_FLIGHT: usize = 64;
-/// How long a failed firing waits before it is tried again.
-const RETRY: Duration = Duration::from_millis(500);
+/// Timers fired at once, at most, between looks at the service's other work.
+const FIRE_BATCH: usize = 1024;
+/// Timers one load reads, at most, in the daemon.
+pub const LOAD_LIMIT: usize = 100_000;
+/// Firings outstanding at once, at most (emitted, their timers not yet moved on in the book).
+pub const MAX_OUTSTANDING: usize = 65_536;
+/// Writes of moves being committed at once, at most: moves handed on meanwhile wait and join
+/// the next write.
+const WRITES: usize = 2;
+/// Settlements taken from their queue at once, at most.
+const SETTLE_BATCH: usize = 1024;
+
+type Writes = FuturesUnordered<BoxFuture<'static, (u64, Result<(), StoreError>)>>;
+/// A load: the end of the range it read (exclusive), and the timers in the book with those due.
+type Load = BoxFuture<'static, (i64, Result<(usize, Vec<Timer>), StoreError>)>;
 
 /// What to do with a repeating timer that fell due while the daemon was down (late by more
 /// than the grace).
@@ -67,6 +78,8 @@ pub struct Settings {
     /// How late a firing may be and still count as on time (for [`LatePolicy::Skip`]).
     pub grace: Duration,
     pub late: LatePolicy,
+    /// Timers one load reads, at most ([`LOAD_LIMIT`] in the daemon).
+    pub load_limit: usize,
 }
 
 /// Wall-clock milliseconds read from tokio's clock: the service's timers run on it (so tests
@@ -125,65 +138,8 @@ pub struct Service {
     pub dead_letters: Arc<dyn DeadLetterStore>,
     pub clock: Clock,
     pub settings: Settings,
-}
-
-/// Due timers taken together: their firings (recorded in one transaction) and those skipped.
-struct Batch {
-    due: Vec<Timer>,
-    now: i64,
-    firings: Vec<(Firing, After)>,
-    /// Not fired: `(timer, its next due time, the reason it is cancelled)`.
-    skipped: Vec<(Timer, Option<i64>, Option<&'static str>)>,
-}
-
-/// The soon-due timers, by due time and by key.
-#[derive(Default)]
-struct Window {
-    by_due: BTreeMap<(i64, u64), TimerKey>,
-    by_key: FxHashMap<TimerKey, (u64, Timer)>,
-    next_seq: u64,
-    /// Every timer due before this is here.
-    horizon_ms: i64,
-}
-
-impl Window {
-    fn remove(&mut self, key: &TimerKey) -> Option<Timer> {
-        let (seq, t) = self.by_key.remove(key)?;
-        self.by_due.remove(&(t.due_ms, seq));
-        Some(t)
-    }
-
-    /// Holds `t` if it falls due inside the window (replacing a timer of its key).
-    fn put(&mut self, t: Timer) {
-        self.remove(&t.key);
-        if t.due_ms < self.horizon_ms {
-            self.next_seq += 1;
-            self.by_due.insert((t.due_ms, self.next_seq), t.key.clone());
-            self.by_key.insert(t.key.clone(), (self.next_seq, t));
-        }
-    }
-
-    fn next_due(&self) -> Option<i64> {
-        self.by_due.first_key_value().map(|((due, _), _)| *due)
-    }
-
-    /// Takes the timers due at `now_ms`, soonest first, at most `limit`.
-    fn take_due(&mut self, now_ms: i64, limit: usize) -> Vec<Timer> {
-        let mut due = Vec::new();
-        while due.len() < limit {
-            let Some(((d, _), _)) = self.by_due.first_key_value() else {
-                break;
-            };
-            if *d > now_ms {
-                break;
-            }
-            let (_, key) = self.by_due.pop_first().expect("just seen");
-            if let Some((_, t)) = self.by_key.remove(&key) {
-                due.push(t);
-            }
-        }
-        due
-    }
+    /// `program_timer`, the integration its events come from.
+    pub integration: Idn,
 }
 
 fn iso(ms: i64) -> String {
@@ -206,8 +162,8 @@ fn firing_id(key: &TimerKey, scheduled_ms: i64) -> Uuid {
     )
 }
 
-/// The event of a firing.
-fn event_of(f: &Firing, redelivered: bool) -> Event {
+/// The event of a replayed firing (marked).
+fn event_of(f: &Firing) -> Event {
     let mut e = Event::for_persona(
         f.key.account.clone(),
         Idn::known("program_timer"),
@@ -216,7 +172,7 @@ fn event_of(f: &Firing, redelivered: bool) -> Event {
         f.key.persona,
     );
     e.id = f.id;
-    e.redelivered = redelivered;
+    e.redelivered = true;
     for (name, value) in &f.arguments {
         e.arguments.push(name.as_str(), value.as_str());
     }
@@ -228,52 +184,108 @@ impl Service {
     pub async fn run(mut self) {
         let mut ends = self.sessions.subscribe_ends();
         let _ = (&mut self.start).await;
+        // Each outstanding firing settles once: twice the room never fills.
+        let (settle, mut settled) = queue::bounded::<(Uuid, Settlement)>(
+            queue::names::TIMER_FIRINGS_DONE,
+            2 * MAX_OUTSTANDING,
+        );
+        let mut settlements = Vec::with_capacity(SETTLE_BATCH);
+        let mut out = Outstanding::default();
+        let mut writes = Writes::new();
         let mut window = Window::default();
         self.replay().await;
-        self.refill(&mut window).await;
+        let (before, loaded) = self.load(&window).await;
+        self.merge(&mut window, &mut out, before, loaded);
+        let mut loading: Option<Load> = None;
         loop {
+            self.write_moves(&mut out, &mut writes);
             let now = self.clock.now_ms();
-            // Refill when half the window has passed; fire at the next due time before that.
-            let refill_at = window.horizon_ms - self.settings.window.as_millis() as i64 / 2;
-            let wake = window.next_due().map_or(refill_at, |d| d.min(refill_at));
+            // Fire at the next due time; load at the window's time unless a load is running.
+            let next = window.next_due().unwrap_or(i64::MAX);
+            let wake = if loading.is_some() {
+                next
+            } else {
+                next.min(window.refill_at())
+            };
             let sleep = tokio::time::sleep_until(self.clock.instant_at(wake.max(now)));
+            let room = out.len() < MAX_OUTSTANDING;
+            let idle = loading.is_none();
             tokio::select! {
                 biased;
-                job = self.jobs.recv() => match job {
-                    Some(job) => self.handle(job, &mut window).await,
+                job = self.jobs.recv(), if idle => match job {
+                    Some(job) => self.handle(job, &mut window, &mut out).await,
                     None => break,
                 },
-                end = ends.recv() => match end {
-                    Ok((session, reason)) => self.session_ended(session, reason, &mut window).await,
+                end = ends.recv(), if idle => match end {
+                    Ok((session, reason)) => {
+                        self.session_ended(session, reason, &mut window, &mut out).await
+                    }
                     // Missed some: a bound timer checks its session when it falls due.
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => ends = self.sessions.subscribe_ends(),
                 },
-                _ = sleep => {
-                    if !self.fire_due(&mut window).await {
-                        tokio::time::sleep(RETRY).await;
+                (before, loaded) = async { loading.as_mut().expect("a load runs").await }, if !idle => {
+                    loading = None;
+                    self.merge(&mut window, &mut out, before, loaded);
+                }
+                _ = settled.recv_many(&mut settlements, SETTLE_BATCH) => {
+                    for (id, s) in settlements.drain(..) {
+                        out.settled(id, s);
                     }
-                    if self.clock.now_ms() >= refill_at {
-                        self.refill(&mut window).await;
+                }
+                Some((write, result)) = writes.next(), if idle && !writes.is_empty() => {
+                    if let Err(e) = out.written(write, result) {
+                        failed(&e);
+                    }
+                }
+                _ = sleep, if room => {
+                    self.fire_due(&mut window, &mut out, &settle).await;
+                    if loading.is_none() && window.wants_refill(self.clock.now_ms()) {
+                        out.retry_unwritten();
+                        loading = Some(self.load(&window));
                     }
                 }
             }
         }
     }
 
-    /// Firings recorded by a run that stopped before their events were handed on: emitted
-    /// again, marked redelivered, with their ids.
+    /// Queues the moves handed on in the book, unless [`WRITES`] are being committed.
+    fn write_moves(&self, out: &mut Outstanding, writes: &mut Writes) {
+        if writes.len() >= WRITES {
+            return;
+        }
+        let Some(moves) = out.take_handed_on() else {
+            return;
+        };
+        match self.book.advance(&moves) {
+            Ok(durable) => {
+                let write = out.writing(moves);
+                writes.push(durable.map(move |r| (write, r)).boxed());
+            }
+            Err(e) => {
+                failed(&e);
+                out.unwritten(moves);
+            }
+        }
+    }
+
+    /// Firings an earlier build recorded and did not hand on: emitted again, marked
+    /// redelivered, with their ids.
     async fn replay(&self) {
         match self.book.pending_firings().await {
             Ok(firings) => {
                 let mut running = None;
                 for f in firings {
+                    let (book, id) = (self.book.clone(), f.id);
                     self.emit(
-                        &Firing {
-                            redelivered: true,
-                            ..f
-                        },
+                        event_of(&f),
+                        f.key.persona,
                         &mut running,
+                        Box::new(move |s: Settlement| {
+                            if s == Settlement::Done {
+                                book.done(id);
+                            }
+                        }),
                     );
                 }
             }
@@ -283,39 +295,84 @@ impl Service {
         }
     }
 
-    /// Loads the timers due within the window, and counts what the book holds (the pending
-    /// gauge is as fresh as the last refill, half a window at most).
-    async fn refill(&self, window: &mut Window) {
-        if let Ok(n) = self.book.total().await {
-            handles::timers_pending(n);
+    /// Reads the timers past the window's horizon due within `window`, and counts what the
+    /// book holds (the pending gauge is as fresh as the last load, half a window at most).
+    fn load(&self, window: &Window) -> Load {
+        let book = self.book.clone();
+        let from = window.horizon().clone();
+        let limit = self.settings.load_limit;
+        let before = self.clock.now_ms() + self.settings.window.as_millis() as i64;
+        async move {
+            let read = async {
+                let total = book.total().await?;
+                let due = book.due_after(&from, before, limit).await?;
+                Ok((total, due))
+            };
+            (before, read.await)
         }
-        let horizon = self.clock.now_ms() + self.settings.window.as_millis() as i64;
-        match self.book.due_before(horizon, REFILL_LIMIT).await {
-            Ok(due) => {
-                // A full load may have left later ones out: the window ends at the last loaded.
-                window.horizon_ms = if due.len() >= REFILL_LIMIT {
-                    due.last().map_or(horizon, |t| t.due_ms)
-                } else {
-                    horizon
-                };
-                for t in due {
-                    window.put(t);
-                }
-            }
+        .boxed()
+    }
+
+    /// Holds what a load read (but not a timer that fired and has not moved on in the book
+    /// yet), and the timers re-armed past the old horizon that fall before the new one.
+    fn merge(
+        &self,
+        window: &mut Window,
+        out: &mut Outstanding,
+        before: i64,
+        loaded: Result<(usize, Vec<Timer>), StoreError>,
+    ) {
+        let half = self.settings.window.as_millis() as i64 / 2;
+        let (total, due) = match loaded {
+            Ok(loaded) => loaded,
             Err(e) => {
                 static FAILED: Throttle = Throttle::new();
                 if let Some(suppressed) = FAILED.allow(Throttle::EVERY) {
                     tracing::warn!(error = %e, suppressed, "timers could not be loaded; trying again");
                 }
+                let horizon = window.horizon().clone();
+                window.reached(horizon, self.clock.now_ms() + half.min(1_000), None);
+                return;
             }
+        };
+        handles::timers_pending(total);
+        // A load cut at its limit may have left later ones out: the window ends at the last
+        // read, and the next load reads on from it.
+        match due.last().filter(|_| due.len() >= self.settings.load_limit) {
+            Some(last) => {
+                let horizon = Horizon {
+                    due_ms: last.due_ms,
+                    last: Some(last.key.clone()),
+                };
+                window.reached(horizon, last.due_ms, Some(due.len()));
+            }
+            None => {
+                let horizon = Horizon {
+                    due_ms: before,
+                    last: None,
+                };
+                window.reached(horizon, before - half, None);
+            }
+        }
+        let fired = out.fired_until();
+        let fresh: Vec<Timer> = due
+            .into_iter()
+            .filter(|t| fired.get(&t.key).is_none_or(|at| t.due_ms > *at))
+            .collect();
+        drop(fired);
+        for t in fresh {
+            window.put(t);
+        }
+        for t in out.take_beyond(window.horizon()) {
+            window.put(t);
         }
     }
 
-    async fn handle(&self, job: Job, window: &mut Window) {
+    async fn handle(&self, job: Job, window: &mut Window, out: &mut Outstanding) {
         match job {
             Job::Set { timer, max, answer } => {
                 // A replacement does not add one.
-                if !window.by_key.contains_key(&timer.key) {
+                if !window.holds(&timer.key) {
                     let full = match self.book.count(&timer.key).await {
                         Ok(n) if n >= max => match self.book.exists(&timer.key).await {
                             Ok(exists) => (!exists).then_some(n),
@@ -339,6 +396,7 @@ impl Service {
                         extra.push("timerName", timer.key.name.as_str());
                         extra.push("result", iso(timer.due_ms));
                         extra.push("nextFireAt", iso(timer.due_ms));
+                        out.forget(&timer.key);
                         window.put(timer);
                         answer.succeed(extra);
                     }
@@ -347,6 +405,7 @@ impl Service {
             }
             Job::Cancel { key, answer } => match self.book.delete(&key).await {
                 Ok(existed) => {
+                    out.forget(&key);
                     window.remove(&key);
                     if existed {
                         handles::timer_cancelled("command");
@@ -362,10 +421,17 @@ impl Service {
     }
 
     /// A session ended: the timers bound to it are cancelled, and each flow is told.
-    async fn session_ended(&self, session: Uuid, reason: &str, window: &mut Window) {
+    async fn session_ended(
+        &self,
+        session: Uuid,
+        reason: &str,
+        window: &mut Window,
+        out: &mut Outstanding,
+    ) {
         match self.book.delete_session(session).await {
             Ok(gone) => {
                 for t in gone {
+                    out.forget(&t.key);
                     window.remove(&t.key);
                     self.cancelled(&t, reason);
                 }
@@ -384,7 +450,7 @@ impl Service {
         handles::timer_cancelled("session_ended");
         let mut e = Event::for_persona(
             t.key.account.clone(),
-            Idn::known("program_timer"),
+            self.integration.clone(),
             t.key.connector.clone(),
             Idn::known("timer_cancelled"),
             t.key.persona,
@@ -397,79 +463,24 @@ impl Service {
         self.events.emit(e);
     }
 
-    /// Fires what is due; `false` when recording the firings failed (they are tried again).
-    /// Up to [`IN_FLIGHT`] batches are being recorded at once (the store joins their writes
-    /// into one commit); each batch's events leave once its own record committed, in order.
-    async fn fire_due(&self, window: &mut Window) -> bool {
-        let mut in_flight = FuturesOrdered::new();
-        loop {
-            if in_flight.len() < IN_FLIGHT {
-                let now = self.clock.now_ms();
-                let due = window.take_due(now, FIRE_BATCH);
-                if !due.is_empty() {
-                    let batch = self.prepare(due, now);
-                    let durable = if batch.firings.is_empty() {
-                        Ok(futures_util::future::ready(Ok(())).boxed())
-                    } else {
-                        self.book.fire(&batch.firings)
-                    };
-                    match durable {
-                        Ok(durable) => {
-                            // Queued in the writer: the events leave now.
-                            let mut running = None;
-                            for (f, _) in &batch.firings {
-                                self.metrics
-                                    .fired((now - f.scheduled_ms).max(0) as f64 / 1000.0);
-                                self.emit(f, &mut running);
-                            }
-                            in_flight.push_back(durable.map(move |r| (r, batch)));
-                        }
-                        Err(e) => {
-                            // Nothing queued, nothing left: they stay due.
-                            self.failed(&e);
-                            for t in batch.due {
-                                window.put(t);
-                            }
-                            while let Some((_, later)) = in_flight.next().await {
-                                self.settle(later, window).await;
-                            }
-                            return false;
-                        }
-                    }
-                    continue;
-                }
-            }
-            let Some((recorded, batch)) = in_flight.next().await else {
-                return true;
-            };
-            match recorded {
-                Ok(()) => self.settle(batch, window).await,
-                Err(e) => {
-                    // The events left, the record did not commit: in the book the timers are
-                    // still due as they were, so they fire again at the next refill or start,
-                    // then marked (`started_ms` moves on only with a new run: mark them here).
-                    self.failed(&e);
-                    for t in batch.due {
-                        window.put(t);
-                    }
-                    return false;
-                }
-            }
+    /// Fires what is due, as much as there is room for, [`FIRE_BATCH`] at most.
+    async fn fire_due(
+        &self,
+        window: &mut Window,
+        out: &mut Outstanding,
+        settle: &mpsc::Sender<(Uuid, Settlement)>,
+    ) {
+        let now = self.clock.now_ms();
+        let room = MAX_OUTSTANDING.saturating_sub(out.len());
+        let due = window.take_due(now, room.min(FIRE_BATCH));
+        if due.is_empty() {
+            return;
         }
-    }
-
-    fn failed(&self, e: &crate::store::StoreError) {
-        static FAILED: Throttle = Throttle::new();
-        if let Some(suppressed) = FAILED.allow(Throttle::EVERY) {
-            tracing::warn!(error = %e, suppressed, "timer firings could not be recorded; trying again");
-        }
-    }
-
-    /// The firings of `due` at `now`, and what is skipped instead.
-    fn prepare(&self, due: Vec<Timer>, now: i64) -> Batch {
-        let mut firings = Vec::with_capacity(due.len());
+        let fired_at = SmolStr::from(iso(now));
+        let mut running = None;
+        // Not fired: `(timer, its next due time, the reason it is cancelled)`.
         let mut skipped = Vec::new();
-        for t in &due {
+        for t in due {
             let late_ms = now - t.due_ms;
             let next = t.next_after(t.due_ms, now);
             if let Some(session) = t.session {
@@ -477,7 +488,7 @@ impl Service {
                     .sessions
                     .is_live(&t.key.account, t.key.persona, session)
                 {
-                    skipped.push((t.clone(), None, Some("session_ended")));
+                    skipped.push((t, None, Some("session_ended")));
                     continue;
                 }
             }
@@ -485,54 +496,44 @@ impl Service {
                 && next.is_some()
                 && late_ms > self.settings.grace.as_millis() as i64
             {
-                skipped.push((t.clone(), next, None));
+                skipped.push((t, next, None));
                 continue;
             }
-            let mut arguments = vec![
-                ("timerName".to_owned(), t.key.name.clone()),
-                ("personaId".to_owned(), t.key.persona.0.to_string()),
-                ("fireAt".to_owned(), iso(t.due_ms)),
-                ("firedAt".to_owned(), iso(now)),
-                (
-                    "lateBySeconds".to_owned(),
-                    format!("{:.3}", late_ms.max(0) as f64 / 1000.0),
-                ),
-            ];
-            arguments.extend(t.arguments.iter().cloned());
-            let firing = Firing {
-                id: firing_id(&t.key, t.due_ms),
-                key: t.key.clone(),
-                event: t.event.clone(),
-                arguments,
-                scheduled_ms: t.due_ms,
-                // Due before this run started: a run before may have emitted it unrecorded.
-                redelivered: t.due_ms < self.started_ms,
+            let id = firing_id(&t.key, t.due_ms);
+            let event = self.event_of(&t, id, &fired_at, late_ms);
+            self.metrics.fired(late_ms.max(0) as f64 / 1000.0);
+            let persona = t.key.persona;
+            let scheduled_ms = t.due_ms;
+            let (key, after, beyond) = match next {
+                Some(next) => {
+                    let key = t.key.clone();
+                    let rearmed = Timer { due_ms: next, ..t };
+                    let beyond = if window.horizon().covers(next, &rearmed.key) {
+                        window.put(rearmed);
+                        None
+                    } else {
+                        Some(rearmed)
+                    };
+                    (key, After::Rearm(next), beyond)
+                }
+                None => (t.key, After::Remove, None),
             };
-            let after = next.map_or(After::Remove, After::Rearm);
-            firings.push((firing, after));
-        }
-        Batch {
-            due,
-            now,
-            firings,
-            skipped,
-        }
-    }
-
-    /// A batch's record committed: its events leave, its timers move on.
-    async fn settle(&self, batch: Batch, window: &mut Window) {
-        let Batch {
-            due,
-            now,
-            firings,
-            skipped,
-        } = batch;
-        drop(firings);
-        for t in due {
-            let scheduled = t.due_ms;
-            if let Some(next) = t.next_after(scheduled, now) {
-                window.put(Timer { due_ms: next, ..t });
-            }
+            let m = Move {
+                key,
+                scheduled_ms,
+                after,
+            };
+            out.emitted(id, m, beyond);
+            let settle = settle.clone();
+            self.emit(
+                event,
+                persona,
+                &mut running,
+                Box::new(move |s: Settlement| {
+                    // Cannot be full (see `run`); closed only once the service is gone.
+                    let _ = settle.try_send((id, s));
+                }),
+            );
         }
         for (t, next, cancelled) in skipped {
             match (next, cancelled) {
@@ -552,18 +553,47 @@ impl Service {
         }
     }
 
-    /// Emits a firing's event; the firing is forgotten once the event was handed on. A timer
-    /// whose connector does not run is refused as any event would be: dead-lettered.
+    /// The event timer `t` fires at its due time, `late_ms` late.
+    fn event_of(&self, t: &Timer, id: Uuid, fired_at: &SmolStr, late_ms: i64) -> Event {
+        let mut e = Event::for_persona(
+            t.key.account.clone(),
+            self.integration.clone(),
+            t.key.connector.clone(),
+            t.event.clone(),
+            t.key.persona,
+        );
+        e.id = id;
+        // Due before this run started: a run before may have emitted it unrecorded.
+        e.redelivered = t.due_ms < self.started_ms;
+        let a = &mut e.arguments;
+        a.push("timerName", t.key.name.as_str());
+        a.push("personaId", t.key.persona.0.to_string());
+        a.push("fireAt", iso(t.due_ms));
+        a.push("firedAt", fired_at.clone());
+        a.push(
+            "lateBySeconds",
+            format!("{:.3}", late_ms.max(0) as f64 / 1000.0),
+        );
+        for (name, value) in &t.arguments {
+            a.push(name.as_str(), value.as_str());
+        }
+        e
+    }
+
+    /// Emits an event of a `program_timer` connector; `source` settles once it was handed on.
+    /// A timer whose connector does not run is refused as any event would be: dead-lettered,
+    /// and settled.
     ///
     /// `running` remembers the last connector found running, so a batch of one connector's
     /// firings asks the directory once.
-    fn emit(&self, f: &Firing, running: &mut Option<ConnectorKey>) {
-        let event = event_of(f, f.redelivered);
-        let key = ConnectorKey::new(
-            &f.key.account,
-            &Idn::known("program_timer"),
-            &f.key.connector,
-        );
+    fn emit(
+        &self,
+        event: Event,
+        persona: PersonaId,
+        running: &mut Option<ConnectorKey>,
+        source: Box<dyn Settle>,
+    ) {
+        let key = ConnectorKey::new(&event.account, &self.integration, &event.connector);
         let reached = if running.as_ref() == Some(&key) {
             Ok(())
         } else {
@@ -576,21 +606,20 @@ impl Service {
             if let Some(reason) = refusal.dead_letter_reason() {
                 dead_letter::record(
                     &*self.dead_letters,
-                    DeadLetter::event(reason, refusal.to_string(), event, Some(f.key.persona)),
+                    DeadLetter::event(reason, refusal.to_string(), event, Some(persona)),
                 );
             }
-            self.book.done(f.id);
+            source.settle(Settlement::Done);
             return;
         }
-        let (book, id) = (self.book.clone(), f.id);
-        self.events.emit_with(
-            event,
-            Some(Box::new(move |s: Settlement| {
-                if s == Settlement::Done {
-                    book.done(id);
-                }
-            })),
-        );
+        self.events.emit_with(event, Some(source));
+    }
+}
+
+fn failed(e: &StoreError) {
+    static FAILED: Throttle = Throttle::new();
+    if let Some(suppressed) = FAILED.allow(Throttle::EVERY) {
+        tracing::warn!(error = %e, suppressed, "fired timers could not be moved on in the store; tried again at the next load");
     }
 }
 
