@@ -561,3 +561,57 @@ async fn an_interrupted_invocation_is_announced_on_the_cancel_subject() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_refused_for_room_is_not_marked_redelivered_once_admitted() {
+    // One running and one waiting fill a flow instance.
+    let (nats, d) = start(
+        "nats-room",
+        &[("SWITCHBOARD_ENGINE__MAX_PENDING_PER_FLOW_INSTANCE", "1")],
+    )
+    .await;
+    setup(&d).await;
+    let (adapter, runner, invocations) = clients(&nats.url(), Encoding::MessagePack).await;
+    for k in 0..3 {
+        adapter
+            .publish_event(&user_message("crowded", &format!("m{k}")), None)
+            .await
+            .unwrap();
+    }
+    let first = next_invocation(&invocations, WAIT)
+        .await
+        .unwrap()
+        .expect("the first invocation");
+    assert_eq!(text_of(&first), "m0");
+    // m1 waits in the instance; m2 finds no room and is handed back until there is.
+    common::eventually("m2 to be refused for room", WAIT, || async {
+        d.metrics()
+            .await
+            .contains("switchboard_events_rejected_total{reason=\"flow_instance_full\"}")
+            .then_some(())
+    })
+    .await;
+    complete(&runner, first).await;
+    for text in ["m1", "m2"] {
+        let inv = next_invocation(&invocations, WAIT)
+            .await
+            .unwrap()
+            .expect("the next invocation");
+        assert_eq!(text_of(&inv), text);
+        assert!(
+            !inv.value.redelivered,
+            "{text}: deliveries refused for room handed nothing on"
+        );
+        complete(&runner, inv).await;
+    }
+    let letters: serde_json::Value = d
+        .client()
+        .get(d.url("/v1/dead-letters"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(letters, json!([]), "nothing dead-lettered");
+}

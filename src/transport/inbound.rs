@@ -11,7 +11,7 @@ use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::AckKind;
 use dashmap::DashMap;
 use futures_util::StreamExt;
-use rustc_hash::FxBuildHasher;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -42,6 +42,36 @@ pub struct InboundSettings {
     pub max_ack_pending: usize,
 }
 
+/// Messages tracked by [`Unadmitted`], at most.
+const UNADMITTED: usize = 65_536;
+
+/// Deliveries of a message that were refused for room before admission (and handed back for
+/// later): they handed nothing on, so the delivery after them is not a repeat unless an
+/// earlier one was admitted. Kept by the consumer (one task), per stream sequence, until the
+/// message is admitted; bounded: past [`UNADMITTED`] messages, or after a restart, a message is
+/// marked as JetStream counts its deliveries (a mark too many, never one missing).
+#[derive(Default)]
+struct Unadmitted(FxHashMap<u64, u64>);
+
+impl Unadmitted {
+    /// Whether delivery number `delivered` of message `seq` may repeat an admitted one.
+    fn redelivered(&self, seq: u64, delivered: u64) -> bool {
+        delivered.saturating_sub(self.0.get(&seq).copied().unwrap_or(0)) > 1
+    }
+
+    /// A delivery of `seq` was refused for room.
+    fn refused(&mut self, seq: u64) {
+        if self.0.len() < UNADMITTED || self.0.contains_key(&seq) {
+            *self.0.entry(seq).or_default() += 1;
+        }
+    }
+
+    /// `seq` was admitted (or settled otherwise): forgotten.
+    fn admitted(&mut self, seq: u64) {
+        self.0.remove(&seq);
+    }
+}
+
 /// Runs the events consumer until the daemon drains.
 pub fn spawn(
     daemon: Arc<Daemon>,
@@ -59,6 +89,7 @@ pub fn spawn(
     tokio::spawn(acknowledge(ackers.clone(), settled_rx, settings.ack_wait));
     tokio::spawn(async move {
         let mut token = 0u64;
+        let mut unadmitted = Unadmitted::default();
         let mut pause = Duration::from_millis(100);
         while !daemon.is_draining() {
             let stream = consumer
@@ -97,6 +128,7 @@ pub fn spawn(
                                 &settings,
                                 &ackers,
                                 &settled_tx,
+                                &mut unadmitted,
                                 token,
                                 m,
                             )
@@ -174,6 +206,7 @@ async fn handle(
     settings: &InboundSettings,
     ackers: &Ackers,
     settled_tx: &mpsc::Sender<(u64, Settlement)>,
+    unadmitted: &mut Unadmitted,
     token: u64,
     m: async_nats::jetstream::Message,
 ) -> Option<(Admitted, Option<Box<dyn Settle>>)> {
@@ -269,19 +302,24 @@ async fn handle(
             .map(|v| v.to_string())
             .filter(|id| !id.is_empty() && id.len() <= 256);
     }
-    event.redelivered = delivered > 1;
+    event.redelivered = unadmitted.redelivered(stream_seq, delivered as u64);
     let event = match daemon.engine().ingress().admit(event) {
-        Ok(event) => event,
+        Ok(event) => {
+            unadmitted.admitted(stream_seq);
+            event
+        }
         // The refusal says whether the same message may be taken later (a busy daemon): then
         // it is delivered again; otherwise it was counted, dead-lettered and copied to the DLQ
         // subject by `admit`, and is never delivered again.
         Err(refusal) if refusal.retryable() => {
+            unadmitted.refused(stream_seq);
             let _ = acker
                 .ack_with(AckKind::Nak(Some(REFUSED_RETRY_DELAY)))
                 .await;
             return None;
         }
         Err(_) => {
+            unadmitted.admitted(stream_seq);
             terminate(&acker).await;
             return None;
         }
@@ -304,4 +342,27 @@ fn stream_event_id(stream: &str, seq: u64) -> Uuid {
     h.update(stream.as_bytes());
     h.update(&seq.to_le_bytes());
     Uuid::new_v8(h.digest128().to_le_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliveries_refused_for_room_do_not_count_as_repeats() {
+        let mut u = Unadmitted::default();
+        assert!(!u.redelivered(7, 1));
+        assert!(u.redelivered(7, 2), "an unknown second delivery is marked");
+        // Refused twice for room: the third delivery is the first one admitted.
+        u.refused(7);
+        u.refused(7);
+        assert!(!u.redelivered(7, 3));
+        u.admitted(7);
+        // Admitted, then delivered again (its ack lost): a repeat.
+        assert!(u.redelivered(7, 4));
+        // Admitted once, then refused once: the delivery after is still a repeat.
+        u.refused(8);
+        assert!(!u.redelivered(8, 2));
+        assert!(u.redelivered(8, 3), "delivery 1 was refused, 2 admitted");
+    }
 }
