@@ -14,8 +14,9 @@
 //! [`Outstanding`]); at most [`MAX_OUTSTANDING`] are (firing waits for room).
 //!
 //! Loading: each load reads the timers past the window's horizon and due within `window` (at
-//! most `load_limit`, in the order of due time, then key), while firing goes on; commands, session ends and committed moves
-//! wait until it is merged, so what it read and what the service did meanwhile agree.
+//! most `load_limit`, in the order of due time, then key), while firing goes on; commands,
+//! session ends and committed moves wait until it is merged, so what it read and what the
+//! service did meanwhile agree.
 
 use std::sync::Arc;
 use std::time::Duration;
