@@ -441,3 +441,37 @@ async fn timers_past_a_load_s_limit_fire_once_each_even_when_more_than_a_load_sh
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn a_repeating_timer_whose_interval_outlasts_the_window_fires_each_time_on_schedule() {
+    let book = MemoryBook::default();
+    let mut h = setup(&book, LatePolicy::FireOnce).await;
+    // Every 10 minutes; the window holds one minute: each re-arm falls past it and is held
+    // again only when a load reaches it.
+    talk(
+        &mut h,
+        vec![timer_cmd(
+            "set_timer",
+            &[("timerName", "slow"), ("interval", "600")],
+        )],
+    )
+    .await;
+    let first = millis(arg(&next(&mut h, "OnSuccess").await, "nextFireAt").unwrap());
+    for k in 0..3 {
+        let fired = next(&mut h, "OnTimer").await;
+        assert_eq!(millis(arg(&fired, "fireAt").unwrap()), first + k * 600_000);
+        let late: f64 = arg(&fired, "lateBySeconds").unwrap().parse().unwrap();
+        assert!(late <= 0.002, "on time: {late}");
+        assert!(!fired.event.event.redelivered);
+        let next_due = first + (k + 1) * 600_000;
+        common::eventually("the timer to move on in the book", common::PATIENCE, || {
+            let book = &book;
+            async move { (book.timers()[0].due_ms == next_due).then_some(()) }
+        })
+        .await;
+    }
+    assert!(
+        h.manual.invocations.try_recv().is_err(),
+        "once per interval"
+    );
+}
