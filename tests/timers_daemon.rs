@@ -241,7 +241,7 @@ async fn a_kill_in_the_middle_of_firing_loses_no_timer_and_repeats_only_marked()
     const N: usize = 40;
     let due = Utc::now() + chrono::Duration::seconds(3);
     // One persona's invocations run one at a time: 40 firings take the runner 40 x 40 ms, so
-    // the kill lands among them (a firing's timer moves on once its invocation completed).
+    // the kill lands among them (a firing's timer moves on once the runner has its invocation).
     let mut runner = runner_taking(N, due, Duration::from_millis(40));
     let dir = temp_dir("timer-crash-firing");
     let builder = DaemonProcess::builder(&dir);

@@ -31,13 +31,14 @@ pub struct Outstanding {
 }
 
 impl Outstanding {
-    /// Firings outstanding.
-    pub fn len(&self) -> usize {
+    /// Firings emitted and not yet handed on: held by the flows they reached.
+    pub fn unsettled(&self) -> usize {
         self.emitted.len()
-            + self.handed_on.len()
-            + self.writing_len
-            + self.unwritten.len()
-            + self.given_up.len()
+    }
+
+    /// Firings settled whose timers have not moved on in the book: waiting for the store.
+    pub fn unmoved(&self) -> usize {
+        self.handed_on.len() + self.writing_len + self.unwritten.len() + self.given_up.len()
     }
 
     /// A firing's event left, with id `id`; `beyond` is its timer re-armed past the horizon.
@@ -163,7 +164,7 @@ mod tests {
         o.emitted(Uuid::from_u128(1), mv("a", 10), None);
         o.emitted(Uuid::from_u128(2), mv("b", 20), None);
         o.emitted(Uuid::from_u128(3), mv("a", 30), None);
-        assert_eq!(o.len(), 3);
+        assert_eq!((o.unsettled(), o.unmoved()), (3, 0));
         assert!(o.take_handed_on().is_none(), "nothing handed on yet");
         o.settled(Uuid::from_u128(1), Settlement::Done);
         o.settled(Uuid::from_u128(2), Settlement::Redeliver);
@@ -178,7 +179,7 @@ mod tests {
         let moves = o.take_handed_on().unwrap();
         assert_eq!(moves, vec![mv("a", 10)]);
         let w = o.writing(moves);
-        assert_eq!(o.len(), 3);
+        assert_eq!((o.unsettled(), o.unmoved()), (1, 2));
         assert!(o.written(w, Err(StoreError::Busy)).is_err());
         assert!(
             o.take_handed_on().is_none(),
@@ -188,7 +189,11 @@ mod tests {
         let again = o.take_handed_on().unwrap();
         let w = o.writing(again);
         assert!(o.written(w, Ok(())).is_ok());
-        assert_eq!(o.len(), 2, "emitted a@30 and given-up b@20 remain");
+        assert_eq!(
+            (o.unsettled(), o.unmoved()),
+            (1, 1),
+            "emitted a@30 and given-up b@20 remain"
+        );
     }
 
     #[test]

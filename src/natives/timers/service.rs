@@ -11,7 +11,8 @@
 //! due at the next start, where every timer found due fires marked `redelivered`, with the same
 //! event id. So a firing is lost never, and repeated only marked; and it costs the store one
 //! write, off the firing's path. Until its move committed a firing is *outstanding* (see
-//! [`Outstanding`]); at most [`MAX_OUTSTANDING`] are (firing waits for room).
+//! [`Outstanding`]): firing waits while [`MAX_UNSETTLED`] are held by flows, or
+//! [`MAX_UNMOVED`] wait for the store.
 //!
 //! Loading: each load reads the timers past the window's horizon and due within `window` (at
 //! most `load_limit`, in the order of due time, then key), while firing goes on; commands,
@@ -49,8 +50,14 @@ use crate::telemetry::{handles, queue};
 const FIRE_BATCH: usize = 1024;
 /// Timers one load reads, at most, in the daemon.
 pub const LOAD_LIMIT: usize = 100_000;
-/// Firings outstanding at once, at most (emitted, their timers not yet moved on in the book).
-pub const MAX_OUTSTANDING: usize = 65_536;
+/// Firings emitted and not yet handed on, at most. A flow holds a firing until its runner has
+/// the invocation (a persona's queue holds `engine.max_pending_per_flow_instance` at most), so
+/// this is large: one agent whose runner is away must not stop every other agent's timers.
+/// About 200 bytes each.
+pub const MAX_UNSETTLED: usize = 1 << 20;
+/// Firings handed on whose timers have not moved on in the book yet, at most: past it, firing
+/// waits for the store.
+pub const MAX_UNMOVED: usize = 65_536;
 /// Writes of moves being committed at once, at most: moves handed on meanwhile wait and join
 /// the next write.
 const WRITES: usize = 2;
@@ -185,10 +192,10 @@ impl Service {
     pub async fn run(mut self) {
         let mut ends = self.sessions.subscribe_ends();
         let _ = (&mut self.start).await;
-        // Each outstanding firing settles once: twice the room never fills.
+        // Each unsettled firing settles once: twice their bound never fills.
         let (settle, mut settled) = queue::bounded::<(Uuid, Settlement)>(
             queue::names::TIMER_FIRINGS_DONE,
-            2 * MAX_OUTSTANDING,
+            2 * MAX_UNSETTLED,
         );
         let mut settlements = Vec::with_capacity(SETTLE_BATCH);
         let mut out = Outstanding::default();
@@ -209,7 +216,7 @@ impl Service {
                 next.min(window.refill_at())
             };
             let sleep = tokio::time::sleep_until(self.clock.instant_at(wake.max(now)));
-            let room = out.len() < MAX_OUTSTANDING;
+            let room = room(&out) > 0;
             let idle = loading.is_none();
             tokio::select! {
                 biased;
@@ -472,8 +479,7 @@ impl Service {
         settle: &mpsc::Sender<(Uuid, Settlement)>,
     ) {
         let now = self.clock.now_ms();
-        let room = MAX_OUTSTANDING.saturating_sub(out.len());
-        let due = window.take_due(now, room.min(FIRE_BATCH));
+        let due = window.take_due(now, room(out).min(FIRE_BATCH));
         if due.is_empty() {
             return;
         }
@@ -615,6 +621,13 @@ impl Service {
         }
         self.events.emit_with(event, Some(source));
     }
+}
+
+/// How many more timers may fire now.
+fn room(out: &Outstanding) -> usize {
+    MAX_UNSETTLED
+        .saturating_sub(out.unsettled())
+        .min(MAX_UNMOVED.saturating_sub(out.unmoved()))
 }
 
 fn failed(e: &StoreError) {
