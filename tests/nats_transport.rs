@@ -604,14 +604,6 @@ async fn an_event_refused_for_room_is_not_marked_redelivered_once_admitted() {
         );
         complete(&runner, inv).await;
     }
-    let letters: serde_json::Value = d
-        .client()
-        .get(d.url("/v1/dead-letters"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, letters) = common::call(&d.client(), "GET", d.url("/v1/dead-letters"), None).await;
     assert_eq!(letters, json!([]), "nothing dead-lettered");
 }

@@ -66,8 +66,8 @@ impl Unadmitted {
         }
     }
 
-    /// `seq` was admitted (or settled otherwise): forgotten.
-    fn admitted(&mut self, seq: u64) {
+    /// `seq` was admitted, or refused for good: forgotten.
+    fn forget(&mut self, seq: u64) {
         self.0.remove(&seq);
     }
 }
@@ -305,7 +305,7 @@ async fn handle(
     event.redelivered = unadmitted.redelivered(stream_seq, delivered as u64);
     let event = match daemon.engine().ingress().admit(event) {
         Ok(event) => {
-            unadmitted.admitted(stream_seq);
+            unadmitted.forget(stream_seq);
             event
         }
         // The refusal says whether the same message may be taken later (a busy daemon): then
@@ -319,7 +319,7 @@ async fn handle(
             return None;
         }
         Err(_) => {
-            unadmitted.admitted(stream_seq);
+            unadmitted.forget(stream_seq);
             terminate(&acker).await;
             return None;
         }
@@ -357,7 +357,7 @@ mod tests {
         u.refused(7);
         u.refused(7);
         assert!(!u.redelivered(7, 3));
-        u.admitted(7);
+        u.forget(7);
         // Admitted, then delivered again (its ack lost): a repeat.
         assert!(u.redelivered(7, 4));
         // Admitted once, then refused once: the delivery after is still a repeat.

@@ -171,7 +171,7 @@ fn firing_id(key: &TimerKey, scheduled_ms: i64) -> Uuid {
 }
 
 /// The event of a replayed firing (marked).
-fn event_of(f: &Firing) -> Event {
+fn replayed_event(f: &Firing) -> Event {
     let mut e = Event::for_persona(
         f.key.account.clone(),
         Idn::known("program_timer"),
@@ -286,7 +286,7 @@ impl Service {
                 for f in firings {
                     let (book, id) = (self.book.clone(), f.id);
                     self.emit(
-                        event_of(&f),
+                        replayed_event(&f),
                         f.key.persona,
                         &mut running,
                         Box::new(move |s: Settlement| {
@@ -363,13 +363,10 @@ impl Service {
             }
         }
         let fired = out.fired_until();
-        let fresh: Vec<Timer> = due
-            .into_iter()
-            .filter(|t| fired.get(&t.key).is_none_or(|at| t.due_ms > *at))
-            .collect();
-        drop(fired);
-        for t in fresh {
-            window.put(t);
+        for t in due {
+            if fired.get(&t.key).is_none_or(|at| t.due_ms > *at) {
+                window.put(t);
+            }
         }
         for t in out.take_beyond(window.horizon()) {
             window.put(t);
