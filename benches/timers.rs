@@ -147,6 +147,7 @@ fn engine_firing(due_ms: Vec<i64>) -> Firing {
                             grace: Duration::from_secs(60),
                             late: LatePolicy::FireOnce,
                             load_limit: LOAD_LIMIT,
+                            max_per_account: usize::MAX,
                         },
                         start,
                     ),

@@ -70,6 +70,7 @@ fn timer_settings(config: &Config) -> TimerSettings {
             crate::config::LatePolicy::Skip => LatePolicy::Skip,
         },
         load_limit: crate::natives::timers::service::LOAD_LIMIT,
+        max_per_account: config.limits.timers_per_account as usize,
     }
 }
 
@@ -106,6 +107,7 @@ pub async fn start(
 ) -> Result<Arc<Daemon>, BootError> {
     crate::telemetry::metrics::describe();
     crate::telemetry::metrics::record_start();
+    crate::telemetry::flow_labels::FlowLabels::daemon().set_cap(config.limits.flow_series as usize);
     let (secrets, _) =
         secrets_key::load(&config.store.secret_key_env, &config.store.secret_key_file)?;
     let store_err = |source| BootError::Store {
@@ -146,7 +148,9 @@ pub async fn start(
         }),
     };
     let stored_letters: Arc<dyn DeadLetterStore> = Arc::new(
-        SqliteDeadLetters::new(store.clone()).with_raw_limit(config.dead_letters.max_raw_bytes),
+        SqliteDeadLetters::new(store.clone())
+            .with_raw_limit(config.dead_letters.max_raw_bytes)
+            .with_quota(retention(&config)),
     );
     let dead_letters: Arc<dyn DeadLetterStore> = match &nats {
         Some(n) => Arc::new(PublishingDeadLetters {
@@ -397,22 +401,20 @@ async fn replay_inbox(d: &Arc<Daemon>) -> Result<(), BootError> {
     Ok(())
 }
 
-/// One pass of the dead-letter retention policy, counted by the limit that pruned.
-async fn prune_dead_letters(d: &Daemon) {
-    let c = &d.config.dead_letters;
-    let retention = crate::store::dead_letters::Retention {
+/// The dead-letter retention policy of `[dead_letters]`, per account.
+fn retention(config: &Config) -> crate::store::dead_letters::Retention {
+    let c = &config.dead_letters;
+    crate::store::dead_letters::Retention {
         max_age_ms: c.max_age().as_millis() as i64,
         max_count: c.max_count,
         max_bytes: c.max_bytes,
-    };
-    match d.store.prune_dead_letters(retention).await {
-        Ok(p) => {
-            for (by, n) in [("age", p.age), ("count", p.count), ("bytes", p.bytes)] {
-                if n > 0 {
-                    crate::telemetry::handles::dead_letters_pruned(by, n);
-                }
-            }
-        }
+    }
+}
+
+/// One pass of the dead-letter retention policy, counted by the limit that pruned.
+async fn prune_dead_letters(d: &Daemon) {
+    match d.store.prune_dead_letters(retention(&d.config)).await {
+        Ok(p) => p.count(),
         Err(e) => tracing::warn!(error = %e, "pruning dead letters failed"),
     }
 }

@@ -380,8 +380,11 @@ impl Engine {
         self.registry.stop(id)
     }
 
+    /// Deletes a stopped connector; its native integration forgets what it held for it.
     pub fn delete_connector(&self, id: Uuid) -> Result<(), ControlError> {
-        self.registry.delete(id)
+        let key = self.registry.delete(id)?;
+        self.commands.connector_deleted(&key);
+        Ok(())
     }
 
     /// Adds or replaces a flow; resolves once the index that contains it is live.

@@ -31,6 +31,7 @@ fn settings(late: LatePolicy) -> Settings {
         grace: Duration::from_secs(60),
         late,
         load_limit: LOAD_LIMIT,
+        max_per_account: usize::MAX,
     }
 }
 
@@ -253,17 +254,141 @@ async fn invalid_timers_are_answered_with_result_error_naming_the_argument() {
                 "set_timer",
                 &[("timerName", "c"), ("fireAt", "2001-01-01T00:00:00Z")],
             ),
+            // The audit's timer storm: 1e16 s overflowed the due time, which then fired
+            // forever. Out of range now, as is a fireAt more than ten years ahead.
+            timer_cmd("set_timer", &[("timerName", "d"), ("interval", "1e16")]),
+            timer_cmd(
+                "set_timer",
+                &[("timerName", "e"), ("fireAt", "2999-01-01T00:00:00Z")],
+            ),
         ],
     )
     .await;
     let mut fields = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..5 {
         let e = next(&mut h, "OnError").await;
         fields.push(arg(&e, "field").unwrap().to_owned());
     }
-    assert_eq!(fields, ["interval", "fireAt", "fireAt"]);
+    assert_eq!(
+        fields,
+        ["interval", "fireAt", "fireAt", "interval", "fireAt"]
+    );
     assert!(book.timers().is_empty());
-    assert_eq!(h.dead_letter_codes(), vec!["command_refused"; 3]);
+    assert_eq!(h.dead_letter_codes(), vec!["command_refused"; 5]);
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert!(h.manual.invocations.try_recv().is_err(), "nothing fires");
+}
+
+/// A row an older build stored with an interval that overflows (the audit's `1e16`, kept as
+/// `i64::MAX` ms) fires once, is removed with a dead letter saying why, and never fires again.
+#[actix_rt::test]
+async fn a_stored_timer_that_cannot_be_rearmed_fires_once_and_is_removed() {
+    let book = MemoryBook::default();
+    let key = TimerKey {
+        account: Idn::known("default"),
+        connector: Idn::known("timers"),
+        persona: switchboard::domain::PersonaId(uuid::Uuid::from_u128(5)),
+        name: "storm".into(),
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    book.save(&Timer {
+        interval_ms: Some(i64::MAX),
+        ..hourly(key, now + 1_000)
+    })
+    .await
+    .unwrap();
+    let mut h = setup(&book, LatePolicy::FireOnce).await;
+    let fired = next(&mut h, "OnTimer").await;
+    assert_eq!(arg(&fired, "timerName"), Some("storm"));
+    common::eventually("the timer removed", common::PATIENCE, || {
+        let gone = book.timers().is_empty();
+        async move { gone.then_some(()) }
+    })
+    .await;
+    assert_eq!(h.dead_letter_codes(), ["malformed"]);
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert!(h.manual.invocations.try_recv().is_err(), "fired once only");
+}
+
+/// Deleting a `program_timer` connector removes its timers: held in memory (due soon) or only
+/// in the book (due in a week); none fires afterwards.
+#[actix_rt::test]
+async fn deleting_its_connector_removes_its_timers_held_or_not() {
+    let book = MemoryBook::default();
+    let mut h = setup(&book, LatePolicy::FireOnce).await;
+    talk(
+        &mut h,
+        vec![
+            timer_cmd("set_timer", &[("timerName", "soon"), ("interval", "60")]),
+            timer_cmd(
+                "set_timer",
+                &[("timerName", "later"), ("interval", "604800")],
+            ),
+        ],
+    )
+    .await;
+    next(&mut h, "OnSuccess").await;
+    next(&mut h, "OnSuccess").await;
+    assert_eq!(book.timers().len(), 2);
+    let id = h
+        .engine
+        .registry()
+        .directory()
+        .find(&h.account, "program_timer", "timers")
+        .expect("the timers connector")
+        .id;
+    h.engine.stop_connector(id).unwrap();
+    h.engine.delete_connector(id).unwrap();
+    common::eventually("the connector's timers removed", common::PATIENCE, || {
+        let gone = book.timers().is_empty();
+        async move { gone.then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(8 * 24 * 3600)).await;
+    assert!(h.manual.invocations.try_recv().is_err(), "nothing fires");
+    assert!(
+        h.dead_letter_codes().is_empty(),
+        "{:?}",
+        h.dead_letter_codes()
+    );
+}
+
+/// An account holds at most `limits.timers_per_account` timers; at the limit a new one is
+/// refused naming it, and a replacement still passes.
+#[actix_rt::test]
+async fn an_account_holds_at_most_its_limit_of_timers() {
+    let book = MemoryBook::default();
+    let mut h = setup_with(
+        &book,
+        Settings {
+            max_per_account: 2,
+            ..settings(LatePolicy::FireOnce)
+        },
+    )
+    .await;
+    talk(
+        &mut h,
+        vec![
+            timer_cmd("set_timer", &[("timerName", "a"), ("interval", "3600")]),
+            timer_cmd("set_timer", &[("timerName", "b"), ("interval", "3600")]),
+            timer_cmd("set_timer", &[("timerName", "c"), ("interval", "3600")]),
+            timer_cmd("set_timer", &[("timerName", "a"), ("interval", "7200")]),
+        ],
+    )
+    .await;
+    next(&mut h, "OnSuccess").await;
+    next(&mut h, "OnSuccess").await;
+    let refused = next(&mut h, "OnError").await;
+    assert_eq!(arg(&refused, "field"), Some("timerName"));
+    assert!(
+        arg(&refused, "error")
+            .unwrap()
+            .contains("limits.timers_per_account"),
+        "{:?}",
+        arg(&refused, "error")
+    );
+    next(&mut h, "OnSuccess").await;
+    assert_eq!(book.timers().len(), 2);
 }
 
 #[actix_rt::test]

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::domain::Idn;
 pub use spec::{
     ArgumentSpec, ChannelSpec as Channel, CommandSpec, ControlType, EventSpec, RunsSpec as Runs,
-    SettingSpec, ValueType,
+    SettingFormat, SettingSpec, ValueType,
 };
 
 /// The catalog files, compiled in. One entry per integration.
@@ -231,6 +231,18 @@ fn check_presets(presets: &[SettingSpec]) -> Result<(), String> {
         }
         if p.value_type == ValueType::Enum && p.possible_values.is_empty() {
             return Err(format!("enum setting {:?} lists no possible_values", p.idn));
+        }
+        if p.value_type == ValueType::Number && (p.min.is_none() || p.max.is_none()) {
+            return Err(format!(
+                "number setting {:?} declares no min and max",
+                p.idn
+            ));
+        }
+        if p.value_type != ValueType::Number && (p.min.is_some() || p.max.is_some() || p.integer) {
+            return Err(format!(
+                "setting {:?} has a range but is not a number",
+                p.idn
+            ));
         }
         if let Some(d) = &p.default_value {
             crate::catalog::settings::check_value(p, d)

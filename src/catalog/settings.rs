@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{SettingSpec, ValueType};
+use super::{SettingFormat, SettingSpec, ValueType};
 
 /// A refused setting.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +36,15 @@ pub fn check_value(preset: &SettingSpec, value: &str) -> Result<(), String> {
             if !n.is_finite() {
                 return Err(format!("must be a finite number (got {value:?})"));
             }
+            if preset.integer && n.fract() != 0.0 {
+                return Err(format!("must be a whole number (got {value:?})"));
+            }
+            if let Some(min) = preset.min.filter(|min| n < *min) {
+                return Err(format!("must be at least {min} (got {value:?})"));
+            }
+            if let Some(max) = preset.max.filter(|max| n > *max) {
+                return Err(format!("must be at most {max} (got {value:?})"));
+            }
         }
         ValueType::Bool => {
             if value != "true" && value != "false" {
@@ -45,6 +54,20 @@ pub fn check_value(preset: &SettingSpec, value: &str) -> Result<(), String> {
         ValueType::Json => {
             serde_json::from_str::<serde_json::Value>(value)
                 .map_err(|e| format!("must be JSON: {e}"))?;
+        }
+    }
+    match preset.format {
+        None => {}
+        Some(SettingFormat::TimeZone) => {
+            value.parse::<chrono_tz::Tz>().map_err(|_| {
+                format!("must be an IANA time zone such as Europe/Berlin (got {value:?})")
+            })?;
+        }
+        Some(SettingFormat::Url) => {
+            let url = reqwest::Url::parse(value).map_err(|e| format!("must be a URL: {e}"))?;
+            if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+                return Err("must be an absolute http or https URL".into());
+            }
         }
     }
     let restricted = preset.possible_values_only || preset.value_type == ValueType::Enum;
@@ -146,6 +169,10 @@ mod tests {
             group: None,
             possible_values: vec![],
             possible_values_only: false,
+            min: None,
+            max: None,
+            integer: false,
+            format: None,
         }
     }
 
@@ -161,7 +188,19 @@ mod tests {
         lang.possible_values_only = true;
         let mut retries = preset("retries", ValueType::Number);
         retries.default_value = Some("3".into());
+        let mut per_persona = preset("max_timers_per_persona", ValueType::Number);
+        (per_persona.min, per_persona.max, per_persona.integer) = (Some(1.0), Some(1000.0), true);
+        let mut min_interval = preset("min_interval_seconds", ValueType::Number);
+        (min_interval.min, min_interval.max) = (Some(1.0), Some(86_400.0));
+        let mut tz = preset("time_zone", ValueType::String);
+        tz.format = Some(SettingFormat::TimeZone);
+        let mut hook = preset("webhook_url", ValueType::String);
+        hook.format = Some(SettingFormat::Url);
         vec![
+            per_persona,
+            min_interval,
+            tz,
+            hook,
             url,
             voice,
             secret,
@@ -214,6 +253,43 @@ mod tests {
             &[("client_secret", "x")],
             Err(("client_secret", "read-only")),
         );
+        // Ranges, whole numbers and formats (the audit's accepted values are refused).
+        check(
+            &[("min_interval_seconds", "-5")],
+            Err(("min_interval_seconds", "must be at least 1")),
+        );
+        check(
+            &[("min_interval_seconds", "0.5")],
+            Err(("min_interval_seconds", "at least 1")),
+        );
+        check(&[("min_interval_seconds", "1.5")], Ok(()));
+        check(
+            &[("max_timers_per_persona", "-1")],
+            Err(("max_timers_per_persona", "at least 1")),
+        );
+        check(
+            &[("max_timers_per_persona", "2.5")],
+            Err(("max_timers_per_persona", "whole number")),
+        );
+        check(
+            &[("max_timers_per_persona", "1001")],
+            Err(("max_timers_per_persona", "at most 1000")),
+        );
+        check(&[("max_timers_per_persona", "10")], Ok(()));
+        check(
+            &[("time_zone", "../../etc/localtime")],
+            Err(("time_zone", "IANA time zone")),
+        );
+        check(&[("time_zone", "America/New_York")], Ok(()));
+        check(
+            &[("webhook_url", "ftp://x/y")],
+            Err(("webhook_url", "http or https")),
+        );
+        check(
+            &[("webhook_url", "not a url")],
+            Err(("webhook_url", "must be a URL")),
+        );
+        check(&[("webhook_url", "https://hooks.example.com/x")], Ok(()));
         // Nothing is applied when one change is bad.
         check(
             &[("base_url", "https://x"), ("retries", "x")],

@@ -86,6 +86,28 @@ pub struct SettingSpec {
     pub possible_values: Vec<String>,
     #[serde(default)]
     pub possible_values_only: bool,
+    /// A number's smallest value (inclusive). Every number setting declares its range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// A number's largest value (inclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// A number that must be whole.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub integer: bool,
+    /// What a string must be, beyond a string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<SettingFormat>,
+}
+
+/// What a string setting must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SettingFormat {
+    /// An IANA time zone name (`Europe/Berlin`).
+    TimeZone,
+    /// An absolute `http` or `https` URL.
+    Url,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]

@@ -15,7 +15,7 @@ use super::refusal::{refuse, result_event, CommandRefusal};
 use crate::catalog::Catalog;
 use crate::connectors::Directory;
 use crate::dead_letter::DeadLetterStore;
-use crate::domain::{Arguments, Command, Idn, PersonaId};
+use crate::domain::{Arguments, Command, ConnectorKey, Idn, PersonaId};
 use crate::ingress::InternalEvents;
 use crate::routing::index::FlowRoute;
 use crate::routing::LiveIndex;
@@ -78,6 +78,10 @@ pub trait NativeIntegration: Send + Sync + 'static {
     /// [`Answered::Later`]). An `Err` is answered with `result_error` naming the argument at
     /// fault.
     fn execute(&self, command: NativeCommand<'_>) -> Result<Answered, CommandRefusal>;
+
+    /// A connector of this integration was deleted: what the native holds for it (timers,
+    /// sockets, outboxes) goes. Must not block. By default there is nothing to forget.
+    fn connector_deleted(&self, _connector: &ConnectorKey) {}
 }
 
 /// What answering a command needs, shared by the command stage and late answers.

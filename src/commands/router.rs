@@ -55,6 +55,13 @@ impl CommandRouter {
         }
     }
 
+    /// Connector `key` was deleted: its native integration (if any) forgets what it holds.
+    pub fn connector_deleted(&self, key: &ConnectorKey) {
+        if let Some(native) = self.natives.get(&key.integration) {
+            native.connector_deleted(key);
+        }
+    }
+
     /// Checks what can be checked of `command` before it is carried out: its connector runs,
     /// its integration accepts it with its required arguments, and a native integration has a
     /// handler here.

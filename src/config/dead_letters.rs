@@ -1,4 +1,5 @@
-//! `[dead_letters]`: how much of a refused body is kept, and how long dead letters stay.
+//! `[dead_letters]`: how much of a refused body is kept, and how long and how many dead letters
+//! stay, per account.
 
 use std::time::Duration;
 
@@ -13,9 +14,9 @@ pub struct DeadLettersConfig {
     /// Of a body that never decoded (or was too large, or of an unsupported type), the bytes
     /// kept in its dead letter; the rest is counted, not kept.
     pub max_raw_bytes: usize,
-    /// Most dead letters kept; past it the oldest go first.
+    /// Most dead letters kept per account; past it the account's oldest go first.
     pub max_count: u64,
-    /// Most payload bytes kept over all dead letters; past it the oldest go first.
+    /// Most payload bytes kept per account; past it the account's oldest go first.
     pub max_bytes: u64,
     /// Dead letters older than this many hours go.
     pub max_age_hours: u64,

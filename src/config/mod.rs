@@ -14,6 +14,7 @@ mod envelope;
 mod error;
 mod flows;
 mod http;
+mod limits;
 mod load;
 mod log;
 mod runners;
@@ -32,6 +33,7 @@ pub use envelope::EnvelopeSection;
 pub use error::{ConfigError, Origin};
 pub use flows::FlowsConfig;
 pub use http::HttpConfig;
+pub use limits::LimitsConfig;
 pub use log::{LogConfig, LogFormat};
 pub use runners::RunnersConfig;
 pub use sandbox::SandboxConfig;
@@ -55,6 +57,7 @@ pub struct Config {
     pub egress: EgressConfig,
     pub sandbox: SandboxConfig,
     pub timers: TimersConfig,
+    pub limits: LimitsConfig,
     pub log: LogConfig,
     pub transport: TransportConfig,
 }
@@ -79,6 +82,7 @@ impl Config {
         self.runners.validate()?;
         self.egress.validate()?;
         self.timers.validate()?;
+        self.limits.validate()?;
         self.log.validate()?;
         self.transport.validate()?;
         Ok(())

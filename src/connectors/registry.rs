@@ -313,8 +313,8 @@ impl ConnectorRegistry {
         Ok(Directory::view(&key, &e))
     }
 
-    /// Deletes a stopped connector.
-    pub fn delete(&self, id: Uuid) -> Result<(), ControlError> {
+    /// Deletes a stopped connector; answers its key.
+    pub fn delete(&self, id: Uuid) -> Result<ConnectorKey, ControlError> {
         let key = self.key_of(id)?;
         let removed = self
             .connectors
@@ -323,7 +323,7 @@ impl ConnectorRegistry {
             Some(_) => {
                 self.by_id.remove(&id);
                 handles::connectors(key.integration.as_str(), "stopped").decrement(1.0);
-                Ok(())
+                Ok(key)
             }
             None => {
                 let e = self

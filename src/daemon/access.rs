@@ -53,10 +53,12 @@ impl Daemon {
         name: &str,
         scopes: Scopes,
         expires_at: Option<DateTime<Utc>>,
-    ) -> Result<(TokenText, TokenRecord), StoreError> {
-        self.tokens
+    ) -> Result<(TokenText, TokenRecord), super::ChangeError> {
+        self.room_for_token(account).await?;
+        Ok(self
+            .tokens
             .create(account.clone(), name.to_owned(), scopes, expires_at)
-            .await
+            .await?)
     }
 }
 

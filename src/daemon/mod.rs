@@ -5,6 +5,7 @@
 pub mod access;
 pub mod flow_files;
 pub mod journals;
+pub mod limits;
 pub mod operations;
 pub mod runner_secrets;
 pub mod secrets_key;
@@ -66,6 +67,8 @@ pub enum ChangeError {
     Flow(#[from] FlowRejected),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    LimitReached(#[from] limits::LimitReached),
     /// The flow comes from a flow file: deleting it over the API would not last.
     #[error("flow {flow} is defined by the file {}; change or remove the file", path.display())]
     DefinedByFile {
@@ -86,6 +89,9 @@ pub enum ReloadError {
         dir: std::path::PathBuf,
         error: FlowRejected,
     },
+    /// An account's stored flows no longer pass (a catalog changed under them).
+    #[error("stored flows of account {account}: {error}")]
+    Stored { account: Idn, error: FlowRejected },
 }
 
 impl Blame for ReloadError {
@@ -94,6 +100,7 @@ impl Blame for ReloadError {
             ReloadError::Store(e) => e.fault(),
             // The operator's files.
             ReloadError::File(_) | ReloadError::Rejected { .. } => Fault::Caller,
+            ReloadError::Stored { .. } => Fault::Daemon,
         }
     }
 
@@ -108,6 +115,7 @@ impl Blame for ChangeError {
             ChangeError::Control(e) => e.fault(),
             ChangeError::Flow(e) => e.fault(),
             ChangeError::Store(e) => e.fault(),
+            ChangeError::LimitReached(e) => e.fault(),
             ChangeError::DefinedByFile { .. } => Fault::Caller,
         }
     }
@@ -117,6 +125,7 @@ impl Blame for ChangeError {
             ChangeError::Control(e) => e.retryable(),
             ChangeError::Flow(e) => e.retryable(),
             ChangeError::Store(e) => e.retryable(),
+            ChangeError::LimitReached(e) => e.retryable(),
             ChangeError::DefinedByFile { .. } => false,
         }
     }
@@ -308,6 +317,7 @@ impl Daemon {
         title: &str,
         settings: &[(String, String)],
     ) -> Result<ConnectorView, ChangeError> {
+        self.room_for_connector(account)?;
         let view =
             self.engine
                 .create_connector(account, integration, connector, title, settings)?;
@@ -396,6 +406,7 @@ impl Daemon {
     /// webhook runner and no signing secret yet gets one, answered this once.
     pub async fn put_flow(&self, flow: Flow) -> Result<PutFlowAnswer, ChangeError> {
         self.admit_runner_url(&flow)?;
+        self.room_for_flow(&flow)?;
         let doc = FlowDoc::from_domain(&flow);
         // Accepted all the same: connectors may be created later.
         let warnings = flow
@@ -492,21 +503,24 @@ impl Daemon {
         v
     }
 
-    /// Loads `flows.dir` again: every file or none. Stored (API) flows stay; file flows with
-    /// the same name win over them.
-    /// The files and the store are read on a blocking thread, off the async workers.
+    /// Loads `flows.dir` again (every file or none) into the home account, and every other
+    /// account's stored flows. Stored (API) flows stay; file flows with the same name win over
+    /// them. The files and the store are read on a blocking thread, off the async workers.
+    /// Answers how many file flows there are.
     pub async fn reload_flow_files(&self) -> Result<usize, ReloadError> {
-        let account = self.home_account();
+        let home = self.home_account();
         let (dir, store) = (self.config.flows.dir.clone(), self.store.clone());
-        let read_account = account.clone();
-        let (files, stored) = tokio::task::spawn_blocking(move || {
+        let read_account = home.clone();
+        let (files, mut stored) = tokio::task::spawn_blocking(move || {
             let files = flow_files::load_dir(&read_account, &dir)?;
-            let stored = stored_flows(&store, &read_account)?;
+            let stored = stored_flows(&store)?;
             Ok::<_, ReloadError>((files, stored))
         })
         .await
         .map_err(|e| ReloadError::Store(StoreError::Corrupt(format!("flow reload task: {e}"))))??;
         let mut by_key: BTreeMap<(Name, Name), Flow> = stored
+            .remove(&home)
+            .unwrap_or_default()
             .into_iter()
             .map(|f| ((f.agent.clone(), f.flow.clone()), f))
             .collect();
@@ -526,30 +540,48 @@ impl Daemon {
                 rejected(e)
             })?;
         }
-        // Flows with a webhook runner and no secret yet (from a file, or stored before
-        // secrets existed) get one; a file's flow shows it nowhere: rotate to learn it.
-        let new_keys: Vec<_> = by_key
-            .values()
+        self.replace_account_flows(&home, by_key.into_values().collect())
+            .await
+            .map_err(|e| match e {
+                ReloadError::Stored { error, .. } => rejected(error),
+                other => other,
+            })?;
+        *self.file_flows.lock().expect("file flows lock") = file_keys;
+        // The other accounts' flows are only stored ones: as they were accepted.
+        for (account, flows) in stored {
+            self.replace_account_flows(&account, flows).await?;
+        }
+        Ok(n)
+    }
+
+    /// Puts `flows` in force as every flow of `account`. Flows with a webhook runner and no
+    /// secret yet (from a file, or stored before secrets existed) get one; a file's flow shows
+    /// it nowhere: rotate to learn it.
+    async fn replace_account_flows(
+        &self,
+        account: &Idn,
+        flows: Vec<Flow>,
+    ) -> Result<(), ReloadError> {
+        let new_keys: Vec<_> = flows
+            .iter()
             .filter_map(|f| {
                 self.new_runner_keys(f)
                     .map(|k| (f.agent.clone(), f.flow.clone(), k))
             })
             .collect();
-        if let Err(error) = self
-            .engine
-            .replace_flows(&account, by_key.into_values().collect())
-            .await
-        {
+        if let Err(error) = self.engine.replace_flows(account, flows).await {
             for (agent, flow, _) in &new_keys {
-                self.forget_runner_keys(&account, agent, flow);
+                self.forget_runner_keys(account, agent, flow);
             }
-            return Err(rejected(error));
+            return Err(ReloadError::Stored {
+                account: account.clone(),
+                error,
+            });
         }
         for (agent, flow, keys) in &new_keys {
-            self.store_runner_keys(&account, agent, flow, keys).await?;
+            self.store_runner_keys(account, agent, flow, keys).await?;
         }
-        *self.file_flows.lock().expect("file flows lock") = file_keys;
-        Ok(n)
+        Ok(())
     }
 
     // ---- data plane ----
@@ -627,16 +659,17 @@ fn leaves_inbox(store: Store, id: Uuid) -> Box<dyn crate::admission::delivery::S
 }
 
 /// The flows stored through the API for `account` (a blocking read).
-fn stored_flows(store: &Store, account: &Idn) -> Result<Vec<Flow>, StoreError> {
-    store
-        .flows()?
-        .into_iter()
-        .filter(|r| r.account == account.as_str())
-        .map(|r| {
-            let doc: FlowDoc = serde_json::from_str(&r.document)
-                .map_err(|e| StoreError::Corrupt(format!("flow {}/{}: {e}", r.agent, r.flow)))?;
-            doc.to_domain(account, &r.agent, &r.flow)
-                .map_err(|e| StoreError::Corrupt(format!("flow {}/{}: {e}", r.agent, r.flow)))
-        })
-        .collect()
+/// Every stored (API) flow, by account. Blocking.
+fn stored_flows(store: &Store) -> Result<BTreeMap<Idn, Vec<Flow>>, StoreError> {
+    let mut by_account: BTreeMap<Idn, Vec<Flow>> = BTreeMap::new();
+    for r in store.flows()? {
+        let corrupt = |e: String| StoreError::Corrupt(format!("flow {}/{}: {e}", r.agent, r.flow));
+        let account = Idn::parse("account", &r.account).map_err(|e| corrupt(e.to_string()))?;
+        let doc: FlowDoc = serde_json::from_str(&r.document).map_err(|e| corrupt(e.to_string()))?;
+        let flow = doc
+            .to_domain(&account, &r.agent, &r.flow)
+            .map_err(|e| corrupt(e.to_string()))?;
+        by_account.entry(account).or_default().push(flow);
+    }
+    Ok(by_account)
 }

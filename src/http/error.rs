@@ -292,6 +292,11 @@ impl From<ChangeError> for ApiError {
             ChangeError::Control(c) => c.into(),
             ChangeError::Flow(f) => f.into(),
             ChangeError::Store(s) => s.into(),
+            ChangeError::LimitReached(ref l) => {
+                let limit = l.limit;
+                ApiError::new(kind_of(&e, Kind::Forbidden), "limit_reached", e.to_string())
+                    .field(limit)
+            }
             ChangeError::DefinedByFile { .. } => ApiError::new(
                 kind_of(&e, Kind::Conflict),
                 "defined_by_file",

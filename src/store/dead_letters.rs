@@ -17,6 +17,7 @@ pub struct SqliteDeadLetters {
     /// Of bytes that never decoded, how many a letter keeps (the rest is counted in its
     /// detail, not kept). A copy published elsewhere (the NATS DLQ subject) is not cut.
     max_raw_bytes: usize,
+    quota: Option<Quota>,
 }
 
 impl SqliteDeadLetters {
@@ -24,6 +25,39 @@ impl SqliteDeadLetters {
         SqliteDeadLetters {
             store,
             max_raw_bytes: usize::MAX,
+            quota: None,
+        }
+    }
+
+    /// Keeps each account within `retention` between the periodic prunes too: an account that
+    /// recorded an eighth of its count limit since its last prune is pruned at once.
+    pub fn with_quota(mut self, retention: Retention) -> Self {
+        self.quota = Some(Quota {
+            retention,
+            every: (retention.max_count / 8).max(64),
+            since_prune: dashmap::DashMap::new(),
+        });
+        self
+    }
+
+    /// Counts a letter of `account`; prunes the account when its quota says so.
+    fn counted(&self, account: &str) {
+        let Some(q) = &self.quota else { return };
+        let due = {
+            let mut n = q.since_prune.entry(account.to_owned()).or_default();
+            *n += 1;
+            let due = *n >= q.every;
+            if due {
+                *n = 0;
+            }
+            due
+        };
+        if due {
+            let (account, retention) = (account.to_owned(), q.retention);
+            self.store.write_later(move |tx| {
+                prune(tx, retention, Some(&account))?.count();
+                Ok(Written::Done)
+            });
         }
     }
 
@@ -134,36 +168,77 @@ pub struct Retention {
     pub max_bytes: u64,
 }
 
+impl Pruned {
+    /// Counts what was pruned, by the limit that pruned.
+    pub fn count(&self) {
+        for (by, n) in [
+            ("age", self.age),
+            ("count", self.count),
+            ("bytes", self.bytes),
+        ] {
+            if n > 0 {
+                crate::telemetry::handles::dead_letters_pruned(by, n);
+            }
+        }
+    }
+}
+
+/// Prunes the dead letters of `account` (of every account when `None`), each account on its
+/// own: those older than the age limit, then the oldest past the count limit, then the oldest
+/// until the payloads fit the byte limit. One account's letters never push out another's.
+fn prune(
+    tx: &rusqlite::Transaction<'_>,
+    r: Retention,
+    account: Option<&str>,
+) -> rusqlite::Result<Pruned> {
+    let before = (chrono::Utc::now() - chrono::Duration::milliseconds(r.max_age_ms)).to_rfc3339();
+    // `?2 IS NULL` selects every account.
+    let age = tx.execute(
+        "DELETE FROM dead_letters WHERE at < ?1 AND (?2 IS NULL OR account = ?2)",
+        params![before, account],
+    )? as u64;
+    let count = tx.execute(
+        "DELETE FROM dead_letters WHERE id IN (
+           SELECT id FROM (SELECT id, ROW_NUMBER()
+             OVER (PARTITION BY account ORDER BY at DESC, id DESC) AS n
+             FROM dead_letters WHERE ?2 IS NULL OR account = ?2)
+           WHERE n > ?1)",
+        params![r.max_count as i64, account],
+    )? as u64;
+    // The newest letters of each account whose running total of bytes fits stay.
+    let bytes = tx.execute(
+        "DELETE FROM dead_letters WHERE id IN (
+           SELECT id FROM (SELECT id, SUM(length(payload) + length(detail))
+             OVER (PARTITION BY account ORDER BY at DESC, id DESC) AS running
+             FROM dead_letters WHERE ?2 IS NULL OR account = ?2)
+           WHERE running > ?1)",
+        params![r.max_bytes as i64, account],
+    )? as u64;
+    Ok(Pruned { age, count, bytes })
+}
+
 impl Store {
-    /// Prunes dead letters oldest first: those older than the age limit, then the oldest past
-    /// the count limit, then the oldest until the payloads fit the byte limit.
+    /// Prunes every account's dead letters (see [`prune`]).
     pub async fn prune_dead_letters(&self, r: Retention) -> Result<Pruned, StoreError> {
-        let before =
-            (chrono::Utc::now() - chrono::Duration::milliseconds(r.max_age_ms)).to_rfc3339();
         let pruned = std::sync::Arc::new(std::sync::Mutex::new(Pruned::default()));
         let out = pruned.clone();
         self.write(move |tx| {
-            let age = tx.execute("DELETE FROM dead_letters WHERE at < ?1", params![before])? as u64;
-            let count = tx.execute(
-                "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters
-                 ORDER BY at DESC, id DESC LIMIT -1 OFFSET ?1)",
-                params![r.max_count as i64],
-            )? as u64;
-            // The newest letters whose running total of bytes fits stay.
-            let bytes = tx.execute(
-                "DELETE FROM dead_letters WHERE id IN (
-                   SELECT id FROM (SELECT id, SUM(length(payload) + length(detail))
-                     OVER (ORDER BY at DESC, id DESC) AS running FROM dead_letters)
-                   WHERE running > ?1)",
-                params![r.max_bytes as i64],
-            )? as u64;
-            *out.lock().expect("pruned counts") = Pruned { age, count, bytes };
+            *out.lock().expect("pruned counts") = prune(tx, r, None)?;
             Ok(Written::Done)
         })
         .await?;
         let p = *pruned.lock().expect("pruned counts");
         Ok(p)
     }
+}
+
+/// An account's quota kept between prunes: past [`Quota::every`] letters recorded since its
+/// last prune, the account is pruned at once (not at the next pass), so a flood of one
+/// account's letters stays near its limits.
+struct Quota {
+    retention: Retention,
+    every: u64,
+    since_prune: dashmap::DashMap<String, u64>,
 }
 
 impl DeadLetterStore for SqliteDeadLetters {
@@ -203,6 +278,7 @@ impl DeadLetterStore for SqliteDeadLetters {
                 ));
             }
         }
+        let letter_account = letter.account.as_str();
         let (id, account, reason, at) = (
             letter.id.to_string(),
             letter.account.to_string(),
@@ -217,6 +293,7 @@ impl DeadLetterStore for SqliteDeadLetters {
             )?;
             Ok(Written::Done)
         });
+        self.counted(letter_account);
     }
 
     fn list(&self, account: &Idn, limit: usize) -> Result<Vec<DeadLetter>, ReadError> {
@@ -268,9 +345,14 @@ mod tests {
     use crate::dead_letter::DeadLetter;
 
     fn store() -> Store {
+        store_of(64)
+    }
+
+    /// A store whose writer queue holds `capacity` writes (a fuller one skips dead letters).
+    fn store_of(capacity: usize) -> Store {
         let dir = std::env::temp_dir().join(format!("sb-dl-{}", Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
-        Store::open(&dir.join("t.db"), 64, 5000).unwrap()
+        Store::open(&dir.join("t.db"), capacity, 5000).unwrap()
     }
 
     fn letter(n: usize, bytes: usize, age: chrono::Duration) -> DeadLetter {
@@ -322,5 +404,64 @@ mod tests {
         let kept: Vec<String> = list().into_iter().map(|l| l.detail).collect();
         assert_eq!(kept.first().map(String::as_str), Some("letter 9"));
         assert_eq!(kept.len(), 5);
+    }
+
+    fn letter_of(account: &str, n: usize, bytes: usize) -> DeadLetter {
+        let mut l = letter(n, bytes, chrono::Duration::minutes(1));
+        l.account = Idn::known(account);
+        l
+    }
+
+    /// The audit's case: one account's junk must not erase another's only record of its refused
+    /// events. Limits hold per account, in the periodic pass and between passes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_account_never_prunes_another_s_letters() {
+        let store = store_of(4096);
+        let day = 24 * 3600 * 1000;
+        let retention = Retention {
+            max_age_ms: 30 * day,
+            max_count: 64,
+            max_bytes: 1_000_000,
+        };
+        let letters = SqliteDeadLetters::new(store.clone());
+        for n in 0..5 {
+            letters.record(letter_of("quiet", n, 100));
+        }
+        for n in 0..500 {
+            letters.record(letter_of("noisy", n, 100));
+        }
+        store.flush().await.unwrap();
+        let p = store.prune_dead_letters(retention).await.unwrap();
+        assert_eq!(p.count, 500 - 64, "only the noisy account is cut");
+        assert_eq!(letters.list(&Idn::known("quiet"), 100).unwrap().len(), 5);
+        assert_eq!(letters.list(&Idn::known("noisy"), 1000).unwrap().len(), 64);
+        // Bytes per account too.
+        let p = store
+            .prune_dead_letters(Retention {
+                max_bytes: 64 * 60,
+                ..retention
+            })
+            .await
+            .unwrap();
+        assert!(p.bytes > 0);
+        assert_eq!(letters.list(&Idn::known("quiet"), 100).unwrap().len(), 5);
+
+        // With a quota, a flood is pruned as it is recorded: the noisy account stays near its
+        // limit before any periodic pass, and the quiet one keeps everything.
+        let store = store_of(4096);
+        let letters = SqliteDeadLetters::new(store.clone()).with_quota(retention);
+        for n in 0..5 {
+            letters.record(letter_of("quiet", n, 100));
+        }
+        for n in 0..2_000 {
+            letters.record(letter_of("noisy", n, 100));
+        }
+        store.flush().await.unwrap();
+        let noisy = letters.list(&Idn::known("noisy"), 10_000).unwrap().len();
+        assert!(
+            noisy <= 64 + 64,
+            "{noisy} letters kept, limit 64 + one quota step"
+        );
+        assert_eq!(letters.list(&Idn::known("quiet"), 100).unwrap().len(), 5);
     }
 }

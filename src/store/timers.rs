@@ -147,6 +147,24 @@ impl Store {
         Ok(w == Written::Done)
     }
 
+    /// Removes every timer of `connector` of `account` (the connector was deleted); how many.
+    pub async fn delete_connector_timers(
+        &self,
+        account: String,
+        connector: String,
+    ) -> Result<usize, StoreError> {
+        let (tx_out, rx) = tokio::sync::oneshot::channel();
+        self.write(move |tx| {
+            let n = tx
+                .prepare_cached("DELETE FROM timers WHERE account = ?1 AND connector = ?2")?
+                .execute(params![account, connector])?;
+            let _ = tx_out.send(n);
+            Ok(Written::Done)
+        })
+        .await?;
+        rx.await.map_err(|_| StoreError::Closed)
+    }
+
     /// Removes the timers bound to session `session`; returns them.
     pub async fn delete_session_timers(&self, session: Uuid) -> Result<Vec<TimerRow>, StoreError> {
         let (tx_out, rx) = tokio::sync::oneshot::channel();
@@ -305,6 +323,15 @@ impl Store {
                 r.get::<_, i64>(0)
             })
             .map(|n| n as usize)
+        })
+    }
+
+    /// How many timers `account` holds. Blocking.
+    pub fn timer_count_of_account(&self, account: &str) -> Result<usize, StoreError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT COUNT(*) FROM timers WHERE account = ?1")?
+                .query_row(params![account], |r| r.get::<_, i64>(0))
+                .map(|n| n as usize)
         })
     }
 

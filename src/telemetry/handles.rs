@@ -117,13 +117,16 @@ pub struct FlowMetrics {
 }
 
 impl FlowMetrics {
+    /// The handles of flow `agent/flow`, under its own labels while `limits.flow_series`
+    /// allows (see [`super::flow_labels`]).
     pub fn new(agent: &str, flow: &str) -> Self {
+        let (agent, flow) = super::flow_labels::FlowLabels::daemon().labels(agent, flow);
         let outcomes = InvocationOutcome::ALL.map(|o| {
-            counter!(m::INVOCATIONS_TOTAL, "agent" => agent.to_owned(), "flow" => flow.to_owned(), "outcome" => o.as_str())
+            counter!(m::INVOCATIONS_TOTAL, "agent" => agent.clone(), "flow" => flow.clone(), "outcome" => o.as_str())
         });
         FlowMetrics {
             outcomes,
-            duration: histogram!(m::INVOCATION_DURATION_SECONDS, "agent" => agent.to_owned(), "flow" => flow.to_owned()),
+            duration: histogram!(m::INVOCATION_DURATION_SECONDS, "agent" => agent, "flow" => flow),
         }
     }
 
@@ -134,7 +137,9 @@ impl FlowMetrics {
     /// Removes the series of flow `agent/flow` once no flow of that name is left (in any
     /// account: the labels do not name the account).
     pub fn forget(agent: &str, flow: &str) {
-        super::exporter::forget_installed(&[("agent", agent), ("flow", flow)]);
+        if super::flow_labels::FlowLabels::daemon().release(agent, flow) {
+            super::exporter::forget_installed(&[("agent", agent), ("flow", flow)]);
+        }
     }
 }
 
@@ -231,8 +236,14 @@ impl Default for TimerMetrics {
 
 /// An attempt to reach the webhook runner of flow `agent/flow` came to `result`.
 pub fn runner_attempt(agent: &str, flow: &str, result: &'static str) {
-    counter!(m::RUNNER_ATTEMPTS_TOTAL, "agent" => agent.to_owned(), "flow" => flow.to_owned(), "result" => result)
+    let (agent, flow) = super::flow_labels::FlowLabels::daemon().known(agent, flow);
+    counter!(m::RUNNER_ATTEMPTS_TOTAL, "agent" => agent, "flow" => flow, "result" => result)
         .increment(1);
+}
+
+/// A create was refused at an account's `limit` (its configuration key).
+pub fn limit_reached(limit: &'static str) {
+    counter!(m::LIMITS_REACHED_TOTAL, "limit" => limit).increment(1);
 }
 
 /// A cancel notice to a remote runner (`webhook`, `queue`) was `sent` or `failed`.

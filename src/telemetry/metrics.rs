@@ -42,6 +42,7 @@ pub const HTTP_REQUEST_DURATION_SECONDS: &str = "switchboard_http_request_durati
 pub const EGRESS_DENIED_TOTAL: &str = "switchboard_egress_denied_total";
 pub const CANCEL_NOTICES_TOTAL: &str = "switchboard_cancel_notices_total";
 pub const RUNNER_ATTEMPTS_TOTAL: &str = "switchboard_runner_attempts_total";
+pub const LIMITS_REACHED_TOTAL: &str = "switchboard_limits_reached_total";
 // Process metrics under their conventional (unprefixed) names, read from /proc at the scrape.
 pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
 pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
@@ -154,7 +155,7 @@ pub fn describe() {
     describe_counter!(TIMERS_FIRED_TOTAL, "Timer firings handed to routing.");
     describe_counter!(
         TIMERS_CANCELLED_TOTAL,
-        "Timers cancelled, by reason (command, session_ended)."
+        "Timers cancelled, by reason (command, session_ended, connector_deleted, broken: one that could not be re-armed)."
     );
     describe_histogram!(
         TIMER_LATENESS_SECONDS,
@@ -194,6 +195,10 @@ pub fn describe() {
     describe_counter!(
         RUNNER_ATTEMPTS_TOTAL,
         "Attempts to reach webhook runners, by agent, flow and result (answered, pending, retry, failed, gone): the runners' health."
+    );
+    describe_counter!(
+        LIMITS_REACHED_TOTAL,
+        "Creates refused at an account's limit, by limit (the [limits] key: limits.connectors_per_account, limits.flows_per_account, limits.tokens_per_account, limits.timers_per_account)."
     );
     describe_counter!(
         CANCEL_NOTICES_TOTAL,

@@ -5,6 +5,7 @@
 
 pub mod counter;
 pub mod exporter;
+pub mod flow_labels;
 pub mod handles;
 pub mod histogram;
 pub mod metrics;

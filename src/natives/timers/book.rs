@@ -84,6 +84,14 @@ pub trait Book: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Vec<Timer>, StoreError>>;
     /// How many timers the key's persona holds on its connector.
     fn count(&self, key: &TimerKey) -> BoxFuture<'static, Result<usize, StoreError>>;
+    /// How many timers `account` holds, over its connectors and personas.
+    fn count_account(&self, account: &Idn) -> BoxFuture<'static, Result<usize, StoreError>>;
+    /// Removes every timer of connector `connector` of `account`; how many there were.
+    fn delete_connector(
+        &self,
+        account: &Idn,
+        connector: &Idn,
+    ) -> BoxFuture<'static, Result<usize, StoreError>>;
     /// Whether the timer of this key exists.
     fn exists(&self, key: &TimerKey) -> BoxFuture<'static, Result<bool, StoreError>>;
     /// How many timers there are.
@@ -249,6 +257,21 @@ impl Book for StoredBook {
         blocking(move || store.timer_count(&a, &c, p))
     }
 
+    fn count_account(&self, account: &Idn) -> BoxFuture<'static, Result<usize, StoreError>> {
+        let (store, account) = (self.store.clone(), account.to_string());
+        blocking(move || store.timer_count_of_account(&account))
+    }
+
+    fn delete_connector(
+        &self,
+        account: &Idn,
+        connector: &Idn,
+    ) -> BoxFuture<'static, Result<usize, StoreError>> {
+        let store = self.store.clone();
+        let (account, connector) = (account.to_string(), connector.to_string());
+        async move { store.delete_connector_timers(account, connector).await }.boxed()
+    }
+
     fn exists(&self, key: &TimerKey) -> BoxFuture<'static, Result<bool, StoreError>> {
         let store = self.store.clone();
         let (a, c, p, n) = parts(key);
@@ -388,6 +411,28 @@ impl Book for MemoryBook {
             })
             .count();
         ready(Ok(n)).boxed()
+    }
+
+    fn count_account(&self, account: &Idn) -> BoxFuture<'static, Result<usize, StoreError>> {
+        let n = self
+            .lock()
+            .timers
+            .keys()
+            .filter(|k| k.account == *account)
+            .count();
+        ready(Ok(n)).boxed()
+    }
+
+    fn delete_connector(
+        &self,
+        account: &Idn,
+        connector: &Idn,
+    ) -> BoxFuture<'static, Result<usize, StoreError>> {
+        let mut m = self.lock();
+        let before = m.timers.len();
+        m.timers
+            .retain(|k, _| !(k.account == *account && k.connector == *connector));
+        ready(Ok(before - m.timers.len())).boxed()
     }
 
     fn exists(&self, key: &TimerKey) -> BoxFuture<'static, Result<bool, StoreError>> {

@@ -152,4 +152,18 @@ impl NativeIntegration for ProgramTimer {
         })?;
         Ok(Answered::Later)
     }
+
+    /// Its timers go, held in memory or not (sent on: the queue may be full for a moment).
+    fn connector_deleted(&self, connector: &ConnectorKey) {
+        let (jobs, job) = (
+            self.jobs.clone(),
+            Job::Purge {
+                account: connector.account.clone(),
+                connector: connector.connector.clone(),
+            },
+        );
+        tokio::spawn(async move {
+            let _ = jobs.send(job).await;
+        });
+    }
 }

@@ -105,6 +105,11 @@ impl Outstanding {
         self.beyond.remove(key);
     }
 
+    /// Forgets every re-armed timer kept whose key `of` matches.
+    pub fn forget_where(&mut self, of: impl Fn(&TimerKey) -> bool) {
+        self.beyond.retain(|k, _| !of(k));
+    }
+
     /// Takes the re-armed timers kept that `horizon` covers.
     pub fn take_beyond(&mut self, horizon: &Horizon) -> Vec<Timer> {
         let keys: Vec<TimerKey> = self

@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 use super::book::{Book, Firing, Horizon, Move};
 use super::outstanding::Outstanding;
-use super::spec::{Timer, TimerKey};
+use super::spec::{Next, Timer, TimerKey};
 use super::window::Window;
 use crate::admission::delivery::{Settle, Settlement};
 use crate::commands::{Answer, CommandRefusal};
@@ -88,6 +88,8 @@ pub struct Settings {
     pub late: LatePolicy,
     /// Timers one load reads, at most ([`LOAD_LIMIT`] in the daemon).
     pub load_limit: usize,
+    /// Timers one account may hold (`limits.timers_per_account`).
+    pub max_per_account: usize,
 }
 
 /// Wall-clock milliseconds read from tokio's clock: the service's timers run on it (so tests
@@ -128,6 +130,11 @@ pub enum Job {
     Cancel {
         key: TimerKey,
         answer: Answer,
+    },
+    /// The connector was deleted: its timers go, held or not.
+    Purge {
+        account: Idn,
+        connector: Idn,
     },
 }
 
@@ -201,6 +208,7 @@ impl Service {
         let mut out = Outstanding::default();
         let mut writes = Writes::new();
         let mut window = Window::default();
+        let mut held = Held::default();
         self.replay().await;
         let (before, loaded) = self.load(&window).await;
         self.merge(&mut window, &mut out, before, loaded);
@@ -221,7 +229,7 @@ impl Service {
             tokio::select! {
                 biased;
                 job = self.jobs.recv(), if idle => match job {
-                    Some(job) => self.handle(job, &mut window, &mut out).await,
+                    Some(job) => self.handle(job, &mut window, &mut out, &mut held).await,
                     None => break,
                 },
                 end = ends.recv(), if idle => match end {
@@ -234,6 +242,7 @@ impl Service {
                 },
                 (before, loaded) = async { loading.as_mut().expect("a load runs").await }, if !idle => {
                     loading = None;
+                    held.clear();
                     self.merge(&mut window, &mut out, before, loaded);
                 }
                 _ = settled.recv_many(&mut settlements, SETTLE_BATCH) => {
@@ -373,11 +382,13 @@ impl Service {
         }
     }
 
-    async fn handle(&self, job: Job, window: &mut Window, out: &mut Outstanding) {
+    async fn handle(&self, job: Job, window: &mut Window, out: &mut Outstanding, held: &mut Held) {
         match job {
             Job::Set { timer, max, answer } => {
-                // A replacement does not add one.
-                if !window.holds(&timer.key) {
+                // Not held in the window: maybe new. A replacement adds none, so whether the
+                // timer exists is asked only at a limit.
+                let mut new = !window.holds(&timer.key);
+                if new {
                     let full = match self.book.count(&timer.key).await {
                         Ok(n) if n >= max => match self.book.exists(&timer.key).await {
                             Ok(exists) => (!exists).then_some(n),
@@ -394,9 +405,35 @@ impl Service {
                             ),
                         });
                     }
+                    let account = &timer.key.account;
+                    let n = match held.get(account) {
+                        Some(n) => n,
+                        None => match self.book.count_account(account).await {
+                            Ok(n) => held.counted(account, n),
+                            Err(e) => return answer.refuse(unavailable(e)),
+                        },
+                    };
+                    if n >= self.settings.max_per_account {
+                        match self.book.exists(&timer.key).await {
+                            Ok(true) => new = false,
+                            Ok(false) => {
+                                handles::limit_reached("limits.timers_per_account");
+                                return answer.refuse(CommandRefusal::InvalidArgument {
+                                    argument: "timerName".into(),
+                                    reason: format!(
+                                        "the account holds {n} timers, its limit (limits.timers_per_account)"
+                                    ),
+                                });
+                            }
+                            Err(e) => return answer.refuse(unavailable(e)),
+                        }
+                    }
                 }
                 match self.book.save(&timer).await {
                     Ok(()) => {
+                        if new {
+                            held.add(&timer.key.account, 1);
+                        }
                         let mut extra = Arguments::default();
                         extra.push("timerName", timer.key.name.as_str());
                         extra.push("result", iso(timer.due_ms));
@@ -414,6 +451,7 @@ impl Service {
                     window.remove(&key);
                     if existed {
                         handles::timer_cancelled("command");
+                        held.add(&key.account, -1);
                     }
                     let mut extra = Arguments::default();
                     extra.push("timerName", key.name.as_str());
@@ -422,6 +460,26 @@ impl Service {
                 }
                 Err(e) => answer.refuse(unavailable(e)),
             },
+            Job::Purge { account, connector } => {
+                let of = |k: &TimerKey| k.account == account && k.connector == connector;
+                window.remove_where(of);
+                out.forget_where(of);
+                held.forget(&account);
+                match self.book.delete_connector(&account, &connector).await {
+                    Ok(n) => {
+                        for _ in 0..n {
+                            handles::timer_cancelled("connector_deleted");
+                        }
+                    }
+                    Err(e) => {
+                        // A timer left in the book fires on no connector once: removed then.
+                        static FAILED: Throttle = Throttle::new();
+                        if let Some(suppressed) = FAILED.allow(Throttle::EVERY) {
+                            tracing::warn!(error = %e, suppressed, "a deleted connector's timers could not be removed; each goes when it falls due");
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -485,19 +543,19 @@ impl Service {
         // Not fired: `(timer, its next due time, the reason it is cancelled)`.
         let mut skipped = Vec::new();
         for t in due {
-            let late_ms = now - t.due_ms;
+            let late_ms = now.saturating_sub(t.due_ms);
             let next = t.next_after(t.due_ms, now);
             if let Some(session) = t.session {
                 if !self
                     .sessions
                     .is_live(&t.key.account, t.key.persona, session)
                 {
-                    skipped.push((t, None, Some("session_ended")));
+                    skipped.push((t, Next::Done, Some("session_ended")));
                     continue;
                 }
             }
             if self.settings.late == LatePolicy::Skip
-                && next.is_some()
+                && matches!(next, Next::At(_))
                 && late_ms > self.settings.grace.as_millis() as i64
             {
                 skipped.push((t, next, None));
@@ -506,10 +564,25 @@ impl Service {
             let id = firing_id(&t.key, t.due_ms);
             let event = self.event_of(&t, id, &fired_at, late_ms);
             self.metrics.fired(late_ms.max(0) as f64 / 1000.0);
+            if next == Next::Broken {
+                self.broken(&t, &event);
+            }
             let persona = t.key.persona;
             let scheduled_ms = t.due_ms;
+            let settle = settle.clone();
+            // Settled through the queue, so after `out.emitted` below.
+            let reached = self.emit(
+                event,
+                persona,
+                &mut running,
+                Box::new(move |s: Settlement| {
+                    // Cannot be full (see `run`); closed only once the service is gone.
+                    let _ = settle.try_send((id, s));
+                }),
+            );
             let (key, after, beyond) = match next {
-                Some(next) => {
+                // A timer whose connector is gone (deleted while the daemon was down) ends.
+                Next::At(next) if reached != Reached::Gone => {
                     let key = t.key.clone();
                     let rearmed = Timer { due_ms: next, ..t };
                     let beyond = if window.horizon().covers(next, &rearmed.key) {
@@ -520,7 +593,7 @@ impl Service {
                     };
                     (key, After::Rearm(next), beyond)
                 }
-                None => (t.key, After::Remove, None),
+                _ => (t.key, After::Remove, None),
             };
             let m = Move {
                 key,
@@ -528,16 +601,6 @@ impl Service {
                 after,
             };
             out.emitted(id, m, beyond);
-            let settle = settle.clone();
-            self.emit(
-                event,
-                persona,
-                &mut running,
-                Box::new(move |s: Settlement| {
-                    // Cannot be full (see `run`); closed only once the service is gone.
-                    let _ = settle.try_send((id, s));
-                }),
-            );
         }
         for (t, next, cancelled) in skipped {
             match (next, cancelled) {
@@ -546,15 +609,33 @@ impl Service {
                         self.cancelled(&t, reason);
                     }
                 }
-                (Some(next), None) => {
+                (Next::At(next), None) => {
                     let moved = Timer { due_ms: next, ..t };
                     if self.book.save(&moved).await.is_ok() {
                         window.put(moved);
                     }
                 }
-                (None, None) => {}
+                (Next::Done | Next::Broken, None) => {}
             }
         }
+    }
+
+    /// Timer `t` fires for the last time: it cannot be re-armed (see [`Next::Broken`]). A dead
+    /// letter of its event says so.
+    fn broken(&self, t: &Timer, event: &Event) {
+        handles::timer_cancelled("broken");
+        dead_letter::record(
+            &*self.dead_letters,
+            DeadLetter::event(
+                dead_letter::DeadLetterReason::Malformed,
+                format!(
+                    "timer {:?} cannot be re-armed (interval {:?} ms from {}): removed",
+                    t.key.name, t.interval_ms, t.due_ms
+                ),
+                event.clone(),
+                Some(t.key.persona),
+            ),
+        );
     }
 
     /// The event timer `t` fires at its due time, `late_ms` late.
@@ -596,7 +677,7 @@ impl Service {
         persona: PersonaId,
         running: &mut Option<ConnectorKey>,
         source: Box<dyn Settle>,
-    ) {
+    ) -> Reached {
         let key = ConnectorKey::new(&event.account, &self.integration, &event.connector);
         let reached = if running.as_ref() == Some(&key) {
             Ok(())
@@ -605,6 +686,7 @@ impl Service {
         };
         *running = reached.is_ok().then_some(key);
         if let Err(((), reach)) = reached {
+            let gone = !matches!(reach, crate::ingress::Reach::Stopped { .. });
             let refusal = crate::admission::Refusal::from(reach);
             handles::rejected(refusal.code());
             if let Some(reason) = refusal.dead_letter_reason() {
@@ -614,9 +696,53 @@ impl Service {
                 );
             }
             source.settle(Settlement::Done);
-            return;
+            return if gone {
+                Reached::Gone
+            } else {
+                Reached::Stopped
+            };
         }
         self.events.emit_with(event, Some(source));
+        Reached::Running
+    }
+}
+
+/// Where a firing's event went: its connector ran, was stopped (the timer stays), or is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reached {
+    Running,
+    Stopped,
+    Gone,
+}
+
+/// How many timers each account holds, as counted from the book and changed by commands since.
+/// Firings that end a timer are not followed: the counts are dropped at every load (half a
+/// window at most) and counted again when next needed.
+#[derive(Default)]
+struct Held(rustc_hash::FxHashMap<Idn, usize>);
+
+impl Held {
+    fn get(&self, account: &Idn) -> Option<usize> {
+        self.0.get(account).copied()
+    }
+
+    fn counted(&mut self, account: &Idn, n: usize) -> usize {
+        self.0.insert(account.clone(), n);
+        n
+    }
+
+    fn add(&mut self, account: &Idn, delta: isize) {
+        if let Some(n) = self.0.get_mut(account) {
+            *n = n.saturating_add_signed(delta);
+        }
+    }
+
+    fn forget(&mut self, account: &Idn) {
+        self.0.remove(account);
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
     }
 }
 

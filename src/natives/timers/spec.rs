@@ -55,13 +55,41 @@ pub struct Timer {
     pub session: Option<Uuid>,
 }
 
+/// The shortest interval a timer may have, whatever its connector allows.
+pub const MIN_INTERVAL_MS: i64 = 1_000;
+/// The longest interval, and how far ahead `fireAt` may be: ten years.
+pub const MAX_AHEAD_MS: i64 = 10 * 365_250 * 86_400;
+
+/// What a timer does after a firing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// It fires again at this time.
+    At(i64),
+    /// A one-shot: done.
+    Done,
+    /// It cannot be re-armed (an interval out of range, a due time that overflows): removed,
+    /// never fired again.
+    Broken,
+}
+
 impl Timer {
     /// When it fires after a firing scheduled at `scheduled_ms`, seen at `now_ms`: from the
-    /// schedule (no drift), the first interval boundary after `now_ms`; `None` for a one-shot.
-    pub fn next_after(&self, scheduled_ms: i64, now_ms: i64) -> Option<i64> {
-        let interval = self.interval_ms.filter(|_| self.repeatable)?.max(1);
-        let behind = (now_ms - scheduled_ms).max(0) / interval;
-        Some(scheduled_ms + (behind + 1) * interval)
+    /// schedule (no drift), the first interval boundary after `now_ms`. Checked: an interval
+    /// outside [`MIN_INTERVAL_MS`]..=[`MAX_AHEAD_MS`] (a row an older build stored) or a time
+    /// past `i64` is [`Next::Broken`].
+    pub fn next_after(&self, scheduled_ms: i64, now_ms: i64) -> Next {
+        let Some(interval) = self.interval_ms.filter(|_| self.repeatable) else {
+            return Next::Done;
+        };
+        if !(MIN_INTERVAL_MS..=MAX_AHEAD_MS).contains(&interval) {
+            return Next::Broken;
+        }
+        let behind = now_ms.saturating_sub(scheduled_ms).max(0) / interval;
+        behind
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(interval))
+            .and_then(|step| scheduled_ms.checked_add(step))
+            .map_or(Next::Broken, Next::At)
     }
 }
 
@@ -182,13 +210,20 @@ pub fn parse(
                         format!("{text:?} is not a positive number of seconds"),
                     )
                 })?;
+            // Compared as a float first: a cast saturates, and 1e16 s must not become i64::MAX.
+            if secs * 1000.0 > MAX_AHEAD_MS as f64 {
+                return Err(invalid(
+                    "interval",
+                    format!("{text} s is longer than ten years"),
+                ));
+            }
             let ms = (secs * 1000.0).round() as i64;
-            if ms < limits.min_interval_ms {
+            if ms < limits.min_interval_ms.max(MIN_INTERVAL_MS) {
                 return Err(invalid(
                     "interval",
                     format!(
                         "{text} s is below this connector's minimum of {} s",
-                        limits.min_interval_ms as f64 / 1000.0
+                        limits.min_interval_ms.max(MIN_INTERVAL_MS) as f64 / 1000.0
                     ),
                 ));
             }
@@ -219,8 +254,21 @@ pub fn parse(
                 ),
             ))
         }
+        (Some(at), _) if at > now_ms.saturating_add(MAX_AHEAD_MS) => {
+            return Err(invalid(
+                "fireAt",
+                format!(
+                    "{} is more than ten years ahead",
+                    DateTime::<Utc>::from_timestamp_millis(at)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_else(|| at.to_string())
+                ),
+            ))
+        }
         (Some(at), _) => at.max(now_ms),
-        (None, Some(interval)) => now_ms + interval,
+        (None, Some(interval)) => now_ms
+            .checked_add(interval)
+            .ok_or_else(|| invalid("interval", "the first fire is past the representable time"))?,
     };
     if repeatable && interval_ms.is_none() {
         return Err(invalid("interval", "required for a repeatable timer"));

@@ -75,6 +75,14 @@ impl Window {
         Some(t)
     }
 
+    /// Removes every timer whose key `of` matches.
+    pub fn remove_where(&mut self, of: impl Fn(&TimerKey) -> bool) {
+        let gone: Vec<TimerKey> = self.by_key.keys().filter(|k| of(k)).cloned().collect();
+        for k in &gone {
+            self.remove(k);
+        }
+    }
+
     /// Holds `t` if it is within the horizon (replacing a timer of its key; one of its key held
     /// before goes either way).
     pub fn put(&mut self, t: Timer) {

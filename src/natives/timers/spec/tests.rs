@@ -271,6 +271,48 @@ fn set_timer_cases() {
             "UTC",
             Refused("scope"),
         ),
+        // Out of range: intervals past ten years (1e16 s overflowed the due time once), a
+        // fireAt more than ten years ahead; the connector's minimum is never below 1 s.
+        (
+            "set_timer",
+            &[("timerName", "a"), ("interval", "1e16")],
+            "UTC",
+            Refused("interval"),
+        ),
+        (
+            "set_timer",
+            &[("timerName", "a"), ("interval", "315576001")],
+            "UTC",
+            Refused("interval"),
+        ),
+        (
+            "set_timer",
+            &[("timerName", "a"), ("interval", "inf")],
+            "UTC",
+            Refused("interval"),
+        ),
+        (
+            "set_timer",
+            &[("timerName", "a"), ("interval", "315576000")],
+            "UTC",
+            Set {
+                due_ms: NOW + MAX_AHEAD_MS,
+                interval_ms: Some(MAX_AHEAD_MS),
+                repeatable: true,
+            },
+        ),
+        (
+            "set_timer",
+            &[("timerName", "a"), ("fireAt", "2034-01-01T00:00:00Z")],
+            "UTC",
+            Refused("fireAt"),
+        ),
+        (
+            "set_timer",
+            &[("timerName", "a"), ("fireAt", "+262000-01-01T00:00:00Z")],
+            "UTC",
+            Refused("fireAt"),
+        ),
         // 02:30 does not exist in New York on 2024-03-10 (clocks jump from 02:00 to 03:00).
         (
             "set_timer",
@@ -335,26 +377,75 @@ fn a_repeating_timer_moves_on_from_its_schedule_without_drift() {
     let t = Timer {
         key: key_of(&command("set_timer", &[("timerName", "a")]), persona()).unwrap(),
         due_ms: 1_000,
-        interval_ms: Some(100),
+        interval_ms: Some(10_000),
         repeatable: true,
         event: Idn::known("timer"),
         arguments: Vec::new(),
         session: None,
     };
-    assert_eq!(t.next_after(1_000, 1_000), Some(1_100), "on time");
+    assert_eq!(t.next_after(1_000, 1_000), Next::At(11_000), "on time");
     assert_eq!(
         t.next_after(1_000, 1_037),
-        Some(1_100),
+        Next::At(11_000),
         "late, same schedule"
     );
     assert_eq!(
-        t.next_after(1_000, 1_250),
-        Some(1_300),
+        t.next_after(1_000, 25_000),
+        Next::At(31_000),
         "missed ones are not burst"
     );
     let once = Timer {
         repeatable: false,
-        ..t
+        ..t.clone()
     };
-    assert_eq!(once.next_after(1_000, 1_000), None);
+    assert_eq!(once.next_after(1_000, 1_000), Next::Done);
+}
+
+/// A row an older build stored with an interval out of range, or one whose next due time
+/// overflows, is never re-armed (the audit's timer storm: `interval: 1e16` wrapped negative).
+#[test]
+fn a_timer_that_cannot_be_rearmed_is_broken_not_rearmed() {
+    let t = |interval_ms: i64, due_ms: i64| Timer {
+        key: key_of(&command("set_timer", &[("timerName", "a")]), persona()).unwrap(),
+        due_ms,
+        interval_ms: Some(interval_ms),
+        repeatable: true,
+        event: Idn::known("timer"),
+        arguments: Vec::new(),
+        session: None,
+    };
+    assert_eq!(t(i64::MAX, NOW).next_after(NOW, NOW), Next::Broken);
+    assert_eq!(t(-5_000, NOW).next_after(NOW, NOW), Next::Broken);
+    assert_eq!(t(500, NOW).next_after(NOW, NOW), Next::Broken);
+    assert_eq!(
+        t(MAX_AHEAD_MS, i64::MAX - 10).next_after(i64::MAX - 10, i64::MAX - 10),
+        Next::Broken
+    );
+    assert_eq!(
+        t(MAX_AHEAD_MS, NOW).next_after(NOW, NOW),
+        Next::At(NOW + MAX_AHEAD_MS)
+    );
+}
+
+/// A connector's minimum below 1 s (`min_interval_seconds=-5` was once accepted) does not let
+/// a timer fire more often than once a second.
+#[test]
+fn no_connector_setting_allows_an_interval_below_one_second() {
+    let loose = Limits {
+        min_interval_ms: -5_000,
+        ..limits("UTC")
+    };
+    for interval in ["0.5", "0.001"] {
+        let refused = parse(
+            &command("set_timer", &[("timerName", "a"), ("interval", interval)]),
+            persona(),
+            NOW,
+            &loose,
+            |_, _, _| None,
+        );
+        assert!(
+            matches!(&refused, Err(CommandRefusal::InvalidArgument { argument, .. }) if argument == "interval"),
+            "{interval}: {refused:?}"
+        );
+    }
 }
