@@ -389,3 +389,138 @@ async fn a_stalled_runner_pauses_intake_and_memory_stays_bounded() {
         .status();
     assert_eq!(health, StatusCode::OK);
 }
+
+/// The production-path issue's loss case: a webhook runner that takes 150 ms per invocation,
+/// 10 personas × 20 `user_message` events in `queue` mode on the events stream, the daemon
+/// killed with SIGKILL while most of them wait in their flow instances' queues, then (with
+/// `nats_restart`) the NATS server restarted too. After the restart every event reaches the
+/// runner, each persona's in the order published, and a repeat is marked `redelivered`.
+async fn queued_events_survive(name: &str, nats_restart: bool) {
+    const PERSONAS: usize = 10;
+    const PER_PERSONA: usize = 20;
+    let dir = temp_dir(name);
+    let mut nats = NatsServer::start(&dir);
+    let mut runner =
+        common::runner_server::RunnerServer::start_slow(Duration::from_millis(150), |_| {
+            (200, common::runner_server::completed(json!([])))
+        });
+    let daemon = daemon(&dir, &nats);
+    let d = daemon.start();
+    d.run_connector(
+        "telegram",
+        json!({"title": "Bot", "connector_idn": "bot", "settings": [{"idn": "bot_token", "value": "t"}]}),
+    )
+    .await;
+    let flow = json!({"runner": {"kind": "webhook", "url": format!("{}/skills", runner.base)},
+        "events": [{"idn": "user_message", "skill_idn": "Talk", "integration_idn": "telegram", "interrupt_mode": "queue"}]});
+    d.put_flow("Bot", "Main", &flow).await;
+    let adapter = Client::connect(&nats.url(), "sb", Encoding::MessagePack)
+        .await
+        .unwrap();
+    for n in 0..PER_PERSONA {
+        for p in 0..PERSONAS {
+            let e = user_message(&format!("persona-{p}"), &format!("{p}:{n}"));
+            adapter
+                .publish_event(&e, Some(&format!("q-{p}-{n}")))
+                .await
+                .unwrap();
+        }
+    }
+    // (persona, n, redelivered) in the order the runner received them.
+    let received = Arc::new(Mutex::new(Vec::<(usize, usize, bool)>::new()));
+    let mut rx = std::mem::replace(&mut runner.rx, tokio::sync::mpsc::unbounded_channel().1);
+    let log = received.clone();
+    tokio::spawn(async move {
+        while let Some(r) = rx.recv().await {
+            let args = &r.json["event"]["arguments"];
+            let text = args
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["name"] == "text"))
+                .map(|x| &x["value"])
+                .unwrap_or(&args["text"])
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let (p, n) = text.split_once(':').unwrap();
+            log.lock().unwrap().push((
+                p.parse().unwrap(),
+                n.parse().unwrap(),
+                r.json["redelivered"] == true,
+            ));
+        }
+    });
+    eventually("a hundred invocations before the kill", DRAIN_LIMIT, || {
+        let n = received.lock().unwrap().len();
+        async move { (n >= 80).then_some(()) }
+    })
+    .await;
+    d.kill9();
+    if nats_restart {
+        nats.restart();
+    }
+    let d = daemon.start();
+    let all = PERSONAS * PER_PERSONA;
+    eventually_explained(
+        "every event at the runner",
+        DRAIN_LIMIT,
+        || {
+            let distinct: std::collections::BTreeSet<(usize, usize)> = received
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(p, n, _)| (*p, *n))
+                .collect();
+            async move { (distinct.len() == all).then_some(()) }
+        },
+        || {
+            let got = received.lock().unwrap().len();
+            async move { format!("{got} invocations received") }
+        },
+    )
+    .await;
+    let received = received.lock().unwrap().clone();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut last = vec![None::<usize>; PERSONAS];
+    let (mut repeats, mut unmarked, mut inversions) = (0, Vec::new(), Vec::new());
+    for (p, n, redelivered) in received.iter().copied() {
+        if !seen.insert((p, n)) {
+            repeats += 1;
+            if !redelivered {
+                unmarked.push((p, n));
+            }
+            continue;
+        }
+        if last[p].is_some_and(|l| n < l) {
+            inversions.push((p, n, last[p]));
+        }
+        last[p] = Some(n);
+    }
+    eprintln!(
+        "queued events over NATS, kill -9{}: {all} events, {} invocations, {repeats} repeats",
+        if nats_restart {
+            " and a NATS restart"
+        } else {
+            ""
+        },
+        received.len()
+    );
+    assert!(
+        unmarked.is_empty(),
+        "repeats not marked redelivered: {unmarked:?}"
+    );
+    assert!(
+        inversions.is_empty(),
+        "order inversions (persona, n, after): {inversions:?}"
+    );
+    drop(d);
+}
+
+#[actix_rt::test]
+async fn queued_events_of_a_slow_webhook_runner_survive_a_kill() {
+    queued_events_survive("nats-queued", false).await;
+}
+
+#[actix_rt::test]
+async fn queued_events_survive_a_kill_and_a_nats_server_restart() {
+    queued_events_survive("nats-queued-restart", true).await;
+}

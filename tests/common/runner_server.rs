@@ -49,6 +49,15 @@ impl RunnerServer {
     pub fn start(
         answer: impl Fn(&Received) -> (u16, String) + Send + Sync + 'static,
     ) -> RunnerServer {
+        Self::start_slow(std::time::Duration::ZERO, answer)
+    }
+
+    /// [`RunnerServer::start`], each answer sent `delay` after its request arrived (requests
+    /// are served concurrently, as a real runner's would be).
+    pub fn start_slow(
+        delay: std::time::Duration,
+        answer: impl Fn(&Received) -> (u16, String) + Send + Sync + 'static,
+    ) -> RunnerServer {
         let (tx, rx) = mpsc::unbounded_channel();
         let answer: Arc<Mutex<Arc<Answer>>> = Arc::new(Mutex::new(Arc::new(answer)));
         let a = answer.clone();
@@ -75,6 +84,9 @@ impl RunnerServer {
                         json: serde_json::from_slice(&body).unwrap_or(Value::Null),
                         body: body.to_vec(),
                     };
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
                     let f = a.lock().unwrap().clone();
                     let (status, text) = f(&r);
                     let _ = tx.send(r);
