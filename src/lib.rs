@@ -1,9 +1,13 @@
 //! Switchboard: an event-routing daemon for conversational AI agents.
 //!
-//! The modules follow the path an event takes: [`ingress`] → [`admission`] → [`routing`] →
-//! [`flow_instance`] → [`skill_runner`] → [`commands`] → [`connectors`] → [`egress`]. Around
-//! them: the [`catalog`] of integrations, [`domain`] values, [`wire`] shapes, [`session`]s,
-//! the [`dead_letter`] store, [`telemetry`], and the [`engine`] that wires it all.
+//! The modules follow the path an event takes, in this stage order (ARCHITECTURE.md's, checked
+//! by `tests/stage_order.rs`): a module names only modules before it.
+//!
+//! ```text
+//! ground: testing → domain → fault → telemetry → dead_letter → catalog → inbox → admission → invocation → wire → store → auth → outbound
+//! stages: ingress → session → connectors → routing → flow_instance → skill_runner → commands → egress → natives → sandbox
+//! outer:  engine → config → daemon → transport → boot → http
+//! ```
 
 pub mod admission;
 pub mod auth;
