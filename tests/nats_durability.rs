@@ -480,7 +480,7 @@ async fn queued_events_survive(name: &str, nats_restart: bool) {
     .await;
     let received = received.lock().unwrap().clone();
     let mut seen = std::collections::BTreeSet::new();
-    let mut last = vec![None::<usize>; PERSONAS];
+    let mut last = [None::<usize>; PERSONAS];
     let (mut repeats, mut unmarked, mut inversions) = (0, Vec::new(), Vec::new());
     for (p, n, redelivered) in received.iter().copied() {
         if !seen.insert((p, n)) {
