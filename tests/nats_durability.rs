@@ -458,6 +458,7 @@ async fn queued_events_survive(name: &str, nats_restart: bool) {
     if nats_restart {
         nats.restart();
     }
+    let restarted = std::time::Instant::now();
     let d = daemon.start();
     let all = PERSONAS * PER_PERSONA;
     eventually_explained(
@@ -478,6 +479,7 @@ async fn queued_events_survive(name: &str, nats_restart: bool) {
         },
     )
     .await;
+    let drained_in = restarted.elapsed();
     let received = received.lock().unwrap().clone();
     let mut seen = std::collections::BTreeSet::new();
     let mut last = [None::<usize>; PERSONAS];
@@ -496,7 +498,8 @@ async fn queued_events_survive(name: &str, nats_restart: bool) {
         last[p] = Some(n);
     }
     eprintln!(
-        "queued events over NATS, kill -9{}: {all} events, {} invocations, {repeats} repeats",
+        "queued events over NATS, kill -9{}: {all} events, {} invocations, {repeats} repeats, \
+         all invoked {drained_in:.1?} after the restart",
         if nats_restart {
             " and a NATS restart"
         } else {

@@ -607,3 +607,32 @@ async fn an_event_refused_for_room_is_not_marked_redelivered_once_admitted() {
     let (_, letters) = common::call(&d.client(), "GET", d.url("/v1/dead-letters"), None).await;
     assert_eq!(letters, json!([]), "nothing dead-lettered");
 }
+
+/// The consumers' `ack_wait` and `max_ack_pending` follow the configuration at the next start:
+/// an operator sizing them for long queues needs no manual step on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_ack_wait_and_max_ack_pending_apply_to_the_existing_consumers() {
+    let dir = temp_dir("nats-consumer-update");
+    let nats = NatsServer::start(&dir);
+    let builder = |ack_wait: &str, pending: &str| {
+        DaemonProcess::builder(&dir)
+            .envs(nats.daemon_env())
+            .env("SWITCHBOARD_TRANSPORT__NATS__ACK_WAIT_MS", ack_wait)
+            .env("SWITCHBOARD_TRANSPORT__NATS__MAX_ACK_PENDING", pending)
+    };
+    let consumer_config = || async {
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        let mut stream = js.get_stream("SB_EVENTS").await.unwrap();
+        let _ = stream.info().await.unwrap();
+        let mut c: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer("switchboard_events").await.unwrap();
+        let info = c.info().await.unwrap();
+        (info.config.ack_wait, info.config.max_ack_pending)
+    };
+    let d = builder("30000", "1000").start();
+    d.terminate().await;
+    assert_eq!(consumer_config().await, (Duration::from_secs(30), 1000));
+    let d = builder("7000", "5000").start();
+    assert_eq!(consumer_config().await, (Duration::from_secs(7), 5000));
+    d.terminate().await;
+}

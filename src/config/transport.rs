@@ -113,8 +113,8 @@ impl NatsConfig {
     pub const DEFAULT_REPLICAS: usize = 1;
     pub const DEFAULT_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
     pub const DEFAULT_PULL_BATCH: usize = 100;
-    pub const DEFAULT_MAX_ACK_PENDING: i64 = 1000;
-    pub const DEFAULT_ACK_WAIT_MS: u64 = 30_000;
+    pub const DEFAULT_MAX_ACK_PENDING: i64 = 10_000;
+    pub const DEFAULT_ACK_WAIT_MS: u64 = 10_000;
     pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
     pub const DEFAULT_DUPLICATE_WINDOW_MS: u64 = 120_000;
     pub const DEFAULT_PUBLISH_ACK_TIMEOUT_MS: u64 = 5_000;

@@ -195,19 +195,38 @@ pub async fn ensure(
         max_deliver: -1,
         ..Default::default()
     };
-    let events = events
-        .get_or_create_consumer(
-            &cfg.consumer_events,
-            consumer_config(&cfg.consumer_events, "events"),
-        )
-        .await
-        .map_err(|e| js_err(format!("consumer {}", cfg.consumer_events), e))?;
-    let results = results
-        .get_or_create_consumer(
-            &cfg.consumer_results,
-            consumer_config(&cfg.consumer_results, "results"),
-        )
-        .await
-        .map_err(|e| js_err(format!("consumer {}", cfg.consumer_results), e))?;
+    let events = ensure_consumer(&events, consumer_config(&cfg.consumer_events, "events")).await?;
+    let results =
+        ensure_consumer(&results, consumer_config(&cfg.consumer_results, "results")).await?;
     Ok(Consumers { events, results })
+}
+
+/// The durable consumer `config` names, created, or updated when it exists with another
+/// `ack_wait` or `max_ack_pending` (the settings an operator tunes for long queues).
+async fn ensure_consumer(
+    stream: &stream::Stream,
+    config: consumer::pull::Config,
+) -> Result<consumer::PullConsumer, NatsError> {
+    let name = config.durable_name.clone().unwrap_or_default();
+    let what = || format!("consumer {name}");
+    let mut existing = stream
+        .get_or_create_consumer(&name, config.clone())
+        .await
+        .map_err(|e| js_err(what(), e))?;
+    let info = existing.info().await.map_err(|e| js_err(what(), e))?;
+    if info.config.ack_wait != config.ack_wait
+        || info.config.max_ack_pending != config.max_ack_pending
+    {
+        tracing::info!(
+            consumer = %name,
+            ack_wait_ms = config.ack_wait.as_millis() as u64,
+            max_ack_pending = config.max_ack_pending,
+            "updating the consumer's settings"
+        );
+        existing = stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| js_err(format!("updating consumer {name}"), e))?;
+    }
+    Ok(existing)
 }
