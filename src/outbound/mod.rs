@@ -1,23 +1,30 @@
-//! Outbound HTTP under one egress policy ([`EgressPolicy`]): every request the daemon makes to
-//! an address it was given (webhook skill runners today; later `send_request`, API webhooks,
-//! OAuth token endpoints) goes through an [`Egress`], whose client
+//! The outbound toolkit: HTTP under one egress policy ([`EgressPolicy`]). Every request the
+//! daemon makes to an address it was given (webhook skill runners, `send_request`, API
+//! webhooks, OAuth token endpoints) goes through an [`Egress`], whose client
 //!
 //! - resolves names with [`PolicyResolver`], which drops denied addresses at connect time;
 //! - refuses a URL whose host is a denied IP literal before sending ([`Egress::request`]):
 //!   literals skip name resolution;
-//! - follows no redirect and uses no proxy from the environment (either would reach an
-//!   address nobody judged).
+//! - follows no redirect by itself and uses no proxy from the environment (either would reach
+//!   an address nobody judged): [`Egress::send`] follows redirects hop by hop, each judged
+//!   again, with per-use options ([`send`]);
+//! - retries as [`retry`] says: capped exponential backoff, full jitter, `Retry-After`.
 //!
 //! Every refusal is an [`EgressDenied`] (`egress_denied: 169.254.169.254 is link-local`),
 //! counted in `switchboard_egress_denied_total{reason}`.
 
 pub mod policy;
 pub mod resolver;
+pub mod retry;
+pub mod send;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 pub use policy::{denied_range, literal_host, DeniedRange, EgressDenied, EgressPolicy};
 pub use resolver::{Lookup, PolicyResolver, SystemLookup};
+pub use retry::{parse_retry_after, retryable_status, Backoff};
+pub use send::{read_capped, OutboundRequest, SendError, SendOptions, Sent};
 
 use crate::telemetry::metrics::EGRESS_DENIED_TOTAL;
 use crate::telemetry::throttle::Throttle;
@@ -31,11 +38,38 @@ fn refused(denied: &EgressDenied) {
     }
 }
 
+/// How long a connection may take to open, whatever the request's own timeout.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// An HTTP client under the egress policy. Cheap to clone.
 #[derive(Clone)]
 pub struct Egress {
     policy: Arc<EgressPolicy>,
+    lookup: Arc<dyn Lookup>,
     client: reqwest::Client,
+    /// The same without TLS verification, made when a use first asks for it.
+    insecure: Arc<OnceLock<reqwest::Client>>,
+}
+
+/// A client under `policy` resolving with `lookup`: no redirects (the daemon follows them hop
+/// by hop, see [`send`]), no proxy from the environment.
+fn client(
+    policy: &Arc<EgressPolicy>,
+    lookup: &Arc<dyn Lookup>,
+    verify_tls: bool,
+) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .danger_accept_invalid_certs(!verify_tls)
+        .dns_resolver(Arc::new(PolicyResolver::new(
+            policy.clone(),
+            lookup.clone(),
+        )))
+        .user_agent(concat!("switchboard/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client builds")
 }
 
 impl std::fmt::Debug for Egress {
@@ -55,14 +89,23 @@ impl Egress {
     /// Under `policy`, resolving names with `lookup` (tests make a name resolve anywhere).
     pub fn with_lookup(policy: EgressPolicy, lookup: Arc<dyn Lookup>) -> Self {
         let policy = Arc::new(policy);
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .dns_resolver(Arc::new(PolicyResolver::new(policy.clone(), lookup)))
-            .user_agent(concat!("switchboard/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("the HTTP client builds");
-        Egress { policy, client }
+        Egress {
+            client: client(&policy, &lookup, true),
+            policy,
+            lookup,
+            insecure: Arc::default(),
+        }
+    }
+
+    /// The client that does not verify TLS certificates.
+    fn insecure_client(&self) -> &reqwest::Client {
+        self.insecure
+            .get_or_init(|| client(&self.policy, &self.lookup, false))
+    }
+
+    /// Refuses (and counts) a URL whose host is a denied IP literal.
+    fn judge(&self, url: &str) -> Result<(), EgressDenied> {
+        self.policy.judge_literal(url).inspect_err(refused)
     }
 
     pub fn policy(&self) -> &EgressPolicy {
@@ -76,7 +119,7 @@ impl Egress {
         method: reqwest::Method,
         url: &str,
     ) -> Result<reqwest::RequestBuilder, EgressDenied> {
-        self.policy.judge_literal(url).inspect_err(refused)?;
+        self.judge(url)?;
         Ok(self.client.request(method, url))
     }
 
