@@ -6,6 +6,7 @@ pub mod access;
 pub mod flow_files;
 pub mod journals;
 pub mod operations;
+pub mod private_files;
 pub mod runner_secrets;
 pub mod secrets_key;
 
