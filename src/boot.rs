@@ -11,7 +11,7 @@ use crate::catalog::settings::Settings;
 use crate::config::Config;
 use crate::config::TransportKind;
 use crate::daemon::access::write_first_admin_token;
-use crate::daemon::{journals, secrets_key, Daemon};
+use crate::daemon::{journals, private_files, secrets_key, Daemon};
 use crate::dead_letter::DeadLetterStore;
 use crate::domain::{Flow, Idn, RunnerSpec};
 use crate::egress::{CommandSink, NoTransport};
@@ -58,6 +58,8 @@ pub enum BootError {
     Nats(#[from] crate::transport::NatsError),
     #[error("the first admin token: {0}")]
     FirstToken(#[from] crate::daemon::access::FirstTokenError),
+    #[error("private files: {0}")]
+    FileMode(#[from] private_files::ModeError),
 }
 
 /// The timer service's settings from `[timers]`.
@@ -108,6 +110,14 @@ pub async fn start(
     crate::telemetry::metrics::describe();
     crate::telemetry::metrics::record_start();
     crate::telemetry::flow_labels::FlowLabels::daemon().set_cap(config.limits.flow_series as usize);
+    let store_files = private_files::store_files(&config.store.path);
+    let admin_token = config.auth.admin_token_path(&config.store.path);
+    private_files::tighten(
+        store_files
+            .iter()
+            .chain([&config.store.secret_key_file, &admin_token])
+            .map(|p| p.as_path()),
+    )?;
     let (secrets, _) =
         secrets_key::load(&config.store.secret_key_env, &config.store.secret_key_file)?;
     let store_err = |source| BootError::Store {

@@ -1,7 +1,9 @@
 //! The trust boundary against the real binary: every route but the probes needs a bearer
 //! token; a token acts in its own account only (another account's things are 404, never 403);
 //! a token without a scope gets 403 naming it; tokens are shown once, kept as hashes, and stop
-//! working when revoked or expired; the first start writes the admin token file (0600).
+//! working when revoked or expired; the first start writes the admin token file (0600); the
+//! sandbox socket opens with a single-use ticket, or without a token only from the daemon's own
+//! page, which no page may frame.
 
 mod common;
 
@@ -156,21 +158,115 @@ async fn a_cross_site_request_without_a_token_changes_nothing() {
             .all(|c| c["connector_idn"] != "pwned"),
         "{list}"
     );
-    // The sandbox socket without a token: only a loopback page gets in.
-    let socket = |origin: &'static str| {
+    // The sandbox socket without a token: only the daemon's own page gets in, not a page of
+    // another site nor of another local server (another loopback port or address).
+    let socket = |origin: String| {
         Client::new()
             .get(d.url("/sandbox/ws?connector_idn=chat&external_id=x"))
             .header("Origin", origin)
             .send()
     };
-    assert_eq!(
-        socket("http://attacker.example").await.unwrap().status(),
-        StatusCode::UNAUTHORIZED
+    let port = d.base.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    for foreign in [
+        "http://127.0.0.1:1".to_owned(),
+        "http://attacker.example".to_owned(),
+        format!("http://localhost:{}", port + 1),
+        format!("http://127.0.0.2:{port}"),
+        format!("https://127.0.0.1:{port}"),
+    ] {
+        let r = socket(foreign.clone()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{foreign}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "foreign_origin", "{foreign}: {v}");
+        assert_eq!(v["error"]["field"], "Origin", "{foreign}: {v}");
+    }
+    // The daemon's own page passes the token check (and then finds no connector `chat`).
+    for own in [d.base.clone(), format!("http://localhost:{port}")] {
+        let r = socket(own.clone()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{own}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "unknown_connector", "{own}: {v}");
+    }
+}
+
+/// A WebSocket handshake of the sandbox socket at `path_and_query`, with `auth` as its
+/// `Authorization` header when given: the status and the error body, if any.
+async fn sandbox_handshake(
+    d: &DaemonProcess,
+    path_and_query: &str,
+    auth: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut r = Client::new()
+        .get(d.url(path_and_query))
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==");
+    if let Some(a) = auth {
+        r = r.header("Authorization", format!("Bearer {a}"));
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status();
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return (status, Value::Null);
+    }
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_socket_opens_with_a_single_use_ticket_never_a_token_in_its_url() {
+    let dir = temp_dir("auth-ticket");
+    let d = DaemonProcess::start(&dir, &[("SWITCHBOARD_SANDBOX__WITHOUT_TOKEN", "false")]);
+    d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
+        .await;
+    let ws = "/sandbox/ws?connector_idn=chat&external_id=x";
+    let (s, _) = sandbox_handshake(&d, ws, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "no token, no ticket");
+
+    // A token in the URL is refused, not used.
+    let (s, v) = sandbox_handshake(&d, &format!("{ws}&token={}", d.token), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("token"),
+        "{v}"
     );
-    // A loopback page passes the token check (and then fails on the missing upgrade).
-    assert_ne!(
-        socket("http://127.0.0.1:1").await.unwrap().status(),
-        StatusCode::UNAUTHORIZED
+
+    // A ticket, for the token in the header: valid once.
+    let writer = bearer_client(&account_token(&d, "default", &["events:write"]).await);
+    let r = writer.post(d.url("/sandbox/ticket")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["expires_in_ms"], 30_000, "{v}");
+    let ticket = v["ticket"].as_str().unwrap().to_owned();
+    let with_ticket = format!("{ws}&ticket={ticket}");
+    let (s, v) = sandbox_handshake(&d, &with_ticket, None).await;
+    assert_eq!(s, StatusCode::SWITCHING_PROTOCOLS, "{v}");
+    let (s, v) = sandbox_handshake(&d, &with_ticket, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "used: {v}");
+    assert_eq!(v["error"]["code"], "invalid_ticket", "{v}");
+    assert_eq!(v["error"]["field"], "ticket", "{v}");
+    let (s, v) = sandbox_handshake(&d, &format!("{ws}&ticket={}", "0".repeat(64)), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "made up: {v}");
+
+    // A ticket needs events:write; a client that can send headers may send its token instead.
+    let reader = bearer_client(&account_token(&d, "default", &["read"]).await);
+    let r = reader.post(d.url("/sandbox/ticket")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let (s, v) = sandbox_handshake(&d, ws, Some(&d.token)).await;
+    assert_eq!(s, StatusCode::SWITCHING_PROTOCOLS, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_page_may_not_be_framed() {
+    let dir = temp_dir("auth-frame");
+    let d = DaemonProcess::start(&dir, &[]);
+    let r = Client::new().get(d.url("/sandbox")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    assert_eq!(
+        r.headers()["content-security-policy"],
+        "frame-ancestors 'none'"
     );
 }
 

@@ -1,6 +1,7 @@
 //! The real binary on 127.0.0.1:0, spoken to over HTTP: the connector lifecycle with every
 //! refusal, secrets that never come back (not in responses, not in the file, not in logs),
-//! state that survives a restart, flows over the API and from files with hot reload.
+//! state that survives a restart, flows over the API and from files with hot reload, private
+//! files that stay private.
 
 mod common;
 
@@ -608,6 +609,60 @@ async fn a_port_in_use_is_refused_before_anything_is_created() {
         !dir.join("switchboard.db").exists() && !dir.join("switchboard.key").exists(),
         "no store migrated, no key file written"
     );
+}
+
+/// The store, its `-wal` and `-shm`, the key file and the admin token file, found readable
+/// beyond their owner (copied in, restored from a backup), are tightened to 0600 at start, each
+/// with a warning naming it, and the daemon works on with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loose_private_files_are_tightened_to_0600_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("modes");
+    let files = [
+        "switchboard.db",
+        "switchboard.db-wal",
+        "switchboard.db-shm",
+        "switchboard.key",
+        "admin.token",
+    ];
+    // Killed, the first daemon leaves its write-ahead log and shared memory behind.
+    DaemonProcess::start(&dir, &[]).kill9();
+    let mode = |f: &str| {
+        std::fs::metadata(dir.join(f))
+            .unwrap_or_else(|e| panic!("{f}: {e}"))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    for f in files {
+        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(mode(f), 0o644, "{f}");
+    }
+    let d = DaemonProcess::start(&dir, &[]);
+    for f in files {
+        assert_eq!(mode(f), 0o600, "{f}");
+    }
+    let warnings: Vec<Value> = d
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["level"] == "WARN" && v["fields"]["now"] == "0600")
+        .collect();
+    for f in files {
+        let path = dir.join(f).display().to_string();
+        assert_eq!(
+            warnings
+                .iter()
+                .filter(|w| w["fields"]["path"] == path.as_str() && w["fields"]["was"] == "0644")
+                .count(),
+            1,
+            "one warning for {f}: {warnings:#?}"
+        );
+    }
+    let (s, _) = call(&d.client(), "GET", d.url("/v1/flows"), None).await;
+    assert_eq!(s, StatusCode::OK, "the admin token still opens the API");
 }
 
 #[actix_rt::test]

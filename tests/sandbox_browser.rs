@@ -417,7 +417,8 @@ async fn the_sandbox_page_switches_connectors_and_shows_what_the_api_sends_its_p
 }
 
 /// Where the sandbox is not open without a token, the page says it needs one, and works with a
-/// token with `events:write` in its URL fragment (which no request carries).
+/// token with `events:write` in its URL fragment (which no request carries): its socket opens
+/// with a ticket the token bought in a header (the daemon refuses a token in the socket's URL).
 #[actix_rt::test]
 async fn the_sandbox_page_asks_for_a_token_and_works_with_one_in_its_fragment() {
     let chromedriver = browser_tools();
@@ -429,6 +430,7 @@ async fn the_sandbox_page_asks_for_a_token_and_works_with_one_in_its_fragment() 
         &[
             ("SWITCHBOARD_SANDBOX__DEMO_RUNNER", "true"),
             ("SWITCHBOARD_SANDBOX__WITHOUT_TOKEN", "false"),
+            ("SWITCHBOARD_HTTP__ACCESS_LOG", "true"),
         ],
     );
     let r = daemon
@@ -477,6 +479,18 @@ async fn the_sandbox_page_asks_for_a_token_and_works_with_one_in_its_fragment() 
         !daemon.logged(&token[16..]),
         "the token never reaches a log line"
     );
+    // The page bought a ticket and its socket opened with it.
+    let answered = |route: &str, status: u16| {
+        daemon.logs.lock().unwrap().iter().any(|l| {
+            serde_json::from_str::<Value>(l).is_ok_and(|v| {
+                v["target"] == "access"
+                    && v["fields"]["route"] == route
+                    && v["fields"]["status"] == status
+            })
+        })
+    };
+    assert!(answered("/sandbox/ticket", 200), "a ticket was bought");
+    assert!(answered("/sandbox/ws", 101), "the socket opened");
     drop(driver);
     let _ = std::fs::remove_dir_all(&profile);
 }

@@ -7,6 +7,7 @@ pub mod flow_files;
 pub mod journals;
 pub mod limits;
 pub mod operations;
+pub mod private_files;
 pub mod runner_secrets;
 pub mod secrets_key;
 

@@ -339,6 +339,18 @@ impl Daemon {
         self.sandbox.leave(account, connector, persona, socket);
     }
 
+    /// A ticket that opens one sandbox socket of `account` within
+    /// [`crate::sandbox::ticket::TICKET_TTL`].
+    pub fn sandbox_ticket(&self, account: &Idn) -> String {
+        self.sandbox.tickets().issue(account.clone())
+    }
+
+    /// The account `ticket` opens a sandbox socket for, once; `None` when it is unknown, used
+    /// or expired.
+    pub fn sandbox_redeem(&self, ticket: &str) -> Option<Idn> {
+        self.sandbox.tickets().redeem(ticket)
+    }
+
     /// Timers of this account, optionally of one `program_timer` connector and one persona,
     /// soonest first, at most `limit`; those set before the call included.
     pub async fn timers(

@@ -1,8 +1,10 @@
 //! The egress policy: which addresses an outbound request may reach. Denied by default:
 //! loopback, link-local (with the cloud metadata address 169.254.169.254), private (RFC 1918,
 //! CGNAT 100.64/10, IPv6 ULA fc00::/7), unspecified, multicast, broadcast, documentation and
-//! other reserved ranges, and the IPv4 addresses embedded in IPv6 (mapped, NAT64, 6to4) are
-//! judged as IPv4. An operator's allow-list of CIDR blocks wins over the denied ranges.
+//! other reserved ranges, and the IPv4 addresses embedded in IPv6 (mapped, translated, NAT64,
+//! 6to4, Teredo) are judged as IPv4; the translated `::ffff:0:0/96` and Teredo `2001::/32`
+//! reach no public host from a server, so they are denied whatever they embed. An operator's
+//! allow-list of CIDR blocks wins over the denied ranges.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -121,7 +123,7 @@ const DENIED_V4: &[(Ipv4Net, DeniedRange)] = &[
     (v4(240, 0, 0, 0, 4), DeniedRange::Reserved),
 ];
 
-/// The denied IPv6 ranges (embedded IPv4 addresses are judged as IPv4 first).
+/// The denied IPv6 ranges (an embedded IPv4 address that is denied names the reason first).
 const DENIED_V6: &[(Ipv6Net, DeniedRange)] = &[
     (v6([0, 0, 0, 0, 0, 0, 0, 0], 128), DeniedRange::Unspecified),
     (v6([0, 0, 0, 0, 0, 0, 0, 1], 128), DeniedRange::Loopback),
@@ -144,21 +146,29 @@ const DENIED_V6: &[(Ipv6Net, DeniedRange)] = &[
     // IPv4-compatible addresses (deprecated) and the discard-only block.
     (v6([0, 0, 0, 0, 0, 0, 0, 0], 96), DeniedRange::Reserved),
     (v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64), DeniedRange::Reserved),
+    // IPv4-translated (SIIT, RFC 2765) and Teredo (RFC 4380): a translator's or a tunnel's.
+    (v6([0, 0, 0, 0, 0xffff, 0, 0, 0], 96), DeniedRange::Reserved),
+    (v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 32), DeniedRange::Reserved),
 ];
 
 /// The IPv4 address an IPv6 address carries to an IPv4 host: IPv4-mapped (`::ffff:a.b.c.d`),
-/// NAT64 (`64:ff9b::a.b.c.d`) and 6to4 (`2002:aabb:ccdd::/48`).
+/// IPv4-translated (`::ffff:0:a.b.c.d`), NAT64 (`64:ff9b::a.b.c.d`), 6to4 (`2002:aabb:ccdd::/48`)
+/// and Teredo (`2001:0:…`, the client's address inverted in the last 32 bits).
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     if let Some(v4) = ip.to_ipv4_mapped() {
         return Some(v4);
     }
     let s = ip.segments();
-    let o = ip.octets();
-    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        return Some(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+    let [.., a, b, c, d] = ip.octets();
+    if s[..6] == [0, 0, 0, 0, 0xffff, 0] || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some(Ipv4Addr::new(a, b, c, d));
     }
     if s[0] == 0x2002 {
+        let o = ip.octets();
         return Some(Ipv4Addr::new(o[2], o[3], o[4], o[5]));
+    }
+    if s[..2] == [0x2001, 0] {
+        return Some(Ipv4Addr::new(!a, !b, !c, !d));
     }
     None
 }
@@ -170,13 +180,14 @@ pub fn denied_range(ip: IpAddr) -> Option<DeniedRange> {
             .iter()
             .find(|(net, _)| net.contains(&ip))
             .map(|(_, r)| *r),
-        IpAddr::V6(ip) => match embedded_v4(ip) {
-            Some(v4) => denied_range(IpAddr::V4(v4)),
-            None => DENIED_V6
-                .iter()
-                .find(|(net, _)| net.contains(&ip))
-                .map(|(_, r)| *r),
-        },
+        IpAddr::V6(ip) => embedded_v4(ip)
+            .and_then(|v4| denied_range(IpAddr::V4(v4)))
+            .or_else(|| {
+                DENIED_V6
+                    .iter()
+                    .find(|(net, _)| net.contains(&ip))
+                    .map(|(_, r)| *r)
+            }),
     }
 }
 
@@ -298,6 +309,29 @@ mod tests {
             ("64:ff9b::a9fe:a9fe", DeniedRange::LinkLocal),
             ("2002:7f00:1::", DeniedRange::Loopback),
             ("::127.0.0.1", DeniedRange::Reserved),
+            // IPv4-translated: judged as IPv4, and denied whatever it embeds.
+            ("::ffff:0:127.0.0.1", DeniedRange::Loopback),
+            ("::ffff:0:a9fe:a9fe", DeniedRange::LinkLocal),
+            ("::ffff:0:10.0.0.1", DeniedRange::Private),
+            ("::ffff:0:8.8.8.8", DeniedRange::Reserved),
+            // Teredo: the client's address (inverted) judged as IPv4, and denied whatever it is.
+            (
+                "2001:0:4136:e378:8000:63bf:80ff:fffe",
+                DeniedRange::Loopback,
+            ),
+            (
+                "2001:0:4136:e378:8000:63bf:5601:5601",
+                DeniedRange::LinkLocal,
+            ),
+            (
+                "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+                DeniedRange::Documentation,
+            ),
+            (
+                "2001:0:4136:e378:8000:63bf:f7f7:f7f7",
+                DeniedRange::Reserved,
+            ),
+            ("2001::1", DeniedRange::Reserved),
         ];
         let policy = EgressPolicy::default();
         for (addr, range) in cases {
@@ -318,6 +352,7 @@ mod tests {
             "2606:4700::1111",
             "::ffff:8.8.8.8",
             "64:ff9b::808:808",
+            "2001:4860:4860::8888",
         ] {
             assert_eq!(policy.judge(ip(public)), Ok(()), "{public}");
         }
@@ -355,6 +390,13 @@ mod tests {
         );
         assert!(policy.judge_literal("http://[::1]:9/").is_err());
         assert!(policy.judge_literal("http://[::ffff:7f00:1]:9/").is_err());
+        for translated in [
+            "http://[::ffff:0:7f00:1]:9/",
+            "http://[::ffff:0:169.254.169.254]/latest/meta-data",
+            "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]:9/",
+        ] {
+            assert!(policy.judge_literal(translated).is_err(), "{translated}");
+        }
         assert!(
             policy.judge_literal("http://0x7f.1:9/").is_err(),
             "WHATWG-normalised"

@@ -1,5 +1,5 @@
 //! The sandbox hub: which browser sockets belong to which persona on which sandbox connector,
-//! and the native integration that pushes `send_message` to them.
+//! the tickets that open them, and the native integration that pushes `send_message` to them.
 
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::commands::{Answered, CommandRefusal, NativeCommand, NativeIntegration};
 use crate::domain::{Arguments, Idn, PersonaId};
+use crate::sandbox::ticket::Tickets;
 
 /// What the page receives.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -45,6 +46,7 @@ type Key = (Idn, Idn, PersonaId);
 pub struct SandboxHub {
     sockets: DashMap<Key, Vec<(u64, mpsc::Sender<ToPage>)>, FxBuildHasher>,
     next: std::sync::atomic::AtomicU64,
+    tickets: Tickets,
 }
 
 impl SandboxHub {
@@ -74,6 +76,11 @@ impl SandboxHub {
             v.retain(|(i, _)| *i != id);
         }
         self.sockets.remove_if(&key, |_, v| v.is_empty());
+    }
+
+    /// The tickets that open sockets.
+    pub fn tickets(&self) -> &Tickets {
+        &self.tickets
     }
 
     /// Open sockets (for tests and operations).

@@ -393,7 +393,7 @@ impl FlowDoc {
     }
 
     /// Parses a flow document from YAML (JSON is YAML too), within the bounds of
-    /// [`super::flow_bounds`] (checked first, in linear time).
+    /// [`super::flow_bounds`] (checked first, on the events of a linear parse).
     pub fn from_yaml(text: &str) -> Result<FlowDoc, FlowDocError> {
         super::flow_bounds::check(text)?;
         serde_yaml_ng::from_str(text).map_err(|e| err("document", e.to_string()))

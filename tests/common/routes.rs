@@ -7,8 +7,9 @@
 use serde_json::{json, Value};
 
 /// The routes [`every_route`] leaves out, as `(method, path template)`: the probes, the
-/// document, the sandbox (its page needs no token, its socket and list take one or a loopback
-/// page) and `/metrics` (a token only when `metrics.require_token` says so).
+/// document, the sandbox (its page needs no token, its socket and list take one, a ticket or the
+/// daemon's own loopback page) and `/metrics` (a token only when `metrics.require_token` says
+/// so).
 pub const OUTSIDE_EVERY_ROUTE: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -108,5 +109,6 @@ pub fn every_route(connector: &str, letter: &str) -> Vec<(&'static str, String, 
             Some(json!({"name": "n", "scopes": ["read"]})),
         ),
         ("DELETE", "/v1/tokens/AAAAAAAAAAAA".into(), None),
+        ("POST", "/sandbox/ticket".into(), None),
     ]
 }
