@@ -16,6 +16,7 @@ use crate::dead_letter::DeadLetterStore;
 use crate::domain::{Flow, Idn, RunnerSpec};
 use crate::egress::{CommandSink, NoTransport};
 use crate::engine::{Engine, EngineParts};
+use crate::natives::http::HttpNative;
 use crate::natives::timers::book::StoredBook;
 use crate::natives::timers::service::{LatePolicy, Settings as TimerSettings};
 use crate::natives::timers::ProgramTimer;
@@ -198,6 +199,7 @@ pub async fn start(
                     let sandbox = sandbox.clone();
                     Box::new(move |_| sandbox)
                 }),
+                ("http", HttpNative::factory(Egress::new(egress.clone()))),
                 (
                     "program_timer",
                     ProgramTimer::factory(

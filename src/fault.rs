@@ -13,6 +13,17 @@ pub enum Fault {
     Peer,
 }
 
+impl Fault {
+    /// `caller`, `daemon` or `peer`, as result events and logs name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::Caller => "caller",
+            Fault::Daemon => "daemon",
+            Fault::Peer => "peer",
+        }
+    }
+}
+
 /// What every boundary error says of itself.
 pub trait Blame {
     /// Whose fault it is.

@@ -520,10 +520,11 @@ async fn a_command_for_a_native_integration_without_a_handler_is_refused_at_once
     let dir = temp_dir("no-native");
     let d = DaemonProcess::start(&dir, &[]);
     let c = d.client();
+    // `api` (outgoing webhooks) is declared native and has no handler yet.
     d.run_connector(
-        "http",
-        json!({"title": "API", "connector_idn": "api",
-               "settings": [{"idn": "base_url", "value": "https://api.example.com"}]}),
+        "api",
+        json!({"title": "Hooks", "connector_idn": "hooks",
+               "settings": [{"idn": "signing_secret", "value": "whsec_dGVzdA=="}]}),
     )
     .await;
     let persona = uuid::Uuid::now_v7();
@@ -532,16 +533,16 @@ async fn a_command_for_a_native_integration_without_a_handler_is_refused_at_once
         "POST",
         d.url("/v1/commands"),
         Some(
-            json!({"v": 1, "integration_idn": "http", "connector_idn": "api",
-                    "command_idn": "send_request", "persona_id": persona,
-                    "arguments": {"method": "GET", "url": "/status"}}),
+            json!({"v": 1, "integration_idn": "api", "connector_idn": "hooks",
+                    "command_idn": "send_email", "persona_id": persona,
+                    "arguments": {"toEmail": "a@example.com"}}),
         ),
     )
     .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert_eq!(v["error"]["field"], "integration_idn", "{v}");
     let message = v["error"]["message"].as_str().unwrap();
-    assert!(message.contains("http"), "{message}");
+    assert!(message.contains("api"), "{message}");
     // Refused before anything was sent: no dead letter, no result event to wait for.
     let (s, letters) = call(&c, "GET", d.url("/v1/dead-letters"), None).await;
     assert_eq!(s, StatusCode::OK);

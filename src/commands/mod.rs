@@ -10,7 +10,8 @@ pub mod validation;
 
 pub use crate::flow_instance::Origin;
 pub use native::{
-    Answer, Answered, NativeCommand, NativeContext, NativeFactory, NativeIntegration, Natives,
+    Answer, Answered, Failure, NativeCommand, NativeContext, NativeFactory, NativeIntegration,
+    Natives,
 };
 pub use refusal::{CommandRefusal, Fault};
 pub use router::CommandRouter;

@@ -15,7 +15,9 @@ use super::refusal::{refuse, result_event, CommandRefusal};
 use crate::catalog::Catalog;
 use crate::connectors::Directory;
 use crate::dead_letter::DeadLetterStore;
+use crate::dead_letter::{self, DeadLetter, DeadLetterReason};
 use crate::domain::{Arguments, Command, ConnectorKey, Idn, PersonaId};
+use crate::fault::Fault;
 use crate::ingress::InternalEvents;
 use crate::routing::index::FlowRoute;
 use crate::routing::LiveIndex;
@@ -118,6 +120,21 @@ impl Answers {
     }
 }
 
+/// Why a command a native carried out failed, as its `result_error` says.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// What happened, without secrets or a peer's body.
+    pub reason: String,
+    /// Whose fault: the peer's (a remote 5xx, a refused connection) or the caller's (a bad
+    /// argument the peer refused).
+    pub fault: Fault,
+    pub retryable: bool,
+    /// More arguments of the `result_error` (`statusCode`, `targetAction`, …).
+    pub arguments: Arguments,
+    /// Nothing answered (a timeout, a refused connection): the command is dead-lettered too.
+    pub unanswered: bool,
+}
+
 /// A late answer to one command; answering consumes it.
 pub struct Answer {
     answers: Answers,
@@ -131,6 +148,57 @@ impl Answer {
     pub fn succeed(self, extra: Arguments) {
         self.answers
             .succeed(&self.command, self.act, self.persona, extra);
+    }
+
+    /// Emits `event`, one its integration declares (`magic_http_response`, a delivery report),
+    /// answering the command for its persona with `arguments` (`command_act_id` and
+    /// `command_idn` added). `false` (and nothing emitted) when the catalog does not declare
+    /// it: a native's bug, logged.
+    pub fn emit(&self, event: &str, arguments: Arguments) -> bool {
+        let declared = self
+            .answers
+            .catalog
+            .get(self.command.integration.as_str())
+            .is_some_and(|i| i.spec.events.iter().any(|e| e.idn == event));
+        if !declared {
+            tracing::error!(integration = %self.command.integration, event, "a native answered with an event its catalog does not declare");
+            return false;
+        }
+        let mut e = result_event(&self.command, event, self.act, self.persona);
+        for a in arguments.iter() {
+            e.arguments.push(a.name.clone(), a.value.clone());
+        }
+        self.answers.events.emit(e);
+        true
+    }
+
+    /// The command was carried out and failed (see [`Failure`]): `result_error` with the
+    /// reason, whose fault it was and whether trying again may succeed; counted `failed`, and a
+    /// dead letter (`command_failed`) when nothing answered.
+    pub fn fail(self, failure: Failure) {
+        super::refusal::count(&self.command, "failed");
+        let mut e = result_event(&self.command, "result_error", self.act, self.persona);
+        e.arguments.push("error", failure.reason.as_str());
+        e.arguments.push("fault", failure.fault.as_str());
+        e.arguments.push(
+            "retryable",
+            if failure.retryable { "true" } else { "false" },
+        );
+        for a in failure.arguments.iter() {
+            e.arguments.push(a.name.clone(), a.value.clone());
+        }
+        self.answers.events.emit(e);
+        if failure.unanswered {
+            dead_letter::record(
+                &*self.answers.dead_letters,
+                DeadLetter::command(
+                    DeadLetterReason::CommandFailed,
+                    failure.reason,
+                    self.command,
+                    Some(self.persona),
+                ),
+            );
+        }
     }
 
     /// The command could not be carried out: `result_error` to the persona, a dead letter.

@@ -190,6 +190,28 @@ impl Directory {
             .map(str::to_owned)
     }
 
+    /// The effective value of an integration-level setting of `account` (the explicit one, else
+    /// the preset's default), secrets included: for native integrations, never for responses.
+    pub fn integration_setting(
+        &self,
+        account: &Idn,
+        integration: &Idn,
+        idn: &str,
+    ) -> Option<String> {
+        let spec = self.catalog.get(integration.as_str())?;
+        let explicit = self
+            .integration_settings
+            .get(&(account.clone(), integration.clone()))
+            .and_then(|s| s.get(idn).map(str::to_owned));
+        explicit.or_else(|| {
+            spec.spec
+                .integration_settings
+                .iter()
+                .find(|p| p.idn == idn)
+                .and_then(|p| p.default_value.clone())
+        })
+    }
+
     /// Everything the store keeps of a connector, secret values in clear: for persistence only.
     pub fn stored(&self, id: Uuid) -> Option<(ConnectorView, Settings, Arc<Integration>)> {
         let key = self.by_id.get(&id)?.clone();

@@ -21,6 +21,9 @@ pub enum DeadLetterReason {
     NoSkill,
     FlowQueueFull,
     CommandRefused,
+    /// A command a native integration carried out got no answer from its peer (a timeout, a
+    /// refused connection): the skill was told with `result_error`.
+    CommandFailed,
     RunnerFailed,
     Unmatched,
     /// A runner's result for an invocation that never waited for it (given up, or unknown).
@@ -29,7 +32,7 @@ pub enum DeadLetterReason {
 
 impl DeadLetterReason {
     /// Every reason, for parsing a code.
-    pub const ALL: [DeadLetterReason; 12] = [
+    pub const ALL: [DeadLetterReason; 13] = [
         DeadLetterReason::UnknownIntegration,
         DeadLetterReason::UnknownConnector,
         DeadLetterReason::ConnectorStopped,
@@ -39,6 +42,7 @@ impl DeadLetterReason {
         DeadLetterReason::NoSkill,
         DeadLetterReason::FlowQueueFull,
         DeadLetterReason::CommandRefused,
+        DeadLetterReason::CommandFailed,
         DeadLetterReason::RunnerFailed,
         DeadLetterReason::Unmatched,
         DeadLetterReason::UnknownInvocation,
@@ -60,6 +64,7 @@ impl DeadLetterReason {
             DeadLetterReason::NoSkill => "no_skill",
             DeadLetterReason::FlowQueueFull => "flow_queue_full",
             DeadLetterReason::CommandRefused => "command_refused",
+            DeadLetterReason::CommandFailed => "command_failed",
             DeadLetterReason::RunnerFailed => "runner_failed",
             DeadLetterReason::Unmatched => "unmatched",
             DeadLetterReason::UnknownInvocation => "unknown_invocation",

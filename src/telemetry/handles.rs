@@ -241,6 +241,13 @@ pub fn runner_attempt(agent: &str, flow: &str, result: &'static str) {
         .increment(1);
 }
 
+/// A `send_request` ended with `status_class` and `outcome` after `took`.
+pub fn send_request(status_class: &'static str, outcome: &'static str, took: std::time::Duration) {
+    counter!(m::SEND_REQUESTS_TOTAL, "status_class" => status_class, "outcome" => outcome)
+        .increment(1);
+    histogram!(m::SEND_REQUEST_DURATION_SECONDS).record(took.as_secs_f64());
+}
+
 /// A create was refused at an account's `limit` (its configuration key).
 pub fn limit_reached(limit: &'static str) {
     counter!(m::LIMITS_REACHED_TOTAL, "limit" => limit).increment(1);

@@ -43,6 +43,8 @@ pub const EGRESS_DENIED_TOTAL: &str = "switchboard_egress_denied_total";
 pub const CANCEL_NOTICES_TOTAL: &str = "switchboard_cancel_notices_total";
 pub const RUNNER_ATTEMPTS_TOTAL: &str = "switchboard_runner_attempts_total";
 pub const LIMITS_REACHED_TOTAL: &str = "switchboard_limits_reached_total";
+pub const SEND_REQUESTS_TOTAL: &str = "switchboard_send_requests_total";
+pub const SEND_REQUEST_DURATION_SECONDS: &str = "switchboard_send_request_duration_seconds";
 // Process metrics under their conventional (unprefixed) names, read from /proc at the scrape.
 pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
 pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
@@ -195,6 +197,15 @@ pub fn describe() {
     describe_counter!(
         RUNNER_ATTEMPTS_TOTAL,
         "Attempts to reach webhook runners, by agent, flow and result (answered, pending, retry, failed, gone): the runners' health."
+    );
+    describe_counter!(
+        SEND_REQUESTS_TOTAL,
+        "send_request commands of http connectors carried out, by status class (2xx..5xx, none: no answer) and outcome (success, error_status, timeout, connect_error, egress_denied, redirect, failed)."
+    );
+    describe_histogram!(
+        SEND_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "How long send_request commands took, retries and redirects included."
     );
     describe_counter!(
         LIMITS_REACHED_TOTAL,
