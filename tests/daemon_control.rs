@@ -1072,3 +1072,32 @@ async fn a_deleted_flow_takes_its_metric_series_with_it() {
         "{text}"
     );
 }
+
+/// What `switchboard <args> --help` prints.
+fn help(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?} --help");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn rekey_help_describes_rekeying_sealed_secrets_and_token_help_api_tokens() {
+    let rekey = help(&["rekey"]);
+    assert!(rekey.starts_with("Rekeys the sealed secrets"), "{rekey}");
+    assert!(!rekey.contains("API tokens in the store"), "{rekey}");
+    let token = help(&["token"]);
+    assert!(token.starts_with("API tokens in the store"), "{token}");
+    let top = help(&[]);
+    let line = |name: &str| {
+        top.lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {top}"))
+            .to_owned()
+    };
+    assert!(line("rekey").contains("Rekeys the sealed secrets"), "{top}");
+    assert!(line("token").contains("API tokens"), "{top}");
+}

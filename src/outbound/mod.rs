@@ -9,15 +9,18 @@
 //!   address nobody judged).
 //!
 //! Every refusal is an [`EgressDenied`] (`egress_denied: 169.254.169.254 is link-local`),
-//! counted in `switchboard_egress_denied_total{reason}`.
+//! counted in `switchboard_egress_denied_total{reason}`. A URL carries no credentials and is
+//! logged masked ([`url_text`]).
 
 pub mod policy;
 pub mod resolver;
+pub mod url_text;
 
 use std::sync::Arc;
 
 pub use policy::{denied_range, literal_host, DeniedRange, EgressDenied, EgressPolicy};
 pub use resolver::{Lookup, PolicyResolver, SystemLookup};
+pub use url_text::{has_userinfo, masked_url};
 
 use crate::telemetry::metrics::EGRESS_DENIED_TOTAL;
 use crate::telemetry::throttle::Throttle;
