@@ -15,31 +15,6 @@ use common::{call, eventually};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
-/// Creates account `idn` and a token of it with `scopes`; returns the token's text.
-async fn account_token(d: &DaemonProcess, idn: &str, scopes: &[&str]) -> String {
-    let admin = d.client();
-    let (s, v) = call(
-        &admin,
-        "POST",
-        d.url("/v1/accounts"),
-        Some(json!({"idn": idn})),
-    )
-    .await;
-    assert!(
-        s == StatusCode::CREATED || s == StatusCode::CONFLICT,
-        "{s} {v}"
-    );
-    let (s, v) = call(
-        &admin,
-        "POST",
-        d.url("/v1/tokens"),
-        Some(json!({"account": idn, "name": format!("{idn} test"), "scopes": scopes})),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    v["token"].as_str().unwrap().to_owned()
-}
-
 const ALL: &[&str] = &[
     "read",
     "events:write",
@@ -178,8 +153,8 @@ async fn a_cross_site_request_without_a_token_changes_nothing() {
 async fn an_account_sees_and_changes_only_its_own_things() {
     let dir = temp_dir("auth-matrix");
     let d = DaemonProcess::start(&dir, &[]);
-    let a = bearer_client(&account_token(&d, "acct_a", ALL).await);
-    let b = bearer_client(&account_token(&d, "acct_b", ALL).await);
+    let a = bearer_client(&d.account_token("acct_a", ALL).await);
+    let b = bearer_client(&d.account_token("acct_b", ALL).await);
 
     // B's things: a connector, a flow, a dead letter.
     let (s, v) = call(
@@ -315,7 +290,7 @@ async fn an_account_sees_and_changes_only_its_own_things() {
 async fn a_token_without_a_scope_gets_403_naming_it() {
     let dir = temp_dir("auth-scope");
     let d = DaemonProcess::start(&dir, &[]);
-    let reader = bearer_client(&account_token(&d, "reader", &["read"]).await);
+    let reader = bearer_client(&d.account_token("reader", &["read"]).await);
     let conn = uuid::Uuid::nil().to_string();
     let mut wrong = Vec::new();
     for (method, path, body) in every_route(&conn, &conn) {
@@ -352,8 +327,8 @@ async fn an_account_admin_manages_its_own_accounts_tokens_and_nothing_more() {
     let dir = temp_dir("auth-account-admin");
     let d = DaemonProcess::start(&dir, &[("SWITCHBOARD_METRICS__REQUIRE_TOKEN", "true")]);
     let admin = d.client();
-    let tenant = bearer_client(&account_token(&d, "acme", &["account:admin"]).await);
-    let _other = account_token(&d, "other", &["read"]).await;
+    let tenant = bearer_client(&d.account_token("acme", &["account:admin"]).await);
+    let _other = d.account_token("other", &["read"]).await;
     let tokens = d.url("/v1/tokens");
 
     // It lists its own account's tokens only, and another account is not found.
@@ -688,13 +663,13 @@ async fn metrics_need_a_token_when_configured() {
     let d = DaemonProcess::start(&dir, &[("SWITCHBOARD_METRICS__REQUIRE_TOKEN", "true")]);
     let (s, _) = call(&Client::new(), "GET", d.url("/metrics"), None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let reader = bearer_client(&account_token(&d, "ops", &["read"]).await);
+    let reader = bearer_client(&d.account_token("ops", &["read"]).await);
     let (s, v) = call(&reader, "GET", d.url("/metrics"), None).await;
     assert_eq!(
         (s, v["error"]["field"].as_str()),
         (StatusCode::FORBIDDEN, Some("metrics:read"))
     );
-    let scraper = bearer_client(&account_token(&d, "ops", &["metrics:read"]).await);
+    let scraper = bearer_client(&d.account_token("ops", &["metrics:read"]).await);
     let r = scraper.get(d.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.text().await.unwrap().contains("switchboard_build_info"));

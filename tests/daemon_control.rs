@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::daemon::{temp_dir, DaemonProcess};
+use common::daemon::{check_with, temp_dir, DaemonProcess};
 use common::{eventually, PATIENCE};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
@@ -758,28 +758,6 @@ async fn filters_are_checked_and_dead_letters_filter_by_reason_and_time_and_read
     )
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-}
-
-/// Runs `switchboard check` on a config naming `dir/flows`, with `extra` config lines.
-fn check_with(dir: &std::path::Path, extra: &str) -> (bool, String) {
-    let config = dir.join("check.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[flows]\ndir = {:?}\n{extra}",
-            dir.join("flows").display().to_string()
-        ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[actix_rt::test]

@@ -12,7 +12,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::daemon::{temp_dir, DaemonProcess};
+use common::daemon::{check_with, temp_dir, DaemonProcess};
 use common::eventually;
 use common::runner_server::{completed, RunnerServer};
 use reqwest::{Client, StatusCode};
@@ -354,22 +354,8 @@ fn check_and_serve_refuse_a_flow_file_whose_runner_url_has_credentials() {
          events: [{idn: user_message, skill_idn: S, integration_idn: sandbox}]\n",
     )
     .unwrap();
-    let config = dir.join("check.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[flows]\ndir = {:?}\n",
-            dir.join("flows").display().to_string()
-        ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (ok, err) = check_with(&dir, "");
+    assert!(!ok);
     assert!(
         err.contains("creds.yaml") && err.contains("runner.url: must not carry credentials"),
         "{err}"

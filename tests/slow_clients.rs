@@ -105,33 +105,11 @@ fn body_routes() -> Vec<(&'static str, String)> {
         .collect()
 }
 
-/// A token of a new account `idn` with only `scopes`.
-async fn token_with(d: &DaemonProcess, idn: &str, scopes: &[&str]) -> String {
-    let admin = d.client();
-    let (s, v) = call(
-        &admin,
-        "POST",
-        d.url("/v1/accounts"),
-        Some(json!({"idn": idn})),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (s, v) = call(
-        &admin,
-        "POST",
-        d.url("/v1/tokens"),
-        Some(json!({"account": idn, "name": "slow", "scopes": scopes})),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    v["token"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_without_the_scope_is_refused_before_the_body_is_read() {
     let dir = temp_dir("slow-scope");
     let d = DaemonProcess::start(&dir, &[]);
-    let reader = token_with(&d, "reader", &["read"]).await;
+    let reader = d.account_token("reader", &["read"]).await;
     let routes = body_routes();
     assert!(routes.len() >= 10, "{routes:?}");
     let body = vec![b' '; ANNOUNCED];
