@@ -39,11 +39,11 @@ enum Cmd {
     },
     /// Publishes one event to a running daemon's NATS transport, for trying it by hand.
     PublishEvent(PublishEvent),
-    /// API tokens in the store the config names (with the daemon running or not; a running
-    /// daemon sees a change within `auth.cache_ttl_ms`).
-    /// Seals every stored secret under a new key: the key file gets the new key first (the
-    /// old ones stay after it, opening what they sealed, unless --drop-old), then every sealed
-    /// value is re-sealed. Run it with the daemon stopped; re-running it is safe.
+    /// Rekeys the sealed secrets: seals every secret the store keeps sealed (secret settings,
+    /// webhook runners' signing secrets, the persona key) under a new key. The key file gets
+    /// the new key first (the old ones stay after it, opening what they sealed, unless
+    /// --drop-old), then every sealed value is re-sealed. Run it with the daemon stopped;
+    /// re-running it is safe. API tokens are not sealed but hashed: `token revoke` ends one.
     Rekey {
         /// The config file, as for serve.
         #[arg(long)]
@@ -52,6 +52,8 @@ enum Cmd {
         #[arg(long)]
         drop_old: bool,
     },
+    /// API tokens in the store the config names (with the daemon running or not; a running
+    /// daemon sees a change within `auth.cache_ttl_ms`).
     Token {
         /// The config file, as for serve.
         #[arg(long)]
@@ -71,8 +73,8 @@ enum TokenCmd {
         /// A name to recognise it by in `token list`.
         #[arg(long)]
         name: String,
-        /// Comma-separated scopes: admin, read, events:write, commands:write, results:write,
-        /// flows:write, connectors:write, credentials:write, metrics:read.
+        /// Comma-separated scopes: admin, account:admin, read, events:write, commands:write,
+        /// results:write, flows:write, connectors:write, credentials:write, metrics:read.
         #[arg(long, value_delimiter = ',', required = true)]
         scopes: Vec<String>,
         /// When it stops working (RFC 3339); never when absent.
@@ -298,7 +300,7 @@ fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
     let account = switchboard::domain::Idn::known(switchboard::domain::DEFAULT_ACCOUNT);
     let flows = flow_files::load_dir(&account, &config.flows.dir)?;
     // What `serve` would refuse: subscriptions that can never match, runners it does not have,
-    // runner URLs the egress policy denies.
+    // runner URLs with credentials or that the egress policy denies.
     use switchboard::domain::RunnerSpec;
     for (flow, _, path) in &flows {
         let name = format!("{}: {}/{}", path.display(), flow.agent, flow.flow);
@@ -318,6 +320,12 @@ fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
             anyhow::bail!("{name}: runner: {why}");
         }
         if let RunnerSpec::Webhook { url, .. } = &flow.runner {
+            if switchboard::outbound::has_userinfo(url) {
+                anyhow::bail!(
+                    "{name}: runner.url: {}",
+                    switchboard::daemon::runner_secrets::USERINFO_REFUSED
+                );
+            }
             config
                 .egress
                 .policy()

@@ -17,31 +17,6 @@ use common::{call, eventually};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
-/// Creates account `idn` and a token of it with `scopes`; returns the token's text.
-async fn account_token(d: &DaemonProcess, idn: &str, scopes: &[&str]) -> String {
-    let admin = d.client();
-    let (s, v) = call(
-        &admin,
-        "POST",
-        d.url("/v1/accounts"),
-        Some(json!({"idn": idn})),
-    )
-    .await;
-    assert!(
-        s == StatusCode::CREATED || s == StatusCode::CONFLICT,
-        "{s} {v}"
-    );
-    let (s, v) = call(
-        &admin,
-        "POST",
-        d.url("/v1/tokens"),
-        Some(json!({"account": idn, "name": format!("{idn} test"), "scopes": scopes})),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    v["token"].as_str().unwrap().to_owned()
-}
-
 const ALL: &[&str] = &[
     "read",
     "events:write",
@@ -274,8 +249,8 @@ async fn the_sandbox_page_may_not_be_framed() {
 async fn an_account_sees_and_changes_only_its_own_things() {
     let dir = temp_dir("auth-matrix");
     let d = DaemonProcess::start(&dir, &[]);
-    let a = bearer_client(&account_token(&d, "acct_a", ALL).await);
-    let b = bearer_client(&account_token(&d, "acct_b", ALL).await);
+    let a = bearer_client(&d.account_token("acct_a", ALL).await);
+    let b = bearer_client(&d.account_token("acct_b", ALL).await);
 
     // B's things: a connector, a flow, a dead letter.
     let (s, v) = call(
@@ -411,7 +386,7 @@ async fn an_account_sees_and_changes_only_its_own_things() {
 async fn a_token_without_a_scope_gets_403_naming_it() {
     let dir = temp_dir("auth-scope");
     let d = DaemonProcess::start(&dir, &[]);
-    let reader = bearer_client(&account_token(&d, "reader", &["read"]).await);
+    let reader = bearer_client(&d.account_token("reader", &["read"]).await);
     let conn = uuid::Uuid::nil().to_string();
     let mut wrong = Vec::new();
     for (method, path, body) in every_route(&conn, &conn) {
@@ -429,6 +404,189 @@ async fn a_token_without_a_scope_gets_403_naming_it() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// `(status, error.code, error.field)` of a call.
+async fn refusal(
+    c: &Client,
+    method: &str,
+    url: String,
+    body: Option<Value>,
+) -> (StatusCode, String, String) {
+    let (s, v) = call(c, method, url, body).await;
+    let text = |k: &str| v["error"][k].as_str().unwrap_or_default().to_owned();
+    (s, text("code"), text("field"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_admin_manages_its_own_accounts_tokens_and_nothing_more() {
+    let dir = temp_dir("auth-account-admin");
+    let d = DaemonProcess::start(&dir, &[("SWITCHBOARD_METRICS__REQUIRE_TOKEN", "true")]);
+    let admin = d.client();
+    let tenant = bearer_client(&d.account_token("acme", &["account:admin"]).await);
+    let _other = d.account_token("other", &["read"]).await;
+    let tokens = d.url("/v1/tokens");
+
+    // It lists its own account's tokens only, and another account is not found.
+    let (s, list) = call(&tenant, "GET", tokens.clone(), None).await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    let accounts: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["account"].as_str().unwrap())
+        .collect();
+    assert_eq!(accounts, ["acme"], "{list}");
+    let (_, everyone) = call(&admin, "GET", tokens.clone(), None).await;
+    assert_eq!(
+        everyone.as_array().unwrap().len(),
+        3,
+        "the operator sees all: {everyone}"
+    );
+    let other_id = everyone
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["account"] == "other")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for account in ["other", "default", "nope"] {
+        let got = refusal(&tenant, "GET", format!("{tokens}?account={account}"), None).await;
+        assert_eq!(
+            got,
+            (
+                StatusCode::NOT_FOUND,
+                "unknown_account".into(),
+                "account".into()
+            ),
+            "{account}"
+        );
+    }
+    let (s, _) = call(&tenant, "GET", format!("{tokens}?account=acme"), None).await;
+    assert_eq!(s, StatusCode::OK);
+
+    // It mints tokens of its account, with any scope of the account, account:admin included.
+    let (s, v) = call(
+        &tenant,
+        "POST",
+        tokens.clone(),
+        Some(json!({"name": "adapter", "scopes": ["events:write", "read", "account:admin"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["account"], "acme");
+    let minted_id = v["id"].as_str().unwrap().to_owned();
+    let minted = bearer_client(v["token"].as_str().unwrap());
+    assert_eq!(
+        call(&minted, "GET", d.url("/v1/flows"), None).await.0,
+        StatusCode::OK
+    );
+    // Not for another account (as absent as one that does not exist), not the operator's scopes.
+    for account in ["other", "default", "nope"] {
+        let got = refusal(
+            &tenant,
+            "POST",
+            tokens.clone(),
+            Some(json!({"account": account, "name": "x", "scopes": ["read"]})),
+        )
+        .await;
+        assert_eq!(
+            got,
+            (
+                StatusCode::NOT_FOUND,
+                "unknown_account".into(),
+                "account".into()
+            ),
+            "{account}"
+        );
+    }
+    for (scopes, named) in [
+        (json!(["admin"]), "admin"),
+        (json!(["read", "metrics:read"]), "metrics:read"),
+    ] {
+        let got = refusal(
+            &tenant,
+            "POST",
+            tokens.clone(),
+            Some(json!({"name": "x", "scopes": scopes})),
+        )
+        .await;
+        assert_eq!(
+            got,
+            (StatusCode::FORBIDDEN, "operator_scope".into(), named.into()),
+            "{scopes}"
+        );
+    }
+
+    // It revokes its account's tokens; another account's is not found; an operator's token in
+    // its account stays the operator's.
+    let (s, v) = call(
+        &admin,
+        "POST",
+        tokens.clone(),
+        Some(json!({"account": "acme", "name": "prometheus", "scopes": ["metrics:read"]})),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::CREATED,
+        "the operator grants metrics:read: {v}"
+    );
+    let scraper_id = v["id"].as_str().unwrap().to_owned();
+    let got = refusal(&tenant, "DELETE", format!("{tokens}/{scraper_id}"), None).await;
+    assert_eq!(
+        got,
+        (
+            StatusCode::FORBIDDEN,
+            "operator_scope".into(),
+            "metrics:read".into()
+        )
+    );
+    let (s, _) = call(&tenant, "DELETE", format!("{tokens}/{other_id}"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = call(&tenant, "DELETE", format!("{tokens}/{minted_id}"), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(
+        call(&minted, "GET", d.url("/v1/flows"), None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Everything else in its account, but not accounts, nor the operator's /metrics.
+    let (s, v) = call(
+        &tenant,
+        "POST",
+        d.url("/v1/integrations/sandbox/connectors"),
+        Some(json!({"title": "Chat", "connector_idn": "chat"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = call(&tenant, "PUT", d.url("/v1/flows/Agent/Main"), Some(json!({"runner": {"kind": "webhook", "url": "https://runner.example/skills"}, "events": [{"idn": "user_message", "skill_idn": "S", "integration_idn": "sandbox"}]}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    for (method, path) in [("GET", "/v1/accounts"), ("POST", "/v1/accounts")] {
+        let got = refusal(&tenant, method, d.url(path), Some(json!({"idn": "mine"}))).await;
+        assert_eq!(
+            got,
+            (
+                StatusCode::FORBIDDEN,
+                "missing_scope".into(),
+                "admin".into()
+            )
+        );
+    }
+    let got = refusal(&tenant, "GET", d.url("/metrics"), None).await;
+    assert_eq!(
+        got,
+        (
+            StatusCode::FORBIDDEN,
+            "missing_scope".into(),
+            "metrics:read".into()
+        )
+    );
+    // The operator's view is unchanged: another account's token still works.
+    let (_, everyone) = call(&admin, "GET", tokens.clone(), None).await;
+    assert!(everyone.to_string().contains(&other_id));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -601,13 +759,13 @@ async fn metrics_need_a_token_when_configured() {
     let d = DaemonProcess::start(&dir, &[("SWITCHBOARD_METRICS__REQUIRE_TOKEN", "true")]);
     let (s, _) = call(&Client::new(), "GET", d.url("/metrics"), None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let reader = bearer_client(&account_token(&d, "ops", &["read"]).await);
+    let reader = bearer_client(&d.account_token("ops", &["read"]).await);
     let (s, v) = call(&reader, "GET", d.url("/metrics"), None).await;
     assert_eq!(
         (s, v["error"]["field"].as_str()),
         (StatusCode::FORBIDDEN, Some("metrics:read"))
     );
-    let scraper = bearer_client(&account_token(&d, "ops", &["metrics:read"]).await);
+    let scraper = bearer_client(&d.account_token("ops", &["metrics:read"]).await);
     let r = scraper.get(d.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.text().await.unwrap().contains("switchboard_build_info"));

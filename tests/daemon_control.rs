@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::daemon::{temp_dir, DaemonProcess};
+use common::daemon::{check_with, temp_dir, DaemonProcess};
 use common::{eventually, PATIENCE};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
@@ -826,28 +826,6 @@ async fn filters_are_checked_and_dead_letters_filter_by_reason_and_time_and_read
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
-/// Runs `switchboard check` on a config naming `dir/flows`, with `extra` config lines.
-fn check_with(dir: &std::path::Path, extra: &str) -> (bool, String) {
-    let config = dir.join("check.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[flows]\ndir = {:?}\n{extra}",
-            dir.join("flows").display().to_string()
-        ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[actix_rt::test]
 async fn subscriptions_are_capability_checked_by_the_api_and_by_check() {
     let dir = temp_dir("capabilities");
@@ -1141,4 +1119,33 @@ async fn a_deleted_flow_takes_its_metric_series_with_it() {
         ),
         "{text}"
     );
+}
+
+/// What `switchboard <args> --help` prints.
+fn help(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?} --help");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn rekey_help_describes_rekeying_sealed_secrets_and_token_help_api_tokens() {
+    let rekey = help(&["rekey"]);
+    assert!(rekey.starts_with("Rekeys the sealed secrets"), "{rekey}");
+    assert!(!rekey.contains("API tokens in the store"), "{rekey}");
+    let token = help(&["token"]);
+    assert!(token.starts_with("API tokens in the store"), "{token}");
+    let top = help(&[]);
+    let line = |name: &str| {
+        top.lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {top}"))
+            .to_owned()
+    };
+    assert!(line("rekey").contains("Rekeys the sealed secrets"), "{top}");
+    assert!(line("token").contains("API tokens"), "{top}");
 }

@@ -3,14 +3,16 @@
 //! resolving to loopback is refused at connect time under the default policy, counted and
 //! dead-lettered; a flow's secret is shown once by the PUT that created it and by each
 //! rotation, verifies with the `standardwebhooks` crate, overlaps with the previous one after
-//! a rotation (or not, with no overlap configured), survives a restart, and appears in no GET
-//! answer, dead letter, metric or log line.
+//! a rotation (or not, with no overlap configured, or none left with `?previous=revoke`),
+//! survives a restart, and appears in no GET answer, dead letter, metric or log line. A runner
+//! URL with credentials is refused (API, flow files, `check`); one with a query is logged
+//! masked.
 
 mod common;
 
 use std::time::Duration;
 
-use common::daemon::{temp_dir, DaemonProcess};
+use common::daemon::{check_with, temp_dir, DaemonProcess};
 use common::eventually;
 use common::runner_server::{completed, RunnerServer};
 use reqwest::{Client, StatusCode};
@@ -41,11 +43,12 @@ async fn put(c: &Client, d: &DaemonProcess, agent: &str, body: &Value) -> (Statu
 }
 
 async fn rotate(c: &Client, d: &DaemonProcess, agent: &str, flow: &str) -> (StatusCode, Value) {
-    let r = c
-        .post(d.url(&format!("/v1/flows/{agent}/{flow}/runner-secret")))
-        .send()
-        .await
-        .unwrap();
+    rotate_with(c, d, &format!("/v1/flows/{agent}/{flow}/runner-secret")).await
+}
+
+/// A rotation at `path` (with its query).
+async fn rotate_with(c: &Client, d: &DaemonProcess, path: &str) -> (StatusCode, Value) {
+    let r = c.post(d.url(path)).send().await.unwrap();
     (r.status(), r.json().await.unwrap_or(Value::Null))
 }
 
@@ -242,6 +245,129 @@ async fn without_an_overlap_only_the_new_secret_signs_after_a_rotation() {
         .await
         .expect("a new secret");
     assert_ne!(third, second);
+}
+
+#[actix_rt::test]
+async fn previous_revoke_ends_the_overlap_of_the_replaced_secrets_at_once() {
+    let mut runner = RunnerServer::start(|_| (200, completed(json!([]))));
+    let dir = temp_dir("signing-revoke");
+    let builder = DaemonProcess::builder(&dir);
+    let d = builder.start();
+    let c = d.client();
+    d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
+        .await;
+    let first = d
+        .put_flow("Bot", "Main", &flow(&format!("{}/skills", runner.base)))
+        .await
+        .unwrap();
+    // A plain rotation: the first secret signs on, for the overlap (a day by default).
+    let (s, v) = rotate(&c, &d, "Bot", "Main").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let second = v["runner_secret"].as_str().unwrap().to_owned();
+    send_event(&c, &d, "alice").await;
+    let talk = runner.next().await;
+    assert!(talk.signed_with(&first) && talk.signed_with(&second));
+
+    // The first one leaked: rotate again and end every overlap now.
+    let path = "/v1/flows/Bot/Main/runner-secret";
+    let (s, v) = rotate_with(&c, &d, &format!("{path}?previous=keep&previous=revoke")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "one value: {v}");
+    let (s, v) = rotate_with(&c, &d, &format!("{path}?previous=forget")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = rotate_with(&c, &d, &format!("{path}?previous=revoke")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["previous_valid_until"], Value::Null, "{v}");
+    let third = v["runner_secret"].as_str().unwrap().to_owned();
+    send_event(&c, &d, "bob").await;
+    let talk = runner.next().await;
+    assert_eq!(talk.signature().unwrap().split(' ').count(), 1);
+    assert!(talk.signed_with(&third));
+    assert!(
+        !talk.signed_with(&second),
+        "the replaced secret no longer signs"
+    );
+    assert!(!talk.signed_with(&first), "nor the one before it");
+
+    // As stored: after a restart too.
+    d.kill9();
+    let d = builder.start();
+    send_event(&c, &d, "carol").await;
+    let talk = runner.next().await;
+    assert!(talk.signed_with(&third));
+    assert!(!talk.signed_with(&second) && !talk.signed_with(&first));
+}
+
+#[actix_rt::test]
+async fn runner_urls_with_credentials_are_refused_and_logs_mask_their_query_values() {
+    const KEY: &str = "q-key-5d0c7e-never-logged";
+    let dir = temp_dir("runner-url-credentials");
+    let d = DaemonProcess::builder(&dir)
+        .env("SWITCHBOARD_LOG__LEVEL", "debug")
+        .start();
+    let c = d.client();
+    d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
+        .await;
+    for url in [
+        "https://user:pa55word@runner.example/skills",
+        "https://user@runner.example/skills",
+        "https://:pa55word@runner.example/skills",
+        "http:///user:pa55word@runner.example/skills",
+    ] {
+        let (s, v) = put(&c, &d, "Creds", &flow(url)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{url}: {v}");
+        assert_eq!(v["error"]["field"], "runner.url", "{url}: {v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("credentials"), "{url}: {message}");
+    }
+    assert!(!get_text(&c, d.url("/v1/flows")).await.contains("pa55word"));
+
+    // A key in the query is the runner's business, but no log line shows it: the runner is
+    // unreachable (a port nothing listens on) and the DEBUG line of the failure masks it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/skills?key={KEY}&v=2");
+    let (s, v) = put(&c, &d, "Keyed", &flow(&url)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    send_event(&c, &d, "alice").await;
+    eventually("the runner's failure in the debug log", WAIT, || async {
+        d.logged("webhook request failed").then_some(())
+    })
+    .await;
+    assert!(
+        d.logged(&format!("127.0.0.1:{port}/skills?key=***&v=***")),
+        "{:#?}",
+        d.logs.lock().unwrap()
+    );
+    assert!(!d.logged(KEY), "{:#?}", d.logs.lock().unwrap());
+}
+
+#[test]
+fn check_and_serve_refuse_a_flow_file_whose_runner_url_has_credentials() {
+    let dir = temp_dir("check-credentials");
+    std::fs::write(
+        dir.join("flows/creds.yaml"),
+        "agent_idn: A\nflow_idn: F\n\
+         runner: {kind: webhook, url: 'https://bot:pa55word@runner.example/x'}\n\
+         events: [{idn: user_message, skill_idn: S, integration_idn: sandbox}]\n",
+    )
+    .unwrap();
+    let (ok, err) = check_with(&dir, "");
+    assert!(!ok);
+    assert!(
+        err.contains("creds.yaml") && err.contains("runner.url: must not carry credentials"),
+        "{err}"
+    );
+    let out = DaemonProcess::builder(&dir).run_to_exit();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("A/F: runner.url") && err.contains("must not carry credentials"),
+        "{err}"
+    );
+    assert!(!err.contains("pa55word"), "{err}");
 }
 
 #[test]

@@ -11,7 +11,7 @@ use common::call;
 use common::daemon::{temp_dir, DaemonProcess};
 use common::routes::{every_route, OUTSIDE_EVERY_ROUTE};
 use reqwest::{Client, StatusCode};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The template of `templates` that `path` (query dropped) is an instance of.
 fn template_of<'a>(templates: &'a [String], path: &str) -> Option<&'a String> {
@@ -130,6 +130,24 @@ async fn the_document_is_openapi_3_1_and_names_every_route() {
         query("/v1/sessions"),
         ["connectors", "is_active", "channel"]
     );
+    // A rotation may end the replaced runner secret's overlap at once.
+    let rotate = &paths["/v1/flows/{agent}/{flow}/runner-secret"]["post"];
+    let previous = rotate["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["in"] == "query" && p["name"] == "previous")
+        .unwrap_or_else(|| panic!("no ?previous= on the runner-secret rotation: {rotate}"));
+    assert_eq!(previous["required"], false, "{previous}");
+    let values = previous["schema"]["enum"]
+        .as_array()
+        .or_else(|| {
+            previous["schema"]["oneOf"]
+                .as_array()
+                .and_then(|o| o.iter().find_map(|s| s["enum"].as_array()))
+        })
+        .unwrap_or_else(|| panic!("the values of ?previous= are not listed: {previous}"));
+    assert_eq!(values, &vec![json!("keep"), json!("revoke")], "{previous}");
 }
 
 /// What the document says of an error is what the daemon answers.

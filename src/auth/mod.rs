@@ -21,7 +21,7 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// Allowed when the token has `scope` (or `admin`); otherwise a 403 naming the scope.
+    /// Allowed when the token has `scope` (or one implying it); otherwise a 403 naming it.
     pub fn need(&self, scope: Scope) -> Result<(), AuthError> {
         if self.scopes.allows(scope) {
             Ok(())
@@ -32,6 +32,22 @@ impl Principal {
 
     pub fn is_admin(&self) -> bool {
         self.scopes.contains(Scope::Admin)
+    }
+
+    /// Whose tokens it manages: every account's (`admin`: `None`), its own (`account:admin`),
+    /// or none (a 403 naming `account:admin`).
+    pub fn token_accounts(&self) -> Result<Option<&Idn>, AuthError> {
+        self.need(Scope::AccountAdmin)?;
+        Ok((!self.is_admin()).then_some(&self.account))
+    }
+
+    /// Whether it may grant `scopes` to a new token, or revoke a token holding them: `admin`
+    /// any; anyone else none of the operator's (a 403 naming the first).
+    pub fn may_grant(&self, scopes: Scopes) -> Result<(), AuthError> {
+        match scopes.operator_scope() {
+            Some(s) if !self.is_admin() => Err(AuthError::OperatorScope(s)),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -49,6 +65,9 @@ pub enum AuthError {
     Revoked,
     #[error("the token lacks the scope `{}`", .0.as_str())]
     MissingScope(Scope),
+    /// A token with an operator's scope is the operator's to grant or revoke.
+    #[error("only an operator's `admin` token grants or revokes `{}`", .0.as_str())]
+    OperatorScope(Scope),
     /// The envelope names an account the token does not act for.
     #[error("the token acts for account {token}, the request names {named}")]
     WrongAccount { token: String, named: String },

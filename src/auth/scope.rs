@@ -1,13 +1,18 @@
-//! What a token may do. An account token holds some of these; `admin` holds all of them and
-//! may also manage accounts and every account's tokens.
+//! What a token may do. An account token holds some of these. `admin` (the operator's) holds
+//! all of them and also manages accounts and every account's tokens; `account:admin` (a
+//! tenant's) holds every scope but the operator's ([`Scope::is_operator`]: `admin`,
+//! `metrics:read`) in its own account, and manages that account's tokens.
 
 use std::fmt;
 
 /// One permission. Its text is what the API and the CLI take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
-    /// Accounts and tokens of every account; implies every other scope.
+    /// Accounts and tokens of every account; implies every other scope. The operator's.
     Admin,
+    /// Its own account's tokens (never granting an operator's scope), and every scope but the
+    /// operator's in that account. A tenant's administrator.
+    AccountAdmin,
     /// Read everything of the account but secrets: integrations, connectors, flows,
     /// sessions, dead letters, timers, routes.
     Read,
@@ -24,13 +29,15 @@ pub enum Scope {
     ConnectorsWrite,
     /// Integration and connector settings, secrets included (write only: never read back).
     CredentialsWrite,
-    /// `GET /metrics` when it needs a token.
+    /// `GET /metrics` when it needs a token: every account's agent and flow names (labels).
+    /// The operator's.
     MetricsRead,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 9] = [
+    pub const ALL: [Scope; 10] = [
         Scope::Admin,
+        Scope::AccountAdmin,
         Scope::Read,
         Scope::EventsWrite,
         Scope::CommandsWrite,
@@ -44,6 +51,7 @@ impl Scope {
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Admin => "admin",
+            Scope::AccountAdmin => "account:admin",
             Scope::Read => "read",
             Scope::EventsWrite => "events:write",
             Scope::CommandsWrite => "commands:write",
@@ -53,6 +61,12 @@ impl Scope {
             Scope::CredentialsWrite => "credentials:write",
             Scope::MetricsRead => "metrics:read",
         }
+    }
+
+    /// Whether it is the operator's: it reaches past one account, so only `admin` grants it
+    /// (and no `account:admin` implies it).
+    pub fn is_operator(self) -> bool {
+        matches!(self, Scope::Admin | Scope::MetricsRead)
     }
 
     pub fn parse(text: &str) -> Option<Scope> {
@@ -83,9 +97,17 @@ impl Scopes {
         self.0 & scope.bit() != 0
     }
 
-    /// Whether `scope` is held, directly or through `admin`.
+    /// Whether `scope` is held, directly, through `admin`, or (not an operator's scope)
+    /// through `account:admin`.
     pub fn allows(self, scope: Scope) -> bool {
-        self.contains(scope) || self.contains(Scope::Admin)
+        self.contains(scope)
+            || self.contains(Scope::Admin)
+            || (self.contains(Scope::AccountAdmin) && !scope.is_operator())
+    }
+
+    /// The first operator's scope held, if any.
+    pub fn operator_scope(self) -> Option<Scope> {
+        self.iter().find(|s| s.is_operator())
     }
 
     pub fn is_empty(self) -> bool {
@@ -128,5 +150,20 @@ mod tests {
         let parsed = Scopes::parse(read.joined().split(',')).unwrap();
         assert_eq!(parsed, read);
         assert_eq!(Scopes::parse(["read", "nope"]), Err("nope".to_owned()));
+    }
+
+    #[test]
+    fn an_account_admin_holds_every_scope_but_the_operators() {
+        let tenant = Scopes::of(&[Scope::AccountAdmin]);
+        for s in Scope::ALL {
+            assert_eq!(tenant.allows(s), !s.is_operator(), "{s}");
+        }
+        assert!(!tenant.allows(Scope::Admin) && !tenant.allows(Scope::MetricsRead));
+        assert_eq!(tenant.operator_scope(), None);
+        assert_eq!(
+            Scopes::of(&[Scope::Read, Scope::MetricsRead]).operator_scope(),
+            Some(Scope::MetricsRead)
+        );
+        assert_eq!(Scope::parse("account:admin"), Some(Scope::AccountAdmin));
     }
 }

@@ -23,6 +23,17 @@ pub struct HttpConfig {
     pub shutdown_timeout_ms: u64,
     /// One structured log line per request (method, route, status, duration), at INFO.
     pub access_log: bool,
+    /// How long a new connection may take to send its first request's head, in ms (then 408
+    /// and closed).
+    pub request_head_timeout_ms: u64,
+    /// How long a connection may idle between requests, in ms (then closed).
+    pub idle_timeout_ms: u64,
+    /// How long a request's body may take to arrive, from its head, in ms (then 408 and
+    /// closed). A token without the route's scope is refused before any of it is read.
+    pub body_timeout_ms: u64,
+    /// How long a connection lingers after its response, in ms, for a client that sent a
+    /// body nobody read (then closed); 0: closed at once.
+    pub disconnect_timeout_ms: u64,
 }
 
 impl HttpConfig {
@@ -33,10 +44,34 @@ impl HttpConfig {
     pub const DEFAULT_WORKERS: usize = 0;
     pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
     pub const DEFAULT_ACCESS_LOG: bool = false;
+    pub const DEFAULT_REQUEST_HEAD_TIMEOUT_MS: u64 = 5_000;
+    pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 5_000;
+    pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
+    pub const DEFAULT_DISCONNECT_TIMEOUT_MS: u64 = 1_000;
 
     /// [`Self::shutdown_timeout_ms`] as a duration.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    /// [`Self::request_head_timeout_ms`] as a duration.
+    pub fn request_head_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_head_timeout_ms)
+    }
+
+    /// [`Self::idle_timeout_ms`] as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// [`Self::body_timeout_ms`] as a duration.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
+    }
+
+    /// [`Self::disconnect_timeout_ms`] as a duration.
+    pub fn disconnect_timeout(&self) -> Duration {
+        Duration::from_millis(self.disconnect_timeout_ms)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -45,7 +80,11 @@ impl HttpConfig {
             self.max_body_bytes as u64,
             Self::MIN_MAX_BODY_BYTES as u64,
         )?;
-        check::positive_ms("http.shutdown_timeout_ms", self.shutdown_timeout_ms)
+        check::positive_ms("http.shutdown_timeout_ms", self.shutdown_timeout_ms)?;
+        // 0 would turn the head and idle timeouts off, and no body would ever time out.
+        check::positive_ms("http.request_head_timeout_ms", self.request_head_timeout_ms)?;
+        check::positive_ms("http.idle_timeout_ms", self.idle_timeout_ms)?;
+        check::positive_ms("http.body_timeout_ms", self.body_timeout_ms)
     }
 }
 
@@ -57,6 +96,10 @@ impl Default for HttpConfig {
             workers: Self::DEFAULT_WORKERS,
             shutdown_timeout_ms: Self::DEFAULT_SHUTDOWN_TIMEOUT_MS,
             access_log: Self::DEFAULT_ACCESS_LOG,
+            request_head_timeout_ms: Self::DEFAULT_REQUEST_HEAD_TIMEOUT_MS,
+            idle_timeout_ms: Self::DEFAULT_IDLE_TIMEOUT_MS,
+            body_timeout_ms: Self::DEFAULT_BODY_TIMEOUT_MS,
+            disconnect_timeout_ms: Self::DEFAULT_DISCONNECT_TIMEOUT_MS,
         }
     }
 }

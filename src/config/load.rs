@@ -335,7 +335,8 @@ mod tests {
             err.to_string(),
             format!(
                 "unknown key \"http.lisen\" (in {}); expected one of: listen, max_body_bytes, \
-                 workers, shutdown_timeout_ms, access_log",
+                 workers, shutdown_timeout_ms, access_log, request_head_timeout_ms, \
+                 idle_timeout_ms, body_timeout_ms, disconnect_timeout_ms",
                 path.display()
             )
         );

@@ -213,9 +213,10 @@ impl ConnectorActor {
                 &*self.deps.dead_letters,
                 DeadLetter::event(
                     DeadLetterReason::UnknownCommandAct,
-                    format!(
-                        "command_act_id {:?} is unknown to {}/{} and the event names no actor",
-                        event.event.command_act_id, self.scope.integration, self.scope.connector
+                    unknown_act(
+                        event.event.command_act_id,
+                        &self.scope.integration,
+                        &self.scope.connector,
                     ),
                     RoutedEvent::into_event(event),
                     None,
@@ -338,6 +339,19 @@ impl Handler<Shutdown> for ConnectorActor {
             Some(inbox) => inbox.close(),
             None => ctx.stop(),
         }
+    }
+}
+
+/// The detail of the dead letter of an event naming a command act this connector never issued
+/// (or none) and no actor: the act's plain id.
+fn unknown_act(act: Option<uuid::Uuid>, integration: &Idn, connector: &Idn) -> String {
+    match act {
+        Some(act) => format!(
+            "command_act_id {act} is unknown to {integration}/{connector} and the event names no actor"
+        ),
+        None => format!(
+            "the event names neither a command_act_id nor an actor for {integration}/{connector}"
+        ),
     }
 }
 

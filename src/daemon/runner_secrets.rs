@@ -2,7 +2,7 @@
 //! a webhook runner, generated when such a flow is first stored (over the API or from a file)
 //! and shown once, in the answer of the PUT that created it; [`Daemon::rotate_runner_secret`]
 //! makes a new one and shows it once, while the replaced one keeps signing for
-//! `runners.secret_overlap_ms`. Sealed in the store (bound to their flow), live in the webhook
+//! `runners.secret_overlap_ms` (or not at all: [`Previous::Revoke`], after a leak). Sealed in the store (bound to their flow), live in the webhook
 //! factory's [`RunnerKeys`]; no GET answers them, and they are never logged. Also where a flow's
 //! runner URL meets the egress policy before the flow is accepted.
 
@@ -39,12 +39,26 @@ impl Blame for RotateError {
     }
 }
 
+/// What becomes of the secret a rotation replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Previous {
+    /// It signs too until `runners.secret_overlap_ms` has passed, while runners move over.
+    #[default]
+    Overlap,
+    /// It stops signing at once (it leaked): only the new secret signs.
+    Revoke,
+}
+
 /// A new secret, shown this once, and until when (Unix ms) the one it replaced still signs.
 #[derive(Debug)]
 pub struct RotatedSecret {
     pub secret: RunnerSecret,
     pub previous_until_ms: Option<i64>,
 }
+
+/// Why a runner URL with a userinfo part is refused (the API, flow files, `switchboard check`).
+pub const USERINFO_REFUSED: &str = "must not carry credentials (user:password@): a runner \
+     authenticates the daemon by its signing secret, and the URL is shown to every read token";
 
 pub(crate) fn aad(account: &str, agent: &str, flow: &str) -> String {
     format!("runner-secret/{account}/{agent}/{flow}")
@@ -60,12 +74,19 @@ impl Daemon {
         &self.runner_keys
     }
 
-    /// Refuses a flow whose webhook runner URL is an IP literal the egress policy denies
-    /// (`runner.url`). A host name is judged when the runner connects, every time.
+    /// Refuses a flow whose webhook runner URL carries credentials (`user:pass@`), or is an IP
+    /// literal the egress policy denies (`runner.url`). A host name is judged when the runner
+    /// connects, every time. (Flows stored before either rule load as they were.)
     pub(crate) fn admit_runner_url(&self, flow: &Flow) -> Result<(), FlowRejected> {
         let RunnerSpec::Webhook { url, .. } = &flow.runner else {
             return Ok(());
         };
+        if crate::outbound::has_userinfo(url) {
+            return Err(FlowRejected {
+                field: "runner.url".into(),
+                reason: USERINFO_REFUSED.into(),
+            });
+        }
         self.egress
             .judge_literal(url)
             .map_err(|denied| FlowRejected {
@@ -113,12 +134,14 @@ impl Daemon {
     }
 
     /// Replaces the secret of the live flow `agent`/`flow`'s webhook runner; the new one is
-    /// answered this once.
+    /// answered this once. The replaced one signs on until the overlap ends, or stops at once
+    /// with [`Previous::Revoke`] (one an earlier rotation left signing stops either way).
     pub async fn rotate_runner_secret(
         &self,
         account: &Idn,
         agent: &str,
         flow: &str,
+        previous: Previous,
     ) -> Result<RotatedSecret, RotateError> {
         let name = format!("{agent}/{flow}");
         let live = self
@@ -136,11 +159,14 @@ impl Daemon {
             &live.agent,
             &live.flow,
             chrono::Utc::now().timestamp_millis(),
-            self.config.runners.secret_overlap_ms,
+            match previous {
+                Previous::Overlap => self.config.runners.secret_overlap_ms,
+                Previous::Revoke => 0,
+            },
         );
         self.store_runner_keys(&live.account, &live.agent, &live.flow, &keys)
             .await?;
-        tracing::info!(agent = %live.agent, flow = %live.flow, "runner secret rotated");
+        tracing::info!(agent = %live.agent, flow = %live.flow, previous = ?previous, "runner secret rotated");
         Ok(RotatedSecret {
             previous_until_ms: keys.previous.as_ref().map(|(_, until)| *until),
             secret: keys.current,

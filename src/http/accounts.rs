@@ -1,5 +1,7 @@
-//! Accounts and API tokens, for admins: `GET|POST /v1/accounts`, `GET|POST /v1/tokens`,
-//! `DELETE /v1/tokens/{id}`. A token's text is in the answer that created it and nowhere else.
+//! Accounts and API tokens: `GET|POST /v1/accounts` for the operator's `admin`;
+//! `GET|POST /v1/tokens`, `DELETE /v1/tokens/{id}` for it (every account) and for an
+//! `account:admin` (its own account's tokens, never granting or revoking an operator's scope).
+//! A token's text is in the answer that created it and nowhere else.
 
 use std::sync::Arc;
 
@@ -9,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
-use super::body::{decode, RawBody};
+use super::body::{decode, Body};
 use super::error::{ApiError, Kind};
 use super::openapi::{
-    BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable,
+    BadRequest, Conflict, Forbidden, NotFound, RequestTimeout, TooLarge, Unauthorized, Unavailable,
     UnsupportedMediaType,
 };
 use crate::auth::{Scopes, TokenRecord};
@@ -27,6 +29,16 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(list_tokens)
         .service(create_token)
         .service(revoke_token);
+}
+
+/// The 404 of an account the caller may not see, or that does not exist.
+fn unknown_account(account: &Idn) -> ApiError {
+    ApiError::new(
+        Kind::NotFound,
+        "unknown_account",
+        format!("no account {account}"),
+    )
+    .field("account")
 }
 
 /// Longest account title and token name, in bytes.
@@ -74,6 +86,7 @@ struct AccountJson {
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 409, response = Conflict),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = TooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 503, response = Unavailable),
@@ -84,10 +97,10 @@ async fn create_account(
     d: D,
     c: Caller,
     req: HttpRequest,
-    body: RawBody,
+    body: Body,
 ) -> Result<HttpResponse, ApiError> {
     c.admin()?;
-    let new: NewAccount = decode(&req, &body)?;
+    let new: NewAccount = decode(&req, &body.read().await?)?;
     let idn = Idn::parse("idn", &new.idn).map_err(|e| ApiError::invalid("idn", e.reason))?;
     label("title", &new.title)?;
     if !d.create_account(&idn, &new.title).await? {
@@ -142,7 +155,8 @@ struct NewToken {
     /// At most 200 bytes.
     name: String,
     /// At least one of `read`, `events:write`, `commands:write`, `results:write`,
-    /// `flows:write`, `connectors:write`, `credentials:write`, `metrics:read`, `admin`.
+    /// `flows:write`, `connectors:write`, `credentials:write`, `account:admin`, and (granted by
+    /// `admin` only) `metrics:read`, `admin`.
     scopes: Vec<String>,
     /// In the future.
     expires_at: Option<DateTime<Utc>>,
@@ -184,17 +198,20 @@ struct NewTokenJson {
 
 /// Creates a token.
 ///
-/// Needs `admin`. Its text is in this answer and nowhere else.
+/// Needs `account:admin` (a token of its own account, without `admin` or `metrics:read`: those
+/// are the operator's to grant, 403 naming the scope) or `admin` (any). Its text is in this
+/// answer and nowhere else.
 #[utoipa::path(
     tag = "accounts",
     request_body(content = NewToken, content_type = "application/json"),
-    security(("bearer" = ["admin"])),
+    security(("bearer" = ["account:admin"]), ("bearer" = ["admin"])),
     responses(
         (status = 201, description = "Created", body = NewTokenJson),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = TooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 503, response = Unavailable),
@@ -205,21 +222,17 @@ async fn create_token(
     d: D,
     c: Caller,
     req: HttpRequest,
-    body: RawBody,
+    body: Body,
 ) -> Result<HttpResponse, ApiError> {
-    c.admin()?;
-    let new: NewToken = decode(&req, &body)?;
+    let only = c.0.token_accounts()?.cloned();
+    let new: NewToken = decode(&req, &body.read().await?)?;
     let account = match &new.account {
         Some(a) => Idn::parse("account", a).map_err(|e| ApiError::invalid("account", e.reason))?,
         None => c.account().clone(),
     };
-    if !d.has_account(&account).await? {
-        return Err(ApiError::new(
-            Kind::NotFound,
-            "unknown_account",
-            format!("no account {account}"),
-        )
-        .field("account"));
+    // Another account is as absent to an account's administrator as one that does not exist.
+    if only.as_ref().is_some_and(|own| *own != account) || !d.has_account(&account).await? {
+        return Err(unknown_account(&account));
     }
     label("name", &new.name)?;
     let scopes = Scopes::parse(new.scopes.iter().map(String::as_str))
@@ -227,6 +240,7 @@ async fn create_token(
     if scopes.is_empty() {
         return Err(ApiError::invalid("scopes", "at least one scope"));
     }
+    c.0.may_grant(scopes)?;
     if new.expires_at.is_some_and(|t| t <= Utc::now()) {
         return Err(ApiError::invalid("expires_at", "must be in the future"));
     }
@@ -249,16 +263,18 @@ struct TokensQuery {
 
 /// Every token (never its text).
 ///
-/// Needs `admin`.
+/// Needs `admin` (every account's) or `account:admin` (its own account's; naming another
+/// account is 404).
 #[utoipa::path(
     tag = "accounts",
     params(TokensQuery),
-    security(("bearer" = ["admin"])),
+    security(("bearer" = ["account:admin"]), ("bearer" = ["admin"])),
     responses(
         (status = 200, description = "The tokens", body = Vec<TokenJson>),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
         (status = 503, response = Unavailable),
     )
 )]
@@ -268,23 +284,29 @@ async fn list_tokens(
     c: Caller,
     q: web::Query<TokensQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    c.admin()?;
-    let account = q
+    let only = c.0.token_accounts()?.cloned();
+    let named = q
         .account
         .as_deref()
         .map(|a| Idn::parse("account", a).map_err(|e| ApiError::invalid("account", e.reason)))
         .transpose()?;
+    let account = match (only, named) {
+        (Some(own), Some(named)) if named != own => return Err(unknown_account(&named)),
+        (Some(own), _) => Some(own),
+        (None, named) => named,
+    };
     let list = d.tokens().list(account).await?;
     Ok(HttpResponse::Ok().json(list.iter().map(TokenJson::from).collect::<Vec<_>>()))
 }
 
 /// Revokes a token.
 ///
-/// Needs `admin`.
+/// Needs `admin` (any token) or `account:admin` (one of its own account's: another account's
+/// is not found; one holding `admin` or `metrics:read` is the operator's, 403 naming it).
 #[utoipa::path(
     tag = "accounts",
     params(("id" = String, Path, description = "The token's public id")),
-    security(("bearer" = ["admin"])),
+    security(("bearer" = ["account:admin"]), ("bearer" = ["admin"])),
     responses(
         (status = 204, description = "Revoked"),
         (status = 401, response = Unauthorized),
@@ -295,8 +317,22 @@ async fn list_tokens(
 )]
 #[delete("/v1/tokens/{id}")]
 async fn revoke_token(d: D, c: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    c.admin()?;
-    if d.tokens().revoke(&path, |_| true).await? {
+    let only = c.0.token_accounts()?.cloned();
+    let mut operators = None;
+    let revoked = d
+        .tokens()
+        .revoke(&path, |t| {
+            if only.as_ref().is_some_and(|own| *own != t.account) {
+                return false;
+            }
+            operators = c.0.may_grant(t.scopes).err();
+            operators.is_none()
+        })
+        .await?;
+    if let Some(refused) = operators {
+        return Err(refused.into());
+    }
+    if revoked {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::new(

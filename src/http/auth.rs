@@ -27,7 +27,7 @@ impl Caller {
         Ok(&self.0.account)
     }
 
-    /// Admin only (accounts, tokens of other accounts).
+    /// The operator's `admin` only (accounts).
     pub fn admin(&self) -> Result<(), ApiError> {
         self.0.need(Scope::Admin).map_err(Into::into)
     }

@@ -1,6 +1,10 @@
-//! Request bodies: decoded by `Content-Type` (JSON by default, MessagePack, YAML for flows),
-//! with errors that name the field.
+//! Request bodies: read only once the caller's scope allows the request, within a size limit
+//! and a deadline ([`Body`]), then decoded by `Content-Type` (JSON by default, MessagePack,
+//! YAML for flows), with errors that name the field.
 
+use std::time::Duration;
+
+use actix_web::web::{Bytes, BytesMut};
 use actix_web::HttpRequest;
 use serde::de::DeserializeOwned;
 
@@ -35,7 +39,7 @@ pub fn decode<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<T, 
 
 /// A flow document (YAML or JSON), parsed on a blocking thread: its bounds are checked in
 /// linear time first, and even a document at the bounds never holds an HTTP worker.
-pub async fn decode_flow(req: &HttpRequest, body: RawBody) -> Result<FlowDoc, ApiError> {
+pub async fn decode_flow(req: &HttpRequest, body: Bytes) -> Result<FlowDoc, ApiError> {
     let ct = content_type(req).split(';').next().unwrap_or("").trim();
     match ct {
         "application/yaml" | "application/x-yaml" | "text/yaml" | "application/json" | "" => {
@@ -57,23 +61,28 @@ pub async fn decode_flow(req: &HttpRequest, body: RawBody) -> Result<FlowDoc, Ap
     }
 }
 
-/// The body size limit, set once on the app.
+/// How bodies are read, set once on the app: at most `max_bytes`, and whole within `timeout`
+/// of the request's head (`http.max_body_bytes`, `http.body_timeout_ms`).
 #[derive(Clone, Copy)]
-pub struct BodyLimit(pub usize);
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    pub timeout: Duration,
+}
 
-/// A request body read up to [`BodyLimit`]; past it, a 413 in the API's error shape.
-pub struct RawBody(pub actix_web::web::Bytes);
-
-impl std::ops::Deref for RawBody {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.0
-    }
+/// A request body, not read yet. A handler reads it ([`Body::read`]) only once the caller's
+/// token allows the request: a token without the scope is answered 403 at once, whatever is
+/// still on the way. Reading stops at [`BodyLimits::max_bytes`] (413) and at the deadline, set
+/// when the request's head is in (408): a body trickling in never holds a worker's connection
+/// longer than that.
+pub struct Body {
+    payload: actix_web::dev::Payload,
+    limits: BodyLimits,
+    deadline: tokio::time::Instant,
 }
 
 /// A body, or what was read of one that passed the limit (reading stops there).
 pub enum Bounded {
-    Whole(actix_web::web::Bytes),
+    Whole(Bytes),
     TooLarge { head: Vec<u8>, limit: usize },
 }
 
@@ -89,39 +98,69 @@ impl Bounded {
     }
 }
 
-/// Reads a body up to the app's [`BodyLimit`].
-pub async fn read_bounded(
-    req: &HttpRequest,
-    mut payload: actix_web::dev::Payload,
-) -> Result<Bounded, ApiError> {
-    use futures_util::StreamExt;
-    let limit = req.app_data::<BodyLimit>().map(|l| l.0).unwrap_or(1 << 20);
-    let mut buf = actix_web::web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::invalid("body", e.to_string()))?;
-        if buf.len() + chunk.len() > limit {
-            buf.extend_from_slice(&chunk[..limit - buf.len()]);
-            return Ok(Bounded::TooLarge {
-                head: buf.to_vec(),
-                limit,
-            });
+impl Body {
+    /// The whole body; past the limit a 413, past the deadline a 408.
+    pub async fn read(self) -> Result<Bytes, ApiError> {
+        match self.read_bounded().await? {
+            Bounded::Whole(b) => Ok(b),
+            Bounded::TooLarge { limit, .. } => Err(Bounded::too_large(limit)),
         }
-        buf.extend_from_slice(&chunk);
     }
-    Ok(Bounded::Whole(buf.freeze()))
+
+    /// The whole body, or its first [`BodyLimits::max_bytes`] when it is larger; past the
+    /// deadline a 408.
+    pub async fn read_bounded(self) -> Result<Bounded, ApiError> {
+        use futures_util::StreamExt;
+        let Body {
+            mut payload,
+            limits,
+            deadline,
+        } = self;
+        let limit = limits.max_bytes;
+        let read = async move {
+            let mut buf = BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| ApiError::invalid("body", e.to_string()))?;
+                if buf.len() + chunk.len() > limit {
+                    buf.extend_from_slice(&chunk[..limit - buf.len()]);
+                    return Ok(Bounded::TooLarge {
+                        head: buf.to_vec(),
+                        limit,
+                    });
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(Bounded::Whole(buf.freeze()))
+        };
+        tokio::time::timeout_at(deadline, read)
+            .await
+            .unwrap_or_else(|_| Err(Body::timed_out(limits.timeout)))
+    }
+
+    /// The 408 of a body that did not arrive in time.
+    fn timed_out(timeout: Duration) -> ApiError {
+        ApiError::new(
+            Kind::RequestTimeout,
+            "body_timeout",
+            format!("the body did not arrive within {} ms", timeout.as_millis()),
+        )
+        .field("body")
+    }
 }
 
-impl actix_web::FromRequest for RawBody {
+impl actix_web::FromRequest for Body {
     type Error = ApiError;
-    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, ApiError>>;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
-        let (req, payload) = (req.clone(), payload.take());
-        Box::pin(async move {
-            match read_bounded(&req, payload).await? {
-                Bounded::Whole(b) => Ok(RawBody(b)),
-                Bounded::TooLarge { limit, .. } => Err(Bounded::too_large(limit)),
-            }
-        })
+        let limits = req
+            .app_data::<BodyLimits>()
+            .copied()
+            .expect("the body limits are app data");
+        std::future::ready(Ok(Body {
+            payload: payload.take(),
+            limits,
+            deadline: tokio::time::Instant::now() + limits.timeout,
+        }))
     }
 }

@@ -9,10 +9,10 @@ use uuid::Uuid;
 
 use super::auth::Caller;
 use super::body::decode;
-use super::body::RawBody;
+use super::body::Body;
 use super::error::{ApiError, Kind};
 use super::openapi::{
-    BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable,
+    BadRequest, Conflict, Forbidden, NotFound, RequestTimeout, TooLarge, Unauthorized, Unavailable,
     UnsupportedMediaType,
 };
 use super::views::{
@@ -164,6 +164,7 @@ async fn get_integration_settings(
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = TooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 503, response = Unavailable),
@@ -175,11 +176,11 @@ async fn set_integration_settings(
     c: Caller,
     path: web::Path<IntegrationPath>,
     req: HttpRequest,
-    body: RawBody,
+    body: Body,
 ) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::CredentialsWrite)?;
     let i = integration(&d, &path.0)?.clone();
-    let list: Vec<SettingJson> = decode(&req, &body)?;
+    let list: Vec<SettingJson> = decode(&req, &body.read().await?)?;
     let shown = d
         .set_integration_settings(account, i.idn.as_str(), &settings_pairs(list))
         .await?;
@@ -227,6 +228,7 @@ async fn list_connectors(
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = TooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 503, response = Unavailable),
@@ -238,11 +240,11 @@ async fn create_connector(
     c: Caller,
     path: web::Path<IntegrationPath>,
     req: HttpRequest,
-    body: RawBody,
+    body: Body,
 ) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::ConnectorsWrite)?;
     let i = integration(&d, &path.0)?.clone();
-    let new: CreateConnector = decode(&req, &body)?;
+    let new: CreateConnector = decode(&req, &body.read().await?)?;
     if !new.settings.is_empty() {
         c.need(Scope::CredentialsWrite)?;
     }
@@ -298,6 +300,7 @@ async fn get_connector(
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = TooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 503, response = Unavailable),
@@ -309,10 +312,10 @@ async fn update_connector(
     c: Caller,
     path: web::Path<ConnectorPath>,
     req: HttpRequest,
-    body: RawBody,
+    body: Body,
 ) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::ConnectorsWrite)?;
-    let u: UpdateConnector = decode(&req, &body)?;
+    let u: UpdateConnector = decode(&req, &body.read().await?)?;
     if !u.settings.is_empty() {
         c.need(Scope::CredentialsWrite)?;
     }
@@ -342,6 +345,7 @@ async fn update_connector(
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = TooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 503, response = Unavailable),
@@ -353,10 +357,10 @@ async fn connector_settings(
     c: Caller,
     path: web::Path<ConnectorPath>,
     req: HttpRequest,
-    body: RawBody,
+    body: Body,
 ) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::CredentialsWrite)?;
-    let list: Vec<SettingJson> = decode(&req, &body)?;
+    let list: Vec<SettingJson> = decode(&req, &body.read().await?)?;
     let view = d
         .update_connector(account, connector_id(&path.0)?, None, &settings_pairs(list))
         .await?;

@@ -7,12 +7,12 @@ use actix_web::{post, web, HttpRequest, HttpResponse};
 use uuid::Uuid;
 
 use super::auth::Caller;
-use super::body::{content_type, read_bounded, Bounded, RawBody};
+use super::body::{content_type, Body, Bounded};
 use super::body::{decode, encoding};
 use super::error::{ApiError, Kind};
 use super::openapi::{
-    BadRequest, Conflict, Forbidden, NotFound, TooLarge, TooManyRequests, Unauthorized,
-    Unavailable, UnsupportedMediaType,
+    BadRequest, Conflict, Forbidden, NotFound, RequestTimeout, TooLarge, TooManyRequests,
+    Unauthorized, Unavailable, UnsupportedMediaType,
 };
 use super::views::{Accepted, CommandAccepted, EventAccepted};
 use crate::auth::{AuthError, Scope};
@@ -66,6 +66,7 @@ fn own_account(c: &Caller, named: &mut String) -> Result<(), ApiError> {
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = TooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 429, response = TooManyRequests),
@@ -77,13 +78,13 @@ async fn post_event(
     d: D,
     c: Caller,
     req: HttpRequest,
-    payload: web::Payload,
+    body: Body,
 ) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::EventsWrite)?.clone();
     let content_type = content_type(&req).to_owned();
     // A body too large or of a type we do not read is refused, counted and kept (cut short)
     // as a dead letter, like one that does not decode: nothing sent is silently lost.
-    let body = match read_bounded(&req, payload.into_inner()).await? {
+    let body = match body.read_bounded().await? {
         Bounded::Whole(b) => b,
         Bounded::TooLarge { head, limit } => {
             let e = Bounded::too_large(limit);
@@ -156,6 +157,7 @@ async fn post_event(
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = TooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 503, response = Unavailable),
@@ -166,10 +168,10 @@ async fn post_command(
     d: D,
     c: Caller,
     req: HttpRequest,
-    body: RawBody,
+    body: Body,
 ) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::CommandsWrite)?.clone();
-    let mut env: CommandEnvelope = decode(&req, &body)?;
+    let mut env: CommandEnvelope = decode(&req, &body.read().await?)?;
     own_account(&c, &mut env.account)?;
     let persona = env.persona_id;
     let command = env.into_domain(d.limits())?;
@@ -216,6 +218,7 @@ async fn post_command(
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = TooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 503, response = Unavailable),
@@ -227,11 +230,11 @@ async fn post_result(
     c: Caller,
     path: web::Path<String>,
     req: HttpRequest,
-    body: RawBody,
+    body: Body,
 ) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::ResultsWrite)?.clone();
     let id = Uuid::parse_str(&path).map_err(|_| ApiError::invalid("id", "not a UUID"))?;
-    let wire: ResultWire = decode(&req, &body)?;
+    let wire: ResultWire = decode(&req, &body.read().await?)?;
     let answer = wire.into_domain(d.limits())?;
     // Told at once, the runner can correct and send the answer again: nothing is applied.
     if let Some(defect) = answer.first_defect() {

@@ -41,6 +41,8 @@ pub enum Kind {
     Forbidden,
     /// Too big (413).
     TooLarge,
+    /// The body did not arrive in time (408).
+    RequestTimeout,
     /// Not an encoding we read (415).
     UnsupportedMediaType,
     /// Try again later (503).
@@ -124,6 +126,7 @@ impl ResponseError for ApiError {
             Kind::Unauthorized => StatusCode::UNAUTHORIZED,
             Kind::Forbidden => StatusCode::FORBIDDEN,
             Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Kind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Kind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Kind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
@@ -155,10 +158,11 @@ impl From<AuthError> for ApiError {
         let (caller, code) = match &e {
             _ if e.unauthenticated() => (Kind::Unauthorized, "unauthenticated"),
             AuthError::MissingScope(_) => (Kind::Forbidden, "missing_scope"),
+            AuthError::OperatorScope(_) => (Kind::Forbidden, "operator_scope"),
             _ => (Kind::Forbidden, "wrong_account"),
         };
         let field = match &e {
-            AuthError::MissingScope(s) => Some(s.as_str().to_owned()),
+            AuthError::MissingScope(s) | AuthError::OperatorScope(s) => Some(s.as_str().to_owned()),
             _ => None,
         };
         ApiError {

@@ -12,10 +12,10 @@ use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use super::auth::Caller;
 use super::body::decode_flow;
-use super::body::RawBody;
+use super::body::Body;
 use super::error::{ApiError, Kind};
 use super::openapi::{
-    BadRequest, Conflict, Forbidden, NotFound, TooLarge, Unauthorized, Unavailable,
+    BadRequest, Conflict, Forbidden, NotFound, RequestTimeout, TooLarge, Unauthorized, Unavailable,
     UnsupportedMediaType,
 };
 use crate::auth::Scope;
@@ -161,6 +161,7 @@ async fn get_flow(d: D, c: Caller, path: web::Path<FlowPath>) -> Result<HttpResp
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 409, response = Conflict),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = TooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 503, response = Unavailable),
@@ -172,11 +173,11 @@ async fn put_flow(
     c: Caller,
     path: web::Path<FlowPath>,
     req: HttpRequest,
-    body: RawBody,
+    body: Body,
 ) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::FlowsWrite)?;
     let FlowPath(agent, flow) = path.into_inner();
-    let doc = decode_flow(&req, body).await?;
+    let doc = decode_flow(&req, body.read().await?).await?;
     let flow = doc.to_domain(account, &agent, &flow)?;
     let put = d.put_flow(flow).await?;
     let mut answer = serde_json::to_value(&put.doc).expect("flow documents serialize");

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod auth;
 pub mod body;
+pub mod connections;
 pub mod control;
 pub mod data;
 pub mod error;
@@ -53,14 +54,17 @@ pub fn bind(
 ) -> std::io::Result<(actix_web::dev::Server, Vec<std::net::SocketAddr>)> {
     let cfg = daemon.config().http.clone();
     let data = web::Data::new(daemon);
-    let limit = cfg.max_body_bytes;
+    let limits = body::BodyLimits {
+        max_bytes: cfg.max_body_bytes,
+        timeout: cfg.body_timeout(),
+    };
     let access_log = cfg.access_log;
     let document = web::Data::new(openapi::ApiDocument::build());
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(document.clone())
-            .app_data(body::BodyLimit(limit))
+            .app_data(limits)
             .app_data(web::QueryConfig::default().error_handler(|e, _| {
                 ApiError::new(Kind::Invalid, "invalid_query", e.to_string())
                     .field("query")
@@ -79,15 +83,23 @@ pub fn bind(
             }))
             .wrap_fn(move |req, srv| {
                 let started = std::time::Instant::now();
+                let request = connections::Watch::begin(req.conn_data());
                 let answer = srv.call(req);
                 async move {
                     let res = answer.await;
                     request_metrics::record(&res, started, access_log);
-                    res
+                    res.map(|r| r.map_body(|_, body| connections::Tracked::new(body, request)))
                 }
             })
     })
+    .on_connect(connections::on_connect(connections::limit(&cfg)))
     .disable_signals()
+    // A connection waits this long for its first request's head, idles this long between
+    // requests, and lingers this long after a response that left a body unread (the body
+    // itself has `http.body_timeout_ms`: [`body::Body`]).
+    .client_request_timeout(cfg.request_head_timeout())
+    .keep_alive(cfg.idle_timeout())
+    .client_disconnect_timeout(cfg.disconnect_timeout())
     .shutdown_timeout(cfg.shutdown_timeout().as_secs().max(1));
     if cfg.workers > 0 {
         server = server.workers(cfg.workers);

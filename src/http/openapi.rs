@@ -37,7 +37,8 @@ impl ApiDocument {
         title = "Switchboard",
         description = "The HTTP API of the Switchboard daemon. Every operation but the probes, \
             this document and the sandbox page needs `Authorization: Bearer sbt_…`; the scopes an \
-            operation needs are its security requirement's (a token with `admin` has them all). \
+            operation needs are its security requirement's (a token with `admin` has them all; \
+            one with `account:admin` all but `metrics:read` and `admin`). \
             Errors answer `{\"error\": {\"code\", \"message\", \"field\"}}`."
     ),
     components(
@@ -49,6 +50,7 @@ impl ApiDocument {
             NotFound,
             Conflict,
             TooLarge,
+            RequestTimeout,
             UnsupportedMediaType,
             TooManyRequests,
             Unavailable
@@ -71,7 +73,9 @@ impl Modify for Bearer {
                 "An API token (`sbt_…`, made by `switchboard token` or `POST /v1/tokens`; the \
                  first start writes one with `admin` to `admin.token`). Scopes: `read`, \
                  `events:write`, `commands:write`, `results:write`, `flows:write`, \
-                 `connectors:write`, `credentials:write`, `metrics:read`, `admin` (all).",
+                 `connectors:write`, `credentials:write`, `account:admin` (all of these in its \
+                 account, and its tokens), and the operator's `metrics:read` and `admin` (all, \
+                 every account).",
             ))
             .build();
         components.add_security_scheme(BEARER, SecurityScheme::Http(scheme));
@@ -133,6 +137,8 @@ error_responses! {
     NotFound => "No such thing in the token's account",
     Conflict => "The request conflicts with the current state (exists, running, stopped, …)",
     TooLarge => "The body exceeds `http.max_body_bytes`",
+    RequestTimeout => "The body did not arrive within `http.body_timeout_ms` (`body_timeout`); \
+        the connection is closed",
     UnsupportedMediaType => "A `Content-Type` the operation does not read",
     Unavailable => "Busy or the store is unavailable: retry after `Retry-After` seconds",
     TooManyRequests => "A flow instance the event reaches holds its maximum of events for this \

@@ -1,19 +1,20 @@
 //! `POST /v1/flows/{agent}/{flow}/runner-secret`: rotates the signing secret of a flow's
 //! webhook runner and answers the new one, this once:
 //! `{"runner_secret": "whsec_…", "previous_valid_until": "<RFC 3339>" | null}` (until then
-//! the replaced secret signs too).
+//! the replaced secret signs too; `?previous=revoke` ends that at once, after a leak).
 
 use std::sync::Arc;
 
 use actix_web::{post, web, HttpResponse};
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
 use super::error::ApiError;
 use super::flows::FlowPath;
-use super::openapi::{Conflict, Forbidden, NotFound, Unauthorized, Unavailable};
+use super::openapi::{BadRequest, Conflict, Forbidden, NotFound, Unauthorized, Unavailable};
 use crate::auth::Scope;
+use crate::daemon::runner_secrets::Previous;
 use crate::daemon::Daemon;
 
 type D = web::Data<Arc<Daemon>>;
@@ -30,15 +31,39 @@ struct Rotated<'a> {
     previous_valid_until: Option<String>,
 }
 
+/// What becomes of the replaced secret.
+#[derive(Deserialize, ToSchema, Clone, Copy, Default)]
+#[serde(rename_all = "lowercase")]
+enum PreviousParam {
+    /// It signs too until `runners.secret_overlap_ms` has passed.
+    #[default]
+    Keep,
+    /// It stops signing at once (it leaked).
+    Revoke,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct RotateQuery {
+    /// `keep` (the default): the replaced secret signs too, for `runners.secret_overlap_ms`,
+    /// while the runner moves over; `revoke`: it stops signing at once (after a leak), and so
+    /// does one an earlier rotation left signing.
+    #[param(inline)]
+    previous: Option<PreviousParam>,
+}
+
 /// Rotates the signing secret of a flow's webhook runner.
 ///
 /// Needs `flows:write` (the secret belongs to the flow); another account's flow is not found.
+/// With `previous=revoke` the replaced secret stops signing at once.
 #[utoipa::path(
     tag = "flows",
-    params(FlowPath),
+    params(FlowPath, RotateQuery),
     security(("bearer" = ["flows:write"])),
     responses(
         (status = 200, description = "The new secret", body = Rotated),
+        (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
@@ -47,10 +72,21 @@ struct Rotated<'a> {
     )
 )]
 #[post("/v1/flows/{agent}/{flow}/runner-secret")]
-async fn rotate(d: D, c: Caller, path: web::Path<FlowPath>) -> Result<HttpResponse, ApiError> {
+async fn rotate(
+    d: D,
+    c: Caller,
+    path: web::Path<FlowPath>,
+    q: web::Query<RotateQuery>,
+) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::FlowsWrite)?;
     let FlowPath(agent, flow) = path.into_inner();
-    let rotated = d.rotate_runner_secret(account, &agent, &flow).await?;
+    let previous = match q.previous.unwrap_or_default() {
+        PreviousParam::Keep => Previous::Overlap,
+        PreviousParam::Revoke => Previous::Revoke,
+    };
+    let rotated = d
+        .rotate_runner_secret(account, &agent, &flow, previous)
+        .await?;
     let until = rotated.previous_until_ms.and_then(|ms| {
         chrono::DateTime::from_timestamp_millis(ms)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))

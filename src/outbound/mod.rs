@@ -11,12 +11,14 @@
 //! - retries as [`retry`] says: capped exponential backoff, full jitter, `Retry-After`.
 //!
 //! Every refusal is an [`EgressDenied`] (`egress_denied: 169.254.169.254 is link-local`),
-//! counted in `switchboard_egress_denied_total{reason}`.
+//! counted in `switchboard_egress_denied_total{reason}`. A URL carries no credentials and is
+//! logged masked ([`url_text`]).
 
 pub mod policy;
 pub mod resolver;
 pub mod retry;
 pub mod send;
+pub mod url_text;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -25,6 +27,7 @@ pub use policy::{denied_range, literal_host, DeniedRange, EgressDenied, EgressPo
 pub use resolver::{Lookup, PolicyResolver, SystemLookup};
 pub use retry::{parse_retry_after, retryable_status, Backoff};
 pub use send::{read_capped, OutboundRequest, SendError, SendOptions, Sent};
+pub use url_text::{has_userinfo, masked_url};
 
 use crate::telemetry::metrics::EGRESS_DENIED_TOTAL;
 use crate::telemetry::throttle::Throttle;

@@ -261,6 +261,30 @@ impl DaemonProcess {
         id
     }
 
+    /// Creates account `idn` (unless it exists) and a token of it with `scopes`; answers the
+    /// token's text.
+    pub async fn account_token(&self, idn: &str, scopes: &[&str]) -> String {
+        let admin = self.client();
+        let s = admin
+            .post(self.url("/v1/accounts"))
+            .json(&serde_json::json!({"idn": idn}))
+            .send()
+            .await
+            .expect("POST an account")
+            .status();
+        assert!(s == StatusCode::CREATED || s == StatusCode::CONFLICT, "{s}");
+        let r = admin
+            .post(self.url("/v1/tokens"))
+            .json(&serde_json::json!({"account": idn, "name": format!("{idn} test"), "scopes": scopes}))
+            .send()
+            .await
+            .expect("POST a token");
+        let s = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v["token"].as_str().unwrap().to_owned()
+    }
+
     /// Puts the flow `agent`/`flow` over the API; answers the runner secret the answer
     /// shows (a webhook-run flow's first PUT).
     pub async fn put_flow(&self, agent: &str, flow: &str, body: &Value) -> Option<String> {
@@ -276,4 +300,27 @@ impl DaemonProcess {
         assert_eq!(s, StatusCode::OK, "{v}");
         v["runner_secret"].as_str().map(str::to_owned)
     }
+}
+
+/// Runs `switchboard check` on a config naming `dir/flows`, with `extra` config lines; answers
+/// whether it passed and what it wrote to stderr.
+pub fn check_with(dir: &Path, extra: &str) -> (bool, String) {
+    let config = dir.join("check.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[flows]\ndir = {:?}\n{extra}",
+            dir.join("flows").display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -417,6 +417,7 @@ async fn an_event_naming_only_an_unknown_command_act_is_dead_lettered() {
     orphan.target = Target::ByCommandAct;
     orphan.command_act_id = Some(Uuid::now_v7());
     let orphan_id = orphan.id;
+    let orphan_act = orphan.command_act_id.unwrap();
     // An act issued through another connector is unknown to this one.
     let other_act = Uuid::now_v7();
     w.deps.acts.remember(
@@ -450,7 +451,13 @@ async fn an_event_naming_only_an_unknown_command_act_is_dead_lettered() {
         panic!("an event's dead letter");
     };
     assert_eq!((event.id, *persona), (orphan_id, None));
-    assert!(dead[0].detail.contains("sandbox/sb"), "{}", dead[0].detail);
+    assert_eq!(
+        dead[0].detail,
+        format!(
+            "command_act_id {orphan_act} is unknown to sandbox/sb and the event names no actor"
+        ),
+        "the act's plain id, not Rust's Debug of an Option"
+    );
     assert_eq!(
         w.settled(),
         [done("orphan"), done("elsewhere"), done("marker")],

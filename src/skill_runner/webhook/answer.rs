@@ -114,9 +114,12 @@ pub(super) fn describe_error(e: &reqwest::Error, timeout: Duration) -> String {
     }
 }
 
-/// The whole error chain, for the debug log.
+/// The whole error chain, for the debug log; the URL in it masked (its query may hold a key).
 pub(super) fn error_chain(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = crate::outbound::url_text::mask_in(&text, url.as_str());
+    }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         text.push_str(": ");
