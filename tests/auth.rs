@@ -207,7 +207,7 @@ async fn the_sandbox_socket_opens_with_a_single_use_ticket_never_a_token_in_its_
     );
 
     // A ticket, for the token in the header: valid once.
-    let writer = bearer_client(&account_token(&d, "default", &["events:write"]).await);
+    let writer = bearer_client(&d.account_token("default", &["events:write"]).await);
     let r = writer.post(d.url("/sandbox/ticket")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["cache-control"], "no-store");
@@ -225,7 +225,7 @@ async fn the_sandbox_socket_opens_with_a_single_use_ticket_never_a_token_in_its_
     assert_eq!(s, StatusCode::UNAUTHORIZED, "made up: {v}");
 
     // A ticket needs events:write; a client that can send headers may send its token instead.
-    let reader = bearer_client(&account_token(&d, "default", &["read"]).await);
+    let reader = bearer_client(&d.account_token("default", &["read"]).await);
     let r = reader.post(d.url("/sandbox/ticket")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     let (s, v) = sandbox_handshake(&d, ws, Some(&d.token)).await;
