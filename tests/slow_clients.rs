@@ -262,8 +262,8 @@ async fn a_later_head_trickled_on_a_kept_alive_connection_is_cut_and_a_websocket
     let mut ws = connect(&d).await;
     ws.write_all(
         format!(
-            "GET /sandbox/ws?connector_idn=chat&external_id=u&token={} HTTP/1.1\r\nHost: s\r\n\
-             Upgrade: websocket\r\nConnection: Upgrade\r\n\
+            "GET /sandbox/ws?connector_idn=chat&external_id=u HTTP/1.1\r\nHost: s\r\n\
+             Authorization: Bearer {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
             d.token
         )
