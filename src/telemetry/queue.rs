@@ -29,6 +29,8 @@ pub mod names {
     pub const TIMER_COMMANDS: &str = "timer_commands";
     /// Ids of timer firings handed on, waiting to be forgotten in bulk.
     pub const TIMER_FIRINGS_DONE: &str = "timer_firings_done";
+    /// `send_request` commands of one conversation waiting their turn (natives/http).
+    pub const HTTP_REQUEST_LANES: &str = "http_request_lanes";
 }
 
 /// How one live queue tells its depth and capacity; `None` once it is gone.

@@ -12,21 +12,26 @@ use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
 use tokio::sync::mpsc;
 
+use crate::telemetry::queue;
+
 /// Jobs one lane holds at most.
 pub const LANE_CAPACITY: usize = 256;
 
 /// A unit of work.
 pub type Job = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
-/// The lanes, by key.
+/// The lanes, by key; each an observed queue of one name (`switchboard_queue_depth{queue}`).
 pub struct Lanes<K: Eq + Hash + Clone + Send + Sync + 'static> {
     lanes: Arc<DashMap<K, mpsc::Sender<Job>, FxBuildHasher>>,
+    name: &'static str,
 }
 
-impl<K: Eq + Hash + Clone + Send + Sync + 'static> Default for Lanes<K> {
-    fn default() -> Self {
+impl<K: Eq + Hash + Clone + Send + Sync + 'static> Lanes<K> {
+    /// Lanes whose queues are observed under `name` (a [`queue::names`] constant).
+    pub fn new(name: &'static str) -> Self {
         Lanes {
             lanes: Arc::default(),
+            name,
         }
     }
 }
@@ -44,7 +49,10 @@ impl<K: Eq + Hash + Clone + Send + Sync + 'static> Lanes<K> {
             .lanes
             .entry(key.clone())
             .or_insert_with(|| self.open(key));
-        lane.try_send(job).map_err(|_| LaneFull)
+        lane.try_send(job).map_err(|_| {
+            queue::full(self.name);
+            LaneFull
+        })
     }
 
     /// Lanes with work.
@@ -57,7 +65,7 @@ impl<K: Eq + Hash + Clone + Send + Sync + 'static> Lanes<K> {
     }
 
     fn open(&self, key: K) -> mpsc::Sender<Job> {
-        let (tx, mut rx) = mpsc::channel::<Job>(LANE_CAPACITY);
+        let (tx, mut rx) = queue::bounded::<Job>(self.name, LANE_CAPACITY);
         let lanes = self.lanes.clone();
         // Weak: the map's sender is what keeps the lane open.
         let mine = tx.downgrade();
@@ -89,7 +97,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_key_runs_in_order_others_run_alongside() {
-        let lanes: Lanes<u32> = Lanes::default();
+        let lanes: Lanes<u32> = Lanes::new(queue::names::HTTP_REQUEST_LANES);
         let log = Arc::new(Mutex::new(Vec::new()));
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         for n in 0..50u32 {
@@ -121,7 +129,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_lane_refuses_and_an_idle_one_ends() {
-        let lanes: Lanes<u32> = Lanes::default();
+        let lanes: Lanes<u32> = Lanes::new(queue::names::HTTP_REQUEST_LANES);
         let (gate_tx, gate_rx) = tokio::sync::oneshot::channel::<()>();
         lanes
             .submit(

@@ -79,7 +79,7 @@ impl HttpNative {
             Arc::new(HttpNative {
                 egress,
                 directory: cx.directory.clone(),
-                lanes: Lanes::default(),
+                lanes: Lanes::new(crate::telemetry::queue::names::HTTP_REQUEST_LANES),
                 gates: DashMap::default(),
             })
         })
