@@ -231,6 +231,7 @@ impl Engine {
                 commands: commands.clone(),
                 sessions: sessions.clone(),
                 dead_letters: parts.dead_letters.clone(),
+                events: events.clone(),
                 metrics: metrics.clone(),
                 max_pending: config.max_pending_per_flow_instance,
                 idle_timeout: config.flow_idle_timeout,

@@ -19,6 +19,7 @@ use super::messages::{FlowInstanceSnapshot, Inspect};
 use super::shard::FlowShard;
 use super::state::StateStore;
 use crate::dead_letter::DeadLetterStore;
+use crate::ingress::InternalEvents;
 pub use crate::invocation::FlowInstanceKey;
 use crate::routing::dispatch::{Enqueue, FlowShards};
 use crate::session::SessionTable;
@@ -32,6 +33,8 @@ pub struct FlowDeps {
     /// The live sessions, attached to invocations of runners that carry them.
     pub sessions: Arc<SessionTable>,
     pub dead_letters: Arc<dyn DeadLetterStore>,
+    /// Where an instance emits the system events it causes (`runner_disabled`).
+    pub events: InternalEvents,
     pub metrics: Arc<EngineMetrics>,
     /// Pending events one instance may hold; past it, events are dead-lettered.
     pub max_pending: usize,

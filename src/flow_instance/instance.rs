@@ -17,7 +17,7 @@ use super::messages::{Enqueue, FlowInstanceSnapshot, ReportKind};
 use super::shard::ShardAddr;
 use crate::admission::delivery::Delivery;
 use crate::dead_letter::{self, DeadLetter, DeadLetterReason};
-use crate::domain::{Command, Idn, InterruptMode, Name, SharedEvent, SkillSelector};
+use crate::domain::{Command, Event, Idn, InterruptMode, Name, SharedEvent, SkillSelector};
 use crate::invocation::{invoke_inline, Handoff, Invocation, InvocationSession, Outcome, Reply};
 use crate::routing::index::{FlowRoute, Match};
 use crate::telemetry::handles::{self, InvocationOutcome};
@@ -413,24 +413,21 @@ impl FlowInstance {
             }
         }
         if gone {
-            // The flow hears of it as of any system event, for the same persona.
-            let origin = Origin {
-                persona: self.key.persona,
-                flow: flow.clone(),
-                invocation_id: id,
-            };
+            // The flows hear of it as of any system event on `system/system`, for the same
+            // persona.
             let system = Idn::known("system");
-            let notice = Command::new(
+            let mut notice = Event::for_persona(
                 flow.flow.account.clone(),
                 system.clone(),
                 system,
-                Idn::known("send_system_event"),
-            )
-            .with_argument("eventIdn", "runner_disabled")
-            .with_argument("agentIdn", flow.flow.agent.as_str())
-            .with_argument("flowIdn", flow.flow.flow.as_str())
-            .with_argument("reason", "the webhook runner answered HTTP 410 Gone");
-            cx.deps.commands.send(&origin, notice);
+                Idn::known("runner_disabled"),
+                self.key.persona,
+            );
+            let a = &mut notice.arguments;
+            a.push("agentIdn", flow.flow.agent.as_str());
+            a.push("flowIdn", flow.flow.flow.as_str());
+            a.push("reason", "the webhook runner answered HTTP 410 Gone");
+            cx.deps.events.emit(notice);
         }
     }
 

@@ -195,6 +195,7 @@ impl World {
                 commands: port.clone(),
                 sessions: Arc::new(SessionTable::default()),
                 dead_letters: dead.clone(),
+                events: crate::ingress::InternalEvents::new(16, dead.clone()).0,
                 metrics: Arc::new(EngineMetrics::new()),
                 max_pending,
                 idle_timeout: IDLE,
