@@ -29,6 +29,8 @@ pub mod names {
     pub const TIMER_COMMANDS: &str = "timer_commands";
     /// Ids of timer firings handed on, waiting to be forgotten in bulk.
     pub const TIMER_FIRINGS_DONE: &str = "timer_firings_done";
+    /// Messages enqueued and requests (withdrawals) waiting for the outbox's worker.
+    pub const OUTBOX: &str = "outbox";
 }
 
 /// How one live queue tells its depth and capacity; `None` once it is gone.
