@@ -28,11 +28,14 @@ pub enum DeadLetterReason {
     Unmatched,
     /// A runner's result for an invocation that never waited for it (given up, or unknown).
     UnknownInvocation,
+    /// A message the outbox gave up delivering: refused for good, its retry budget spent, or its
+    /// destination gone.
+    DeliveryFailed,
 }
 
 impl DeadLetterReason {
     /// Every reason, for parsing a code.
-    pub const ALL: [DeadLetterReason; 13] = [
+    pub const ALL: [DeadLetterReason; 14] = [
         DeadLetterReason::UnknownIntegration,
         DeadLetterReason::UnknownConnector,
         DeadLetterReason::ConnectorStopped,
@@ -46,6 +49,7 @@ impl DeadLetterReason {
         DeadLetterReason::RunnerFailed,
         DeadLetterReason::Unmatched,
         DeadLetterReason::UnknownInvocation,
+        DeadLetterReason::DeliveryFailed,
     ];
 
     /// The reason of a code.
@@ -68,6 +72,7 @@ impl DeadLetterReason {
             DeadLetterReason::RunnerFailed => "runner_failed",
             DeadLetterReason::Unmatched => "unmatched",
             DeadLetterReason::UnknownInvocation => "unknown_invocation",
+            DeadLetterReason::DeliveryFailed => "delivery_failed",
         }
     }
 }

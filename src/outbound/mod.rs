@@ -10,10 +10,14 @@
 //!   again, with per-use options ([`send`]);
 //! - retries as [`retry`] says: capped exponential backoff, full jitter, `Retry-After`.
 //!
+//! [`outbox`] delivers messages durably through destinations built on these (per destination
+//! and key in order, replayed at start, dead-lettered when given up).
+//!
 //! Every refusal is an [`EgressDenied`] (`egress_denied: 169.254.169.254 is link-local`),
 //! counted in `switchboard_egress_denied_total{reason}`. A URL carries no credentials and is
 //! logged masked ([`url_text`]).
 
+pub mod outbox;
 pub mod policy;
 pub mod resolver;
 pub mod retry;

@@ -1,6 +1,6 @@
 //! The durable store: one SQLite file (WAL) holding connectors and integration settings, flows,
 //! actors, sessions, dead letters, the inbox of acknowledged events, the dedupe keys and the
-//! invocation batches recently sent to queue runners.
+//! invocation batches recently sent to queue runners, and the outbox of messages to deliver.
 //!
 //! Writes go to one writer thread through a bounded queue and are committed in groups: every
 //! write queued while the previous commit ran lands in the next transaction, and whoever
@@ -12,6 +12,7 @@ pub mod command_acts;
 pub mod daemon_keys;
 pub mod dead_letters;
 pub mod flow_state;
+pub mod outbox;
 pub mod records;
 pub mod runner_secrets;
 pub mod schema;

@@ -205,6 +205,28 @@ CREATE TABLE flow_state (
 CREATE INDEX flow_state_set ON flow_state (set_ms);
 "#,
         ),
+        // The durable outbox: messages waiting to be delivered to a destination (outgoing API
+        // webhooks, commands to external adapters), in enqueue order (`seq`), delivered in
+        // order per (destination, key); a row leaves once its message settles. No secrets: a
+        // destination resolves its own at send time.
+        M::up(
+            r#"
+CREATE TABLE outbox (
+    seq              INTEGER PRIMARY KEY,   -- enqueue order
+    id               TEXT NOT NULL UNIQUE,  -- the message id, the same on every attempt
+    account          TEXT NOT NULL,
+    kind             TEXT NOT NULL,         -- the destination's kind (before ':')
+    destination      TEXT NOT NULL,         -- e.g. api:<account>/<connector>
+    key              TEXT NOT NULL,         -- ordering key (a persona, a conversation)
+    payload          BLOB NOT NULL,
+    meta             BLOB NOT NULL,         -- the owner's, opaque
+    created_ms       INTEGER NOT NULL,      -- Unix milliseconds
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    first_attempt_ms INTEGER                -- Unix milliseconds
+);
+CREATE INDEX outbox_lane ON outbox (destination, key, seq);
+"#,
+        ),
     ])
 }
 

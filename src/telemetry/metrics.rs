@@ -45,6 +45,9 @@ pub const RUNNER_ATTEMPTS_TOTAL: &str = "switchboard_runner_attempts_total";
 pub const LIMITS_REACHED_TOTAL: &str = "switchboard_limits_reached_total";
 pub const SEND_REQUESTS_TOTAL: &str = "switchboard_send_requests_total";
 pub const SEND_REQUEST_DURATION_SECONDS: &str = "switchboard_send_request_duration_seconds";
+pub const OUTBOX_PENDING: &str = "switchboard_outbox_pending";
+pub const OUTBOX_DELIVERIES_TOTAL: &str = "switchboard_outbox_deliveries_total";
+pub const OUTBOX_DELIVERY_SECONDS: &str = "switchboard_outbox_delivery_seconds";
 // Process metrics under their conventional (unprefixed) names, read from /proc at the scrape.
 pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
 pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
@@ -214,6 +217,19 @@ pub fn describe() {
     describe_counter!(
         CANCEL_NOTICES_TOTAL,
         "Cancel notices to remote runners holding a given-up invocation, by runner (webhook, queue) and result (sent, failed)."
+    );
+    describe_gauge!(
+        OUTBOX_PENDING,
+        "Messages in the durable outbox not yet settled, by destination kind (api, adapter, ...)."
+    );
+    describe_counter!(
+        OUTBOX_DELIVERIES_TOTAL,
+        "Outbox delivery attempts by destination kind and outcome (delivered, retry, failed: refused for good, exhausted: the retry budget ended with it, gone: the destination is gone, also counted once per message settled with it), and messages withdrawn unsent (withdrawn)."
+    );
+    describe_histogram!(
+        OUTBOX_DELIVERY_SECONDS,
+        Unit::Seconds,
+        "Duration of outbox delivery attempts, by destination kind."
     );
     describe_gauge!(
         PROCESS_CPU_SECONDS_TOTAL,

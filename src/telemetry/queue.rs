@@ -31,6 +31,8 @@ pub mod names {
     pub const TIMER_FIRINGS_DONE: &str = "timer_firings_done";
     /// `send_request` commands of one conversation waiting their turn (natives/http).
     pub const HTTP_REQUEST_LANES: &str = "http_request_lanes";
+    /// Messages enqueued and requests (withdrawals) waiting for the outbox's worker.
+    pub const OUTBOX: &str = "outbox";
 }
 
 /// How one live queue tells its depth and capacity; `None` once it is gone.
