@@ -127,7 +127,8 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    /// On the current thread: the lane's task runs between the waits' turns.
+    #[tokio::test]
     async fn a_full_lane_refuses_and_an_idle_one_ends() {
         let lanes: Lanes<u32> = Lanes::new(queue::names::HTTP_REQUEST_LANES);
         let (gate_tx, gate_rx) = tokio::sync::oneshot::channel::<()>();
