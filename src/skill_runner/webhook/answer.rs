@@ -69,21 +69,13 @@ pub(super) fn judge(
     if status == StatusCode::GONE {
         Verdict::Gone
     } else if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-        Verdict::Retry(what, retry_after.and_then(parse_retry_after))
+        Verdict::Retry(
+            what,
+            retry_after.and_then(crate::outbound::parse_retry_after),
+        )
     } else {
         Verdict::Fail(format!("{what} (not retried)"))
     }
-}
-
-/// A `Retry-After` value: delay-seconds, or an HTTP date (how long until then).
-pub(super) fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let ms = (at.timestamp_millis() - chrono::Utc::now().timestamp_millis()).max(0);
-    Some(Duration::from_millis(ms as u64))
 }
 
 /// `HTTP 500 Internal Server Error`: the status alone.

@@ -7,7 +7,8 @@
 //! `POST /v1/invocations/{id}/result`, which reaches the reply parked in [`PendingInvocations`].
 //!
 //! Failures the runner may recover from (5xx, 429, connection errors, timeouts) are retried
-//! with capped exponential backoff and full jitter (a `Retry-After` the runner sends is
+//! with the toolkit's [`crate::outbound::retry`]: capped exponential backoff and full jitter (a
+//! `Retry-After` the runner sends is
 //! honoured, clamped to the backoff's cap) for the flow's `retry_for` (one hour unless the flow
 //! says otherwise; each retry moves the invocation's deadline to cover the next attempt, so
 //! the flow instance's queue waits),
@@ -28,7 +29,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use dashmap::DashMap;
 
 use rustc_hash::FxBuildHasher;
@@ -47,7 +47,7 @@ use super::pending::PendingInvocations;
 use super::{Handoff, Invocation, Outcome, Reply, SkillRunner};
 
 use crate::domain::{Idn, Name};
-use crate::outbound::Egress;
+use crate::outbound::{Backoff, Egress};
 use crate::telemetry::handles;
 use crate::wire::invocation::{CancelNoticeWire, InvocationWire, RunnerAnswer};
 
@@ -70,8 +70,7 @@ pub struct WebhookRunners {
 struct Shared {
     egress: Egress,
     keys: Arc<RunnerKeys>,
-    backoff: ExponentialBuilder,
-    max_backoff: Duration,
+    backoff: Backoff,
     pending: Arc<PendingInvocations>,
     /// Tasks still posting, by invocation id, so `cancel` can stop them.
     in_flight: DashMap<Uuid, AbortHandle, FxBuildHasher>,
@@ -130,13 +129,11 @@ impl WebhookRunners {
         egress: Egress,
         pending: Arc<PendingInvocations>,
     ) -> Self {
-        let max_backoff = settings.max_backoff.max(settings.initial_backoff);
         WebhookRunners {
             shared: Arc::new(Shared {
                 egress,
                 keys: Arc::new(RunnerKeys::default()),
-                backoff: backoff(settings.initial_backoff, max_backoff),
-                max_backoff,
+                backoff: Backoff::new(settings.initial_backoff, settings.max_backoff),
                 pending,
                 in_flight: DashMap::default(),
             }),
@@ -178,21 +175,6 @@ impl WebhookRunners {
             }),
         })
     }
-}
-
-fn backoff(initial: Duration, max: Duration) -> ExponentialBuilder {
-    ExponentialBuilder::new()
-        .with_min_delay(initial)
-        .with_max_delay(max.max(initial))
-        .with_factor(2.0)
-        .without_max_times()
-}
-
-/// Full jitter: a delay drawn uniformly from `[0, d]`. (backon's own jitter adds to the
-/// delay, `[d, 2d)`, which keeps retries of a fleet in step.)
-fn full_jitter(d: Duration) -> Duration {
-    let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-    Duration::from_nanos(rand::random_range(0..=nanos))
 }
 
 #[derive(Debug)]
@@ -343,7 +325,7 @@ async fn run(shared: &Shared, target: &Target, invocation: Invocation) {
         return;
     }
 
-    let mut delays = shared.backoff.build();
+    let mut delays = shared.backoff.steps();
     let mut last = None;
     let mut attempts = 0;
     loop {
@@ -398,11 +380,9 @@ async fn run(shared: &Shared, target: &Target, invocation: Invocation) {
         if target.max_attempts.is_some_and(|max| attempts >= max) {
             break;
         }
-        let delay = next_delay(
-            retry_after,
-            delays.next().unwrap_or(shared.max_backoff),
-            shared.max_backoff,
-        );
+        let delay = shared
+            .backoff
+            .delay(retry_after, delays.next().unwrap_or(shared.backoff.max));
         let next = Instant::now() + delay;
         if next >= retry_until {
             break;
@@ -420,15 +400,6 @@ async fn run(shared: &Shared, target: &Target, invocation: Invocation) {
         None => "the invocation deadline passed before the webhook runner was reached".into(),
     };
     fail(shared, id, reason);
-}
-
-/// The pause before the next attempt: what the runner asked for (`Retry-After`), clamped to
-/// the backoff's cap, else the backoff's step with full jitter.
-fn next_delay(retry_after: Option<Duration>, step: Duration, cap: Duration) -> Duration {
-    match retry_after {
-        Some(asked) => asked.min(cap),
-        None => full_jitter(step),
-    }
 }
 
 fn verdict_kind(v: &Verdict) -> &'static str {
@@ -568,22 +539,6 @@ mod tests {
     use reqwest::StatusCode;
 
     #[test]
-    fn backoff_doubles_up_to_the_cap_and_jitter_stays_below() {
-        let delays: Vec<_> = backoff(Duration::from_millis(100), Duration::from_secs(1))
-            .build()
-            .take(6)
-            .collect();
-        let ms: Vec<u128> = delays.iter().map(|d| d.as_millis()).collect();
-        assert_eq!(ms, vec![100, 200, 400, 800, 1000, 1000]);
-        for d in delays {
-            for _ in 0..50 {
-                assert!(full_jitter(d) <= d);
-            }
-        }
-        assert_eq!(full_jitter(Duration::ZERO), Duration::ZERO);
-    }
-
-    #[test]
     fn gone_disables_and_retry_after_is_read_in_seconds_or_as_a_date() {
         assert!(matches!(
             judge(StatusCode::GONE, None, b"", false),
@@ -609,17 +564,8 @@ mod tests {
             Verdict::Retry(_, after) => assert_eq!(after, None, "unreadable: the backoff's"),
             v => panic!("{v:?}"),
         }
-        // The runner's wish is honoured up to the cap; without one, the jittered step.
-        let cap = Duration::from_secs(30);
-        assert_eq!(
-            next_delay(Some(Duration::from_secs(7)), Duration::from_secs(1), cap),
-            Duration::from_secs(7)
-        );
-        assert_eq!(
-            next_delay(Some(Duration::from_secs(3600)), Duration::from_secs(1), cap),
-            cap
-        );
-        assert!(next_delay(None, Duration::from_secs(1), cap) <= Duration::from_secs(1));
+        // The wait itself (the runner's wish up to the cap, else the jittered step) is the
+        // toolkit's: `outbound::retry`'s tests.
     }
 
     #[test]
