@@ -148,6 +148,7 @@ fn main() {
                 runners: Arc::new(RunnerRegistry::new(Arc::new(FnRunner::completing()))),
                 egress: Arc::new(sink),
                 natives: Vec::new(),
+                support: Default::default(),
                 dead_letters: dead_letters.clone(),
                 sessions: None,
                 acts: None,

@@ -137,6 +137,7 @@ fn engine_runs(rounds: Vec<Vec<Event>>, submit_batch: usize) -> (Vec<Run>, Strin
                 runners: Arc::new(RunnerRegistry::new(Arc::new(FnRunner::completing()))),
                 egress: Arc::new(sink),
                 natives: Vec::new(),
+                support: Default::default(),
                 dead_letters: dead_letters.clone(),
                 sessions: None,
                 acts: None,

@@ -37,6 +37,7 @@ use switchboard::domain::{
 };
 use switchboard::egress::ChannelSink;
 use switchboard::invocation::Outcome;
+use switchboard::natives::component::{NativeSupport, StartGate};
 use switchboard::natives::timers::book::StoredBook;
 use switchboard::natives::timers::service::{LatePolicy, Settings, LOAD_LIMIT};
 use switchboard::natives::timers::ProgramTimer;
@@ -127,7 +128,7 @@ fn engine_firing(due_ms: Vec<i64>) -> Firing {
             l.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
             (Outcome::Completed, Vec::new())
         });
-        let (open, start) = tokio::sync::oneshot::channel();
+        let (open, start) = StartGate::new();
         let (sink, _commands) = ChannelSink::new(16);
         let engine = Engine::start(
             EngineConfig {
@@ -138,20 +139,20 @@ fn engine_firing(due_ms: Vec<i64>) -> Firing {
             EngineParts {
                 runners: Arc::new(RunnerRegistry::new(Arc::new(runner))),
                 egress: Arc::new(sink),
-                natives: vec![(
-                    "program_timer",
-                    ProgramTimer::factory(
-                        Arc::new(StoredBook::new(store.clone())),
-                        Settings {
-                            window: Duration::from_secs(60),
-                            grace: Duration::from_secs(60),
-                            late: LatePolicy::FireOnce,
-                            load_limit: LOAD_LIMIT,
-                            max_per_account: usize::MAX,
-                        },
-                        start,
-                    ),
+                natives: vec![ProgramTimer::component(
+                    Some(Arc::new(StoredBook::new(store.clone()))),
+                    Settings {
+                        window: Duration::from_secs(60),
+                        grace: Duration::from_secs(60),
+                        late: LatePolicy::FireOnce,
+                        load_limit: LOAD_LIMIT,
+                        max_per_account: usize::MAX,
+                    },
                 )],
+                support: NativeSupport {
+                    started: start,
+                    ..NativeSupport::default()
+                },
                 dead_letters: Arc::new(MemoryDeadLetters::new(10_000)),
                 sessions: None,
                 acts: None,
@@ -181,7 +182,7 @@ fn engine_firing(due_ms: Vec<i64>) -> Firing {
             })
             .await
             .unwrap();
-        open.send(()).unwrap();
+        open.open_now();
         let deadline = Instant::now() + Duration::from_secs(120);
         while arrivals.lock().unwrap().len() < n {
             assert!(Instant::now() < deadline, "timers did not all fire in time");

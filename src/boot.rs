@@ -16,12 +16,13 @@ use crate::dead_letter::DeadLetterStore;
 use crate::domain::{Flow, Idn, RunnerSpec};
 use crate::egress::{CommandSink, NoTransport};
 use crate::engine::{Engine, EngineParts};
+use crate::natives::component::{Component, NativeSupport, StartGate};
 use crate::natives::http::HttpNative;
-use crate::natives::timers::book::StoredBook;
+use crate::natives::system::SystemComponent;
 use crate::natives::timers::service::{LatePolicy, Settings as TimerSettings};
 use crate::natives::timers::ProgramTimer;
 use crate::outbound::Egress;
-use crate::sandbox::SandboxHub;
+use crate::sandbox::{SandboxComponent, SandboxHub};
 use crate::session::table::SessionView;
 use crate::skill_runner::demo::DemoRunner;
 use crate::skill_runner::pending::PendingInvocations;
@@ -182,8 +183,22 @@ pub async fn start(
         None => Arc::new(NoTransport),
     };
     let sandbox = SandboxHub::new();
-    // Timers fire once connectors, flows and the inbox are back (opened below).
-    let (open_timers, timers_start) = tokio::sync::oneshot::channel();
+    // The registration list: every native integration, one line each.
+    let natives: Vec<Box<dyn Component>> = vec![
+        Box::new(SystemComponent),
+        Box::new(SandboxComponent(sandbox.clone())),
+        HttpNative::component(),
+        ProgramTimer::component(None, timer_settings(&config)),
+    ];
+    for native in &natives {
+        store
+            .migrate_component(native.idn(), native.migrations())
+            .await
+            .map_err(store_err)?;
+    }
+    // Natives act (timers fire) once connectors, flows and the inbox are back (opened below).
+    let (started, natives_started) = StartGate::new();
+    let shutdown = tokio_util::sync::CancellationToken::new();
     let mut engine_config = config.engine.to_engine_config();
     engine_config.persona_key = secrets_key::persona_key(&store, &secrets)
         .await
@@ -194,21 +209,13 @@ pub async fn start(
         EngineParts {
             runners: Arc::new(runners),
             egress: external,
-            natives: vec![
-                ("sandbox", {
-                    let sandbox = sandbox.clone();
-                    Box::new(move |_| sandbox)
-                }),
-                ("http", HttpNative::factory(Egress::new(egress.clone()))),
-                (
-                    "program_timer",
-                    ProgramTimer::factory(
-                        Arc::new(StoredBook::new(store.clone())),
-                        timer_settings(&config),
-                        timers_start,
-                    ),
-                ),
-            ],
+            natives,
+            support: NativeSupport {
+                egress: Egress::new(egress.clone()),
+                store: Some(store.clone()),
+                started: natives_started,
+                shutdown: shutdown.clone(),
+            },
             dead_letters,
             sessions: Some(Arc::new(journals::Sessions(store.clone()))),
             acts: Some(Arc::new(journals::Acts {
@@ -235,6 +242,7 @@ pub async fn start(
         egress,
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
+        natives_stop: shutdown,
         transport: nats
             .as_ref()
             .map(|n| Arc::new(n.link()) as Arc<dyn crate::daemon::TransportLink>),
@@ -253,7 +261,7 @@ pub async fn start(
         n.start(daemon.clone(), daemon.config.envelope.limits());
     }
     spawn_housekeeping(&daemon);
-    let _ = open_timers.send(());
+    started.open_now();
     daemon.ready.store(true, Ordering::Release);
     Ok(daemon)
 }

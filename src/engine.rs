@@ -14,7 +14,7 @@ use crate::admission::delivery::Settle;
 use crate::admission::Refusal;
 use crate::catalog::Catalog;
 use crate::commands::refusal::CommandRefusal;
-use crate::commands::{CommandRouter, NativeContext, NativeFactory, Natives};
+use crate::commands::{CommandRouter, ConnectorChange, Natives};
 use crate::connectors::actor::{ConnectorActor, ConnectorDeps, ConnectorHandle};
 use crate::connectors::acts::{ActJournal, CommandActs, RecordedAct};
 use crate::connectors::registry::{ConnectorRegistry, ConnectorView, ControlError};
@@ -27,7 +27,7 @@ use crate::flow_instance::state::{StateJournal, StateStore};
 use crate::flow_instance::{FlowDeps, FlowInstanceKey, FlowInstances};
 use crate::ingress::{Ingress, InternalEvents};
 use crate::invocation::RunnerResolver;
-use crate::natives::system::System;
+use crate::natives::component::{Component, NativeContext, NativeSupport, Routes};
 use crate::routing::explain::{self, Explanation};
 use crate::routing::flow_table::{DeleteFlow, FlowRejected, FlowTable, PutFlow, ReplaceFlows};
 use crate::routing::{Dispatcher, LiveIndex};
@@ -130,10 +130,12 @@ pub struct EngineParts {
     pub runners: Arc<dyn RunnerResolver>,
     /// Where commands of external integrations leave.
     pub egress: Arc<dyn CommandSink>,
-    /// Native integrations carried out in the daemon, by integration idn, each built by its
-    /// factory once the engine's parts exist (`system` is the engine's own and always
-    /// registered).
-    pub natives: Vec<(&'static str, NativeFactory)>,
+    /// Native integrations carried out in the daemon (the registration list), each built
+    /// once the engine's parts exist.
+    pub natives: Vec<Box<dyn Component>>,
+    /// What natives get besides the engine's parts (the outbound toolkit, the store, the start
+    /// gate, the shutdown signal).
+    pub support: NativeSupport,
     pub dead_letters: Arc<dyn DeadLetterStore>,
     /// Records session starts and ends (the durable store); `None` keeps them in memory only.
     pub sessions: Option<Arc<dyn SessionJournal>>,
@@ -158,6 +160,7 @@ pub struct Engine {
     dead_letters: Arc<dyn DeadLetterStore>,
     state: Arc<StateStore>,
     acts: Arc<CommandActs>,
+    routes: Arc<Vec<Routes>>,
     _workers: Arc<Workers>,
 }
 
@@ -200,22 +203,27 @@ impl Engine {
             parts.dead_letters.clone(),
         );
 
-        let system = Arc::new(System {
-            index: index.clone(),
-            state: state.clone(),
-            events: events.clone(),
-        });
         let cx = NativeContext {
             events: events.clone(),
             directory: directory.clone(),
+            catalog: catalog.clone(),
             sessions: sessions.clone(),
             index: index.clone(),
+            state: state.clone(),
             dead_letters: parts.dead_letters.clone(),
+            egress: parts.support.egress,
+            store: parts.support.store,
+            started: parts.support.started,
+            shutdown: parts.support.shutdown,
         };
-        let natives = parts.natives.into_iter().fold(
-            Natives::default().with("system", system),
-            |n, (idn, factory)| n.with(idn, factory(&cx)),
-        );
+        let mut natives = Natives::default();
+        let mut routes = Vec::new();
+        for component in parts.natives {
+            let idn = component.idn();
+            let built = component.build(&cx);
+            natives = natives.with(idn, built.executor);
+            routes.extend(built.routes);
+        }
         let commands = Arc::new(CommandRouter::new(
             directory.clone(),
             natives,
@@ -311,12 +319,18 @@ impl Engine {
             dead_letters: parts.dead_letters,
             state,
             acts,
+            routes: Arc::new(routes),
             _workers: Arc::new(Workers(workers)),
         }
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.catalog
+    }
+
+    /// The HTTP routes native integrations own.
+    pub fn native_routes(&self) -> &[Routes] {
+        &self.routes
     }
 
     pub fn registry(&self) -> &Arc<ConnectorRegistry> {
@@ -370,21 +384,32 @@ impl Engine {
         settings: &[(String, String)],
     ) -> Result<ConnectorView, ControlError> {
         self.registry
-            .create(account, integration, connector, title, settings)
+            .create(account, integration, connector, title, settings, |key| {
+                self.commands.connector_created(key)
+            })
     }
 
+    /// Starts a connector; its native integration hears it.
     pub fn run_connector(&self, id: Uuid) -> Result<ConnectorView, ControlError> {
-        self.registry.run(id)
+        let view = self.registry.run(id)?;
+        self.commands
+            .connector_changed(&view.key, ConnectorChange::Running);
+        Ok(view)
     }
 
+    /// Stops a connector; its native integration hears it.
     pub fn stop_connector(&self, id: Uuid) -> Result<ConnectorView, ControlError> {
-        self.registry.stop(id)
+        let view = self.registry.stop(id)?;
+        self.commands
+            .connector_changed(&view.key, ConnectorChange::Stopped);
+        Ok(view)
     }
 
     /// Deletes a stopped connector; its native integration forgets what it held for it.
     pub fn delete_connector(&self, id: Uuid) -> Result<(), ControlError> {
         let key = self.registry.delete(id)?;
-        self.commands.connector_deleted(&key);
+        self.commands
+            .connector_changed(&key, ConnectorChange::Deleted);
         Ok(())
     }
 

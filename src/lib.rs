@@ -4,12 +4,13 @@
 //! by `tests/stage_order.rs`): a module names only modules before it.
 //!
 //! ```text
-//! ground: testing → domain → fault → telemetry → dead_letter → catalog → inbox → admission → invocation → wire → store → auth → outbound
+//! ground: testing → domain → fault → telemetry → dead_letter → catalog → inbox → admission → invocation → wire → store → auth → api → outbound
 //! stages: ingress → session → connectors → routing → flow_instance → skill_runner → commands → egress → natives → sandbox
 //! outer:  engine → config → daemon → transport → boot → http
 //! ```
 
 pub mod admission;
+pub mod api;
 pub mod auth;
 pub mod boot;
 pub mod catalog;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::Harness;
 use switchboard::domain::{Command, Idn};
 use switchboard::invocation::{Invocation, Outcome, Reply};
+use switchboard::natives::component::StartGate;
 use switchboard::natives::timers::book::{Book, Firing, MemoryBook};
 use switchboard::natives::timers::service::{LatePolicy, Settings, LOAD_LIMIT};
 use switchboard::natives::timers::spec::{Timer, TimerKey};
@@ -41,18 +42,19 @@ async fn setup(book: &MemoryBook, late: LatePolicy) -> Harness {
 
 async fn setup_with(book: &MemoryBook, settings: Settings) -> Harness {
     tokio::time::pause();
-    let (open, start) = tokio::sync::oneshot::channel();
+    let (open, start) = StartGate::new();
     let h = Harness::builder()
-        .native_factory(
-            "program_timer",
-            ProgramTimer::factory(Arc::new(book.clone()), settings, start),
-        )
+        .component(ProgramTimer::component(
+            Some(Arc::new(book.clone())),
+            settings,
+        ))
+        .started(start)
         .start();
     h.connector("telegram", "bot");
     h.connector("program_timer", "timers");
     h.flow("Agent", "Main", FLOW).await;
     // As the daemon does once connectors and flows are back.
-    open.send(()).unwrap();
+    open.open_now();
     h
 }
 

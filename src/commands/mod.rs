@@ -10,8 +10,7 @@ pub mod validation;
 
 pub use crate::flow_instance::Origin;
 pub use native::{
-    Answer, Answered, Failure, NativeCommand, NativeContext, NativeFactory, NativeIntegration,
-    Natives,
+    Answer, Answered, ConnectorChange, Failure, NativeCommand, NativeIntegration, Natives,
 };
 pub use refusal::{CommandRefusal, Fault};
 pub use router::CommandRouter;

@@ -1,10 +1,9 @@
-//! The plug of native integrations: the integrations the daemon carries out itself (`system`,
-//! `sandbox`, `program_timer`, and next `http`, `api`, `newo_chat`). Each implements
-//! [`NativeIntegration`] in its own module and is registered once for its integration idn
-//! with a factory ([`NativeFactory`]) that receives what natives may use ([`NativeContext`]:
-//! the internal-events sink, the directory, the sessions, the live index); the command stage
-//! hands it the validated commands addressed to its connectors. A native integration that is
-//! not registered does not exist here: its commands are refused at once, naming it.
+//! The command side of native integrations (the integrations the daemon carries out itself:
+//! `system`, `sandbox`, `program_timer`, `http`, …): the command stage hands a native's
+//! [`NativeIntegration`] the validated commands addressed to its connectors, and tells it of
+//! its connectors' lives. Natives are components built elsewhere (`natives::component`); a
+//! native integration that is not registered does not exist here: its commands are refused at
+//! once, naming it.
 
 use std::sync::Arc;
 
@@ -13,31 +12,12 @@ use uuid::Uuid;
 
 use super::refusal::{refuse, result_event, CommandRefusal};
 use crate::catalog::Catalog;
-use crate::connectors::Directory;
 use crate::dead_letter::DeadLetterStore;
 use crate::dead_letter::{self, DeadLetter, DeadLetterReason};
 use crate::domain::{Arguments, Command, ConnectorKey, Idn, PersonaId};
 use crate::fault::Fault;
 use crate::ingress::InternalEvents;
 use crate::routing::index::FlowRoute;
-use crate::routing::LiveIndex;
-use crate::session::SessionTable;
-
-/// What a native integration may use, handed to its factory when the engine starts.
-pub struct NativeContext {
-    /// Where it emits events (they are admitted and routed as any event).
-    pub events: InternalEvents,
-    /// The connectors, their settings and status.
-    pub directory: Arc<Directory>,
-    /// The live sessions.
-    pub sessions: Arc<SessionTable>,
-    /// The subscription index in force (flows by name).
-    pub index: Arc<LiveIndex>,
-    pub dead_letters: Arc<dyn DeadLetterStore>,
-}
-
-/// Builds a native integration once the engine's parts exist.
-pub type NativeFactory = Box<dyn FnOnce(&NativeContext) -> Arc<dyn NativeIntegration> + Send>;
 
 /// A validated command for a native integration, with where it comes from.
 pub struct NativeCommand<'a> {
@@ -81,9 +61,26 @@ pub trait NativeIntegration: Send + Sync + 'static {
     /// fault.
     fn execute(&self, command: NativeCommand<'_>) -> Result<Answered, CommandRefusal>;
 
-    /// A connector of this integration was deleted: what the native holds for it (timers,
-    /// sockets, outboxes) goes. Must not block. By default there is nothing to forget.
-    fn connector_deleted(&self, _connector: &ConnectorKey) {}
+    /// Settings the daemon writes for a new connector of this integration (an
+    /// `incoming_webhook_url`, a `CLIENT_SECRET`), applied over the caller's as the daemon
+    /// (read-only settings included). Secret ones are shown once, in the creation answer.
+    /// Must not block. None by default.
+    fn connector_created(&self, _connector: &ConnectorKey) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    /// A connector of this integration changed: it runs, stopped, or was deleted (what the
+    /// native holds for it then goes: timers, sockets, outboxes). Must not block. Nothing by
+    /// default.
+    fn connector_changed(&self, _connector: &ConnectorKey, _change: ConnectorChange) {}
+}
+
+/// What happened to a connector, as its native integration hears it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectorChange {
+    Running,
+    Stopped,
+    Deleted,
 }
 
 /// What answering a command needs, shared by the command stage and late answers.

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::egress::{CommandSink, EgressError, OutboundCommand};
-use super::native::{Answered, Answers, NativeCommand, Natives};
+use super::native::{Answered, Answers, ConnectorChange, NativeCommand, Natives};
 use super::refusal::{answer_refused, CommandRefusal};
 use super::validation::validate;
 use crate::catalog::{Catalog, Integration, Runs};
@@ -55,10 +55,18 @@ impl CommandRouter {
         }
     }
 
-    /// Connector `key` was deleted: its native integration (if any) forgets what it holds.
-    pub fn connector_deleted(&self, key: &ConnectorKey) {
+    /// Settings the native integration of `key` (if any) writes for it as it is created.
+    pub fn connector_created(&self, key: &ConnectorKey) -> Vec<(String, String)> {
+        self.natives
+            .get(&key.integration)
+            .map(|native| native.connector_created(key))
+            .unwrap_or_default()
+    }
+
+    /// Connector `key` runs, stopped or was deleted: its native integration (if any) hears it.
+    pub fn connector_changed(&self, key: &ConnectorKey, change: ConnectorChange) {
         if let Some(native) = self.natives.get(&key.integration) {
-            native.connector_deleted(key);
+            native.connector_changed(key, change);
         }
     }
 

@@ -111,6 +111,7 @@ impl Directory {
                 .filter(|(k, _)| !secret(k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            revealed: Vec::new(),
             created_at: e.created_at,
         }
     }

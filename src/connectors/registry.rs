@@ -42,6 +42,9 @@ pub struct ConnectorView {
     pub internal: bool,
     /// Non-secret settings with their values.
     pub settings: Vec<(String, String)>,
+    /// Secret settings the daemon wrote as the connector was created (a `CLIENT_SECRET`): in
+    /// the creation answer only, never again.
+    pub revealed: Vec<(String, String)>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -208,6 +211,7 @@ impl ConnectorRegistry {
         connector_idn: &str,
         title: &str,
         initial: &[(String, String)],
+        written: impl FnOnce(&ConnectorKey) -> Vec<(String, String)>,
     ) -> Result<ConnectorView, ControlError> {
         let integration = self.integration(integration)?;
         let connector = Idn::parse("connector_idn", connector_idn)?;
@@ -224,12 +228,35 @@ impl ConnectorRegistry {
             initial,
             Writer::User,
         )?;
-        self.ensure_account(account);
         let key = ConnectorKey {
             account: account.clone(),
             integration: integration.idn.clone(),
             connector: connector.clone(),
         };
+        if self.connectors.contains_key(&key) {
+            return Err(ControlError::Conflict {
+                integration: integration.idn.to_string(),
+                connector: connector.to_string(),
+            });
+        }
+        let written = written(&key);
+        let settings = settings::apply(
+            &integration.spec.connector_settings,
+            &settings,
+            &written,
+            Writer::Daemon,
+        )?;
+        let revealed: Vec<(String, String)> = written
+            .into_iter()
+            .filter(|(k, _)| {
+                integration
+                    .spec
+                    .connector_settings
+                    .iter()
+                    .any(|p| p.idn == *k && p.is_secret)
+            })
+            .collect();
+        self.ensure_account(account);
         let id = Uuid::new_v4();
         match self.connectors.entry(key.clone()) {
             dashmap::Entry::Occupied(_) => Err(ControlError::Conflict {
@@ -247,7 +274,8 @@ impl ConnectorRegistry {
                     actor: None,
                     created_at: Utc::now(),
                 };
-                let view = Directory::view(&key, &entry);
+                let mut view = Directory::view(&key, &entry);
+                view.revealed = revealed;
                 v.insert(entry);
                 self.by_id.insert(id, key);
                 handles::connectors(integration.idn.as_str(), "stopped").increment(1.0);

@@ -189,6 +189,8 @@ pub struct Daemon {
     pub(crate) egress: EgressPolicy,
     pub(crate) ready: AtomicBool,
     pub(crate) draining: AtomicBool,
+    /// Cancelled as the daemon drains: natives' background tasks end.
+    pub(crate) natives_stop: tokio_util::sync::CancellationToken,
     /// The external transport's connection, when one is configured.
     pub(crate) transport: Option<Arc<dyn TransportLink>>,
     /// Flows defined by files: reloads replace exactly these.
@@ -232,6 +234,7 @@ impl Daemon {
     /// Stops taking events in (shutdown has begun).
     pub fn drain(&self) {
         self.draining.store(true, Ordering::Release);
+        self.natives_stop.cancel();
     }
 
     pub fn is_draining(&self) -> bool {

@@ -10,13 +10,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::Caller;
-use super::body::{decode, Body};
-use super::error::{ApiError, Kind};
 use super::openapi::{
     BadRequest, Conflict, Forbidden, NotFound, RequestTimeout, TooLarge, Unauthorized, Unavailable,
     UnsupportedMediaType,
 };
+use crate::api::body::{decode, Body};
+use crate::api::caller::Caller;
+use crate::api::error::{ApiError, Kind};
 use crate::auth::{Scopes, TokenRecord};
 use crate::daemon::Daemon;
 use crate::domain::Idn;

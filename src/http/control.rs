@@ -7,10 +7,6 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use super::auth::Caller;
-use super::body::decode;
-use super::body::Body;
-use super::error::{ApiError, Kind};
 use super::openapi::{
     BadRequest, Conflict, Forbidden, NotFound, RequestTimeout, TooLarge, Unauthorized, Unavailable,
     UnsupportedMediaType,
@@ -19,6 +15,10 @@ use super::views::{
     settings_json, settings_pairs, ConnectorJson, CreateConnector, IntegrationJson, SettingJson,
     UpdateConnector,
 };
+use crate::api::body::decode;
+use crate::api::body::Body;
+use crate::api::caller::Caller;
+use crate::api::error::{ApiError, Kind};
 use crate::auth::Scope;
 use crate::daemon::Daemon;
 

@@ -6,15 +6,15 @@ use std::sync::Arc;
 use actix_web::{post, web, HttpRequest, HttpResponse};
 use uuid::Uuid;
 
-use super::auth::Caller;
-use super::body::{content_type, Body, Bounded};
-use super::body::{decode, encoding};
-use super::error::{ApiError, Kind};
 use super::openapi::{
     BadRequest, Conflict, Forbidden, NotFound, RequestTimeout, TooLarge, TooManyRequests,
     Unauthorized, Unavailable, UnsupportedMediaType,
 };
 use super::views::{Accepted, CommandAccepted, EventAccepted};
+use crate::api::body::{content_type, Body, Bounded};
+use crate::api::body::{decode, encoding};
+use crate::api::caller::Caller;
+use crate::api::error::{ApiError, Kind};
 use crate::auth::{AuthError, Scope};
 use crate::daemon::operations::CommandError;
 use crate::daemon::{Daemon, Ingested};

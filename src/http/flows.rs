@@ -10,14 +10,14 @@ use utoipa::openapi::schema::{Schema, SchemaType, Type};
 use utoipa::openapi::{ArrayBuilder, ObjectBuilder, RefOr};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
-use super::auth::Caller;
-use super::body::decode_flow;
-use super::body::Body;
-use super::error::{ApiError, Kind};
 use super::openapi::{
     BadRequest, Conflict, Forbidden, NotFound, RequestTimeout, TooLarge, Unauthorized, Unavailable,
     UnsupportedMediaType,
 };
+use crate::api::body::decode_flow;
+use crate::api::body::Body;
+use crate::api::caller::Caller;
+use crate::api::error::{ApiError, Kind};
 use crate::auth::Scope;
 use crate::daemon::Daemon;
 use crate::domain::Name;

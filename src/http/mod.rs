@@ -3,8 +3,6 @@
 //! document of it all is generated from the handlers ([`openapi`]).
 
 pub mod accounts;
-pub mod auth;
-pub mod body;
 pub mod connections;
 pub mod control;
 pub mod data;
@@ -22,14 +20,18 @@ use std::sync::Arc;
 use actix_web::dev::Service;
 use actix_web::{web, App, HttpServer};
 
+use crate::api::error::{ApiError, Kind};
 use crate::daemon::Daemon;
-use error::{ApiError, Kind};
+use crate::natives::component::Routes;
 
 /// Every route of the API, each a handler documented with `#[utoipa::path]` (the
 /// `ServiceConfig` of `utoipa_actix_web` takes no other): the OpenAPI document is collected from
 /// this same list. The router tries routes in this order and matches dynamic segments with a
 /// regex: the hot, static data-plane routes go first.
-pub fn documented_routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+pub fn documented_routes(
+    cfg: &mut utoipa_actix_web::service_config::ServiceConfig,
+    natives: &[Routes],
+) {
     data::routes(cfg);
     operations::routes(cfg);
     openapi::routes(cfg);
@@ -39,13 +41,17 @@ pub fn documented_routes(cfg: &mut utoipa_actix_web::service_config::ServiceConf
     accounts::routes(cfg);
     runner_secrets::routes(cfg);
     control::routes(cfg);
+    for routes in natives {
+        routes.register(cfg);
+    }
 }
 
 /// [`documented_routes`] on actix's own `ServiceConfig`.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    documented_routes(&mut utoipa_actix_web::service_config::ServiceConfig::new(
-        cfg,
-    ));
+pub fn routes(cfg: &mut web::ServiceConfig, natives: &[Routes]) {
+    documented_routes(
+        &mut utoipa_actix_web::service_config::ServiceConfig::new(cfg),
+        natives,
+    );
 }
 
 /// Binds the server on `http.listen`; returns it (not yet awaited) and the bound addresses.
@@ -53,16 +59,19 @@ pub fn bind(
     daemon: Arc<Daemon>,
 ) -> std::io::Result<(actix_web::dev::Server, Vec<std::net::SocketAddr>)> {
     let cfg = daemon.config().http.clone();
+    let tokens = web::Data::new(daemon.tokens().clone());
+    let natives: Vec<Routes> = daemon.engine().native_routes().to_vec();
     let data = web::Data::new(daemon);
-    let limits = body::BodyLimits {
+    let limits = crate::api::body::BodyLimits {
         max_bytes: cfg.max_body_bytes,
         timeout: cfg.body_timeout(),
     };
     let access_log = cfg.access_log;
-    let document = web::Data::new(openapi::ApiDocument::build());
+    let document = web::Data::new(openapi::ApiDocument::build(&natives));
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(tokens.clone())
             .app_data(document.clone())
             .app_data(limits)
             .app_data(web::QueryConfig::default().error_handler(|e, _| {
@@ -73,7 +82,7 @@ pub fn bind(
             .app_data(web::PathConfig::default().error_handler(|e, _| {
                 ApiError::new(Kind::Invalid, "invalid_path", e.to_string()).into()
             }))
-            .configure(routes)
+            .configure(|cfg| routes(cfg, &natives))
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(ApiError::new(
                     Kind::NotFound,

@@ -5,6 +5,7 @@
 //! Built once at start-up ([`ApiDocument::build`]) and served, without a token, at
 //! `GET /v1/openapi.json`. Errors are [`ErrorBody`]; the responses below name each status.
 
+use crate::natives::component::Routes;
 use actix_web::{get, web, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{
@@ -13,7 +14,7 @@ use utoipa::openapi::{
 use utoipa::{Modify, OpenApi, PartialSchema, ToResponse};
 use utoipa_actix_web::AppExt;
 
-use super::error::ErrorBody;
+use crate::api::error::ErrorBody;
 
 /// The name of the bearer security scheme operations refer to.
 pub const BEARER: &str = "bearer";
@@ -23,8 +24,9 @@ pub const BEARER: &str = "bearer";
 pub struct ApiDocument(web::Bytes);
 
 impl ApiDocument {
-    pub fn build() -> Self {
-        let json = document()
+    /// The document of the daemon's routes and the natives' (`natives`).
+    pub fn build(natives: &[Routes]) -> Self {
+        let json = document(natives)
             .to_json()
             .expect("the OpenAPI document serializes");
         ApiDocument(json.into())
@@ -83,11 +85,11 @@ impl Modify for Bearer {
 }
 
 /// The whole document: what [`Api`] declares plus every route of [`super::routes`].
-pub fn document() -> Document {
+pub fn document(natives: &[Routes]) -> Document {
     let (_, api) = actix_web::App::new()
         .into_utoipa_app()
         .openapi(Api::openapi())
-        .configure(super::documented_routes)
+        .configure(|cfg| super::documented_routes(cfg, natives))
         .split_for_parts();
     api
 }
@@ -191,7 +193,7 @@ mod tests {
 
     #[test]
     fn every_operation_names_its_scopes_and_its_401_unless_public() {
-        let api = document();
+        let api = document(&[]);
         let mut wrong = Vec::new();
         for (path, method, op) in operations(&api) {
             let public = PUBLIC.contains(&path.as_str());
@@ -208,7 +210,7 @@ mod tests {
 
     #[test]
     fn every_response_named_and_every_path_parameter_is_declared_once() {
-        let api = document();
+        let api = document(&[]);
         let json = serde_json::to_value(&api).unwrap();
         let declared = &json["components"]["responses"];
         let mut wrong = Vec::new();
@@ -248,7 +250,7 @@ mod tests {
     /// Operation ids are the handlers' names: CI's fuzzer excludes one by its id.
     #[test]
     fn operation_ids_are_unique() {
-        let api = document();
+        let api = document(&[]);
         let mut seen = std::collections::BTreeSet::new();
         for (path, method, op) in operations(&api) {
             let id = op.operation_id.clone().unwrap_or_default();
@@ -262,7 +264,7 @@ mod tests {
 
     #[test]
     fn the_document_is_openapi_3_1_with_the_error_body_and_the_bearer_scheme() {
-        let json: serde_json::Value = serde_json::from_slice(&ApiDocument::build().0).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&ApiDocument::build(&[]).0).unwrap();
         assert!(
             json["openapi"].as_str().unwrap().starts_with("3.1."),
             "{json}"

@@ -7,12 +7,12 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use super::auth::{bearer, Caller};
-use super::error::ApiError;
 use super::openapi::{BadRequest, Conflict, Forbidden, NotFound, Unauthorized, Unavailable};
 use super::views::{
     DeadLetterJson, ExplanationJson, Health, ReadinessJson, ReplayedJson, SessionJson, TimerJson,
 };
+use crate::api::caller::{bearer, Caller};
+use crate::api::error::ApiError;
 use crate::auth::{AuthError, Scope};
 use crate::daemon::operations::Replayed;
 use crate::daemon::Daemon;

@@ -9,10 +9,10 @@ use actix_web::{post, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::Caller;
-use super::error::ApiError;
 use super::flows::FlowPath;
 use super::openapi::{BadRequest, Conflict, Forbidden, NotFound, Unauthorized, Unavailable};
+use crate::api::caller::Caller;
+use crate::api::error::ApiError;
 use crate::auth::Scope;
 use crate::daemon::runner_secrets::Previous;
 use crate::daemon::Daemon;

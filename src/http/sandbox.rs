@@ -14,8 +14,8 @@ use actix_ws::Message;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::{ApiError, Kind};
 use super::openapi::{BadRequest, Conflict, Forbidden, NotFound, Unauthorized};
+use crate::api::error::{ApiError, Kind};
 use crate::auth::{AuthError, Scope};
 use crate::connectors::Status;
 use crate::daemon::{Daemon, Ingested};
@@ -24,7 +24,7 @@ use crate::sandbox::hub::ToPage;
 use crate::sandbox::page::PAGE;
 use crate::sandbox::ticket::TICKET_TTL;
 
-use super::auth::Caller;
+use crate::api::caller::Caller;
 
 type D = web::Data<Arc<Daemon>>;
 
@@ -165,7 +165,7 @@ async fn socket_account(
             .field("ticket")
         });
     }
-    if let Some(t) = super::auth::bearer(req) {
+    if let Some(t) = crate::api::caller::bearer(req) {
         let p = d.authenticate(&t).await?;
         p.need(Scope::EventsWrite)?;
         return Ok(p.account);

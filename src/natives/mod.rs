@@ -1,7 +1,8 @@
-//! Native integrations the engine carries out itself, each a [`crate::commands::NativeIntegration`]
-//! in its own module, registered for its integration idn where the engine or the daemon is
-//! wired. `sandbox/` is the other one (it also serves a page).
+//! Native integrations the daemon carries out itself: each a [`component::Component`] in its
+//! own folder (`natives/<idn>/`: commands, routes, storage, config), listed once where the
+//! daemon starts.
 
+pub mod component;
 pub mod http;
 pub mod system;
 pub mod timers;

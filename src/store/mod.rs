@@ -9,6 +9,7 @@
 
 pub mod accounts;
 pub mod command_acts;
+pub mod components;
 pub mod daemon_keys;
 pub mod dead_letters;
 pub mod flow_state;

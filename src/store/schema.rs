@@ -227,6 +227,17 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_lane ON outbox (destination, key, seq);
 "#,
         ),
+        // The migrations of native components' own tables, applied under their idn
+        // (`components.rs`).
+        M::up(
+            r#"
+CREATE TABLE component_migrations (
+    namespace TEXT NOT NULL,    -- the component's integration idn
+    version   INTEGER NOT NULL, -- 1, 2, … in its list
+    PRIMARY KEY (namespace, version)
+);
+"#,
+        ),
     ])
 }
 

@@ -14,6 +14,8 @@ pub mod wait;
 pub use wait::{eventually, eventually_explained, within, PATIENCE};
 
 use std::sync::{Arc, Mutex};
+use switchboard::natives::component::{Component, NativeSupport, Prebuilt, StartGate, Started};
+use switchboard::natives::system::SystemComponent;
 
 use switchboard::admission::delivery::Settlement;
 use switchboard::admission::Refusal;
@@ -48,7 +50,8 @@ pub struct HarnessBuilder {
     config: EngineConfig,
     default_runner: Option<Arc<dyn SkillRunner>>,
     webhooks: Option<WebhookRunners>,
-    natives: Vec<(&'static str, switchboard::commands::NativeFactory)>,
+    natives: Vec<Box<dyn Component>>,
+    started: Option<Started>,
 }
 
 impl HarnessBuilder {
@@ -60,18 +63,24 @@ impl HarnessBuilder {
         integration: &'static str,
         native: Arc<dyn switchboard::commands::NativeIntegration>,
     ) -> Self {
-        self.natives.push((integration, Box::new(move |_| native)));
+        self.natives.push(Box::new(Prebuilt {
+            idn: integration,
+            executor: native,
+        }));
         self
     }
 
-    /// Registers a native integration built by `factory` when the engine starts.
+    /// Registers a native component, built when the engine starts.
     #[allow(dead_code)] // used by some test binaries only
-    pub fn native_factory(
-        mut self,
-        integration: &'static str,
-        factory: switchboard::commands::NativeFactory,
-    ) -> Self {
-        self.natives.push((integration, factory));
+    pub fn component(mut self, component: Box<dyn Component>) -> Self {
+        self.natives.push(component);
+        self
+    }
+
+    /// The start gate natives wait for (default: open).
+    #[allow(dead_code)] // used by some test binaries only
+    pub fn started(mut self, started: Started) -> Self {
+        self.started = Some(started);
         self
     }
 
@@ -118,7 +127,13 @@ impl HarnessBuilder {
             EngineParts {
                 runners: Arc::new(runners),
                 egress: Arc::new(sink),
-                natives: self.natives,
+                natives: std::iter::once(Box::new(SystemComponent) as Box<dyn Component>)
+                    .chain(self.natives)
+                    .collect(),
+                support: NativeSupport {
+                    started: self.started.unwrap_or_else(StartGate::open),
+                    ..NativeSupport::default()
+                },
                 dead_letters: dead.clone(),
                 sessions: None,
                 acts: None,

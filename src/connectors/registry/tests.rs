@@ -92,6 +92,7 @@ impl World {
             connector,
             &format!("{integration} {connector}"),
             &owned(settings),
+            |_| Vec::new(),
         )
     }
 
@@ -185,7 +186,7 @@ async fn create_refuses_invalid_input_naming_the_field() {
     ));
     let untitled = w
         .registry
-        .create(&w.account, "sandbox", "other", "  ", &[])
+        .create(&w.account, "sandbox", "other", "  ", &[], |_| Vec::new())
         .unwrap_err();
     assert!(invalid("title")(&untitled));
     let conflict = w.create("sandbox", "sb", &[]).unwrap_err();

@@ -26,11 +26,12 @@ use rustc_hash::FxBuildHasher;
 use tokio::sync::Semaphore;
 
 use crate::commands::{
-    Answer, Answered, CommandRefusal, Failure, NativeCommand, NativeFactory, NativeIntegration,
+    Answer, Answered, CommandRefusal, ConnectorChange, Failure, NativeCommand, NativeIntegration,
 };
 use crate::connectors::Directory;
 use crate::domain::{Arguments, ConnectorKey, PersonaId};
 use crate::fault::{Blame, Fault};
+use crate::natives::component::{Built, Component, NativeContext};
 use crate::outbound::{retry, Backoff, Egress, SendOptions, Sent};
 use crate::telemetry::handles;
 use lanes::Lanes;
@@ -64,6 +65,23 @@ impl Gate {
     }
 }
 
+struct HttpComponent;
+
+impl Component for HttpComponent {
+    fn idn(&self) -> &'static str {
+        "http"
+    }
+
+    fn build(self: Box<Self>, cx: &NativeContext) -> Built {
+        Built::executor(Arc::new(HttpNative {
+            egress: cx.egress.clone(),
+            directory: cx.directory.clone(),
+            lanes: Lanes::new(crate::telemetry::queue::names::HTTP_REQUEST_LANES),
+            gates: DashMap::default(),
+        }))
+    }
+}
+
 /// The `http` native integration.
 pub struct HttpNative {
     egress: Egress,
@@ -73,16 +91,9 @@ pub struct HttpNative {
 }
 
 impl HttpNative {
-    /// The factory the engine builds it with: requests go out through `egress`.
-    pub fn factory(egress: Egress) -> NativeFactory {
-        Box::new(move |cx| {
-            Arc::new(HttpNative {
-                egress,
-                directory: cx.directory.clone(),
-                lanes: Lanes::new(crate::telemetry::queue::names::HTTP_REQUEST_LANES),
-                gates: DashMap::default(),
-            })
-        })
+    /// The component: requests go out through the context's egress.
+    pub fn component() -> Box<dyn Component> {
+        Box::new(HttpComponent)
     }
 
     /// The connector's settings that shape a request, secrets included.
@@ -181,8 +192,11 @@ impl NativeIntegration for HttpNative {
         Ok(Answered::Later)
     }
 
-    fn connector_deleted(&self, connector: &ConnectorKey) {
-        self.gates.remove(connector);
+    /// A stopped or deleted connector's gate goes (a changed setting then makes a new one).
+    fn connector_changed(&self, connector: &ConnectorKey, change: ConnectorChange) {
+        if change != ConnectorChange::Running {
+            self.gates.remove(connector);
+        }
     }
 }
 

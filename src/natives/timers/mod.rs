@@ -17,10 +17,11 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::commands::{
-    Answered, CommandRefusal, NativeCommand, NativeContext, NativeFactory, NativeIntegration,
+    Answered, CommandRefusal, ConnectorChange, NativeCommand, NativeIntegration,
 };
 use crate::connectors::Directory;
 use crate::domain::{ConnectorKey, Idn};
+use crate::natives::component::{Built, Component, NativeContext, Started};
 use crate::session::SessionTable;
 use crate::telemetry::queue;
 use book::Book;
@@ -34,6 +35,26 @@ const JOBS: usize = 4096;
 const DEFAULT_MIN_INTERVAL_S: f64 = 60.0;
 const DEFAULT_MAX_PER_PERSONA: usize = 100;
 
+struct TimersComponent {
+    book: Option<Arc<dyn Book>>,
+    settings: Settings,
+}
+
+impl Component for TimersComponent {
+    fn idn(&self) -> &'static str {
+        "program_timer"
+    }
+
+    fn build(self: Box<Self>, cx: &NativeContext) -> Built {
+        let book = self.book.unwrap_or_else(|| match &cx.store {
+            Some(store) => Arc::new(book::StoredBook::new(store.clone())),
+            None => Arc::new(book::MemoryBook::default()),
+        });
+        let native = ProgramTimer::start(cx, book, self.settings, cx.started.clone());
+        Built::executor(Arc::new(native))
+    }
+}
+
 pub struct ProgramTimer {
     jobs: mpsc::Sender<Job>,
     clock: Clock,
@@ -43,17 +64,11 @@ pub struct ProgramTimer {
 }
 
 impl ProgramTimer {
-    /// The factory the engine builds it with: the service starts on the current arbiter and
-    /// runs until the engine goes; it fires nothing before `start` opens (see
-    /// [`Service::start`]).
-    pub fn factory(
-        book: Arc<dyn Book>,
-        settings: Settings,
-        start: tokio::sync::oneshot::Receiver<()>,
-    ) -> NativeFactory {
-        Box::new(move |cx: &NativeContext| -> Arc<dyn NativeIntegration> {
-            Arc::new(Self::start(cx, book, settings, start))
-        })
+    /// The component: timers kept in `book`, or, when `None`, in the daemon's store (in memory
+    /// for an engine without one). The service starts on the current arbiter and runs until
+    /// the engine goes; it fires nothing before the start gate opens (see [`Service::start`]).
+    pub fn component(book: Option<Arc<dyn Book>>, settings: Settings) -> Box<dyn Component> {
+        Box::new(TimersComponent { book, settings })
     }
 
     /// Starts the service and answers the native integration that feeds it.
@@ -61,7 +76,7 @@ impl ProgramTimer {
         cx: &NativeContext,
         book: Arc<dyn Book>,
         settings: Settings,
-        start: tokio::sync::oneshot::Receiver<()>,
+        start: Started,
     ) -> Self {
         let (jobs, rx) = queue::bounded(queue::names::TIMER_COMMANDS, JOBS);
         let clock = Clock::start();
@@ -153,8 +168,12 @@ impl NativeIntegration for ProgramTimer {
         Ok(Answered::Later)
     }
 
-    /// Its timers go, held in memory or not (sent on: the queue may be full for a moment).
-    fn connector_deleted(&self, connector: &ConnectorKey) {
+    /// A deleted connector's timers go, held in memory or not (sent on: the queue may be full
+    /// for a moment).
+    fn connector_changed(&self, connector: &ConnectorKey, change: ConnectorChange) {
+        if change != ConnectorChange::Deleted {
+            return;
+        }
         let (jobs, job) = (
             self.jobs.clone(),
             Job::Purge {

@@ -19,6 +19,7 @@
 //! session ends and committed moves wait until it is merged, so what it read and what the
 //! service did meanwhile agree.
 
+use crate::natives::component::Started;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -142,9 +143,9 @@ pub struct Service {
     pub metrics: handles::TimerMetrics,
     /// When this run started (Unix ms): timers due before it fire marked `redelivered`.
     pub started_ms: i64,
-    /// Opened (sent, or dropped) once what the firings need is in place: connectors restored,
+    /// Opens once what the firings need is in place: connectors restored,
     /// flows loaded. Until then commands wait in their queue and nothing fires.
-    pub start: tokio::sync::oneshot::Receiver<()>,
+    pub start: Started,
     pub jobs: mpsc::Receiver<Job>,
     pub book: Arc<dyn Book>,
     pub events: InternalEvents,
@@ -198,7 +199,7 @@ impl Service {
     /// Runs until every sender of jobs is gone.
     pub async fn run(mut self) {
         let mut ends = self.sessions.subscribe_ends();
-        let _ = (&mut self.start).await;
+        let _ = self.start.clone().wait().await;
         // Each unsettled firing settles once: twice their bound never fills.
         let (settle, mut settled) = queue::bounded::<(Uuid, Settlement)>(
             queue::names::TIMER_FIRINGS_DONE,

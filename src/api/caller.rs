@@ -5,15 +5,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{web, FromRequest, HttpRequest};
 
 use super::error::ApiError;
-use crate::auth::{AuthError, Principal, Scope};
-use crate::daemon::Daemon;
+use crate::auth::{AuthError, Principal, Scope, TokenKeeper};
 use crate::domain::Idn;
 
 /// The authenticated principal of a request.
@@ -51,12 +49,12 @@ impl FromRequest for Caller {
     type Future = Pin<Box<dyn Future<Output = Result<Caller, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let daemon = req.app_data::<web::Data<Arc<Daemon>>>().cloned();
+        let tokens = req.app_data::<web::Data<TokenKeeper>>().cloned();
         let token = bearer(req);
         Box::pin(async move {
-            let daemon = daemon.expect("the daemon is app data");
+            let tokens = tokens.expect("the token keeper is app data");
             let token = token.ok_or(AuthError::Missing)?;
-            Ok(Caller(daemon.authenticate(&token).await?))
+            Ok(Caller(tokens.authenticate(&token).await?))
         })
     }
 }

@@ -8,7 +8,7 @@ use actix_web::web::{Bytes, BytesMut};
 use actix_web::HttpRequest;
 use serde::de::DeserializeOwned;
 
-use super::error::{ApiError, Kind};
+use crate::api::error::{ApiError, Kind};
 use crate::wire::envelope::Encoding;
 use crate::wire::FlowDoc;
 

@@ -7,12 +7,30 @@ use crate::commands::{Answered, CommandRefusal, NativeCommand, NativeIntegration
 use crate::domain::{Arguments, Event, Idn, StateScope};
 use crate::flow_instance::state::StateStore;
 use crate::ingress::InternalEvents;
+use crate::natives::component::{Built, Component, NativeContext};
 use crate::routing::LiveIndex;
 
-pub struct System {
-    pub index: Arc<LiveIndex>,
-    pub state: Arc<StateStore>,
-    pub events: InternalEvents,
+/// The `system` component: nothing to configure, nothing stored of its own.
+pub struct SystemComponent;
+
+impl Component for SystemComponent {
+    fn idn(&self) -> &'static str {
+        "system"
+    }
+
+    fn build(self: Box<Self>, cx: &NativeContext) -> Built {
+        Built::executor(Arc::new(System {
+            index: cx.index.clone(),
+            state: cx.state.clone(),
+            events: cx.events.clone(),
+        }))
+    }
+}
+
+struct System {
+    index: Arc<LiveIndex>,
+    state: Arc<StateStore>,
+    events: InternalEvents,
 }
 
 fn invalid(argument: &str, reason: String) -> CommandRefusal {

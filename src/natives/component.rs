@@ -1,0 +1,176 @@
+//! The seam every native integration plugs into, in the shape of Vector's sources and sinks:
+//! a [`Component`] in `natives/<idn>/`, listed once where the daemon starts, is built once from
+//! a [`NativeContext`] (everything a native may use) into what it owns: the command executor
+//! (`commands::NativeIntegration`, which also hears its connectors' lives), optionally HTTP
+//! routes under paths it owns, a background task that waits for the start gate and ends on the
+//! shutdown signal, its own tables (migrations namespaced by its idn, applied by the store seam)
+//! and its own config section (a type it owns, embedded in `config::Config`).
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::catalog::Catalog;
+use crate::commands::NativeIntegration;
+use crate::connectors::Directory;
+use crate::dead_letter::DeadLetterStore;
+use crate::flow_instance::state::StateStore;
+use crate::ingress::InternalEvents;
+use crate::outbound::Egress;
+use crate::routing::LiveIndex;
+use crate::session::SessionTable;
+use crate::store::Store;
+
+/// A native integration, as the registration list holds it.
+pub trait Component: Send + 'static {
+    /// The integration idn it carries out (its catalog file's).
+    fn idn(&self) -> &'static str;
+
+    /// The migrations of its own tables, in order, applied under its idn when the daemon opens
+    /// the store, before anything is built (`Store::migrate_component`). None by default.
+    fn migrations(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Builds it once the engine's parts exist. Must not block: slow starts go to a task that
+    /// waits for [`NativeContext::started`].
+    fn build(self: Box<Self>, cx: &NativeContext) -> Built;
+}
+
+/// What a component built.
+pub struct Built {
+    /// Carries out its commands and hears of its connectors.
+    pub executor: Arc<dyn NativeIntegration>,
+    /// Its HTTP routes, documented (`#[utoipa::path]`), under paths it owns.
+    pub routes: Option<Routes>,
+}
+
+impl Built {
+    /// A native that only carries out commands.
+    pub fn executor(executor: Arc<dyn NativeIntegration>) -> Built {
+        Built {
+            executor,
+            routes: None,
+        }
+    }
+
+    /// With HTTP routes: `routes` registers them (on every HTTP worker, and once for the
+    /// OpenAPI document). Handlers reach the native's state through app data it registers
+    /// there, and the caller through `api::caller::Caller`.
+    pub fn with_routes(
+        mut self,
+        routes: impl Fn(&mut ServiceConfig) + Send + Sync + 'static,
+    ) -> Built {
+        self.routes = Some(Routes(Arc::new(routes)));
+        self
+    }
+}
+
+/// A native's HTTP routes.
+#[derive(Clone)]
+pub struct Routes(Arc<dyn Fn(&mut ServiceConfig) + Send + Sync>);
+
+impl Routes {
+    /// Registers them on `cfg`.
+    pub fn register(&self, cfg: &mut ServiceConfig) {
+        (self.0)(cfg)
+    }
+}
+
+/// Opens once the daemon has restored its state (connectors, flows, the inbox): a native's task
+/// does nothing that emits events before.
+#[derive(Clone)]
+pub struct Started(tokio::sync::watch::Receiver<bool>);
+
+/// Opens the [`Started`] gate.
+pub struct StartGate(tokio::sync::watch::Sender<bool>);
+
+impl StartGate {
+    /// A closed gate and its watchers.
+    pub fn new() -> (StartGate, Started) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (StartGate(tx), Started(rx))
+    }
+
+    /// An open gate (an engine without a daemon around it: tests, benchmarks).
+    pub fn open() -> Started {
+        let (gate, started) = StartGate::new();
+        gate.open_now();
+        started
+    }
+
+    pub fn open_now(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl Started {
+    /// Resolves once the gate is open; `false` if it was dropped closed (the daemon did not
+    /// start).
+    pub async fn wait(mut self) -> bool {
+        self.0.wait_for(|open| *open).await.is_ok()
+    }
+}
+
+/// Everything a native integration may use, handed to [`Component::build`].
+pub struct NativeContext {
+    /// Where it emits events (admitted and routed as any event).
+    pub events: InternalEvents,
+    /// The connectors, their settings (secrets opened) and status.
+    pub directory: Arc<Directory>,
+    pub catalog: Arc<Catalog>,
+    /// The live sessions.
+    pub sessions: Arc<SessionTable>,
+    /// The subscription index in force (flows by name).
+    pub index: Arc<LiveIndex>,
+    /// Flow state (`set_state`).
+    pub state: Arc<StateStore>,
+    pub dead_letters: Arc<dyn DeadLetterStore>,
+    /// The outbound toolkit: the policy-checked HTTP client (`outbound::send`), retries
+    /// (`outbound::retry`), signing (`outbound::signing`); the outbox is built on the store.
+    pub egress: Egress,
+    /// The daemon's store (its own tables through `Store::read` / `write`); `None` for an
+    /// engine without one (tests, benchmarks): keep state in memory then.
+    pub store: Option<Store>,
+    /// Opens once the daemon restored its state.
+    pub started: Started,
+    /// Cancelled when the daemon stops: background tasks end.
+    pub shutdown: CancellationToken,
+}
+
+/// What natives get from outside the engine.
+pub struct NativeSupport {
+    pub egress: Egress,
+    pub store: Option<Store>,
+    pub started: Started,
+    pub shutdown: CancellationToken,
+}
+
+impl Default for NativeSupport {
+    /// No store, an open gate, the default egress policy (private ranges denied).
+    fn default() -> Self {
+        NativeSupport {
+            egress: Egress::new(crate::outbound::policy::EgressPolicy::new(Vec::new())),
+            store: None,
+            started: StartGate::open(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+}
+
+/// A component around an executor built beforehand (tests, benchmarks, embedders).
+pub struct Prebuilt {
+    pub idn: &'static str,
+    pub executor: Arc<dyn NativeIntegration>,
+}
+
+impl Component for Prebuilt {
+    fn idn(&self) -> &'static str {
+        self.idn
+    }
+
+    fn build(self: Box<Self>, _cx: &NativeContext) -> Built {
+        Built::executor(self.executor)
+    }
+}
