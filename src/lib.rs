@@ -4,7 +4,7 @@
 //! by `tests/stage_order.rs`): a module names only modules before it.
 //!
 //! ```text
-//! ground: testing → domain → fault → telemetry → dead_letter → catalog → inbox → admission → invocation → wire → store → auth → api → outbound
+//! ground: testing → domain → fault → telemetry → dead_letter → catalog → inbox → admission → invocation → wire → store → intake → auth → api → outbound
 //! stages: ingress → session → connectors → routing → flow_instance → skill_runner → commands → egress → natives → sandbox
 //! outer:  engine → config → daemon → transport → boot → http
 //! ```
@@ -27,6 +27,7 @@ pub mod flow_instance;
 pub mod http;
 pub mod inbox;
 pub mod ingress;
+pub mod intake;
 pub mod invocation;
 pub mod natives;
 pub mod outbound;

@@ -10,9 +10,11 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::admission::Refusal;
 use crate::auth::AuthError;
 use crate::dead_letter::ReadError;
 use crate::fault::{Blame, Fault};
+use crate::intake::IngestError;
 use crate::store::StoreError;
 use crate::wire::EnvelopeError;
 
@@ -190,5 +192,33 @@ impl From<ReadError> for ApiError {
 impl From<actix_web::error::BlockingError> for ApiError {
     fn from(e: actix_web::error::BlockingError) -> Self {
         ApiError::new(Kind::Internal, "internal", e.to_string())
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        let caller = match &r {
+            Refusal::UnknownIntegration(_) | Refusal::UnknownConnector { .. } => Kind::NotFound,
+            Refusal::ConnectorStopped { .. } => Kind::Conflict,
+            Refusal::UndeclaredEvent { .. } | Refusal::Malformed { .. } | Refusal::Busy => {
+                Kind::Invalid
+            }
+            Refusal::FlowInstanceFull { .. } => Kind::TooManyRequests,
+        };
+        ApiError {
+            kind: kind_of(&r, caller),
+            code: r.code(),
+            message: r.to_string(),
+            field: r.field().map(str::to_owned),
+        }
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Refused(r) => r.into(),
+            IngestError::Store(s) => s.into(),
+        }
     }
 }

@@ -25,6 +25,7 @@ use crate::connectors::registry::{ConnectorView, ControlError};
 use crate::domain::{Event, Flow, Idn, Name};
 use crate::engine::Engine;
 use crate::fault::{Blame, Fault};
+pub use crate::intake::{IngestError, Ingested};
 use crate::outbound::EgressPolicy;
 use crate::routing::flow_table::FlowRejected;
 use crate::sandbox::SandboxHub;
@@ -33,31 +34,6 @@ use crate::skill_runner::webhook::{RunnerKeys, RunnerSecret};
 use crate::store::{ConnectorRow, FlowRow, SecretBox, Store, StoreError, Written};
 use crate::wire::envelope::{Encoding, EventEnvelope};
 use crate::wire::FlowDoc;
-
-/// Why an event was not taken in.
-#[derive(Debug, thiserror::Error)]
-pub enum IngestError {
-    #[error(transparent)]
-    Refused(#[from] Refusal),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl Blame for IngestError {
-    fn fault(&self) -> Fault {
-        match self {
-            IngestError::Refused(r) => r.fault(),
-            IngestError::Store(e) => e.fault(),
-        }
-    }
-
-    fn retryable(&self) -> bool {
-        match self {
-            IngestError::Refused(r) => r.retryable(),
-            IngestError::Store(e) => e.retryable(),
-        }
-    }
-}
 
 /// Why a control-plane change failed.
 #[derive(Debug, thiserror::Error)]
@@ -138,15 +114,6 @@ pub enum Dedupe {
     Check,
     /// A deliberate redelivery (a dead letter replayed).
     Skip,
-}
-
-/// What happened to an ingested event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ingested {
-    /// Durable and handed to the engine.
-    Accepted(Uuid),
-    /// A repeat of an `external_event_id` inside the dedupe window: acknowledged, not routed.
-    Duplicate(Uuid),
 }
 
 /// A transport's connection, as readiness and `/metrics` see it. The daemon owns this interface;
@@ -676,4 +643,14 @@ fn stored_flows(store: &Store) -> Result<BTreeMap<Idn, Vec<Flow>>, StoreError> {
         by_account.entry(account).or_default().push(flow);
     }
     Ok(by_account)
+}
+
+impl crate::intake::Intake for Daemon {
+    fn ingest(
+        &self,
+        event: Event,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Ingested, IngestError>> + '_>>
+    {
+        Box::pin(Daemon::ingest(self, event))
+    }
 }

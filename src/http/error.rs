@@ -1,13 +1,12 @@
 //! Later stages' errors as [`ApiError`]s: each picks its 4xx for the caller's fault and its code;
 //! [`kind_of`] and `api/error.rs` decide the rest (the status of every kind is set there alone).
 
-use crate::admission::Refusal;
 use crate::api::error::{kind_of, ApiError, Kind};
 use crate::commands::refusal::CommandRefusal;
 use crate::connectors::registry::ControlError;
 use crate::daemon::operations::{CommandError, ReplayError};
 use crate::daemon::runner_secrets::RotateError;
-use crate::daemon::{ChangeError, IngestError};
+use crate::daemon::ChangeError;
 use crate::routing::flow_table::FlowRejected;
 use crate::skill_runner::pending::UnknownInvocation;
 use crate::wire::FlowDocError;
@@ -28,25 +27,6 @@ impl From<ControlError> for ApiError {
             code,
             message: e.to_string(),
             field,
-        }
-    }
-}
-
-impl From<Refusal> for ApiError {
-    fn from(r: Refusal) -> Self {
-        let caller = match &r {
-            Refusal::UnknownIntegration(_) | Refusal::UnknownConnector { .. } => Kind::NotFound,
-            Refusal::ConnectorStopped { .. } => Kind::Conflict,
-            Refusal::UndeclaredEvent { .. } | Refusal::Malformed { .. } | Refusal::Busy => {
-                Kind::Invalid
-            }
-            Refusal::FlowInstanceFull { .. } => Kind::TooManyRequests,
-        };
-        ApiError {
-            kind: kind_of(&r, caller),
-            code: r.code(),
-            message: r.to_string(),
-            field: r.field().map(str::to_owned),
         }
     }
 }
@@ -90,15 +70,6 @@ impl From<UnknownInvocation> for ApiError {
             "unknown_invocation",
             e.to_string(),
         )
-    }
-}
-
-impl From<IngestError> for ApiError {
-    fn from(e: IngestError) -> Self {
-        match e {
-            IngestError::Refused(r) => r.into(),
-            IngestError::Store(s) => s.into(),
-        }
     }
 }
 

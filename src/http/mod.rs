@@ -61,6 +61,7 @@ pub fn bind(
     let cfg = daemon.config().http.clone();
     let tokens = web::Data::new(daemon.tokens().clone());
     let natives: Vec<Routes> = daemon.engine().native_routes().to_vec();
+    let intake: web::Data<Arc<dyn crate::intake::Intake>> = web::Data::new(daemon.clone());
     let data = web::Data::new(daemon);
     let limits = crate::api::body::BodyLimits {
         max_bytes: cfg.max_body_bytes,
@@ -72,6 +73,7 @@ pub fn bind(
         App::new()
             .app_data(data.clone())
             .app_data(tokens.clone())
+            .app_data(intake.clone())
             .app_data(document.clone())
             .app_data(limits)
             .app_data(web::QueryConfig::default().error_handler(|e, _| {
