@@ -677,6 +677,44 @@ mod tests {
     }
 
     #[test]
+    fn posts_carry_the_toolkits_signature_of_every_live_secret() {
+        use crate::outbound::{SigningKey, Verifier};
+        let keys = RunnerKeys::default();
+        let flow = (
+            Idn::known("default"),
+            Name::parse("agent", "A").unwrap(),
+            Name::parse("flow", "F").unwrap(),
+        );
+        let (id, url) = (Uuid::now_v7(), "http://127.0.0.1:9/skill");
+        let body = Bytes::from_static(br#"{"v":1}"#);
+        let post = |url: &str| signed_post(&keys, url, &flow, (id, &id.to_string()), body.clone());
+        assert_eq!(
+            post(url).err().as_deref(),
+            Some("the flow has no webhook signing secret")
+        );
+        let first = keys
+            .generate_if_absent(&flow.0, &flow.1, &flow.2)
+            .unwrap()
+            .current;
+        let now = chrono::Utc::now().timestamp_millis();
+        let rotated = keys.rotate(&flow.0, &flow.1, &flow.2, now, 60_000).current;
+        let request = post(url).unwrap();
+        assert_eq!(request.method, Method::POST);
+        assert_eq!(request.body, body);
+        assert_eq!(request.headers[CONTENT_TYPE], "application/json");
+        assert_eq!(request.headers[INVOCATION_HEADER], id.to_string().as_str());
+        assert_eq!(request.headers[HEADER_WEBHOOK_ID], id.to_string().as_str());
+        for secret in [&first, &rotated] {
+            let verifier = Verifier::new(SigningKey::parse(secret.expose()).unwrap());
+            assert_eq!(verifier.verify(&request.headers, &body), Ok(()));
+        }
+        assert_eq!(
+            post("not a url").err().as_deref(),
+            Some("the runner URL is not usable")
+        );
+    }
+
+    #[test]
     fn the_registry_resolves_webhooks_only_with_a_factory() {
         use crate::domain::RunnerSpec;
         use crate::skill_runner::in_process::FnRunner;
