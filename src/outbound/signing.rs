@@ -343,6 +343,15 @@ mod tests {
         headers
     }
 
+    /// A row: what it shows, the verifier, the headers and body it is given, and its answer.
+    type Case = (
+        &'static str,
+        Verifier,
+        HeaderMap,
+        &'static [u8],
+        Result<(), VerifyError>,
+    );
+
     fn check(
         case: &str,
         verifier: Verifier,
@@ -362,7 +371,7 @@ mod tests {
         use VerifyError::*;
         let crate_signed = Webhook::new(A).unwrap().sign(ID, NOW, BODY).unwrap();
         let old = Err(TooOld(DEFAULT_TOLERANCE));
-        let cases: Vec<(&str, Verifier, HeaderMap, &[u8], Result<(), VerifyError>)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "one secret",
                 verifier(&[A]),
