@@ -10,6 +10,9 @@
 //!   again, with per-use options ([`send`]);
 //! - retries as [`retry`] says: capped exponential backoff, full jitter, `Retry-After`.
 //!
+//! [`signing`] signs Standard Webhooks messages with any secret (two during a rotation) and
+//! verifies inbound ones.
+//!
 //! [`outbox`] delivers messages durably through destinations built on these (per destination
 //! and key in order, replayed at start, dead-lettered when given up).
 //!
@@ -22,6 +25,7 @@ pub mod policy;
 pub mod resolver;
 pub mod retry;
 pub mod send;
+pub mod signing;
 pub mod url_text;
 
 use std::sync::{Arc, OnceLock};
@@ -31,6 +35,7 @@ pub use policy::{denied_range, literal_host, DeniedRange, EgressDenied, EgressPo
 pub use resolver::{Lookup, PolicyResolver, SystemLookup};
 pub use retry::{parse_retry_after, retryable_status, Backoff};
 pub use send::{read_capped, OutboundRequest, SendError, SendOptions, Sent};
+pub use signing::{Signer, SigningKey, Verifier, VerifyError};
 pub use url_text::{has_userinfo, masked_url};
 
 use crate::telemetry::metrics::EGRESS_DENIED_TOTAL;

@@ -133,7 +133,10 @@ impl SendError {
         }
     }
 
+    /// What `e` was; its whole chain goes to the debug log (the URL in it masked), never to
+    /// the error's text.
     fn of(e: reqwest::Error, timeout: Duration) -> SendError {
+        tracing::debug!(error = %error_chain(&e), "outbound request failed");
         if let Some(denied) = Egress::denial(&e) {
             return SendError::Denied(denied.clone());
         }
@@ -145,6 +148,21 @@ impl SendError {
             SendError::Failed
         }
     }
+}
+
+/// The whole error chain, for the debug log; the URL in it masked (its query may hold a key).
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = super::url_text::mask_in(&text, url.as_str());
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Reads at most `cap` bytes of `response`'s body; whether there was more.

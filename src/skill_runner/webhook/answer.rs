@@ -92,31 +92,3 @@ fn sanitized_field(field: &str) -> String {
         .take(64)
         .collect()
 }
-
-/// A failed request's reason: what kind of failure, without the error's own text.
-pub(super) fn describe_error(e: &reqwest::Error, timeout: Duration) -> String {
-    if e.is_timeout() {
-        format!("no answer within {} ms", timeout.as_millis())
-    } else if e.is_connect() {
-        "connection failed".to_owned()
-    } else if e.is_builder() {
-        "the runner URL is not usable".to_owned()
-    } else {
-        "request failed".to_owned()
-    }
-}
-
-/// The whole error chain, for the debug log; the URL in it masked (its query may hold a key).
-pub(super) fn error_chain(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(url) = e.url() {
-        text = crate::outbound::url_text::mask_in(&text, url.as_str());
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}

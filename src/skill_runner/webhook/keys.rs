@@ -3,8 +3,8 @@
 //! a rotation the secret it replaced signs too until the overlap ends, so `webhook-signature`
 //! carries two space-separated `v1,` signatures and a runner still verifying with the old
 //! secret keeps accepting. [`RunnerKeys`] is the live table, filled by the daemon (from the
-//! store at start, then at every flow put and rotation); the HMAC itself is the
-//! `standardwebhooks` crate's.
+//! store at start, then at every flow put and rotation); the signing is the outbound toolkit's
+//! ([`crate::outbound::signing`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,18 +14,21 @@ use base64::Engine as _;
 use dashmap::DashMap;
 use rand::RngCore;
 use rustc_hash::FxBuildHasher;
-use standardwebhooks::Webhook;
 
 use crate::domain::{Idn, Name};
+use crate::outbound::signing::{Signer, SigningKey};
 
 /// The prefix of a secret's text.
-pub const SECRET_PREFIX: &str = "whsec_";
+pub use crate::outbound::signing::SECRET_PREFIX;
 /// Random bytes in a generated secret (Standard Webhooks asks for 24 to 64).
 pub const SECRET_BYTES: usize = 32;
 
-/// A signing secret, `whsec_<base64 of the key>`. `Debug` does not show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RunnerSecret(String);
+/// A signing secret, `whsec_<base64 of the key>`, and its key. `Debug` does not show it.
+#[derive(Clone)]
+pub struct RunnerSecret {
+    text: String,
+    key: SigningKey,
+}
 
 /// Why a stored secret is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,28 +40,45 @@ impl RunnerSecret {
     pub fn generate() -> RunnerSecret {
         let mut key = [0u8; SECRET_BYTES];
         rand::rng().fill_bytes(&mut key);
-        RunnerSecret(format!("{SECRET_PREFIX}{}", B64.encode(key)))
+        RunnerSecret {
+            text: format!("{SECRET_PREFIX}{}", B64.encode(key)),
+            key: SigningKey::from_bytes(key.to_vec()).expect("the key is not empty"),
+        }
     }
 
     /// A secret's text, as [`RunnerSecret::expose`] gave it.
     pub fn parse(text: &str) -> Result<RunnerSecret, InvalidSecret> {
-        let key = text.strip_prefix(SECRET_PREFIX).ok_or(InvalidSecret)?;
-        match B64.decode(key) {
-            Ok(k) if !k.is_empty() => Ok(RunnerSecret(text.to_owned())),
-            _ => Err(InvalidSecret),
+        if !text.starts_with(SECRET_PREFIX) {
+            return Err(InvalidSecret);
         }
+        let key = SigningKey::parse(text).map_err(|_| InvalidSecret)?;
+        Ok(RunnerSecret {
+            text: text.to_owned(),
+            key,
+        })
     }
 
     /// The text, to seal it or to show it once to whoever created or rotated it.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.text
     }
 
-    /// `v1,<base64>` over `"<id>.<timestamp>.<body>"`.
+    /// `v1,<base64>` over `"<id>.<timestamp>.<body>"` (what the tests verify with).
+    #[cfg(test)]
     fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> Option<String> {
-        Webhook::new(&self.0).ok()?.sign(id, timestamp, body).ok()
+        Signer::new(self.key.clone())
+            .signature(id, timestamp, body)
+            .ok()
     }
 }
+
+impl PartialEq for RunnerSecret {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for RunnerSecret {}
 
 impl fmt::Debug for RunnerSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -81,18 +101,23 @@ impl FlowKeys {
         }
     }
 
-    /// The `webhook-signature` value for message `id` sent at `timestamp` (Unix seconds),
-    /// when it is `now_ms`: the current secret's `v1,` signature, then the previous one's
-    /// while the overlap lasts. `None` only for a body that is not UTF-8 (JSON always is).
-    pub fn signature(&self, id: &str, timestamp: i64, body: &[u8], now_ms: i64) -> Option<String> {
-        let mut header = self.current.sign(id, timestamp, body)?;
-        if let Some((previous, until_ms)) = &self.previous {
-            if now_ms < *until_ms {
-                header.push(' ');
-                header.push_str(&previous.sign(id, timestamp, body)?);
+    /// The signer when it is `now_ms`: the current secret, and the previous one while the
+    /// overlap lasts.
+    pub fn signer(&self, now_ms: i64) -> Signer {
+        let signer = Signer::new(self.current.key.clone());
+        match &self.previous {
+            Some((previous, until_ms)) if now_ms < *until_ms => {
+                signer.with_previous(previous.key.clone())
             }
+            _ => signer,
         }
-        Some(header)
+    }
+
+    /// The `webhook-signature` value for message `id` sent at `timestamp` (Unix seconds),
+    /// when it is `now_ms` (see [`FlowKeys::signer`]). `None` only for a body that is not
+    /// UTF-8 (JSON always is).
+    pub fn signature(&self, id: &str, timestamp: i64, body: &[u8], now_ms: i64) -> Option<String> {
+        self.signer(now_ms).signature(id, timestamp, body).ok()
     }
 }
 

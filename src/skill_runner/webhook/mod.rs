@@ -1,7 +1,9 @@
 //! Webhook skill runners: each invocation is POSTed as JSON ([`InvocationWire`]) to the flow's
-//! URL, through the egress policy ([`crate::outbound::Egress`]) and signed per Standard
-//! Webhooks with the flow's own secret ([`keys`]: `webhook-id` is the invocation id,
-//! `webhook-timestamp` the Unix seconds, `webhook-signature` one `v1,<base64>` per live secret).
+//! URL with the outbound toolkit's [`Egress::send`] (under the egress policy, no redirect
+//! followed, the answer read up to [`MAX_ANSWER_BYTES`]) and signed per Standard Webhooks by its
+//! [`crate::outbound::Signer`] with the flow's own secret ([`keys`]: `webhook-id` is the
+//! invocation id, `webhook-timestamp` the Unix seconds, `webhook-signature` one `v1,<base64>`
+//! per live secret).
 //! The runner answers inline with a [`crate::wire::invocation::ResultWire`] (an outcome and
 //! commands), or `pending` / `202` / an empty body and later through
 //! `POST /v1/invocations/{id}/result`, which reaches the reply parked in [`PendingInvocations`].
@@ -29,8 +31,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use dashmap::DashMap;
-
+use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{Method, Url};
 use rustc_hash::FxBuildHasher;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
@@ -40,14 +44,14 @@ use uuid::Uuid;
 mod answer;
 pub mod keys;
 
-use answer::{describe_error, error_chain, judge, Verdict};
+use answer::{judge, Verdict};
 pub use keys::{FlowKeys, RunnerKeys, RunnerSecret};
 
 use super::pending::PendingInvocations;
 use super::{Handoff, Invocation, Outcome, Reply, SkillRunner};
 
 use crate::domain::{Idn, Name};
-use crate::outbound::{Backoff, Egress};
+use crate::outbound::{masked_url, Backoff, Egress, OutboundRequest, SendError, SendOptions};
 use crate::telemetry::handles;
 use crate::wire::invocation::{CancelNoticeWire, InvocationWire, RunnerAnswer};
 
@@ -55,7 +59,9 @@ use crate::wire::invocation::{CancelNoticeWire, InvocationWire, RunnerAnswer};
 pub const INVOCATION_HEADER: &str = "X-Switchboard-Invocation";
 /// Standard Webhooks' headers: the message id (the invocation id, the same on every attempt),
 /// its Unix time in seconds, and the signatures.
-pub use standardwebhooks::{HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP};
+pub use crate::outbound::signing::{
+    HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP,
+};
 /// How much of a failed answer's body the debug log shows (the failure reason shows none).
 pub const LOGGED_BODY_BYTES: usize = 512;
 /// The largest inline answer read; a larger one fails the invocation (the runner's fault).
@@ -287,19 +293,18 @@ impl CancelTo {
             serde_json::to_vec(&CancelNoticeWire::new(self.id, reason)).expect("notices serialize");
         let message_id = format!("cancel-{}", self.id);
         let request = signed_post(
-            &self.egress,
             &self.keys,
             &self.target.url,
             &self.flow,
             (self.id, &message_id),
-            body,
+            body.into(),
         );
         let sent = match request {
-            Ok(request) => request
-                .timeout(self.target.timeout)
-                .send()
+            Ok(request) => self
+                .egress
+                .send(request, &options(self.target.timeout, 0))
                 .await
-                .is_ok_and(|r| r.status().is_success()),
+                .is_ok_and(|sent| sent.status.is_success()),
             Err(_) => false,
         };
         tracing::debug!(invocation_id = %self.id, reason, sent, "cancel notice to the webhook runner");
@@ -313,8 +318,9 @@ async fn run(shared: &Shared, target: &Target, invocation: Invocation) {
     // The first attempt has the invocation's timeout; retries move the deadline (below).
     let mut deadline = started + invocation.timeout;
     let retry_until = started + target.retry_for;
-    let body = serde_json::to_vec(&InvocationWire::from_domain(&invocation))
-        .expect("invocations serialize");
+    let body: Bytes = serde_json::to_vec(&InvocationWire::from_domain(&invocation))
+        .expect("invocations serialize")
+        .into();
     let flow = (invocation.account, invocation.agent, invocation.flow);
     if target.gone.load(std::sync::atomic::Ordering::Relaxed) {
         fail(
@@ -432,103 +438,88 @@ fn fail(shared: &Shared, id: Uuid, reason: String) {
         .answer(id, Some(Outcome::Failed { reason }), Vec::new());
 }
 
-/// A JSON POST of `body` to `url` through the egress policy, signed with the flow's keys as
-/// message `message_id` about invocation `id`; why not, when it cannot be made.
+/// How an invocation (or a cancel notice) is sent: within `timeout`, at most `cap` bytes of the
+/// answer read, no redirect followed (a signed invocation goes to the URL the flow names,
+/// nowhere else).
+fn options(timeout: Duration, cap: usize) -> SendOptions {
+    SendOptions {
+        timeout,
+        verify_tls: true,
+        max_redirects: 0,
+        max_response_bytes: cap,
+    }
+}
+
+/// A JSON POST of `body` to `url`, signed with the flow's keys as message `message_id` about
+/// invocation `id`; why not, when it cannot be made.
 fn signed_post(
-    egress: &Egress,
     keys: &RunnerKeys,
     url: &str,
     (account, agent, flow): &(Idn, Name, Name),
     (id, message_id): (Uuid, &str),
-    body: Vec<u8>,
-) -> Result<reqwest::RequestBuilder, String> {
+    body: Bytes,
+) -> Result<OutboundRequest, String> {
     let keys = keys
         .get(account, agent, flow)
         .ok_or("the flow has no webhook signing secret")?;
+    let url = Url::parse(url).map_err(|_| "the runner URL is not usable")?;
+    let mut request = OutboundRequest::new(Method::POST, url);
     let now = chrono::Utc::now();
-    let signature = keys
-        .signature(message_id, now.timestamp(), &body, now.timestamp_millis())
-        .ok_or("the invocation could not be signed")?;
-    drop(keys);
-    let request = egress
-        .request(reqwest::Method::POST, url)
-        .map_err(|denied| denied.to_string())?;
-    Ok(request
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(INVOCATION_HEADER, id.to_string())
-        .header(HEADER_WEBHOOK_ID, message_id)
-        .header(HEADER_WEBHOOK_TIMESTAMP, now.timestamp().to_string())
-        .header(HEADER_WEBHOOK_SIGNATURE, signature)
-        .body(body))
+    keys.signer(now.timestamp_millis())
+        .sign(&mut request.headers, message_id, now.timestamp(), &body)
+        .map_err(|_| "the invocation could not be signed")?;
+    let headers = &mut request.headers;
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        INVOCATION_HEADER,
+        HeaderValue::from_str(&id.to_string()).expect("a UUID is a header value"),
+    );
+    request.body = body;
+    Ok(request)
 }
 
 async fn post(
     shared: &Shared,
     target: &Target,
     (id, flow): (Uuid, &(Idn, Name, Name)),
-    body: &[u8],
+    body: &Bytes,
     timeout: Duration,
 ) -> Verdict {
-    let request = signed_post(
-        &shared.egress,
+    let request = match signed_post(
         &shared.keys,
         &target.url,
         flow,
         (id, &id.to_string()),
-        body.to_vec(),
-    );
-    let sent = match request {
-        Ok(request) => request.timeout(timeout).send().await,
+        body.clone(),
+    ) {
+        Ok(request) => request,
         Err(reason) => return Verdict::Fail(reason),
     };
-    let mut response = match sent {
-        Ok(r) => r,
+    let sent = match shared
+        .egress
+        .send(request, &options(timeout, MAX_ANSWER_BYTES))
+        .await
+    {
+        Ok(sent) => sent,
         Err(e) => {
-            tracing::debug!(invocation_id = %id, error = %error_chain(&e), "webhook request failed");
-            if let Some(denied) = Egress::denial(&e) {
-                return Verdict::Fail(denied.to_string());
-            }
-            let what = describe_error(&e, timeout);
-            return if e.is_builder() {
-                Verdict::Fail(what)
-            } else {
-                Verdict::Retry(what, None)
+            tracing::debug!(invocation_id = %id, url = %masked_url(&target.url), error = %e, "webhook request failed");
+            // The reason is the toolkit's own text: the kind of failure, or the policy's refusal.
+            return match e {
+                SendError::Denied(_) | SendError::Redirect(_) => Verdict::Fail(e.to_string()),
+                SendError::Timeout(_) | SendError::Connect | SendError::Failed => {
+                    Verdict::Retry(e.to_string(), None)
+                }
             };
         }
     };
-    let status = response.status();
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let cap = if status.is_success() {
-        MAX_ANSWER_BYTES
+    let logged = if sent.status.is_success() {
+        sent.body.len()
     } else {
-        LOGGED_BODY_BYTES
+        sent.body.len().min(LOGGED_BODY_BYTES)
     };
-    let mut answer = Vec::new();
-    let mut truncated = false;
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                let room = cap + 1 - answer.len();
-                answer.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                if answer.len() > cap {
-                    truncated = true;
-                    break;
-                }
-            }
-            Ok(None) => break,
-            Err(e) if status.is_success() => {
-                return Verdict::Retry(describe_error(&e, timeout), None)
-            }
-            // The status says enough.
-            Err(_) => break,
-        }
-    }
-    tracing::debug!(invocation_id = %id, status = status.as_u16(), body = %String::from_utf8_lossy(&answer), "webhook answer");
-    judge(status, retry_after.as_deref(), &answer, truncated)
+    tracing::debug!(invocation_id = %id, status = sent.status.as_u16(), body = %String::from_utf8_lossy(&sent.body[..logged]), "webhook answer");
+    let retry_after = sent.headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok());
+    judge(sent.status, retry_after, &sent.body, sent.truncated)
 }
 
 #[cfg(test)]
@@ -683,6 +674,44 @@ mod tests {
             Verdict::Fail(r) => assert!(r.ends_with("invalid result: not JSON"), "{r}"),
             v => panic!("{v:?}"),
         }
+    }
+
+    #[test]
+    fn posts_carry_the_toolkits_signature_of_every_live_secret() {
+        use crate::outbound::{SigningKey, Verifier};
+        let keys = RunnerKeys::default();
+        let flow = (
+            Idn::known("default"),
+            Name::parse("agent", "A").unwrap(),
+            Name::parse("flow", "F").unwrap(),
+        );
+        let (id, url) = (Uuid::now_v7(), "http://127.0.0.1:9/skill");
+        let body = Bytes::from_static(br#"{"v":1}"#);
+        let post = |url: &str| signed_post(&keys, url, &flow, (id, &id.to_string()), body.clone());
+        assert_eq!(
+            post(url).err().as_deref(),
+            Some("the flow has no webhook signing secret")
+        );
+        let first = keys
+            .generate_if_absent(&flow.0, &flow.1, &flow.2)
+            .unwrap()
+            .current;
+        let now = chrono::Utc::now().timestamp_millis();
+        let rotated = keys.rotate(&flow.0, &flow.1, &flow.2, now, 60_000).current;
+        let request = post(url).unwrap();
+        assert_eq!(request.method, Method::POST);
+        assert_eq!(request.body, body);
+        assert_eq!(request.headers[CONTENT_TYPE], "application/json");
+        assert_eq!(request.headers[INVOCATION_HEADER], id.to_string().as_str());
+        assert_eq!(request.headers[HEADER_WEBHOOK_ID], id.to_string().as_str());
+        for secret in [&first, &rotated] {
+            let verifier = Verifier::new(SigningKey::parse(secret.expose()).unwrap());
+            assert_eq!(verifier.verify(&request.headers, &body), Ok(()));
+        }
+        assert_eq!(
+            post("not a url").err().as_deref(),
+            Some("the runner URL is not usable")
+        );
     }
 
     #[test]
