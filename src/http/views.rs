@@ -84,6 +84,10 @@ pub struct ConnectorJson {
     pub status: &'static str,
     pub internal: bool,
     pub settings: Vec<SettingJson>,
+    /// Secret settings the daemon generated for the connector (a client secret): in the
+    /// creation answer only; store them now, they are never shown again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub revealed: Vec<SettingJson>,
     pub created_at: String,
 }
 
@@ -97,6 +101,7 @@ impl From<&ConnectorView> for ConnectorJson {
             status: v.status.as_str(),
             internal: v.internal,
             settings: settings_json(&v.settings),
+            revealed: settings_json(&v.revealed),
             created_at: v.created_at.to_rfc3339(),
         }
     }
