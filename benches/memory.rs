@@ -34,7 +34,7 @@ use switchboard::dead_letter::memory::MemoryDeadLetters;
 use switchboard::domain::{
     Event, Flow, Idn, InterruptMode, Name, RunnerSpec, SkillSelector, Subscription,
 };
-use switchboard::egress::ChannelSink;
+use switchboard::relay::ChannelSink;
 use switchboard::skill_runner::in_process::FnRunner;
 use switchboard::skill_runner::RunnerRegistry;
 use switchboard::{Engine, EngineConfig, EngineParts};
@@ -146,7 +146,7 @@ fn main() {
             },
             EngineParts {
                 runners: Arc::new(RunnerRegistry::new(Arc::new(FnRunner::completing()))),
-                egress: Arc::new(sink),
+                relay: Arc::new(sink),
                 natives: Vec::new(),
                 support: Default::default(),
                 dead_letters: dead_letters.clone(),

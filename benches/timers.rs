@@ -35,12 +35,12 @@ use switchboard::dead_letter::memory::MemoryDeadLetters;
 use switchboard::domain::{
     Flow, Idn, InterruptMode, Name, RunnerSpec, SkillSelector, Subscription,
 };
-use switchboard::egress::ChannelSink;
 use switchboard::invocation::Outcome;
 use switchboard::natives::component::{NativeSupport, StartGate};
 use switchboard::natives::timers::book::StoredBook;
 use switchboard::natives::timers::service::{LatePolicy, Settings, LOAD_LIMIT};
 use switchboard::natives::timers::ProgramTimer;
+use switchboard::relay::ChannelSink;
 use switchboard::skill_runner::in_process::FnRunner;
 use switchboard::skill_runner::RunnerRegistry;
 use switchboard::store::{Store, Written};
@@ -138,7 +138,7 @@ fn engine_firing(due_ms: Vec<i64>) -> Firing {
             },
             EngineParts {
                 runners: Arc::new(RunnerRegistry::new(Arc::new(runner))),
-                egress: Arc::new(sink),
+                relay: Arc::new(sink),
                 natives: vec![ProgramTimer::component(
                     Some(Arc::new(StoredBook::new(store.clone()))),
                     Settings {

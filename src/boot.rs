@@ -14,7 +14,6 @@ use crate::daemon::access::write_first_admin_token;
 use crate::daemon::{journals, private_files, secrets_key, Daemon};
 use crate::dead_letter::DeadLetterStore;
 use crate::domain::{Flow, Idn, RunnerSpec};
-use crate::egress::{CommandSink, NoTransport};
 use crate::engine::{Engine, EngineParts};
 use crate::natives::component::{Component, NativeSupport, StartGate};
 use crate::natives::http::HttpNative;
@@ -22,6 +21,7 @@ use crate::natives::system::SystemComponent;
 use crate::natives::timers::service::{LatePolicy, Settings as TimerSettings};
 use crate::natives::timers::ProgramTimer;
 use crate::outbound::Egress;
+use crate::relay::{CommandSink, NoTransport};
 use crate::sandbox::{SandboxComponent, SandboxHub};
 use crate::session::table::SessionView;
 use crate::skill_runner::demo::DemoRunner;
@@ -208,7 +208,7 @@ pub async fn start(
         engine_config,
         EngineParts {
             runners: Arc::new(runners),
-            egress: external,
+            relay: external,
             natives,
             support: NativeSupport {
                 egress: Egress::new(egress.clone()),

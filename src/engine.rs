@@ -21,13 +21,13 @@ use crate::connectors::registry::{ConnectorRegistry, ConnectorView, ControlError
 use crate::connectors::Directory;
 use crate::dead_letter::DeadLetterStore;
 use crate::domain::{Command, Event, Flow, Idn, Name, PersonaId};
-use crate::egress::CommandSink;
 use crate::flow_instance::messages::FlowInstanceSnapshot;
 use crate::flow_instance::state::{StateJournal, StateStore};
 use crate::flow_instance::{FlowDeps, FlowInstanceKey, FlowInstances};
 use crate::ingress::{Ingress, InternalEvents};
 use crate::invocation::RunnerResolver;
 use crate::natives::component::{Component, NativeContext, NativeSupport, Routes};
+use crate::relay::CommandSink;
 use crate::routing::explain::{self, Explanation};
 use crate::routing::flow_table::{DeleteFlow, FlowRejected, FlowTable, PutFlow, ReplaceFlows};
 use crate::routing::{Dispatcher, LiveIndex};
@@ -129,7 +129,7 @@ fn internal_queue_capacity(inflight_limit: usize) -> usize {
 pub struct EngineParts {
     pub runners: Arc<dyn RunnerResolver>,
     /// Where commands of external integrations leave.
-    pub egress: Arc<dyn CommandSink>,
+    pub relay: Arc<dyn CommandSink>,
     /// Native integrations carried out in the daemon (the registration list), each built
     /// once the engine's parts exist.
     pub natives: Vec<Box<dyn Component>>,
@@ -227,7 +227,7 @@ impl Engine {
         let commands = Arc::new(CommandRouter::new(
             directory.clone(),
             natives,
-            parts.egress,
+            parts.relay,
             events.clone(),
             parts.dead_letters.clone(),
             acts.clone(),

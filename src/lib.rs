@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! ground: testing → domain → fault → telemetry → dead_letter → catalog → inbox → admission → invocation → wire → store → intake → auth → api → outbound
-//! stages: ingress → session → connectors → routing → flow_instance → skill_runner → commands → egress → natives → sandbox
+//! stages: ingress → session → connectors → routing → flow_instance → skill_runner → commands → relay → natives → sandbox
 //! outer:  engine → config → daemon → transport → boot → http
 //! ```
 
@@ -20,7 +20,6 @@ pub mod connectors;
 pub mod daemon;
 pub mod dead_letter;
 pub mod domain;
-pub mod egress;
 pub mod engine;
 pub mod fault;
 pub mod flow_instance;
@@ -31,6 +30,7 @@ pub mod intake;
 pub mod invocation;
 pub mod natives;
 pub mod outbound;
+pub mod relay;
 pub mod routing;
 pub mod sandbox;
 pub mod session;

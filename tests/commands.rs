@@ -59,7 +59,7 @@ async fn invalid_commands_are_refused_with_result_error_and_never_sent() {
             cmd(&h, "telegram", "bot", "send_message").with_argument("text", "hello"),
         ],
     );
-    let sent = h.egress.recv().await.unwrap();
+    let sent = h.relay.recv().await.unwrap();
     assert_eq!(sent.command.arguments.get("text"), Some("hello"));
     assert_eq!(sent.persona, alice);
     let mut errors = BTreeSet::new();
@@ -99,7 +99,7 @@ async fn invalid_commands_are_refused_with_result_error_and_never_sent() {
         ])
     );
     assert_eq!(h.dead_letter_codes(), vec!["command_refused"; 3]);
-    assert!(h.egress.try_recv().is_err(), "only the valid command left");
+    assert!(h.relay.try_recv().is_err(), "only the valid command left");
 }
 
 #[actix_rt::test]
@@ -130,7 +130,7 @@ async fn each_command_of_a_runner_answer_is_judged_on_its_own() {
     );
     reply.finish(Outcome::Completed, answer.commands);
     for text in ["first", "last"] {
-        let sent = h.egress.recv().await.unwrap();
+        let sent = h.relay.recv().await.unwrap();
         assert_eq!(sent.command.arguments.get("text"), Some(text));
         assert_eq!(sent.persona, alice);
     }
@@ -165,7 +165,7 @@ async fn each_command_of_a_runner_answer_is_judged_on_its_own() {
         ])
     );
     assert_eq!(h.dead_letter_codes(), vec!["command_refused"; 2]);
-    assert!(h.egress.try_recv().is_err(), "only the valid commands left");
+    assert!(h.relay.try_recv().is_err(), "only the valid commands left");
 }
 
 #[actix_rt::test]
@@ -192,7 +192,7 @@ async fn commands_to_one_conversation_leave_in_order() {
         .collect();
     reply.finish(Outcome::Completed, last);
     for want in 1..=60 {
-        let got = h.egress.recv().await.unwrap();
+        let got = h.relay.recv().await.unwrap();
         assert_eq!(
             got.command.arguments.get("text"),
             Some(want.to_string().as_str())
@@ -211,7 +211,7 @@ async fn results_come_back_to_the_same_persona_by_command_act_id() {
         Outcome::Completed,
         vec![cmd(&h, "telegram", "bot", "send_message").with_argument("text", "hi")],
     );
-    let out = h.egress.recv().await.unwrap();
+    let out = h.relay.recv().await.unwrap();
     // The adapter reports success naming only the act.
     let mut ok = h.event("telegram", "bot", "result_success", "ignored");
     ok.target = Target::ByCommandAct;
@@ -341,7 +341,7 @@ async fn a_runner_answering_inside_invoke_keeps_the_order_of_its_commands() {
     let e = h.event("telegram", "bot", "user_message", "a");
     h.engine.submit(e, None).await.unwrap();
     for want in ["1", "2", "3", "4"] {
-        let got = h.egress.recv().await.unwrap();
+        let got = h.relay.recv().await.unwrap();
         assert_eq!(got.command.arguments.get("text"), Some(want));
     }
     assert_eq!(h.engine.flow_instances(), 1);
@@ -432,7 +432,7 @@ async fn a_native_integration_plugs_in_by_registration_and_answers_through_the_s
         "carried out once, with the persona and the invoking flow"
     );
     assert!(
-        h.egress.try_recv().is_err(),
+        h.relay.try_recv().is_err(),
         "a native command never reaches egress"
     );
 }

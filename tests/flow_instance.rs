@@ -115,7 +115,7 @@ async fn interrupt_cancels_the_running_drops_pending_and_runs_now() {
     // The interrupted run's late commands never leave; the new run's do.
     first_reply.finish(Outcome::Completed, vec![say(&h, "stale")]);
     reply.finish(Outcome::Completed, vec![say(&h, "fresh")]);
-    let out = h.egress.recv().await.unwrap();
+    let out = h.relay.recv().await.unwrap();
     assert_eq!(out.command.arguments.get("text"), Some("fresh"));
     // The barge's outcome was handled before its command reached egress: had the superseded
     // event still been queued, it would have been handed to the runner by now.
@@ -147,7 +147,7 @@ async fn an_uninterruptible_invocation_finishes_first() {
     let (inv, _) = h.next_manual().await;
     assert_eq!(inv.event.event.id, barge_id);
     assert_eq!(
-        h.egress.recv().await.unwrap().command.arguments.get("text"),
+        h.relay.recv().await.unwrap().command.arguments.get("text"),
         Some("kept")
     );
 }
@@ -186,7 +186,7 @@ async fn a_deadline_times_the_invocation_out_and_the_queue_moves_on() {
     assert_eq!(inv.event.event.id, next_id);
     // A late answer of the timed-out run changes nothing and sends nothing.
     first_reply.finish(Outcome::Completed, vec![say(&h, "too late")]);
-    assert!(h.egress.try_recv().is_err());
+    assert!(h.relay.try_recv().is_err());
 }
 
 #[actix_rt::test]

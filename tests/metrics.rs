@@ -90,7 +90,7 @@ events:
             ),
         ],
     );
-    h.egress.recv().await.unwrap();
+    h.relay.recv().await.unwrap();
     h.send(h.event("telegram", "bot", "conversation_started", "a"))
         .await
         .unwrap();

@@ -17,8 +17,8 @@ use common::{eventually, within, Harness};
 use serde_json::Value;
 use switchboard::dead_letter::DeadLetter;
 use switchboard::domain::{Command, Idn};
-use switchboard::egress::OutboundCommand;
 use switchboard::outbound::{Egress, EgressPolicy, Lookup};
+use switchboard::relay::AdapterCommand;
 use switchboard::skill_runner::pending::{PendingInvocations, UnknownInvocation};
 use switchboard::skill_runner::webhook::{FlowKeys, RunnerSecret, WebhookRunners, WebhookSettings};
 use switchboard::skill_runner::Outcome;
@@ -254,8 +254,8 @@ async fn setup_runner(runner: &str, interrupt_mode: &str, egress: Egress) -> Set
     }
 }
 
-async fn egress(h: &mut Harness) -> OutboundCommand {
-    within("a command at egress", WAIT, h.egress.recv())
+async fn egress(h: &mut Harness) -> AdapterCommand {
+    within("a command at egress", WAIT, h.relay.recv())
         .await
         .expect("egress open")
 }

@@ -1,10 +1,10 @@
 //! The command stage: checking every command against the directory and the catalog, carrying
-//! it out through its native integration or handing it to egress, refusing what cannot be done,
-//! and the `result_*` events that answer it.
+//! it out through its native integration or handing it to the relay (adapters), refusing what
+//! cannot be done, and the `result_*` events that answer it.
 
-pub mod egress;
 pub mod native;
 pub mod refusal;
+pub mod relay;
 pub mod router;
 pub mod validation;
 

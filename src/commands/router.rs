@@ -1,7 +1,8 @@
 //! The command stage: every command, from a skill or from the HTTP data plane, is checked here
 //! (its connector runs, its integration accepts it, its required arguments are set, its native
 //! integration has a handler) and then carried out by its native integration or handed to
-//! egress. What cannot be done is refused with `result_error` to the same persona. Commands of
+//! the relay to its adapters. What cannot be done is refused with `result_error` to the same
+//! persona. Commands of
 //! one invocation are handled in the order the skill sent them, on the caller's thread.
 
 use std::sync::Arc;
@@ -9,9 +10,9 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::egress::{CommandSink, EgressError, OutboundCommand};
 use super::native::{Answered, Answers, ConnectorChange, NativeCommand, Natives};
 use super::refusal::{answer_refused, CommandRefusal};
+use super::relay::{AdapterCommand, CommandSink, RelayError};
 use super::validation::validate;
 use crate::catalog::{Catalog, Integration, Runs};
 use crate::connectors::acts::CommandActs;
@@ -26,7 +27,7 @@ pub struct CommandRouter {
     directory: Arc<Directory>,
     catalog: Arc<Catalog>,
     natives: Natives,
-    egress: Arc<dyn CommandSink>,
+    relay: Arc<dyn CommandSink>,
     answers: Answers,
     acts: Arc<CommandActs>,
 }
@@ -35,7 +36,7 @@ impl CommandRouter {
     pub fn new(
         directory: Arc<Directory>,
         natives: Natives,
-        egress: Arc<dyn CommandSink>,
+        relay: Arc<dyn CommandSink>,
         events: InternalEvents,
         dead_letters: Arc<dyn DeadLetterStore>,
         acts: Arc<CommandActs>,
@@ -50,7 +51,7 @@ impl CommandRouter {
             catalog,
             directory,
             natives,
-            egress,
+            relay,
             acts,
         }
     }
@@ -133,17 +134,15 @@ impl CommandRouter {
             ConnectorKey::new(&command.account, &command.integration, &command.connector),
             Instant::now(),
         );
-        self.egress
-            .deliver(OutboundCommand {
+        self.relay
+            .deliver(AdapterCommand {
                 command: command.clone(),
                 act,
                 persona,
             })
             .map_err(|e| match e {
-                EgressError::Full => CommandRefusal::EgressFull(integration.idn.to_string()),
-                EgressError::NoTransport => {
-                    CommandRefusal::NoTransport(integration.idn.to_string())
-                }
+                RelayError::Full => CommandRefusal::EgressFull(integration.idn.to_string()),
+                RelayError::NoTransport => CommandRefusal::NoTransport(integration.idn.to_string()),
             })?;
         // Handed to the adapter: its results come back as its own events.
         super::refusal::count(command, "sent");

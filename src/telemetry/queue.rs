@@ -31,6 +31,8 @@ pub mod names {
     pub const TIMER_FIRINGS_DONE: &str = "timer_firings_done";
     /// `send_request` commands of one conversation waiting their turn (natives/http).
     pub const HTTP_REQUEST_LANES: &str = "http_request_lanes";
+    /// Commands for external adapters waiting in a channel sink (`relay::ChannelSink`).
+    pub const ADAPTER_COMMANDS: &str = "adapter_commands";
     /// Messages enqueued and requests (withdrawals) waiting for the outbox's worker.
     pub const OUTBOX: &str = "outbox";
 }

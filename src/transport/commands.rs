@@ -10,7 +10,7 @@ use super::headers;
 use super::publisher::{Outgoing, Publisher};
 use super::subjects::Subjects;
 use crate::dead_letter::{self, DeadLetter, DeadLetterReason, DeadLetterStore};
-use crate::egress::{CommandSink, EgressError, OutboundCommand};
+use crate::relay::{AdapterCommand, CommandSink, RelayError};
 use crate::wire::envelope::{CommandEnvelope, Encoding};
 
 pub struct NatsCommandSink {
@@ -21,7 +21,7 @@ pub struct NatsCommandSink {
 }
 
 impl CommandSink for NatsCommandSink {
-    fn deliver(&self, out: OutboundCommand) -> Result<(), EgressError> {
+    fn deliver(&self, out: AdapterCommand) -> Result<(), RelayError> {
         let c = &out.command;
         let mut env = CommandEnvelope::from_domain(c);
         env.command_act_id = Some(out.act);
@@ -52,6 +52,6 @@ impl CommandSink for NatsCommandSink {
             retry_payload: None,
             until_acknowledged: true,
         };
-        self.publisher.try_publish(m).map_err(|_| EgressError::Full)
+        self.publisher.try_publish(m).map_err(|_| RelayError::Full)
     }
 }

@@ -22,8 +22,8 @@ use switchboard::admission::Refusal;
 use switchboard::catalog::{SettingSpec, ValueType};
 use switchboard::dead_letter::memory::MemoryDeadLetters;
 use switchboard::domain::{Event, Idn, PersonaId};
-use switchboard::egress::{ChannelSink, OutboundCommand};
 use switchboard::flow_instance::messages::FlowInstanceSnapshot;
+use switchboard::relay::{AdapterCommand, ChannelSink};
 use switchboard::skill_runner::in_process::{ChannelRunner, ChannelRunnerRx, FnRunner};
 use switchboard::skill_runner::webhook::WebhookRunners;
 use switchboard::skill_runner::{Invocation, Outcome, Reply, RunnerRegistry, SkillRunner};
@@ -39,7 +39,7 @@ pub struct Harness {
     pub recorded: Arc<Mutex<Vec<Invocation>>>,
     /// Invocations of flows whose runner is `{kind: in_process, name: manual}`.
     pub manual: ChannelRunnerRx,
-    pub egress: mpsc::Receiver<OutboundCommand>,
+    pub relay: mpsc::Receiver<AdapterCommand>,
     pub dead: Arc<MemoryDeadLetters>,
 }
 
@@ -120,13 +120,13 @@ impl HarnessBuilder {
         if let Some(webhooks) = &self.webhooks {
             runners = runners.with_webhooks(webhooks.clone());
         }
-        let (sink, egress) = ChannelSink::new(1024);
+        let (sink, relay) = ChannelSink::new(1024);
         let dead = Arc::new(MemoryDeadLetters::new(10_000));
         let engine = Engine::start(
             self.config,
             EngineParts {
                 runners: Arc::new(runners),
-                egress: Arc::new(sink),
+                relay: Arc::new(sink),
                 natives: std::iter::once(Box::new(SystemComponent) as Box<dyn Component>)
                     .chain(self.natives)
                     .collect(),
@@ -145,7 +145,7 @@ impl HarnessBuilder {
             account: Idn::known("default"),
             recorded,
             manual,
-            egress,
+            relay,
             dead,
         }
     }

@@ -1,5 +1,5 @@
-//! The egress interface: where the command stage hands validated commands of external
-//! integrations. `egress/` and the queue transport implement it.
+//! The relay interface: where the command stage hands validated commands of external
+//! integrations, for their adapters. `relay/` and the queue transport implement it.
 
 use uuid::Uuid;
 
@@ -8,7 +8,7 @@ use crate::fault::{Blame, Fault};
 
 /// A validated command on its way to an adapter.
 #[derive(Debug, Clone)]
-pub struct OutboundCommand {
+pub struct AdapterCommand {
     pub command: Command,
     /// The act id the adapter reports results with (`command_act_id`).
     pub act: Uuid,
@@ -17,8 +17,8 @@ pub struct OutboundCommand {
 
 /// Why a sink did not take a command: it is refused with `result_error`, never dropped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EgressError {
-    #[error("egress is full")]
+pub enum RelayError {
+    #[error("the adapters' queue is full")]
     Full,
     #[error("no transport carries this integration's commands")]
     NoTransport,
@@ -26,15 +26,15 @@ pub enum EgressError {
 
 /// Where validated commands go. Must not block.
 pub trait CommandSink: Send + Sync + 'static {
-    fn deliver(&self, command: OutboundCommand) -> Result<(), EgressError>;
+    fn deliver(&self, command: AdapterCommand) -> Result<(), RelayError>;
 }
 
-impl Blame for EgressError {
+impl Blame for RelayError {
     fn fault(&self) -> Fault {
         Fault::Daemon
     }
 
     fn retryable(&self) -> bool {
-        matches!(self, EgressError::Full)
+        matches!(self, RelayError::Full)
     }
 }
