@@ -69,7 +69,10 @@ async fn a_full_queue_is_counted_by_name_and_depths_are_reported() {
         other => panic!("shard replies capacity: {other:?}"),
     }
     assert!(
-        matches!(value(m::QUEUE_DEPTH, "shard_replies"), Some(DebugValue::Gauge(_))),
+        matches!(
+            value(m::QUEUE_DEPTH, "shard_replies"),
+            Some(DebugValue::Gauge(_))
+        ),
         "the shard replies' depth is reported"
     );
     assert_eq!(h.dead_letter_codes(), vec!["flow_queue_full"]);

@@ -13,6 +13,7 @@ use super::egress::{CommandSink, EgressError, OutboundCommand};
 use super::native::{Answered, Answers, NativeCommand, Natives};
 use super::refusal::{answer_refused, CommandRefusal};
 use super::validation::validate;
+use crate::admission::Unreachable;
 use crate::catalog::{Catalog, Integration, Runs};
 use crate::connectors::acts::CommandActs;
 use crate::connectors::Directory;
@@ -73,7 +74,7 @@ impl CommandRouter {
         let integration = self
             .catalog
             .get(command.integration.as_str())
-            .ok_or_else(|| CommandRefusal::UnknownIntegration(command.integration.to_string()))?;
+            .ok_or_else(|| Unreachable::UnknownIntegration(command.integration.to_string()))?;
         validate(integration, command)?;
         if integration.runs() == Runs::Native && !self.natives.has(&integration.idn) {
             return Err(CommandRefusal::NoNative(integration.idn.to_string()));

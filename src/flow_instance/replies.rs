@@ -132,7 +132,11 @@ mod tests {
         std::thread::scope(|s| {
             s.spawn(|| (1..=10).for_each(|n| replies.report(report(n))));
         });
-        assert_eq!(rx.len(), 2, "the queue holds its capacity, the rest wait in line");
+        assert_eq!(
+            rx.len(),
+            2,
+            "the queue holds its capacity, the rest wait in line"
+        );
         let received: Vec<u128> = runtime.block_on(async {
             let mut got = Vec::new();
             while got.len() < 10 {

@@ -9,7 +9,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::admission::Refusal;
+use crate::admission::{Refusal, Unreachable};
 use crate::auth::AuthError;
 use crate::commands::refusal::CommandRefusal;
 use crate::connectors::registry::ControlError;
@@ -194,11 +194,19 @@ impl From<ControlError> for ApiError {
     }
 }
 
+/// An unknown integration or connector is not found; a stopped connector conflicts (events and
+/// commands alike).
+fn unreachable_kind(u: &Unreachable) -> Kind {
+    match u {
+        Unreachable::UnknownIntegration(_) | Unreachable::UnknownConnector { .. } => Kind::NotFound,
+        Unreachable::ConnectorStopped { .. } => Kind::Conflict,
+    }
+}
+
 impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> Self {
         let caller = match &r {
-            Refusal::UnknownIntegration(_) | Refusal::UnknownConnector { .. } => Kind::NotFound,
-            Refusal::ConnectorStopped { .. } => Kind::Conflict,
+            Refusal::Unreachable(u) => unreachable_kind(u),
             Refusal::UndeclaredEvent { .. } | Refusal::Malformed { .. } | Refusal::Busy => {
                 Kind::Invalid
             }
@@ -216,12 +224,8 @@ impl From<Refusal> for ApiError {
 impl From<CommandRefusal> for ApiError {
     fn from(r: CommandRefusal) -> Self {
         let caller = match &r {
-            CommandRefusal::UnknownIntegration(_) | CommandRefusal::UnknownConnector { .. } => {
-                Kind::NotFound
-            }
-            CommandRefusal::ConnectorStopped { .. }
-            | CommandRefusal::NoTransport(_)
-            | CommandRefusal::NoNative(_) => Kind::Conflict,
+            CommandRefusal::Unreachable(u) => unreachable_kind(u),
+            CommandRefusal::NoTransport(_) | CommandRefusal::NoNative(_) => Kind::Conflict,
             _ => Kind::Invalid,
         };
         ApiError {
