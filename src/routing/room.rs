@@ -3,7 +3,8 @@
 //! what was acknowledged is never dead-lettered for lack of room. A flow instance `(flow,
 //! persona)` holds at most `max_pending` queued events plus the running one; the reservation
 //! travels with the event and is given back when the event's last holder drops it (queued,
-//! run and done, superseded, or matched by no flow once dispatched).
+//! run and done, superseded, or matched by no flow once dispatched). It also carries the
+//! matches found to reserve it, which dispatch uses instead of a second lookup.
 
 use std::any::Any;
 use std::sync::Arc;
