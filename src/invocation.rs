@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Message;
 use uuid::Uuid;
 
 use crate::admission::delivery::Delivery;
@@ -21,8 +20,6 @@ pub struct FlowInstanceKey {
 }
 
 /// What a runner reports about one invocation of the flow instance `key`.
-#[derive(Message)]
-#[rtype(result = "()")]
 pub struct InvocationReport {
     pub key: FlowInstanceKey,
     pub invocation_id: Uuid,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{eventually, Harness, PATIENCE};
 use switchboard::admission::delivery::Settlement;
-use switchboard::admission::Refusal;
+use switchboard::admission::{Refusal, Unreachable};
 use switchboard::connectors::actor::INBOX_CAPACITY;
 use switchboard::domain::{Event, Idn};
 use switchboard::skill_runner::Outcome;
@@ -224,7 +224,10 @@ async fn a_stopped_connector_handles_what_it_admitted_and_refuses_the_rest() {
         .send(h.event("sandbox", "sb", "user_message", "late"))
         .await;
     assert!(
-        matches!(late, Err(Refusal::ConnectorStopped { .. })),
+        matches!(
+            late,
+            Err(Refusal::Unreachable(Unreachable::ConnectorStopped { .. }))
+        ),
         "{late:?}"
     );
     invoked(&h, 10).await;
@@ -260,7 +263,10 @@ async fn a_batch_is_admitted_in_order_with_one_answer_per_event() {
         results[1]
     );
     assert!(
-        matches!(results[3], Err(Refusal::UnknownConnector { .. })),
+        matches!(
+            results[3],
+            Err(Refusal::Unreachable(Unreachable::UnknownConnector { .. }))
+        ),
         "{:?}",
         results[3]
     );

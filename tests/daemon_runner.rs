@@ -197,6 +197,7 @@ async fn an_event_reaches_the_webhook_runner_and_its_commands_come_back_as_resul
     for queue in [
         "connector_inbox",
         "flow_shard_inbox",
+        "shard_replies",
         "internal_events",
         "store_writer",
     ] {

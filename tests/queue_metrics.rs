@@ -1,5 +1,6 @@
 //! The queues between stages are observable: a full flow shard inbox is counted under its
-//! queue name, and depth and capacity are read from the live queues at the scrape.
+//! queue name, and depth and capacity are read from the live queues at the scrape (the shard's
+//! reply queue among them).
 
 mod common;
 
@@ -62,5 +63,17 @@ async fn a_full_queue_is_counted_by_name_and_depths_are_reported() {
         Some(DebugValue::Gauge(g)) => assert_eq!(g.into_inner(), 2.0),
         other => panic!("flow shard capacity: {other:?}"),
     }
+    // Runners' replies reach the shard through a bounded queue of their own, observed too.
+    match value(m::QUEUE_CAPACITY, "shard_replies") {
+        Some(DebugValue::Gauge(g)) => assert!(g.into_inner() >= 1.0, "{}", g.into_inner()),
+        other => panic!("shard replies capacity: {other:?}"),
+    }
+    assert!(
+        matches!(
+            value(m::QUEUE_DEPTH, "shard_replies"),
+            Some(DebugValue::Gauge(_))
+        ),
+        "the shard replies' depth is reported"
+    );
     assert_eq!(h.dead_letter_codes(), vec!["flow_queue_full"]);
 }

@@ -4,25 +4,18 @@
 
 pub mod dedupe;
 pub mod delivery;
+pub mod unreachable;
 
 use crate::dead_letter::DeadLetterReason;
 use crate::fault::{Blame, Fault};
+pub use unreachable::Unreachable;
 
 /// Why an inbound event was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    #[error("unknown integration {0:?}")]
-    UnknownIntegration(String),
-    #[error("unknown connector {integration}/{connector}")]
-    UnknownConnector {
-        integration: String,
-        connector: String,
-    },
-    #[error("connector {integration}/{connector} is stopped")]
-    ConnectorStopped {
-        integration: String,
-        connector: String,
-    },
+    /// Its integration or connector is unknown, or the connector is stopped.
+    #[error(transparent)]
+    Unreachable(#[from] Unreachable),
     #[error("integration {integration} does not declare event {event:?}")]
     UndeclaredEvent { integration: String, event: String },
     #[error("{field}: {reason}")]
@@ -40,9 +33,7 @@ impl Refusal {
     /// The dead-letter reason, or `None` for `Busy` (nothing was taken in).
     pub fn dead_letter_reason(&self) -> Option<DeadLetterReason> {
         Some(match self {
-            Refusal::UnknownIntegration(_) => DeadLetterReason::UnknownIntegration,
-            Refusal::UnknownConnector { .. } => DeadLetterReason::UnknownConnector,
-            Refusal::ConnectorStopped { .. } => DeadLetterReason::ConnectorStopped,
+            Refusal::Unreachable(u) => u.dead_letter_reason(),
             Refusal::UndeclaredEvent { .. } => DeadLetterReason::UndeclaredEvent,
             Refusal::Malformed { .. } => DeadLetterReason::Malformed,
             Refusal::Busy | Refusal::FlowInstanceFull { .. } => return None,
@@ -62,10 +53,7 @@ impl Refusal {
     /// The envelope field at fault.
     pub fn field(&self) -> Option<&str> {
         match self {
-            Refusal::UnknownIntegration(_) => Some("integration_idn"),
-            Refusal::UnknownConnector { .. } | Refusal::ConnectorStopped { .. } => {
-                Some("connector_idn")
-            }
+            Refusal::Unreachable(u) => Some(u.field()),
             Refusal::UndeclaredEvent { .. } => Some("event_idn"),
             Refusal::Malformed { field, .. } => Some(field),
             Refusal::Busy | Refusal::FlowInstanceFull { .. } => None,

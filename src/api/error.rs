@@ -10,7 +10,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::admission::Refusal;
+use crate::admission::{Refusal, Unreachable};
 use crate::auth::AuthError;
 use crate::dead_letter::ReadError;
 use crate::fault::{Blame, Fault};
@@ -195,11 +195,19 @@ impl From<actix_web::error::BlockingError> for ApiError {
     }
 }
 
+/// An unknown integration or connector is not found; a stopped connector conflicts (events and
+/// commands alike).
+pub fn unreachable_kind(u: &Unreachable) -> Kind {
+    match u {
+        Unreachable::UnknownIntegration(_) | Unreachable::UnknownConnector { .. } => Kind::NotFound,
+        Unreachable::ConnectorStopped { .. } => Kind::Conflict,
+    }
+}
+
 impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> Self {
         let caller = match &r {
-            Refusal::UnknownIntegration(_) | Refusal::UnknownConnector { .. } => Kind::NotFound,
-            Refusal::ConnectorStopped { .. } => Kind::Conflict,
+            Refusal::Unreachable(u) => unreachable_kind(u),
             Refusal::UndeclaredEvent { .. } | Refusal::Malformed { .. } | Refusal::Busy => {
                 Kind::Invalid
             }

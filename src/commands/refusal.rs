@@ -3,28 +3,20 @@
 
 use uuid::Uuid;
 
+use crate::admission::Unreachable;
 use crate::dead_letter::{self, DeadLetter, DeadLetterReason, DeadLetterStore};
 use crate::domain::{Command, Event, Idn, PersonaId};
 use crate::fault::Blame;
 pub use crate::fault::Fault;
-use crate::ingress::{InternalEvents, Reach};
+use crate::ingress::InternalEvents;
 use crate::telemetry::handles;
 
 /// The command boundary's refusals.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandRefusal {
-    #[error("unknown integration {0:?}")]
-    UnknownIntegration(String),
-    #[error("unknown connector {integration}/{connector}")]
-    UnknownConnector {
-        integration: String,
-        connector: String,
-    },
-    #[error("connector {integration}/{connector} is stopped")]
-    ConnectorStopped {
-        integration: String,
-        connector: String,
-    },
+    /// Its integration or connector is unknown, or the connector is stopped.
+    #[error(transparent)]
+    Unreachable(#[from] Unreachable),
     #[error("integration {integration} does not accept command {command:?}")]
     NotAccepted {
         integration: String,
@@ -65,32 +57,10 @@ impl Blame for CommandRefusal {
     fn retryable(&self) -> bool {
         matches!(
             self,
-            CommandRefusal::ConnectorStopped { .. }
+            CommandRefusal::Unreachable(Unreachable::ConnectorStopped { .. })
                 | CommandRefusal::EgressFull(_)
                 | CommandRefusal::Unavailable { .. }
         )
-    }
-}
-
-impl From<Reach> for CommandRefusal {
-    fn from(r: Reach) -> Self {
-        match r {
-            Reach::UnknownIntegration(i) => CommandRefusal::UnknownIntegration(i),
-            Reach::UnknownConnector {
-                integration,
-                connector,
-            } => CommandRefusal::UnknownConnector {
-                integration,
-                connector,
-            },
-            Reach::Stopped {
-                integration,
-                connector,
-            } => CommandRefusal::ConnectorStopped {
-                integration,
-                connector,
-            },
-        }
     }
 }
 
@@ -98,10 +68,7 @@ impl CommandRefusal {
     /// The argument or field at fault, if one.
     pub fn field(&self) -> Option<&str> {
         match self {
-            CommandRefusal::UnknownIntegration(_) => Some("integration_idn"),
-            CommandRefusal::UnknownConnector { .. } | CommandRefusal::ConnectorStopped { .. } => {
-                Some("connector_idn")
-            }
+            CommandRefusal::Unreachable(u) => Some(u.field()),
             CommandRefusal::NotAccepted { .. } => Some("command_idn"),
             CommandRefusal::MissingArgument { argument, .. }
             | CommandRefusal::InvalidArgument { argument, .. } => Some(argument),
@@ -175,4 +142,62 @@ pub fn answer_refused(
             Some(persona),
         ),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::Refusal;
+
+    /// An unreachable connector reads the same refusing an event or a command: the text, the
+    /// field; only whether retrying can help differs (a command waits for its connector, an
+    /// event to a stopped connector is dead-lettered, replayable).
+    fn check(unreachable: Unreachable, text: &str, field: &str, code: &str, command_retries: bool) {
+        let event = Refusal::from(unreachable.clone());
+        let command = CommandRefusal::from(unreachable);
+        assert_eq!(
+            (event.to_string(), command.to_string()),
+            (text.into(), text.into())
+        );
+        assert_eq!((event.field(), command.field()), (Some(field), Some(field)));
+        assert_eq!(event.code(), code);
+        assert_eq!(
+            (event.fault(), command.fault()),
+            (Fault::Caller, Fault::Caller)
+        );
+        assert!(!event.retryable());
+        assert_eq!(command.retryable(), command_retries, "{text}");
+    }
+
+    #[test]
+    fn events_and_commands_share_the_unreachable_connector_refusals() {
+        let (i, c) = (|| "telegram".to_string(), || "bot".to_string());
+        check(
+            Unreachable::UnknownIntegration(i()),
+            "unknown integration \"telegram\"",
+            "integration_idn",
+            "unknown_integration",
+            false,
+        );
+        check(
+            Unreachable::UnknownConnector {
+                integration: i(),
+                connector: c(),
+            },
+            "unknown connector telegram/bot",
+            "connector_idn",
+            "unknown_connector",
+            false,
+        );
+        check(
+            Unreachable::ConnectorStopped {
+                integration: i(),
+                connector: c(),
+            },
+            "connector telegram/bot is stopped",
+            "connector_idn",
+            "connector_stopped",
+            true,
+        );
+    }
 }

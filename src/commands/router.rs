@@ -14,6 +14,7 @@ use super::native::{Answered, Answers, ConnectorChange, NativeCommand, Natives};
 use super::refusal::{answer_refused, CommandRefusal};
 use super::relay::{AdapterCommand, CommandSink, RelayError};
 use super::validation::validate;
+use crate::admission::Unreachable;
 use crate::catalog::{Catalog, Integration, Runs};
 use crate::connectors::acts::CommandActs;
 use crate::connectors::Directory;
@@ -82,7 +83,7 @@ impl CommandRouter {
         let integration = self
             .catalog
             .get(command.integration.as_str())
-            .ok_or_else(|| CommandRefusal::UnknownIntegration(command.integration.to_string()))?;
+            .ok_or_else(|| Unreachable::UnknownIntegration(command.integration.to_string()))?;
         validate(integration, command)?;
         if integration.runs() == Runs::Native && !self.natives.has(&integration.idn) {
             return Err(CommandRefusal::NoNative(integration.idn.to_string()));

@@ -19,10 +19,11 @@ use uuid::Uuid;
 
 use super::actor::ConnectorHandle;
 use super::registry::{ConnectorView, ControlError, Status};
+use crate::admission::Unreachable;
 use crate::catalog::settings::{self, Settings};
 use crate::catalog::{Catalog, Integration, SettingSpec};
 use crate::domain::{ConnectorKey, Idn};
-use crate::ingress::{Inbound, Inboxes, Reach};
+use crate::ingress::{Inbound, Inboxes};
 
 pub(super) struct Entry {
     pub(super) id: Uuid,
@@ -64,25 +65,26 @@ impl Directory {
         key: &ConnectorKey,
         payload: T,
         send: impl FnOnce(&ConnectorHandle, T) -> R,
-    ) -> Result<R, (T, Reach)> {
+    ) -> Result<R, (T, Unreachable)> {
         let (integration, connector) = (&key.integration, &key.connector);
         match self.connectors.get(key) {
             Some(e) => match &e.actor {
                 Some(actor) => Ok(send(actor, payload)),
                 None => Err((
                     payload,
-                    Reach::Stopped {
+                    Unreachable::ConnectorStopped {
                         integration: integration.to_string(),
                         connector: connector.to_string(),
                     },
                 )),
             },
-            None if self.catalog.get(integration.as_str()).is_none() => {
-                Err((payload, Reach::UnknownIntegration(integration.to_string())))
-            }
+            None if self.catalog.get(integration.as_str()).is_none() => Err((
+                payload,
+                Unreachable::UnknownIntegration(integration.to_string()),
+            )),
             None => Err((
                 payload,
-                Reach::UnknownConnector {
+                Unreachable::UnknownConnector {
                     integration: integration.to_string(),
                     connector: connector.to_string(),
                 },
@@ -239,7 +241,7 @@ impl Inboxes for Directory {
         &self,
         key: &ConnectorKey,
         send: &mut dyn FnMut(&mpsc::Sender<Inbound>),
-    ) -> Result<(), Reach> {
+    ) -> Result<(), Unreachable> {
         self.with_running(key, (), |actor, ()| send(actor.inbox()))
             .map_err(|((), reach)| reach)
     }

@@ -170,8 +170,9 @@ pub struct RoutedEvent {
     pub room: Option<Reservation>,
 }
 
-/// A reservation held for an event: an opaque guard that gives its places back when dropped.
-pub struct Reservation(pub Box<dyn Send + Sync>);
+/// A reservation held for an event: a guard that gives its places back when dropped, opaque
+/// here (the stage that made it reads it back: routing keeps the event's matches in it).
+pub struct Reservation(pub Box<dyn std::any::Any + Send + Sync>);
 
 impl std::fmt::Debug for Reservation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

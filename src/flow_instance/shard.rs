@@ -1,7 +1,7 @@
 //! The flow shard: one actix actor per worker arbiter, hosting the flow instances placed on it.
-//! Events reach it through a bounded [`crate::inbox`] that it drains in batches; runner reports and
-//! inspections come through its actix mailbox; the instances' deadlines and idle timers live
-//! in one delay queue (a timer wheel). Each flow instance is still its own state machine with
+//! Events reach it through a bounded [`crate::inbox`] that it drains in batches, runner reports
+//! through its bounded reply queue ([`super::replies`]), inspections through its actix mailbox;
+//! the instances' deadlines and idle timers live in one delay queue (a timer wheel). Each flow instance is still its own state machine with
 //! its own queue: the shard only schedules them, one message at a time.
 //!
 //! Why not one actix actor per flow instance: that costs a task wake-up, a mailbox envelope and
@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 
-use actix::{Actor, Addr, AsyncContext, Context, Handler};
+use actix::{Actor, Context, Handler};
 use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -21,18 +21,13 @@ use tokio_util::time::DelayQueue;
 use super::directory::{FlowDeps, FlowInstanceKey};
 use super::instance::{drop_stale, FlowInstance, ShardCx, Timer};
 use super::messages::{Enqueue, FlowInstanceSnapshot, Inspect, InvocationReport};
-use crate::inbox::BatchInbox;
+use super::replies::{self, Replies};
+use crate::inbox::{BatchInbox, BATCH};
 use crate::invocation::ReportSink;
 
-/// How a runner reaches the shard of its invocation. Shared, so a [`crate::invocation::Reply`]
-/// costs a reference count, not a new actix sender.
+/// How a runner reaches the shard of its invocation: its reply queue. Shared, so a
+/// [`crate::invocation::Reply`] costs a reference count.
 pub type ShardAddr = Arc<dyn ReportSink>;
-
-impl ReportSink for Addr<FlowShard> {
-    fn report(&self, report: InvocationReport) {
-        self.do_send(report);
-    }
-}
 
 /// Below this many instances the map is never shrunk.
 const SHRINK_FLOOR: usize = 1024;
@@ -61,6 +56,10 @@ pub struct FlowShard {
     instances: FxHashMap<FlowInstanceKey, FlowInstance>,
     reach: Reach,
     inbox: mpsc::Receiver<Vec<Enqueue>>,
+    /// Runners' reports, set when the shard starts.
+    replies: Option<mpsc::Receiver<InvocationReport>>,
+    /// Reports taken from `replies` at once, kept for its buffer.
+    reports: Vec<InvocationReport>,
     /// Live instances of this shard (the directory reads it).
     live: Arc<AtomicUsize>,
 }
@@ -79,8 +78,20 @@ impl FlowShard {
                 me: None,
             },
             inbox,
+            replies: None,
+            reports: Vec::new(),
             live,
         }
+    }
+
+    /// Hands a runner's report to its instance (dropped, counted, when it retired).
+    fn report(&mut self, msg: InvocationReport) {
+        let Some(instance) = self.instances.get_mut(&msg.key) else {
+            drop_stale(msg.kind);
+            return;
+        };
+        let mut cx = self.reach.cx(Instant::now());
+        instance.report(msg.invocation_id, msg.kind, &mut cx);
     }
 
     fn enqueue(&mut self, msg: Enqueue, now: Instant) {
@@ -140,12 +151,22 @@ impl BatchInbox for FlowShard {
     }
 
     fn poll_other(&mut self, task: &mut std::task::Context<'_>, _ctx: &mut Context<Self>) -> bool {
-        let mut fired = false;
+        let mut progress = false;
+        if let Some(replies) = &mut self.replies {
+            let mut reports = std::mem::take(&mut self.reports);
+            if let Poll::Ready(n) = replies.poll_recv_many(task, &mut reports, BATCH) {
+                progress = n > 0;
+                for msg in reports.drain(..) {
+                    self.report(msg);
+                }
+            }
+            self.reports = reports;
+        }
         while let Poll::Ready(Some(expired)) = self.reach.timers.poll_expired(task) {
             self.fire(expired.into_inner());
-            fired = true;
+            progress = true;
         }
-        fired
+        progress
     }
 }
 
@@ -155,7 +176,9 @@ impl Actor for FlowShard {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // This worker records metrics per event: it takes a metrics shard of its own first.
         crate::telemetry::thread_slot::claim();
-        self.reach.me = Some(Arc::new(ctx.address()));
+        let (replies, rx) = Replies::new(replies::CAPACITY, tokio::runtime::Handle::current());
+        self.replies = Some(rx);
+        self.reach.me = Some(Arc::new(replies));
         Self::start_pump(ctx);
     }
 
@@ -178,19 +201,12 @@ impl Actor for FlowShard {
                 msg.delivery.give_up();
             }
         }
-    }
-}
-
-impl Handler<InvocationReport> for FlowShard {
-    type Result = ();
-
-    fn handle(&mut self, msg: InvocationReport, _ctx: &mut Context<Self>) {
-        let Some(instance) = self.instances.get_mut(&msg.key) else {
-            drop_stale(msg.kind);
-            return;
-        };
-        let mut cx = self.reach.cx(Instant::now());
-        instance.report(msg.invocation_id, msg.kind, &mut cx);
+        if let Some(replies) = &mut self.replies {
+            replies.close();
+            while let Ok(msg) = replies.try_recv() {
+                drop_stale(msg.kind);
+            }
+        }
     }
 }
 

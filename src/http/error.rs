@@ -1,7 +1,7 @@
 //! Later stages' errors as [`ApiError`]s: each picks its 4xx for the caller's fault and its code;
 //! [`kind_of`] and `api/error.rs` decide the rest (the status of every kind is set there alone).
 
-use crate::api::error::{kind_of, ApiError, Kind};
+use crate::api::error::{kind_of, unreachable_kind, ApiError, Kind};
 use crate::commands::refusal::CommandRefusal;
 use crate::connectors::registry::ControlError;
 use crate::daemon::operations::{CommandError, ReplayError};
@@ -34,12 +34,8 @@ impl From<ControlError> for ApiError {
 impl From<CommandRefusal> for ApiError {
     fn from(r: CommandRefusal) -> Self {
         let caller = match &r {
-            CommandRefusal::UnknownIntegration(_) | CommandRefusal::UnknownConnector { .. } => {
-                Kind::NotFound
-            }
-            CommandRefusal::ConnectorStopped { .. }
-            | CommandRefusal::NoTransport(_)
-            | CommandRefusal::NoNative(_) => Kind::Conflict,
+            CommandRefusal::Unreachable(u) => unreachable_kind(u),
+            CommandRefusal::NoTransport(_) | CommandRefusal::NoNative(_) => Kind::Conflict,
             _ => Kind::Invalid,
         };
         ApiError {

@@ -5,7 +5,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::admission::delivery::Delivery;
-use crate::admission::Refusal;
+use crate::admission::Unreachable;
 use crate::domain::{ConnectorKey, SharedEvent};
 
 /// An admitted event for one connector. Travels through the connector's inbox.
@@ -14,42 +14,6 @@ pub struct Inbound {
     pub event: SharedEvent,
     pub delivery: Delivery,
     pub admitted_at: Instant,
-}
-
-/// Why a connector cannot be reached right now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reach {
-    UnknownIntegration(String),
-    UnknownConnector {
-        integration: String,
-        connector: String,
-    },
-    Stopped {
-        integration: String,
-        connector: String,
-    },
-}
-
-impl From<Reach> for Refusal {
-    fn from(reach: Reach) -> Self {
-        match reach {
-            Reach::UnknownIntegration(i) => Refusal::UnknownIntegration(i),
-            Reach::UnknownConnector {
-                integration,
-                connector,
-            } => Refusal::UnknownConnector {
-                integration,
-                connector,
-            },
-            Reach::Stopped {
-                integration,
-                connector,
-            } => Refusal::ConnectorStopped {
-                integration,
-                connector,
-            },
-        }
-    }
 }
 
 /// The inboxes of the running connectors.
@@ -61,5 +25,5 @@ pub trait Inboxes: Send + Sync + 'static {
         &self,
         key: &ConnectorKey,
         send: &mut dyn FnMut(&mpsc::Sender<Inbound>),
-    ) -> Result<(), Reach>;
+    ) -> Result<(), Unreachable>;
 }

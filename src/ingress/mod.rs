@@ -13,7 +13,7 @@ pub mod internal;
 pub mod room;
 
 use crate::admission::delivery::{Delivery, Settle};
-use crate::admission::Refusal;
+use crate::admission::{Refusal, Unreachable};
 use crate::catalog::Catalog;
 use crate::dead_letter::{self, DeadLetter, DeadLetterStore};
 use crate::domain::{
@@ -21,7 +21,7 @@ use crate::domain::{
 };
 use crate::telemetry::handles::{self, EngineMetrics};
 use crate::telemetry::queue;
-pub use inboxes::{Inbound, Inboxes, Reach};
+pub use inboxes::{Inbound, Inboxes};
 pub use internal::{InternalEvents, InternalQueue};
 pub use room::{FlowRoom, NoRoom};
 
@@ -62,10 +62,10 @@ fn key_of(event: &Event) -> ConnectorKey {
 
 /// The refusal of `event` when its connector stopped after the registry was read.
 fn stopped(event: &Event) -> Refusal {
-    Refusal::ConnectorStopped {
+    Refusal::Unreachable(Unreachable::ConnectorStopped {
         integration: event.integration.to_string(),
         connector: event.connector.to_string(),
-    }
+    })
 }
 
 fn same_connector(a: &PendingInbound, b: &PendingInbound) -> bool {
@@ -425,7 +425,7 @@ impl Ingress {
         key: &ConnectorKey,
         payload: T,
         send: impl FnOnce(&mpsc::Sender<Inbound>, T) -> R,
-    ) -> Result<R, (T, Reach)> {
+    ) -> Result<R, (T, Unreachable)> {
         let mut call = Some((payload, send));
         let mut out = None;
         let reached = self.inboxes.with_inbox(key, &mut |inbox| {
@@ -519,7 +519,7 @@ impl Ingress {
             let integration = self
                 .catalog
                 .get(event.integration.as_str())
-                .ok_or_else(|| Refusal::UnknownIntegration(event.integration.to_string()))?;
+                .ok_or_else(|| Unreachable::UnknownIntegration(event.integration.to_string()))?;
             if !integration.emits(event.event.as_str()) {
                 return Err(Refusal::UndeclaredEvent {
                     integration: event.integration.to_string(),

@@ -33,7 +33,7 @@ impl Inboxes for StubInboxes {
         &self,
         key: &ConnectorKey,
         send: &mut dyn FnMut(&mpsc::Sender<Inbound>),
-    ) -> Result<(), Reach> {
+    ) -> Result<(), Unreachable> {
         let slots = self.slots.lock().unwrap();
         let (integration, connector) = (key.integration.to_string(), key.connector.to_string());
         match slots.get(key) {
@@ -41,14 +41,14 @@ impl Inboxes for StubInboxes {
                 send(inbox);
                 Ok(())
             }
-            Some(Slot::Stopped) => Err(Reach::Stopped {
+            Some(Slot::Stopped) => Err(Unreachable::ConnectorStopped {
                 integration,
                 connector,
             }),
             None if self.catalog.get(&integration).is_none() => {
-                Err(Reach::UnknownIntegration(integration))
+                Err(Unreachable::UnknownIntegration(integration))
             }
-            None => Err(Reach::UnknownConnector {
+            None => Err(Unreachable::UnknownConnector {
                 integration,
                 connector,
             }),
@@ -203,7 +203,7 @@ fn admit_refuses_with_the_reason_counts_and_dead_letters() {
         ),
         (
             event("nope", "bot", "user_message", "alice"),
-            Refusal::UnknownIntegration("nope".into()),
+            Refusal::Unreachable(Unreachable::UnknownIntegration("nope".into())),
         ),
         (
             event("telegram", "bot", "made_up_event", "alice"),
@@ -228,17 +228,17 @@ fn admit_refuses_with_the_reason_counts_and_dead_letters() {
         ),
         (
             event("telegram", "other_bot", "user_message", "alice"),
-            Refusal::UnknownConnector {
+            Refusal::Unreachable(Unreachable::UnknownConnector {
                 integration: "telegram".into(),
                 connector: "other_bot".into(),
-            },
+            }),
         ),
         (
             event("telegram", "stopped_bot", "user_message", "alice"),
-            Refusal::ConnectorStopped {
+            Refusal::Unreachable(Unreachable::ConnectorStopped {
                 integration: "telegram".into(),
                 connector: "stopped_bot".into(),
-            },
+            }),
         ),
     ];
     let recorder = DebuggingRecorder::new();
@@ -328,10 +328,10 @@ async fn a_refused_submit_settles_its_source_and_takes_no_permit() {
     let refused = w.ingress.submit(e, w.source("a")).await;
     assert_eq!(
         refused,
-        Err(Refusal::UnknownConnector {
+        Err(Refusal::Unreachable(Unreachable::UnknownConnector {
             integration: "telegram".into(),
             connector: "bot".into()
-        })
+        }))
     );
     assert_eq!(w.settled(), [done("a")], "a refusal is an answer");
     assert_eq!(w.dead_letters(), [("unknown_connector", id)]);
@@ -385,10 +385,10 @@ async fn submit_is_refused_when_the_inbox_closes_while_it_waits() {
     inbox.close();
     assert_eq!(
         waiting.await.unwrap(),
-        Err(Refusal::ConnectorStopped {
+        Err(Refusal::Unreachable(Unreachable::ConnectorStopped {
             integration: "telegram".into(),
             connector: "bot".into()
-        })
+        }))
     );
     assert_eq!(w.dead_letters(), [("connector_stopped", second_id)]);
     assert_eq!(w.settled(), [done("second")]);
@@ -519,7 +519,10 @@ async fn try_submit_answers_busy_on_a_full_inbox() {
         event("telegram", "gone", "user_message", "alice"),
         w.source("refused"),
     );
-    assert!(matches!(refused, Err(Refusal::UnknownConnector { .. })));
+    assert!(matches!(
+        refused,
+        Err(Refusal::Unreachable(Unreachable::UnknownConnector { .. }))
+    ));
     assert_eq!(w.settled(), [done("first"), done("refused")]);
     assert_eq!(w.dead.len(), 1);
     assert_eq!(w.ingress.inflight(), 0);
@@ -668,8 +671,14 @@ async fn submit_batch_of_refusals_only() {
             ),
         ])
         .await;
-    assert!(matches!(results[0], Err(Refusal::UnknownIntegration(_))));
-    assert!(matches!(results[1], Err(Refusal::UnknownConnector { .. })));
+    assert!(matches!(
+        results[0],
+        Err(Refusal::Unreachable(Unreachable::UnknownIntegration(_)))
+    ));
+    assert!(matches!(
+        results[1],
+        Err(Refusal::Unreachable(Unreachable::UnknownConnector { .. }))
+    ));
     assert_eq!(results.len(), 2);
     assert_eq!(w.settled(), [done("a"), done("b")]);
     assert_eq!(w.dead.len(), 2);
@@ -728,7 +737,9 @@ fn admit_internal_applies_the_catalog_checks_only() {
     let unknown_id = unknown.id;
     assert_eq!(
         w.ingress.admit_internal(unknown).err(),
-        Some(Refusal::UnknownIntegration("nope".into()))
+        Some(Refusal::Unreachable(Unreachable::UnknownIntegration(
+            "nope".into()
+        )))
     );
     assert_eq!(
         w.dead_letters(),

@@ -7,6 +7,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
+use smallvec::SmallVec;
 use tokio::time::Instant;
 
 use super::index::{Match, SubscriptionIndex};
@@ -156,9 +157,10 @@ impl Dispatcher {
         self.route_admitted(Arc::new(RoutedEvent::named(event)), Delivery::none())
     }
 
-    /// [`Dispatcher::route`] against `index`, handing each match to `deliver`. The last
-    /// receiver gets `event` and `delivery` themselves, the others clones: in the common case of
-    /// one receiving flow, no reference count is touched.
+    /// [`Dispatcher::route`] against `index`, handing each match to `deliver`. An event
+    /// admitted from outside brings the matches admission found to reserve its room (on its
+    /// own scope, the one it routes on): taken as they are while `index` is the one they come
+    /// from ([`super::room::matched_in`]), so such an event is looked up once.
     #[inline]
     fn route_in(
         &self,
@@ -169,32 +171,61 @@ impl Dispatcher {
         admitted_at: Instant,
         deliver: &mut impl FnMut(Enqueue),
     ) -> usize {
-        let matches = index.lookup(scope, event.event.event.as_str());
-        let persona = event.persona;
-        let mut held = Some((event, delivery));
-        let mut n = 0;
-        let mut matches = matches.iter().peekable();
-        while let Some(m) = matches.next() {
-            n += 1;
-            let (event, delivery) = if matches.peek().is_none() {
-                held.take().expect("taken only by the last match")
-            } else {
-                let (e, d) = held.as_ref().expect("held until the last match");
-                (e.clone(), d.clone())
-            };
-            deliver(Enqueue {
-                key: FlowInstanceKey {
-                    flow: m.flow_id,
-                    persona,
-                },
-                event,
-                matched: m.clone(),
-                delivery,
-                admitted_at,
-            });
+        match super::room::matched_in(&event, index) {
+            Some(matched) => {
+                // Owned before the event moves on (a reference count each, as a lookup's).
+                let matched: SmallVec<[Match; 1]> = matched.iter().cloned().collect();
+                fan_out(matched.into_iter(), event, delivery, admitted_at, deliver)
+            }
+            None => {
+                let matches = index.lookup(scope, event.event.event.as_str());
+                fan_out(
+                    matches.iter().cloned(),
+                    event,
+                    delivery,
+                    admitted_at,
+                    deliver,
+                )
+            }
         }
-        n
     }
+}
+
+/// Hands `event` to each of `matches`, in order: the last receiver gets `event` and
+/// `delivery` themselves, the others clones (in the common case of one receiving flow, no
+/// reference count is touched). Returns how many received it.
+#[inline]
+fn fan_out(
+    matches: impl Iterator<Item = Match>,
+    event: SharedEvent,
+    delivery: Delivery,
+    admitted_at: Instant,
+    deliver: &mut impl FnMut(Enqueue),
+) -> usize {
+    let persona = event.persona;
+    let mut held = Some((event, delivery));
+    let mut n = 0;
+    let mut matches = matches.peekable();
+    while let Some(m) = matches.next() {
+        n += 1;
+        let (event, delivery) = if matches.peek().is_none() {
+            held.take().expect("taken only by the last match")
+        } else {
+            let (e, d) = held.as_ref().expect("held until the last match");
+            (e.clone(), d.clone())
+        };
+        deliver(Enqueue {
+            key: FlowInstanceKey {
+                flow: m.flow_id,
+                persona,
+            },
+            event,
+            matched: m,
+            delivery,
+            admitted_at,
+        });
+    }
+    n
 }
 
 impl Routes for Dispatcher {

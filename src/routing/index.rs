@@ -9,6 +9,7 @@
 //! subscription of a flow (in flow order) was kept at build time.
 
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -225,6 +226,17 @@ pub struct SubscriptionIndex {
     /// on every rebuild (it is off the hot path and as large as the index itself).
     by_event: OnceLock<FxHashMap<(Idn, Idn), Vec<Candidate>>>,
     subscriptions: usize,
+    /// Tells this index from every other built in this process (0: an empty default one).
+    generation: u64,
+}
+
+/// The generation of the next index built.
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+#[cfg(test)]
+thread_local! {
+    /// Lookups made on this thread (tests count them: one per event).
+    pub(crate) static LOOKUPS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 fn push_first_per_flow(list: &mut SmallVec<[Match; 1]>, m: Match) {
@@ -329,6 +341,7 @@ impl SubscriptionIndex {
             flows: flow_map,
             routes: flows.to_vec(),
             subscriptions,
+            generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             ..Default::default()
         };
         for g in any {
@@ -422,6 +435,8 @@ impl SubscriptionIndex {
         [account, integration, connector]: [&str; 3],
         event: &str,
     ) -> Matches<'a> {
+        #[cfg(test)]
+        LOOKUPS.with(|n| n.set(n.get() + 1));
         let [h_account, h_integration, h_connector] = h3;
         let h_event = hash_str(event);
         let h = exact_hash(h_account, h_integration, h_connector, h_event);
@@ -494,6 +509,12 @@ impl SubscriptionIndex {
             .get(&(account.clone(), event.clone()))
             .map(Vec::as_slice)
             .unwrap_or_default()
+    }
+
+    /// Which index this is: equal generations are the same index (matches found in one hold
+    /// in the other).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn subscription_count(&self) -> usize {

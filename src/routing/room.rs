@@ -3,8 +3,10 @@
 //! what was acknowledged is never dead-lettered for lack of room. A flow instance `(flow,
 //! persona)` holds at most `max_pending` queued events plus the running one; the reservation
 //! travels with the event and is given back when the event's last holder drops it (queued,
-//! run and done, superseded, or matched by no flow once dispatched).
+//! run and done, superseded, or matched by no flow once dispatched). It also carries the
+//! matches found to reserve it, which dispatch uses instead of a second lookup.
 
+use std::any::Any;
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -12,6 +14,7 @@ use rustc_hash::FxBuildHasher;
 use smallvec::SmallVec;
 
 use super::dispatch::LiveIndex;
+use super::index::{Match, SubscriptionIndex};
 use crate::domain::{FlowId, PersonaId, RoutedEvent, Target};
 use crate::ingress::{FlowRoom, NoRoom};
 
@@ -37,16 +40,24 @@ impl InstanceRoom {
     }
 }
 
-/// Places reserved for one event; given back when dropped.
+/// Places reserved for one event, given back when dropped, and what admission matched to
+/// reserve them: dispatch takes the matches from here instead of looking the event up again.
 struct Reserved {
     held: Arc<Held>,
-    keys: SmallVec<[(FlowId, PersonaId); 2]>,
+    /// The persona the places were taken for (its connector may resolve another later).
+    persona: PersonaId,
+    /// Places taken: one for each of the first `taken` matches.
+    taken: usize,
+    /// The generation of the index the matches come from.
+    generation: u64,
+    /// The event's matches, in the order [`crate::routing::Matches::iter`] yields them.
+    matched: SmallVec<[Match; 1]>,
 }
 
 impl Drop for Reserved {
     fn drop(&mut self) {
-        for key in &self.keys {
-            give_back(&self.held, key);
+        for m in &self.matched[..self.taken] {
+            give_back(&self.held, &(m.flow_id, self.persona));
         }
     }
 }
@@ -60,43 +71,68 @@ fn give_back(held: &Held, key: &(FlowId, PersonaId)) {
     }
 }
 
+/// The matches admission found for `event` when they come from `index` (the one dispatch
+/// holds), `None` otherwise. Decision: when the live index changed between the reservation and
+/// dispatch, dispatch looks the event up again: it routes by the flows in force as it
+/// dispatches, as without a reservation (a flow deleted meanwhile gets nothing, one put
+/// meanwhile gets the event; an acknowledged change holds for every event dispatched after
+/// it); the places reserved stay as they were, given back when the event is dropped. Swaps are
+/// rare, so the second lookup costs nothing that matters.
+pub(super) fn matched_in<'a>(
+    event: &'a RoutedEvent,
+    index: &SubscriptionIndex,
+) -> Option<&'a [Match]> {
+    let reserved = event.room.as_ref()?.0.downcast_ref::<Reserved>()?;
+    (reserved.generation == index.generation()).then_some(&reserved.matched[..])
+}
+
 impl FlowRoom for InstanceRoom {
     fn reserve(
         &self,
         event: &RoutedEvent,
         force: bool,
-    ) -> Result<Option<Box<dyn Send + Sync>>, NoRoom> {
-        // A result naming only its command act finds its persona later, in its connector.
-        if matches!(event.event.target, Target::ByCommandAct) {
-            return Ok(None);
-        }
+    ) -> Result<Option<Box<dyn Any + Send + Sync>>, NoRoom> {
         let e = &event.event;
         let index = self.index.load();
-        let matches = index.lookup_str(
-            e.account.as_str(),
-            e.integration.as_str(),
-            e.connector.as_str(),
-            e.event.as_str(),
-        );
         let mut reserved = Reserved {
             held: self.held.clone(),
-            keys: SmallVec::new(),
+            persona: event.persona,
+            taken: 0,
+            generation: index.generation(),
+            matched: index
+                .lookup_str(
+                    e.account.as_str(),
+                    e.integration.as_str(),
+                    e.connector.as_str(),
+                    e.event.as_str(),
+                )
+                .iter()
+                .cloned()
+                .collect(),
         };
-        for m in matches.iter() {
-            let key = (m.flow_id, event.persona);
-            let mut n = self.held.entry(key).or_insert(0);
-            if *n >= self.max && !force {
+        drop(index);
+        // A result naming only its command act finds its persona later, in its connector: it
+        // takes no place, but its matches still go to dispatch.
+        if !matches!(e.target, Target::ByCommandAct) {
+            for m in &reserved.matched {
+                let mut n = self.held.entry((m.flow_id, event.persona)).or_insert(0);
+                if *n >= self.max && !force {
+                    drop(n);
+                    // `reserved` gives back what it took when dropped here.
+                    return Err(NoRoom {
+                        agent: m.flow.flow.agent.to_string(),
+                        flow: m.flow.flow.flow.to_string(),
+                    });
+                }
+                *n += 1;
                 drop(n);
-                // `reserved` gives back what it took when dropped here.
-                return Err(NoRoom {
-                    agent: m.flow.flow.agent.to_string(),
-                    flow: m.flow.flow.flow.to_string(),
-                });
+                reserved.taken += 1;
             }
-            *n += 1;
-            drop(n);
-            reserved.keys.push(key);
         }
-        Ok((!reserved.keys.is_empty()).then(|| Box::new(reserved) as Box<dyn Send + Sync>))
+        // Kept even when nothing matched: dispatch then need not look the event up either.
+        Ok(Some(Box::new(reserved)))
     }
 }
+
+#[cfg(test)]
+mod tests;

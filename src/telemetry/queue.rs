@@ -15,6 +15,8 @@ pub mod names {
     pub const CONNECTOR_INBOX: &str = "connector_inbox";
     /// Batches of matches waiting in a flow shard's inbox.
     pub const FLOW_SHARD_INBOX: &str = "flow_shard_inbox";
+    /// Runners' reports (commands, outcomes) waiting for their flow shard.
+    pub const SHARD_REPLIES: &str = "shard_replies";
     /// Events the daemon made itself, waiting to be routed.
     pub const INTERNAL_EVENTS: &str = "internal_events";
     /// Writes waiting for the store's writer thread.

@@ -8,13 +8,14 @@ use std::time::Duration;
 use actix::{Actor, Addr};
 
 use super::*;
+use crate::admission::Unreachable;
 use crate::catalog::Catalog;
 use crate::connectors::actor::{ConnectorActor, ConnectorDeps};
 use crate::connectors::acts::CommandActs;
 use crate::connectors::route::{Routable, Routes};
 use crate::dead_letter::memory::MemoryDeadLetters;
 use crate::domain::ScopeKey;
-use crate::ingress::{Inboxes, Reach};
+use crate::ingress::Inboxes;
 use crate::session::SessionTable;
 use crate::telemetry::handles::EngineMetrics;
 use crate::testing::until;
@@ -127,7 +128,7 @@ impl World {
     }
 
     /// What `with_running` answers for `integration/connector`.
-    fn reach(&self, integration: &str, connector: &str) -> Result<(), Reach> {
+    fn reach(&self, integration: &str, connector: &str) -> Result<(), Unreachable> {
         self.registry
             .with_running(&self.key(integration, connector), 7, |_, n| {
                 assert_eq!(n, 7)
@@ -166,7 +167,7 @@ async fn create_makes_a_stopped_connector_with_no_actor() {
     assert_eq!(w.starts("sandbox", "sb"), 0, "no actor until it runs");
     assert_eq!(
         w.reach("sandbox", "sb"),
-        Err(Reach::Stopped {
+        Err(Unreachable::ConnectorStopped {
             integration: "sandbox".into(),
             connector: "sb".into()
         })
@@ -273,7 +274,10 @@ async fn run_is_refused_while_a_required_connector_setting_has_no_value() {
     );
     assert_eq!(w.registry.get(view.id).unwrap().status, Status::Stopped);
     assert_eq!(w.starts("http", "api"), 0);
-    assert!(matches!(w.reach("http", "api"), Err(Reach::Stopped { .. })));
+    assert!(matches!(
+        w.reach("http", "api"),
+        Err(Unreachable::ConnectorStopped { .. })
+    ));
     w.registry
         .update(
             view.id,
@@ -336,7 +340,7 @@ async fn stop_and_delete() {
     until("the actor to stop", || (!addr.connected()).then_some(())).await;
     assert!(matches!(
         w.reach("sandbox", "sb"),
-        Err(Reach::Stopped { .. })
+        Err(Unreachable::ConnectorStopped { .. })
     ));
     assert_eq!(
         w.registry.stop(view.id).unwrap(),
@@ -361,7 +365,7 @@ async fn stop_and_delete() {
     );
     assert_eq!(
         w.reach("sandbox", "sb"),
-        Err(Reach::UnknownConnector {
+        Err(Unreachable::UnknownConnector {
             integration: "sandbox".into(),
             connector: "sb".into()
         })
@@ -389,18 +393,18 @@ async fn with_running_says_why_a_connector_cannot_be_reached() {
     let view = w.create("sandbox", "sb", &[]).unwrap();
     assert_eq!(
         w.reach("nope", "sb"),
-        Err(Reach::UnknownIntegration("nope".into()))
+        Err(Unreachable::UnknownIntegration("nope".into()))
     );
     assert_eq!(
         w.reach("telegram", "sb"),
-        Err(Reach::UnknownConnector {
+        Err(Unreachable::UnknownConnector {
             integration: "telegram".into(),
             connector: "sb".into()
         })
     );
     assert!(matches!(
         w.reach("sandbox", "sb"),
-        Err(Reach::Stopped { .. })
+        Err(Unreachable::ConnectorStopped { .. })
     ));
     w.registry.run(view.id).unwrap();
     // Reached: `send` gets the running actor's handle.
@@ -427,7 +431,7 @@ async fn with_running_says_why_a_connector_cannot_be_reached() {
         .registry
         .directory()
         .with_inbox(&w.key("telegram", "sb"), &mut |_| called += 1);
-    assert!(matches!(stopped, Err(Reach::UnknownConnector { .. })));
+    assert!(matches!(stopped, Err(Unreachable::UnknownConnector { .. })));
     assert_eq!(called, 0, "not called when unreachable");
 }
 
@@ -581,7 +585,7 @@ async fn stop_all_stops_every_actor() {
     .await;
     assert!(matches!(
         w.reach("sandbox", "sb"),
-        Err(Reach::Stopped { .. })
+        Err(Unreachable::ConnectorStopped { .. })
     ));
     // Left as `stop` leaves a connector: stopped, not running without an actor.
     assert!(w

@@ -687,7 +687,10 @@ impl Service {
         };
         *running = reached.is_ok().then_some(key);
         if let Err(((), reach)) = reached {
-            let gone = !matches!(reach, crate::ingress::Reach::Stopped { .. });
+            let gone = !matches!(
+                reach,
+                crate::admission::Unreachable::ConnectorStopped { .. }
+            );
             let refusal = crate::admission::Refusal::from(reach);
             handles::rejected(refusal.code());
             if let Some(reason) = refusal.dead_letter_reason() {
