@@ -305,7 +305,7 @@ impl Engine {
             index.clone(),
             config.max_pending_per_flow_instance,
         )));
-        crate::routing::internal::spawn(queue, ingress.clone(), dispatcher.clone());
+        queue.pump(ingress.clone(), dispatcher.clone());
         Engine {
             catalog,
             registry,

@@ -22,7 +22,7 @@ use crate::domain::{
 use crate::telemetry::handles::{self, EngineMetrics};
 use crate::telemetry::queue;
 pub use inboxes::{Inbound, Inboxes};
-pub use internal::{InternalEvents, InternalQueue};
+pub use internal::{InternalEvents, InternalQueue, RouteAdmitted};
 pub use room::{FlowRoom, NoRoom};
 
 /// An event that holds its permit, on its way into a connector's inbox.

@@ -14,6 +14,7 @@ use super::index::{Match, SubscriptionIndex};
 use crate::admission::delivery::Delivery;
 use crate::connectors::route::{Routable, Routes};
 use crate::domain::{Event, RoutedEvent, ScopeKey, SharedEvent};
+use crate::ingress::RouteAdmitted;
 use crate::invocation::FlowInstanceKey;
 
 /// An event for the flow instance `key`, with the subscription that matched it. Travels
@@ -264,5 +265,12 @@ impl Routes for Dispatcher {
                 }
             }
         });
+    }
+}
+
+impl RouteAdmitted for Dispatcher {
+    /// The internal-events pump's batches, as [`Dispatcher::route_admitted_batch`].
+    fn route_admitted(&self, events: &mut Vec<(SharedEvent, Delivery)>) {
+        self.route_admitted_batch(events);
     }
 }
