@@ -22,7 +22,6 @@ use crate::natives::system::SystemComponent;
 use crate::natives::timers::service::{LatePolicy, Settings as TimerSettings};
 use crate::natives::timers::ProgramTimer;
 use crate::outbound::Egress;
-use crate::sandbox::{SandboxComponent, SandboxHub};
 use crate::session::table::SessionView;
 use crate::skill_runner::demo::DemoRunner;
 use crate::skill_runner::pending::PendingInvocations;
@@ -182,11 +181,12 @@ pub async fn start(
         }),
         None => Arc::new(NoTransport),
     };
-    let sandbox = SandboxHub::new();
     // The registration list: every native integration, one line each.
     let natives: Vec<Box<dyn Component>> = vec![
         Box::new(SystemComponent),
-        Box::new(SandboxComponent(sandbox.clone())),
+        Box::new(crate::natives::sandbox::SandboxComponent(
+            config.sandbox.clone(),
+        )),
         HttpNative::component(),
         ProgramTimer::component(None, timer_settings(&config)),
     ];
@@ -234,7 +234,6 @@ pub async fn start(
         engine,
         store,
         pending,
-        sandbox,
         metrics,
         secrets,
         tokens,

@@ -33,6 +33,8 @@ pub mod names {
     pub const HTTP_REQUEST_LANES: &str = "http_request_lanes";
     /// Messages enqueued and requests (withdrawals) waiting for the outbox's worker.
     pub const OUTBOX: &str = "outbox";
+    /// Messages waiting to be written to a sandbox page's socket (natives/sandbox).
+    pub const SANDBOX_SOCKETS: &str = "sandbox_sockets";
 }
 
 /// How one live queue tells its depth and capacity; `None` once it is gone.
