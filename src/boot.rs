@@ -184,9 +184,7 @@ pub async fn start(
     // The registration list: every native integration, one line each.
     let natives: Vec<Box<dyn Component>> = vec![
         Box::new(SystemComponent),
-        Box::new(crate::natives::sandbox::SandboxComponent(
-            config.sandbox.clone(),
-        )),
+        crate::natives::sandbox::component(&config.sandbox),
         HttpNative::component(),
         ProgramTimer::component(None, timer_settings(&config)),
     ];

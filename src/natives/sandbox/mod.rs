@@ -20,6 +20,11 @@ use crate::natives::component::{Built, Component, NativeContext};
 /// The sandbox component, with its `[sandbox]` section.
 pub struct SandboxComponent(pub SandboxConfig);
 
+/// The sandbox component of `config`, for the registration list.
+pub fn component(config: &SandboxConfig) -> Box<dyn Component> {
+    Box::new(SandboxComponent(config.clone()))
+}
+
 impl Component for SandboxComponent {
     fn idn(&self) -> &'static str {
         "sandbox"
