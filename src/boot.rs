@@ -22,7 +22,6 @@ use crate::natives::timers::service::{LatePolicy, Settings as TimerSettings};
 use crate::natives::timers::ProgramTimer;
 use crate::outbound::Egress;
 use crate::relay::{CommandSink, NoTransport};
-use crate::sandbox::{SandboxComponent, SandboxHub};
 use crate::session::table::SessionView;
 use crate::skill_runner::demo::DemoRunner;
 use crate::skill_runner::pending::PendingInvocations;
@@ -182,11 +181,10 @@ pub async fn start(
         }),
         None => Arc::new(NoTransport),
     };
-    let sandbox = SandboxHub::new();
     // The registration list: every native integration, one line each.
     let natives: Vec<Box<dyn Component>> = vec![
         Box::new(SystemComponent),
-        Box::new(SandboxComponent(sandbox.clone())),
+        crate::natives::sandbox::component(&config.sandbox),
         HttpNative::component(),
         ProgramTimer::component(None, timer_settings(&config)),
     ];
@@ -234,7 +232,6 @@ pub async fn start(
         engine,
         store,
         pending,
-        sandbox,
         metrics,
         secrets,
         tokens,

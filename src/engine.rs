@@ -209,6 +209,7 @@ impl Engine {
             catalog: catalog.clone(),
             sessions: sessions.clone(),
             index: index.clone(),
+            persona_key: config.persona_key,
             state: state.clone(),
             dead_letters: parts.dead_letters.clone(),
             egress: parts.support.egress,

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! ground: testing → domain → fault → telemetry → dead_letter → catalog → inbox → admission → invocation → wire → store → intake → auth → api → outbound
-//! stages: ingress → session → connectors → routing → flow_instance → skill_runner → commands → relay → natives → sandbox
+//! stages: ingress → session → connectors → routing → flow_instance → skill_runner → commands → relay → natives
 //! outer:  engine → config → daemon → transport → boot → http
 //! ```
 
@@ -32,7 +32,6 @@ pub mod natives;
 pub mod outbound;
 pub mod relay;
 pub mod routing;
-pub mod sandbox;
 pub mod session;
 pub mod skill_runner;
 pub mod store;

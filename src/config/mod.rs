@@ -18,13 +18,13 @@ mod limits;
 mod load;
 mod log;
 mod runners;
-mod sandbox;
 mod store;
 mod timers;
 mod transport;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::natives::sandbox::SandboxConfig;
 pub use auth::{AuthConfig, AutoWord, MetricsConfig, Switch};
 pub use dead_letters::DeadLettersConfig;
 pub use egress::EgressConfig;
@@ -36,7 +36,6 @@ pub use http::HttpConfig;
 pub use limits::LimitsConfig;
 pub use log::{LogConfig, LogFormat};
 pub use runners::RunnersConfig;
-pub use sandbox::SandboxConfig;
 pub use store::StoreConfig;
 pub use timers::{LatePolicy, TimersConfig};
 pub use transport::{NatsConfig, TransportConfig, TransportKind, WireEncoding};

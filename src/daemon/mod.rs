@@ -1,5 +1,5 @@
 //! The daemon around the engine: the durable store under every change, the inbox under every
-//! acknowledged event, flows from files, the sandbox, and the runners a deployment uses.
+//! acknowledged event, flows from files, and the runners a deployment uses.
 //! The HTTP surface calls only this.
 
 pub mod access;
@@ -28,7 +28,6 @@ use crate::fault::{Blame, Fault};
 pub use crate::intake::{IngestError, Ingested};
 use crate::outbound::EgressPolicy;
 use crate::routing::flow_table::FlowRejected;
-use crate::sandbox::SandboxHub;
 use crate::skill_runner::pending::PendingInvocations;
 use crate::skill_runner::webhook::{RunnerKeys, RunnerSecret};
 use crate::store::{ConnectorRow, FlowRow, SecretBox, Store, StoreError, Written};
@@ -139,14 +138,13 @@ pub struct FlowWarning {
     pub message: String,
 }
 
-/// The daemon: the engine, the store under it, the runners' pending answers, the sandbox.
+/// The daemon: the engine, the store under it, the runners' pending answers.
 /// Its parts are reached through its methods only.
 pub struct Daemon {
     pub(crate) config: Config,
     pub(crate) engine: Engine,
     pub(crate) store: Store,
     pub(crate) pending: Arc<PendingInvocations>,
-    pub(crate) sandbox: Arc<SandboxHub>,
     pub(crate) metrics: Option<crate::telemetry::exporter::Exporter>,
     pub(crate) secrets: SecretBox,
     pub(crate) tokens: crate::auth::TokenKeeper,

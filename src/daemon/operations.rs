@@ -1,6 +1,6 @@
 //! What the HTTP surface asks of the daemon beyond the control plane and ingestion: the catalog
 //! and connectors to show, commands and runner answers, explain, sessions, dead letters and
-//! their replay, the sandbox's sockets, the metrics page. `http/` calls only these methods.
+//! their replay, the metrics page. `http/` calls only these methods.
 
 use std::sync::Arc;
 
@@ -15,7 +15,6 @@ use crate::domain::{Command, Idn, PersonaId};
 use crate::fault::{Blame, Fault};
 use crate::invocation::Outcome;
 use crate::routing::explain::Explanation;
-use crate::sandbox::hub::ToPage;
 use crate::session::SessionView;
 use crate::skill_runner::pending::UnknownInvocation;
 use crate::store::timers::TimerRow;
@@ -323,32 +322,6 @@ impl Daemon {
         blocking(move || letters.remove(id)).await??;
         self.store.flush().await?;
         Ok(replayed)
-    }
-
-    /// Opens a sandbox socket of `persona` on `connector`: its id and what the page receives.
-    pub fn sandbox_join(
-        &self,
-        account: &Idn,
-        connector: &Idn,
-        persona: PersonaId,
-    ) -> (u64, tokio::sync::mpsc::Receiver<ToPage>) {
-        self.sandbox.join(account, connector, persona)
-    }
-
-    pub fn sandbox_leave(&self, account: &Idn, connector: &Idn, persona: PersonaId, socket: u64) {
-        self.sandbox.leave(account, connector, persona, socket);
-    }
-
-    /// A ticket that opens one sandbox socket of `account` within
-    /// [`crate::sandbox::ticket::TICKET_TTL`].
-    pub fn sandbox_ticket(&self, account: &Idn) -> String {
-        self.sandbox.tickets().issue(account.clone())
-    }
-
-    /// The account `ticket` opens a sandbox socket for, once; `None` when it is unknown, used
-    /// or expired.
-    pub fn sandbox_redeem(&self, ticket: &str) -> Option<Idn> {
-        self.sandbox.tickets().redeem(ticket)
     }
 
     /// Timers of this account, optionally of one `program_timer` connector and one persona,

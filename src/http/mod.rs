@@ -1,5 +1,5 @@
-//! The HTTP surface (actix-web): the control plane, flows, the data plane, operations and the
-//! sandbox, all under the daemon. Errors map to statuses in [`error`] only; the OpenAPI
+//! The HTTP surface (actix-web): the control plane, flows, the data plane and operations, all
+//! under the daemon, and the routes native integrations own. Errors map to statuses in [`error`] only; the OpenAPI
 //! document of it all is generated from the handlers ([`openapi`]).
 
 pub mod accounts;
@@ -12,7 +12,6 @@ pub mod openapi;
 pub mod operations;
 pub mod request_metrics;
 pub mod runner_secrets;
-pub mod sandbox;
 pub mod views;
 
 use std::sync::Arc;
@@ -35,7 +34,6 @@ pub fn documented_routes(
     data::routes(cfg);
     operations::routes(cfg);
     openapi::routes(cfg);
-    sandbox::routes(cfg);
     data::dynamic_routes(cfg);
     flows::routes(cfg);
     accounts::routes(cfg);

@@ -15,6 +15,7 @@ use crate::catalog::Catalog;
 use crate::commands::NativeIntegration;
 use crate::connectors::Directory;
 use crate::dead_letter::DeadLetterStore;
+use crate::domain::PersonaKey;
 use crate::flow_instance::state::StateStore;
 use crate::ingress::InternalEvents;
 use crate::outbound::Egress;
@@ -124,6 +125,9 @@ pub struct NativeContext {
     pub sessions: Arc<SessionTable>,
     /// The subscription index in force (flows by name).
     pub index: Arc<LiveIndex>,
+    /// How persona ids derive from `(account, integration, external_id)`: the persona an
+    /// inbound event of a native's route will get.
+    pub persona_key: PersonaKey,
     /// Flow state (`set_state`).
     pub state: Arc<StateStore>,
     pub dead_letters: Arc<dyn DeadLetterStore>,

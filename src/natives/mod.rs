@@ -4,5 +4,6 @@
 
 pub mod component;
 pub mod http;
+pub mod sandbox;
 pub mod system;
 pub mod timers;

@@ -37,6 +37,8 @@ pub mod names {
     pub const ADAPTER_COMMANDS: &str = "adapter_commands";
     /// Messages enqueued and requests (withdrawals) waiting for the outbox's worker.
     pub const OUTBOX: &str = "outbox";
+    /// Messages waiting to be written to a sandbox page's socket (natives/sandbox).
+    pub const SANDBOX_SOCKETS: &str = "sandbox_sockets";
 }
 
 /// How one live queue tells its depth and capacity; `None` once it is gone.

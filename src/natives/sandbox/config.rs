@@ -1,6 +1,9 @@
-//! `[sandbox]`: the sandbox integration (a test chat inside the daemon).
+//! `[sandbox]`: the sandbox integration's config section (a test chat inside the daemon), a
+//! section of `config::Config`.
 
 use serde::{Deserialize, Serialize};
+
+use crate::api::listener::Switch;
 
 /// The sandbox integration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,15 +17,16 @@ pub struct SandboxConfig {
     /// sandbox): `true`, `false`, or `"auto"` (only when `http.listen` is a loopback address,
     /// and then only for pages served from a loopback host). Otherwise the page asks for a
     /// token with `events:write`.
-    pub without_token: super::Switch,
+    pub without_token: Switch,
 }
 
 impl SandboxConfig {
     pub const DEFAULT_ENABLED: bool = true;
     pub const DEFAULT_DEMO_RUNNER: bool = false;
-    pub const DEFAULT_WITHOUT_TOKEN: super::Switch = super::Switch::AUTO;
+    pub const DEFAULT_WITHOUT_TOKEN: Switch = Switch::AUTO;
 
-    /// Whether the socket is open without a token on a listener on `listen`.
+    /// Whether the socket is open without a token on a listener on `listen` (the listener a
+    /// request came in on: `http.listen`, bound).
     pub fn open_without_token(&self, listen: std::net::SocketAddr) -> bool {
         self.without_token.resolve(listen, true)
     }

@@ -1,11 +1,10 @@
-//! The sandbox surface: the chat page and its WebSocket. A text frame `{"text": "..."}` becomes
-//! a durable `user_message` event from the tab's actor; `send_message` commands to the
-//! connector come back as `{"type": "message", "text": "..."}` frames. The page may not be
-//! framed; a page with a token trades it for a single-use ticket its socket's URL carries; a
-//! page without one gets in only where the config allows it and only from the daemon's own
-//! origin.
+//! The sandbox's routes: the chat page and its WebSocket. A text frame `{"text": "..."}`
+//! becomes a durable `user_message` event from the tab's actor (through the daemon's intake);
+//! `send_message` commands to the connector come back as `{"type": "message", "text": "..."}`
+//! frames. The page may not be framed; a page with a token trades it for a single-use ticket
+//! its socket's URL carries; a page without one gets in only where the config allows it and
+//! only from the daemon's own origin ([`super::access`]).
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use actix_web::http::header;
@@ -14,21 +13,35 @@ use actix_ws::Message;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::openapi::{BadRequest, Conflict, Forbidden, NotFound, Unauthorized};
-use crate::api::error::{ApiError, Kind};
-use crate::auth::{AuthError, Scope};
-use crate::connectors::Status;
-use crate::daemon::{Daemon, Ingested};
-use crate::domain::{Event, Idn};
-use crate::sandbox::hub::ToPage;
-use crate::sandbox::page::PAGE;
-use crate::sandbox::ticket::TICKET_TTL;
-
+use super::access::socket_account;
+use super::hub::{SandboxHub, ToPage};
+use super::page::PAGE;
+use super::ticket::{Tickets, TICKET_TTL};
+use super::SandboxConfig;
 use crate::api::caller::Caller;
+use crate::api::error::{ApiError, Kind};
+use crate::api::responses::{BadRequest, Conflict, Forbidden, NotFound, Unauthorized};
+use crate::auth::Scope;
+use crate::connectors::{Directory, Status};
+use crate::domain::{Event, Idn, PersonaKey};
+use crate::intake::{Ingested, Intake};
 
-type D = web::Data<Arc<Daemon>>;
+/// What the sandbox's routes use (app data, registered with them).
+pub struct Surface {
+    pub hub: Arc<SandboxHub>,
+    pub tickets: Tickets,
+    pub config: SandboxConfig,
+    pub directory: Arc<Directory>,
+    pub persona_key: PersonaKey,
+}
 
-pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+type S = web::Data<Surface>;
+
+/// The daemon's durable intake (app data the HTTP server registers).
+type In = web::Data<Arc<dyn Intake>>;
+
+/// Registers the routes, each documented.
+pub fn register(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(page)
         .service(connectors)
         .service(sandbox_ticket)
@@ -73,12 +86,12 @@ struct Ticket {
     )
 )]
 #[post("/sandbox/ticket")]
-async fn sandbox_ticket(d: D, c: Caller) -> Result<HttpResponse, ApiError> {
+async fn sandbox_ticket(s: S, c: Caller) -> Result<HttpResponse, ApiError> {
     let account = c.need(Scope::EventsWrite)?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(Ticket {
-            ticket: d.sandbox_ticket(account),
+            ticket: s.tickets.issue(account.clone()),
             expires_in_ms: TICKET_TTL.as_millis() as u64,
         }))
 }
@@ -95,105 +108,6 @@ struct SocketQuery {
     /// needed with a token in the `Authorization` header, nor where `sandbox.without_token`
     /// lets the daemon's own loopback page in.
     ticket: Option<String>,
-}
-
-/// Whether `host` (a `Host` header, or an `Origin`'s host) names this machine's loopback.
-fn loopback_host(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
-    };
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// Whether `origin` (an `Origin` header) is the daemon's own: the scheme, a loopback host and
-/// the port of `listener`, the listener the request came in on (the listener's own address, or
-/// `localhost` when it is a loopback one; any loopback address when it listens on all).
-fn own_origin(origin: &str, listener: SocketAddr, secure: bool) -> bool {
-    let scheme = if secure { "https" } else { "http" };
-    let Some(authority) = origin
-        .strip_prefix(scheme)
-        .and_then(|rest| rest.strip_prefix("://"))
-    else {
-        return false;
-    };
-    let (host, port) = match authority.strip_prefix('[') {
-        Some(v6) => match v6.split_once(']') {
-            Some((host, rest)) => (host, rest.strip_prefix(':')),
-            None => return false,
-        },
-        None => match authority.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        },
-    };
-    let port = match port {
-        Some(p) => p.parse::<u16>().ok(),
-        None => Some(if secure { 443 } else { 80 }),
-    };
-    if port != Some(listener.port()) {
-        return false;
-    }
-    let on = listener.ip();
-    match host.parse::<IpAddr>() {
-        Ok(ip) => ip.is_loopback() && (ip == on || on.is_unspecified()),
-        Err(_) => {
-            host.eq_ignore_ascii_case("localhost") && (on.is_loopback() || on.is_unspecified())
-        }
-    }
-}
-
-/// The account a socket or the connector list acts for: a ticket's; a token's (the
-/// `Authorization` header); or, with neither, the home account when the config opens the
-/// sandbox without a token, the `Host` is loopback (not a DNS-rebound name) and the `Origin`,
-/// when there is one, is the daemon's own (not another local server's page: 403).
-async fn socket_account(
-    d: &Daemon,
-    req: &HttpRequest,
-    ticket: Option<&str>,
-) -> Result<Idn, ApiError> {
-    if let Some(t) = ticket {
-        return d.sandbox_redeem(t).ok_or_else(|| {
-            ApiError::new(
-                Kind::Unauthorized,
-                "invalid_ticket",
-                "the ticket is unknown, used or expired: POST /sandbox/ticket for a new one",
-            )
-            .field("ticket")
-        });
-    }
-    if let Some(t) = crate::api::caller::bearer(req) {
-        let p = d.authenticate(&t).await?;
-        p.need(Scope::EventsWrite)?;
-        return Ok(p.account);
-    }
-    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let host_ok = header(header::HOST).is_some_and(loopback_host);
-    if !(d
-        .config()
-        .sandbox
-        .open_without_token(d.config().http.listen)
-        && host_ok)
-    {
-        return Err(AuthError::Missing.into());
-    }
-    let listener = req.app_config().local_addr();
-    let secure = req.app_config().secure();
-    match header(header::ORIGIN) {
-        Some(origin) if !own_origin(origin, listener, secure) => Err(ApiError::new(
-            Kind::Forbidden,
-            "foreign_origin",
-            format!(
-                "without a token the sandbox takes only its own page (port {}), not a page of {origin}",
-                listener.port()
-            ),
-        )
-        .field("Origin")),
-        _ => Ok(d.home_account()),
-    }
 }
 
 /// A sandbox connector the page may talk to.
@@ -217,10 +131,11 @@ struct SandboxConnector<'a> {
     )
 )]
 #[get("/sandbox/connectors")]
-async fn connectors(d: D, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let account = socket_account(&d, &req, None).await?;
-    let list: Vec<_> = d
-        .connectors(&account, Some("sandbox"))
+async fn connectors(s: S, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let account = socket_account(&s, &req, None).await?;
+    let list: Vec<_> = s
+        .directory
+        .list(&account, Some("sandbox"))
         .into_iter()
         .filter(|c| c.status == Status::Running && !c.internal)
         .collect();
@@ -261,18 +176,24 @@ struct FromPage {
 )]
 #[get("/sandbox/ws")]
 async fn socket(
-    d: D,
+    s: S,
+    intake: In,
     req: HttpRequest,
     body: web::Payload,
     q: web::Query<SocketQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let account = socket_account(&d, &req, q.ticket.as_deref()).await?;
+    let account = socket_account(&s, &req, q.ticket.as_deref()).await?;
     let connector = Idn::parse("connector_idn", &q.connector_idn)
         .map_err(|e| ApiError::invalid("connector_idn", e.reason))?;
     if q.external_id.is_empty() || q.external_id.len() > 128 {
         return Err(ApiError::invalid("external_id", "must be 1 to 128 bytes"));
     }
-    match d.find_connector(&account, "sandbox", connector.as_str()) {
+    let running = || {
+        s.directory
+            .find(&account, "sandbox", connector.as_str())
+            .map(|c| c.status == Status::Running)
+    };
+    match running() {
         None => {
             return Err(ApiError::new(
                 Kind::NotFound,
@@ -281,7 +202,7 @@ async fn socket(
             )
             .field("connector_idn"))
         }
-        Some(c) if c.status != Status::Running => {
+        Some(false) => {
             return Err(ApiError::new(
                 Kind::Conflict,
                 "connector_stopped",
@@ -289,15 +210,20 @@ async fn socket(
             )
             .field("connector_idn"))
         }
-        Some(_) => {}
+        Some(true) => {}
     }
     let (response, mut session, mut stream) =
         actix_ws::handle(&req, body).map_err(|e| ApiError::invalid("upgrade", e.to_string()))?;
     let sandbox = Idn::known("sandbox");
     let external_id = q.external_id.clone();
-    let persona = d.persona_of(&account, &sandbox, &external_id);
-    let (sock, mut outbox) = d.sandbox_join(&account, &connector, persona);
-    let daemon = d.get_ref().clone();
+    let persona = s.persona_key.derive(&account, &sandbox, &external_id);
+    let hub = s.hub.clone();
+    let (sock, mut outbox) = hub.join(&account, &connector, persona);
+    if running() != Some(true) {
+        // Stopped as the socket opened: it closes at once, as it would have a moment later.
+        hub.leave(&account, &connector, persona, sock);
+    }
+    let intake = intake.get_ref().clone();
     let attached = ToPage::Attached {
         connector_idn: connector.to_string(),
         external_id: external_id.clone(),
@@ -306,7 +232,7 @@ async fn socket(
     actix_rt::spawn(async move {
         let hello = serde_json::to_string(&attached).expect("page messages serialize");
         if session.text(hello).await.is_err() {
-            daemon.sandbox_leave(&account, &connector, persona, sock);
+            hub.leave(&account, &connector, persona, sock);
             return;
         }
         loop {
@@ -325,7 +251,7 @@ async fn socket(
                                 Ok(m) if !m.text.trim().is_empty() => {
                                     let e = Event::from_actor(account.clone(), sandbox.clone(), connector.clone(), Idn::known("user_message"), external_id.clone())
                                         .with_argument("text", m.text);
-                                    match daemon.ingest(e).await {
+                                    match intake.ingest(e).await {
                                         Ok(Ingested::Accepted(id) | Ingested::Duplicate(id)) => ToPage::Ack { id: id.to_string() },
                                         Err(e) => ToPage::Error { message: e.to_string() },
                                     }
@@ -348,64 +274,8 @@ async fn socket(
                 }
             }
         }
-        daemon.sandbox_leave(&account, &connector, persona, sock);
+        hub.leave(&account, &connector, persona, sock);
         let _ = session.close(None).await;
     });
     Ok(response)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Whether `origin` is the daemon's own on a plain-HTTP listener at `listener`.
-    fn check(listener: &str, origin: &str) -> bool {
-        own_origin(origin, listener.parse().unwrap(), false)
-    }
-
-    #[test]
-    fn only_the_listeners_own_origin_is_the_daemons() {
-        let cases = [
-            ("127.0.0.1:8080", "http://127.0.0.1:8080", true),
-            ("127.0.0.1:8080", "http://localhost:8080", true),
-            ("127.0.0.1:8080", "http://LOCALHOST:8080", true),
-            ("[::1]:8080", "http://[::1]:8080", true),
-            ("[::1]:8080", "http://localhost:8080", true),
-            ("127.0.0.1:80", "http://127.0.0.1", true),
-            ("0.0.0.0:8080", "http://127.0.0.1:8080", true),
-            ("0.0.0.0:8080", "http://[::1]:8080", true),
-            // Another local server's page: another port, another loopback address.
-            ("127.0.0.1:8080", "http://127.0.0.1:3000", false),
-            ("127.0.0.1:8080", "http://localhost:3000", false),
-            ("127.0.0.1:8080", "http://127.0.0.1", false),
-            ("127.0.0.1:8080", "http://127.0.0.2:8080", false),
-            ("127.0.0.1:8080", "http://[::1]:8080", false),
-            // Another scheme, another site, nothing parsable.
-            ("127.0.0.1:8080", "https://127.0.0.1:8080", false),
-            ("127.0.0.1:8080", "http://attacker.example:8080", false),
-            (
-                "127.0.0.1:8080",
-                "http://localhost.attacker.example:8080",
-                false,
-            ),
-            (
-                "127.0.0.1:8080",
-                "http://127.0.0.1:8080.attacker.example",
-                false,
-            ),
-            ("127.0.0.1:8080", "null", false),
-            ("127.0.0.1:8080", "http://[::1:8080", false),
-            ("127.0.0.1:8080", "", false),
-            ("10.0.0.5:8080", "http://10.0.0.5:8080", false),
-            ("10.0.0.5:8080", "http://localhost:8080", false),
-        ];
-        for (listener, origin, own) in cases {
-            assert_eq!(check(listener, origin), own, "{origin} on {listener}");
-        }
-        assert!(own_origin(
-            "https://localhost:8443",
-            "127.0.0.1:8443".parse().unwrap(),
-            true
-        ));
-    }
 }
