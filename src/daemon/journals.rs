@@ -92,19 +92,32 @@ impl StateJournal for State {
     }
 }
 
-/// Puts back the command acts and flow state values younger than their TTLs (at most their
-/// capacities, the newest); a row that no longer parses is left out.
-pub fn restore(
-    engine: &Engine,
-    store: &Store,
-    acts: (Duration, usize),
-    state: (Duration, usize),
-) -> Result<(), StoreError> {
-    let now = now_ms();
-    let recorded = store
-        .command_acts(now - acts.0.as_millis() as i64, acts.1)?
-        .into_iter()
-        .filter_map(|r| {
+/// Command acts and flow state as recorded, within their TTLs and capacities.
+pub struct Recorded {
+    acts: Vec<crate::store::command_acts::ActRow>,
+    state: Vec<crate::store::flow_state::StateRow>,
+    now_ms: i64,
+}
+
+impl Recorded {
+    /// Reads them (blocking).
+    pub fn read(
+        store: &Store,
+        acts: (Duration, usize),
+        state: (Duration, usize),
+    ) -> Result<Recorded, StoreError> {
+        let now = now_ms();
+        Ok(Recorded {
+            acts: store.command_acts(now - acts.0.as_millis() as i64, acts.1)?,
+            state: store.flow_state(now - state.0.as_millis() as i64, state.1)?,
+            now_ms: now,
+        })
+    }
+
+    /// Puts them back into the engine (rows that no longer parse are skipped).
+    pub fn restore(self, engine: &Engine) {
+        let now = self.now_ms;
+        let recorded = self.acts.into_iter().filter_map(|r| {
             Some(RecordedAct {
                 act: r.act,
                 persona: PersonaId(r.persona),
@@ -116,11 +129,8 @@ pub fn restore(
                 age: Duration::from_millis((now - r.issued_ms).max(0) as u64),
             })
         });
-    engine.restore_acts(recorded);
-    let entries = store
-        .flow_state(now - state.0.as_millis() as i64, state.1)?
-        .into_iter()
-        .filter_map(|r| {
+        engine.restore_acts(recorded);
+        let entries = self.state.into_iter().filter_map(|r| {
             Some(StateEntry {
                 account: Idn::parse("account", &r.account).ok()?,
                 agent: Name::parse("agent", &r.agent).ok()?,
@@ -135,6 +145,6 @@ pub fn restore(
                 set_at_ms: r.set_ms,
             })
         });
-    engine.state().restore(entries);
-    Ok(())
+        engine.state().restore(entries);
+    }
 }

@@ -10,6 +10,7 @@ pub mod operations;
 pub mod private_files;
 pub mod runner_secrets;
 pub mod secrets_key;
+pub mod start;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -141,32 +142,73 @@ pub struct FlowWarning {
 /// The daemon: the engine, the store under it, the runners' pending answers.
 /// Its parts are reached through its methods only.
 pub struct Daemon {
-    pub(crate) config: Config,
-    pub(crate) engine: Engine,
-    pub(crate) store: Store,
-    pub(crate) pending: Arc<PendingInvocations>,
-    pub(crate) metrics: Option<crate::telemetry::exporter::Exporter>,
-    pub(crate) secrets: SecretBox,
-    pub(crate) tokens: crate::auth::TokenKeeper,
+    config: Config,
+    engine: Engine,
+    store: Store,
+    pending: Arc<PendingInvocations>,
+    metrics: Option<crate::telemetry::exporter::Exporter>,
+    secrets: SecretBox,
+    tokens: crate::auth::TokenKeeper,
     /// The webhook runners' signing keys, by flow.
-    pub(crate) runner_keys: Arc<RunnerKeys>,
+    runner_keys: Arc<RunnerKeys>,
     /// The egress policy of `[egress]`, which flows' runner URLs are checked against.
-    pub(crate) egress: EgressPolicy,
-    pub(crate) ready: AtomicBool,
-    pub(crate) draining: AtomicBool,
+    egress: EgressPolicy,
+    ready: AtomicBool,
+    draining: AtomicBool,
     /// Cancelled as the daemon drains: natives' background tasks end.
-    pub(crate) natives_stop: tokio_util::sync::CancellationToken,
+    natives_stop: tokio_util::sync::CancellationToken,
     /// The external transport's connection, when one is configured.
-    pub(crate) transport: Option<Arc<dyn TransportLink>>,
+    transport: Option<Arc<dyn TransportLink>>,
     /// Flows defined by files: reloads replace exactly these.
-    pub(crate) file_flows: std::sync::Mutex<BTreeMap<(Name, Name), std::path::PathBuf>>,
+    file_flows: std::sync::Mutex<BTreeMap<(Name, Name), std::path::PathBuf>>,
 }
 
 pub(crate) fn aad(account: &str, integration: &str, connector: &str, setting: &str) -> String {
     format!("{account}/{integration}/{connector}/{setting}")
 }
 
+/// What the daemon is made of, built by `boot`.
+pub struct DaemonParts {
+    pub config: Config,
+    pub engine: Engine,
+    pub store: Store,
+    pub pending: Arc<PendingInvocations>,
+    pub metrics: Option<crate::telemetry::exporter::Exporter>,
+    pub secrets: SecretBox,
+    pub tokens: crate::auth::TokenKeeper,
+    pub runner_keys: Arc<RunnerKeys>,
+    pub egress: EgressPolicy,
+    /// Cancelled as the daemon drains.
+    pub natives_stop: tokio_util::sync::CancellationToken,
+    pub transport: Option<Arc<dyn TransportLink>>,
+}
+
 impl Daemon {
+    /// A daemon not ready yet (see [`start`] for what follows, and [`Daemon::set_ready`]).
+    pub fn new(p: DaemonParts) -> Daemon {
+        Daemon {
+            config: p.config,
+            engine: p.engine,
+            store: p.store,
+            pending: p.pending,
+            metrics: p.metrics,
+            secrets: p.secrets,
+            tokens: p.tokens,
+            runner_keys: p.runner_keys,
+            egress: p.egress,
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            natives_stop: p.natives_stop,
+            transport: p.transport,
+            file_flows: Default::default(),
+        }
+    }
+
+    /// Ready: `/readyz` answers 200 from now on (unless draining).
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }

@@ -174,8 +174,10 @@ impl Daemon {
     }
 
     /// Loads the stored secrets into the live keys (a blocking read; at start).
-    pub(crate) fn restore_runner_secrets(&self) -> Result<usize, StoreError> {
-        let rows = self.store.runner_secrets()?;
+    pub(crate) fn restore_runner_secrets(
+        &self,
+        rows: Vec<crate::store::RunnerSecretRow>,
+    ) -> Result<usize, StoreError> {
         let n = rows.len();
         for row in rows {
             let aad = aad(&row.account, &row.agent, &row.flow);

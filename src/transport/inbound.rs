@@ -141,7 +141,7 @@ pub fn spawn(
                 // Waits for in-flight permits: a full engine slows the pull, it never grows
                 // memory.
                 for r in daemon
-                    .engine
+                    .engine()
                     .ingress()
                     .submit_batch_admitted(admitted)
                     .await
