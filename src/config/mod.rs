@@ -20,10 +20,11 @@ mod log;
 mod runners;
 mod sandbox;
 mod store;
-mod timers;
 mod transport;
 
 use serde::{Deserialize, Serialize};
+
+use crate::natives::program_timer::config::TimersConfig;
 
 pub use auth::{AuthConfig, AutoWord, MetricsConfig, Switch};
 pub use dead_letters::DeadLettersConfig;
@@ -38,7 +39,6 @@ pub use log::{LogConfig, LogFormat};
 pub use runners::RunnersConfig;
 pub use sandbox::SandboxConfig;
 pub use store::StoreConfig;
-pub use timers::{LatePolicy, TimersConfig};
 pub use transport::{NatsConfig, TransportConfig, TransportKind, WireEncoding};
 
 /// Everything the daemon is configured with; one field per section of the file.
@@ -56,6 +56,7 @@ pub struct Config {
     pub runners: RunnersConfig,
     pub egress: EgressConfig,
     pub sandbox: SandboxConfig,
+    /// The `program_timer` native's own section.
     pub timers: TimersConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
@@ -81,7 +82,9 @@ impl Config {
         self.flows.validate()?;
         self.runners.validate()?;
         self.egress.validate()?;
-        self.timers.validate()?;
+        self.timers
+            .validate()
+            .map_err(|e| ConfigError::invalid(e.key, e.reason))?;
         self.limits.validate()?;
         self.log.validate()?;
         self.transport.validate()?;

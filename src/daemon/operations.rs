@@ -18,7 +18,6 @@ use crate::routing::explain::Explanation;
 use crate::sandbox::hub::ToPage;
 use crate::session::SessionView;
 use crate::skill_runner::pending::UnknownInvocation;
-use crate::store::timers::TimerRow;
 use crate::store::{SessionRow, StoreError};
 use crate::telemetry::handles;
 use crate::wire::envelope::Limits;
@@ -349,29 +348,6 @@ impl Daemon {
     /// or expired.
     pub fn sandbox_redeem(&self, ticket: &str) -> Option<Idn> {
         self.sandbox.tickets().redeem(ticket)
-    }
-
-    /// Timers of this account, optionally of one `program_timer` connector and one persona,
-    /// soonest first, at most `limit`; those set before the call included.
-    pub async fn timers(
-        &self,
-        account: &Idn,
-        connector: Option<Idn>,
-        persona: Option<PersonaId>,
-        limit: usize,
-    ) -> Result<Vec<TimerRow>, StoreError> {
-        self.store.flush().await?;
-        let (store, account) = (self.store.clone(), account.clone());
-        tokio::task::spawn_blocking(move || {
-            store.timers_of(
-                account.as_str(),
-                connector.as_ref().map(Idn::as_str),
-                persona.map(|p| p.0),
-                limit,
-            )
-        })
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("timer read task: {e}")))?
     }
 
     /// The Prometheus page, if this daemon records metrics.

@@ -3,18 +3,21 @@
 //! gives the method and path, and [`super::routes`] registers handlers through
 //! `utoipa_actix_web`, which takes only documented ones: a route served is a route documented.
 //! Built once at start-up ([`ApiDocument::build`]) and served, without a token, at
-//! `GET /v1/openapi.json`. Errors are [`ErrorBody`]; the responses below name each status.
+//! `GET /v1/openapi.json`. Errors are [`ErrorBody`]; the responses of `api/responses.rs` (declared
+//! here) name each status.
 
 use crate::natives::component::Routes;
 use actix_web::{get, web, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{
-    ContentBuilder, HeaderBuilder, OpenApi as Document, Ref, RefOr, Response, ResponseBuilder,
-};
-use utoipa::{Modify, OpenApi, PartialSchema, ToResponse};
+use utoipa::openapi::OpenApi as Document;
+use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::AppExt;
 
 use crate::api::error::ErrorBody;
+pub use crate::api::responses::{
+    BadRequest, Conflict, Forbidden, NotFound, RequestTimeout, TooLarge, TooManyRequests,
+    Unauthorized, Unavailable, UnsupportedMediaType,
+};
 
 /// The name of the bearer security scheme operations refer to.
 pub const BEARER: &str = "bearer";
@@ -110,65 +113,11 @@ async fn openapi_json(doc: web::Data<ApiDocument>) -> HttpResponse {
         .body(doc.0.clone())
 }
 
-fn error_response(description: &str) -> ResponseBuilder {
-    ResponseBuilder::new().description(description).content(
-        "application/json",
-        ContentBuilder::new()
-            .schema(Some(Ref::from_schema_name("ErrorBody")))
-            .build(),
-    )
-}
-
-/// Error responses, one per status, named in the operations' `responses(...)`.
-macro_rules! error_responses {
-    ($($name:ident => $description:literal,)*) => {$(
-        pub struct $name;
-
-        impl<'s> ToResponse<'s> for $name {
-            fn response() -> (&'s str, RefOr<Response>) {
-                (stringify!($name), error_response($description).build().into())
-            }
-        }
-    )*};
-}
-
-error_responses! {
-    BadRequest => "The request is malformed or invalid; `field` names what",
-    Forbidden => "The token lacks a scope (`missing_scope`, `field` names it), names another \
-        account, or the thing may not be changed",
-    NotFound => "No such thing in the token's account",
-    Conflict => "The request conflicts with the current state (exists, running, stopped, …)",
-    TooLarge => "The body exceeds `http.max_body_bytes`",
-    RequestTimeout => "The body did not arrive within `http.body_timeout_ms` (`body_timeout`); \
-        the connection is closed",
-    UnsupportedMediaType => "A `Content-Type` the operation does not read",
-    Unavailable => "Busy or the store is unavailable: retry after `Retry-After` seconds",
-    TooManyRequests => "A flow instance the event reaches holds its maximum of events for this \
-        persona (`flow_instance_full`): nothing was recorded; retry after `Retry-After` seconds",
-}
-
-/// 401, with `WWW-Authenticate: Bearer`.
-pub struct Unauthorized;
-
-impl<'s> ToResponse<'s> for Unauthorized {
-    fn response() -> (&'s str, RefOr<Response>) {
-        let response = error_response("No valid bearer token")
-            .header(
-                "WWW-Authenticate",
-                HeaderBuilder::new()
-                    .description(Some("`Bearer`"))
-                    .schema(String::schema())
-                    .build(),
-            )
-            .build();
-        ("Unauthorized", response.into())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use utoipa::openapi::path::Operation;
+    use utoipa::openapi::RefOr;
 
     /// Every operation with the path and method it is served at.
     fn operations(api: &Document) -> Vec<(String, &'static str, &Operation)> {

@@ -4,5 +4,5 @@
 
 pub mod component;
 pub mod http;
+pub mod program_timer;
 pub mod system;
-pub mod timers;
