@@ -172,7 +172,10 @@ pub async fn start(
         Box::new(SystemComponent),
         Box::new(SandboxComponent(sandbox.clone())),
         HttpNative::component(),
-        crate::natives::program_timer::ProgramTimer::component(&config.timers, config.limits.timers_per_account),
+        crate::natives::program_timer::ProgramTimer::component(
+            &config.timers,
+            config.limits.timers_per_account,
+        ),
     ];
     for native in &natives {
         store

@@ -13,8 +13,8 @@ use futures_util::future::{ready, BoxFuture, FutureExt};
 use uuid::Uuid;
 
 use super::spec::{Timer, TimerKey};
-use crate::domain::{Idn, PersonaId};
 use super::store::{After, FiredRow, FiringRow, TimerRow, TimerStore};
+use crate::domain::{Idn, PersonaId};
 use crate::store::{Store, StoreError};
 
 /// How far the timers in memory reach, in the order of due time, then key: every timer due

@@ -91,7 +91,10 @@ mod tests {
     fn values_out_of_range_are_refused_naming_the_key() {
         fn check(config: TimersConfig, expected: Result<(), (&str, &str)>) {
             let got = config.validate();
-            let got = got.as_ref().map(|_| ()).map_err(|e| (e.key, e.reason.as_str()));
+            let got = got
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| (e.key, e.reason.as_str()));
             assert_eq!(got, expected, "{config:?}");
         }
         let with = |window_ms, grace_ms| TimersConfig {
@@ -100,7 +103,10 @@ mod tests {
             ..TimersConfig::default()
         };
         check(TimersConfig::default(), Ok(()));
-        check(with(999, 0), Err(("timers.window_ms", "must be at least 1000")));
+        check(
+            with(999, 0),
+            Err(("timers.window_ms", "must be at least 1000")),
+        );
         check(
             with(86_400_001, 0),
             Err(("timers.window_ms", "must be at most 86400000")),

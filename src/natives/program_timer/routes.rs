@@ -26,8 +26,7 @@ pub struct Listing(pub Arc<dyn Book>);
 
 /// Registers the routes and their app data.
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig, book: Arc<dyn Book>) {
-    cfg.app_data(web::Data::new(Listing(book)))
-        .service(timers);
+    cfg.app_data(web::Data::new(Listing(book))).service(timers);
 }
 
 /// A timer of a `program_timer` connector.
@@ -101,9 +100,8 @@ async fn timers(
         .connector
         .as_deref()
         .map(|v| {
-            Idn::parse("connector", v).map_err(|e| {
-                ApiError::invalid("connector", format!("{} (got {v:?})", e.reason))
-            })
+            Idn::parse("connector", v)
+                .map_err(|e| ApiError::invalid("connector", format!("{} (got {v:?})", e.reason)))
         })
         .transpose()?;
     let persona = q

@@ -151,27 +151,28 @@ impl TimerStore {
 
     /// Creates or replaces the timer of its key; answers after commit.
     pub async fn save_timer(&self, t: TimerRow) -> Result<(), StoreError> {
-        self.store.write(move |tx| {
-            tx.prepare_cached(&format!(
-                "INSERT OR REPLACE INTO timers ({TIMER_COLUMNS})
+        self.store
+            .write(move |tx| {
+                tx.prepare_cached(&format!(
+                    "INSERT OR REPLACE INTO timers ({TIMER_COLUMNS})
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-            ))?
-            .execute(params![
-                t.account,
-                t.connector,
-                t.persona.to_string(),
-                t.name,
-                t.due_ms,
-                t.interval_ms,
-                t.repeatable as i64,
-                t.event,
-                json(&t.arguments),
-                t.session.map(|s| s.to_string()),
-            ])?;
-            Ok(Written::Done)
-        })
-        .await
-        .map(|_| ())
+                ))?
+                .execute(params![
+                    t.account,
+                    t.connector,
+                    t.persona.to_string(),
+                    t.name,
+                    t.due_ms,
+                    t.interval_ms,
+                    t.repeatable as i64,
+                    t.event,
+                    json(&t.arguments),
+                    t.session.map(|s| s.to_string()),
+                ])?;
+                Ok(Written::Done)
+            })
+            .await
+            .map(|_| ())
     }
 
     /// Removes a timer; `Duplicate` when there was none.
@@ -208,33 +209,35 @@ impl TimerStore {
         connector: String,
     ) -> Result<usize, StoreError> {
         let (tx_out, rx) = tokio::sync::oneshot::channel();
-        self.store.write(move |tx| {
-            let n = tx
-                .prepare_cached("DELETE FROM timers WHERE account = ?1 AND connector = ?2")?
-                .execute(params![account, connector])?;
-            let _ = tx_out.send(n);
-            Ok(Written::Done)
-        })
-        .await?;
+        self.store
+            .write(move |tx| {
+                let n = tx
+                    .prepare_cached("DELETE FROM timers WHERE account = ?1 AND connector = ?2")?
+                    .execute(params![account, connector])?;
+                let _ = tx_out.send(n);
+                Ok(Written::Done)
+            })
+            .await?;
         rx.await.map_err(|_| StoreError::Closed)
     }
 
     /// Removes the timers bound to session `session`; returns them.
     pub async fn delete_session_timers(&self, session: Uuid) -> Result<Vec<TimerRow>, StoreError> {
         let (tx_out, rx) = tokio::sync::oneshot::channel();
-        self.store.write(move |tx| {
-            let rows = tx
-                .prepare_cached(&format!(
-                    "SELECT {TIMER_COLUMNS} FROM timers WHERE session = ?1"
-                ))?
-                .query_map(params![session.to_string()], timer)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            tx.prepare_cached("DELETE FROM timers WHERE session = ?1")?
-                .execute(params![session.to_string()])?;
-            let _ = tx_out.send(rows);
-            Ok(Written::Done)
-        })
-        .await?;
+        self.store
+            .write(move |tx| {
+                let rows = tx
+                    .prepare_cached(&format!(
+                        "SELECT {TIMER_COLUMNS} FROM timers WHERE session = ?1"
+                    ))?
+                    .query_map(params![session.to_string()], timer)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                tx.prepare_cached("DELETE FROM timers WHERE session = ?1")?
+                    .execute(params![session.to_string()])?;
+                let _ = tx_out.send(rows);
+                Ok(Written::Done)
+            })
+            .await?;
         rx.await.map_err(|_| StoreError::Closed)
     }
 
@@ -634,7 +637,10 @@ mod tests {
                 .unwrap();
             assert_eq!(schema(&s), core);
             assert_eq!(applied(&s), MIGRATIONS.len() as i64);
-            assert_eq!(names(&s.timers_of("default", None, None, 10).unwrap()), ["1/tick@100"]);
+            assert_eq!(
+                names(&s.timers_of("default", None, None, 10).unwrap()),
+                ["1/tick@100"]
+            );
         }
     }
 }
