@@ -504,3 +504,70 @@ impl Book for MemoryBook {
         ready(Ok(listed)).boxed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timer(account: &str, connector: &str, persona: u128, name: &str, due_ms: i64) -> Timer {
+        Timer {
+            key: TimerKey {
+                account: Idn::known(account),
+                connector: Idn::known(connector),
+                persona: PersonaId(Uuid::from_u128(persona)),
+                name: name.into(),
+            },
+            due_ms,
+            interval_ms: None,
+            repeatable: false,
+            event: Idn::known("timer"),
+            arguments: Vec::new(),
+            session: None,
+        }
+    }
+
+    /// What `GET /v1/timers` reads: the account's timers, of one connector and one persona when
+    /// asked, soonest first, at most the limit.
+    #[tokio::test]
+    async fn a_listing_keeps_to_its_account_and_filters_soonest_first() {
+        let book = MemoryBook::default();
+        for t in [
+            timer("acme", "timers", 1, "late", 300),
+            timer("acme", "timers", 2, "soon", 100),
+            timer("acme", "other", 1, "mid", 200),
+            timer("default", "timers", 1, "theirs", 50),
+        ] {
+            book.save(&t).await.unwrap();
+        }
+        let names = |listed: Vec<Timer>| -> Vec<String> {
+            listed.into_iter().map(|t| t.key.name).collect()
+        };
+        let acme = Idn::known("acme");
+        let list = |connector: Option<&str>, persona: Option<u128>, limit| {
+            let connector = connector.map(Idn::known);
+            book.list(
+                &acme,
+                connector.as_ref(),
+                persona.map(|p| PersonaId(Uuid::from_u128(p))),
+                limit,
+            )
+        };
+        assert_eq!(
+            names(list(None, None, 10).await.unwrap()),
+            ["soon", "mid", "late"]
+        );
+        assert_eq!(names(list(None, None, 2).await.unwrap()), ["soon", "mid"]);
+        assert_eq!(
+            names(list(Some("timers"), None, 10).await.unwrap()),
+            ["soon", "late"]
+        );
+        assert_eq!(
+            names(list(None, Some(1), 10).await.unwrap()),
+            ["mid", "late"]
+        );
+        assert_eq!(
+            names(list(Some("timers"), Some(1), 10).await.unwrap()),
+            ["late"]
+        );
+    }
+}
