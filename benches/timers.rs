@@ -37,9 +37,9 @@ use switchboard::domain::{
 };
 use switchboard::invocation::Outcome;
 use switchboard::natives::component::{NativeSupport, StartGate};
-use switchboard::natives::timers::book::StoredBook;
-use switchboard::natives::timers::service::{LatePolicy, Settings, LOAD_LIMIT};
-use switchboard::natives::timers::ProgramTimer;
+use switchboard::natives::program_timer::book::StoredBook;
+use switchboard::natives::program_timer::service::{LatePolicy, Settings, LOAD_LIMIT};
+use switchboard::natives::program_timer::ProgramTimer;
 use switchboard::relay::ChannelSink;
 use switchboard::skill_runner::in_process::FnRunner;
 use switchboard::skill_runner::RunnerRegistry;
@@ -139,7 +139,7 @@ fn engine_firing(due_ms: Vec<i64>) -> Firing {
             EngineParts {
                 runners: Arc::new(RunnerRegistry::new(Arc::new(runner))),
                 relay: Arc::new(sink),
-                natives: vec![ProgramTimer::component(
+                natives: vec![ProgramTimer::component_with(
                     Some(Arc::new(StoredBook::new(store.clone()))),
                     Settings {
                         window: Duration::from_secs(60),

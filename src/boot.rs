@@ -14,8 +14,6 @@ use crate::engine::{Engine, EngineParts};
 use crate::natives::component::{Component, NativeSupport, StartGate};
 use crate::natives::http::HttpNative;
 use crate::natives::system::SystemComponent;
-use crate::natives::timers::service::{LatePolicy, Settings as TimerSettings};
-use crate::natives::timers::ProgramTimer;
 use crate::outbound::Egress;
 use crate::relay::{CommandSink, NoTransport};
 use crate::skill_runner::demo::DemoRunner;
@@ -45,20 +43,6 @@ pub enum BootError {
     Nats(#[from] crate::transport::NatsError),
     #[error("private files: {0}")]
     FileMode(#[from] private_files::ModeError),
-}
-
-/// The timer service's settings from `[timers]`.
-fn timer_settings(config: &Config) -> TimerSettings {
-    TimerSettings {
-        window: std::time::Duration::from_millis(config.timers.window_ms),
-        grace: std::time::Duration::from_millis(config.timers.grace_ms),
-        late: match config.timers.late_policy {
-            crate::config::LatePolicy::FireOnce => LatePolicy::FireOnce,
-            crate::config::LatePolicy::Skip => LatePolicy::Skip,
-        },
-        load_limit: crate::natives::timers::service::LOAD_LIMIT,
-        max_per_account: config.limits.timers_per_account as usize,
-    }
 }
 
 /// Refuses the `default` runner kind when no default is configured, with a reason.
@@ -170,7 +154,10 @@ pub async fn start(
         Box::new(SystemComponent),
         crate::natives::sandbox::component(&config.sandbox),
         HttpNative::component(),
-        ProgramTimer::component(None, timer_settings(&config)),
+        crate::natives::program_timer::ProgramTimer::component(
+            &config.timers,
+            config.limits.timers_per_account,
+        ),
     ];
     for native in &natives {
         store

@@ -10,10 +10,10 @@ use common::Harness;
 use switchboard::domain::{Command, Idn};
 use switchboard::invocation::{Invocation, Outcome, Reply};
 use switchboard::natives::component::StartGate;
-use switchboard::natives::timers::book::{Book, Firing, MemoryBook};
-use switchboard::natives::timers::service::{LatePolicy, Settings, LOAD_LIMIT};
-use switchboard::natives::timers::spec::{Timer, TimerKey};
-use switchboard::natives::timers::ProgramTimer;
+use switchboard::natives::program_timer::book::{Book, Firing, MemoryBook};
+use switchboard::natives::program_timer::service::{LatePolicy, Settings, LOAD_LIMIT};
+use switchboard::natives::program_timer::spec::{Timer, TimerKey};
+use switchboard::natives::program_timer::ProgramTimer;
 
 const FLOW: &str = r#"
 runner: {kind: in_process, name: manual}
@@ -44,7 +44,7 @@ async fn setup_with(book: &MemoryBook, settings: Settings) -> Harness {
     tokio::time::pause();
     let (open, start) = StartGate::new();
     let h = Harness::builder()
-        .component(ProgramTimer::component(
+        .component(ProgramTimer::component_with(
             Some(Arc::new(book.clone())),
             settings,
         ))

@@ -19,11 +19,11 @@ mod load;
 mod log;
 mod runners;
 mod store;
-mod timers;
 mod transport;
 
 use serde::{Deserialize, Serialize};
 
+use crate::natives::program_timer::config::TimersConfig;
 pub use crate::natives::sandbox::SandboxConfig;
 pub use auth::{AuthConfig, AutoWord, MetricsConfig, Switch};
 pub use dead_letters::DeadLettersConfig;
@@ -37,7 +37,6 @@ pub use limits::LimitsConfig;
 pub use log::{LogConfig, LogFormat};
 pub use runners::RunnersConfig;
 pub use store::StoreConfig;
-pub use timers::{LatePolicy, TimersConfig};
 pub use transport::{NatsConfig, TransportConfig, TransportKind, WireEncoding};
 
 /// Everything the daemon is configured with; one field per section of the file.
@@ -55,6 +54,7 @@ pub struct Config {
     pub runners: RunnersConfig,
     pub egress: EgressConfig,
     pub sandbox: SandboxConfig,
+    /// The `program_timer` native's own section.
     pub timers: TimersConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
@@ -80,7 +80,9 @@ impl Config {
         self.flows.validate()?;
         self.runners.validate()?;
         self.egress.validate()?;
-        self.timers.validate()?;
+        self.timers
+            .validate()
+            .map_err(|e| ConfigError::invalid(e.key, e.reason))?;
         self.limits.validate()?;
         self.log.validate()?;
         self.transport.validate()?;

@@ -17,7 +17,6 @@ use crate::invocation::Outcome;
 use crate::routing::explain::Explanation;
 use crate::session::SessionView;
 use crate::skill_runner::pending::UnknownInvocation;
-use crate::store::timers::TimerRow;
 use crate::store::{SessionRow, StoreError};
 use crate::telemetry::handles;
 use crate::wire::envelope::Limits;
@@ -322,29 +321,6 @@ impl Daemon {
         blocking(move || letters.remove(id)).await??;
         self.store.flush().await?;
         Ok(replayed)
-    }
-
-    /// Timers of this account, optionally of one `program_timer` connector and one persona,
-    /// soonest first, at most `limit`; those set before the call included.
-    pub async fn timers(
-        &self,
-        account: &Idn,
-        connector: Option<Idn>,
-        persona: Option<PersonaId>,
-        limit: usize,
-    ) -> Result<Vec<TimerRow>, StoreError> {
-        self.store.flush().await?;
-        let (store, account) = (self.store.clone(), account.clone());
-        tokio::task::spawn_blocking(move || {
-            store.timers_of(
-                account.as_str(),
-                connector.as_ref().map(Idn::as_str),
-                persona.map(|p| p.0),
-                limit,
-            )
-        })
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("timer read task: {e}")))?
     }
 
     /// The Prometheus page, if this daemon records metrics.

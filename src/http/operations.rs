@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::openapi::{BadRequest, Conflict, Forbidden, NotFound, Unauthorized, Unavailable};
 use super::views::{
-    DeadLetterJson, ExplanationJson, Health, ReadinessJson, ReplayedJson, SessionJson, TimerJson,
+    DeadLetterJson, ExplanationJson, Health, ReadinessJson, ReplayedJson, SessionJson,
 };
 use crate::api::caller::{bearer, Caller};
 use crate::api::error::ApiError;
@@ -17,7 +17,7 @@ use crate::auth::{AuthError, Scope};
 use crate::daemon::operations::Replayed;
 use crate::daemon::Daemon;
 use crate::dead_letter::DeadLetterReason;
-use crate::domain::{Idn, PersonaId};
+use crate::domain::Idn;
 
 type D = web::Data<Arc<Daemon>>;
 
@@ -26,7 +26,6 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(sessions)
         .service(dead_letters)
         .service(dead_letter)
-        .service(timers)
         .service(replay)
         .service(healthz)
         .service(readyz)
@@ -288,55 +287,6 @@ async fn replay(d: D, c: Caller, path: web::Path<String>) -> Result<HttpResponse
             },
         }),
     )
-}
-
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct TimersQuery {
-    /// A `program_timer` connector idn.
-    connector: Option<String>,
-    /// A persona id.
-    persona: Option<String>,
-    /// At most this many (default 100, at most 1000).
-    limit: Option<usize>,
-}
-
-/// Timers of the token's account's `program_timer` connectors.
-///
-/// Needs `read`.
-#[utoipa::path(
-    tag = "operations",
-    params(TimersQuery),
-    security(("bearer" = ["read"])),
-    responses(
-        (status = 200, description = "The timers", body = Vec<TimerJson>),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 503, response = Unavailable),
-    )
-)]
-#[get("/v1/timers")]
-async fn timers(d: D, c: Caller, q: web::Query<TimersQuery>) -> Result<HttpResponse, ApiError> {
-    let account = c.need(Scope::Read)?;
-    let connector = q
-        .connector
-        .as_deref()
-        .map(|c| idn("connector", c))
-        .transpose()?;
-    let persona = q
-        .persona
-        .as_deref()
-        .map(|p| {
-            Uuid::parse_str(p)
-                .map(PersonaId)
-                .map_err(|_| ApiError::invalid("persona", format!("{p:?} is not a persona id")))
-        })
-        .transpose()?;
-    let limit = q.limit.unwrap_or(100).min(1000);
-    let rows = d.timers(account, connector, persona, limit).await?;
-    Ok(HttpResponse::Ok().json(rows.iter().map(TimerJson::from).collect::<Vec<_>>()))
 }
 
 /// Liveness: the process answers.

@@ -268,39 +268,6 @@ impl From<&Explanation> for ExplanationJson {
     }
 }
 
-/// A timer of a `program_timer` connector.
-#[derive(Serialize, ToSchema)]
-pub struct TimerJson {
-    pub connector_idn: String,
-    pub persona_id: uuid::Uuid,
-    pub timer_name: String,
-    pub next_fire_at: String,
-    pub interval_seconds: Option<f64>,
-    pub repeatable: bool,
-    pub event_idn: String,
-    pub arguments: std::collections::BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<uuid::Uuid>,
-}
-
-impl From<&crate::store::timers::TimerRow> for TimerJson {
-    fn from(t: &crate::store::timers::TimerRow) -> Self {
-        TimerJson {
-            connector_idn: t.connector.clone(),
-            persona_id: t.persona,
-            timer_name: t.name.clone(),
-            next_fire_at: chrono::DateTime::<chrono::Utc>::from_timestamp_millis(t.due_ms)
-                .unwrap_or_default()
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            interval_seconds: t.interval_ms.map(|ms| ms as f64 / 1000.0),
-            repeatable: t.repeatable,
-            event_idn: t.event.clone(),
-            arguments: t.arguments.iter().cloned().collect(),
-            session_id: t.session,
-        }
-    }
-}
-
 /// `POST /v1/events`: the event's id; `accepted` (202) or `duplicate` (200, an
 /// `external_event_id` seen before: the first event's id).
 #[derive(Serialize, ToSchema)]

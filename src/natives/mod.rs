@@ -4,6 +4,6 @@
 
 pub mod component;
 pub mod http;
+pub mod program_timer;
 pub mod sandbox;
 pub mod system;
-pub mod timers;

@@ -19,7 +19,6 @@ pub mod runner_secrets;
 pub mod schema;
 pub mod secrets;
 pub mod sent_invocations;
-pub mod timers;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -104,6 +104,8 @@ CREATE INDEX invocation_batch_members_at ON invocation_batch_members (at_ms);
         ),
         // Timers of `program_timer` connectors, with absolute due times, and the firings
         // recorded before their events were handed on (replayed at start until they settle).
+        // History: the tables are the `program_timer` native's now, whose own migrations
+        // (natives/program_timer/store.rs) make the same with IF NOT EXISTS.
         M::up(
             r#"
 CREATE TABLE timers (

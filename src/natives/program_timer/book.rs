@@ -13,8 +13,8 @@ use futures_util::future::{ready, BoxFuture, FutureExt};
 use uuid::Uuid;
 
 use super::spec::{Timer, TimerKey};
+use super::store::{After, FiredRow, FiringRow, TimerRow, TimerStore};
 use crate::domain::{Idn, PersonaId};
-use crate::store::timers::{After, FiredRow, FiringRow, TimerRow};
 use crate::store::{Store, StoreError};
 
 /// How far the timers in memory reach, in the order of due time, then key: every timer due
@@ -98,6 +98,15 @@ pub trait Book: Send + Sync + 'static {
     fn total(&self) -> BoxFuture<'static, Result<usize, StoreError>>;
     /// Firings an earlier build recorded and did not hand on.
     fn pending_firings(&self) -> BoxFuture<'static, Result<Vec<Firing>, StoreError>>;
+    /// Timers of `account`, optionally of one connector and one persona, soonest first, at
+    /// most `limit`; those whose changes were answered before the call included.
+    fn list(
+        &self,
+        account: &Idn,
+        connector: Option<&Idn>,
+        persona: Option<PersonaId>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<Timer>, StoreError>>;
 }
 
 /// A key as the store names it: account, connector, persona, name.
@@ -177,12 +186,14 @@ fn blocking<T: Send + 'static>(
 
 /// The daemon's SQLite store.
 pub struct StoredBook {
-    store: Store,
+    store: TimerStore,
 }
 
 impl StoredBook {
     pub fn new(store: Store) -> Self {
-        StoredBook { store }
+        StoredBook {
+            store: TimerStore::new(store),
+        }
     }
 }
 
@@ -292,6 +303,29 @@ impl Book for StoredBook {
                 .map(firing_of)
                 .collect()
         })
+    }
+
+    fn list(
+        &self,
+        account: &Idn,
+        connector: Option<&Idn>,
+        persona: Option<PersonaId>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<Timer>, StoreError>> {
+        let store = self.store.clone();
+        let (account, connector) = (account.to_string(), connector.map(Idn::to_string));
+        async move {
+            store.flush().await?;
+            blocking(move || {
+                store
+                    .timers_of(&account, connector.as_deref(), persona.map(|p| p.0), limit)?
+                    .into_iter()
+                    .map(timer_of)
+                    .collect()
+            })
+            .await
+        }
+        .boxed()
     }
 }
 
@@ -445,5 +479,95 @@ impl Book for MemoryBook {
 
     fn pending_firings(&self) -> BoxFuture<'static, Result<Vec<Firing>, StoreError>> {
         ready(Ok(self.firings())).boxed()
+    }
+
+    fn list(
+        &self,
+        account: &Idn,
+        connector: Option<&Idn>,
+        persona: Option<PersonaId>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<Timer>, StoreError>> {
+        let mut listed: Vec<Timer> = self
+            .lock()
+            .timers
+            .values()
+            .filter(|t| {
+                t.key.account == *account
+                    && connector.is_none_or(|c| t.key.connector == *c)
+                    && persona.is_none_or(|p| t.key.persona == p)
+            })
+            .cloned()
+            .collect();
+        listed.sort_by(|a, b| (a.due_ms, &a.key).cmp(&(b.due_ms, &b.key)));
+        listed.truncate(limit);
+        ready(Ok(listed)).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timer(account: &str, connector: &str, persona: u128, name: &str, due_ms: i64) -> Timer {
+        Timer {
+            key: TimerKey {
+                account: Idn::known(account),
+                connector: Idn::known(connector),
+                persona: PersonaId(Uuid::from_u128(persona)),
+                name: name.into(),
+            },
+            due_ms,
+            interval_ms: None,
+            repeatable: false,
+            event: Idn::known("timer"),
+            arguments: Vec::new(),
+            session: None,
+        }
+    }
+
+    /// What `GET /v1/timers` reads: the account's timers, of one connector and one persona when
+    /// asked, soonest first, at most the limit.
+    #[tokio::test]
+    async fn a_listing_keeps_to_its_account_and_filters_soonest_first() {
+        let book = MemoryBook::default();
+        for t in [
+            timer("acme", "timers", 1, "late", 300),
+            timer("acme", "timers", 2, "soon", 100),
+            timer("acme", "other", 1, "mid", 200),
+            timer("default", "timers", 1, "theirs", 50),
+        ] {
+            book.save(&t).await.unwrap();
+        }
+        let names = |listed: Vec<Timer>| -> Vec<String> {
+            listed.into_iter().map(|t| t.key.name).collect()
+        };
+        let acme = Idn::known("acme");
+        let list = |connector: Option<&str>, persona: Option<u128>, limit| {
+            let connector = connector.map(Idn::known);
+            book.list(
+                &acme,
+                connector.as_ref(),
+                persona.map(|p| PersonaId(Uuid::from_u128(p))),
+                limit,
+            )
+        };
+        assert_eq!(
+            names(list(None, None, 10).await.unwrap()),
+            ["soon", "mid", "late"]
+        );
+        assert_eq!(names(list(None, None, 2).await.unwrap()), ["soon", "mid"]);
+        assert_eq!(
+            names(list(Some("timers"), None, 10).await.unwrap()),
+            ["soon", "late"]
+        );
+        assert_eq!(
+            names(list(None, Some(1), 10).await.unwrap()),
+            ["mid", "late"]
+        );
+        assert_eq!(
+            names(list(Some("timers"), Some(1), 10).await.unwrap()),
+            ["late"]
+        );
     }
 }

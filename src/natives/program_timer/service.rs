@@ -31,9 +31,12 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use uuid::Uuid;
 
+pub use super::config::LatePolicy;
+
 use super::book::{Book, Firing, Horizon, Move};
 use super::outstanding::Outstanding;
 use super::spec::{Next, Timer, TimerKey};
+use super::store::After;
 use super::window::Window;
 use crate::admission::delivery::{Settle, Settlement};
 use crate::commands::{Answer, CommandRefusal};
@@ -42,7 +45,6 @@ use crate::dead_letter::{self, DeadLetter, DeadLetterStore};
 use crate::domain::{Arguments, ConnectorKey, Event, Idn, PersonaId};
 use crate::ingress::InternalEvents;
 use crate::session::SessionTable;
-use crate::store::timers::After;
 use crate::store::StoreError;
 use crate::telemetry::throttle::Throttle;
 use crate::telemetry::{handles, queue};
@@ -68,16 +70,6 @@ const SETTLE_BATCH: usize = 1024;
 type Writes = FuturesUnordered<BoxFuture<'static, (u64, Result<(), StoreError>)>>;
 /// A load: the end of the range it read (exclusive), and the timers in the book with those due.
 type Load = BoxFuture<'static, (i64, Result<(usize, Vec<Timer>), StoreError>)>;
-
-/// What to do with a repeating timer that fell due while the daemon was down (late by more
-/// than the grace).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LatePolicy {
-    /// Fire once, late (with `lateBySeconds`), then go on from the schedule.
-    FireOnce,
-    /// Skip to the next interval without firing. One-shot timers always fire.
-    Skip,
-}
 
 /// The service's settings.
 #[derive(Debug, Clone)]

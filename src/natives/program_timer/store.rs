@@ -1,14 +1,58 @@
-//! Timers of `program_timer` connectors, as stored. A timer is keyed by
-//! `(account, connector, persona, name)` and holds its next due time in Unix milliseconds. The
-//! row is its own firing record: a fired timer moves on (`move_fired_timers`) only once its
-//! event was handed on, so a crash between the two finds it still due at the next start, where
-//! it fires again marked redelivered; it is never lost. `timer_firings` holds firings recorded
-//! by builds before that design; they are replayed at start and forgotten (`firings_done`).
+//! Timers of `program_timer` connectors, as stored: the native's own tables (`timers`,
+//! `timer_firings`) in the daemon's store, read and written through the store seam
+//! ([`Store::read`], [`Store::write`], [`Store::write_queued`], [`Store::write_later`]).
+//! A timer is keyed by `(account, connector, persona, name)` and holds its next due time in
+//! Unix milliseconds. The row is its own firing record: a fired timer moves on
+//! (`move_fired_timers`) only once its event was handed on, so a crash between the two finds it
+//! still due at the next start, where it fires again marked redelivered; it is never lost.
+//! `timer_firings` holds firings recorded by builds before that design; they are replayed at
+//! start and forgotten (`firings_done`).
 
 use rusqlite::{params, OptionalExtension, Row};
 use uuid::Uuid;
 
-use super::{Store, StoreError, Written};
+use crate::store::{Store, StoreError, Written};
+
+/// The component's migrations (`Component::migrations`, applied under `program_timer`).
+///
+/// The tables were first made by a core migration of `store/schema.rs`, which every existing
+/// database has applied and which stays there as history (a released migration is never
+/// edited). Step 1 makes the same tables and indexes with `IF NOT EXISTS`: a no-op on such a
+/// database, and what makes them on a store whose core migrations some day no longer do.
+/// A later change of these tables is a new step here.
+pub const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE IF NOT EXISTS timers (
+    account     TEXT NOT NULL,
+    connector   TEXT NOT NULL,
+    persona     TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    due_ms      INTEGER NOT NULL,        -- next fire, Unix milliseconds (UTC)
+    interval_ms INTEGER,                 -- between fires of a repeating timer
+    repeatable  INTEGER NOT NULL,
+    event       TEXT NOT NULL,           -- event idn it fires
+    arguments   TEXT NOT NULL,           -- JSON [[name, value], ...] carried into the event
+    session     TEXT,                    -- the session a session-scoped timer is bound to
+    PRIMARY KEY (account, connector, persona, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS timers_due ON timers (due_ms);
+CREATE INDEX IF NOT EXISTS timers_session ON timers (session) WHERE session IS NOT NULL;
+CREATE TABLE IF NOT EXISTS timer_firings (
+    id           TEXT PRIMARY KEY,       -- the fired event's id
+    account      TEXT NOT NULL,
+    connector    TEXT NOT NULL,
+    persona      TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    event        TEXT NOT NULL,
+    arguments    TEXT NOT NULL,          -- JSON [[name, value], ...], the event's arguments
+    scheduled_ms INTEGER NOT NULL
+);
+"#];
+
+/// The timer tables of the daemon's store. Cheap to clone.
+#[derive(Clone)]
+pub struct TimerStore {
+    store: Store,
+}
 
 /// A timer as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,30 +139,40 @@ fn timer(r: &Row<'_>) -> rusqlite::Result<TimerRow> {
     })
 }
 
-impl Store {
+impl TimerStore {
+    pub fn new(store: Store) -> Self {
+        TimerStore { store }
+    }
+
+    /// Waits until every write queued before this call has committed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.store.flush().await
+    }
+
     /// Creates or replaces the timer of its key; answers after commit.
     pub async fn save_timer(&self, t: TimerRow) -> Result<(), StoreError> {
-        self.write(move |tx| {
-            tx.prepare_cached(&format!(
-                "INSERT OR REPLACE INTO timers ({TIMER_COLUMNS})
+        self.store
+            .write(move |tx| {
+                tx.prepare_cached(&format!(
+                    "INSERT OR REPLACE INTO timers ({TIMER_COLUMNS})
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-            ))?
-            .execute(params![
-                t.account,
-                t.connector,
-                t.persona.to_string(),
-                t.name,
-                t.due_ms,
-                t.interval_ms,
-                t.repeatable as i64,
-                t.event,
-                json(&t.arguments),
-                t.session.map(|s| s.to_string()),
-            ])?;
-            Ok(Written::Done)
-        })
-        .await
-        .map(|_| ())
+                ))?
+                .execute(params![
+                    t.account,
+                    t.connector,
+                    t.persona.to_string(),
+                    t.name,
+                    t.due_ms,
+                    t.interval_ms,
+                    t.repeatable as i64,
+                    t.event,
+                    json(&t.arguments),
+                    t.session.map(|s| s.to_string()),
+                ])?;
+                Ok(Written::Done)
+            })
+            .await
+            .map(|_| ())
     }
 
     /// Removes a timer; `Duplicate` when there was none.
@@ -130,6 +184,7 @@ impl Store {
         name: String,
     ) -> Result<bool, StoreError> {
         let w = self
+            .store
             .write(move |tx| {
                 let n = tx
                     .prepare_cached(
@@ -154,33 +209,35 @@ impl Store {
         connector: String,
     ) -> Result<usize, StoreError> {
         let (tx_out, rx) = tokio::sync::oneshot::channel();
-        self.write(move |tx| {
-            let n = tx
-                .prepare_cached("DELETE FROM timers WHERE account = ?1 AND connector = ?2")?
-                .execute(params![account, connector])?;
-            let _ = tx_out.send(n);
-            Ok(Written::Done)
-        })
-        .await?;
+        self.store
+            .write(move |tx| {
+                let n = tx
+                    .prepare_cached("DELETE FROM timers WHERE account = ?1 AND connector = ?2")?
+                    .execute(params![account, connector])?;
+                let _ = tx_out.send(n);
+                Ok(Written::Done)
+            })
+            .await?;
         rx.await.map_err(|_| StoreError::Closed)
     }
 
     /// Removes the timers bound to session `session`; returns them.
     pub async fn delete_session_timers(&self, session: Uuid) -> Result<Vec<TimerRow>, StoreError> {
         let (tx_out, rx) = tokio::sync::oneshot::channel();
-        self.write(move |tx| {
-            let rows = tx
-                .prepare_cached(&format!(
-                    "SELECT {TIMER_COLUMNS} FROM timers WHERE session = ?1"
-                ))?
-                .query_map(params![session.to_string()], timer)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            tx.prepare_cached("DELETE FROM timers WHERE session = ?1")?
-                .execute(params![session.to_string()])?;
-            let _ = tx_out.send(rows);
-            Ok(Written::Done)
-        })
-        .await?;
+        self.store
+            .write(move |tx| {
+                let rows = tx
+                    .prepare_cached(&format!(
+                        "SELECT {TIMER_COLUMNS} FROM timers WHERE session = ?1"
+                    ))?
+                    .query_map(params![session.to_string()], timer)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                tx.prepare_cached("DELETE FROM timers WHERE session = ?1")?
+                    .execute(params![session.to_string()])?;
+                let _ = tx_out.send(rows);
+                Ok(Written::Done)
+            })
+            .await?;
         rx.await.map_err(|_| StoreError::Closed)
     }
 
@@ -191,7 +248,7 @@ impl Store {
         &self,
         moves: Vec<FiredRow>,
     ) -> Result<impl std::future::Future<Output = Result<(), StoreError>>, StoreError> {
-        let committed = self.write_queued(move |tx| {
+        let committed = self.store.write_queued(move |tx| {
             let mut rearm = tx.prepare_cached(
                 "UPDATE timers SET due_ms = ?5
                  WHERE account = ?1 AND connector = ?2 AND persona = ?3 AND name = ?4
@@ -230,7 +287,7 @@ impl Store {
 
     /// Replayed firings of an earlier build were handed on.
     pub fn firings_done(&self, ids: Vec<Uuid>) {
-        self.write_later(move |tx| {
+        self.store.write_later(move |tx| {
             let mut st = tx.prepare_cached("DELETE FROM timer_firings WHERE id = ?1")?;
             for id in &ids {
                 st.execute(params![id.to_string()])?;
@@ -249,7 +306,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<TimerRow>, StoreError> {
         const ORDER: &str = "ORDER BY due_ms, account, connector, persona, name";
-        self.read(|c| match from {
+        self.store.read(|c| match from {
             (due, None) => c
                 .prepare_cached(&format!(
                     "SELECT {TIMER_COLUMNS} FROM timers WHERE due_ms >= ?1 AND due_ms < ?2
@@ -288,7 +345,7 @@ impl Store {
         persona: Option<Uuid>,
         limit: usize,
     ) -> Result<Vec<TimerRow>, StoreError> {
-        self.read(|c| {
+        self.store.read(|c| {
             c.prepare_cached(&format!(
                 "SELECT {TIMER_COLUMNS} FROM timers
                  WHERE account = ?1 AND (?2 IS NULL OR connector = ?2)
@@ -315,7 +372,7 @@ impl Store {
         connector: &str,
         persona: Uuid,
     ) -> Result<usize, StoreError> {
-        self.read(|c| {
+        self.store.read(|c| {
             c.prepare_cached(
                 "SELECT COUNT(*) FROM timers WHERE account = ?1 AND connector = ?2 AND persona = ?3",
             )?
@@ -328,7 +385,7 @@ impl Store {
 
     /// How many timers `account` holds. Blocking.
     pub fn timer_count_of_account(&self, account: &str) -> Result<usize, StoreError> {
-        self.read(|c| {
+        self.store.read(|c| {
             c.prepare_cached("SELECT COUNT(*) FROM timers WHERE account = ?1")?
                 .query_row(params![account], |r| r.get::<_, i64>(0))
                 .map(|n| n as usize)
@@ -337,7 +394,7 @@ impl Store {
 
     /// How many timers there are. Blocking.
     pub fn timer_total(&self) -> Result<usize, StoreError> {
-        self.read(|c| {
+        self.store.read(|c| {
             c.prepare_cached("SELECT COUNT(*) FROM timers")?
                 .query_row([], |r| r.get::<_, i64>(0))
                 .map(|n| n as usize)
@@ -352,7 +409,7 @@ impl Store {
         persona: Uuid,
         name: &str,
     ) -> Result<Option<TimerRow>, StoreError> {
-        self.read(|c| {
+        self.store.read(|c| {
             c.prepare_cached(&format!(
                 "SELECT {TIMER_COLUMNS} FROM timers
                  WHERE account = ?1 AND connector = ?2 AND persona = ?3 AND name = ?4"
@@ -367,7 +424,7 @@ impl Store {
 
     /// Firings an earlier build recorded and did not hand on (replayed at start). Blocking.
     pub fn pending_firings(&self) -> Result<Vec<FiringRow>, StoreError> {
-        self.read(|c| {
+        self.store.read(|c| {
             c.prepare_cached(
                 "SELECT id, account, connector, persona, name, event, arguments, scheduled_ms
                  FROM timer_firings ORDER BY scheduled_ms",
@@ -393,10 +450,10 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn store() -> Store {
+    fn store() -> TimerStore {
         let dir = std::env::temp_dir().join(format!("sb-timers-{}", Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
-        Store::open(&dir.join("test.db"), 1024, 5000).unwrap()
+        TimerStore::new(Store::open(&dir.join("test.db"), 1024, 5000).unwrap())
     }
 
     fn row(persona: u128, name: &str, due_ms: i64) -> TimerRow {
@@ -505,5 +562,85 @@ mod tests {
                 .due_ms,
             1_100
         );
+    }
+
+    /// The definitions of the timer tables and their indexes, by name.
+    fn schema(s: &TimerStore) -> Vec<(String, String)> {
+        s.store
+            .read(|c| {
+                c.prepare(
+                    "SELECT name, sql FROM sqlite_master
+                     WHERE tbl_name IN ('timers', 'timer_firings') AND sql IS NOT NULL
+                     ORDER BY name",
+                )?
+                .query_map([], |r| {
+                    let sql: String = r.get(1)?;
+                    Ok((r.get(0)?, sql.replace("IF NOT EXISTS ", "")))
+                })?
+                .collect()
+            })
+            .unwrap()
+    }
+
+    fn applied(s: &TimerStore) -> i64 {
+        s.store
+            .read(|c| {
+                c.query_row(
+                    "SELECT COALESCE(MAX(version), 0) FROM component_migrations
+                     WHERE namespace = 'program_timer'",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap()
+    }
+
+    /// On a store without the tables (as a store will be once the core migrations no longer
+    /// make them), the component's step makes them as the core did: same columns, same indexes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_migration_makes_the_tables_on_a_store_without_them() {
+        let s = store();
+        let core = schema(&s);
+        for name in ["timers", "timers_due", "timers_session", "timer_firings"] {
+            assert!(core.iter().any(|(n, _)| n == name), "{name}: {core:?}");
+        }
+        s.store
+            .write(|tx| {
+                tx.execute_batch("DROP TABLE timers; DROP TABLE timer_firings;")?;
+                Ok(Written::Done)
+            })
+            .await
+            .unwrap();
+        assert!(schema(&s).is_empty());
+        s.store
+            .migrate_component("program_timer", MIGRATIONS)
+            .await
+            .unwrap();
+        assert_eq!(schema(&s), core);
+        assert_eq!(applied(&s), MIGRATIONS.len() as i64);
+        s.save_timer(row(1, "tick", 100)).await.unwrap();
+        assert_eq!(s.timer_total().unwrap(), 1);
+    }
+
+    /// On a store whose core migrations made the tables (every existing database), the step
+    /// changes nothing and keeps the timers; it is recorded, and not run again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_migration_keeps_the_tables_the_core_migrations_made() {
+        let s = store();
+        let core = schema(&s);
+        assert!(core.iter().any(|(n, _)| n == "timers_due"), "{core:?}");
+        s.save_timer(row(1, "tick", 100)).await.unwrap();
+        for _ in 0..2 {
+            s.store
+                .migrate_component("program_timer", MIGRATIONS)
+                .await
+                .unwrap();
+            assert_eq!(schema(&s), core);
+            assert_eq!(applied(&s), MIGRATIONS.len() as i64);
+            assert_eq!(
+                names(&s.timers_of("default", None, None, 10).unwrap()),
+                ["1/tick@100"]
+            );
+        }
     }
 }

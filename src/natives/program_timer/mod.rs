@@ -4,12 +4,17 @@
 //! event (`timer`, or the `eventIdn` it was set with) is emitted on its connector for its
 //! persona and routed as any event. [`spec`] reads the commands, [`service`] keeps and fires
 //! the timers (the soon-due ones in its [`window`], those fired and not yet moved on in the
-//! book as [`outstanding`]), [`book`] is where they are stored.
+//! book as [`outstanding`]), [`book`] is where they are kept ([`store`] its tables in the
+//! daemon's store, with their migrations), [`routes`] lists them over HTTP (`GET /v1/timers`),
+//! [`config`] is its `[timers]` section.
 
 pub mod book;
+pub mod config;
 mod outstanding;
+pub mod routes;
 pub mod service;
 pub mod spec;
+pub mod store;
 mod window;
 
 use std::sync::Arc;
@@ -25,6 +30,7 @@ use crate::natives::component::{Built, Component, NativeContext, Started};
 use crate::session::SessionTable;
 use crate::telemetry::queue;
 use book::Book;
+use config::TimersConfig;
 use service::{Clock, Job, Service, Settings};
 use spec::{Limits, Request};
 
@@ -45,13 +51,17 @@ impl Component for TimersComponent {
         "program_timer"
     }
 
+    fn migrations(&self) -> &'static [&'static str] {
+        store::MIGRATIONS
+    }
+
     fn build(self: Box<Self>, cx: &NativeContext) -> Built {
-        let book = self.book.unwrap_or_else(|| match &cx.store {
+        let book: Arc<dyn Book> = self.book.unwrap_or_else(|| match &cx.store {
             Some(store) => Arc::new(book::StoredBook::new(store.clone())),
             None => Arc::new(book::MemoryBook::default()),
         });
-        let native = ProgramTimer::start(cx, book, self.settings, cx.started.clone());
-        Built::executor(Arc::new(native))
+        let native = ProgramTimer::start(cx, book.clone(), self.settings, cx.started.clone());
+        Built::executor(Arc::new(native)).with_routes(move |cfg| routes::routes(cfg, book.clone()))
     }
 }
 
@@ -64,10 +74,16 @@ pub struct ProgramTimer {
 }
 
 impl ProgramTimer {
+    /// The component as the daemon registers it: its `[timers]` section, and
+    /// `limits.timers_per_account`; timers kept in the daemon's store.
+    pub fn component(config: &TimersConfig, timers_per_account: u64) -> Box<dyn Component> {
+        Self::component_with(None, config.settings(timers_per_account))
+    }
+
     /// The component: timers kept in `book`, or, when `None`, in the daemon's store (in memory
     /// for an engine without one). The service starts on the current arbiter and runs until
     /// the engine goes; it fires nothing before the start gate opens (see [`Service::start`]).
-    pub fn component(book: Option<Arc<dyn Book>>, settings: Settings) -> Box<dyn Component> {
+    pub fn component_with(book: Option<Arc<dyn Book>>, settings: Settings) -> Box<dyn Component> {
         Box::new(TimersComponent { book, settings })
     }
 

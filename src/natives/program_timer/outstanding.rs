@@ -144,7 +144,7 @@ impl Outstanding {
 mod tests {
     use super::*;
     use crate::domain::{Idn, PersonaId};
-    use crate::store::timers::After;
+    use crate::natives::program_timer::store::After;
 
     fn key(name: &str) -> TimerKey {
         TimerKey {
