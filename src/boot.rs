@@ -12,8 +12,6 @@ use crate::dead_letter::DeadLetterStore;
 use crate::domain::RunnerSpec;
 use crate::engine::{Engine, EngineParts};
 use crate::natives::component::{Component, NativeSupport, StartGate};
-use crate::natives::http::HttpNative;
-use crate::natives::system::SystemComponent;
 use crate::outbound::Egress;
 use crate::relay::{CommandSink, NoTransport};
 use crate::skill_runner::demo::DemoRunner;
@@ -150,14 +148,12 @@ pub async fn start(
         None => Arc::new(NoTransport),
     };
     // The registration list: every native integration, one line each.
+    #[rustfmt::skip]
     let natives: Vec<Box<dyn Component>> = vec![
-        Box::new(SystemComponent),
+        crate::natives::system::component(),
         crate::natives::sandbox::component(&config.sandbox),
-        HttpNative::component(),
-        crate::natives::program_timer::ProgramTimer::component(
-            &config.timers,
-            config.limits.timers_per_account,
-        ),
+        crate::natives::http::component(),
+        crate::natives::program_timer::component(&config.timers, config.limits.timers_per_account),
     ];
     for native in &natives {
         store

@@ -235,3 +235,67 @@ fn a_backward_import_is_caught_with_its_file_and_line() {
     assert!(found[3]
         .ends_with("routing/dispatch.rs:8: `routing` imports `crate::commands`, a stage after it"));
 }
+
+/// The natives each file outside `src/natives/` names (`natives::<idn>`), with their lines:
+/// a text scan of code lines (comments skipped), since a registration line is code.
+fn natives_named(text: &str) -> Vec<(usize, String)> {
+    let mut found = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        let mut rest = code;
+        while let Some(at) = rest.find("natives::") {
+            rest = &rest[at + "natives::".len()..];
+            let idn: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !idn.is_empty() && idn != "component" {
+                found.push((n + 1, idn));
+            }
+        }
+    }
+    found
+}
+
+/// A native lives in its folder: outside `src/natives/`, only the registration list in
+/// `src/boot.rs` (one `natives::<idn>::component(...)` line each) and the config sections in
+/// `src/config/` name one.
+#[test]
+fn natives_are_named_only_by_the_registration_list_and_their_config_sections() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut found = Vec::new();
+    let mut registered = 0;
+    for file in files {
+        let rel = file.strip_prefix(&src).unwrap();
+        if rel.starts_with("natives") || rel.starts_with("config") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (line, idn) in natives_named(&text) {
+            let code = text.lines().nth(line - 1).unwrap();
+            if rel == Path::new("boot.rs") && code.contains(&format!("natives::{idn}::component("))
+            {
+                registered += 1;
+                continue;
+            }
+            found.push(format!(
+                "{}:{line}: names the native `{idn}`",
+                rel.display()
+            ));
+        }
+    }
+    assert!(
+        registered >= 4,
+        "the registration list names system, sandbox, http and program_timer"
+    );
+    assert!(
+        found.is_empty(),
+        "natives named outside their folders:\n{}",
+        found.join("\n")
+    );
+    // The scan sees a native named outside the list.
+    let named = natives_named("use crate::natives::program_timer::book::Book; // natives::x");
+    assert_eq!(named, [(1, "program_timer".to_owned())]);
+}

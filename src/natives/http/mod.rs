@@ -65,6 +65,11 @@ impl Gate {
     }
 }
 
+/// The component: requests go out through the context's egress.
+pub fn component() -> Box<dyn Component> {
+    Box::new(HttpComponent)
+}
+
 struct HttpComponent;
 
 impl Component for HttpComponent {
@@ -91,11 +96,6 @@ pub struct HttpNative {
 }
 
 impl HttpNative {
-    /// The component: requests go out through the context's egress.
-    pub fn component() -> Box<dyn Component> {
-        Box::new(HttpComponent)
-    }
-
     /// The connector's settings that shape a request, secrets included.
     fn settings(&self, key: &ConnectorKey) -> ConnectorSettings {
         let setting = |idn: &str| self.directory.setting(key, idn);

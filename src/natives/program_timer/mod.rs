@@ -73,13 +73,13 @@ pub struct ProgramTimer {
     past_grace_ms: i64,
 }
 
-impl ProgramTimer {
-    /// The component as the daemon registers it: its `[timers]` section, and
-    /// `limits.timers_per_account`; timers kept in the daemon's store.
-    pub fn component(config: &TimersConfig, timers_per_account: u64) -> Box<dyn Component> {
-        Self::component_with(None, config.settings(timers_per_account))
-    }
+/// The component as the daemon registers it: its `[timers]` section, and
+/// `limits.timers_per_account`; timers kept in the daemon's store.
+pub fn component(config: &TimersConfig, timers_per_account: u64) -> Box<dyn Component> {
+    ProgramTimer::component_with(None, config.settings(timers_per_account))
+}
 
+impl ProgramTimer {
     /// The component: timers kept in `book`, or, when `None`, in the daemon's store (in memory
     /// for an engine without one). The service starts on the current arbiter and runs until
     /// the engine goes; it fires nothing before the start gate opens (see [`Service::start`]).

@@ -11,6 +11,11 @@ use crate::natives::component::{Built, Component, NativeContext};
 use crate::routing::LiveIndex;
 
 /// The `system` component: nothing to configure, nothing stored of its own.
+pub fn component() -> Box<dyn Component> {
+    Box::new(SystemComponent)
+}
+
+/// The `system` component.
 pub struct SystemComponent;
 
 impl Component for SystemComponent {
