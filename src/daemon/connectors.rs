@@ -1,0 +1,124 @@
+//! Connectors and integration settings: each change made to the engine, then, awaited, to the
+//! store (secret settings sealed).
+
+use super::*;
+
+impl Daemon {
+    pub(super) async fn persist_connector(&self, id: Uuid) -> Result<(), StoreError> {
+        let Some((view, settings, integration)) = self.engine.registry().stored(id) else {
+            return self.store.delete_connector(id).await;
+        };
+        let k = &view.key;
+        let sealed = self.seal(
+            &integration.spec.connector_settings,
+            &settings,
+            (
+                k.account.as_str(),
+                k.integration.as_str(),
+                k.connector.as_str(),
+            ),
+        );
+        self.store
+            .put_connector(ConnectorRow {
+                id: view.id,
+                account: k.account.to_string(),
+                integration: k.integration.to_string(),
+                connector: k.connector.to_string(),
+                title: view.title.clone(),
+                running: view.status == crate::connectors::Status::Running,
+                settings: sealed,
+                created_at: view.created_at.to_rfc3339(),
+            })
+            .await
+    }
+
+    pub async fn create_connector(
+        &self,
+        account: &Idn,
+        integration: &str,
+        connector: &str,
+        title: &str,
+        settings: &[(String, String)],
+    ) -> Result<ConnectorView, ChangeError> {
+        self.room_for_connector(account)?;
+        let view =
+            self.engine
+                .create_connector(account, integration, connector, title, settings)?;
+        self.persist_connector(view.id).await?;
+        Ok(view)
+    }
+
+    pub async fn update_connector(
+        &self,
+        account: &Idn,
+        id: Uuid,
+        title: Option<&str>,
+        settings: &[(String, String)],
+    ) -> Result<ConnectorView, ChangeError> {
+        self.connector(account, id)?;
+        let view = self.engine.registry().update(id, title, settings)?;
+        self.persist_connector(id).await?;
+        Ok(view)
+    }
+
+    pub async fn run_connector(
+        &self,
+        account: &Idn,
+        id: Uuid,
+    ) -> Result<ConnectorView, ChangeError> {
+        self.connector(account, id)?;
+        let view = self.engine.run_connector(id)?;
+        self.persist_connector(id).await?;
+        Ok(view)
+    }
+
+    pub async fn stop_connector(
+        &self,
+        account: &Idn,
+        id: Uuid,
+    ) -> Result<ConnectorView, ChangeError> {
+        self.connector(account, id)?;
+        let view = self.engine.stop_connector(id)?;
+        self.persist_connector(id).await?;
+        Ok(view)
+    }
+
+    pub async fn delete_connector(&self, account: &Idn, id: Uuid) -> Result<(), ChangeError> {
+        self.connector(account, id)?;
+        self.engine.delete_connector(id)?;
+        self.store.delete_connector(id).await?;
+        Ok(())
+    }
+
+    pub async fn set_integration_settings(
+        &self,
+        account: &Idn,
+        integration: &str,
+        changes: &[(String, String)],
+    ) -> Result<Vec<(String, String)>, ChangeError> {
+        let account = account.clone();
+        let shown =
+            self.engine
+                .registry()
+                .set_integration_settings(&account, integration, changes)?;
+        let i = self
+            .engine
+            .catalog()
+            .find(integration)
+            .cloned()
+            .ok_or_else(|| ControlError::UnknownIntegration(integration.to_owned()))?;
+        let settings = self
+            .engine
+            .registry()
+            .stored_integration_settings(&account, &i.idn);
+        let sealed = self.seal(
+            &i.spec.integration_settings,
+            &settings,
+            (account.as_str(), i.idn.as_str(), ""),
+        );
+        self.store
+            .put_integration_settings(account.to_string(), i.idn.to_string(), sealed)
+            .await?;
+        Ok(shown)
+    }
+}
