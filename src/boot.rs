@@ -186,6 +186,7 @@ pub async fn start(
         Box::new(SystemComponent),
         crate::natives::sandbox::component(&config.sandbox),
         HttpNative::component(),
+        crate::natives::api::ApiComponent::component(),
         ProgramTimer::component(None, timer_settings(&config)),
     ];
     for native in &natives {
