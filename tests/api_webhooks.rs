@@ -315,3 +315,256 @@ async fn a_sender_that_cannot_sign_uses_the_connector_s_token_when_verification_
         Some("x-customer"),
     );
 }
+
+/// A skill command for the `api` connector `hooks`.
+fn to_hooks(command: &str, args: Value) -> Value {
+    json!({"v": 1, "integration_idn": "api", "connector_idn": "hooks", "command_idn": command,
+           "arguments": args})
+}
+
+/// The flow runner: a sandbox user message's text names the case's commands; the rest (the
+/// results) complete with none.
+fn skill(r: &Received) -> (u16, String) {
+    let (event, _, args) = event_of(r);
+    if event != "user_message" {
+        return (200, completed(json!([])));
+    }
+    let commands = match args["text"].as_str().unwrap() {
+        "two" => json!([
+            to_hooks(
+                "send_email",
+                json!({"toEmail": "a@example.com", "subject": "first"})
+            ),
+            to_hooks("onboarding_setup", json!({"customerIdn": "c1"})),
+        ]),
+        "one" => json!([to_hooks("send_email", json!({"toEmail": "b@example.com"}))]),
+        "other" => json!([to_hooks("delete_everything", json!({}))]),
+        other => panic!("no case {other}"),
+    };
+    (200, completed(commands))
+}
+
+/// Sends the sandbox user message `text` as alice.
+async fn say(d: &DaemonProcess, text: &str) {
+    let e = json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat", "event_idn": "user_message",
+        "actor": {"external_id": "alice"}, "arguments": {"text": text}});
+    let (s, v) = call(&d.client(), "POST", d.url("/v1/events"), Some(e)).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+}
+
+/// The next event the runner gets that is not a user message: (idn, arguments).
+async fn next_answer(runner: &mut RunnerServer) -> (String, serde_json::Map<String, Value>) {
+    loop {
+        let (event, _, args) = event_of(&runner.next().await);
+        if event != "user_message" {
+            return (event, args);
+        }
+    }
+}
+
+/// A sandbox chat and an `api` connector `hooks` delivering to `receiver`, a flow whose skill
+/// sends to it and hears the results (and `webhook_disabled`); answers the secret.
+async fn outgoing_setup(
+    d: &DaemonProcess,
+    runner: &RunnerServer,
+    receiver: &RunnerServer,
+) -> String {
+    d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
+        .await;
+    let (_, _, secret) = api_connector(
+        d,
+        "hooks",
+        json!([
+            {"idn": "outgoing_webhook_url", "value": format!("{}/out", receiver.base)},
+            {"idn": "outgoing_commands", "value": "[\"send_email\", \"onboarding_setup\"]"},
+            {"idn": "outgoing_headers", "value": "{\"X-Tenant\": \"t1\"}"},
+            {"idn": "max_retries", "value": "5"},
+        ]),
+    )
+    .await;
+    let flow = json!({"runner": {"kind": "webhook", "url": format!("{}/skills", runner.base)},
+    "events": [
+        {"idn": "user_message", "skill_idn": "Talk", "integration_idn": "sandbox"},
+        {"idn": "result_success", "skill_idn": "Done", "integration_idn": "api"},
+        {"idn": "result_error", "skill_idn": "Done", "integration_idn": "api"},
+        {"idn": "webhook_disabled", "skill_idn": "Gone", "integration_idn": "system"},
+    ]});
+    d.put_flow("Bot", "Main", &flow).await;
+    secret
+}
+
+#[actix_rt::test]
+async fn commands_go_out_signed_retried_in_order_and_answer_once() {
+    let mut runner = RunnerServer::start(skill);
+    // The first command fails twice (503), then is taken with a JSON answer; the rest at once.
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let n = seen.clone();
+    let mut receiver =
+        RunnerServer::start(
+            move |_| match n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 | 1 => (503, "{}".into()),
+                _ => (200, r#"{"messageId": "m-1", "queued": true}"#.into()),
+            },
+        );
+    let dir = temp_dir("api-outgoing");
+    let d = DaemonProcess::start(&dir, &[]);
+    let secret = outgoing_setup(&d, &runner, &receiver).await;
+
+    say(&d, "two").await;
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(receiver.next().await);
+    }
+    // Three tries of the first, the same webhook-id, then the second: order held.
+    let ids: Vec<&str> = got
+        .iter()
+        .map(|r| r.headers["webhook-id"].to_str().unwrap())
+        .collect();
+    assert_eq!(ids[0], ids[1]);
+    assert_eq!(ids[1], ids[2]);
+    assert_ne!(ids[2], ids[3]);
+    let types: Vec<&str> = got
+        .iter()
+        .map(|r| r.json["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["send_email", "send_email", "send_email", "onboarding_setup"]
+    );
+    for r in &got {
+        assert!(r.signed_with(&secret), "not verified: {:?}", r.headers);
+        assert_eq!(r.headers["x-tenant"], "t1");
+        assert_eq!(r.path, "/out");
+    }
+    let first = &got[0].json["data"];
+    assert_eq!(first["arguments"]["toEmail"], "a@example.com");
+    assert_eq!(first["command_act_id"].as_str().unwrap(), ids[0]);
+
+    // One result_success per command, with the receiver's answer.
+    let (event, args) = next_answer(&mut runner).await;
+    assert_eq!(event, "result_success");
+    assert_eq!(args["command_act_id"].as_str().unwrap(), ids[0]);
+    assert_eq!(args["messageId"], "m-1");
+    assert_eq!(args["queued"], "true");
+    assert_eq!(args["statusCode"], "200");
+    let (event, args) = next_answer(&mut runner).await;
+    assert_eq!(event, "result_success");
+    assert_eq!(args["command_act_id"].as_str().unwrap(), ids[3]);
+
+    // A command outgoing_commands does not name: result_error, nothing sent.
+    say(&d, "other").await;
+    let (event, args) = next_answer(&mut runner).await;
+    assert_eq!(event, "result_error", "{args:?}");
+    assert!(
+        args["error"]
+            .as_str()
+            .unwrap()
+            .contains("delete_everything"),
+        "{args:?}"
+    );
+    say(&d, "one").await;
+    let r = receiver.next().await;
+    assert_eq!(r.json["data"]["arguments"]["toEmail"], "b@example.com");
+}
+
+#[actix_rt::test]
+async fn a_gone_receiver_disables_the_webhook_until_the_connector_runs_again() {
+    let mut runner = RunnerServer::start(skill);
+    let mut receiver = RunnerServer::start(|_| (410, "{}".into()));
+    let dir = temp_dir("api-gone");
+    let d = DaemonProcess::start(&dir, &[]);
+    outgoing_setup(&d, &runner, &receiver).await;
+
+    say(&d, "one").await;
+    receiver.next().await;
+    let mut answers = vec![
+        next_answer(&mut runner).await,
+        next_answer(&mut runner).await,
+    ];
+    answers.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(answers[0].0, "result_error", "{answers:?}");
+    assert!(
+        answers[0].1["error"].as_str().unwrap().contains("410"),
+        "{answers:?}"
+    );
+    assert_eq!(answers[1].0, "webhook_disabled", "{answers:?}");
+    assert_eq!(answers[1].1["connectorIdn"], "hooks");
+
+    // Disabled: refused without an attempt.
+    say(&d, "one").await;
+    let (event, args) = next_answer(&mut runner).await;
+    assert_eq!(event, "result_error");
+    assert!(
+        args["error"].as_str().unwrap().contains("disabled"),
+        "{args:?}"
+    );
+    assert!(
+        receiver.rx.try_recv().is_err(),
+        "a disabled webhook was sent to"
+    );
+}
+
+#[actix_rt::test]
+async fn commands_in_the_outbox_survive_kill_9() {
+    let mut runner = RunnerServer::start(skill);
+    let mut receiver = RunnerServer::start(|_| (503, "{}".into()));
+    let dir = temp_dir("api-crash");
+    let builder = DaemonProcess::builder(&dir);
+    let d = builder.start();
+    outgoing_setup(&d, &runner, &receiver).await;
+
+    say(&d, "two").await;
+    let before = receiver.next().await;
+    let id = before.headers["webhook-id"].to_str().unwrap().to_owned();
+    d.kill9();
+    receiver.answer_with(|_| (200, "{}".into()));
+    let d = builder.start();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let r = receiver.next().await;
+        let rid = r.headers["webhook-id"].to_str().unwrap().to_owned();
+        if got.last() != Some(&rid) {
+            got.push(rid);
+        }
+    }
+    assert_eq!(
+        got[0], id,
+        "the first command is sent again with its id, first"
+    );
+    let mut acts = Vec::new();
+    while acts.len() < 2 {
+        let (event, args) = next_answer(&mut runner).await;
+        assert_eq!(event, "result_success", "{args:?}");
+        acts.push(args["command_act_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(acts, got);
+    drop(d);
+}
+
+#[actix_rt::test]
+async fn a_refused_delivery_answers_result_error_and_dead_letters_the_command() {
+    let mut runner = RunnerServer::start(skill);
+    let mut receiver = RunnerServer::start(|_| (400, "{}".into()));
+    let dir = temp_dir("api-refused");
+    let d = DaemonProcess::start(&dir, &[]);
+    let secret = outgoing_setup(&d, &runner, &receiver).await;
+
+    say(&d, "one").await;
+    receiver.next().await;
+    let (event, args) = next_answer(&mut runner).await;
+    assert_eq!(event, "result_error");
+    assert!(
+        args["error"].as_str().unwrap().contains("HTTP 400"),
+        "{args:?}"
+    );
+    let letters = eventually("the dead letter", PATIENCE, || async {
+        let url = d.url("/v1/dead-letters?reason=delivery_failed");
+        let (_, v) = call(&d.client(), "GET", url, None).await;
+        v.as_array().is_some_and(|l| !l.is_empty()).then_some(v)
+    })
+    .await;
+    let letter = &letters[0];
+    assert_eq!(letter["command"]["command_idn"], "send_email", "{letters}");
+    assert_eq!(letter["command"]["connector_idn"], "hooks", "{letters}");
+    assert!(!letters.to_string().contains(&secret));
+}
