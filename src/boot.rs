@@ -154,6 +154,7 @@ pub async fn start(
         crate::natives::sandbox::component(&config.sandbox),
         crate::natives::http::component(),
         crate::natives::program_timer::component(&config.timers, config.limits.timers_per_account),
+        crate::natives::api::component(),
     ];
     for native in &natives {
         store

@@ -520,11 +520,11 @@ async fn a_command_for_a_native_integration_without_a_handler_is_refused_at_once
     let dir = temp_dir("no-native");
     let d = DaemonProcess::start(&dir, &[]);
     let c = d.client();
-    // `api` (outgoing webhooks) is declared native and has no handler yet.
+    // `newo_chat` is declared native and has no handler yet.
     d.run_connector(
-        "api",
-        json!({"title": "Hooks", "connector_idn": "hooks",
-               "settings": [{"idn": "signing_secret", "value": "whsec_dGVzdA=="}]}),
+        "newo_chat",
+        json!({"title": "Chat", "connector_idn": "hooks",
+               "settings": [{"idn": "domain", "value": "example.com"}]}),
     )
     .await;
     let persona = uuid::Uuid::now_v7();
@@ -533,16 +533,16 @@ async fn a_command_for_a_native_integration_without_a_handler_is_refused_at_once
         "POST",
         d.url("/v1/commands"),
         Some(
-            json!({"v": 1, "integration_idn": "api", "connector_idn": "hooks",
-                    "command_idn": "send_email", "persona_id": persona,
-                    "arguments": {"toEmail": "a@example.com"}}),
+            json!({"v": 1, "integration_idn": "newo_chat", "connector_idn": "hooks",
+                    "command_idn": "send_message", "persona_id": persona,
+                    "arguments": {"text": "hi"}}),
         ),
     )
     .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert_eq!(v["error"]["field"], "integration_idn", "{v}");
     let message = v["error"]["message"].as_str().unwrap();
-    assert!(message.contains("api"), "{message}");
+    assert!(message.contains("newo_chat"), "{message}");
     // Refused before anything was sent: no dead letter, no result event to wait for.
     let (s, letters) = call(&c, "GET", d.url("/v1/dead-letters"), None).await;
     assert_eq!(s, StatusCode::OK);

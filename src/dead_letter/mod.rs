@@ -31,11 +31,14 @@ pub enum DeadLetterReason {
     /// A message the outbox gave up delivering: refused for good, its retry budget spent, or its
     /// destination gone.
     DeliveryFailed,
+    /// An incoming webhook refused before admission (its signature, token, event allow-list or
+    /// actor): the body as it came.
+    WebhookRefused,
 }
 
 impl DeadLetterReason {
     /// Every reason, for parsing a code.
-    pub const ALL: [DeadLetterReason; 14] = [
+    pub const ALL: [DeadLetterReason; 15] = [
         DeadLetterReason::UnknownIntegration,
         DeadLetterReason::UnknownConnector,
         DeadLetterReason::ConnectorStopped,
@@ -50,6 +53,7 @@ impl DeadLetterReason {
         DeadLetterReason::Unmatched,
         DeadLetterReason::UnknownInvocation,
         DeadLetterReason::DeliveryFailed,
+        DeadLetterReason::WebhookRefused,
     ];
 
     /// The reason of a code.
@@ -73,6 +77,7 @@ impl DeadLetterReason {
             DeadLetterReason::Unmatched => "unmatched",
             DeadLetterReason::UnknownInvocation => "unknown_invocation",
             DeadLetterReason::DeliveryFailed => "delivery_failed",
+            DeadLetterReason::WebhookRefused => "webhook_refused",
         }
     }
 }

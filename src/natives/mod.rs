@@ -2,6 +2,7 @@
 //! own folder (`natives/<idn>/`: commands, routes, storage, config), listed once where the
 //! daemon starts.
 
+pub mod api;
 pub mod component;
 pub mod http;
 pub mod program_timer;

@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 
 /// The routes [`every_route`] leaves out, as `(method, path template)`: the probes, the
 /// document, the sandbox (its page needs no token, its socket and list take one, a ticket or the
-/// daemon's own loopback page) and `/metrics` (a token only when `metrics.require_token` says
-/// so).
+/// daemon's own loopback page), `/metrics` (a token only when `metrics.require_token` says
+/// so) and the `api` connectors' incoming webhooks (signed, or the connector's own token).
 pub const OUTSIDE_EVERY_ROUTE: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -18,6 +18,7 @@ pub const OUTSIDE_EVERY_ROUTE: &[(&str, &str)] = &[
     ("GET", "/sandbox"),
     ("GET", "/sandbox/connectors"),
     ("GET", "/sandbox/ws"),
+    ("POST", "/hooks/api/{account}/{connector}/{token}"),
 ];
 
 /// Every route that needs a token, with a request body where it takes one: `connector` and
