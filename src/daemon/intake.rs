@@ -13,6 +13,17 @@ pub enum Dedupe {
 }
 
 impl Daemon {
+    /// How far the events consumer `consumer` handed messages on in an earlier run.
+    pub async fn handed_mark(&self, consumer: String) -> Result<u64, StoreError> {
+        let store = self.store.clone();
+        super::start::blocking(move || store.handed_mark(&consumer)).await
+    }
+
+    /// Raises `consumer`'s hand-over mark to `seq` (queued).
+    pub fn raise_handed_mark(&self, consumer: String, seq: u64) {
+        self.store.raise_handed_mark(consumer, seq);
+    }
+
     /// Takes an event in: admission, then durable in the inbox, then to the engine. When this
     /// answers `Accepted`, a crash loses nothing: the inbox replays it at the next start.
     pub async fn ingest(&self, event: Event) -> Result<Ingested, IngestError> {

@@ -19,6 +19,7 @@ pub mod runner_secrets;
 pub mod schema;
 pub mod secrets;
 pub mod sent_invocations;
+pub mod stream_marks;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};

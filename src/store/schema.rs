@@ -240,6 +240,17 @@ CREATE TABLE component_migrations (
 );
 "#,
         ),
+        // The highest stream sequence each events consumer handed to the engine: after a
+        // crash (of the daemon, or of the NATS server, which can forget delivery counts), a
+        // message at or below it may have been invoked already and is marked redelivered.
+        M::up(
+            r#"
+CREATE TABLE stream_marks (
+    consumer   TEXT PRIMARY KEY,   -- stream/consumer
+    handed_seq INTEGER NOT NULL
+);
+"#,
+        ),
     ])
 }
 

@@ -50,25 +50,40 @@ const UNADMITTED: usize = 65_536;
 /// earlier one was admitted. Kept by the consumer (one task), per stream sequence, until the
 /// message is admitted; bounded: past [`UNADMITTED`] messages, or after a restart, a message is
 /// marked as JetStream counts its deliveries (a mark too many, never one missing).
+///
+/// A message at or below the hand-over mark of an earlier run (`handed_before`) may have been
+/// invoked then, whatever its delivery count says (a NATS server killed can forget the count):
+/// marked too. `handed` is this run's highest admitted sequence, recorded as the next mark.
 #[derive(Default)]
-struct Unadmitted(FxHashMap<u64, u64>);
+struct Unadmitted {
+    refused: FxHashMap<u64, u64>,
+    handed_before: u64,
+    handed: u64,
+}
 
 impl Unadmitted {
     /// Whether delivery number `delivered` of message `seq` may repeat an admitted one.
     fn redelivered(&self, seq: u64, delivered: u64) -> bool {
-        delivered.saturating_sub(self.0.get(&seq).copied().unwrap_or(0)) > 1
+        seq <= self.handed_before
+            || delivered.saturating_sub(self.refused.get(&seq).copied().unwrap_or(0)) > 1
+    }
+
+    /// `seq` was admitted: forgotten, and counted in this run's mark.
+    fn admitted(&mut self, seq: u64) {
+        self.forget(seq);
+        self.handed = self.handed.max(seq);
     }
 
     /// A delivery of `seq` was refused for room.
     fn refused(&mut self, seq: u64) {
-        if self.0.len() < UNADMITTED || self.0.contains_key(&seq) {
-            *self.0.entry(seq).or_default() += 1;
+        if self.refused.len() < UNADMITTED || self.refused.contains_key(&seq) {
+            *self.refused.entry(seq).or_default() += 1;
         }
     }
 
     /// `seq` was admitted, or refused for good: forgotten.
     fn forget(&mut self, seq: u64) {
-        self.0.remove(&seq);
+        self.refused.remove(&seq);
     }
 }
 
@@ -89,7 +104,20 @@ pub fn spawn(
     tokio::spawn(acknowledge(ackers.clone(), settled_rx, settings.ack_wait));
     tokio::spawn(async move {
         let mut token = 0u64;
-        let mut unadmitted = Unadmitted::default();
+        let mark = consumer_mark(&consumer);
+        let handed_before = match daemon.handed_mark(mark.clone()).await {
+            Ok(seq) => seq,
+            Err(e) => {
+                // Without it, repeats are marked as JetStream counts deliveries.
+                tracing::warn!(error = %e, "events consumer: the hand-over mark could not be read");
+                0
+            }
+        };
+        let mut unadmitted = Unadmitted {
+            handed_before,
+            ..Unadmitted::default()
+        };
+        let mut recorded = handed_before;
         let mut pause = Duration::from_millis(100);
         while !daemon.is_draining() {
             let stream = consumer
@@ -138,6 +166,13 @@ pub fn spawn(
                         Err(e) => failed = Some(e),
                     }
                 }
+                // The mark rises before the batch is handed on: queued, its commit races only
+                // the hand-over and a runner's invocation (not awaited: a commit per batch
+                // would cost the path its rate).
+                if unadmitted.handed > recorded {
+                    recorded = unadmitted.handed;
+                    daemon.raise_handed_mark(mark.clone(), recorded);
+                }
                 // Waits for in-flight permits: a full engine slows the pull, it never grows
                 // memory.
                 for r in daemon
@@ -157,6 +192,12 @@ pub fn spawn(
             }
         }
     });
+}
+
+/// The key of a consumer's hand-over mark: `stream/consumer`.
+fn consumer_mark(consumer: &PullConsumer) -> String {
+    let info = consumer.cached_info();
+    format!("{}/{}", info.stream_name, info.name)
 }
 
 /// Acknowledges settled messages and keeps the unsettled ones alive with progress acks.
@@ -305,7 +346,7 @@ async fn handle(
     event.redelivered = unadmitted.redelivered(stream_seq, delivered as u64);
     let event = match daemon.engine().ingress().admit(event) {
         Ok(event) => {
-            unadmitted.forget(stream_seq);
+            unadmitted.admitted(stream_seq);
             event
         }
         // The refusal says whether the same message may be taken later (a busy daemon): then
@@ -364,5 +405,24 @@ mod tests {
         u.refused(8);
         assert!(!u.redelivered(8, 2));
         assert!(u.redelivered(8, 3), "delivery 1 was refused, 2 admitted");
+    }
+
+    #[test]
+    fn messages_at_or_below_an_earlier_runs_mark_are_repeats_whatever_their_count() {
+        // An earlier run handed on up to 40; the NATS server forgot the delivery counts.
+        let mut u = Unadmitted {
+            handed_before: 40,
+            ..Unadmitted::default()
+        };
+        assert!(
+            u.redelivered(40, 1),
+            "handed on before the crash: may have been invoked"
+        );
+        assert!(u.redelivered(3, 1));
+        assert!(!u.redelivered(41, 1), "past the mark: new");
+        // This run's mark follows what it admits.
+        u.admitted(45);
+        u.admitted(43);
+        assert_eq!(u.handed, 45);
     }
 }
