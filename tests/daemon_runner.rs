@@ -200,6 +200,8 @@ async fn an_event_reaches_the_webhook_runner_and_its_commands_come_back_as_resul
         "shard_replies",
         "internal_events",
         "store_writer",
+        "session_ends",
+        "timer_commands",
     ] {
         for family in ["switchboard_queue_depth", "switchboard_queue_capacity"] {
             let series = format!("{family}{{queue=\"{queue}\"}}");

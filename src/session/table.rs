@@ -81,7 +81,10 @@ impl SessionTable {
             live: DashMap::with_hasher(FxBuildHasher),
             journal,
             base: Instant::now(),
-            ends: tokio::sync::broadcast::channel(ENDS_BUFFER).0,
+            ends: crate::telemetry::queue::broadcast(
+                crate::telemetry::queue::names::SESSION_ENDS,
+                ENDS_BUFFER,
+            ),
         }
     }
 

@@ -35,6 +35,8 @@ pub mod names {
     pub const HTTP_REQUEST_LANES: &str = "http_request_lanes";
     /// Commands for external adapters waiting in a channel sink (`relay::ChannelSink`).
     pub const ADAPTER_COMMANDS: &str = "adapter_commands";
+    /// Session ends not yet read by every listener (session-scoped timers).
+    pub const SESSION_ENDS: &str = "session_ends";
     /// Messages enqueued and requests (withdrawals) waiting for the outbox's worker.
     pub const OUTBOX: &str = "outbox";
     /// Messages waiting to be written to a sandbox page's socket (natives/sandbox).
@@ -65,6 +67,24 @@ pub fn bounded<T: Send + 'static>(
         .unwrap_or_else(|p| p.into_inner())
         .push((name, probe));
     (tx, rx)
+}
+
+/// A bounded broadcast channel observed like [`bounded`]'s queues: its depth is what the
+/// slowest listener has not read yet; a listener that lags past `capacity` misses the oldest
+/// values, counted by the listener with [`full`].
+pub fn broadcast<T: Clone + Send + 'static>(
+    name: &'static str,
+    capacity: usize,
+) -> tokio::sync::broadcast::Sender<T> {
+    let (tx, _) = tokio::sync::broadcast::channel(capacity.max(1));
+    metrics::counter!(QUEUE_FULL_TOTAL, "queue" => name).increment(0);
+    let weak = tx.downgrade();
+    let probe: Probe = Box::new(move || Some((weak.upgrade()?.len(), capacity.max(1))));
+    QUEUES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((name, probe));
+    tx
 }
 
 /// Counts that the queue `name` was found full (a sender waited, or gave up).
@@ -130,5 +150,31 @@ mod tests {
                 .count()
                 == 1
         );
+    }
+
+    #[test]
+    fn a_broadcast_is_as_deep_as_its_slowest_listener_is_behind() {
+        let tx = broadcast::<u8>("test_broadcast", 8);
+        let mut slow = tx.subscribe();
+        let mut fast = tx.subscribe();
+        for v in 0..3 {
+            tx.send(v).unwrap();
+        }
+        for _ in 0..3 {
+            fast.try_recv().unwrap();
+        }
+        slow.try_recv().unwrap();
+        let probe = |name: &str| {
+            QUEUES
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(n, _)| *n == name)
+                .filter_map(|(_, p)| p())
+                .fold((0, 0), |(d, c), (pd, pc)| (d + pd, c + pc))
+        };
+        assert_eq!(probe("test_broadcast"), (2, 8));
+        drop((tx, slow, fast));
+        assert_eq!(probe("test_broadcast"), (0, 0), "gone with its sender");
     }
 }

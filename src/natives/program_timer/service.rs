@@ -230,7 +230,9 @@ impl Service {
                         self.session_ended(session, reason, &mut window, &mut out).await
                     }
                     // Missed some: a bound timer checks its session when it falls due.
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        crate::telemetry::queue::full(crate::telemetry::queue::names::SESSION_ENDS);
+                    }
                     Err(broadcast::error::RecvError::Closed) => ends = self.sessions.subscribe_ends(),
                 },
                 (before, loaded) = async { loading.as_mut().expect("a load runs").await }, if !idle => {
