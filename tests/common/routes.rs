@@ -110,5 +110,18 @@ pub fn every_route(connector: &str, letter: &str) -> Vec<(&'static str, String, 
         ),
         ("DELETE", "/v1/tokens/AAAAAAAAAAAA".into(), None),
         ("POST", "/sandbox/ticket".into(), None),
+        ("GET", "/v1/credentials".into(), None),
+        (
+            "POST",
+            "/v1/credentials".into(),
+            Some(json!({"name": "n", "type": "bearer"})),
+        ),
+        ("GET", format!("/v1/credentials/{connector}"), None),
+        (
+            "PATCH",
+            format!("/v1/credentials/{connector}"),
+            Some(json!({"name": "m"})),
+        ),
+        ("DELETE", format!("/v1/credentials/{connector}"), None),
     ]
 }

@@ -13,6 +13,7 @@
 //! Idempotent methods are retried on 429, 5xx and connection failures (`Retry-After` honoured,
 //! within the connector's timeout); others are sent once.
 
+pub mod credentials;
 pub mod lanes;
 pub mod request;
 
@@ -34,6 +35,7 @@ use crate::fault::{Blame, Fault};
 use crate::natives::component::{Built, Component, NativeContext};
 use crate::outbound::{retry, Backoff, Egress, SendOptions, Sent};
 use crate::telemetry::handles;
+use credentials::CredentialStore;
 use lanes::Lanes;
 use request::{Auth, ConnectorSettings};
 
@@ -72,13 +74,34 @@ impl Component for HttpComponent {
         "http"
     }
 
+    fn migrations(&self) -> &'static [&'static str] {
+        credentials::store::MIGRATIONS
+    }
+
+    /// With a store and the keyring, the credential routes too.
     fn build(self: Box<Self>, cx: &NativeContext) -> Built {
-        Built::executor(Arc::new(HttpNative {
+        let credentials = cx
+            .store
+            .clone()
+            .zip(cx.secrets.clone())
+            .map(|(store, secrets)| CredentialStore::new(store, secrets));
+        let built = Built::executor(Arc::new(HttpNative {
             egress: cx.egress.clone(),
             directory: cx.directory.clone(),
             lanes: Lanes::new(crate::telemetry::queue::names::HTTP_REQUEST_LANES),
             gates: DashMap::default(),
-        }))
+        }));
+        let Some(credentials) = credentials else {
+            return built;
+        };
+        let vault = actix_web::web::Data::new(credentials::routes::Vault {
+            credentials,
+            directory: cx.directory.clone(),
+        });
+        built.with_routes(move |cfg| {
+            cfg.app_data(vault.clone());
+            credentials::routes::register(cfg);
+        })
     }
 }
 
