@@ -1,12 +1,19 @@
 //! Credential connectors on the real daemon (`/v1/credentials`): created, configured, renamed,
 //! listed and deleted per account; secret fields sealed at rest and write-only (no answer, log
 //! line or store file shows them); deleting one an http connector uses is a 409 naming it
-//! unless `?force=true`; another account's credential is not found.
+//! unless `?force=true`; another account's credential is not found. Wired in: an http
+//! connector's `credential` setting or a skill's `credential` argument puts one on the request
+//! (real HTTP to a local API on loopback), and the planted secret shows nowhere else.
 
 mod common;
 
-use common::call;
+use std::sync::{Arc, Mutex};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use base64::Engine as _;
 use common::daemon::{bearer_client, temp_dir, DaemonProcess};
+use common::runner_server::{completed, Received, RunnerServer};
+use common::{call, call_text};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -171,4 +178,243 @@ async fn credentials_are_managed_per_account_and_their_secrets_never_shown() {
     }
     let metrics: Value = Value::String(d.metrics().await);
     assert!(!metrics.to_string().contains(SECRET));
+}
+
+/// What the API saw: `(path and query, authorization)`.
+type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A local API on 127.0.0.1:0 that answers every request 200 `{"ok": true}`.
+fn api() -> (String, Seen) {
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    let server = HttpServer::new(move || {
+        let seen = s.clone();
+        App::new().default_service(web::to(move |req: HttpRequest| {
+            let seen = seen.clone();
+            async move {
+                let auth = req
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .to_owned();
+                seen.lock().unwrap().push((req.uri().to_string(), auth));
+                HttpResponse::Ok().json(json!({"ok": true}))
+            }
+        }))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(("127.0.0.1", 0))
+    .unwrap();
+    let addr = server.addrs()[0];
+    actix_rt::spawn(server.run());
+    (format!("http://{addr}"), seen)
+}
+
+/// The runner: a user message's text is the credential to name (`-`: none, the connector's).
+fn answer(r: &Received) -> (u16, String) {
+    let e = &r.json["event"];
+    if e["event_idn"] != "user_message" {
+        return (200, completed(json!([])));
+    }
+    let args = &e["arguments"];
+    let text = args
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["name"] == "text"))
+        .map(|x| x["value"].clone())
+        .unwrap_or_else(|| args["text"].clone());
+    let mut a = json!({"method": "GET", "url": "users/1?q=1", "targetAction": "t"});
+    if text != "-" {
+        a["credential"] = text;
+    }
+    let command = json!({"v": 1, "integration_idn": "http", "connector_idn": "api",
+        "command_idn": "send_request", "arguments": a});
+    (200, completed(json!([command])))
+}
+
+/// An event the runner received, as `(event idn, arguments by name)`.
+fn event_of(r: &Received) -> (String, serde_json::Map<String, Value>) {
+    let e = &r.json["event"];
+    let mut args = serde_json::Map::new();
+    match &e["arguments"] {
+        Value::Array(list) => {
+            for a in list {
+                args.insert(a["name"].as_str().unwrap().to_owned(), a["value"].clone());
+            }
+        }
+        Value::Object(map) => args = map.clone(),
+        _ => {}
+    }
+    (e["event_idn"].as_str().unwrap().to_owned(), args)
+}
+
+/// Sends user message `text`; answers the first http answer the runner got (every invocation
+/// checked for the secret on the way).
+async fn ask(
+    d: &DaemonProcess,
+    runner: &mut RunnerServer,
+    text: &str,
+) -> (String, serde_json::Map<String, Value>) {
+    let e = json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat", "event_idn": "user_message",
+        "actor": {"external_id": "alice"}, "arguments": {"text": text}});
+    let (s, v) = call(&d.client(), "POST", d.url("/v1/events"), Some(e)).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    loop {
+        let r = runner.next().await;
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        assert!(
+            !body.contains(SECRET),
+            "an invocation shows the secret: {body}"
+        );
+        let (event, args) = event_of(&r);
+        if event != "user_message" {
+            return (event, args);
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn a_credential_is_put_on_requests_and_shows_nowhere() {
+    let (api, seen) = api();
+    let mut runner = RunnerServer::start(answer);
+    let dir = temp_dir("http-credentials-wired");
+    let d = DaemonProcess::start(&dir, &[("SWITCHBOARD_LOG__LEVEL", "trace")]);
+    let admin = d.client();
+    let create = |name: &str, kind: &str, settings: Value| json!({"name": name, "type": kind, "settings": settings});
+    for body in [
+        create(
+            "HubSpot API",
+            "bearer",
+            json!({"token": format!("{SECRET}-bearer")}),
+        ),
+        create(
+            "Maps",
+            "api_key",
+            json!({"query_param": "key", "value": format!("{SECRET}-query")}),
+        ),
+        create(
+            "Keyed",
+            "api_key",
+            json!({"header": "X-Key", "value": format!("{SECRET}-header")}),
+        ),
+        create(
+            "Basic",
+            "basic",
+            json!({"username": "ada", "password": format!("{SECRET}-basic")}),
+        ),
+        create("Half", "bearer", json!({})),
+    ] {
+        let (s, v) = call(&admin, "POST", d.url("/v1/credentials"), Some(body)).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    // Another account's credential, of the same shape.
+    let globex = bearer_client(&d.account_token("globex", &["credentials:write"]).await);
+    let (s, _) = call(
+        &globex,
+        "POST",
+        d.url("/v1/credentials"),
+        Some(create(
+            "Globex Key",
+            "bearer",
+            json!({"token": format!("{SECRET}-globex")}),
+        )),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
+        .await;
+    d.run_connector(
+        "http",
+        json!({"title": "API", "connector_idn": "api", "settings": [
+            {"idn": "base_url", "value": format!("{api}/v1")},
+            {"idn": "credential", "value": "HubSpot API"},
+        ]}),
+    )
+    .await;
+    let flow = json!({"runner": {"kind": "webhook", "url": format!("{}/skills", runner.base)},
+    "events": [
+        {"idn": "user_message", "skill_idn": "Talk", "integration_idn": "sandbox"},
+        {"idn": "magic_http_response", "skill_idn": "OnHttp", "integration_idn": "http"},
+        {"idn": "result_error", "skill_idn": "OnHttp", "integration_idn": "http"},
+    ]});
+    d.put_flow("Bot", "Main", &flow).await;
+    let last = || seen.lock().unwrap().last().cloned().unwrap();
+
+    // The connector's credential.
+    let (event, a) = ask(&d, &mut runner, "-").await;
+    assert_eq!(event, "magic_http_response", "{a:?}");
+    assert_eq!(a["statusCode"], "200");
+    assert_eq!(
+        last(),
+        ("/v1/users/1?q=1".into(), format!("Bearer {SECRET}-bearer"))
+    );
+    // Named by the skill: in the query, in a header, basic.
+    let (event, _) = ask(&d, &mut runner, "Maps").await;
+    assert_eq!(event, "magic_http_response");
+    assert_eq!(
+        last(),
+        (format!("/v1/users/1?q=1&key={SECRET}-query"), "-".into())
+    );
+    let (event, _) = ask(&d, &mut runner, "Basic").await;
+    assert_eq!(event, "magic_http_response");
+    let pair = base64::engine::general_purpose::STANDARD.encode(format!("ada:{SECRET}-basic"));
+    assert_eq!(last().1, format!("Basic {pair}"));
+    let before = seen.lock().unwrap().len();
+    let (event, _) = ask(&d, &mut runner, "Keyed").await;
+    assert_eq!(event, "magic_http_response");
+    assert_eq!(seen.lock().unwrap().len(), before + 1);
+
+    // Another account's, one not configured: refused naming it, nothing sent.
+    let before = seen.lock().unwrap().len();
+    for (name, why) in [("Globex Key", "not found"), ("Half", "not_configured")] {
+        let (event, a) = ask(&d, &mut runner, name).await;
+        assert_eq!(event, "result_error", "{a:?}");
+        let error = a["error"].as_str().unwrap();
+        assert!(error.contains(name) && error.contains(why), "{error}");
+        assert_eq!(a["fault"], "caller");
+    }
+    assert_eq!(seen.lock().unwrap().len(), before, "nothing sent");
+
+    // Deleted by force: the connector's requests fail naming the missing credential.
+    let (_, list) = call(&admin, "GET", d.url("/v1/credentials"), None).await;
+    let id = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "HubSpot API")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, _) = call(
+        &admin,
+        "DELETE",
+        d.url(&format!("/v1/credentials/{id}?force=true")),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (event, a) = ask(&d, &mut runner, "-").await;
+    assert_eq!(event, "result_error");
+    assert!(
+        a["error"].as_str().unwrap().contains("HubSpot API"),
+        "{a:?}"
+    );
+
+    // The secret, in any form, is in no dead letter, metric or log line (TRACE).
+    let (_, letters) = call_text(&admin, "GET", d.url("/v1/dead-letters"), None).await;
+    let (_, metrics) = call_text(&admin, "GET", d.url("/metrics"), None).await;
+    for text in [&letters, &metrics] {
+        assert!(!text.contains(SECRET) && !text.contains(&pair));
+    }
+    assert!(
+        !d.logged(SECRET) && !d.logged(&pair),
+        "a log line shows the secret"
+    );
+    while let Ok(r) = runner.rx.try_recv() {
+        assert!(!String::from_utf8_lossy(&r.body).contains(SECRET));
+    }
+    d.terminate().await;
 }

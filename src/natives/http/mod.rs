@@ -90,6 +90,7 @@ impl Component for HttpComponent {
             directory: cx.directory.clone(),
             lanes: Lanes::new(crate::telemetry::queue::names::HTTP_REQUEST_LANES),
             gates: DashMap::default(),
+            credentials: credentials.clone(),
         }));
         let Some(credentials) = credentials else {
             return built;
@@ -111,6 +112,8 @@ pub struct HttpNative {
     directory: Arc<Directory>,
     lanes: Lanes<(ConnectorKey, PersonaId)>,
     gates: DashMap<ConnectorKey, Gate, FxBuildHasher>,
+    /// The accounts' credentials (with a store and the keyring).
+    credentials: Option<CredentialStore>,
 }
 
 impl HttpNative {
@@ -195,16 +198,59 @@ impl NativeIntegration for HttpNative {
     fn execute(&self, c: NativeCommand<'_>) -> Result<Answered, CommandRefusal> {
         let command = c.command;
         let key = ConnectorKey::new(&command.account, &command.integration, &command.connector);
-        let settings = self.settings(&key);
+        // A credential the skill names wins over the connector's; either takes the place of
+        // the connector's own auth settings.
+        let named = command
+            .arguments
+            .get("credential")
+            .filter(|n| !n.trim().is_empty())
+            .map(str::to_owned)
+            .or_else(|| self.directory.setting(&key, "credential"))
+            .filter(|n| !n.trim().is_empty());
+        let mut settings = self.settings(&key);
+        let vault = match (&named, &self.credentials) {
+            (None, _) => None,
+            (Some(_), Some(vault)) => Some(vault.clone()),
+            (Some(_), None) => {
+                return Err(CommandRefusal::Unavailable {
+                    integration: "http".into(),
+                    reason: "credentials need the daemon's store".into(),
+                })
+            }
+        };
+        if named.is_some() {
+            settings.auth = Auth::None;
+        }
         let built = request::build(command, &settings)?;
         let answer = c.answer_later();
+        let account = command.account.to_string();
         let (egress, gate, options) = (self.egress.clone(), self.gate(&key), settings.options);
         self.lanes
             .submit(
                 (key, c.persona),
                 Box::pin(async move {
                     let started = Instant::now();
-                    let sent = send(&egress, &gate, built.request, &options).await;
+                    let mut request = built.request;
+                    if let (Some(name), Some(vault)) = (named, vault) {
+                        if let Err(reason) =
+                            with_credential(&vault, &account, &name, &mut request).await
+                        {
+                            handles::send_request("none", "credential_unusable", started.elapsed());
+                            let mut arguments = Arguments::default();
+                            if let Some(t) = &built.target_action {
+                                arguments.push("targetAction", t.as_str());
+                            }
+                            answer.fail(Failure {
+                                reason,
+                                fault: Fault::Caller,
+                                retryable: false,
+                                arguments,
+                                unanswered: false,
+                            });
+                            return;
+                        }
+                    }
+                    let sent = send(&egress, &gate, request, &options).await;
                     respond(answer, sent, built.target_action, started.elapsed());
                 }),
             )
@@ -221,6 +267,20 @@ impl NativeIntegration for HttpNative {
             self.gates.remove(connector);
         }
     }
+}
+
+/// Puts credential `name` of `account` on `request`; the reason names the credential only.
+async fn with_credential(
+    vault: &CredentialStore,
+    account: &str,
+    name: &str,
+    request: &mut crate::outbound::OutboundRequest,
+) -> Result<(), String> {
+    let auth = credentials::resolve::auth(vault, account, name)
+        .await
+        .map_err(|e| e.to_string())?;
+    request::inject(request, &auth)
+        .map_err(|_| format!("credential {name:?} is not a header value"))
 }
 
 /// Sends `request` under the connector's gate; an idempotent one is tried again on 429, 5xx or
