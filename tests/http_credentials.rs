@@ -418,3 +418,220 @@ async fn a_credential_is_put_on_requests_and_shows_nowhere() {
     }
     d.terminate().await;
 }
+
+/// A local OAuth 2.0 provider on 127.0.0.1:0 speaking the protocol: `/authorize` redirects
+/// back with a code and the state; `/token` takes the code with its PKCE verifier (S256
+/// checked), client credentials, or a refresh token; anything else is `invalid_grant`.
+/// Answers its base URL and how many token requests it answered by grant.
+fn provider() -> (String, Arc<Mutex<Vec<String>>>) {
+    use sha2::Digest;
+    type Codes = Arc<Mutex<Vec<(String, String, String)>>>; // (code, challenge, redirect_uri)
+    let codes: Codes = Arc::default();
+    let grants: Arc<Mutex<Vec<String>>> = Arc::default();
+    let g = grants.clone();
+    let server = HttpServer::new(move || {
+        let (codes, codes2, grants) = (codes.clone(), codes.clone(), g.clone());
+        App::new()
+            .route(
+                "/authorize",
+                web::get().to(move |q: web::Query<std::collections::HashMap<String, String>>| {
+                    let codes = codes.clone();
+                    async move {
+                        let ok = q.get("response_type").map(String::as_str) == Some("code")
+                            && q.get("client_id").map(String::as_str) == Some("cid")
+                            && q.get("code_challenge_method").map(String::as_str) == Some("S256")
+                            && q.get("scope").map(String::as_str) == Some("read write");
+                        if !ok {
+                            return HttpResponse::BadRequest().body(format!("{q:?}"));
+                        }
+                        let code = format!("code-{}", uuid::Uuid::new_v4());
+                        let redirect = q["redirect_uri"].clone();
+                        codes.lock().unwrap().push((code.clone(), q["code_challenge"].clone(), redirect.clone()));
+                        let to = format!("{redirect}?code={code}&state={}", q["state"]);
+                        HttpResponse::Found().insert_header(("location", to)).finish()
+                    }
+                }),
+            )
+            .route(
+                "/token",
+                web::post().to(move |req: HttpRequest, f: web::Form<std::collections::HashMap<String, String>>| {
+                    let (codes, grants) = (codes2.clone(), grants.clone());
+                    async move {
+                        let basic = base64::engine::general_purpose::STANDARD
+                            .encode(format!("cid:{SECRET}-client"));
+                        let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+                        if auth != Some(format!("Basic {basic}").as_str()) {
+                            return HttpResponse::Unauthorized().json(json!({"error": "invalid_client"}));
+                        }
+                        let grant = f.get("grant_type").cloned().unwrap_or_default();
+                        let invalid = || HttpResponse::BadRequest().json(json!({"error": "invalid_grant"}));
+                        let n = {
+                            let mut g = grants.lock().unwrap();
+                            g.push(grant.clone());
+                            g.len()
+                        };
+                        match grant.as_str() {
+                            "authorization_code" => {
+                                let mut codes = codes.lock().unwrap();
+                                let Some(i) = codes.iter().position(|c| Some(&c.0) == f.get("code")) else {
+                                    return invalid();
+                                };
+                                let (_, challenge, redirect) = codes.remove(i);
+                                let verifier = f.get("code_verifier").cloned().unwrap_or_default();
+                                let digest = sha2::Sha256::digest(verifier.as_bytes());
+                                let derived = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest);
+                                if derived != challenge || f.get("redirect_uri") != Some(&redirect) {
+                                    return invalid();
+                                }
+                                HttpResponse::Ok().json(json!({"access_token": format!("{SECRET}-access-{n}"),
+                                    "token_type": "bearer", "expires_in": 3600, "refresh_token": format!("{SECRET}-refresh")}))
+                            }
+                            "client_credentials" => HttpResponse::Ok().json(json!({
+                                "access_token": format!("{SECRET}-machine-{n}"), "token_type": "bearer", "expires_in": 3600})),
+                            _ => invalid(),
+                        }
+                    }
+                }),
+            )
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(("127.0.0.1", 0))
+    .unwrap();
+    let addr = server.addrs()[0];
+    actix_rt::spawn(server.run());
+    (format!("http://{addr}"), grants)
+}
+
+#[actix_rt::test]
+async fn an_oauth_credential_connects_through_the_provider_and_authenticates_requests() {
+    let (api, seen) = api();
+    let (prov, grants) = provider();
+    let mut runner = RunnerServer::start(answer);
+    let dir = temp_dir("http-credentials-oauth");
+    let d = DaemonProcess::start(&dir, &[("SWITCHBOARD_LOG__LEVEL", "trace")]);
+    let admin = d.client();
+    let oauth = |name: &str, grant: &str| {
+        json!({"name": name, "type": "oauth2", "settings": {
+            "grant": grant, "client_id": "cid", "client_secret": format!("{SECRET}-client"),
+            "authorize_url": format!("{prov}/authorize"), "token_url": format!("{prov}/token"),
+            "scopes": "read write"}})
+    };
+    let (s, v) = call(
+        &admin,
+        "POST",
+        d.url("/v1/credentials"),
+        Some(oauth("CRM", "authorization_code")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["status"], "not_connected");
+    let id = v["id"].as_str().unwrap().to_owned();
+    d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
+        .await;
+    d.run_connector(
+        "http",
+        json!({"title": "API", "connector_idn": "api",
+        "settings": [{"idn": "base_url", "value": format!("{api}/v1")}]}),
+    )
+    .await;
+    let flow = json!({"runner": {"kind": "webhook", "url": format!("{}/skills", runner.base)},
+    "events": [
+        {"idn": "user_message", "skill_idn": "Talk", "integration_idn": "sandbox"},
+        {"idn": "magic_http_response", "skill_idn": "OnHttp", "integration_idn": "http"},
+        {"idn": "result_error", "skill_idn": "OnHttp", "integration_idn": "http"},
+    ]});
+    d.put_flow("Bot", "Main", &flow).await;
+
+    // Not connected yet: a request naming it is refused, nothing sent.
+    let (event, a) = ask(&d, &mut runner, "CRM").await;
+    assert_eq!(event, "result_error");
+    assert!(
+        a["error"].as_str().unwrap().contains("not_connected"),
+        "{a:?}"
+    );
+
+    // Start → the provider's page → its redirect to the callback → connected.
+    let (s, v) = call(
+        &admin,
+        "POST",
+        d.url(&format!("/v1/credentials/{id}/oauth/start")),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let url = v["authorization_url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with(&format!("{prov}/authorize?")), "{url}");
+    assert!(
+        url.contains("code_challenge=") && url.contains("state="),
+        "{url}"
+    );
+    let browser = reqwest::Client::new();
+    let r = browser.get(&url).send().await.unwrap();
+    let callback = r.url().to_string();
+    let (status, page) = (r.status(), r.text().await.unwrap());
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("CRM is connected"), "{page}");
+    assert!(
+        callback.starts_with(&d.url("/oauth/callback")),
+        "{callback}"
+    );
+    // The state is single use.
+    let r = browser.get(&callback).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let (_, v) = call(&admin, "GET", d.url(&format!("/v1/credentials/{id}")), None).await;
+    assert_eq!(v["status"], "connected", "{v}");
+    assert!(
+        v["expires_at"].is_string() && v["last_refresh_at"].is_string(),
+        "{v}"
+    );
+    assert_eq!(v["secrets_set"], json!(["client_secret"]));
+
+    // The access token goes on the request.
+    let (event, _) = ask(&d, &mut runner, "CRM").await;
+    assert_eq!(event, "magic_http_response");
+    let last = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.1, format!("Bearer {SECRET}-access-1"));
+
+    // Client credentials: connected at start, no browser.
+    let (s, v) = call(
+        &admin,
+        "POST",
+        d.url("/v1/credentials"),
+        Some(oauth("Machine", "client_credentials")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let machine = v["id"].as_str().unwrap().to_owned();
+    let (s, v) = call(
+        &admin,
+        "POST",
+        d.url(&format!("/v1/credentials/{machine}/oauth/start")),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, v["status"].as_str()),
+        (StatusCode::OK, Some("connected")),
+        "{v}"
+    );
+    assert!(v["authorization_url"].is_null());
+    let (event, _) = ask(&d, &mut runner, "Machine").await;
+    assert_eq!(event, "magic_http_response");
+    let last = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.1, format!("Bearer {SECRET}-machine-2"));
+    assert_eq!(
+        *grants.lock().unwrap(),
+        ["authorization_code", "client_credentials"]
+    );
+
+    // No token, client secret or refresh token in any answer, dead letter, metric or log.
+    let (_, list) = call_text(&admin, "GET", d.url("/v1/credentials"), None).await;
+    let (_, letters) = call_text(&admin, "GET", d.url("/v1/dead-letters"), None).await;
+    let (_, metrics) = call_text(&admin, "GET", d.url("/metrics"), None).await;
+    for text in [&list, &letters, &metrics] {
+        assert!(!text.contains(SECRET), "{text}");
+    }
+    assert!(!d.logged(SECRET), "a log line shows a secret");
+    d.terminate().await;
+}

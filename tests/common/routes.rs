@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 /// The routes [`every_route`] leaves out, as `(method, path template)`: the probes, the
 /// document, the sandbox (its page needs no token, its socket and list take one, a ticket or the
-/// daemon's own loopback page) and `/metrics` (a token only when `metrics.require_token` says
+/// daemon's own loopback page), the OAuth callback (bound to its state) and `/metrics` (a token only when `metrics.require_token` says
 /// so).
 pub const OUTSIDE_EVERY_ROUTE: &[(&str, &str)] = &[
     ("GET", "/healthz"),
@@ -18,6 +18,7 @@ pub const OUTSIDE_EVERY_ROUTE: &[(&str, &str)] = &[
     ("GET", "/sandbox"),
     ("GET", "/sandbox/connectors"),
     ("GET", "/sandbox/ws"),
+    ("GET", "/oauth/callback"),
 ];
 
 /// Every route that needs a token, with a request body where it takes one: `connector` and
@@ -123,5 +124,10 @@ pub fn every_route(connector: &str, letter: &str) -> Vec<(&'static str, String, 
             Some(json!({"name": "m"})),
         ),
         ("DELETE", format!("/v1/credentials/{connector}"), None),
+        (
+            "POST",
+            format!("/v1/credentials/{connector}/oauth/start"),
+            None,
+        ),
     ]
 }

@@ -98,6 +98,8 @@ impl Component for HttpComponent {
         let vault = actix_web::web::Data::new(credentials::routes::Vault {
             credentials,
             directory: cx.directory.clone(),
+            egress: cx.egress.clone(),
+            flows: credentials::oauth::Flows::default(),
         });
         built.with_routes(move |cfg| {
             cfg.app_data(vault.clone());

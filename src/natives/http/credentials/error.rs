@@ -18,6 +18,9 @@ pub enum CredentialError {
     /// Http connectors reference it (deleting takes `?force=true`).
     #[error("http connectors use this credential: {}; delete with ?force=true to break them", .0.join(", "))]
     InUse(Vec<String>),
+    /// The OAuth provider refused or failed.
+    #[error("the OAuth provider: {0}")]
+    Provider(String),
     /// A sealed field does not open (wrong key ring).
     #[error("a sealed field of credential {0} does not open")]
     Sealed(String),
@@ -38,6 +41,7 @@ impl Blame for CredentialError {
     fn fault(&self) -> Fault {
         match self {
             CredentialError::Sealed(_) => Fault::Daemon,
+            CredentialError::Provider(_) => Fault::Peer,
             CredentialError::Store(e) => e.fault(),
             _ => Fault::Caller,
         }
@@ -60,6 +64,7 @@ impl From<CredentialError> for ApiError {
             CredentialError::NotFound(_) => (Kind::NotFound, "not_found", None),
             CredentialError::NameTaken(_) => (Kind::Conflict, "exists", Some("name".into())),
             CredentialError::InUse(_) => (Kind::Conflict, "credential_in_use", None),
+            CredentialError::Provider(_) => (Kind::BadGateway, "oauth_provider", None),
             CredentialError::Sealed(_) | CredentialError::Store(_) => {
                 tracing::error!(error = %e, "credential store failure");
                 (kind_of(&e, Kind::Invalid), "store", None)

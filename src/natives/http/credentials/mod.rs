@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod kind;
+pub mod oauth;
 pub mod resolve;
 pub mod routes;
 pub mod store;

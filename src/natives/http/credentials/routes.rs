@@ -14,6 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::CredentialError;
 use super::kind::CredentialType;
+use super::oauth::{self, Flows, OAuthError, FLOW_TTL};
 use super::store::{Change, Credential, CredentialStore};
 use crate::api::body::{decode, Body};
 use crate::api::caller::Caller;
@@ -25,11 +26,16 @@ use crate::api::responses::{
 use crate::auth::Scope;
 use crate::connectors::Directory;
 use crate::domain::{ConnectorKey, Idn};
+use crate::outbound::Egress;
 
 /// What the credential routes use (app data, registered with them).
 pub struct Vault {
     pub credentials: CredentialStore,
     pub directory: Arc<Directory>,
+    /// Requests to OAuth providers.
+    pub egress: Egress,
+    /// Authorization-code flows waiting for their callback.
+    pub flows: Flows,
 }
 
 impl Vault {
@@ -58,7 +64,9 @@ pub fn register(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(create)
         .service(show)
         .service(configure)
-        .service(remove);
+        .service(remove)
+        .service(oauth_start)
+        .service(oauth_callback);
 }
 
 /// A new credential.
@@ -342,4 +350,175 @@ async fn remove(
     }
     v.credentials.delete(account.as_str(), cr.id).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+impl From<OAuthError> for CredentialError {
+    fn from(e: OAuthError) -> CredentialError {
+        match e {
+            OAuthError::Incomplete(reason) => {
+                let field = reason.split(' ').next().unwrap_or("settings").to_owned();
+                CredentialError::invalid(field, reason)
+            }
+            other => CredentialError::Provider(other.to_string()),
+        }
+    }
+}
+
+/// The start of an OAuth authorization.
+#[derive(Serialize, ToSchema)]
+struct OAuthStarted {
+    /// Authorization code: the provider's page to open in a browser (it comes back to
+    /// `/oauth/callback`). Absent for client credentials, connected at once.
+    authorization_url: Option<String>,
+    /// How long the authorization may take, in ms.
+    expires_in_ms: Option<u64>,
+    /// The credential's status now.
+    status: &'static str,
+}
+
+/// Starts connecting an `oauth2` or `intercom` credential.
+///
+/// Needs `credentials:write`. Authorization code (with PKCE): answers the provider's
+/// authorization URL; the state and verifier are kept by the daemon, single use, for 10 min,
+/// and the provider sends the browser back to `/oauth/callback` on the host this request
+/// named. Client credentials: the token is fetched now.
+#[utoipa::path(
+    tag = "credentials",
+    params(CredentialPath),
+    security(("bearer" = ["credentials:write"])),
+    responses(
+        (status = 200, description = "Started (or connected)", body = OAuthStarted),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 502, description = "The provider refused or failed", body = crate::api::error::ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[post("/v1/credentials/{id}/oauth/start")]
+async fn oauth_start(
+    v: V,
+    c: Caller,
+    req: HttpRequest,
+    path: web::Path<CredentialPath>,
+) -> Result<HttpResponse, ApiError> {
+    let account = c.need(Scope::CredentialsWrite)?;
+    let cr = v
+        .credentials
+        .find(account.as_str(), &path.id()?.to_string())
+        .await?;
+    let secrets = v.credentials.open(&cr)?;
+    if oauth::is_client_credentials(&cr) {
+        let tokens = oauth::client_credentials(&v.egress, &cr, &secrets)
+            .await
+            .map_err(CredentialError::from)?;
+        v.credentials.set_tokens(&cr, tokens).await?;
+        let cr = v
+            .credentials
+            .find(account.as_str(), &cr.id.to_string())
+            .await?;
+        return Ok(answer(
+            actix_web::http::StatusCode::OK,
+            OAuthStarted {
+                authorization_url: None,
+                expires_in_ms: None,
+                status: cr.status().as_str(),
+            },
+        ));
+    }
+    let info = req.connection_info();
+    let redirect = format!("{}://{}/oauth/callback", info.scheme(), info.host());
+    let url = oauth::start(&v.flows, &cr, &secrets, &redirect).map_err(CredentialError::from)?;
+    Ok(answer(
+        actix_web::http::StatusCode::OK,
+        OAuthStarted {
+            authorization_url: Some(url),
+            expires_in_ms: Some(FLOW_TTL.as_millis() as u64),
+            status: cr.status().as_str(),
+        },
+    ))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct CallbackQuery {
+    /// The flow's state, from `oauth/start`.
+    state: Option<String>,
+    /// The authorization code.
+    code: Option<String>,
+    /// The provider's refusal (`access_denied`, …).
+    error: Option<String>,
+}
+
+fn page(status: actix_web::http::StatusCode, text: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+        .body(format!(
+            "<!doctype html><meta charset=utf-8><title>Switchboard</title><p>{}</p>",
+            text.replace('&', "&amp;").replace('<', "&lt;")
+        ))
+}
+
+/// Where an OAuth provider sends the browser back (public: bound to the flow's state).
+///
+/// Exchanges the code (with the flow's PKCE verifier) for tokens, stored sealed. A state
+/// unknown, used or older than 10 min is a 400.
+#[utoipa::path(
+    tag = "credentials",
+    params(CallbackQuery),
+    security(()),
+    responses(
+        (status = 200, description = "Connected", content_type = "text/html", body = String),
+        (status = 400, description = "Unknown or used state, or the provider's refusal", content_type = "text/html", body = String),
+        (status = 502, description = "The token endpoint refused or failed", content_type = "text/html", body = String),
+    )
+)]
+#[get("/oauth/callback")]
+async fn oauth_callback(v: V, q: web::Query<CallbackQuery>) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let Some(flow) = q.state.as_deref().and_then(|s| v.flows.take(s)) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "This authorization is unknown, used or expired: start again.",
+        );
+    };
+    if let Some(e) = &q.error {
+        return page(
+            StatusCode::BAD_REQUEST,
+            &format!("The provider refused: {e}."),
+        );
+    }
+    let Some(code) = q.code.clone() else {
+        return page(StatusCode::BAD_REQUEST, "The provider sent no code.");
+    };
+    let done = async {
+        let cr = v
+            .credentials
+            .find(&flow.account, &flow.id.to_string())
+            .await?;
+        let secrets = v.credentials.open(&cr)?;
+        let tokens = oauth::finish(&v.egress, &cr, &secrets, flow, code)
+            .await
+            .map_err(CredentialError::from)?;
+        v.credentials.set_tokens(&cr, tokens).await?;
+        Ok::<_, CredentialError>(cr.name)
+    };
+    match done.await {
+        Ok(name) => page(
+            StatusCode::OK,
+            &format!("{name} is connected. You can close this page."),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "an OAuth callback failed");
+            let status = if matches!(e, CredentialError::Provider(_)) {
+                StatusCode::BAD_GATEWAY
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            page(status, &format!("Not connected: {e}"))
+        }
+    }
 }

@@ -115,6 +115,15 @@ fn row(r: &Row<'_>) -> rusqlite::Result<Credential> {
     })
 }
 
+/// Tokens an OAuth provider granted.
+pub struct Tokens {
+    pub access: String,
+    /// A new refresh token, if the provider sent one (else the stored one stays).
+    pub refresh: Option<String>,
+    /// When the access token expires (Unix ms), if the provider said.
+    pub expires_at: Option<i64>,
+}
+
 /// A field change of a create or configure: a value, or `None` to remove the field.
 pub type Change = (String, Option<String>);
 
@@ -325,6 +334,44 @@ impl CredentialStore {
             Written::Done => Ok(()),
             Written::Duplicate => Err(CredentialError::NotFound(id.to_string())),
         }
+    }
+
+    /// Stores `tokens` for credential `c` (connected again: `needs_reauth` cleared).
+    pub async fn set_tokens(&self, c: &Credential, tokens: Tokens) -> Result<(), CredentialError> {
+        let mut sealed = c.tokens.clone();
+        let seal = |k: &str, v: &str| self.secrets.seal(v, &aad(&c.account, c.id, k));
+        sealed.insert("access_token".into(), seal("access_token", &tokens.access));
+        if let Some(r) = &tokens.refresh {
+            sealed.insert("refresh_token".into(), seal("refresh_token", r));
+        }
+        let (a, key, t) = (c.account.clone(), c.id.to_string(), text_of(&sealed));
+        let (expires, now) = (tokens.expires_at, Utc::now().timestamp_millis());
+        self.store
+            .write(move |tx| {
+                tx.execute(
+                    "UPDATE http_credentials SET tokens = ?3, expires_at = ?4, refreshed_at = ?5,
+                     needs_reauth = 0 WHERE account = ?1 AND id = ?2",
+                    params![a, key, t, expires, now],
+                )?;
+                Ok(Written::Done)
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Marks credential `c` as needing a new authorization.
+    pub async fn mark_needs_reauth(&self, c: &Credential) -> Result<(), CredentialError> {
+        let (a, key) = (c.account.clone(), c.id.to_string());
+        self.store
+            .write(move |tx| {
+                tx.execute(
+                    "UPDATE http_credentials SET needs_reauth = 1 WHERE account = ?1 AND id = ?2",
+                    params![a, key],
+                )?;
+                Ok(Written::Done)
+            })
+            .await?;
+        Ok(())
     }
 
     /// The secret fields and tokens of `c`, opened (for the request that carries them only).
