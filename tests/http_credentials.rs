@@ -423,12 +423,17 @@ async fn a_credential_is_put_on_requests_and_shows_nowhere() {
 /// back with a code and the state; `/token` takes the code with its PKCE verifier (S256
 /// checked), client credentials, or a refresh token; anything else is `invalid_grant`.
 /// Answers its base URL and how many token requests it answered by grant.
-fn provider() -> (String, Arc<Mutex<Vec<String>>>) {
+fn provider() -> (String, Arc<Provider>) {
     use sha2::Digest;
     type Codes = Arc<Mutex<Vec<(String, String, String)>>>; // (code, challenge, redirect_uri)
     let codes: Codes = Arc::default();
-    let grants: Arc<Mutex<Vec<String>>> = Arc::default();
-    let g = grants.clone();
+    let state = Arc::new(Provider {
+        grants: Mutex::default(),
+        current: Mutex::default(),
+        expires_in: std::sync::atomic::AtomicU64::new(3600),
+        revoked: std::sync::atomic::AtomicBool::new(false),
+    });
+    let g = state.clone();
     let server = HttpServer::new(move || {
         let (codes, codes2, grants) = (codes.clone(), codes.clone(), g.clone());
         App::new()
@@ -465,10 +470,17 @@ fn provider() -> (String, Arc<Mutex<Vec<String>>>) {
                         }
                         let grant = f.get("grant_type").cloned().unwrap_or_default();
                         let invalid = || HttpResponse::BadRequest().json(json!({"error": "invalid_grant"}));
+                        let prov = grants.clone();
                         let n = {
-                            let mut g = grants.lock().unwrap();
+                            let mut g = prov.grants.lock().unwrap();
                             g.push(grant.clone());
                             g.len()
+                        };
+                        let expires_in = prov.expires_in.load(std::sync::atomic::Ordering::SeqCst);
+                        let issue = |token: String| {
+                            *prov.current.lock().unwrap() = token.clone();
+                            HttpResponse::Ok().json(json!({"access_token": token, "token_type": "bearer",
+                                "expires_in": expires_in, "refresh_token": format!("{SECRET}-refresh")}))
                         };
                         match grant.as_str() {
                             "authorization_code" => {
@@ -483,8 +495,17 @@ fn provider() -> (String, Arc<Mutex<Vec<String>>>) {
                                 if derived != challenge || f.get("redirect_uri") != Some(&redirect) {
                                     return invalid();
                                 }
-                                HttpResponse::Ok().json(json!({"access_token": format!("{SECRET}-access-{n}"),
-                                    "token_type": "bearer", "expires_in": 3600, "refresh_token": format!("{SECRET}-refresh")}))
+                                issue(format!("{SECRET}-access-{n}"))
+                            }
+                            "refresh_token" => {
+                                if prov.revoked.load(std::sync::atomic::Ordering::SeqCst)
+                                    || f.get("refresh_token") != Some(&format!("{SECRET}-refresh"))
+                                {
+                                    return invalid();
+                                }
+                                // Slow enough that the requests refused meanwhile wait for it.
+                                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                                issue(format!("{SECRET}-access-{n}"))
                             }
                             "client_credentials" => HttpResponse::Ok().json(json!({
                                 "access_token": format!("{SECRET}-machine-{n}"), "token_type": "bearer", "expires_in": 3600})),
@@ -500,13 +521,65 @@ fn provider() -> (String, Arc<Mutex<Vec<String>>>) {
     .unwrap();
     let addr = server.addrs()[0];
     actix_rt::spawn(server.run());
-    (format!("http://{addr}"), grants)
+    (format!("http://{addr}"), state)
+}
+
+/// What the local OAuth provider did and will do.
+struct Provider {
+    /// The grant of each token request.
+    grants: Mutex<Vec<String>>,
+    /// The access token issued last (the guarded API takes only it).
+    current: Mutex<String>,
+    /// The lifetime of the tokens it issues, in seconds.
+    expires_in: std::sync::atomic::AtomicU64,
+    /// Refresh tokens are refused (`invalid_grant`).
+    revoked: std::sync::atomic::AtomicBool,
+}
+
+impl Provider {
+    fn refreshes(&self) -> usize {
+        self.grants
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|g| *g == "refresh_token")
+            .count()
+    }
+}
+
+/// A local API that answers 200 to the provider's current access token only, 401 otherwise.
+fn guarded_api(prov: Arc<Provider>) -> String {
+    let server = HttpServer::new(move || {
+        let prov = prov.clone();
+        App::new().default_service(web::to(move |req: HttpRequest| {
+            let prov = prov.clone();
+            async move {
+                let auth = req
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok());
+                let want = format!("Bearer {}", prov.current.lock().unwrap());
+                if auth == Some(want.as_str()) {
+                    HttpResponse::Ok().body("fine")
+                } else {
+                    HttpResponse::Unauthorized().body("token refused")
+                }
+            }
+        }))
+    })
+    .workers(2)
+    .disable_signals()
+    .bind(("127.0.0.1", 0))
+    .unwrap();
+    let addr = server.addrs()[0];
+    actix_rt::spawn(server.run());
+    format!("http://{addr}")
 }
 
 #[actix_rt::test]
 async fn an_oauth_credential_connects_through_the_provider_and_authenticates_requests() {
     let (api, seen) = api();
-    let (prov, grants) = provider();
+    let (prov, provider_state) = provider();
     let mut runner = RunnerServer::start(answer);
     let dir = temp_dir("http-credentials-oauth");
     let d = DaemonProcess::start(&dir, &[("SWITCHBOARD_LOG__LEVEL", "trace")]);
@@ -621,7 +694,7 @@ async fn an_oauth_credential_connects_through_the_provider_and_authenticates_req
     let last = seen.lock().unwrap().last().cloned().unwrap();
     assert_eq!(last.1, format!("Bearer {SECRET}-machine-2"));
     assert_eq!(
-        *grants.lock().unwrap(),
+        *provider_state.grants.lock().unwrap(),
         ["authorization_code", "client_credentials"]
     );
 
@@ -633,5 +706,127 @@ async fn an_oauth_credential_connects_through_the_provider_and_authenticates_req
         assert!(!text.contains(SECRET), "{text}");
     }
     assert!(!d.logged(SECRET), "a log line shows a secret");
+    d.terminate().await;
+}
+
+/// Sends user message `text` from `who`.
+async fn say(d: &DaemonProcess, who: &str, text: &str) {
+    let e = json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat", "event_idn": "user_message",
+        "actor": {"external_id": who}, "arguments": {"text": text}});
+    let (s, v) = call(&d.client(), "POST", d.url("/v1/events"), Some(e)).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+}
+
+/// The next `n` events the runner gets other than user messages.
+async fn answers(
+    runner: &mut RunnerServer,
+    n: usize,
+) -> Vec<(String, serde_json::Map<String, Value>)> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let r = runner.next().await;
+        assert!(!String::from_utf8_lossy(&r.body).contains(SECRET));
+        let (event, args) = event_of(&r);
+        if event != "user_message" {
+            got.push((event, args));
+        }
+    }
+    got
+}
+
+#[actix_rt::test]
+async fn oauth_tokens_refresh_once_for_many_ahead_of_expiry_and_a_revocation_is_told() {
+    let (prov, state) = provider();
+    let api = guarded_api(state.clone());
+    let mut runner = RunnerServer::start(answer);
+    let dir = temp_dir("http-credentials-refresh");
+    let d = DaemonProcess::start(&dir, &[("SWITCHBOARD_LOG__LEVEL", "debug")]);
+    let admin = d.client();
+    let (s, v) = call(&admin, "POST", d.url("/v1/credentials"), Some(json!({"name": "CRM", "type": "oauth2",
+        "settings": {"client_id": "cid", "client_secret": format!("{SECRET}-client"),
+        "authorize_url": format!("{prov}/authorize"), "token_url": format!("{prov}/token"), "scopes": "read write"}}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let (_, v) = call(
+        &admin,
+        "POST",
+        d.url(&format!("/v1/credentials/{id}/oauth/start")),
+        None,
+    )
+    .await;
+    let r = reqwest::get(v["authorization_url"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
+        .await;
+    d.run_connector("http", json!({"title": "API", "connector_idn": "api", "settings": [
+        {"idn": "base_url", "value": format!("{api}/v1")}, {"idn": "max_in_flight", "value": "20"}]})).await;
+    let flow = json!({"runner": {"kind": "webhook", "url": format!("{}/skills", runner.base)},
+    "events": [
+        {"idn": "user_message", "skill_idn": "Talk", "integration_idn": "sandbox"},
+        {"idn": "magic_http_response", "skill_idn": "OnHttp", "integration_idn": "http"},
+        {"idn": "result_error", "skill_idn": "OnHttp", "integration_idn": "http"},
+        {"idn": "credential_revoked", "skill_idn": "OnRevoked", "integration_idn": "system"},
+    ]});
+    d.put_flow("Bot", "Main", &flow).await;
+
+    // The provider moves on: the token in hand gets 401. Twenty conversations at once: one
+    // refresh, every request sent again with its token.
+    *state.current.lock().unwrap() = "rotated".into();
+    for i in 0..20 {
+        say(&d, &format!("user{i}"), "CRM").await;
+    }
+    let got = answers(&mut runner, 20).await;
+    for (event, a) in &got {
+        assert_eq!(
+            (event.as_str(), a["statusCode"].as_str()),
+            ("magic_http_response", Some("200")),
+            "{a:?}"
+        );
+    }
+    assert_eq!(state.refreshes(), 1, "one refresh for twenty 401s");
+
+    // A token with little life left is refreshed before it is used.
+    state
+        .expires_in
+        .store(60, std::sync::atomic::Ordering::SeqCst);
+    *state.current.lock().unwrap() = "rotated".into();
+    say(&d, "solo", "CRM").await; // 401 → refresh (a 60 s token)
+    assert_eq!(answers(&mut runner, 1).await[0].1["statusCode"], "200");
+    assert_eq!(state.refreshes(), 2);
+    say(&d, "solo", "CRM").await; // expiring → refreshed ahead, no 401
+    assert_eq!(answers(&mut runner, 1).await[0].1["statusCode"], "200");
+    assert_eq!(state.refreshes(), 3);
+
+    // The provider refuses the refresh token: needs_reauth, a credential_revoked system event,
+    // and the request fails naming the credential.
+    state
+        .revoked
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    say(&d, "solo", "CRM").await;
+    let got = answers(&mut runner, 2).await;
+    let revoked = got
+        .iter()
+        .find(|(e, _)| e == "credential_revoked")
+        .expect("credential_revoked");
+    assert_eq!(revoked.1["credentialName"], "CRM");
+    assert_eq!(revoked.1["credentialId"], id.as_str());
+    let failed = got
+        .iter()
+        .find(|(e, _)| e == "result_error")
+        .expect("result_error");
+    assert!(
+        failed.1["error"].as_str().unwrap().contains("needs_reauth"),
+        "{failed:?}"
+    );
+    let (_, v) = call(&admin, "GET", d.url(&format!("/v1/credentials/{id}")), None).await;
+    assert_eq!(v["status"], "needs_reauth");
+    let (_, metrics) = call_text(&admin, "GET", d.url("/metrics"), None).await;
+    assert!(
+        metrics.contains("switchboard_credential_refreshes_total"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(SECRET) && !d.logged(SECRET));
     d.terminate().await;
 }

@@ -35,6 +35,7 @@ use crate::fault::{Blame, Fault};
 use crate::natives::component::{Built, Component, NativeContext};
 use crate::outbound::{retry, Backoff, Egress, SendOptions, Sent};
 use crate::telemetry::handles;
+use credentials::refresh::Refresher;
 use credentials::CredentialStore;
 use lanes::Lanes;
 use request::{Auth, ConnectorSettings};
@@ -90,7 +91,9 @@ impl Component for HttpComponent {
             directory: cx.directory.clone(),
             lanes: Lanes::new(crate::telemetry::queue::names::HTTP_REQUEST_LANES),
             gates: DashMap::default(),
-            credentials: credentials.clone(),
+            credentials: credentials
+                .clone()
+                .map(|store| Arc::new(Refresher::new(store, cx.egress.clone(), cx.events.clone()))),
         }));
         let Some(credentials) = credentials else {
             return built;
@@ -114,8 +117,8 @@ pub struct HttpNative {
     directory: Arc<Directory>,
     lanes: Lanes<(ConnectorKey, PersonaId)>,
     gates: DashMap<ConnectorKey, Gate, FxBuildHasher>,
-    /// The accounts' credentials (with a store and the keyring).
-    credentials: Option<CredentialStore>,
+    /// The accounts' credentials and their refreshes (with a store and the keyring).
+    credentials: Option<Arc<Refresher>>,
 }
 
 impl HttpNative {
@@ -226,33 +229,56 @@ impl NativeIntegration for HttpNative {
         let built = request::build(command, &settings)?;
         let answer = c.answer_later();
         let account = command.account.to_string();
+        let persona = c.persona;
         let (egress, gate, options) = (self.egress.clone(), self.gate(&key), settings.options);
         self.lanes
             .submit(
                 (key, c.persona),
                 Box::pin(async move {
                     let started = Instant::now();
-                    let mut request = built.request;
-                    if let (Some(name), Some(vault)) = (named, vault) {
-                        if let Err(reason) =
-                            with_credential(&vault, &account, &name, &mut request).await
+                    let base = built.request;
+                    let mut request = base.clone();
+                    let mut token = None;
+                    if let (Some(name), Some(vault)) = (&named, &vault) {
+                        match with_credential(vault, &account, name, None, persona, &mut request)
+                            .await
                         {
-                            handles::send_request("none", "credential_unusable", started.elapsed());
-                            let mut arguments = Arguments::default();
-                            if let Some(t) = &built.target_action {
-                                arguments.push("targetAction", t.as_str());
+                            Ok(t) => token = t,
+                            Err(reason) => {
+                                handles::send_request(
+                                    "none",
+                                    "credential_unusable",
+                                    started.elapsed(),
+                                );
+                                let mut arguments = Arguments::default();
+                                if let Some(t) = &built.target_action {
+                                    arguments.push("targetAction", t.as_str());
+                                }
+                                answer.fail(Failure {
+                                    reason,
+                                    fault: Fault::Caller,
+                                    retryable: false,
+                                    arguments,
+                                    unanswered: false,
+                                });
+                                return;
                             }
-                            answer.fail(Failure {
-                                reason,
-                                fault: Fault::Caller,
-                                retryable: false,
-                                arguments,
-                                unanswered: false,
-                            });
-                            return;
                         }
                     }
-                    let sent = send(&egress, &gate, request, &options).await;
+                    let mut sent = send(&egress, &gate, request, &options).await;
+                    // An OAuth token the API refused: refreshed (once for all waiting), sent again once.
+                    if let (Some(name), Some(vault), Some(used)) = (&named, &vault, &token) {
+                        if matches!(&sent, Ok(s) if s.status == reqwest::StatusCode::UNAUTHORIZED) {
+                            let mut again = base.clone();
+                            let stale = Some(used.clone());
+                            if with_credential(vault, &account, name, stale, persona, &mut again)
+                                .await
+                                .is_ok()
+                            {
+                                sent = send(&egress, &gate, again, &options).await;
+                            }
+                        }
+                    }
                     respond(answer, sent, built.target_action, started.elapsed());
                 }),
             )
@@ -271,18 +297,22 @@ impl NativeIntegration for HttpNative {
     }
 }
 
-/// Puts credential `name` of `account` on `request`; the reason names the credential only.
+/// Puts credential `name` of `account` on `request` (an OAuth token refreshed first if it is
+/// expiring or `stale`); answers the OAuth token used. The reason names the credential only.
 async fn with_credential(
-    vault: &CredentialStore,
+    vault: &Refresher,
     account: &str,
     name: &str,
+    stale: Option<String>,
+    persona: PersonaId,
     request: &mut crate::outbound::OutboundRequest,
-) -> Result<(), String> {
-    let auth = credentials::resolve::auth(vault, account, name)
+) -> Result<Option<String>, String> {
+    let (auth, token) = credentials::resolve::auth(vault, account, name, stale, persona)
         .await
         .map_err(|e| e.to_string())?;
     request::inject(request, &auth)
-        .map_err(|_| format!("credential {name:?} is not a header value"))
+        .map_err(|_| format!("credential {name:?} is not a header value"))?;
+    Ok(token)
 }
 
 /// Sends `request` under the connector's gate; an idempotent one is tried again on 429, 5xx or

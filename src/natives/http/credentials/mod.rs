@@ -5,6 +5,7 @@
 pub mod error;
 pub mod kind;
 pub mod oauth;
+pub mod refresh;
 pub mod resolve;
 pub mod routes;
 pub mod store;

@@ -153,6 +153,20 @@ fn url<T>(
     make(v.to_owned()).map_err(|_| OAuthError::Incomplete(format!("settings.{field} is not a URL")))
 }
 
+/// The `oauth2` crate's HTTP client: the egress toolkit.
+struct Client(Egress);
+
+impl<'c> oauth2::AsyncHttpClient<'c> for Client {
+    type Error = Transport;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<oauth2::HttpResponse, Transport>> + Send + 'c>,
+    >;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(send(&self.0, request))
+    }
+}
+
 /// Sends one request of the `oauth2` crate through the egress toolkit.
 async fn send(
     egress: &Egress,
@@ -262,7 +276,7 @@ pub async fn finish(
     if let Some(s) = e.client_secret {
         client = client.set_client_secret(ClientSecret::new(s));
     }
-    let http = |req| send(egress, req);
+    let http = Client(egress.clone());
     tokens_of(
         client
             .exchange_code(AuthorizationCode::new(code))
@@ -287,7 +301,7 @@ pub async fn client_credentials(
     if let Some(s) = e.client_secret {
         client = client.set_client_secret(ClientSecret::new(s));
     }
-    let http = |req| send(egress, req);
+    let http = Client(egress.clone());
     tokens_of(
         client
             .exchange_client_credentials()
@@ -316,7 +330,7 @@ pub async fn refresh(
     if let Some(s) = e.client_secret {
         client = client.set_client_secret(ClientSecret::new(s));
     }
-    let http = |req| send(egress, req);
+    let http = Client(egress.clone());
     tokens_of(
         client
             .exchange_refresh_token(&RefreshToken::new(token))

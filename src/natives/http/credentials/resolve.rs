@@ -3,8 +3,9 @@
 //! request carries out. A refusal names the credential, never a secret.
 
 use super::kind::{CredentialType, Status};
-use super::store::CredentialStore;
+use super::refresh::Refresher;
 use super::CredentialError;
+use crate::domain::PersonaId;
 use crate::natives::http::request::Auth;
 
 /// Why a named credential cannot authenticate a request.
@@ -16,10 +17,20 @@ pub enum Unusable {
     NotReady { name: String, status: Status },
     #[error("credential {0:?} could not be read")]
     Broken(String),
+    #[error("credential {0:?} expired and its provider did not refresh it")]
+    Refresh(String),
 }
 
-/// The [`Auth`] of credential `name` (or id) of `account`.
-pub async fn auth(store: &CredentialStore, account: &str, name: &str) -> Result<Auth, Unusable> {
+/// The [`Auth`] of credential `name` (or id) of `account`, and for an OAuth one the access
+/// token it carries (refreshed first if expiring, or if it is `stale`: a 401 answered it).
+pub async fn auth(
+    refresher: &Refresher,
+    account: &str,
+    name: &str,
+    stale: Option<String>,
+    persona: PersonaId,
+) -> Result<(Auth, Option<String>), Unusable> {
+    let store = &refresher.store;
     let c = match store.find(account, name).await {
         Ok(c) => c,
         Err(CredentialError::NotFound(_)) => return Err(Unusable::Missing(name.to_owned())),
@@ -32,11 +43,15 @@ pub async fn auth(store: &CredentialStore, account: &str, name: &str) -> Result<
             status,
         });
     }
+    if c.kind.is_oauth() {
+        let token = refresher.access_token(c, stale, persona).await?;
+        return Ok((Auth::Bearer(token.clone()), Some(token)));
+    }
     let mut secrets = store
         .open(&c)
         .map_err(|_| Unusable::Broken(c.name.clone()))?;
     let mut take = |k: &str| secrets.remove(k).unwrap_or_default();
-    Ok(match c.kind {
+    let auth = match c.kind {
         CredentialType::ApiKey => match c.plain.get("query_param") {
             Some(param) => Auth::ApiKeyQuery {
                 param: param.clone(),
@@ -57,5 +72,6 @@ pub async fn auth(store: &CredentialStore, account: &str, name: &str) -> Result<
             password: take("password"),
         },
         CredentialType::OAuth2 | CredentialType::Intercom => Auth::Bearer(take("access_token")),
-    })
+    };
+    Ok((auth, None))
 }
