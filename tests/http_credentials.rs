@@ -768,6 +768,7 @@ async fn oauth_tokens_refresh_once_for_many_ahead_of_expiry_and_a_revocation_is_
         {"idn": "magic_http_response", "skill_idn": "OnHttp", "integration_idn": "http"},
         {"idn": "result_error", "skill_idn": "OnHttp", "integration_idn": "http"},
         {"idn": "credential_revoked", "skill_idn": "OnRevoked", "integration_idn": "system"},
+        {"idn": "credential_recovered", "skill_idn": "OnRevoked", "integration_idn": "system"},
     ]});
     d.put_flow("Bot", "Main", &flow).await;
 
@@ -822,6 +823,30 @@ async fn oauth_tokens_refresh_once_for_many_ahead_of_expiry_and_a_revocation_is_
     );
     let (_, v) = call(&admin, "GET", d.url(&format!("/v1/credentials/{id}")), None).await;
     assert_eq!(v["status"], "needs_reauth");
+
+    // Authorized again: credential_recovered, and requests go through.
+    state
+        .revoked
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    state
+        .expires_in
+        .store(3600, std::sync::atomic::Ordering::SeqCst);
+    let (_, v) = call(
+        &admin,
+        "POST",
+        d.url(&format!("/v1/credentials/{id}/oauth/start")),
+        None,
+    )
+    .await;
+    let r = reqwest::get(v["authorization_url"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let got = answers(&mut runner, 1).await;
+    assert_eq!(got[0].0, "credential_recovered");
+    assert_eq!(got[0].1["credentialName"], "CRM");
+    say(&d, "solo", "CRM").await;
+    assert_eq!(answers(&mut runner, 1).await[0].1["statusCode"], "200");
     let (_, metrics) = call_text(&admin, "GET", d.url("/metrics"), None).await;
     assert!(
         metrics.contains("switchboard_credential_refreshes_total"),

@@ -81,28 +81,31 @@ impl Component for HttpComponent {
 
     /// With a store and the keyring, the credential routes too.
     fn build(self: Box<Self>, cx: &NativeContext) -> Built {
-        let credentials = cx
+        let refresher = cx
             .store
             .clone()
             .zip(cx.secrets.clone())
-            .map(|(store, secrets)| CredentialStore::new(store, secrets));
+            .map(|(store, secrets)| {
+                let store = CredentialStore::new(store, secrets);
+                Arc::new(Refresher::new(store, cx.egress.clone(), cx.events.clone()))
+            });
         let built = Built::executor(Arc::new(HttpNative {
             egress: cx.egress.clone(),
             directory: cx.directory.clone(),
             lanes: Lanes::new(crate::telemetry::queue::names::HTTP_REQUEST_LANES),
             gates: DashMap::default(),
-            credentials: credentials
-                .clone()
-                .map(|store| Arc::new(Refresher::new(store, cx.egress.clone(), cx.events.clone()))),
+            credentials: refresher.clone(),
         }));
-        let Some(credentials) = credentials else {
+        let Some(refresher) = refresher else {
             return built;
         };
         let vault = actix_web::web::Data::new(credentials::routes::Vault {
-            credentials,
+            credentials: refresher.store.clone(),
             directory: cx.directory.clone(),
             egress: cx.egress.clone(),
             flows: credentials::oauth::Flows::default(),
+            refresher,
+            persona_key: cx.persona_key,
         });
         built.with_routes(move |cfg| {
             cfg.app_data(vault.clone());

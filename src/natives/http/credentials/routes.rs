@@ -15,6 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::CredentialError;
 use super::kind::CredentialType;
 use super::oauth::{self, Flows, OAuthError, FLOW_TTL};
+use super::refresh::Refresher;
 use super::store::{Change, Credential, CredentialStore};
 use crate::api::body::{decode, Body};
 use crate::api::caller::Caller;
@@ -25,7 +26,7 @@ use crate::api::responses::{
 };
 use crate::auth::Scope;
 use crate::connectors::Directory;
-use crate::domain::{ConnectorKey, Idn};
+use crate::domain::{ConnectorKey, Idn, PersonaKey};
 use crate::outbound::Egress;
 
 /// What the credential routes use (app data, registered with them).
@@ -36,6 +37,10 @@ pub struct Vault {
     pub egress: Egress,
     /// Authorization-code flows waiting for their callback.
     pub flows: Flows,
+    /// The refreshes (and the system events of credentials).
+    pub refresher: Arc<Refresher>,
+    /// The persona a credential's own system events go to (`credential:<id>` on `system`).
+    pub persona_key: PersonaKey,
 }
 
 impl Vault {
@@ -504,6 +509,13 @@ async fn oauth_callback(v: V, q: web::Query<CallbackQuery>) -> HttpResponse {
             .await
             .map_err(CredentialError::from)?;
         v.credentials.set_tokens(&cr, tokens).await?;
+        if cr.needs_reauth {
+            if let Ok(account) = Idn::parse("account", &cr.account) {
+                let own = format!("credential:{}", cr.id);
+                let persona = v.persona_key.derive(&account, &Idn::known("system"), &own);
+                v.refresher.notify(&cr, "credential_recovered", persona);
+            }
+        }
         Ok::<_, CredentialError>(cr.name)
     };
     match done.await {
