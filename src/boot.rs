@@ -19,7 +19,7 @@ use crate::skill_runner::pending::PendingInvocations;
 use crate::skill_runner::webhook::{WebhookRunners, WebhookSettings};
 use crate::skill_runner::{NoRunner, RunnerRegistry, RunnerResolver, SkillRunner};
 use crate::store::dead_letters::SqliteDeadLetters;
-use crate::store::Store;
+use crate::store::{SecretBox, Store};
 use crate::transport::commands::NatsCommandSink;
 use crate::transport::dlq::PublishingDeadLetters;
 use crate::transport::Nats;
@@ -85,7 +85,7 @@ pub async fn start(
             .chain([&config.store.secret_key_file, &admin_token])
             .map(|p| p.as_path()),
     )?;
-    let (secrets, _) =
+    let (secrets, key_text) =
         secrets_key::load(&config.store.secret_key_env, &config.store.secret_key_file)?;
     let store_err = |source| BootError::Store {
         path: config.store.path.display().to_string(),
@@ -179,6 +179,7 @@ pub async fn start(
             support: NativeSupport {
                 egress: Egress::new(egress.clone()),
                 store: Some(store.clone()),
+                secrets: SecretBox::from_base64(&key_text).ok().map(Arc::new),
                 started: natives_started,
                 shutdown: shutdown.clone(),
             },

@@ -214,6 +214,7 @@ impl Engine {
             dead_letters: parts.dead_letters.clone(),
             egress: parts.support.egress,
             store: parts.support.store,
+            secrets: parts.support.secrets,
             started: parts.support.started,
             shutdown: parts.support.shutdown,
         };

@@ -327,8 +327,9 @@ async fn an_account_sees_and_changes_only_its_own_things() {
         .into_iter()
         .map(|(m, p, body)| case(m, p, body, StatusCode::NOT_FOUND))
         .collect();
-    // The connector's six routes, the flow's three, the dead letter's two.
-    assert_eq!(cases.len(), 11);
+    // The connector's six routes, the flow's three, the dead letter's two, and the four
+    // credential routes (named by the same id).
+    assert_eq!(cases.len(), 15);
     check(&d, &a, &cases).await;
     for list in [
         "/v1/flows",

@@ -21,7 +21,7 @@ use crate::ingress::InternalEvents;
 use crate::outbound::Egress;
 use crate::routing::LiveIndex;
 use crate::session::SessionTable;
-use crate::store::Store;
+use crate::store::{SecretBox, Store};
 
 /// A native integration, as the registration list holds it.
 pub trait Component: Send + 'static {
@@ -137,6 +137,9 @@ pub struct NativeContext {
     /// The daemon's store (its own tables through `Store::read` / `write`); `None` for an
     /// engine without one (tests, benchmarks): keep state in memory then.
     pub store: Option<Store>,
+    /// The daemon's keyring, to seal a native's own secrets as connector settings are sealed;
+    /// `None` with no store.
+    pub secrets: Option<Arc<SecretBox>>,
     /// Opens once the daemon restored its state.
     pub started: Started,
     /// Cancelled when the daemon stops: background tasks end.
@@ -147,6 +150,7 @@ pub struct NativeContext {
 pub struct NativeSupport {
     pub egress: Egress,
     pub store: Option<Store>,
+    pub secrets: Option<Arc<SecretBox>>,
     pub started: Started,
     pub shutdown: CancellationToken,
 }
@@ -157,6 +161,7 @@ impl Default for NativeSupport {
         NativeSupport {
             egress: Egress::new(crate::outbound::policy::EgressPolicy::new(Vec::new())),
             store: None,
+            secrets: None,
             started: StartGate::open(),
             shutdown: CancellationToken::new(),
         }

@@ -248,6 +248,11 @@ pub fn send_request(status_class: &'static str, outcome: &'static str, took: std
     histogram!(m::SEND_REQUEST_DURATION_SECONDS).record(took.as_secs_f64());
 }
 
+/// An OAuth credential's refresh for `reason` ended with `outcome`.
+pub fn credential_refresh(reason: &'static str, outcome: &'static str) {
+    counter!(m::CREDENTIAL_REFRESHES_TOTAL, "reason" => reason, "outcome" => outcome).increment(1);
+}
+
 /// A create was refused at an account's `limit` (its configuration key).
 pub fn limit_reached(limit: &'static str) {
     counter!(m::LIMITS_REACHED_TOTAL, "limit" => limit).increment(1);

@@ -45,6 +45,7 @@ pub const RUNNER_ATTEMPTS_TOTAL: &str = "switchboard_runner_attempts_total";
 pub const LIMITS_REACHED_TOTAL: &str = "switchboard_limits_reached_total";
 pub const SEND_REQUESTS_TOTAL: &str = "switchboard_send_requests_total";
 pub const SEND_REQUEST_DURATION_SECONDS: &str = "switchboard_send_request_duration_seconds";
+pub const CREDENTIAL_REFRESHES_TOTAL: &str = "switchboard_credential_refreshes_total";
 pub const OUTBOX_PENDING: &str = "switchboard_outbox_pending";
 pub const OUTBOX_DELIVERIES_TOTAL: &str = "switchboard_outbox_deliveries_total";
 pub const OUTBOX_DELIVERY_SECONDS: &str = "switchboard_outbox_delivery_seconds";
@@ -204,6 +205,10 @@ pub fn describe() {
     describe_counter!(
         SEND_REQUESTS_TOTAL,
         "send_request commands of http connectors carried out, by status class (2xx..5xx, none: no answer) and outcome (success, error_status, timeout, connect_error, egress_denied, redirect, failed)."
+    );
+    describe_counter!(
+        CREDENTIAL_REFRESHES_TOTAL,
+        "OAuth token refreshes of credentials, by reason (expiring, unauthorized) and outcome (refreshed, raced, revoked, failed)."
     );
     describe_histogram!(
         SEND_REQUEST_DURATION_SECONDS,

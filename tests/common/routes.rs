@@ -8,8 +8,9 @@ use serde_json::{json, Value};
 
 /// The routes [`every_route`] leaves out, as `(method, path template)`: the probes, the
 /// document, the sandbox (its page needs no token, its socket and list take one, a ticket or the
-/// daemon's own loopback page), `/metrics` (a token only when `metrics.require_token` says
-/// so) and the `api` connectors' incoming webhooks (signed, or the connector's own token).
+/// daemon's own loopback page), the OAuth callback (bound to its state), `/metrics` (a token
+/// only when `metrics.require_token` says so) and the `api` connectors' incoming webhooks
+/// (signed, or the connector's own token).
 pub const OUTSIDE_EVERY_ROUTE: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -19,6 +20,7 @@ pub const OUTSIDE_EVERY_ROUTE: &[(&str, &str)] = &[
     ("GET", "/sandbox/connectors"),
     ("GET", "/sandbox/ws"),
     ("POST", "/hooks/api/{account}/{connector}/{token}"),
+    ("GET", "/oauth/callback"),
 ];
 
 /// Every route that needs a token, with a request body where it takes one: `connector` and
@@ -111,5 +113,23 @@ pub fn every_route(connector: &str, letter: &str) -> Vec<(&'static str, String, 
         ),
         ("DELETE", "/v1/tokens/AAAAAAAAAAAA".into(), None),
         ("POST", "/sandbox/ticket".into(), None),
+        ("GET", "/v1/credentials".into(), None),
+        (
+            "POST",
+            "/v1/credentials".into(),
+            Some(json!({"name": "n", "type": "bearer"})),
+        ),
+        ("GET", format!("/v1/credentials/{connector}"), None),
+        (
+            "PATCH",
+            format!("/v1/credentials/{connector}"),
+            Some(json!({"name": "m"})),
+        ),
+        ("DELETE", format!("/v1/credentials/{connector}"), None),
+        (
+            "POST",
+            format!("/v1/credentials/{connector}/oauth/start"),
+            None,
+        ),
     ]
 }

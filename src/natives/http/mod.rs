@@ -13,6 +13,7 @@
 //! Idempotent methods are retried on 429, 5xx and connection failures (`Retry-After` honoured,
 //! within the connector's timeout); others are sent once.
 
+pub mod credentials;
 pub mod lanes;
 pub mod request;
 
@@ -34,6 +35,8 @@ use crate::fault::{Blame, Fault};
 use crate::natives::component::{Built, Component, NativeContext};
 use crate::outbound::{retry, Backoff, Egress, SendOptions, Sent};
 use crate::telemetry::handles;
+use credentials::refresh::Refresher;
+use credentials::CredentialStore;
 use lanes::Lanes;
 use request::{Auth, ConnectorSettings};
 
@@ -77,13 +80,42 @@ impl Component for HttpComponent {
         "http"
     }
 
+    fn migrations(&self) -> &'static [&'static str] {
+        credentials::store::MIGRATIONS
+    }
+
+    /// With a store and the keyring, the credential routes too.
     fn build(self: Box<Self>, cx: &NativeContext) -> Built {
-        Built::executor(Arc::new(HttpNative {
+        let refresher = cx
+            .store
+            .clone()
+            .zip(cx.secrets.clone())
+            .map(|(store, secrets)| {
+                let store = CredentialStore::new(store, secrets);
+                Arc::new(Refresher::new(store, cx.egress.clone(), cx.events.clone()))
+            });
+        let built = Built::executor(Arc::new(HttpNative {
             egress: cx.egress.clone(),
             directory: cx.directory.clone(),
             lanes: Lanes::new(crate::telemetry::queue::names::HTTP_REQUEST_LANES),
             gates: DashMap::default(),
-        }))
+            credentials: refresher.clone(),
+        }));
+        let Some(refresher) = refresher else {
+            return built;
+        };
+        let vault = actix_web::web::Data::new(credentials::routes::Vault {
+            credentials: refresher.store.clone(),
+            directory: cx.directory.clone(),
+            egress: cx.egress.clone(),
+            flows: credentials::oauth::Flows::default(),
+            refresher,
+            persona_key: cx.persona_key,
+        });
+        built.with_routes(move |cfg| {
+            cfg.app_data(vault.clone());
+            credentials::routes::register(cfg);
+        })
     }
 }
 
@@ -93,6 +125,8 @@ pub struct HttpNative {
     directory: Arc<Directory>,
     lanes: Lanes<(ConnectorKey, PersonaId)>,
     gates: DashMap<ConnectorKey, Gate, FxBuildHasher>,
+    /// The accounts' credentials and their refreshes (with a store and the keyring).
+    credentials: Option<Arc<Refresher>>,
 }
 
 impl HttpNative {
@@ -172,16 +206,82 @@ impl NativeIntegration for HttpNative {
     fn execute(&self, c: NativeCommand<'_>) -> Result<Answered, CommandRefusal> {
         let command = c.command;
         let key = ConnectorKey::new(&command.account, &command.integration, &command.connector);
-        let settings = self.settings(&key);
+        // A credential the skill names wins over the connector's; either takes the place of
+        // the connector's own auth settings.
+        let named = command
+            .arguments
+            .get("credential")
+            .filter(|n| !n.trim().is_empty())
+            .map(str::to_owned)
+            .or_else(|| self.directory.setting(&key, "credential"))
+            .filter(|n| !n.trim().is_empty());
+        let mut settings = self.settings(&key);
+        let vault = match (&named, &self.credentials) {
+            (None, _) => None,
+            (Some(_), Some(vault)) => Some(vault.clone()),
+            (Some(_), None) => {
+                return Err(CommandRefusal::Unavailable {
+                    integration: "http".into(),
+                    reason: "credentials need the daemon's store".into(),
+                })
+            }
+        };
+        if named.is_some() {
+            settings.auth = Auth::None;
+        }
         let built = request::build(command, &settings)?;
         let answer = c.answer_later();
+        let account = command.account.to_string();
+        let persona = c.persona;
         let (egress, gate, options) = (self.egress.clone(), self.gate(&key), settings.options);
         self.lanes
             .submit(
                 (key, c.persona),
                 Box::pin(async move {
                     let started = Instant::now();
-                    let sent = send(&egress, &gate, built.request, &options).await;
+                    let base = built.request;
+                    let mut request = base.clone();
+                    let mut token = None;
+                    if let (Some(name), Some(vault)) = (&named, &vault) {
+                        match with_credential(vault, &account, name, None, persona, &mut request)
+                            .await
+                        {
+                            Ok(t) => token = t,
+                            Err(reason) => {
+                                handles::send_request(
+                                    "none",
+                                    "credential_unusable",
+                                    started.elapsed(),
+                                );
+                                let mut arguments = Arguments::default();
+                                if let Some(t) = &built.target_action {
+                                    arguments.push("targetAction", t.as_str());
+                                }
+                                answer.fail(Failure {
+                                    reason,
+                                    fault: Fault::Caller,
+                                    retryable: false,
+                                    arguments,
+                                    unanswered: false,
+                                });
+                                return;
+                            }
+                        }
+                    }
+                    let mut sent = send(&egress, &gate, request, &options).await;
+                    // An OAuth token the API refused: refreshed (once for all waiting), sent again once.
+                    if let (Some(name), Some(vault), Some(used)) = (&named, &vault, &token) {
+                        if matches!(&sent, Ok(s) if s.status == reqwest::StatusCode::UNAUTHORIZED) {
+                            let mut again = base.clone();
+                            let stale = Some(used.clone());
+                            if with_credential(vault, &account, name, stale, persona, &mut again)
+                                .await
+                                .is_ok()
+                            {
+                                sent = send(&egress, &gate, again, &options).await;
+                            }
+                        }
+                    }
                     respond(answer, sent, built.target_action, started.elapsed());
                 }),
             )
@@ -198,6 +298,24 @@ impl NativeIntegration for HttpNative {
             self.gates.remove(connector);
         }
     }
+}
+
+/// Puts credential `name` of `account` on `request` (an OAuth token refreshed first if it is
+/// expiring or `stale`); answers the OAuth token used. The reason names the credential only.
+async fn with_credential(
+    vault: &Refresher,
+    account: &str,
+    name: &str,
+    stale: Option<String>,
+    persona: PersonaId,
+    request: &mut crate::outbound::OutboundRequest,
+) -> Result<Option<String>, String> {
+    let (auth, token) = credentials::resolve::auth(vault, account, name, stale, persona)
+        .await
+        .map_err(|e| e.to_string())?;
+    request::inject(request, &auth)
+        .map_err(|_| format!("credential {name:?} is not a header value"))?;
+    Ok(token)
 }
 
 /// Sends `request` under the connector's gate; an idempotent one is tried again on 429, 5xx or

@@ -40,6 +40,11 @@ pub enum Auth {
         header: String,
         value: String,
     },
+    /// An API key as a query parameter.
+    ApiKeyQuery {
+        param: String,
+        value: String,
+    },
 }
 
 impl std::fmt::Debug for Auth {
@@ -49,6 +54,7 @@ impl std::fmt::Debug for Auth {
             Auth::Bearer(_) => "Bearer(<redacted>)",
             Auth::Basic { .. } => "Basic(<redacted>)",
             Auth::ApiKey { .. } => "ApiKey(<redacted>)",
+            Auth::ApiKeyQuery { .. } => "ApiKeyQuery(<redacted>)",
         })
     }
 }
@@ -187,7 +193,7 @@ pub fn build(command: &Command, settings: &ConnectorSettings) -> Result<Built, C
 }
 
 /// Puts the connector's credentials on `request`, over anything the skill set there.
-fn inject(request: &mut OutboundRequest, auth: &Auth) -> Result<(), CommandRefusal> {
+pub fn inject(request: &mut OutboundRequest, auth: &Auth) -> Result<(), CommandRefusal> {
     use base64::Engine as _;
     let sensitive = |v: String| {
         let mut v = HeaderValue::from_str(&v).map_err(|_| {
@@ -222,6 +228,19 @@ fn inject(request: &mut OutboundRequest, auth: &Auth) -> Result<(), CommandRefus
                 .headers
                 .insert(name.clone(), sensitive(value.clone())?);
             request.credential_headers.push(name);
+        }
+        Auth::ApiKeyQuery { param, value } => {
+            // Over a parameter of the same name the skill set.
+            let kept: Vec<(String, String)> = request
+                .url
+                .query_pairs()
+                .filter(|(k, _)| k != param.as_str())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            let mut pairs = request.url.query_pairs_mut();
+            pairs.clear().extend_pairs(kept).append_pair(param, value);
+            drop(pairs);
+            request.credential_in_query = true;
         }
     }
     Ok(())
@@ -349,6 +368,15 @@ mod tests {
                 "GET https://api.example.com/v2/me",
                 &[("x-api-key", "k-123")],
             )),
+        );
+        // A key in the query, over the skill's parameter of the same name.
+        check(
+            &[("method", "GET"), ("url", "me?key=forged&q=1")],
+            Auth::ApiKeyQuery {
+                param: "key".into(),
+                value: "k 1".into(),
+            },
+            Ok(("GET https://api.example.com/v2/me?q=1&key=k+1", &[])),
         );
         check(
             &[("method", "GET"), ("url", "https://files.example.com/a")],

@@ -1,0 +1,15 @@
+//! Credential connectors: per account, under `/v1/credentials` ([`routes`]), of the types in
+//! [`kind`], stored sealed in the `http` native's table ([`store`]); an http connector's
+//! `credential` setting or a `send_request`'s `credential` argument names one.
+
+pub mod error;
+pub mod kind;
+pub mod oauth;
+pub mod refresh;
+pub mod resolve;
+pub mod routes;
+pub mod store;
+
+pub use error::CredentialError;
+pub use kind::CredentialType;
+pub use store::{Credential, CredentialStore};
