@@ -91,6 +91,45 @@ pub enum RekeyError {
     Store(#[from] crate::store::StoreError),
     #[error("a stored secret does not open with the keyring ({0}); nothing more was changed")]
     Open(String),
+    /// Values sealed under an old key remain where rekey cannot re-seal them (a native's own
+    /// table): dropping the old keys would make them unreadable, so they stay in the file.
+    #[error(
+        "values sealed under an old key remain in {0}, which rekey cannot re-seal yet: the new key \
+         seals from now on and the old keys are kept (run rekey without --drop-old)"
+    )]
+    StillSealedUnderOld(String),
+}
+
+/// The first `table.column` of the store holding a value sealed under one of `key_ids` (any
+/// table: natives keep their own), or `None`. Blocking.
+fn sealed_under(
+    store: &crate::store::Store,
+    key_ids: &[String],
+) -> Result<Option<String>, crate::store::StoreError> {
+    store.read(|c| {
+        let tables: Vec<String> = c
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for table in tables {
+            let columns: Vec<String> = c
+                .prepare("SELECT name FROM pragma_table_info(?1)")?
+                .query_map([&table], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for column in columns {
+                for id in key_ids {
+                    let query = format!(
+                        "SELECT EXISTS (SELECT 1 FROM \"{table}\" WHERE CAST(\"{column}\" AS TEXT) LIKE ?1)"
+                    );
+                    let pattern = format!("%sealed:v2:{id}:%");
+                    if c.query_row(&query, [&pattern], |r| r.get::<_, bool>(0))? {
+                        return Ok(Some(format!("{table}.{column}")));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    })
 }
 
 /// Seals every stored secret under a new key: the key file first gets the new key on top of
@@ -187,6 +226,23 @@ pub async fn rekey(
         }
     }
     store.flush().await?;
+    if drop_old {
+        let (old_ids, reader) = (
+            old.key_ids()
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>(),
+            store.clone(),
+        );
+        let left = tokio::task::spawn_blocking(move || sealed_under(&reader, &old_ids))
+            .await
+            .map_err(|e| {
+                crate::store::StoreError::Sqlite(format!("a blocking read failed: {e}"))
+            })??;
+        if let Some(place) = left {
+            return Err(RekeyError::StillSealedUnderOld(place));
+        }
+    }
     let kept = if drop_old {
         write_key_file(file, &format!("{new_key}\n"))?;
         Vec::new()
@@ -264,5 +320,59 @@ pub async fn persona_key(
                 .await?;
             Ok(PersonaKey::Keyed(key))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn old_keys_stay_while_a_table_rekey_does_not_know_holds_values_they_sealed() {
+        let dir = std::env::temp_dir().join(format!("sb-rekey-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("secret.key");
+        let env = "SB_TEST_REKEY_UNSET_VARIABLE";
+        let (old, _) = load(env, &file).unwrap();
+        let store = crate::store::Store::open(&dir.join("t.db"), 64, 5000).unwrap();
+        // A native's own table with a value sealed under the old key, inside a JSON map.
+        let sealed = old.seal("s3cr3t", "a/native/field");
+        store
+            .write(move |tx| {
+                tx.execute_batch("CREATE TABLE native_things (id TEXT, sealed TEXT)")?;
+                tx.execute(
+                    "INSERT INTO native_things VALUES ('x', ?1)",
+                    [format!("{{\"token\":\"{sealed}\"}}")],
+                )?;
+                Ok(crate::store::Written::Done)
+            })
+            .await
+            .unwrap();
+        let refused = rekey(env, &file, &store, true).await.unwrap_err();
+        assert!(
+            matches!(&refused, RekeyError::StillSealedUnderOld(p) if p == "native_things.sealed"),
+            "{refused}"
+        );
+        // The old key is still in the file: the value opens.
+        let (ring, _) = load(env, &file).unwrap();
+        let value: String = store
+            .read(|c| c.query_row("SELECT sealed FROM native_things", [], |r| r.get(0)))
+            .unwrap();
+        let inner: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(&value).unwrap();
+        assert_eq!(
+            ring.open(&inner["token"], "a/native/field").unwrap(),
+            "s3cr3t"
+        );
+        // Without that table, the old keys go.
+        store
+            .write(|tx| {
+                tx.execute_batch("DROP TABLE native_things")?;
+                Ok(crate::store::Written::Done)
+            })
+            .await
+            .unwrap();
+        let done = rekey(env, &file, &store, true).await.unwrap();
+        assert!(done.kept.is_empty());
     }
 }
