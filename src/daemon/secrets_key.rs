@@ -234,11 +234,7 @@ pub async fn rekey(
                 .collect::<Vec<_>>(),
             store.clone(),
         );
-        let left = tokio::task::spawn_blocking(move || sealed_under(&reader, &old_ids))
-            .await
-            .map_err(|e| {
-                crate::store::StoreError::Sqlite(format!("a blocking read failed: {e}"))
-            })??;
+        let left = super::start::blocking(move || sealed_under(&reader, &old_ids)).await?;
         if let Some(place) = left {
             return Err(RekeyError::StillSealedUnderOld(place));
         }
