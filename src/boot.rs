@@ -211,6 +211,9 @@ pub async fn start(
         egress,
         natives_stop: shutdown,
         transport,
+        stream_inbox: nats
+            .as_ref()
+            .map(|n| Arc::new(n.stream_inbox()) as Arc<dyn crate::intake::StreamInbox>),
         config,
     }));
     start::restore(&daemon).await?;

@@ -1,8 +1,9 @@
 //! The durable intake: the one way inbound events enter (HTTP `POST /v1/events`, natives'
 //! routes: incoming webhooks, web chat, the sandbox page). [`Intake::ingest`] admits the event
-//! (the one check), makes it durable (the store's inbox in the embedded mode), submits it to the
-//! engine, and answers accepted, duplicate, or refused with the reason. The daemon implements
-//! it; natives' route handlers reach it as app data (`web::Data<Arc<dyn Intake>>`).
+//! (the one check), makes it durable (the store's inbox in the embedded mode; with NATS, the
+//! events stream, through a [`StreamInbox`]), submits it to the engine (with NATS, the stream's
+//! consumer does), and answers accepted, duplicate, or refused with the reason. The daemon
+//! implements it; natives' route handlers reach it as app data (`web::Data<Arc<dyn Intake>>`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,6 +22,9 @@ pub enum IngestError {
     Refused(#[from] Refusal),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The events stream did not store the event (NATS unreachable, the acknowledgement late).
+    #[error("the events stream did not store the event: {0}")]
+    Stream(String),
 }
 
 impl Blame for IngestError {
@@ -28,6 +32,7 @@ impl Blame for IngestError {
         match self {
             IngestError::Refused(r) => r.fault(),
             IngestError::Store(e) => e.fault(),
+            IngestError::Stream(_) => Fault::Daemon,
         }
     }
 
@@ -35,6 +40,7 @@ impl Blame for IngestError {
         match self {
             IngestError::Refused(r) => r.retryable(),
             IngestError::Store(e) => e.retryable(),
+            IngestError::Stream(_) => true,
         }
     }
 }
@@ -55,4 +61,26 @@ pub trait Intake: Send + Sync + 'static {
         &self,
         event: Event,
     ) -> Pin<Box<dyn Future<Output = Result<Ingested, IngestError>> + '_>>;
+}
+
+/// What the events stream said of an appended event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The event's id: the one the stream's consumer gives it (stable across redeliveries).
+    pub id: Uuid,
+    /// The stream already held a message with the same id (a repeat within its window).
+    pub duplicate: bool,
+}
+
+/// The events stream as the intake's durable step (NATS mode): an event appended here is
+/// stored before the caller hears 202, and the stream's consumer submits it, so any daemon on
+/// the stream may take it. The transport implements it; the daemon receives it when wired.
+pub trait StreamInbox: Send + Sync + 'static {
+    /// Appends `event` (deduplicated by `dedupe_key` within the stream's window when given);
+    /// answers once the stream stored it.
+    fn append(
+        &self,
+        event: &Event,
+        dedupe_key: Option<String>,
+    ) -> Pin<Box<dyn Future<Output = Result<Appended, IngestError>> + Send + 'static>>;
 }

@@ -20,6 +20,8 @@ const PER_EVENT: usize = 3;
 const EVENTS: usize = 3;
 /// How long the NATS server stays away: the fault itself, not a wait for a result.
 const OUTAGE: Duration = Duration::from_secs(15);
+/// How long the runner takes to answer: the server is killed meanwhile (well within it).
+const ANSWER_DELAY: Duration = Duration::from_secs(3);
 
 /// A slow skill: each invocation takes `ms` (the fault), one at a time, then completes.
 fn slow_runner(ms: u64) -> RunnerServer {
@@ -40,9 +42,10 @@ async fn all_completed(d: &DaemonProcess, n: usize) {
     .await;
 }
 
-/// A runner answering every `user_message` with [`PER_EVENT`] telegram messages.
-fn talking_runner() -> RunnerServer {
-    RunnerServer::start(|r| {
+/// A runner answering every `user_message` with [`PER_EVENT`] telegram messages, each answer
+/// `delay` after its request.
+fn talking_runner(delay: Duration) -> RunnerServer {
+    RunnerServer::start_slow(delay, |r| {
         let who = r.json["event"]["actor"]["external_id"]
             .as_str()
             .unwrap_or_default()
@@ -64,11 +67,15 @@ async fn commands_sent_during_a_nats_outage_are_delivered_once_each() {
     // A short acknowledgement timeout makes the old retry budget (8 tries) end within the
     // outage: it gave the commands up after about 10 s here (each try also waits for the
     // client while disconnected).
+    // The events' acknowledgements, made during the outage, are sent on reconnecting: a long
+    // `ack_wait` keeps the restarted server from delivering them again first.
     let d = DaemonProcess::builder(&dir)
         .envs(nats.daemon_env())
         .env("SWITCHBOARD_TRANSPORT__NATS__PUBLISH_ACK_TIMEOUT_MS", "200")
+        .env("SWITCHBOARD_TRANSPORT__NATS__ACK_WAIT_MS", "120000")
         .start();
-    let mut runner = talking_runner();
+    // The skill answers once the server is gone: its commands are made during the outage.
+    let mut runner = talking_runner(ANSWER_DELAY);
     d.run_connector(
         "telegram",
         json!({"title": "Bot", "connector_idn": "bot", "settings": [{"idn": "bot_token", "value": "t"}]}),
@@ -89,8 +96,8 @@ async fn commands_sent_during_a_nats_outage_are_delivered_once_each() {
         .await
         .unwrap();
 
-    // The server goes away; events keep coming over HTTP, and the skill answers each.
-    nats.kill();
+    // Events come over HTTP (stored in the stream: 202), reach the runner, and the server goes
+    // away before the skill answers each.
     for n in 0..EVENTS {
         let (s, v) = common::call(
             &d.client(),
@@ -105,6 +112,11 @@ async fn commands_sent_during_a_nats_outage_are_delivered_once_each() {
         .await;
         assert_eq!(s, reqwest::StatusCode::ACCEPTED, "{v}");
     }
+    common::eventually("every invocation at the runner", WAIT, || async {
+        (runner.arrived() == EVENTS).then_some(())
+    })
+    .await;
+    nats.kill();
     for _ in 0..EVENTS {
         runner.next().await;
     }

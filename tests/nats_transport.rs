@@ -636,3 +636,113 @@ async fn a_changed_ack_wait_and_max_ack_pending_apply_to_the_existing_consumers(
     assert_eq!(consumer_config().await, (Duration::from_secs(7), 5000));
     d.terminate().await;
 }
+
+/// The events stream's last sequence.
+async fn events_last_seq(nats_url: &str) -> u64 {
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url).await.unwrap());
+    let mut stream = js.get_stream("SB_EVENTS").await.unwrap();
+    stream.info().await.unwrap().state.last_sequence
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_posted_over_http_is_stored_in_the_stream_before_its_202() {
+    let (nats, d) = start("nats-http-intake", &[]).await;
+    setup(&d).await;
+    let (_adapter, runner, invocations) = clients(&nats.url(), Encoding::MessagePack).await;
+    let before = events_last_seq(&nats.url()).await;
+    let mut event = user_message("web", "over http");
+    event.external_event_id = Some("web-1".into());
+    let post = |e: EventEnvelope| {
+        let d = &d;
+        async move {
+            let r = d
+                .client()
+                .post(d.url("/v1/events"))
+                .json(&e)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            (status, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, body) = post(event.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "accepted");
+    assert_eq!(
+        events_last_seq(&nats.url()).await,
+        before + 1,
+        "the 202 came once the stream stored the event"
+    );
+    let inv = next_invocation(&invocations, WAIT)
+        .await
+        .unwrap()
+        .expect("the invocation");
+    assert_eq!(text_of(&inv), "over http");
+    assert_eq!(
+        inv.value.event.id.map(|id| id.to_string()),
+        body["id"].as_str().map(str::to_owned),
+        "the event the consumer routed is the one the 202 named"
+    );
+    complete(&runner, inv).await;
+
+    // A repeat of the external id: the stream's message id deduplicates it, same id answered.
+    let (status, again) = post(event).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["status"], "duplicate");
+    assert_eq!(again["id"], body["id"]);
+    assert_eq!(events_last_seq(&nats.url()).await, before + 1);
+
+    // A refusal is answered before anything reaches the stream.
+    let mut unknown = user_message("web", "nowhere");
+    unknown.connector_idn = "nobody".into();
+    let (status, refused) = post(unknown).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{refused}");
+    assert_eq!(events_last_seq(&nats.url()).await, before + 1);
+
+    // Stored means kept: posted, the daemon killed at once, the event still reaches the runner
+    // from the stream after the restart.
+    let (status, kept) = post(user_message("web", "kept")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{kept}");
+    let dir = d.dir.clone();
+    d.kill9();
+    let _d = DaemonProcess::builder(&dir).envs(nats.daemon_env()).start();
+    let inv = next_invocation(&invocations, WAIT)
+        .await
+        .unwrap()
+        .expect("the invocation of the event posted before the kill");
+    assert_eq!(text_of(&inv), "kept");
+    complete(&runner, inv).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_posted_while_the_stream_is_unreachable_is_refused_with_503() {
+    let (mut nats, d) = start(
+        "nats-http-outage",
+        &[("SWITCHBOARD_TRANSPORT__NATS__PUBLISH_ACK_TIMEOUT_MS", "200")],
+    )
+    .await;
+    setup(&d).await;
+    nats.kill();
+    common::eventually("the daemon to see NATS gone", WAIT, || async {
+        d.metrics()
+            .await
+            .contains("switchboard_transport_connected{transport=\"nats\"} 0")
+            .then_some(())
+    })
+    .await;
+    let r = d
+        .client()
+        .post(d.url("/v1/events"))
+        .json(&user_message("web", "during the outage"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        r.headers().get("retry-after").map(|v| v.to_str().unwrap()),
+        Some("1")
+    );
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "stream", "{body}");
+}

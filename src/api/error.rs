@@ -227,6 +227,9 @@ impl From<IngestError> for ApiError {
         match e {
             IngestError::Refused(r) => r.into(),
             IngestError::Store(s) => s.into(),
+            e @ IngestError::Stream(_) => {
+                ApiError::new(kind_of(&e, Kind::Invalid), "stream", e.to_string())
+            }
         }
     }
 }

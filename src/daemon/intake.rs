@@ -1,6 +1,8 @@
-//! The durable intake of the embedded mode: admitted, recorded in the store's inbox (deduped by
+//! The durable intake. Embedded mode: admitted, recorded in the store's inbox (deduped by
 //! `external_event_id` in the same transaction), submitted; a 202 only once committed. The row
 //! leaves when the delivery settles; rows left at start are replayed, marked redelivered.
+//! NATS mode: checked, appended to the events stream (deduped by the stream's message id);
+//! a 202 only once the stream stored it; the events consumer admits and submits it.
 
 use super::*;
 
@@ -40,6 +42,21 @@ impl Daemon {
         if self.is_draining() {
             return Err(Refusal::Busy.into());
         }
+        if let Some(stream) = &self.stream_inbox {
+            let event = self.engine.ingress().precheck(event)?;
+            let key = event
+                .external_event_id
+                .as_ref()
+                .filter(|_| dedupe == Dedupe::Check)
+                .map(|x| dedupe_key(&event, x));
+            let appended = stream.append(&event, key).await?;
+            if appended.duplicate {
+                metrics::counter!(crate::telemetry::metrics::EVENTS_DEDUPLICATED_TOTAL)
+                    .increment(1);
+                return Ok(Ingested::Duplicate(appended.id));
+            }
+            return Ok(Ingested::Accepted(appended.id));
+        }
         let admitted = self.engine.ingress().admit(event)?;
         // Taken before anything is acknowledged: at the in-flight limit the caller hears 503
         // at once instead of waiting.
@@ -50,12 +67,7 @@ impl Daemon {
             .external_event_id
             .as_ref()
             .filter(|_| dedupe == Dedupe::Check);
-        let dedupe_key = checked.map(|x| {
-            format!(
-                "{}/{}/{}/{x}",
-                event.account, event.integration, event.connector
-            )
-        });
+        let dedupe_key = checked.map(|x| dedupe_key(event, x));
         let envelope = Encoding::MessagePack.encode(&EventEnvelope::from_domain(event));
         let window = self.config.engine.dedupe_window_ms as i64;
         match self
@@ -85,6 +97,14 @@ impl Daemon {
             .submit(event, Some(leaves_inbox(self.store.clone(), id)))
             .await
     }
+}
+
+/// What names a repeat: `account/integration/connector/external_event_id`.
+fn dedupe_key(event: &Event, external_id: &str) -> String {
+    format!(
+        "{}/{}/{}/{external_id}",
+        event.account, event.integration, event.connector
+    )
 }
 
 /// The settlement of an event in the inbox: it leaves the inbox once done.

@@ -72,6 +72,8 @@ pub struct Daemon {
     natives_stop: tokio_util::sync::CancellationToken,
     /// The external transport's connection, when one is configured.
     transport: Option<Arc<dyn TransportLink>>,
+    /// With NATS, the events stream: the intake's durable step (see `intake.rs`).
+    stream_inbox: Option<Arc<dyn crate::intake::StreamInbox>>,
     /// Flows defined by files: reloads replace exactly these.
     file_flows: std::sync::Mutex<BTreeMap<(Name, Name), std::path::PathBuf>>,
 }
@@ -90,6 +92,9 @@ pub struct DaemonParts {
     /// Cancelled as the daemon drains.
     pub natives_stop: tokio_util::sync::CancellationToken,
     pub transport: Option<Arc<dyn TransportLink>>,
+    /// With NATS, the events stream the intake appends to (the embedded mode: `None`, the
+    /// store's inbox).
+    pub stream_inbox: Option<Arc<dyn crate::intake::StreamInbox>>,
 }
 
 impl Daemon {
@@ -109,6 +114,7 @@ impl Daemon {
             draining: AtomicBool::new(false),
             natives_stop: p.natives_stop,
             transport: p.transport,
+            stream_inbox: p.stream_inbox,
             file_flows: Default::default(),
         }
     }

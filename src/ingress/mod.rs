@@ -389,6 +389,20 @@ impl Ingress {
         }
     }
 
+    /// Admission's checks without taking room or submitting: the catalog's, and that the
+    /// event's connector runs. For an event that another path submits later (appended to the
+    /// events stream, whose consumer admits it again): the caller hears a refusal at once. A
+    /// refusal is counted and dead-lettered.
+    pub fn precheck(&self, event: Event) -> Result<Event, Refusal> {
+        if let Err(refusal) = self.check(&event, &mut None) {
+            return Err(self.refuse(event, refusal));
+        }
+        match self.with_inbox(&key_of(&event), (), |_, ()| ()) {
+            Ok(()) => Ok(event),
+            Err(((), reach)) => Err(self.refuse(event, reach.into())),
+        }
+    }
+
     /// The catalog's part of admission (see [`Ingress::check`]) and the room the event needs
     /// in its flow instances; the connector's part is checked when the event is handed over. A
     /// refusal is counted and dead-lettered (one for lack of room only counted: nothing was

@@ -377,7 +377,8 @@ async fn handle(
     Some((event, Some(Box::new(settle))))
 }
 
-fn stream_event_id(stream: &str, seq: u64) -> Uuid {
+/// The id of the event the stream holds at `seq`: stable across redeliveries.
+pub(super) fn stream_event_id(stream: &str, seq: u64) -> Uuid {
     use xxhash_rust::xxh3::Xxh3;
     let mut h = Xxh3::new();
     h.update(stream.as_bytes());

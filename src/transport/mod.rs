@@ -12,6 +12,7 @@ pub mod invocation_batches;
 pub mod publisher;
 pub mod queue_runner;
 pub mod results;
+pub mod stream_inbox;
 pub mod subjects;
 
 use std::sync::Arc;
@@ -76,6 +77,15 @@ impl Nats {
             consumers,
             config: config.clone(),
         })
+    }
+
+    /// The events stream as the intake's durable step.
+    pub fn stream_inbox(&self) -> stream_inbox::StreamIntake {
+        stream_inbox::StreamIntake {
+            js: self.js.clone(),
+            subjects: self.subjects.clone(),
+            encoding: self.encoding,
+        }
     }
 
     /// The client's connection state, for readiness and `/metrics`.

@@ -42,6 +42,8 @@ pub struct RunnerServer {
     pub rx: mpsc::UnboundedReceiver<Received>,
     answer: Arc<Mutex<Arc<Answer>>>,
     handle: actix_web::dev::ServerHandle,
+    /// POSTs that arrived, answered or not yet.
+    arrived: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl RunnerServer {
@@ -61,12 +63,16 @@ impl RunnerServer {
         let (tx, rx) = mpsc::unbounded_channel();
         let answer: Arc<Mutex<Arc<Answer>>> = Arc::new(Mutex::new(Arc::new(answer)));
         let a = answer.clone();
+        let arrived = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = arrived.clone();
         let server = HttpServer::new(move || {
             let tx = tx.clone();
             let a = a.clone();
+            let count = count.clone();
             App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
                 let tx = tx.clone();
                 let a = a.clone();
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 async move {
                     let r = Received {
                         path: req.path().to_owned(),
@@ -109,7 +115,13 @@ impl RunnerServer {
             rx,
             answer,
             handle,
+            arrived,
         }
+    }
+
+    /// How many POSTs arrived so far (a slow runner's before it answers them).
+    pub fn arrived(&self) -> usize {
+        self.arrived.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Changes how the runner answers from now on.
