@@ -21,9 +21,9 @@ impl Daemon {
         super::start::blocking(move || store.handed_mark(&consumer)).await
     }
 
-    /// Raises `consumer`'s hand-over mark to `seq` (queued).
-    pub fn raise_handed_mark(&self, consumer: String, seq: u64) {
-        self.store.raise_handed_mark(consumer, seq);
+    /// Raises `consumer`'s hand-over mark to `seq`; answers once committed.
+    pub async fn raise_handed_mark(&self, consumer: String, seq: u64) -> Result<(), StoreError> {
+        self.store.raise_handed_mark(consumer, seq).await
     }
 
     /// Takes an event in: admission, then durable in the inbox, then to the engine. When this

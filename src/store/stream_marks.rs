@@ -1,5 +1,5 @@
 //! How far each events consumer has handed messages to the engine (`stream_marks`): read once
-//! when the consumer starts, raised (never lowered) as it goes, off the hot path.
+//! when the consumer starts, raised (never lowered) as it goes, committed before the messages it covers are handed on.
 
 use rusqlite::{params, OptionalExtension};
 
@@ -19,18 +19,20 @@ impl Store {
         .map(|v| v.unwrap_or(0).max(0) as u64)
     }
 
-    /// Raises `consumer`'s mark to `seq` (a lower one is kept), queued, not awaited: a mark
-    /// lost in a crash leaves the older one, and the time between the hand-over and a skill's
-    /// invocation is what it has to commit in.
-    pub fn raise_handed_mark(&self, consumer: String, seq: u64) {
-        self.write_later(move |tx| {
+    /// Raises `consumer`'s mark to `seq` (a lower one is kept); answers once committed (in the
+    /// writer's next group commit). Awaited before the messages it covers are handed on: an
+    /// invocation never goes out for a message the mark does not cover yet.
+    pub async fn raise_handed_mark(&self, consumer: String, seq: u64) -> Result<(), StoreError> {
+        self.write(move |tx| {
             tx.execute(
                 "INSERT INTO stream_marks (consumer, handed_seq) VALUES (?1, ?2)
                  ON CONFLICT (consumer) DO UPDATE SET handed_seq = MAX(handed_seq, excluded.handed_seq)",
                 params![consumer, seq as i64],
             )?;
             Ok(Written::Done)
-        });
+        })
+        .await
+        .map(|_| ())
     }
 }
 
@@ -44,10 +46,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let store = Store::open(&dir.join("t.db"), 64, 5000).unwrap();
         assert_eq!(store.handed_mark("s/c").unwrap(), 0);
-        store.raise_handed_mark("s/c".into(), 40);
-        store.raise_handed_mark("s/c".into(), 12);
-        store.raise_handed_mark("s/other".into(), 7);
-        store.flush().await.unwrap();
+        store.raise_handed_mark("s/c".into(), 40).await.unwrap();
+        // Committed once answered: read back without a flush.
+        assert_eq!(store.handed_mark("s/c").unwrap(), 40);
+        store.raise_handed_mark("s/c".into(), 12).await.unwrap();
+        store.raise_handed_mark("s/other".into(), 7).await.unwrap();
         assert_eq!(store.handed_mark("s/c").unwrap(), 40);
         assert_eq!(store.handed_mark("s/other").unwrap(), 7);
     }

@@ -166,12 +166,19 @@ pub fn spawn(
                         Err(e) => failed = Some(e),
                     }
                 }
-                // The mark rises before the batch is handed on: queued, its commit races only
-                // the hand-over and a runner's invocation (not awaited: a commit per batch
-                // would cost the path its rate).
+                // The mark is committed before the batch is handed on, so no invocation goes
+                // out for a message it does not cover (one group commit per pulled batch).
                 if unadmitted.handed > recorded {
-                    recorded = unadmitted.handed;
-                    daemon.raise_handed_mark(mark.clone(), recorded);
+                    match daemon
+                        .raise_handed_mark(mark.clone(), unadmitted.handed)
+                        .await
+                    {
+                        Ok(()) => recorded = unadmitted.handed,
+                        // Repeats are then marked as JetStream counts deliveries.
+                        Err(e) => {
+                            tracing::warn!(error = %e, "events consumer: the hand-over mark was not recorded")
+                        }
+                    }
                 }
                 // Waits for in-flight permits: a full engine slows the pull, it never grows
                 // memory.
