@@ -855,3 +855,82 @@ async fn oauth_tokens_refresh_once_for_many_ahead_of_expiry_and_a_revocation_is_
     assert!(!metrics.contains(SECRET) && !d.logged(SECRET));
     d.terminate().await;
 }
+
+/// `switchboard rekey` on the daemon's directory (stopped), with `args`; answers what it said.
+fn rekey(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("rekey")
+        .args(args)
+        .current_dir(dir)
+        .env("SWITCHBOARD_STORE__PATH", dir.join("switchboard.db"))
+        .env(
+            "SWITCHBOARD_STORE__SECRET_KEY_FILE",
+            dir.join("switchboard.key"),
+        )
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    said
+}
+
+#[actix_rt::test]
+async fn credentials_are_resealed_by_rekey_and_still_put_on_requests_with_the_old_key_dropped() {
+    let (api, seen) = api();
+    let mut runner = RunnerServer::start(answer);
+    let dir = temp_dir("http-credentials-rekey");
+    let d = DaemonProcess::start(&dir, &[]);
+    let admin = d.client();
+    let (s, v) = call(
+        &admin,
+        "POST",
+        d.url("/v1/credentials"),
+        Some(json!({"name": "HubSpot API", "type": "bearer", "settings": {"token": SECRET}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
+        .await;
+    d.run_connector(
+        "http",
+        json!({"title": "API", "connector_idn": "api", "settings": [
+            {"idn": "base_url", "value": format!("{api}/v1")},
+            {"idn": "credential", "value": "HubSpot API"},
+        ]}),
+    )
+    .await;
+    let flow = json!({"runner": {"kind": "webhook", "url": format!("{}/skills", runner.base)},
+    "events": [
+        {"idn": "user_message", "skill_idn": "Talk", "integration_idn": "sandbox"},
+        {"idn": "magic_http_response", "skill_idn": "OnHttp", "integration_idn": "http"},
+        {"idn": "result_error", "skill_idn": "OnHttp", "integration_idn": "http"},
+    ]});
+    d.put_flow("Bot", "Main", &flow).await;
+    d.terminate().await;
+
+    // The credential's token is re-sealed with the rest, so the old key can go.
+    let old_key = std::fs::read_to_string(dir.join("switchboard.key")).unwrap();
+    let said = rekey(&dir, &["--drop-old"]);
+    assert!(said.contains("re-sealed 3 value(s)"), "{said}"); // + the persona key
+    assert!(said.ends_with(": none\n"), "{said}");
+    let new_key = std::fs::read_to_string(dir.join("switchboard.key")).unwrap();
+    assert_eq!(new_key.trim().lines().count(), 1);
+    assert_ne!(new_key.trim(), old_key.trim());
+
+    // On the new key alone, the credential still goes on the request.
+    let d = DaemonProcess::start(&dir, &[]);
+    let (event, a) = ask(&d, &mut runner, "-").await;
+    assert_eq!(event, "magic_http_response", "{a:?}");
+    assert_eq!(a["statusCode"], "200");
+    assert_eq!(
+        seen.lock().unwrap().last().cloned().unwrap(),
+        ("/v1/users/1?q=1".into(), format!("Bearer {SECRET}"))
+    );
+    let (_, v) = call(&d.client(), "GET", d.url("/v1/credentials"), None).await;
+    assert_eq!(v[0]["status"], "connected", "{v}");
+    d.terminate().await;
+}

@@ -32,7 +32,7 @@ use crate::commands::{
 use crate::connectors::Directory;
 use crate::domain::{Arguments, ConnectorKey, PersonaId};
 use crate::fault::{Blame, Fault};
-use crate::natives::component::{Built, Component, NativeContext};
+use crate::natives::component::{Built, Component, NativeContext, Reseal};
 use crate::outbound::{retry, Backoff, Egress, SendOptions, Sent};
 use crate::telemetry::handles;
 use credentials::refresh::Refresher;
@@ -82,6 +82,11 @@ impl Component for HttpComponent {
 
     fn migrations(&self) -> &'static [&'static str] {
         credentials::store::MIGRATIONS
+    }
+
+    /// The credentials' secret fields and tokens.
+    fn reseal(&self) -> Option<Reseal> {
+        Some(credentials::reseal)
     }
 
     /// With a store and the keyring, the credential routes too.

@@ -13,3 +13,12 @@ pub mod store;
 pub use error::CredentialError;
 pub use kind::CredentialType;
 pub use store::{Credential, CredentialStore};
+
+/// Re-seals what the `http` native keeps sealed (`switchboard rekey`): the credentials'
+/// secret fields and tokens.
+pub fn reseal(
+    tx: &rusqlite::Transaction<'_>,
+    ring: &crate::store::SecretBox,
+) -> Result<usize, crate::natives::component::ResealError> {
+    store::reseal(tx, ring)
+}

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::error::CredentialError;
 use super::kind::{check_field, check_together, status, CredentialType, Status};
+use crate::natives::component::ResealError;
 use crate::store::{SecretBox, Store, StoreError, Written};
 
 /// The table, made by the `http` component's migrations.
@@ -76,7 +77,7 @@ impl Credential {
     }
 }
 
-fn aad(account: &str, id: Uuid, field: &str) -> String {
+fn aad(account: &str, id: impl std::fmt::Display, field: &str) -> String {
     format!("{account}/http/credential/{id}/{field}")
 }
 
@@ -389,6 +390,44 @@ impl CredentialStore {
     }
 }
 
+/// Re-seals, under the keyring's current key, the secret fields and tokens another key of the
+/// ring sealed (`switchboard rekey`); answers how many. Reads every credential before writing
+/// any: a value that does not open changes nothing.
+pub fn reseal(tx: &rusqlite::Transaction<'_>, ring: &SecretBox) -> Result<usize, ResealError> {
+    let rows: Vec<(String, String, String, String)> = tx
+        .prepare("SELECT id, account, sealed, tokens FROM http_credentials")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut changed = Vec::new();
+    let mut values = 0;
+    for (id, account, sealed, tokens) in rows {
+        let mut maps = [json_map(&sealed)?, json_map(&tokens)?];
+        let before = values;
+        for (field, v) in maps.iter_mut().flat_map(|m| m.iter_mut()) {
+            if ring.needs_reseal(v) {
+                let aad = aad(&account, &id, field);
+                let plain = ring.open(v, &aad).map_err(|source| ResealError::Open {
+                    place: format!("http_credentials {id} {field}"),
+                    source,
+                })?;
+                *v = ring.seal(&plain, &aad);
+                values += 1;
+            }
+        }
+        if values > before {
+            let [sealed, tokens] = maps;
+            changed.push((id, text_of(&sealed), text_of(&tokens)));
+        }
+    }
+    for (id, sealed, tokens) in changed {
+        tx.execute(
+            "UPDATE http_credentials SET sealed = ?2, tokens = ?3 WHERE id = ?1",
+            params![id, sealed, tokens],
+        )?;
+    }
+    Ok(values)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,5 +531,78 @@ mod tests {
         s.delete("acme", a.id).await.unwrap();
         assert!(s.delete("acme", a.id).await.is_err());
         assert_eq!(s.list("acme").await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn reseal_moves_every_secret_and_token_to_the_new_key_and_leaves_nothing_to_redo() {
+        let dir = std::env::temp_dir().join(format!("sb-credentials-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("test.db"), 64, 5000).unwrap();
+        store.migrate_component("http", MIGRATIONS).await.unwrap();
+        let old_text = SecretBox::generate();
+        let old = SecretBox::from_base64(&old_text).unwrap();
+        let s = CredentialStore::new(store.clone(), Arc::new(old));
+        let c = s
+            .create(
+                "acme",
+                "CRM",
+                CredentialType::Basic,
+                vec![set("username", "ada"), set("password", "pw-1")],
+            )
+            .await
+            .unwrap();
+        s.set_tokens(
+            &c,
+            Tokens {
+                access: "at-1".into(),
+                refresh: Some("rt-1".into()),
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap();
+        let new_text = SecretBox::generate();
+        let ring = SecretBox::from_base64(&s.secrets.text_with_new_current(&new_text)).unwrap();
+        let ring = Arc::new(ring);
+        let run = |ring: Arc<SecretBox>| {
+            let (tx_n, rx_n) = tokio::sync::oneshot::channel();
+            let write = store.write(move |tx| {
+                let _ = tx_n.send(reseal(tx, &ring).unwrap());
+                Ok(Written::Done)
+            });
+            async move {
+                write.await.unwrap();
+                rx_n.await.unwrap()
+            }
+        };
+        // The password, the access and the refresh token; the user name is not sealed.
+        assert_eq!(run(ring.clone()).await, 3);
+        assert_eq!(run(ring).await, 0, "nothing left under the old key");
+        let new_only = CredentialStore::new(
+            store.clone(),
+            Arc::new(SecretBox::from_base64(&new_text).unwrap()),
+        );
+        let again = new_only.find("acme", "CRM").await.unwrap();
+        let open = new_only.open(&again).unwrap();
+        assert_eq!(
+            (
+                open["password"].as_str(),
+                open["access_token"].as_str(),
+                open["refresh_token"].as_str()
+            ),
+            ("pw-1", "at-1", "rt-1")
+        );
+        // A value no key of the ring opens: an error naming where, nothing changed.
+        let stranger = Arc::new(SecretBox::from_base64(&SecretBox::generate()).unwrap());
+        let (tx_e, rx_e) = tokio::sync::oneshot::channel();
+        store
+            .write(move |tx| {
+                let _ = tx_e.send(reseal(tx, &stranger).map_err(|e| e.to_string()));
+                Ok(Written::Done)
+            })
+            .await
+            .unwrap();
+        let refused = rx_e.await.unwrap().unwrap_err();
+        assert!(refused.starts_with("http_credentials "), "{refused}");
     }
 }
