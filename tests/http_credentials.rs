@@ -934,3 +934,80 @@ async fn credentials_are_resealed_by_rekey_and_still_put_on_requests_with_the_ol
     assert_eq!(v[0]["status"], "connected", "{v}");
     d.terminate().await;
 }
+
+#[actix_rt::test]
+async fn an_authorization_started_before_a_restart_completes_after_it_once() {
+    let (api, seen) = api();
+    let (prov, _) = provider();
+    let mut runner = RunnerServer::start(answer);
+    let dir = temp_dir("http-credentials-oauth-restart");
+    let d = DaemonProcess::start(&dir, &[]);
+    let admin = d.client();
+    let (s, v) = call(&admin, "POST", d.url("/v1/credentials"), Some(json!({"name": "CRM", "type": "oauth2",
+        "settings": {"client_id": "cid", "client_secret": format!("{SECRET}-client"),
+        "authorize_url": format!("{prov}/authorize"), "token_url": format!("{prov}/token"), "scopes": "read write"}}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
+        .await;
+    d.run_connector(
+        "http",
+        json!({"title": "API", "connector_idn": "api",
+        "settings": [{"idn": "base_url", "value": format!("{api}/v1")}]}),
+    )
+    .await;
+    let flow = json!({"runner": {"kind": "webhook", "url": format!("{}/skills", runner.base)},
+    "events": [
+        {"idn": "user_message", "skill_idn": "Talk", "integration_idn": "sandbox"},
+        {"idn": "magic_http_response", "skill_idn": "OnHttp", "integration_idn": "http"},
+        {"idn": "result_error", "skill_idn": "OnHttp", "integration_idn": "http"},
+    ]});
+    d.put_flow("Bot", "Main", &flow).await;
+    let (s, v) = call(
+        &admin,
+        "POST",
+        d.url(&format!("/v1/credentials/{id}/oauth/start")),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // The user authorizes at the provider, which sends the browser back to the callback…
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = browser
+        .get(v["authorization_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let back = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(back.starts_with(&d.url("/oauth/callback?")), "{back}");
+    // … while the daemon restarts (on another port here: the callback's path and query go to
+    // the new one; the redirect URI the flow was started with is still the one exchanged).
+    d.terminate().await;
+    let d = DaemonProcess::start(&dir, &[]);
+    let query = back.split_once('?').unwrap().1;
+    let callback = d.url(&format!("/oauth/callback?{query}"));
+    let r = browser.get(&callback).send().await.unwrap();
+    let (status, page) = (r.status(), r.text().await.unwrap());
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("CRM is connected"), "{page}");
+    let r = browser.get(&callback).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "single use");
+    let (_, v) = call(
+        &d.client(),
+        "GET",
+        d.url(&format!("/v1/credentials/{id}")),
+        None,
+    )
+    .await;
+    assert_eq!(v["status"], "connected", "{v}");
+    let (event, _) = ask(&d, &mut runner, "CRM").await;
+    assert_eq!(event, "magic_http_response");
+    let last = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.1, format!("Bearer {SECRET}-access-1"));
+    assert!(!d.logged(SECRET));
+    d.terminate().await;
+}

@@ -35,6 +35,7 @@ use crate::fault::{Blame, Fault};
 use crate::natives::component::{Built, Component, NativeContext, Reseal};
 use crate::outbound::{retry, Backoff, Egress, SendOptions, Sent};
 use crate::telemetry::handles;
+use credentials::clock::Clock;
 use credentials::refresh::Refresher;
 use credentials::CredentialStore;
 use lanes::Lanes;
@@ -81,7 +82,7 @@ impl Component for HttpComponent {
     }
 
     fn migrations(&self) -> &'static [&'static str] {
-        credentials::store::MIGRATIONS
+        credentials::MIGRATIONS
     }
 
     /// The credentials' secret fields and tokens.
@@ -96,7 +97,7 @@ impl Component for HttpComponent {
             .clone()
             .zip(cx.secrets.clone())
             .map(|(store, secrets)| {
-                let store = CredentialStore::new(store, secrets);
+                let store = CredentialStore::new(store, secrets, Clock::start());
                 Arc::new(Refresher::new(store, cx.egress.clone(), cx.events.clone()))
             });
         let built = Built::executor(Arc::new(HttpNative {
@@ -113,7 +114,7 @@ impl Component for HttpComponent {
             credentials: refresher.store.clone(),
             directory: cx.directory.clone(),
             egress: cx.egress.clone(),
-            flows: credentials::oauth::Flows::default(),
+            flows: refresher.store.pending_flows(),
             refresher,
             persona_key: cx.persona_key,
         });

@@ -108,7 +108,7 @@ impl Refresher {
             .store
             .open(&c)
             .map_err(|_| Unusable::Broken(c.name.clone()))?;
-        match oauth::refresh(&self.egress, &c, &secrets).await {
+        match oauth::refresh(&self.egress, &self.store.clock, &c, &secrets).await {
             Ok(tokens) => {
                 let access = tokens.access.clone();
                 self.store

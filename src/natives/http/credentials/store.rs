@@ -7,17 +7,18 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::Utc;
 use rusqlite::{params, OptionalExtension, Row};
 use uuid::Uuid;
 
+use super::clock::Clock;
 use super::error::CredentialError;
 use super::kind::{check_field, check_together, status, CredentialType, Status};
+use super::pending::PendingFlows;
 use crate::natives::component::ResealError;
 use crate::store::{SecretBox, Store, StoreError, Written};
 
-/// The table, made by the `http` component's migrations.
-pub const MIGRATIONS: &[&str] = &["CREATE TABLE http_credentials (
+/// The table, the `http` component's first migration.
+pub const TABLE: &str = "CREATE TABLE http_credentials (
         id TEXT PRIMARY KEY,
         account TEXT NOT NULL,
         name TEXT NOT NULL,
@@ -30,7 +31,7 @@ pub const MIGRATIONS: &[&str] = &["CREATE TABLE http_credentials (
         refreshed_at INTEGER,
         created_at INTEGER NOT NULL,
         UNIQUE (account, name)
-    )"];
+    )";
 
 const COLUMNS: &str =
     "id, account, name, kind, plain, sealed, tokens, needs_reauth, expires_at, refreshed_at, created_at";
@@ -133,6 +134,8 @@ pub type Change = (String, Option<String>);
 pub struct CredentialStore {
     store: Store,
     secrets: Arc<SecretBox>,
+    /// When things happen: creations, refreshes, expiries.
+    pub clock: Clock,
 }
 
 /// Checks a name: 1 to [`MAX_NAME`] characters, not blank.
@@ -148,8 +151,17 @@ pub fn check_name(name: &str) -> Result<String, CredentialError> {
 }
 
 impl CredentialStore {
-    pub fn new(store: Store, secrets: Arc<SecretBox>) -> CredentialStore {
-        CredentialStore { store, secrets }
+    pub fn new(store: Store, secrets: Arc<SecretBox>, clock: Clock) -> CredentialStore {
+        CredentialStore {
+            store,
+            secrets,
+            clock,
+        }
+    }
+
+    /// The flows waiting for their callback, in the same store, sealed with the same keyring.
+    pub fn pending_flows(&self) -> PendingFlows {
+        PendingFlows::new(self.store.clone(), self.secrets.clone(), self.clock)
     }
 
     async fn read<T: Send + 'static>(
@@ -253,13 +265,14 @@ impl CredentialStore {
         self.apply(kind, (account, id), &mut plain, &mut sealed, changes)?;
         let (a, n) = (account.to_owned(), name.clone());
         let (p, s) = (text_of(&plain), text_of(&sealed));
+        let now = self.clock.now_ms();
         let written = self
             .store
             .write(move |tx| {
                 let n = tx.execute(
                     "INSERT OR IGNORE INTO http_credentials (id, account, name, kind, plain, sealed, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![id.to_string(), a, n, kind.as_str(), p, s, Utc::now().timestamp_millis()],
+                    params![id.to_string(), a, n, kind.as_str(), p, s, now],
                 )?;
                 Ok(if n == 0 { Written::Duplicate } else { Written::Done })
             })
@@ -346,7 +359,7 @@ impl CredentialStore {
             sealed.insert("refresh_token".into(), seal("refresh_token", r));
         }
         let (a, key, t) = (c.account.clone(), c.id.to_string(), text_of(&sealed));
-        let (expires, now) = (tokens.expires_at, Utc::now().timestamp_millis());
+        let (expires, now) = (tokens.expires_at, self.clock.now_ms());
         self.store
             .write(move |tx| {
                 tx.execute(
@@ -438,7 +451,7 @@ mod tests {
         let path = dir.join("test.db");
         let store = Store::open(&path, 64, 5000).unwrap();
         let ring = SecretBox::from_base64(&SecretBox::generate()).unwrap();
-        (CredentialStore::new(store, Arc::new(ring)), path)
+        (CredentialStore::new(store, Arc::new(ring), Clock::start()), path)
     }
 
     fn set(name: &str, value: &str) -> Change {
@@ -448,7 +461,7 @@ mod tests {
     #[tokio::test]
     async fn secrets_are_sealed_at_rest_and_open_for_their_credential_only() {
         let (s, path) = credentials();
-        s.store.migrate_component("http", MIGRATIONS).await.unwrap();
+        s.store.migrate_component("http", super::super::MIGRATIONS).await.unwrap();
         let c = s
             .create(
                 "acme",
@@ -488,7 +501,7 @@ mod tests {
     #[tokio::test]
     async fn names_are_unique_per_account_and_fields_change_or_go() {
         let (s, _) = credentials();
-        s.store.migrate_component("http", MIGRATIONS).await.unwrap();
+        s.store.migrate_component("http", super::super::MIGRATIONS).await.unwrap();
         let a = s
             .create(
                 "acme",
@@ -538,10 +551,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sb-credentials-{}", Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let store = Store::open(&dir.join("test.db"), 64, 5000).unwrap();
-        store.migrate_component("http", MIGRATIONS).await.unwrap();
+        store.migrate_component("http", super::super::MIGRATIONS).await.unwrap();
         let old_text = SecretBox::generate();
         let old = SecretBox::from_base64(&old_text).unwrap();
-        let s = CredentialStore::new(store.clone(), Arc::new(old));
+        let s = CredentialStore::new(store.clone(), Arc::new(old), Clock::start());
         let c = s
             .create(
                 "acme",
@@ -581,6 +594,7 @@ mod tests {
         let new_only = CredentialStore::new(
             store.clone(),
             Arc::new(SecretBox::from_base64(&new_text).unwrap()),
+            Clock::start(),
         );
         let again = new_only.find("acme", "CRM").await.unwrap();
         let open = new_only.open(&again).unwrap();
