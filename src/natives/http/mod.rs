@@ -90,7 +90,8 @@ impl Component for HttpComponent {
         Some(credentials::reseal)
     }
 
-    /// With a store and the keyring, the credential routes too.
+    /// With a store and the keyring, the credential routes too, and the daily refresh of OAuth
+    /// credentials (a task from the start gate to the shutdown).
     fn build(self: Box<Self>, cx: &NativeContext) -> Built {
         let refresher = cx
             .store
@@ -98,7 +99,8 @@ impl Component for HttpComponent {
             .zip(cx.secrets.clone())
             .map(|(store, secrets)| {
                 let store = CredentialStore::new(store, secrets, Clock::start());
-                Arc::new(Refresher::new(store, cx.egress.clone(), cx.events.clone()))
+                let endpoint = Arc::new(cx.egress.clone());
+                Arc::new(Refresher::new(store, endpoint, cx.events.clone()))
             });
         let built = Built::executor(Arc::new(HttpNative {
             egress: cx.egress.clone(),
@@ -110,6 +112,12 @@ impl Component for HttpComponent {
         let Some(refresher) = refresher else {
             return built;
         };
+        tokio::spawn(credentials::sweep::run(
+            refresher.clone(),
+            cx.persona_key,
+            cx.started.clone(),
+            cx.shutdown.clone(),
+        ));
         let vault = actix_web::web::Data::new(credentials::routes::Vault {
             credentials: refresher.store.clone(),
             directory: cx.directory.clone(),

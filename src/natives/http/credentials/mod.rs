@@ -12,6 +12,7 @@ pub mod refresh;
 pub mod resolve;
 pub mod routes;
 pub mod store;
+pub mod sweep;
 
 pub use error::CredentialError;
 pub use kind::CredentialType;

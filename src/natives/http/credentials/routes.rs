@@ -528,9 +528,7 @@ async fn oauth_callback(v: V, q: web::Query<CallbackQuery>) -> HttpResponse {
             .map_err(CredentialError::from)?;
         v.credentials.set_tokens(&cr, tokens).await?;
         if cr.needs_reauth {
-            if let Ok(account) = Idn::parse("account", &cr.account) {
-                let own = format!("credential:{}", cr.id);
-                let persona = v.persona_key.derive(&account, &Idn::known("system"), &own);
+            if let Some(persona) = Refresher::own_persona(&v.persona_key, &cr) {
                 v.refresher.notify(&cr, "credential_recovered", persona);
             }
         }

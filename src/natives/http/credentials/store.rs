@@ -188,6 +188,21 @@ impl CredentialStore {
         .await
     }
 
+    /// Every account's OAuth credentials holding a token and not waiting for a new
+    /// authorization: what the daily sweep looks at.
+    pub async fn oauth_connected(&self) -> Result<Vec<Credential>, CredentialError> {
+        self.read(move |c| {
+            let mut q = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM http_credentials
+                 WHERE kind IN ('oauth2', 'intercom') AND needs_reauth = 0 AND tokens != '{{}}'
+                 ORDER BY id"
+            ))?;
+            let rows = q.query_map([], row)?.collect();
+            rows
+        })
+        .await
+    }
+
     /// The account's credential with this id or name; another account's is not found.
     pub async fn find(
         &self,
