@@ -508,7 +508,7 @@ fn provider() -> (String, Arc<Provider>) {
                                 issue(format!("{SECRET}-access-{n}"))
                             }
                             "client_credentials" => HttpResponse::Ok().json(json!({
-                                "access_token": format!("{SECRET}-machine-{n}"), "token_type": "bearer", "expires_in": 3600})),
+                                "access_token": format!("{SECRET}-machine-{n}"), "token_type": "bearer", "expires_in": expires_in})),
                             _ => invalid(),
                         }
                     }
@@ -1009,5 +1009,63 @@ async fn an_authorization_started_before_a_restart_completes_after_it_once() {
     let last = seen.lock().unwrap().last().cloned().unwrap();
     assert_eq!(last.1, format!("Bearer {SECRET}-access-1"));
     assert!(!d.logged(SECRET));
+    d.terminate().await;
+}
+
+#[actix_rt::test]
+async fn a_client_credentials_token_is_renewed_by_its_own_grant() {
+    let (api, seen) = api();
+    let (prov, state) = provider();
+    let mut runner = RunnerServer::start(answer);
+    let dir = temp_dir("http-credentials-machine");
+    let d = DaemonProcess::start(&dir, &[]);
+    let admin = d.client();
+    let (s, v) = call(&admin, "POST", d.url("/v1/credentials"), Some(json!({"name": "Machine", "type": "oauth2",
+        "settings": {"grant": "client_credentials", "client_id": "cid", "client_secret": format!("{SECRET}-client"),
+        "token_url": format!("{prov}/token"), "scopes": "read write"}}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    // A token with a minute to live: expiring at once.
+    state
+        .expires_in
+        .store(60, std::sync::atomic::Ordering::SeqCst);
+    let (s, v) = call(
+        &admin,
+        "POST",
+        d.url(&format!("/v1/credentials/{id}/oauth/start")),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, v["status"].as_str()),
+        (StatusCode::OK, Some("connected")),
+        "{v}"
+    );
+    d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
+        .await;
+    d.run_connector(
+        "http",
+        json!({"title": "API", "connector_idn": "api",
+        "settings": [{"idn": "base_url", "value": format!("{api}/v1")}]}),
+    )
+    .await;
+    let flow = json!({"runner": {"kind": "webhook", "url": format!("{}/skills", runner.base)},
+    "events": [
+        {"idn": "user_message", "skill_idn": "Talk", "integration_idn": "sandbox"},
+        {"idn": "magic_http_response", "skill_idn": "OnHttp", "integration_idn": "http"},
+        {"idn": "result_error", "skill_idn": "OnHttp", "integration_idn": "http"},
+    ]});
+    d.put_flow("Bot", "Main", &flow).await;
+    // No refresh token to spend: the client-credentials grant again, not needs_reauth.
+    let (event, a) = ask(&d, &mut runner, "Machine").await;
+    assert_eq!(event, "magic_http_response", "{a:?}");
+    let last = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.1, format!("Bearer {SECRET}-machine-2"));
+    assert_eq!(
+        *state.grants.lock().unwrap(),
+        ["client_credentials", "client_credentials"]
+    );
+    let (_, v) = call(&admin, "GET", d.url(&format!("/v1/credentials/{id}")), None).await;
+    assert_eq!(v["status"], "connected", "{v}");
     d.terminate().await;
 }
