@@ -362,6 +362,13 @@ async fn send(
             Err(e) if e.retryable() => Some(None),
             Err(_) => None,
         };
+        // A timeout is the connector's, whatever was left of it for the last attempt.
+        let result = result.map_err(|e| match e {
+            crate::outbound::SendError::Timeout(_) => {
+                crate::outbound::SendError::Timeout(options.timeout)
+            }
+            e => e,
+        });
         let Some(retry_after) = again.filter(|_| retries && attempt < MAX_ATTEMPTS) else {
             return result;
         };
