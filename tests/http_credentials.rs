@@ -184,7 +184,7 @@ async fn credentials_are_managed_per_account_and_their_secrets_never_shown() {
 /// What the API saw: `(path and query, authorization)`.
 type Seen = Arc<Mutex<Vec<(String, String)>>>;
 
-/// A local API on 127.0.0.1:0 that answers every request 200 `{"ok": true}`.
+/// A local API on 127.0.0.1:0 that answers every request 200 `{"ok": true, "method": …}`.
 fn api() -> (String, Seen) {
     let seen: Seen = Arc::default();
     let s = seen.clone();
@@ -200,7 +200,7 @@ fn api() -> (String, Seen) {
                     .unwrap_or("-")
                     .to_owned();
                 seen.lock().unwrap().push((req.uri().to_string(), auth));
-                HttpResponse::Ok().json(json!({"ok": true}))
+                HttpResponse::Ok().json(json!({"ok": true, "method": req.method().as_str()}))
             }
         }))
     })
@@ -213,7 +213,8 @@ fn api() -> (String, Seen) {
     (format!("http://{addr}"), seen)
 }
 
-/// The runner: a user message's text is the credential to name (`-`: none, the connector's).
+/// The runner: a user message's text is the credential to name (`-`: none, the connector's),
+/// a GET, or after `POST ` a POST with a body.
 fn answer(r: &Received) -> (u16, String) {
     let e = &r.json["event"];
     if e["event_idn"] != "user_message" {
@@ -225,9 +226,17 @@ fn answer(r: &Received) -> (u16, String) {
         .and_then(|a| a.iter().find(|x| x["name"] == "text"))
         .map(|x| x["value"].clone())
         .unwrap_or_else(|| args["text"].clone());
-    let mut a = json!({"method": "GET", "url": "users/1?q=1", "targetAction": "t"});
-    if text != "-" {
-        a["credential"] = text;
+    let text = text.as_str().unwrap_or_default();
+    let (method, name) = match text.strip_prefix("POST ") {
+        Some(name) => ("POST", name),
+        None => ("GET", text),
+    };
+    let mut a = json!({"method": method, "url": "users/1?q=1", "targetAction": "t"});
+    if method == "POST" {
+        a["body"] = json!("{\"a\":1}");
+    }
+    if name != "-" {
+        a["credential"] = json!(name);
     }
     let command = json!({"v": 1, "integration_idn": "http", "connector_idn": "api",
         "command_idn": "send_request", "arguments": a});
@@ -248,6 +257,12 @@ fn event_of(r: &Received) -> (String, serde_json::Map<String, Value>) {
         _ => {}
     }
     (e["event_idn"].as_str().unwrap().to_owned(), args)
+}
+
+/// Whether the request `back` from the last one the API saw had `key` in its query.
+fn last_query_has_key(seen: &Seen, back: usize, key: &str) -> bool {
+    let seen = seen.lock().unwrap();
+    seen[seen.len() - 1 - back].0.contains(key)
 }
 
 /// Sends user message `text`; answers the first http answer the runner got (every invocation
@@ -366,6 +381,19 @@ async fn a_credential_is_put_on_requests_and_shows_nowhere() {
     let (event, _) = ask(&d, &mut runner, "Keyed").await;
     assert_eq!(event, "magic_http_response");
     assert_eq!(seen.lock().unwrap().len(), before + 1);
+    // POST, with each of them.
+    for (name, auth) in [
+        ("-", format!("Bearer {SECRET}-bearer")),
+        ("Maps", "-".into()),
+        ("Basic", format!("Basic {pair}")),
+        ("Keyed", "-".into()),
+    ] {
+        let (event, a) = ask(&d, &mut runner, &format!("POST {name}")).await;
+        assert_eq!(event, "magic_http_response", "{a:?}");
+        assert!(a["body"].as_str().unwrap().contains("\"POST\""), "{a:?}");
+        assert_eq!(last().1, auth, "{name}");
+    }
+    assert!(last_query_has_key(&seen, 2, &format!("key={SECRET}-query")));
 
     // Another account's, one not configured: refused naming it, nothing sent.
     let before = seen.lock().unwrap().len();
@@ -541,6 +569,11 @@ async fn an_oauth_credential_connects_through_the_provider_and_authenticates_req
     // The access token goes on the request.
     let (event, _) = ask(&d, &mut runner, "CRM").await;
     assert_eq!(event, "magic_http_response");
+    let last = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.1, format!("Bearer {SECRET}-access-1"));
+    let (event, a) = ask(&d, &mut runner, "POST CRM").await;
+    assert_eq!(event, "magic_http_response");
+    assert!(a["body"].as_str().unwrap().contains("\"POST\""), "{a:?}");
     let last = seen.lock().unwrap().last().cloned().unwrap();
     assert_eq!(last.1, format!("Bearer {SECRET}-access-1"));
 
