@@ -205,7 +205,9 @@ fn through_send_request(base: &str, n: usize, open_seconds: u64) -> Figures {
         let api = engine
             .create_connector(&account, "http", "api", "API", &settings)
             .expect("create the http connector");
-        engine.run_connector(api.id).expect("run the http connector");
+        engine
+            .run_connector(api.id)
+            .expect("run the http connector");
         let subscribe = |event: &str, integration: &str| Subscription {
             event: Idn::known(event),
             integration: Some(Idn::known(integration)),
@@ -242,9 +244,7 @@ fn through_send_request(base: &str, n: usize, open_seconds: u64) -> Figures {
         // Closed loop: each conversation's first request from a user message, the rest from
         // the runner's answers to the responses.
         control.target.store(n, Ordering::SeqCst);
-        control
-            .remaining
-            .store(n - CONVERSATIONS, Ordering::SeqCst);
+        control.remaining.store(n - CONVERSATIONS, Ordering::SeqCst);
         let start = Instant::now();
         for p in 0..CONVERSATIONS {
             engine.submit(message(p), None).await.expect("admitted");
@@ -354,7 +354,10 @@ fn main() {
             .unwrap_or(default)
     };
     let (n, seconds) = if bench {
-        (env("BENCH_REQUESTS", 20_000) as usize, env("BENCH_SECONDS", 5))
+        (
+            env("BENCH_REQUESTS", 20_000) as usize,
+            env("BENCH_SECONDS", 5),
+        )
     } else {
         (640, 1)
     };

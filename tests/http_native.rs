@@ -66,8 +66,14 @@ fn api() -> (String, Seen) {
                     }
                     "/v1/big" => HttpResponse::Ok().body("x".repeat(200)),
                     "/v1/away" => {
-                        let to = req.query_string().strip_prefix("to=").unwrap_or("").to_owned();
-                        HttpResponse::Found().insert_header(("location", to)).finish()
+                        let to = req
+                            .query_string()
+                            .strip_prefix("to=")
+                            .unwrap_or("")
+                            .to_owned();
+                        HttpResponse::Found()
+                            .insert_header(("location", to))
+                            .finish()
                     }
                     _ => HttpResponse::NotFound().body("no such thing"),
                 }
@@ -277,9 +283,12 @@ async fn skills_call_an_api_with_the_connector_s_credentials_and_get_the_answer(
     d.terminate().await;
 }
 
-/// Another host (another port of loopback): what it saw, as `(path, authorization)`.
-fn elsewhere() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
-    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+/// What another host saw: `(path, authorization)`.
+type Caught = Arc<Mutex<Vec<(String, String)>>>;
+
+/// Another host (another port of loopback) and what it saw.
+fn elsewhere() -> (String, Caught) {
+    let seen: Caught = Arc::default();
     let s = seen.clone();
     let server = HttpServer::new(move || {
         let seen = s.clone();
@@ -371,7 +380,10 @@ async fn requests_time_out_bodies_are_capped_and_credentials_never_follow_a_redi
     let got = case(&d, &mut runner, "timeout", 1).await;
     assert_eq!(got[0].0, "result_error", "{got:?}");
     assert!(
-        got[0].1["error"].as_str().unwrap().contains("no answer within 1000 ms"),
+        got[0].1["error"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within 1000 ms"),
         "{got:?}"
     );
     assert_eq!(got[0].1["fault"], "peer");
@@ -387,7 +399,11 @@ async fn requests_time_out_bodies_are_capped_and_credentials_never_follow_a_redi
     let got = case(&d, &mut runner, "away", 2).await;
     assert_eq!(got[0].0, "magic_http_response", "{got:?}");
     assert_eq!(got[0].1["statusCode"], "302");
-    assert!(caught.lock().unwrap().is_empty(), "{:?}", caught.lock().unwrap());
+    assert!(
+        caught.lock().unwrap().is_empty(),
+        "{:?}",
+        caught.lock().unwrap()
+    );
     assert_eq!(
         seen.lock().unwrap().last().cloned().unwrap().2,
         format!("Bearer {SECRET}"),

@@ -372,7 +372,10 @@ mod tests {
         );
         // A relative URL whose query names an absolute one.
         check(
-            &[("method", "GET"), ("url", "login?next=https://evil.example.net/x")],
+            &[
+                ("method", "GET"),
+                ("url", "login?next=https://evil.example.net/x"),
+            ],
             Auth::None,
             Ok((
                 "GET https://api.example.com/v2/login?next=https://evil.example.net/x",

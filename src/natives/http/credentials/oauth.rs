@@ -158,9 +158,7 @@ fn tokens_of(
         Ok(t) => Ok(Tokens {
             access: t.access_token().secret().clone(),
             refresh: t.refresh_token().map(|r| r.secret().clone()),
-            expires_at: t
-                .expires_in()
-                .map(|d| clock.after(d)),
+            expires_at: t.expires_in().map(|d| clock.after(d)),
         }),
         Err(RequestTokenError::ServerResponse(e))
             if *e.error() == oauth2::basic::BasicErrorResponseType::InvalidGrant =>

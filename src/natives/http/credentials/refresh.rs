@@ -40,7 +40,8 @@ pub fn expiring(expires: Option<i64>, issued: Option<i64>, now: i64) -> bool {
 
 /// Whether the daily sweep refreshes `c` at `now`: expiring, or last refreshed a day ago.
 pub fn due(c: &Credential, now: i64) -> bool {
-    expiring(c.expires_at, c.refreshed_at, now) || c.refreshed_at.is_none_or(|r| now - r >= DAILY_MS)
+    expiring(c.expires_at, c.refreshed_at, now)
+        || c.refreshed_at.is_none_or(|r| now - r >= DAILY_MS)
 }
 
 /// A future of the token endpoint's answer.
@@ -129,9 +130,8 @@ impl Refresher {
         persona: PersonaId,
     ) -> Result<String, Unusable> {
         let clock = self.store.clock;
-        let fresh = |c: &Credential, token: &Option<String>| {
-            token.is_some() && !due(c, clock.now_ms())
-        };
+        let fresh =
+            |c: &Credential, token: &Option<String>| token.is_some() && !due(c, clock.now_ms());
         self.renew(c, "daily", &None, persona, fresh).await
     }
 

@@ -433,8 +433,10 @@ async fn oauth_start(
             },
         ));
     }
-    let info = req.connection_info();
-    let redirect = format!("{}://{}/oauth/callback", info.scheme(), info.host());
+    let redirect = {
+        let info = req.connection_info();
+        format!("{}://{}/oauth/callback", info.scheme(), info.host())
+    };
     let (url, state, flow) =
         oauth::start(&cr, &secrets, &redirect).map_err(CredentialError::from)?;
     v.flows.keep(&state, &flow).await?;

@@ -466,7 +466,10 @@ mod tests {
         let path = dir.join("test.db");
         let store = Store::open(&path, 64, 5000).unwrap();
         let ring = SecretBox::from_base64(&SecretBox::generate()).unwrap();
-        (CredentialStore::new(store, Arc::new(ring), Clock::start()), path)
+        (
+            CredentialStore::new(store, Arc::new(ring), Clock::start()),
+            path,
+        )
     }
 
     fn set(name: &str, value: &str) -> Change {
@@ -476,7 +479,10 @@ mod tests {
     #[tokio::test]
     async fn secrets_are_sealed_at_rest_and_open_for_their_credential_only() {
         let (s, path) = credentials();
-        s.store.migrate_component("http", super::super::MIGRATIONS).await.unwrap();
+        s.store
+            .migrate_component("http", super::super::MIGRATIONS)
+            .await
+            .unwrap();
         let c = s
             .create(
                 "acme",
@@ -516,7 +522,10 @@ mod tests {
     #[tokio::test]
     async fn names_are_unique_per_account_and_fields_change_or_go() {
         let (s, _) = credentials();
-        s.store.migrate_component("http", super::super::MIGRATIONS).await.unwrap();
+        s.store
+            .migrate_component("http", super::super::MIGRATIONS)
+            .await
+            .unwrap();
         let a = s
             .create(
                 "acme",
@@ -566,7 +575,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sb-credentials-{}", Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let store = Store::open(&dir.join("test.db"), 64, 5000).unwrap();
-        store.migrate_component("http", super::super::MIGRATIONS).await.unwrap();
+        store
+            .migrate_component("http", super::super::MIGRATIONS)
+            .await
+            .unwrap();
         let old_text = SecretBox::generate();
         let old = SecretBox::from_base64(&old_text).unwrap();
         let s = CredentialStore::new(store.clone(), Arc::new(old), Clock::start());

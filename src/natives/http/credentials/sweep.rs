@@ -158,7 +158,10 @@ mod tests {
         assert_eq!(refreshes(), 1);
         store.flush().await.unwrap(); // (its write was queued with the refresh)
         let again = refresher.store.find("acme", "CRM").await.unwrap();
-        assert_eq!(refresher.store.open(&again).unwrap()["access_token"], "at-1");
+        assert_eq!(
+            refresher.store.open(&again).unwrap()["access_token"],
+            "at-1"
+        );
         tokio::time::sleep(22 * HOUR).await; // 47 h 30 min
         assert_eq!(refreshes(), 1, "once a day");
         tokio::time::sleep(2 * HOUR).await; // 49 h 30 min
