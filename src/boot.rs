@@ -69,6 +69,20 @@ impl RunnerResolver for DaemonRunners {
     }
 }
 
+/// The registration list: every native integration, one line each (the daemon builds them;
+/// `switchboard rekey` asks them what they keep sealed).
+pub fn natives(config: &Config) -> Vec<Box<dyn Component>> {
+    #[rustfmt::skip]
+    let natives: Vec<Box<dyn Component>> = vec![
+        crate::natives::system::component(),
+        crate::natives::sandbox::component(&config.sandbox),
+        crate::natives::http::component(),
+        crate::natives::program_timer::component(&config.timers, config.limits.timers_per_account),
+        crate::natives::api::component(),
+    ];
+    natives
+}
+
 /// Starts the daemon inside the current actix system.
 pub async fn start(
     config: Config,
@@ -147,15 +161,7 @@ pub async fn start(
         }),
         None => Arc::new(NoTransport),
     };
-    // The registration list: every native integration, one line each.
-    #[rustfmt::skip]
-    let natives: Vec<Box<dyn Component>> = vec![
-        crate::natives::system::component(),
-        crate::natives::sandbox::component(&config.sandbox),
-        crate::natives::http::component(),
-        crate::natives::program_timer::component(&config.timers, config.limits.timers_per_account),
-        crate::natives::api::component(),
-    ];
+    let natives = natives(&config);
     for native in &natives {
         store
             .migrate_component(native.idn(), native.migrations())

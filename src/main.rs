@@ -40,7 +40,8 @@ enum Cmd {
     /// Publishes one event to a running daemon's NATS transport, for trying it by hand.
     PublishEvent(PublishEvent),
     /// Rekeys the sealed secrets: seals every secret the store keeps sealed (secret settings,
-    /// webhook runners' signing secrets, the persona key) under a new key. The key file gets
+    /// webhook runners' signing secrets, the persona key, natives' own such as credentials)
+    /// under a new key. The key file gets
     /// the new key first (the old ones stay after it, opening what they sealed, unless
     /// --drop-old), then every sealed value is re-sealed. Run it with the daemon stopped;
     /// re-running it is safe. API tokens are not sealed but hashed: `token revoke` ends one.
@@ -215,6 +216,7 @@ fn rekey(path: Option<PathBuf>, drop_old: bool) -> anyhow::Result<()> {
             &config.store.secret_key_env,
             &config.store.secret_key_file,
             &store,
+            &switchboard::boot::natives(&config),
             drop_old,
         ))?;
     println!(

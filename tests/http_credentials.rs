@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use base64::Engine as _;
 use common::daemon::{bearer_client, temp_dir, DaemonProcess};
+use common::oauth_provider::Provider;
 use common::runner_server::{completed, Received, RunnerServer};
 use common::{call, call_text};
 use reqwest::StatusCode;
@@ -183,7 +184,7 @@ async fn credentials_are_managed_per_account_and_their_secrets_never_shown() {
 /// What the API saw: `(path and query, authorization)`.
 type Seen = Arc<Mutex<Vec<(String, String)>>>;
 
-/// A local API on 127.0.0.1:0 that answers every request 200 `{"ok": true}`.
+/// A local API on 127.0.0.1:0 that answers every request 200 `{"ok": true, "method": …}`.
 fn api() -> (String, Seen) {
     let seen: Seen = Arc::default();
     let s = seen.clone();
@@ -199,7 +200,7 @@ fn api() -> (String, Seen) {
                     .unwrap_or("-")
                     .to_owned();
                 seen.lock().unwrap().push((req.uri().to_string(), auth));
-                HttpResponse::Ok().json(json!({"ok": true}))
+                HttpResponse::Ok().json(json!({"ok": true, "method": req.method().as_str()}))
             }
         }))
     })
@@ -212,7 +213,8 @@ fn api() -> (String, Seen) {
     (format!("http://{addr}"), seen)
 }
 
-/// The runner: a user message's text is the credential to name (`-`: none, the connector's).
+/// The runner: a user message's text is the credential to name (`-`: none, the connector's),
+/// a GET, or after `POST ` a POST with a body.
 fn answer(r: &Received) -> (u16, String) {
     let e = &r.json["event"];
     if e["event_idn"] != "user_message" {
@@ -224,9 +226,17 @@ fn answer(r: &Received) -> (u16, String) {
         .and_then(|a| a.iter().find(|x| x["name"] == "text"))
         .map(|x| x["value"].clone())
         .unwrap_or_else(|| args["text"].clone());
-    let mut a = json!({"method": "GET", "url": "users/1?q=1", "targetAction": "t"});
-    if text != "-" {
-        a["credential"] = text;
+    let text = text.as_str().unwrap_or_default();
+    let (method, name) = match text.strip_prefix("POST ") {
+        Some(name) => ("POST", name),
+        None => ("GET", text),
+    };
+    let mut a = json!({"method": method, "url": "users/1?q=1", "targetAction": "t"});
+    if method == "POST" {
+        a["body"] = json!("{\"a\":1}");
+    }
+    if name != "-" {
+        a["credential"] = json!(name);
     }
     let command = json!({"v": 1, "integration_idn": "http", "connector_idn": "api",
         "command_idn": "send_request", "arguments": a});
@@ -247,6 +257,12 @@ fn event_of(r: &Received) -> (String, serde_json::Map<String, Value>) {
         _ => {}
     }
     (e["event_idn"].as_str().unwrap().to_owned(), args)
+}
+
+/// Whether the request `back` from the last one the API saw had `key` in its query.
+fn last_query_has_key(seen: &Seen, back: usize, key: &str) -> bool {
+    let seen = seen.lock().unwrap();
+    seen[seen.len() - 1 - back].0.contains(key)
 }
 
 /// Sends user message `text`; answers the first http answer the runner got (every invocation
@@ -365,6 +381,19 @@ async fn a_credential_is_put_on_requests_and_shows_nowhere() {
     let (event, _) = ask(&d, &mut runner, "Keyed").await;
     assert_eq!(event, "magic_http_response");
     assert_eq!(seen.lock().unwrap().len(), before + 1);
+    // POST, with each of them.
+    for (name, auth) in [
+        ("-", format!("Bearer {SECRET}-bearer")),
+        ("Maps", "-".into()),
+        ("Basic", format!("Basic {pair}")),
+        ("Keyed", "-".into()),
+    ] {
+        let (event, a) = ask(&d, &mut runner, &format!("POST {name}")).await;
+        assert_eq!(event, "magic_http_response", "{a:?}");
+        assert!(a["body"].as_str().unwrap().contains("\"POST\""), "{a:?}");
+        assert_eq!(last().1, auth, "{name}");
+    }
+    assert!(last_query_has_key(&seen, 2, &format!("key={SECRET}-query")));
 
     // Another account's, one not configured: refused naming it, nothing sent.
     let before = seen.lock().unwrap().len();
@@ -419,132 +448,9 @@ async fn a_credential_is_put_on_requests_and_shows_nowhere() {
     d.terminate().await;
 }
 
-/// A local OAuth 2.0 provider on 127.0.0.1:0 speaking the protocol: `/authorize` redirects
-/// back with a code and the state; `/token` takes the code with its PKCE verifier (S256
-/// checked), client credentials, or a refresh token; anything else is `invalid_grant`.
-/// Answers its base URL and how many token requests it answered by grant.
+/// The local OAuth provider, its client secret and tokens marked with the planted secret.
 fn provider() -> (String, Arc<Provider>) {
-    use sha2::Digest;
-    type Codes = Arc<Mutex<Vec<(String, String, String)>>>; // (code, challenge, redirect_uri)
-    let codes: Codes = Arc::default();
-    let state = Arc::new(Provider {
-        grants: Mutex::default(),
-        current: Mutex::default(),
-        expires_in: std::sync::atomic::AtomicU64::new(3600),
-        revoked: std::sync::atomic::AtomicBool::new(false),
-    });
-    let g = state.clone();
-    let server = HttpServer::new(move || {
-        let (codes, codes2, grants) = (codes.clone(), codes.clone(), g.clone());
-        App::new()
-            .route(
-                "/authorize",
-                web::get().to(move |q: web::Query<std::collections::HashMap<String, String>>| {
-                    let codes = codes.clone();
-                    async move {
-                        let ok = q.get("response_type").map(String::as_str) == Some("code")
-                            && q.get("client_id").map(String::as_str) == Some("cid")
-                            && q.get("code_challenge_method").map(String::as_str) == Some("S256")
-                            && q.get("scope").map(String::as_str) == Some("read write");
-                        if !ok {
-                            return HttpResponse::BadRequest().body(format!("{q:?}"));
-                        }
-                        let code = format!("code-{}", uuid::Uuid::new_v4());
-                        let redirect = q["redirect_uri"].clone();
-                        codes.lock().unwrap().push((code.clone(), q["code_challenge"].clone(), redirect.clone()));
-                        let to = format!("{redirect}?code={code}&state={}", q["state"]);
-                        HttpResponse::Found().insert_header(("location", to)).finish()
-                    }
-                }),
-            )
-            .route(
-                "/token",
-                web::post().to(move |req: HttpRequest, f: web::Form<std::collections::HashMap<String, String>>| {
-                    let (codes, grants) = (codes2.clone(), grants.clone());
-                    async move {
-                        let basic = base64::engine::general_purpose::STANDARD
-                            .encode(format!("cid:{SECRET}-client"));
-                        let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok());
-                        if auth != Some(format!("Basic {basic}").as_str()) {
-                            return HttpResponse::Unauthorized().json(json!({"error": "invalid_client"}));
-                        }
-                        let grant = f.get("grant_type").cloned().unwrap_or_default();
-                        let invalid = || HttpResponse::BadRequest().json(json!({"error": "invalid_grant"}));
-                        let prov = grants.clone();
-                        let n = {
-                            let mut g = prov.grants.lock().unwrap();
-                            g.push(grant.clone());
-                            g.len()
-                        };
-                        let expires_in = prov.expires_in.load(std::sync::atomic::Ordering::SeqCst);
-                        let issue = |token: String| {
-                            *prov.current.lock().unwrap() = token.clone();
-                            HttpResponse::Ok().json(json!({"access_token": token, "token_type": "bearer",
-                                "expires_in": expires_in, "refresh_token": format!("{SECRET}-refresh")}))
-                        };
-                        match grant.as_str() {
-                            "authorization_code" => {
-                                let mut codes = codes.lock().unwrap();
-                                let Some(i) = codes.iter().position(|c| Some(&c.0) == f.get("code")) else {
-                                    return invalid();
-                                };
-                                let (_, challenge, redirect) = codes.remove(i);
-                                let verifier = f.get("code_verifier").cloned().unwrap_or_default();
-                                let digest = sha2::Sha256::digest(verifier.as_bytes());
-                                let derived = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest);
-                                if derived != challenge || f.get("redirect_uri") != Some(&redirect) {
-                                    return invalid();
-                                }
-                                issue(format!("{SECRET}-access-{n}"))
-                            }
-                            "refresh_token" => {
-                                if prov.revoked.load(std::sync::atomic::Ordering::SeqCst)
-                                    || f.get("refresh_token") != Some(&format!("{SECRET}-refresh"))
-                                {
-                                    return invalid();
-                                }
-                                // Slow enough that the requests refused meanwhile wait for it.
-                                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                                issue(format!("{SECRET}-access-{n}"))
-                            }
-                            "client_credentials" => HttpResponse::Ok().json(json!({
-                                "access_token": format!("{SECRET}-machine-{n}"), "token_type": "bearer", "expires_in": 3600})),
-                            _ => invalid(),
-                        }
-                    }
-                }),
-            )
-    })
-    .workers(1)
-    .disable_signals()
-    .bind(("127.0.0.1", 0))
-    .unwrap();
-    let addr = server.addrs()[0];
-    actix_rt::spawn(server.run());
-    (format!("http://{addr}"), state)
-}
-
-/// What the local OAuth provider did and will do.
-struct Provider {
-    /// The grant of each token request.
-    grants: Mutex<Vec<String>>,
-    /// The access token issued last (the guarded API takes only it).
-    current: Mutex<String>,
-    /// The lifetime of the tokens it issues, in seconds.
-    expires_in: std::sync::atomic::AtomicU64,
-    /// Refresh tokens are refused (`invalid_grant`).
-    revoked: std::sync::atomic::AtomicBool,
-}
-
-impl Provider {
-    fn refreshes(&self) -> usize {
-        self.grants
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|g| *g == "refresh_token")
-            .count()
-    }
+    common::oauth_provider::start(SECRET)
 }
 
 /// A local API that answers 200 to the provider's current access token only, 401 otherwise.
@@ -663,6 +569,11 @@ async fn an_oauth_credential_connects_through_the_provider_and_authenticates_req
     // The access token goes on the request.
     let (event, _) = ask(&d, &mut runner, "CRM").await;
     assert_eq!(event, "magic_http_response");
+    let last = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.1, format!("Bearer {SECRET}-access-1"));
+    let (event, a) = ask(&d, &mut runner, "POST CRM").await;
+    assert_eq!(event, "magic_http_response");
+    assert!(a["body"].as_str().unwrap().contains("\"POST\""), "{a:?}");
     let last = seen.lock().unwrap().last().cloned().unwrap();
     assert_eq!(last.1, format!("Bearer {SECRET}-access-1"));
 
@@ -853,5 +764,219 @@ async fn oauth_tokens_refresh_once_for_many_ahead_of_expiry_and_a_revocation_is_
         "{metrics}"
     );
     assert!(!metrics.contains(SECRET) && !d.logged(SECRET));
+    d.terminate().await;
+}
+
+/// `switchboard rekey` on the daemon's directory (stopped), with `args`; answers what it said.
+fn rekey(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("rekey")
+        .args(args)
+        .current_dir(dir)
+        .env("SWITCHBOARD_STORE__PATH", dir.join("switchboard.db"))
+        .env(
+            "SWITCHBOARD_STORE__SECRET_KEY_FILE",
+            dir.join("switchboard.key"),
+        )
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    said
+}
+
+#[actix_rt::test]
+async fn credentials_are_resealed_by_rekey_and_still_put_on_requests_with_the_old_key_dropped() {
+    let (api, seen) = api();
+    let mut runner = RunnerServer::start(answer);
+    let dir = temp_dir("http-credentials-rekey");
+    let d = DaemonProcess::start(&dir, &[]);
+    let admin = d.client();
+    let (s, v) = call(
+        &admin,
+        "POST",
+        d.url("/v1/credentials"),
+        Some(json!({"name": "HubSpot API", "type": "bearer", "settings": {"token": SECRET}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
+        .await;
+    d.run_connector(
+        "http",
+        json!({"title": "API", "connector_idn": "api", "settings": [
+            {"idn": "base_url", "value": format!("{api}/v1")},
+            {"idn": "credential", "value": "HubSpot API"},
+        ]}),
+    )
+    .await;
+    let flow = json!({"runner": {"kind": "webhook", "url": format!("{}/skills", runner.base)},
+    "events": [
+        {"idn": "user_message", "skill_idn": "Talk", "integration_idn": "sandbox"},
+        {"idn": "magic_http_response", "skill_idn": "OnHttp", "integration_idn": "http"},
+        {"idn": "result_error", "skill_idn": "OnHttp", "integration_idn": "http"},
+    ]});
+    d.put_flow("Bot", "Main", &flow).await;
+    d.terminate().await;
+
+    // The credential's token is re-sealed with the rest, so the old key can go.
+    let old_key = std::fs::read_to_string(dir.join("switchboard.key")).unwrap();
+    let said = rekey(&dir, &["--drop-old"]);
+    assert!(said.contains("re-sealed 3 value(s)"), "{said}"); // + the persona key
+    assert!(said.ends_with(": none\n"), "{said}");
+    let new_key = std::fs::read_to_string(dir.join("switchboard.key")).unwrap();
+    assert_eq!(new_key.trim().lines().count(), 1);
+    assert_ne!(new_key.trim(), old_key.trim());
+
+    // On the new key alone, the credential still goes on the request.
+    let d = DaemonProcess::start(&dir, &[]);
+    let (event, a) = ask(&d, &mut runner, "-").await;
+    assert_eq!(event, "magic_http_response", "{a:?}");
+    assert_eq!(a["statusCode"], "200");
+    assert_eq!(
+        seen.lock().unwrap().last().cloned().unwrap(),
+        ("/v1/users/1?q=1".into(), format!("Bearer {SECRET}"))
+    );
+    let (_, v) = call(&d.client(), "GET", d.url("/v1/credentials"), None).await;
+    assert_eq!(v[0]["status"], "connected", "{v}");
+    d.terminate().await;
+}
+
+#[actix_rt::test]
+async fn an_authorization_started_before_a_restart_completes_after_it_once() {
+    let (api, seen) = api();
+    let (prov, _) = provider();
+    let mut runner = RunnerServer::start(answer);
+    let dir = temp_dir("http-credentials-oauth-restart");
+    let d = DaemonProcess::start(&dir, &[]);
+    let admin = d.client();
+    let (s, v) = call(&admin, "POST", d.url("/v1/credentials"), Some(json!({"name": "CRM", "type": "oauth2",
+        "settings": {"client_id": "cid", "client_secret": format!("{SECRET}-client"),
+        "authorize_url": format!("{prov}/authorize"), "token_url": format!("{prov}/token"), "scopes": "read write"}}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
+        .await;
+    d.run_connector(
+        "http",
+        json!({"title": "API", "connector_idn": "api",
+        "settings": [{"idn": "base_url", "value": format!("{api}/v1")}]}),
+    )
+    .await;
+    let flow = json!({"runner": {"kind": "webhook", "url": format!("{}/skills", runner.base)},
+    "events": [
+        {"idn": "user_message", "skill_idn": "Talk", "integration_idn": "sandbox"},
+        {"idn": "magic_http_response", "skill_idn": "OnHttp", "integration_idn": "http"},
+        {"idn": "result_error", "skill_idn": "OnHttp", "integration_idn": "http"},
+    ]});
+    d.put_flow("Bot", "Main", &flow).await;
+    let (s, v) = call(
+        &admin,
+        "POST",
+        d.url(&format!("/v1/credentials/{id}/oauth/start")),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // The user authorizes at the provider, which sends the browser back to the callback…
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = browser
+        .get(v["authorization_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let back = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(back.starts_with(&d.url("/oauth/callback?")), "{back}");
+    // … while the daemon restarts (on another port here: the callback's path and query go to
+    // the new one; the redirect URI the flow was started with is still the one exchanged).
+    d.terminate().await;
+    let d = DaemonProcess::start(&dir, &[]);
+    let query = back.split_once('?').unwrap().1;
+    let callback = d.url(&format!("/oauth/callback?{query}"));
+    let r = browser.get(&callback).send().await.unwrap();
+    let (status, page) = (r.status(), r.text().await.unwrap());
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("CRM is connected"), "{page}");
+    let r = browser.get(&callback).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "single use");
+    let (_, v) = call(
+        &d.client(),
+        "GET",
+        d.url(&format!("/v1/credentials/{id}")),
+        None,
+    )
+    .await;
+    assert_eq!(v["status"], "connected", "{v}");
+    let (event, _) = ask(&d, &mut runner, "CRM").await;
+    assert_eq!(event, "magic_http_response");
+    let last = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.1, format!("Bearer {SECRET}-access-1"));
+    assert!(!d.logged(SECRET));
+    d.terminate().await;
+}
+
+#[actix_rt::test]
+async fn a_client_credentials_token_is_renewed_by_its_own_grant() {
+    let (api, seen) = api();
+    let (prov, state) = provider();
+    let mut runner = RunnerServer::start(answer);
+    let dir = temp_dir("http-credentials-machine");
+    let d = DaemonProcess::start(&dir, &[]);
+    let admin = d.client();
+    let (s, v) = call(&admin, "POST", d.url("/v1/credentials"), Some(json!({"name": "Machine", "type": "oauth2",
+        "settings": {"grant": "client_credentials", "client_id": "cid", "client_secret": format!("{SECRET}-client"),
+        "token_url": format!("{prov}/token"), "scopes": "read write"}}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    // A token with a minute to live: expiring at once.
+    state
+        .expires_in
+        .store(60, std::sync::atomic::Ordering::SeqCst);
+    let (s, v) = call(
+        &admin,
+        "POST",
+        d.url(&format!("/v1/credentials/{id}/oauth/start")),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, v["status"].as_str()),
+        (StatusCode::OK, Some("connected")),
+        "{v}"
+    );
+    d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
+        .await;
+    d.run_connector(
+        "http",
+        json!({"title": "API", "connector_idn": "api",
+        "settings": [{"idn": "base_url", "value": format!("{api}/v1")}]}),
+    )
+    .await;
+    let flow = json!({"runner": {"kind": "webhook", "url": format!("{}/skills", runner.base)},
+    "events": [
+        {"idn": "user_message", "skill_idn": "Talk", "integration_idn": "sandbox"},
+        {"idn": "magic_http_response", "skill_idn": "OnHttp", "integration_idn": "http"},
+        {"idn": "result_error", "skill_idn": "OnHttp", "integration_idn": "http"},
+    ]});
+    d.put_flow("Bot", "Main", &flow).await;
+    // No refresh token to spend: the client-credentials grant again, not needs_reauth.
+    let (event, a) = ask(&d, &mut runner, "Machine").await;
+    assert_eq!(event, "magic_http_response", "{a:?}");
+    let last = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.1, format!("Bearer {SECRET}-machine-2"));
+    assert_eq!(
+        *state.grants.lock().unwrap(),
+        ["client_credentials", "client_credentials"]
+    );
+    let (_, v) = call(&admin, "GET", d.url(&format!("/v1/credentials/{id}")), None).await;
+    assert_eq!(v["status"], "connected", "{v}");
     d.terminate().await;
 }

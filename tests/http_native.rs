@@ -60,6 +60,21 @@ fn api() -> (String, Seen) {
                         HttpResponse::Ok().body("slow")
                     }
                     "/v1/fast" => HttpResponse::Ok().body("fast"),
+                    "/v1/slower" => {
+                        tokio::time::sleep(Duration::from_millis(2500)).await;
+                        HttpResponse::Ok().body("too late")
+                    }
+                    "/v1/big" => HttpResponse::Ok().body("x".repeat(200)),
+                    "/v1/away" => {
+                        let to = req
+                            .query_string()
+                            .strip_prefix("to=")
+                            .unwrap_or("")
+                            .to_owned();
+                        HttpResponse::Found()
+                            .insert_header(("location", to))
+                            .finish()
+                    }
                     _ => HttpResponse::NotFound().body("no such thing"),
                 }
             }
@@ -265,5 +280,135 @@ async fn skills_call_an_api_with_the_connector_s_credentials_and_get_the_answer(
     while let Ok(r) = runner.rx.try_recv() {
         assert!(!String::from_utf8_lossy(&r.body).contains(SECRET));
     }
+    d.terminate().await;
+}
+
+/// What another host saw: `(path, authorization)`.
+type Caught = Arc<Mutex<Vec<(String, String)>>>;
+
+/// Another host (another port of loopback) and what it saw.
+fn elsewhere() -> (String, Caught) {
+    let seen: Caught = Arc::default();
+    let s = seen.clone();
+    let server = HttpServer::new(move || {
+        let seen = s.clone();
+        App::new().default_service(web::to(move |req: HttpRequest| {
+            let seen = seen.clone();
+            async move {
+                let auth = req
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .to_owned();
+                seen.lock().unwrap().push((req.path().to_owned(), auth));
+                HttpResponse::Ok().body("caught")
+            }
+        }))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(("127.0.0.1", 0))
+    .unwrap();
+    let addr = server.addrs()[0];
+    actix_rt::spawn(server.run());
+    (format!("http://{addr}"), seen)
+}
+
+#[actix_rt::test]
+async fn requests_time_out_bodies_are_capped_and_credentials_never_follow_a_redirect_away() {
+    let (api, seen) = api();
+    let (other, caught) = elsewhere();
+    let away = format!("away?to={other}/catch");
+    let mut runner = RunnerServer::start(move |r: &Received| {
+        let e = &r.json["event"];
+        if e["event_idn"] != "user_message" {
+            return (200, completed(json!([])));
+        }
+        let args = &e["arguments"];
+        let text = args
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["name"] == "text"))
+            .map(|x| x["value"].clone())
+            .unwrap_or_else(|| args["text"].clone());
+        let command = match text.as_str().unwrap() {
+            "timeout" => {
+                let mut c = send_request(json!({"method": "GET", "url": "slower"}));
+                c["connector_idn"] = json!("tight");
+                c
+            }
+            "big" => send_request(json!({"method": "GET", "url": "big"})),
+            "away" => send_request(json!({"method": "GET", "url": away.clone()})),
+            other => panic!("no case {other}"),
+        };
+        (200, completed(json!([command])))
+    });
+    let dir = temp_dir("http-native-limits");
+    let d = DaemonProcess::start(&dir, &[("SWITCHBOARD_LOG__LEVEL", "debug")]);
+    d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
+        .await;
+    for (idn, timeout) in [("api", "30"), ("tight", "1")] {
+        d.run_connector(
+            "http",
+            json!({"title": idn, "connector_idn": idn, "settings": [
+                {"idn": "base_url", "value": format!("{api}/v1")},
+                {"idn": "auth_type", "value": "bearer"},
+                {"idn": "auth_token", "value": SECRET},
+                {"idn": "timeout_seconds", "value": timeout},
+                {"idn": "allowed_hosts", "value": "127.0.0.1"},
+            ]}),
+        )
+        .await;
+    }
+    let (s, v) = call(
+        &d.client(),
+        "POST",
+        d.url("/v1/integrations/http/settings"),
+        Some(json!([{"idn": "max_response_bytes", "value": "16"}])),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let flow = json!({"runner": {"kind": "webhook", "url": format!("{}/skills", runner.base)},
+    "events": [
+        {"idn": "user_message", "skill_idn": "Talk", "integration_idn": "sandbox"},
+        {"idn": "magic_http_response", "skill_idn": "OnHttp", "integration_idn": "http"},
+        {"idn": "result_error", "skill_idn": "OnHttp", "integration_idn": "http"},
+    ]});
+    d.put_flow("Bot", "Main", &flow).await;
+
+    // No answer within the connector's timeout: result_error saying so, the peer's fault.
+    let got = case(&d, &mut runner, "timeout", 1).await;
+    assert_eq!(got[0].0, "result_error", "{got:?}");
+    assert!(
+        got[0].1["error"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within 1000 ms"),
+        "{got:?}"
+    );
+    assert_eq!(got[0].1["fault"], "peer");
+
+    // A body longer than max_response_bytes comes cut, and says so.
+    let got = case(&d, &mut runner, "big", 1).await;
+    assert_eq!(got[0].0, "magic_http_response", "{got:?}");
+    assert_eq!(got[0].1["body"], "x".repeat(16));
+    assert_eq!(got[0].1["truncated"], "true");
+
+    // A redirect to another host is not followed with the credential: the 302 comes back and
+    // the other host saw nothing.
+    let got = case(&d, &mut runner, "away", 2).await;
+    assert_eq!(got[0].0, "magic_http_response", "{got:?}");
+    assert_eq!(got[0].1["statusCode"], "302");
+    assert!(
+        caught.lock().unwrap().is_empty(),
+        "{:?}",
+        caught.lock().unwrap()
+    );
+    assert_eq!(
+        seen.lock().unwrap().last().cloned().unwrap().2,
+        format!("Bearer {SECRET}"),
+        "the API itself got it"
+    );
+    assert!(!d.logged(SECRET));
     d.terminate().await;
 }

@@ -494,3 +494,94 @@ async fn the_sandbox_page_asks_for_a_token_and_works_with_one_in_its_fragment() 
     drop(driver);
     let _ = std::fs::remove_dir_all(&profile);
 }
+
+/// An OAuth credential connected from the sandbox page: its Connect button asks the daemon to
+/// start the authorization and opens the provider's page (the local OAuth provider of the http
+/// tests), which sends that window back to the daemon's callback; the page's row then shows
+/// the credential `connected`.
+#[actix_rt::test]
+async fn the_sandbox_page_connects_an_oauth_credential_with_its_connect_button() {
+    const SECRET: &str = "planted-sandbox-oauth-31c9";
+    let chromedriver = browser_tools();
+    let (prov, provider) = common::oauth_provider::start(SECRET);
+    let dir = temp_dir("sandbox-oauth");
+    let profile = dir.join("chromium-profile");
+    std::fs::create_dir_all(&profile).unwrap();
+    let daemon = DaemonProcess::start(&dir, &[("SWITCHBOARD_SANDBOX__DEMO_RUNNER", "true")]);
+    let admin = daemon.client();
+    let r = admin
+        .post(daemon.url("/v1/credentials"))
+        .json(&json!({"name": "CRM", "type": "oauth2", "settings": {
+            "client_id": "cid", "client_secret": format!("{SECRET}-client"),
+            "authorize_url": format!("{prov}/authorize"), "token_url": format!("{prov}/token"),
+            "scopes": "read write"}}))
+        .send()
+        .await
+        .expect("POST /v1/credentials");
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = admin
+        .post(daemon.url("/v1/tokens"))
+        .json(&json!({"name": "sandbox page",
+                      "scopes": ["events:write", "read", "credentials:write"]}))
+        .send()
+        .await
+        .expect("POST /v1/tokens");
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    let token = r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let driver = ChromeDriver::start(&chromedriver, &dir).await;
+    let client = connect(&driver, &profile).await;
+    let row = format!("//li[@id='credential-{id}']");
+    let outcome = tokio::time::timeout(WHOLE, async {
+        within(
+            "the sandbox page",
+            WAIT,
+            client.goto(&daemon.url(&format!("/sandbox#token={token}"))),
+        )
+        .await
+        .expect("the sandbox page loads");
+        wait_xpath(
+            &client,
+            "the credential's row, not connected",
+            &format!("{row}/span[@class='credential-status' and .='not_connected']"),
+        )
+        .await;
+        let connect = wait_xpath(
+            &client,
+            "the credential's Connect button",
+            &format!("{row}/button[@class='connect']"),
+        )
+        .await;
+        within("clicking Connect", WAIT, connect.click())
+            .await
+            .expect("click Connect");
+        wait_xpath(
+            &client,
+            "the credential's row, connected",
+            &format!("{row}/span[@class='credential-status' and .='connected']"),
+        )
+        .await;
+    })
+    .await;
+    let closed = within("closing the browser", WAIT, client.close()).await;
+    outcome.unwrap_or_else(|_| panic!("connecting took longer than {WHOLE:?}"));
+    closed.expect("the browser session closes");
+    // Through the provider's authorization-code grant, as the API says too.
+    assert_eq!(*provider.grants.lock().unwrap(), ["authorization_code"]);
+    let r = admin
+        .get(daemon.url(&format!("/v1/credentials/{id}")))
+        .send()
+        .await
+        .expect("GET /v1/credentials/{id}");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "connected", "{v}");
+    assert!(!daemon.logged(SECRET) && !daemon.logged(&token[16..]));
+    drop(driver);
+    let _ = std::fs::remove_dir_all(&profile);
+}

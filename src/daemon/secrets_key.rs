@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use crate::natives::component::{Component, Reseal, ResealError};
 use crate::store::secrets::{SecretBox, SecretError};
 
 #[derive(Debug, thiserror::Error)]
@@ -91,10 +92,11 @@ pub enum RekeyError {
     Store(#[from] crate::store::StoreError),
     #[error("a stored secret does not open with the keyring ({0}); nothing more was changed")]
     Open(String),
-    /// Values sealed under an old key remain where rekey cannot re-seal them (a native's own
-    /// table): dropping the old keys would make them unreadable, so they stay in the file.
+    /// Values sealed under an old key remain where rekey cannot re-seal them (a table no
+    /// registered native re-seals): dropping the old keys would make them unreadable, so they
+    /// stay in the file.
     #[error(
-        "values sealed under an old key remain in {0}, which rekey cannot re-seal yet: the new key \
+        "values sealed under an old key remain in {0}, which no native re-seals: the new key \
          seals from now on and the old keys are kept (run rekey without --drop-old)"
     )]
     StillSealedUnderOld(String),
@@ -134,11 +136,14 @@ fn sealed_under(
 
 /// Seals every stored secret under a new key: the key file first gets the new key on top of
 /// the old ones (so a crash midway loses nothing: both open), then every sealed value is
-/// re-sealed, then, with `drop_old`, the old keys leave the file.
+/// re-sealed (the daemon's, then each native's own through its [`Component::reseal`], its
+/// tables made first if this store never had them), then, with `drop_old`, the old keys leave
+/// the file.
 pub async fn rekey(
     env_name: &str,
     file: &Path,
     store: &crate::store::Store,
+    natives: &[Box<dyn Component>],
     drop_old: bool,
 ) -> Result<Rekeyed, RekeyError> {
     if std::env::var_os(env_name).is_some() {
@@ -225,6 +230,16 @@ pub async fn rekey(
             values += 1;
         }
     }
+    let ring = std::sync::Arc::new(ring);
+    for native in natives {
+        let Some(reseal) = native.reseal() else {
+            continue;
+        };
+        store
+            .migrate_component(native.idn(), native.migrations())
+            .await?;
+        values += reseal_native(store, native.idn(), reseal, ring.clone()).await?;
+    }
     store.flush().await?;
     if drop_old {
         let (old_ids, reader) = (
@@ -250,6 +265,37 @@ pub async fn rekey(
         values,
         kept,
     })
+}
+
+/// Runs a native's `reseal` in one job of the store's writer, all or nothing (a savepoint:
+/// the writer commits jobs in groups).
+async fn reseal_native(
+    store: &crate::store::Store,
+    idn: &'static str,
+    reseal: Reseal,
+    ring: std::sync::Arc<SecretBox>,
+) -> Result<usize, RekeyError> {
+    let (tx_out, rx) = tokio::sync::oneshot::channel();
+    store
+        .write(move |tx| {
+            tx.execute_batch("SAVEPOINT native_reseal")?;
+            let done = reseal(tx, &ring);
+            tx.execute_batch(match done {
+                Ok(_) => "RELEASE native_reseal",
+                Err(_) => "ROLLBACK TO native_reseal; RELEASE native_reseal",
+            })?;
+            let _ = tx_out.send(done);
+            Ok(crate::store::Written::Done)
+        })
+        .await?;
+    match rx.await {
+        Ok(Ok(n)) => Ok(n),
+        Ok(Err(ResealError::Open { place, source })) => {
+            Err(RekeyError::Open(format!("{idn}: {place}: {source}")))
+        }
+        Ok(Err(ResealError::Sqlite(e))) => Err(RekeyError::Store(e.into())),
+        Err(_) => Err(RekeyError::Store(crate::store::StoreError::Closed)),
+    }
 }
 
 /// Replaces the key file (mode 0600) through a temporary file and a rename.
@@ -344,7 +390,7 @@ mod tests {
             })
             .await
             .unwrap();
-        let refused = rekey(env, &file, &store, true).await.unwrap_err();
+        let refused = rekey(env, &file, &store, &[], true).await.unwrap_err();
         assert!(
             matches!(&refused, RekeyError::StillSealedUnderOld(p) if p == "native_things.sealed"),
             "{refused}"
@@ -368,7 +414,103 @@ mod tests {
             })
             .await
             .unwrap();
-        let done = rekey(env, &file, &store, true).await.unwrap();
+        let done = rekey(env, &file, &store, &[], true).await.unwrap();
         assert!(done.kept.is_empty());
+    }
+
+    /// A native keeping one sealed value per row of its own table.
+    struct Sealing;
+
+    impl Component for Sealing {
+        fn idn(&self) -> &'static str {
+            "sealing"
+        }
+
+        fn migrations(&self) -> &'static [&'static str] {
+            &["CREATE TABLE sealing_things (id TEXT PRIMARY KEY, sealed TEXT NOT NULL)"]
+        }
+
+        fn reseal(&self) -> Option<Reseal> {
+            Some(|tx, ring| {
+                let rows: Vec<(String, String)> = tx
+                    .prepare("SELECT id, sealed FROM sealing_things")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let mut n = 0;
+                for (id, sealed) in rows.into_iter().filter(|(_, v)| ring.needs_reseal(v)) {
+                    let aad = format!("sealing/{id}");
+                    let plain = ring
+                        .open(&sealed, &aad)
+                        .map_err(|source| ResealError::Open {
+                            place: format!("sealing_things {id}"),
+                            source,
+                        })?;
+                    tx.execute(
+                        "UPDATE sealing_things SET sealed = ?2 WHERE id = ?1",
+                        [&id, &ring.seal(&plain, &aad)],
+                    )?;
+                    n += 1;
+                }
+                Ok(n)
+            })
+        }
+
+        fn build(
+            self: Box<Self>,
+            _: &crate::natives::component::NativeContext,
+        ) -> crate::natives::component::Built {
+            unreachable!("rekey builds no native")
+        }
+    }
+
+    #[tokio::test]
+    async fn rekey_reseals_a_native_s_own_values_so_the_old_keys_can_go() {
+        let dir = std::env::temp_dir().join(format!("sb-rekey-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("secret.key");
+        let env = "SB_TEST_REKEY_UNSET_VARIABLE";
+        let (old, _) = load(env, &file).unwrap();
+        let store = crate::store::Store::open(&dir.join("t.db"), 64, 5000).unwrap();
+        let natives: Vec<Box<dyn Component>> = vec![Box::new(Sealing)];
+        store
+            .migrate_component("sealing", natives[0].migrations())
+            .await
+            .unwrap();
+        let sealed = old.seal("s3cr3t", "sealing/x");
+        store
+            .write(move |tx| {
+                tx.execute("INSERT INTO sealing_things VALUES ('x', ?1)", [sealed])?;
+                Ok(crate::store::Written::Done)
+            })
+            .await
+            .unwrap();
+        let done = rekey(env, &file, &store, &natives, true).await.unwrap();
+        assert!(done.kept.is_empty(), "the old key dropped");
+        assert_eq!(done.values, 1);
+        // The key file holds the new key alone, and it opens the value.
+        let (ring, _) = load(env, &file).unwrap();
+        assert_eq!(ring.key_ids(), [done.key_id.as_str()]);
+        let value: String = store
+            .read(|c| c.query_row("SELECT sealed FROM sealing_things", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(ring.open(&value, "sealing/x").unwrap(), "s3cr3t");
+
+        // A value no key opens: rekey stops naming the native and the row, the keys stay.
+        let stranger = SecretBox::from_base64(&SecretBox::generate()).unwrap();
+        let bad = stranger.seal("x", "sealing/y");
+        store
+            .write(move |tx| {
+                tx.execute("INSERT INTO sealing_things VALUES ('y', ?1)", [bad])?;
+                Ok(crate::store::Written::Done)
+            })
+            .await
+            .unwrap();
+        let refused = rekey(env, &file, &store, &natives, true).await.unwrap_err();
+        assert!(
+            matches!(&refused, RekeyError::Open(p) if p.starts_with("sealing: sealing_things y")),
+            "{refused}"
+        );
+        let (ring, _) = load(env, &file).unwrap();
+        assert_eq!(ring.key_ids().len(), 2, "the keys stay");
     }
 }

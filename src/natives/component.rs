@@ -3,8 +3,9 @@
 //! a [`NativeContext`] (everything a native may use) into what it owns: the command executor
 //! (`commands::NativeIntegration`, which also hears its connectors' lives), optionally HTTP
 //! routes under paths it owns, a background task that waits for the start gate and ends on the
-//! shutdown signal, its own tables (migrations namespaced by its idn, applied by the store seam)
-//! and its own config section (a type it owns, embedded in `config::Config`).
+//! shutdown signal, its own tables (migrations namespaced by its idn, applied by the store seam),
+//! how `switchboard rekey` re-seals what those tables keep sealed ([`Reseal`]), and its own
+//! config section (a type it owns, embedded in `config::Config`).
 
 use std::sync::Arc;
 
@@ -16,11 +17,13 @@ use crate::commands::NativeIntegration;
 use crate::connectors::Directory;
 use crate::dead_letter::DeadLetterStore;
 use crate::domain::PersonaKey;
+use crate::fault::{Blame, Fault};
 use crate::flow_instance::state::StateStore;
 use crate::ingress::InternalEvents;
 use crate::outbound::Egress;
 use crate::routing::LiveIndex;
 use crate::session::SessionTable;
+use crate::store::secrets::SecretError;
 use crate::store::{SecretBox, Store};
 
 /// A native integration, as the registration list holds it.
@@ -34,9 +37,47 @@ pub trait Component: Send + 'static {
         &[]
     }
 
+    /// How `switchboard rekey` re-seals the values its own tables keep sealed with the daemon's
+    /// keyring ([`NativeContext::secrets`]). `None` by default: a native that seals nothing.
+    /// One that seals and gives none keeps `rekey --drop-old` from dropping the old keys.
+    fn reseal(&self) -> Option<Reseal> {
+        None
+    }
+
     /// Builds it once the engine's parts exist. Must not block: slow starts go to a task that
     /// waits for [`NativeContext::started`].
     fn build(self: Box<Self>, cx: &NativeContext) -> Built;
+}
+
+/// Re-seals, under the keyring's current key, every value of the native's own tables that
+/// another key of the ring sealed (`SecretBox::needs_reseal`), inside the store transaction it
+/// is given (the caller makes it all or nothing); answers how many values it re-sealed. Run
+/// with the daemon stopped, after the native's migrations; running it again finds none left.
+pub type Reseal = fn(&rusqlite::Transaction<'_>, &SecretBox) -> Result<usize, ResealError>;
+
+/// Why a native's sealed values were not re-sealed (none of them then was).
+#[derive(Debug, thiserror::Error)]
+pub enum ResealError {
+    /// A stored value does not open with the keyring (a key missing from the key file, or the
+    /// value tampered with): the operator's to fix; rekeying again cannot help.
+    #[error("{place}: {source}")]
+    Open { place: String, source: SecretError },
+    /// The store failed.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+impl Blame for ResealError {
+    fn fault(&self) -> Fault {
+        match self {
+            ResealError::Open { .. } => Fault::Caller,
+            ResealError::Sqlite(_) => Fault::Daemon,
+        }
+    }
+
+    fn retryable(&self) -> bool {
+        matches!(self, ResealError::Sqlite(_))
+    }
 }
 
 /// What a component built.

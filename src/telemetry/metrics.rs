@@ -208,7 +208,7 @@ pub fn describe() {
     );
     describe_counter!(
         CREDENTIAL_REFRESHES_TOTAL,
-        "OAuth token refreshes of credentials, by reason (expiring, unauthorized) and outcome (refreshed, raced, revoked, failed)."
+        "OAuth token refreshes of credentials, by reason (expiring, unauthorized, daily) and outcome (refreshed, raced, revoked, failed)."
     );
     describe_histogram!(
         SEND_REQUEST_DURATION_SECONDS,

@@ -5,6 +5,7 @@
 
 pub mod daemon;
 pub mod nats;
+pub mod oauth_provider;
 pub mod routes;
 pub mod runner_server;
 pub mod wait;

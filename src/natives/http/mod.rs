@@ -32,9 +32,10 @@ use crate::commands::{
 use crate::connectors::Directory;
 use crate::domain::{Arguments, ConnectorKey, PersonaId};
 use crate::fault::{Blame, Fault};
-use crate::natives::component::{Built, Component, NativeContext};
+use crate::natives::component::{Built, Component, NativeContext, Reseal};
 use crate::outbound::{retry, Backoff, Egress, SendOptions, Sent};
 use crate::telemetry::handles;
+use credentials::clock::Clock;
 use credentials::refresh::Refresher;
 use credentials::CredentialStore;
 use lanes::Lanes;
@@ -81,18 +82,25 @@ impl Component for HttpComponent {
     }
 
     fn migrations(&self) -> &'static [&'static str] {
-        credentials::store::MIGRATIONS
+        credentials::MIGRATIONS
     }
 
-    /// With a store and the keyring, the credential routes too.
+    /// The credentials' secret fields and tokens.
+    fn reseal(&self) -> Option<Reseal> {
+        Some(credentials::reseal)
+    }
+
+    /// With a store and the keyring, the credential routes too, and the daily refresh of OAuth
+    /// credentials (a task from the start gate to the shutdown).
     fn build(self: Box<Self>, cx: &NativeContext) -> Built {
         let refresher = cx
             .store
             .clone()
             .zip(cx.secrets.clone())
             .map(|(store, secrets)| {
-                let store = CredentialStore::new(store, secrets);
-                Arc::new(Refresher::new(store, cx.egress.clone(), cx.events.clone()))
+                let store = CredentialStore::new(store, secrets, Clock::start());
+                let endpoint = Arc::new(cx.egress.clone());
+                Arc::new(Refresher::new(store, endpoint, cx.events.clone()))
             });
         let built = Built::executor(Arc::new(HttpNative {
             egress: cx.egress.clone(),
@@ -104,11 +112,17 @@ impl Component for HttpComponent {
         let Some(refresher) = refresher else {
             return built;
         };
+        tokio::spawn(credentials::sweep::run(
+            refresher.clone(),
+            cx.persona_key,
+            cx.started.clone(),
+            cx.shutdown.clone(),
+        ));
         let vault = actix_web::web::Data::new(credentials::routes::Vault {
             credentials: refresher.store.clone(),
             directory: cx.directory.clone(),
             egress: cx.egress.clone(),
-            flows: credentials::oauth::Flows::default(),
+            flows: refresher.store.pending_flows(),
             refresher,
             persona_key: cx.persona_key,
         });
@@ -348,6 +362,13 @@ async fn send(
             Err(e) if e.retryable() => Some(None),
             Err(_) => None,
         };
+        // A timeout is the connector's, whatever was left of it for the last attempt.
+        let result = result.map_err(|e| match e {
+            crate::outbound::SendError::Timeout(_) => {
+                crate::outbound::SendError::Timeout(options.timeout)
+            }
+            e => e,
+        });
         let Some(retry_after) = again.filter(|_| retries && attempt < MAX_ATTEMPTS) else {
             return result;
         };

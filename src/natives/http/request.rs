@@ -105,7 +105,8 @@ fn url_of(text: &str, settings: &ConnectorSettings) -> Result<Url, CommandRefusa
         .map_err(|_| invalid("url", "the connector's base_url is not a URL"))?;
     let url = match Url::parse(text) {
         Ok(absolute) => absolute,
-        Err(_) if !text.contains("://") => {
+        // (A query may hold an absolute URL: `login?next=https://…` is still relative.)
+        Err(_) if !text.split(['?', '#']).next().unwrap_or("").contains("://") => {
             // `users/1` and `/users/1` both go under the base URL's path.
             let mut joined = base.clone();
             let path = format!(
@@ -367,6 +368,18 @@ mod tests {
             Ok((
                 "GET https://api.example.com/v2/me",
                 &[("x-api-key", "k-123")],
+            )),
+        );
+        // A relative URL whose query names an absolute one.
+        check(
+            &[
+                ("method", "GET"),
+                ("url", "login?next=https://evil.example.net/x"),
+            ],
+            Auth::None,
+            Ok((
+                "GET https://api.example.com/v2/login?next=https://evil.example.net/x",
+                &[],
             )),
         );
         // A key in the query, over the skill's parameter of the same name.

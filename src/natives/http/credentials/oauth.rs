@@ -1,13 +1,11 @@
 //! The OAuth 2.0 exchanges of `oauth2` and `intercom` credentials, with the `oauth2` crate:
-//! the authorization-code flow with PKCE (the daemon keeps each flow's state and verifier,
-//! single use, for [`FLOW_TTL`]) and client credentials. Every request to a provider goes
+//! the authorization-code flow with PKCE (the daemon keeps each flow's state and verifier:
+//! `pending.rs`) and client credentials. Every request to a provider goes
 //! through the egress toolkit ([`Egress::send`]: the policy at every hop, no redirects).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
-use chrono::Utc;
 use oauth2::basic::BasicClient;
 use oauth2::{
     AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, PkceCodeChallenge,
@@ -15,14 +13,10 @@ use oauth2::{
 };
 use uuid::Uuid;
 
+use super::clock::Clock;
 use super::kind::{CredentialType, INTERCOM_AUTHORIZE_URL, INTERCOM_TOKEN_URL};
 use super::store::{Credential, Tokens};
 use crate::outbound::{Egress, OutboundRequest, SendOptions};
-
-/// How long an authorization may take, from start to callback.
-pub const FLOW_TTL: Duration = Duration::from_secs(600);
-/// Flows waiting for their callback at most (the oldest go first).
-const MAX_PENDING: usize = 10_000;
 
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,53 +37,12 @@ pub enum OAuthError {
 #[error("{0}")]
 pub struct Transport(String);
 
-/// A flow waiting for its callback.
-struct Pending {
-    account: String,
-    id: Uuid,
-    verifier: String,
-    redirect: String,
-    made: Instant,
-}
-
-/// The flows waiting for their callback, by state.
-#[derive(Default)]
-pub struct Flows(Mutex<HashMap<String, Pending>>);
-
-/// A flow's callback, found: whose credential, and how to finish.
+/// A flow waiting for its callback: whose credential, and how to finish.
 pub struct Callback {
     pub account: String,
     pub id: Uuid,
-    verifier: String,
-    redirect: String,
-}
-
-impl Flows {
-    fn keep(&self, state: String, p: Pending) {
-        let mut map = self.0.lock().expect("flows lock");
-        map.retain(|_, p| p.made.elapsed() < FLOW_TTL);
-        if map.len() >= MAX_PENDING {
-            if let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, p)| p.made)
-                .map(|(k, _)| k.clone())
-            {
-                map.remove(&oldest);
-            }
-        }
-        map.insert(state, p);
-    }
-
-    /// The flow of `state`, once: a second callback, or one past [`FLOW_TTL`], finds none.
-    pub fn take(&self, state: &str) -> Option<Callback> {
-        let p = self.0.lock().expect("flows lock").remove(state)?;
-        (p.made.elapsed() < FLOW_TTL).then_some(Callback {
-            account: p.account,
-            id: p.id,
-            verifier: p.verifier,
-            redirect: p.redirect,
-        })
-    }
+    pub(super) verifier: String,
+    pub(super) redirect: String,
 }
 
 /// The endpoints and client of a credential.
@@ -195,6 +148,7 @@ async fn send(
 
 /// What a token endpoint's answer means.
 fn tokens_of(
+    clock: &Clock,
     answer: Result<
         oauth2::basic::BasicTokenResponse,
         RequestTokenError<Transport, oauth2::basic::BasicErrorResponse>,
@@ -204,9 +158,7 @@ fn tokens_of(
         Ok(t) => Ok(Tokens {
             access: t.access_token().secret().clone(),
             refresh: t.refresh_token().map(|r| r.secret().clone()),
-            expires_at: t
-                .expires_in()
-                .map(|d| Utc::now().timestamp_millis() + d.as_millis() as i64),
+            expires_at: t.expires_in().map(|d| clock.after(d)),
         }),
         Err(RequestTokenError::ServerResponse(e))
             if *e.error() == oauth2::basic::BasicErrorResponseType::InvalidGrant =>
@@ -224,14 +176,13 @@ fn tokens_of(
     }
 }
 
-/// Starts an authorization-code flow: the provider's URL the user opens; the state and the
-/// PKCE verifier kept in `flows`.
+/// Starts an authorization-code flow: the provider's URL the user opens, the state, and the
+/// flow to keep until the callback names that state.
 pub fn start(
-    flows: &Flows,
     c: &Credential,
     secrets: &BTreeMap<String, String>,
     redirect: &str,
-) -> Result<String, OAuthError> {
+) -> Result<(String, String, Callback), OAuthError> {
     let e = endpoints(c, secrets)?;
     let authorize = e
         .authorize
@@ -248,22 +199,19 @@ pub fn start(
         .add_scopes(e.scopes.into_iter().map(Scope::new))
         .set_pkce_challenge(challenge)
         .url();
-    flows.keep(
-        state.secret().clone(),
-        Pending {
-            account: c.account.clone(),
-            id: c.id,
-            verifier: verifier.secret().clone(),
-            redirect: redirect.to_owned(),
-            made: Instant::now(),
-        },
-    );
-    Ok(auth_url.to_string())
+    let flow = Callback {
+        account: c.account.clone(),
+        id: c.id,
+        verifier: verifier.secret().clone(),
+        redirect: redirect.to_owned(),
+    };
+    Ok((auth_url.to_string(), state.secret().clone(), flow))
 }
 
 /// Finishes a flow: the code exchanged, with the verifier, for tokens.
 pub async fn finish(
     egress: &Egress,
+    clock: &Clock,
     c: &Credential,
     secrets: &BTreeMap<String, String>,
     callback: Callback,
@@ -278,6 +226,7 @@ pub async fn finish(
     }
     let http = Client(egress.clone());
     tokens_of(
+        clock,
         client
             .exchange_code(AuthorizationCode::new(code))
             .set_pkce_verifier(PkceCodeVerifier::new(callback.verifier))
@@ -289,6 +238,7 @@ pub async fn finish(
 /// The client-credentials grant.
 pub async fn client_credentials(
     egress: &Egress,
+    clock: &Clock,
     c: &Credential,
     secrets: &BTreeMap<String, String>,
 ) -> Result<Tokens, OAuthError> {
@@ -303,6 +253,7 @@ pub async fn client_credentials(
     }
     let http = Client(egress.clone());
     tokens_of(
+        clock,
         client
             .exchange_client_credentials()
             .add_scopes(e.scopes.into_iter().map(Scope::new))
@@ -311,12 +262,18 @@ pub async fn client_credentials(
     )
 }
 
-/// The refresh-token grant (the provider may send a new refresh token, else the old stays).
+/// The refresh-token grant (the provider may send a new refresh token, else the old stays);
+/// for a client-credentials credential, that grant again.
 pub async fn refresh(
     egress: &Egress,
+    clock: &Clock,
     c: &Credential,
     secrets: &BTreeMap<String, String>,
 ) -> Result<Tokens, OAuthError> {
+    // A client-credentials token is renewed as it was got: there is no refresh token.
+    if is_client_credentials(c) {
+        return client_credentials(egress, clock, c, secrets).await;
+    }
     let e = endpoints(c, secrets)?;
     let token = secrets
         .get("refresh_token")
@@ -332,6 +289,7 @@ pub async fn refresh(
     }
     let http = Client(egress.clone());
     tokens_of(
+        clock,
         client
             .exchange_refresh_token(&RefreshToken::new(token))
             .request_async(&http)

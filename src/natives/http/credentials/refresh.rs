@@ -1,27 +1,32 @@
 //! OAuth access tokens kept fresh: refreshed ahead of expiry (less than max(5 min, 10% of the
-//! lifetime) left) or after a 401 answered the token in hand, one refresh in flight per
-//! credential while the other requests wait for it and then use its token. `invalid_grant`:
-//! the stored credential is read again (another refresh may have won), else it is marked
-//! `needs_reauth` and a `credential_revoked` system event goes to the flows. A failing
-//! provider: the old token is used until it expires.
+//! lifetime) left), after a 401 answered the token in hand, and at least daily (`sweep.rs`),
+//! one refresh in flight per credential while the other requests wait for it and then use its
+//! token. `invalid_grant`: the stored credential is read again (another refresh may have won),
+//! else it is marked `needs_reauth` and a `credential_revoked` system event goes to the flows.
+//! A failing provider: the old token is used until it expires.
 
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use chrono::Utc;
 use dashmap::DashMap;
 use uuid::Uuid;
 
+use super::clock::Clock;
 use super::kind::Status;
 use super::oauth::{self, OAuthError};
 use super::resolve::Unusable;
-use super::store::{Credential, CredentialStore};
-use crate::domain::{Event, Idn, PersonaId};
+use super::store::{Credential, CredentialStore, Tokens};
+use crate::domain::{Event, Idn, PersonaId, PersonaKey};
 use crate::ingress::InternalEvents;
 use crate::outbound::Egress;
 use crate::telemetry::handles;
 
 /// Refresh when less than this is left, or 10% of the lifetime if more (ms).
 const AHEAD_MS: i64 = 5 * 60 * 1000;
+/// A token is refreshed at least this often (ms), used or not.
+pub const DAILY_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// Whether a token issued at `issued` and expiring at `expires` should be refreshed at `now`
 /// (Unix ms): one that never expires never is.
@@ -33,27 +38,55 @@ pub fn expiring(expires: Option<i64>, issued: Option<i64>, now: i64) -> bool {
     expires - now < AHEAD_MS.max(lifetime / 10)
 }
 
-/// Whether `token`, stored for `c`, may be used as it is.
-fn fresh(c: &Credential, token: &Option<String>, stale: &Option<String>) -> bool {
-    token.is_some()
-        && !expiring(c.expires_at, c.refreshed_at, Utc::now().timestamp_millis())
-        && token != stale
+/// Whether the daily sweep refreshes `c` at `now`: expiring, or last refreshed a day ago.
+pub fn due(c: &Credential, now: i64) -> bool {
+    expiring(c.expires_at, c.refreshed_at, now)
+        || c.refreshed_at.is_none_or(|r| now - r >= DAILY_MS)
+}
+
+/// A future of the token endpoint's answer.
+pub type Granted<'a> = Pin<Box<dyn Future<Output = Result<Tokens, OAuthError>> + Send + 'a>>;
+
+/// Where refreshed tokens come from: the credential's token endpoint, through the egress
+/// toolkit ([`oauth::refresh`]) in the daemon.
+pub trait TokenEndpoint: Send + Sync {
+    fn refresh<'a>(
+        &'a self,
+        clock: &'a Clock,
+        c: &'a Credential,
+        secrets: &'a BTreeMap<String, String>,
+    ) -> Granted<'a>;
+}
+
+impl TokenEndpoint for Egress {
+    fn refresh<'a>(
+        &'a self,
+        clock: &'a Clock,
+        c: &'a Credential,
+        secrets: &'a BTreeMap<String, String>,
+    ) -> Granted<'a> {
+        Box::pin(oauth::refresh(self, clock, c, secrets))
+    }
 }
 
 /// The OAuth credentials' refreshes.
 pub struct Refresher {
     pub store: CredentialStore,
-    pub egress: Egress,
+    endpoint: Arc<dyn TokenEndpoint>,
     pub events: InternalEvents,
     /// One lock per credential: the refresh in flight.
     locks: DashMap<Uuid, Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl Refresher {
-    pub fn new(store: CredentialStore, egress: Egress, events: InternalEvents) -> Refresher {
+    pub fn new(
+        store: CredentialStore,
+        endpoint: Arc<dyn TokenEndpoint>,
+        events: InternalEvents,
+    ) -> Refresher {
         Refresher {
             store,
-            egress,
+            endpoint,
             events,
             locks: DashMap::new(),
         }
@@ -81,11 +114,41 @@ impl Refresher {
         } else {
             "expiring"
         };
+        let clock = self.store.clock;
+        let fresh = |c: &Credential, token: &Option<String>| {
+            token.is_some()
+                && !expiring(c.expires_at, c.refreshed_at, clock.now_ms())
+                && *token != stale
+        };
+        self.renew(c, reason, &stale, persona, fresh).await
+    }
+
+    /// The daily sweep's: `c` refreshed if it is [`due`] (read again under its lock first).
+    pub async fn refresh_if_due(
+        &self,
+        c: Credential,
+        persona: PersonaId,
+    ) -> Result<String, Unusable> {
+        let clock = self.store.clock;
+        let fresh =
+            |c: &Credential, token: &Option<String>| token.is_some() && !due(c, clock.now_ms());
+        self.renew(c, "daily", &None, persona, fresh).await
+    }
+
+    /// `c`'s token as it is if `fresh`, else refreshed: one refresh at a time per credential,
+    /// the others wait and then find its token.
+    async fn renew(
+        &self,
+        c: Credential,
+        reason: &'static str,
+        stale: &Option<String>,
+        persona: PersonaId,
+        fresh: impl Fn(&Credential, &Option<String>) -> bool,
+    ) -> Result<String, Unusable> {
         let token = self.token_of(&c)?;
-        if fresh(&c, &token, &stale) {
+        if fresh(&c, &token) {
             return Ok(token.expect("checked"));
         }
-        // One refresh at a time per credential; the others wait, then find its token.
         let lock = self.locks.entry(c.id).or_default().clone();
         let _held = lock.lock().await;
         let c = self
@@ -100,7 +163,7 @@ impl Refresher {
                 status: Status::NeedsReauth,
             });
         }
-        if fresh(&c, &token, &stale) {
+        if fresh(&c, &token) {
             handles::credential_refresh(reason, "raced");
             return Ok(token.expect("checked"));
         }
@@ -108,7 +171,7 @@ impl Refresher {
             .store
             .open(&c)
             .map_err(|_| Unusable::Broken(c.name.clone()))?;
-        match oauth::refresh(&self.egress, &c, &secrets).await {
+        match self.endpoint.refresh(&self.store.clock, &c, &secrets).await {
             Ok(tokens) => {
                 let access = tokens.access.clone();
                 self.store
@@ -141,15 +204,21 @@ impl Refresher {
                 handles::credential_refresh(reason, "failed");
                 tracing::warn!(credential = %c.id, error = %e, "an OAuth refresh failed");
                 // The old token while it lasts (not the one an API just refused).
-                let lasts = c
-                    .expires_at
-                    .is_none_or(|x| x > Utc::now().timestamp_millis());
+                let now = self.store.clock.now_ms();
+                let lasts = c.expires_at.is_none_or(|x| x > now);
                 match token {
                     Some(t) if lasts && Some(&t) != stale.as_ref() => Ok(t),
                     _ => Err(Unusable::Refresh(c.name)),
                 }
             }
         }
+    }
+
+    /// The persona a credential's own system events go to: `credential:<id>` on `system`.
+    pub fn own_persona(key: &PersonaKey, c: &Credential) -> Option<PersonaId> {
+        let account = Idn::parse("account", &c.account).ok()?;
+        let own = format!("credential:{}", c.id);
+        Some(key.derive(&account, &Idn::known("system"), &own))
     }
 
     /// Tells the flows of `c`'s account, as a system event to `persona`.

@@ -14,7 +14,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::CredentialError;
 use super::kind::CredentialType;
-use super::oauth::{self, Flows, OAuthError, FLOW_TTL};
+use super::oauth::{self, OAuthError};
+use super::pending::{PendingFlows, FLOW_TTL};
 use super::refresh::Refresher;
 use super::store::{Change, Credential, CredentialStore};
 use crate::api::body::{decode, Body};
@@ -36,7 +37,7 @@ pub struct Vault {
     /// Requests to OAuth providers.
     pub egress: Egress,
     /// Authorization-code flows waiting for their callback.
-    pub flows: Flows,
+    pub flows: PendingFlows,
     /// The refreshes (and the system events of credentials).
     pub refresher: Arc<Refresher>,
     /// The persona a credential's own system events go to (`credential:<id>` on `system`).
@@ -384,8 +385,8 @@ struct OAuthStarted {
 /// Starts connecting an `oauth2` or `intercom` credential.
 ///
 /// Needs `credentials:write`. Authorization code (with PKCE): answers the provider's
-/// authorization URL; the state and verifier are kept by the daemon, single use, for 10 min,
-/// and the provider sends the browser back to `/oauth/callback` on the host this request
+/// authorization URL; the state and verifier are kept by the daemon (in its store: a restart
+/// loses none), single use, for 10 min, and the provider sends the browser back to `/oauth/callback` on the host this request
 /// named. Client credentials: the token is fetched now.
 #[utoipa::path(
     tag = "credentials",
@@ -415,7 +416,7 @@ async fn oauth_start(
         .await?;
     let secrets = v.credentials.open(&cr)?;
     if oauth::is_client_credentials(&cr) {
-        let tokens = oauth::client_credentials(&v.egress, &cr, &secrets)
+        let tokens = oauth::client_credentials(&v.egress, &v.credentials.clock, &cr, &secrets)
             .await
             .map_err(CredentialError::from)?;
         v.credentials.set_tokens(&cr, tokens).await?;
@@ -432,9 +433,13 @@ async fn oauth_start(
             },
         ));
     }
-    let info = req.connection_info();
-    let redirect = format!("{}://{}/oauth/callback", info.scheme(), info.host());
-    let url = oauth::start(&v.flows, &cr, &secrets, &redirect).map_err(CredentialError::from)?;
+    let redirect = {
+        let info = req.connection_info();
+        format!("{}://{}/oauth/callback", info.scheme(), info.host())
+    };
+    let (url, state, flow) =
+        oauth::start(&cr, &secrets, &redirect).map_err(CredentialError::from)?;
+    v.flows.keep(&state, &flow).await?;
     Ok(answer(
         actix_web::http::StatusCode::OK,
         OAuthStarted {
@@ -479,12 +484,27 @@ fn page(status: actix_web::http::StatusCode, text: &str) -> HttpResponse {
         (status = 200, description = "Connected", content_type = "text/html", body = String),
         (status = 400, description = "Unknown or used state, or the provider's refusal", content_type = "text/html", body = String),
         (status = 502, description = "The token endpoint refused or failed", content_type = "text/html", body = String),
+        (status = 503, description = "The daemon could not read the flow (try again)", content_type = "text/html", body = String),
     )
 )]
 #[get("/oauth/callback")]
 async fn oauth_callback(v: V, q: web::Query<CallbackQuery>) -> HttpResponse {
     use actix_web::http::StatusCode;
-    let Some(flow) = q.state.as_deref().and_then(|s| v.flows.take(s)) else {
+    let taken = match q.state.as_deref() {
+        Some(state) => v.flows.take(state).await,
+        None => Ok(None),
+    };
+    let flow = match taken {
+        Ok(flow) => flow,
+        Err(e) => {
+            tracing::warn!(error = %e, "an OAuth callback's flow could not be read");
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The daemon could not read this authorization: try the link again.",
+            );
+        }
+    };
+    let Some(flow) = flow else {
         return page(
             StatusCode::BAD_REQUEST,
             "This authorization is unknown, used or expired: start again.",
@@ -505,14 +525,12 @@ async fn oauth_callback(v: V, q: web::Query<CallbackQuery>) -> HttpResponse {
             .find(&flow.account, &flow.id.to_string())
             .await?;
         let secrets = v.credentials.open(&cr)?;
-        let tokens = oauth::finish(&v.egress, &cr, &secrets, flow, code)
+        let tokens = oauth::finish(&v.egress, &v.credentials.clock, &cr, &secrets, flow, code)
             .await
             .map_err(CredentialError::from)?;
         v.credentials.set_tokens(&cr, tokens).await?;
         if cr.needs_reauth {
-            if let Ok(account) = Idn::parse("account", &cr.account) {
-                let own = format!("credential:{}", cr.id);
-                let persona = v.persona_key.derive(&account, &Idn::known("system"), &own);
+            if let Some(persona) = Refresher::own_persona(&v.persona_key, &cr) {
                 v.refresher.notify(&cr, "credential_recovered", persona);
             }
         }

@@ -7,16 +7,18 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::Utc;
 use rusqlite::{params, OptionalExtension, Row};
 use uuid::Uuid;
 
+use super::clock::Clock;
 use super::error::CredentialError;
 use super::kind::{check_field, check_together, status, CredentialType, Status};
+use super::pending::PendingFlows;
+use crate::natives::component::ResealError;
 use crate::store::{SecretBox, Store, StoreError, Written};
 
-/// The table, made by the `http` component's migrations.
-pub const MIGRATIONS: &[&str] = &["CREATE TABLE http_credentials (
+/// The table, the `http` component's first migration.
+pub const TABLE: &str = "CREATE TABLE http_credentials (
         id TEXT PRIMARY KEY,
         account TEXT NOT NULL,
         name TEXT NOT NULL,
@@ -29,7 +31,7 @@ pub const MIGRATIONS: &[&str] = &["CREATE TABLE http_credentials (
         refreshed_at INTEGER,
         created_at INTEGER NOT NULL,
         UNIQUE (account, name)
-    )"];
+    )";
 
 const COLUMNS: &str =
     "id, account, name, kind, plain, sealed, tokens, needs_reauth, expires_at, refreshed_at, created_at";
@@ -76,7 +78,7 @@ impl Credential {
     }
 }
 
-fn aad(account: &str, id: Uuid, field: &str) -> String {
+fn aad(account: &str, id: impl std::fmt::Display, field: &str) -> String {
     format!("{account}/http/credential/{id}/{field}")
 }
 
@@ -132,6 +134,8 @@ pub type Change = (String, Option<String>);
 pub struct CredentialStore {
     store: Store,
     secrets: Arc<SecretBox>,
+    /// When things happen: creations, refreshes, expiries.
+    pub clock: Clock,
 }
 
 /// Checks a name: 1 to [`MAX_NAME`] characters, not blank.
@@ -147,8 +151,17 @@ pub fn check_name(name: &str) -> Result<String, CredentialError> {
 }
 
 impl CredentialStore {
-    pub fn new(store: Store, secrets: Arc<SecretBox>) -> CredentialStore {
-        CredentialStore { store, secrets }
+    pub fn new(store: Store, secrets: Arc<SecretBox>, clock: Clock) -> CredentialStore {
+        CredentialStore {
+            store,
+            secrets,
+            clock,
+        }
+    }
+
+    /// The flows waiting for their callback, in the same store, sealed with the same keyring.
+    pub fn pending_flows(&self) -> PendingFlows {
+        PendingFlows::new(self.store.clone(), self.secrets.clone(), self.clock)
     }
 
     async fn read<T: Send + 'static>(
@@ -170,6 +183,21 @@ impl CredentialStore {
                 "SELECT {COLUMNS} FROM http_credentials WHERE account = ?1 ORDER BY name"
             ))?;
             let rows = q.query_map([account], row)?.collect();
+            rows
+        })
+        .await
+    }
+
+    /// Every account's OAuth credentials holding a token and not waiting for a new
+    /// authorization: what the daily sweep looks at.
+    pub async fn oauth_connected(&self) -> Result<Vec<Credential>, CredentialError> {
+        self.read(move |c| {
+            let mut q = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM http_credentials
+                 WHERE kind IN ('oauth2', 'intercom') AND needs_reauth = 0 AND tokens != '{{}}'
+                 ORDER BY id"
+            ))?;
+            let rows = q.query_map([], row)?.collect();
             rows
         })
         .await
@@ -252,13 +280,14 @@ impl CredentialStore {
         self.apply(kind, (account, id), &mut plain, &mut sealed, changes)?;
         let (a, n) = (account.to_owned(), name.clone());
         let (p, s) = (text_of(&plain), text_of(&sealed));
+        let now = self.clock.now_ms();
         let written = self
             .store
             .write(move |tx| {
                 let n = tx.execute(
                     "INSERT OR IGNORE INTO http_credentials (id, account, name, kind, plain, sealed, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![id.to_string(), a, n, kind.as_str(), p, s, Utc::now().timestamp_millis()],
+                    params![id.to_string(), a, n, kind.as_str(), p, s, now],
                 )?;
                 Ok(if n == 0 { Written::Duplicate } else { Written::Done })
             })
@@ -345,7 +374,7 @@ impl CredentialStore {
             sealed.insert("refresh_token".into(), seal("refresh_token", r));
         }
         let (a, key, t) = (c.account.clone(), c.id.to_string(), text_of(&sealed));
-        let (expires, now) = (tokens.expires_at, Utc::now().timestamp_millis());
+        let (expires, now) = (tokens.expires_at, self.clock.now_ms());
         self.store
             .write(move |tx| {
                 tx.execute(
@@ -389,6 +418,44 @@ impl CredentialStore {
     }
 }
 
+/// Re-seals, under the keyring's current key, the secret fields and tokens another key of the
+/// ring sealed (`switchboard rekey`); answers how many. Reads every credential before writing
+/// any: a value that does not open changes nothing.
+pub fn reseal(tx: &rusqlite::Transaction<'_>, ring: &SecretBox) -> Result<usize, ResealError> {
+    let rows: Vec<(String, String, String, String)> = tx
+        .prepare("SELECT id, account, sealed, tokens FROM http_credentials")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut changed = Vec::new();
+    let mut values = 0;
+    for (id, account, sealed, tokens) in rows {
+        let mut maps = [json_map(&sealed)?, json_map(&tokens)?];
+        let before = values;
+        for (field, v) in maps.iter_mut().flat_map(|m| m.iter_mut()) {
+            if ring.needs_reseal(v) {
+                let aad = aad(&account, &id, field);
+                let plain = ring.open(v, &aad).map_err(|source| ResealError::Open {
+                    place: format!("http_credentials {id} {field}"),
+                    source,
+                })?;
+                *v = ring.seal(&plain, &aad);
+                values += 1;
+            }
+        }
+        if values > before {
+            let [sealed, tokens] = maps;
+            changed.push((id, text_of(&sealed), text_of(&tokens)));
+        }
+    }
+    for (id, sealed, tokens) in changed {
+        tx.execute(
+            "UPDATE http_credentials SET sealed = ?2, tokens = ?3 WHERE id = ?1",
+            params![id, sealed, tokens],
+        )?;
+    }
+    Ok(values)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,7 +466,10 @@ mod tests {
         let path = dir.join("test.db");
         let store = Store::open(&path, 64, 5000).unwrap();
         let ring = SecretBox::from_base64(&SecretBox::generate()).unwrap();
-        (CredentialStore::new(store, Arc::new(ring)), path)
+        (
+            CredentialStore::new(store, Arc::new(ring), Clock::start()),
+            path,
+        )
     }
 
     fn set(name: &str, value: &str) -> Change {
@@ -409,7 +479,10 @@ mod tests {
     #[tokio::test]
     async fn secrets_are_sealed_at_rest_and_open_for_their_credential_only() {
         let (s, path) = credentials();
-        s.store.migrate_component("http", MIGRATIONS).await.unwrap();
+        s.store
+            .migrate_component("http", super::super::MIGRATIONS)
+            .await
+            .unwrap();
         let c = s
             .create(
                 "acme",
@@ -449,7 +522,10 @@ mod tests {
     #[tokio::test]
     async fn names_are_unique_per_account_and_fields_change_or_go() {
         let (s, _) = credentials();
-        s.store.migrate_component("http", MIGRATIONS).await.unwrap();
+        s.store
+            .migrate_component("http", super::super::MIGRATIONS)
+            .await
+            .unwrap();
         let a = s
             .create(
                 "acme",
@@ -492,5 +568,82 @@ mod tests {
         s.delete("acme", a.id).await.unwrap();
         assert!(s.delete("acme", a.id).await.is_err());
         assert_eq!(s.list("acme").await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn reseal_moves_every_secret_and_token_to_the_new_key_and_leaves_nothing_to_redo() {
+        let dir = std::env::temp_dir().join(format!("sb-credentials-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("test.db"), 64, 5000).unwrap();
+        store
+            .migrate_component("http", super::super::MIGRATIONS)
+            .await
+            .unwrap();
+        let old_text = SecretBox::generate();
+        let old = SecretBox::from_base64(&old_text).unwrap();
+        let s = CredentialStore::new(store.clone(), Arc::new(old), Clock::start());
+        let c = s
+            .create(
+                "acme",
+                "CRM",
+                CredentialType::Basic,
+                vec![set("username", "ada"), set("password", "pw-1")],
+            )
+            .await
+            .unwrap();
+        s.set_tokens(
+            &c,
+            Tokens {
+                access: "at-1".into(),
+                refresh: Some("rt-1".into()),
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap();
+        let new_text = SecretBox::generate();
+        let ring = SecretBox::from_base64(&s.secrets.text_with_new_current(&new_text)).unwrap();
+        let ring = Arc::new(ring);
+        let run = |ring: Arc<SecretBox>| {
+            let (tx_n, rx_n) = tokio::sync::oneshot::channel();
+            let write = store.write(move |tx| {
+                let _ = tx_n.send(reseal(tx, &ring).unwrap());
+                Ok(Written::Done)
+            });
+            async move {
+                write.await.unwrap();
+                rx_n.await.unwrap()
+            }
+        };
+        // The password, the access and the refresh token; the user name is not sealed.
+        assert_eq!(run(ring.clone()).await, 3);
+        assert_eq!(run(ring).await, 0, "nothing left under the old key");
+        let new_only = CredentialStore::new(
+            store.clone(),
+            Arc::new(SecretBox::from_base64(&new_text).unwrap()),
+            Clock::start(),
+        );
+        let again = new_only.find("acme", "CRM").await.unwrap();
+        let open = new_only.open(&again).unwrap();
+        assert_eq!(
+            (
+                open["password"].as_str(),
+                open["access_token"].as_str(),
+                open["refresh_token"].as_str()
+            ),
+            ("pw-1", "at-1", "rt-1")
+        );
+        // A value no key of the ring opens: an error naming where, nothing changed.
+        let stranger = Arc::new(SecretBox::from_base64(&SecretBox::generate()).unwrap());
+        let (tx_e, rx_e) = tokio::sync::oneshot::channel();
+        store
+            .write(move |tx| {
+                let _ = tx_e.send(reseal(tx, &stranger).map_err(|e| e.to_string()));
+                Ok(Written::Done)
+            })
+            .await
+            .unwrap();
+        let refused = rx_e.await.unwrap().unwrap_err();
+        assert!(refused.starts_with("http_credentials "), "{refused}");
     }
 }
