@@ -91,6 +91,8 @@ pub async fn start(
     crate::telemetry::metrics::describe();
     crate::telemetry::metrics::record_start();
     crate::telemetry::flow_labels::FlowLabels::daemon().set_cap(config.limits.flow_series as usize);
+    crate::telemetry::flow_labels::FlowLabels::connectors()
+        .set_cap(config.limits.flow_series as usize);
     let store_files = private_files::store_files(&config.store.path);
     let admin_token = config.auth.admin_token_path(&config.store.path);
     private_files::tighten(

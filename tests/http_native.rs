@@ -274,8 +274,12 @@ async fn skills_call_an_api_with_the_connector_s_credentials_and_get_the_answer(
     assert!(!letters.contains(SECRET));
     let (_, metrics) = call_text(&d.client(), "GET", d.url("/metrics"), None).await;
     assert!(!metrics.contains(SECRET));
-    assert!(metrics
-        .contains("switchboard_send_requests_total{status_class=\"2xx\",outcome=\"success\"}"));
+    assert!(
+        metrics.contains(
+            "switchboard_send_requests_total{account=\"default\",connector=\"api\",status_class=\"2xx\",outcome=\"success\"}"
+        ),
+        "requests are counted by connector"
+    );
     assert!(!d.logged(SECRET), "a log line shows the credential");
     while let Ok(r) = runner.rx.try_recv() {
         assert!(!String::from_utf8_lossy(&r.body).contains(SECRET));

@@ -19,7 +19,8 @@ pub struct LimitsConfig {
     /// Timers one account may hold over all its `program_timer` connectors and personas.
     pub timers_per_account: u64,
     /// Flows (by agent and flow name) with metric series of their own; the invocations of
-    /// flows past it are counted under `agent="_other", flow="_other"`.
+    /// flows past it are counted under `agent="_other", flow="_other"`. It bounds per-connector
+    /// series (natives' requests) the same way.
     pub flow_series: u64,
 }
 

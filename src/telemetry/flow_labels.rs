@@ -1,7 +1,8 @@
 //! The `agent` and `flow` label values of per-flow series, bounded: the first flows (by name,
 //! in the order they are loaded) up to the cap (`limits.flow_series`) get series of their own;
 //! the rest share [`OTHER`], so `/metrics` stays bounded however many flows accounts load. A
-//! flow removed frees its place for the next one loaded.
+//! flow removed frees its place for the next one loaded. Per-connector series (a native's
+//! request metrics) are bounded the same way, by a set of their own.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -23,6 +24,10 @@ pub struct FlowLabels {
 /// The daemon's (metrics are process-wide).
 static DAEMON: FlowLabels = FlowLabels::new(DEFAULT_CAP);
 
+/// The same bound for per-connector series (`account`, `connector`): natives' request
+/// metrics.
+static CONNECTORS: FlowLabels = FlowLabels::new(DEFAULT_CAP);
+
 fn other() -> (String, String) {
     (OTHER.to_owned(), OTHER.to_owned())
 }
@@ -38,6 +43,11 @@ impl FlowLabels {
     /// The process' own.
     pub fn daemon() -> &'static FlowLabels {
         &DAEMON
+    }
+
+    /// The process' bound on per-connector series (pairs of account and connector).
+    pub fn connectors() -> &'static FlowLabels {
+        &CONNECTORS
     }
 
     /// Sets the cap; flows labelled already keep their labels.

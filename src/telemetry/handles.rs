@@ -241,11 +241,33 @@ pub fn runner_attempt(agent: &str, flow: &str, result: &'static str) {
         .increment(1);
 }
 
-/// A `send_request` ended with `status_class` and `outcome` after `took`.
-pub fn send_request(status_class: &'static str, outcome: &'static str, took: std::time::Duration) {
-    counter!(m::SEND_REQUESTS_TOTAL, "status_class" => status_class, "outcome" => outcome)
-        .increment(1);
-    histogram!(m::SEND_REQUEST_DURATION_SECONDS).record(took.as_secs_f64());
+/// The series of one http connector's `send_request`s: labelled `account` and `connector`
+/// while `limits.flow_series` allows (the same bound as flows'), else `_other`.
+pub struct SendRequestSeries {
+    account: String,
+    connector: String,
+}
+
+impl SendRequestSeries {
+    pub fn of(account: &str, connector: &str) -> Self {
+        let (account, connector) =
+            super::flow_labels::FlowLabels::connectors().labels(account, connector);
+        SendRequestSeries { account, connector }
+    }
+
+    /// A `send_request` ended with `status_class` and `outcome` after `took`.
+    pub fn record(
+        &self,
+        status_class: &'static str,
+        outcome: &'static str,
+        took: std::time::Duration,
+    ) {
+        let (a, c) = (self.account.clone(), self.connector.clone());
+        counter!(m::SEND_REQUESTS_TOTAL, "account" => a.clone(), "connector" => c.clone(), "status_class" => status_class, "outcome" => outcome)
+            .increment(1);
+        histogram!(m::SEND_REQUEST_DURATION_SECONDS, "account" => a, "connector" => c)
+            .record(took.as_secs_f64());
+    }
 }
 
 /// An OAuth credential's refresh for `reason` ended with `outcome`.

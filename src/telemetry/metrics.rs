@@ -204,7 +204,7 @@ pub fn describe() {
     );
     describe_counter!(
         SEND_REQUESTS_TOTAL,
-        "send_request commands of http connectors carried out, by status class (2xx..5xx, none: no answer) and outcome (success, error_status, timeout, connect_error, egress_denied, redirect, failed)."
+        "send_request commands of http connectors carried out, by account and connector (the first limits.flow_series connectors; the rest _other), status class (2xx..5xx, none: no answer) and outcome (success, error_status, timeout, connect_error, egress_denied, redirect, failed)."
     );
     describe_counter!(
         CREDENTIAL_REFRESHES_TOTAL,
@@ -213,7 +213,7 @@ pub fn describe() {
     describe_histogram!(
         SEND_REQUEST_DURATION_SECONDS,
         Unit::Seconds,
-        "How long send_request commands took, retries and redirects included."
+        "How long send_request commands took, retries and redirects included, by account and connector (bounded as above)."
     );
     describe_counter!(
         LIMITS_REACHED_TOTAL,

@@ -247,6 +247,7 @@ impl NativeIntegration for HttpNative {
         let answer = c.answer_later();
         let account = command.account.to_string();
         let persona = c.persona;
+        let series = handles::SendRequestSeries::of(&account, command.connector.as_str());
         let (egress, gate, options) = (self.egress.clone(), self.gate(&key), settings.options);
         self.lanes
             .submit(
@@ -262,11 +263,7 @@ impl NativeIntegration for HttpNative {
                         {
                             Ok(t) => token = t,
                             Err(reason) => {
-                                handles::send_request(
-                                    "none",
-                                    "credential_unusable",
-                                    started.elapsed(),
-                                );
+                                series.record("none", "credential_unusable", started.elapsed());
                                 let mut arguments = Arguments::default();
                                 if let Some(t) = &built.target_action {
                                     arguments.push("targetAction", t.as_str());
@@ -296,7 +293,13 @@ impl NativeIntegration for HttpNative {
                             }
                         }
                     }
-                    respond(answer, sent, built.target_action, started.elapsed());
+                    respond(
+                        &series,
+                        answer,
+                        sent,
+                        built.target_action,
+                        started.elapsed(),
+                    );
                 }),
             )
             .map_err(|_| CommandRefusal::Unavailable {
@@ -392,6 +395,7 @@ fn class(status: reqwest::StatusCode) -> &'static str {
 
 /// Answers the command with what came back.
 fn respond(
+    series: &handles::SendRequestSeries,
     answer: Answer,
     sent: Result<Sent, crate::outbound::SendError>,
     target_action: Option<String>,
@@ -408,7 +412,7 @@ fn respond(
             } else {
                 "error_status"
             };
-            handles::send_request(class(sent.status), outcome, took);
+            series.record(class(sent.status), outcome, took);
             let headers: serde_json::Map<String, serde_json::Value> = sent
                 .headers
                 .iter()
@@ -443,7 +447,7 @@ fn respond(
             }
         }
         Err(e) => {
-            handles::send_request("none", e.kind(), took);
+            series.record("none", e.kind(), took);
             answer.fail(Failure {
                 reason: e.to_string(),
                 fault: e.fault(),
