@@ -3,6 +3,7 @@
 //! (delivery settlement, channels, [`eventually`]), never on fixed sleeps.
 #![allow(dead_code)]
 
+pub mod bot_api;
 pub mod daemon;
 pub mod nats;
 pub mod routes;
