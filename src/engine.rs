@@ -27,7 +27,9 @@ use crate::flow_instance::{FlowDeps, FlowInstanceKey, FlowInstances};
 use crate::ingress::{Ingress, InternalEvents};
 use crate::invocation::RunnerResolver;
 use crate::natives::component::{Component, NativeContext, NativeSupport, Routes};
-use crate::relay::CommandSink;
+use crate::outbound::outbox::{OutboxSettings, OutboxSlot};
+use crate::relay::delivery::{AdapterDelivery, DeliveryParts};
+use crate::relay::{CommandSink, NoTransport, Relay};
 use crate::routing::explain::{self, Explanation};
 use crate::routing::flow_table::{DeleteFlow, FlowRejected, FlowTable, PutFlow, ReplaceFlows};
 use crate::routing::{Dispatcher, LiveIndex};
@@ -119,6 +121,15 @@ fn session_idle(
         .map(Duration::from_secs_f64)
 }
 
+/// The outbox's bounds: an attempt may last as long as an `api` connector's `timeout_seconds`
+/// allows.
+fn outbox_settings() -> OutboxSettings {
+    OutboxSettings {
+        attempt_timeout: Duration::from_secs(3600 + 5),
+        ..OutboxSettings::default()
+    }
+}
+
 /// Events the internal-events queue holds (command results, session ends, system events):
 /// as many as may be in flight, since each admitted event causes a few at most.
 fn internal_queue_capacity(inflight_limit: usize) -> usize {
@@ -129,7 +140,7 @@ fn internal_queue_capacity(inflight_limit: usize) -> usize {
 pub struct EngineParts {
     pub runners: Arc<dyn RunnerResolver>,
     /// Where commands of external integrations leave.
-    pub relay: Arc<dyn CommandSink>,
+    pub relay: Relay,
     /// Native integrations carried out in the daemon (the registration list), each built
     /// once the engine's parts exist.
     pub natives: Vec<Box<dyn Component>>,
@@ -203,7 +214,10 @@ impl Engine {
             parts.dead_letters.clone(),
         );
 
+        let outbox = OutboxSlot::new();
+        let store = parts.support.store;
         let cx = NativeContext {
+            outbox: outbox.clone(),
             events: events.clone(),
             directory: directory.clone(),
             catalog: catalog.clone(),
@@ -213,7 +227,7 @@ impl Engine {
             state: state.clone(),
             dead_letters: parts.dead_letters.clone(),
             egress: parts.support.egress,
-            store: parts.support.store,
+            store: store.clone(),
             secrets: parts.support.secrets,
             started: parts.support.started,
             shutdown: parts.support.shutdown,
@@ -226,10 +240,38 @@ impl Engine {
             natives = natives.with(idn, built.executor);
             routes.extend(built.routes);
         }
+        let relay: Arc<dyn CommandSink> = match (parts.relay, &store) {
+            (Relay::To(sink), _) => sink,
+            (Relay::Embedded, None) => Arc::new(NoTransport),
+            (Relay::Embedded, Some(_)) => {
+                let delivery = AdapterDelivery::new(DeliveryParts {
+                    directory: directory.clone(),
+                    egress: cx.egress.clone(),
+                    events: events.clone(),
+                    dead_letters: parts.dead_letters.clone(),
+                    outbox: outbox.clone(),
+                });
+                routes.push(Routes::new(delivery.routes()));
+                delivery
+            }
+        };
+        if let Some(store) = store {
+            // Replayed messages answer their owners: not before the daemon restored its state.
+            let (started, shutdown) = (cx.started.clone(), cx.shutdown.clone());
+            let dead_letters = parts.dead_letters.clone();
+            tokio::spawn(async move {
+                if !started.wait().await || shutdown.is_cancelled() {
+                    return;
+                }
+                if let Err(e) = outbox.start(store, dead_letters, outbox_settings()).await {
+                    tracing::error!(error = %e, "the outbox did not start");
+                }
+            });
+        }
         let commands = Arc::new(CommandRouter::new(
             directory.clone(),
             natives,
-            parts.relay,
+            relay,
             events.clone(),
             parts.dead_letters.clone(),
             acts.clone(),
@@ -391,8 +433,18 @@ impl Engine {
             })
     }
 
-    /// Starts a connector; its native integration hears it.
+    /// Starts a connector; its native integration (or its adapter's delivery) hears it. An
+    /// adapter's connector whose commands have no way to it does not run (naming the setting).
     pub fn run_connector(&self, id: Uuid) -> Result<ConnectorView, ControlError> {
+        let (key, status) = self.registry.check_runnable(id)?;
+        if status != crate::connectors::registry::Status::Running {
+            self.commands
+                .check_run(&key)
+                .map_err(|e| ControlError::Invalid {
+                    field: format!("settings.{}", e.setting),
+                    reason: e.reason,
+                })?;
+        }
         let view = self.registry.run(id)?;
         self.commands
             .connector_changed(&view.key, ConnectorChange::Running);
