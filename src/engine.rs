@@ -156,6 +156,17 @@ pub struct EngineParts {
     pub state: Option<Arc<dyn StateJournal>>,
 }
 
+/// A rotated signing secret.
+pub struct Rotated {
+    pub view: ConnectorView,
+    /// The setting rotated (`signing_secret`, `command_delivery_secret`).
+    pub setting: &'static str,
+    /// The new secret: shown once.
+    pub secret: String,
+    /// Until when the secret it replaced still counts (none: no overlap).
+    pub previous_until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// A handle on the running engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
@@ -449,6 +460,38 @@ impl Engine {
         self.commands
             .connector_changed(&view.key, ConnectorChange::Running);
         Ok(view)
+    }
+
+    /// Rotates connector `id`'s signing secret: a new one (answered, to be shown once) in its
+    /// place; the old one keeps counting (verifying, signing beside the new) for `overlap`.
+    pub fn rotate_secret(&self, id: Uuid, overlap: Duration) -> Result<Rotated, ControlError> {
+        let view = self.registry.directory().get(id)?;
+        let setting =
+            self.commands
+                .rotatable_secret(&view.key)
+                .ok_or_else(|| ControlError::Invalid {
+                    field: "id".into(),
+                    reason: format!(
+                        "connector {}/{} has no signing secret to rotate",
+                        view.key.integration, view.key.connector
+                    ),
+                })?;
+        let current = self.registry.directory().setting(&view.key, setting);
+        let secret = crate::relay::webhook::new_secret();
+        let (changes, previous_until) =
+            crate::relay::webhook::rotation(setting, current, &secret, overlap, chrono::Utc::now());
+        let view = self.registry.update_as(
+            id,
+            None,
+            &changes,
+            crate::catalog::settings::Writer::Daemon,
+        )?;
+        Ok(Rotated {
+            view,
+            setting,
+            secret,
+            previous_until,
+        })
     }
 
     /// Stops a connector; its native integration hears it.

@@ -4,6 +4,7 @@
 //! showed once); one with a command stream gets them as server-sent events, each sent again
 //! until acknowledged: after a reconnect and after kill -9 and a restart, the stream resumes
 //! from the last acknowledged command; one with neither cannot run (400 naming the setting).
+//! The delivery secret rotates with an overlap (both signatures meanwhile).
 
 mod common;
 
@@ -135,6 +136,25 @@ async fn commands_reach_the_delivery_endpoint_signed() {
         texts,
         [json!("one"), json!("two")],
         "in order per conversation"
+    );
+
+    // The delivery secret rotates: during the overlap a delivery verifies with either.
+    let (s, v) = call(
+        &d.client(),
+        "POST",
+        d.url(&format!("/v1/integrations/connectors/{id}/rotate-secret")),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["setting"], "command_delivery_secret");
+    let new = v["secret"].as_str().unwrap().to_owned();
+    say(&d, "three").await;
+    let c = adapter.next().await;
+    assert!(
+        c.signed_with(&new) && c.signed_with(&secret),
+        "{:?}",
+        c.headers
     );
 }
 

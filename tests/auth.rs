@@ -327,9 +327,10 @@ async fn an_account_sees_and_changes_only_its_own_things() {
         .into_iter()
         .map(|(m, p, body)| case(m, p, body, StatusCode::NOT_FOUND))
         .collect();
-    // The connector's eight routes (its command stream and acknowledgements among them), the
-    // flow's three, the dead letter's two, and the four credential routes (named by the same id).
-    assert_eq!(cases.len(), 17);
+    // The connector's nine routes (its secret's rotation, its command stream and acknowledgements
+    // among them), the flow's three, the dead letter's two, and the four credential routes
+    // (named by the same id).
+    assert_eq!(cases.len(), 18);
     check(&d, &a, &cases).await;
     for list in [
         "/v1/flows",

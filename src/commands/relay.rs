@@ -55,6 +55,12 @@ pub trait CommandSink: Send + Sync + 'static {
 
     /// A connector of an external integration changed. Nothing by default.
     fn connector_changed(&self, _connector: &ConnectorKey, _change: ConnectorChange) {}
+
+    /// The secret setting of adapters' connectors that can be rotated (as
+    /// `NativeIntegration::rotatable_secret`). None by default.
+    fn rotatable_secret(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 impl Blame for RelayError {

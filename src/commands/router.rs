@@ -86,6 +86,16 @@ impl CommandRouter {
         Ok(())
     }
 
+    /// The secret setting of connector `key` a rotation replaces, if it has one.
+    pub fn rotatable_secret(&self, key: &ConnectorKey) -> Option<&'static str> {
+        if let Some(native) = self.natives.get(&key.integration) {
+            return native.rotatable_secret();
+        }
+        self.external(key)
+            .then(|| self.relay.rotatable_secret())
+            .flatten()
+    }
+
     /// Connector `key` runs, stopped or was deleted: its native integration (if any), or the
     /// relay for an adapter's, hears it.
     pub fn connector_changed(&self, key: &ConnectorKey, change: ConnectorChange) {

@@ -399,6 +399,18 @@ impl ConnectorRegistry {
         title: Option<&str>,
         changes: &[(String, String)],
     ) -> Result<ConnectorView, ControlError> {
+        self.update_as(id, title, changes, Writer::User)
+    }
+
+    /// [`ConnectorRegistry::update`] by `writer` (the daemon writes read-only settings: a
+    /// rotated secret).
+    pub fn update_as(
+        &self,
+        id: Uuid,
+        title: Option<&str>,
+        changes: &[(String, String)],
+        writer: Writer,
+    ) -> Result<ConnectorView, ControlError> {
         let key = self.key_of(id)?;
         let mut e = self
             .connectors
@@ -414,7 +426,7 @@ impl ConnectorRegistry {
             &e.integration.spec.connector_settings,
             &e.settings,
             changes,
-            Writer::User,
+            writer,
         )?;
         if e.status == Status::Running {
             settings::check_complete(&e.integration.spec.connector_settings, &next)?;

@@ -14,11 +14,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use rand::RngCore;
 
 use super::stream::{self, StreamSurface, Streams};
 use super::webhook::{self, Endpoint, Gone, Meta};
@@ -33,7 +30,6 @@ use crate::outbound::outbox::{
     Attempt, Destination, OutboxError, OutboxItem, OutboxSlot, RetryPolicy, Settled, Withdraw,
 };
 use crate::outbound::retry::Backoff;
-use crate::outbound::signing::SECRET_PREFIX;
 use crate::outbound::Egress;
 
 /// The outbox destination kind.
@@ -178,9 +174,11 @@ impl CommandSink for AdapterDelivery {
 
     /// A new connector's endpoint secret (shown once).
     fn connector_created(&self, _connector: &ConnectorKey) -> Vec<(String, String)> {
-        let mut key = [0u8; 32];
-        rand::rng().fill_bytes(&mut key);
-        vec![(SECRET.into(), format!("{SECRET_PREFIX}{}", B64.encode(key)))]
+        vec![(SECRET.into(), webhook::new_secret())]
+    }
+
+    fn rotatable_secret(&self) -> Option<&'static str> {
+        Some(SECRET)
     }
 
     fn check_run(&self, connector: &ConnectorKey) -> Result<(), NotDeliverable> {
@@ -240,7 +238,7 @@ impl Destination for AdapterDestination {
                 let endpoint = Endpoint {
                     url: (URL, setting(URL)),
                     secret: (SECRET, setting(SECRET)),
-                    previous_secret: None,
+                    previous_secret: webhook::previous_secret(setting, SECRET, chrono::Utc::now()),
                     headers: None,
                     timeout_seconds: None,
                 };

@@ -218,6 +218,77 @@ pub fn signed_post(
     Ok((request, options))
 }
 
+/// The setting keeping the secret a rotation of `secret` replaced (`signing_secret_previous`).
+pub fn previous_setting(secret: &str) -> String {
+    format!("{secret}_previous")
+}
+
+/// The setting saying until when that replaced secret still counts (RFC 3339).
+pub fn until_setting(secret: &str) -> String {
+    format!("{secret}_previous_until")
+}
+
+/// The longest overlap a rotation may give the secret it replaces.
+pub const MAX_OVERLAP: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A new signing secret: `whsec_` and the base64 of 32 random bytes.
+pub fn new_secret() -> String {
+    use base64::Engine as _;
+    let mut key = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+    format!(
+        "{}{}",
+        crate::outbound::signing::SECRET_PREFIX,
+        base64::engine::general_purpose::STANDARD.encode(key)
+    )
+}
+
+/// The secret the last rotation of `secret` replaced, while its overlap lasts at `now`
+/// (`setting` reads the connector's settings).
+pub fn previous_secret(
+    setting: impl Fn(&str) -> Option<String>,
+    secret: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<String> {
+    let until = setting(&until_setting(secret))?;
+    let until = chrono::DateTime::parse_from_rfc3339(&until).ok()?;
+    if until <= now {
+        return None;
+    }
+    setting(&previous_setting(secret)).filter(|p| !p.is_empty())
+}
+
+/// The settings a rotation of `secret` writes: `fresh` in its place and, for `overlap` from
+/// `now`, `current` as the previous one (no overlap, or no current one: none kept). Answers
+/// them and the end of the overlap.
+pub fn rotation(
+    secret: &str,
+    current: Option<String>,
+    fresh: &str,
+    overlap: Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (Vec<(String, String)>, Option<chrono::DateTime<chrono::Utc>>) {
+    let until = current
+        .filter(|c| !c.is_empty() && !overlap.is_zero())
+        .and_then(|c| Some((c, now + chrono::Duration::from_std(overlap).ok()?)));
+    let (previous, until_text, until) = match until {
+        Some((c, until)) => (
+            c,
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            Some(until),
+        ),
+        None => (String::new(), String::new(), None),
+    };
+    (
+        vec![
+            (secret.to_owned(), fresh.to_owned()),
+            (previous_setting(secret), previous),
+            (until_setting(secret), until_text),
+        ],
+        until,
+    )
+}
+
 /// Why a message that left the outbox did not arrive; `None` when it did or was withdrawn.
 pub fn failure(outcome: &Settled) -> Option<String> {
     match outcome {
@@ -341,6 +412,41 @@ mod tests {
             "connector": "hooks", "command": "send_email", "invocation_id": null});
         let meta: Meta = serde_json::from_value(old).unwrap();
         assert_eq!(meta.integration, "api");
+    }
+
+    #[test]
+    fn a_rotated_secret_counts_until_its_overlap_ends() {
+        let now = chrono::Utc::now();
+        let (written, until) = rotation(
+            "signing_secret",
+            Some("whsec_old".into()),
+            "whsec_new",
+            Duration::from_secs(60),
+            now,
+        );
+        assert_eq!(written[0], ("signing_secret".into(), "whsec_new".into()));
+        assert_eq!(
+            written[1],
+            ("signing_secret_previous".into(), "whsec_old".into())
+        );
+        let settings: std::collections::HashMap<String, String> = written.into_iter().collect();
+        let read = |idn: &str| settings.get(idn).cloned().filter(|v| !v.is_empty());
+        assert_eq!(
+            previous_secret(read, "signing_secret", now).as_deref(),
+            Some("whsec_old")
+        );
+        let later = until.unwrap() + chrono::Duration::seconds(1);
+        assert_eq!(previous_secret(read, "signing_secret", later), None);
+        // No overlap: nothing kept.
+        let (written, until) = rotation(
+            "signing_secret",
+            Some("whsec_old".into()),
+            "whsec_new",
+            Duration::ZERO,
+            now,
+        );
+        assert_eq!((written[1].1.as_str(), until), ("", None));
+        assert!(new_secret().starts_with("whsec_") && new_secret() != new_secret());
     }
 
     #[test]

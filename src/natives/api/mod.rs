@@ -17,7 +17,7 @@ pub mod refusal;
 use std::sync::Arc;
 
 use actix_web::web;
-use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use rand::RngCore;
 
@@ -28,15 +28,12 @@ use crate::connectors::Directory;
 use crate::domain::{ConnectorKey, PersonaId};
 use crate::natives::component::{Built, Component, NativeContext};
 use crate::outbound::outbox::{OutboxError, OutboxSlot, Withdraw};
-use crate::outbound::signing::SECRET_PREFIX;
 use outgoing::ApiDestination;
 
 /// The integration's idn.
 pub const IDN: &str = "api";
 /// Random bytes of an incoming webhook URL's token.
 const TOKEN_BYTES: usize = 32;
-/// Random bytes of a generated signing secret.
-const SECRET_BYTES: usize = 32;
 
 /// The `api` component, for the registration list.
 pub struct ApiComponent;
@@ -189,6 +186,11 @@ impl NativeIntegration for ApiNative {
         }
     }
 
+    /// The secret a rotation replaces (keeping the old one for an overlap).
+    fn rotatable_secret(&self) -> Option<&'static str> {
+        Some("signing_secret")
+    }
+
     /// A new connector's incoming URL and signing secret (secret: shown once).
     fn connector_created(&self, connector: &ConnectorKey) -> Vec<(String, String)> {
         created_settings(connector)
@@ -198,7 +200,7 @@ impl NativeIntegration for ApiNative {
 /// The settings the daemon writes for a new `api` connector: its incoming URL, a fresh secret.
 fn created_settings(connector: &ConnectorKey) -> Vec<(String, String)> {
     let token = B64URL.encode(random(TOKEN_BYTES));
-    let secret = format!("{SECRET_PREFIX}{}", B64.encode(random(SECRET_BYTES)));
+    let secret = crate::relay::webhook::new_secret();
     vec![
         (
             "incoming_webhook_url".into(),

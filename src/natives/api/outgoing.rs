@@ -76,7 +76,11 @@ impl ApiDestination {
             Endpoint {
                 url: ("outgoing_webhook_url", setting("outgoing_webhook_url")),
                 secret: ("signing_secret", setting("signing_secret")),
-                previous_secret: None,
+                previous_secret: webhook::previous_secret(
+                    setting,
+                    "signing_secret",
+                    chrono::Utc::now(),
+                ),
                 headers: setting("outgoing_headers"),
                 timeout_seconds: setting("timeout_seconds"),
             },
