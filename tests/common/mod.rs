@@ -127,7 +127,7 @@ impl HarnessBuilder {
             self.config,
             EngineParts {
                 runners: Arc::new(runners),
-                relay: Arc::new(sink),
+                relay: Arc::new(sink).into(),
                 natives: std::iter::once(Box::new(SystemComponent) as Box<dyn Component>)
                     .chain(self.natives)
                     .collect(),
