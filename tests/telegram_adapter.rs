@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::bot_api::{text_update, FakeBotApi, TOKEN};
-use common::runner_server::{Received, RunnerServer};
+use common::call;
+use common::daemon::{temp_dir, DaemonProcess};
+use common::runner_server::{completed, Received, RunnerServer};
 use common::wait::{eventually, PATIENCE};
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
@@ -329,9 +331,8 @@ async fn a_recall_deletes_the_sent_message_or_is_too_late() {
     assert_eq!(call.method, "deleteMessage");
     assert_eq!(call.body, json!({"chat_id": 5551234, "message_id": 1}));
     let recalled = next_event(&mut daemon).await.json;
-    assert_eq!(recalled["event_idn"], "result_success");
+    assert_eq!(recalled["event_idn"], "recalled");
     assert_eq!(recalled["command_act_id"], act.to_string());
-    assert_eq!(recalled["arguments"]["recall"], "recalled");
     assert_eq!(recalled["external_event_id"], format!("recall-{act}"));
 
     // Sent, no longer deletable: too late.
@@ -346,9 +347,8 @@ async fn a_recall_deletes_the_sent_message_or_is_too_late() {
         (StatusCode::OK, &json!("too_late"))
     );
     let too_late = next_event(&mut daemon).await.json;
-    assert_eq!(too_late["event_idn"], "result_error");
+    assert_eq!(too_late["event_idn"], "too_late");
     assert_eq!(too_late["command_act_id"], late.to_string());
-    assert_eq!(too_late["arguments"]["recall"], "too_late");
     assert!(
         too_late["arguments"]["error"]
             .as_str()
@@ -361,10 +361,7 @@ async fn a_recall_deletes_the_sent_message_or_is_too_late() {
     let early = Uuid::now_v7();
     let (_, _, answer) = deliver(&adapter, recall(early)).await;
     assert_eq!(answer["status"], "recalled");
-    assert_eq!(
-        next_event(&mut daemon).await.json["arguments"]["recall"],
-        "recalled"
-    );
+    assert_eq!(next_event(&mut daemon).await.json["event_idn"], "recalled");
     let (status, _, _) = deliver(&adapter, send_message(early, "stale")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -426,4 +423,130 @@ async fn telegram_throttling_is_retried_by_the_daemon_and_a_refusal_reported() {
         "{failed}"
     );
     assert_eq!(bot.state.send_calls(), 3);
+}
+
+/// The flow's runner: a Telegram user message is answered with `send_message` to its chat.
+fn echo(r: &Received) -> (u16, String) {
+    let e = &r.json["event"];
+    if e["event_idn"] != "user_message" {
+        return (200, completed(json!([])));
+    }
+    let argument = |name: &str| {
+        e["arguments"]
+            .as_array()
+            .and_then(|l| l.iter().find(|a| a["name"] == name))
+            .map(|a| a["value"].as_str().unwrap().to_owned())
+            .unwrap_or_else(|| e["arguments"][name].as_str().unwrap().to_owned())
+    };
+    let reply = format!("You said: {}", argument("text"));
+    let command = json!({"v": 1, "integration_idn": "telegram", "connector_idn": "bot",
+        "command_idn": "send_message", "arguments": {"text": reply, "chatId": argument("chatId")}});
+    (200, completed(json!([command])))
+}
+
+#[actix_rt::test]
+async fn a_telegram_message_is_answered_through_the_daemon() {
+    let mut bot = FakeBotApi::start();
+    let mut runner = RunnerServer::start(echo);
+    let dir = temp_dir("telegram-adapter");
+    let d = DaemonProcess::start(&dir, &[]);
+    let http = d.client();
+
+    // The adapter's token may only send events.
+    let (s, token) = call(
+        &http,
+        "POST",
+        d.url("/v1/tokens"),
+        Some(json!({"account": "default", "name": "telegram adapter", "scopes": ["events:write"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{token}");
+    let token = token["token"].as_str().unwrap().to_owned();
+    // The connector (created stopped) reveals its delivery secret once...
+    let (s, created) = call(
+        &http,
+        "POST",
+        d.url("/v1/integrations/telegram/connectors"),
+        Some(json!({"title": "Support bot", "connector_idn": "bot",
+                    "settings": [{"idn": "bot_token", "value": TOKEN}]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let secret = created["revealed"]
+        .as_array()
+        .and_then(|l| l.iter().find(|x| x["idn"] == "command_delivery_secret"))
+        .and_then(|x| x["value"].as_str())
+        .expect("the delivery secret, revealed once")
+        .to_owned();
+    // ...which the adapter starts with; the connector then names its endpoint and runs.
+    let adapter = Adapter::start(&d.base, &token, &secret, &bot.base);
+    let (s, v) = call(
+        &http,
+        "POST",
+        d.url(&format!("/v1/integrations/connectors/{id}/settings")),
+        Some(json!([{"idn": "command_delivery_url", "value": adapter.commands}])),
+    )
+    .await;
+    assert!(s.is_success(), "{v}");
+    let (s, v) = call(
+        &http,
+        "POST",
+        d.url(&format!("/v1/integrations/connectors/{id}/run")),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let flow = json!({"runner": {"kind": "webhook", "url": format!("{}/skills", runner.base)},
+        "events": [
+            {"idn": "user_message", "skill_idn": "Answer", "integration_idn": "telegram", "connector_idn": "bot"},
+            {"idn": "result_success", "skill_idn": "Sent", "integration_idn": "telegram", "connector_idn": "bot"}]});
+    d.put_flow("SupportAgent", "Main", &flow).await;
+
+    // A Telegram user writes.
+    bot.state
+        .push(text_update(7731, 5551234, "Do you open on Sunday?"));
+    let asked = runner.next().await.json;
+    assert_eq!(asked["event"]["event_idn"], "user_message", "{asked}");
+    assert_eq!(asked["event"]["actor"]["external_id"], "5551234");
+    let persona = asked["flow_instance"]["persona_id"].clone();
+
+    // The runner's send_message reaches the Bot API...
+    let sent = bot.next_call().await;
+    assert_eq!(sent.method, "sendMessage");
+    assert_eq!(sent.body["text"], "You said: Do you open on Sunday?");
+    assert_eq!(sent.body["chat_id"], "5551234");
+    // ...and the skill hears it was sent, for the same person.
+    let done = runner.next().await.json;
+    assert_eq!(done["event"]["event_idn"], "result_success", "{done}");
+    assert_eq!(done["skill_idn"], "Sent");
+    assert_eq!(done["flow_instance"]["persona_id"], persona);
+    let act = done["event"]["command_act_id"]
+        .as_str()
+        .expect("the command's act");
+    assert!(Uuid::parse_str(act).is_ok());
+    assert!(
+        !adapter.log_text().contains(&secret),
+        "no secret in the adapter's logs"
+    );
+    assert!(!adapter.log_text().contains(&token));
+
+    // Restarted before it confirmed the update, the adapter gets it again from Telegram: the
+    // daemon drops it as a duplicate of its update id, and no skill runs again.
+    drop(adapter);
+    bot.state
+        .push(text_update(7731, 5551234, "Do you open on Sunday?"));
+    let _again = Adapter::start(&d.base, &token, &secret, &bot.base);
+    eventually(
+        "the repeated update counted as a duplicate",
+        PATIENCE,
+        || async {
+            d.metrics()
+                .await
+                .contains("switchboard_events_deduplicated_total 1")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(runner.arrived(), 2, "no second invocation");
 }

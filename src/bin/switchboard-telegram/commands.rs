@@ -9,9 +9,8 @@
 //!   (`ledger.rs`), reported as `result_success` (`result`: the message id) or, refused by
 //!   Telegram, `result_error` (`error`, `fault`);
 //! - `recall` (a barge-in: `data.command_act_id` names the command to take back) becomes
-//!   `deleteMessage`, reported `recalled` or `too_late` (the `recall` argument of a
-//!   `result_success` / `result_error` with the recalled command's act); a recall of a command
-//!   not sent yet keeps it from being sent;
+//!   `deleteMessage`, answered with the event `recalled` or `too_late` (with `error`) carrying
+//!   the recalled command's act; a recall of a command not sent yet keeps it from being sent;
 //! - any other command is reported `result_error`.
 //!
 //! The answer is 200 once the outcome's event was taken by the daemon; 503 (with

@@ -1,7 +1,8 @@
 //! The events the adapter sends, as wire envelopes: a Telegram text message becomes a
 //! `user_message` (actor: the chat id; `external_event_id`: the update id, so a redelivered
-//! update is a duplicate), a command's outcome a `result_success` / `result_error` carrying
-//! its `command_act_id` (no actor: the daemon routes it to the command's persona), with
+//! update is a duplicate), a command's outcome a `result_success` / `result_error`, a recall's
+//! `recalled` / `too_late` (the answers a recall asks for), each carrying the command's
+//! `command_act_id` (no actor: the daemon routes it to the command's persona), with
 //! `external_event_id` `result-<act>` or `recall-<act>` so a report sent twice counts once.
 
 use std::collections::BTreeMap;
@@ -113,14 +114,10 @@ pub fn result(target: &Target, act: Uuid, outcome: &Outcome) -> EventEnvelope {
             arguments.insert("fault".into(), (*fault).into());
             ("result_error", format!("result-{act}"))
         }
-        Outcome::Recalled => {
-            arguments.insert("recall".into(), "recalled".into());
-            ("result_success", format!("recall-{act}"))
-        }
+        Outcome::Recalled => ("recalled", format!("recall-{act}")),
         Outcome::TooLate { error } => {
-            arguments.insert("recall".into(), "too_late".into());
             arguments.insert("error".into(), error.as_str().into());
-            ("result_error", format!("recall-{act}"))
+            ("too_late", format!("recall-{act}"))
         }
     };
     arguments.insert("command_act_id".into(), act.to_string().into());
@@ -251,15 +248,16 @@ mod tests {
             "result",
             ("error", "chat not found"),
         );
+        let recalled = act.to_string();
         check(
             Outcome::Recalled,
-            "result_success",
+            "recalled",
             "recall",
-            ("recall", "recalled"),
+            ("command_act_id", &recalled),
         );
         let late = Outcome::TooLate {
             error: "gone".into(),
         };
-        check(late, "result_error", "recall", ("recall", "too_late"));
+        check(late, "too_late", "recall", ("error", "gone"));
     }
 }
