@@ -96,6 +96,45 @@ impl Drop for Adapter {
     }
 }
 
+/// Runs the adapter with `vars` over a valid configuration, expecting it to refuse to start;
+/// answers what it wrote to stderr.
+fn refused_start(vars: &[(&str, &str)]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard-telegram"))
+        .env_clear()
+        .env("SWITCHBOARD_TOKEN", DAEMON_TOKEN)
+        .env("SWITCHBOARD_CONNECTOR", "bot")
+        .env("SWITCHBOARD_DELIVERY_SECRET", SECRET)
+        .env("TELEGRAM_BOT_TOKEN", TOKEN)
+        .env("TELEGRAM_ADAPTER_LISTEN", "127.0.0.1:0")
+        .envs(vars.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("the adapter runs");
+    assert!(!out.status.success(), "{vars:?} started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_bad_option_stops_the_start_naming_it() {
+    let check = |vars: &[(&str, &str)], named: &str| {
+        let stderr = refused_start(vars);
+        assert!(stderr.contains(named), "{vars:?}: {stderr}");
+        for secret in [SECRET, TOKEN, DAEMON_TOKEN] {
+            assert!(
+                !stderr.contains(secret),
+                "{vars:?} shows a secret: {stderr}"
+            );
+        }
+    };
+    check(&[("SWITCHBOARD_CONNECTOR", "Support-Bot")], "--connector");
+    check(
+        &[("SWITCHBOARD_DELIVERY_SECRET", "not base64!")],
+        "--delivery-secret",
+    );
+    check(&[("TELEGRAM_POLL_TIMEOUT", "3600")], "--poll-timeout");
+    check(&[("SWITCHBOARD_URL", "not a url")], "--daemon-url");
+}
+
 /// A stand-in for the daemon's `POST /v1/events`: records each event, answers 202.
 fn events_sink() -> RunnerServer {
     RunnerServer::start(|_| {
@@ -369,6 +408,50 @@ async fn a_recall_deletes_the_sent_message_or_is_too_late() {
         2,
         "the recalled command was not sent"
     );
+}
+
+#[actix_rt::test]
+async fn a_recall_of_a_message_being_sent_waits_for_it_then_deletes_it() {
+    let mut bot = FakeBotApi::start();
+    let mut daemon = events_sink();
+    let adapter = Adapter::start(&daemon.base, DAEMON_TOKEN, SECRET, &bot.base);
+    let commands = adapter.commands.clone();
+    bot.state.hold_sends();
+    let act = Uuid::now_v7();
+    let (headers, body) = send_message(act, "a slow reply");
+    let sending = actix_rt::spawn(async move {
+        let r = reqwest::Client::new()
+            .post(commands)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        r.status()
+    });
+    eventually("the sendMessage under way", PATIENCE, || async {
+        (bot.state.send_arrivals() == 1).then_some(())
+    })
+    .await;
+    // Recalled while Telegram has not answered: the daemon is asked to send the recall again.
+    let (status, headers, answer) = deliver(&adapter, recall(act)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert!(headers.contains_key("retry-after"));
+    bot.state.release_sends();
+    assert_eq!(sending.await.unwrap(), StatusCode::OK);
+    assert_eq!(bot.next_call().await.method, "sendMessage");
+    assert_eq!(
+        next_event(&mut daemon).await.json["event_idn"],
+        "result_success"
+    );
+    // Sent again, it deletes what was sent.
+    let (status, _, answer) = deliver(&adapter, recall(act)).await;
+    assert_eq!(
+        (status, &answer["status"]),
+        (StatusCode::OK, &json!("recalled"))
+    );
+    assert_eq!(bot.next_call().await.method, "deleteMessage");
+    assert_eq!(next_event(&mut daemon).await.json["event_idn"], "recalled");
 }
 
 #[actix_rt::test]

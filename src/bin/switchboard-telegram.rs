@@ -13,6 +13,7 @@ use std::time::Duration;
 use actix_web::{web, App, HttpServer};
 use clap::{Parser, ValueEnum};
 use reqwest::Url;
+use switchboard::domain::Idn;
 use switchboard::outbound::retry::Backoff;
 use switchboard::outbound::{SigningKey, Verifier};
 
@@ -132,6 +133,9 @@ fn logging(json: bool) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     logging(cli.log_json);
+    // Validated here, naming the option: the daemon would refuse every event otherwise.
+    Idn::parse("--connector (SWITCHBOARD_CONNECTOR)", &cli.connector)?;
+    Idn::parse("--account (SWITCHBOARD_ACCOUNT)", &cli.account)?;
     let key = SigningKey::parse(&cli.delivery_secret).map_err(|_| {
         anyhow::anyhow!(
             "--delivery-secret (SWITCHBOARD_DELIVERY_SECRET): {}",

@@ -31,6 +31,7 @@ struct State {
     /// Answers the next `sendMessage` calls get instead of success: (HTTP status, body).
     send_refusals: VecDeque<(u16, Value)>,
     send_calls: usize,
+    send_arrivals: usize,
 }
 
 /// The fake's state, shared with the test (and with other fakes' closures).
@@ -38,6 +39,8 @@ struct State {
 pub struct BotApiState {
     state: Arc<Mutex<State>>,
     pushed: Arc<watch::Sender<u64>>,
+    /// While true, `sendMessage` calls wait (a slow Telegram).
+    held: Arc<watch::Sender<bool>>,
 }
 
 impl BotApiState {
@@ -68,6 +71,20 @@ impl BotApiState {
             body["parameters"] = json!({"retry_after": r});
         }
         self.with(|s| s.send_refusals.push_back((code, body)));
+    }
+
+    /// `sendMessage` calls wait from now until [`BotApiState::release_sends`].
+    pub fn hold_sends(&self) {
+        self.held.send_replace(true);
+    }
+
+    pub fn release_sends(&self) {
+        self.held.send_replace(false);
+    }
+
+    /// `sendMessage` calls that arrived (held ones too).
+    pub fn send_arrivals(&self) -> usize {
+        self.with(|s| s.send_arrivals)
     }
 
     /// Message `message_id` can no longer be deleted.
@@ -192,6 +209,7 @@ impl FakeBotApi {
         let state = BotApiState {
             state: Arc::default(),
             pushed: Arc::new(watch::channel(0).0),
+            held: Arc::new(watch::channel(false).0),
         };
         let shared = state.clone();
         let server = HttpServer::new(move || {
@@ -211,7 +229,12 @@ impl FakeBotApi {
                         };
                         let outcome = match method.as_str() {
                             "getUpdates" => return get_updates(&state, &body).await,
-                            "sendMessage" => send_message(&state, &body),
+                            "sendMessage" => {
+                                state.with(|s| s.send_arrivals += 1);
+                                let mut held = state.held.subscribe();
+                                let _ = held.wait_for(|h| !*h).await;
+                                send_message(&state, &body)
+                            }
                             "deleteMessage" => delete_message(&state, &body),
                             _ => return refused(404, "Not Found"),
                         };

@@ -260,8 +260,9 @@ impl BotApi {
 }
 
 /// How long a call other than the long poll may take (and what a long poll may take beyond
-/// its wait).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// its wait). With the daemon's POST (`daemon_api.rs`), within the 30 s the daemon gives a
+/// delivery by default.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {

@@ -12,7 +12,7 @@ use switchboard::outbound::retryable_status;
 use switchboard::wire::EventEnvelope;
 
 /// How long one POST may take.
-const TIMEOUT: Duration = Duration::from_secs(15);
+const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the daemon did not take an event.
 #[derive(Debug, thiserror::Error)]
