@@ -127,7 +127,7 @@ impl CommandError {
     }
 }
 
-/// The route: `POST` at any path of the listener.
+/// The route: `POST /commands`.
 pub async fn receive(req: HttpRequest, body: web::Bytes, ep: web::Data<Endpoint>) -> HttpResponse {
     match handle(&ep, &req, &body).await {
         Ok(status) => HttpResponse::Ok().json(json!({"status": status})),
@@ -147,7 +147,7 @@ async fn handle(
         .verify(req.headers(), body)
         .map_err(CommandError::Unsigned)?;
     let delivery: Delivery = serde_json::from_slice(body).map_err(|e| CommandError::Malformed {
-        field: "data",
+        field: "body",
         reason: e.to_string(),
     })?;
     let act = delivery.data.command_act_id;
