@@ -176,7 +176,7 @@ fn through_send_request(base: &str, n: usize, open_seconds: u64) -> Figures {
             },
             EngineParts {
                 runners: Arc::new(RunnerRegistry::new(Arc::new(runner))),
-                relay: Arc::new(sink),
+                relay: Arc::new(sink).into(),
                 natives: vec![switchboard::natives::http::component()],
                 support: NativeSupport {
                     egress: Egress::new(EgressPolicy::new(allow)),

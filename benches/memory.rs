@@ -146,7 +146,7 @@ fn main() {
             },
             EngineParts {
                 runners: Arc::new(RunnerRegistry::new(Arc::new(FnRunner::completing()))),
-                relay: Arc::new(sink),
+                relay: Arc::new(sink).into(),
                 natives: Vec::new(),
                 support: Default::default(),
                 dead_letters: dead_letters.clone(),

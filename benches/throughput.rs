@@ -135,7 +135,7 @@ fn engine_runs(rounds: Vec<Vec<Event>>, submit_batch: usize) -> (Vec<Run>, Strin
             },
             EngineParts {
                 runners: Arc::new(RunnerRegistry::new(Arc::new(FnRunner::completing()))),
-                relay: Arc::new(sink),
+                relay: Arc::new(sink).into(),
                 natives: Vec::new(),
                 support: Default::default(),
                 dead_letters: dead_letters.clone(),

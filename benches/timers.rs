@@ -138,7 +138,7 @@ fn engine_firing(due_ms: Vec<i64>) -> Firing {
             },
             EngineParts {
                 runners: Arc::new(RunnerRegistry::new(Arc::new(runner))),
-                relay: Arc::new(sink),
+                relay: Arc::new(sink).into(),
                 natives: vec![ProgramTimer::component_with(
                     Some(Arc::new(StoredBook::new(store.clone()))),
                     Settings {

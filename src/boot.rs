@@ -13,7 +13,7 @@ use crate::domain::RunnerSpec;
 use crate::engine::{Engine, EngineParts};
 use crate::natives::component::{Component, NativeSupport, StartGate};
 use crate::outbound::Egress;
-use crate::relay::{CommandSink, NoTransport};
+use crate::relay::Relay;
 use crate::skill_runner::demo::DemoRunner;
 use crate::skill_runner::pending::PendingInvocations;
 use crate::skill_runner::webhook::{WebhookRunners, WebhookSettings};
@@ -154,14 +154,14 @@ pub async fn start(
         }),
         None => stored_letters,
     };
-    let external: Arc<dyn CommandSink> = match &nats {
-        Some(n) => Arc::new(NatsCommandSink {
+    let external = match &nats {
+        Some(n) => Relay::To(Arc::new(NatsCommandSink {
             publisher: n.publisher.clone(),
             subjects: n.subjects.clone(),
             encoding: n.encoding,
             dead_letters: dead_letters.clone(),
-        }),
-        None => Arc::new(NoTransport),
+        })),
+        None => Relay::Embedded,
     };
     let natives = natives(&config);
     for native in &natives {

@@ -27,7 +27,9 @@ use crate::flow_instance::{FlowDeps, FlowInstanceKey, FlowInstances};
 use crate::ingress::{Ingress, InternalEvents};
 use crate::invocation::RunnerResolver;
 use crate::natives::component::{Component, NativeContext, NativeSupport, Routes};
-use crate::relay::CommandSink;
+use crate::outbound::outbox::{OutboxSettings, OutboxSlot};
+use crate::relay::delivery::{AdapterDelivery, DeliveryParts};
+use crate::relay::{CommandSink, NoTransport, Relay};
 use crate::routing::explain::{self, Explanation};
 use crate::routing::flow_table::{DeleteFlow, FlowRejected, FlowTable, PutFlow, ReplaceFlows};
 use crate::routing::{Dispatcher, LiveIndex};
@@ -119,6 +121,15 @@ fn session_idle(
         .map(Duration::from_secs_f64)
 }
 
+/// The outbox's bounds: an attempt may last as long as an `api` connector's `timeout_seconds`
+/// allows.
+fn outbox_settings() -> OutboxSettings {
+    OutboxSettings {
+        attempt_timeout: Duration::from_secs(3600 + 5),
+        ..OutboxSettings::default()
+    }
+}
+
 /// Events the internal-events queue holds (command results, session ends, system events):
 /// as many as may be in flight, since each admitted event causes a few at most.
 fn internal_queue_capacity(inflight_limit: usize) -> usize {
@@ -129,7 +140,7 @@ fn internal_queue_capacity(inflight_limit: usize) -> usize {
 pub struct EngineParts {
     pub runners: Arc<dyn RunnerResolver>,
     /// Where commands of external integrations leave.
-    pub relay: Arc<dyn CommandSink>,
+    pub relay: Relay,
     /// Native integrations carried out in the daemon (the registration list), each built
     /// once the engine's parts exist.
     pub natives: Vec<Box<dyn Component>>,
@@ -143,6 +154,17 @@ pub struct EngineParts {
     pub acts: Option<Arc<dyn ActJournal>>,
     /// Records flow state values; `None`: memory only.
     pub state: Option<Arc<dyn StateJournal>>,
+}
+
+/// A rotated signing secret.
+pub struct Rotated {
+    pub view: ConnectorView,
+    /// The setting rotated (`signing_secret`, `command_delivery_secret`).
+    pub setting: &'static str,
+    /// The new secret: shown once.
+    pub secret: String,
+    /// Until when the secret it replaced still counts (none: no overlap).
+    pub previous_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A handle on the running engine. Cheap to clone.
@@ -203,7 +225,10 @@ impl Engine {
             parts.dead_letters.clone(),
         );
 
+        let outbox = OutboxSlot::new();
+        let store = parts.support.store;
         let cx = NativeContext {
+            outbox: outbox.clone(),
             events: events.clone(),
             directory: directory.clone(),
             catalog: catalog.clone(),
@@ -213,7 +238,7 @@ impl Engine {
             state: state.clone(),
             dead_letters: parts.dead_letters.clone(),
             egress: parts.support.egress,
-            store: parts.support.store,
+            store: store.clone(),
             secrets: parts.support.secrets,
             started: parts.support.started,
             shutdown: parts.support.shutdown,
@@ -226,10 +251,38 @@ impl Engine {
             natives = natives.with(idn, built.executor);
             routes.extend(built.routes);
         }
+        let relay: Arc<dyn CommandSink> = match (parts.relay, &store) {
+            (Relay::To(sink), _) => sink,
+            (Relay::Embedded, None) => Arc::new(NoTransport),
+            (Relay::Embedded, Some(_)) => {
+                let delivery = AdapterDelivery::new(DeliveryParts {
+                    directory: directory.clone(),
+                    egress: cx.egress.clone(),
+                    events: events.clone(),
+                    dead_letters: parts.dead_letters.clone(),
+                    outbox: outbox.clone(),
+                });
+                routes.push(Routes::new(delivery.routes()));
+                delivery
+            }
+        };
+        if let Some(store) = store {
+            // Replayed messages answer their owners: not before the daemon restored its state.
+            let (started, shutdown) = (cx.started.clone(), cx.shutdown.clone());
+            let dead_letters = parts.dead_letters.clone();
+            tokio::spawn(async move {
+                if !started.wait().await || shutdown.is_cancelled() {
+                    return;
+                }
+                if let Err(e) = outbox.start(store, dead_letters, outbox_settings()).await {
+                    tracing::error!(error = %e, "the outbox did not start");
+                }
+            });
+        }
         let commands = Arc::new(CommandRouter::new(
             directory.clone(),
             natives,
-            parts.relay,
+            relay,
             events.clone(),
             parts.dead_letters.clone(),
             acts.clone(),
@@ -391,12 +444,54 @@ impl Engine {
             })
     }
 
-    /// Starts a connector; its native integration hears it.
+    /// Starts a connector; its native integration (or its adapter's delivery) hears it. An
+    /// adapter's connector whose commands have no way to it does not run (naming the setting).
     pub fn run_connector(&self, id: Uuid) -> Result<ConnectorView, ControlError> {
+        let (key, status) = self.registry.check_runnable(id)?;
+        if status != crate::connectors::registry::Status::Running {
+            self.commands
+                .check_run(&key)
+                .map_err(|e| ControlError::Invalid {
+                    field: format!("settings.{}", e.setting),
+                    reason: e.reason,
+                })?;
+        }
         let view = self.registry.run(id)?;
         self.commands
             .connector_changed(&view.key, ConnectorChange::Running);
         Ok(view)
+    }
+
+    /// Rotates connector `id`'s signing secret: a new one (answered, to be shown once) in its
+    /// place; the old one keeps counting (verifying, signing beside the new) for `overlap`.
+    pub fn rotate_secret(&self, id: Uuid, overlap: Duration) -> Result<Rotated, ControlError> {
+        let view = self.registry.directory().get(id)?;
+        let setting =
+            self.commands
+                .rotatable_secret(&view.key)
+                .ok_or_else(|| ControlError::Invalid {
+                    field: "id".into(),
+                    reason: format!(
+                        "connector {}/{} has no signing secret to rotate",
+                        view.key.integration, view.key.connector
+                    ),
+                })?;
+        let current = self.registry.directory().setting(&view.key, setting);
+        let secret = crate::relay::webhook::new_secret();
+        let (changes, previous_until) =
+            crate::relay::webhook::rotation(setting, current, &secret, overlap, chrono::Utc::now());
+        let view = self.registry.update_as(
+            id,
+            None,
+            &changes,
+            crate::catalog::settings::Writer::Daemon,
+        )?;
+        Ok(Rotated {
+            view,
+            setting,
+            secret,
+            previous_until,
+        })
     }
 
     /// Stops a connector; its native integration hears it.

@@ -568,3 +568,112 @@ async fn a_refused_delivery_answers_result_error_and_dead_letters_the_command() 
     assert_eq!(letter["command"]["connector_idn"], "hooks", "{letters}");
     assert!(!letters.to_string().contains(&secret));
 }
+
+/// Rotates connector `id`'s secret with `overlap` seconds; answers the new secret.
+async fn rotate(d: &DaemonProcess, id: &str, overlap: u64) -> String {
+    let (s, v) = call(
+        &d.client(),
+        "POST",
+        d.url(&format!("/v1/integrations/connectors/{id}/rotate-secret")),
+        Some(json!({"overlap_seconds": overlap})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["setting"], "signing_secret");
+    assert_eq!(v["previous_valid_until"].is_string(), overlap > 0, "{v}");
+    v["secret"].as_str().unwrap().to_owned()
+}
+
+#[actix_rt::test]
+async fn a_rotated_secret_is_shown_once_and_the_old_one_counts_for_the_overlap() {
+    let mut runner = RunnerServer::start(skill);
+    let mut receiver = RunnerServer::start(|_| (200, "{}".into()));
+    let dir = temp_dir("api-rotate");
+    let d = DaemonProcess::start(&dir, &[]);
+    let old = outgoing_setup(&d, &runner, &receiver).await;
+    let (_, list) = call(
+        &d.client(),
+        "GET",
+        d.url("/v1/integrations/api/connectors"),
+        None,
+    )
+    .await;
+    let id = list.as_array().unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = list.as_array().unwrap()[0]["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["idn"] == "incoming_webhook_url")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, v) = call(
+        &d.client(),
+        "POST",
+        d.url(&format!("/v1/integrations/connectors/{id}/rotate-secret")),
+        Some(json!({"overlap_seconds": 604801})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("overlap_seconds"))
+    );
+
+    let new = rotate(&d, &id, 3600).await;
+    assert_ne!(new, old);
+    let (_, shown) = call(
+        &d.client(),
+        "GET",
+        d.url(&format!("/v1/integrations/connectors/{id}")),
+        None,
+    )
+    .await;
+    assert!(
+        !shown.to_string().contains(&new) && !shown.to_string().contains(&old),
+        "{shown}"
+    );
+
+    // Outgoing: signed with both, so a receiver holding either verifies it.
+    say(&d, "one").await;
+    let r = receiver.next().await;
+    assert!(
+        r.signed_with(&new) && r.signed_with(&old),
+        "{:?}",
+        r.headers
+    );
+    next_answer(&mut runner).await;
+    // Incoming: either verifies during the overlap.
+    let hi = r#"{"type": "user_message", "data": {"text": "hi", "user_id": "u1"}}"#;
+    for (n, secret) in [&old, &new].into_iter().enumerate() {
+        let got = post(
+            &d,
+            &url,
+            &signed(secret, &format!("msg_rot{n}"), now(), hi),
+            hi,
+        )
+        .await;
+        assert_eq!(got.0, StatusCode::ACCEPTED, "{}", got.1);
+    }
+
+    // Rotated again without an overlap: the one replaced counts no more.
+    let newest = rotate(&d, &id, 0).await;
+    assert_refused(
+        post(&d, &url, &signed(&new, "msg_rot2", now(), hi), hi).await,
+        401,
+        "invalid_signature",
+        None,
+    );
+    let got = post(&d, &url, &signed(&newest, "msg_rot3", now(), hi), hi).await;
+    assert_eq!(got.0, StatusCode::ACCEPTED, "{}", got.1);
+    say(&d, "one").await;
+    let r = receiver.next().await;
+    assert!(
+        r.signed_with(&newest) && !r.signed_with(&new),
+        "{:?}",
+        r.headers
+    );
+}

@@ -42,7 +42,8 @@ async fn connector_lifecycle_refusals_secrets_and_restart() {
     // Create: stopped, settings validated.
     let (s, tg) = call(&c, "POST", connectors("telegram"), Some(json!({
         "title": "Support bot", "connector_idn": "support_bot",
-        "settings": [{"idn": "bot_token", "value": SECRET_TOKEN}, {"idn": "parse_mode", "value": "html"}]
+        "settings": [{"idn": "bot_token", "value": SECRET_TOKEN}, {"idn": "parse_mode", "value": "html"},
+                     {"idn": "command_stream", "value": "true"}]
     }))).await;
     assert_eq!(s, StatusCode::CREATED, "{tg}");
     assert_eq!(tg["status"], "stopped");
@@ -133,7 +134,8 @@ async fn connector_lifecycle_refusals_secrets_and_restart() {
         (StatusCode::BAD_REQUEST, ("invalid", "settings.base_url"))
     );
     let (_, sms) = call(&c, "POST", connectors("twilio_messenger"), Some(json!({
-        "title": "SMS", "connector_idn": "sms", "settings": [{"idn": "phone_number", "value": "+15550100"}]
+        "title": "SMS", "connector_idn": "sms", "settings": [{"idn": "phone_number", "value": "+15550100"},
+                                                             {"idn": "command_stream", "value": "true"}]
     }))).await;
     let sms_id = sms["id"].as_str().unwrap().to_owned();
     let (s, v) = call(&c, "POST", run(&sms_id), None).await;
@@ -743,7 +745,8 @@ async fn a_required_integration_setting_cannot_be_cleared_while_a_connector_of_i
     assert_eq!(s, StatusCode::OK, "{v}");
     d.run_connector(
         "apify",
-        json!({"title": "Scraper", "connector_idn": "scraper"}),
+        json!({"title": "Scraper", "connector_idn": "scraper",
+               "settings": [{"idn": "command_stream", "value": "true"}]}),
     )
     .await;
     let (s, v) = call(
@@ -990,7 +993,8 @@ async fn rekey_reseals_every_secret_under_a_new_key_and_the_daemon_opens_them() 
         .run_connector(
             "telegram",
             json!({"title": "Bot", "connector_idn": "bot",
-                   "settings": [{"idn": "bot_token", "value": SECRET_TOKEN}]}),
+                   "settings": [{"idn": "bot_token", "value": SECRET_TOKEN},
+                                {"idn": "command_stream", "value": "true"}]}),
         )
         .await;
     d.terminate().await;
@@ -1032,8 +1036,8 @@ async fn rekey_reseals_every_secret_under_a_new_key_and_the_daemon_opens_them() 
         "{said} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The connector's secret and the persona key.
-    assert!(said.contains("re-sealed 2 value(s)"), "{said}");
+    // The connector's secrets (its bot token, its command delivery secret) and the persona key.
+    assert!(said.contains("re-sealed 3 value(s)"), "{said}");
     let new_key = std::fs::read_to_string(&key_file).unwrap();
     assert_ne!(new_key.trim(), old_key.trim());
     assert_eq!(new_key.trim().lines().count(), 1, "the old key dropped");

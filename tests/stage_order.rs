@@ -37,12 +37,14 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The top-level module a file of `src/` belongs to; `None` for the crate root and the binary.
+/// The top-level module a file of `src/` belongs to; `None` for the crate root and the
+/// binaries (`main.rs`, `bin/`: crates of their own, whose `crate::` is theirs; they reach the
+/// library by `switchboard::`).
 fn module_of(src: &Path, file: &Path) -> Option<String> {
     let rel = file.strip_prefix(src).ok()?;
     let first = rel.components().next()?.as_os_str().to_str()?;
     let name = first.strip_suffix(".rs").unwrap_or(first);
-    (name != "lib" && name != "main").then(|| name.to_owned())
+    (name != "lib" && name != "main" && name != "bin").then(|| name.to_owned())
 }
 
 /// Each `crate::<module>` the file names, with its line: in `use` trees (a group wrapped over
@@ -219,6 +221,9 @@ fn a_backward_import_is_caught_with_its_file_and_line() {
     )
     .unwrap();
     std::fs::write(dir.join("domain.rs"), "use crate::routing::Dispatcher;\n").unwrap();
+    // A binary of `bin/` is a crate of its own: its `crate::` names its modules, not stages.
+    std::fs::create_dir_all(dir.join("bin/tool")).unwrap();
+    std::fs::write(dir.join("bin/tool/poller.rs"), "use crate::wire::X;\n").unwrap();
     let order: Vec<String> = ["domain", "ingress", "routing", "commands"]
         .map(String::from)
         .to_vec();

@@ -156,8 +156,11 @@ impl Integration {
             integration: file_idn.to_owned(),
             reason,
         };
-        let spec: spec::IntegrationSpec =
+        let mut spec: spec::IntegrationSpec =
             serde_yaml_ng::from_str(text).map_err(|e| fail(e.to_string()))?;
+        if spec.runs == Runs::External {
+            spec.connector_settings.extend(adapter_delivery_settings());
+        }
         if spec.idn != file_idn {
             return Err(fail(format!("idn {:?} differs from its file", spec.idn)));
         }
@@ -219,6 +222,18 @@ impl Integration {
             spec,
         })
     }
+}
+
+/// The connector settings every external integration gets: how its commands reach its adapter
+/// without a message queue (`adapter_delivery.yaml`).
+fn adapter_delivery_settings() -> Vec<SettingSpec> {
+    static SETTINGS: OnceLock<Vec<SettingSpec>> = OnceLock::new();
+    SETTINGS
+        .get_or_init(|| {
+            serde_yaml_ng::from_str(include_str!("adapter_delivery.yaml"))
+                .expect("adapter_delivery.yaml reads")
+        })
+        .clone()
 }
 
 /// Checks that presets are coherent: unique idns, enum values listed, defaults valid.

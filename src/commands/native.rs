@@ -73,6 +73,13 @@ pub trait NativeIntegration: Send + Sync + 'static {
     /// native holds for it then goes: timers, sockets, outboxes). Must not block. Nothing by
     /// default.
     fn connector_changed(&self, _connector: &ConnectorKey, _change: ConnectorChange) {}
+
+    /// The secret setting of its connectors that can be rotated (a new one shown once, the
+    /// old one still counting for an overlap: `<setting>_previous`, `<setting>_previous_until`
+    /// must be declared beside it). None by default.
+    fn rotatable_secret(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// What happened to a connector, as its native integration hears it.

@@ -3,7 +3,8 @@
 
 use uuid::Uuid;
 
-use crate::domain::{Command, PersonaId};
+use super::native::ConnectorChange;
+use crate::domain::{Command, ConnectorKey, PersonaId};
 use crate::fault::{Blame, Fault};
 
 /// A validated command on its way to an adapter.
@@ -22,11 +23,44 @@ pub enum RelayError {
     Full,
     #[error("no transport carries this integration's commands")]
     NoTransport,
+    /// The connector's delivery cannot take it now (the outbox is not started, its endpoint
+    /// answered Gone, the store failed): the reason says which.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A connector of an external integration cannot run: `setting` is missing (a 400 naming it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("setting {setting:?}: {reason}")]
+pub struct NotDeliverable {
+    pub setting: &'static str,
+    pub reason: String,
 }
 
 /// Where validated commands go. Must not block.
 pub trait CommandSink: Send + Sync + 'static {
     fn deliver(&self, command: AdapterCommand) -> Result<(), RelayError>;
+
+    /// Settings the daemon writes for a new connector of an external integration (a delivery
+    /// secret), shown once when secret. None by default.
+    fn connector_created(&self, _connector: &ConnectorKey) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    /// Whether a connector of an external integration can be run: its commands have a way to
+    /// its adapter. Yes by default (a transport carries every connector's).
+    fn check_run(&self, _connector: &ConnectorKey) -> Result<(), NotDeliverable> {
+        Ok(())
+    }
+
+    /// A connector of an external integration changed. Nothing by default.
+    fn connector_changed(&self, _connector: &ConnectorKey, _change: ConnectorChange) {}
+
+    /// The secret setting of adapters' connectors that can be rotated (as
+    /// `NativeIntegration::rotatable_secret`). None by default.
+    fn rotatable_secret(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 impl Blame for RelayError {
@@ -35,6 +69,6 @@ impl Blame for RelayError {
     }
 
     fn retryable(&self) -> bool {
-        matches!(self, RelayError::Full)
+        matches!(self, RelayError::Full | RelayError::Unavailable(_))
     }
 }

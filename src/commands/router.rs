@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::native::{Answered, Answers, ConnectorChange, NativeCommand, Natives};
 use super::refusal::{answer_refused, CommandRefusal};
-use super::relay::{AdapterCommand, CommandSink, RelayError};
+use super::relay::{AdapterCommand, CommandSink, NotDeliverable, RelayError};
 use super::validation::validate;
 use crate::admission::Unreachable;
 use crate::catalog::{Catalog, Integration, Runs};
@@ -57,18 +57,52 @@ impl CommandRouter {
         }
     }
 
-    /// Settings the native integration of `key` (if any) writes for it as it is created.
-    pub fn connector_created(&self, key: &ConnectorKey) -> Vec<(String, String)> {
-        self.natives
-            .get(&key.integration)
-            .map(|native| native.connector_created(key))
-            .unwrap_or_default()
+    /// Whether `key`'s integration is carried out by an adapter (its commands go to the relay).
+    fn external(&self, key: &ConnectorKey) -> bool {
+        !self.natives.has(&key.integration)
+            && self
+                .catalog
+                .get(key.integration.as_str())
+                .is_some_and(|i| i.runs() == Runs::External)
     }
 
-    /// Connector `key` runs, stopped or was deleted: its native integration (if any) hears it.
+    /// Settings written for `key` as it is created: by its native integration, or by the
+    /// relay for an adapter's connector.
+    pub fn connector_created(&self, key: &ConnectorKey) -> Vec<(String, String)> {
+        if let Some(native) = self.natives.get(&key.integration) {
+            return native.connector_created(key);
+        }
+        if self.external(key) {
+            return self.relay.connector_created(key);
+        }
+        Vec::new()
+    }
+
+    /// Whether connector `key` can run: an adapter's needs a way for its commands.
+    pub fn check_run(&self, key: &ConnectorKey) -> Result<(), NotDeliverable> {
+        if self.external(key) {
+            return self.relay.check_run(key);
+        }
+        Ok(())
+    }
+
+    /// The secret setting of connector `key` a rotation replaces, if it has one.
+    pub fn rotatable_secret(&self, key: &ConnectorKey) -> Option<&'static str> {
+        if let Some(native) = self.natives.get(&key.integration) {
+            return native.rotatable_secret();
+        }
+        self.external(key)
+            .then(|| self.relay.rotatable_secret())
+            .flatten()
+    }
+
+    /// Connector `key` runs, stopped or was deleted: its native integration (if any), or the
+    /// relay for an adapter's, hears it.
     pub fn connector_changed(&self, key: &ConnectorKey, change: ConnectorChange) {
         if let Some(native) = self.natives.get(&key.integration) {
             native.connector_changed(key, change);
+        } else if self.external(key) {
+            self.relay.connector_changed(key, change);
         }
     }
 
@@ -144,6 +178,10 @@ impl CommandRouter {
             .map_err(|e| match e {
                 RelayError::Full => CommandRefusal::EgressFull(integration.idn.to_string()),
                 RelayError::NoTransport => CommandRefusal::NoTransport(integration.idn.to_string()),
+                RelayError::Unavailable(reason) => CommandRefusal::Unavailable {
+                    integration: integration.idn.to_string(),
+                    reason,
+                },
             })?;
         // Handed to the adapter: its results come back as its own events.
         super::refusal::count(command, "sent");

@@ -295,20 +295,7 @@ impl ConnectorRegistry {
         if e.status == Status::Running {
             return Ok(Directory::view(&key, &e));
         }
-        settings::check_complete(&e.integration.spec.connector_settings, &e.settings)?;
-        let integration_settings = self
-            .integration_settings
-            .get(&(key.account.clone(), key.integration.clone()))
-            .map(|s| s.clone())
-            .unwrap_or_default();
-        settings::check_complete(
-            &e.integration.spec.integration_settings,
-            &integration_settings,
-        )
-        .map_err(|er| ControlError::Invalid {
-            field: format!("integration_settings.{}", er.setting),
-            reason: er.reason,
-        })?;
+        self.check_settings(&key, &e.integration, &e.settings)?;
         let integration = e.integration.clone();
         let settings = e.settings.clone();
         e.actor = Some(self.start_actor(&key, &integration, false, &settings));
@@ -316,6 +303,42 @@ impl ConnectorRegistry {
         handles::connectors(key.integration.as_str(), "stopped").decrement(1.0);
         handles::connectors(key.integration.as_str(), "running").increment(1.0);
         Ok(Directory::view(&key, &e))
+    }
+
+    /// Whether connector `id` may run as far as its settings go (its own and its integration's
+    /// required ones are set); the key when it may, or runs already.
+    pub fn check_runnable(&self, id: Uuid) -> Result<(ConnectorKey, Status), ControlError> {
+        let key = self.key_of(id)?;
+        let e = self
+            .connectors
+            .get(&key)
+            .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
+        if e.status != Status::Running {
+            self.check_settings(&key, &e.integration, &e.settings)?;
+        }
+        Ok((key.clone(), e.status))
+    }
+
+    fn check_settings(
+        &self,
+        key: &ConnectorKey,
+        integration: &Integration,
+        connector_settings: &Settings,
+    ) -> Result<(), ControlError> {
+        settings::check_complete(&integration.spec.connector_settings, connector_settings)?;
+        let integration_settings = self
+            .integration_settings
+            .get(&(key.account.clone(), key.integration.clone()))
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        settings::check_complete(
+            &integration.spec.integration_settings,
+            &integration_settings,
+        )
+        .map_err(|er| ControlError::Invalid {
+            field: format!("integration_settings.{}", er.setting),
+            reason: er.reason,
+        })
     }
 
     /// Stops a connector. Events already sent to it are still handled; new ones are refused.
@@ -376,6 +399,18 @@ impl ConnectorRegistry {
         title: Option<&str>,
         changes: &[(String, String)],
     ) -> Result<ConnectorView, ControlError> {
+        self.update_as(id, title, changes, Writer::User)
+    }
+
+    /// [`ConnectorRegistry::update`] by `writer` (the daemon writes read-only settings: a
+    /// rotated secret).
+    pub fn update_as(
+        &self,
+        id: Uuid,
+        title: Option<&str>,
+        changes: &[(String, String)],
+        writer: Writer,
+    ) -> Result<ConnectorView, ControlError> {
         let key = self.key_of(id)?;
         let mut e = self
             .connectors
@@ -391,7 +426,7 @@ impl ConnectorRegistry {
             &e.integration.spec.connector_settings,
             &e.settings,
             changes,
-            Writer::User,
+            writer,
         )?;
         if e.status == Status::Running {
             settings::check_complete(&e.integration.spec.connector_settings, &next)?;

@@ -72,6 +72,19 @@ impl Daemon {
         Ok(view)
     }
 
+    /// Rotates connector `id`'s signing secret (see `Engine::rotate_secret`), stored sealed.
+    pub async fn rotate_secret(
+        &self,
+        account: &Idn,
+        id: Uuid,
+        overlap: std::time::Duration,
+    ) -> Result<crate::engine::Rotated, ChangeError> {
+        self.connector(account, id)?;
+        let rotated = self.engine.rotate_secret(id, overlap)?;
+        self.persist_connector(id).await?;
+        Ok(rotated)
+    }
+
     pub async fn stop_connector(
         &self,
         account: &Idn,

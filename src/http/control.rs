@@ -32,6 +32,7 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(connector_settings)
         .service(run_connector)
         .service(stop_connector)
+        .service(rotate_secret)
         .service(get_integration)
         .service(get_integration_settings)
         .service(set_integration_settings)
@@ -447,4 +448,92 @@ async fn stop_connector(
     let account = c.need(Scope::ConnectorsWrite)?;
     let view = d.stop_connector(account, connector_id(&path.0)?).await?;
     Ok(HttpResponse::Ok().json(ConnectorJson::from(&view)))
+}
+
+/// How a rotation treats the secret it replaces.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RotateSecret {
+    /// Seconds the replaced secret keeps counting (verifying incoming webhooks; outgoing ones
+    /// carry its signature too): 86400 unless given, at most 604800; 0 drops it at once.
+    #[serde(default)]
+    overlap_seconds: Option<u64>,
+}
+
+/// A rotated secret: shown this once.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct RotatedSecret {
+    /// The setting rotated (`signing_secret`, `command_delivery_secret`).
+    setting: &'static str,
+    /// The new secret (`whsec_…`).
+    secret: String,
+    /// Until when the replaced secret still counts (RFC 3339); absent without an overlap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_valid_until: Option<String>,
+}
+
+/// The replaced secret's overlap unless the request says otherwise.
+const DEFAULT_OVERLAP_SECONDS: u64 = 24 * 3600;
+
+/// Rotates a connector's signing secret (an `api` connector's `signing_secret`, an adapter's
+/// `command_delivery_secret`): the new one is answered this once; the old one keeps counting
+/// for the overlap.
+///
+/// Needs `credentials:write`.
+#[utoipa::path(
+    tag = "control",
+    params(ConnectorPath),
+    request_body(content = RotateSecret, content_type = "application/json"),
+    security(("bearer" = ["credentials:write"])),
+    responses(
+        (status = 200, description = "The new secret, shown once", body = RotatedSecret),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 408, response = RequestTimeout),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[post("/v1/integrations/connectors/{id}/rotate-secret")]
+async fn rotate_secret(
+    d: D,
+    c: Caller,
+    path: web::Path<ConnectorPath>,
+    req: HttpRequest,
+    body: Body,
+) -> Result<HttpResponse, ApiError> {
+    let account = c.need(Scope::CredentialsWrite)?;
+    let body = body.read().await?;
+    let asked: RotateSecret = if body.is_empty() {
+        RotateSecret {
+            overlap_seconds: None,
+        }
+    } else {
+        decode(&req, &body)?
+    };
+    let overlap = asked.overlap_seconds.unwrap_or(DEFAULT_OVERLAP_SECONDS);
+    let max = crate::relay::webhook::MAX_OVERLAP.as_secs();
+    if overlap > max {
+        return Err(ApiError::invalid(
+            "overlap_seconds",
+            format!("at most {max} (got {overlap})"),
+        ));
+    }
+    let rotated = d
+        .rotate_secret(
+            account,
+            connector_id(&path.0)?,
+            std::time::Duration::from_secs(overlap),
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(RotatedSecret {
+        setting: rotated.setting,
+        secret: rotated.secret,
+        previous_valid_until: rotated
+            .previous_until
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+    }))
 }

@@ -20,6 +20,7 @@ use crate::domain::PersonaKey;
 use crate::fault::{Blame, Fault};
 use crate::flow_instance::state::StateStore;
 use crate::ingress::InternalEvents;
+use crate::outbound::outbox::OutboxSlot;
 use crate::outbound::Egress;
 use crate::routing::LiveIndex;
 use crate::session::SessionTable;
@@ -114,6 +115,11 @@ impl Built {
 pub struct Routes(Arc<dyn Fn(&mut ServiceConfig) + Send + Sync>);
 
 impl Routes {
+    /// Routes `routes` registers (the relay's command stream, beside the natives').
+    pub fn new(routes: impl Fn(&mut ServiceConfig) + Send + Sync + 'static) -> Routes {
+        Routes(Arc::new(routes))
+    }
+
     /// Registers them on `cfg`.
     pub fn register(&self, cfg: &mut ServiceConfig) {
         (self.0)(cfg)
@@ -185,6 +191,9 @@ pub struct NativeContext {
     pub started: Started,
     /// Cancelled when the daemon stops: background tasks end.
     pub shutdown: CancellationToken,
+    /// The daemon's durable outbox: a native that sends registers its destination kind here
+    /// while it is built; the engine starts it on the store after the start gate.
+    pub outbox: Arc<OutboxSlot>,
 }
 
 /// What natives get from outside the engine.

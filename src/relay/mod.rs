@@ -1,17 +1,39 @@
-//! Egress: where validated commands for external integrations leave the daemon. The queue
-//! transport publishes them to adapters (`transport/commands.rs`); the embedded default refuses
-//! them with a reason ([`NoTransport`]); [`ChannelSink`] hands them to a bounded channel an
-//! embedding program (or a test) reads. The interface is the command stage's
-//! ([`crate::commands::relay`]).
+//! Where validated commands for external integrations leave the daemon. The queue transport
+//! publishes them to adapters (`transport/commands.rs`); in the embedded mode
+//! [`delivery::AdapterDelivery`] hands them to each connector's delivery endpoint
+//! ([`webhook`]: signed, through the durable outbox) or command stream ([`stream`]);
+//! [`NoTransport`] refuses them with a reason (an engine without a store); [`ChannelSink`]
+//! hands them to a bounded channel an embedding program (or a test) reads. The interface is
+//! the command stage's ([`crate::commands::relay`]).
+
+pub mod delivery;
+pub mod stream;
+pub mod webhook;
+
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 use crate::telemetry::queue;
 
-pub use crate::commands::relay::{AdapterCommand, CommandSink, RelayError};
+pub use crate::commands::relay::{AdapterCommand, CommandSink, NotDeliverable, RelayError};
 
-/// The embedded default for external integrations: no adapter is reachable, so each command
-/// is refused with a reason the skill sees.
+/// Which relay an engine gets.
+pub enum Relay {
+    /// This sink (the queue transport's, a channel).
+    To(Arc<dyn CommandSink>),
+    /// The embedded delivery ([`delivery::AdapterDelivery`]), built with the engine (on its
+    /// store; without one, [`NoTransport`]).
+    Embedded,
+}
+
+impl<S: CommandSink> From<Arc<S>> for Relay {
+    fn from(sink: Arc<S>) -> Relay {
+        Relay::To(sink)
+    }
+}
+
+/// No adapter is reachable: each command is refused with a reason the skill sees.
 pub struct NoTransport;
 
 impl CommandSink for NoTransport {

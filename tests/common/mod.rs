@@ -3,6 +3,7 @@
 //! (delivery settlement, channels, [`eventually`]), never on fixed sleeps.
 #![allow(dead_code)]
 
+pub mod bot_api;
 pub mod daemon;
 pub mod nats;
 pub mod oauth_provider;
@@ -127,7 +128,7 @@ impl HarnessBuilder {
             self.config,
             EngineParts {
                 runners: Arc::new(runners),
-                relay: Arc::new(sink),
+                relay: Arc::new(sink).into(),
                 natives: std::iter::once(Box::new(SystemComponent) as Box<dyn Component>)
                     .chain(self.natives)
                     .collect(),

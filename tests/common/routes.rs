@@ -70,6 +70,21 @@ pub fn every_route(connector: &str, letter: &str) -> Vec<(&'static str, String, 
             None,
         ),
         (
+            "POST",
+            format!("/v1/integrations/connectors/{connector}/rotate-secret"),
+            Some(json!({"overlap_seconds": 60})),
+        ),
+        (
+            "GET",
+            format!("/v1/integrations/connectors/{connector}/commands"),
+            None,
+        ),
+        (
+            "POST",
+            format!("/v1/integrations/connectors/{connector}/commands/ack"),
+            Some(json!({"ids": []})),
+        ),
+        (
             "DELETE",
             format!("/v1/integrations/connectors/{connector}"),
             None,

@@ -26,6 +26,7 @@ use crate::dead_letter::{self, DeadLetter, DeadLetterReason, DeadLetterStore};
 use crate::domain::{ConnectorKey, Event, Idn};
 use crate::intake::{Ingested, Intake};
 use crate::outbound::signing::{SigningKey, Verifier, HEADER_WEBHOOK_ID};
+use crate::relay::webhook;
 use crate::telemetry::handles;
 
 /// Where the incoming webhooks are.
@@ -154,6 +155,8 @@ fn event_of(
 ) -> Result<Event, WebhookRefusal> {
     let setting = |idn: &str| directory.setting(key, idn);
     let secret = setting("signing_secret").unwrap_or_default();
+    // During a rotation's overlap the secret it replaced counts too.
+    let previous = webhook::previous_secret(setting, "signing_secret", chrono::Utc::now());
     if setting("verify_signature").as_deref() == Some("false") {
         let given = req
             .headers()
@@ -161,14 +164,19 @@ fn event_of(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default();
-        if secret.is_empty() || !bool::from(given.as_bytes().ct_eq(secret.as_bytes())) {
+        let matches = |s: &str| !s.is_empty() && bool::from(given.as_bytes().ct_eq(s.as_bytes()));
+        if !matches(&secret) && !previous.as_deref().is_some_and(matches) {
             return Err(WebhookRefusal::Token);
         }
     } else {
         let key = SigningKey::parse(&secret).map_err(|_| {
             WebhookRefusal::Signature(crate::outbound::signing::VerifyError::NoMatch)
         })?;
-        Verifier::new(key)
+        let mut verifier = Verifier::new(key);
+        if let Some(previous) = previous.and_then(|p| SigningKey::parse(&p).ok()) {
+            verifier = verifier.with_previous(previous);
+        }
+        verifier
             .verify(req.headers(), body)
             .map_err(WebhookRefusal::Signature)?;
     }

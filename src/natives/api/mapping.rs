@@ -74,14 +74,8 @@ impl Mapped {
     }
 }
 
-/// The text an argument gets for `value`; `None` for `null`.
-pub fn text_of(value: &Value) -> Option<String> {
-    match value {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
-    }
-}
+/// The text an argument gets for `value`; `None` for `null` (the rule commands' answers use too).
+pub use crate::relay::webhook::text_of;
 
 /// Reads `body` by the rule above.
 pub fn map(body: &[u8]) -> Result<Mapped, BadBody> {

@@ -6,19 +6,18 @@
 //! token), read by the documented rule ([`mapping`]), held to the `incoming_events` allow-list
 //! and enters through the durable intake, its `webhook-id` deduplicating retries; a refusal is
 //! a 4xx naming the reason ([`refusal`]). Commands to the connector go out as signed
-//! webhooks to its `outgoing_webhook_url` through the durable outbox ([`outgoing`]), which this
-//! native starts on the daemon's store once the start gate opens (its own `api` destination
-//! kind; a native that sends too registers its kind beside it).
+//! webhooks to its `outgoing_webhook_url` through the daemon's durable outbox ([`outgoing`]:
+//! its own `api` destination kind, registered in `NativeContext::outbox`).
 
 pub mod incoming;
 pub mod mapping;
 pub mod outgoing;
 pub mod refusal;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use actix_web::web;
-use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use rand::RngCore;
 
@@ -28,16 +27,13 @@ use crate::commands::{
 use crate::connectors::Directory;
 use crate::domain::{ConnectorKey, PersonaId};
 use crate::natives::component::{Built, Component, NativeContext};
-use crate::outbound::outbox::{Destinations, Outbox, OutboxError, OutboxSettings, Withdraw};
-use crate::outbound::signing::SECRET_PREFIX;
+use crate::outbound::outbox::{OutboxError, OutboxSlot, Withdraw};
 use outgoing::ApiDestination;
 
 /// The integration's idn.
 pub const IDN: &str = "api";
 /// Random bytes of an incoming webhook URL's token.
 const TOKEN_BYTES: usize = 32;
-/// Random bytes of a generated signing secret.
-const SECRET_BYTES: usize = 32;
 
 /// The `api` component, for the registration list.
 pub struct ApiComponent;
@@ -63,28 +59,12 @@ impl Component for ApiComponent {
             events: cx.events.clone(),
             gone: Default::default(),
         });
+        cx.outbox.register(outgoing::KIND, destination.clone());
         let native = Arc::new(ApiNative {
             directory: cx.directory.clone(),
-            destination: destination.clone(),
-            outbox: Arc::default(),
+            destination,
+            outbox: cx.outbox.clone(),
         });
-        if let Some(store) = cx.store.clone() {
-            // Replayed messages answer their skills: not before the daemon restored its state.
-            let (started, shutdown) = (cx.started.clone(), cx.shutdown.clone());
-            let (dead_letters, outbox) = (cx.dead_letters.clone(), native.outbox.clone());
-            tokio::spawn(async move {
-                if !started.wait().await || shutdown.is_cancelled() {
-                    return;
-                }
-                let destinations = Destinations::new().register(outgoing::KIND, destination);
-                match Outbox::start(store, dead_letters, destinations, outbox_settings()).await {
-                    Ok(o) => {
-                        let _ = outbox.set(o);
-                    }
-                    Err(e) => tracing::error!(error = %e, "the api outbox did not start"),
-                }
-            });
-        }
         Built::executor(native).with_routes(move |cfg| {
             cfg.app_data(surface.clone());
             incoming::register(cfg);
@@ -92,20 +72,12 @@ impl Component for ApiComponent {
     }
 }
 
-/// The outbox's bounds: an attempt may last as long as a connector's `timeout_seconds` allows.
-fn outbox_settings() -> OutboxSettings {
-    OutboxSettings {
-        attempt_timeout: std::time::Duration::from_secs(3600 + 5),
-        ..OutboxSettings::default()
-    }
-}
-
 /// The `api` native integration's executor.
 pub struct ApiNative {
     directory: Arc<Directory>,
     destination: Arc<ApiDestination>,
-    /// Set once the daemon started (never without a store).
-    outbox: Arc<OnceLock<Outbox>>,
+    /// The daemon's outbox, started after the start gate (never without a store).
+    outbox: Arc<OutboxSlot>,
 }
 
 /// The incoming webhook path of `connector` with `token`.
@@ -195,7 +167,7 @@ impl NativeIntegration for ApiNative {
         match change {
             ConnectorChange::Running => {
                 outbox.enable(&destination);
-                self.destination.enabled(&destination);
+                self.destination.gone.enabled(&destination);
             }
             ConnectorChange::Deleted => {
                 let outbox = outbox.clone();
@@ -214,6 +186,11 @@ impl NativeIntegration for ApiNative {
         }
     }
 
+    /// The secret a rotation replaces (keeping the old one for an overlap).
+    fn rotatable_secret(&self) -> Option<&'static str> {
+        Some("signing_secret")
+    }
+
     /// A new connector's incoming URL and signing secret (secret: shown once).
     fn connector_created(&self, connector: &ConnectorKey) -> Vec<(String, String)> {
         created_settings(connector)
@@ -223,7 +200,7 @@ impl NativeIntegration for ApiNative {
 /// The settings the daemon writes for a new `api` connector: its incoming URL, a fresh secret.
 fn created_settings(connector: &ConnectorKey) -> Vec<(String, String)> {
     let token = B64URL.encode(random(TOKEN_BYTES));
-    let secret = format!("{SECRET_PREFIX}{}", B64.encode(random(SECRET_BYTES)));
+    let secret = crate::relay::webhook::new_secret();
     vec![
         (
             "incoming_webhook_url".into(),

@@ -40,6 +40,7 @@ mod attempts;
 mod intake;
 mod kind;
 mod lanes;
+mod slot;
 mod sweep;
 mod worker;
 
@@ -57,6 +58,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 pub use attempt::{Attempt, Receipt, Settled};
+pub use slot::OutboxSlot;
 
 use crate::dead_letter::{DeadLetter, DeadLetterReason, DeadLetterStore};
 use crate::domain::Idn;
