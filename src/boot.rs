@@ -41,6 +41,12 @@ pub enum BootError {
     Nats(#[from] crate::transport::NatsError),
     #[error("private files: {0}")]
     FileMode(#[from] private_files::ModeError),
+    /// A native's own listener could not bind (its config key named).
+    #[error("{key}: {source}")]
+    Listen {
+        key: &'static str,
+        source: std::io::Error,
+    },
 }
 
 /// Refuses the `default` runner kind when no default is configured, with a reason.
@@ -155,6 +161,7 @@ pub async fn start(
         crate::natives::http::component(),
         crate::natives::program_timer::component(&config.timers, config.limits.timers_per_account),
         crate::natives::api::component(),
+        crate::natives::newo_chat::component(&config.newo_chat).map_err(|source| BootError::Listen { key: "newo_chat.listen", source })?,
     ];
     for native in &natives {
         store
