@@ -155,6 +155,11 @@ async fn socket_base(d: &DaemonProcess) -> String {
 /// Creates and runs the `newo_chat` connector `web` with `domain`; answers the client secret
 /// its creation revealed.
 async fn chat_connector(d: &DaemonProcess, domain: &str) -> String {
+    chat_connector_id(d, domain).await.1
+}
+
+/// [`chat_connector`], with the connector's id.
+async fn chat_connector_id(d: &DaemonProcess, domain: &str) -> (String, String) {
     let http = d.client();
     let r = http
         .post(d.url("/v1/integrations/newo_chat/connectors"))
@@ -188,7 +193,7 @@ async fn chat_connector(d: &DaemonProcess, domain: &str) -> String {
         .unwrap()
         .status();
     assert_eq!(s, StatusCode::OK);
-    secret
+    (id.to_owned(), secret)
 }
 
 /// A request to the web-chat API from a page at `origin` (none: not a browser).
@@ -592,7 +597,7 @@ async fn a_wrong_secret_or_origin_is_refused_at_connect() {
     let runner = RunnerServer::start(skill);
     let dir = temp_dir("newo-chat-refused");
     let (_, d) = daemon(&dir, &runner).await;
-    let secret = chat_connector(&d, ORIGIN).await;
+    let (id, secret) = chat_connector_id(&d, ORIGIN).await;
     let base = socket_base(&d).await;
     create_actor(&d, &secret, "cust-1").await;
     let mut node = Node::start();
@@ -640,6 +645,52 @@ async fn a_wrong_secret_or_origin_is_refused_at_connect() {
             .as_str()
             .unwrap()
             .starts_with("origin_not_allowed"),
+        "{r}"
+    );
+
+    // Long-polling answers are readable by the connector's pages only (CORS).
+    let handshake = format!("{base}/socket.io/?EIO=4&transport=polling");
+    for (origin, allowed) in [(ORIGIN, Some(ORIGIN)), ("https://evil.example.net", None)] {
+        let r = reqwest::Client::new()
+            .get(&handshake)
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(cors(r.headers()), allowed, "{origin}");
+    }
+
+    // A stopped connector closes its sockets and admits none.
+    let query = json!({"client_secret": secret, "origin": ORIGIN, "external_id": "cust-1"});
+    node.connect(
+        "open",
+        &base,
+        json!({"transports": ["websocket"], "query": query}),
+    );
+    assert_eq!(node.next("open").await["type"], "connect");
+    let s = d
+        .client()
+        .post(d.url(&format!("/v1/integrations/connectors/{id}/stop")))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(s, StatusCode::OK);
+    let r = node.next("open").await;
+    assert_eq!(r["type"], "disconnect", "{r}");
+    node.connect(
+        "stopped",
+        &base,
+        json!({"transports": ["websocket"], "query": query}),
+    );
+    let r = node.next("stopped").await;
+    assert_eq!(r["type"], "connect_error", "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("connector_stopped"),
         "{r}"
     );
 }

@@ -7,7 +7,8 @@
 //! `<code>: <reason>`, as the REST API's refusals): the per-IP rate, the client secret, the
 //! origin (the `origin` query value and any `Origin` header among the connector's domains), a
 //! running connector, an actor created for the `external_id`, room for one more of its sockets.
-//! Admitted, the socket joins its actor's in the [`super::hub`].
+//! Admitted, the socket joins its actor's in the [`super::hub`]. Answers to an `Origin` some
+//! connector lists carry CORS headers (long-polling from a page of another origin).
 
 use std::net::{IpAddr, TcpListener};
 use std::sync::Arc;
@@ -178,12 +179,32 @@ async fn serve(listener: TcpListener, chat: Arc<Chat>, shutdown: CancellationTok
                 }
             },
         };
-        let svc = svc.clone();
+        let (svc, chat) = (svc.clone(), chat.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(PeerIp(peer.ip()));
-                    hyper::service::Service::call(&svc, req)
+                    // Long-polling from a page of another origin reads its answers only with
+                    // CORS (simple requests: no preflight): for an origin a connector lists.
+                    let cors = req
+                        .headers()
+                        .get(hyper::header::ORIGIN)
+                        .filter(|o| o.to_str().is_ok_and(|o| chat.any_allows(o)))
+                        .cloned();
+                    let answer = hyper::service::Service::call(&svc, req);
+                    async move {
+                        let mut res = answer.await?;
+                        // (socketioxide's service never fails: `Infallible`.)
+                        if let Some(origin) = cors {
+                            let h = res.headers_mut();
+                            h.insert(hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+                            h.insert(
+                                hyper::header::VARY,
+                                hyper::header::HeaderValue::from_static("Origin"),
+                            );
+                        }
+                        Ok::<_, std::convert::Infallible>(res)
+                    }
                 },
             );
             let _ = hyper::server::conn::http1::Builder::new()
