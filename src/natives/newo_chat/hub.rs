@@ -165,7 +165,9 @@ impl Hub {
     /// A socket of `actor` connected (its connect checks passed): it takes commands from now on,
     /// after what the actor's buffer holds when it is the actor's first.
     pub async fn join(&self, socket: SocketRef, actor: ActorKey) {
-        self.sids.insert(socket.id, actor.clone());
+        let sid = socket.id;
+        self.sids.insert(sid, actor.clone());
+        let socket_connected = socket.connected();
         handles::newo_chat_sockets(&label(&actor.0)).increment(1.0);
         let drain = {
             let mut sockets = self.actors.entry(actor.clone()).or_default();
@@ -183,6 +185,10 @@ impl Hub {
         };
         if drain {
             self.drain(&actor).await;
+        }
+        // Gone before it joined: its disconnect found nothing to leave.
+        if !socket_connected {
+            self.leave(sid);
         }
     }
 
