@@ -23,6 +23,8 @@ pub const OUTSIDE_EVERY_ROUTE: &[(&str, &str)] = &[
     ("GET", "/api/internal/v1/talking-head/chat-settings"),
     ("POST", "/api/internal/v1/talking-head/create-actor"),
     ("POST", "/api/internal/v1/talking-head/send-actor-event"),
+    ("GET", "/newo_chat/widget.js"),
+    ("GET", "/newo_chat/socket.io.min.js"),
     ("GET", "/oauth/callback"),
 ];
 

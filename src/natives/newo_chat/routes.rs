@@ -7,7 +7,9 @@
 //! the request's `Origin` among the connector's domains (403 otherwise; a request without an
 //! `Origin`, not a browser's, is not held to it), `connector_idn` the secret's. Answers carry
 //! CORS headers for the connector's origins only; a preflight (`OPTIONS`, no secret) is answered
-//! for an origin some connector lists.
+//! for an origin some connector lists. The embeddable widget (`/newo_chat/widget.js`) and the
+//! official socket.io browser client it loads (`/newo_chat/socket.io.min.js`, 4.8.x, MIT,
+//! vendored from npm) are served here too.
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::Method;
@@ -54,7 +56,9 @@ type S = web::Data<Chat>;
 pub fn register(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(chat_settings)
         .service(create_actor)
-        .service(send_actor_event);
+        .service(send_actor_event)
+        .service(widget)
+        .service(socket_io_client);
     for path in ["chat-settings", "create-actor", "send-actor-event"] {
         cfg.route(
             &format!("{PREFIX}/{path}"),
@@ -475,4 +479,43 @@ async fn preflight(chat: S, req: HttpRequest) -> HttpResponse {
         .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
         .insert_header((header::VARY, "Origin"))
         .finish()
+}
+
+/// The widget's script.
+const WIDGET: &str = include_str!("widget.js");
+/// The official socket.io browser client (npm `socket.io-client`, `dist/socket.io.min.js`).
+const SOCKET_IO_CLIENT: &str = include_str!("socket.io.min.js");
+
+fn script(text: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .body(text)
+}
+
+/// The embeddable web-chat widget.
+///
+/// A site includes `<script src=".../newo_chat/widget.js" data-client-secret="…"
+/// data-socket="<socket.io base>"></script>` to get a chat window on its `newo_chat`
+/// connector (`data-external-id`, `data-name`, `data-api` optional).
+#[utoipa::path(
+    tag = "web chat",
+    security(()),
+    responses((status = 200, description = "The script", content_type = "text/javascript", body = String))
+)]
+#[get("/newo_chat/widget.js")]
+async fn widget() -> HttpResponse {
+    script(WIDGET)
+}
+
+/// The socket.io browser client the widget loads (the official one, 4.8.x).
+#[utoipa::path(
+    tag = "web chat",
+    security(()),
+    responses((status = 200, description = "The script", content_type = "text/javascript", body = String))
+)]
+#[get("/newo_chat/socket.io.min.js")]
+async fn socket_io_client() -> HttpResponse {
+    script(SOCKET_IO_CLIENT)
 }
