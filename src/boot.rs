@@ -11,7 +11,7 @@ use crate::daemon::{journals, private_files, secrets_key, start, Daemon, DaemonP
 use crate::dead_letter::DeadLetterStore;
 use crate::domain::RunnerSpec;
 use crate::engine::{Engine, EngineParts};
-use crate::natives::component::{Component, NativeSupport, StartGate};
+use crate::natives::component::{Component, Listeners, NativeSupport, StartGate};
 use crate::outbound::Egress;
 use crate::relay::Relay;
 use crate::skill_runner::demo::DemoRunner;
@@ -41,6 +41,12 @@ pub enum BootError {
     Nats(#[from] crate::transport::NatsError),
     #[error("private files: {0}")]
     FileMode(#[from] private_files::ModeError),
+    /// A native's own listener could not bind (its config key named).
+    #[error("{key}: {source}")]
+    Listen {
+        key: &'static str,
+        source: std::io::Error,
+    },
 }
 
 /// Refuses the `default` runner kind when no default is configured, with a reason.
@@ -69,9 +75,13 @@ impl RunnerResolver for DaemonRunners {
     }
 }
 
-/// The registration list: every native integration, one line each (the daemon builds them;
-/// `switchboard rekey` asks them what they keep sealed).
-pub fn natives(config: &Config) -> Vec<Box<dyn Component>> {
+/// The registration list: every native integration, one line each (the daemon builds them,
+/// `listeners` bound; `switchboard rekey` asks them what they keep sealed, nothing bound).
+pub fn natives(
+    config: &Config,
+    listeners: Listeners,
+) -> Result<Vec<Box<dyn Component>>, BootError> {
+    let listen = |key| move |source| BootError::Listen { key, source };
     #[rustfmt::skip]
     let natives: Vec<Box<dyn Component>> = vec![
         crate::natives::system::component(),
@@ -79,8 +89,9 @@ pub fn natives(config: &Config) -> Vec<Box<dyn Component>> {
         crate::natives::http::component(),
         crate::natives::program_timer::component(&config.timers, config.limits.timers_per_account),
         crate::natives::api::component(),
+        crate::natives::newo_chat::component(&config.newo_chat, listeners).map_err(listen("newo_chat.listen"))?,
     ];
-    natives
+    Ok(natives)
 }
 
 /// Starts the daemon inside the current actix system.
@@ -163,7 +174,7 @@ pub async fn start(
         })),
         None => Relay::Embedded,
     };
-    let natives = natives(&config);
+    let natives = natives(&config, Listeners::Bind)?;
     for native in &natives {
         store
             .migrate_component(native.idn(), native.migrations())

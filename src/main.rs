@@ -216,7 +216,7 @@ fn rekey(path: Option<PathBuf>, drop_old: bool) -> anyhow::Result<()> {
             &config.store.secret_key_env,
             &config.store.secret_key_file,
             &store,
-            &switchboard::boot::natives(&config),
+            &switchboard::boot::natives(&config, switchboard::natives::component::Listeners::Skip)?,
             drop_old,
         ))?;
     println!(

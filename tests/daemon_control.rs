@@ -517,38 +517,28 @@ fn the_example_flow_file_is_a_valid_flow() {
     assert_eq!(flows[0].0.subscriptions.len(), 5);
 }
 
+/// Every native integration the catalog declares now has a handler in the daemon: an engine
+/// built without one (here: without `newo_chat`'s) refuses its commands at once, naming it, as
+/// the daemon's `POST /v1/commands` answers such a refusal (409, `integration_idn`).
 #[actix_rt::test]
 async fn a_command_for_a_native_integration_without_a_handler_is_refused_at_once_naming_it() {
-    let dir = temp_dir("no-native");
-    let d = DaemonProcess::start(&dir, &[]);
-    let c = d.client();
-    // `newo_chat` is declared native and has no handler yet.
-    d.run_connector(
-        "newo_chat",
-        json!({"title": "Chat", "connector_idn": "hooks",
-               "settings": [{"idn": "domain", "value": "example.com"}]}),
+    use actix_web::ResponseError;
+    let h = common::Harness::start();
+    h.connector("newo_chat", "hooks");
+    let command = switchboard::domain::Command::new(
+        h.account.clone(),
+        switchboard::domain::Idn::known("newo_chat"),
+        switchboard::domain::Idn::known("hooks"),
+        switchboard::domain::Idn::known("send_message"),
     )
-    .await;
-    let persona = uuid::Uuid::now_v7();
-    let (s, v) = call(
-        &c,
-        "POST",
-        d.url("/v1/commands"),
-        Some(
-            json!({"v": 1, "integration_idn": "newo_chat", "connector_idn": "hooks",
-                    "command_idn": "send_message", "persona_id": persona,
-                    "arguments": {"text": "hi"}}),
-        ),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    assert_eq!(v["error"]["field"], "integration_idn", "{v}");
-    let message = v["error"]["message"].as_str().unwrap();
-    assert!(message.contains("newo_chat"), "{message}");
+    .with_argument("text", "hi");
+    let refusal = h.engine.check_command(&command).unwrap_err();
+    let e = switchboard::api::error::ApiError::from(refusal);
+    assert_eq!(e.status_code().as_u16(), 409, "{e}");
+    assert_eq!(e.field.as_deref(), Some("integration_idn"), "{e}");
+    assert!(e.message.contains("newo_chat"), "{}", e.message);
     // Refused before anything was sent: no dead letter, no result event to wait for.
-    let (s, letters) = call(&c, "GET", d.url("/v1/dead-letters"), None).await;
-    assert_eq!(s, StatusCode::OK);
-    assert_eq!(letters, json!([]));
+    assert!(h.dead_letter_codes().is_empty());
 }
 
 #[actix_rt::test]

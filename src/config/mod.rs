@@ -23,6 +23,7 @@ mod transport;
 
 use serde::{Deserialize, Serialize};
 
+use crate::natives::newo_chat::config::NewoChatConfig;
 use crate::natives::program_timer::config::TimersConfig;
 pub use crate::natives::sandbox::SandboxConfig;
 pub use auth::{AuthConfig, AutoWord, MetricsConfig, Switch};
@@ -56,6 +57,8 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     /// The `program_timer` native's own section.
     pub timers: TimersConfig,
+    /// The `newo_chat` native's own section.
+    pub newo_chat: NewoChatConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
     pub transport: TransportConfig,
@@ -81,6 +84,9 @@ impl Config {
         self.runners.validate()?;
         self.egress.validate()?;
         self.timers
+            .validate()
+            .map_err(|e| ConfigError::invalid(e.key, e.reason))?;
+        self.newo_chat
             .validate()
             .map_err(|e| ConfigError::invalid(e.key, e.reason))?;
         self.limits.validate()?;

@@ -233,3 +233,11 @@ impl Component for Prebuilt {
         Built::executor(self.executor)
     }
 }
+
+/// Whether components bind the listeners they own (the daemon) or not (`switchboard rekey`,
+/// which only asks them what they keep sealed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listeners {
+    Bind,
+    Skip,
+}

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod component;
 pub mod http;
+pub mod newo_chat;
 pub mod program_timer;
 pub mod sandbox;
 pub mod system;

@@ -307,3 +307,24 @@ pub fn flow_reload(ok: bool) {
     }
     counter!(m::FLOW_RELOADS_TOTAL, "result" => if ok { "ok" } else { "refused" }).increment(1);
 }
+
+/// Web-chat (`newo_chat`) sockets connected to a connector (`<account>/<connector>`: series
+/// bounded by the connectors `[limits]` allow).
+pub fn newo_chat_sockets(connector: &str) -> Gauge {
+    gauge!(m::NEWO_CHAT_SOCKETS, "connector" => connector.to_owned())
+}
+
+/// Web-chat messages emitted to an actor's sockets, `live` or from its `buffer`.
+pub fn newo_chat_pushed(source: &'static str, n: u64) {
+    counter!(m::NEWO_CHAT_MESSAGES_PUSHED_TOTAL, "source" => source).increment(n);
+}
+
+/// Web-chat messages buffered for an actor with no socket.
+pub fn newo_chat_buffered(n: u64) {
+    counter!(m::NEWO_CHAT_MESSAGES_BUFFERED_TOTAL).increment(n);
+}
+
+/// Web-chat messages dropped: `buffer_full`, `expired`, `connector_deleted`, `socket_full`.
+pub fn newo_chat_dropped(reason: &'static str, n: u64) {
+    counter!(m::NEWO_CHAT_MESSAGES_DROPPED_TOTAL, "reason" => reason).increment(n);
+}

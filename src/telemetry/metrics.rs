@@ -49,6 +49,10 @@ pub const CREDENTIAL_REFRESHES_TOTAL: &str = "switchboard_credential_refreshes_t
 pub const OUTBOX_PENDING: &str = "switchboard_outbox_pending";
 pub const OUTBOX_DELIVERIES_TOTAL: &str = "switchboard_outbox_deliveries_total";
 pub const OUTBOX_DELIVERY_SECONDS: &str = "switchboard_outbox_delivery_seconds";
+pub const NEWO_CHAT_SOCKETS: &str = "switchboard_newo_chat_sockets";
+pub const NEWO_CHAT_MESSAGES_PUSHED_TOTAL: &str = "switchboard_newo_chat_messages_pushed_total";
+pub const NEWO_CHAT_MESSAGES_BUFFERED_TOTAL: &str = "switchboard_newo_chat_messages_buffered_total";
+pub const NEWO_CHAT_MESSAGES_DROPPED_TOTAL: &str = "switchboard_newo_chat_messages_dropped_total";
 // Process metrics under their conventional (unprefixed) names, read from /proc at the scrape.
 pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
 pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
@@ -235,6 +239,22 @@ pub fn describe() {
         OUTBOX_DELIVERY_SECONDS,
         Unit::Seconds,
         "Duration of outbox delivery attempts, by destination kind."
+    );
+    describe_gauge!(
+        NEWO_CHAT_SOCKETS,
+        "Web-chat (newo_chat) socket.io sockets connected, by connector."
+    );
+    describe_counter!(
+        NEWO_CHAT_MESSAGES_PUSHED_TOTAL,
+        "Web-chat commands emitted to an actor's sockets, live or from its buffer."
+    );
+    describe_counter!(
+        NEWO_CHAT_MESSAGES_BUFFERED_TOTAL,
+        "Web-chat commands buffered for an actor with no socket connected."
+    );
+    describe_counter!(
+        NEWO_CHAT_MESSAGES_DROPPED_TOTAL,
+        "Web-chat commands dropped, by reason (buffer_full, expired, connector_deleted, socket_full)."
     );
     describe_gauge!(
         PROCESS_CPU_SECONDS_TOTAL,

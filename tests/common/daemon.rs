@@ -88,6 +88,8 @@ impl DaemonBuilder {
         if self.binary.is_none() {
             // (An earlier build may not know the key.)
             cmd.env("SWITCHBOARD_EGRESS__ALLOW", r#"["127.0.0.1/32"]"#);
+            // The web chat's socket.io listener on a free port too (its default is fixed).
+            cmd.env("SWITCHBOARD_NEWO_CHAT__LISTEN", "127.0.0.1:0");
         }
         for (k, v) in &self.env {
             cmd.env(k, v);

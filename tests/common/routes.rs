@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 /// The routes [`every_route`] leaves out, as `(method, path template)`: the probes, the
 /// document, the sandbox (its page needs no token, its socket and list take one, a ticket or the
 /// daemon's own loopback page), the OAuth callback (bound to its state), `/metrics` (a token
-/// only when `metrics.require_token` says so) and the `api` connectors' incoming webhooks
-/// (signed, or the connector's own token).
+/// only when `metrics.require_token` says so), the `api` connectors' incoming webhooks
+/// (signed, or the connector's own token) and the web chat's API (a `newo_chat` client secret).
 pub const OUTSIDE_EVERY_ROUTE: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -20,6 +20,11 @@ pub const OUTSIDE_EVERY_ROUTE: &[(&str, &str)] = &[
     ("GET", "/sandbox/connectors"),
     ("GET", "/sandbox/ws"),
     ("POST", "/hooks/api/{account}/{connector}/{token}"),
+    ("GET", "/api/internal/v1/talking-head/chat-settings"),
+    ("POST", "/api/internal/v1/talking-head/create-actor"),
+    ("POST", "/api/internal/v1/talking-head/send-actor-event"),
+    ("GET", "/newo_chat/widget.js"),
+    ("GET", "/newo_chat/socket.io.min.js"),
     ("GET", "/oauth/callback"),
 ];
 

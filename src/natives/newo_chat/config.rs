@@ -1,0 +1,159 @@
+//! `[newo_chat]`: the web-chat native's own config section (its socket.io listener, the
+//! per-actor buffer, the public API's rate limits), embedded in the daemon's `Config` under
+//! that key, validated at load with errors naming the key.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The web-chat native.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NewoChatConfig {
+    /// Where the socket.io listener binds (its own, beside the HTTP API); port 0 picks a free
+    /// one. A daemon that cannot bind it does not start.
+    pub listen: SocketAddr,
+    /// Commands kept for an actor with no socket connected, at most; past it the oldest goes.
+    pub buffer_per_actor: usize,
+    /// How long a buffered command waits for its actor to connect, in milliseconds.
+    pub buffer_ttl_ms: u64,
+    /// Sockets (tabs) one actor may hold open at once; one more is refused.
+    pub sockets_per_actor: usize,
+    /// Requests (REST calls and socket connections) per second one client secret may make.
+    pub secret_per_second: u32,
+    /// Requests one client secret may make at once, above the rate.
+    pub secret_burst: u32,
+    /// Requests per second one client IP address may make.
+    pub ip_per_second: u32,
+    /// Requests one IP address may make at once, above the rate.
+    pub ip_burst: u32,
+    /// Largest body of the public API's requests, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// A value of `[newo_chat]` refused: its key and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct Invalid {
+    pub key: &'static str,
+    pub reason: String,
+}
+
+impl NewoChatConfig {
+    pub const DEFAULT_LISTEN: SocketAddr =
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 8081));
+    pub const DEFAULT_BUFFER_PER_ACTOR: usize = 100;
+    pub const DEFAULT_BUFFER_TTL_MS: u64 = 86_400_000;
+    pub const DEFAULT_SOCKETS_PER_ACTOR: usize = 16;
+    pub const DEFAULT_SECRET_PER_SECOND: u32 = 50;
+    pub const DEFAULT_SECRET_BURST: u32 = 100;
+    pub const DEFAULT_IP_PER_SECOND: u32 = 10;
+    pub const DEFAULT_IP_BURST: u32 = 40;
+    pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+
+    pub fn validate(&self) -> Result<(), Invalid> {
+        between(
+            "newo_chat.buffer_per_actor",
+            self.buffer_per_actor as u64,
+            1,
+            10_000,
+        )?;
+        between(
+            "newo_chat.buffer_ttl_ms",
+            self.buffer_ttl_ms,
+            1_000,
+            30 * 86_400_000,
+        )?;
+        between(
+            "newo_chat.sockets_per_actor",
+            self.sockets_per_actor as u64,
+            1,
+            1_000,
+        )?;
+        between(
+            "newo_chat.secret_per_second",
+            self.secret_per_second.into(),
+            1,
+            1_000_000,
+        )?;
+        between(
+            "newo_chat.secret_burst",
+            self.secret_burst.into(),
+            1,
+            1_000_000,
+        )?;
+        between(
+            "newo_chat.ip_per_second",
+            self.ip_per_second.into(),
+            1,
+            1_000_000,
+        )?;
+        between("newo_chat.ip_burst", self.ip_burst.into(), 1, 1_000_000)?;
+        between(
+            "newo_chat.max_body_bytes",
+            self.max_body_bytes as u64,
+            1024,
+            1 << 20,
+        )
+    }
+
+    /// [`Self::buffer_ttl_ms`] as a duration.
+    pub fn buffer_ttl(&self) -> Duration {
+        Duration::from_millis(self.buffer_ttl_ms)
+    }
+}
+
+impl Default for NewoChatConfig {
+    fn default() -> Self {
+        NewoChatConfig {
+            listen: Self::DEFAULT_LISTEN,
+            buffer_per_actor: Self::DEFAULT_BUFFER_PER_ACTOR,
+            buffer_ttl_ms: Self::DEFAULT_BUFFER_TTL_MS,
+            sockets_per_actor: Self::DEFAULT_SOCKETS_PER_ACTOR,
+            secret_per_second: Self::DEFAULT_SECRET_PER_SECOND,
+            secret_burst: Self::DEFAULT_SECRET_BURST,
+            ip_per_second: Self::DEFAULT_IP_PER_SECOND,
+            ip_burst: Self::DEFAULT_IP_BURST,
+            max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// `value` within `min..=max`, in the words of the daemon's other checks.
+fn between(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), Invalid> {
+    let reason = if value > max {
+        format!("must be at most {max}")
+    } else if value < min {
+        format!("must be at least {min}")
+    } else {
+        return Ok(());
+    };
+    Err(Invalid { key, reason })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(change: impl FnOnce(&mut NewoChatConfig), key: Option<&str>) {
+        let mut c = NewoChatConfig::default();
+        change(&mut c);
+        assert_eq!(c.validate().err().map(|e| e.key), key);
+    }
+
+    #[test]
+    fn defaults_pass_and_a_value_out_of_range_is_named() {
+        check(|_| {}, None);
+        check(
+            |c| c.buffer_per_actor = 0,
+            Some("newo_chat.buffer_per_actor"),
+        );
+        check(
+            |c| c.sockets_per_actor = 0,
+            Some("newo_chat.sockets_per_actor"),
+        );
+        check(|c| c.ip_per_second = 0, Some("newo_chat.ip_per_second"));
+        check(|c| c.max_body_bytes = 10, Some("newo_chat.max_body_bytes"));
+    }
+}
