@@ -49,6 +49,7 @@ pub const CREDENTIAL_REFRESHES_TOTAL: &str = "switchboard_credential_refreshes_t
 pub const OUTBOX_PENDING: &str = "switchboard_outbox_pending";
 pub const OUTBOX_DELIVERIES_TOTAL: &str = "switchboard_outbox_deliveries_total";
 pub const OUTBOX_DELIVERY_SECONDS: &str = "switchboard_outbox_delivery_seconds";
+pub const COMMAND_RECALLS_TOTAL: &str = "switchboard_command_recalls_total";
 // Process metrics under their conventional (unprefixed) names, read from /proc at the scrape.
 pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
 pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
@@ -226,6 +227,10 @@ pub fn describe() {
     describe_gauge!(
         OUTBOX_PENDING,
         "Messages in the durable outbox not yet settled, by destination kind (api, adapter, ...)."
+    );
+    describe_counter!(
+        COMMAND_RECALLS_TOTAL,
+        "Commands of superseded invocations by outcome: withdrawn (still queued, never sent), notified (a recall sent to the adapter that held it), and the adapters' answers recalled and too_late."
     );
     describe_counter!(
         OUTBOX_DELIVERIES_TOTAL,
