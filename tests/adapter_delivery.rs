@@ -306,3 +306,88 @@ async fn the_command_stream_resumes_from_the_last_acknowledged_command() {
         .status();
     assert_eq!(s, StatusCode::FORBIDDEN);
 }
+
+/// A skill that holds its turn: "hold" sends two commands and keeps running (`pending`);
+/// anything else completes with one.
+fn holding(r: &Received) -> (u16, String) {
+    let e = &r.json["event"];
+    if e["event_idn"] != "user_message" {
+        return (200, completed(json!([])));
+    }
+    let say = |text: &str| {
+        json!({"v": 1, "integration_idn": "telegram", "connector_idn": "bot",
+               "command_idn": "send_message", "arguments": {"text": text}})
+    };
+    if e.to_string().contains("\"hold\"") {
+        let body = json!({"v": 1, "outcome": "pending", "commands": [say("first"), say("second")]});
+        return (200, body.to_string());
+    }
+    (200, completed(json!([say("third")])))
+}
+
+/// The value of the series `name{labels}` in the daemon's metrics (0 when absent).
+async fn metric(d: &DaemonProcess, series: &str) -> f64 {
+    let text = d.metrics().await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[actix_rt::test]
+async fn a_newer_message_recalls_what_the_adapter_holds_and_withdraws_the_rest() {
+    let runner = RunnerServer::start(holding);
+    let dir = temp_dir("adapter-recall");
+    let d = DaemonProcess::start(&dir, &[]);
+    let (id, _) = telegram(&d, json!([{"idn": "command_stream", "value": "true"}])).await;
+    let (s, v) = run(&d, &id).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let flow = json!({"runner": {"kind": "webhook", "url": format!("{}/skills", runner.base)},
+        "events": [{"idn": "user_message", "skill_idn": "Talk", "integration_idn": "telegram",
+                    "interrupt_mode": "interrupt"}]});
+    d.put_flow("Bot", "Main", &flow).await;
+
+    // The adapter holds "first" (no acknowledgement); "second" waits behind it.
+    let mut stream = CommandStream::open(&d, &id).await;
+    say(&d, "hold").await;
+    let first = stream.next().await;
+    assert_eq!(text(&first), "first");
+
+    // A newer message interrupts the turn: the held command is recalled on the stream.
+    say(&d, "stop").await;
+    let recall = stream.next().await;
+    assert_eq!(recall.event, "recall", "{recall:?}");
+    assert_eq!(recall.data["type"], "recall");
+    assert_eq!(recall.data["data"]["command_act_id"], json!(first.id));
+    assert_eq!(recall.data["data"]["command_idn"], "send_message");
+
+    // The adapter took it back and says so; the withdrawn "second" never comes.
+    assert_eq!(ack(&d, &id, &first).await, 1);
+    let answer = json!({"v": 1, "integration_idn": "telegram", "connector_idn": "bot",
+        "event_idn": "recalled", "command_act_id": first.id, "arguments": {}});
+    let (s, v) = call(&d.client(), "POST", d.url("/v1/events"), Some(answer)).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let next = stream.next().await;
+    assert_eq!(
+        text(&next),
+        "third",
+        "the newer turn's command, not the withdrawn one"
+    );
+    assert_eq!(ack(&d, &id, &next).await, 1);
+
+    let recalls = "switchboard_command_recalls_total{outcome=";
+    common::wait::eventually("the recall counted", PATIENCE, || async {
+        let got = (
+            metric(&d, &format!("{recalls}\"withdrawn\"}}")).await,
+            metric(&d, &format!("{recalls}\"notified\"}}")).await,
+            metric(&d, &format!("{recalls}\"recalled\"}}")).await,
+        );
+        (got == (1.0, 1.0, 1.0)).then_some(())
+    })
+    .await;
+    let withdrawn = metric(
+        &d,
+        "switchboard_outbox_deliveries_total{destination_kind=\"adapter\",outcome=\"withdrawn\"}",
+    )
+    .await;
+    assert_eq!(withdrawn, 1.0);
+}

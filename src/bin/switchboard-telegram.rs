@@ -63,7 +63,7 @@ struct Cli {
     #[arg(
         long,
         env = "TELEGRAM_ADAPTER_LISTEN",
-        default_value = "127.0.0.1:8081"
+        default_value = "127.0.0.1:8082"
     )]
     listen: SocketAddr,
     /// The bot's token, from @BotFather.

@@ -160,6 +160,7 @@ impl Integration {
             serde_yaml_ng::from_str(text).map_err(|e| fail(e.to_string()))?;
         if spec.runs == Runs::External {
             spec.connector_settings.extend(adapter_delivery_settings());
+            spec.events.extend(adapter_events());
         }
         if spec.idn != file_idn {
             return Err(fail(format!("idn {:?} differs from its file", spec.idn)));
@@ -232,6 +233,18 @@ fn adapter_delivery_settings() -> Vec<SettingSpec> {
         .get_or_init(|| {
             serde_yaml_ng::from_str(include_str!("adapter_delivery.yaml"))
                 .expect("adapter_delivery.yaml reads")
+        })
+        .clone()
+}
+
+/// The events every external integration may send besides its own: its answers to a recall
+/// (`adapter_events.yaml`).
+fn adapter_events() -> Vec<EventSpec> {
+    static EVENTS: OnceLock<Vec<EventSpec>> = OnceLock::new();
+    EVENTS
+        .get_or_init(|| {
+            serde_yaml_ng::from_str(include_str!("adapter_events.yaml"))
+                .expect("adapter_events.yaml reads")
         })
         .clone()
 }

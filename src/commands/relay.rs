@@ -16,6 +16,16 @@ pub struct AdapterCommand {
     pub persona: PersonaId,
 }
 
+/// A command of a superseded invocation that was handed to a sink and not reported done: to
+/// be withdrawn if it has not left yet, else recalled (the adapter answers `recalled` or
+/// `too_late`).
+#[derive(Debug, Clone)]
+pub struct Recall {
+    pub command: Command,
+    pub act: Uuid,
+    pub persona: PersonaId,
+}
+
 /// Why a sink did not take a command: it is refused with `result_error`, never dropped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RelayError {
@@ -52,6 +62,11 @@ pub trait CommandSink: Send + Sync + 'static {
     fn check_run(&self, _connector: &ConnectorKey) -> Result<(), NotDeliverable> {
         Ok(())
     }
+
+    /// The commands of a superseded invocation (handed to this sink, not reported done): what
+    /// has not left is withdrawn, the rest recalled on the channel it went by. Must not block.
+    /// Nothing by default.
+    fn recall(&self, _commands: Vec<Recall>) {}
 
     /// A connector of an external integration changed. Nothing by default.
     fn connector_changed(&self, _connector: &ConnectorKey, _change: ConnectorChange) {}

@@ -5,14 +5,17 @@
 //! persona. Commands of
 //! one invocation are handled in the order the skill sent them, on the caller's thread.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use rustc_hash::FxHashMap;
 
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::native::{Answered, Answers, ConnectorChange, NativeCommand, Natives};
 use super::refusal::{answer_refused, CommandRefusal};
-use super::relay::{AdapterCommand, CommandSink, NotDeliverable, RelayError};
+use super::relay::{AdapterCommand, CommandSink, NotDeliverable, Recall, RelayError};
 use super::validation::validate;
 use crate::admission::Unreachable;
 use crate::catalog::{Catalog, Integration, Runs};
@@ -31,6 +34,33 @@ pub struct CommandRouter {
     relay: Arc<dyn CommandSink>,
     answers: Answers,
     acts: Arc<CommandActs>,
+    handed: Mutex<Handed>,
+}
+
+/// Invocations kept with the commands they handed to the relay, for a recall.
+const HANDED_INVOCATIONS: usize = 4096;
+
+/// The commands invocations handed to the relay, by invocation; the oldest forgotten first.
+#[derive(Default)]
+struct Handed {
+    by_invocation: FxHashMap<Uuid, Vec<Recall>>,
+    order: VecDeque<Uuid>,
+}
+
+impl Handed {
+    fn record(&mut self, invocation: Uuid, recall: Recall) {
+        if let Some(list) = self.by_invocation.get_mut(&invocation) {
+            list.push(recall);
+            return;
+        }
+        while self.order.len() >= HANDED_INVOCATIONS {
+            if let Some(old) = self.order.pop_front() {
+                self.by_invocation.remove(&old);
+            }
+        }
+        self.order.push_back(invocation);
+        self.by_invocation.insert(invocation, vec![recall]);
+    }
 }
 
 impl CommandRouter {
@@ -54,6 +84,7 @@ impl CommandRouter {
             natives,
             relay,
             acts,
+            handed: Mutex::default(),
         }
     }
 
@@ -185,6 +216,19 @@ impl CommandRouter {
             })?;
         // Handed to the adapter: its results come back as its own events.
         super::refusal::count(command, "sent");
+        if let Some(invocation) = command.invocation_id {
+            self.handed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .record(
+                    invocation,
+                    Recall {
+                        command: command.clone(),
+                        act,
+                        persona,
+                    },
+                );
+        }
         Ok(Answered::Later)
     }
 
@@ -232,5 +276,24 @@ impl CommandPort for CommandRouter {
         }
         self.send_for(command, act, origin.persona, Some(&origin.flow));
         act
+    }
+
+    /// Recalls what the superseded invocation handed to adapters that has not been reported
+    /// done (see `CommandSink::recall`).
+    fn supersede(&self, origin: &Origin) {
+        let handed = self
+            .handed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_invocation
+            .remove(&origin.invocation_id);
+        let open: Vec<Recall> = handed
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| !self.acts.is_reported(&r.act))
+            .collect();
+        if !open.is_empty() {
+            self.relay.recall(open);
+        }
     }
 }

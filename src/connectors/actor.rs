@@ -138,6 +138,21 @@ impl ConnectorActor {
             .event
             .command_act_id
             .and_then(|act| self.deps.acts.persona(&act, &self.key));
+        if let (Some(act), Some(_)) = (event.event.command_act_id, issued) {
+            // Its adapter answered the command: a recall skips it.
+            let idn = event.event.event.as_str();
+            let recall = match idn {
+                "recalled" => Some("recalled"),
+                "too_late" => Some("too_late"),
+                _ => None,
+            };
+            if let Some(outcome) = recall {
+                crate::telemetry::handles::recall(outcome);
+            }
+            if recall.is_some() || matches!(idn, "result_success" | "result_error") {
+                self.deps.acts.reported(&act);
+            }
+        }
         match issued {
             Some(p) if p != event.persona => {
                 Arc::get_mut(event)

@@ -21,6 +21,8 @@ struct Acts {
     by_id: FxHashMap<Uuid, (PersonaId, ConnectorKey)>,
     /// Eviction order: the oldest acts leave first, by age or past the capacity.
     order: VecDeque<(Instant, Uuid)>,
+    /// Acts whose result came back (recalls skip them).
+    done: rustc_hash::FxHashSet<Uuid>,
 }
 
 /// Where issued acts are recorded, off the hot path (the durable store).
@@ -99,10 +101,24 @@ impl CommandActs {
                 break;
             }
             acts.by_id.remove(&old);
+            acts.done.remove(&old);
             acts.order.pop_front();
         }
         acts.by_id.insert(act, (persona, connector));
         acts.order.push_back((at, act));
+    }
+
+    /// The adapter reported `act` done (a result event came back).
+    pub fn reported(&self, act: &Uuid) {
+        let mut acts = self.lock();
+        if acts.by_id.contains_key(act) {
+            acts.done.insert(*act);
+        }
+    }
+
+    /// Whether `act` is known to be done (its result came back while it was remembered).
+    pub fn is_reported(&self, act: &Uuid) -> bool {
+        self.lock().done.contains(act)
     }
 
     /// The persona `act` was issued for, if it was issued through `connector` and is still

@@ -20,4 +20,8 @@ pub struct Origin {
 pub trait CommandPort: Send + Sync + 'static {
     /// Sends `command` of the invocation `origin`; returns its act id.
     fn send(&self, origin: &Origin, command: Command) -> Uuid;
+
+    /// The invocation `origin` was superseded (a newer event interrupted it): what it sent
+    /// that adapters have not carried out yet is recalled. Nothing by default.
+    fn supersede(&self, _origin: &Origin) {}
 }

@@ -228,6 +228,13 @@ impl FlowInstance {
                 .duration
                 .record(cx.now.saturating_duration_since(r.started).as_secs_f64());
             r.flow.runner.cancel(r.id, outcome.as_str());
+            if outcome == InvocationOutcome::Interrupted {
+                cx.deps.commands.supersede(&Origin {
+                    persona: self.key.persona,
+                    flow: r.flow.clone(),
+                    invocation_id: r.id,
+                });
+            }
         }
     }
 

@@ -11,29 +11,39 @@
 //! runs again. Creating such a connector writes its `command_delivery_secret` (shown once);
 //! running one with neither way configured is refused naming `command_delivery_url`.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use bytes::Bytes;
+use uuid::Uuid;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
 use super::stream::{self, StreamSurface, Streams};
 use super::webhook::{self, Endpoint, Gone, Meta};
-use super::{AdapterCommand, CommandSink, NotDeliverable, RelayError};
+use super::{AdapterCommand, CommandSink, NotDeliverable, Recall, RelayError};
 use crate::commands::refusal::answer_refused;
 use crate::commands::{CommandRefusal, ConnectorChange};
 use crate::connectors::Directory;
 use crate::dead_letter::{DeadLetter, DeadLetterReason, DeadLetterStore};
-use crate::domain::ConnectorKey;
+use crate::domain::{Command, ConnectorKey, PersonaId};
 use crate::ingress::InternalEvents;
 use crate::outbound::outbox::{
     Attempt, Destination, OutboxError, OutboxItem, OutboxSlot, RetryPolicy, Settled, Withdraw,
 };
 use crate::outbound::retry::Backoff;
 use crate::outbound::Egress;
+use crate::telemetry::handles;
 
 /// The outbox destination kind.
 pub const KIND: &str = "adapter";
+/// The outbox destination kind of recall notices (their own lanes: a notice never waits
+/// behind the command it recalls).
+pub const RECALL_KIND: &str = "recall";
+/// How long a recall notice is tried: it is worth little later.
+pub const RECALL_FOR: Duration = Duration::from_secs(300);
 /// The connector setting naming the delivery endpoint.
 pub const URL: &str = "command_delivery_url";
 /// The connector setting holding the endpoint's signing secret (written at creation).
@@ -49,6 +59,14 @@ pub const STREAM_RETRY_FOR: Duration = Duration::from_secs(24 * 3600);
 pub fn destination(connector: &ConnectorKey) -> String {
     format!(
         "{KIND}:{}/{}/{}",
+        connector.account, connector.integration, connector.connector
+    )
+}
+
+/// The outbox destination of `connector`'s recall notices.
+pub fn recall_destination(connector: &ConnectorKey) -> String {
+    format!(
+        "{RECALL_KIND}:{}/{}/{}",
         connector.account, connector.integration, connector.connector
     )
 }
@@ -84,7 +102,13 @@ struct AdapterDestination {
     events: InternalEvents,
     streams: Arc<Streams>,
     gone: Gone,
+    /// Commands a recall is withdrawing (`false`), and those it withdrew (`true`), until it
+    /// reads them.
+    recalling: Mutex<HashMap<Uuid, bool>>,
 }
+
+/// Recall notices: sent as the commands they name went (the endpoint, the stream).
+struct RecallDestination(Arc<AdapterDestination>);
 
 fn way(directory: &Directory, key: &ConnectorKey) -> Option<Way> {
     if directory.setting(key, URL).is_some_and(|u| !u.is_empty()) {
@@ -102,8 +126,13 @@ impl AdapterDelivery {
             events: parts.events.clone(),
             streams: Arc::default(),
             gone: Gone::default(),
+            recalling: Mutex::default(),
         });
         parts.outbox.register(KIND, destination.clone());
+        parts.outbox.register(
+            RECALL_KIND,
+            Arc::new(RecallDestination(destination.clone())),
+        );
         Arc::new(AdapterDelivery {
             directory: parts.directory,
             events: parts.events,
@@ -193,6 +222,55 @@ impl CommandSink for AdapterDelivery {
         }
     }
 
+    /// Withdraws the superseded commands still queued (never sent, no answer), and sends a
+    /// recall notice for each one its adapter has (on its own lane: not behind the command).
+    fn recall(&self, commands: Vec<Recall>) {
+        let Some(outbox) = self.outbox.get().cloned() else {
+            return;
+        };
+        let destination = self.destination.clone();
+        tokio::spawn(async move {
+            let ids: Vec<Uuid> = commands.iter().map(|r| r.act).collect();
+            destination
+                .recalling
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(ids.iter().map(|id| (*id, false)));
+            if let Err(e) = outbox.withdraw(Withdraw::Ids(ids.clone())).await {
+                tracing::warn!(error = %e, "superseded commands could not be withdrawn");
+            }
+            let withdrawn: HashSet<Uuid> = {
+                let mut recalling = destination
+                    .recalling
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                ids.iter()
+                    .filter(|id| recalling.remove(id) == Some(true))
+                    .copied()
+                    .collect()
+            };
+            for r in commands {
+                if withdrawn.contains(&r.act) {
+                    handles::recall("withdrawn");
+                    continue;
+                }
+                let c = &r.command;
+                let key = ConnectorKey::new(&c.account, &c.integration, &c.connector);
+                let (payload, meta) = recall_notice(c, r.act, r.persona);
+                let item = OutboxItem::new(
+                    c.account.clone(),
+                    recall_destination(&key),
+                    r.persona.0.to_string(),
+                    payload,
+                )
+                .with_meta(meta);
+                if let Err(e) = outbox.enqueue(item) {
+                    tracing::warn!(error = %e, "a recall notice was not queued");
+                }
+            }
+        });
+    }
+
     /// Running again enables an endpoint a 410 disabled; a deleted connector's queued commands
     /// are withdrawn.
     fn connector_changed(&self, connector: &ConnectorKey, change: ConnectorChange) {
@@ -223,12 +301,40 @@ impl CommandSink for AdapterDelivery {
     }
 }
 
+/// The body of the recall of `command` (sent as `act`), and its meta: `{"type": "recall",
+/// "timestamp", "data": {"command_act_id", "command_id", "command_idn", "persona_id",
+/// "connector_idn", "invocation_id"?}}`.
+fn recall_notice(command: &Command, act: Uuid, persona: PersonaId) -> (Bytes, Bytes) {
+    let mut data = serde_json::json!({
+        "command_act_id": act,
+        "command_id": command.id,
+        "command_idn": command.command.as_str(),
+        "persona_id": persona.0,
+        "connector_idn": command.connector.as_str(),
+    });
+    if let Some(i) = command.invocation_id {
+        data["invocation_id"] = serde_json::json!(i);
+    }
+    let body = serde_json::json!({
+        "type": "recall",
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "data": data,
+    });
+    let (_, meta) = webhook::message(command, act, persona);
+    (
+        Bytes::from(serde_json::to_vec(&body).expect("JSON serializes")),
+        meta,
+    )
+}
+
 fn unusable(reason: String) -> BoxFuture<'static, Attempt> {
     async move { Attempt::Failed(reason) }.boxed()
 }
 
-impl Destination for AdapterDestination {
-    fn deliver(&self, item: &OutboxItem, _attempt: u32) -> BoxFuture<'static, Attempt> {
+impl AdapterDestination {
+    /// One attempt of `item` (a command, or a recall notice: `event`) by the way its
+    /// connector takes commands now.
+    fn attempt(&self, item: &OutboxItem, event: &str) -> BoxFuture<'static, Attempt> {
         let Some(key) = Meta::of(item).and_then(|m| m.key(&item.account)) else {
             return unusable("the message's connector is unreadable".into());
         };
@@ -251,13 +357,55 @@ impl Destination for AdapterDestination {
                     Err(reason) => unusable(reason),
                 }
             }
+            Some(Way::Stream) if event == "recall" => {
+                let sent = self
+                    .streams
+                    .notify(&key, stream::frame(None, event, &item.payload));
+                async move {
+                    if sent {
+                        Attempt::Delivered(Default::default())
+                    } else {
+                        Attempt::Retry {
+                            reason: "no command stream is open".into(),
+                            retry_after: Some(stream::NO_STREAM_RETRY),
+                        }
+                    }
+                }
+                .boxed()
+            }
             Some(Way::Stream) => self.streams.offer(
                 &key,
                 item.id,
-                stream::frame(Some(item.id), "command", &item.payload),
+                stream::frame(Some(item.id), event, &item.payload),
             ),
             None => unusable(format!("the connector has neither {URL} nor {STREAM}")),
         }
+    }
+}
+
+impl Destination for RecallDestination {
+    fn deliver(&self, item: &OutboxItem, _attempt: u32) -> BoxFuture<'static, Attempt> {
+        self.0.attempt(item, "recall")
+    }
+
+    fn retry_policy(&self, _item: &OutboxItem) -> RetryPolicy {
+        RetryPolicy {
+            backoff: Backoff::new(RetryPolicy::DEFAULT_INITIAL, Duration::from_secs(30)),
+            max_attempts: None,
+            retry_for: RECALL_FOR,
+        }
+    }
+
+    fn settled(&self, _item: &OutboxItem, outcome: &Settled) {
+        if matches!(outcome, Settled::Delivered(_)) {
+            handles::recall("notified");
+        }
+    }
+}
+
+impl Destination for AdapterDestination {
+    fn deliver(&self, item: &OutboxItem, _attempt: u32) -> BoxFuture<'static, Attempt> {
+        self.attempt(item, "command")
     }
 
     fn retry_policy(&self, item: &OutboxItem) -> RetryPolicy {
@@ -272,6 +420,17 @@ impl Destination for AdapterDestination {
     }
 
     fn settled(&self, item: &OutboxItem, outcome: &Settled) {
+        if matches!(outcome, Settled::Withdrawn) {
+            if let Some(w) = self
+                .recalling
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_mut(&item.id)
+            {
+                *w = true;
+            }
+            return;
+        }
         let Some(meta) = Meta::of(item) else {
             tracing::error!(id = %item.id, "an adapter command's meta is unreadable");
             return;

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::telemetry::queue;
 
-pub use crate::commands::relay::{AdapterCommand, CommandSink, NotDeliverable, RelayError};
+pub use crate::commands::relay::{AdapterCommand, CommandSink, NotDeliverable, Recall, RelayError};
 
 /// Which relay an engine gets.
 pub enum Relay {

@@ -345,8 +345,10 @@ async fn ack(
     req: actix_web::HttpRequest,
     body: Body,
 ) -> Result<HttpResponse, ApiError> {
-    let key = surface.connector(&caller, &path)?;
+    // The scope first, then the body (in time), then the connector.
+    caller.need(Scope::EventsWrite)?;
     let body: AckBody = decode(&req, &body.read().await?)?;
+    let key = surface.connector(&caller, &path)?;
     if body.ids.len() > MAX_ACK_IDS {
         return Err(ApiError::invalid(
             "ids",

@@ -194,6 +194,11 @@ pub fn command(integration: &str, command: &str, outcome: &'static str) {
     counter!(m::COMMANDS_TOTAL, "integration" => integration.to_owned(), "command" => command.to_owned(), "outcome" => outcome).increment(1);
 }
 
+/// Counts a recall's `outcome` (`withdrawn`, `notified`, `recalled`, `too_late`).
+pub fn recall(outcome: &'static str) {
+    counter!(m::COMMAND_RECALLS_TOTAL, "outcome" => outcome).increment(1);
+}
+
 /// The connectors gauge of one integration and status.
 pub fn connectors(integration: &str, status: &'static str) -> Gauge {
     gauge!(m::CONNECTORS, "integration" => integration.to_owned(), "status" => status)

@@ -53,6 +53,7 @@ pub const NEWO_CHAT_SOCKETS: &str = "switchboard_newo_chat_sockets";
 pub const NEWO_CHAT_MESSAGES_PUSHED_TOTAL: &str = "switchboard_newo_chat_messages_pushed_total";
 pub const NEWO_CHAT_MESSAGES_BUFFERED_TOTAL: &str = "switchboard_newo_chat_messages_buffered_total";
 pub const NEWO_CHAT_MESSAGES_DROPPED_TOTAL: &str = "switchboard_newo_chat_messages_dropped_total";
+pub const COMMAND_RECALLS_TOTAL: &str = "switchboard_command_recalls_total";
 // Process metrics under their conventional (unprefixed) names, read from /proc at the scrape.
 pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
 pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
@@ -230,6 +231,10 @@ pub fn describe() {
     describe_gauge!(
         OUTBOX_PENDING,
         "Messages in the durable outbox not yet settled, by destination kind (api, adapter, ...)."
+    );
+    describe_counter!(
+        COMMAND_RECALLS_TOTAL,
+        "Commands of superseded invocations by outcome: withdrawn (still queued, never sent), notified (a recall sent to the adapter that held it), and the adapters' answers recalled and too_late."
     );
     describe_counter!(
         OUTBOX_DELIVERIES_TOTAL,
