@@ -677,3 +677,73 @@ async fn a_rotated_secret_is_shown_once_and_the_old_one_counts_for_the_overlap()
         r.headers
     );
 }
+
+/// The runner of the recall case: "hold" answers `pending` with two webhooks (the turn stays
+/// open), any other message completes with a third.
+fn holding(r: &Received) -> (u16, String) {
+    let (event, _, args) = event_of(r);
+    if event != "user_message" {
+        return (200, completed(json!([])));
+    }
+    let mail = |s: &str| {
+        to_hooks(
+            "send_email",
+            json!({"toEmail": "a@example.com", "subject": s}),
+        )
+    };
+    if args["text"] == "hold" {
+        let body =
+            json!({"v": 1, "outcome": "pending", "commands": [mail("first"), mail("second")]});
+        return (200, body.to_string());
+    }
+    (200, completed(json!([mail("third")])))
+}
+
+#[actix_rt::test]
+async fn a_newer_message_withdraws_the_interrupted_turn_s_webhooks_not_sent_yet() {
+    let runner = RunnerServer::start(holding);
+    // The receiver answers each webhook after a pause: "first" is in flight, "second" waits
+    // behind it (one conversation, in order) when the newer message comes.
+    let mut receiver =
+        RunnerServer::start_slow(std::time::Duration::from_secs(3), |_| (200, "{}".into()));
+    let dir = temp_dir("api-recall");
+    let d = DaemonProcess::start(&dir, &[]);
+    d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
+        .await;
+    api_connector(
+        &d,
+        "hooks",
+        json!([
+            {"idn": "outgoing_webhook_url", "value": format!("{}/out", receiver.base)},
+            {"idn": "outgoing_commands", "value": "[\"send_email\"]"},
+        ]),
+    )
+    .await;
+    let flow = json!({"runner": {"kind": "webhook", "url": format!("{}/skills", runner.base)},
+        "events": [{"idn": "user_message", "skill_idn": "Talk", "integration_idn": "sandbox",
+                    "interrupt_mode": "interrupt"}]});
+    d.put_flow("Bot", "Main", &flow).await;
+
+    say(&d, "hold").await;
+    eventually("the first webhook in flight", PATIENCE, || async {
+        (receiver.arrived() == 1).then_some(())
+    })
+    .await;
+    say(&d, "stop").await;
+    let subjects: Vec<String> = [receiver.next().await, receiver.next().await]
+        .iter()
+        .map(|r| r.json["data"]["arguments"]["subject"].to_string())
+        .collect();
+    assert_eq!(
+        subjects,
+        ["\"first\"", "\"third\""],
+        "the webhook in flight arrives, the waiting one is withdrawn, the newer turn's follows"
+    );
+    eventually("the withdrawal counted", PATIENCE, || async {
+        d.metrics()
+            .await
+            .contains("switchboard_command_recalls_total{outcome=\"withdrawn\"} 1")
+            .then_some(())
+    })
+    .await;
+}

@@ -298,8 +298,13 @@ async fn an_account_sees_and_changes_only_its_own_things() {
     )
     .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let (_, sessions) = call(&b, "GET", d.url("/v1/sessions"), None).await;
-    assert_eq!(sessions.as_array().unwrap().len(), 1, "{sessions}");
+    // Durable at the 202; the session starts once the engine routed the event.
+    let sessions = common::eventually("B's session", Duration::from_secs(20), || async {
+        let (_, sessions) = call(&b, "GET", d.url("/v1/sessions"), None).await;
+        (sessions.as_array().map(Vec::len) == Some(1)).then_some(sessions)
+    })
+    .await;
+    assert_eq!(sessions[0]["connector_idn"], "chat", "{sessions}");
     let (_, sessions) = call(&a, "GET", d.url("/v1/sessions"), None).await;
     assert_eq!(sessions, json!([]), "A sees none of B's sessions");
     let (_, why) = call(

@@ -74,6 +74,11 @@ pub trait NativeIntegration: Send + Sync + 'static {
     /// default.
     fn connector_changed(&self, _connector: &ConnectorKey, _change: ConnectorChange) {}
 
+    /// The commands it answered `Later` for an invocation that was superseded since (a newer
+    /// event interrupted it): what has not left yet may be withdrawn, unsent. Must not block.
+    /// Nothing by default (what it carries out finishes).
+    fn recall(&self, _commands: Vec<super::relay::Recall>) {}
+
     /// The secret setting of its connectors that can be rotated (a new one shown once, the
     /// old one still counting for an overlap: `<setting>_previous`, `<setting>_previous_until`
     /// must be declared beside it). None by default.

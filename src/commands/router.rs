@@ -37,10 +37,12 @@ pub struct CommandRouter {
     handed: Mutex<Handed>,
 }
 
-/// Invocations kept with the commands they handed to the relay, for a recall.
+/// Invocations kept with the commands they handed to the relay or a native answered later,
+/// for a recall.
 const HANDED_INVOCATIONS: usize = 4096;
 
-/// The commands invocations handed to the relay, by invocation; the oldest forgotten first.
+/// The commands invocations handed on (to the relay, or to a native that answers later), by
+/// invocation; the oldest forgotten first.
 #[derive(Default)]
 struct Handed {
     by_invocation: FxHashMap<Uuid, Vec<Recall>>,
@@ -186,13 +188,28 @@ impl CommandRouter {
     ) -> Result<Answered, CommandRefusal> {
         if let Some(native) = self.natives.get(&integration.idn) {
             // The daemon carries it out itself: it reports the success.
-            return native.execute(NativeCommand {
+            let answered = native.execute(NativeCommand {
                 command,
                 act,
                 persona,
                 flow,
                 answers: &self.answers,
             });
+            // Still under way: the native hears of it if its invocation is superseded.
+            if let (Ok(Answered::Later), Some(invocation)) = (&answered, command.invocation_id) {
+                self.handed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .record(
+                        invocation,
+                        Recall {
+                            command: command.clone(),
+                            act,
+                            persona,
+                        },
+                    );
+            }
+            return answered;
         }
         self.acts.remember(
             act,
@@ -287,13 +304,25 @@ impl CommandPort for CommandRouter {
             .unwrap_or_else(|p| p.into_inner())
             .by_invocation
             .remove(&origin.invocation_id);
-        let open: Vec<Recall> = handed
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|r| !self.acts.is_reported(&r.act))
-            .collect();
+        let mut open: Vec<Recall> = Vec::new();
+        let mut native: FxHashMap<Idn, Vec<Recall>> = FxHashMap::default();
+        for r in handed.unwrap_or_default() {
+            if self.natives.has(&r.command.integration) {
+                native
+                    .entry(r.command.integration.clone())
+                    .or_default()
+                    .push(r);
+            } else if !self.acts.is_reported(&r.act) {
+                open.push(r);
+            }
+        }
         if !open.is_empty() {
             self.relay.recall(open);
+        }
+        for (integration, commands) in native {
+            if let Some(n) = self.natives.get(&integration) {
+                n.recall(commands);
+            }
         }
     }
 }

@@ -199,6 +199,11 @@ pub fn recall(outcome: &'static str) {
     counter!(m::COMMAND_RECALLS_TOTAL, "outcome" => outcome).increment(1);
 }
 
+/// `n` commands of a superseded turn were withdrawn before they left.
+pub fn recalls_withdrawn(n: usize) {
+    counter!(m::COMMAND_RECALLS_TOTAL, "outcome" => "withdrawn").increment(n as u64);
+}
+
 /// The connectors gauge of one integration and status.
 pub fn connectors(integration: &str, status: &'static str) -> Gauge {
     gauge!(m::CONNECTORS, "integration" => integration.to_owned(), "status" => status)

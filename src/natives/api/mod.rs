@@ -186,6 +186,21 @@ impl NativeIntegration for ApiNative {
         }
     }
 
+    /// A superseded turn's outgoing webhooks that have not left are withdrawn, unsent (no
+    /// answer: the turn is over); one being sent or sent already stays as it is.
+    fn recall(&self, commands: Vec<crate::commands::relay::Recall>) {
+        let Some(outbox) = self.outbox.get().cloned() else {
+            return;
+        };
+        let ids: Vec<uuid::Uuid> = commands.iter().map(|r| r.act).collect();
+        tokio::spawn(async move {
+            match outbox.withdraw(Withdraw::Ids(ids)).await {
+                Ok(n) => crate::telemetry::handles::recalls_withdrawn(n),
+                Err(e) => tracing::warn!(error = %e, "a superseded turn's webhooks stay queued"),
+            }
+        });
+    }
+
     /// The secret a rotation replaces (keeping the old one for an overlap).
     fn rotatable_secret(&self) -> Option<&'static str> {
         Some("signing_secret")
