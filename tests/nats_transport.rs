@@ -746,3 +746,94 @@ async fn an_event_posted_while_the_stream_is_unreachable_is_refused_with_503() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "stream", "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_turn_s_command_the_adapter_holds_is_recalled_on_its_subject() {
+    let (nats, d) = start("nats-recall", &[]).await;
+    d.run_connector(
+        "telegram",
+        json!({"title": "Bot", "connector_idn": "bot", "settings": [{"idn": "bot_token", "value": "t"}]}),
+    )
+    .await;
+    let flow = json!({"runner": {"kind": "queue"}, "events": [
+        {"idn": "user_message", "skill_idn": "Talk", "integration_idn": "telegram",
+         "interrupt_mode": "interrupt"}]});
+    d.put_flow("Bot", "Main", &flow).await;
+    let (adapter, runner, invocations) = clients(&nats.url(), Encoding::MessagePack).await;
+    let commands = adapter
+        .commands("SB_COMMANDS", "adapter", "default", "telegram", "bot")
+        .await
+        .unwrap();
+
+    adapter
+        .publish_event(&user_message("alice", "first"), None)
+        .await
+        .unwrap();
+    let first = next_invocation(&invocations, WAIT).await.unwrap().unwrap();
+    // The skill speaks and is still at work: its command leaves now.
+    let speak = CommandEnvelope {
+        v: 1,
+        id: None,
+        account: "default".into(),
+        integration_idn: "telegram".into(),
+        connector_idn: "bot".into(),
+        command_idn: "send_message".into(),
+        arguments: ArgumentsWire::List(vec![ArgumentWire {
+            name: "text".into(),
+            value: "a long answer".into(),
+        }]),
+        invocation_id: None,
+        command_act_id: None,
+        persona_id: None,
+    };
+    runner
+        .publish_results(
+            "default",
+            vec![ResultWire {
+                outcome: switchboard::wire::invocation::ResultOutcome::Pending,
+                commands: vec![speak.into()],
+                ..completed(first.value.invocation_id)
+            }],
+        )
+        .await
+        .unwrap();
+    first.ack().await.unwrap();
+    let held = Client::next_command(&commands, WAIT)
+        .await
+        .unwrap()
+        .expect("the command");
+    assert_eq!(held.value.command_idn, "send_message");
+    let act = held.value.command_act_id.expect("its act id");
+    held.ack().await.unwrap();
+
+    // The adapter holds it (no result yet) when a newer message interrupts the turn.
+    adapter
+        .publish_event(&user_message("alice", "stop"), None)
+        .await
+        .unwrap();
+    let recall = Client::next_command(&commands, WAIT)
+        .await
+        .unwrap()
+        .expect("the recall");
+    assert_eq!(recall.value.command_idn, "recall");
+    assert_eq!(recall.value.command_act_id, Some(act));
+    recall.ack().await.unwrap();
+    let second = next_invocation(&invocations, WAIT).await.unwrap().unwrap();
+    assert_eq!(text_of(&second), "stop");
+    complete(&runner, second).await;
+
+    // The adapter says it stopped in time.
+    let mut recalled = user_message("alice", "");
+    recalled.event_idn = "recalled".into();
+    recalled.actor = None;
+    recalled.arguments = ArgumentsWire::List(vec![]);
+    recalled.command_act_id = Some(act);
+    adapter.publish_event(&recalled, None).await.unwrap();
+    common::eventually("the recall counted", WAIT, || async {
+        let m = d.metrics().await;
+        (m.contains("switchboard_command_recalls_total{outcome=\"notified\"} 1")
+            && m.contains("switchboard_command_recalls_total{outcome=\"recalled\"} 1"))
+        .then_some(())
+    })
+    .await;
+}
