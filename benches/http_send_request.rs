@@ -3,7 +3,8 @@
 //! **Measures** the native `http` integration inside the whole engine (an actix `System`,
 //! `workers: 2`): an in-process runner answers with a `send_request` command on an http
 //! connector (`base_url` a local actix-web server on 127.0.0.1, the connector's bearer token
-//! injected, `max_in_flight` 64, `max_requests_per_second` 10,000), the native sends it through
+//! injected, `max_in_flight` 64, `max_requests_per_second` 10,000, the most a connector may
+//! have: requests spread over 8 such connectors), the native sends it through
 //! the egress toolkit, and the `magic_http_response` comes back, routed, to the runner. A round
 //! trip is timed from the runner's answer to the runner receiving the response event (the
 //! answer carries its time in `targetAction`).
@@ -118,11 +119,17 @@ struct Loop {
     target: AtomicUsize,
 }
 
-fn send_request(account: &Idn, t0: Instant) -> Command {
+/// The http connectors the requests are spread over: one connector's rate is capped at
+/// 10,000/s (its `max_requests_per_second` at most), which the direct baseline passes.
+const API_CONNECTORS: usize = 8;
+
+/// The next request, on connector `api<n mod API_CONNECTORS>`.
+fn send_request(account: &Idn, t0: Instant, n: usize) -> Command {
     Command::new(
         account.clone(),
         Idn::known("http"),
-        Idn::known("api"),
+        Idn::parse("connector_idn", &format!("api{}", n % API_CONNECTORS))
+            .expect("a connector idn"),
         Idn::known("send_request"),
     )
     .with_argument("method", "GET")
@@ -142,7 +149,9 @@ fn through_send_request(base: &str, n: usize, open_seconds: u64) -> Figures {
         });
         let account = Idn::known("default");
         let (s, c, a) = (samples.clone(), control.clone(), account.clone());
+        let next = AtomicUsize::new(0);
         let runner = FnRunner::new(move |inv| {
+            let n = next.fetch_add(1, Ordering::Relaxed);
             let e = &inv.event.event;
             if e.event.as_str() == "magic_http_response" {
                 let sent: u128 = e
@@ -157,12 +166,12 @@ fn through_send_request(base: &str, n: usize, open_seconds: u64) -> Figures {
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| r.checked_sub(1))
                     .is_ok();
                 if more {
-                    return (Outcome::Completed, vec![send_request(&a, t0)]);
+                    return (Outcome::Completed, vec![send_request(&a, t0, n)]);
                 }
                 return (Outcome::Completed, Vec::new());
             }
             if e.event.as_str() == "user_message" {
-                return (Outcome::Completed, vec![send_request(&a, t0)]);
+                return (Outcome::Completed, vec![send_request(&a, t0, n)]);
             }
             (Outcome::Completed, Vec::new())
         });
@@ -202,12 +211,14 @@ fn through_send_request(base: &str, n: usize, open_seconds: u64) -> Figures {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        let api = engine
-            .create_connector(&account, "http", "api", "API", &settings)
-            .expect("create the http connector");
-        engine
-            .run_connector(api.id)
-            .expect("run the http connector");
+        for k in 0..API_CONNECTORS {
+            let api = engine
+                .create_connector(&account, "http", &format!("api{k}"), "API", &settings)
+                .expect("create the http connector");
+            engine
+                .run_connector(api.id)
+                .expect("run the http connector");
+        }
         let subscribe = |event: &str, integration: &str| Subscription {
             event: Idn::known(event),
             integration: Some(Idn::known(integration)),
