@@ -477,7 +477,10 @@ impl Engine {
                     ),
                 })?;
         let current = self.registry.directory().setting(&view.key, setting);
-        let secret = crate::relay::webhook::new_secret();
+        let secret = self
+            .commands
+            .fresh_secret(&view.key)
+            .unwrap_or_else(crate::relay::webhook::new_secret);
         let (changes, previous_until) =
             crate::relay::webhook::rotation(setting, current, &secret, overlap, chrono::Utc::now());
         let view = self.registry.update_as(

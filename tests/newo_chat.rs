@@ -804,3 +804,62 @@ async fn what_was_buffered_reaches_a_reconnecting_client_also_after_a_restart() 
         "https://three.example.com",
     );
 }
+
+/// Rotates connector `id`'s client secret with `overlap` seconds: (new secret, answer).
+async fn rotate(d: &DaemonProcess, id: &str, overlap: u64) -> (String, Value) {
+    let r = d
+        .client()
+        .post(d.url(&format!("/v1/integrations/connectors/{id}/rotate-secret")))
+        .json(&json!({"overlap_seconds": overlap}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["setting"], "client_secret", "{v}");
+    (v["secret"].as_str().unwrap().to_owned(), v)
+}
+
+/// The status `chat-settings` answers for `secret` from the connector's origin.
+async fn opens(d: &DaemonProcess, secret: &str) -> StatusCode {
+    let path = format!("chat-settings?client_secret={secret}");
+    call(d, "GET", &path, Some(ORIGIN), None).await.0
+}
+
+#[actix_rt::test]
+async fn a_rotated_client_secret_replaces_the_old_one_after_its_overlap() {
+    let runner = RunnerServer::start(skill);
+    let dir = temp_dir("newo-chat-rotate");
+    let (builder, d) = daemon(&dir, &runner).await;
+    let (id, first) = chat_connector_id(&d, ORIGIN).await;
+
+    // With an overlap, both open the connector, also after a restart.
+    let (second, answer) = rotate(&d, &id, 3600).await;
+    assert!(second.starts_with("ncs_"), "the native's own form: {second}");
+    assert_ne!(second, first);
+    assert!(answer["previous_valid_until"].is_string(), "{answer}");
+    assert_eq!(opens(&d, &second).await, StatusCode::OK);
+    assert_eq!(opens(&d, &first).await, StatusCode::OK, "the old one during the overlap");
+    d.terminate().await;
+    let d = builder.start();
+    assert_eq!(opens(&d, &second).await, StatusCode::OK);
+    assert_eq!(opens(&d, &first).await, StatusCode::OK, "the overlap outlives a restart");
+
+    // Without one, only the newest opens it.
+    let (third, answer) = rotate(&d, &id, 0).await;
+    assert!(answer["previous_valid_until"].is_null(), "{answer}");
+    assert_eq!(opens(&d, &third).await, StatusCode::OK);
+    assert_eq!(opens(&d, &second).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(opens(&d, &first).await, StatusCode::UNAUTHORIZED);
+    // The secret is never shown by a read.
+    let view = d
+        .client()
+        .get(d.url(&format!("/v1/integrations/connectors/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!view.contains(&third) && !view.contains(&second), "{view}");
+}

@@ -85,6 +85,12 @@ pub trait NativeIntegration: Send + Sync + 'static {
     fn rotatable_secret(&self) -> Option<&'static str> {
         None
     }
+
+    /// A new value for connector `connector`'s rotatable secret, in this native's own form
+    /// (and known to it from now on). `None`: the daemon's (a Standard Webhooks `whsec_` key).
+    fn fresh_secret(&self, _connector: &ConnectorKey) -> Option<String> {
+        None
+    }
 }
 
 /// What happened to a connector, as its native integration hears it.

@@ -129,6 +129,14 @@ impl CommandRouter {
             .flatten()
     }
 
+    /// A new value for connector `key`'s rotatable secret in its native's own form, if it has
+    /// one.
+    pub fn fresh_secret(&self, key: &ConnectorKey) -> Option<String> {
+        self.natives
+            .get(&key.integration)
+            .and_then(|n| n.fresh_secret(key))
+    }
+
     /// Connector `key` runs, stopped or was deleted: its native integration (if any), or the
     /// relay for an adapter's, hears it.
     pub fn connector_changed(&self, key: &ConnectorKey, change: ConnectorChange) {

@@ -109,12 +109,14 @@ impl Chat {
             .get(&hash)
             .map(|k| k.clone())
             .ok_or(ChatRefusal::UnknownSecret)?;
-        // The connector's own setting decides (a rotated or deleted one no longer matches).
-        let current = self
-            .directory
-            .setting(&key, "client_secret")
-            .unwrap_or_default();
-        if current.is_empty() || !bool::from(current.as_bytes().ct_eq(secret.as_bytes())) {
+        // The connector's own settings decide: its secret, or the one a rotation replaced
+        // while the overlap lasts (a deleted connector, or a secret past its overlap, fails).
+        let setting = |idn: &str| self.directory.setting(&key, idn);
+        let matches = |s: &str| !s.is_empty() && bool::from(s.as_bytes().ct_eq(secret.as_bytes()));
+        let current = setting("client_secret").unwrap_or_default();
+        let previous =
+            crate::relay::webhook::previous_secret(setting, "client_secret", chrono::Utc::now());
+        if !matches(&current) && !previous.as_deref().is_some_and(matches) {
             return Err(ChatRefusal::UnknownSecret);
         }
         Ok(key)
@@ -187,8 +189,12 @@ impl Chat {
                 integration: Idn::known(IDN),
                 connector,
             };
-            if let Some(secret) = self.directory.setting(&key, "client_secret") {
-                self.secrets.insert(secret_hash(&secret), key);
+            let setting = |idn: &str| self.directory.setting(&key, idn);
+            // A rotation's replaced secret too, while its overlap lasts.
+            let previous =
+                crate::relay::webhook::previous_secret(setting, "client_secret", chrono::Utc::now());
+            for secret in setting("client_secret").into_iter().chain(previous) {
+                self.secrets.insert(secret_hash(&secret), key.clone());
             }
         }
         tracing::info!(
@@ -316,6 +322,17 @@ fn payload(c: &NativeCommand<'_>) -> serde_json::Value {
     })
 }
 
+impl NewoChat {
+    /// A new client secret for `connector`, indexed (its SHA-256) from now on.
+    fn fresh(&self, connector: &ConnectorKey) -> String {
+        let secret = new_secret();
+        self.chat
+            .secrets
+            .insert(secret_hash(&secret), connector.clone());
+        secret
+    }
+}
+
 impl NativeIntegration for NewoChat {
     /// Emits the command to the actor's sockets (`result_success` with `sockets`, how many took
     /// it), or buffers it until one connects (`result_error`, `buffered=true`: it did not reach
@@ -396,11 +413,18 @@ impl NativeIntegration for NewoChat {
 
     /// A new connector's client secret (shown once).
     fn connector_created(&self, connector: &ConnectorKey) -> Vec<(String, String)> {
-        let secret = new_secret();
-        self.chat
-            .secrets
-            .insert(secret_hash(&secret), connector.clone());
-        vec![("client_secret".into(), secret)]
+        vec![("client_secret".into(), self.fresh(connector))]
+    }
+
+    /// `rotate-secret` replaces the client secret; the old one opens the connector until the
+    /// overlap ends (`client_secret_previous_until`), then no more.
+    fn rotatable_secret(&self) -> Option<&'static str> {
+        Some("client_secret")
+    }
+
+    /// A rotation's new client secret, indexed from now on.
+    fn fresh_secret(&self, connector: &ConnectorKey) -> Option<String> {
+        Some(self.fresh(connector))
     }
 }
 
