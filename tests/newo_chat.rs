@@ -835,15 +835,26 @@ async fn a_rotated_client_secret_replaces_the_old_one_after_its_overlap() {
 
     // With an overlap, both open the connector, also after a restart.
     let (second, answer) = rotate(&d, &id, 3600).await;
-    assert!(second.starts_with("ncs_"), "the native's own form: {second}");
+    assert!(
+        second.starts_with("ncs_"),
+        "the native's own form: {second}"
+    );
     assert_ne!(second, first);
     assert!(answer["previous_valid_until"].is_string(), "{answer}");
     assert_eq!(opens(&d, &second).await, StatusCode::OK);
-    assert_eq!(opens(&d, &first).await, StatusCode::OK, "the old one during the overlap");
+    assert_eq!(
+        opens(&d, &first).await,
+        StatusCode::OK,
+        "the old one during the overlap"
+    );
     d.terminate().await;
     let d = builder.start();
     assert_eq!(opens(&d, &second).await, StatusCode::OK);
-    assert_eq!(opens(&d, &first).await, StatusCode::OK, "the overlap outlives a restart");
+    assert_eq!(
+        opens(&d, &first).await,
+        StatusCode::OK,
+        "the overlap outlives a restart"
+    );
 
     // Without one, only the newest opens it.
     let (third, answer) = rotate(&d, &id, 0).await;

@@ -191,8 +191,11 @@ impl Chat {
             };
             let setting = |idn: &str| self.directory.setting(&key, idn);
             // A rotation's replaced secret too, while its overlap lasts.
-            let previous =
-                crate::relay::webhook::previous_secret(setting, "client_secret", chrono::Utc::now());
+            let previous = crate::relay::webhook::previous_secret(
+                setting,
+                "client_secret",
+                chrono::Utc::now(),
+            );
             for secret in setting("client_secret").into_iter().chain(previous) {
                 self.secrets.insert(secret_hash(&secret), key.clone());
             }
