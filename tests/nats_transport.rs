@@ -46,6 +46,39 @@ async fn setup(d: &DaemonProcess) -> String {
     id
 }
 
+/// The running connector `telegram/bot` and the flow `Bot/Main` on the queue runner, a newer
+/// `user_message` interrupting the turn before it.
+async fn interrupting_bot(d: &DaemonProcess) {
+    d.run_connector(
+        "telegram",
+        json!({"title": "Bot", "connector_idn": "bot", "settings": [{"idn": "bot_token", "value": "t"}]}),
+    )
+    .await;
+    let flow = json!({"runner": {"kind": "queue"}, "events": [
+        {"idn": "user_message", "skill_idn": "Talk", "integration_idn": "telegram",
+         "interrupt_mode": "interrupt"}]});
+    d.put_flow("Bot", "Main", &flow).await;
+}
+
+/// A `send_message` of `text` on `telegram/bot`, as a runner answers.
+fn send_message(text: &str) -> CommandEnvelope {
+    CommandEnvelope {
+        v: 1,
+        id: None,
+        account: "default".into(),
+        integration_idn: "telegram".into(),
+        connector_idn: "bot".into(),
+        command_idn: "send_message".into(),
+        arguments: ArgumentsWire::List(vec![ArgumentWire {
+            name: "text".into(),
+            value: text.into(),
+        }]),
+        invocation_id: None,
+        command_act_id: None,
+        persona_id: None,
+    }
+}
+
 /// An adapter, a runner, and the runner's consumer of agent `Bot`'s invocations.
 async fn clients(
     url: &str,
@@ -94,21 +127,7 @@ async fn command_for(
     assert_eq!(inv.value.skill_idn, "Talk");
     assert_eq!(inv.value.event.actor.as_ref().unwrap().external_id, who);
     let persona = inv.value.flow_instance.persona_id;
-    let reply = CommandEnvelope {
-        v: 1,
-        id: None,
-        account: "default".into(),
-        integration_idn: "telegram".into(),
-        connector_idn: "bot".into(),
-        command_idn: "send_message".into(),
-        arguments: ArgumentsWire::List(vec![ArgumentWire {
-            name: "text".into(),
-            value: format!("hi {who}").into(),
-        }]),
-        invocation_id: None,
-        command_act_id: None,
-        persona_id: None,
-    };
+    let reply = send_message(&format!("hi {who}"));
     runner
         .publish_results(
             "default",
@@ -504,15 +523,7 @@ async fn a_republished_copy_the_stream_no_longer_remembers_is_dropped_by_its_msg
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_invocation_is_announced_on_the_cancel_subject() {
     let (nats, d) = start("nats-cancel", &[]).await;
-    d.run_connector(
-        "telegram",
-        json!({"title": "Bot", "connector_idn": "bot", "settings": [{"idn": "bot_token", "value": "t"}]}),
-    )
-    .await;
-    let flow = json!({"runner": {"kind": "queue"}, "events": [
-        {"idn": "user_message", "skill_idn": "Talk", "integration_idn": "telegram",
-         "interrupt_mode": "interrupt"}]});
-    d.put_flow("Bot", "Main", &flow).await;
+    interrupting_bot(&d).await;
     let (adapter, _runner, invocations) = clients(&nats.url(), Encoding::MessagePack).await;
     // Every runner of the agent may listen: plain NATS, no stream.
     let listener = async_nats::connect(nats.url()).await.unwrap();
@@ -750,15 +761,7 @@ async fn an_event_posted_while_the_stream_is_unreachable_is_refused_with_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_turn_s_command_the_adapter_holds_is_recalled_on_its_subject() {
     let (nats, d) = start("nats-recall", &[]).await;
-    d.run_connector(
-        "telegram",
-        json!({"title": "Bot", "connector_idn": "bot", "settings": [{"idn": "bot_token", "value": "t"}]}),
-    )
-    .await;
-    let flow = json!({"runner": {"kind": "queue"}, "events": [
-        {"idn": "user_message", "skill_idn": "Talk", "integration_idn": "telegram",
-         "interrupt_mode": "interrupt"}]});
-    d.put_flow("Bot", "Main", &flow).await;
+    interrupting_bot(&d).await;
     let (adapter, runner, invocations) = clients(&nats.url(), Encoding::MessagePack).await;
     let commands = adapter
         .commands("SB_COMMANDS", "adapter", "default", "telegram", "bot")
@@ -771,21 +774,7 @@ async fn an_interrupted_turn_s_command_the_adapter_holds_is_recalled_on_its_subj
         .unwrap();
     let first = next_invocation(&invocations, WAIT).await.unwrap().unwrap();
     // The skill speaks and is still at work: its command leaves now.
-    let speak = CommandEnvelope {
-        v: 1,
-        id: None,
-        account: "default".into(),
-        integration_idn: "telegram".into(),
-        connector_idn: "bot".into(),
-        command_idn: "send_message".into(),
-        arguments: ArgumentsWire::List(vec![ArgumentWire {
-            name: "text".into(),
-            value: "a long answer".into(),
-        }]),
-        invocation_id: None,
-        command_act_id: None,
-        persona_id: None,
-    };
+    let speak = send_message("a long answer");
     runner
         .publish_results(
             "default",
