@@ -74,6 +74,12 @@ pub trait NativeIntegration: Send + Sync + 'static {
     /// default.
     fn connector_changed(&self, _connector: &ConnectorKey, _change: ConnectorChange) {}
 
+    /// Whether it takes back what a superseded invocation asked of it ([`Self::recall`]): only
+    /// then are its commands kept for one. No by default.
+    fn recalls(&self) -> bool {
+        false
+    }
+
     /// The commands it answered `Later` for an invocation that was superseded since (a newer
     /// event interrupted it): what has not left yet may be withdrawn, unsent. Must not block.
     /// Nothing by default (what it carries out finishes).

@@ -203,8 +203,10 @@ impl CommandRouter {
                 flow,
                 answers: &self.answers,
             });
-            // Still under way: the native hears of it if its invocation is superseded.
-            if let (Ok(Answered::Later), Some(invocation)) = (&answered, command.invocation_id) {
+            // Still under way: a native that takes commands back hears of it if its invocation
+            // is superseded.
+            let kept = native.recalls().then_some(command.invocation_id).flatten();
+            if let (Ok(Answered::Later), Some(invocation)) = (&answered, kept) {
                 self.handed
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())

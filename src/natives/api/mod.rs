@@ -186,6 +186,10 @@ impl NativeIntegration for ApiNative {
         }
     }
 
+    fn recalls(&self) -> bool {
+        true
+    }
+
     /// A superseded turn's outgoing webhooks that have not left are withdrawn, unsent (no
     /// answer: the turn is over); one being sent or sent already stays as it is.
     fn recall(&self, commands: Vec<crate::commands::relay::Recall>) {
