@@ -100,12 +100,49 @@ impl Encoding {
 }
 
 /// Arguments as a list of `{name, value}` (canonical) or a `{name: value}` map.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+///
+/// Deserialized by hand ([`ArgumentsVisitor`]): the shape is told by the first token (a sequence
+/// or a map), so nothing is buffered, where `#[serde(untagged)]` would copy the whole value into
+/// serde's `Content` to try each variant in turn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum ArgumentsWire {
     List(Vec<ArgumentWire>),
     #[schema(value_type = BTreeMap<String, String>)]
     Map(BTreeMap<SmolStr, SmolStr>),
+}
+
+impl<'de> Deserialize<'de> for ArgumentsWire {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ArgumentsVisitor)
+    }
+}
+
+/// Reads [`ArgumentsWire`] from a sequence (`List`) or a map (`Map`), as it comes.
+struct ArgumentsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ArgumentsVisitor {
+    type Value = ArgumentsWire;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of {name, value} or a map of names to values")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut list = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(a) = seq.next_element::<ArgumentWire>()? {
+            list.push(a);
+        }
+        Ok(ArgumentsWire::List(list))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut m = BTreeMap::new();
+        while let Some((name, value)) = map.next_entry::<SmolStr, SmolStr>()? {
+            m.insert(name, value);
+        }
+        Ok(ArgumentsWire::Map(m))
+    }
 }
 
 impl Default for ArgumentsWire {
@@ -428,6 +465,50 @@ mod tests {
                 .get("text"),
             Some("hey")
         );
+    }
+
+    #[test]
+    fn arguments_are_a_list_or_a_map_and_nothing_else() {
+        let decode = |args: &str| {
+            Encoding::Json
+                .decode::<EventEnvelope>(json_event(&format!(r#","arguments":{args}"#)).as_bytes())
+        };
+        for refused in [
+            r#""text""#,
+            "1",
+            r#"[{"name":"a"}]"#,
+            r#"[{"name":"a","value":"b","x":1}]"#,
+            r#"{"a":1}"#,
+            "[1]",
+        ] {
+            assert_eq!(decode(refused).unwrap_err().field, "body", "{refused}");
+        }
+        let map = decode(r#"{"b":"2","a":"1"}"#)
+            .unwrap()
+            .into_domain(Limits::default())
+            .unwrap();
+        let names: Vec<&str> = map.arguments.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        let list = decode(r#"[{"name":"b","value":"2"},{"name":"a","value":"1"}]"#).unwrap();
+        assert_eq!(
+            list.arguments,
+            ArgumentsWire::List(vec![
+                ArgumentWire {
+                    name: "b".into(),
+                    value: "2".into()
+                },
+                ArgumentWire {
+                    name: "a".into(),
+                    value: "1".into()
+                },
+            ])
+        );
+        let mut wire = list;
+        wire.arguments = ArgumentsWire::Map([("k".into(), "v".into())].into());
+        let back: EventEnvelope = Encoding::MessagePack
+            .decode(&Encoding::MessagePack.encode(&wire))
+            .unwrap();
+        assert_eq!(back, wire);
     }
 
     #[test]
