@@ -4,8 +4,9 @@
 //! (`commands::NativeIntegration`, which also hears its connectors' lives), optionally HTTP
 //! routes under paths it owns, a background task that waits for the start gate and ends on the
 //! shutdown signal, its own tables (migrations namespaced by its idn, applied by the store seam),
-//! how `switchboard rekey` re-seals what those tables keep sealed ([`Reseal`]), and its own
-//! config section (a type it owns, embedded in `config::Config`).
+//! how `switchboard rekey` re-seals what those tables keep sealed ([`Reseal`]), its metric
+//! names (its `metrics.rs`, described through [`Component::metrics`]), and its own config
+//! section (its type, declared on its registration line: `natives::section`).
 
 use std::sync::Arc;
 
@@ -36,6 +37,12 @@ pub trait Component: Send + 'static {
     /// the store, before anything is built (`Store::migrate_component`). None by default.
     fn migrations(&self) -> &'static [&'static str] {
         &[]
+    }
+
+    /// Describes its metrics: the `describe` of its folder's `metrics.rs`, where its metric names
+    /// live; the telemetry's `describe` calls it at start. None by default.
+    fn metrics(&self) -> Option<fn()> {
+        None
     }
 
     /// How `switchboard rekey` re-seals the values its own tables keep sealed with the daemon's
