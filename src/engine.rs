@@ -247,6 +247,7 @@ impl Engine {
         let mut routes = Vec::new();
         for component in parts.natives {
             let idn = component.idn();
+            crate::dead_letter::native::register(component.dead_letter_reasons());
             let built = component.build(&cx);
             natives = natives.with(idn, built.executor);
             routes.extend(built.routes);

@@ -16,7 +16,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::catalog::Catalog;
 use crate::commands::NativeIntegration;
 use crate::connectors::Directory;
-use crate::dead_letter::DeadLetterStore;
+use crate::dead_letter::{DeadLetterStore, NativeReason};
 use crate::domain::PersonaKey;
 use crate::fault::{Blame, Fault};
 use crate::flow_instance::state::StateStore;
@@ -43,6 +43,12 @@ pub trait Component: Send + 'static {
     /// live; the telemetry's `describe` calls it at start. None by default.
     fn metrics(&self) -> Option<fn()> {
         None
+    }
+
+    /// The dead-letter reasons it names itself (constants of its own), registered when it is
+    /// built so that their stored codes read back. None by default.
+    fn dead_letter_reasons(&self) -> &'static [NativeReason] {
+        &[]
     }
 
     /// How `switchboard rekey` re-seals the values its own tables keep sealed with the daemon's
