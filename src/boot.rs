@@ -81,8 +81,11 @@ impl RunnerResolver for DaemonRunners {
 /// `switchboard rekey`, which only asks what they keep sealed).
 pub struct Native {
     pub section: Option<Section>,
-    pub component: fn(&Config, Listeners) -> Result<Box<dyn Component>, BootError>,
+    pub component: MakeComponent,
 }
+
+/// How a registration line makes its component from the loaded configuration.
+pub type MakeComponent = fn(&Config, Listeners) -> Result<Box<dyn Component>, BootError>;
 
 /// The registration list: every native integration, one line each. [`Config::load`] reads the
 /// sections it declares ([`sections`]), the daemon builds the components ([`natives`]).

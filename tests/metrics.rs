@@ -307,10 +307,7 @@ fn every_metric_name_is_declared_once_in_its_metrics_rs_and_described() {
         } else {
             Vec::new()
         };
-        let got = native
-            .metrics()
-            .map(|describe| described(describe))
-            .unwrap_or_default();
+        let got = native.metrics().map(described).unwrap_or_default();
         assert_eq!(
             got,
             names,

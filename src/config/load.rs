@@ -117,7 +117,7 @@ impl Config {
         let mut config: Config = figment.extract().map_err(|e| origins.error(e))?;
         for section in natives {
             let loaded = section.read(&figment).map_err(|e| match e {
-                SectionError::Value(e) => origins.error(e),
+                SectionError::Value(e) => origins.error(*e),
                 SectionError::Invalid(e) => with_origin(ConfigError::invalid(e.key, e.reason)),
             })?;
             config.natives.insert(section.key, loaded);

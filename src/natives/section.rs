@@ -54,7 +54,7 @@ impl Invalid {
 pub enum SectionError {
     /// A value of the wrong type or an unknown key (the error's path starts with the section's
     /// key).
-    Value(figment::Error),
+    Value(Box<figment::Error>),
     /// A value its validation refused.
     Invalid(Invalid),
 }
@@ -100,7 +100,7 @@ fn read<T: NativeSection>(figment: &Figment) -> Result<Arc<dyn Loaded>, SectionE
             e.path.pop();
         }
         e.path.insert(0, T::KEY.to_owned());
-        SectionError::Value(e)
+        SectionError::Value(Box::new(e))
     })?;
     value.validate().map_err(SectionError::Invalid)?;
     Ok(Arc::new(value))
