@@ -258,7 +258,11 @@ fn through_send_request(base: &str, n: usize, open_seconds: u64) -> Figures {
         control.remaining.store(n - CONVERSATIONS, Ordering::SeqCst);
         let start = Instant::now();
         for p in 0..CONVERSATIONS {
-            engine.submit(message(p), None).await.expect("admitted");
+            engine
+                .ingress()
+                .submit(message(p), None)
+                .await
+                .expect("admitted");
         }
         samples.done.notified().await;
         let took = start.elapsed();
@@ -273,6 +277,7 @@ fn through_send_request(base: &str, n: usize, open_seconds: u64) -> Figures {
         for k in 0..total {
             tick.tick().await;
             engine
+                .ingress()
                 .submit(message(CONVERSATIONS + k % OPEN_PERSONAS), None)
                 .await
                 .expect("admitted");

@@ -210,6 +210,7 @@ fn main() {
                 format!("user_{p}"),
             );
             engine
+                .ingress()
                 .submit(
                     event,
                     Some(Box::new(move |s: Settlement| {

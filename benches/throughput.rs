@@ -5,7 +5,7 @@
 //! `user_message` on `sandbox` (connector null, skill `Reply`) with the completing in-process
 //! runner. N pre-built events (default 500k; `BENCH_EVENTS` overrides) from 10k personas
 //! (external_id = persona number) are submitted round-robin over the connectors with
-//! `Engine::submit_batch`, 100 at a time as the NATS consumer hands over a pull, each with a
+//! `Ingress::submit_batch`, 100 at a time as the NATS consumer hands over a pull, each with a
 //! settle closure counting settlements. Wall time runs from the first submit to the last
 //! settlement (an event settles when its invocation starts). The first event of each persona
 //! also routes `session_started` (nobody subscribes to it here). The daemon's metrics recorder
@@ -54,7 +54,7 @@ const CONNECTORS: usize = 8;
 const HOP_CAPACITY: usize = 1024;
 /// Events handed over per `submit_batch`, as the NATS consumer hands over what one pull
 /// brought (at most its default `pull_batch`). `BENCH_SUBMIT_BATCH=1` submits one at a time
-/// with `Engine::submit`, as HTTP ingest does.
+/// with `Ingress::submit`, as HTTP ingest does.
 const SUBMIT_BATCH: usize = 100;
 const TARGET_RATE: f64 = 500_000.0;
 const TARGET_RATIO: f64 = 0.5;
@@ -183,7 +183,11 @@ fn engine_runs(rounds: Vec<Vec<Event>>, submit_batch: usize) -> (Vec<Run>, Strin
             if submit_batch == 1 {
                 // As HTTP ingest admits: one event per call.
                 for e in events.by_ref() {
-                    engine.submit(e, settle()).await.expect("admitted");
+                    engine
+                        .ingress()
+                        .submit(e, settle())
+                        .await
+                        .expect("admitted");
                 }
             }
             while events.peek().is_some() {
@@ -192,7 +196,7 @@ fn engine_runs(rounds: Vec<Vec<Event>>, submit_batch: usize) -> (Vec<Run>, Strin
                     .take(submit_batch)
                     .map(|e| (e, settle()))
                     .collect();
-                for r in engine.submit_batch(batch).await {
+                for r in engine.ingress().submit_batch(batch).await {
                     r.expect("admitted");
                 }
             }

@@ -12,6 +12,7 @@ use crate::dead_letter::DeadLetterStore;
 use crate::domain::RunnerSpec;
 use crate::engine::{Engine, EngineParts};
 use crate::natives::component::{Component, Listeners, NativeSupport, StartGate};
+use crate::natives::section::Section;
 use crate::outbound::Egress;
 use crate::relay::Relay;
 use crate::skill_runner::demo::DemoRunner;
@@ -75,23 +76,54 @@ impl RunnerResolver for DaemonRunners {
     }
 }
 
-/// The registration list: every native integration, one line each (the daemon builds them,
-/// `listeners` bound; `switchboard rekey` asks them what they keep sealed, nothing bound).
+/// One line of the registration list: a native's config section, when it has one, and its
+/// component made from the loaded configuration (`listeners` bound by the daemon; not by
+/// `switchboard rekey`, which only asks what they keep sealed).
+pub struct Native {
+    pub section: Option<Section>,
+    pub component: MakeComponent,
+}
+
+/// How a registration line makes its component from the loaded configuration.
+pub type MakeComponent = fn(&Config, Listeners) -> Result<Box<dyn Component>, BootError>;
+
+/// The registration list: every native integration, one line each. [`Config::load`] reads the
+/// sections it declares ([`sections`]), the daemon builds the components ([`natives`]).
+#[rustfmt::skip]
+pub const NATIVES: &[Native] = &[
+    Native { section: None, component: |_, _| Ok(crate::natives::system::component()) },
+    Native { section: Some(crate::natives::sandbox::SECTION), component: |c, _| Ok(crate::natives::sandbox::component(&c.natives)) },
+    Native { section: None, component: |_, _| Ok(crate::natives::http::component()) },
+    Native { section: Some(crate::natives::program_timer::SECTION), component: |c, _| Ok(crate::natives::program_timer::component(&c.natives, c.limits.timers_per_account)) },
+    Native { section: None, component: |_, _| Ok(crate::natives::api::component()) },
+    Native { section: Some(crate::natives::newo_chat::SECTION), component: |c, l| crate::natives::newo_chat::component(&c.natives, l).map_err(listen("newo_chat.listen")) },
+];
+
+/// The natives' config sections, as [`Config::load`] is given them (by `serve` and `check`
+/// alike: `check` refuses what `serve` refuses).
+pub fn sections() -> Vec<Section> {
+    NATIVES.iter().filter_map(|native| native.section).collect()
+}
+
+/// The registered natives' components, made from `config`.
 pub fn natives(
     config: &Config,
     listeners: Listeners,
 ) -> Result<Vec<Box<dyn Component>>, BootError> {
-    let listen = |key| move |source| BootError::Listen { key, source };
-    #[rustfmt::skip]
-    let natives: Vec<Box<dyn Component>> = vec![
-        crate::natives::system::component(),
-        crate::natives::sandbox::component(&config.sandbox),
-        crate::natives::http::component(),
-        crate::natives::program_timer::component(&config.timers, config.limits.timers_per_account),
-        crate::natives::api::component(),
-        crate::natives::newo_chat::component(&config.newo_chat, listeners).map_err(listen("newo_chat.listen"))?,
-    ];
-    Ok(natives)
+    NATIVES
+        .iter()
+        .map(|native| (native.component)(config, listeners))
+        .collect()
+}
+
+/// Whether the daemon answers with its built-in demo runner (`[sandbox] demo_runner`).
+pub fn demo_runner(config: &Config) -> bool {
+    crate::natives::sandbox::demo_runner(&config.natives)
+}
+
+/// A native's own listener that did not bind, its config key named.
+fn listen(key: &'static str) -> impl Fn(std::io::Error) -> BootError {
+    move |source| BootError::Listen { key, source }
 }
 
 /// Starts the daemon inside the current actix system.
@@ -99,8 +131,6 @@ pub async fn start(
     config: Config,
     metrics: Option<crate::telemetry::exporter::Exporter>,
 ) -> Result<Arc<Daemon>, BootError> {
-    crate::telemetry::metrics::describe();
-    crate::telemetry::metrics::record_start();
     crate::telemetry::flow_labels::FlowLabels::daemon().set_cap(config.limits.flow_series as usize);
     crate::telemetry::flow_labels::FlowLabels::connectors()
         .set_cap(config.limits.flow_series as usize);
@@ -141,12 +171,12 @@ pub async fn start(
     );
     let demo: Arc<dyn SkillRunner> = Arc::new(DemoRunner);
     let mut registry = RunnerRegistry::new(demo.clone()).with_webhooks(webhooks.clone());
-    if config.sandbox.demo_runner {
+    if demo_runner(&config) {
         registry = registry.with_demo(demo);
     }
     let runners = DaemonRunners {
         registry,
-        has_default: config.sandbox.demo_runner,
+        has_default: demo_runner(&config),
         queue: nats.as_ref().map(|n| {
             Arc::new(n.queue_runner(pending.clone(), store.clone())) as Arc<dyn SkillRunner>
         }),
@@ -175,6 +205,9 @@ pub async fn start(
         None => Relay::Embedded,
     };
     let natives = natives(&config, Listeners::Bind)?;
+    let described: Vec<fn()> = natives.iter().filter_map(|n| n.metrics()).collect();
+    crate::telemetry::metrics::describe(&described);
+    crate::telemetry::metrics::record_start();
     for native in &natives {
         store
             .migrate_component(native.idn(), native.migrations())
@@ -239,7 +272,7 @@ pub async fn start(
     start::first_admin_token(&daemon).await?;
     let flows = daemon.reload_flow_files().await?;
     tracing::info!(files_flows = flows, "flow files loaded");
-    if daemon.config().sandbox.demo_runner {
+    if demo_runner(daemon.config()) {
         start::demo_setup(&daemon).await?;
     }
     start::replay_inbox(&daemon).await?;
@@ -250,4 +283,54 @@ pub async fn start(
     started.open_now();
     daemon.set_ready();
     Ok(daemon)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    fn example_path() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(Config::DEFAULT_PATH)
+    }
+
+    /// `config/switchboard.toml` is the defaults, the natives' sections included, spelled out.
+    #[test]
+    fn example_file_is_the_defaults() {
+        let absent = std::env::temp_dir().join("switchboard-boot-absent.toml");
+        let example = Config::load_from(Some(&example_path()), &absent, None, &sections());
+        let defaults = Config::load_from(None, &absent, None, &sections()).unwrap();
+        assert_eq!(example.unwrap(), defaults);
+    }
+
+    /// `config/switchboard.toml` spells out every key (and no other): the daemon's sections
+    /// and those the registration list declares.
+    #[test]
+    fn example_file_lists_every_key() {
+        fn keys(figment: &figment::Figment) -> Vec<String> {
+            let dict: figment::value::Dict = figment.extract().unwrap();
+            let mut keys = Vec::new();
+            for (section, value) in dict {
+                let table = value.into_dict().unwrap_or_default();
+                assert!(!table.is_empty(), "section [{section}] has no keys");
+                keys.extend(table.into_keys().map(|k| format!("{section}.{k}")));
+            }
+            keys.sort();
+            keys
+        }
+        use figment::providers::Format;
+        let defaults = keys(&Config::defaults(&sections()));
+        let example = keys(&figment::Figment::from(
+            figment::providers::Toml::file_exact(example_path()),
+        ));
+        assert_eq!(example, defaults);
+        for key in [
+            "newo_chat.listen",
+            "timers.window_ms",
+            "sandbox.demo_runner",
+        ] {
+            assert!(defaults.iter().any(|k| k == key), "{key}");
+        }
+    }
 }

@@ -10,8 +10,6 @@ use actix::{Actor, Addr, Arbiter};
 use actix_rt::ArbiterHandle;
 use uuid::Uuid;
 
-use crate::admission::delivery::Settle;
-use crate::admission::Refusal;
 use crate::catalog::Catalog;
 use crate::commands::refusal::CommandRefusal;
 use crate::commands::{CommandRouter, ConnectorChange, Natives};
@@ -20,7 +18,7 @@ use crate::connectors::acts::{ActJournal, CommandActs, RecordedAct};
 use crate::connectors::registry::{ConnectorRegistry, ConnectorView, ControlError};
 use crate::connectors::Directory;
 use crate::dead_letter::DeadLetterStore;
-use crate::domain::{Command, Event, Flow, Idn, Name, PersonaId};
+use crate::domain::{Command, Flow, Idn, Name, PersonaId};
 use crate::flow_instance::messages::FlowInstanceSnapshot;
 use crate::flow_instance::state::{StateJournal, StateStore};
 use crate::flow_instance::{FlowDeps, FlowInstanceKey, FlowInstances};
@@ -247,6 +245,7 @@ impl Engine {
         let mut routes = Vec::new();
         for component in parts.natives {
             let idn = component.idn();
+            crate::dead_letter::native::register(component.dead_letter_reasons());
             let built = component.build(&cx);
             natives = natives.with(idn, built.executor);
             routes.extend(built.routes);
@@ -550,24 +549,6 @@ impl Engine {
     }
 
     // ---- data plane ----
-
-    /// Admits an event (waiting for capacity); see [`Ingress::submit`]. The ingress's own
-    /// future, not a wrapper around it: the event is moved once less.
-    pub fn submit(
-        &self,
-        event: Event,
-        source: Option<Box<dyn Settle>>,
-    ) -> impl std::future::Future<Output = Result<(), Refusal>> + '_ {
-        self.ingress.submit(event, source)
-    }
-
-    /// Admits events in order, sharing permits and look-ups; see [`Ingress::submit_batch`].
-    pub async fn submit_batch(
-        &self,
-        events: Vec<(Event, Option<Box<dyn Settle>>)>,
-    ) -> Vec<Result<(), Refusal>> {
-        self.ingress.submit_batch(events).await
-    }
 
     /// Checks what can be checked of a command before it is sent: its connector runs, its
     /// integration accepts it, its required arguments are set, its native integration has a

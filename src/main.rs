@@ -130,7 +130,7 @@ fn parse_arg(s: &str) -> Result<(String, String), String> {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Serve { config } => {
-            let config = Config::load(config.as_deref())?;
+            let config = Config::load(config.as_deref(), &boot::sections())?;
             init_logs(&config)?;
             serve(config)
         }
@@ -205,7 +205,7 @@ fn publish_event(p: PublishEvent) -> anyhow::Result<()> {
 }
 
 fn rekey(path: Option<PathBuf>, drop_old: bool) -> anyhow::Result<()> {
-    let config = Config::load(path.as_deref())?;
+    let config = Config::load(path.as_deref(), &boot::sections())?;
     let store =
         switchboard::store::Store::open(&config.store.path, 64, config.store.busy_timeout_ms)
             .with_context(|| format!("store.path {}", config.store.path.display()))?;
@@ -236,7 +236,7 @@ fn rekey(path: Option<PathBuf>, drop_old: bool) -> anyhow::Result<()> {
 fn token(path: Option<PathBuf>, command: TokenCmd) -> anyhow::Result<()> {
     use switchboard::auth::{Scopes, TokenKeeper};
     use switchboard::domain::Idn;
-    let config = Config::load(path.as_deref())?;
+    let config = Config::load(path.as_deref(), &boot::sections())?;
     let store =
         switchboard::store::Store::open(&config.store.path, 64, config.store.busy_timeout_ms)
             .with_context(|| format!("store.path {}", config.store.path.display()))?;
@@ -298,7 +298,7 @@ fn token(path: Option<PathBuf>, command: TokenCmd) -> anyhow::Result<()> {
 }
 
 fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
-    let config = Config::load(path.as_deref())?;
+    let config = Config::load(path.as_deref(), &boot::sections())?;
     let account = switchboard::domain::Idn::known(switchboard::domain::DEFAULT_ACCOUNT);
     let flows = flow_files::load_dir(&account, &config.flows.dir)?;
     // What `serve` would refuse: subscriptions that can never match, runners it does not have,
@@ -312,7 +312,7 @@ fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
             RunnerSpec::Queue if config.transport.kind != TransportKind::Nats => {
                 Some("queue runners need [transport] kind = \"nats\"")
             }
-            RunnerSpec::Demo | RunnerSpec::Default if !config.sandbox.demo_runner => {
+            RunnerSpec::Demo | RunnerSpec::Default if !boot::demo_runner(&config) => {
                 Some("this runner needs [sandbox] demo_runner = true")
             }
             RunnerSpec::InProcess { .. } => Some("in-process runners exist only in tests"),

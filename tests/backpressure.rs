@@ -73,7 +73,7 @@ async fn a_stalled_runner_pauses_intake_without_losing_events() {
     let waiting = {
         let e = h.event("sandbox", "sb", "user_message", "p");
         let engine = h.engine.clone();
-        actix_rt::spawn(async move { engine.submit(e, None).await })
+        actix_rt::spawn(async move { engine.ingress().submit(e, None).await })
     };
     for _ in 0..100 {
         tokio::task::yield_now().await;
@@ -253,6 +253,7 @@ async fn a_batch_is_admitted_in_order_with_one_answer_per_event() {
     ];
     let results = h
         .engine
+        .ingress()
         .submit_batch(batch.into_iter().map(|e| (e, None)).collect())
         .await;
     assert_eq!(results.len(), 5);

@@ -339,7 +339,7 @@ async fn a_runner_answering_inside_invoke_keeps_the_order_of_its_commands() {
     )
     .await;
     let e = h.event("telegram", "bot", "user_message", "a");
-    h.engine.submit(e, None).await.unwrap();
+    h.engine.ingress().submit(e, None).await.unwrap();
     for want in ["1", "2", "3", "4"] {
         let got = h.relay.recv().await.unwrap();
         assert_eq!(got.command.arguments.get("text"), Some(want));

@@ -218,3 +218,115 @@ events:
     assert_eq!(gauge(&snap, m::INDEX_SUBSCRIPTIONS, &[]), 1.0);
     assert_eq!(gauge(&snap, m::FLOW_INSTANCES_LIVE, &[]), 1.0);
 }
+
+/// Records the names described to it.
+#[derive(Default)]
+struct Descriptions(std::sync::Mutex<Vec<String>>);
+
+impl metrics::Recorder for Descriptions {
+    fn describe_counter(
+        &self,
+        key: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+        self.0.lock().unwrap().push(key.as_str().to_owned());
+    }
+    fn describe_gauge(
+        &self,
+        key: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+        self.0.lock().unwrap().push(key.as_str().to_owned());
+    }
+    fn describe_histogram(
+        &self,
+        key: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+        self.0.lock().unwrap().push(key.as_str().to_owned());
+    }
+    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::noop()
+    }
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+/// The names `describe` describes, sorted.
+fn described(describe: impl FnOnce()) -> Vec<String> {
+    let recorder = Descriptions::default();
+    metrics::with_local_recorder(&recorder, describe);
+    let mut names = recorder.0.into_inner().unwrap();
+    names.sort();
+    names
+}
+
+/// The metric names a `metrics.rs` declares (`pub const NAME: &str = "name";`), sorted.
+fn declared(path: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut names: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("pub const ") && l.contains(": &str = \""))
+        .filter_map(|l| l.split('"').nth(1).map(str::to_owned))
+        .filter(|name| name != m::PREFIX)
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every metric name is declared once: the daemon's in `src/telemetry/metrics.rs`, each
+/// native's in its own folder's `metrics.rs`; and every one is described at start, the
+/// natives' through the registration list (each component's `metrics()`), not by the
+/// telemetry naming them.
+#[test]
+fn every_metric_name_is_declared_once_in_its_metrics_rs_and_described() {
+    use switchboard::natives::component::Listeners;
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let config = switchboard::config::Config::default();
+    let natives = switchboard::boot::natives(&config, Listeners::Skip).unwrap();
+
+    let own = declared(&src.join("telemetry/metrics.rs"));
+    assert_eq!(described(|| m::describe(&[])), own, "the daemon's own");
+    let mut all = own.clone();
+    let mut with_metrics = 0;
+    for native in &natives {
+        let file = src.join("natives").join(native.idn()).join("metrics.rs");
+        let names = if file.exists() {
+            declared(&file)
+        } else {
+            Vec::new()
+        };
+        let got = native.metrics().map(described).unwrap_or_default();
+        assert_eq!(
+            got,
+            names,
+            "{}: its metrics.rs and its describe",
+            native.idn()
+        );
+        with_metrics += usize::from(!names.is_empty());
+        all.extend(names);
+    }
+    assert!(
+        with_metrics >= 3,
+        "program_timer, http and newo_chat name metrics"
+    );
+
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), n, "a metric name declared twice");
+    // What the daemon describes at start: its own and every registered native's.
+    let starts: Vec<fn()> = natives.iter().filter_map(|n| n.metrics()).collect();
+    assert_eq!(described(|| m::describe(&starts)), all);
+}

@@ -9,6 +9,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::{Figment, Metadata, Provider, Source};
 
 use super::{Config, ConfigError, Origin};
+use crate::natives::section::{Section, SectionError};
 
 /// Keys whose values an error never shows.
 const SECRET_KEYS: &[&str] = &["transport.nats.password", "transport.nats.token"];
@@ -26,16 +27,34 @@ impl Config {
     /// `__` that names no key is refused like an unknown key in the file. Values are parsed
     /// like TOML scalars: `8080` is a number, `true` a boolean; quote a string that looks like
     /// one (`'"0123"'`).
-    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        Self::load_from(path, Path::new(Self::DEFAULT_PATH), Some(env_provider()))
+    ///
+    /// `natives`: the natives' sections (the registration list's, `boot::sections()`), read
+    /// beside the daemon's under their keys, layered and refused alike; a top-level key that is
+    /// neither theirs nor the daemon's is refused.
+    pub fn load(path: Option<&Path>, natives: &[Section]) -> Result<Config, ConfigError> {
+        Self::load_from(
+            path,
+            Path::new(Self::DEFAULT_PATH),
+            Some(env_provider()),
+            natives,
+        )
+    }
+
+    /// The defaults layer: the daemon's sections', then the natives'.
+    pub(crate) fn defaults(natives: &[Section]) -> Figment {
+        natives.iter().fold(
+            Figment::from(Serialized::defaults(Config::default())),
+            |figment, section| figment.merge(Serialized::default(section.key, section.defaults())),
+        )
     }
 
     /// [`Config::load`] with the default path and the environment chosen by the caller
     /// (`None`: not read).
-    fn load_from(
+    pub(crate) fn load_from(
         path: Option<&Path>,
         default_path: &Path,
         env: Option<Env>,
+        natives: &[Section],
     ) -> Result<Config, ConfigError> {
         let file = match path {
             Some(path) => match path.try_exists() {
@@ -58,7 +77,7 @@ impl Config {
                 .then(|| default_path.to_path_buf()),
         };
 
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        let mut figment = Self::defaults(natives);
         if let Some(file) = &file {
             figment = figment.merge(Toml::file_exact(file));
         }
@@ -72,14 +91,38 @@ impl Config {
             env_name: env_name.as_deref(),
         };
 
-        let config: Config = figment.extract().map_err(|e| origins.error(e))?;
-        config.validate().map_err(|mut e| {
+        let with_origin = |mut e: ConfigError| {
             if let Some(key) = e.key() {
                 let origin = origins.of(figment.find_metadata(key), key);
                 e.set_origin(origin);
             }
             e
-        })?;
+        };
+
+        let top: figment::value::Dict = figment.extract().map_err(|e| origins.error(e))?;
+        let known = |key: &str| {
+            Self::SECTIONS.contains(&key) || natives.iter().any(|section| section.key == key)
+        };
+        if let Some(key) = top.keys().find(|key| !known(key)) {
+            return Err(with_origin(ConfigError::UnknownKey {
+                key: key.clone(),
+                expected: Self::SECTIONS
+                    .iter()
+                    .copied()
+                    .chain(natives.iter().map(|section| section.key))
+                    .collect(),
+                origin: Origin::Unknown,
+            }));
+        }
+        let mut config: Config = figment.extract().map_err(|e| origins.error(e))?;
+        for section in natives {
+            let loaded = section.read(&figment).map_err(|e| match e {
+                SectionError::Value(e) => origins.error(*e),
+                SectionError::Invalid(e) => with_origin(ConfigError::invalid(e.key, e.reason)),
+            })?;
+            config.natives.insert(section.key, loaded);
+        }
+        config.validate().map_err(with_origin)?;
         Ok(config)
     }
 }
@@ -201,6 +244,42 @@ mod tests {
 
     use super::*;
     use crate::config::{LogFormat, TransportConfig};
+    use crate::natives::section::{Invalid, NativeSection};
+
+    /// A native's section, as its registration line declares one.
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Probe {
+        on: bool,
+        listen: SocketAddr,
+        count: u64,
+    }
+
+    impl Default for Probe {
+        fn default() -> Self {
+            Probe {
+                on: false,
+                listen: SocketAddr::from(([127, 0, 0, 1], 1)),
+                count: 1,
+            }
+        }
+    }
+
+    impl NativeSection for Probe {
+        const KEY: &'static str = "probe";
+        fn validate(&self) -> Result<(), Invalid> {
+            Invalid::between("probe.count", self.count, 1, 10)
+        }
+    }
+
+    const NATIVES: &[Section] = &[Section::of::<Probe>()];
+
+    /// The defaults, the natives' loaded.
+    fn defaults() -> Config {
+        let mut config = Config::default();
+        config.natives.set(Probe::default());
+        config
+    }
 
     /// A fresh directory under the system temp dir, removed on drop.
     struct TempDir(PathBuf);
@@ -234,26 +313,22 @@ mod tests {
     /// Loads `contents` as the explicit file, without the environment.
     fn load_str(dir: &TempDir, contents: &str) -> (PathBuf, Result<Config, ConfigError>) {
         let path = dir.file("switchboard.toml", contents);
-        let result = Config::load_from(Some(&path), &dir.absent(), None);
+        let result = Config::load_from(Some(&path), &dir.absent(), None, NATIVES);
         (path, result)
-    }
-
-    fn example_path() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(Config::DEFAULT_PATH)
     }
 
     #[test]
     fn missing_default_file_gives_the_defaults() {
         let dir = TempDir::new("defaults");
-        let config = Config::load_from(None, &dir.absent(), None).unwrap();
-        assert_eq!(config, Config::default());
+        let config = Config::load_from(None, &dir.absent(), None, NATIVES).unwrap();
+        assert_eq!(config, defaults());
     }
 
     #[test]
     fn default_file_is_read_when_present() {
         let dir = TempDir::new("default-present");
         let path = dir.file("switchboard.toml", "[engine]\nworkers = 7\n");
-        let config = Config::load_from(None, &path, None).unwrap();
+        let config = Config::load_from(None, &path, None, NATIVES).unwrap();
         assert_eq!(config.engine.workers, 7);
     }
 
@@ -261,7 +336,7 @@ mod tests {
     fn explicit_missing_file_is_refused() {
         let dir = TempDir::new("explicit-missing");
         let missing = dir.absent();
-        let err = Config::load_from(Some(&missing), &example_path(), None).unwrap_err();
+        let err = Config::load_from(Some(&missing), &dir.absent(), None, NATIVES).unwrap_err();
         assert!(
             matches!(&err, ConfigError::NotFound { path } if *path == missing),
             "{err:?}"
@@ -297,7 +372,7 @@ mod tests {
             "#,
         );
         let config = result.unwrap();
-        let mut expected = Config::default();
+        let mut expected = defaults();
         expected.http.listen = "0.0.0.0:9000".parse().unwrap();
         expected.engine.workers = 4;
         expected.engine.inflight_limit = 10;
@@ -448,31 +523,55 @@ mod tests {
         assert!(!format!("{transport:?}").contains("hunter2"));
     }
 
-    /// `config/switchboard.toml` is the defaults, spelled out.
+    /// A native's section, declared as a registration line does: read, refused and layered as
+    /// the daemon's own sections are, its errors naming its keys; unknown without the
+    /// declaration.
     #[test]
-    fn example_file_is_the_defaults() {
-        let dir = TempDir::new("example");
-        let config = Config::load_from(Some(&example_path()), &dir.absent(), None).unwrap();
-        assert_eq!(config, Config::default());
-    }
-
-    /// `config/switchboard.toml` spells out every key (and no other).
-    #[test]
-    fn example_file_lists_every_key() {
-        fn keys(figment: &Figment) -> Vec<String> {
-            let dict: figment::value::Dict = figment.extract().unwrap();
-            let mut keys = Vec::new();
-            for (section, value) in dict {
-                let table = value.into_dict().unwrap_or_default();
-                assert!(!table.is_empty(), "section [{section}] has no keys");
-                keys.extend(table.into_keys().map(|k| format!("{section}.{k}")));
-            }
-            keys.sort();
-            keys
-        }
-        let defaults = keys(&Figment::from(Serialized::defaults(Config::default())));
-        let example = keys(&Figment::from(Toml::file_exact(example_path())));
-        assert_eq!(example, defaults);
+    fn a_native_s_section_is_read_like_the_daemon_s() {
+        let dir = TempDir::new("native-section");
+        let check = |text: &str, expected: Result<u64, &str>| {
+            let (path, result) = load_str(&dir, text);
+            let got = result
+                .map(|c| c.natives.get::<Probe>().count)
+                .map_err(|e| e.to_string());
+            let expected = expected.map_err(|e| format!("{e} (in {})", path.display()));
+            assert_eq!(got, expected, "{text}");
+        };
+        check("", Ok(1));
+        check("[probe]\ncount = 3\n", Ok(3));
+        check(
+            "[probe]\ncount = 0\n",
+            Err("probe.count: must be at least 1"),
+        );
+        check(
+            "[probe]\nlisten = \"x\"\n",
+            Err("probe.listen: invalid socket address syntax"),
+        );
+        check(
+            "probe = 5\n",
+            Err("probe: expected struct Probe, found signed int `5`"),
+        );
+        let (path, result) = load_str(&dir, "[probe]\ncont = 3\n");
+        assert_eq!(
+            result.unwrap_err().to_string(),
+            format!(
+                "unknown key \"probe.cont\" (in {}); expected one of: on, listen, count",
+                path.display()
+            )
+        );
+        let (path, result) = load_str(&dir, "[prob]\non = true\n");
+        assert_eq!(
+            result.unwrap_err().to_string(),
+            format!(
+                "unknown key \"prob\" (in {}); expected one of: {}, probe",
+                path.display(),
+                Config::SECTIONS.join(", ")
+            )
+        );
+        // Without its declaration the section is an unknown key.
+        let path = dir.file("undeclared.toml", "[probe]\ncount = 3\n");
+        let err = Config::load_from(Some(&path), &dir.absent(), None, &[]).unwrap_err();
+        assert_eq!(err.key(), Some("probe"), "{err}");
     }
 
     /// The only test that touches the process environment (tests run in parallel threads).
@@ -499,7 +598,8 @@ mod tests {
 
         let dir = TempDir::new("env");
         let absent = dir.absent();
-        let load = |path: Option<&Path>| Config::load_from(path, &absent, Some(env_provider()));
+        let load =
+            |path: Option<&Path>| Config::load_from(path, &absent, Some(env_provider()), NATIVES);
         let mut vars = Vars(Vec::new());
 
         // Variables with the prefix that are not keys do not get in the way.
@@ -507,7 +607,7 @@ mod tests {
         vars.set("SWITCHBOARD_CONFIG", "elsewhere.toml");
         vars.set("SWITCHBOARD_HTTP__LISTEN", "127.0.0.1:0");
         let config = load(None).unwrap();
-        let mut expected = Config::default();
+        let mut expected = defaults();
         expected.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         assert_eq!(config, expected);
 
@@ -517,11 +617,11 @@ mod tests {
             "[engine]\nworkers = 3\ninflight_limit = 5\n",
         );
         vars.set("SWITCHBOARD_ENGINE__WORKERS", "4");
-        vars.set("switchboard_sandbox__demo_runner", "true");
+        vars.set("switchboard_probe__on", "true");
         let config = load(Some(&path)).unwrap();
         assert_eq!(config.engine.workers, 4);
         assert_eq!(config.engine.inflight_limit, 5);
-        assert!(config.sandbox.demo_runner);
+        assert!(config.natives.get::<Probe>().on);
         assert_eq!(config.http.listen.port(), 0);
         vars.clear();
 
@@ -574,9 +674,20 @@ mod tests {
         assert_eq!(load(None).unwrap().egress.allow, vec!["127.0.0.1/32"]);
         vars.clear();
 
-        // `Config::load` reads the real environment (and the repository's example file).
+        // A native's keys, named with the variable.
+        vars.set("SWITCHBOARD_PROBE__COUNT", "11");
+        assert_eq!(
+            load(None).unwrap_err().to_string(),
+            "probe.count: must be at most 10 \
+             (from environment variable SWITCHBOARD_PROBE__COUNT)"
+        );
+        vars.clear();
+
+        // `Config::load` reads the real environment.
         vars.set("SWITCHBOARD_HTTP__LISTEN", "127.0.0.1:0");
-        let config = Config::load(Some(&example_path())).unwrap();
+        vars.set("SWITCHBOARD_PROBE__COUNT", "7");
+        let config = Config::load(Some(&path), NATIVES).unwrap();
         assert_eq!(config.http.listen, expected.http.listen);
+        assert_eq!(config.natives.get::<Probe>().count, 7);
     }
 }

@@ -5,6 +5,10 @@
 //! `config/switchboard.toml` is the annotated example: every key with its default, in the
 //! order of the structs here. [`Config::load`] layers, last wins: the defaults, the file, the
 //! environment (`SWITCHBOARD_HTTP__LISTEN=127.0.0.1:0` sets `http.listen`).
+//!
+//! The natives' sections are theirs: each native's type lives in its folder and is declared by
+//! a `natives::section::Section` on its registration line; [`Config::load`] is given those and
+//! reads them beside the daemon's (same layers, same errors), into [`Config::natives`].
 
 mod auth;
 mod dead_letters;
@@ -23,9 +27,7 @@ mod transport;
 
 use serde::{Deserialize, Serialize};
 
-use crate::natives::newo_chat::config::NewoChatConfig;
-use crate::natives::program_timer::config::TimersConfig;
-pub use crate::natives::sandbox::SandboxConfig;
+use crate::natives::section::Sections;
 pub use auth::{AuthConfig, AutoWord, MetricsConfig, Switch};
 pub use dead_letters::DeadLettersConfig;
 pub use egress::EgressConfig;
@@ -40,9 +42,11 @@ pub use runners::RunnersConfig;
 pub use store::StoreConfig;
 pub use transport::{NatsConfig, TransportConfig, TransportKind, WireEncoding};
 
-/// Everything the daemon is configured with; one field per section of the file.
+/// Everything the daemon is configured with; one field per section of the file, and the
+/// natives' sections. Unknown top-level keys are refused by [`Config::load`] (against these
+/// fields and the natives' keys), unknown keys inside a section by its type.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Config {
     pub http: HttpConfig,
     pub store: StoreConfig,
@@ -54,14 +58,12 @@ pub struct Config {
     pub flows: FlowsConfig,
     pub runners: RunnersConfig,
     pub egress: EgressConfig,
-    pub sandbox: SandboxConfig,
-    /// The `program_timer` native's own section.
-    pub timers: TimersConfig,
-    /// The `newo_chat` native's own section.
-    pub newo_chat: NewoChatConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
     pub transport: TransportConfig,
+    /// The natives' sections as loaded (`natives.get::<T>()`; defaults when not loaded).
+    #[serde(skip)]
+    pub natives: Sections,
 }
 
 impl Config {
@@ -71,6 +73,22 @@ impl Config {
     pub const ENV_PREFIX: &'static str = "SWITCHBOARD_";
     /// Separator of section and key in those variables' names.
     pub const ENV_SEPARATOR: &'static str = "__";
+    /// The daemon's own sections, in the order of the fields (and of the example file).
+    pub const SECTIONS: &'static [&'static str] = &[
+        "http",
+        "store",
+        "auth",
+        "metrics",
+        "dead_letters",
+        "engine",
+        "envelope",
+        "flows",
+        "runners",
+        "egress",
+        "limits",
+        "log",
+        "transport",
+    ];
 
     /// Checks every value; the first one refused is named in the error.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -83,12 +101,6 @@ impl Config {
         self.flows.validate()?;
         self.runners.validate()?;
         self.egress.validate()?;
-        self.timers
-            .validate()
-            .map_err(|e| ConfigError::invalid(e.key, e.reason))?;
-        self.newo_chat
-            .validate()
-            .map_err(|e| ConfigError::invalid(e.key, e.reason))?;
         self.limits.validate()?;
         self.log.validate()?;
         self.transport.validate()?;
@@ -355,6 +367,19 @@ mod tests {
         config.transport.nats.invocation_batch_max = 1000;
         config.transport.nats.invocation_batches_in_flight = 1;
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn sections_are_the_fields() {
+        let dict: figment::value::Dict =
+            figment::Figment::from(figment::providers::Serialized::defaults(Config::default()))
+                .extract()
+                .unwrap();
+        let mut fields: Vec<&str> = dict.keys().map(String::as_str).collect();
+        let mut listed = Config::SECTIONS.to_vec();
+        fields.sort();
+        listed.sort();
+        assert_eq!(fields, listed);
     }
 
     #[test]

@@ -94,6 +94,7 @@ impl Daemon {
     pub(crate) async fn hand_to_engine(&self, event: Event) -> Result<(), Refusal> {
         let id = event.id;
         self.engine
+            .ingress()
             .submit(event, Some(leaves_inbox(self.store.clone(), id)))
             .await
     }

@@ -2,12 +2,14 @@
 //! reason, kept for inspection and replay. Nothing is dropped silently.
 
 pub mod memory;
+pub mod native;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{Command, Event, Idn, PersonaId};
 use crate::fault::{Blame, Fault};
+pub use native::NativeReason;
 
 /// Why something became a dead letter. `code()` is the stable metric label and API code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,14 +33,13 @@ pub enum DeadLetterReason {
     /// A message the outbox gave up delivering: refused for good, its retry budget spent, or its
     /// destination gone.
     DeliveryFailed,
-    /// An incoming webhook refused before admission (its signature, token, event allow-list or
-    /// actor): the body as it came.
-    WebhookRefused,
+    /// A reason a native names itself (`api`'s `webhook_refused`), stored as its code.
+    Native(NativeReason),
 }
 
 impl DeadLetterReason {
-    /// Every reason, for parsing a code.
-    pub const ALL: [DeadLetterReason; 15] = [
+    /// Every reason of the daemon's own (the natives' are registered: [`native::register`]).
+    pub const ALL: [DeadLetterReason; 14] = [
         DeadLetterReason::UnknownIntegration,
         DeadLetterReason::UnknownConnector,
         DeadLetterReason::ConnectorStopped,
@@ -53,12 +54,14 @@ impl DeadLetterReason {
         DeadLetterReason::Unmatched,
         DeadLetterReason::UnknownInvocation,
         DeadLetterReason::DeliveryFailed,
-        DeadLetterReason::WebhookRefused,
     ];
 
-    /// The reason of a code.
+    /// The reason of a code: the daemon's, or a registered native's.
     pub fn of_code(code: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.code() == code)
+        Self::ALL
+            .into_iter()
+            .find(|r| r.code() == code)
+            .or_else(|| native::of_code(code).map(DeadLetterReason::Native))
     }
 
     pub fn code(self) -> &'static str {
@@ -77,7 +80,7 @@ impl DeadLetterReason {
             DeadLetterReason::Unmatched => "unmatched",
             DeadLetterReason::UnknownInvocation => "unknown_invocation",
             DeadLetterReason::DeliveryFailed => "delivery_failed",
-            DeadLetterReason::WebhookRefused => "webhook_refused",
+            DeadLetterReason::Native(reason) => reason.code,
         }
     }
 }
@@ -236,4 +239,36 @@ pub fn record(store: &dyn DeadLetterStore, letter: DeadLetter) {
         }
     }
     store.record(letter);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_native_s_reason_reads_back_from_its_code_once_registered() {
+        const MINE: NativeReason = NativeReason::new("probe_native", "probe_refused");
+        assert_eq!(DeadLetterReason::of_code("probe_refused"), None);
+        native::register(&[MINE]);
+        native::register(&[MINE]);
+        let reason = DeadLetterReason::of_code("probe_refused");
+        assert_eq!(reason, Some(DeadLetterReason::Native(MINE)));
+        assert_eq!(reason.map(DeadLetterReason::code), Some("probe_refused"));
+        for own in DeadLetterReason::ALL {
+            assert_eq!(DeadLetterReason::of_code(own.code()), Some(own));
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "dead-letter reason \"malformed\" of probe_native is the daemon's")]
+    fn a_native_cannot_take_the_daemon_s_code() {
+        native::register(&[NativeReason::new("probe_native", "malformed")]);
+    }
+
+    #[test]
+    #[should_panic(expected = "is already probe_native's")]
+    fn two_natives_cannot_share_a_code() {
+        native::register(&[NativeReason::new("probe_native", "probe_twice")]);
+        native::register(&[NativeReason::new("other_native", "probe_twice")]);
+    }
 }

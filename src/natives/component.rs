@@ -4,8 +4,9 @@
 //! (`commands::NativeIntegration`, which also hears its connectors' lives), optionally HTTP
 //! routes under paths it owns, a background task that waits for the start gate and ends on the
 //! shutdown signal, its own tables (migrations namespaced by its idn, applied by the store seam),
-//! how `switchboard rekey` re-seals what those tables keep sealed ([`Reseal`]), and its own
-//! config section (a type it owns, embedded in `config::Config`).
+//! how `switchboard rekey` re-seals what those tables keep sealed ([`Reseal`]), its metric
+//! names (its `metrics.rs`, described through [`Component::metrics`]), and its own config
+//! section (its type, declared on its registration line: `natives::section`).
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::catalog::Catalog;
 use crate::commands::NativeIntegration;
 use crate::connectors::Directory;
-use crate::dead_letter::DeadLetterStore;
+use crate::dead_letter::{DeadLetterStore, NativeReason};
 use crate::domain::PersonaKey;
 use crate::fault::{Blame, Fault};
 use crate::flow_instance::state::StateStore;
@@ -35,6 +36,18 @@ pub trait Component: Send + 'static {
     /// The migrations of its own tables, in order, applied under its idn when the daemon opens
     /// the store, before anything is built (`Store::migrate_component`). None by default.
     fn migrations(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Describes its metrics: the `describe` of its folder's `metrics.rs`, where its metric names
+    /// live; the telemetry's `describe` calls it at start. None by default.
+    fn metrics(&self) -> Option<fn()> {
+        None
+    }
+
+    /// The dead-letter reasons it names itself (constants of its own), registered when it is
+    /// built so that their stored codes read back. None by default.
+    fn dead_letter_reasons(&self) -> &'static [NativeReason] {
         &[]
     }
 

@@ -8,4 +8,5 @@ pub mod http;
 pub mod newo_chat;
 pub mod program_timer;
 pub mod sandbox;
+pub mod section;
 pub mod system;

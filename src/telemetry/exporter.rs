@@ -305,7 +305,7 @@ mod tests {
     fn histograms_render_as_prometheus_histograms_beside_counters() {
         let (recorder, exporter) = Exporter::recorder();
         metrics::with_local_recorder(&recorder, || {
-            m::describe();
+            m::describe(&[]);
             metrics::counter!(m::EVENTS_DEDUPLICATED_TOTAL).increment(2);
             let h =
                 metrics::histogram!(m::INVOCATION_DURATION_SECONDS, "agent" => "A", "flow" => "F");
@@ -344,7 +344,7 @@ mod tests {
     fn cpu_seconds_are_exposed_as_a_counter() {
         let (recorder, exporter) = Exporter::recorder();
         metrics::with_local_recorder(&recorder, || {
-            m::describe();
+            m::describe(&[]);
             metrics::gauge!(m::PROCESS_CPU_SECONDS_TOTAL).set(1.25);
         });
         let text = exporter.render();

@@ -217,72 +217,11 @@ pub fn sessions(channel: &'static str) -> (Gauge, Counter) {
     )
 }
 
-/// The timer service's handles, resolved once.
-pub struct TimerMetrics {
-    fired: Counter,
-    lateness: Histogram,
-}
-
-impl TimerMetrics {
-    pub fn new() -> Self {
-        TimerMetrics {
-            fired: counter!(m::TIMERS_FIRED_TOTAL),
-            lateness: histogram!(m::TIMER_LATENESS_SECONDS),
-        }
-    }
-
-    /// A timer fired, `late` seconds after it was due.
-    pub fn fired(&self, late: f64) {
-        self.fired.increment(1);
-        self.lateness.record(late);
-    }
-}
-
-impl Default for TimerMetrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// An attempt to reach the webhook runner of flow `agent/flow` came to `result`.
 pub fn runner_attempt(agent: &str, flow: &str, result: &'static str) {
     let (agent, flow) = super::flow_labels::FlowLabels::daemon().known(agent, flow);
     counter!(m::RUNNER_ATTEMPTS_TOTAL, "agent" => agent, "flow" => flow, "result" => result)
         .increment(1);
-}
-
-/// The series of one http connector's `send_request`s: labelled `account` and `connector`
-/// while `limits.flow_series` allows (the same bound as flows'), else `_other`.
-pub struct SendRequestSeries {
-    account: String,
-    connector: String,
-}
-
-impl SendRequestSeries {
-    pub fn of(account: &str, connector: &str) -> Self {
-        let (account, connector) =
-            super::flow_labels::FlowLabels::connectors().labels(account, connector);
-        SendRequestSeries { account, connector }
-    }
-
-    /// A `send_request` ended with `status_class` and `outcome` after `took`.
-    pub fn record(
-        &self,
-        status_class: &'static str,
-        outcome: &'static str,
-        took: std::time::Duration,
-    ) {
-        let (a, c) = (self.account.clone(), self.connector.clone());
-        counter!(m::SEND_REQUESTS_TOTAL, "account" => a.clone(), "connector" => c.clone(), "status_class" => status_class, "outcome" => outcome)
-            .increment(1);
-        histogram!(m::SEND_REQUEST_DURATION_SECONDS, "account" => a, "connector" => c)
-            .record(took.as_secs_f64());
-    }
-}
-
-/// An OAuth credential's refresh for `reason` ended with `outcome`.
-pub fn credential_refresh(reason: &'static str, outcome: &'static str) {
-    counter!(m::CREDENTIAL_REFRESHES_TOTAL, "reason" => reason, "outcome" => outcome).increment(1);
 }
 
 /// A create was refused at an account's `limit` (its configuration key).
@@ -293,16 +232,6 @@ pub fn limit_reached(limit: &'static str) {
 /// A cancel notice to a remote runner (`webhook`, `queue`) was `sent` or `failed`.
 pub fn cancel_notice(runner: &'static str, result: &'static str) {
     counter!(m::CANCEL_NOTICES_TOTAL, "runner" => runner, "result" => result).increment(1);
-}
-
-/// A timer was cancelled: by a command, or because its session ended.
-pub fn timer_cancelled(reason: &'static str) {
-    counter!(m::TIMERS_CANCELLED_TOTAL, "reason" => reason).increment(1);
-}
-
-/// Timers pending in the store.
-pub fn timers_pending(n: usize) {
-    gauge!(m::TIMERS_PENDING).set(n as f64);
 }
 
 /// A reload of the flow files (SIGHUP), by result; a success also stamps the time.
@@ -316,25 +245,4 @@ pub fn flow_reload(ok: bool) {
         gauge!(m::FLOW_RELOAD_LAST_SUCCESS).set(now);
     }
     counter!(m::FLOW_RELOADS_TOTAL, "result" => if ok { "ok" } else { "refused" }).increment(1);
-}
-
-/// Web-chat (`newo_chat`) sockets connected to a connector (`<account>/<connector>`: series
-/// bounded by the connectors `[limits]` allow).
-pub fn newo_chat_sockets(connector: &str) -> Gauge {
-    gauge!(m::NEWO_CHAT_SOCKETS, "connector" => connector.to_owned())
-}
-
-/// Web-chat messages emitted to an actor's sockets, `live` or from its `buffer`.
-pub fn newo_chat_pushed(source: &'static str, n: u64) {
-    counter!(m::NEWO_CHAT_MESSAGES_PUSHED_TOTAL, "source" => source).increment(n);
-}
-
-/// Web-chat messages buffered for an actor with no socket.
-pub fn newo_chat_buffered(n: u64) {
-    counter!(m::NEWO_CHAT_MESSAGES_BUFFERED_TOTAL).increment(n);
-}
-
-/// Web-chat messages dropped: `buffer_full`, `expired`, `connector_deleted`, `socket_full`.
-pub fn newo_chat_dropped(reason: &'static str, n: u64) {
-    counter!(m::NEWO_CHAT_MESSAGES_DROPPED_TOTAL, "reason" => reason).increment(n);
 }

@@ -1,4 +1,6 @@
-//! Every metric name of the daemon (the README lists them), in one place, with its description.
+//! Every metric name of the daemon's own (the README lists them), in one place, with its
+//! description; a native's names are in its folder's `metrics.rs` (names and `describe`), and
+//! [`describe`] calls each registered native's at start (given by the registration list).
 //!
 //! Hot paths never build a metric from its name per event: they resolve a handle once per
 //! connector, flow or label set (see [`crate::telemetry::handles`]) and increment that.
@@ -28,10 +30,6 @@ pub const INFLIGHT_LIMIT: &str = "switchboard_inflight_limit";
 pub const NATS_INVOCATION_BATCH_SIZE: &str = "switchboard_nats_invocation_batch_size";
 pub const FLOW_RELOADS_TOTAL: &str = "switchboard_flow_reloads_total";
 pub const FLOW_RELOAD_LAST_SUCCESS: &str = "switchboard_flow_reload_last_success_timestamp_seconds";
-pub const TIMERS_PENDING: &str = "switchboard_timers_pending";
-pub const TIMERS_FIRED_TOTAL: &str = "switchboard_timers_fired_total";
-pub const TIMERS_CANCELLED_TOTAL: &str = "switchboard_timers_cancelled_total";
-pub const TIMER_LATENESS_SECONDS: &str = "switchboard_timer_lateness_seconds";
 pub const QUEUE_DEPTH: &str = "switchboard_queue_depth";
 pub const QUEUE_CAPACITY: &str = "switchboard_queue_capacity";
 pub const QUEUE_FULL_TOTAL: &str = "switchboard_queue_full_total";
@@ -43,16 +41,9 @@ pub const EGRESS_DENIED_TOTAL: &str = "switchboard_egress_denied_total";
 pub const CANCEL_NOTICES_TOTAL: &str = "switchboard_cancel_notices_total";
 pub const RUNNER_ATTEMPTS_TOTAL: &str = "switchboard_runner_attempts_total";
 pub const LIMITS_REACHED_TOTAL: &str = "switchboard_limits_reached_total";
-pub const SEND_REQUESTS_TOTAL: &str = "switchboard_send_requests_total";
-pub const SEND_REQUEST_DURATION_SECONDS: &str = "switchboard_send_request_duration_seconds";
-pub const CREDENTIAL_REFRESHES_TOTAL: &str = "switchboard_credential_refreshes_total";
 pub const OUTBOX_PENDING: &str = "switchboard_outbox_pending";
 pub const OUTBOX_DELIVERIES_TOTAL: &str = "switchboard_outbox_deliveries_total";
 pub const OUTBOX_DELIVERY_SECONDS: &str = "switchboard_outbox_delivery_seconds";
-pub const NEWO_CHAT_SOCKETS: &str = "switchboard_newo_chat_sockets";
-pub const NEWO_CHAT_MESSAGES_PUSHED_TOTAL: &str = "switchboard_newo_chat_messages_pushed_total";
-pub const NEWO_CHAT_MESSAGES_BUFFERED_TOTAL: &str = "switchboard_newo_chat_messages_buffered_total";
-pub const NEWO_CHAT_MESSAGES_DROPPED_TOTAL: &str = "switchboard_newo_chat_messages_dropped_total";
 pub const COMMAND_RECALLS_TOTAL: &str = "switchboard_command_recalls_total";
 // Process metrics under their conventional (unprefixed) names, read from /proc at the scrape.
 pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
@@ -85,8 +76,17 @@ pub fn buckets(name: &str) -> &'static [f64] {
     }
 }
 
-/// Registers the descriptions with the installed recorder. Call once at start.
-pub fn describe() {
+/// Registers the descriptions with the installed recorder, the daemon's and then those of
+/// `natives` (each registered native's `describe`). Call once at start.
+pub fn describe(natives: &[fn()]) {
+    describe_own();
+    for describe in natives {
+        describe();
+    }
+}
+
+/// The daemon's own descriptions.
+fn describe_own() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(
         EVENTS_RECEIVED_TOTAL,
@@ -162,17 +162,6 @@ pub fn describe() {
         Unit::Seconds,
         "Unix time of the last successful reload of the flow files."
     );
-    describe_gauge!(TIMERS_PENDING, "Timers set and not yet done, in the store.");
-    describe_counter!(TIMERS_FIRED_TOTAL, "Timer firings handed to routing.");
-    describe_counter!(
-        TIMERS_CANCELLED_TOTAL,
-        "Timers cancelled, by reason (command, session_ended, connector_deleted, broken: one that could not be re-armed)."
-    );
-    describe_histogram!(
-        TIMER_LATENESS_SECONDS,
-        Unit::Seconds,
-        "How late timers fired after their due time."
-    );
     describe_gauge!(
         QUEUE_DEPTH,
         "Items waiting in the bounded queues between stages, by queue."
@@ -208,19 +197,6 @@ pub fn describe() {
         "Attempts to reach webhook runners, by agent, flow and result (answered, pending, retry, failed, gone): the runners' health."
     );
     describe_counter!(
-        SEND_REQUESTS_TOTAL,
-        "send_request commands of http connectors carried out, by account and connector (the first limits.flow_series connectors; the rest _other), status class (2xx..5xx, none: no answer) and outcome (success, error_status, timeout, connect_error, egress_denied, redirect, failed)."
-    );
-    describe_counter!(
-        CREDENTIAL_REFRESHES_TOTAL,
-        "OAuth token refreshes of credentials, by reason (expiring, unauthorized, daily) and outcome (refreshed, raced, revoked, failed)."
-    );
-    describe_histogram!(
-        SEND_REQUEST_DURATION_SECONDS,
-        Unit::Seconds,
-        "How long send_request commands took, retries and redirects included, by account and connector (bounded as above)."
-    );
-    describe_counter!(
         LIMITS_REACHED_TOTAL,
         "Creates refused at an account's limit, by limit (the [limits] key: limits.connectors_per_account, limits.flows_per_account, limits.tokens_per_account, limits.timers_per_account)."
     );
@@ -244,22 +220,6 @@ pub fn describe() {
         OUTBOX_DELIVERY_SECONDS,
         Unit::Seconds,
         "Duration of outbox delivery attempts, by destination kind."
-    );
-    describe_gauge!(
-        NEWO_CHAT_SOCKETS,
-        "Web-chat (newo_chat) socket.io sockets connected, by connector."
-    );
-    describe_counter!(
-        NEWO_CHAT_MESSAGES_PUSHED_TOTAL,
-        "Web-chat commands emitted to an actor's sockets, live or from its buffer."
-    );
-    describe_counter!(
-        NEWO_CHAT_MESSAGES_BUFFERED_TOTAL,
-        "Web-chat commands buffered for an actor with no socket connected."
-    );
-    describe_counter!(
-        NEWO_CHAT_MESSAGES_DROPPED_TOTAL,
-        "Web-chat commands dropped, by reason (buffer_full, expired, connector_deleted, socket_full)."
     );
     describe_gauge!(
         PROCESS_CPU_SECONDS_TOTAL,

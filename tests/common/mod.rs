@@ -209,6 +209,7 @@ impl Harness {
         let (tx, rx) = oneshot::channel();
         let tx = Mutex::new(Some(tx));
         self.engine
+            .ingress()
             .submit(
                 event,
                 Some(Box::new(move |s: Settlement| {
@@ -226,6 +227,7 @@ impl Harness {
         let (tx, rx) = oneshot::channel();
         let tx = Mutex::new(Some(tx));
         self.engine
+            .ingress()
             .submit(
                 event,
                 Some(Box::new(move |s: Settlement| {

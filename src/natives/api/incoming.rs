@@ -106,7 +106,7 @@ async fn incoming(
             handles::rejected(r.code());
             let reason = match r {
                 WebhookRefusal::Body(_) => DeadLetterReason::Malformed,
-                _ => DeadLetterReason::WebhookRefused,
+                _ => DeadLetterReason::Native(super::refusal::WEBHOOK_REFUSED),
             };
             dead_letter::record(
                 &*s.dead_letters,

@@ -25,6 +25,7 @@ use crate::commands::{
     Answered, CommandRefusal, ConnectorChange, NativeCommand, NativeIntegration,
 };
 use crate::connectors::Directory;
+use crate::dead_letter::NativeReason;
 use crate::domain::{ConnectorKey, PersonaId};
 use crate::natives::component::{Built, Component, NativeContext};
 use crate::outbound::outbox::{OutboxError, OutboxSlot, Withdraw};
@@ -46,6 +47,10 @@ pub fn component() -> Box<dyn Component> {
 impl Component for ApiComponent {
     fn idn(&self) -> &'static str {
         IDN
+    }
+
+    fn dead_letter_reasons(&self) -> &'static [NativeReason] {
+        &[refusal::WEBHOOK_REFUSED]
     }
 
     fn build(self: Box<Self>, cx: &NativeContext) -> Built {
@@ -232,6 +237,51 @@ fn created_settings(connector: &ConnectorKey) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dead_letter::{DeadLetter, DeadLetterReason, DeadLetterStore};
+    use crate::store::dead_letters::SqliteDeadLetters;
+
+    /// `webhook_refused` is the api native's own reason: stored, counted and listed by its code
+    /// as before, and a letter stored before (or by an earlier version) reads back as it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_webhook_s_letter_keeps_its_code_and_reads_back() {
+        crate::dead_letter::native::register(ApiComponent.dead_letter_reasons());
+        let reason = DeadLetterReason::Native(refusal::WEBHOOK_REFUSED);
+        assert_eq!(reason.code(), "webhook_refused");
+        assert_eq!(DeadLetterReason::of_code("webhook_refused"), Some(reason));
+
+        let dir = std::env::temp_dir().join(format!("sb-api-dl-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = crate::store::Store::open(&dir.join("t.db"), 64, 5000).unwrap();
+        let letters = SqliteDeadLetters::new(store.clone());
+        let letter = DeadLetter::raw_for(
+            reason,
+            Idn::known("acme"),
+            "api/hooks: signature".into(),
+            "application/json".into(),
+            b"{}".to_vec(),
+        );
+        let id = letter.id;
+        letters.record(letter);
+        let stored = loop {
+            if let Some(l) = tokio::task::block_in_place(|| letters.get(id)).unwrap() {
+                break l;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        };
+        assert_eq!(stored.reason, reason);
+        let code: String = tokio::task::block_in_place(|| {
+            store.read(move |c| {
+                c.query_row(
+                    "SELECT reason FROM dead_letters WHERE id = ?1",
+                    [id.to_string()],
+                    |r| r.get(0),
+                )
+            })
+        })
+        .unwrap();
+        assert_eq!(code, "webhook_refused");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     use crate::domain::Idn;
     use crate::outbound::signing::SigningKey;
 

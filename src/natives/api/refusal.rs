@@ -5,10 +5,15 @@
 //! itself (a stopped connector, a missing argument) are admission's, answered as any event's.
 
 use crate::api::error::{ApiError, Kind};
+use crate::dead_letter::NativeReason;
 use crate::fault::{Blame, Fault};
 use crate::outbound::signing::VerifyError;
 
 use super::mapping::BadBody;
+
+/// The dead-letter reason of a refused incoming webhook (its signature, token, event
+/// allow-list or actor): the body as it came.
+pub const WEBHOOK_REFUSED: NativeReason = NativeReason::new(super::IDN, "webhook_refused");
 
 /// Why an incoming webhook was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -15,6 +15,7 @@
 
 pub mod credentials;
 pub mod lanes;
+pub mod metrics;
 pub mod request;
 
 use std::num::NonZeroU32;
@@ -34,7 +35,6 @@ use crate::domain::{Arguments, ConnectorKey, PersonaId};
 use crate::fault::{Blame, Fault};
 use crate::natives::component::{Built, Component, NativeContext, Reseal};
 use crate::outbound::{retry, Backoff, Egress, SendOptions, Sent};
-use crate::telemetry::handles;
 use credentials::clock::Clock;
 use credentials::refresh::Refresher;
 use credentials::CredentialStore;
@@ -79,6 +79,10 @@ struct HttpComponent;
 impl Component for HttpComponent {
     fn idn(&self) -> &'static str {
         "http"
+    }
+
+    fn metrics(&self) -> Option<fn()> {
+        Some(metrics::describe)
     }
 
     fn migrations(&self) -> &'static [&'static str] {
@@ -247,7 +251,7 @@ impl NativeIntegration for HttpNative {
         let answer = c.answer_later();
         let account = command.account.to_string();
         let persona = c.persona;
-        let series = handles::SendRequestSeries::of(&account, command.connector.as_str());
+        let series = metrics::SendRequestSeries::of(&account, command.connector.as_str());
         let (egress, gate, options) = (self.egress.clone(), self.gate(&key), settings.options);
         self.lanes
             .submit(
@@ -395,7 +399,7 @@ fn class(status: reqwest::StatusCode) -> &'static str {
 
 /// Answers the command with what came back.
 fn respond(
-    series: &handles::SendRequestSeries,
+    series: &metrics::SendRequestSeries,
     answer: Answer,
     sent: Result<Sent, crate::outbound::SendError>,
     target_action: Option<String>,

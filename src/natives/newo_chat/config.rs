@@ -1,11 +1,13 @@
 //! `[newo_chat]`: the web-chat native's own config section (its socket.io listener, the
-//! per-actor buffer, the public API's rate limits), embedded in the daemon's `Config` under
-//! that key, validated at load with errors naming the key.
+//! per-actor buffer, the public API's rate limits), declared on its registration line
+//! (`natives::section`), read by config load under that key, errors naming the key.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::natives::section::{Invalid, NativeSection};
 
 /// The web-chat native.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,14 +34,6 @@ pub struct NewoChatConfig {
     pub max_body_bytes: usize,
 }
 
-/// A value of `[newo_chat]` refused: its key and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {reason}")]
-pub struct Invalid {
-    pub key: &'static str,
-    pub reason: String,
-}
-
 impl NewoChatConfig {
     pub const DEFAULT_LISTEN: SocketAddr =
         SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 8081));
@@ -52,55 +46,59 @@ impl NewoChatConfig {
     pub const DEFAULT_IP_BURST: u32 = 40;
     pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 
-    pub fn validate(&self) -> Result<(), Invalid> {
-        between(
+    /// [`Self::buffer_ttl_ms`] as a duration.
+    pub fn buffer_ttl(&self) -> Duration {
+        Duration::from_millis(self.buffer_ttl_ms)
+    }
+}
+
+impl NativeSection for NewoChatConfig {
+    const KEY: &'static str = "newo_chat";
+
+    fn validate(&self) -> Result<(), Invalid> {
+        Invalid::between(
             "newo_chat.buffer_per_actor",
             self.buffer_per_actor as u64,
             1,
             10_000,
         )?;
-        between(
+        Invalid::between(
             "newo_chat.buffer_ttl_ms",
             self.buffer_ttl_ms,
             1_000,
             30 * 86_400_000,
         )?;
-        between(
+        Invalid::between(
             "newo_chat.sockets_per_actor",
             self.sockets_per_actor as u64,
             1,
             1_000,
         )?;
-        between(
+        Invalid::between(
             "newo_chat.secret_per_second",
             self.secret_per_second.into(),
             1,
             1_000_000,
         )?;
-        between(
+        Invalid::between(
             "newo_chat.secret_burst",
             self.secret_burst.into(),
             1,
             1_000_000,
         )?;
-        between(
+        Invalid::between(
             "newo_chat.ip_per_second",
             self.ip_per_second.into(),
             1,
             1_000_000,
         )?;
-        between("newo_chat.ip_burst", self.ip_burst.into(), 1, 1_000_000)?;
-        between(
+        Invalid::between("newo_chat.ip_burst", self.ip_burst.into(), 1, 1_000_000)?;
+        Invalid::between(
             "newo_chat.max_body_bytes",
             self.max_body_bytes as u64,
             1024,
             1 << 20,
         )
-    }
-
-    /// [`Self::buffer_ttl_ms`] as a duration.
-    pub fn buffer_ttl(&self) -> Duration {
-        Duration::from_millis(self.buffer_ttl_ms)
     }
 }
 
@@ -118,18 +116,6 @@ impl Default for NewoChatConfig {
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
         }
     }
-}
-
-/// `value` within `min..=max`, in the words of the daemon's other checks.
-fn between(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), Invalid> {
-    let reason = if value > max {
-        format!("must be at most {max}")
-    } else if value < min {
-        format!("must be at least {min}")
-    } else {
-        return Ok(());
-    };
-    Err(Invalid { key, reason })
 }
 
 #[cfg(test)]

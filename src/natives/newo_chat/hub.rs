@@ -22,7 +22,6 @@ use socketioxide::{SendError, SocketError};
 use super::store;
 use crate::domain::{ConnectorKey, PersonaId};
 use crate::store::{Store, StoreError};
-use crate::telemetry::handles;
 
 /// Whose sockets: a connector and a persona.
 pub type ActorKey = (ConnectorKey, PersonaId);
@@ -92,7 +91,7 @@ fn emit_all(sockets: &mut Vec<SocketRef>, m: &Message) -> usize {
             true
         }
         Err(SendError::Socket(SocketError::InternalChannelFull)) => {
-            handles::newo_chat_dropped("socket_full", 1);
+            super::metrics::newo_chat_dropped("socket_full", 1);
             let _ = s.clone().disconnect();
             false
         }
@@ -135,13 +134,13 @@ impl Hub {
             sockets.held.push_back(m);
             if sockets.held.len() > self.keep {
                 sockets.held.pop_front();
-                handles::newo_chat_dropped("buffer_full", 1);
+                super::metrics::newo_chat_dropped("buffer_full", 1);
             }
             return Ok(Push::Held);
         }
         let n = emit_all(&mut sockets.live, &m);
         if n > 0 {
-            handles::newo_chat_pushed("live", 1);
+            super::metrics::newo_chat_pushed("live", 1);
             return Ok(Push::Delivered(n));
         }
         // Queued under the entry: a drain starting after this flushes it first.
@@ -168,7 +167,7 @@ impl Hub {
         let sid = socket.id;
         self.sids.insert(sid, actor.clone());
         let socket_connected = socket.connected();
-        handles::newo_chat_sockets(&label(&actor.0)).increment(1.0);
+        super::metrics::newo_chat_sockets(&label(&actor.0)).increment(1.0);
         let drain = {
             let mut sockets = self.actors.entry(actor.clone()).or_default();
             if sockets.draining {
@@ -226,7 +225,7 @@ impl Hub {
                     payload: serde_json::from_str(&row.payload).unwrap_or(Value::Null),
                 };
                 if emit_all(&mut sockets.joining, &m) > 0 {
-                    handles::newo_chat_pushed("buffer", 1);
+                    super::metrics::newo_chat_pushed("buffer", 1);
                     last = Some(row.seq);
                 }
             }
@@ -235,7 +234,7 @@ impl Hub {
             }
             while let Some(m) = sockets.held.pop_front() {
                 if emit_all(&mut sockets.joining, &m) > 0 {
-                    handles::newo_chat_pushed("live", 1);
+                    super::metrics::newo_chat_pushed("live", 1);
                 } else {
                     orphans.push(m);
                 }
@@ -249,7 +248,7 @@ impl Hub {
         for m in orphans {
             if let Ok(Push::Buffered(f)) = self.push(actor, m) {
                 let _ = f.await;
-                handles::newo_chat_buffered(1);
+                super::metrics::newo_chat_buffered(1);
             }
         }
     }
@@ -259,7 +258,7 @@ impl Hub {
         let Some((_, actor)) = self.sids.remove(&sid) else {
             return;
         };
-        handles::newo_chat_sockets(&label(&actor.0)).decrement(1.0);
+        super::metrics::newo_chat_sockets(&label(&actor.0)).decrement(1.0);
         if let Some(mut sockets) = self.actors.get_mut(&actor) {
             sockets.live.retain(|s| s.id != sid);
             sockets.joining.retain(|s| s.id != sid);

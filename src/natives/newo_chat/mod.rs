@@ -13,6 +13,7 @@
 pub mod config;
 pub mod hub;
 pub mod limits;
+pub mod metrics;
 pub mod origins;
 pub mod realtime;
 pub mod refusal;
@@ -38,8 +39,8 @@ use crate::connectors::{Directory, Status};
 use crate::domain::{Arguments, ConnectorKey, Idn, PersonaKey};
 use crate::fault::Fault;
 use crate::natives::component::{Built, Component, Listeners, NativeContext};
+use crate::natives::section::{Section, Sections};
 use crate::store::Store;
-use crate::telemetry::handles;
 pub use config::NewoChatConfig;
 use hub::{Hub, Message, Push, PushError};
 use limits::Limits;
@@ -48,6 +49,9 @@ use store::ActorRow;
 
 /// The integration's idn.
 pub const IDN: &str = "newo_chat";
+
+/// Its `[newo_chat]` section, for its registration line.
+pub const SECTION: Section = Section::of::<NewoChatConfig>();
 /// Prefix of a generated client secret.
 pub const SECRET_PREFIX: &str = "ncs_";
 /// Random bytes of a generated client secret.
@@ -215,7 +219,7 @@ impl Chat {
         };
         let before = chrono::Utc::now().timestamp_millis() - self.config.buffer_ttl_ms as i64;
         match store::expire(store, before).await {
-            Ok(n) if n > 0 => handles::newo_chat_dropped("expired", n as u64),
+            Ok(n) if n > 0 => metrics::newo_chat_dropped("expired", n as u64),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "buffered web-chat commands were not expired"),
         }
@@ -240,9 +244,10 @@ pub struct NewoChatComponent {
 /// The component of `config`, for the registration list: binds `newo_chat.listen` (a daemon
 /// that cannot, does not start).
 pub fn component(
-    config: &NewoChatConfig,
+    sections: &Sections,
     listeners: Listeners,
 ) -> Result<Box<dyn Component>, std::io::Error> {
+    let config: NewoChatConfig = sections.get();
     let listener = match listeners {
         Listeners::Bind => {
             let listener = TcpListener::bind(config.listen)?;
@@ -251,10 +256,7 @@ pub fn component(
         }
         Listeners::Skip => None,
     };
-    Ok(Box::new(NewoChatComponent {
-        config: config.clone(),
-        listener,
-    }))
+    Ok(Box::new(NewoChatComponent { config, listener }))
 }
 
 /// The component without a socket.io listener (an engine in tests: REST and commands only).
@@ -268,6 +270,10 @@ pub fn component_without_sockets(config: &NewoChatConfig) -> Box<dyn Component> 
 impl Component for NewoChatComponent {
     fn idn(&self) -> &'static str {
         IDN
+    }
+
+    fn metrics(&self) -> Option<fn()> {
+        Some(metrics::describe)
     }
 
     fn migrations(&self) -> &'static [&'static str] {
@@ -362,9 +368,9 @@ impl NativeIntegration for NewoChat {
                 tokio::spawn(async move {
                     match written.await {
                         Ok(dropped) => {
-                            handles::newo_chat_buffered(1);
+                            metrics::newo_chat_buffered(1);
                             if dropped > 0 {
-                                handles::newo_chat_dropped("buffer_full", dropped as u64);
+                                metrics::newo_chat_dropped("buffer_full", dropped as u64);
                             }
                             answer.fail(Failure {
                                 reason: "no socket of the actor is connected: buffered until one connects".into(),
@@ -401,7 +407,7 @@ impl NativeIntegration for NewoChat {
                     tokio::spawn(async move {
                         match store::forget_connector(&store, &key).await {
                             Ok(n) if n > 0 => {
-                                handles::newo_chat_dropped("connector_deleted", n as u64)
+                                metrics::newo_chat_dropped("connector_deleted", n as u64)
                             }
                             Ok(_) => {}
                             Err(e) => {

@@ -1,11 +1,12 @@
-//! `[timers]`: the native `program_timer` integration's own config section, embedded in the
-//! daemon's `Config` under that key, validated at load with errors naming the key.
+//! `[timers]`: the native `program_timer` integration's own config section, declared on its registration
+//! line (`natives::section`), read by config load under that key, errors naming the key.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::service::{Settings, LOAD_LIMIT};
+use crate::natives::section::{Invalid, NativeSection};
 
 /// What to do with a repeating timer that fell due while the daemon was down (late by more
 /// than the grace).
@@ -31,23 +32,10 @@ pub struct TimersConfig {
     pub late_policy: LatePolicy,
 }
 
-/// A value of `[timers]` refused: its key (`timers.window_ms`) and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {reason}")]
-pub struct Invalid {
-    pub key: &'static str,
-    pub reason: String,
-}
-
 impl TimersConfig {
     pub const DEFAULT_WINDOW_MS: u64 = 60_000;
     pub const DEFAULT_GRACE_MS: u64 = 60_000;
     pub const DEFAULT_LATE_POLICY: LatePolicy = LatePolicy::FireOnce;
-
-    pub fn validate(&self) -> Result<(), Invalid> {
-        between("timers.window_ms", self.window_ms, 1_000, 86_400_000)?;
-        between("timers.grace_ms", self.grace_ms, 0, 86_400_000)
-    }
 
     /// The service's settings, with `max_per_account` from `limits.timers_per_account`.
     pub fn settings(&self, max_per_account: u64) -> Settings {
@@ -61,6 +49,15 @@ impl TimersConfig {
     }
 }
 
+impl NativeSection for TimersConfig {
+    const KEY: &'static str = "timers";
+
+    fn validate(&self) -> Result<(), Invalid> {
+        Invalid::between("timers.window_ms", self.window_ms, 1_000, 86_400_000)?;
+        Invalid::between("timers.grace_ms", self.grace_ms, 0, 86_400_000)
+    }
+}
+
 impl Default for TimersConfig {
     fn default() -> Self {
         TimersConfig {
@@ -69,18 +66,6 @@ impl Default for TimersConfig {
             late_policy: Self::DEFAULT_LATE_POLICY,
         }
     }
-}
-
-/// `value` within `min..=max`, in the words of the daemon's other checks.
-fn between(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), Invalid> {
-    let reason = if value > max {
-        format!("must be at most {max}")
-    } else if value < min {
-        format!("must be at least {min}")
-    } else {
-        return Ok(());
-    };
-    Err(Invalid { key, reason })
 }
 
 #[cfg(test)]

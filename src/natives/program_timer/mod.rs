@@ -10,6 +10,7 @@
 
 pub mod book;
 pub mod config;
+pub mod metrics;
 mod outstanding;
 pub mod routes;
 pub mod service;
@@ -27,12 +28,16 @@ use crate::commands::{
 use crate::connectors::Directory;
 use crate::domain::{ConnectorKey, Idn};
 use crate::natives::component::{Built, Component, NativeContext, Started};
+use crate::natives::section::{Section, Sections};
 use crate::session::SessionTable;
 use crate::telemetry::queue;
 use book::Book;
 use config::TimersConfig;
 use service::{Clock, Job, Service, Settings};
 use spec::{Limits, Request};
+
+/// Its `[timers]` section, for its registration line.
+pub const SECTION: Section = Section::of::<TimersConfig>();
 
 /// Commands waiting for the timer service, at most; past it a command is refused (retryable).
 const JOBS: usize = 4096;
@@ -49,6 +54,10 @@ struct TimersComponent {
 impl Component for TimersComponent {
     fn idn(&self) -> &'static str {
         "program_timer"
+    }
+
+    fn metrics(&self) -> Option<fn()> {
+        Some(metrics::describe)
     }
 
     fn migrations(&self) -> &'static [&'static str] {
@@ -75,7 +84,8 @@ pub struct ProgramTimer {
 
 /// The component as the daemon registers it: its `[timers]` section, and
 /// `limits.timers_per_account`; timers kept in the daemon's store.
-pub fn component(config: &TimersConfig, timers_per_account: u64) -> Box<dyn Component> {
+pub fn component(sections: &Sections, timers_per_account: u64) -> Box<dyn Component> {
+    let config: TimersConfig = sections.get();
     ProgramTimer::component_with(None, config.settings(timers_per_account))
 }
 
@@ -98,7 +108,7 @@ impl ProgramTimer {
         let clock = Clock::start();
         let past_grace_ms = settings.grace.as_millis() as i64;
         let service = Service {
-            metrics: crate::telemetry::handles::TimerMetrics::new(),
+            metrics: metrics::TimerMetrics::new(),
             started_ms: clock.now_ms(),
             start,
             jobs: rx,

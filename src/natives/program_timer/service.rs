@@ -132,7 +132,7 @@ pub enum Job {
 }
 
 pub struct Service {
-    pub metrics: handles::TimerMetrics,
+    pub metrics: super::metrics::TimerMetrics,
     /// When this run started (Unix ms): timers due before it fire marked `redelivered`.
     pub started_ms: i64,
     /// Opens once what the firings need is in place: connectors restored,
@@ -347,7 +347,7 @@ impl Service {
                 return;
             }
         };
-        handles::timers_pending(total);
+        super::metrics::timers_pending(total);
         // A load cut at its limit may have left later ones out: the window ends at the last
         // read, and the next load reads on from it.
         match due.last().filter(|_| due.len() >= self.settings.load_limit) {
@@ -445,7 +445,7 @@ impl Service {
                     out.forget(&key);
                     window.remove(&key);
                     if existed {
-                        handles::timer_cancelled("command");
+                        super::metrics::timer_cancelled("command");
                         held.add(&key.account, -1);
                     }
                     let mut extra = Arguments::default();
@@ -463,7 +463,7 @@ impl Service {
                 match self.book.delete_connector(&account, &connector).await {
                     Ok(n) => {
                         for _ in 0..n {
-                            handles::timer_cancelled("connector_deleted");
+                            super::metrics::timer_cancelled("connector_deleted");
                         }
                     }
                     Err(e) => {
@@ -505,7 +505,7 @@ impl Service {
 
     /// Emits `timer_cancelled` for `t`.
     fn cancelled(&self, t: &Timer, reason: &str) {
-        handles::timer_cancelled("session_ended");
+        super::metrics::timer_cancelled("session_ended");
         let mut e = Event::for_persona(
             t.key.account.clone(),
             self.integration.clone(),
@@ -618,7 +618,7 @@ impl Service {
     /// Timer `t` fires for the last time: it cannot be re-armed (see [`Next::Broken`]). A dead
     /// letter of its event says so.
     fn broken(&self, t: &Timer, event: &Event) {
-        handles::timer_cancelled("broken");
+        super::metrics::timer_cancelled("broken");
         dead_letter::record(
             &*self.dead_letters,
             DeadLetter::event(

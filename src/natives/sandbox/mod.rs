@@ -16,13 +16,30 @@ pub use hub::SandboxHub;
 use actix_web::web;
 
 use crate::natives::component::{Built, Component, NativeContext};
+use crate::natives::section::{Invalid, NativeSection, Section, Sections};
+
+/// Its `[sandbox]` section, for its registration line.
+pub const SECTION: Section = Section::of::<SandboxConfig>();
+
+impl NativeSection for SandboxConfig {
+    const KEY: &'static str = "sandbox";
+
+    fn validate(&self) -> Result<(), Invalid> {
+        Ok(())
+    }
+}
 
 /// The sandbox component, with its `[sandbox]` section.
 pub struct SandboxComponent(pub SandboxConfig);
 
-/// The sandbox component of `config`, for the registration list.
-pub fn component(config: &SandboxConfig) -> Box<dyn Component> {
-    Box::new(SandboxComponent(config.clone()))
+/// The sandbox component of its section, for the registration list.
+pub fn component(sections: &Sections) -> Box<dyn Component> {
+    Box::new(SandboxComponent(sections.get()))
+}
+
+/// Whether `[sandbox] demo_runner` asks the daemon for its built-in demo runner.
+pub fn demo_runner(sections: &Sections) -> bool {
+    sections.get::<SandboxConfig>().demo_runner
 }
 
 impl Component for SandboxComponent {

@@ -21,7 +21,6 @@ use super::store::{Credential, CredentialStore, Tokens};
 use crate::domain::{Event, Idn, PersonaId, PersonaKey};
 use crate::ingress::InternalEvents;
 use crate::outbound::Egress;
-use crate::telemetry::handles;
 
 /// Refresh when less than this is left, or 10% of the lifetime if more (ms).
 const AHEAD_MS: i64 = 5 * 60 * 1000;
@@ -164,7 +163,7 @@ impl Refresher {
             });
         }
         if fresh(&c, &token) {
-            handles::credential_refresh(reason, "raced");
+            crate::natives::http::metrics::credential_refresh(reason, "raced");
             return Ok(token.expect("checked"));
         }
         let secrets = self
@@ -178,7 +177,7 @@ impl Refresher {
                     .set_tokens(&c, tokens)
                     .await
                     .map_err(|_| Unusable::Broken(c.name.clone()))?;
-                handles::credential_refresh(reason, "refreshed");
+                crate::natives::http::metrics::credential_refresh(reason, "refreshed");
                 Ok(access)
             }
             Err(OAuthError::InvalidGrant) => {
@@ -186,13 +185,13 @@ impl Refresher {
                 if let Ok(again) = self.store.find(&c.account, &c.id.to_string()).await {
                     match self.token_of(&again)? {
                         Some(now) if Some(&now) != token.as_ref() && !again.needs_reauth => {
-                            handles::credential_refresh(reason, "raced");
+                            crate::natives::http::metrics::credential_refresh(reason, "raced");
                             return Ok(now);
                         }
                         _ => {}
                     }
                 }
-                handles::credential_refresh(reason, "revoked");
+                crate::natives::http::metrics::credential_refresh(reason, "revoked");
                 let _ = self.store.mark_needs_reauth(&c).await;
                 self.notify(&c, "credential_revoked", persona);
                 Err(Unusable::NotReady {
@@ -201,7 +200,7 @@ impl Refresher {
                 })
             }
             Err(e) => {
-                handles::credential_refresh(reason, "failed");
+                crate::natives::http::metrics::credential_refresh(reason, "failed");
                 tracing::warn!(credential = %c.id, error = %e, "an OAuth refresh failed");
                 // The old token while it lasts (not the one an API just refused).
                 let now = self.store.clock.now_ms();
