@@ -2,6 +2,7 @@
 //! queue runners consume invocations and publish results, refusals go to the DLQ subject.
 //! `[transport] kind = "nats"` turns it on; the embedded transport (HTTP only) stays the default.
 
+pub mod assignment;
 pub mod client;
 pub mod commands;
 pub mod connection;
@@ -9,6 +10,8 @@ pub mod dlq;
 pub mod headers;
 pub mod inbound;
 pub mod invocation_batches;
+pub mod members;
+pub mod partitions;
 pub mod publisher;
 pub mod queue_runner;
 pub mod results;
@@ -55,6 +58,8 @@ pub struct Nats {
     pub publisher: Publisher,
     pub encoding: Encoding,
     consumers: connection::Consumers,
+    /// With partitions: the members bucket and this daemon's member id (random per start).
+    members: Option<(async_nats::jetstream::kv::Store, String)>,
     config: NatsConfig,
 }
 
@@ -66,6 +71,18 @@ impl Nats {
         js.set_timeout(Duration::from_millis(config.publish_ack_timeout_ms));
         let subjects = Subjects::new(&config.prefix);
         let consumers = connection::ensure(&js, config, &subjects).await?;
+        let members = if config.partitions > 0 {
+            let store = members::bucket(
+                &js,
+                &config.members_bucket,
+                Duration::from_millis(config.member_ttl_ms),
+                config.replicas,
+            )
+            .await?;
+            Some((store, uuid::Uuid::new_v4().simple().to_string()))
+        } else {
+            None
+        };
         let publisher = Publisher::start(js.clone(), publish_capacity);
         tracing::info!(urls = %config.urls.join(","), prefix = %config.prefix, "NATS JetStream transport ready");
         Ok(Nats {
@@ -75,6 +92,7 @@ impl Nats {
             publisher,
             encoding: headers::encoding(config.publish_encoding),
             consumers,
+            members,
             config: config.clone(),
         })
     }
@@ -85,6 +103,7 @@ impl Nats {
             js: self.js.clone(),
             subjects: self.subjects.clone(),
             encoding: self.encoding,
+            keyed: self.config.partitions > 0,
         }
     }
 
@@ -120,18 +139,35 @@ impl Nats {
     /// Starts consuming events and results for `daemon`.
     pub fn start(self, daemon: Arc<Daemon>, limits: Limits) {
         let c = &self.config;
-        inbound::spawn(
-            daemon.clone(),
-            self.consumers.events,
-            self.subjects.clone(),
-            inbound::InboundSettings {
-                pull_batch: c.pull_batch,
-                ack_wait: Duration::from_millis(c.ack_wait_ms),
-                max_message_bytes: c.max_message_bytes,
-                limits,
-                max_ack_pending: c.max_ack_pending.max(1) as usize,
-            },
-        );
+        let settings = inbound::InboundSettings {
+            pull_batch: c.pull_batch,
+            ack_wait: Duration::from_millis(c.ack_wait_ms),
+            max_message_bytes: c.max_message_bytes,
+            limits,
+            max_ack_pending: c.max_ack_pending.max(1) as usize,
+        };
+        if let Some(events) = self.consumers.events {
+            inbound::spawn(daemon.clone(), events, self.subjects.clone(), settings);
+        } else if let Some((store, me)) = self.members {
+            let ttl = Duration::from_millis(c.member_ttl_ms);
+            tracing::info!(member = %me, partitions = c.partitions, "partitioned events stream: joining the members");
+            let view = members::spawn(daemon.clone(), self.js.clone(), store, me.clone(), ttl);
+            partitions::spawn(
+                daemon.clone(),
+                self.consumers.events_stream,
+                self.subjects.clone(),
+                settings,
+                partitions::PartitionSettings {
+                    partitions: c.partitions,
+                    consumer_events: c.consumer_events.clone(),
+                    ack_wait: Duration::from_millis(c.ack_wait_ms),
+                    max_ack_pending: c.max_ack_pending,
+                    member_ttl: ttl,
+                },
+                me,
+                view,
+            );
+        }
         results::spawn(
             daemon,
             self.consumers.results,
