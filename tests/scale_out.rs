@@ -1,7 +1,9 @@
 //! Scale-out (stage 1): daemons sharing one partitioned events stream on a recent nats-server
 //! (`transport.nats.partitions`), each configured alike over its own API, one webhook runner
 //! that sleeps a little per invocation and records (persona, n, daemon). Three daemons split
-//! the 24 partitions evenly and invoke every event, per persona in order; one killed with
+//! the 24 partitions evenly and invoke every event (published by an adapter, or posted over
+//! HTTP to any daemon), each persona on one daemon, in order; one stopped with SIGTERM hands
+//! its partitions over at once (not after its key's TTL); one killed with
 //! SIGKILL mid-run: its partitions go on within 10 s, nothing is lost, repeats are marked
 //! `redelivered`; a daemon joining two gets its share within 10 s.
 
@@ -25,6 +27,9 @@ const LIMIT: Duration = Duration::from_secs(90);
 /// How long a partition may go without its next event after its owner died or a daemon joined.
 const MOVE_LIMIT: Duration = Duration::from_secs(10);
 
+/// The member TTL of the graceful-stop test: long, so a move before it shows the key deleted.
+const TERM_TTL_S: u64 = 30;
+
 /// One invocation the runner saw.
 #[derive(Debug, Clone, Copy)]
 struct Seen {
@@ -39,9 +44,8 @@ type Log = Arc<Mutex<Vec<Seen>>>;
 
 /// The runner: 20 ms per invocation; `/d<i>` says which daemon called.
 fn runner() -> (RunnerServer, Log) {
-    let mut runner = RunnerServer::start_slow(Duration::from_millis(20), |_| {
-        (200, completed(json!([])))
-    });
+    let mut runner =
+        RunnerServer::start_slow(Duration::from_millis(20), |_| (200, completed(json!([]))));
     let log: Log = Arc::default();
     let mut rx = std::mem::replace(&mut runner.rx, tokio::sync::mpsc::unbounded_channel().1);
     let l = log.clone();
@@ -59,7 +63,11 @@ fn runner() -> (RunnerServer, Log) {
             let Some((p, n)) = text.split_once(':') else {
                 continue;
             };
-            let daemon = r.path.trim_start_matches("/d").parse().unwrap_or(usize::MAX);
+            let daemon = r
+                .path
+                .trim_start_matches("/d")
+                .parse()
+                .unwrap_or(usize::MAX);
             l.lock().unwrap().push(Seen {
                 persona: p.parse().unwrap(),
                 n: n.parse().unwrap(),
@@ -75,8 +83,10 @@ fn runner() -> (RunnerServer, Log) {
 fn daemon(dir: &Path, nats: &NatsServer) -> DaemonBuilder {
     DaemonProcess::builder(dir)
         .envs(nats.daemon_env())
-        .env("SWITCHBOARD_TRANSPORT__NATS__PARTITIONS", PARTITIONS.to_string())
-        .env("SWITCHBOARD_TRANSPORT__NATS__MEMBER_TTL_MS", "2000")
+        .env(
+            "SWITCHBOARD_TRANSPORT__NATS__PARTITIONS",
+            PARTITIONS.to_string(),
+        )
         // A killed daemon's unacknowledged events come back after this.
         .env("SWITCHBOARD_TRANSPORT__NATS__ACK_WAIT_MS", "3000")
         .env("SWITCHBOARD_LOG__LEVEL", "warn,switchboard=info")
@@ -85,9 +95,25 @@ fn daemon(dir: &Path, nats: &NatsServer) -> DaemonBuilder {
 /// Daemon `i` (its own directory and store), configured like the others over its API: the
 /// connector `telegram/bot` and the queue-mode flow `Bot/Main` on the runner at `/d<i>`.
 async fn start(base: &Path, i: usize, nats: &NatsServer, runner: &RunnerServer) -> DaemonProcess {
+    start_with(base, i, nats, runner, 2000).await
+}
+
+/// [`start`] with a member TTL of `ttl_ms`.
+async fn start_with(
+    base: &Path,
+    i: usize,
+    nats: &NatsServer,
+    runner: &RunnerServer,
+    ttl_ms: u64,
+) -> DaemonProcess {
     let dir = base.join(format!("d{i}"));
     std::fs::create_dir_all(dir.join("flows")).unwrap();
-    let d = daemon(&dir, nats).start();
+    let d = daemon(&dir, nats)
+        .env(
+            "SWITCHBOARD_TRANSPORT__NATS__MEMBER_TTL_MS",
+            ttl_ms.to_string(),
+        )
+        .start();
     d.run_connector(
         "telegram",
         json!({"title": "Bot", "connector_idn": "bot", "settings": [{"idn": "bot_token", "value": "t"}]}),
@@ -101,7 +127,12 @@ async fn start(base: &Path, i: usize, nats: &NatsServer, runner: &RunnerServer) 
 
 /// The partitions a daemon says it owns (`/metrics`).
 async fn owned(d: &DaemonProcess) -> Option<u32> {
-    let m = reqwest::get(d.url("/metrics")).await.ok()?.text().await.ok()?;
+    let m = reqwest::get(d.url("/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
     m.lines()
         .find_map(|l| l.strip_prefix("switchboard_partitions_owned "))
         .and_then(|v| v.trim().parse::<f64>().ok())
@@ -191,7 +222,10 @@ fn check_order(log: &[Seen]) -> usize {
         }
         last.insert(s.persona, s.n);
     }
-    assert!(unmarked.is_empty(), "repeats not marked redelivered: {unmarked:?}");
+    assert!(
+        unmarked.is_empty(),
+        "repeats not marked redelivered: {unmarked:?}"
+    );
     assert!(
         inversions.is_empty(),
         "order inversions (persona, n, after, daemon): {inversions:?}"
@@ -212,7 +246,19 @@ async fn three_daemons_split_the_partitions_evenly_and_keep_each_persona_in_orde
     }
     wait_shares(&ds.iter().collect::<Vec<_>>(), &[8, 8, 8]).await;
     publish(nats.url(), PERSONAS, 0..ROUNDS, Duration::ZERO).await;
-    wait_all(&log, PERSONAS, ROUNDS).await;
+    // A last round over HTTP, all to daemon 0: it goes to each persona's partition and owner.
+    let http = ds[0].client();
+    for p in 0..PERSONAS {
+        let e = user_message(&format!("persona-{p}"), &format!("{p}:{ROUNDS}"));
+        let r = http
+            .post(ds[0].url("/v1/events"))
+            .json(&e)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
+    }
+    wait_all(&log, PERSONAS, ROUNDS + 1).await;
     let log = log.lock().unwrap().clone();
     assert_eq!(check_order(&log), 0, "a steady split repeats nothing");
     // Each persona on one daemon, and every daemon busy.
@@ -252,7 +298,11 @@ async fn a_killed_daemons_partitions_go_on_within_ten_seconds_and_nothing_is_los
         LIMIT,
         || {
             let l = log.lock().unwrap();
-            let v: BTreeSet<usize> = l.iter().filter(|s| s.daemon == 2).map(|s| s.persona).collect();
+            let v: BTreeSet<usize> = l
+                .iter()
+                .filter(|s| s.daemon == 2)
+                .map(|s| s.persona)
+                .collect();
             let rounds = l.iter().map(|s| s.n).max().unwrap_or(0);
             async move { (rounds >= 8 && !v.is_empty()).then_some(v) }
         },
@@ -344,5 +394,30 @@ async fn a_daemon_joining_two_gets_its_share_within_ten_seconds() {
     eprintln!(
         "a third daemon joining: its share in {shared_in:.1?}, its first invocation {first:.1?} after its start, {repeats} repeats"
     );
-    assert!(first <= MOVE_LIMIT, "the newcomer's first event after {first:?}");
+    assert!(
+        first <= MOVE_LIMIT,
+        "the newcomer's first event after {first:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_daemon_stopped_gracefully_hands_its_partitions_over_before_its_key_expires() {
+    let dir = temp_dir("scale-term");
+    let nats = NatsServer::start_recent(&dir);
+    let (runner, _log) = runner();
+    let mut ds = Vec::new();
+    for i in 0..3 {
+        ds.push(start_with(&dir, i, &nats, &runner, TERM_TTL_S * 1000).await);
+    }
+    wait_shares(&ds.iter().collect::<Vec<_>>(), &[8, 8, 8]).await;
+    let stopped_at = Instant::now();
+    let status = ds.pop().unwrap().terminate().await;
+    assert!(status.success(), "{status:?}");
+    wait_shares(&ds.iter().collect::<Vec<_>>(), &[12, 12]).await;
+    let moved_in = stopped_at.elapsed();
+    eprintln!("SIGTERM of one of three daemons: its partitions moved in {moved_in:.1?}");
+    assert!(
+        moved_in < Duration::from_secs(5),
+        "the partitions moved after {moved_in:?}: the key was not deleted ({TERM_TTL_S} s TTL)"
+    );
 }

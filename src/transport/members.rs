@@ -61,7 +61,12 @@ pub fn spawn(
     let (tx, rx) = watch::channel(View::default());
     let live = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
     tokio::spawn(watch_members(store.clone(), live.clone(), tx.clone()));
-    tokio::spawn(hold_key(daemon, js, store, me, ttl, live, tx));
+    // The key is deleted before the daemon exits.
+    let farewell = daemon.farewell();
+    tokio::spawn(async move {
+        hold_key(daemon, js, store, me, ttl, live, tx).await;
+        drop(farewell);
+    });
     rx
 }
 

@@ -97,7 +97,12 @@ pub fn spawn(
         settings,
         acks,
     };
-    tokio::spawn(manage(shared, me, view));
+    // Partitions are released (unpinned) before the daemon exits.
+    let farewell = shared.daemon.farewell();
+    tokio::spawn(async move {
+        manage(shared, me, view).await;
+        drop(farewell);
+    });
 }
 
 async fn manage(shared: Shared, me: String, mut view: watch::Receiver<View>) {
@@ -107,6 +112,7 @@ async fn manage(shared: Shared, me: String, mut view: watch::Receiver<View>) {
     let rebalances = metrics::counter!(m::PARTITION_REBALANCES_TOTAL);
     owned_gauge.set(0.0);
     let mut owned: BTreeMap<u32, CancellationToken> = BTreeMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
     // The members the current assignment was computed from: who owned what before a change.
     let mut before: Vec<String> = Vec::new();
     while !shared.daemon.is_draining() {
@@ -117,6 +123,8 @@ async fn manage(shared: Shared, me: String, mut view: watch::Receiver<View>) {
         if shared.daemon.is_draining() {
             break;
         }
+        // Released partitions' tasks, reaped.
+        while tasks.try_join_next().is_some() {}
         let v = view.borrow_and_update().clone();
         members_gauge.set(v.members.len() as f64);
         let want: BTreeSet<u32> = if v.joined {
@@ -165,7 +173,7 @@ async fn manage(shared: Shared, me: String, mut view: watch::Receiver<View>) {
                 };
                 let stop = CancellationToken::new();
                 owned.insert(p, stop.clone());
-                tokio::spawn(own(shared.clone(), p, owner_alive, stop));
+                tasks.spawn(own(shared.clone(), p, owner_alive, stop));
             }
         }
         rebalances.increment(1);
@@ -177,6 +185,7 @@ async fn manage(shared: Shared, me: String, mut view: watch::Receiver<View>) {
         stop.cancel();
     }
     owned_gauge.set(0.0);
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Owns partition `p` until `stop` (or the daemon drains).
