@@ -245,6 +245,18 @@ async fn three_daemons_split_the_partitions_evenly_and_keep_each_persona_in_orde
         ds.push(start(&dir, i, &nats, &runner).await);
     }
     wait_shares(&ds.iter().collect::<Vec<_>>(), &[8, 8, 8]).await;
+    for d in &ds {
+        let ready: serde_json::Value = reqwest::get(d.url("/readyz"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(ready["checks"]["partitions"], "ok", "{ready}");
+        let m = d.metrics().await;
+        assert!(m.contains("switchboard_members_seen 3"), "{m}");
+        assert!(m.contains("switchboard_partition_rebalances_total"), "{m}");
+    }
     publish(nats.url(), PERSONAS, 0..ROUNDS, Duration::ZERO).await;
     // A last round over HTTP, all to daemon 0: it goes to each persona's partition and owner.
     let http = ds[0].client();

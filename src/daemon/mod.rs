@@ -50,6 +50,11 @@ pub trait TransportLink: Send + Sync {
     /// The transport's name: the `transport` label, and readiness' check is `transport`.
     fn name(&self) -> &'static str;
     fn connected(&self) -> bool;
+    /// With a partitioned events stream: whether this daemon holds its membership key (owns
+    /// its share); readiness' check is `partitions`. `None` without partitions.
+    fn member(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// The daemon: the engine, the store under it, the runners' pending answers.

@@ -50,15 +50,16 @@ pub async fn bucket(
     })
 }
 
-/// Keeps `me`'s key alive and the view current until the daemon drains; then deletes the key.
+/// Keeps `me`'s key alive and `tx`'s view current until the daemon drains; then deletes the
+/// key.
 pub fn spawn(
     daemon: Arc<Daemon>,
     js: jetstream::Context,
     store: kv::Store,
     me: String,
     ttl: Duration,
-) -> watch::Receiver<View> {
-    let (tx, rx) = watch::channel(View::default());
+    tx: watch::Sender<View>,
+) {
     let live = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
     tokio::spawn(watch_members(store.clone(), live.clone(), tx.clone()));
     // The key is deleted before the daemon exits.
@@ -67,7 +68,6 @@ pub fn spawn(
         hold_key(daemon, js, store, me, ttl, live, tx).await;
         drop(farewell);
     });
-    rx
 }
 
 /// Publishes the view from the live set and the key's state.

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use tokio::sync::watch;
 
 use crate::config::NatsConfig;
 use crate::daemon::Daemon;
@@ -37,8 +38,9 @@ use subjects::Subjects;
 /// Invocations waiting for a batch before the queue runner waits for room.
 const INVOCATION_QUEUE: usize = 4096;
 
-/// The NATS client's connection state (it reconnects by itself).
-pub struct NatsLink(async_nats::Client);
+/// The NATS client's connection state (it reconnects by itself), and with partitions the
+/// membership view.
+pub struct NatsLink(async_nats::Client, Option<watch::Receiver<members::View>>);
 
 impl crate::daemon::TransportLink for NatsLink {
     fn name(&self) -> &'static str {
@@ -48,6 +50,17 @@ impl crate::daemon::TransportLink for NatsLink {
     fn connected(&self) -> bool {
         self.0.connection_state() == async_nats::connection::State::Connected
     }
+
+    fn member(&self) -> Option<bool> {
+        self.1.as_ref().map(|v| v.borrow().joined)
+    }
+}
+
+/// The membership of a daemon on a partitioned events stream, before it joins.
+struct Members {
+    store: async_nats::jetstream::kv::Store,
+    me: String,
+    view: (watch::Sender<members::View>, watch::Receiver<members::View>),
 }
 
 /// A connected transport, before its consumers run.
@@ -58,8 +71,9 @@ pub struct Nats {
     pub publisher: Publisher,
     pub encoding: Encoding,
     consumers: connection::Consumers,
-    /// With partitions: the members bucket and this daemon's member id (random per start).
-    members: Option<(async_nats::jetstream::kv::Store, String)>,
+    /// With partitions: the members bucket, this daemon's member id (random per start), and
+    /// the view the membership task keeps.
+    members: Option<Members>,
     config: NatsConfig,
 }
 
@@ -79,7 +93,11 @@ impl Nats {
                 config.replicas,
             )
             .await?;
-            Some((store, uuid::Uuid::new_v4().simple().to_string()))
+            Some(Members {
+                store,
+                me: uuid::Uuid::new_v4().simple().to_string(),
+                view: watch::channel(members::View::default()),
+            })
         } else {
             None
         };
@@ -109,7 +127,10 @@ impl Nats {
 
     /// The client's connection state, for readiness and `/metrics`.
     pub fn link(&self) -> NatsLink {
-        NatsLink(self.client.clone())
+        NatsLink(
+            self.client.clone(),
+            self.members.as_ref().map(|m| m.view.1.clone()),
+        )
     }
 
     /// The runner of `runner: {kind: queue}` flows; starts its invocation batcher.
@@ -148,10 +169,11 @@ impl Nats {
         };
         if let Some(events) = self.consumers.events {
             inbound::spawn(daemon.clone(), events, self.subjects.clone(), settings);
-        } else if let Some((store, me)) = self.members {
+        } else if let Some(Members { store, me, view }) = self.members {
             let ttl = Duration::from_millis(c.member_ttl_ms);
             tracing::info!(member = %me, partitions = c.partitions, "partitioned events stream: joining the members");
-            let view = members::spawn(daemon.clone(), self.js.clone(), store, me.clone(), ttl);
+            let (tx, view) = view;
+            members::spawn(daemon.clone(), self.js.clone(), store, me.clone(), ttl, tx);
             partitions::spawn(
                 daemon.clone(),
                 self.consumers.events_stream,
