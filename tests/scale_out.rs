@@ -5,7 +5,8 @@
 //! HTTP to any daemon), each persona on one daemon, in order; one stopped with SIGTERM hands
 //! its partitions over at once (not after its key's TTL); one killed with
 //! SIGKILL mid-run: its partitions go on within 10 s, nothing is lost, repeats are marked
-//! `redelivered`; a daemon joining two gets its share within 10 s.
+//! `redelivered`; a daemon joining two gets its share within 10 s. A keyed subject whose key is
+//! not the actor's is dead-lettered; Debian's 2.9 server (no per-key TTLs) is refused at start.
 
 mod common;
 
@@ -284,6 +285,30 @@ async fn three_daemons_split_the_partitions_evenly_and_keep_each_persona_in_orde
     );
     let daemons: BTreeSet<usize> = by_persona.values().flatten().copied().collect();
     assert_eq!(daemons, BTreeSet::from([0, 1, 2]), "{by_persona:?}");
+    // A key that is not the actor's would split a persona over partitions: dead-lettered.
+    let adapter = Client::connect(&nats.url(), "sb", Encoding::Json)
+        .await
+        .unwrap();
+    let dlq = adapter
+        .dead_letters("SB_DLQ", "dlq_reader", "default")
+        .await
+        .unwrap();
+    let wrong = adapter
+        .subjects
+        .events_keyed("default", "telegram", "bot", "0000000000000000");
+    let body = serde_json::to_vec(&user_message("persona-1", "1:99")).unwrap();
+    adapter
+        .publish_raw(wrong, "application/json", body)
+        .await
+        .unwrap();
+    let m = Client::next_raw(&dlq, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("a dead letter");
+    let h = m.headers.as_ref().unwrap();
+    assert_eq!(h.get("Switchboard-Reason").unwrap().as_str(), "malformed");
+    let detail = h.get("Switchboard-Detail").unwrap().as_str().to_owned();
+    assert!(detail.contains("partition key"), "{detail}");
 }
 
 #[actix_rt::test]
@@ -432,4 +457,15 @@ async fn a_daemon_stopped_gracefully_hands_its_partitions_over_before_its_key_ex
         moved_in < Duration::from_secs(5),
         "the partitions moved after {moved_in:?}: the key was not deleted ({TERM_TTL_S} s TTL)"
     );
+}
+
+#[actix_rt::test]
+async fn partitions_on_a_server_without_per_key_ttls_refuse_to_start_naming_the_bucket() {
+    let dir = temp_dir("scale-old-server");
+    // Debian's 2.9: no per-key TTLs, no pinned consumers.
+    let nats = NatsServer::start(&dir);
+    let out = daemon(&dir, &nats).run_to_exit();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("members bucket SB_MEMBERS"), "{err}");
 }

@@ -225,7 +225,7 @@ impl NatsConfig {
             0,
             u64::from(Self::MAX_PARTITIONS),
         )?;
-        if self.member_ttl_ms < 1000 || self.member_ttl_ms % 1000 != 0 {
+        if self.member_ttl_ms < 1000 || !self.member_ttl_ms.is_multiple_of(1000) {
             return Err(ConfigError::invalid(
                 "transport.nats.member_ttl_ms",
                 "must be whole seconds, at least 1000",

@@ -84,7 +84,8 @@ impl Nats {
         let mut js = jetstream::new(client.clone());
         js.set_timeout(Duration::from_millis(config.publish_ack_timeout_ms));
         let subjects = Subjects::new(&config.prefix);
-        let consumers = connection::ensure(&js, config, &subjects).await?;
+        // The members bucket first: a server without per-key TTLs refuses it before the
+        // events stream is changed to partitioned subjects.
         let members = if config.partitions > 0 {
             let store = members::bucket(
                 &js,
@@ -101,6 +102,7 @@ impl Nats {
         } else {
             None
         };
+        let consumers = connection::ensure(&js, config, &subjects).await?;
         let publisher = Publisher::start(js.clone(), publish_capacity);
         tracing::info!(urls = %config.urls.join(","), prefix = %config.prefix, "NATS JetStream transport ready");
         Ok(Nats {
