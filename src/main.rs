@@ -429,6 +429,7 @@ async fn shutdown(daemon: &Arc<Daemon>, server: actix_web::dev::ServerHandle) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    daemon.farewells_done(deadline).await;
     server.stop(true).await;
     if let Err(e) = daemon.flush().await {
         tracing::error!(error = %e, "flushing the store");

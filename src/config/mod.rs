@@ -332,6 +332,30 @@ mod tests {
                 "must be at least 1",
             ),
             (
+                "transport.nats.partitions",
+                |c| {
+                    c.transport.kind = TransportKind::Nats;
+                    c.transport.nats.partitions = 1025;
+                },
+                "must be at most 1024",
+            ),
+            (
+                "transport.nats.member_ttl_ms",
+                |c| {
+                    c.transport.kind = TransportKind::Nats;
+                    c.transport.nats.member_ttl_ms = 2500;
+                },
+                "must be whole seconds, at least 1000",
+            ),
+            (
+                "transport.nats.members_bucket",
+                |c| {
+                    c.transport.kind = TransportKind::Nats;
+                    c.transport.nats.members_bucket = "a.b".into();
+                },
+                "must not contain '.', '*', '>' or spaces",
+            ),
+            (
                 "log.level",
                 |c| c.log.level = "".into(),
                 "must not be empty",

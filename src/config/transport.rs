@@ -71,6 +71,14 @@ pub struct NatsConfig {
     /// batch waits and gathers what queues meanwhile.
     pub invocation_batches_in_flight: usize,
     pub publish_encoding: WireEncoding,
+    /// Partitions of the events stream (scale-out: several daemons share them); 0 keeps one
+    /// catch-all consumer for one daemon. Fixed up front: change it only on a drained stream.
+    pub partitions: u32,
+    /// The key-value bucket where each daemon holds its membership key (with `partitions`).
+    pub members_bucket: String,
+    /// How long a daemon's membership key lives without a refresh (refreshed every third of
+    /// it): how long a killed daemon's partitions wait for a new owner. Whole seconds.
+    pub member_ttl_ms: u64,
     pub user: String,
     pub password: String,
     pub token: String,
@@ -122,6 +130,10 @@ impl NatsConfig {
     pub const DEFAULT_CONNECT_RETRIES: u32 = 10;
     pub const DEFAULT_INVOCATION_BATCH_MAX: usize = 64;
     pub const DEFAULT_INVOCATION_BATCHES_IN_FLIGHT: usize = 4;
+    pub const DEFAULT_PARTITIONS: u32 = 0;
+    pub const MAX_PARTITIONS: u32 = 1024;
+    pub const DEFAULT_MEMBERS_BUCKET: &'static str = "SB_MEMBERS";
+    pub const DEFAULT_MEMBER_TTL_MS: u64 = 5_000;
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.urls.is_empty() {
@@ -163,6 +175,7 @@ impl NatsConfig {
             ("transport.nats.stream_dlq", &self.stream_dlq),
             ("transport.nats.consumer_events", &self.consumer_events),
             ("transport.nats.consumer_results", &self.consumer_results),
+            ("transport.nats.members_bucket", &self.members_bucket),
         ] {
             check::non_empty(k, v)?;
             if v.contains(['.', '*', '>', ' ']) {
@@ -206,6 +219,18 @@ impl NatsConfig {
             self.invocation_batches_in_flight as u64,
             1,
         )?;
+        check::between(
+            "transport.nats.partitions",
+            u64::from(self.partitions),
+            0,
+            u64::from(Self::MAX_PARTITIONS),
+        )?;
+        if self.member_ttl_ms < 1000 || !self.member_ttl_ms.is_multiple_of(1000) {
+            return Err(ConfigError::invalid(
+                "transport.nats.member_ttl_ms",
+                "must be whole seconds, at least 1000",
+            ));
+        }
         if !self.password.is_empty() && self.user.is_empty() {
             return Err(ConfigError::invalid(
                 "transport.nats.user",
@@ -247,6 +272,9 @@ impl Default for NatsConfig {
             invocation_batch_max: Self::DEFAULT_INVOCATION_BATCH_MAX,
             invocation_batches_in_flight: Self::DEFAULT_INVOCATION_BATCHES_IN_FLIGHT,
             publish_encoding: WireEncoding::Msgpack,
+            partitions: Self::DEFAULT_PARTITIONS,
+            members_bucket: Self::DEFAULT_MEMBERS_BUCKET.into(),
+            member_ttl_ms: Self::DEFAULT_MEMBER_TTL_MS,
             user: String::new(),
             password: String::new(),
             token: String::new(),

@@ -50,6 +50,11 @@ pub trait TransportLink: Send + Sync {
     /// The transport's name: the `transport` label, and readiness' check is `transport`.
     fn name(&self) -> &'static str;
     fn connected(&self) -> bool;
+    /// With a partitioned events stream: whether this daemon holds its membership key (owns
+    /// its share); readiness' check is `partitions`. `None` without partitions.
+    fn member(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// The daemon: the engine, the store under it, the runners' pending answers.
@@ -76,6 +81,9 @@ pub struct Daemon {
     stream_inbox: Option<Arc<dyn crate::intake::StreamInbox>>,
     /// Flows defined by files: reloads replace exactly these.
     file_flows: std::sync::Mutex<BTreeMap<(Name, Name), std::path::PathBuf>>,
+    /// What finishes after draining and before exit (the transport leaving its members and
+    /// releasing its partitions): each answers, or is dropped, once done.
+    farewells: std::sync::Mutex<Vec<tokio::sync::oneshot::Receiver<()>>>,
 }
 
 /// What the daemon is made of, built by `boot`.
@@ -116,6 +124,7 @@ impl Daemon {
             transport: p.transport,
             stream_inbox: p.stream_inbox,
             file_flows: Default::default(),
+            farewells: Default::default(),
         }
     }
 
@@ -161,5 +170,28 @@ impl Daemon {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// Registers work to finish after draining, before exit: done when the sender answers or
+    /// is dropped.
+    pub fn farewell(&self) -> tokio::sync::oneshot::Sender<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if let Ok(mut f) = self.farewells.lock() {
+            f.push(rx);
+        }
+        tx
+    }
+
+    /// Waits (until `deadline`) for the work registered with [`Daemon::farewell`].
+    pub async fn farewells_done(&self, deadline: tokio::time::Instant) {
+        let pending = self
+            .farewells
+            .lock()
+            .map(|mut f| std::mem::take(&mut *f))
+            .unwrap_or_default();
+        let all = futures_util::future::join_all(pending);
+        if tokio::time::timeout_at(deadline, all).await.is_err() {
+            tracing::warn!("shutdown bound reached before the transport left its members");
+        }
     }
 }

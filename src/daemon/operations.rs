@@ -338,7 +338,7 @@ impl Daemon {
 
     /// Readiness: every check, each `Ok` or why it fails. Ready when all pass: started and not
     /// draining, the store's writer commits a no-op write within [`STORE_PROBE_TIMEOUT`], and
-    /// the transport, if configured, is connected.
+    /// the transport, if configured, is connected (and, with partitions, a member).
     pub async fn readiness(&self) -> Readiness {
         let mut checks = Vec::with_capacity(4);
         let started = self.ready.load(std::sync::atomic::Ordering::Acquire);
@@ -373,6 +373,12 @@ impl Daemon {
                 .then_some(())
                 .ok_or_else(|| format!("{} disconnected", t.name()));
             checks.push(("transport", state));
+            if let Some(member) = t.member() {
+                let state = member.then_some(()).ok_or_else(|| {
+                    "no membership key: owns no partition of the events stream".to_owned()
+                });
+                checks.push(("partitions", state));
+            }
         }
         Readiness { checks }
     }

@@ -34,6 +34,9 @@ pub const QUEUE_DEPTH: &str = "switchboard_queue_depth";
 pub const QUEUE_CAPACITY: &str = "switchboard_queue_capacity";
 pub const QUEUE_FULL_TOTAL: &str = "switchboard_queue_full_total";
 pub const TRANSPORT_CONNECTED: &str = "switchboard_transport_connected";
+pub const PARTITIONS_OWNED: &str = "switchboard_partitions_owned";
+pub const MEMBERS_SEEN: &str = "switchboard_members_seen";
+pub const PARTITION_REBALANCES_TOTAL: &str = "switchboard_partition_rebalances_total";
 pub const BUILD_INFO: &str = "switchboard_build_info";
 pub const HTTP_REQUESTS_TOTAL: &str = "switchboard_http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "switchboard_http_request_duration_seconds";
@@ -177,6 +180,18 @@ fn describe_own() {
     describe_gauge!(
         TRANSPORT_CONNECTED,
         "1 while the NATS transport is connected, else 0 (only with the NATS transport)."
+    );
+    describe_gauge!(
+        PARTITIONS_OWNED,
+        "Partitions of the events stream this daemon owns (NATS with transport.nats.partitions)."
+    );
+    describe_gauge!(
+        MEMBERS_SEEN,
+        "Daemons in the members bucket as this one sees them (with partitions)."
+    );
+    describe_counter!(
+        PARTITION_REBALANCES_TOTAL,
+        "Changes of this daemon's owned partitions (with partitions)."
     );
     describe_gauge!(BUILD_INFO, "Always 1; the daemon's version in the label.");
     describe_counter!(

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::headers;
-use super::subjects::Subjects;
+use super::subjects::{partition_key, Subjects};
 use crate::fault::{Blame, Fault};
 use crate::wire::envelope::VERSION;
 use crate::wire::envelope::{CommandEnvelope, Encoding, EnvelopeError, EventEnvelope};
@@ -73,7 +73,8 @@ impl Client {
         })
     }
 
-    /// Publishes an event and waits for the stream's acknowledgement. `msg_id` (for example the
+    /// Publishes an event on its keyed subject (the actor's partition key, README "Wire
+    /// contract") and waits for the stream's acknowledgement. `msg_id` (for example the
     /// `external_event_id`) lets the stream drop a repeated publish.
     pub async fn publish_event(
         &self,
@@ -85,9 +86,14 @@ impl Client {
         if let Some(id) = msg_id {
             h.insert(headers::MSG_ID, id);
         }
-        let subject = self
-            .subjects
-            .events(&e.account, &e.integration_idn, &e.connector_idn);
+        // Keyed: any daemon's stream takes it, partitioned or not.
+        let external_id = e.actor.as_ref().map_or("", |a| a.external_id.as_str());
+        let subject = self.subjects.events_keyed(
+            &e.account,
+            &e.integration_idn,
+            &e.connector_idn,
+            &partition_key(external_id),
+        );
         let ack = self
             .js
             .publish_with_headers(subject, h, Bytes::from(self.encoding.encode(e)))

@@ -116,9 +116,11 @@ async fn ensure_stream(
         .map_err(|e| js_err(format!("stream {name}"), e))
 }
 
-/// The daemon's two consumers.
+/// The daemon's consumers: of events the catch-all one (without partitions; with them each
+/// partition's consumer is made by its owner, see `partitions.rs`), and of results.
 pub struct Consumers {
-    pub events: consumer::PullConsumer,
+    pub events: Option<consumer::PullConsumer>,
+    pub events_stream: stream::Stream,
     pub results: consumer::PullConsumer,
 }
 
@@ -139,15 +141,22 @@ pub async fn ensure(
         duplicate_window: dup,
         ..Default::default()
     };
-    let events = ensure_stream(
-        js,
-        base(
-            &cfg.stream_events,
-            "events",
-            stream::RetentionPolicy::WorkQueue,
-        ),
-    )
-    .await?;
+    let mut events_config = base(
+        &cfg.stream_events,
+        "events",
+        stream::RetentionPolicy::WorkQueue,
+    );
+    if cfg.partitions > 0 {
+        // Keyed subjects in, their partition appended by the stream (5-token subjects find no
+        // stream: the publisher hears it, nothing waits unconsumed).
+        let (source, destination) = subjects.partition_transform(cfg.partitions);
+        events_config.subjects = subjects.partitioned_events();
+        events_config.subject_transform = Some(stream::SubjectTransform {
+            source,
+            destination,
+        });
+    }
+    let events = ensure_stream(js, events_config).await?;
     ensure_stream(
         js,
         stream::Config {
@@ -195,15 +204,23 @@ pub async fn ensure(
         max_deliver: -1,
         ..Default::default()
     };
-    let events = ensure_consumer(&events, consumer_config(&cfg.consumer_events, "events")).await?;
+    let events_consumer = if cfg.partitions == 0 {
+        Some(ensure_consumer(&events, consumer_config(&cfg.consumer_events, "events")).await?)
+    } else {
+        None
+    };
     let results =
         ensure_consumer(&results, consumer_config(&cfg.consumer_results, "results")).await?;
-    Ok(Consumers { events, results })
+    Ok(Consumers {
+        events: events_consumer,
+        events_stream: events,
+        results,
+    })
 }
 
 /// The durable consumer `config` names, created, or updated when it exists with another
 /// `ack_wait` or `max_ack_pending` (the settings an operator tunes for long queues).
-async fn ensure_consumer(
+pub(super) async fn ensure_consumer(
     stream: &stream::Stream,
     config: consumer::pull::Config,
 ) -> Result<consumer::PullConsumer, NatsError> {

@@ -13,14 +13,15 @@ use dashmap::DashMap;
 use futures_util::StreamExt;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::headers;
-use super::subjects::Subjects;
+use super::subjects::{partition_key, Subjects};
 use crate::admission::delivery::{Settle, Settlement};
 use crate::daemon::Daemon;
 use crate::dead_letter::{self, DeadLetter};
-use crate::domain::Idn;
+use crate::domain::{Idn, Target};
 use crate::fault::Blame;
 use crate::ingress::Admitted;
 use crate::telemetry::{handles, queue};
@@ -87,6 +88,71 @@ impl Unadmitted {
     }
 }
 
+/// The acknowledgement side every events consumer of a daemon shares: the unsettled messages
+/// and the task that acknowledges them as they settle (and keeps them alive meanwhile).
+#[derive(Clone)]
+pub struct Acks {
+    ackers: Ackers,
+    settled_tx: mpsc::Sender<(u64, Settlement)>,
+    /// Tokens name messages across all consumers of the daemon.
+    tokens: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Acks {
+    /// Starts the acknowledging task for `consumers` consumers of `settings`.
+    pub fn start(settings: &InboundSettings, consumers: usize) -> Acks {
+        let ackers: Ackers = Arc::new(DashMap::with_hasher(FxBuildHasher));
+        // Bounded by what can be outstanding: a message settles once, and the server delivers
+        // at most `max_ack_pending` unacknowledged ones per consumer (plus one pull in hand).
+        let (settled_tx, settled_rx) = queue::bounded::<(u64, Settlement)>(
+            queue::names::NATS_SETTLE,
+            (settings.max_ack_pending + settings.pull_batch) * consumers.max(1),
+        );
+        tokio::spawn(acknowledge(ackers.clone(), settled_rx, settings.ack_wait));
+        Acks {
+            ackers,
+            settled_tx,
+            tokens: Arc::default(),
+        }
+    }
+
+    fn next_token(&self) -> u64 {
+        self.tokens
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .wrapping_add(1)
+    }
+}
+
+/// How a consumer is held: the whole events stream for the daemon's life (one daemon), or one
+/// partition while the daemon owns it (see `partitions.rs`).
+pub struct Lease {
+    /// The pinned-client priority group to pull in (partitions), and the consumer's stream.
+    pub group: Option<(String, async_nats::jetstream::stream::Stream)>,
+    /// Cancelled when the partition is lost: the pull stops at once.
+    pub stop: CancellationToken,
+    /// The highest stream sequence delivered before this owner took over: messages above it
+    /// wait until the consumer's ack floor reaches it (the previous owner is done with what it
+    /// was given), so a persona's events are never invoked out of order across owners.
+    pub gate: Option<u64>,
+    /// Messages at or below this may have been invoked by a previous owner: marked redelivered.
+    pub given_before: u64,
+}
+
+impl Lease {
+    /// The whole stream, until the daemon drains.
+    pub fn whole() -> Lease {
+        Lease {
+            group: None,
+            stop: CancellationToken::new(),
+            gate: None,
+            given_before: 0,
+        }
+    }
+}
+
+/// How often a gated consumer asks for its ack floor (and keeps held messages alive).
+const GATE_POLL: Duration = Duration::from_millis(200);
+
 /// Runs the events consumer until the daemon drains.
 pub fn spawn(
     daemon: Arc<Daemon>,
@@ -94,111 +160,238 @@ pub fn spawn(
     subjects: Subjects,
     settings: InboundSettings,
 ) {
-    let ackers: Ackers = Arc::new(DashMap::with_hasher(FxBuildHasher));
-    // Bounded by what can be outstanding: a message settles once, and the server delivers at
-    // most `max_ack_pending` unacknowledged ones (plus one pull in hand).
-    let (settled_tx, settled_rx) = queue::bounded::<(u64, Settlement)>(
-        queue::names::NATS_SETTLE,
-        settings.max_ack_pending + settings.pull_batch,
-    );
-    tokio::spawn(acknowledge(ackers.clone(), settled_rx, settings.ack_wait));
-    tokio::spawn(async move {
-        let mut token = 0u64;
-        let mark = consumer_mark(&consumer);
-        let handed_before = match daemon.handed_mark(mark.clone()).await {
-            Ok(seq) => seq,
-            Err(e) => {
-                // Without it, repeats are marked as JetStream counts deliveries.
-                tracing::warn!(error = %e, "events consumer: the hand-over mark could not be read");
-                0
-            }
-        };
-        let mut unadmitted = Unadmitted {
-            handed_before,
-            ..Unadmitted::default()
-        };
-        let mut recorded = handed_before;
-        let mut pause = Duration::from_millis(100);
-        while !daemon.is_draining() {
-            let stream = consumer
-                .stream()
-                .max_messages_per_batch(settings.pull_batch)
-                .heartbeat(Duration::from_secs(5))
-                .expires(Duration::from_secs(30))
-                .messages()
-                .await;
-            let messages = match stream {
-                Ok(m) => m,
+    let acks = Acks::start(&settings, 1);
+    tokio::spawn(consume(
+        daemon,
+        consumer,
+        subjects,
+        settings,
+        acks,
+        Lease::whole(),
+    ));
+}
+
+/// One consumer's state across its pulls.
+struct Taker<'a> {
+    daemon: &'a Arc<Daemon>,
+    subjects: &'a Subjects,
+    settings: &'a InboundSettings,
+    acks: &'a Acks,
+    unadmitted: Unadmitted,
+    mark: String,
+    recorded: u64,
+}
+
+impl Taker<'_> {
+    /// Admits `messages` and hands the admitted ones to the engine together.
+    async fn take(&mut self, messages: Vec<async_nats::jetstream::Message>) {
+        let mut admitted = Vec::with_capacity(messages.len());
+        for m in messages {
+            let token = self.acks.next_token();
+            let taken = handle(
+                self.daemon,
+                self.subjects,
+                self.settings,
+                &self.acks.ackers,
+                &self.acks.settled_tx,
+                &mut self.unadmitted,
+                token,
+                m,
+            )
+            .await;
+            admitted.extend(taken);
+        }
+        // The mark is committed before the batch is handed on, so no invocation goes out for
+        // a message it does not cover (one group commit per pulled batch).
+        if self.unadmitted.handed > self.recorded {
+            match self
+                .daemon
+                .raise_handed_mark(self.mark.clone(), self.unadmitted.handed)
+                .await
+            {
+                Ok(()) => self.recorded = self.unadmitted.handed,
+                // Repeats are then marked as JetStream counts deliveries.
                 Err(e) => {
-                    tracing::warn!(error = %e, "events consumer: pulling failed; again soon");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            };
-            pause = Duration::from_millis(100);
-            // Whatever has arrived is handed to the engine together (no waiting to fill a
-            // batch): one permit request and one inbox reservation per connector and batch.
-            let mut chunks = messages.ready_chunks(settings.pull_batch.max(1));
-            'pull: while let Some(chunk) = chunks.next().await {
-                if daemon.is_draining() {
-                    break;
-                }
-                let mut admitted = Vec::with_capacity(chunk.len());
-                let mut failed = None;
-                for next in chunk {
-                    match next {
-                        Ok(m) => {
-                            token += 1;
-                            let taken = handle(
-                                &daemon,
-                                &subjects,
-                                &settings,
-                                &ackers,
-                                &settled_tx,
-                                &mut unadmitted,
-                                token,
-                                m,
-                            )
-                            .await;
-                            admitted.extend(taken);
-                        }
-                        Err(e) => failed = Some(e),
-                    }
-                }
-                // The mark is committed before the batch is handed on, so no invocation goes
-                // out for a message it does not cover (one group commit per pulled batch).
-                if unadmitted.handed > recorded {
-                    match daemon
-                        .raise_handed_mark(mark.clone(), unadmitted.handed)
-                        .await
-                    {
-                        Ok(()) => recorded = unadmitted.handed,
-                        // Repeats are then marked as JetStream counts deliveries.
-                        Err(e) => {
-                            tracing::warn!(error = %e, "events consumer: the hand-over mark was not recorded")
-                        }
-                    }
-                }
-                // Waits for in-flight permits: a full engine slows the pull, it never grows
-                // memory.
-                for r in daemon
-                    .engine()
-                    .ingress()
-                    .submit_batch_admitted(admitted)
-                    .await
-                {
-                    if let Err(r) = r {
-                        tracing::debug!(reason = %r, "event refused after admission (connector changed meanwhile)");
-                    }
-                }
-                if let Some(e) = failed {
-                    tracing::warn!(error = %e, "events consumer: stream error; pulling again");
-                    break 'pull;
+                    tracing::warn!(error = %e, "events consumer: the hand-over mark was not recorded")
                 }
             }
         }
-    });
+        // Waits for in-flight permits: a full engine slows the pull, it never grows memory.
+        for r in self
+            .daemon
+            .engine()
+            .ingress()
+            .submit_batch_admitted(admitted)
+            .await
+        {
+            if let Err(r) = r {
+                tracing::debug!(reason = %r, "event refused after admission (connector changed meanwhile)");
+            }
+        }
+    }
+}
+
+/// Messages held back by the gate, by stream sequence (a redelivered copy replaces the
+/// earlier one: its acker is the live one).
+#[derive(Default)]
+struct Held(std::collections::BTreeMap<u64, async_nats::jetstream::Message>);
+
+impl Held {
+    fn hold(&mut self, seq: u64, m: async_nats::jetstream::Message) {
+        self.0.insert(seq, m);
+    }
+
+    async fn keep_alive(&self) {
+        for m in self.0.values() {
+            let _ = m.ack_with(AckKind::Progress).await;
+        }
+    }
+
+    fn release(&mut self) -> Vec<async_nats::jetstream::Message> {
+        std::mem::take(&mut self.0).into_values().collect()
+    }
+}
+
+/// Whether the gate at `given` may open: the consumer's ack floor reached it.
+async fn gate_open(consumer: &PullConsumer, given: u64) -> bool {
+    match consumer.get_info().await {
+        Ok(info) => info.ack_floor.stream_sequence >= given,
+        Err(e) => {
+            tracing::debug!(error = %e, "events consumer: reading the ack floor failed");
+            false
+        }
+    }
+}
+
+/// Consumes `consumer` as `lease` says, until the daemon drains or the lease is stopped.
+pub async fn consume(
+    daemon: Arc<Daemon>,
+    consumer: PullConsumer,
+    subjects: Subjects,
+    settings: InboundSettings,
+    acks: Acks,
+    lease: Lease,
+) {
+    let mark = consumer_mark(&consumer);
+    let handed_before = match daemon.handed_mark(mark.clone()).await {
+        Ok(seq) => seq,
+        Err(e) => {
+            // Without it, repeats are marked as JetStream counts deliveries.
+            tracing::warn!(error = %e, "events consumer: the hand-over mark could not be read");
+            0
+        }
+    };
+    let mut taker = Taker {
+        daemon: &daemon,
+        subjects: &subjects,
+        settings: &settings,
+        acks: &acks,
+        unadmitted: Unadmitted {
+            handed_before: handed_before.max(lease.given_before),
+            ..Unadmitted::default()
+        },
+        mark,
+        recorded: handed_before,
+    };
+    let mut gate = lease.gate;
+    let mut held = Held::default();
+    let mut gate_tick = tokio::time::interval(GATE_POLL);
+    let mut pause = Duration::from_millis(100);
+    let mut pulls = 0u32;
+    'outer: while !daemon.is_draining() && !lease.stop.is_cancelled() {
+        // A new pull stream on a pinned consumer waits on standby while an earlier one holds
+        // the pin: the earlier one (this owner's, now gone) is released first.
+        if let (Some((group, stream)), true) = (&lease.group, pulls > 0) {
+            unpin(stream, &consumer, group).await;
+        }
+        pulls += 1;
+        let mut pull = consumer
+            .stream()
+            .max_messages_per_batch(settings.pull_batch)
+            .heartbeat(Duration::from_secs(if lease.group.is_some() {
+                2
+            } else {
+                5
+            }))
+            .expires(Duration::from_secs(if lease.group.is_some() {
+                5
+            } else {
+                30
+            }));
+        if let Some((group, _)) = &lease.group {
+            pull = pull.group(group.clone());
+        }
+        let messages = match pull.messages().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "events consumer: pulling failed; again soon");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = lease.stop.cancelled() => break 'outer,
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        pause = Duration::from_millis(100);
+        // Whatever has arrived is handed to the engine together (no waiting to fill a batch):
+        // one permit request and one inbox reservation per connector and batch.
+        let mut chunks = messages.ready_chunks(settings.pull_batch.max(1));
+        loop {
+            let chunk = tokio::select! {
+                _ = lease.stop.cancelled() => break 'outer,
+                _ = gate_tick.tick(), if gate.is_some() => {
+                    let given = gate.unwrap_or_default();
+                    if gate_open(&consumer, given).await {
+                        gate = None;
+                        taker.take(held.release()).await;
+                    } else {
+                        held.keep_alive().await;
+                    }
+                    continue;
+                }
+                c = chunks.next() => c,
+            };
+            let Some(chunk) = chunk else { break };
+            if daemon.is_draining() {
+                break 'outer;
+            }
+            let mut ready = Vec::with_capacity(chunk.len());
+            let mut failed = None;
+            for next in chunk {
+                match next {
+                    Ok(m) => match (gate, m.info().map(|i| i.stream_sequence)) {
+                        (Some(given), Ok(seq)) if seq > given => held.hold(seq, m),
+                        _ => ready.push(m),
+                    },
+                    Err(e) => failed = Some(e),
+                }
+            }
+            taker.take(ready).await;
+            if let Some(e) = failed {
+                tracing::warn!(error = %e, "events consumer: stream error; pulling again");
+                break;
+            }
+        }
+    }
+    // Held messages were never admitted: they come back (to this or the next owner) after
+    // `ack_wait`; a prompt nak hands them on at once.
+    for m in held.release() {
+        let _ = m.ack_with(AckKind::Nak(None)).await;
+    }
+}
+
+/// Releases `group`'s pin on `consumer`, so a standby pull (the next owner's, or this owner's
+/// next stream) gets it at once.
+pub async fn unpin(
+    stream: &async_nats::jetstream::stream::Stream,
+    consumer: &PullConsumer,
+    group: &str,
+) {
+    let name = &consumer.cached_info().name;
+    if let Err(e) = stream.unpin_consumer(name, group).await {
+        tracing::debug!(consumer = %name, error = %e, "unpinning failed (no pin to release)");
+    }
 }
 
 /// The key of a consumer's hand-over mark: `stream/consumer`.
@@ -323,6 +516,20 @@ async fn handle(
             && f.integration == event.integration.as_str()
             && f.connector == event.connector.as_str()
     });
+    // A keyed subject's key is the actor's: another would put the persona's events in two
+    // partitions, out of order.
+    let key_matches = match (from.as_ref().and_then(|f| f.key), &event.target) {
+        (Some(key), Target::Actor(actor)) => key == partition_key(&actor.external_id),
+        _ => true,
+    };
+    if !key_matches {
+        refuse_raw(
+            "subject: the partition key is not the actor's (lowercase hex of the first 8 bytes of SHA-256 of actor.external_id)".into(),
+            encoding.content_type(),
+        );
+        terminate(&acker).await;
+        return None;
+    }
     if !matches_subject {
         refuse_raw(
             format!(

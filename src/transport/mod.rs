@@ -2,6 +2,7 @@
 //! queue runners consume invocations and publish results, refusals go to the DLQ subject.
 //! `[transport] kind = "nats"` turns it on; the embedded transport (HTTP only) stays the default.
 
+pub mod assignment;
 pub mod client;
 pub mod commands;
 pub mod connection;
@@ -9,6 +10,8 @@ pub mod dlq;
 pub mod headers;
 pub mod inbound;
 pub mod invocation_batches;
+pub mod members;
+pub mod partitions;
 pub mod publisher;
 pub mod queue_runner;
 pub mod results;
@@ -19,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use tokio::sync::watch;
 
 use crate::config::NatsConfig;
 use crate::daemon::Daemon;
@@ -34,8 +38,9 @@ use subjects::Subjects;
 /// Invocations waiting for a batch before the queue runner waits for room.
 const INVOCATION_QUEUE: usize = 4096;
 
-/// The NATS client's connection state (it reconnects by itself).
-pub struct NatsLink(async_nats::Client);
+/// The NATS client's connection state (it reconnects by itself), and with partitions the
+/// membership view.
+pub struct NatsLink(async_nats::Client, Option<watch::Receiver<members::View>>);
 
 impl crate::daemon::TransportLink for NatsLink {
     fn name(&self) -> &'static str {
@@ -45,6 +50,17 @@ impl crate::daemon::TransportLink for NatsLink {
     fn connected(&self) -> bool {
         self.0.connection_state() == async_nats::connection::State::Connected
     }
+
+    fn member(&self) -> Option<bool> {
+        self.1.as_ref().map(|v| v.borrow().joined)
+    }
+}
+
+/// The membership of a daemon on a partitioned events stream, before it joins.
+struct Members {
+    store: async_nats::jetstream::kv::Store,
+    me: String,
+    view: (watch::Sender<members::View>, watch::Receiver<members::View>),
 }
 
 /// A connected transport, before its consumers run.
@@ -55,6 +71,9 @@ pub struct Nats {
     pub publisher: Publisher,
     pub encoding: Encoding,
     consumers: connection::Consumers,
+    /// With partitions: the members bucket, this daemon's member id (random per start), and
+    /// the view the membership task keeps.
+    members: Option<Members>,
     config: NatsConfig,
 }
 
@@ -65,6 +84,24 @@ impl Nats {
         let mut js = jetstream::new(client.clone());
         js.set_timeout(Duration::from_millis(config.publish_ack_timeout_ms));
         let subjects = Subjects::new(&config.prefix);
+        // The members bucket first: a server without per-key TTLs refuses it before the
+        // events stream is changed to partitioned subjects.
+        let members = if config.partitions > 0 {
+            let store = members::bucket(
+                &js,
+                &config.members_bucket,
+                Duration::from_millis(config.member_ttl_ms),
+                config.replicas,
+            )
+            .await?;
+            Some(Members {
+                store,
+                me: uuid::Uuid::new_v4().simple().to_string(),
+                view: watch::channel(members::View::default()),
+            })
+        } else {
+            None
+        };
         let consumers = connection::ensure(&js, config, &subjects).await?;
         let publisher = Publisher::start(js.clone(), publish_capacity);
         tracing::info!(urls = %config.urls.join(","), prefix = %config.prefix, "NATS JetStream transport ready");
@@ -75,6 +112,7 @@ impl Nats {
             publisher,
             encoding: headers::encoding(config.publish_encoding),
             consumers,
+            members,
             config: config.clone(),
         })
     }
@@ -85,12 +123,16 @@ impl Nats {
             js: self.js.clone(),
             subjects: self.subjects.clone(),
             encoding: self.encoding,
+            keyed: self.config.partitions > 0,
         }
     }
 
     /// The client's connection state, for readiness and `/metrics`.
     pub fn link(&self) -> NatsLink {
-        NatsLink(self.client.clone())
+        NatsLink(
+            self.client.clone(),
+            self.members.as_ref().map(|m| m.view.1.clone()),
+        )
     }
 
     /// The runner of `runner: {kind: queue}` flows; starts its invocation batcher.
@@ -120,18 +162,36 @@ impl Nats {
     /// Starts consuming events and results for `daemon`.
     pub fn start(self, daemon: Arc<Daemon>, limits: Limits) {
         let c = &self.config;
-        inbound::spawn(
-            daemon.clone(),
-            self.consumers.events,
-            self.subjects.clone(),
-            inbound::InboundSettings {
-                pull_batch: c.pull_batch,
-                ack_wait: Duration::from_millis(c.ack_wait_ms),
-                max_message_bytes: c.max_message_bytes,
-                limits,
-                max_ack_pending: c.max_ack_pending.max(1) as usize,
-            },
-        );
+        let settings = inbound::InboundSettings {
+            pull_batch: c.pull_batch,
+            ack_wait: Duration::from_millis(c.ack_wait_ms),
+            max_message_bytes: c.max_message_bytes,
+            limits,
+            max_ack_pending: c.max_ack_pending.max(1) as usize,
+        };
+        if let Some(events) = self.consumers.events {
+            inbound::spawn(daemon.clone(), events, self.subjects.clone(), settings);
+        } else if let Some(Members { store, me, view }) = self.members {
+            let ttl = Duration::from_millis(c.member_ttl_ms);
+            tracing::info!(member = %me, partitions = c.partitions, "partitioned events stream: joining the members");
+            let (tx, view) = view;
+            members::spawn(daemon.clone(), self.js.clone(), store, me.clone(), ttl, tx);
+            partitions::spawn(
+                daemon.clone(),
+                self.consumers.events_stream,
+                self.subjects.clone(),
+                settings,
+                partitions::PartitionSettings {
+                    partitions: c.partitions,
+                    consumer_events: c.consumer_events.clone(),
+                    ack_wait: Duration::from_millis(c.ack_wait_ms),
+                    max_ack_pending: c.max_ack_pending,
+                    member_ttl: ttl,
+                },
+                me,
+                view,
+            );
+        }
         results::spawn(
             daemon,
             self.consumers.results,

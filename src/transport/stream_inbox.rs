@@ -12,8 +12,8 @@ use bytes::Bytes;
 
 use super::headers;
 use super::inbound::stream_event_id;
-use super::subjects::Subjects;
-use crate::domain::Event;
+use super::subjects::{partition_key, Subjects};
+use crate::domain::{Event, Target};
 use crate::intake::{Appended, IngestError, StreamInbox};
 use crate::wire::envelope::{Encoding, EventEnvelope};
 
@@ -22,6 +22,29 @@ pub struct StreamIntake {
     pub(super) js: jetstream::Context,
     pub(super) subjects: Subjects,
     pub(super) encoding: Encoding,
+    /// A partitioned stream: events go on keyed subjects.
+    pub(super) keyed: bool,
+}
+
+impl StreamIntake {
+    /// The subject `event` is published on: the adapters' (keyed when the stream is
+    /// partitioned: the actor's key; an event without an actor, the empty string's).
+    fn subject(&self, event: &Event) -> String {
+        let (a, i, c) = (
+            event.account.as_str(),
+            event.integration.as_str(),
+            event.connector.as_str(),
+        );
+        if !self.keyed {
+            return self.subjects.events(a, i, c);
+        }
+        let external_id = match &event.target {
+            Target::Actor(actor) => actor.external_id.as_str(),
+            Target::Persona(_) | Target::ByCommandAct => "",
+        };
+        self.subjects
+            .events_keyed(a, i, c, &partition_key(external_id))
+    }
 }
 
 impl StreamInbox for StreamIntake {
@@ -30,11 +53,7 @@ impl StreamInbox for StreamIntake {
         event: &Event,
         dedupe_key: Option<String>,
     ) -> Pin<Box<dyn Future<Output = Result<Appended, IngestError>> + Send + 'static>> {
-        let subject = self.subjects.events(
-            event.account.as_str(),
-            event.integration.as_str(),
-            event.connector.as_str(),
-        );
+        let subject = self.subject(event);
         let mut h = async_nats::HeaderMap::new();
         h.insert(headers::CONTENT_TYPE, self.encoding.content_type());
         // Without an external id there is nothing to deduplicate by: one publish, no retry

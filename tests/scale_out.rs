@@ -1,0 +1,471 @@
+//! Scale-out (stage 1): daemons sharing one partitioned events stream on a recent nats-server
+//! (`transport.nats.partitions`), each configured alike over its own API, one webhook runner
+//! that sleeps a little per invocation and records (persona, n, daemon). Three daemons split
+//! the 24 partitions evenly and invoke every event (published by an adapter, or posted over
+//! HTTP to any daemon), each persona on one daemon, in order; one stopped with SIGTERM hands
+//! its partitions over at once (not after its key's TTL); one killed with
+//! SIGKILL mid-run: its partitions go on within 10 s, nothing is lost, repeats are marked
+//! `redelivered`; a daemon joining two gets its share within 10 s. A keyed subject whose key is
+//! not the actor's is dead-lettered; Debian's 2.9 server (no per-key TTLs) is refused at start.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::daemon::{temp_dir, DaemonBuilder, DaemonProcess};
+use common::eventually_explained;
+use common::nats::{user_message, NatsServer};
+use common::runner_server::{completed, RunnerServer};
+use serde_json::json;
+use switchboard::transport::client::Client;
+use switchboard::wire::envelope::Encoding;
+
+const PARTITIONS: u32 = 24;
+const LIMIT: Duration = Duration::from_secs(90);
+/// How long a partition may go without its next event after its owner died or a daemon joined.
+const MOVE_LIMIT: Duration = Duration::from_secs(10);
+
+/// The member TTL of the graceful-stop test: long, so a move before it shows the key deleted.
+const TERM_TTL_S: u64 = 30;
+
+/// One invocation the runner saw.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    persona: usize,
+    n: usize,
+    daemon: usize,
+    redelivered: bool,
+    at: Instant,
+}
+
+type Log = Arc<Mutex<Vec<Seen>>>;
+
+/// The runner: 20 ms per invocation; `/d<i>` says which daemon called.
+fn runner() -> (RunnerServer, Log) {
+    let mut runner =
+        RunnerServer::start_slow(Duration::from_millis(20), |_| (200, completed(json!([]))));
+    let log: Log = Arc::default();
+    let mut rx = std::mem::replace(&mut runner.rx, tokio::sync::mpsc::unbounded_channel().1);
+    let l = log.clone();
+    tokio::spawn(async move {
+        while let Some(r) = rx.recv().await {
+            let args = &r.json["event"]["arguments"];
+            let text = args
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["name"] == "text"))
+                .map(|x| &x["value"])
+                .unwrap_or(&args["text"])
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let Some((p, n)) = text.split_once(':') else {
+                continue;
+            };
+            let daemon = r
+                .path
+                .trim_start_matches("/d")
+                .parse()
+                .unwrap_or(usize::MAX);
+            l.lock().unwrap().push(Seen {
+                persona: p.parse().unwrap(),
+                n: n.parse().unwrap(),
+                daemon,
+                redelivered: r.json["redelivered"] == true,
+                at: Instant::now(),
+            });
+        }
+    });
+    (runner, log)
+}
+
+fn daemon(dir: &Path, nats: &NatsServer) -> DaemonBuilder {
+    DaemonProcess::builder(dir)
+        .envs(nats.daemon_env())
+        .env(
+            "SWITCHBOARD_TRANSPORT__NATS__PARTITIONS",
+            PARTITIONS.to_string(),
+        )
+        // A killed daemon's unacknowledged events come back after this.
+        .env("SWITCHBOARD_TRANSPORT__NATS__ACK_WAIT_MS", "3000")
+        .env("SWITCHBOARD_LOG__LEVEL", "warn,switchboard=info")
+}
+
+/// Daemon `i` (its own directory and store), configured like the others over its API: the
+/// connector `telegram/bot` and the queue-mode flow `Bot/Main` on the runner at `/d<i>`.
+async fn start(base: &Path, i: usize, nats: &NatsServer, runner: &RunnerServer) -> DaemonProcess {
+    start_with(base, i, nats, runner, 2000).await
+}
+
+/// [`start`] with a member TTL of `ttl_ms`.
+async fn start_with(
+    base: &Path,
+    i: usize,
+    nats: &NatsServer,
+    runner: &RunnerServer,
+    ttl_ms: u64,
+) -> DaemonProcess {
+    let dir = base.join(format!("d{i}"));
+    std::fs::create_dir_all(dir.join("flows")).unwrap();
+    let d = daemon(&dir, nats)
+        .env(
+            "SWITCHBOARD_TRANSPORT__NATS__MEMBER_TTL_MS",
+            ttl_ms.to_string(),
+        )
+        .start();
+    d.run_connector(
+        "telegram",
+        json!({"title": "Bot", "connector_idn": "bot", "settings": [{"idn": "bot_token", "value": "t"}]}),
+    )
+    .await;
+    let flow = json!({"runner": {"kind": "webhook", "url": format!("{}/d{i}", runner.base)},
+        "events": [{"idn": "user_message", "skill_idn": "Talk", "integration_idn": "telegram", "interrupt_mode": "queue"}]});
+    d.put_flow("Bot", "Main", &flow).await;
+    d
+}
+
+/// The partitions a daemon says it owns (`/metrics`).
+async fn owned(d: &DaemonProcess) -> Option<u32> {
+    let m = reqwest::get(d.url("/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    m.lines()
+        .find_map(|l| l.strip_prefix("switchboard_partitions_owned "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u32)
+}
+
+/// Waits until the daemons own `shares` partitions each.
+async fn wait_shares(ds: &[&DaemonProcess], shares: &[u32]) {
+    eventually_explained(
+        &format!("the daemons to own {shares:?} partitions"),
+        LIMIT,
+        || async {
+            let mut got = Vec::new();
+            for d in ds {
+                got.push(owned(d).await?);
+            }
+            (got == shares).then_some(())
+        },
+        || async {
+            let mut got = Vec::new();
+            for d in ds {
+                got.push(owned(d).await);
+            }
+            format!("they own {got:?}")
+        },
+    )
+    .await;
+}
+
+/// Publishes `rounds` rounds of one event per persona, `pause` apart (an adapter's job).
+async fn publish(url: String, personas: usize, rounds: std::ops::Range<usize>, pause: Duration) {
+    let adapter = Client::connect(&url, "sb", Encoding::MessagePack)
+        .await
+        .unwrap();
+    for n in rounds {
+        for p in 0..personas {
+            let e = user_message(&format!("persona-{p}"), &format!("{p}:{n}"));
+            adapter
+                .publish_event(&e, Some(&format!("ev-{p}-{n}")))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Waits for every (persona, n) at the runner.
+async fn wait_all(log: &Log, personas: usize, rounds: usize) {
+    let all = personas * rounds;
+    eventually_explained(
+        "every event at the runner",
+        LIMIT,
+        || {
+            let distinct: BTreeSet<(usize, usize)> = log
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|s| (s.persona, s.n))
+                .collect();
+            async move { (distinct.len() == all).then_some(()) }
+        },
+        || {
+            let got = log.lock().unwrap().len();
+            async move { format!("{got} invocations received of {all}") }
+        },
+    )
+    .await;
+}
+
+/// Checks the log: no repeat unmarked, no per-persona inversion; answers the repeats.
+fn check_order(log: &[Seen]) -> usize {
+    let mut seen = BTreeSet::new();
+    let mut last: BTreeMap<usize, usize> = BTreeMap::new();
+    let (mut repeats, mut unmarked, mut inversions) = (0, Vec::new(), Vec::new());
+    for s in log {
+        if !seen.insert((s.persona, s.n)) {
+            repeats += 1;
+            if !s.redelivered {
+                unmarked.push((s.persona, s.n, s.daemon));
+            }
+            continue;
+        }
+        if let Some(&l) = last.get(&s.persona) {
+            if s.n < l {
+                inversions.push((s.persona, s.n, l, s.daemon));
+            }
+        }
+        last.insert(s.persona, s.n);
+    }
+    assert!(
+        unmarked.is_empty(),
+        "repeats not marked redelivered: {unmarked:?}"
+    );
+    assert!(
+        inversions.is_empty(),
+        "order inversions (persona, n, after, daemon): {inversions:?}"
+    );
+    repeats
+}
+
+#[actix_rt::test]
+async fn three_daemons_split_the_partitions_evenly_and_keep_each_persona_in_order() {
+    const PERSONAS: usize = 48;
+    const ROUNDS: usize = 6;
+    let dir = temp_dir("scale-three");
+    let nats = NatsServer::start_recent(&dir);
+    let (runner, log) = runner();
+    let mut ds = Vec::new();
+    for i in 0..3 {
+        ds.push(start(&dir, i, &nats, &runner).await);
+    }
+    wait_shares(&ds.iter().collect::<Vec<_>>(), &[8, 8, 8]).await;
+    for d in &ds {
+        let ready: serde_json::Value = reqwest::get(d.url("/readyz"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(ready["checks"]["partitions"], "ok", "{ready}");
+        let m = d.metrics().await;
+        assert!(m.contains("switchboard_members_seen 3"), "{m}");
+        assert!(m.contains("switchboard_partition_rebalances_total"), "{m}");
+    }
+    publish(nats.url(), PERSONAS, 0..ROUNDS, Duration::ZERO).await;
+    // A last round over HTTP, all to daemon 0: it goes to each persona's partition and owner.
+    let http = ds[0].client();
+    for p in 0..PERSONAS {
+        let e = user_message(&format!("persona-{p}"), &format!("{p}:{ROUNDS}"));
+        let r = http
+            .post(ds[0].url("/v1/events"))
+            .json(&e)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
+    }
+    wait_all(&log, PERSONAS, ROUNDS + 1).await;
+    let log = log.lock().unwrap().clone();
+    assert_eq!(check_order(&log), 0, "a steady split repeats nothing");
+    // Each persona on one daemon, and every daemon busy.
+    let mut by_persona: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
+    for s in &log {
+        by_persona.entry(s.persona).or_default().insert(s.daemon);
+    }
+    assert!(
+        by_persona.values().all(|d| d.len() == 1),
+        "a persona on two daemons: {by_persona:?}"
+    );
+    let daemons: BTreeSet<usize> = by_persona.values().flatten().copied().collect();
+    assert_eq!(daemons, BTreeSet::from([0, 1, 2]), "{by_persona:?}");
+    // A key that is not the actor's would split a persona over partitions: dead-lettered.
+    let adapter = Client::connect(&nats.url(), "sb", Encoding::Json)
+        .await
+        .unwrap();
+    let dlq = adapter
+        .dead_letters("SB_DLQ", "dlq_reader", "default")
+        .await
+        .unwrap();
+    let wrong = adapter
+        .subjects
+        .events_keyed("default", "telegram", "bot", "0000000000000000");
+    let body = serde_json::to_vec(&user_message("persona-1", "1:99")).unwrap();
+    adapter
+        .publish_raw(wrong, "application/json", body)
+        .await
+        .unwrap();
+    let m = Client::next_raw(&dlq, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("a dead letter");
+    let h = m.headers.as_ref().unwrap();
+    assert_eq!(h.get("Switchboard-Reason").unwrap().as_str(), "malformed");
+    let detail = h.get("Switchboard-Detail").unwrap().as_str().to_owned();
+    assert!(detail.contains("partition key"), "{detail}");
+}
+
+#[actix_rt::test]
+async fn a_killed_daemons_partitions_go_on_within_ten_seconds_and_nothing_is_lost() {
+    const PERSONAS: usize = 24;
+    const ROUNDS: usize = 60;
+    let dir = temp_dir("scale-kill");
+    let nats = NatsServer::start_recent(&dir);
+    let (runner, log) = runner();
+    let mut ds = Vec::new();
+    for i in 0..3 {
+        ds.push(start(&dir, i, &nats, &runner).await);
+    }
+    wait_shares(&ds.iter().collect::<Vec<_>>(), &[8, 8, 8]).await;
+    let publisher = tokio::spawn(publish(
+        nats.url(),
+        PERSONAS,
+        0..ROUNDS,
+        Duration::from_millis(200),
+    ));
+    // Mid-run: every persona of daemon 2 invoked there at least once.
+    let victims: BTreeSet<usize> = eventually_explained(
+        "daemon 2 to invoke events",
+        LIMIT,
+        || {
+            let l = log.lock().unwrap();
+            let v: BTreeSet<usize> = l
+                .iter()
+                .filter(|s| s.daemon == 2)
+                .map(|s| s.persona)
+                .collect();
+            let rounds = l.iter().map(|s| s.n).max().unwrap_or(0);
+            async move { (rounds >= 8 && !v.is_empty()).then_some(v) }
+        },
+        || async { String::new() },
+    )
+    .await;
+    let killed_at = Instant::now();
+    ds.pop().unwrap().kill9();
+    wait_shares(&ds.iter().collect::<Vec<_>>(), &[12, 12]).await;
+    publisher.await.unwrap();
+    wait_all(&log, PERSONAS, ROUNDS).await;
+    let log = log.lock().unwrap().clone();
+    let repeats = check_order(&log);
+    // Each victim persona's next event after the kill, on another daemon, within the bound.
+    let mut resumed = Vec::new();
+    for p in &victims {
+        let next = log
+            .iter()
+            .find(|s| s.persona == *p && s.daemon != 2 && s.at > killed_at)
+            .map(|s| s.at - killed_at)
+            .unwrap_or_else(|| panic!("persona {p} never resumed"));
+        resumed.push(next);
+    }
+    let slowest = resumed.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "kill -9 of one of three daemons: {} invocations, {repeats} repeats, its {} personas resumed within {slowest:.1?}",
+        log.len(),
+        victims.len()
+    );
+    assert!(
+        slowest <= MOVE_LIMIT,
+        "a killed daemon's partition waited {slowest:?} for its next event"
+    );
+}
+
+#[actix_rt::test]
+async fn a_daemon_joining_two_gets_its_share_within_ten_seconds() {
+    const PERSONAS: usize = 24;
+    const ROUNDS: usize = 50;
+    let dir = temp_dir("scale-join");
+    let nats = NatsServer::start_recent(&dir);
+    let (runner, log) = runner();
+    let mut ds = Vec::new();
+    for i in 0..2 {
+        ds.push(start(&dir, i, &nats, &runner).await);
+    }
+    wait_shares(&ds.iter().collect::<Vec<_>>(), &[12, 12]).await;
+    let publisher = tokio::spawn(publish(
+        nats.url(),
+        PERSONAS,
+        0..ROUNDS,
+        Duration::from_millis(200),
+    ));
+    eventually_explained(
+        "some rounds before the join",
+        LIMIT,
+        || {
+            let n = log.lock().unwrap().iter().map(|s| s.n).max().unwrap_or(0);
+            async move { (n >= 5).then_some(()) }
+        },
+        || async { String::new() },
+    )
+    .await;
+    let joined_at = Instant::now();
+    ds.push(start(&dir, 2, &nats, &runner).await);
+    wait_shares(&ds.iter().collect::<Vec<_>>(), &[8, 8, 8]).await;
+    let shared_in = joined_at.elapsed();
+    eventually_explained(
+        "the newcomer to invoke events",
+        MOVE_LIMIT,
+        || {
+            let any = log.lock().unwrap().iter().any(|s| s.daemon == 2);
+            async move { any.then_some(()) }
+        },
+        || async { String::new() },
+    )
+    .await;
+    let first = log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|s| s.daemon == 2)
+        .map(|s| s.at - joined_at)
+        .unwrap();
+    publisher.await.unwrap();
+    wait_all(&log, PERSONAS, ROUNDS).await;
+    let log = log.lock().unwrap().clone();
+    let repeats = check_order(&log);
+    eprintln!(
+        "a third daemon joining: its share in {shared_in:.1?}, its first invocation {first:.1?} after its start, {repeats} repeats"
+    );
+    assert!(
+        first <= MOVE_LIMIT,
+        "the newcomer's first event after {first:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_daemon_stopped_gracefully_hands_its_partitions_over_before_its_key_expires() {
+    let dir = temp_dir("scale-term");
+    let nats = NatsServer::start_recent(&dir);
+    let (runner, _log) = runner();
+    let mut ds = Vec::new();
+    for i in 0..3 {
+        ds.push(start_with(&dir, i, &nats, &runner, TERM_TTL_S * 1000).await);
+    }
+    wait_shares(&ds.iter().collect::<Vec<_>>(), &[8, 8, 8]).await;
+    let stopped_at = Instant::now();
+    let status = ds.pop().unwrap().terminate().await;
+    assert!(status.success(), "{status:?}");
+    wait_shares(&ds.iter().collect::<Vec<_>>(), &[12, 12]).await;
+    let moved_in = stopped_at.elapsed();
+    eprintln!("SIGTERM of one of three daemons: its partitions moved in {moved_in:.1?}");
+    assert!(
+        moved_in < Duration::from_secs(5),
+        "the partitions moved after {moved_in:?}: the key was not deleted ({TERM_TTL_S} s TTL)"
+    );
+}
+
+#[actix_rt::test]
+async fn partitions_on_a_server_without_per_key_ttls_refuse_to_start_naming_the_bucket() {
+    let dir = temp_dir("scale-old-server");
+    // Debian's 2.9: no per-key TTLs, no pinned consumers.
+    let nats = NatsServer::start(&dir);
+    let out = daemon(&dir, &nats).run_to_exit();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("members bucket SB_MEMBERS"), "{err}");
+}
