@@ -226,10 +226,18 @@ async fn push(
             }
             let refused = refused.clone();
             tasks.spawn(async move {
-                match tokio::time::timeout(Duration::from_secs(30), r.send()).await {
-                    Ok(Ok(res)) if res.status().as_u16() == 202 => {}
-                    _ => {
-                        refused.fetch_add(1, Ordering::Relaxed);
+                // (The body read to its end: only then does the connection go back to the pool.)
+                let answer = async {
+                    let res = r.send().await?;
+                    let accepted = res.status().as_u16() == 202;
+                    res.bytes().await.map(|_| accepted)
+                };
+                match tokio::time::timeout(Duration::from_secs(30), answer).await {
+                    Ok(Ok(true)) => {}
+                    other => {
+                        if refused.fetch_add(1, Ordering::Relaxed) == 0 {
+                            eprintln!("webchat: a command was not accepted: {other:?}");
+                        }
                     }
                 }
             });
