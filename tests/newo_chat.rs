@@ -874,3 +874,98 @@ async fn a_rotated_client_secret_replaces_the_old_one_after_its_overlap() {
         .unwrap();
     assert!(!view.contains(&third) && !view.contains(&second), "{view}");
 }
+
+/// A daemon whose web clients get 2 requests at once and 1 a second per IP address, trusting
+/// `trusted` (a TOML list) as reverse proxies.
+fn rate_limited_daemon(name: &str, trusted: &str) -> DaemonProcess {
+    DaemonProcess::builder(&temp_dir(name))
+        .env("SWITCHBOARD_NEWO_CHAT__IP_PER_SECOND", "1")
+        .env("SWITCHBOARD_NEWO_CHAT__IP_BURST", "2")
+        .env("SWITCHBOARD_NEWO_CHAT__TRUSTED_PROXIES", trusted)
+        .start()
+}
+
+/// `chat-settings` from the connector's origin, sent with `X-Forwarded-For: forwarded`.
+async fn settings_for(d: &DaemonProcess, secret: &str, forwarded: &str) -> StatusCode {
+    reqwest::Client::new()
+        .get(d.url(&format!("{API}/chat-settings?client_secret={secret}")))
+        .header("origin", ORIGIN)
+        .header("x-forwarded-for", forwarded)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Spends the per-IP budget of requests forwarded for `client`: answers how many passed
+/// before the first 429.
+async fn spend(d: &DaemonProcess, secret: &str, client: &str) -> usize {
+    for passed in 0..20 {
+        match settings_for(d, secret, client).await {
+            StatusCode::TOO_MANY_REQUESTS => return passed,
+            s => assert_eq!(s, StatusCode::OK, "{client}"),
+        }
+    }
+    panic!("requests forwarded for {client} were never rate-limited")
+}
+
+#[actix_rt::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_ip_budget() {
+    let query =
+        |secret: &str| json!({"client_secret": secret, "origin": ORIGIN, "external_id": "cust-1"});
+    let connect = |node: &mut Node, tab: &str, base: &str, secret: &str, forwarded: &str| {
+        node.connect(
+            tab,
+            base,
+            json!({"transports": ["websocket"], "query": query(secret),
+                   "extraHeaders": {"x-forwarded-for": forwarded}}),
+        )
+    };
+    let mut node = Node::start();
+
+    // The loopback proxy is trusted: each forwarded client has its own budget, on the REST
+    // routes and at the socket.io handshake alike.
+    let d = rate_limited_daemon("newo-chat-proxy", r#"["127.0.0.1", "10.0.0.0/8"]"#);
+    let secret = chat_connector(&d, ORIGIN).await;
+    let base = socket_base(&d).await;
+    create_actor(&d, &secret, "cust-1").await;
+    assert!(spend(&d, &secret, "198.51.100.1").await >= 1);
+    assert_eq!(
+        settings_for(&d, &secret, "198.51.100.2").await,
+        StatusCode::OK,
+        "another forwarded client, its own budget"
+    );
+    assert_eq!(
+        settings_for(&d, &secret, "198.51.100.2, 10.1.2.3").await,
+        StatusCode::OK,
+        "a trusted hop is walked past"
+    );
+    connect(&mut node, "spent", &base, &secret, "198.51.100.1");
+    let r = node.next("spent").await;
+    assert_eq!(r["type"], "connect_error", "{r}");
+    assert!(
+        r["message"].as_str().unwrap().starts_with("rate_limited"),
+        "{r}"
+    );
+    connect(&mut node, "fresh", &base, &secret, "198.51.100.3");
+    let r = node.next("fresh").await;
+    assert_eq!(r["type"], "connect", "{r}");
+
+    // Trusting no proxy: the header changes nothing, every request is the peer's.
+    let d = rate_limited_daemon("newo-chat-no-proxy", "[]");
+    let secret = chat_connector(&d, ORIGIN).await;
+    let base = socket_base(&d).await;
+    assert!(spend(&d, &secret, "198.51.100.1").await >= 1);
+    assert_eq!(
+        settings_for(&d, &secret, "198.51.100.2").await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a forwarded address from an untrusted peer is ignored"
+    );
+    connect(&mut node, "untrusted", &base, &secret, "198.51.100.3");
+    let r = node.next("untrusted").await;
+    assert_eq!(r["type"], "connect_error", "{r}");
+    assert!(
+        r["message"].as_str().unwrap().starts_with("rate_limited"),
+        "{r}"
+    );
+}

@@ -1,12 +1,14 @@
 //! `[newo_chat]`: the web-chat native's own config section (its socket.io listener, the
-//! per-actor buffer, the public API's rate limits), declared on its registration line
-//! (`natives::section`), read by config load under that key, errors naming the key.
+//! per-actor buffer, the public API's rate limits and the proxies trusted for the client's
+//! address), declared on its registration line (`natives::section`), read by config load under
+//! that key, errors naming the key.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::client_ip::TrustedProxies;
 use crate::natives::section::{Invalid, NativeSection};
 
 /// The web-chat native.
@@ -32,6 +34,10 @@ pub struct NewoChatConfig {
     pub ip_burst: u32,
     /// Largest body of the public API's requests, in bytes.
     pub max_body_bytes: usize,
+    /// Reverse proxies in front of the daemon (CIDR blocks or addresses): a request from one
+    /// counts against the rightmost `X-Forwarded-For` address that is not one of them
+    /// ([`super::client_ip`]); from any other peer the header is ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl NewoChatConfig {
@@ -45,10 +51,23 @@ impl NewoChatConfig {
     pub const DEFAULT_IP_PER_SECOND: u32 = 10;
     pub const DEFAULT_IP_BURST: u32 = 40;
     pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+    pub const DEFAULT_TRUSTED_PROXIES: &'static [&'static str] = &[];
 
     /// [`Self::buffer_ttl_ms`] as a duration.
     pub fn buffer_ttl(&self) -> Duration {
         Duration::from_millis(self.buffer_ttl_ms)
+    }
+
+    /// [`Self::trusted_proxies`], parsed.
+    pub fn proxies(&self) -> Result<TrustedProxies, Invalid> {
+        TrustedProxies::parse(self.trusted_proxies.iter().map(String::as_str)).map_err(|bad| {
+            Invalid {
+                key: "newo_chat.trusted_proxies",
+                reason: format!(
+                    "{bad:?} is not a CIDR block (like \"10.0.0.0/8\") or an IP address"
+                ),
+            }
+        })
     }
 }
 
@@ -98,7 +117,8 @@ impl NativeSection for NewoChatConfig {
             self.max_body_bytes as u64,
             1024,
             1 << 20,
-        )
+        )?;
+        self.proxies().map(|_| ())
     }
 }
 
@@ -114,6 +134,10 @@ impl Default for NewoChatConfig {
             ip_per_second: Self::DEFAULT_IP_PER_SECOND,
             ip_burst: Self::DEFAULT_IP_BURST,
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
+            trusted_proxies: Self::DEFAULT_TRUSTED_PROXIES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
         }
     }
 }
@@ -141,5 +165,13 @@ mod tests {
         );
         check(|c| c.ip_per_second = 0, Some("newo_chat.ip_per_second"));
         check(|c| c.max_body_bytes = 10, Some("newo_chat.max_body_bytes"));
+        check(
+            |c| c.trusted_proxies = vec!["10.0.0.0/8".into(), "::1".into()],
+            None,
+        );
+        check(
+            |c| c.trusted_proxies = vec!["proxy.example".into()],
+            Some("newo_chat.trusted_proxies"),
+        );
     }
 }

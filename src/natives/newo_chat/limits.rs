@@ -1,7 +1,7 @@
 //! The public API's rate limits (GCRA, `governor`): per client secret and per client IP
 //! address, each request and each socket connection counted against both. The IP is the TCP
-//! peer's: behind a reverse proxy every client shares the proxy's, so raise
-//! `newo_chat.ip_per_second` there (or rate-limit in the proxy). Keys not seen for a while are
+//! peer's, or behind a proxy listed in `newo_chat.trusted_proxies` the client's it forwarded
+//! ([`super::client_ip`]). Keys not seen for a while are
 //! forgotten by [`Limits::shrink`], run by the native's housekeeping task.
 
 use std::net::IpAddr;

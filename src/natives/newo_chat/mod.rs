@@ -4,12 +4,14 @@
 //! in memory by its SHA-256). Web clients call the public REST API ([`routes`], at
 //! `/api/internal/v1/talking-head/…` on the daemon's listener): chat-settings, create-actor
 //! (idempotent per `external_id`, [`store`]), send-actor-event (through the durable intake);
-//! each request is held to the connector's origins, CORS and rate limits ([`limits`]), a
+//! each request is held to the connector's origins, CORS and rate limits ([`limits`]; the
+//! client's address behind a trusted proxy: [`client_ip`]), a
 //! refusal names its reason ([`refusal`]). They receive what skills send over socket.io
 //! ([`realtime`], on its own listener): every command to a `newo_chat` connector for an actor
 //! is emitted to all that actor's sockets, or buffered until one connects ([`hub`]).
 //! [`config`] is its `[newo_chat]` section.
 
+pub mod client_ip;
 pub mod config;
 pub mod hub;
 pub mod limits;
@@ -41,6 +43,7 @@ use crate::fault::Fault;
 use crate::natives::component::{Built, Component, Listeners, NativeContext};
 use crate::natives::section::{Section, Sections};
 use crate::store::Store;
+use client_ip::TrustedProxies;
 pub use config::NewoChatConfig;
 use hub::{Hub, Message, Push, PushError};
 use limits::Limits;
@@ -78,6 +81,8 @@ pub struct Chat {
     pub(crate) persona_key: PersonaKey,
     pub(crate) config: NewoChatConfig,
     pub(crate) limits: Limits,
+    /// Whose address a request from a trusted reverse proxy counts against.
+    pub(crate) proxies: TrustedProxies,
     /// Client secrets (their SHA-256) to their connectors.
     secrets: DashMap<[u8; 32], ConnectorKey, FxBuildHasher>,
     /// Opens once the secrets of the connectors the store keeps are indexed.
@@ -92,6 +97,8 @@ impl Chat {
             store: cx.store.clone(),
             persona_key: cx.persona_key,
             limits: Limits::new(&config),
+            // (Validated at load.)
+            proxies: config.proxies().unwrap_or_default(),
             hub: Hub::new(cx.store.clone(), config.buffer_per_actor),
             config,
             secrets: DashMap::with_hasher(FxBuildHasher),
@@ -124,6 +131,16 @@ impl Chat {
             return Err(ChatRefusal::UnknownSecret);
         }
         Ok(key)
+    }
+
+    /// The client address of a request from `peer` with these `X-Forwarded-For` values, held to
+    /// the per-IP rate.
+    pub fn by_ip<'a>(
+        &self,
+        peer: std::net::IpAddr,
+        forwarded: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), ChatRefusal> {
+        self.limits.ip(self.proxies.client(peer, forwarded))
     }
 
     /// Whether `origin` is among the connector's domains.

@@ -4,7 +4,8 @@
 //! hyper's HTTP/1 server on a runtime of its own (two threads, `switchboard-chat`): the sockets'
 //! work never competes with the engine's arbiters, and the operators' listener never serves
 //! the public. A connection is admitted by a connect middleware (refused: `connect_error` with
-//! `<code>: <reason>`, as the REST API's refusals): the per-IP rate, the client secret, the
+//! `<code>: <reason>`, as the REST API's refusals): the per-IP rate (the `X-Forwarded-For`
+//! client behind a trusted proxy), the client secret, the
 //! origin (the `origin` query value and any `Origin` header among the connector's domains), a
 //! running connector, an actor created for the `external_id`, room for one more of its sockets.
 //! Admitted, the socket joins its actor's in the [`super::hub`]. Answers to an `Origin` some
@@ -71,7 +72,12 @@ pub fn start(
 async fn admit(chat: &Chat, s: &SocketRef) -> Result<ActorKey, ChatRefusal> {
     let parts = s.req_parts();
     if let Some(PeerIp(ip)) = parts.extensions.get::<PeerIp>() {
-        chat.limits.ip(*ip)?;
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        chat.by_ip(*ip, forwarded)?;
     }
     let query = actix_web::web::Query::<Vec<(String, String)>>::from_query(
         parts.uri.query().unwrap_or_default(),

@@ -2,7 +2,8 @@
 //! `GET chat-settings?client_secret=` → `{connector_idn}`; `POST create-actor` → the actor
 //! (idempotent per `external_id`: its id is the persona id events of that actor get);
 //! `POST send-actor-event` → the event, through the durable intake. No token: the client
-//! secret authenticates (401 when no connector has it). In order: the per-IP rate, the body
+//! secret authenticates (401 when no connector has it). In order: the per-IP rate (the
+//! `X-Forwarded-For` client behind a trusted proxy, [`super::client_ip`]), the body
 //! (at most `newo_chat.max_body_bytes`, 400 naming the field), the per-secret rate, the secret,
 //! the request's `Origin` among the connector's domains (403 otherwise; a request without an
 //! `Origin`, not a browser's, is not held to it), `connector_idn` the secret's. Answers carry
@@ -157,10 +158,15 @@ fn finish(result: Result<HttpResponse, ApiError>, cors: Cors) -> HttpResponse {
     res
 }
 
-/// The checks every request passes before it acts: the per-IP rate first.
+/// The checks every request passes before it acts: the per-IP rate first (the client's
+/// address behind a trusted proxy).
 fn by_ip(chat: &Chat, req: &HttpRequest) -> Result<(), ApiError> {
     if let Some(peer) = req.peer_addr() {
-        chat.limits.ip(peer.ip()).map_err(refused)?;
+        let forwarded = req
+            .headers()
+            .get_all(header::X_FORWARDED_FOR)
+            .filter_map(|v| v.to_str().ok());
+        chat.by_ip(peer.ip(), forwarded).map_err(refused)?;
     }
     Ok(())
 }
