@@ -16,6 +16,8 @@ pub struct NatsServer {
     binary: PathBuf,
     pub port: u16,
     pub dir: PathBuf,
+    /// Arguments after the common ones (a cluster node's name and routes).
+    extra: Vec<String>,
 }
 
 fn binary() -> PathBuf {
@@ -66,6 +68,7 @@ impl NatsServer {
             binary,
             port: free_port(),
             dir: dir.join("nats"),
+            extra: Vec::new(),
         };
         s.spawn();
         s
@@ -84,6 +87,7 @@ impl NatsServer {
                 "-sd",
             ])
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -144,6 +148,93 @@ impl NatsServer {
                 format!("[\"{}\"]", self.url()),
             ),
         ]
+    }
+}
+
+/// A cluster of recent servers (`nats-server-2`), routed on loopback, each with its own
+/// storage: replicated streams and key-value buckets, and a node to kill.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `n` nodes under `dir/nats-<i>` and waits until each logs "Server is ready"
+    /// (JetStream's meta leader may come later: [`NatsCluster::wait_jetstream`]).
+    pub fn start_recent(dir: &Path, n: usize) -> NatsCluster {
+        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let all = routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes: Vec<NatsServer> = (0..n)
+            .map(|i| NatsServer {
+                child: None,
+                binary: recent_binary(),
+                port: free_port(),
+                dir: dir.join(format!("nats-{i}")),
+                extra: vec![
+                    "--name".into(),
+                    format!("n{i}"),
+                    "--cluster_name".into(),
+                    "sb".into(),
+                    "--cluster".into(),
+                    format!("nats://127.0.0.1:{}", routes[i]),
+                    "--routes".into(),
+                    all.clone(),
+                ],
+            })
+            .collect();
+        // Started one after another; each is ready before its routes are all up.
+        for node in &mut nodes {
+            node.spawn();
+        }
+        NatsCluster { nodes }
+    }
+
+    /// Every node's URL (what a client given the whole cluster connects to).
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(NatsServer::url).collect()
+    }
+
+    /// The daemon's environment for the whole cluster, streams and buckets on `replicas`.
+    pub fn daemon_env(&self, replicas: usize) -> Vec<(String, String)> {
+        let urls = self
+            .nodes
+            .iter()
+            .map(|n| format!("\"{}\"", n.url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        vec![
+            ("SWITCHBOARD_TRANSPORT__KIND".into(), "nats".into()),
+            (
+                "SWITCHBOARD_TRANSPORT__NATS__URLS".into(),
+                format!("[{urls}]"),
+            ),
+            (
+                "SWITCHBOARD_TRANSPORT__NATS__REPLICAS".into(),
+                replicas.to_string(),
+            ),
+        ]
+    }
+
+    /// Whether JetStream answers through the cluster now: a meta leader was elected and a
+    /// stream replicated on every node can be made (tests wait on it with their wait helper).
+    pub async fn jetstream_ready(&self) -> Result<(), String> {
+        let client = async_nats::connect(self.urls().as_slice())
+            .await
+            .map_err(|e| e.to_string())?;
+        let js = async_nats::jetstream::new(client);
+        js.get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: "PROBE".into(),
+            subjects: vec!["probe.>".into()],
+            num_replicas: self.nodes.len(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        js.delete_stream("PROBE").await.map_err(|e| e.to_string())?;
+        Ok(())
     }
 }
 
