@@ -175,21 +175,61 @@ async fn wait_shares(ds: &[&DaemonProcess], shares: &[u32]) {
     .await;
 }
 
-/// Publishes `rounds` rounds of one event per persona, `pause` apart (an adapter's job).
+/// Publishes `rounds` rounds of one event per persona, `pause` apart (an adapter's job), each
+/// event until the stream acknowledged it: a publish that fails while a server is lost is sent
+/// again with its id (the stream drops a second copy); at most `ATTEMPTS` tries an event.
 async fn publish(url: String, personas: usize, rounds: std::ops::Range<usize>, pause: Duration) {
+    const ATTEMPTS: usize = 100;
     let adapter = Client::connect(&url, "sb", Encoding::MessagePack)
         .await
         .unwrap();
     for n in rounds {
         for p in 0..personas {
             let e = user_message(&format!("persona-{p}"), &format!("{p}:{n}"));
-            adapter
-                .publish_event(&e, Some(&format!("ev-{p}-{n}")))
-                .await
-                .unwrap();
+            let id = format!("ev-{p}-{n}");
+            let mut tries = 0;
+            while let Err(err) = adapter.publish_event(&e, Some(&id)).await {
+                tries += 1;
+                assert!(tries < ATTEMPTS, "event {id} not acknowledged: {err}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
         tokio::time::sleep(pause).await;
     }
+}
+
+/// Waits until the runner saw round `n` of some persona (the run is under way).
+async fn wait_round(log: &Log, n: usize) {
+    eventually_explained(
+        &format!("round {n} at the runner"),
+        LIMIT,
+        || {
+            let seen = log.lock().unwrap().iter().map(|s| s.n).max().unwrap_or(0);
+            async move { (seen >= n).then_some(()) }
+        },
+        || async { String::new() },
+    )
+    .await;
+}
+
+/// How long after `since` the slowest of `personas` waited for its next invocation (on a
+/// daemon other than `gone`, when one is named); panics naming a persona that never resumed.
+fn slowest_resume(
+    log: &[Seen],
+    personas: impl IntoIterator<Item = usize>,
+    since: Instant,
+    gone: Option<usize>,
+) -> Duration {
+    personas
+        .into_iter()
+        .map(|p| {
+            log.iter()
+                .find(|s| s.persona == p && Some(s.daemon) != gone && s.at > since)
+                .map(|s| s.at - since)
+                .unwrap_or_else(|| panic!("persona {p} never resumed"))
+        })
+        .max()
+        .unwrap_or_default()
 }
 
 /// Waits for every (persona, n) at the runner.
@@ -366,16 +406,7 @@ async fn a_killed_daemons_partitions_go_on_within_ten_seconds_and_nothing_is_los
     let log = log.lock().unwrap().clone();
     let repeats = check_order(&log);
     // Each victim persona's next event after the kill, on another daemon, within the bound.
-    let mut resumed = Vec::new();
-    for p in &victims {
-        let next = log
-            .iter()
-            .find(|s| s.persona == *p && s.daemon != 2 && s.at > killed_at)
-            .map(|s| s.at - killed_at)
-            .unwrap_or_else(|| panic!("persona {p} never resumed"));
-        resumed.push(next);
-    }
-    let slowest = resumed.iter().max().copied().unwrap_or_default();
+    let slowest = slowest_resume(&log, victims.iter().copied(), killed_at, Some(2));
     eprintln!(
         "kill -9 of one of three daemons: {} invocations, {repeats} repeats, its {} personas resumed within {slowest:.1?}",
         log.len(),
@@ -405,16 +436,7 @@ async fn a_daemon_joining_two_gets_its_share_within_ten_seconds() {
         0..ROUNDS,
         Duration::from_millis(200),
     ));
-    eventually_explained(
-        "some rounds before the join",
-        LIMIT,
-        || {
-            let n = log.lock().unwrap().iter().map(|s| s.n).max().unwrap_or(0);
-            async move { (n >= 5).then_some(()) }
-        },
-        || async { String::new() },
-    )
-    .await;
+    wait_round(&log, 5).await;
     let joined_at = Instant::now();
     ds.push(start(&dir, 2, &nats, &runner).await);
     wait_shares(&ds.iter().collect::<Vec<_>>(), &[8, 8, 8]).await;
@@ -482,32 +504,9 @@ async fn partitions_on_a_server_without_per_key_ttls_refuse_to_start_naming_the_
     assert!(err.contains("members bucket SB_MEMBERS"), "{err}");
 }
 
-/// Publishes like [`publish`] through one node of a cluster, each event until the stream
-/// acknowledged it (a publish that fails while a server is lost is sent again with its id: the
-/// stream drops a second copy); at most `ATTEMPTS` tries an event.
-async fn publish_through_a_loss(url: String, personas: usize, rounds: usize, pause: Duration) {
-    const ATTEMPTS: usize = 100;
-    let adapter = Client::connect(&url, "sb", Encoding::MessagePack)
-        .await
-        .unwrap();
-    for n in 0..rounds {
-        for p in 0..personas {
-            let e = user_message(&format!("persona-{p}"), &format!("{p}:{n}"));
-            let id = format!("ev-{p}-{n}");
-            let mut tries = 0;
-            while let Err(err) = adapter.publish_event(&e, Some(&id)).await {
-                tries += 1;
-                assert!(tries < ATTEMPTS, "event {id} not acknowledged: {err}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        tokio::time::sleep(pause).await;
-    }
-}
-
 /// Known failure, kept to be fixed next (issue 25): after the stream leader's loss one run
-/// resumed every persona in 9.0 s (the issue asks 5 s), another left 196 of 1,200 acknowledged
-/// events uninvoked for 90 s (partitions stalled, not lost: the stream holds them).
+/// resumed every persona in 9.0 s (the issue asks 5 s), two others left 196 and 415 of 1,200
+/// acknowledged events uninvoked 90 s after the last publish (some partitions stalled).
 #[actix_rt::test]
 #[ignore = "known failure: partitions can stall after the stream leader's loss (issue 25)"]
 async fn on_a_three_node_cluster_losing_the_stream_leader_resumes_within_five_seconds() {
@@ -550,22 +549,13 @@ async fn on_a_three_node_cluster_losing_the_stream_leader_resumes_within_five_se
     let leader = placed.leader.expect("a stream leader");
     let node = leader.trim_start_matches('n').parse::<usize>().unwrap();
     // The adapter is on a node that stays (the daemons have all three).
-    let publisher = tokio::spawn(publish_through_a_loss(
+    let publisher = tokio::spawn(publish(
         cluster.nodes[(node + 1) % 3].url(),
         PERSONAS,
-        ROUNDS,
+        0..ROUNDS,
         Duration::from_millis(200),
     ));
-    eventually_explained(
-        "the run to be under way",
-        LIMIT,
-        || {
-            let rounds = log.lock().unwrap().iter().map(|s| s.n).max().unwrap_or(0);
-            async move { (rounds >= 8).then_some(()) }
-        },
-        || async { String::new() },
-    )
-    .await;
+    wait_round(&log, 8).await;
     let killed_at = Instant::now();
     cluster.nodes[node].kill();
     publisher.await.unwrap();
@@ -573,16 +563,7 @@ async fn on_a_three_node_cluster_losing_the_stream_leader_resumes_within_five_se
     let log = log.lock().unwrap().clone();
     let repeats = check_order(&log);
     // Every persona's next event after the loss, within the bound.
-    let mut resumed = Vec::new();
-    for p in 0..PERSONAS {
-        let next = log
-            .iter()
-            .find(|s| s.persona == p && s.at > killed_at)
-            .map(|s| s.at - killed_at)
-            .unwrap_or_else(|| panic!("persona {p} never resumed"));
-        resumed.push(next);
-    }
-    let slowest = resumed.iter().max().copied().unwrap_or_default();
+    let slowest = slowest_resume(&log, 0..PERSONAS, killed_at, None);
     let mut rebalances = Vec::new();
     for d in &ds {
         let m = d.metrics().await;
