@@ -13,7 +13,7 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use base64::Engine as _;
 use common::daemon::{bearer_client, temp_dir, DaemonProcess};
 use common::oauth_provider::Provider;
-use common::runner_server::{completed, Received, RunnerServer};
+use common::runner_server::{argument, completed, Received, RunnerServer};
 use common::{call, call_text};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -220,13 +220,8 @@ fn answer(r: &Received) -> (u16, String) {
     if e["event_idn"] != "user_message" {
         return (200, completed(json!([])));
     }
-    let args = &e["arguments"];
-    let text = args
-        .as_array()
-        .and_then(|a| a.iter().find(|x| x["name"] == "text"))
-        .map(|x| x["value"].clone())
-        .unwrap_or_else(|| args["text"].clone());
-    let text = text.as_str().unwrap_or_default();
+    let text = argument(e, "text").unwrap_or_default();
+    let text = text.as_str();
     let (method, name) = match text.strip_prefix("POST ") {
         Some(name) => ("POST", name),
         None => ("GET", text),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use common::daemon::{temp_dir, DaemonProcess};
-use common::runner_server::{completed, Received, RunnerServer};
+use common::runner_server::{argument, completed, Received, RunnerServer};
 use common::{call, call_text};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -101,13 +101,7 @@ fn answer(r: &Received) -> (u16, String) {
     if e["event_idn"] != "user_message" {
         return (200, completed(json!([])));
     }
-    let args = &e["arguments"];
-    let text = args
-        .as_array()
-        .and_then(|a| a.iter().find(|x| x["name"] == "text"))
-        .map(|x| x["value"].clone())
-        .unwrap_or_else(|| args["text"].clone());
-    let commands = match text.as_str().unwrap() {
+    let commands = match argument(e, "text").unwrap().as_str() {
         "get" => json!([send_request(
             json!({"method": "GET", "url": "users/1", "targetAction": "profile"})
         )]),
@@ -329,13 +323,7 @@ async fn requests_time_out_bodies_are_capped_and_credentials_never_follow_a_redi
         if e["event_idn"] != "user_message" {
             return (200, completed(json!([])));
         }
-        let args = &e["arguments"];
-        let text = args
-            .as_array()
-            .and_then(|a| a.iter().find(|x| x["name"] == "text"))
-            .map(|x| x["value"].clone())
-            .unwrap_or_else(|| args["text"].clone());
-        let command = match text.as_str().unwrap() {
+        let command = match argument(e, "text").unwrap().as_str() {
             "timeout" => {
                 let mut c = send_request(json!({"method": "GET", "url": "slower"}));
                 c["connector_idn"] = json!("tight");

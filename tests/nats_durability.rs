@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::daemon::{temp_dir, DaemonBuilder, DaemonProcess};
 use common::nats::{completed, user_message, NatsServer};
+use common::runner_server::argument;
 use common::{eventually, eventually_explained};
 use reqwest::{Client as Http, StatusCode};
 use serde_json::json;
@@ -432,15 +433,7 @@ async fn queued_events_survive(name: &str, nats_restart: bool) {
     let log = received.clone();
     tokio::spawn(async move {
         while let Some(r) = rx.recv().await {
-            let args = &r.json["event"]["arguments"];
-            let text = args
-                .as_array()
-                .and_then(|a| a.iter().find(|x| x["name"] == "text"))
-                .map(|x| &x["value"])
-                .unwrap_or(&args["text"])
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
+            let text = argument(&r.json["event"], "text").unwrap_or_default();
             let (p, n) = text.split_once(':').unwrap();
             log.lock().unwrap().push((
                 p.parse().unwrap(),

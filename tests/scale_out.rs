@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use common::daemon::{temp_dir, DaemonBuilder, DaemonProcess};
 use common::eventually_explained;
 use common::nats::{user_message, NatsCluster, NatsServer};
-use common::runner_server::{completed, RunnerServer};
+use common::runner_server::{argument, completed, RunnerServer};
 use serde_json::json;
 use switchboard::transport::client::Client;
 use switchboard::wire::envelope::Encoding;
@@ -53,15 +53,7 @@ fn runner() -> (RunnerServer, Log) {
     let l = log.clone();
     tokio::spawn(async move {
         while let Some(r) = rx.recv().await {
-            let args = &r.json["event"]["arguments"];
-            let text = args
-                .as_array()
-                .and_then(|a| a.iter().find(|x| x["name"] == "text"))
-                .map(|x| &x["value"])
-                .unwrap_or(&args["text"])
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
+            let text = argument(&r.json["event"], "text").unwrap_or_default();
             let Some((p, n)) = text.split_once(':') else {
                 continue;
             };

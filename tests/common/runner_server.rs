@@ -152,3 +152,15 @@ impl Drop for RunnerServer {
 pub fn completed(commands: Value) -> String {
     serde_json::json!({"v": 1, "outcome": "completed", "commands": commands}).to_string()
 }
+
+/// The value of argument `name` of an invocation's `event`, in either wire form (a list of
+/// `{name, value}` or a `{name: value}` map); `None` when it has none.
+pub fn argument(event: &Value, name: &str) -> Option<String> {
+    let args = &event["arguments"];
+    args.as_array()
+        .and_then(|a| a.iter().find(|x| x["name"] == name))
+        .map(|x| &x["value"])
+        .unwrap_or(&args[name])
+        .as_str()
+        .map(str::to_owned)
+}
