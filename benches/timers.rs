@@ -248,17 +248,6 @@ fn line(name: &str, f: &Firing) {
     );
 }
 
-/// Resident memory of process `pid`, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024
-}
-
 /// Starts the daemon on `dir` (a store already there, or none); returns its resident memory
 /// once ready (after a pause for the first refill) and the time to ready.
 fn daemon_figures(dir: &std::path::Path) -> (u64, Duration) {
@@ -266,7 +255,7 @@ fn daemon_figures(dir: &std::path::Path) -> (u64, Duration) {
     let d = daemon::DaemonProcess::start(dir, &[]);
     let ready = t.elapsed();
     std::thread::sleep(Duration::from_secs(2));
-    let bytes = rss(d.child.id());
+    let bytes = daemon::resident_bytes(d.child.id());
     (bytes, ready)
 }
 

@@ -76,17 +76,6 @@ fn raise_nofile() -> u64 {
     l.rlim_cur
 }
 
-/// Resident memory of process `pid`, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024
-}
-
 /// The socket.io fixture's directory (fails, never skips, when it is not installed).
 fn fixture() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/socketio");
@@ -253,7 +242,7 @@ async fn push(
 /// commands (after a second's warm-up) and reads the latencies the clients saw.
 async fn run(side: Side<'_>, actors: &[(String, String)], rate: u64, seconds: u64) -> Figures {
     let mut clients = Node::start("load.js", &[]);
-    let rss_before = rss(side.pid);
+    let rss_before = daemon::resident_bytes(side.pid);
     clients.send(
         json!({"op": "connect", "url": side.sockets, "window": WINDOW,
                         "query": {"client_secret": side.secret, "origin": ORIGIN},
@@ -272,7 +261,7 @@ async fn run(side: Side<'_>, actors: &[(String, String)], rate: u64, seconds: u6
     }
     // Let the last sockets' buffers settle before reading the resident memory.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_after = rss(side.pid);
+    let rss_after = daemon::resident_bytes(side.pid);
 
     let http = reqwest::Client::new();
     let warm = rate as usize;

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::daemon::{temp_dir, DaemonBuilder, DaemonProcess};
+use common::daemon::{resident_bytes, temp_dir, DaemonBuilder, DaemonProcess};
 use common::nats::{completed, user_message, NatsServer};
 use common::runner_server::argument;
 use common::{eventually, eventually_explained};
@@ -321,16 +321,6 @@ async fn the_nats_server_restarted_mid_stream_loses_and_repeats_nothing() {
     drop(d);
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_runner_pauses_intake_and_memory_stays_bounded() {
     let dir = temp_dir("nats-stall");
@@ -361,7 +351,7 @@ async fn a_stalled_runner_pauses_intake_and_memory_stays_bounded() {
     )
     .await;
     let pid = d.child.id();
-    let before = rss_kib(pid);
+    let before = resident_bytes(pid) / 1024;
     publish(nats.url(), 5_000..25_000).await;
     let (pending_ack, waiting) = ack_pending(&c).await;
     assert!(
@@ -372,7 +362,7 @@ async fn a_stalled_runner_pauses_intake_and_memory_stays_bounded() {
         waiting >= 19_000,
         "the rest waits in the stream, not in the daemon: {waiting}"
     );
-    let after = rss_kib(pid);
+    let after = resident_bytes(pid) / 1024;
     eprintln!(
         "daemon RSS: {before} KiB with the intake full, {after} KiB after 20,000 more events"
     );

@@ -326,3 +326,17 @@ pub fn check_with(dir: &Path, extra: &str) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Resident memory of process `pid` (`VmRSS` of its `/proc/<pid>/status`), in bytes; panics
+/// naming the process when it cannot be read (a gone process has no figure, not 0).
+pub fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("the status of process {pid}: {e}"));
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS for process {pid}"));
+    kib * 1024
+}
