@@ -76,7 +76,6 @@ fn runner() -> (RunnerServer, Log) {
 
 fn daemon(dir: &Path, nats_env: Vec<(String, String)>) -> DaemonBuilder {
     DaemonProcess::builder(dir)
-        .envs(nats_env)
         .env(
             "SWITCHBOARD_TRANSPORT__NATS__PARTITIONS",
             PARTITIONS.to_string(),
@@ -84,6 +83,8 @@ fn daemon(dir: &Path, nats_env: Vec<(String, String)>) -> DaemonBuilder {
         // A killed daemon's unacknowledged events come back after this.
         .env("SWITCHBOARD_TRANSPORT__NATS__ACK_WAIT_MS", "3000")
         .env("SWITCHBOARD_LOG__LEVEL", "warn,switchboard=info")
+        // The caller's settings last: they override these.
+        .envs(nats_env)
 }
 
 /// Daemon `i` (its own directory and store), configured like the others over its API: the
@@ -240,8 +241,20 @@ async fn wait_all(log: &Log, personas: usize, rounds: usize) {
             async move { (distinct.len() == all).then_some(()) }
         },
         || {
-            let got = log.lock().unwrap().len();
-            async move { format!("{got} invocations received of {all}") }
+            let log = log.lock().unwrap();
+            let mut by_persona: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
+            for s in log.iter() {
+                by_persona.entry(s.persona).or_default().insert(s.n);
+            }
+            let short: Vec<String> = (0..personas)
+                .filter_map(|p| {
+                    let got = by_persona.get(&p).map_or(0, |n| n.len());
+                    let last = by_persona.get(&p).and_then(|n| n.last().copied());
+                    (got < rounds).then(|| format!("persona {p}: {got} (last {last:?})"))
+                })
+                .collect();
+            let got = log.len();
+            async move { format!("{got} invocations received of {all}; short: {short:?}") }
         },
     )
     .await;
@@ -521,8 +534,14 @@ async fn on_a_three_node_cluster_losing_the_stream_leader_resumes_within_five_se
     }
     let (runner, log) = runner();
     let mut ds = Vec::new();
+    // The transport's decisions in the log a failure keeps (`daemon.log` beside each store).
+    let mut env = cluster.daemon_env(3);
+    env.push((
+        "SWITCHBOARD_LOG__LEVEL".into(),
+        "warn,switchboard=info,switchboard::transport=debug,async_nats=debug".into(),
+    ));
     for i in 0..3 {
-        ds.push(start_on(&dir, i, cluster.daemon_env(3), &runner, 2000).await);
+        ds.push(start_on(&dir, i, env.clone(), &runner, 2000).await);
     }
     wait_shares(&ds.iter().collect::<Vec<_>>(), &[8, 8, 8]).await;
     let js = async_nats::jetstream::new(

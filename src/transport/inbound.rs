@@ -130,12 +130,44 @@ pub struct Lease {
     pub group: Option<(String, async_nats::jetstream::stream::Stream)>,
     /// Cancelled when the partition is lost: the pull stops at once.
     pub stop: CancellationToken,
-    /// The highest stream sequence delivered before this owner took over: messages above it
-    /// wait until the consumer's ack floor reaches it (the previous owner is done with what it
-    /// was given), so a persona's events are never invoked out of order across owners.
-    pub gate: Option<u64>,
+    /// What was delivered before this owner took over: later messages wait until the previous
+    /// owner is done with it, so a persona's events are never invoked out of order across
+    /// owners.
+    pub gate: Option<Gate>,
     /// Messages at or below this may have been invoked by a previous owner: marked redelivered.
     pub given_before: u64,
+}
+
+/// The consumer's deliveries when an owner took over a partition.
+///
+/// Held back: messages above `stream` (the previous owner never had them). Open once the ack
+/// floor's *consumer* sequence reaches `delivery`: every delivery made before the take-over is
+/// settled. (Not the floor's stream sequence: a filtered consumer's delivered stream sequence
+/// moves past other partitions' messages, its ack floor only to the last message it acked, so
+/// the two meet only once a later message is acked: never, while those are held.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gate {
+    pub stream: u64,
+    pub delivery: u64,
+}
+
+impl Gate {
+    /// The gate for a consumer whose info says `delivered` and `ack_floor`: none when every
+    /// delivery is settled already.
+    pub fn after(
+        delivered: &async_nats::jetstream::consumer::SequenceInfo,
+        ack_floor: &async_nats::jetstream::consumer::SequenceInfo,
+    ) -> Option<Gate> {
+        (ack_floor.consumer_sequence < delivered.consumer_sequence).then_some(Gate {
+            stream: delivered.stream_sequence,
+            delivery: delivered.consumer_sequence,
+        })
+    }
+
+    /// Whether message `seq` (stream sequence) waits for the gate.
+    fn holds(&self, seq: u64) -> bool {
+        seq > self.stream
+    }
 }
 
 impl Lease {
@@ -252,10 +284,14 @@ impl Held {
     }
 }
 
-/// Whether the gate at `given` may open: the consumer's ack floor reached it.
-async fn gate_open(consumer: &PullConsumer, given: u64) -> bool {
+/// Whether `gate` may open: the consumer's ack floor reached its deliveries.
+async fn gate_open(consumer: &PullConsumer, gate: Gate, held: usize) -> bool {
     match consumer.get_info().await {
-        Ok(info) => info.ack_floor.stream_sequence >= given,
+        Ok(info) => {
+            let floor = info.ack_floor.consumer_sequence;
+            tracing::debug!(consumer = %info.name, floor, given = gate.delivery, held, pending = info.num_ack_pending, "events consumer: gated until the previous owner's deliveries are settled");
+            floor >= gate.delivery
+        }
         Err(e) => {
             tracing::debug!(error = %e, "events consumer: reading the ack floor failed");
             false
@@ -308,8 +344,9 @@ pub async fn consume(
         let mut pull = consumer
             .stream()
             .max_messages_per_batch(settings.pull_batch)
+            // A partition's pull notices a lost consumer leader after two missed heartbeats.
             .heartbeat(Duration::from_secs(if lease.group.is_some() {
-                2
+                1
             } else {
                 5
             }))
@@ -341,8 +378,8 @@ pub async fn consume(
             let chunk = tokio::select! {
                 _ = lease.stop.cancelled() => break 'outer,
                 _ = gate_tick.tick(), if gate.is_some() => {
-                    let given = gate.unwrap_or_default();
-                    if gate_open(&consumer, given).await {
+                    let Some(g) = gate else { continue };
+                    if gate_open(&consumer, g, held.0.len()).await {
                         gate = None;
                         taker.take(held.release()).await;
                     } else {
@@ -361,7 +398,7 @@ pub async fn consume(
             for next in chunk {
                 match next {
                     Ok(m) => match (gate, m.info().map(|i| i.stream_sequence)) {
-                        (Some(given), Ok(seq)) if seq > given => held.hold(seq, m),
+                        (Some(g), Ok(seq)) if g.holds(seq) => held.hold(seq, m),
                         _ => ready.push(m),
                     },
                     Err(e) => failed = Some(e),

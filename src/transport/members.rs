@@ -1,8 +1,13 @@
 //! Membership of the daemons sharing a partitioned events stream: each holds a key (its member
 //! id) in a key-value bucket with a per-key TTL, refreshed every third of it by compare-and-set
-//! on its own revision; every daemon watches the bucket for the live set. A daemon whose key is
-//! gone (expired, or a refresh refused) or that could not refresh it within the TTL is no
-//! member: it owns nothing until it has joined again. Draining, it deletes its key at once.
+//! on its own revision; every daemon watches the bucket for the live set. A daemon that could
+//! not refresh its key within the TTL (a server lost, the key expired) is no member: it owns
+//! nothing until it has joined again. Draining, it deletes its key at once.
+//!
+//! The watch is prompt but can miss changes (a delete, or an expiry marker that itself expired,
+//! while the watcher reconnected to another server): the live set is also reconciled with the
+//! bucket's keys every third of the TTL, so every daemon's view converges on the same set and no
+//! partition is left to a member that only one daemon still sees.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -60,8 +65,9 @@ pub fn spawn(
     ttl: Duration,
     tx: watch::Sender<View>,
 ) {
-    let live = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let live = Arc::new(std::sync::Mutex::new(Live::default()));
     tokio::spawn(watch_members(store.clone(), live.clone(), tx.clone()));
+    tokio::spawn(reconcile(store.clone(), live.clone(), tx.clone(), ttl / 3));
     // The key is deleted before the daemon exits.
     let farewell = daemon.farewell();
     tokio::spawn(async move {
@@ -70,11 +76,21 @@ pub fn spawn(
     });
 }
 
+/// The members a daemon sees, and how many watch changes made it (a listing of the keys
+/// replaces it only when no change came in while it was read).
+#[derive(Default)]
+struct Live {
+    set: BTreeSet<String>,
+    changes: u64,
+}
+
+type Shared = Arc<std::sync::Mutex<Live>>;
+
 /// Publishes the view from the live set and the key's state.
-fn publish(tx: &watch::Sender<View>, live: &std::sync::Mutex<BTreeSet<String>>, joined: bool) {
+fn publish(tx: &watch::Sender<View>, live: &std::sync::Mutex<Live>, joined: bool) {
     let members: Vec<String> = live
         .lock()
-        .map(|l| l.iter().cloned().collect())
+        .map(|l| l.set.iter().cloned().collect())
         .unwrap_or_default();
     tx.send_if_modified(|v| {
         let next = View { members, joined };
@@ -85,11 +101,7 @@ fn publish(tx: &watch::Sender<View>, live: &std::sync::Mutex<BTreeSet<String>>, 
 }
 
 /// Follows the bucket: puts add members, deletes (and expiry markers) remove them.
-async fn watch_members(
-    store: kv::Store,
-    live: Arc<std::sync::Mutex<BTreeSet<String>>>,
-    tx: watch::Sender<View>,
-) {
+async fn watch_members(store: kv::Store, live: Shared, tx: watch::Sender<View>) {
     let mut pause = Duration::from_millis(100);
     while !tx.is_closed() {
         let mut watch = match store.watch_all().await {
@@ -106,10 +118,53 @@ async fn watch_members(
             let Ok(entry) = entry else { break };
             if let Ok(mut l) = live.lock() {
                 match entry.operation {
-                    kv::Operation::Put => l.insert(entry.key),
-                    kv::Operation::Delete | kv::Operation::Purge => l.remove(&entry.key),
+                    kv::Operation::Put => l.set.insert(entry.key),
+                    kv::Operation::Delete | kv::Operation::Purge => l.set.remove(&entry.key),
                 };
+                l.changes += 1;
             }
+            let joined = tx.borrow().joined;
+            publish(&tx, &live, joined);
+        }
+    }
+}
+
+/// Replaces the live set with the bucket's keys every `every`, unless the watch changed it
+/// while they were read (the watch is newer then; the next listing checks again).
+async fn reconcile(store: kv::Store, live: Shared, tx: watch::Sender<View>, every: Duration) {
+    let mut tick = tokio::time::interval(every.max(TICK));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !tx.is_closed() {
+        tick.tick().await;
+        let before = live.lock().map(|l| l.changes).unwrap_or_default();
+        let listed = async {
+            let keys = store.keys().await.map_err(|e| e.to_string())?;
+            keys.collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<BTreeSet<String>, _>>()
+                .map_err(|e| e.to_string())
+        };
+        let keys = match tokio::time::timeout(every.max(TICK), listed).await {
+            Ok(Ok(keys)) => keys,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "members: listing the keys failed");
+                continue;
+            }
+            Err(_) => {
+                tracing::debug!("members: listing the keys timed out");
+                continue;
+            }
+        };
+        let replaced = match live.lock() {
+            Ok(mut l) if l.changes == before && l.set != keys => {
+                tracing::debug!(watched = ?l.set, listed = ?keys, "members: the watch missed a change; the listing replaces it");
+                l.set = keys;
+                true
+            }
+            _ => false,
+        };
+        if replaced {
             let joined = tx.borrow().joined;
             publish(&tx, &live, joined);
         }
@@ -127,7 +182,7 @@ async fn hold_key(
     store: kv::Store,
     me: String,
     ttl: Duration,
-    live: Arc<std::sync::Mutex<BTreeSet<String>>>,
+    live: Shared,
     tx: watch::Sender<View>,
 ) {
     let subject = format!(
@@ -141,13 +196,26 @@ async fn hold_key(
     while !daemon.is_draining() {
         if Instant::now() >= next {
             next = Instant::now() + ttl / 3;
-            let attempt = match revision {
-                None => store
-                    .create_with_ttl(&me, value.clone(), ttl)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Some(rev) => refresh(&js, &subject, value.clone(), rev, ttl).await,
+            let attempt = async {
+                match revision {
+                    None => match store.create_with_ttl(&me, value.clone(), ttl).await {
+                        Ok(rev) => Ok(rev),
+                        // Still there from before a server was lost (its TTL stood still
+                        // meanwhile).
+                        Err(e) => adopt(&js, &store, &subject, &me, ttl, e.to_string()).await,
+                    },
+                    Some(rev) => match refresh(&js, &subject, value.clone(), rev, ttl).await {
+                        Ok(rev) => Ok(rev),
+                        // A refresh whose answer was lost (a server lost meanwhile) may have
+                        // stored, at a newer revision.
+                        Err(e) => adopt(&js, &store, &subject, &me, ttl, e).await,
+                    },
+                }
             };
+            // Bounded, so the TTL is judged while a server does not answer.
+            let attempt = tokio::time::timeout(ttl / 3, attempt)
+                .await
+                .unwrap_or_else(|_| Err("no answer within a third of the TTL".to_owned()));
             match attempt {
                 Ok(rev) => {
                     if revision.is_none() {
@@ -157,8 +225,11 @@ async fn hold_key(
                     refreshed = Instant::now();
                 }
                 Err(e) => {
-                    // A refused compare-and-set: the key expired or was taken; join anew.
-                    if revision.take().is_some() {
+                    // Within the TTL the key may still be this daemon's (a server lost, an
+                    // answer late): it tries again soon. Past it the key is gone: join anew.
+                    if revision.is_some() && refreshed.elapsed() < ttl {
+                        tracing::debug!(member = %me, error = %e, "members: refreshing the key failed; again soon");
+                    } else if revision.take().is_some() {
                         tracing::warn!(member = %me, error = %e, "members: the key was lost; the partitions go");
                     } else {
                         tracing::debug!(member = %me, error = %e, "members: joining failed");
@@ -178,6 +249,26 @@ async fn hold_key(
         } else {
             tracing::info!(member = %me, "members: left");
         }
+    }
+}
+
+/// Refreshes the key `me` at whatever revision it has when it holds `me` (the daemon's id,
+/// unique per process: the key is this daemon's own); answers `failed` otherwise.
+async fn adopt(
+    js: &jetstream::Context,
+    store: &kv::Store,
+    subject: &str,
+    me: &str,
+    ttl: Duration,
+    failed: String,
+) -> Result<u64, String> {
+    match store.entry(me).await {
+        Ok(Some(entry))
+            if entry.operation == kv::Operation::Put && entry.value == me.as_bytes() =>
+        {
+            refresh(js, subject, entry.value, entry.revision, ttl).await
+        }
+        _ => Err(failed),
     }
 }
 

@@ -4,9 +4,10 @@
 //!
 //! Taking a partition over: wait (bounded) until the previous owner, if still a member,
 //! released its pin; release it ourselves otherwise (a new pull waits on standby while a pin is
-//! held); read the consumer's last delivered sequence D; deliveries above D wait until the ack
-//! floor reaches D (a re-pin does not wait for the previous owner's in-flight messages), and
-//! those at or below D are marked redelivered. Losing one: the pull stops at once, messages in
+//! held); read what the consumer delivered so far (stream sequence D); deliveries above D wait
+//! until the ack floor passes every delivery made before (a re-pin does not wait for the
+//! previous owner's in-flight messages: see [`Gate`]), and those at or below D are marked
+//! redelivered. Losing one: the pull stops at once, messages in
 //! flight still settle (acks need no pin), and the pin is released for the next owner.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::assignment;
 use super::connection::ensure_consumer;
-use super::inbound::{self, Acks, InboundSettings, Lease};
+use super::inbound::{self, Acks, Gate, InboundSettings, Lease};
 use super::members::View;
 use super::subjects::Subjects;
 use crate::daemon::Daemon;
@@ -218,24 +219,27 @@ async fn own(shared: Shared, p: u32, owner_alive: bool, stop: CancellationToken)
     }
     // A dead owner's pin would hold every new pull on standby until it times out.
     inbound::unpin(&shared.stream, &consumer, GROUP).await;
-    let (given, acked) = match consumer.get_info().await {
-        Ok(i) => (i.delivered.stream_sequence, i.ack_floor.stream_sequence),
-        Err(e) => {
-            tracing::warn!(partition = p, error = %e, "partitions: reading the consumer failed; gating on the stream's last sequence");
-            let last = shared
-                .stream
-                .get_info()
-                .await
-                .map(|i| i.state.last_sequence)
-                .unwrap_or(u64::MAX);
-            (last, 0)
+    // Without the consumer's info there is no knowing what the previous owner was given: the
+    // partition is taken again (after a pause) rather than gated on a guess.
+    let info = loop {
+        match consumer.get_info().await {
+            Ok(i) => break i.clone(),
+            Err(e) => {
+                tracing::debug!(partition = p, error = %e, "partitions: reading the consumer failed; again soon");
+                tokio::select! {
+                    _ = tokio::time::sleep(RELEASE_POLL) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
         }
     };
-    tracing::debug!(partition = p, given, acked, "partitions: taking over");
+    let gate = Gate::after(&info.delivered, &info.ack_floor);
+    let given = info.delivered.stream_sequence;
+    tracing::debug!(partition = p, given, gate = ?gate, "partitions: taking over");
     let lease = Lease {
         group: Some((GROUP.to_owned(), shared.stream.clone())),
         stop: stop.clone(),
-        gate: (acked < given).then_some(given),
+        gate,
         given_before: given,
     };
     inbound::consume(

@@ -206,9 +206,17 @@ impl DaemonProcess {
 }
 
 impl Drop for DaemonProcess {
+    /// Stops the daemon; a failing test keeps its log beside its store (`daemon.log`).
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let path = self.dir.join("daemon.log");
+            let lines = self.logs.lock().map(|l| l.join("\n")).unwrap_or_default();
+            if std::fs::write(&path, lines).is_ok() {
+                eprintln!("the daemon's log: {}", path.display());
+            }
+        }
     }
 }
 
