@@ -509,16 +509,17 @@ async fn partitions_on_a_server_without_per_key_ttls_refuse_to_start_naming_the_
     assert!(err.contains("members bucket SB_MEMBERS"), "{err}");
 }
 
-/// Known failure, kept to be fixed next (issue 25): after the stream leader's loss one run
-/// resumed every persona in 9.0 s (the issue asks 5 s), two others left 196 and 415 of 1,200
-/// acknowledged events uninvoked 90 s after the last publish (some partitions stalled).
+/// A node of a three-node cluster killed (the events stream's leader): every persona goes on,
+/// nothing lost, order kept, repeats marked. The issue asks 5 s; an abrupt loss cannot meet it:
+/// the consumers whose raft leader was on that node wait for an election, and nats-server's
+/// followers campaign only 4-9 s after their leader went silent (`minElectionTimeoutDefault`,
+/// `maxElectionTimeoutDefault` in its `server/raft.go`, not configurable). The test holds the
+/// bound that follows (the election, a missed heartbeat, a re-pull) and prints the figure.
 #[actix_rt::test]
-#[ignore = "known failure: partitions can stall after the stream leader's loss (issue 25)"]
-async fn on_a_three_node_cluster_losing_the_stream_leader_resumes_within_five_seconds() {
+async fn on_a_three_node_cluster_losing_the_stream_leader_resumes_after_the_election() {
     const PERSONAS: usize = 24;
     const ROUNDS: usize = 50;
-    // The issue asks for 5 s; today it takes 6-10 s (the closing note of the scale-out stage
-    // says where): the test holds the bound it meets and prints the figure.
+    // The election (at most 9 s), two missed heartbeats (2 s), re-pulls at most 1 s apart.
     const RESUME_LIMIT: Duration = Duration::from_secs(15);
     let dir = temp_dir("scale-cluster");
     let mut cluster = NatsCluster::start_recent(&dir, 3);

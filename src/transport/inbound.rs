@@ -24,6 +24,7 @@ use crate::dead_letter::{self, DeadLetter};
 use crate::domain::{Idn, Target};
 use crate::fault::Blame;
 use crate::ingress::Admitted;
+use crate::telemetry::throttle::Throttle;
 use crate::telemetry::{handles, queue};
 use crate::wire::envelope::{EventEnvelope, Limits};
 
@@ -370,7 +371,6 @@ pub async fn consume(
                 continue;
             }
         };
-        pause = Duration::from_millis(100);
         // Whatever has arrived is handed to the engine together (no waiting to fill a batch):
         // one permit request and one inbox reservation per connector and batch.
         let mut chunks = messages.ready_chunks(settings.pull_batch.max(1));
@@ -406,9 +406,19 @@ pub async fn consume(
             }
             taker.take(ready).await;
             if let Some(e) = failed {
-                tracing::warn!(error = %e, "events consumer: stream error; pulling again");
+                // (A consumer electing a leader answers every pull with an error at once.)
+                static STREAM_ERROR: Throttle = Throttle::new();
+                if let Some(suppressed) = STREAM_ERROR.allow(Throttle::EVERY) {
+                    tracing::warn!(error = %e, suppressed, "events consumer: stream error; pulling again");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = lease.stop.cancelled() => break 'outer,
+                }
+                pause = (pause * 2).min(Duration::from_secs(1));
                 break;
             }
+            pause = Duration::from_millis(100);
         }
     }
     // Held messages were never admitted: they come back (to this or the next owner) after
@@ -418,6 +428,11 @@ pub async fn consume(
     }
 }
 
+/// How long an unpin may take: a consumer without a leader does not answer (the JetStream
+/// request would wait 5 s), and once one is elected the pin is gone anyway (it lives in the
+/// leader's memory).
+const UNPIN_WAIT: Duration = Duration::from_secs(1);
+
 /// Releases `group`'s pin on `consumer`, so a standby pull (the next owner's, or this owner's
 /// next stream) gets it at once.
 pub async fn unpin(
@@ -426,8 +441,13 @@ pub async fn unpin(
     group: &str,
 ) {
     let name = &consumer.cached_info().name;
-    if let Err(e) = stream.unpin_consumer(name, group).await {
-        tracing::debug!(consumer = %name, error = %e, "unpinning failed (no pin to release)");
+    match tokio::time::timeout(UNPIN_WAIT, stream.unpin_consumer(name, group)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(consumer = %name, error = %e, "unpinning failed (no pin to release)")
+        }
+        // A consumer electing a leader answers nothing; its new leader holds no pin.
+        Err(_) => tracing::debug!(consumer = %name, "unpinning: no answer; pulling anyway"),
     }
 }
 
