@@ -660,6 +660,45 @@ pub(super) fn stream_event_id(stream: &str, seq: u64) -> Uuid {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use async_nats::jetstream::consumer::SequenceInfo;
+
+    fn seq(consumer_sequence: u64, stream_sequence: u64) -> SequenceInfo {
+        SequenceInfo {
+            consumer_sequence,
+            stream_sequence,
+            last_active: None,
+        }
+    }
+
+    /// The case that stalled partitions: the previous owner acked everything it was given, the
+    /// last at stream sequence 185, and the consumer's delivered stream sequence moved on to
+    /// 208 past other partitions' messages. No gate: nothing of the previous owner is open.
+    #[test]
+    fn a_partition_whose_deliveries_are_all_acked_is_not_gated_whatever_its_stream_sequences() {
+        assert_eq!(Gate::after(&seq(40, 208), &seq(40, 185)), None);
+        assert_eq!(
+            Gate::after(&seq(0, 96), &seq(0, 0)),
+            None,
+            "never delivered"
+        );
+    }
+
+    #[test]
+    fn a_gate_holds_what_came_after_the_take_over_until_every_earlier_delivery_is_settled() {
+        let gate = Gate::after(&seq(42, 208), &seq(40, 170)).expect("two deliveries open");
+        assert_eq!(
+            gate,
+            Gate {
+                stream: 208,
+                delivery: 42
+            }
+        );
+        assert!(
+            !gate.holds(208),
+            "the previous owner's own (redelivered) go through"
+        );
+        assert!(gate.holds(209));
+    }
 
     #[test]
     fn deliveries_refused_for_room_do_not_count_as_repeats() {
