@@ -7,7 +7,7 @@
 //! SIGKILL mid-run: its partitions go on within 10 s, nothing is lost, repeats are marked
 //! `redelivered`; a daemon joining two gets its share within 10 s. A keyed subject whose key is
 //! not the actor's is dead-lettered; Debian's 2.9 server (no per-key TTLs) is refused at start.
-//! On a three-node cluster, losing the stream leader (ignored: a known failure, see its test).
+//! On a three-node cluster, losing the stream leader: every persona goes on after the election.
 
 mod common;
 
