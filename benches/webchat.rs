@@ -6,7 +6,9 @@
 //! WebSocket transport), one socket per actor, connected to the connector's socket.io listener
 //! (`newo_chat.listen`), at most 128 connecting at once.
 //! - **Memory**: the daemon's RSS (`VmRSS` of its `/proc/<pid>/status`) once its actors exist,
-//!   then once every socket is connected: the growth per socket.
+//!   then once every socket is connected and the RSS holds still (sampled every 0.5 s until
+//!   four samples agree within 1%, at most 30 s; the same rule for the baseline): the growth
+//!   per socket.
 //! - **Pushes**: `send_message` commands for the actors, spread round-robin over the clients,
 //!   sent open loop at a fixed rate through the daemon's command path (`POST /v1/commands` with
 //!   the actor's `persona_id`, the admin token: the command stage, then the native's push to
@@ -23,7 +25,9 @@
 //! **Targets**: ≤ 30 KB of daemon RSS per socket; at least the baseline's rate with p99 ≤ 20 ms.
 //!
 //! Sizes: `WEBCHAT_CLIENTS` (default 10,000), `WEBCHAT_RATE` (commands/s, default 5,000),
-//! `WEBCHAT_SECONDS` (default 10). Needs `node` and the fixture's packages (`bash
+//! `WEBCHAT_SECONDS` (default 10); `WEBCHAT_MEMORY_ONLY=1` measures the memory only (no
+//! pushes), `WEBCHAT_NO_BASELINE=1` skips the Node server (to iterate; figures for the table
+//! always come with their baseline). Needs `node` and the fixture's packages (`bash
 //! .ci/install-test-deps`). The process's open-file limit is raised to its hard limit (the
 //! daemon and the Node processes inherit it). Custom main; without `--bench` (as under `cargo
 //! test --benches`) a small smoke version runs.
@@ -48,6 +52,14 @@ const ORIGIN: &str = "https://app.example.com";
 const WINDOW: usize = 128;
 const TARGET_KB_PER_SOCKET: f64 = 30.0;
 const TARGET_P99_MS: f64 = 20.0;
+/// How often the resident memory is sampled while it settles.
+const SETTLE_EVERY: Duration = Duration::from_millis(500);
+/// Samples that must agree: two seconds' worth.
+const SETTLE_SAMPLES: usize = 4;
+/// How far apart they may be: 1% of the largest.
+const SETTLE_SPREAD: f64 = 0.01;
+/// Longest wait for the memory to settle (then the last sample counts, with a warning).
+const SETTLE_LIMIT: Duration = Duration::from_secs(30);
 
 /// CLOCK_MONOTONIC in µs: the clock Node's `process.hrtime` reads too.
 fn now_us() -> u64 {
@@ -238,9 +250,39 @@ async fn push(
     (took, refused.load(Ordering::Relaxed))
 }
 
+/// The resident memory of `pid` once it holds still: sampled every `SETTLE_EVERY`, the last
+/// `SETTLE_SAMPLES` within `SETTLE_SPREAD` of each other (freed buffers given back, a
+/// collector run), for at most `SETTLE_LIMIT`. The same rule for the daemon and the baseline.
+async fn settled_rss(pid: u32) -> u64 {
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    loop {
+        tokio::time::sleep(SETTLE_EVERY).await;
+        samples.push(daemon::resident_bytes(pid));
+        let last = &samples[samples.len().saturating_sub(SETTLE_SAMPLES)..];
+        let (lo, hi) = (
+            *last.iter().min().unwrap() as f64,
+            *last.iter().max().unwrap() as f64,
+        );
+        if last.len() == SETTLE_SAMPLES && hi - lo <= hi * SETTLE_SPREAD {
+            return *samples.last().unwrap();
+        }
+        if start.elapsed() >= SETTLE_LIMIT {
+            eprintln!("webchat: RSS of {pid} did not settle within {SETTLE_LIMIT:?}: {samples:?}");
+            return *samples.last().unwrap();
+        }
+    }
+}
+
 /// Connects a client per actor to `side`, measures its RSS growth, then pushes `rate` × `seconds`
 /// commands (after a second's warm-up) and reads the latencies the clients saw.
-async fn run(side: Side<'_>, actors: &[(String, String)], rate: u64, seconds: u64) -> Figures {
+async fn run(
+    side: Side<'_>,
+    actors: &[(String, String)],
+    rate: u64,
+    seconds: u64,
+    memory_only: bool,
+) -> Figures {
     let mut clients = Node::start("load.js", &[]);
     let rss_before = daemon::resident_bytes(side.pid);
     clients.send(
@@ -259,9 +301,25 @@ async fn run(side: Side<'_>, actors: &[(String, String)], rate: u64, seconds: u6
             r["first_error"]
         );
     }
-    // Let the last sockets' buffers settle before reading the resident memory.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_after = daemon::resident_bytes(side.pid);
+    let rss_after = settled_rss(side.pid).await;
+    if memory_only {
+        clients.send(json!({"op": "close"}));
+        return Figures {
+            connected,
+            failed,
+            rss_before,
+            rss_after,
+            sent: 0,
+            send_rate: f64::NAN,
+            delivered_rate: f64::NAN,
+            refused: 0,
+            received: 0,
+            p50_ms: f64::NAN,
+            p99_ms: f64::NAN,
+            max_ms: f64::NAN,
+            disconnected: 0,
+        };
+    }
 
     let http = reqwest::Client::new();
     let warm = rate as usize;
@@ -411,6 +469,8 @@ fn main() {
     } else {
         (50, 200, 1)
     };
+    let memory_only = std::env::var_os("WEBCHAT_MEMORY_ONLY").is_some_and(|v| v == "1");
+    let baseline = std::env::var_os("WEBCHAT_NO_BASELINE").is_none_or(|v| v != "1");
     let nofile = raise_nofile();
     fixture();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -438,29 +498,35 @@ fn main() {
         eprintln!("webchat: {clients} actors created in {:.1} s", t.elapsed().as_secs_f64());
 
         // Baseline first: the Node socket.io server, same clients, same commands.
-        let mut server = Node::start(
-            "server.js",
-            &[("WEBCHAT_SECRET", &secret), ("WEBCHAT_ORIGIN", ORIGIN)],
-        );
-        let listening = server
-            .next("the baseline server listening", Duration::from_secs(30))
+        let base = if baseline {
+            let mut server = Node::start(
+                "server.js",
+                &[("WEBCHAT_SECRET", &secret), ("WEBCHAT_ORIGIN", ORIGIN)],
+            );
+            let listening = server
+                .next("the baseline server listening", Duration::from_secs(30))
+                .await;
+            let port = listening["port"].as_u64().unwrap();
+            let base_url = format!("http://127.0.0.1:{port}");
+            let base = run(
+                Side {
+                    pid: listening["pid"].as_u64().unwrap() as u32,
+                    sockets: &base_url,
+                    commands: format!("{base_url}/v1/commands"),
+                    token: None,
+                    secret: &secret,
+                },
+                &actors,
+                rate,
+                seconds,
+                memory_only,
+            )
             .await;
-        let port = listening["port"].as_u64().unwrap();
-        let base_url = format!("http://127.0.0.1:{port}");
-        let base = run(
-            Side {
-                pid: listening["pid"].as_u64().unwrap() as u32,
-                sockets: &base_url,
-                commands: format!("{base_url}/v1/commands"),
-                token: None,
-                secret: &secret,
-            },
-            &actors,
-            rate,
-            seconds,
-        )
-        .await;
-        drop(server);
+            drop(server);
+            Some(base)
+        } else {
+            None
+        };
 
         let ours = run(
             Side {
@@ -473,6 +539,7 @@ fn main() {
             &actors,
             rate,
             seconds,
+            memory_only,
         )
         .await;
 
@@ -482,27 +549,37 @@ fn main() {
         if !bench {
             println!("  (smoke run without --bench: the figures are not meaningful)");
         }
-        print("baseline (Node socket.io 4.8)", &base);
+        if let Some(base) = &base {
+            print("baseline (Node socket.io 4.8)", base);
+        }
         print("switchboard newo_chat", &ours);
         let verdict = |ok: bool| if ok { "met" } else { "missed" };
+        let base_kb = base.as_ref().map_or(f64::NAN, Figures::kb_per_socket);
         println!(
             "  RSS per socket {:.1} KB (target <= {TARGET_KB_PER_SOCKET} KB: {}; baseline {:.1} KB, ratio {:.2}x)",
             ours.kb_per_socket(),
             verdict(ours.kb_per_socket() <= TARGET_KB_PER_SOCKET),
-            base.kb_per_socket(),
-            ours.kb_per_socket() / base.kb_per_socket()
+            base_kb,
+            ours.kb_per_socket() / base_kb
         );
+        if memory_only {
+            println!("  (memory only: no pushes)");
+            return;
+        }
         let all = |f: &Figures| f.received as usize >= f.sent && f.refused == 0;
+        let (base_rate, base_p99, base_all) = base.as_ref().map_or((f64::NAN, f64::NAN, false), |b| {
+            (b.delivered_rate, b.p99_ms, all(b))
+        });
         println!(
             "  delivered rate {:.0}/s vs baseline {:.0}/s (ratio {:.2}x); p99 {:.2} ms vs baseline {:.2} ms (target <= {TARGET_P99_MS} ms and <= baseline's: {}); all delivered: {} (baseline: {})",
             ours.delivered_rate,
-            base.delivered_rate,
-            ours.delivered_rate / base.delivered_rate,
+            base_rate,
+            ours.delivered_rate / base_rate,
             ours.p99_ms,
-            base.p99_ms,
-            verdict(ours.p99_ms <= TARGET_P99_MS && ours.p99_ms <= base.p99_ms),
+            base_p99,
+            verdict(ours.p99_ms <= TARGET_P99_MS && (base.is_none() || ours.p99_ms <= base_p99)),
             all(&ours),
-            all(&base)
+            base_all
         );
     });
 }

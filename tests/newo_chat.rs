@@ -13,132 +13,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::Duration;
+use std::path::Path;
 
 use common::daemon::{temp_dir, DaemonBuilder, DaemonProcess};
 use common::runner_server::{completed, Received, RunnerServer};
-use common::wait::{eventually, within, PATIENCE};
+use common::socketio::Node;
+use common::wait::{eventually, PATIENCE};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
 const API: &str = "/api/internal/v1/talking-head";
 const ORIGIN: &str = "https://app.example.com";
-const WAIT: Duration = Duration::from_secs(30);
-
-/// The socket.io fixture's directory; fails the test (never skips it) when it is not installed.
-fn fixture() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/socketio");
-    assert!(
-        dir.join("node_modules/socket.io-client/package.json").is_file(),
-        "the newo_chat tests need node and socket.io-client in {}; run `bash .ci/install-test-deps`",
-        dir.display()
-    );
-    dir
-}
-
-/// The Node process driving official socket.io clients (`driver.js`), one per test.
-struct Node {
-    child: Child,
-    stdin: ChildStdin,
-    reports: mpsc::UnboundedReceiver<Value>,
-    /// Reports read but not asked for yet.
-    seen: Vec<Value>,
-}
-
-impl Node {
-    fn start() -> Node {
-        let dir = fixture();
-        let mut child = Command::new("node")
-            .arg("driver.js")
-            .current_dir(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("node runs (bash .ci/install-test-deps)");
-        let stdout = child.stdout.take().unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let (tx, reports) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    let _ = tx.send(v);
-                }
-            }
-        });
-        Node {
-            child,
-            stdin,
-            reports,
-            seen: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, cmd: Value) {
-        writeln!(self.stdin, "{cmd}").unwrap();
-        self.stdin.flush().unwrap();
-    }
-
-    /// Opens socket `tab` at `base` with the client's `options`.
-    fn connect(&mut self, tab: &str, base: &str, options: Value) {
-        self.send(json!({"op": "connect", "tab": tab, "url": base, "options": options}));
-    }
-
-    fn close(&mut self, tab: &str) {
-        self.send(json!({"op": "close", "tab": tab}));
-    }
-
-    /// The next report of `tab` that `pick` takes, in arrival order.
-    async fn next_where(&mut self, tab: &str, what: &str, pick: impl Fn(&Value) -> bool) -> Value {
-        if let Some(i) = self.seen.iter().position(|r| r["tab"] == tab && pick(r)) {
-            return self.seen.remove(i);
-        }
-        loop {
-            let r = within(what, WAIT, self.reports.recv())
-                .await
-                .expect("the node driver runs");
-            if r["tab"] == tab && pick(&r) {
-                return r;
-            }
-            self.seen.push(r);
-        }
-    }
-
-    /// The next report of `tab` but upgrades (`connect`, `connect_error`, `event`, …).
-    async fn next(&mut self, tab: &str) -> Value {
-        self.next_where(tab, &format!("a report of socket {tab}"), |r| {
-            r["type"] != "upgrade"
-        })
-        .await
-    }
-
-    /// The next `count` events `tab` received.
-    async fn events(&mut self, tab: &str, count: usize) -> Vec<Value> {
-        let mut out = Vec::new();
-        while out.len() < count {
-            let r = self
-                .next_where(
-                    tab,
-                    &format!("event {} of socket {tab}", out.len() + 1),
-                    |r| r["type"] == "event",
-                )
-                .await;
-            out.push(r);
-        }
-        out
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The socket.io listener's base URL, from the daemon's log.
 async fn socket_base(d: &DaemonProcess) -> String {

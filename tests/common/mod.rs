@@ -9,6 +9,7 @@ pub mod nats;
 pub mod oauth_provider;
 pub mod routes;
 pub mod runner_server;
+pub mod socketio;
 pub mod wait;
 
 // Not every test crate uses every one of these.

@@ -8,7 +8,9 @@
 //! delivery (`draining`): a drain waits for every write queued before it (`Store::flush`), reads
 //! the buffer, emits it, then what arrived meanwhile (`held`), and only then lets the sockets
 //! take commands live. Nothing is delivered out of order or stranded. Delivery is at least
-//! once: a buffered command is forgotten after it was emitted to a socket.
+//! once: a buffered command is forgotten after it was emitted to a socket. A held command
+//! settles only once the drain emitted it (to how many sockets) or, every joining socket gone,
+//! buffered it ([`Settled`]): its skill is told what became of it, never ahead of it.
 
 use std::collections::VecDeque;
 
@@ -18,6 +20,7 @@ use serde_json::Value;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 use socketioxide::{SendError, SocketError};
+use tokio::sync::oneshot;
 
 use super::store;
 use crate::domain::{ConnectorKey, PersonaId};
@@ -33,12 +36,28 @@ pub struct Message {
     pub payload: Value,
 }
 
+/// What became of a message held behind a delivery of the actor's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Emitted to this many sockets, right after the buffer.
+    Delivered(usize),
+    /// Every joining socket left first: written to the buffer, crowding out this many older
+    /// messages.
+    Buffered(usize),
+    /// Crowded out of the held messages (more than the buffer keeps) before the drain ended.
+    Dropped,
+}
+
+/// The answer a held message waits for.
+pub type Settling = oneshot::Receiver<Result<Settled, PushError>>;
+
 /// What became of a message pushed to an actor.
 pub enum Push<F> {
     /// Emitted to this many sockets.
     Delivered(usize),
-    /// A socket is receiving the actor's buffer: it follows right after.
-    Held,
+    /// A socket is receiving the actor's buffer: it follows right after; resolves once the
+    /// drain emitted or buffered it.
+    Held(Settling),
     /// No socket: queued for the buffer; resolves once committed, with how many older
     /// messages it crowded out.
     Buffered(F),
@@ -51,6 +70,8 @@ pub enum PushError {
     NoStore,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the web chat stopped before the message reached a socket or the buffer")]
+    Stopped,
 }
 
 #[derive(Default)]
@@ -59,7 +80,8 @@ struct Sockets {
     /// Connected while the buffer is being delivered: live once it is.
     joining: Vec<SocketRef>,
     draining: bool,
-    held: VecDeque<Message>,
+    /// Pushed while the buffer is being delivered, with whom to tell what became of each.
+    held: VecDeque<(Message, oneshot::Sender<Result<Settled, PushError>>)>,
 }
 
 impl Sockets {
@@ -70,6 +92,15 @@ impl Sockets {
     fn count(&self) -> usize {
         self.live.len() + self.joining.len()
     }
+}
+
+/// A socket that [`Hub::arrive`]d, for [`Hub::settle`].
+#[must_use = "settle the arrival: it may have started the delivery of the actor's buffer"]
+pub struct Arrival {
+    actor: ActorKey,
+    sid: Sid,
+    connected: bool,
+    drain: bool,
 }
 
 /// Every actor's sockets.
@@ -131,12 +162,15 @@ impl Hub {
     ) -> Result<Push<impl std::future::Future<Output = Result<usize, StoreError>>>, PushError> {
         let mut sockets = self.actors.entry(actor.clone()).or_default();
         if sockets.draining {
-            sockets.held.push_back(m);
+            let (settle, settling) = oneshot::channel();
+            sockets.held.push_back((m, settle));
             if sockets.held.len() > self.keep {
-                sockets.held.pop_front();
+                if let Some((_, crowded)) = sockets.held.pop_front() {
+                    let _ = crowded.send(Ok(Settled::Dropped));
+                }
                 super::metrics::newo_chat_dropped("buffer_full", 1);
             }
-            return Ok(Push::Held);
+            return Ok(Push::Held(settling));
         }
         let n = emit_all(&mut sockets.live, &m);
         if n > 0 {
@@ -164,30 +198,48 @@ impl Hub {
     /// A socket of `actor` connected (its connect checks passed): it takes commands from now on,
     /// after what the actor's buffer holds when it is the actor's first.
     pub async fn join(&self, socket: SocketRef, actor: ActorKey) {
+        let arrival = self.arrive(socket, actor);
+        self.settle(arrival).await;
+    }
+
+    /// The first half of [`Hub::join`]: the socket is the actor's from now on; when it is the
+    /// actor's first, the buffer's delivery starts (commands pushed from now on are held behind
+    /// it) and [`Hub::settle`] carries it out.
+    pub fn arrive(&self, socket: SocketRef, actor: ActorKey) -> Arrival {
         let sid = socket.id;
         self.sids.insert(sid, actor.clone());
-        let socket_connected = socket.connected();
+        let connected = socket.connected();
         super::metrics::newo_chat_sockets(&label(&actor.0)).increment(1.0);
-        let drain = {
-            let mut sockets = self.actors.entry(actor.clone()).or_default();
-            if sockets.draining {
-                sockets.joining.push(socket);
-                false
-            } else if !sockets.live.is_empty() || self.store.is_none() {
-                sockets.live.push(socket);
-                false
-            } else {
-                sockets.draining = true;
-                sockets.joining.push(socket);
-                true
-            }
+        let mut sockets = self.actors.entry(actor.clone()).or_default();
+        let drain = if sockets.draining {
+            sockets.joining.push(socket);
+            false
+        } else if !sockets.live.is_empty() || self.store.is_none() {
+            sockets.live.push(socket);
+            false
+        } else {
+            sockets.draining = true;
+            sockets.joining.push(socket);
+            true
         };
-        if drain {
-            self.drain(&actor).await;
+        drop(sockets);
+        Arrival {
+            actor,
+            sid,
+            connected,
+            drain,
+        }
+    }
+
+    /// The second half of [`Hub::join`]: delivers the buffer when the arrival started its
+    /// delivery; a socket gone before it joined leaves.
+    pub async fn settle(&self, arrival: Arrival) {
+        if arrival.drain {
+            self.drain(&arrival.actor).await;
         }
         // Gone before it joined: its disconnect found nothing to leave.
-        if !socket_connected {
-            self.leave(sid);
+        if !arrival.connected {
+            self.leave(arrival.sid);
         }
     }
 
@@ -232,11 +284,13 @@ impl Hub {
             if let (Some(seq), Some(store)) = (last, &self.store) {
                 store::delivered(store, &actor.0, actor.1, seq);
             }
-            while let Some(m) = sockets.held.pop_front() {
-                if emit_all(&mut sockets.joining, &m) > 0 {
+            while let Some((m, settle)) = sockets.held.pop_front() {
+                let n = emit_all(&mut sockets.joining, &m);
+                if n > 0 {
                     super::metrics::newo_chat_pushed("live", 1);
+                    let _ = settle.send(Ok(Settled::Delivered(n)));
                 } else {
-                    orphans.push(m);
+                    orphans.push((m, settle));
                 }
             }
             let joined = std::mem::take(&mut sockets.joining);
@@ -244,12 +298,23 @@ impl Hub {
             sockets.draining = false;
         }
         self.actors.remove_if(actor, |_, s| s.idle());
-        // Every socket left while the buffer was delivered: what was held goes to the buffer.
-        for m in orphans {
-            if let Ok(Push::Buffered(f)) = self.push(actor, m) {
-                let _ = f.await;
-                super::metrics::newo_chat_buffered(1);
-            }
+        // Every socket left while the buffer was delivered: what was held is pushed again, in
+        // order (to the buffer, or to a socket that came meanwhile), then each is told.
+        let mut pushed = Vec::with_capacity(orphans.len());
+        for (m, settle) in orphans {
+            pushed.push((self.push(actor, m), settle));
+        }
+        for (push, settle) in pushed {
+            let settled = match push {
+                Ok(Push::Delivered(n)) => Ok(Settled::Delivered(n)),
+                Ok(Push::Held(settling)) => settling.await.unwrap_or(Err(PushError::Stopped)),
+                Ok(Push::Buffered(written)) => written
+                    .await
+                    .map(Settled::Buffered)
+                    .map_err(PushError::Store),
+                Err(e) => Err(e),
+            };
+            let _ = settle.send(settled);
         }
     }
 

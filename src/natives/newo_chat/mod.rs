@@ -35,7 +35,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::commands::{
-    Answered, CommandRefusal, ConnectorChange, Failure, NativeCommand, NativeIntegration,
+    Answer, Answered, CommandRefusal, ConnectorChange, Failure, NativeCommand, NativeIntegration,
 };
 use crate::connectors::{Directory, Status};
 use crate::domain::{Arguments, ConnectorKey, Idn, PersonaKey};
@@ -45,7 +45,7 @@ use crate::natives::section::{Section, Sections};
 use crate::store::Store;
 use client_ip::TrustedProxies;
 pub use config::NewoChatConfig;
-use hub::{Hub, Message, Push, PushError};
+use hub::{Hub, Message, Push, PushError, Settled};
 use limits::Limits;
 use refusal::ChatRefusal;
 use store::ActorRow;
@@ -359,10 +359,40 @@ impl NewoChat {
     }
 }
 
+/// Answers a command whose message went to the actor's buffer (committed, crowding out
+/// `dropped` older ones): `result_error`, `buffered=true`: it did not reach a socket yet.
+fn buffered(answer: Answer, dropped: usize) {
+    metrics::newo_chat_buffered(1);
+    if dropped > 0 {
+        metrics::newo_chat_dropped("buffer_full", dropped as u64);
+    }
+    answer.fail(Failure {
+        reason: "no socket of the actor is connected: buffered until one connects".into(),
+        fault: Fault::Peer,
+        retryable: false,
+        arguments: Arguments::from_iter([("buffered", "true")]),
+        unanswered: false,
+    });
+}
+
+/// `result_success` naming how many sockets took the command.
+fn delivered(n: usize) -> Arguments {
+    Arguments::from_iter([("sockets", n.to_string())])
+}
+
+/// Answers a command whose message could not be buffered.
+fn unbuffered(answer: Answer, e: PushError) {
+    answer.refuse(CommandRefusal::Unavailable {
+        integration: IDN.into(),
+        reason: format!("the buffer was not written: {e}"),
+    })
+}
+
 impl NativeIntegration for NewoChat {
     /// Emits the command to the actor's sockets (`result_success` with `sockets`, how many took
     /// it), or buffers it until one connects (`result_error`, `buffered=true`: it did not reach
-    /// a socket yet).
+    /// a socket yet). A command held behind a delivery of the actor's buffer is answered once
+    /// it was emitted or, every joining socket gone, buffered.
     fn execute(&self, c: NativeCommand<'_>) -> Result<Answered, CommandRefusal> {
         let command = c.command;
         let key = ConnectorKey::new(&command.account, &command.integration, &command.connector);
@@ -375,38 +405,37 @@ impl NativeIntegration for NewoChat {
             reason,
         };
         match self.chat.hub.push(&(key, c.persona), m) {
-            Ok(Push::Delivered(n)) => Ok(Answered::Now(Arguments::from_iter([(
-                "sockets",
-                n.to_string(),
-            )]))),
-            Ok(Push::Held) => Ok(Answered::Now(Arguments::from_iter([("sockets", "1")]))),
-            Ok(Push::Buffered(written)) => {
+            Ok(Push::Delivered(n)) => Ok(Answered::Now(delivered(n))),
+            Ok(Push::Held(settling)) => {
                 let answer = c.answer_later();
                 tokio::spawn(async move {
-                    match written.await {
-                        Ok(dropped) => {
-                            metrics::newo_chat_buffered(1);
-                            if dropped > 0 {
-                                metrics::newo_chat_dropped("buffer_full", dropped as u64);
-                            }
-                            answer.fail(Failure {
-                                reason: "no socket of the actor is connected: buffered until one connects".into(),
-                                fault: Fault::Peer,
-                                retryable: false,
-                                arguments: Arguments::from_iter([("buffered", "true")]),
-                                unanswered: false,
-                            });
-                        }
-                        Err(e) => answer.refuse(CommandRefusal::Unavailable {
-                            integration: IDN.into(),
-                            reason: format!("the buffer was not written: {e}"),
+                    match settling.await.unwrap_or(Err(PushError::Stopped)) {
+                        Ok(Settled::Delivered(n)) => answer.succeed(delivered(n)),
+                        Ok(Settled::Buffered(dropped)) => buffered(answer, dropped),
+                        Ok(Settled::Dropped) => answer.fail(Failure {
+                            reason: "crowded out by newer commands while the actor's buffer was delivered".into(),
+                            fault: Fault::Peer,
+                            retryable: false,
+                            arguments: Arguments::from_iter([("buffered", "false")]),
+                            unanswered: false,
                         }),
+                        Err(e) => unbuffered(answer, e),
                     }
                 });
                 Ok(Answered::Later)
             }
-            Err(PushError::NoStore) => Err(unavailable(PushError::NoStore.to_string())),
+            Ok(Push::Buffered(written)) => {
+                let answer = c.answer_later();
+                tokio::spawn(async move {
+                    match written.await {
+                        Ok(dropped) => buffered(answer, dropped),
+                        Err(e) => unbuffered(answer, PushError::Store(e)),
+                    }
+                });
+                Ok(Answered::Later)
+            }
             Err(PushError::Store(e)) => Err(unavailable(format!("{e}; try again"))),
+            Err(e) => Err(unavailable(e.to_string())),
         }
     }
 

@@ -32,9 +32,16 @@ use crate::telemetry::throttle::Throttle;
 
 /// Worker threads of the sockets' runtime.
 const THREADS: usize = 2;
+/// Blocking threads of the sockets' runtime, at most: their store reads (an actor at connect,
+/// a buffer on reconnect) share the store's one read connection, so more would only wait on
+/// its lock, each with a stack (tokio's default, 512, let 10k connects spawn a hundred).
+const BLOCKING_THREADS: usize = 2;
 /// Packets waiting for one socket, at most; past it the socket is closed (it reconnects and
 /// reads its buffer).
 const SOCKET_QUEUE: usize = 256;
+/// Bytes of a socket's WebSocket read buffer (engineioxide's default: 4 KiB, all resident):
+/// clients send only pings and socket.io's connect packet here; a larger frame grows it.
+const WS_READ_BUFFER: usize = 1024;
 
 /// The TCP peer of a request (hyper knows none of its own).
 #[derive(Clone, Copy)]
@@ -58,6 +65,7 @@ pub fn start(
     let address = listener.local_addr()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(THREADS)
+        .max_blocking_threads(BLOCKING_THREADS)
         .thread_name("switchboard-chat")
         .enable_all()
         .build()?;
@@ -125,6 +133,27 @@ async fn admit(chat: &Chat, s: &SocketRef) -> Result<ActorKey, ChatRefusal> {
     Ok(actor)
 }
 
+/// The request with its URI and headers copied out of hyper's read buffer. Hyper parses them
+/// as slices of that buffer (8 KiB); socketioxide keeps a session's first request's parts for
+/// the socket's life, which kept the whole buffer resident per socket.
+fn detached<B>(req: hyper::Request<B>) -> hyper::Request<B> {
+    let (mut parts, body) = req.into_parts();
+    let mut headers = hyper::HeaderMap::with_capacity(parts.headers.len());
+    for (name, value) in &parts.headers {
+        let name = hyper::header::HeaderName::from_bytes(name.as_str().as_bytes())
+            .unwrap_or_else(|_| name.clone());
+        let mut copy = hyper::header::HeaderValue::from_bytes(value.as_bytes())
+            .unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        headers.append(name, copy);
+    }
+    parts.headers = headers;
+    if let Ok(uri) = hyper::Uri::try_from(parts.uri.to_string()) {
+        parts.uri = uri;
+    }
+    hyper::Request::from_parts(parts, body)
+}
+
 async fn serve(listener: TcpListener, chat: Arc<Chat>, shutdown: CancellationToken) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -135,6 +164,7 @@ async fn serve(listener: TcpListener, chat: Arc<Chat>, shutdown: CancellationTok
     };
     let (svc, io) = SocketIo::builder()
         .max_buffer_size(SOCKET_QUEUE)
+        .ws_read_buffer_size(WS_READ_BUFFER)
         .build_svc();
     // Admitted by the middleware, joined by the handler.
     let admitted: Arc<DashMap<Sid, ActorKey, FxBuildHasher>> = Arc::default();
@@ -187,8 +217,9 @@ async fn serve(listener: TcpListener, chat: Arc<Chat>, shutdown: CancellationTok
         };
         let (svc, chat) = (svc.clone(), chat.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let mut req = detached(req);
                     req.extensions_mut().insert(PeerIp(peer.ip()));
                     // Long-polling from a page of another origin reads its answers only with
                     // CORS (simple requests: no preflight): for an origin a connector lists.
@@ -211,8 +242,7 @@ async fn serve(listener: TcpListener, chat: Arc<Chat>, shutdown: CancellationTok
                         }
                         Ok::<_, std::convert::Infallible>(res)
                     }
-                },
-            );
+                });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades()
