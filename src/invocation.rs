@@ -82,6 +82,9 @@ pub enum Outcome {
     RunnerGone {
         reason: String,
     },
+    /// The runner did not send it: its event's source revoked it meanwhile (a partition this
+    /// daemon lost, see `Settle::revoked`); the event is given up for the partition's owner.
+    Fenced,
 }
 
 /// Where a runner reports. Cheap to clone; safe to use from any thread.
@@ -194,24 +197,37 @@ pub(crate) fn invoke_inline(invocation_id: Uuid, invoke: impl FnOnce()) -> Inlin
 /// really handed over: at once for in-process runners, when the remote runner answered for a
 /// webhook, when the queue acknowledged the publish. A crash before that replays the event.
 pub struct Handoff {
-    /// Held only to be dropped: dropping the last holder settles the delivery.
-    _delivery: Option<Delivery>,
+    /// Held to be dropped: dropping the last holder settles the delivery.
+    delivery: Option<Delivery>,
 }
 
 impl Handoff {
     pub fn new(delivery: Delivery) -> Self {
         Handoff {
-            _delivery: Some(delivery),
+            delivery: Some(delivery),
         }
     }
 
     /// A handoff nobody waits on (tests, internal use).
     pub fn none() -> Self {
-        Handoff { _delivery: None }
+        Handoff { delivery: None }
     }
 
     /// The invocation is handed over.
     pub fn done(self) {}
+
+    /// Whether the event's source revoked it: the runner should not send the invocation, but
+    /// [`Handoff::give_up`] and answer [`Outcome::Fenced`].
+    pub fn revoked(&self) -> bool {
+        self.delivery.as_ref().is_some_and(|d| d.revoked())
+    }
+
+    /// The invocation was not handed over: its event is delivered again (to its new owner).
+    pub fn give_up(self) {
+        if let Some(d) = self.delivery {
+            d.give_up();
+        }
+    }
 }
 
 /// A skill runner.

@@ -24,6 +24,14 @@ pub enum Settlement {
 /// Implemented by whatever brought the event in.
 pub trait Settle: Send + Sync + 'static {
     fn settle(&self, settlement: Settlement);
+
+    /// The source no longer holds the right to have the event handled here (a partition of
+    /// the events stream this daemon lost, or whose lease it could not renew in time): a flow
+    /// instance gives such an event up instead of invoking it, and the partition's new owner
+    /// gets it again.
+    fn revoked(&self) -> bool {
+        false
+    }
 }
 
 impl<F: Fn(Settlement) + Send + Sync + 'static> Settle for F {
@@ -68,6 +76,11 @@ impl Delivery {
         Delivery::new(None, None)
     }
 
+    /// Whether the source revoked the event (see [`Settle::revoked`]).
+    pub fn revoked(&self) -> bool {
+        self.0.source.as_ref().is_some_and(|s| s.revoked())
+    }
+
     /// This holder gives the event up without handing it on: ask the source to redeliver.
     pub fn give_up(self) {
         self.0.redeliver.store(true, Ordering::Release);
@@ -105,6 +118,38 @@ mod tests {
         assert!(log.lock().unwrap().is_empty());
         drop(d2);
         assert_eq!(*log.lock().unwrap(), vec![Settlement::Done]);
+    }
+
+    /// A source that revokes its events (a lost partition's, with NATS).
+    struct Revoking(Arc<Mutex<Vec<Settlement>>>, Arc<AtomicBool>);
+
+    impl Settle for Revoking {
+        fn settle(&self, s: Settlement) {
+            self.0.lock().unwrap().push(s);
+        }
+
+        fn revoked(&self) -> bool {
+            self.1.load(Ordering::Acquire)
+        }
+    }
+
+    #[test]
+    fn a_revoked_event_is_seen_revoked_by_every_holder_and_given_up_for_redelivery() {
+        let (log, lost) = (Arc::default(), Arc::new(AtomicBool::new(false)));
+        let d = Delivery::new(
+            Some(Box::new(Revoking(Arc::clone(&log), lost.clone()))),
+            None,
+        );
+        let other = d.clone();
+        assert!(!d.revoked() && !other.revoked());
+        lost.store(true, Ordering::Release);
+        assert!(d.revoked() && other.revoked());
+        d.give_up();
+        drop(other);
+        assert_eq!(*log.lock().unwrap(), vec![Settlement::Redeliver]);
+        // Sources that know of no lease (HTTP, timers, closures) never revoke.
+        assert!(!Delivery::new(recorder().1.into(), None).revoked());
+        assert!(!Delivery::none().revoked());
     }
 
     #[test]

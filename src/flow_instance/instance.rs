@@ -243,6 +243,12 @@ impl FlowInstance {
             let Some(p) = self.pending.pop_front() else {
                 break;
             };
+            // Fenced: the partition it came from is another daemon's now, which has it again.
+            if p.delivery.revoked() {
+                metrics::counter!(crate::telemetry::metrics::EVENTS_FENCED_TOTAL).increment(1);
+                p.delivery.give_up();
+                continue;
+            }
             self.start(p, cx);
         }
         if self.running.is_none() && self.pending.is_empty() {
@@ -403,6 +409,7 @@ impl FlowInstance {
         let gone = matches!(outcome, Outcome::RunnerGone { .. });
         match outcome {
             Outcome::Completed => flow.metrics.outcome(InvocationOutcome::Completed),
+            Outcome::Fenced => flow.metrics.outcome(InvocationOutcome::Fenced),
             Outcome::Failed { reason } | Outcome::RunnerGone { reason } => {
                 flow.metrics.outcome(InvocationOutcome::Failed);
                 dead_letter::record(

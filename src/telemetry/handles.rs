@@ -84,10 +84,13 @@ pub enum InvocationOutcome {
     Superseded,
     Cancelled,
     NoSkill,
+    /// Its event's source revoked it before the runner had it (a partition lost): given up
+    /// for the partition's new owner.
+    Fenced,
 }
 
 impl InvocationOutcome {
-    pub const ALL: [InvocationOutcome; 7] = [
+    pub const ALL: [InvocationOutcome; 8] = [
         InvocationOutcome::Completed,
         InvocationOutcome::Failed,
         InvocationOutcome::TimedOut,
@@ -95,6 +98,7 @@ impl InvocationOutcome {
         InvocationOutcome::Superseded,
         InvocationOutcome::Cancelled,
         InvocationOutcome::NoSkill,
+        InvocationOutcome::Fenced,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -106,13 +110,14 @@ impl InvocationOutcome {
             InvocationOutcome::Superseded => "superseded",
             InvocationOutcome::Cancelled => "cancelled",
             InvocationOutcome::NoSkill => "no_skill",
+            InvocationOutcome::Fenced => "fenced",
         }
     }
 }
 
 /// Handles of one flow, resolved when the flow is loaded.
 pub struct FlowMetrics {
-    outcomes: [Counter; 7],
+    outcomes: [Counter; 8],
     pub duration: Histogram,
 }
 

@@ -37,6 +37,7 @@ pub const TRANSPORT_CONNECTED: &str = "switchboard_transport_connected";
 pub const PARTITIONS_OWNED: &str = "switchboard_partitions_owned";
 pub const MEMBERS_SEEN: &str = "switchboard_members_seen";
 pub const PARTITION_REBALANCES_TOTAL: &str = "switchboard_partition_rebalances_total";
+pub const EVENTS_FENCED_TOTAL: &str = "switchboard_events_fenced_total";
 pub const BUILD_INFO: &str = "switchboard_build_info";
 pub const HTTP_REQUESTS_TOTAL: &str = "switchboard_http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "switchboard_http_request_duration_seconds";
@@ -109,7 +110,7 @@ fn describe_own() {
     );
     describe_counter!(
         INVOCATIONS_TOTAL,
-        "Invocation outcomes: completed, failed, timed_out, interrupted, superseded, cancelled, no_skill."
+        "Invocation outcomes: completed, failed, timed_out, interrupted, superseded, cancelled, no_skill, fenced."
     );
     describe_histogram!(
         INVOCATION_DURATION_SECONDS,
@@ -192,6 +193,10 @@ fn describe_own() {
     describe_counter!(
         PARTITION_REBALANCES_TOTAL,
         "Changes of this daemon's owned partitions (with partitions)."
+    );
+    describe_counter!(
+        EVENTS_FENCED_TOTAL,
+        "Queued events given up uninvoked because their partition was lost or its lease lapsed (with partitions): the new owner invokes them."
     );
     describe_gauge!(BUILD_INFO, "Always 1; the daemon's version in the label.");
     describe_counter!(

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::headers;
+use super::members::Tenure;
 use super::subjects::{partition_key, Subjects};
 use crate::admission::delivery::{Settle, Settlement};
 use crate::daemon::Daemon;
@@ -137,6 +138,33 @@ pub struct Lease {
     pub gate: Option<Gate>,
     /// Messages at or below this may have been invoked by a previous owner: marked redelivered.
     pub given_before: u64,
+    /// Held while the daemon is a member (partitions): what is taken under it is given up
+    /// uninvoked once it lapses (see [`Settle::revoked`]).
+    pub tenure: Option<Arc<Tenure>>,
+}
+
+/// A message's settlement, fenced by the lease it was taken under.
+struct Settler {
+    tx: mpsc::Sender<(u64, Settlement)>,
+    token: u64,
+    /// The partition's lease (stopped when it moves) and the membership it needs.
+    fence: Option<(CancellationToken, Arc<Tenure>)>,
+}
+
+impl Settle for Settler {
+    fn settle(&self, s: Settlement) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send((self.token, s)) {
+            // Not expected (see the bound above); the message is then delivered again after
+            // `ack_wait`, marked redelivered: never lost.
+            queue::full(queue::names::NATS_SETTLE);
+        }
+    }
+
+    fn revoked(&self) -> bool {
+        self.fence
+            .as_ref()
+            .is_some_and(|(stop, tenure)| stop.is_cancelled() || !tenure.held())
+    }
 }
 
 /// The consumer's deliveries when an owner took over a partition.
@@ -179,6 +207,7 @@ impl Lease {
             stop: CancellationToken::new(),
             gate: None,
             given_before: 0,
+            tenure: None,
         }
     }
 }
@@ -213,11 +242,22 @@ struct Taker<'a> {
     unadmitted: Unadmitted,
     mark: String,
     recorded: u64,
+    fence: Option<(CancellationToken, Arc<Tenure>)>,
 }
 
 impl Taker<'_> {
     /// Admits `messages` and hands the admitted ones to the engine together.
     async fn take(&mut self, messages: Vec<async_nats::jetstream::Message>) {
+        // Taken after the lease lapsed (the daemon was stopped past its TTL, say): handed back
+        // at once for the partition's owner.
+        if let Some((stop, tenure)) = &self.fence {
+            if stop.is_cancelled() || !tenure.held() {
+                for m in messages {
+                    let _ = m.ack_with(AckKind::Nak(None)).await;
+                }
+                return;
+            }
+        }
         let mut admitted = Vec::with_capacity(messages.len());
         for m in messages {
             let token = self.acks.next_token();
@@ -230,6 +270,7 @@ impl Taker<'_> {
                 &mut self.unadmitted,
                 token,
                 m,
+                self.fence.clone(),
             )
             .await;
             admitted.extend(taken);
@@ -329,6 +370,7 @@ pub async fn consume(
         },
         mark,
         recorded: handed_before,
+        fence: lease.tenure.clone().map(|t| (lease.stop.clone(), t)),
     };
     let mut gate = lease.gate;
     let mut held = Held::default();
@@ -507,6 +549,7 @@ async fn handle(
     unadmitted: &mut Unadmitted,
     token: u64,
     m: async_nats::jetstream::Message,
+    fence: Option<(CancellationToken, Arc<Tenure>)>,
 ) -> Option<(Admitted, Option<Box<dyn Settle>>)> {
     let (stream_seq, delivered, stream_name) = match m.info() {
         Ok(i) => (i.stream_sequence, i.delivered, i.stream.to_owned()),
@@ -637,13 +680,10 @@ async fn handle(
         }
     };
     ackers.insert(token, Arc::new(acker));
-    let tx = settled_tx.clone();
-    let settle = move |s: Settlement| {
-        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send((token, s)) {
-            // Not expected (see the bound above); the message is then delivered again after
-            // `ack_wait`, marked redelivered: never lost.
-            queue::full(queue::names::NATS_SETTLE);
-        }
+    let settle = Settler {
+        tx: settled_tx.clone(),
+        token,
+        fence,
     };
     Some((event, Some(Box::new(settle))))
 }

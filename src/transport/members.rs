@@ -22,6 +22,51 @@ use tokio::time::Instant;
 use super::connection::NatsError;
 use crate::daemon::Daemon;
 
+/// How long this daemon's membership is sure to last: until a TTL after the last refresh that
+/// was *sent* (the server started its TTL later). Read where a partition's event is taken and
+/// before it is invoked: a daemon that was stopped (SIGSTOP, a long pause) past it hands
+/// nothing on, whatever its tasks have not noticed yet, since the monotonic clock ran on.
+#[derive(Debug)]
+pub struct Tenure {
+    origin: Instant,
+    /// Milliseconds after `origin` until which the key is held; 0: not held.
+    until_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Tenure {
+    pub fn new() -> Tenure {
+        Tenure {
+            origin: Instant::now(),
+            until_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the membership holds now.
+    pub fn held(&self) -> bool {
+        let now = self.origin.elapsed().as_millis() as u64;
+        now < self.until_ms.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Held until `ttl` after `sent`.
+    fn renewed(&self, sent: Instant, ttl: Duration) {
+        let until = (sent + ttl)
+            .saturating_duration_since(self.origin)
+            .as_millis() as u64;
+        self.until_ms
+            .store(until, std::sync::atomic::Ordering::Release);
+    }
+
+    fn lapsed(&self) {
+        self.until_ms.store(0, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl Default for Tenure {
+    fn default() -> Self {
+        Tenure::new()
+    }
+}
+
 /// What a daemon knows of the members: the live set (sorted) and whether it is in it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct View {
@@ -56,7 +101,7 @@ pub async fn bucket(
 }
 
 /// Keeps `me`'s key alive and `tx`'s view current until the daemon drains; then deletes the
-/// key.
+/// key. Answers the membership's [`Tenure`].
 pub fn spawn(
     daemon: Arc<Daemon>,
     js: jetstream::Context,
@@ -64,16 +109,20 @@ pub fn spawn(
     me: String,
     ttl: Duration,
     tx: watch::Sender<View>,
-) {
+) -> Arc<Tenure> {
+    let tenure = Arc::new(Tenure::new());
     let live = Arc::new(std::sync::Mutex::new(Live::default()));
     tokio::spawn(watch_members(store.clone(), live.clone(), tx.clone()));
     tokio::spawn(reconcile(store.clone(), live.clone(), tx.clone(), ttl / 3));
     // The key is deleted before the daemon exits.
     let farewell = daemon.farewell();
+    let t = tenure.clone();
     tokio::spawn(async move {
-        hold_key(daemon, js, store, me, ttl, live, tx).await;
+        hold_key(daemon, js, store, me, ttl, live, tx, &t).await;
+        t.lapsed();
         drop(farewell);
     });
+    tenure
 }
 
 /// The members a daemon sees, and how many watch changes made it (a listing of the keys
@@ -176,6 +225,7 @@ const TICK: Duration = Duration::from_millis(100);
 
 /// Joins, refreshes every third of `ttl` by compare-and-set on the key's revision, rejoins
 /// when the key was lost; deletes it when the daemon drains.
+#[allow(clippy::too_many_arguments)]
 async fn hold_key(
     daemon: Arc<Daemon>,
     js: jetstream::Context,
@@ -184,6 +234,7 @@ async fn hold_key(
     ttl: Duration,
     live: Shared,
     tx: watch::Sender<View>,
+    tenure: &Tenure,
 ) {
     let subject = format!(
         "{}{me}",
@@ -196,6 +247,7 @@ async fn hold_key(
     while !daemon.is_draining() {
         if Instant::now() >= next {
             next = Instant::now() + ttl / 3;
+            let sent = Instant::now();
             let attempt = async {
                 match revision {
                     None => match store.create_with_ttl(&me, value.clone(), ttl).await {
@@ -222,7 +274,8 @@ async fn hold_key(
                         tracing::info!(member = %me, "members: joined");
                     }
                     revision = Some(rev);
-                    refreshed = Instant::now();
+                    refreshed = sent;
+                    tenure.renewed(sent, ttl);
                 }
                 Err(e) => {
                     // Within the TTL the key may still be this daemon's (a server lost, an
@@ -230,6 +283,7 @@ async fn hold_key(
                     if revision.is_some() && refreshed.elapsed() < ttl {
                         tracing::debug!(member = %me, error = %e, "members: refreshing the key failed; again soon");
                     } else if revision.take().is_some() {
+                        tenure.lapsed();
                         tracing::warn!(member = %me, error = %e, "members: the key was lost; the partitions go");
                     } else {
                         tracing::debug!(member = %me, error = %e, "members: joining failed");

@@ -175,7 +175,8 @@ impl Nats {
             let ttl = Duration::from_millis(c.member_ttl_ms);
             tracing::info!(member = %me, partitions = c.partitions, "partitioned events stream: joining the members");
             let (tx, view) = view;
-            members::spawn(daemon.clone(), self.js.clone(), store, me.clone(), ttl, tx);
+            let tenure =
+                members::spawn(daemon.clone(), self.js.clone(), store, me.clone(), ttl, tx);
             partitions::spawn(
                 daemon.clone(),
                 self.consumers.events_stream,
@@ -188,8 +189,7 @@ impl Nats {
                     max_ack_pending: c.max_ack_pending,
                     member_ttl: ttl,
                 },
-                me,
-                view,
+                partitions::Member { me, view, tenure },
             );
         }
         results::spawn(

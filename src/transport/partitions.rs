@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::assignment;
 use super::connection::ensure_consumer;
 use super::inbound::{self, Acks, Gate, InboundSettings, Lease};
-use super::members::View;
+use super::members::{Tenure, View};
 use super::subjects::Subjects;
 use crate::daemon::Daemon;
 use crate::telemetry::metrics as m;
@@ -77,18 +77,26 @@ struct Shared {
     inbound: InboundSettings,
     settings: PartitionSettings,
     acks: Acks,
+    tenure: Arc<Tenure>,
 }
 
-/// Follows `view` and consumes the partitions this daemon (`me`) owns, until it drains.
+/// This daemon as a member: its id, its view of the members, its tenure.
+pub struct Member {
+    pub me: String,
+    pub view: watch::Receiver<View>,
+    pub tenure: Arc<Tenure>,
+}
+
+/// Follows the member's view and consumes the partitions it owns, until the daemon drains.
 pub fn spawn(
     daemon: Arc<Daemon>,
     stream: stream::Stream,
     subjects: Subjects,
     inbound: InboundSettings,
     settings: PartitionSettings,
-    me: String,
-    view: watch::Receiver<View>,
+    member: Member,
 ) {
+    let Member { me, view, tenure } = member;
     let acks = Acks::start(&inbound, settings.partitions as usize);
     let shared = Shared {
         daemon,
@@ -97,6 +105,7 @@ pub fn spawn(
         inbound,
         settings,
         acks,
+        tenure,
     };
     // Partitions are released (unpinned) before the daemon exits.
     let farewell = shared.daemon.farewell();
@@ -241,6 +250,7 @@ async fn own(shared: Shared, p: u32, owner_alive: bool, stop: CancellationToken)
         stop: stop.clone(),
         gate,
         given_before: given,
+        tenure: Some(shared.tenure.clone()),
     };
     inbound::consume(
         shared.daemon.clone(),

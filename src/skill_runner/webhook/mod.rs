@@ -254,6 +254,13 @@ impl SkillRunner for WebhookRunner {
             let _guard = guard;
             // Waits until the abort handle is registered, so the guard removes it.
             if started.await.is_ok() {
+                // Revoked while it waited for this task (the daemon was stopped past its
+                // partition's lease): not sent; the partition's owner invokes it.
+                if handoff.revoked() {
+                    let _ = shared.pending.answer(id, Some(Outcome::Fenced), Vec::new());
+                    handoff.give_up();
+                    return;
+                }
                 run(&shared, &target, invocation).await;
                 // The runner answered (or failed for good): the event is handed over.
                 handoff.done();
