@@ -169,11 +169,13 @@ impl Settle for Settler {
 
 /// The consumer's deliveries when an owner took over a partition.
 ///
-/// Held back: messages above `stream` (the previous owner never had them). Open once the ack
-/// floor's *consumer* sequence reaches `delivery`: every delivery made before the take-over is
-/// settled. (Not the floor's stream sequence: a filtered consumer's delivered stream sequence
-/// moves past other partitions' messages, its ack floor only to the last message it acked, so
-/// the two meet only once a later message is acked: never, while those are held.)
+/// While it stands every delivery is held, the previous owner's redelivered ones too (JetStream
+/// redelivers in the order acknowledgement timers expire and naks arrive, not in the stream's);
+/// it opens once nothing delivered before the take-over is open elsewhere, and what it held goes
+/// on in stream order. Open: the ack floor's *consumer* sequence reached `delivery` (every
+/// earlier delivery settled), or every message pending on the consumer is one held here. (Not
+/// the floor's stream sequence: a filtered consumer's delivered stream sequence moves past
+/// other partitions' messages, its ack floor only to the last message it acked.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gate {
     pub stream: u64,
@@ -193,9 +195,10 @@ impl Gate {
         })
     }
 
-    /// Whether message `seq` (stream sequence) waits for the gate.
-    fn holds(&self, seq: u64) -> bool {
-        seq > self.stream
+    /// Whether the gate opens, the consumer's ack floor at consumer sequence `floor` with
+    /// `pending` messages unacknowledged, `held` of them here.
+    fn opens(&self, floor: u64, pending: u64, held: usize) -> bool {
+        floor >= self.delivery || pending <= held as u64
     }
 }
 
@@ -326,13 +329,13 @@ impl Held {
     }
 }
 
-/// Whether `gate` may open: the consumer's ack floor reached its deliveries.
+/// Whether `gate` may open (see [`Gate`]).
 async fn gate_open(consumer: &PullConsumer, gate: Gate, held: usize) -> bool {
     match consumer.get_info().await {
         Ok(info) => {
             let floor = info.ack_floor.consumer_sequence;
             tracing::debug!(consumer = %info.name, floor, given = gate.delivery, held, pending = info.num_ack_pending, "events consumer: gated until the previous owner's deliveries are settled");
-            floor >= gate.delivery
+            gate.opens(floor, info.num_ack_pending as u64, held)
         }
         Err(e) => {
             tracing::debug!(error = %e, "events consumer: reading the ack floor failed");
@@ -440,7 +443,7 @@ pub async fn consume(
             for next in chunk {
                 match next {
                     Ok(m) => match (gate, m.info().map(|i| i.stream_sequence)) {
-                        (Some(g), Ok(seq)) if g.holds(seq) => held.hold(seq, m),
+                        (Some(_), Ok(seq)) => held.hold(seq, m),
                         _ => ready.push(m),
                     },
                     Err(e) => failed = Some(e),
@@ -724,7 +727,7 @@ mod tests {
     }
 
     #[test]
-    fn a_gate_holds_what_came_after_the_take_over_until_every_earlier_delivery_is_settled() {
+    fn a_gate_opens_once_nothing_delivered_before_the_take_over_is_open_elsewhere() {
         let gate = Gate::after(&seq(42, 208), &seq(40, 170)).expect("two deliveries open");
         assert_eq!(
             gate,
@@ -733,11 +736,11 @@ mod tests {
                 delivery: 42
             }
         );
-        assert!(
-            !gate.holds(208),
-            "the previous owner's own (redelivered) go through"
-        );
-        assert!(gate.holds(209));
+        // The previous owner still holds two: 5 pending, 3 of them held here.
+        assert!(!gate.opens(40, 5, 3));
+        // Settled there (the floor passed them), or redelivered here and held.
+        assert!(gate.opens(42, 3, 3));
+        assert!(gate.opens(40, 5, 5));
     }
 
     #[test]
