@@ -4,10 +4,12 @@
 //! refilled from the book as time moves on, so a million pending timers cost their rows on
 //! disk, not a million entries here.
 //!
-//! Firing: a due timer's event is emitted through the internal-events sink at once, and the
-//! timer moves on in memory (a repeating timer re-arms from its schedule, so it never drifts).
-//! In the book it moves on only once the event was handed on, many moves to a transaction: the
-//! timer's row is the firing's record. A crash before the move committed finds the timer still
+//! Firing: a due timer's event is emitted through the internal-events sink at once (with NATS,
+//! appended to the events stream, signed as the daemon's, so the persona's partition owner
+//! routes it), and the timer moves on in memory (a repeating timer re-arms from its schedule,
+//! so it never drifts). In the book it moves on only once the event was handed on (with NATS:
+//! once the stream stored it), many moves to a transaction: the timer's row is the firing's
+//! record. A crash before the move committed finds the timer still
 //! due at the next start, where every timer found due fires marked `redelivered`, with the same
 //! event id. So a firing is lost never, and repeated only marked; and it costs the store one
 //! write, off the firing's path. Until its move committed a firing is *outstanding* (see
@@ -44,6 +46,7 @@ use crate::connectors::Directory;
 use crate::dead_letter::{self, DeadLetter, DeadLetterStore};
 use crate::domain::{Arguments, ConnectorKey, Event, Idn, PersonaId};
 use crate::ingress::InternalEvents;
+use crate::intake::StreamInbox;
 use crate::session::SessionTable;
 use crate::store::StoreError;
 use crate::telemetry::throttle::Throttle;
@@ -141,6 +144,8 @@ pub struct Service {
     pub jobs: mpsc::Receiver<Job>,
     pub book: Arc<dyn Book>,
     pub events: InternalEvents,
+    /// With NATS, the events stream firings are appended to instead of `events`.
+    pub stream: Option<Arc<dyn StreamInbox>>,
     pub directory: Arc<Directory>,
     pub sessions: Arc<SessionTable>,
     pub dead_letters: Arc<dyn DeadLetterStore>,
@@ -298,7 +303,8 @@ impl Service {
                                 book.done(id);
                             }
                         }),
-                    );
+                    )
+                    .await;
                 }
             }
             Err(e) => {
@@ -566,15 +572,17 @@ impl Service {
             let scheduled_ms = t.due_ms;
             let settle = settle.clone();
             // Settled through the queue, so after `out.emitted` below.
-            let reached = self.emit(
-                event,
-                persona,
-                &mut running,
-                Box::new(move |s: Settlement| {
-                    // Cannot be full (see `run`); closed only once the service is gone.
-                    let _ = settle.try_send((id, s));
-                }),
-            );
+            let reached = self
+                .emit(
+                    event,
+                    persona,
+                    &mut running,
+                    Box::new(move |s: Settlement| {
+                        // Cannot be full (see `run`); closed only once the service is gone.
+                        let _ = settle.try_send((id, s));
+                    }),
+                )
+                .await;
             let (key, after, beyond) = match next {
                 // A timer whose connector is gone (deleted while the daemon was down) ends.
                 Next::At(next) if reached != Reached::Gone => {
@@ -660,13 +668,14 @@ impl Service {
         e
     }
 
-    /// Emits an event of a `program_timer` connector; `source` settles once it was handed on.
+    /// Emits an event of a `program_timer` connector; `source` settles once it was handed on
+    /// (with NATS: once the events stream stored it, appended in the order of the calls).
     /// A timer whose connector does not run is refused as any event would be: dead-lettered,
     /// and settled.
     ///
     /// `running` remembers the last connector found running, so a batch of one connector's
     /// firings asks the directory once.
-    fn emit(
+    async fn emit(
         &self,
         event: Event,
         persona: PersonaId,
@@ -700,7 +709,10 @@ impl Service {
                 Reached::Stopped
             };
         }
-        self.events.emit_with(event, Some(source));
+        match &self.stream {
+            Some(stream) => stream.append_own(event, source).await,
+            None => self.events.emit_with(event, Some(source)),
+        }
         Reached::Running
     }
 }
