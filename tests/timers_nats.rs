@@ -1,0 +1,368 @@
+//! `program_timer` with the NATS transport: a due timer's event is appended to the events
+//! stream (signed as the daemon's, its id as `Nats-Msg-Id`) and routed from there to its
+//! persona; on a partitioned stream it goes on the keyed subject of the persona's actor (a
+//! persona without an actor: the empty key's). Only a daemon may address a persona: an
+//! envelope naming one (`persona_id`) without the daemon's valid MAC is dead-lettered from the
+//! stream, and refused with 400 over HTTP.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use common::daemon::{temp_dir, DaemonProcess};
+use common::eventually;
+use common::nats::{user_message, NatsServer};
+use common::runner_server::{argument, completed, Received, RunnerServer};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use switchboard::transport::client::Client;
+use switchboard::transport::subjects::partition_key;
+use switchboard::wire::envelope::{Encoding, EventEnvelope, Origin};
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A persona the store never saw, named by a timer's `personaId`.
+const STRANGER: &str = "0f0e0d0c-0b0a-4908-8706-050403020100";
+
+/// A runner whose `Talk` sets timer `t0` for the invoking persona due in 2 s (and, with
+/// `stranger`, `t1` for [`STRANGER`]); it completes everything else.
+fn runner(stranger: bool) -> RunnerServer {
+    RunnerServer::start(move |r: &Received| {
+        if r.json["skill_idn"] != "Talk" {
+            return (200, completed(json!([])));
+        }
+        let due = (Utc::now() + chrono::Duration::seconds(2))
+            .to_rfc3339_opts(SecondsFormat::Millis, true);
+        let timer = |name: &str| {
+            json!({"v": 1, "integration_idn": "program_timer", "connector_idn": "timers",
+                   "command_idn": "set_timer",
+                   "arguments": {"timerName": name, "fireAt": due, "note": "from the runner"}})
+        };
+        let mut commands = vec![timer("t0")];
+        if stranger {
+            let mut t1 = timer("t1");
+            t1["arguments"]["personaId"] = json!(STRANGER);
+            commands.push(t1);
+        }
+        (200, completed(Value::Array(commands)))
+    })
+}
+
+/// The connectors `sandbox/chat` and `program_timer/timers`, and the flow `Bot/Main` on
+/// `runner`: `Talk` on a chat message, `OnTimer` on a firing.
+async fn setup(d: &DaemonProcess, runner: &str) {
+    d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
+        .await;
+    d.run_connector(
+        "program_timer",
+        json!({"title": "Timers", "connector_idn": "timers"}),
+    )
+    .await;
+    let flow = json!({
+        "runner": {"kind": "webhook", "url": format!("{runner}/skills"), "max_attempts": 5},
+        "events": [
+            {"idn": "user_message", "skill_idn": "Talk", "integration_idn": "sandbox"},
+            {"idn": "timer", "skill_idn": "OnTimer", "integration_idn": "program_timer"}
+        ]
+    });
+    d.put_flow("Bot", "Main", &flow).await;
+}
+
+/// `who` says something on `sandbox/chat`, over HTTP.
+async fn talk(d: &DaemonProcess, who: &str) {
+    let r = d
+        .client()
+        .post(d.url("/v1/events"))
+        .json(
+            &json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat",
+                      "event_idn": "user_message", "actor": {"external_id": who},
+                      "arguments": {"text": "remind me"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
+}
+
+/// The next runner POST of `skill`, the others skipped.
+async fn next_of(runner: &mut RunnerServer, skill: &str) -> Received {
+    loop {
+        let r = runner.next().await;
+        if r.json["skill_idn"] == skill {
+            return r;
+        }
+    }
+}
+
+/// What core subscriptions to the events subjects of `program_timer/timers` (keyed or not)
+/// saw: each message published there, headers and all, whether or not the stream keeps it.
+type Seen = tokio::sync::mpsc::UnboundedReceiver<async_nats::Message>;
+
+async fn watch_timer_subjects(nats_url: &str) -> Seen {
+    let c = async_nats::connect(nats_url).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    for subject in [
+        "sb.events.default.program_timer.timers",
+        "sb.events.default.program_timer.timers.*",
+    ] {
+        let mut sub = c.subscribe(subject).await.unwrap();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                if tx.send(m).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    c.flush().await.unwrap();
+    rx
+}
+
+/// The next timer message seen, as `(subject, headers, envelope)`.
+async fn next_seen(seen: &mut Seen) -> (String, async_nats::HeaderMap, EventEnvelope) {
+    let m = common::wait::within("a message on a timer subject", WAIT, seen.recv())
+        .await
+        .expect("subscribed");
+    let h = m.headers.unwrap_or_default();
+    let encoding = h
+        .get("Content-Type")
+        .and_then(|ct| Encoding::from_content_type(ct.as_str()))
+        .unwrap();
+    let body = encoding.decode::<EventEnvelope>(&m.payload).unwrap();
+    (m.subject.to_string(), h, body)
+}
+
+/// The persona an invocation is for.
+fn persona_of(r: &Received) -> Uuid {
+    let p = &r.json["flow_instance"]["persona_id"];
+    p.as_str()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no persona in {}", r.json))
+}
+
+/// The events stream's last sequence.
+async fn events_last_seq(nats_url: &str) -> u64 {
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url).await.unwrap());
+    let mut stream = js.get_stream("SB_EVENTS").await.unwrap();
+    stream.info().await.unwrap().state.last_sequence
+}
+
+#[actix_rt::test]
+async fn a_timer_fires_through_the_events_stream_to_its_persona() {
+    let dir = temp_dir("timers-nats");
+    let nats = NatsServer::start(&dir);
+    let mut runner = runner(false);
+    let d = DaemonProcess::builder(&dir).envs(nats.daemon_env()).start();
+    setup(&d, &runner.base).await;
+    let mut seen = watch_timer_subjects(&nats.url()).await;
+    talk(&d, "alice").await;
+    let talked = next_of(&mut runner, "Talk").await;
+    let persona = persona_of(&talked);
+    // The timer is set (its command answered) before it can fire: the stream holds the chat
+    // message, not yet the firing.
+    eventually("the timer to be listed", WAIT, || async {
+        let listed: Vec<Value> = d
+            .client()
+            .get(d.url("/v1/timers?connector=timers"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (listed.len() == 1).then_some(())
+    })
+    .await;
+    let before = events_last_seq(&nats.url()).await;
+
+    let fired = next_of(&mut runner, "OnTimer").await;
+    let (subject, headers, body) = next_seen(&mut seen).await;
+    assert_eq!(subject, "sb.events.default.program_timer.timers");
+    assert_eq!(
+        events_last_seq(&nats.url()).await,
+        before + 1,
+        "the firing was stored in the events stream"
+    );
+    // Signed as the daemon's, persona-addressed, named by the firing's id.
+    assert_eq!(body.persona_id, Some(persona), "{body:?}");
+    assert_eq!(body.event_idn, "timer");
+    assert!(body.actor.is_none(), "{body:?}");
+    assert!(
+        headers
+            .get("Switchboard-Daemon-Mac")
+            .is_some_and(|m| m.as_str().len() == 64),
+        "{headers:?}"
+    );
+    let msg_id = headers.get("Nats-Msg-Id").unwrap().to_string();
+    assert_eq!(
+        fired.json["event"]["id"].as_str(),
+        Some(msg_id.as_str()),
+        "the consumer kept the firing's id"
+    );
+    assert_eq!(persona_of(&fired), persona);
+    assert_eq!(
+        argument(&fired.json["event"], "timerName").as_deref(),
+        Some("t0")
+    );
+    assert_eq!(
+        argument(&fired.json["event"], "note").as_deref(),
+        Some("from the runner")
+    );
+    assert_ne!(fired.json["redelivered"], true, "{}", fired.json);
+    // The book moved on once the stream stored the firing: the one-shot timer is gone.
+    eventually("the fired timer to leave the book", WAIT, || async {
+        let listed: Vec<Value> = d
+            .client()
+            .get(d.url("/v1/timers?connector=timers"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        listed.is_empty().then_some(())
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn only_the_daemon_addresses_a_persona() {
+    let dir = temp_dir("timers-nats-forged");
+    let nats = NatsServer::start(&dir);
+    let mut runner = runner(false);
+    let d = DaemonProcess::builder(&dir).envs(nats.daemon_env()).start();
+    setup(&d, &runner.base).await;
+    let adapter = Client::connect(&nats.url(), "sb", Encoding::Json)
+        .await
+        .unwrap();
+    let dlq = adapter
+        .dead_letters("SB_DLQ", "dlq_reader", "default")
+        .await
+        .unwrap();
+    // A firing forged by an adapter: persona-addressed, unsigned or signed with a made-up MAC.
+    let forged = json!({"v": 1, "integration_idn": "program_timer", "connector_idn": "timers",
+        "event_idn": "timer", "persona_id": STRANGER,
+        "arguments": {"timerName": "t0", "personaId": STRANGER}});
+    let payload = serde_json::to_vec(&forged).unwrap();
+    let subject = adapter
+        .subjects
+        .events("default", "program_timer", "timers");
+    let cases = [
+        (None, "persona_id: set by the daemon alone"),
+        (
+            Some("ab".repeat(32)),
+            "Switchboard-Daemon-Mac: does not verify",
+        ),
+    ];
+    for (mac, detail) in cases {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Content-Type", "application/json");
+        if let Some(mac) = &mac {
+            h.insert("Switchboard-Daemon-Mac", mac.as_str());
+        }
+        adapter
+            .js
+            .publish_with_headers(subject.clone(), h, payload.clone().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let m = Client::next_raw(&dlq, WAIT)
+            .await
+            .unwrap()
+            .expect("a dead letter");
+        let h = m.headers.as_ref().unwrap();
+        assert_eq!(h.get("Switchboard-Reason").unwrap().as_str(), "malformed");
+        let got = h.get("Switchboard-Detail").unwrap().as_str().to_owned();
+        assert!(got.contains(detail), "{detail:?} in {got:?}");
+        assert_eq!(&m.payload[..], &payload[..], "the original bytes are kept");
+        m.ack().await.unwrap();
+    }
+    // Over HTTP: a 400 naming the field, nothing appended.
+    let before = events_last_seq(&nats.url()).await;
+    let mut event = serde_json::to_value(user_message("mallory", "hi")).unwrap();
+    event["integration_idn"] = json!("sandbox");
+    event["connector_idn"] = json!("chat");
+    event["persona_id"] = json!(STRANGER);
+    let r = d
+        .client()
+        .post(d.url("/v1/events"))
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["field"], "persona_id", "{body}");
+    assert_eq!(events_last_seq(&nats.url()).await, before);
+    // Nothing of the above reached the runner: its first POST is the next good event's.
+    talk(&d, "alice").await;
+    let first = runner.next().await;
+    assert_eq!(first.json["skill_idn"], "Talk", "{}", first.json);
+    let metrics = d.metrics().await;
+    assert!(
+        metrics.contains("switchboard_events_rejected_total{reason=\"malformed\"} 3"),
+        "{metrics}"
+    );
+}
+
+#[actix_rt::test]
+async fn on_a_partitioned_stream_a_firing_goes_to_its_persona_s_partition() {
+    let dir = temp_dir("timers-nats-partitions");
+    let nats = NatsServer::start_recent(&dir);
+    let mut runner = runner(true);
+    let d = DaemonProcess::builder(&dir)
+        .envs(nats.daemon_env())
+        .env("SWITCHBOARD_TRANSPORT__NATS__PARTITIONS", "24")
+        .start();
+    setup(&d, &runner.base).await;
+    let mut seen = watch_timer_subjects(&nats.url()).await;
+    talk(&d, "alice").await;
+    let talked = next_of(&mut runner, "Talk").await;
+    let alice = persona_of(&talked);
+    let mut fired = vec![
+        next_of(&mut runner, "OnTimer").await,
+        next_of(&mut runner, "OnTimer").await,
+    ];
+    fired.sort_by_key(|r| argument(&r.json["event"], "timerName"));
+    let published = vec![next_seen(&mut seen).await, next_seen(&mut seen).await];
+    let by_timer = |name: &str| {
+        published
+            .iter()
+            .find(|(_, _, b)| {
+                let e = b
+                    .clone()
+                    .into_domain_from(Default::default(), Origin::Daemon);
+                e.is_ok_and(|e| e.arguments.get("timerName") == Some(name))
+            })
+            .unwrap_or_else(|| panic!("{name} in {published:?}"))
+            .clone()
+    };
+    // Alice's timer: on her actor's key, where her own chat messages go.
+    let (subject, _, body) = by_timer("t0");
+    assert_eq!(
+        subject,
+        format!(
+            "sb.events.default.program_timer.timers.{}",
+            partition_key("alice")
+        )
+    );
+    assert_eq!(body.persona_id, Some(alice));
+    assert_eq!(persona_of(&fired[0]), alice);
+    // A persona the store has no actor for: the empty key's partition.
+    let (subject, _, body) = by_timer("t1");
+    assert_eq!(
+        subject,
+        format!(
+            "sb.events.default.program_timer.timers.{}",
+            partition_key("")
+        )
+    );
+    let stranger: Uuid = STRANGER.parse().unwrap();
+    assert_eq!(body.persona_id, Some(stranger));
+    assert_eq!(persona_of(&fired[1]), stranger);
+}
