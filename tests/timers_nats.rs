@@ -29,20 +29,27 @@ const STRANGER: &str = "0f0e0d0c-0b0a-4908-8706-050403020100";
 /// A runner whose `Talk` sets timer `t0` for the invoking persona due in 2 s (and, with
 /// `stranger`, `t1` for [`STRANGER`]); it completes everything else.
 fn runner(stranger: bool) -> RunnerServer {
+    runner_due(stranger, 1, None)
+}
+
+/// As [`runner`], setting `n` timers `t0`… for the invoking persona, due at `due` (default: in
+/// 2 s from the `Talk`).
+fn runner_due(stranger: bool, n: usize, due: Option<chrono::DateTime<Utc>>) -> RunnerServer {
     RunnerServer::start(move |r: &Received| {
         if r.json["skill_idn"] != "Talk" {
             return (200, completed(json!([])));
         }
-        let due = (Utc::now() + chrono::Duration::seconds(2))
+        let due = due
+            .unwrap_or_else(|| Utc::now() + chrono::Duration::seconds(2))
             .to_rfc3339_opts(SecondsFormat::Millis, true);
         let timer = |name: &str| {
             json!({"v": 1, "integration_idn": "program_timer", "connector_idn": "timers",
                    "command_idn": "set_timer",
                    "arguments": {"timerName": name, "fireAt": due, "note": "from the runner"}})
         };
-        let mut commands = vec![timer("t0")];
+        let mut commands: Vec<Value> = (0..n).map(|k| timer(&format!("t{k}"))).collect();
         if stranger {
-            let mut t1 = timer("t1");
+            let mut t1 = timer(&format!("t{n}"));
             t1["arguments"]["personaId"] = json!(STRANGER);
             commands.push(t1);
         }
@@ -365,4 +372,62 @@ async fn on_a_partitioned_stream_a_firing_goes_to_its_persona_s_partition() {
     let stranger: Uuid = STRANGER.parse().unwrap();
     assert_eq!(body.persona_id, Some(stranger));
     assert_eq!(persona_of(&fired[1]), stranger);
+}
+
+#[actix_rt::test]
+async fn timers_due_while_the_daemon_was_killed_go_through_the_stream_once_marked() {
+    const N: usize = 5;
+    let due = Utc::now() + chrono::Duration::seconds(4);
+    let mut runner = runner_due(false, N, Some(due));
+    let dir = temp_dir("timers-nats-crash");
+    let nats = NatsServer::start(&dir);
+    let builder = DaemonProcess::builder(&dir).envs(nats.daemon_env());
+    let d = builder.start();
+    setup(&d, &runner.base).await;
+    talk(&d, "alice").await;
+    let persona = persona_of(&next_of(&mut runner, "Talk").await);
+    eventually("the timers to be listed", WAIT, || async {
+        let listed: Vec<Value> = d
+            .client()
+            .get(d.url("/v1/timers?connector=timers"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (listed.len() == N).then_some(())
+    })
+    .await;
+    d.kill9();
+    // The due time passes while the daemon is down: this wait is the point of the test.
+    let until_due = (due - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(500);
+    tokio::time::sleep(until_due).await;
+    let mut seen = watch_timer_subjects(&nats.url()).await;
+    let _d = builder.start();
+    let mut fired = std::collections::BTreeMap::new();
+    while fired.len() < N {
+        let r = next_of(&mut runner, "OnTimer").await;
+        let name = argument(&r.json["event"], "timerName").unwrap();
+        assert_eq!(persona_of(&r), persona);
+        assert_eq!(
+            r.json["redelivered"], true,
+            "{name}: due before this run started, so it may repeat an earlier run's"
+        );
+        let id = r.json["event"]["id"].as_str().unwrap().to_owned();
+        if let Some(first) = fired.insert(name.clone(), id.clone()) {
+            assert_eq!(first, id, "{name}: a repeat keeps the firing's id");
+        }
+    }
+    // Each on the stream with its id, signed, and marked for the consumer.
+    for _ in 0..N {
+        let (_, headers, body) = next_seen(&mut seen).await;
+        assert_eq!(body.persona_id, Some(persona));
+        let id = headers.get("Nats-Msg-Id").unwrap().to_string();
+        assert!(fired.values().any(|f| *f == id), "{id} in {fired:?}");
+        assert_eq!(
+            headers.get("Switchboard-Redelivered").map(|v| v.as_str()),
+            Some("true")
+        );
+    }
 }
