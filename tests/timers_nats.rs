@@ -1,7 +1,8 @@
 //! `program_timer` with the NATS transport: a due timer's event is appended to the events
 //! stream (signed as the daemon's, its id as `Nats-Msg-Id`) and routed from there to its
 //! persona; on a partitioned stream it goes on the keyed subject of the persona's actor (a
-//! persona without an actor: the empty key's). Only a daemon may address a persona: an
+//! persona without an actor: the empty key's), so with two daemons the persona's partition
+//! owner routes it, not the daemon holding the timer. Only a daemon may address a persona: an
 //! envelope naming one (`persona_id`) without the daemon's valid MAC is dead-lettered from the
 //! stream, and refused with 400 over HTTP.
 
@@ -36,7 +37,8 @@ fn runner(stranger: bool) -> RunnerServer {
 /// 2 s from the `Talk`).
 fn runner_due(stranger: bool, n: usize, due: Option<chrono::DateTime<Utc>>) -> RunnerServer {
     RunnerServer::start(move |r: &Received| {
-        if r.json["skill_idn"] != "Talk" {
+        let asked = argument(&r.json["event"], "text").as_deref() == Some("remind me");
+        if r.json["skill_idn"] != "Talk" || !asked {
             return (200, completed(json!([])));
         }
         let due = due
@@ -77,15 +79,20 @@ async fn setup(d: &DaemonProcess, runner: &str) {
     d.put_flow("Bot", "Main", &flow).await;
 }
 
-/// `who` says something on `sandbox/chat`, over HTTP.
+/// `who` asks for a reminder on `sandbox/chat`, over HTTP.
 async fn talk(d: &DaemonProcess, who: &str) {
+    say(d, who, "remind me").await
+}
+
+/// `who` says `text` on `sandbox/chat`, over HTTP.
+async fn say(d: &DaemonProcess, who: &str, text: &str) {
     let r = d
         .client()
         .post(d.url("/v1/events"))
         .json(
             &json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat",
                       "event_idn": "user_message", "actor": {"external_id": who},
-                      "arguments": {"text": "remind me"}}),
+                      "arguments": {"text": text}}),
         )
         .send()
         .await
@@ -430,4 +437,102 @@ async fn timers_due_while_the_daemon_was_killed_go_through_the_stream_once_marke
             Some("true")
         );
     }
+}
+
+/// How many partitions `d` owns, from its metrics.
+async fn owned(d: &DaemonProcess) -> Option<u32> {
+    let m = reqwest::get(d.url("/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    m.lines()
+        .find_map(|l| l.strip_prefix("switchboard_partitions_owned "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u32)
+}
+
+#[actix_rt::test]
+async fn with_two_daemons_the_persona_s_partition_owner_routes_a_timer_another_daemon_holds() {
+    const PERSONAS: usize = 16;
+    let base = temp_dir("timers-nats-two");
+    let nats = NatsServer::start_recent(&base);
+    let mut runner = RunnerServer::start(|_| (200, completed(json!([]))));
+    // Daemons sharing a stream share the sealing key: the same persona ids, the same MAC key.
+    let key = switchboard::store::SecretBox::generate();
+    let start = |i: usize| {
+        let dir = base.join(format!("d{i}"));
+        std::fs::create_dir_all(dir.join("flows")).unwrap();
+        DaemonProcess::builder(&dir)
+            .envs(nats.daemon_env())
+            .env("SWITCHBOARD_TRANSPORT__NATS__PARTITIONS", "24")
+            .env("SWITCHBOARD_TRANSPORT__NATS__MEMBER_TTL_MS", "2000")
+            .env("SWITCHBOARD_SECRET_KEY", key.as_str())
+            .start()
+    };
+    // The runner's path names the daemon that called: `/d<i>/skills`.
+    let daemon_of = |r: &Received| {
+        let path = r.path.trim_start_matches('/');
+        path.split('/').next().unwrap_or_default().to_owned()
+    };
+    // Daemon 0 alone meets every persona (its store records their actors).
+    let d0 = start(0);
+    setup(&d0, &format!("{}/d0", runner.base)).await;
+    let who = |p: usize| format!("persona-{p}");
+    let mut personas = std::collections::BTreeMap::new();
+    for p in 0..PERSONAS {
+        say(&d0, &who(p), "hello").await;
+    }
+    while personas.len() < PERSONAS {
+        let r = next_of(&mut runner, "Talk").await;
+        assert_eq!(daemon_of(&r), "d0");
+        let text = argument(&r.json["event"], "text");
+        assert_eq!(text.as_deref(), Some("hello"));
+        personas.insert(persona_of(&r), ());
+    }
+    // Daemon 1 joins: the partitions split, 12 each.
+    let d1 = start(1);
+    setup(&d1, &format!("{}/d1", runner.base)).await;
+    eventually("the daemons to own 12 partitions each", WAIT, || async {
+        (owned(&d0).await? == 12 && owned(&d1).await? == 12).then_some(())
+    })
+    .await;
+    // Every persona's timer is set on daemon 0, over its API.
+    let due =
+        (Utc::now() + chrono::Duration::seconds(2)).to_rfc3339_opts(SecondsFormat::Millis, true);
+    for persona in personas.keys() {
+        let r = d0
+            .client()
+            .post(d0.url("/v1/commands"))
+            .json(
+                &json!({"v": 1, "integration_idn": "program_timer", "connector_idn": "timers",
+                          "command_idn": "set_timer", "persona_id": persona,
+                          "arguments": {"timerName": "t0", "fireAt": due}}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
+    }
+    let mut fired = std::collections::BTreeMap::new();
+    while fired.len() < PERSONAS {
+        let r = next_of(&mut runner, "OnTimer").await;
+        fired.insert(persona_of(&r), daemon_of(&r));
+    }
+    // Who owns each persona now: the daemon its next message reaches.
+    for p in 0..PERSONAS {
+        say(&d1, &who(p), "who owns me").await;
+    }
+    let mut owner = std::collections::BTreeMap::new();
+    while owner.len() < PERSONAS {
+        let r = next_of(&mut runner, "Talk").await;
+        owner.insert(persona_of(&r), daemon_of(&r));
+    }
+    assert_eq!(fired, owner, "each firing routed by its persona's owner");
+    let moved = owner.values().filter(|d| *d == "d1").count();
+    assert!(
+        moved > 0,
+        "some persona's partition went to daemon 1, so its timer held by daemon 0 crossed over: {owner:?}"
+    );
 }
