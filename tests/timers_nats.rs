@@ -338,12 +338,12 @@ async fn on_a_partitioned_stream_a_firing_goes_to_its_persona_s_partition() {
     talk(&d, "alice").await;
     let talked = next_of(&mut runner, "Talk").await;
     let alice = persona_of(&talked);
-    let mut fired = vec![
+    let mut fired = [
         next_of(&mut runner, "OnTimer").await,
         next_of(&mut runner, "OnTimer").await,
     ];
     fired.sort_by_key(|r| argument(&r.json["event"], "timerName"));
-    let published = vec![next_seen(&mut seen).await, next_seen(&mut seen).await];
+    let published = [next_seen(&mut seen).await, next_seen(&mut seen).await];
     let by_timer = |name: &str| {
         published
             .iter()
