@@ -294,7 +294,7 @@ impl Service {
                 let mut running = None;
                 for f in firings {
                     let (book, id) = (self.book.clone(), f.id);
-                    self.emit(
+                    let (_, append) = self.emit(
                         replayed_event(&f),
                         f.key.persona,
                         &mut running,
@@ -303,8 +303,10 @@ impl Service {
                                 book.done(id);
                             }
                         }),
-                    )
-                    .await;
+                    );
+                    if let Some(append) = append {
+                        append.await;
+                    }
                 }
             }
             Err(e) => {
@@ -572,17 +574,18 @@ impl Service {
             let scheduled_ms = t.due_ms;
             let settle = settle.clone();
             // Settled through the queue, so after `out.emitted` below.
-            let reached = self
-                .emit(
-                    event,
-                    persona,
-                    &mut running,
-                    Box::new(move |s: Settlement| {
-                        // Cannot be full (see `run`); closed only once the service is gone.
-                        let _ = settle.try_send((id, s));
-                    }),
-                )
-                .await;
+            let (reached, append) = self.emit(
+                event,
+                persona,
+                &mut running,
+                Box::new(move |s: Settlement| {
+                    // Cannot be full (see `run`); closed only once the service is gone.
+                    let _ = settle.try_send((id, s));
+                }),
+            );
+            if let Some(append) = append {
+                append.await;
+            }
             let (key, after, beyond) = match next {
                 // A timer whose connector is gone (deleted while the daemon was down) ends.
                 Next::At(next) if reached != Reached::Gone => {
@@ -668,20 +671,21 @@ impl Service {
         e
     }
 
-    /// Emits an event of a `program_timer` connector; `source` settles once it was handed on
-    /// (with NATS: once the events stream stored it, appended in the order of the calls).
-    /// A timer whose connector does not run is refused as any event would be: dead-lettered,
-    /// and settled.
+    /// Emits an event of a `program_timer` connector; `source` settles once it was handed on.
+    /// With NATS it answers the append to the events stream, to be awaited before the next
+    /// (appended in the order of the calls; `source` settles once the stream stored it): the
+    /// embedded path stays synchronous. A timer whose connector does not run is refused as any
+    /// event would be: dead-lettered, and settled.
     ///
     /// `running` remembers the last connector found running, so a batch of one connector's
     /// firings asks the directory once.
-    async fn emit(
+    fn emit(
         &self,
         event: Event,
         persona: PersonaId,
         running: &mut Option<ConnectorKey>,
         source: Box<dyn Settle>,
-    ) -> Reached {
+    ) -> (Reached, Option<Append<'_>>) {
         let key = ConnectorKey::new(&event.account, &self.integration, &event.connector);
         let reached = if running.as_ref() == Some(&key) {
             Ok(())
@@ -703,19 +707,25 @@ impl Service {
                 );
             }
             source.settle(Settlement::Done);
-            return if gone {
+            let reached = if gone {
                 Reached::Gone
             } else {
                 Reached::Stopped
             };
+            return (reached, None);
         }
         match &self.stream {
-            Some(stream) => stream.append_own(event, source).await,
-            None => self.events.emit_with(event, Some(source)),
+            Some(stream) => (Reached::Running, Some(stream.append_own(event, source))),
+            None => {
+                self.events.emit_with(event, Some(source));
+                (Reached::Running, None)
+            }
         }
-        Reached::Running
     }
 }
+
+/// A firing's append to the events stream (NATS), under way once awaited.
+type Append<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
 
 /// Where a firing's event went: its connector ran, was stopped (the timer stays), or is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
