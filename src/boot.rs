@@ -156,7 +156,14 @@ pub async fn start(
     .map_err(store_err)?;
 
     let nats = match config.transport.kind {
-        TransportKind::Nats => Some(Nats::connect(&config.transport.nats, 4096).await?),
+        TransportKind::Nats => Some(
+            Nats::connect(
+                &config.transport.nats,
+                4096,
+                crate::transport::daemon_mac::DaemonMac::new(&secrets),
+            )
+            .await?,
+        ),
         TransportKind::Embedded => None,
     };
     let pending = Arc::new(PendingInvocations::default());
@@ -222,6 +229,9 @@ pub async fn start(
         .await
         .map_err(store_err)?;
     let (act_ttl, state_ttl) = (engine_config.command_act_ttl, engine_config.flow_state_ttl);
+    let stream_inbox = nats
+        .as_ref()
+        .map(|n| Arc::new(n.stream_inbox(store.clone())) as Arc<dyn crate::intake::StreamInbox>);
     let engine = Engine::start(
         engine_config,
         EngineParts {
@@ -234,6 +244,7 @@ pub async fn start(
                 secrets: SecretBox::from_base64(&key_text).ok().map(Arc::new),
                 started: natives_started,
                 shutdown: shutdown.clone(),
+                stream: stream_inbox.clone(),
             },
             dead_letters,
             sessions: Some(Arc::new(journals::Sessions(store.clone()))),
@@ -263,9 +274,7 @@ pub async fn start(
         egress,
         natives_stop: shutdown,
         transport,
-        stream_inbox: nats
-            .as_ref()
-            .map(|n| Arc::new(n.stream_inbox()) as Arc<dyn crate::intake::StreamInbox>),
+        stream_inbox,
         config,
     }));
     start::restore(&daemon).await?;

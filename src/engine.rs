@@ -240,6 +240,7 @@ impl Engine {
             secrets: parts.support.secrets,
             started: parts.support.started,
             shutdown: parts.support.shutdown,
+            stream: parts.support.stream,
         };
         let mut natives = Natives::default();
         let mut routes = Vec::new();

@@ -4,12 +4,16 @@
 //! events stream, through a [`StreamInbox`]), submits it to the engine (with NATS, the stream's
 //! consumer does), and answers accepted, duplicate, or refused with the reason. The daemon
 //! implements it; natives' route handlers reach it as app data (`web::Data<Arc<dyn Intake>>`).
+//! Events the daemon makes itself and keeps a durable record of (timer firings: the timer's
+//! row) go, with NATS, to the events stream through [`StreamInbox::append_own`]; in the
+//! embedded mode their record is enough and they go straight to routing.
 
 use std::future::Future;
 use std::pin::Pin;
 
 use uuid::Uuid;
 
+use crate::admission::delivery::Settle;
 use crate::admission::Refusal;
 use crate::domain::Event;
 use crate::fault::{Blame, Fault};
@@ -83,4 +87,15 @@ pub trait StreamInbox: Send + Sync + 'static {
         event: &Event,
         dedupe_key: Option<String>,
     ) -> Pin<Box<dyn Future<Output = Result<Appended, IngestError>> + Send + 'static>>;
+
+    /// Appends an event the daemon made itself (a timer firing), which may address a persona:
+    /// signed as the daemon's, so the stream's consumer takes its persona and keeps its id;
+    /// deduplicated by that id within the stream's window; with partitions, on the subject of
+    /// its persona's actor. Appended in the order of the calls (each awaited before the next);
+    /// `source` settles `Done` once the stream stored the event, `Redeliver` if it was given up.
+    fn append_own(
+        &self,
+        event: Event,
+        source: Box<dyn Settle>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }

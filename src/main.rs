@@ -185,6 +185,7 @@ fn publish_event(p: PublishEvent) -> anyhow::Result<()> {
         uninterruptible: false,
         command_act_id: None,
         occurred_at: Some(chrono::Utc::now()),
+        persona_id: None,
     };
     let encoding = if p.json {
         Encoding::Json

@@ -148,6 +148,12 @@ async fn the_document_is_openapi_3_1_and_names_every_route() {
         })
         .unwrap_or_else(|| panic!("the values of ?previous= are not listed: {previous}"));
     assert_eq!(values, &vec![json!("keep"), json!("revoke")], "{previous}");
+    // An event names its actor: `persona_id` (the daemon's own events on the stream) is not
+    // part of `POST /v1/events`'s body, and no unlisted field is (a 400 names it).
+    let event = &components["schemas"]["EventEnvelope"];
+    assert!(event["properties"]["actor"].is_object(), "{event}");
+    assert!(event["properties"]["persona_id"].is_null(), "{event}");
+    assert_eq!(event["additionalProperties"], false, "{event}");
 }
 
 /// What the document says of an error is what the daemon answers.

@@ -21,6 +21,7 @@ use crate::domain::PersonaKey;
 use crate::fault::{Blame, Fault};
 use crate::flow_instance::state::StateStore;
 use crate::ingress::InternalEvents;
+use crate::intake::StreamInbox;
 use crate::outbound::outbox::OutboxSlot;
 use crate::outbound::Egress;
 use crate::routing::LiveIndex;
@@ -207,6 +208,10 @@ pub struct NativeContext {
     /// The daemon's durable outbox: a native that sends registers its destination kind here
     /// while it is built; the engine starts it on the store after the start gate.
     pub outbox: Arc<OutboxSlot>,
+    /// With NATS, the events stream: where a native that keeps its own durable record of an
+    /// event (timer firings) appends it (`StreamInbox::append_own`) instead of emitting it,
+    /// so the persona's partition owner routes it. `None` in the embedded mode.
+    pub stream: Option<Arc<dyn StreamInbox>>,
 }
 
 /// What natives get from outside the engine.
@@ -216,10 +221,12 @@ pub struct NativeSupport {
     pub secrets: Option<Arc<SecretBox>>,
     pub started: Started,
     pub shutdown: CancellationToken,
+    /// With NATS, the events stream ([`NativeContext::stream`]).
+    pub stream: Option<Arc<dyn StreamInbox>>,
 }
 
 impl Default for NativeSupport {
-    /// No store, an open gate, the default egress policy (private ranges denied).
+    /// No store, an open gate, the default egress policy (private ranges denied), no stream.
     fn default() -> Self {
         NativeSupport {
             egress: Egress::new(crate::outbound::policy::EgressPolicy::new(Vec::new())),
@@ -227,6 +234,7 @@ impl Default for NativeSupport {
             secrets: None,
             started: StartGate::open(),
             shutdown: CancellationToken::new(),
+            stream: None,
         }
     }
 }

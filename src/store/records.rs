@@ -253,6 +253,24 @@ impl Store {
         });
     }
 
+    /// The external id of `persona`'s actor in `account` (the first seen, if the persona had
+    /// several), or `None` when the store has no actor for it. Blocking.
+    pub fn actor_of_persona(
+        &self,
+        account: &str,
+        persona: &crate::domain::PersonaId,
+    ) -> Result<Option<String>, StoreError> {
+        use rusqlite::OptionalExtension;
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT external_id FROM actors WHERE account = ?1 AND persona = ?2
+                 ORDER BY first_seen, integration LIMIT 1",
+            )?
+            .query_row(params![account, persona.to_string()], |r| r.get(0))
+            .optional()
+        })
+    }
+
     pub fn session_ended(&self, id: Uuid, reason: &'static str) {
         self.write_later(move |tx| {
             tx.execute(

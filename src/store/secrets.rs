@@ -73,6 +73,18 @@ impl Key {
     }
 }
 
+/// 32 bytes derived from `key` for `label`: SHA-256 of the label and the key.
+fn derive(key: &Key, label: &str) -> [u8; 32] {
+    let key = B64.decode(&key.text).expect("a key of the ring decodes");
+    Sha256::new()
+        .chain_update(b"switchboard derived key\0")
+        .chain_update(label.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(&key)
+        .finalize()
+        .into()
+}
+
 /// The keyring: the current key (seals and opens) and older keys (open only).
 pub struct SecretBox {
     keys: Vec<Key>,
@@ -125,16 +137,13 @@ impl SecretBox {
     /// 32 bytes derived from the current key for `label` (SHA-256 of the label and the key):
     /// replicas sharing a key derive the same bytes.
     pub fn derive(&self, label: &str) -> [u8; 32] {
-        let key = B64
-            .decode(&self.keys[0].text)
-            .expect("a key of the ring decodes");
-        Sha256::new()
-            .chain_update(b"switchboard derived key\0")
-            .chain_update(label.as_bytes())
-            .chain_update(b"\0")
-            .chain_update(&key)
-            .finalize()
-            .into()
+        derive(&self.keys[0], label)
+    }
+
+    /// What [`SecretBox::derive`] gives for `label` under each key of the ring, the current
+    /// first: what a replica still on an older key derived (a key rotation in progress).
+    pub fn derive_each(&self, label: &str) -> Vec<[u8; 32]> {
+        self.keys.iter().map(|k| derive(k, label)).collect()
     }
 
     /// Seals `plain` for the setting named by `aad`, under the current key.

@@ -11,6 +11,11 @@ pub const REASON: &str = "Switchboard-Reason";
 pub const DETAIL: &str = "Switchboard-Detail";
 pub const KIND: &str = "Switchboard-Kind";
 pub const SOURCE_SUBJECT: &str = "Switchboard-Source-Subject";
+/// The daemon's MAC of an event it put on the events stream itself (`daemon_mac.rs`).
+pub const DAEMON_MAC: &str = "Switchboard-Daemon-Mac";
+/// On a daemon-signed event: it may repeat one a run before emitted (read only when the MAC
+/// verifies).
+pub const REDELIVERED: &str = "Switchboard-Redelivered";
 
 pub fn encoding(e: WireEncoding) -> Encoding {
     match e {

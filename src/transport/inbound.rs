@@ -2,7 +2,10 @@
 //! handed to the engine; it is acknowledged only when its delivery settles (dispatched to
 //! every flow and handed over, dropped as an outcome, or recorded). Meanwhile it gets progress
 //! acknowledgements so JetStream does not redeliver it. Malformed and refused messages are
-//! dead-lettered (copied to the DLQ subject) and terminated, never redelivered forever.
+//! dead-lettered (copied to the DLQ subject) and terminated, never redelivered forever. A
+//! message a daemon signed (`daemon_mac.rs`: its own events, such as timer firings) may address
+//! a persona and keeps its event id; an envelope naming a persona without a valid signature is
+//! refused as malformed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::daemon_mac::DaemonMac;
 use super::headers;
 use super::members::Tenure;
 use super::subjects::{partition_key, Subjects};
@@ -27,7 +31,7 @@ use crate::fault::Blame;
 use crate::ingress::Admitted;
 use crate::telemetry::throttle::Throttle;
 use crate::telemetry::{handles, queue};
-use crate::wire::envelope::{EventEnvelope, Limits};
+use crate::wire::envelope::{EventEnvelope, Limits, Origin};
 
 /// Unsettled messages by token. The ackers are shared so the progress loop can copy them out
 /// and await without holding a map guard (a guard held across an await deadlocks the shard).
@@ -43,6 +47,8 @@ pub struct InboundSettings {
     /// Messages delivered and not yet acknowledged, at most (the consumer's
     /// `max_ack_pending`): each settles once, so the settlement queue never holds more.
     pub max_ack_pending: usize,
+    /// Verifies the daemons' own events.
+    pub mac: Arc<DaemonMac>,
 }
 
 /// Messages tracked by [`Unadmitted`], at most.
@@ -603,9 +609,30 @@ async fn handle(
         terminate(&acker).await;
         return None;
     }
+    // Only a daemon sharing the stream's key signs: an adapter's signature is refused, not
+    // ignored (it would otherwise pass for an unsigned event and be refused less clearly).
+    let origin = match msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(headers::DAEMON_MAC))
+    {
+        None => Origin::Adapter,
+        Some(mac) if settings.mac.verify(&msg.payload, mac.as_str()) => Origin::Daemon,
+        Some(_) => {
+            refuse_raw(
+                format!(
+                    "{}: does not verify (only a daemon sharing this stream's sealing key signs)",
+                    headers::DAEMON_MAC
+                ),
+                encoding.content_type(),
+            );
+            terminate(&acker).await;
+            return None;
+        }
+    };
     let decoded = encoding
         .decode::<EventEnvelope>(&msg.payload)
-        .and_then(|e| e.into_domain(settings.limits));
+        .and_then(|e| e.into_domain_from(settings.limits, origin));
     let mut event = match decoded {
         Ok(x) => x,
         Err(e) => {
@@ -646,8 +673,11 @@ async fn handle(
     }
     // The daemon's id, never the envelope's (two events could share one, and with it their
     // invocations). Stable across redeliveries: the same message is the same event, so a
-    // redelivered one gets the same invocation ids.
-    event.id = stream_event_id(&stream_name, stream_seq);
+    // redelivered one gets the same invocation ids. A daemon's own event keeps the id it was
+    // made with (a timer firing's is the same at every refire).
+    if origin == Origin::Adapter {
+        event.id = stream_event_id(&stream_name, stream_seq);
+    }
     if event.external_event_id.is_none() {
         // The adapter's message id names the event as much as an external id does: a copy
         // published again after a lost publish acknowledgement is a repeat even when the
@@ -660,7 +690,13 @@ async fn handle(
             .map(|v| v.to_string())
             .filter(|id| !id.is_empty() && id.len() <= 256);
     }
-    event.redelivered = unadmitted.redelivered(stream_seq, delivered as u64);
+    // A daemon's own event says when it may repeat one emitted by a run before.
+    let emitted_again = origin == Origin::Daemon
+        && msg
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get(headers::REDELIVERED).is_some());
+    event.redelivered = emitted_again || unadmitted.redelivered(stream_seq, delivered as u64);
     let event = match daemon.engine().ingress().admit(event) {
         Ok(event) => {
             unadmitted.admitted(stream_seq);

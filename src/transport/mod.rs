@@ -6,12 +6,14 @@ pub mod assignment;
 pub mod client;
 pub mod commands;
 pub mod connection;
+pub mod daemon_mac;
 pub mod dlq;
 pub mod headers;
 pub mod inbound;
 pub mod invocation_batches;
 pub mod members;
 pub mod partitions;
+pub mod persona_keys;
 pub mod publisher;
 pub mod queue_runner;
 pub mod results;
@@ -74,12 +76,19 @@ pub struct Nats {
     /// With partitions: the members bucket, this daemon's member id (random per start), and
     /// the view the membership task keeps.
     members: Option<Members>,
+    /// Signs the daemon's own events on the events stream and verifies them when consumed.
+    mac: Arc<daemon_mac::DaemonMac>,
     config: NatsConfig,
 }
 
 impl Nats {
-    /// Connects (with retries) and creates or updates the streams and consumers.
-    pub async fn connect(config: &NatsConfig, publish_capacity: usize) -> Result<Nats, NatsError> {
+    /// Connects (with retries) and creates or updates the streams and consumers; `mac` signs
+    /// the daemon's own events (the same key on every daemon of the stream).
+    pub async fn connect(
+        config: &NatsConfig,
+        publish_capacity: usize,
+        mac: daemon_mac::DaemonMac,
+    ) -> Result<Nats, NatsError> {
         let client = connection::connect(config, "switchboard").await?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(Duration::from_millis(config.publish_ack_timeout_ms));
@@ -113,17 +122,23 @@ impl Nats {
             encoding: headers::encoding(config.publish_encoding),
             consumers,
             members,
+            mac: Arc::new(mac),
             config: config.clone(),
         })
     }
 
-    /// The events stream as the intake's durable step.
-    pub fn stream_inbox(&self) -> stream_inbox::StreamIntake {
+    /// The events stream as the intake's durable step; with partitions, `store` tells the
+    /// actor of a persona the daemon addresses an event to.
+    pub fn stream_inbox(&self, store: Store) -> stream_inbox::StreamIntake {
+        let keyed = self.config.partitions > 0;
         stream_inbox::StreamIntake {
             js: self.js.clone(),
             subjects: self.subjects.clone(),
             encoding: self.encoding,
-            keyed: self.config.partitions > 0,
+            keyed,
+            publisher: self.publisher.clone(),
+            mac: self.mac.clone(),
+            persona_keys: keyed.then(|| Arc::new(persona_keys::PersonaKeys::new(store))),
         }
     }
 
@@ -168,6 +183,7 @@ impl Nats {
             max_message_bytes: c.max_message_bytes,
             limits,
             max_ack_pending: c.max_ack_pending.max(1) as usize,
+            mac: self.mac.clone(),
         };
         if let Some(events) = self.consumers.events {
             inbound::spawn(daemon.clone(), events, self.subjects.clone(), settings);

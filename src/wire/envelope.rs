@@ -1,6 +1,7 @@
 //! The versioned envelopes of events and commands (the README's wire contract), in MessagePack
 //! (rmp-serde, named fields) or JSON. Arguments are a list of `{name, value}` or a map. An
-//! unknown version is refused, not guessed.
+//! unknown version is refused, not guessed. An event addresses an actor (or answers a command
+//! act); only the daemon may address a persona (`persona_id`: see [`Origin`]).
 
 use std::collections::BTreeMap;
 
@@ -233,6 +234,22 @@ pub struct EventEnvelope {
     pub command_act_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub occurred_at: Option<DateTime<Utc>>,
+    /// The user persona an event the daemon made itself addresses (a timer firing on the
+    /// events stream). Refused from anyone else ([`Origin::Adapter`]): adapters publish on the
+    /// same subjects, and a persona is the daemon's to derive. Not in the HTTP API's schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
+    pub persona_id: Option<Uuid>,
+}
+
+/// Who an envelope comes from, as its receiver established: only the daemon's own (an events
+/// stream message carrying a valid daemon MAC) may address a persona.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// An adapter or API client (HTTP, the events stream unsigned): `persona_id` is refused.
+    Adapter,
+    /// A daemon sharing the stream, verified: `persona_id` names the target.
+    Daemon,
 }
 
 fn default_account() -> String {
@@ -294,11 +311,30 @@ fn check_version(v: u32) -> Result<(), EnvelopeError> {
 }
 
 impl EventEnvelope {
-    /// Validates and converts into a domain event.
+    /// Validates and converts into a domain event, from an adapter ([`Origin::Adapter`]).
     pub fn into_domain(self, limits: Limits) -> Result<Event, EnvelopeError> {
+        self.into_domain_from(limits, Origin::Adapter)
+    }
+
+    /// Validates and converts into a domain event from `origin`: a persona-addressed one only
+    /// from the daemon, naming neither an actor nor a command act.
+    pub fn into_domain_from(self, limits: Limits, origin: Origin) -> Result<Event, EnvelopeError> {
         check_version(self.v)?;
-        let target = match (self.actor, self.command_act_id) {
-            (Some(a), _) => {
+        let target = match (self.persona_id, self.actor, self.command_act_id) {
+            (Some(_), _, _) if origin == Origin::Adapter => {
+                return Err(err(
+                    "persona_id",
+                    "set by the daemon alone: an event names its actor (actor.external_id)",
+                ))
+            }
+            (Some(p), None, None) => Target::Persona(crate::domain::PersonaId(p)),
+            (Some(_), _, _) => {
+                return Err(err(
+                    "persona_id",
+                    "names the target alone: no actor or command_act_id beside it",
+                ))
+            }
+            (None, Some(a), _) => {
                 if a.external_id.is_empty() || a.external_id.len() > MAX_EXTERNAL_ID_BYTES {
                     return Err(err(
                         "actor.external_id",
@@ -319,8 +355,8 @@ impl EventEnvelope {
                     name: a.name,
                 })
             }
-            (None, Some(_)) => Target::ByCommandAct,
-            (None, None) => {
+            (None, None, Some(_)) => Target::ByCommandAct,
+            (None, None, None) => {
                 return Err(err(
                     "actor",
                     "required unless the event answers a command (command_act_id)",
@@ -371,7 +407,19 @@ impl EventEnvelope {
             uninterruptible: e.uninterruptible,
             command_act_id: e.command_act_id,
             occurred_at: Some(e.occurred_at),
+            persona_id: None,
         }
+    }
+
+    /// The envelope of an event the daemon made itself, for a daemon on the events stream: as
+    /// [`EventEnvelope::from_domain`], and a persona-addressed event names its persona
+    /// (`persona_id`; read back with [`Origin::Daemon`] only).
+    pub fn from_daemon(e: &Event) -> Self {
+        let mut envelope = EventEnvelope::from_domain(e);
+        if let Target::Persona(p) = e.target {
+            envelope.persona_id = Some(p.0);
+        }
+        envelope
     }
 }
 
@@ -570,6 +618,54 @@ mod tests {
             e.into_domain(limits).unwrap_err().field,
             "arguments[0].value"
         );
+    }
+
+    #[test]
+    fn only_the_daemon_addresses_a_persona() {
+        let persona = Uuid::from_u128(7);
+        let mut e = Event::for_persona(
+            Idn::known("default"),
+            Idn::known("program_timer"),
+            Idn::known("timers"),
+            Idn::known("timer"),
+            crate::domain::PersonaId(persona),
+        );
+        e.arguments.push("timerName", "t");
+        for enc in [Encoding::Json, Encoding::MessagePack] {
+            let bytes = enc.encode(&EventEnvelope::from_daemon(&e));
+            let decode = |origin| {
+                enc.decode::<EventEnvelope>(&bytes)
+                    .and_then(|w| w.into_domain_from(Limits::default(), origin))
+            };
+            let back = decode(Origin::Daemon).unwrap();
+            assert!(matches!(back.target, Target::Persona(p) if p.0 == persona));
+            assert_eq!(back.id, e.id, "the daemon's id is kept");
+            assert_eq!(back.arguments.get("timerName"), Some("t"));
+            assert_eq!(decode(Origin::Adapter).unwrap_err().field, "persona_id");
+        }
+        // Without a persona the daemon's envelope is the adapters' one.
+        let actor = Encoding::Json.decode::<EventEnvelope>(json_event("").as_bytes());
+        let actor = actor.unwrap().into_domain(Limits::default()).unwrap();
+        assert_eq!(
+            EventEnvelope::from_daemon(&actor),
+            EventEnvelope::from_domain(&actor)
+        );
+        assert_eq!(EventEnvelope::from_domain(&e).persona_id, None);
+        let id = r#","persona_id":"00000000-0000-0000-0000-000000000007""#;
+        let refused = |body: String, origin| {
+            Encoding::Json
+                .decode::<EventEnvelope>(body.as_bytes())
+                .and_then(|w| w.into_domain_from(Limits::default(), origin))
+                .unwrap_err()
+        };
+        let from_adapter = refused(json_event(id), Origin::Adapter);
+        assert_eq!(from_adapter.field, "persona_id");
+        assert!(
+            from_adapter.reason.contains("daemon alone"),
+            "{from_adapter}"
+        );
+        let beside_actor = refused(json_event(id), Origin::Daemon);
+        assert!(beside_actor.reason.contains("alone"), "{beside_actor}");
     }
 
     #[test]

@@ -268,6 +268,7 @@ pub fn user_message(who: &str, text: &str) -> EventEnvelope {
         uninterruptible: false,
         command_act_id: None,
         occurred_at: None,
+        persona_id: None,
     }
 }
 

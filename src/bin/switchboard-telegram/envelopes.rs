@@ -52,6 +52,7 @@ fn envelope(target: &Target, event: &str, arguments: BTreeMap<SmolStr, SmolStr>)
         uninterruptible: false,
         command_act_id: None,
         occurred_at: None,
+        persona_id: None,
     }
 }
 

@@ -114,6 +114,7 @@ impl ProgramTimer {
             jobs: rx,
             book,
             events: cx.events.clone(),
+            stream: cx.stream.clone(),
             directory: cx.directory.clone(),
             sessions: cx.sessions.clone(),
             dead_letters: cx.dead_letters.clone(),

@@ -4,10 +4,12 @@
 //! refilled from the book as time moves on, so a million pending timers cost their rows on
 //! disk, not a million entries here.
 //!
-//! Firing: a due timer's event is emitted through the internal-events sink at once, and the
-//! timer moves on in memory (a repeating timer re-arms from its schedule, so it never drifts).
-//! In the book it moves on only once the event was handed on, many moves to a transaction: the
-//! timer's row is the firing's record. A crash before the move committed finds the timer still
+//! Firing: a due timer's event is emitted through the internal-events sink at once (with NATS,
+//! appended to the events stream, signed as the daemon's, so the persona's partition owner
+//! routes it), and the timer moves on in memory (a repeating timer re-arms from its schedule,
+//! so it never drifts). In the book it moves on only once the event was handed on (with NATS:
+//! once the stream stored it), many moves to a transaction: the timer's row is the firing's
+//! record. A crash before the move committed finds the timer still
 //! due at the next start, where every timer found due fires marked `redelivered`, with the same
 //! event id. So a firing is lost never, and repeated only marked; and it costs the store one
 //! write, off the firing's path. Until its move committed a firing is *outstanding* (see
@@ -44,6 +46,7 @@ use crate::connectors::Directory;
 use crate::dead_letter::{self, DeadLetter, DeadLetterStore};
 use crate::domain::{Arguments, ConnectorKey, Event, Idn, PersonaId};
 use crate::ingress::InternalEvents;
+use crate::intake::StreamInbox;
 use crate::session::SessionTable;
 use crate::store::StoreError;
 use crate::telemetry::throttle::Throttle;
@@ -141,6 +144,8 @@ pub struct Service {
     pub jobs: mpsc::Receiver<Job>,
     pub book: Arc<dyn Book>,
     pub events: InternalEvents,
+    /// With NATS, the events stream firings are appended to instead of `events`.
+    pub stream: Option<Arc<dyn StreamInbox>>,
     pub directory: Arc<Directory>,
     pub sessions: Arc<SessionTable>,
     pub dead_letters: Arc<dyn DeadLetterStore>,
@@ -289,7 +294,7 @@ impl Service {
                 let mut running = None;
                 for f in firings {
                     let (book, id) = (self.book.clone(), f.id);
-                    self.emit(
+                    let (_, append) = self.emit(
                         replayed_event(&f),
                         f.key.persona,
                         &mut running,
@@ -299,6 +304,9 @@ impl Service {
                             }
                         }),
                     );
+                    if let Some(append) = append {
+                        append.await;
+                    }
                 }
             }
             Err(e) => {
@@ -566,7 +574,7 @@ impl Service {
             let scheduled_ms = t.due_ms;
             let settle = settle.clone();
             // Settled through the queue, so after `out.emitted` below.
-            let reached = self.emit(
+            let (reached, append) = self.emit(
                 event,
                 persona,
                 &mut running,
@@ -575,6 +583,9 @@ impl Service {
                     let _ = settle.try_send((id, s));
                 }),
             );
+            if let Some(append) = append {
+                append.await;
+            }
             let (key, after, beyond) = match next {
                 // A timer whose connector is gone (deleted while the daemon was down) ends.
                 Next::At(next) if reached != Reached::Gone => {
@@ -661,8 +672,10 @@ impl Service {
     }
 
     /// Emits an event of a `program_timer` connector; `source` settles once it was handed on.
-    /// A timer whose connector does not run is refused as any event would be: dead-lettered,
-    /// and settled.
+    /// With NATS it answers the append to the events stream, to be awaited before the next
+    /// (appended in the order of the calls; `source` settles once the stream stored it): the
+    /// embedded path stays synchronous. A timer whose connector does not run is refused as any
+    /// event would be: dead-lettered, and settled.
     ///
     /// `running` remembers the last connector found running, so a batch of one connector's
     /// firings asks the directory once.
@@ -672,7 +685,7 @@ impl Service {
         persona: PersonaId,
         running: &mut Option<ConnectorKey>,
         source: Box<dyn Settle>,
-    ) -> Reached {
+    ) -> (Reached, Option<Append<'_>>) {
         let key = ConnectorKey::new(&event.account, &self.integration, &event.connector);
         let reached = if running.as_ref() == Some(&key) {
             Ok(())
@@ -694,16 +707,25 @@ impl Service {
                 );
             }
             source.settle(Settlement::Done);
-            return if gone {
+            let reached = if gone {
                 Reached::Gone
             } else {
                 Reached::Stopped
             };
+            return (reached, None);
         }
-        self.events.emit_with(event, Some(source));
-        Reached::Running
+        match &self.stream {
+            Some(stream) => (Reached::Running, Some(stream.append_own(event, source))),
+            None => {
+                self.events.emit_with(event, Some(source));
+                (Reached::Running, None)
+            }
+        }
     }
 }
+
+/// A firing's append to the events stream (NATS), under way once awaited.
+type Append<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
 
 /// Where a firing's event went: its connector ran, was stopped (the timer stays), or is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
