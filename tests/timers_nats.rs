@@ -4,7 +4,8 @@
 //! persona without an actor: the empty key's), so with two daemons the persona's partition
 //! owner routes it, not the daemon holding the timer. Only a daemon may address a persona: an
 //! envelope naming one (`persona_id`) without the daemon's valid MAC is dead-lettered from the
-//! stream, and refused with 400 over HTTP.
+//! stream, and refused with 400 over HTTP. A session-scoped timer's `timer_cancelled` goes
+//! through the stream as a firing does.
 
 mod common;
 
@@ -534,5 +535,88 @@ async fn with_two_daemons_the_persona_s_partition_owner_routes_a_timer_another_d
     assert!(
         moved > 0,
         "some persona's partition went to daemon 1, so its timer held by daemon 0 crossed over: {owner:?}"
+    );
+}
+
+/// A session-scoped timer cancelled by its session's end: `timer_cancelled` goes through the
+/// events stream too (signed, persona-addressed) and reaches the flow.
+#[actix_rt::test]
+async fn a_cancelled_timer_s_notice_goes_through_the_events_stream() {
+    let dir = temp_dir("timers-nats-cancel");
+    let nats = NatsServer::start(&dir);
+    let mut runner = RunnerServer::start(|r: &Received| {
+        if r.json["skill_idn"] != "Talk" {
+            return (200, completed(json!([])));
+        }
+        let due =
+            (Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(SecondsFormat::Millis, true);
+        (
+            200,
+            completed(
+                json!([{"v": 1, "integration_idn": "program_timer", "connector_idn": "timers",
+                "command_idn": "set_timer",
+                "arguments": {"timerName": "nudge", "fireAt": due, "scope": "session",
+                              "sessionConnector": "sandbox/chat"}}]),
+            ),
+        )
+    });
+    let d = DaemonProcess::builder(&dir).envs(nats.daemon_env()).start();
+    d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
+        .await;
+    d.run_connector(
+        "program_timer",
+        json!({"title": "Timers", "connector_idn": "timers"}),
+    )
+    .await;
+    let flow = json!({
+        "runner": {"kind": "webhook", "url": format!("{}/skills", runner.base)},
+        "events": [
+            {"idn": "user_message", "skill_idn": "Talk", "integration_idn": "sandbox"},
+            {"idn": "timer_cancelled", "skill_idn": "OnCancelled", "integration_idn": "program_timer"}
+        ]
+    });
+    d.put_flow("Bot", "Main", &flow).await;
+    let mut seen = watch_timer_subjects(&nats.url()).await;
+    talk(&d, "alice").await;
+    let persona = persona_of(&next_of(&mut runner, "Talk").await);
+    eventually("the session timer to be listed", WAIT, || async {
+        let listed: Vec<Value> = d
+            .client()
+            .get(d.url("/v1/timers?connector=timers"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (listed.len() == 1).then_some(())
+    })
+    .await;
+    // Alice's conversation ends: her session, and the timer bound to it.
+    let r = d
+        .client()
+        .post(d.url("/v1/events"))
+        .json(
+            &json!({"v": 1, "integration_idn": "sandbox", "connector_idn": "chat",
+                      "event_idn": "conversation_ended", "actor": {"external_id": "alice"},
+                      "arguments": {"reason": "reset"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
+    let cancelled = next_of(&mut runner, "OnCancelled").await;
+    let (subject, headers, body) = next_seen(&mut seen).await;
+    assert_eq!(subject, "sb.events.default.program_timer.timers");
+    assert_eq!(body.event_idn, "timer_cancelled");
+    assert_eq!(body.persona_id, Some(persona), "{body:?}");
+    assert!(
+        headers.get("Switchboard-Daemon-Mac").is_some(),
+        "{headers:?}"
+    );
+    assert_eq!(persona_of(&cancelled), persona);
+    assert_eq!(
+        argument(&cancelled.json["event"], "timerName").as_deref(),
+        Some("nudge")
     );
 }

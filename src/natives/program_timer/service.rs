@@ -499,7 +499,7 @@ impl Service {
                 for t in gone {
                     out.forget(&t.key);
                     window.remove(&t.key);
-                    self.cancelled(&t, reason);
+                    self.cancelled(&t, reason).await;
                 }
             }
             Err(e) => {
@@ -511,8 +511,9 @@ impl Service {
         }
     }
 
-    /// Emits `timer_cancelled` for `t`.
-    fn cancelled(&self, t: &Timer, reason: &str) {
+    /// Emits `timer_cancelled` for `t` (with NATS, appended to the events stream as a firing
+    /// is: its persona's partition owner routes it).
+    async fn cancelled(&self, t: &Timer, reason: &str) {
         super::metrics::timer_cancelled("session_ended");
         let mut e = Event::for_persona(
             t.key.account.clone(),
@@ -526,7 +527,11 @@ impl Service {
         if let Some(s) = t.session {
             e.arguments.push("sessionId", s.to_string());
         }
-        self.events.emit(e);
+        match &self.stream {
+            // A notice nobody waits on, as in process: settled for nobody.
+            Some(stream) => stream.append_own(e, Box::new(|_: Settlement| {})).await,
+            None => self.events.emit(e),
+        }
     }
 
     /// Fires what is due, as much as there is room for, [`FIRE_BATCH`] at most.
@@ -612,7 +617,7 @@ impl Service {
             match (next, cancelled) {
                 (_, Some(reason)) => {
                     if self.book.delete(&t.key).await.is_ok() {
-                        self.cancelled(&t, reason);
+                        self.cancelled(&t, reason).await;
                     }
                 }
                 (Next::At(next), None) => {
