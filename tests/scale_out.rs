@@ -7,7 +7,8 @@
 //! SIGKILL mid-run: its partitions go on within 10 s, nothing is lost, repeats are marked
 //! `redelivered`; a daemon joining two gets its share within 10 s. A keyed subject whose key is
 //! not the actor's is dead-lettered; Debian's 2.9 server (no per-key TTLs) is refused at start.
-//! On a three-node cluster, losing the stream leader: every persona goes on after the election.
+//! On a three-node cluster, losing the stream leader: every persona goes on after the election
+//! (SIGKILL) or within 5 s (SIGTERM: the server hands its raft leaders over).
 
 mod common;
 
@@ -615,10 +616,23 @@ async fn partitions_on_a_server_without_per_key_ttls_refuse_to_start_naming_the_
 /// bound that follows (the election, a missed heartbeat, a re-pull) and prints the figure.
 #[actix_rt::test]
 async fn on_a_three_node_cluster_losing_the_stream_leader_resumes_after_the_election() {
+    // The election (at most 9 s), two missed heartbeats (2 s), re-pulls at most 1 s apart.
+    lose_the_stream_leader(false, Duration::from_secs(15)).await;
+}
+
+/// The same node stopped with SIGTERM (a rolling restart): nats-server hands its raft leaders
+/// over as it shuts down, so no follower waits for an election timeout.
+#[actix_rt::test]
+async fn on_a_three_node_cluster_a_server_stopped_gracefully_resumes_within_five_seconds() {
+    lose_the_stream_leader(true, Duration::from_secs(5)).await;
+}
+
+/// Runs 24 personas through three daemons on a three-node cluster, stops the events stream's
+/// leader (SIGTERM when `graceful`, else SIGKILL) mid-run, and checks every event invoked, in
+/// order, repeats marked, every persona's next event within `limit`.
+async fn lose_the_stream_leader(graceful: bool, limit: Duration) {
     const PERSONAS: usize = 24;
     const ROUNDS: usize = 50;
-    // The election (at most 9 s), two missed heartbeats (2 s), re-pulls at most 1 s apart.
-    const RESUME_LIMIT: Duration = Duration::from_secs(15);
     let dir = temp_dir("scale-cluster");
     let mut cluster = NatsCluster::start_recent(&dir, 3);
     {
@@ -667,7 +681,11 @@ async fn on_a_three_node_cluster_losing_the_stream_leader_resumes_after_the_elec
     ));
     wait_round(&log, 8).await;
     let killed_at = Instant::now();
-    cluster.nodes[node].kill();
+    if graceful {
+        cluster.nodes[node].terminate();
+    } else {
+        cluster.nodes[node].kill();
+    }
     publisher.await.unwrap();
     wait_all(&log, PERSONAS, ROUNDS).await;
     let log = log.lock().unwrap().clone();
@@ -686,11 +704,12 @@ async fn on_a_three_node_cluster_losing_the_stream_leader_resumes_after_the_elec
         );
     }
     eprintln!(
-        "stream leader {leader} of three nodes killed: {} invocations, {repeats} repeats, every persona resumed within {slowest:.1?}; rebalances per daemon {rebalances:?}",
+        "stream leader {leader} of three nodes {}: {} invocations, {repeats} repeats, every persona resumed within {slowest:.1?}; rebalances per daemon {rebalances:?}",
+        if graceful { "stopped (SIGTERM)" } else { "killed" },
         log.len()
     );
     assert!(
-        slowest <= RESUME_LIMIT,
+        slowest <= limit,
         "a persona waited {slowest:?} for its next event after the server's loss"
     );
 }

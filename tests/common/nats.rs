@@ -133,6 +133,17 @@ impl NatsServer {
         }
     }
 
+    /// Stops the server with SIGTERM (a graceful shutdown) and waits for it to exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+    }
+
     /// Starts a killed server again on the same port and storage.
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "the server runs");
