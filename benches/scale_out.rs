@@ -133,11 +133,7 @@ async fn run(daemons: usize, events: usize, delay: Duration, inflight: usize) ->
             let ds = &ds;
             async move {
                 for d in ds {
-                    let m = d.metrics().await;
-                    let owned = m
-                        .lines()
-                        .find_map(|l| l.strip_prefix("switchboard_partitions_owned "))
-                        .and_then(|v| v.trim().parse::<f64>().ok())?;
+                    let owned = d.metric("switchboard_partitions_owned").await?;
                     (owned as usize == share).then_some(())?;
                 }
                 Some(())

@@ -34,12 +34,14 @@
 
 #[path = "../tests/common/daemon.rs"]
 mod daemon;
+#[path = "../tests/common/socketio.rs"]
+mod socketio;
 #[path = "../tests/common/wait.rs"]
 mod wait;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -111,26 +113,7 @@ struct Node {
 
 impl Node {
     fn start(script: &str, env: &[(&str, &str)]) -> Node {
-        let mut child = Command::new("node")
-            .arg("--max-old-space-size=4096")
-            .arg(script)
-            .current_dir(fixture())
-            .envs(env.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("node runs (bash .ci/install-test-deps)");
-        let stdout = child.stdout.take().unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let (tx, reports) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    let _ = tx.send(v);
-                }
-            }
-        });
+        let (child, stdin, reports) = socketio::spawn(script, &["--max-old-space-size=4096"], env);
         Node {
             child,
             stdin,

@@ -134,15 +134,8 @@ async fn start_on(
 
 /// The partitions a daemon says it owns (`/metrics`).
 async fn owned(d: &DaemonProcess) -> Option<u32> {
-    let m = reqwest::get(d.url("/metrics"))
+    d.metric("switchboard_partitions_owned")
         .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    m.lines()
-        .find_map(|l| l.strip_prefix("switchboard_partitions_owned "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|v| v as u32)
 }
 
@@ -495,11 +488,9 @@ async fn a_daemon_stopped_past_its_ttl_and_resumed_invokes_nothing_of_what_it_lo
     common::daemon::signal(&ds[2].child, "CONT");
     publisher.await.unwrap();
     wait_all(&log, PERSONAS, ROUNDS).await;
-    let m = ds[2].metrics().await;
-    let fenced: f64 = m
-        .lines()
-        .find_map(|l| l.strip_prefix("switchboard_events_fenced_total "))
-        .and_then(|v| v.trim().parse().ok())
+    let fenced = ds[2]
+        .metric("switchboard_events_fenced_total")
+        .await
         .unwrap_or(0.0);
     let log = log.lock().unwrap().clone();
     // What the stopped daemon was sending at the stop (past its last look at the fence) goes
@@ -694,14 +685,7 @@ async fn lose_the_stream_leader(graceful: bool, limit: Duration) {
     let slowest = slowest_resume(&log, 0..PERSONAS, killed_at, None);
     let mut rebalances = Vec::new();
     for d in &ds {
-        let m = d.metrics().await;
-        rebalances.push(
-            m.lines()
-                .find_map(|l| l.strip_prefix("switchboard_partition_rebalances_total "))
-                .unwrap_or("?")
-                .trim()
-                .to_owned(),
-        );
+        rebalances.push(d.metric("switchboard_partition_rebalances_total").await);
     }
     eprintln!(
         "stream leader {leader} of three nodes {}: {} invocations, {repeats} repeats, every persona resumed within {slowest:.1?}; rebalances per daemon {rebalances:?}",

@@ -101,6 +101,23 @@ async fn say(d: &DaemonProcess, who: &str, text: &str) {
     assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
 }
 
+/// Waits until `GET /v1/timers` lists `n` timers of `program_timer/timers`.
+async fn wait_listed(d: &DaemonProcess, n: usize) {
+    eventually(&format!("{n} timer(s) listed"), WAIT, || async {
+        let listed: Vec<Value> = d
+            .client()
+            .get(d.url("/v1/timers?connector=timers"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (listed.len() == n).then_some(())
+    })
+    .await;
+}
+
 /// The next runner POST of `skill`, the others skipped.
 async fn next_of(runner: &mut RunnerServer, skill: &str) -> Received {
     loop {
@@ -178,19 +195,7 @@ async fn a_timer_fires_through_the_events_stream_to_its_persona() {
     let persona = persona_of(&talked);
     // The timer is set (its command answered) before it can fire: the stream holds the chat
     // message, not yet the firing.
-    eventually("the timer to be listed", WAIT, || async {
-        let listed: Vec<Value> = d
-            .client()
-            .get(d.url("/v1/timers?connector=timers"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (listed.len() == 1).then_some(())
-    })
-    .await;
+    wait_listed(&d, 1).await;
     let before = events_last_seq(&nats.url()).await;
 
     let fired = next_of(&mut runner, "OnTimer").await;
@@ -228,19 +233,7 @@ async fn a_timer_fires_through_the_events_stream_to_its_persona() {
     );
     assert_ne!(fired.json["redelivered"], true, "{}", fired.json);
     // The book moved on once the stream stored the firing: the one-shot timer is gone.
-    eventually("the fired timer to leave the book", WAIT, || async {
-        let listed: Vec<Value> = d
-            .client()
-            .get(d.url("/v1/timers?connector=timers"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        listed.is_empty().then_some(())
-    })
-    .await;
+    wait_listed(&d, 0).await;
 }
 
 #[actix_rt::test]
@@ -394,19 +387,7 @@ async fn timers_due_while_the_daemon_was_killed_go_through_the_stream_once_marke
     setup(&d, &runner.base).await;
     talk(&d, "alice").await;
     let persona = persona_of(&next_of(&mut runner, "Talk").await);
-    eventually("the timers to be listed", WAIT, || async {
-        let listed: Vec<Value> = d
-            .client()
-            .get(d.url("/v1/timers?connector=timers"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (listed.len() == N).then_some(())
-    })
-    .await;
+    wait_listed(&d, N).await;
     d.kill9();
     // The due time passes while the daemon is down: this wait is the point of the test.
     let until_due = (due - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(500);
@@ -442,15 +423,8 @@ async fn timers_due_while_the_daemon_was_killed_go_through_the_stream_once_marke
 
 /// How many partitions `d` owns, from its metrics.
 async fn owned(d: &DaemonProcess) -> Option<u32> {
-    let m = reqwest::get(d.url("/metrics"))
+    d.metric("switchboard_partitions_owned")
         .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    m.lines()
-        .find_map(|l| l.strip_prefix("switchboard_partitions_owned "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|v| v as u32)
 }
 
@@ -579,19 +553,7 @@ async fn a_cancelled_timer_s_notice_goes_through_the_events_stream() {
     let mut seen = watch_timer_subjects(&nats.url()).await;
     talk(&d, "alice").await;
     let persona = persona_of(&next_of(&mut runner, "Talk").await);
-    eventually("the session timer to be listed", WAIT, || async {
-        let listed: Vec<Value> = d
-            .client()
-            .get(d.url("/v1/timers?connector=timers"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (listed.len() == 1).then_some(())
-    })
-    .await;
+    wait_listed(&d, 1).await;
     // Alice's conversation ends: her session, and the timer bound to it.
     let r = d
         .client()

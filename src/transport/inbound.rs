@@ -184,7 +184,7 @@ impl Settle for Settler {
 /// other partitions' messages, its ack floor only to the last message it acked.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gate {
-    pub stream: u64,
+    /// The consumer sequence of the last delivery before the take-over.
     pub delivery: u64,
 }
 
@@ -196,7 +196,6 @@ impl Gate {
         ack_floor: &async_nats::jetstream::consumer::SequenceInfo,
     ) -> Option<Gate> {
         (ack_floor.consumer_sequence < delivered.consumer_sequence).then_some(Gate {
-            stream: delivered.stream_sequence,
             delivery: delivered.consumer_sequence,
         })
     }
@@ -765,13 +764,7 @@ mod tests {
     #[test]
     fn a_gate_opens_once_nothing_delivered_before_the_take_over_is_open_elsewhere() {
         let gate = Gate::after(&seq(42, 208), &seq(40, 170)).expect("two deliveries open");
-        assert_eq!(
-            gate,
-            Gate {
-                stream: 208,
-                delivery: 42
-            }
-        );
+        assert_eq!(gate, Gate { delivery: 42 });
         // The previous owner still holds two: 5 pending, 3 of them held here.
         assert!(!gate.opens(40, 5, 3));
         // Settled there (the floor passed them), or redelivered here and held.

@@ -189,6 +189,21 @@ impl DaemonProcess {
             .expect("the metrics body")
     }
 
+    /// The value of the unlabelled series `name` in `/metrics`: `None` while the daemon does
+    /// not answer or does not export it.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let m = reqwest::get(self.url("/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let prefix = format!("{name} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
     /// SIGKILL: no shutdown at all.
     pub fn kill9(mut self) {
         self.child.kill().unwrap();

@@ -1,6 +1,7 @@
 //! The official Node `socket.io-client` (4.8.x, from npm) driven from a test: `driver.js`
 //! opens tabs and reports what each receives. Needs `node` and the client installed in
 //! `tests/fixtures/socketio/node_modules` (`bash .ci/install-test-deps`).
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -35,27 +36,39 @@ pub struct Node {
     seen: Vec<Value>,
 }
 
+/// Runs `node <node_args> <script>` in the fixture with `env`: its stdin, and each JSON line
+/// it prints as a report (the driver here, the webchat bench's load and baseline scripts).
+pub fn spawn(
+    script: &str,
+    node_args: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, ChildStdin, mpsc::UnboundedReceiver<Value>) {
+    let mut child = Command::new("node")
+        .args(node_args)
+        .arg(script)
+        .current_dir(fixture())
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node runs (bash .ci/install-test-deps)");
+    let stdout = child.stdout.take().unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let (tx, reports) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    (child, stdin, reports)
+}
+
 impl Node {
     pub fn start() -> Node {
-        let dir = fixture();
-        let mut child = Command::new("node")
-            .arg("driver.js")
-            .current_dir(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("node runs (bash .ci/install-test-deps)");
-        let stdout = child.stdout.take().unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let (tx, reports) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    let _ = tx.send(v);
-                }
-            }
-        });
+        let (child, stdin, reports) = spawn("driver.js", &[], &[]);
         Node {
             child,
             stdin,
