@@ -561,7 +561,7 @@ impl Engine {
     /// Sends a command for `persona` outside any invocation. Returns the act id.
     pub fn send_command(&self, command: Command, persona: PersonaId) -> Uuid {
         let act = Uuid::now_v7();
-        self.commands.send_for(command, act, persona, None);
+        self.commands.send_for(command, act, persona, None, None);
         act
     }
 

@@ -21,9 +21,10 @@ use common::daemon::{temp_dir, DaemonBuilder, DaemonProcess};
 use common::eventually_explained;
 use common::nats::{user_message, NatsCluster, NatsServer};
 use common::runner_server::{argument, completed, RunnerServer};
+use futures_util::StreamExt;
 use serde_json::json;
 use switchboard::transport::client::Client;
-use switchboard::wire::envelope::Encoding;
+use switchboard::wire::envelope::{ArgumentsWire, CommandEnvelope, Encoding};
 
 const PARTITIONS: u32 = 24;
 const LIMIT: Duration = Duration::from_secs(90);
@@ -45,10 +46,15 @@ struct Seen {
 
 type Log = Arc<Mutex<Vec<Seen>>>;
 
-/// The runner: 20 ms per invocation; `/d<i>` says which daemon called.
+/// The runner: 20 ms per invocation, answered with a `send_message` echoing the event's text
+/// (`<persona>:<n>`); `/d<i>` says which daemon called.
 fn runner() -> (RunnerServer, Log) {
-    let mut runner =
-        RunnerServer::start_slow(Duration::from_millis(20), |_| (200, completed(json!([]))));
+    let mut runner = RunnerServer::start_slow(Duration::from_millis(20), |r| {
+        let text = argument(&r.json["event"], "text").unwrap_or_default();
+        let command = json!({"v": 1, "integration_idn": "telegram", "connector_idn": "bot",
+            "command_idn": "send_message", "arguments": {"text": text}});
+        (200, completed(json!([command])))
+    });
     let log: Log = Arc::default();
     let mut rx = std::mem::replace(&mut runner.rx, tokio::sync::mpsc::unbounded_channel().1);
     let l = log.clone();
@@ -254,6 +260,68 @@ async fn wait_all(log: &Log, personas: usize, rounds: usize) {
     .await;
 }
 
+/// Reads the whole commands stream: how many `send_message` commands of each text (`<persona>:<n>`)
+/// it holds. An invocation repeated (a redelivery, on the same daemon or on the one that took
+/// the partition) sends its commands under the same act ids (`Nats-Msg-Id`), so the stream
+/// keeps one of each.
+async fn commands_sent(url: &str) -> BTreeMap<String, usize> {
+    use async_nats::jetstream::consumer::pull;
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    let mut stream = js.get_stream("SB_COMMANDS").await.unwrap();
+    let held = stream.info().await.unwrap().state.messages as usize;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            // Read, not taken: nothing to acknowledge, no pending limit to reach.
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut sent = BTreeMap::new();
+    for _ in 0..held {
+        let m = tokio::time::timeout(LIMIT, messages.next())
+            .await
+            .expect("the stream delivers what it holds")
+            .unwrap()
+            .unwrap();
+        let encoding = switchboard::transport::headers::inbound_encoding(m.headers.as_ref())
+            .expect("the daemon names the encoding");
+        let c: CommandEnvelope = encoding.decode(&m.payload).unwrap();
+        let text = match &c.arguments {
+            ArgumentsWire::List(l) => l
+                .iter()
+                .find(|a| a.name == "text")
+                .map(|a| a.value.to_string()),
+            ArgumentsWire::Map(m) => m.get("text").map(|v| v.to_string()),
+        };
+        *sent.entry(text.unwrap_or_default()).or_default() += 1;
+    }
+    sent
+}
+
+/// Checks the commands stream: one `send_message` for each of `personas` × `rounds` events,
+/// none past the stream's dedupe.
+async fn check_commands(url: &str, personas: usize, rounds: usize) {
+    // The last invocations' answers may still be on their way to the stream.
+    let sent = eventually_explained(
+        "a command for every event in the commands stream",
+        LIMIT,
+        || async {
+            let sent = commands_sent(url).await;
+            (sent.len() >= personas * rounds).then_some(sent)
+        },
+        || async { format!("{} texts", commands_sent(url).await.len()) },
+    )
+    .await;
+    let repeated: Vec<_> = sent.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(
+        repeated.is_empty(),
+        "commands past the dedupe: {repeated:?}"
+    );
+    assert_eq!(sent.len(), personas * rounds, "one command per event");
+}
+
 /// Checks the log: no repeat unmarked, no per-persona inversion; answers the repeats.
 fn check_order(log: &[Seen]) -> usize {
     let (repeats, unmarked) = check_order_but_unmarked(log);
@@ -332,6 +400,7 @@ async fn three_daemons_split_the_partitions_evenly_and_keep_each_persona_in_orde
     wait_all(&log, PERSONAS, ROUNDS + 1).await;
     let log = log.lock().unwrap().clone();
     assert_eq!(check_order(&log), 0, "a steady split repeats nothing");
+    check_commands(&nats.url(), PERSONAS, ROUNDS + 1).await;
     // Each persona on one daemon, and every daemon busy.
     let mut by_persona: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
     for s in &log {
@@ -411,6 +480,7 @@ async fn a_killed_daemons_partitions_go_on_within_ten_seconds_and_nothing_is_los
     wait_all(&log, PERSONAS, ROUNDS).await;
     let log = log.lock().unwrap().clone();
     let repeats = check_order(&log);
+    check_commands(&nats.url(), PERSONAS, ROUNDS).await;
     // Each victim persona's next event after the kill, on another daemon, within the bound.
     let slowest = slowest_resume(&log, victims.iter().copied(), killed_at, Some(2));
     eprintln!(
@@ -497,6 +567,8 @@ async fn a_daemon_stopped_past_its_ttl_and_resumed_invokes_nothing_of_what_it_lo
     // out on resume, a repeat it cannot mark: at most one per persona it owned (the one
     // running there), never out of order. Closing it needs a token the runner checks.
     let (repeats, unmarked) = check_order_but_unmarked(&log);
+    // Those repeats' commands carry the acts the other daemon's sent: none past the dedupe.
+    check_commands(&nats.url(), PERSONAS, ROUNDS).await;
     let stray: BTreeMap<usize, usize> = unmarked.iter().fold(BTreeMap::new(), |mut m, u| {
         *m.entry(u.0).or_default() += 1;
         m
@@ -557,6 +629,7 @@ async fn a_daemon_joining_two_gets_its_share_within_ten_seconds() {
     wait_all(&log, PERSONAS, ROUNDS).await;
     let log = log.lock().unwrap().clone();
     let repeats = check_order(&log);
+    check_commands(&nats.url(), PERSONAS, ROUNDS).await;
     eprintln!(
         "a third daemon joining: its share in {shared_in:.1?}, its first invocation {first:.1?} after its start, {repeats} repeats"
     );
@@ -681,6 +754,7 @@ async fn lose_the_stream_leader(graceful: bool, limit: Duration) {
     wait_all(&log, PERSONAS, ROUNDS).await;
     let log = log.lock().unwrap().clone();
     let repeats = check_order(&log);
+    check_commands(&cluster.nodes[(node + 1) % 3].url(), PERSONAS, ROUNDS).await;
     // Every persona's next event after the loss, within the bound.
     let slowest = slowest_resume(&log, 0..PERSONAS, killed_at, None);
     let mut rebalances = Vec::new();

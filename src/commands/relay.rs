@@ -4,6 +4,7 @@
 use uuid::Uuid;
 
 use super::native::ConnectorChange;
+use crate::admission::delivery::Delivery;
 use crate::domain::{Command, ConnectorKey, PersonaId};
 use crate::fault::{Blame, Fault};
 
@@ -14,6 +15,10 @@ pub struct AdapterCommand {
     /// The act id the adapter reports results with (`command_act_id`).
     pub act: Uuid,
     pub persona: PersonaId,
+    /// The delivery of the event whose invocation sent it: the sink holds it until the
+    /// command is durable (stored in the commands stream, committed to the outbox), so the
+    /// event is not acknowledged before its answer can no longer be lost.
+    pub hold: Option<Delivery>,
 }
 
 /// A command of a superseded invocation that was handed to a sink and not reported done: to

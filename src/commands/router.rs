@@ -17,6 +17,7 @@ use super::native::{Answered, Answers, ConnectorChange, NativeCommand, Natives};
 use super::refusal::{answer_refused, CommandRefusal};
 use super::relay::{AdapterCommand, CommandSink, NotDeliverable, Recall, RelayError};
 use super::validation::validate;
+use crate::admission::delivery::Delivery;
 use crate::admission::Unreachable;
 use crate::catalog::{Catalog, Integration, Runs};
 use crate::connectors::acts::CommandActs;
@@ -174,10 +175,11 @@ impl CommandRouter {
         act: Uuid,
         persona: PersonaId,
         flow: Option<&FlowRoute>,
+        hold: Option<Delivery>,
     ) {
         let result = self
             .check(&command)
-            .and_then(|integration| self.execute(&integration, &command, act, persona, flow));
+            .and_then(|integration| self.execute(&integration, &command, act, persona, flow, hold));
         match result {
             Ok(Answered::Now(extra)) => self.answers.succeed(&command, act, persona, extra),
             // The native answers through the `Answer` it took.
@@ -193,6 +195,7 @@ impl CommandRouter {
         act: Uuid,
         persona: PersonaId,
         flow: Option<&FlowRoute>,
+        hold: Option<Delivery>,
     ) -> Result<Answered, CommandRefusal> {
         if let Some(native) = self.natives.get(&integration.idn) {
             // The daemon carries it out itself: it reports the success.
@@ -232,6 +235,7 @@ impl CommandRouter {
                 command: command.clone(),
                 act,
                 persona,
+                hold,
             })
             .map_err(|e| match e {
                 RelayError::Full => CommandRefusal::EgressFull(integration.idn.to_string()),
@@ -282,7 +286,7 @@ impl CommandRouter {
 
 impl CommandPort for CommandRouter {
     fn send(&self, origin: &Origin, mut command: Command) -> Uuid {
-        let act = Uuid::now_v7();
+        let act = origin.act_id();
         command.invocation_id = Some(origin.invocation_id);
         if let Some(defect) = command.defect.take() {
             let refusal = CommandRefusal::Malformed {
@@ -301,7 +305,13 @@ impl CommandPort for CommandRouter {
             self.refuse(command, act, origin.persona, refusal);
             return act;
         }
-        self.send_for(command, act, origin.persona, Some(&origin.flow));
+        self.send_for(
+            command,
+            act,
+            origin.persona,
+            Some(&origin.flow),
+            origin.hold.clone(),
+        );
         act
     }
 

@@ -58,6 +58,12 @@ struct Running {
     started: Instant,
     flow: Arc<FlowRoute>,
     event: SharedEvent,
+    /// Commands it sent so far: the next one's place in the invocation (see [`Origin::seq`]).
+    sent: u32,
+    /// The event's delivery, beside the runner's hand-off: it settles only once the
+    /// invocation ended and the commands it sent are durable (each holds a clone), so an
+    /// event acknowledged can no longer lose its answer.
+    hold: Delivery,
 }
 
 /// The id of the invocation of `event` in `flow`: derived, so a replayed event gets the same
@@ -134,18 +140,16 @@ impl FlowInstance {
 
     /// Handles a runner's report about invocation `invocation_id`.
     pub(crate) fn report(&mut self, invocation_id: Uuid, kind: ReportKind, cx: &mut ShardCx<'_>) {
-        let current = self
-            .running
-            .as_ref()
-            .filter(|r| r.id == invocation_id)
-            .map(|r| r.flow.clone());
-        let Some(flow) = current else {
+        let Some(r) = self.running.as_mut().filter(|r| r.id == invocation_id) else {
             drop_stale(kind);
             return;
         };
         match kind {
             ReportKind::Commands(commands) => {
-                self.send_commands(&flow, invocation_id, commands, cx)
+                let first = r.sent;
+                r.sent += commands.len() as u32;
+                let (flow, hold) = (r.flow.clone(), r.hold.clone());
+                self.send_commands(&flow, invocation_id, first, commands, hold, cx)
             }
             ReportKind::Finished { outcome, commands } => {
                 self.complete(invocation_id, outcome, commands, cx);
@@ -233,6 +237,8 @@ impl FlowInstance {
                     persona: self.key.persona,
                     flow: r.flow.clone(),
                     invocation_id: r.id,
+                    seq: r.sent,
+                    hold: None,
                 });
             }
         }
@@ -356,7 +362,9 @@ impl FlowInstance {
             .dispatch_latency
             .record(cx.now.saturating_duration_since(admitted_at).as_secs_f64());
         let reply = Reply::new(cx.reply_to.clone(), self.key, id);
-        // The runner lets go of the delivery once it really has the invocation.
+        // The runner lets go of the delivery once it really has the invocation; the running
+        // invocation holds it too, until it ends and its commands are durable.
+        let hold = delivery.clone();
         let handoff = Handoff::new(delivery);
         let said = invoke_inline(id, || flow.runner.invoke(invocation, reply, handoff));
         self.running = Some(Running {
@@ -366,6 +374,8 @@ impl FlowInstance {
             started: cx.now,
             flow,
             event,
+            sent: 0,
+            hold,
         });
         match said.outcome {
             Some(outcome) => self.complete(id, outcome, said.streamed, cx),
@@ -379,8 +389,9 @@ impl FlowInstance {
                 );
                 if let Some(r) = self.running.as_mut() {
                     r.deadline = Some(deadline);
-                    let flow = r.flow.clone();
-                    self.send_commands(&flow, id, said.streamed, cx);
+                    r.sent = said.streamed.len() as u32;
+                    let (flow, hold) = (r.flow.clone(), r.hold.clone());
+                    self.send_commands(&flow, id, 0, said.streamed, hold, cx);
                 }
             }
         }
@@ -402,7 +413,7 @@ impl FlowInstance {
             cx.timers.try_remove(&d);
         }
         let flow = &r.flow;
-        self.send_commands(flow, id, commands, cx);
+        self.send_commands(flow, id, r.sent, commands, r.hold.clone(), cx);
         flow.metrics
             .duration
             .record(cx.now.saturating_duration_since(r.started).as_secs_f64());
@@ -445,23 +456,29 @@ impl FlowInstance {
         }
     }
 
+    /// Sends `commands` of invocation `invocation_id`, the first of them its `first`-th.
     fn send_commands(
         &self,
         flow: &Arc<FlowRoute>,
         invocation_id: Uuid,
+        first: u32,
         commands: Vec<Command>,
+        hold: Delivery,
         cx: &ShardCx<'_>,
     ) {
         if commands.is_empty() {
             return;
         }
-        let origin = Origin {
+        let mut origin = Origin {
             persona: self.key.persona,
             flow: flow.clone(),
             invocation_id,
+            seq: first,
+            hold: Some(hold),
         };
         for c in commands {
             cx.deps.commands.send(&origin, c);
+            origin.seq += 1;
         }
     }
 }

@@ -29,6 +29,8 @@ impl CommandSink for NatsCommandSink {
         env.persona_id = Some(out.persona.0);
         let dead_letters = self.dead_letters.clone();
         let (command, persona) = (c.clone(), out.persona);
+        // Let go once the stream stored the command (or it was dead-lettered).
+        let hold = out.hold;
         let m = Outgoing {
             subject: self.subjects.commands(
                 c.account.as_str(),
@@ -38,6 +40,7 @@ impl CommandSink for NatsCommandSink {
             headers: headers::outbound(self.encoding, &out.act.to_string()),
             payload: Bytes::from(self.encoding.encode(&env)),
             on_settled: Some(Box::new(move |r| {
+                drop(hold);
                 if let Err(reason) = r {
                     dead_letter::record(
                         &*dead_letters,

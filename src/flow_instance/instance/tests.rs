@@ -102,9 +102,14 @@ impl ReportSink for Reports {
     }
 }
 
-/// Records every command with the invocation it came from.
+/// Records every command with the invocation it came from, and its act id; holds each
+/// command's hold on its event's delivery until [`Port::store`] (a sink making it durable).
 #[derive(Default)]
-struct Port(Mutex<Vec<(Uuid, PersonaId, String)>>);
+struct Port(
+    Mutex<Vec<(Uuid, PersonaId, String)>>,
+    Mutex<Vec<Uuid>>,
+    Mutex<Vec<Option<Delivery>>>,
+);
 
 impl CommandPort for Port {
     fn send(&self, origin: &Origin, command: Command) -> Uuid {
@@ -113,11 +118,23 @@ impl CommandPort for Port {
             .lock()
             .unwrap()
             .push((origin.invocation_id, origin.persona, text));
-        Uuid::now_v7()
+        let act = origin.act_id();
+        self.1.lock().unwrap().push(act);
+        self.2.lock().unwrap().push(origin.hold.clone());
+        act
     }
 }
 
 impl Port {
+    /// The commands sent so far are durable: their holds let go.
+    fn store(&self) {
+        self.2.lock().unwrap().clear();
+    }
+
+    fn acts(&self) -> Vec<Uuid> {
+        self.1.lock().unwrap().clone()
+    }
+
     fn sent(&self) -> Vec<(Uuid, String)> {
         self.0
             .lock()
@@ -377,8 +394,8 @@ async fn queue_runs_one_invocation_at_a_time_in_arrival_order() {
     assert_eq!(inst.snapshot().running, Some((inv.id, ids[0])));
     assert_eq!(inst.snapshot().pending, ids[1..]);
     assert_eq!(w.timers.len(), 1, "the running invocation's deadline");
-    // Handed over at once: the running event settled, the pending ones are still held.
-    assert_eq!(w.settled(), [done("a")]);
+    // Handed over at once, but held while it runs (its answer is not durable yet).
+    assert!(w.settled().is_empty(), "{:?}", w.settled());
 
     // Commands streamed while running leave at once; the last ones with the outcome.
     reply.commands(vec![say("one")]);
@@ -389,6 +406,10 @@ async fn queue_runs_one_invocation_at_a_time_in_arrival_order() {
         w.port.sent(),
         [(inv.id, "one".to_owned()), (inv.id, "two".to_owned())]
     );
+    // Ended, but settled only once the commands it sent are durable.
+    assert!(w.settled().is_empty(), "{:?}", w.settled());
+    w.port.store();
+    assert_eq!(w.settled(), [done("a")]);
     for id in &ids[1..] {
         let mut started = w.runner.take();
         assert_eq!(started.len(), 1);
@@ -428,7 +449,7 @@ async fn queue_dead_letters_an_event_past_max_pending() {
         dead[0].2
     );
     // Recorded as a dead letter: its delivery settles, as an answer.
-    assert_eq!(w.settled(), [done("running"), done("refused")]);
+    assert_eq!(w.settled(), [done("refused")], "the running one is held");
     assert_eq!(w.outcomes("failed"), 1);
     // Room again once the running one is done and the next started.
     let (_, reply) = w.runner.take().remove(0);
@@ -458,11 +479,9 @@ async fn interrupt_supersedes_pending_and_interrupts_the_running_invocation() {
     assert_eq!(inst.snapshot().running, Some((inv.id, barge)));
     assert!(inst.snapshot().pending.is_empty());
     assert_eq!(w.timers.len(), 1, "the interrupted deadline left the queue");
-    // Superseded events settle as an outcome, never invoked.
-    assert_eq!(
-        w.settled(),
-        [done("first"), done("p1"), done("p2"), done("barge")]
-    );
+    // Superseded events settle as an outcome, never invoked; the interrupted one too; the
+    // interrupting one is held while it runs.
+    assert_eq!(w.settled(), [done("p1"), done("p2"), done("first")]);
     assert_eq!(w.outcomes("superseded"), 2);
     assert_eq!(w.outcomes("interrupted"), 1);
 
@@ -533,7 +552,8 @@ async fn cancel_drops_the_new_event_while_busy_and_runs_it_when_idle() {
     assert_eq!(w.outcomes("cancelled"), 2);
     assert_eq!(
         w.settled(),
-        [done("idle"), done("while_running"), done("while_pending")]
+        [done("while_running"), done("while_pending")],
+        "the running one is held"
     );
     reply.finish(Outcome::Completed, Vec::new());
     w.pump(&mut inst);
@@ -791,8 +811,40 @@ async fn giving_up_asks_for_redelivery_of_pending_events() {
     assert_eq!(
         w.settled(),
         [
-            done("running"),
-            ("pending".to_owned(), Settlement::Redeliver)
+            ("pending".to_owned(), Settlement::Redeliver),
+            done("running")
         ]
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invocation_s_commands_get_acts_derived_from_it_and_their_place() {
+    let mut w = World::new(10);
+    let mut inst = w.instance();
+    w.send(&mut inst, "a", QUEUE);
+    let (inv, reply) = w.runner.take().remove(0);
+    reply.commands(vec![say("one"), say("two")]);
+    w.pump(&mut inst);
+    reply.finish(Outcome::Completed, vec![say("three")]);
+    w.pump(&mut inst);
+    let acts = w.port.acts();
+    let expected: Vec<Uuid> = (0..3u32)
+        .map(|seq| {
+            crate::domain::derived_id::derive(b"act", &[inv.id.as_bytes(), &seq.to_le_bytes()])
+        })
+        .collect();
+    assert_eq!(acts, expected, "numbered across the streamed and the last");
+
+    // The same event again (a redelivery, here or on the daemon that took its partition):
+    // the same invocation id, so the same acts, which the commands stream drops as repeats.
+    let mut again = w.instance();
+    w.enqueue(&mut again, "a again", inv.event.clone(), QUEUE);
+    let (inv2, reply2) = w.runner.take().remove(0);
+    assert_eq!(inv2.id, inv.id);
+    reply2.finish(
+        Outcome::Completed,
+        vec![say("one"), say("two"), say("three")],
+    );
+    w.pump(&mut again);
+    assert_eq!(w.port.acts()[3..], expected[..]);
 }
