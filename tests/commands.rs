@@ -7,6 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{eventually, Harness, PATIENCE};
+use switchboard::admission::delivery::{Settle, Settlement};
 use switchboard::domain::{Command, Idn, Target};
 use switchboard::skill_runner::Outcome;
 use switchboard::wire::envelope::Limits;
@@ -435,4 +436,85 @@ async fn a_native_integration_plugs_in_by_registration_and_answers_through_the_s
         h.relay.try_recv().is_err(),
         "a native command never reaches egress"
     );
+}
+
+/// The event's source as a partition of the events stream: revoked once another daemon took
+/// the partition; records how the delivery settled.
+struct Partition {
+    revoked: std::sync::atomic::AtomicBool,
+    settled: tokio::sync::mpsc::UnboundedSender<Settlement>,
+}
+
+/// The [`Partition`] as the delivery's source.
+struct Source(std::sync::Arc<Partition>);
+
+impl Settle for Source {
+    fn settle(&self, s: Settlement) {
+        let _ = self.0.settled.send(s);
+    }
+
+    fn revoked(&self) -> bool {
+        self.0.revoked.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+#[actix_rt::test]
+async fn an_invocation_fenced_while_it_ran_carries_out_none_of_its_commands() {
+    let mut h = setup().await;
+    let bob = h.persona("system", "bob");
+    let (settled, mut settlements) = tokio::sync::mpsc::unbounded_channel();
+    let partition = std::sync::Arc::new(Partition {
+        revoked: Default::default(),
+        settled,
+    });
+    h.engine
+        .ingress()
+        .submit(
+            h.event("system", "system", "ping", "bob"),
+            Some(Box::new(Source(partition.clone()))),
+        )
+        .await
+        .unwrap();
+    let (_, reply) = h.next_manual().await;
+    // The daemon was stopped past its lease while the runner worked: the partition moved.
+    partition
+        .revoked
+        .store(true, std::sync::atomic::Ordering::Release);
+    reply.finish(
+        Outcome::Completed,
+        vec![
+            cmd(&h, "system", "system", "set_state")
+                .with_argument("idn", "reply_skill")
+                .with_argument("value", "CustomReply"),
+            cmd(&h, "telegram", "bot", "send_message").with_argument("text", "stale"),
+        ],
+    );
+    // Given up for the partition's new owner, which invokes it again.
+    assert_eq!(settlements.recv().await, Some(Settlement::Redeliver));
+    let flow = h
+        .engine
+        .dispatcher()
+        .index()
+        .flow("default", "Agent", "Main")
+        .unwrap()
+        .clone();
+    let field = Idn::known("reply_skill");
+    assert_eq!(
+        h.engine.state().get(&flow.flow, &field, bob).as_deref(),
+        Some("DefaultReply"),
+        "no state written by a fenced invocation"
+    );
+    assert!(h.relay.try_recv().is_err(), "nothing sent");
+
+    // Not fenced: the same commands are carried out, and the event settles done.
+    let done = h.submit(h.event("system", "system", "ping", "bob")).await;
+    let (_, reply) = h.next_manual().await;
+    reply.finish(
+        Outcome::Completed,
+        vec![cmd(&h, "telegram", "bot", "send_message").with_argument("text", "fresh")],
+    );
+    let out = h.relay.recv().await.unwrap();
+    assert_eq!(out.command.arguments.get("text"), Some("fresh"));
+    drop(out);
+    assert_eq!(done.await.unwrap(), Settlement::Done);
 }

@@ -287,6 +287,14 @@ impl CommandRouter {
 impl CommandPort for CommandRouter {
     fn send(&self, origin: &Origin, mut command: Command) -> Uuid {
         let act = origin.act_id();
+        // Fenced: the event's partition is another daemon's now (or this one's lease lapsed
+        // while the invocation ran: a stop, a cut from NATS). Nothing of it is carried out
+        // here, no state written; the event is given up, so the new owner invokes it again.
+        if let Some(hold) = origin.hold.as_ref().filter(|h| h.revoked()) {
+            metrics::counter!(crate::telemetry::metrics::COMMANDS_FENCED_TOTAL).increment(1);
+            hold.clone().give_up();
+            return act;
+        }
         command.invocation_id = Some(origin.invocation_id);
         if let Some(defect) = command.defect.take() {
             let refusal = CommandRefusal::Malformed {
