@@ -229,6 +229,16 @@ pub async fn start(
         .await
         .map_err(store_err)?;
     let (act_ttl, state_ttl) = (engine_config.command_act_ttl, engine_config.flow_state_ttl);
+    // With partitions, flow state is shared through a bucket, besides this store's journal.
+    let local_state: Arc<dyn crate::flow_instance::state::StateJournal> =
+        Arc::new(journals::State {
+            store: store.clone(),
+            ttl: state_ttl,
+        });
+    let shared_state = match &nats {
+        Some(n) => n.shared_state(local_state.clone(), state_ttl).await?,
+        None => None,
+    };
     let stream_inbox = nats
         .as_ref()
         .map(|n| Arc::new(n.stream_inbox(store.clone())) as Arc<dyn crate::intake::StreamInbox>);
@@ -252,10 +262,7 @@ pub async fn start(
                 store: store.clone(),
                 ttl: act_ttl,
             })),
-            state: Some(Arc::new(journals::State {
-                store: store.clone(),
-                ttl: state_ttl,
-            })),
+            state: Some(shared_state.as_ref().map_or(local_state, |s| s.journal())),
         },
     );
 
@@ -285,6 +292,11 @@ pub async fn start(
         start::demo_setup(&daemon).await?;
     }
     start::replay_inbox(&daemon).await?;
+    // What the other daemons set, before this one takes partitions (and after the store's
+    // values: the latest set wins).
+    if let Some(shared) = &shared_state {
+        shared.follow(daemon.engine().state().clone()).await;
+    }
     if let Some(n) = nats {
         n.start(daemon.clone(), daemon.config().envelope.limits());
     }

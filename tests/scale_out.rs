@@ -81,8 +81,20 @@ fn runner() -> (RunnerServer, Log) {
     (runner, log)
 }
 
+/// The sealing key every daemon of these tests shares, as daemons sharing a stream must (the
+/// same persona ids, the same MAC key for the daemon's own events).
+fn shared_key() -> &'static str {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        switchboard::store::SecretBox::generate()
+            .as_str()
+            .to_owned()
+    })
+}
+
 fn daemon(dir: &Path, nats_env: Vec<(String, String)>) -> DaemonBuilder {
     DaemonProcess::builder(dir)
+        .env("SWITCHBOARD_SECRET_KEY", shared_key())
         .env(
             "SWITCHBOARD_TRANSPORT__NATS__PARTITIONS",
             PARTITIONS.to_string(),
@@ -769,5 +781,131 @@ async fn lose_the_stream_leader(graceful: bool, limit: Duration) {
     assert!(
         slowest <= limit,
         "a persona waited {slowest:?} for its next event after the server's loss"
+    );
+}
+
+/// Flow state set on one daemon goes with its persona: two daemons share 24 personas, each
+/// persona's first event runs the state field's default skill, which sets the field; then one
+/// daemon stops (SIGTERM) and the other, now owning every partition, runs each persona's next
+/// event with the skill its state names, whichever daemon set it.
+#[actix_rt::test]
+async fn flow_state_set_on_one_daemon_goes_with_its_persona_to_another() {
+    const PERSONAS: usize = 24;
+    let dir = temp_dir("scale-state");
+    let nats = NatsServer::start_recent(&dir);
+    // Records (persona, n, skill, daemon); answers the default skill with `set_state`.
+    type Skills = Arc<Mutex<Vec<(usize, usize, String, usize)>>>;
+    let skills: Skills = Arc::default();
+    let seen = skills.clone();
+    let runner = RunnerServer::start(move |r| {
+        let text = argument(&r.json["event"], "text").unwrap_or_default();
+        let (p, n) = text.split_once(':').unwrap_or_default();
+        let skill = r.json["skill_idn"].as_str().unwrap_or_default().to_owned();
+        let daemon = r
+            .path
+            .trim_start_matches("/d")
+            .parse()
+            .unwrap_or(usize::MAX);
+        seen.lock().unwrap().push((
+            p.parse().unwrap_or(usize::MAX),
+            n.parse().unwrap_or(usize::MAX),
+            skill.clone(),
+            daemon,
+        ));
+        let commands = if skill == "Greet" {
+            json!([{"v": 1, "integration_idn": "system", "connector_idn": "system",
+                "command_idn": "set_state", "arguments": {"idn": "next_skill", "value": "Chat"}}])
+        } else {
+            json!([])
+        };
+        (200, completed(commands))
+    });
+    let mut ds = Vec::new();
+    for i in 0..2 {
+        let dir = dir.join(format!("d{i}"));
+        std::fs::create_dir_all(dir.join("flows")).unwrap();
+        let d = daemon(&dir, nats.daemon_env())
+            .env("SWITCHBOARD_TRANSPORT__NATS__MEMBER_TTL_MS", "2000")
+            .start();
+        d.run_connector(
+            "telegram",
+            json!({"title": "Bot", "connector_idn": "bot", "settings": [{"idn": "bot_token", "value": "t"}]}),
+        )
+        .await;
+        let flow = json!({"runner": {"kind": "webhook", "url": format!("{}/d{i}", runner.base)},
+            "state_fields": [{"idn": "next_skill", "scope": "user", "default_value": "Greet"}],
+            "events": [{"idn": "user_message", "skill_selector": "skill_idn_from_state",
+                "state_idn": "next_skill", "integration_idn": "telegram", "interrupt_mode": "queue"}]});
+        d.put_flow("Bot", "Main", &flow).await;
+        ds.push(d);
+    }
+    wait_shares(&ds.iter().collect::<Vec<_>>(), &[12, 12]).await;
+    let invoked = |n: usize| {
+        let skills = skills.clone();
+        move || {
+            let l = skills.lock().unwrap();
+            let done = (0..PERSONAS).all(|p| l.iter().any(|s| s.0 == p && s.1 == n));
+            async move { done.then_some(()) }
+        }
+    };
+    publish(nats.url(), PERSONAS, 0..1, Duration::ZERO).await;
+    eventually_explained("every persona's first event", LIMIT, invoked(0), || async {
+        String::new()
+    })
+    .await;
+    let first_on: BTreeMap<usize, usize> = skills
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert_eq!(s.2, "Greet", "no state yet: the default");
+            (s.0, s.3)
+        })
+        .collect();
+    assert_eq!(
+        first_on.values().copied().collect::<BTreeSet<_>>(),
+        BTreeSet::from([0, 1]),
+        "both daemons set state"
+    );
+    // Every value in the shared bucket before the stop (the put follows the command).
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let bucket = js.get_key_value("SB_STATE").await.unwrap();
+    let held = || async {
+        let mut n = 0;
+        let mut keys = bucket.keys().await.ok()?;
+        while let Some(k) = keys.next().await {
+            k.ok()?;
+            n += 1;
+        }
+        Some(n)
+    };
+    eventually_explained(
+        "every persona's value in the state bucket",
+        LIMIT,
+        || async { (held().await? == PERSONAS).then_some(()) },
+        || async { format!("it holds {:?}", held().await) },
+    )
+    .await;
+    let status = ds.pop().unwrap().terminate().await;
+    assert!(status.success(), "{status:?}");
+    wait_shares(&[&ds[0]], &[PARTITIONS]).await;
+    publish(nats.url(), PERSONAS, 1..2, Duration::ZERO).await;
+    eventually_explained(
+        "every persona's second event",
+        LIMIT,
+        invoked(1),
+        || async { String::new() },
+    )
+    .await;
+    let second: Vec<(usize, String, usize)> = skills
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.1 == 1)
+        .map(|s| (s.0, s.2.clone(), s.3))
+        .collect();
+    assert!(
+        second.iter().all(|s| s.1 == "Chat" && s.2 == 0),
+        "each persona's state went with it to daemon 0: {second:?} (first on {first_on:?})"
     );
 }

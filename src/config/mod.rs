@@ -356,6 +356,14 @@ mod tests {
                 "must not contain '.', '*', '>' or spaces",
             ),
             (
+                "transport.nats.state_bucket",
+                |c| {
+                    c.transport.kind = TransportKind::Nats;
+                    c.transport.nats.state_bucket = "a b".into();
+                },
+                "must not contain '.', '*', '>' or spaces",
+            ),
+            (
                 "log.level",
                 |c| c.log.level = "".into(),
                 "must not be empty",

@@ -76,6 +76,8 @@ pub struct NatsConfig {
     pub partitions: u32,
     /// The key-value bucket where each daemon holds its membership key (with `partitions`).
     pub members_bucket: String,
+    /// The key-value bucket of flow state values every daemon shares (with `partitions`).
+    pub state_bucket: String,
     /// How long a daemon's membership key lives without a refresh (refreshed every third of
     /// it): how long a killed daemon's partitions wait for a new owner. Whole seconds.
     pub member_ttl_ms: u64,
@@ -133,6 +135,7 @@ impl NatsConfig {
     pub const DEFAULT_PARTITIONS: u32 = 0;
     pub const MAX_PARTITIONS: u32 = 1024;
     pub const DEFAULT_MEMBERS_BUCKET: &'static str = "SB_MEMBERS";
+    pub const DEFAULT_STATE_BUCKET: &'static str = "SB_STATE";
     pub const DEFAULT_MEMBER_TTL_MS: u64 = 5_000;
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -176,6 +179,7 @@ impl NatsConfig {
             ("transport.nats.consumer_events", &self.consumer_events),
             ("transport.nats.consumer_results", &self.consumer_results),
             ("transport.nats.members_bucket", &self.members_bucket),
+            ("transport.nats.state_bucket", &self.state_bucket),
         ] {
             check::non_empty(k, v)?;
             if v.contains(['.', '*', '>', ' ']) {
@@ -274,6 +278,7 @@ impl Default for NatsConfig {
             publish_encoding: WireEncoding::Msgpack,
             partitions: Self::DEFAULT_PARTITIONS,
             members_bucket: Self::DEFAULT_MEMBERS_BUCKET.into(),
+            state_bucket: Self::DEFAULT_STATE_BUCKET.into(),
             member_ttl_ms: Self::DEFAULT_MEMBER_TTL_MS,
             user: String::new(),
             password: String::new(),

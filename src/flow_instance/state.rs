@@ -100,6 +100,36 @@ impl StateStore {
         }
     }
 
+    /// Applies a value another daemon set (shared flow state), unless the one held here was
+    /// set later or at the same time: the latest set wins, whatever order values arrive in.
+    /// Not journalled here (the other daemon's journal and the shared bucket hold it).
+    pub fn apply(&self, e: StateEntry) {
+        let oldest = now_ms() - self.ttl.as_millis() as i64;
+        if e.set_at_ms <= oldest {
+            return;
+        }
+        let key = StateKey {
+            account: e.account,
+            agent: e.agent,
+            flow: e.flow,
+            field: e.field,
+            owner: e.owner,
+        };
+        match self.values.entry(key) {
+            dashmap::Entry::Occupied(mut held) => {
+                if held.get().1 < e.set_at_ms {
+                    held.insert((e.value, e.set_at_ms));
+                }
+            }
+            dashmap::Entry::Vacant(v) => {
+                v.insert((e.value, e.set_at_ms));
+            }
+        }
+        if self.values.len() > self.capacity {
+            self.evict();
+        }
+    }
+
     fn put(&self, e: StateEntry) {
         let key = StateKey {
             account: e.account,
@@ -192,6 +222,34 @@ mod tests {
         fn set(&self, entry: &StateEntry) {
             self.0.lock().unwrap().push(entry.clone());
         }
+    }
+
+    #[test]
+    fn applied_values_keep_the_latest_set_whatever_their_order() {
+        let state = StateStore::new(StateStore::DEFAULT_TTL, 10, None);
+        let (f, p) = (flow(), PersonaId(uuid::Uuid::now_v7()));
+        let field = Idn::known("mood");
+        let at = |value: &str, set_at_ms: i64| StateEntry {
+            account: f.account.clone(),
+            agent: f.agent.clone(),
+            flow: f.flow.clone(),
+            field: field.clone(),
+            owner: StateOwner::User(p),
+            value: value.into(),
+            set_at_ms,
+        };
+        let now = now_ms();
+        state.apply(at("later", now - 10));
+        state.apply(at("earlier", now - 20));
+        assert_eq!(state.get(&f, &field, p).as_deref(), Some("later"));
+        // Set here now: newer than both.
+        state.set(&f, field.clone(), StateOwner::User(p), "here".into());
+        state.apply(at("late echo", now - 5));
+        assert_eq!(state.get(&f, &field, p).as_deref(), Some("here"));
+        // Past the TTL: not applied.
+        let old = StateStore::new(Duration::from_secs(1), 10, None);
+        old.apply(at("stale", now - 5_000));
+        assert_eq!(old.get(&f, &field, p), None);
     }
 
     #[test]

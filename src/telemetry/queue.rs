@@ -41,6 +41,8 @@ pub mod names {
     pub const OUTBOX: &str = "outbox";
     /// Messages waiting to be written to a sandbox page's socket (natives/sandbox).
     pub const SANDBOX_SOCKETS: &str = "sandbox_sockets";
+    /// Flow state values waiting to be put into the shared state bucket (with partitions).
+    pub const STATE_SHARE: &str = "state_share";
 }
 
 /// How one live queue tells its depth and capacity; `None` once it is gone.

@@ -17,6 +17,7 @@ pub mod persona_keys;
 pub mod publisher;
 pub mod queue_runner;
 pub mod results;
+pub mod state_bucket;
 pub mod stream_inbox;
 pub mod subjects;
 
@@ -140,6 +141,30 @@ impl Nats {
             mac: self.mac.clone(),
             persona_keys: keyed.then(|| Arc::new(persona_keys::PersonaKeys::new(store))),
         }
+    }
+
+    /// With partitions: the flow state every daemon of the stream shares (values journalled to
+    /// `local` too), entries kept `ttl`; `None` for one daemon.
+    pub async fn shared_state(
+        &self,
+        local: Arc<dyn crate::flow_instance::state::StateJournal>,
+        ttl: Duration,
+    ) -> Result<Option<state_bucket::SharedState>, NatsError> {
+        let Some(m) = &self.members else {
+            return Ok(None);
+        };
+        let store = state_bucket::bucket(
+            &self.js,
+            &self.config.state_bucket,
+            ttl,
+            self.config.replicas,
+        )
+        .await?;
+        Ok(Some(state_bucket::SharedState::new(
+            store,
+            m.me.clone(),
+            local,
+        )))
     }
 
     /// The client's connection state, for readiness and `/metrics`.
