@@ -40,6 +40,9 @@ pub enum BootError {
     Flows(#[from] crate::daemon::ReloadError),
     #[error("transport: {0}")]
     Nats(#[from] crate::transport::NatsError),
+    /// The store's rows could not be read to seed the shared control plane.
+    #[error("control plane: {0}")]
+    ControlPlane(crate::store::StoreError),
     #[error("private files: {0}")]
     FileMode(#[from] private_files::ModeError),
     /// A native's own listener could not bind (its config key named).
@@ -260,6 +263,7 @@ pub async fn start(
     );
 
     let tokens = TokenKeeper::new(store.clone(), config.auth.cache_ttl());
+    let control = nats.as_ref().and_then(|n| n.control_plane());
     let transport = nats
         .as_ref()
         .map(|n| Arc::new(n.link()) as Arc<dyn crate::daemon::TransportLink>);
@@ -275,12 +279,20 @@ pub async fn start(
         natives_stop: shutdown,
         transport,
         stream_inbox,
+        control: control
+            .clone()
+            .map(|c| Arc::new(c) as Arc<dyn crate::daemon::control_plane::ControlPlane>),
         config,
     }));
     start::restore(&daemon).await?;
     start::first_admin_token(&daemon).await?;
     let flows = daemon.reload_flow_files().await?;
     tracing::info!(files_flows = flows, "flow files loaded");
+    if let Some(bucket) = &control {
+        follow_control_plane(&daemon, bucket)
+            .await
+            .map_err(BootError::ControlPlane)?;
+    }
     if demo_runner(daemon.config()) {
         start::demo_setup(&daemon).await?;
     }
@@ -292,6 +304,30 @@ pub async fn start(
     started.open_now();
     daemon.set_ready();
     Ok(daemon)
+}
+
+/// How long start-up waits to read the shared control plane to its end before it goes on (and
+/// the watch goes on applying what comes).
+const CONTROL_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Materializes the shared control plane before the daemon is ready: every record of the
+/// bucket applied, then the local rows it never had created there.
+async fn follow_control_plane(
+    daemon: &Arc<Daemon>,
+    bucket: &crate::transport::control_bucket::ControlBucket,
+) -> Result<(), crate::store::StoreError> {
+    let caught_up = crate::transport::control_bucket::follow(daemon.clone(), bucket);
+    if tokio::time::timeout(CONTROL_CATCH_UP, caught_up)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "control plane: the bucket was not read to its end within 30 s; going on, the watch applies the rest"
+        );
+    }
+    let seeded = daemon.seed_control_plane().await?;
+    tracing::info!(seeded, "control plane: materialized from the bucket");
+    Ok(())
 }
 
 #[cfg(test)]

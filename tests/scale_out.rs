@@ -120,6 +120,13 @@ async fn start_on(
             "SWITCHBOARD_TRANSPORT__NATS__MEMBER_TTL_MS",
             ttl_ms.to_string(),
         )
+        // Each daemon is configured over its own API with its own runner path (`/d<i>`, how
+        // the runner tells the daemons apart): each keeps its own control plane bucket
+        // (`tests/control_plane.rs` shares one).
+        .env(
+            "SWITCHBOARD_TRANSPORT__NATS__CONTROL_BUCKET",
+            format!("SB_CONTROL_{i}"),
+        )
         .start();
     d.run_connector(
         "telegram",

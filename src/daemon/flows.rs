@@ -23,6 +23,7 @@ impl Daemon {
     /// webhook runner URL is a denied IP literal is refused (`runner.url`). A flow with a
     /// webhook runner and no signing secret yet gets one, answered this once.
     pub async fn put_flow(&self, flow: Flow) -> Result<PutFlowAnswer, ChangeError> {
+        let mut seen = self.control_lock().await;
         self.admit_runner_url(&flow)?;
         self.room_for_flow(&flow)?;
         let doc = FlowDoc::from_domain(&flow);
@@ -58,11 +59,15 @@ impl Daemon {
             }
             return Err(e.into());
         }
+        // The secret first: a daemon that applies the flow signs its first invocation.
         if let Some(keys) = &keys {
-            self.store_runner_keys(&account, &agent, &name, keys)
+            let secret = self
+                .store_runner_keys(&account, &agent, &name, keys)
                 .await?;
+            self.share(&mut seen, secret.into()).await?;
         }
-        self.store.put_flow(row).await?;
+        self.store.put_flow(row.clone()).await?;
+        self.share(&mut seen, row.into()).await?;
         Ok(PutFlowAnswer {
             doc,
             runner_secret: keys.map(|k| k.current),
@@ -76,6 +81,7 @@ impl Daemon {
         agent: &Name,
         flow: &Name,
     ) -> Result<bool, ChangeError> {
+        let mut seen = self.control_lock().await;
         // A file's flow would come back at the next reload: the file is what to change.
         let file = (*account == self.home_account())
             .then(|| {
@@ -97,6 +103,14 @@ impl Daemon {
             .delete_flow(account.to_string(), agent.to_string(), flow.to_string())
             .await?;
         self.forget_runner_keys(account, agent, flow);
+        let (a, g, f) = (account.as_str(), agent.as_str(), flow.as_str());
+        self.share_delete(
+            &mut seen,
+            control_records::RecordKey::runner_secret(a, g, f),
+        )
+        .await?;
+        self.share_delete(&mut seen, control_records::RecordKey::flow(a, g, f))
+            .await?;
         Ok(removed)
     }
 
@@ -196,8 +210,13 @@ impl Daemon {
                 error,
             });
         }
+        let mut seen = self.control_lock().await;
         for (agent, flow, keys) in &new_keys {
-            self.store_runner_keys(account, agent, flow, keys).await?;
+            let row = self.store_runner_keys(account, agent, flow, keys).await?;
+            // Another daemon's secret for the same file's flow wins (applied here).
+            if let Err(e) = self.share(&mut seen, row.into()).await {
+                tracing::warn!(agent = %agent, flow = %flow, error = %e, "control plane: a flow's new runner secret was not shared");
+            }
         }
         Ok(())
     }

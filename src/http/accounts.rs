@@ -320,8 +320,7 @@ async fn revoke_token(d: D, c: Caller, path: web::Path<String>) -> Result<HttpRe
     let only = c.0.token_accounts()?.cloned();
     let mut operators = None;
     let revoked = d
-        .tokens()
-        .revoke(&path, |t| {
+        .revoke_token(&path, |t| {
             if only.as_ref().is_some_and(|own| *own != t.account) {
                 return false;
             }

@@ -38,6 +38,7 @@ pub const PARTITIONS_OWNED: &str = "switchboard_partitions_owned";
 pub const MEMBERS_SEEN: &str = "switchboard_members_seen";
 pub const PARTITION_REBALANCES_TOTAL: &str = "switchboard_partition_rebalances_total";
 pub const EVENTS_FENCED_TOTAL: &str = "switchboard_events_fenced_total";
+pub const CONTROL_PLANE_CHANGES_TOTAL: &str = "switchboard_control_plane_changes_total";
 pub const BUILD_INFO: &str = "switchboard_build_info";
 pub const HTTP_REQUESTS_TOTAL: &str = "switchboard_http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "switchboard_http_request_duration_seconds";
@@ -197,6 +198,10 @@ fn describe_own() {
     describe_counter!(
         EVENTS_FENCED_TOTAL,
         "Queued events given up uninvoked because their partition was lost or its lease lapsed (with partitions): the new owner invokes them."
+    );
+    describe_counter!(
+        CONTROL_PLANE_CHANGES_TOTAL,
+        "Entries of the shared control plane's bucket (NATS with partitions) by kind (account, token, connector, settings, flow, runner_secret) and outcome: applied here, seen (this daemon's own or older), failed to apply, conflict (a change of this daemon's lost its compare-and-set: 409)."
     );
     describe_gauge!(BUILD_INFO, "Always 1; the daemon's version in the label.");
     describe_counter!(

@@ -1,0 +1,419 @@
+//! The shared control plane (NATS with partitions): accounts, tokens, connectors with their
+//! sealed settings, integration settings, flows and runner secrets live in a key-value bucket
+//! every daemon watches. The daemon owns the seam ([`ControlPlane`]); the transport implements
+//! it and hands every bucket change to [`Daemon::apply_change`]; boot wires both.
+//!
+//! Write path: a change goes to the engine and the store as in the embedded mode, then into the
+//! bucket at the revision this daemon last saw for its key (none: create). A compare-and-set
+//! that fails applies the bucket's value here (converges) and answers 409, retryable. One lock
+//! spans a change and its revision, so an applied entry never lands between the two.
+//! Watch path: an entry newer than the key's revision seen here is applied the way start-up
+//! restores rows; a daemon's own write comes back at the revision it already holds: skipped.
+//! Seeding: after the first catch-up, every local row whose key the bucket never had is
+//! created (create-only: two daemons seeding at once conflict harmlessly).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+
+use super::control_records::{Kind, Record, RecordKey};
+use super::*;
+use crate::store::accounts::TokenRow;
+
+/// A boxed future of the seam.
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, ControlPlaneError>> + Send + 'a>>;
+
+/// The bucket of the shared control plane, as the daemon sees it. The transport implements it.
+pub trait ControlPlane: Send + Sync + 'static {
+    /// Puts `record` under `key` (`None`: deletes it) if the key's revision is `expected`
+    /// (`None`: the key has no value, or a delete marker); answers the new revision.
+    fn publish(
+        &self,
+        key: &RecordKey,
+        record: Option<&Record>,
+        expected: Option<u64>,
+    ) -> Pending<'_, u64>;
+
+    /// The key's entry now (after a failed compare-and-set).
+    fn current(&self, key: &RecordKey) -> Pending<'_, Change>;
+}
+
+/// A key's entry in the bucket: its revision and record (`None`: deleted or absent, revision
+/// 0 when absent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub key: RecordKey,
+    pub revision: u64,
+    pub record: Option<Record>,
+}
+
+/// Why the shared control plane refused or failed a change.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlPlaneError {
+    /// Another daemon changed the record since this one saw it: this daemon now has the newer
+    /// one; the caller may read it and try again.
+    #[error("record {key} was changed by another daemon meanwhile; read it and try again")]
+    Conflict { key: String },
+    /// The bucket did not answer (NATS away): the change stays on this daemon only.
+    #[error("control plane bucket: {0}")]
+    Unavailable(String),
+    /// An entry that is no record this daemon reads.
+    #[error("control plane record {key}: {detail}")]
+    Corrupt { key: String, detail: String },
+}
+
+impl Blame for ControlPlaneError {
+    fn fault(&self) -> Fault {
+        match self {
+            ControlPlaneError::Conflict { .. } => Fault::Caller,
+            ControlPlaneError::Unavailable(_) | ControlPlaneError::Corrupt { .. } => Fault::Daemon,
+        }
+    }
+
+    fn retryable(&self) -> bool {
+        !matches!(self, ControlPlaneError::Corrupt { .. })
+    }
+}
+
+/// The daemon's end of the shared control plane: the bucket and the revision of each key this
+/// daemon last wrote or applied.
+pub struct ControlLink {
+    plane: Arc<dyn ControlPlane>,
+    seen: tokio::sync::Mutex<HashMap<RecordKey, u64>>,
+    /// Set once the bucket was read to its end and seeded: changes are shared from then on
+    /// (before, start-up's own rows wait for the seeding).
+    synced: AtomicBool,
+}
+
+impl ControlLink {
+    pub fn new(plane: Arc<dyn ControlPlane>) -> ControlLink {
+        ControlLink {
+            plane,
+            seen: Default::default(),
+            synced: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Held across one change: the revisions seen (with a shared control plane).
+pub(crate) type Seen<'a> = Option<tokio::sync::MutexGuard<'a, HashMap<RecordKey, u64>>>;
+
+fn count(kind: Kind, outcome: &'static str) {
+    metrics::counter!(
+        crate::telemetry::metrics::CONTROL_PLANE_CHANGES_TOTAL,
+        "kind" => kind.as_str(),
+        "outcome" => outcome
+    )
+    .increment(1);
+}
+
+impl Daemon {
+    /// Taken at the start of a change: the revisions seen, held until it is shared. `None`
+    /// without a shared control plane.
+    pub(crate) async fn control_lock(&self) -> Seen<'_> {
+        match &self.control {
+            Some(c) => Some(c.seen.lock().await),
+            None => None,
+        }
+    }
+
+    /// Shares `record` (already in the engine and the store) at the revision seen.
+    pub(crate) async fn share(
+        &self,
+        seen: &mut Seen<'_>,
+        record: Record,
+    ) -> Result<(), ControlPlaneError> {
+        let key = record.key();
+        self.publish_change(seen, key, Some(record)).await
+    }
+
+    /// Shares the deletion of `key`.
+    pub(crate) async fn share_delete(
+        &self,
+        seen: &mut Seen<'_>,
+        key: RecordKey,
+    ) -> Result<(), ControlPlaneError> {
+        self.publish_change(seen, key, None).await
+    }
+
+    async fn publish_change(
+        &self,
+        seen: &mut Seen<'_>,
+        key: RecordKey,
+        record: Option<Record>,
+    ) -> Result<(), ControlPlaneError> {
+        let (Some(link), Some(map)) = (&self.control, seen.as_deref_mut()) else {
+            return Ok(());
+        };
+        if !link.synced.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let expected = map.get(&key).copied();
+        if record.is_none() && expected.is_none() {
+            // Never in the bucket as far as this daemon saw: nothing to delete there.
+            return Ok(());
+        }
+        match link.plane.publish(&key, record.as_ref(), expected).await {
+            Ok(revision) => {
+                map.insert(key, revision);
+                Ok(())
+            }
+            Err(ControlPlaneError::Conflict { .. }) => {
+                count(key.kind(), "conflict");
+                // The bucket's value wins here too: this daemon converges before answering.
+                let current = link.plane.current(&key).await?;
+                self.apply_locked(map, current).await;
+                Err(ControlPlaneError::Conflict {
+                    key: key.to_string(),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Applies a bucket entry another daemon wrote (the transport's watch calls this); one
+    /// this daemon has seen already (its own write, or an older one) is skipped. Idempotent.
+    pub async fn apply_change(&self, change: Change) {
+        let Some(link) = &self.control else { return };
+        let mut map = link.seen.lock().await;
+        if map.get(&change.key).is_some_and(|r| *r >= change.revision) {
+            count(change.key.kind(), "seen");
+            return;
+        }
+        self.apply_locked(&mut map, change).await;
+    }
+
+    /// Applies `change` whatever was seen, and remembers its revision.
+    async fn apply_locked(&self, map: &mut HashMap<RecordKey, u64>, change: Change) {
+        let kind = change.key.kind();
+        let result = match change.record {
+            Some(record) => self.apply_record(record).await,
+            None => self.apply_delete(&change.key).await,
+        };
+        match result {
+            Ok(()) => count(kind, "applied"),
+            Err(e) => {
+                count(kind, "failed");
+                tracing::warn!(key = %change.key, error = %e, "control plane: a shared record was not applied here");
+            }
+        }
+        if change.revision > 0 {
+            map.insert(change.key, change.revision);
+        }
+    }
+
+    async fn apply_record(&self, record: Record) -> Result<(), ApplyError> {
+        match record {
+            Record::Account(a) => {
+                let idn = Idn::parse("account", &a.idn)?;
+                self.store.put_account(a.idn, a.title).await?;
+                self.engine.registry().ensure_account(&idn);
+            }
+            Record::Token(t) => self.tokens.adopt(TokenRow::from(t)).await?,
+            Record::Connector(c) => self.apply_connector(c.into()).await?,
+            Record::Settings(s) => {
+                let settings = self.open(s.settings.clone(), (&s.account, &s.integration, ""))?;
+                let account = Idn::parse("account", &s.account)?;
+                self.engine.registry().ensure_account(&account);
+                self.engine.registry().restore_integration_settings(
+                    &account,
+                    &s.integration,
+                    settings,
+                )?;
+                self.store
+                    .put_integration_settings(s.account, s.integration, s.settings)
+                    .await?;
+            }
+            Record::Flow(f) => {
+                let row = FlowRow::from(f);
+                let account = Idn::parse("account", &row.account)?;
+                let doc: FlowDoc = serde_json::from_str(&row.document)
+                    .map_err(|e| ApplyError::Invalid(e.to_string()))?;
+                let flow = doc
+                    .to_domain(&account, &row.agent, &row.flow)
+                    .map_err(|e| ApplyError::Invalid(e.to_string()))?;
+                // A flow file of the home account wins over a stored flow of the same name.
+                if !self.is_file_flow(&account, &flow.agent, &flow.flow) {
+                    self.engine.put_flow(flow).await?;
+                }
+                self.store.put_flow(row).await?;
+            }
+            Record::RunnerSecret(r) => {
+                let row = crate::store::RunnerSecretRow::from(r);
+                self.restore_runner_secrets(vec![row.clone()])?;
+                self.store.put_runner_secret(row).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A connector as another daemon stored it: created, changed, started or stopped here
+    /// alike (a connector of the same name with another id goes first).
+    async fn apply_connector(&self, row: ConnectorRow) -> Result<(), ApplyError> {
+        let settings = self.open(
+            row.settings.clone(),
+            (&row.account, &row.integration, &row.connector),
+        )?;
+        let account = Idn::parse("account", &row.account)?;
+        let registry = self.engine.registry();
+        let mut present = registry.find(&account, &row.integration, &row.connector);
+        if let Some(old) = present.as_ref().filter(|v| v.id != row.id) {
+            let old = old.id;
+            self.remove_connector(old).await?;
+            present = None;
+        }
+        match present {
+            Some(view) => {
+                registry.adopt(row.id, &row.title, settings)?;
+                let running = view.status == crate::connectors::Status::Running;
+                if row.running && !running {
+                    self.engine.run_connector(row.id)?;
+                } else if !row.running && running {
+                    self.engine.stop_connector(row.id)?;
+                }
+            }
+            None => {
+                let created = chrono::DateTime::parse_from_rfc3339(&row.created_at)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .unwrap_or_else(|_| chrono::Utc::now());
+                registry.restore(
+                    &account,
+                    &row.integration,
+                    &row.connector,
+                    row.id,
+                    &row.title,
+                    settings,
+                    false,
+                    created,
+                )?;
+                if row.running {
+                    self.engine.run_connector(row.id)?;
+                }
+            }
+        }
+        self.store.put_connector(row).await?;
+        Ok(())
+    }
+
+    /// Stops and deletes connector `id` here.
+    async fn remove_connector(&self, id: Uuid) -> Result<(), ApplyError> {
+        let view = self.engine.registry().get(id)?;
+        if view.status == crate::connectors::Status::Running {
+            self.engine.stop_connector(id)?;
+        }
+        self.engine.delete_connector(id)?;
+        self.store.delete_connector(id).await?;
+        Ok(())
+    }
+
+    async fn apply_delete(&self, key: &RecordKey) -> Result<(), ApplyError> {
+        let parts = key.parts();
+        match (key.kind(), parts.as_slice()) {
+            (Kind::Connector, [account, integration, connector]) => {
+                let account = Idn::parse("account", account)?;
+                if let Some(v) = self
+                    .engine
+                    .registry()
+                    .find(&account, integration, connector)
+                {
+                    self.remove_connector(v.id).await?;
+                }
+            }
+            (kind @ (Kind::Flow | Kind::RunnerSecret), [account, agent, flow]) => {
+                let account = Idn::parse("account", account)?;
+                let agent = Name::parse("agent", agent)?;
+                let flow = Name::parse("flow", flow)?;
+                // A flow file of the home account and its secret stay.
+                if self.is_file_flow(&account, &agent, &flow) {
+                    return Ok(());
+                }
+                self.forget_runner_keys(&account, &agent, &flow);
+                if kind == Kind::Flow {
+                    self.engine.delete_flow(&account, &agent, &flow).await;
+                    // (The flow's runner secret row goes with it.)
+                    self.store
+                        .delete_flow(account.to_string(), agent.to_string(), flow.to_string())
+                        .await?;
+                }
+            }
+            // Accounts, tokens (revoked, not deleted) and integration settings stay.
+            _ => tracing::debug!(key = %key, "control plane: a deletion of a record kept here"),
+        }
+        Ok(())
+    }
+
+    fn is_file_flow(&self, account: &Idn, agent: &Name, flow: &Name) -> bool {
+        *account == self.home_account()
+            && self
+                .file_flows
+                .lock()
+                .map(|f| f.contains_key(&(agent.clone(), flow.clone())))
+                .unwrap_or(false)
+    }
+
+    /// Once the bucket was read to its end at start: creates every local row whose key the
+    /// bucket never had (its value or a delete marker), then shares changes from now on.
+    pub async fn seed_control_plane(&self) -> Result<usize, StoreError> {
+        let Some(link) = &self.control else {
+            return Ok(0);
+        };
+        let store = self.store.clone();
+        let local = start::blocking(move || local_records(&store)).await?;
+        let mut seen = self.control_lock().await;
+        link.synced.store(true, Ordering::Release);
+        let mut created = 0;
+        for record in local {
+            if seen.as_ref().is_some_and(|m| m.contains_key(&record.key())) {
+                continue;
+            }
+            let key = record.key();
+            match self.share(&mut seen, record).await {
+                Ok(()) => created += 1,
+                // Another daemon seeded it first: its value is applied here.
+                Err(ControlPlaneError::Conflict { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(key = %key, error = %e, "control plane: seeding a record failed; it stays on this daemon")
+                }
+            }
+        }
+        Ok(created)
+    }
+}
+
+/// Every record the store holds, in an order a daemon can apply (accounts first, a flow's
+/// runner secret before the flow). Blocking.
+fn local_records(store: &Store) -> Result<Vec<Record>, StoreError> {
+    let mut out: Vec<Record> = Vec::new();
+    out.extend(store.accounts()?.into_iter().map(Record::from));
+    out.extend(store.tokens(None)?.into_iter().map(Record::from));
+    out.extend(store.integration_settings()?.into_iter().map(
+        |(account, integration, settings)| {
+            Record::Settings(super::control_records::SettingsRecord {
+                account,
+                integration,
+                settings,
+            })
+        },
+    ));
+    out.extend(store.connectors()?.into_iter().map(Record::from));
+    out.extend(store.runner_secrets()?.into_iter().map(Record::from));
+    out.extend(store.flows()?.into_iter().map(Record::from));
+    Ok(out)
+}
+
+/// Why a shared record was not applied here (logged and counted; the next change of its key
+/// tries again).
+#[derive(Debug, thiserror::Error)]
+enum ApplyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    Flow(#[from] FlowRejected),
+    #[error(transparent)]
+    Name(#[from] crate::domain::IdnError),
+    #[error("{0}")]
+    Invalid(String),
+}
