@@ -140,6 +140,9 @@ impl Daemon {
     /// them. The files and the store are read on a blocking thread, off the async workers.
     /// Answers how many file flows there are.
     pub async fn reload_flow_files(&self) -> Result<usize, ReloadError> {
+        // Held from the read of the stored flows to the swap: a shared flow applied meanwhile
+        // is not replaced by what was read before it.
+        let mut seen = self.control_lock().await;
         let home = self.home_account();
         let (dir, store) = (self.config.flows.dir.clone(), self.store.clone());
         let read_account = home.clone();
@@ -172,7 +175,7 @@ impl Daemon {
                 rejected(e)
             })?;
         }
-        self.replace_account_flows(&home, by_key.into_values().collect())
+        self.replace_account_flows(&mut seen, &home, by_key.into_values().collect())
             .await
             .map_err(|e| match e {
                 ReloadError::Stored { error, .. } => rejected(error),
@@ -181,7 +184,8 @@ impl Daemon {
         *self.file_flows.lock().expect("file flows lock") = file_keys;
         // The other accounts' flows are only stored ones: as they were accepted.
         for (account, flows) in stored {
-            self.replace_account_flows(&account, flows).await?;
+            self.replace_account_flows(&mut seen, &account, flows)
+                .await?;
         }
         Ok(n)
     }
@@ -191,6 +195,7 @@ impl Daemon {
     /// it nowhere: rotate to learn it.
     pub(super) async fn replace_account_flows(
         &self,
+        seen: &mut control_plane::Seen<'_>,
         account: &Idn,
         flows: Vec<Flow>,
     ) -> Result<(), ReloadError> {
@@ -210,11 +215,10 @@ impl Daemon {
                 error,
             });
         }
-        let mut seen = self.control_lock().await;
         for (agent, flow, keys) in &new_keys {
             let row = self.store_runner_keys(account, agent, flow, keys).await?;
             // Another daemon's secret for the same file's flow wins (applied here).
-            if let Err(e) = self.share(&mut seen, row.into()).await {
+            if let Err(e) = self.share(seen, row.into()).await {
                 tracing::warn!(agent = %agent, flow = %flow, error = %e, "control plane: a flow's new runner secret was not shared");
             }
         }

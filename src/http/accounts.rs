@@ -211,6 +211,7 @@ struct NewTokenJson {
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
         (status = 408, response = RequestTimeout),
         (status = 413, response = TooLarge),
         (status = 415, response = UnsupportedMediaType),
@@ -312,6 +313,7 @@ async fn list_tokens(
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
         (status = 503, response = Unavailable),
     )
 )]
