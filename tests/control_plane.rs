@@ -2,7 +2,8 @@
 //! accounts, tokens, connectors with their sealed settings, flows and runner secrets through a
 //! key-value bucket, each its own SQLite file beside it. A daemon started later has every
 //! record before it listens; a change made on one daemon reaches the others; a write on a
-//! stale revision answers 409 and both daemons end on the same value. Real binary, real
+//! stale revision answers 409 and both daemons end on the same value; a daemon down meanwhile
+//! catches up (deletions included) before it listens again. Real binary, real
 //! nats-server (recent: per-key TTLs), loopback only.
 
 mod common;
@@ -271,4 +272,59 @@ async fn a_write_on_a_stale_revision_answers_409_and_both_daemons_converge() {
         ),
         "{m}"
     );
+}
+
+#[actix_rt::test]
+async fn a_daemon_down_meanwhile_catches_up_at_restart_deletions_included() {
+    let base = temp_dir("control-plane-restart");
+    let nats = NatsServer::start_recent(&base);
+    let runner = RunnerServer::start(|_| (200, completed(json!([]))));
+    let key = switchboard::store::SecretBox::generate();
+    let a = start(&base, 0, &nats, &key);
+    let b = start(&base, 1, &nats, &key);
+    let old = a
+        .run_connector(
+            "telegram",
+            json!({"title": "Old", "connector_idn": "old", "settings": [{"idn": "bot_token", "value": "t"}]}),
+        )
+        .await;
+    a.put_flow("Bot", "Old", &flow(&runner, "old")).await;
+    eventually("the connector and flow on B", LIMIT, || async {
+        let c = listed(&b, "telegram", "old").await?;
+        (c["status"] == "running" && get(&b, "/v1/flows/Bot/Old").await.0 == StatusCode::OK)
+            .then_some(())
+    })
+    .await;
+    // B goes (its store keeps both); meanwhile A deletes them and makes another connector.
+    b.kill9();
+    let http = a.client();
+    for (method, path) in [
+        ("POST", format!("/v1/integrations/connectors/{old}/stop")),
+        ("DELETE", format!("/v1/integrations/connectors/{old}")),
+        ("DELETE", "/v1/flows/Bot/Old".to_owned()),
+    ] {
+        let req = match method {
+            "POST" => http.post(a.url(&path)),
+            _ => http.delete(a.url(&path)),
+        };
+        let s = req.send().await.unwrap().status();
+        assert!(s.is_success(), "{method} {path}: {s}");
+    }
+    a.run_connector(
+        "telegram",
+        json!({"title": "New", "connector_idn": "new", "settings": [{"idn": "bot_token", "value": "t"}]}),
+    )
+    .await;
+    // B back on its old store: it listens once it has read the bucket, deletions included,
+    // and seeds nothing of what was deleted.
+    let b = start(&base, 1, &nats, &key);
+    assert_eq!(listed(&b, "telegram", "old").await, None);
+    assert_eq!(get(&b, "/v1/flows/Bot/Old").await.0, StatusCode::NOT_FOUND);
+    let new = listed(&b, "telegram", "new")
+        .await
+        .expect("A's new connector");
+    assert_eq!(new["status"], "running", "{new}");
+    // Nor did B's start bring them back on A.
+    assert_eq!(listed(&a, "telegram", "old").await, None);
+    assert_eq!(get(&a, "/v1/flows/Bot/Old").await.0, StatusCode::NOT_FOUND);
 }

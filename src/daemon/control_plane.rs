@@ -233,8 +233,15 @@ impl Daemon {
                 let flow = doc
                     .to_domain(&account, &row.agent, &row.flow)
                     .map_err(|e| ApplyError::Invalid(e.to_string()))?;
-                // A flow file of the home account wins over a stored flow of the same name.
-                if !self.is_file_flow(&account, &flow.agent, &flow.flow) {
+                // A flow file of the home account wins over a stored flow of the same name; a
+                // flow live as it is (restored at start) costs no index rebuild.
+                let live = self
+                    .engine
+                    .dispatcher()
+                    .index()
+                    .flow(account.as_str(), flow.agent.as_str(), flow.flow.as_str())
+                    .is_some_and(|f| f.flow == flow);
+                if !live && !self.is_file_flow(&account, &flow.agent, &flow.flow) {
                     self.engine.put_flow(flow).await?;
                 }
                 self.store.put_flow(row).await?;
