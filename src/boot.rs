@@ -326,6 +326,7 @@ async fn follow_control_plane(
         );
     }
     let seeded = daemon.seed_control_plane().await?;
+    crate::daemon::control_plane::spawn_share_retries(daemon);
     tracing::info!(seeded, "control plane: materialized from the bucket");
     Ok(())
 }

@@ -328,3 +328,35 @@ async fn a_daemon_down_meanwhile_catches_up_at_restart_deletions_included() {
     assert_eq!(listed(&a, "telegram", "old").await, None);
     assert_eq!(get(&a, "/v1/flows/Bot/Old").await.0, StatusCode::NOT_FOUND);
 }
+
+#[actix_rt::test]
+async fn a_change_made_while_nats_is_away_reaches_the_others_once_it_is_back() {
+    let base = temp_dir("control-plane-away");
+    let mut nats = NatsServer::start_recent(&base);
+    let key = switchboard::store::SecretBox::generate();
+    let a = start(&base, 0, &nats, &key);
+    let b = start(&base, 1, &nats, &key);
+    nats.kill();
+    // Made on A, not shared: 503, retryable, the bucket named.
+    let r = a
+        .client()
+        .post(a.url("/v1/integrations/telegram/connectors"))
+        .json(&json!({"title": "Away", "connector_idn": "away", "settings": [{"idn": "bot_token", "value": "t"}]}))
+        .send()
+        .await
+        .unwrap();
+    let s = r.status();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["error"]["code"], "control_plane", "{v}");
+    assert!(listed(&a, "telegram", "away").await.is_some(), "made on A");
+    assert_eq!(listed(&b, "telegram", "away").await, None);
+    // Back: A shares it again from its store, B applies it.
+    nats.resume();
+    eventually(
+        "the connector made while NATS was away on B",
+        LIMIT,
+        || async { listed(&b, "telegram", "away").await.map(|_| ()) },
+    )
+    .await;
+}

@@ -12,10 +12,11 @@
 //! Seeding: after the first catch-up, every local row whose key the bucket never had is
 //! created (create-only: two daemons seeding at once conflict harmlessly).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use super::control_records::{Kind, Record, RecordKey};
 use super::*;
@@ -55,8 +56,9 @@ pub enum ControlPlaneError {
     /// one; the caller may read it and try again.
     #[error("record {key} was changed by another daemon meanwhile; read it and try again")]
     Conflict { key: String },
-    /// The bucket did not answer (NATS away): the change stays on this daemon only.
-    #[error("control plane bucket: {0}")]
+    /// The bucket did not answer (NATS away): the change is made on this daemon and shared
+    /// once the bucket answers (or replaced by the bucket's value, if another came first).
+    #[error("control plane bucket: {0}; the change is made on this daemon and shared once the bucket answers")]
     Unavailable(String),
     /// An entry that is no record this daemon reads.
     #[error("control plane record {key}: {detail}")]
@@ -81,6 +83,9 @@ impl Blame for ControlPlaneError {
 pub struct ControlLink {
     plane: Arc<dyn ControlPlane>,
     seen: tokio::sync::Mutex<HashMap<RecordKey, u64>>,
+    /// Keys whose change the bucket did not take (it did not answer): shared again from the
+    /// store's row every [`RETRY_EVERY`] until it answers.
+    pending: std::sync::Mutex<BTreeSet<RecordKey>>,
     /// Set once the bucket was read to its end and seeded: changes are shared from then on
     /// (before, start-up's own rows wait for the seeding).
     synced: AtomicBool,
@@ -91,6 +96,7 @@ impl ControlLink {
         ControlLink {
             plane,
             seen: Default::default(),
+            pending: Default::default(),
             synced: AtomicBool::new(false),
         }
     }
@@ -168,8 +174,59 @@ impl Daemon {
                     key: key.to_string(),
                 })
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                if let Ok(mut p) = link.pending.lock() {
+                    p.insert(key);
+                }
+                Err(e)
+            }
         }
+    }
+
+    /// Shares again what the bucket did not take, as the store has it now (absent: deleted);
+    /// a key changed elsewhere meanwhile takes the bucket's value instead.
+    async fn retry_shares(&self) -> Result<(), StoreError> {
+        let Some(link) = &self.control else {
+            return Ok(());
+        };
+        if link.pending.lock().map(|p| p.is_empty()).unwrap_or(true) {
+            return Ok(());
+        }
+        let mut seen = self.control_lock().await;
+        let keys = link
+            .pending
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        let store = self.store.clone();
+        let mut local: HashMap<RecordKey, Record> = start::blocking(move || local_records(&store))
+            .await?
+            .into_iter()
+            .map(|r| (r.key(), r))
+            .collect();
+        let mut keys = keys.into_iter();
+        while let Some(key) = keys.next() {
+            let outcome = match local.remove(&key) {
+                Some(record) => self.share(&mut seen, record).await,
+                None => self.share_delete(&mut seen, key.clone()).await,
+            };
+            match outcome {
+                Ok(()) => {
+                    tracing::info!(key = %key, "control plane: a change the bucket missed is shared")
+                }
+                Err(ControlPlaneError::Conflict { .. }) => {
+                    tracing::warn!(key = %key, "control plane: a change the bucket missed lost to another daemon's; theirs is applied here")
+                }
+                // Pending again, and the rest with it: the bucket is still away.
+                Err(_) => {
+                    if let Ok(mut p) = link.pending.lock() {
+                        p.extend(keys);
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Applies a bucket entry another daemon wrote (the transport's watch calls this); one
@@ -386,6 +443,29 @@ impl Daemon {
         }
         Ok(created)
     }
+}
+
+/// How often changes the bucket did not take are tried again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// Tries the changes the bucket did not take again, every [`RETRY_EVERY`], while the daemon
+/// lives.
+pub(crate) fn spawn_share_retries(d: &Arc<Daemon>) {
+    if d.control.is_none() {
+        return;
+    }
+    let weak = Arc::downgrade(d);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RETRY_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(d) = weak.upgrade() else { break };
+            if let Err(e) = d.retry_shares().await {
+                tracing::warn!(error = %e, "control plane: reading the store to share again failed");
+            }
+        }
+    });
 }
 
 /// Every record the store holds, in an order a daemon can apply (accounts first, a flow's
