@@ -7,8 +7,9 @@
 //! bucket at the revision this daemon last saw for its key (none: create). A compare-and-set
 //! that fails applies the bucket's value here (converges) and answers 409, retryable. One lock
 //! spans a change and its revision, so an applied entry never lands between the two.
-//! Watch path: an entry newer than the key's revision seen here is applied the way start-up
-//! restores rows; a daemon's own write comes back at the revision it already holds: skipped.
+//! Watch path: an entry newer than the key's revision seen here is applied (`control_apply.rs`)
+//! the way start-up restores rows; a daemon's own write comes back at the revision it already
+//! holds: skipped. A change the bucket did not take (NATS away) is shared again every second.
 //! Seeding: after the first catch-up, every local row whose key the bucket never had is
 //! created (create-only: two daemons seeding at once conflict harmlessly).
 
@@ -20,7 +21,6 @@ use std::time::Duration;
 
 use super::control_records::{Kind, Record, RecordKey};
 use super::*;
-use crate::store::accounts::TokenRow;
 
 /// A boxed future of the seam.
 pub type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, ControlPlaneError>> + Send + 'a>>;
@@ -168,7 +168,16 @@ impl Daemon {
             Err(ControlPlaneError::Conflict { .. }) => {
                 count(key.kind(), "conflict");
                 // The bucket's value wins here too: this daemon converges before answering.
-                let current = link.plane.current(&key).await?;
+                let current = match link.plane.current(&key).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Tried again (and then converged) once the bucket answers.
+                        if let Ok(mut p) = link.pending.lock() {
+                            p.insert(key);
+                        }
+                        return Err(e);
+                    }
+                };
                 self.apply_locked(map, current).await;
                 Err(ControlPlaneError::Conflict {
                     key: key.to_string(),
@@ -260,162 +269,6 @@ impl Daemon {
         }
     }
 
-    async fn apply_record(&self, record: Record) -> Result<(), ApplyError> {
-        match record {
-            Record::Account(a) => {
-                let idn = Idn::parse("account", &a.idn)?;
-                self.store.put_account(a.idn, a.title).await?;
-                self.engine.registry().ensure_account(&idn);
-            }
-            Record::Token(t) => self.tokens.adopt(TokenRow::from(t)).await?,
-            Record::Connector(c) => self.apply_connector(c.into()).await?,
-            Record::Settings(s) => {
-                let settings = self.open(s.settings.clone(), (&s.account, &s.integration, ""))?;
-                let account = Idn::parse("account", &s.account)?;
-                self.engine.registry().ensure_account(&account);
-                self.engine.registry().restore_integration_settings(
-                    &account,
-                    &s.integration,
-                    settings,
-                )?;
-                self.store
-                    .put_integration_settings(s.account, s.integration, s.settings)
-                    .await?;
-            }
-            Record::Flow(f) => {
-                let row = FlowRow::from(f);
-                let account = Idn::parse("account", &row.account)?;
-                let doc: FlowDoc = serde_json::from_str(&row.document)
-                    .map_err(|e| ApplyError::Invalid(e.to_string()))?;
-                let flow = doc
-                    .to_domain(&account, &row.agent, &row.flow)
-                    .map_err(|e| ApplyError::Invalid(e.to_string()))?;
-                // A flow file of the home account wins over a stored flow of the same name; a
-                // flow live as it is (restored at start) costs no index rebuild.
-                let live = self
-                    .engine
-                    .dispatcher()
-                    .index()
-                    .flow(account.as_str(), flow.agent.as_str(), flow.flow.as_str())
-                    .is_some_and(|f| f.flow == flow);
-                if !live && !self.is_file_flow(&account, &flow.agent, &flow.flow) {
-                    self.engine.put_flow(flow).await?;
-                }
-                self.store.put_flow(row).await?;
-            }
-            Record::RunnerSecret(r) => {
-                let row = crate::store::RunnerSecretRow::from(r);
-                self.restore_runner_secrets(vec![row.clone()])?;
-                self.store.put_runner_secret(row).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// A connector as another daemon stored it: created, changed, started or stopped here
-    /// alike (a connector of the same name with another id goes first).
-    async fn apply_connector(&self, row: ConnectorRow) -> Result<(), ApplyError> {
-        let settings = self.open(
-            row.settings.clone(),
-            (&row.account, &row.integration, &row.connector),
-        )?;
-        let account = Idn::parse("account", &row.account)?;
-        let registry = self.engine.registry();
-        let mut present = registry.find(&account, &row.integration, &row.connector);
-        if let Some(old) = present.as_ref().filter(|v| v.id != row.id) {
-            let old = old.id;
-            self.remove_connector(old).await?;
-            present = None;
-        }
-        match present {
-            Some(view) => {
-                registry.adopt(row.id, &row.title, settings)?;
-                let running = view.status == crate::connectors::Status::Running;
-                if row.running && !running {
-                    self.engine.run_connector(row.id)?;
-                } else if !row.running && running {
-                    self.engine.stop_connector(row.id)?;
-                }
-            }
-            None => {
-                let created = chrono::DateTime::parse_from_rfc3339(&row.created_at)
-                    .map(|t| t.with_timezone(&chrono::Utc))
-                    .unwrap_or_else(|_| chrono::Utc::now());
-                registry.restore(
-                    &account,
-                    &row.integration,
-                    &row.connector,
-                    row.id,
-                    &row.title,
-                    settings,
-                    false,
-                    created,
-                )?;
-                if row.running {
-                    self.engine.run_connector(row.id)?;
-                }
-            }
-        }
-        self.store.put_connector(row).await?;
-        Ok(())
-    }
-
-    /// Stops and deletes connector `id` here.
-    async fn remove_connector(&self, id: Uuid) -> Result<(), ApplyError> {
-        let view = self.engine.registry().get(id)?;
-        if view.status == crate::connectors::Status::Running {
-            self.engine.stop_connector(id)?;
-        }
-        self.engine.delete_connector(id)?;
-        self.store.delete_connector(id).await?;
-        Ok(())
-    }
-
-    async fn apply_delete(&self, key: &RecordKey) -> Result<(), ApplyError> {
-        let parts = key.parts();
-        match (key.kind(), parts.as_slice()) {
-            (Kind::Connector, [account, integration, connector]) => {
-                let account = Idn::parse("account", account)?;
-                if let Some(v) = self
-                    .engine
-                    .registry()
-                    .find(&account, integration, connector)
-                {
-                    self.remove_connector(v.id).await?;
-                }
-            }
-            (kind @ (Kind::Flow | Kind::RunnerSecret), [account, agent, flow]) => {
-                let account = Idn::parse("account", account)?;
-                let agent = Name::parse("agent", agent)?;
-                let flow = Name::parse("flow", flow)?;
-                // A flow file of the home account and its secret stay.
-                if self.is_file_flow(&account, &agent, &flow) {
-                    return Ok(());
-                }
-                self.forget_runner_keys(&account, &agent, &flow);
-                if kind == Kind::Flow {
-                    self.engine.delete_flow(&account, &agent, &flow).await;
-                    // (The flow's runner secret row goes with it.)
-                    self.store
-                        .delete_flow(account.to_string(), agent.to_string(), flow.to_string())
-                        .await?;
-                }
-            }
-            // Accounts, tokens (revoked, not deleted) and integration settings stay.
-            _ => tracing::debug!(key = %key, "control plane: a deletion of a record kept here"),
-        }
-        Ok(())
-    }
-
-    fn is_file_flow(&self, account: &Idn, agent: &Name, flow: &Name) -> bool {
-        *account == self.home_account()
-            && self
-                .file_flows
-                .lock()
-                .map(|f| f.contains_key(&(agent.clone(), flow.clone())))
-                .unwrap_or(false)
-    }
-
     /// Once the bucket was read to its end at start: creates every local row whose key the
     /// bucket never had (its value or a delete marker), then shares changes from now on.
     pub async fn seed_control_plane(&self) -> Result<usize, StoreError> {
@@ -487,20 +340,4 @@ fn local_records(store: &Store) -> Result<Vec<Record>, StoreError> {
     out.extend(store.runner_secrets()?.into_iter().map(Record::from));
     out.extend(store.flows()?.into_iter().map(Record::from));
     Ok(out)
-}
-
-/// Why a shared record was not applied here (logged and counted; the next change of its key
-/// tries again).
-#[derive(Debug, thiserror::Error)]
-enum ApplyError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Control(#[from] ControlError),
-    #[error(transparent)]
-    Flow(#[from] FlowRejected),
-    #[error(transparent)]
-    Name(#[from] crate::domain::IdnError),
-    #[error("{0}")]
-    Invalid(String),
 }

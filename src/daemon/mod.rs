@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod connectors;
+pub mod control_apply;
 pub mod control_plane;
 pub mod control_records;
 pub mod errors;
