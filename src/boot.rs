@@ -306,24 +306,22 @@ pub async fn start(
     Ok(daemon)
 }
 
-/// How long start-up waits to read the shared control plane to its end before it goes on (and
-/// the watch goes on applying what comes).
-const CONTROL_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often start-up says it still waits to read the shared control plane to its end.
+const CONTROL_CATCH_UP_NOTICE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Materializes the shared control plane before the daemon is ready: every record of the
-/// bucket applied, then the local rows it never had created there.
+/// Materializes the shared control plane before the daemon listens: every record of the
+/// bucket applied, then the local rows it never had created there. The seeding waits for the
+/// whole bucket (however long): a deletion not read yet would be undone by it.
 async fn follow_control_plane(
     daemon: &Arc<Daemon>,
     bucket: &crate::transport::control_bucket::ControlBucket,
 ) -> Result<(), crate::store::StoreError> {
-    let caught_up = crate::transport::control_bucket::follow(daemon.clone(), bucket);
-    if tokio::time::timeout(CONTROL_CATCH_UP, caught_up)
+    let mut caught_up = crate::transport::control_bucket::follow(daemon.clone(), bucket);
+    while tokio::time::timeout(CONTROL_CATCH_UP_NOTICE, &mut caught_up)
         .await
         .is_err()
     {
-        tracing::warn!(
-            "control plane: the bucket was not read to its end within 30 s; going on, the watch applies the rest"
-        );
+        tracing::warn!("control plane: still reading the bucket to its end before listening");
     }
     let seeded = daemon.seed_control_plane().await?;
     crate::daemon::control_plane::spawn_share_retries(daemon);

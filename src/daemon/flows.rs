@@ -104,13 +104,11 @@ impl Daemon {
             .await?;
         self.forget_runner_keys(account, agent, flow);
         let (a, g, f) = (account.as_str(), agent.as_str(), flow.as_str());
-        self.share_delete(
-            &mut seen,
-            control_records::RecordKey::runner_secret(a, g, f),
-        )
-        .await?;
+        // The flow first: no daemon runs it without its secret meanwhile.
         self.share_delete(&mut seen, control_records::RecordKey::flow(a, g, f))
             .await?;
+        let secret = control_records::RecordKey::runner_secret(a, g, f);
+        self.share_delete(&mut seen, secret).await?;
         Ok(removed)
     }
 
