@@ -289,9 +289,7 @@ pub async fn start(
     let flows = daemon.reload_flow_files().await?;
     tracing::info!(files_flows = flows, "flow files loaded");
     if let Some(bucket) = &control {
-        follow_control_plane(&daemon, bucket)
-            .await
-            .map_err(BootError::ControlPlane)?;
+        follow_control_plane(&daemon, bucket).await?;
     }
     if demo_runner(daemon.config()) {
         start::demo_setup(&daemon).await?;
@@ -315,7 +313,7 @@ const CONTROL_CATCH_UP_NOTICE: std::time::Duration = std::time::Duration::from_s
 async fn follow_control_plane(
     daemon: &Arc<Daemon>,
     bucket: &crate::transport::control_bucket::ControlBucket,
-) -> Result<(), crate::store::StoreError> {
+) -> Result<(), BootError> {
     let mut caught_up = crate::transport::control_bucket::follow(daemon.clone(), bucket);
     while tokio::time::timeout(CONTROL_CATCH_UP_NOTICE, &mut caught_up)
         .await
@@ -323,7 +321,11 @@ async fn follow_control_plane(
     {
         tracing::warn!("control plane: still reading the bucket to its end before listening");
     }
-    let seeded = daemon.seed_control_plane().await?;
+    daemon.reload_caught_up_flows().await?;
+    let seeded = daemon
+        .seed_control_plane()
+        .await
+        .map_err(BootError::ControlPlane)?;
     crate::daemon::control_plane::spawn_share_retries(daemon);
     tracing::info!(seeded, "control plane: materialized from the bucket");
     Ok(())

@@ -289,9 +289,25 @@ async fn a_daemon_down_meanwhile_catches_up_at_restart_deletions_included() {
         )
         .await;
     a.put_flow("Bot", "Old", &flow(&runner, "old")).await;
-    eventually("the connector and flow on B", LIMIT, || async {
+    // And the only flow of another account.
+    let acme = bearer_client(&a.account_token("acme", &["read", "flows:write"]).await);
+    let s = acme
+        .put(a.url("/v1/flows/Acme/Only"))
+        .json(&flow(&runner, "acme"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(s, StatusCode::OK);
+    let acme_flow = |d: &DaemonProcess| {
+        let (acme, url) = (acme.clone(), d.url("/v1/flows/Acme/Only"));
+        async move { acme.get(url).send().await.unwrap().status() }
+    };
+    eventually("the connector and flows on B", LIMIT, || async {
         let c = listed(&b, "telegram", "old").await?;
-        (c["status"] == "running" && get(&b, "/v1/flows/Bot/Old").await.0 == StatusCode::OK)
+        (c["status"] == "running"
+            && get(&b, "/v1/flows/Bot/Old").await.0 == StatusCode::OK
+            && acme_flow(&b).await == StatusCode::OK)
             .then_some(())
     })
     .await;
@@ -310,6 +326,13 @@ async fn a_daemon_down_meanwhile_catches_up_at_restart_deletions_included() {
         let s = req.send().await.unwrap().status();
         assert!(s.is_success(), "{method} {path}: {s}");
     }
+    let s = acme
+        .delete(a.url("/v1/flows/Acme/Only"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(s.is_success(), "{s}");
     a.run_connector(
         "telegram",
         json!({"title": "New", "connector_idn": "new", "settings": [{"idn": "bot_token", "value": "t"}]}),
@@ -320,6 +343,7 @@ async fn a_daemon_down_meanwhile_catches_up_at_restart_deletions_included() {
     let b = start(&base, 1, &nats, &key);
     assert_eq!(listed(&b, "telegram", "old").await, None);
     assert_eq!(get(&b, "/v1/flows/Bot/Old").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(acme_flow(&b).await, StatusCode::NOT_FOUND);
     let new = listed(&b, "telegram", "new")
         .await
         .expect("A's new connector");

@@ -46,7 +46,12 @@ impl Daemon {
                     .index()
                     .flow(account.as_str(), flow.agent.as_str(), flow.flow.as_str())
                     .is_some_and(|f| f.flow == flow);
-                if !live && !self.is_file_flow(&account, &flow.agent, &flow.flow) {
+                // While start-up reads the bucket, flows go to the store only: one reload
+                // afterwards puts them all in force (one index rebuild, not one per flow).
+                if !live
+                    && !self.flows_deferred()
+                    && !self.is_file_flow(&account, &flow.agent, &flow.flow)
+                {
                     self.engine.put_flow(flow).await?;
                 }
                 self.store.put_flow(row).await?;
@@ -143,6 +148,8 @@ impl Daemon {
                 }
                 self.forget_runner_keys(&account, &agent, &flow);
                 if kind == Kind::Flow {
+                    // (Even while start-up reads the bucket: the reload after it replaces the
+                    // flows of accounts that still have stored ones only.)
                     self.engine.delete_flow(&account, &agent, &flow).await;
                     // (The flow's runner secret row goes with it.)
                     self.store

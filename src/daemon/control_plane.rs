@@ -86,6 +86,9 @@ pub struct ControlLink {
     /// Keys whose change the bucket did not take (it did not answer): shared again from the
     /// store's row every [`RETRY_EVERY`] until it answers.
     pending: std::sync::Mutex<BTreeSet<RecordKey>>,
+    /// Set until start-up has read the bucket to its end: shared flows go to the store only,
+    /// and [`Daemon::reload_caught_up_flows`] puts them in force at once.
+    catching_up: AtomicBool,
     /// Set once the bucket was read to its end and seeded: changes are shared from then on
     /// (before, start-up's own rows wait for the seeding).
     synced: AtomicBool,
@@ -97,6 +100,7 @@ impl ControlLink {
             plane,
             seen: Default::default(),
             pending: Default::default(),
+            catching_up: AtomicBool::new(true),
             synced: AtomicBool::new(false),
         }
     }
@@ -122,6 +126,27 @@ impl Daemon {
             Some(c) => Some(c.seen.lock().await),
             None => None,
         }
+    }
+
+    /// Whether shared flows go to the store only for now (start-up reading the bucket).
+    pub(super) fn flows_deferred(&self) -> bool {
+        self.control
+            .as_ref()
+            .is_some_and(|c| c.catching_up.load(Ordering::Acquire))
+    }
+
+    /// Once start-up has read the bucket to its end: the flows it brought (stored, not yet in
+    /// force) all in force at once, by one reload of the stored flows and the flow files.
+    pub async fn reload_caught_up_flows(&self) -> Result<(), ReloadError> {
+        let Some(link) = &self.control else {
+            return Ok(());
+        };
+        // Under the lock: a flow applied from now on goes to the engine too, and one applied
+        // before is in the store the reload reads.
+        let seen = self.control_lock().await;
+        link.catching_up.store(false, Ordering::Release);
+        drop(seen);
+        self.reload_flow_files().await.map(|_| ())
     }
 
     /// Shares `record` (already in the engine and the store) at the revision seen.
