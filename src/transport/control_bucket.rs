@@ -223,6 +223,8 @@ pub fn follow(daemon: Arc<Daemon>, bucket: &ControlBucket) -> oneshot::Receiver<
                     }
                 }
             }
+            tracing::debug!("control plane: the bucket's watch ended; watching again");
+            tokio::time::sleep(pause).await;
         }
     });
     rx
