@@ -1,6 +1,7 @@
 //! Starting the daemon: the key, the store, the engine and its runners, then everything the
 //! store remembers (integration settings, connectors, flows, live sessions), the flow files,
-//! the demo, and last the inbox of acknowledged events not yet handed on.
+//! with a shared control plane its bucket read to its end (and seeded), the demo, and last the
+//! inbox of acknowledged events not yet handed on.
 
 use std::sync::Arc;
 
