@@ -127,6 +127,47 @@ async fn what_one_daemon_configures_every_daemon_has_and_routes() {
         },
     )
     .await;
+    // Integration settings made on A (a secret one, sealed) reach B and open there: a
+    // connector on B that needs them runs once they came.
+    let r = b
+        .client()
+        .post(b.url("/v1/integrations/apify/connectors"))
+        .json(&json!({"title": "Scraper", "connector_idn": "scraper"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let scraper = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let run = |d: &DaemonProcess| {
+        let (http, url) = (
+            d.client(),
+            d.url(&format!("/v1/integrations/connectors/{scraper}/run")),
+        );
+        async move { http.post(url).send().await.unwrap().status() }
+    };
+    assert_eq!(run(&b).await, StatusCode::BAD_REQUEST, "no api_token yet");
+    let s = a
+        .client()
+        .post(a.url("/v1/integrations/apify/settings"))
+        .json(&json!([{"idn": "api_token", "value": "apify-secret"}]))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(s, StatusCode::OK);
+    eventually(
+        "B runs the connector with A's integration settings",
+        LIMIT,
+        || async { (run(&b).await == StatusCode::OK).then_some(()) },
+    )
+    .await;
+    eventually("A sees it running", LIMIT, || async {
+        (listed(&a, "apify", "scraper").await?["status"] == "running").then_some(())
+    })
+    .await;
     // A flow deleted on A goes on B.
     let s = a
         .client()
