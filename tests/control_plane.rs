@@ -237,7 +237,8 @@ async fn what_one_daemon_configures_every_daemon_has_and_routes() {
     assert!(
         !m.contains(
             r#"switchboard_control_plane_changes_total{kind="connector",outcome="failed"}"#
-        ) && !m.contains(r#"kind="flow",outcome="failed""#),
+        ) && !m.contains(r#"kind="flow",outcome="failed""#)
+            && !m.contains(r#"kind="settings",outcome="failed""#),
         "{m}"
     );
 }
