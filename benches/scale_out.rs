@@ -78,6 +78,12 @@ async fn start(
                 PARTITIONS.to_string(),
             ),
             ("SWITCHBOARD_ENGINE__INFLIGHT_LIMIT", inflight.to_string()),
+            // Each daemon is configured over its own API, its runner path naming it: each
+            // keeps its own control plane bucket.
+            (
+                "SWITCHBOARD_TRANSPORT__NATS__CONTROL_BUCKET",
+                format!("SB_CONTROL_{i}"),
+            ),
         ])
         .start();
     d.run_connector(

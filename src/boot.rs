@@ -1,6 +1,7 @@
 //! Starting the daemon: the key, the store, the engine and its runners, then everything the
 //! store remembers (integration settings, connectors, flows, live sessions), the flow files,
-//! the demo, and last the inbox of acknowledged events not yet handed on.
+//! with a shared control plane its bucket read to its end (and seeded), the demo, and last the
+//! inbox of acknowledged events not yet handed on.
 
 use std::sync::Arc;
 
@@ -40,6 +41,9 @@ pub enum BootError {
     Flows(#[from] crate::daemon::ReloadError),
     #[error("transport: {0}")]
     Nats(#[from] crate::transport::NatsError),
+    /// The store's rows could not be read to seed the shared control plane.
+    #[error("control plane: {0}")]
+    ControlPlane(crate::store::StoreError),
     #[error("private files: {0}")]
     FileMode(#[from] private_files::ModeError),
     /// A native's own listener could not bind (its config key named).
@@ -267,6 +271,7 @@ pub async fn start(
     );
 
     let tokens = TokenKeeper::new(store.clone(), config.auth.cache_ttl());
+    let control = nats.as_ref().and_then(|n| n.control_plane());
     let transport = nats
         .as_ref()
         .map(|n| Arc::new(n.link()) as Arc<dyn crate::daemon::TransportLink>);
@@ -282,12 +287,18 @@ pub async fn start(
         natives_stop: shutdown,
         transport,
         stream_inbox,
+        control: control
+            .clone()
+            .map(|c| Arc::new(c) as Arc<dyn crate::daemon::control_plane::ControlPlane>),
         config,
     }));
     start::restore(&daemon).await?;
     start::first_admin_token(&daemon).await?;
     let flows = daemon.reload_flow_files().await?;
     tracing::info!(files_flows = flows, "flow files loaded");
+    if let Some(bucket) = &control {
+        follow_control_plane(&daemon, bucket).await?;
+    }
     if demo_runner(daemon.config()) {
         start::demo_setup(&daemon).await?;
     }
@@ -304,6 +315,33 @@ pub async fn start(
     started.open_now();
     daemon.set_ready();
     Ok(daemon)
+}
+
+/// How often start-up says it still waits to read the shared control plane to its end.
+const CONTROL_CATCH_UP_NOTICE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Materializes the shared control plane before the daemon listens: every record of the
+/// bucket applied, then the local rows it never had created there. The seeding waits for the
+/// whole bucket (however long): a deletion not read yet would be undone by it.
+async fn follow_control_plane(
+    daemon: &Arc<Daemon>,
+    bucket: &crate::transport::control_bucket::ControlBucket,
+) -> Result<(), BootError> {
+    let mut caught_up = crate::transport::control_bucket::follow(daemon.clone(), bucket);
+    while tokio::time::timeout(CONTROL_CATCH_UP_NOTICE, &mut caught_up)
+        .await
+        .is_err()
+    {
+        tracing::warn!("control plane: still reading the bucket to its end before listening");
+    }
+    daemon.reload_caught_up_flows().await?;
+    let seeded = daemon
+        .seed_control_plane()
+        .await
+        .map_err(BootError::ControlPlane)?;
+    crate::daemon::control_plane::spawn_share_retries(daemon);
+    tracing::info!(seeded, "control plane: materialized from the bucket");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -138,6 +138,13 @@ async fn start_on(
             "SWITCHBOARD_TRANSPORT__NATS__MEMBER_TTL_MS",
             ttl_ms.to_string(),
         )
+        // Each daemon is configured over its own API with its own runner path (`/d<i>`, how
+        // the runner tells the daemons apart): each keeps its own control plane bucket
+        // (`tests/control_plane.rs` shares one).
+        .env(
+            "SWITCHBOARD_TRANSPORT__NATS__CONTROL_BUCKET",
+            format!("SB_CONTROL_{i}"),
+        )
         .start();
     d.run_connector(
         "telegram",
@@ -826,6 +833,11 @@ async fn flow_state_set_on_one_daemon_goes_with_its_persona_to_another() {
         std::fs::create_dir_all(dir.join("flows")).unwrap();
         let d = daemon(&dir, nats.daemon_env())
             .env("SWITCHBOARD_TRANSPORT__NATS__MEMBER_TTL_MS", "2000")
+            // Its own control plane, as in [`start_on`]: the runner's path names the daemon.
+            .env(
+                "SWITCHBOARD_TRANSPORT__NATS__CONTROL_BUCKET",
+                format!("SB_CONTROL_{i}"),
+            )
             .start();
         d.run_connector(
             "telegram",

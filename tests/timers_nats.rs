@@ -444,6 +444,12 @@ async fn with_two_daemons_the_persona_s_partition_owner_routes_a_timer_another_d
             .env("SWITCHBOARD_TRANSPORT__NATS__PARTITIONS", "24")
             .env("SWITCHBOARD_TRANSPORT__NATS__MEMBER_TTL_MS", "2000")
             .env("SWITCHBOARD_SECRET_KEY", key.as_str())
+            // Each daemon is configured over its own API, its runner path naming it: each
+            // keeps its own control plane bucket (`tests/control_plane.rs` shares one).
+            .env(
+                "SWITCHBOARD_TRANSPORT__NATS__CONTROL_BUCKET",
+                format!("SB_CONTROL_{i}"),
+            )
             .start()
     };
     // The runner's path names the daemon that called: `/d<i>/skills`.

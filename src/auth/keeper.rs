@@ -41,7 +41,8 @@ impl TokenRecord {
         })
     }
 
-    fn row(&self) -> TokenRow {
+    /// The row the store holds for it.
+    pub fn row(&self) -> TokenRow {
         TokenRow {
             id: self.id.clone(),
             account: self.account.to_string(),
@@ -130,6 +131,24 @@ impl TokenKeeper {
         let done = self.store.revoke_token(id.to_owned()).await? == Written::Done;
         self.cache.remove(id);
         Ok(done)
+    }
+
+    /// Takes a token row another daemon of a shared control plane wrote (created or revoked):
+    /// stored, and cached at once.
+    pub async fn adopt(&self, row: TokenRow) -> Result<(), StoreError> {
+        let record = TokenRecord::of(row.clone());
+        self.store.upsert_token(row).await?;
+        match record {
+            Some(r) => self.remember(Arc::new(r)),
+            None => tracing::warn!("a shared token row does not parse: not cached"),
+        }
+        Ok(())
+    }
+
+    /// The stored row of token `id`.
+    pub async fn row(&self, id: &str) -> Result<Option<TokenRow>, StoreError> {
+        let (store, key) = (self.store.clone(), id.to_owned());
+        blocking(move || store.token(&key)).await
     }
 
     /// Tokens of `account` (all accounts when `None`), oldest first.

@@ -364,6 +364,30 @@ mod tests {
                 "must not contain '.', '*', '>' or spaces",
             ),
             (
+                "transport.nats.control_bucket",
+                |c| {
+                    c.transport.kind = TransportKind::Nats;
+                    c.transport.nats.control_bucket = "a b".into();
+                },
+                "must not contain '.', '*', '>' or spaces",
+            ),
+            (
+                "transport.nats.control_bucket",
+                |c| {
+                    c.transport.kind = TransportKind::Nats;
+                    c.transport.nats.control_bucket = NatsConfig::DEFAULT_MEMBERS_BUCKET.into();
+                },
+                "must differ from transport.nats.members_bucket",
+            ),
+            (
+                "transport.nats.state_bucket",
+                |c| {
+                    c.transport.kind = TransportKind::Nats;
+                    c.transport.nats.state_bucket = NatsConfig::DEFAULT_CONTROL_BUCKET.into();
+                },
+                "must differ from transport.nats.members_bucket and control_bucket",
+            ),
+            (
                 "log.level",
                 |c| c.log.level = "".into(),
                 "must not be empty",

@@ -81,6 +81,9 @@ pub struct NatsConfig {
     /// How long a daemon's membership key lives without a refresh (refreshed every third of
     /// it): how long a killed daemon's partitions wait for a new owner. Whole seconds.
     pub member_ttl_ms: u64,
+    /// With partitions: the key-value bucket of the shared control plane (accounts, tokens,
+    /// connectors, settings, flows, runner secrets), which every daemon watches.
+    pub control_bucket: String,
     pub user: String,
     pub password: String,
     pub token: String,
@@ -137,6 +140,7 @@ impl NatsConfig {
     pub const DEFAULT_MEMBERS_BUCKET: &'static str = "SB_MEMBERS";
     pub const DEFAULT_STATE_BUCKET: &'static str = "SB_STATE";
     pub const DEFAULT_MEMBER_TTL_MS: u64 = 5_000;
+    pub const DEFAULT_CONTROL_BUCKET: &'static str = "SB_CONTROL";
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.urls.is_empty() {
@@ -180,6 +184,7 @@ impl NatsConfig {
             ("transport.nats.consumer_results", &self.consumer_results),
             ("transport.nats.members_bucket", &self.members_bucket),
             ("transport.nats.state_bucket", &self.state_bucket),
+            ("transport.nats.control_bucket", &self.control_bucket),
         ] {
             check::non_empty(k, v)?;
             if v.contains(['.', '*', '>', ' ']) {
@@ -188,6 +193,18 @@ impl NatsConfig {
                     "must not contain '.', '*', '>' or spaces",
                 ));
             }
+        }
+        if self.control_bucket == self.members_bucket {
+            return Err(ConfigError::invalid(
+                "transport.nats.control_bucket",
+                "must differ from transport.nats.members_bucket",
+            ));
+        }
+        if [&self.members_bucket, &self.control_bucket].contains(&&self.state_bucket) {
+            return Err(ConfigError::invalid(
+                "transport.nats.state_bucket",
+                "must differ from transport.nats.members_bucket and control_bucket",
+            ));
         }
         check::at_least("transport.nats.replicas", self.replicas as u64, 1)?;
         check::positive_ms("transport.nats.retention_ms", self.retention_ms)?;
@@ -280,6 +297,7 @@ impl Default for NatsConfig {
             members_bucket: Self::DEFAULT_MEMBERS_BUCKET.into(),
             state_bucket: Self::DEFAULT_STATE_BUCKET.into(),
             member_ttl_ms: Self::DEFAULT_MEMBER_TTL_MS,
+            control_bucket: Self::DEFAULT_CONTROL_BUCKET.into(),
             user: String::new(),
             password: String::new(),
             token: String::new(),

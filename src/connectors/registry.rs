@@ -529,6 +529,25 @@ impl ConnectorRegistry {
         Ok(())
     }
 
+    /// Sets an existing connector's title and settings as another daemon of a shared control
+    /// plane wrote them (validated there); its status is left as it is.
+    pub fn adopt(&self, id: Uuid, title: &str, settings: Settings) -> Result<(), ControlError> {
+        let key = self.key_of(id)?;
+        let mut e = self
+            .connectors
+            .get_mut(&key)
+            .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
+        if e.internal {
+            return Err(ControlError::InternalConnector(format!(
+                "{}/{}",
+                key.integration, key.connector
+            )));
+        }
+        e.title = title.to_owned();
+        e.settings = settings;
+        Ok(())
+    }
+
     /// Puts back stored integration-level settings.
     pub fn restore_integration_settings(
         &self,

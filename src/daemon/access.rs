@@ -6,7 +6,8 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
-use super::Daemon;
+use super::control_records::Record;
+use super::{ChangeError, ControlPlaneError, Daemon};
 use crate::auth::{AuthError, Principal, Scope, Scopes, TokenKeeper, TokenRecord, TokenText};
 use crate::domain::Idn;
 use crate::store::accounts::AccountRow;
@@ -22,14 +23,28 @@ impl Daemon {
         self.tokens.authenticate(bearer).await
     }
 
-    /// Creates an account, with the daemon's internal connectors in it; `false` when it exists.
-    pub async fn create_account(&self, idn: &Idn, title: &str) -> Result<bool, StoreError> {
+    /// Creates an account, with the daemon's internal connectors in it; `false` when it exists
+    /// (here, or, with a shared control plane, made by another daemon meanwhile).
+    pub async fn create_account(&self, idn: &Idn, title: &str) -> Result<bool, ChangeError> {
+        let mut seen = self.control_lock().await;
         let created = self
             .store
             .put_account(idn.to_string(), title.to_owned())
             .await?
             == Written::Done;
         self.engine.registry().ensure_account(idn);
+        if created {
+            let row = AccountRow {
+                idn: idn.to_string(),
+                title: title.to_owned(),
+                created_at: Utc::now(),
+            };
+            match self.share(&mut seen, Record::from(row)).await {
+                // The same account, made by another daemon: it is applied here.
+                Err(ControlPlaneError::Conflict { .. }) => return Ok(false),
+                other => other?,
+            }
+        }
         Ok(created)
     }
 
@@ -54,11 +69,31 @@ impl Daemon {
         scopes: Scopes,
         expires_at: Option<DateTime<Utc>>,
     ) -> Result<(TokenText, TokenRecord), super::ChangeError> {
+        let mut seen = self.control_lock().await;
         self.room_for_token(account).await?;
-        Ok(self
+        let (text, record) = self
             .tokens
             .create(account.clone(), name.to_owned(), scopes, expires_at)
-            .await?)
+            .await?;
+        self.share(&mut seen, Record::from(record.row())).await?;
+        Ok((text, record))
+    }
+
+    /// Revokes token `id` if `may` allows its record (see [`TokenKeeper::revoke`]); shared
+    /// with a shared control plane.
+    pub async fn revoke_token(
+        &self,
+        id: &str,
+        may: impl FnOnce(&TokenRecord) -> bool,
+    ) -> Result<bool, super::ChangeError> {
+        let mut seen = self.control_lock().await;
+        if !self.tokens.revoke(id, may).await? {
+            return Ok(false);
+        }
+        if let Some(row) = self.tokens.row(id).await? {
+            self.share(&mut seen, Record::from(row)).await?;
+        }
+        Ok(true)
     }
 }
 

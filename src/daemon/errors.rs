@@ -13,6 +13,10 @@ pub enum ChangeError {
     Store(#[from] StoreError),
     #[error(transparent)]
     LimitReached(#[from] limits::LimitReached),
+    /// The shared control plane refused the change (another daemon's came first: 409) or did
+    /// not answer.
+    #[error(transparent)]
+    ControlPlane(#[from] ControlPlaneError),
     /// The flow comes from a flow file: deleting it over the API would not last.
     #[error("flow {flow} is defined by the file {}; change or remove the file", path.display())]
     DefinedByFile {
@@ -60,6 +64,7 @@ impl Blame for ChangeError {
             ChangeError::Flow(e) => e.fault(),
             ChangeError::Store(e) => e.fault(),
             ChangeError::LimitReached(e) => e.fault(),
+            ChangeError::ControlPlane(e) => e.fault(),
             ChangeError::DefinedByFile { .. } => Fault::Caller,
         }
     }
@@ -70,6 +75,7 @@ impl Blame for ChangeError {
             ChangeError::Flow(e) => e.retryable(),
             ChangeError::Store(e) => e.retryable(),
             ChangeError::LimitReached(e) => e.retryable(),
+            ChangeError::ControlPlane(e) => e.retryable(),
             ChangeError::DefinedByFile { .. } => false,
         }
     }

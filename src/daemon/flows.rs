@@ -23,6 +23,7 @@ impl Daemon {
     /// webhook runner URL is a denied IP literal is refused (`runner.url`). A flow with a
     /// webhook runner and no signing secret yet gets one, answered this once.
     pub async fn put_flow(&self, flow: Flow) -> Result<PutFlowAnswer, ChangeError> {
+        let mut seen = self.control_lock().await;
         self.admit_runner_url(&flow)?;
         self.room_for_flow(&flow)?;
         let doc = FlowDoc::from_domain(&flow);
@@ -58,11 +59,15 @@ impl Daemon {
             }
             return Err(e.into());
         }
+        // The secret first: a daemon that applies the flow signs its first invocation.
         if let Some(keys) = &keys {
-            self.store_runner_keys(&account, &agent, &name, keys)
+            let secret = self
+                .store_runner_keys(&account, &agent, &name, keys)
                 .await?;
+            self.share(&mut seen, secret.into()).await?;
         }
-        self.store.put_flow(row).await?;
+        self.store.put_flow(row.clone()).await?;
+        self.share(&mut seen, row.into()).await?;
         Ok(PutFlowAnswer {
             doc,
             runner_secret: keys.map(|k| k.current),
@@ -76,6 +81,7 @@ impl Daemon {
         agent: &Name,
         flow: &Name,
     ) -> Result<bool, ChangeError> {
+        let mut seen = self.control_lock().await;
         // A file's flow would come back at the next reload: the file is what to change.
         let file = (*account == self.home_account())
             .then(|| {
@@ -97,6 +103,12 @@ impl Daemon {
             .delete_flow(account.to_string(), agent.to_string(), flow.to_string())
             .await?;
         self.forget_runner_keys(account, agent, flow);
+        let (a, g, f) = (account.as_str(), agent.as_str(), flow.as_str());
+        // The flow first: no daemon runs it without its secret meanwhile.
+        self.share_delete(&mut seen, control_records::RecordKey::flow(a, g, f))
+            .await?;
+        let secret = control_records::RecordKey::runner_secret(a, g, f);
+        self.share_delete(&mut seen, secret).await?;
         Ok(removed)
     }
 
@@ -126,6 +138,9 @@ impl Daemon {
     /// them. The files and the store are read on a blocking thread, off the async workers.
     /// Answers how many file flows there are.
     pub async fn reload_flow_files(&self) -> Result<usize, ReloadError> {
+        // Held from the read of the stored flows to the swap: a shared flow applied meanwhile
+        // is not replaced by what was read before it.
+        let mut seen = self.control_lock().await;
         let home = self.home_account();
         let (dir, store) = (self.config.flows.dir.clone(), self.store.clone());
         let read_account = home.clone();
@@ -158,7 +173,7 @@ impl Daemon {
                 rejected(e)
             })?;
         }
-        self.replace_account_flows(&home, by_key.into_values().collect())
+        self.replace_account_flows(&mut seen, &home, by_key.into_values().collect())
             .await
             .map_err(|e| match e {
                 ReloadError::Stored { error, .. } => rejected(error),
@@ -167,7 +182,8 @@ impl Daemon {
         *self.file_flows.lock().expect("file flows lock") = file_keys;
         // The other accounts' flows are only stored ones: as they were accepted.
         for (account, flows) in stored {
-            self.replace_account_flows(&account, flows).await?;
+            self.replace_account_flows(&mut seen, &account, flows)
+                .await?;
         }
         Ok(n)
     }
@@ -177,6 +193,7 @@ impl Daemon {
     /// it nowhere: rotate to learn it.
     pub(super) async fn replace_account_flows(
         &self,
+        seen: &mut control_plane::Seen<'_>,
         account: &Idn,
         flows: Vec<Flow>,
     ) -> Result<(), ReloadError> {
@@ -197,7 +214,11 @@ impl Daemon {
             });
         }
         for (agent, flow, keys) in &new_keys {
-            self.store_runner_keys(account, agent, flow, keys).await?;
+            let row = self.store_runner_keys(account, agent, flow, keys).await?;
+            // Another daemon's secret for the same file's flow wins (applied here).
+            if let Err(e) = self.share(seen, row.into()).await {
+                tracing::warn!(agent = %agent, flow = %flow, error = %e, "control plane: a flow's new runner secret was not shared");
+            }
         }
         Ok(())
     }

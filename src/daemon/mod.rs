@@ -4,6 +4,9 @@
 
 pub mod access;
 pub mod connectors;
+pub mod control_apply;
+pub mod control_plane;
+pub mod control_records;
 pub mod errors;
 pub mod flow_files;
 pub mod flows;
@@ -39,6 +42,7 @@ use crate::skill_runner::webhook::{RunnerKeys, RunnerSecret};
 use crate::store::{ConnectorRow, FlowRow, SecretBox, Store, StoreError, Written};
 use crate::wire::envelope::{Encoding, EventEnvelope};
 use crate::wire::FlowDoc;
+pub use control_plane::ControlPlaneError;
 pub use errors::{ChangeError, ReloadError};
 pub use flows::{FlowWarning, PutFlowAnswer};
 pub use intake::Dedupe;
@@ -84,6 +88,8 @@ pub struct Daemon {
     /// What finishes after draining and before exit (the transport leaving its members and
     /// releasing its partitions): each answers, or is dropped, once done.
     farewells: std::sync::Mutex<Vec<tokio::sync::oneshot::Receiver<()>>>,
+    /// With NATS and partitions, the shared control plane (`control_plane.rs`).
+    control: Option<control_plane::ControlLink>,
 }
 
 /// What the daemon is made of, built by `boot`.
@@ -103,6 +109,9 @@ pub struct DaemonParts {
     /// With NATS, the events stream the intake appends to (the embedded mode: `None`, the
     /// store's inbox).
     pub stream_inbox: Option<Arc<dyn crate::intake::StreamInbox>>,
+    /// With NATS and partitions, the bucket of the shared control plane (the embedded mode:
+    /// `None`, the store alone).
+    pub control: Option<Arc<dyn control_plane::ControlPlane>>,
 }
 
 impl Daemon {
@@ -125,6 +134,7 @@ impl Daemon {
             stream_inbox: p.stream_inbox,
             file_flows: Default::default(),
             farewells: Default::default(),
+            control: p.control.map(control_plane::ControlLink::new),
         }
     }
 

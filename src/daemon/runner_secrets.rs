@@ -24,6 +24,8 @@ pub enum RotateError {
     NotWebhook(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    ControlPlane(#[from] super::ControlPlaneError),
 }
 
 impl Blame for RotateError {
@@ -31,11 +33,16 @@ impl Blame for RotateError {
         match self {
             RotateError::NoFlow(_) | RotateError::NotWebhook(_) => Fault::Caller,
             RotateError::Store(e) => e.fault(),
+            RotateError::ControlPlane(e) => e.fault(),
         }
     }
 
     fn retryable(&self) -> bool {
-        matches!(self, RotateError::Store(e) if e.retryable())
+        match self {
+            RotateError::Store(e) => e.retryable(),
+            RotateError::ControlPlane(e) => e.retryable(),
+            _ => false,
+        }
     }
 }
 
@@ -110,27 +117,27 @@ impl Daemon {
         self.runner_keys().remove(account, agent, flow);
     }
 
-    /// Seals and stores a flow's keys; answers after commit.
+    /// Seals and stores a flow's keys; answers the row after commit (to share).
     pub(crate) async fn store_runner_keys(
         &self,
         account: &Idn,
         agent: &Name,
         flow: &Name,
         keys: &FlowKeys,
-    ) -> Result<(), StoreError> {
+    ) -> Result<RunnerSecretRow, StoreError> {
         let aad = aad(account.as_str(), agent.as_str(), flow.as_str());
-        self.store
-            .put_runner_secret(RunnerSecretRow {
-                account: account.to_string(),
-                agent: agent.to_string(),
-                flow: flow.to_string(),
-                current: self.secrets.seal(keys.current.expose(), &aad),
-                previous: keys
-                    .previous
-                    .as_ref()
-                    .map(|(s, until)| (self.secrets.seal(s.expose(), &aad), *until)),
-            })
-            .await
+        let row = RunnerSecretRow {
+            account: account.to_string(),
+            agent: agent.to_string(),
+            flow: flow.to_string(),
+            current: self.secrets.seal(keys.current.expose(), &aad),
+            previous: keys
+                .previous
+                .as_ref()
+                .map(|(s, until)| (self.secrets.seal(s.expose(), &aad), *until)),
+        };
+        self.store.put_runner_secret(row.clone()).await?;
+        Ok(row)
     }
 
     /// Replaces the secret of the live flow `agent`/`flow`'s webhook runner; the new one is
@@ -143,6 +150,7 @@ impl Daemon {
         flow: &str,
         previous: Previous,
     ) -> Result<RotatedSecret, RotateError> {
+        let mut seen = self.control_lock().await;
         let name = format!("{agent}/{flow}");
         let live = self
             .engine
@@ -164,8 +172,10 @@ impl Daemon {
                 Previous::Revoke => 0,
             },
         );
-        self.store_runner_keys(&live.account, &live.agent, &live.flow, &keys)
+        let row = self
+            .store_runner_keys(&live.account, &live.agent, &live.flow, &keys)
             .await?;
+        self.share(&mut seen, row.into()).await?;
         tracing::info!(agent = %live.agent, flow = %live.flow, previous = ?previous, "runner secret rotated");
         Ok(RotatedSecret {
             previous_until_ms: keys.previous.as_ref().map(|(_, until)| *until),

@@ -28,6 +28,8 @@ pub enum StartError {
     Demo(#[from] super::ChangeError),
     #[error("the demo flow: {0}")]
     DemoFlow(#[from] crate::routing::flow_table::FlowRejected),
+    #[error("the home account: {0}")]
+    HomeAccount(super::ChangeError),
     #[error("the first admin token: {0}")]
     FirstToken(#[from] super::access::FirstTokenError),
 }
@@ -151,7 +153,9 @@ pub(crate) async fn restore(d: &Arc<Daemon>) -> Result<(), StartError> {
 /// The home account exists; on a store without tokens, the admin token file is written.
 pub(crate) async fn first_admin_token(d: &Arc<Daemon>) -> Result<(), StartError> {
     let home = d.home_account();
-    d.create_account(&home, "The daemon's home account").await?;
+    d.create_account(&home, "The daemon's home account")
+        .await
+        .map_err(StartError::HomeAccount)?;
     let path = d.config.auth.admin_token_path(&d.config.store.path);
     if write_first_admin_token(&d.tokens, &home, &path).await? {
         tracing::info!(
@@ -170,10 +174,19 @@ pub(crate) async fn demo_setup(d: &Arc<Daemon>) -> Result<(), StartError> {
         .find(&account, "sandbox", "demo")
         .is_none()
     {
-        let view = d
+        match d
             .create_connector(&account, "sandbox", "demo", "Demo sandbox", &[])
-            .await?;
-        d.run_connector(&account, view.id).await?;
+            .await
+        {
+            Ok(view) => {
+                d.run_connector(&account, view.id).await?;
+            }
+            // Another daemon of a shared control plane made it meanwhile: theirs is here now.
+            Err(super::ChangeError::ControlPlane(super::ControlPlaneError::Conflict {
+                ..
+            })) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     let doc = crate::wire::FlowDoc::from_yaml(
         r#"

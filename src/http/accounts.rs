@@ -211,6 +211,7 @@ struct NewTokenJson {
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
         (status = 408, response = RequestTimeout),
         (status = 413, response = TooLarge),
         (status = 415, response = UnsupportedMediaType),
@@ -312,6 +313,7 @@ async fn list_tokens(
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
         (status = 503, response = Unavailable),
     )
 )]
@@ -320,8 +322,7 @@ async fn revoke_token(d: D, c: Caller, path: web::Path<String>) -> Result<HttpRe
     let only = c.0.token_accounts()?.cloned();
     let mut operators = None;
     let revoked = d
-        .tokens()
-        .revoke(&path, |t| {
+        .revoke_token(&path, |t| {
             if only.as_ref().is_some_and(|own| *own != t.account) {
                 return false;
             }

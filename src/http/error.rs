@@ -6,7 +6,7 @@ use crate::commands::refusal::CommandRefusal;
 use crate::connectors::registry::ControlError;
 use crate::daemon::operations::{CommandError, ReplayError};
 use crate::daemon::runner_secrets::RotateError;
-use crate::daemon::ChangeError;
+use crate::daemon::{ChangeError, ControlPlaneError};
 use crate::routing::flow_table::FlowRejected;
 use crate::skill_runner::pending::UnknownInvocation;
 use crate::wire::FlowDocError;
@@ -80,6 +80,7 @@ impl From<ChangeError> for ApiError {
                 ApiError::new(kind_of(&e, Kind::Forbidden), "limit_reached", e.to_string())
                     .field(limit)
             }
+            ChangeError::ControlPlane(c) => c.into(),
             ChangeError::DefinedByFile { .. } => ApiError::new(
                 kind_of(&e, Kind::Conflict),
                 "defined_by_file",
@@ -129,6 +130,25 @@ impl From<RotateError> for ApiError {
             )
             .field("runner.kind"),
             RotateError::Store(s) => s.into(),
+            RotateError::ControlPlane(c) => c.into(),
+        }
+    }
+}
+
+impl From<ControlPlaneError> for ApiError {
+    fn from(e: ControlPlaneError) -> Self {
+        let field = match &e {
+            ControlPlaneError::Conflict { key } => Some(key.clone()),
+            _ => None,
+        };
+        let code = match &e {
+            ControlPlaneError::Conflict { .. } => "changed_elsewhere",
+            _ => "control_plane",
+        };
+        let error = ApiError::new(kind_of(&e, Kind::Conflict), code, e.to_string());
+        match field {
+            Some(f) => error.field(f),
+            None => error,
         }
     }
 }

@@ -100,6 +100,34 @@ impl Store {
         .await
     }
 
+    /// Stores a token row as another daemon of a shared control plane wrote it: inserted, or
+    /// replacing the row with its id (a revocation).
+    pub async fn upsert_token(&self, row: TokenRow) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            tx.execute(
+                &format!(
+                    "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (id) DO UPDATE SET account = excluded.account,
+                         name = excluded.name, scopes = excluded.scopes, hash = excluded.hash,
+                         expires_at = excluded.expires_at, revoked_at = excluded.revoked_at"
+                ),
+                params![
+                    row.id,
+                    row.account,
+                    row.name,
+                    row.scopes,
+                    row.hash,
+                    row.created_at.to_rfc3339(),
+                    row.expires_at.map(|t| t.to_rfc3339()),
+                    row.revoked_at.map(|t| t.to_rfc3339()),
+                ],
+            )?;
+            Ok(Written::Done)
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// Marks the token revoked; `Duplicate` when no live token has that id.
     pub async fn revoke_token(&self, id: String) -> Result<Written, StoreError> {
         self.write(move |tx| {

@@ -39,6 +39,7 @@ pub const MEMBERS_SEEN: &str = "switchboard_members_seen";
 pub const PARTITION_REBALANCES_TOTAL: &str = "switchboard_partition_rebalances_total";
 pub const EVENTS_FENCED_TOTAL: &str = "switchboard_events_fenced_total";
 pub const COMMANDS_FENCED_TOTAL: &str = "switchboard_commands_fenced_total";
+pub const CONTROL_PLANE_CHANGES_TOTAL: &str = "switchboard_control_plane_changes_total";
 pub const BUILD_INFO: &str = "switchboard_build_info";
 pub const HTTP_REQUESTS_TOTAL: &str = "switchboard_http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "switchboard_http_request_duration_seconds";
@@ -202,6 +203,10 @@ fn describe_own() {
     describe_counter!(
         COMMANDS_FENCED_TOTAL,
         "Commands of an invocation whose event's partition was lost or whose lease lapsed while it ran (with partitions), not carried out (no state written, nothing sent): the event goes to the partition's new owner."
+    );
+    describe_counter!(
+        CONTROL_PLANE_CHANGES_TOTAL,
+        "Entries of the shared control plane's bucket (NATS with partitions) by kind (account, token, connector, settings, flow, runner_secret) and outcome: applied here, seen (this daemon's own or older), failed to apply, conflict (a change of this daemon's lost its compare-and-set: 409)."
     );
     describe_gauge!(BUILD_INFO, "Always 1; the daemon's version in the label.");
     describe_counter!(

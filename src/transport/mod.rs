@@ -6,6 +6,7 @@ pub mod assignment;
 pub mod client;
 pub mod commands;
 pub mod connection;
+pub mod control_bucket;
 pub mod daemon_mac;
 pub mod dlq;
 pub mod headers;
@@ -77,6 +78,8 @@ pub struct Nats {
     /// With partitions: the members bucket, this daemon's member id (random per start), and
     /// the view the membership task keeps.
     members: Option<Members>,
+    /// With partitions: the shared control plane's bucket.
+    control: Option<control_bucket::ControlBucket>,
     /// Signs the daemon's own events on the events stream and verifies them when consumed.
     mac: Arc<daemon_mac::DaemonMac>,
     config: NatsConfig,
@@ -112,6 +115,13 @@ impl Nats {
         } else {
             None
         };
+        let control = if config.partitions > 0 {
+            let store =
+                control_bucket::bucket(&js, &config.control_bucket, config.replicas).await?;
+            Some(control_bucket::ControlBucket::new(js.clone(), store))
+        } else {
+            None
+        };
         let consumers = connection::ensure(&js, config, &subjects).await?;
         let publisher = Publisher::start(js.clone(), publish_capacity);
         tracing::info!(urls = %config.urls.join(","), prefix = %config.prefix, "NATS JetStream transport ready");
@@ -123,6 +133,7 @@ impl Nats {
             encoding: headers::encoding(config.publish_encoding),
             consumers,
             members,
+            control,
             mac: Arc::new(mac),
             config: config.clone(),
         })
@@ -165,6 +176,14 @@ impl Nats {
             m.me.clone(),
             local,
         )))
+    }
+
+    /// With partitions, the shared control plane's bucket (the daemon's [`ControlPlane`];
+    /// [`control_bucket::follow`] feeds it the bucket's changes).
+    ///
+    /// [`ControlPlane`]: crate::daemon::control_plane::ControlPlane
+    pub fn control_plane(&self) -> Option<control_bucket::ControlBucket> {
+        self.control.clone()
     }
 
     /// The client's connection state, for readiness and `/metrics`.
