@@ -1,4 +1,5 @@
-//! HTTP ingest: `POST /v1/events` on loopback, 64 connections, with wrk (Debian's `wrk`).
+//! HTTP ingest: `POST /v1/events` on loopback, 64 connections (`BENCH_CONNECTIONS`), with wrk
+//! (Debian's `wrk`).
 //!
 //! - Measured, twice: the real daemon binary (release build). Each event is made durable
 //!   (SQLite inbox, WAL, `synchronous=FULL`, group commit) before its 202. "ingest": the events
@@ -7,7 +8,7 @@
 //!   invocation, a `send_message` command and its `result_success` event.
 //! - Baseline, same run, same machine, same wrk settings: a bare actix-web handler that decodes
 //!   the same JSON envelope into an event and answers 202.
-//! - Target: at least 0.5x the baseline's requests/s, with p99 under 10 ms.
+//! - Target: at least 0.7x the baseline's requests/s, with p99 under 10 ms (issue 21).
 //!
 //! `BENCH_SECONDS` (default 30) sets each run's length. Needs `wrk` (`.ci/install-test-deps`
 //! installs it).
@@ -54,6 +55,17 @@ fn ms(s: &str) -> f64 {
     }
 }
 
+/// wrk's connections: `BENCH_CONNECTIONS`, default 64. A durable 202 waits for its group
+/// commit (an fsync of the WAL, about 1-2 ms on this machine's disk), so with 64 connections
+/// the daemon cannot answer more than 64 requests per commit: more connections show what the
+/// daemon does when the disk is not the bound.
+fn connections() -> usize {
+    std::env::var("BENCH_CONNECTIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64)
+}
+
 /// wrk against `base`; every request carries `token` (when given) as a bearer token.
 fn wrk(base: &str, seconds: u64, script: &std::path::Path, token: Option<&str>) -> Run {
     let mut cmd = Command::new("wrk");
@@ -61,7 +73,13 @@ fn wrk(base: &str, seconds: u64, script: &std::path::Path, token: Option<&str>) 
         cmd.env("SB_TOKEN", t);
     }
     let out = cmd
-        .args(["-t2", "-c64", &format!("-d{seconds}s"), "--latency", "-s"])
+        .args([
+            "-t2",
+            &format!("-c{}", connections()),
+            &format!("-d{seconds}s"),
+            "--latency",
+            "-s",
+        ])
         .arg(script)
         .arg(base)
         .output()
@@ -170,12 +188,12 @@ fn main() {
         .sum::<f64>();
 
     println!("http_ingest: baseline (bare actix-web, parse + 202): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} requests", base.rps, base.p50_ms, base.p99_ms, base.requests);
-    println!("http_ingest: switchboard ingest (durable 202, admitted, unmatched): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} requests, {} non-2xx; ratio {:.2}x (target >= 0.5x)", ingest.rps, ingest.p50_ms, ingest.p99_ms, ingest.requests, ingest.errors, ingest.rps / base.rps);
+    println!("http_ingest: switchboard ingest (durable 202, admitted, unmatched): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} requests, {} non-2xx; ratio {:.2}x (target >= 0.7x)", ingest.rps, ingest.p50_ms, ingest.p99_ms, ingest.requests, ingest.errors, ingest.rps / base.rps);
     if let Some(p) = &previous {
         println!("http_ingest: previous build, no authentication (SB_PREVIOUS_BIN): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} non-2xx; with authentication {:.2}x of it (target >= 0.90x)", p.rps, p.p50_ms, p.p99_ms, p.errors, ingest.rps / p.rps);
     }
     println!("http_ingest: switchboard ingest + routing (durable 202, routed, invoked): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} requests, {} non-2xx", ours.rps, ours.p50_ms, ours.p99_ms, ours.requests, ours.errors);
-    println!("http_ingest: ratio {:.2}x of baseline (target >= 0.5x); p99 {:.2} ms (target < 10 ms); events admitted by the daemon: {received:.0}", ours.rps / base.rps, ours.p99_ms);
+    println!("http_ingest: ratio {:.2}x of baseline (target >= 0.7x); p99 {:.2} ms (target < 10 ms); events admitted by the daemon: {received:.0}", ours.rps / base.rps, ours.p99_ms);
 }
 
 /// Creates and runs the sandbox connector `demo` the wrk script posts to.

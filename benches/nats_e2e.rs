@@ -283,6 +283,31 @@ fn main() {
     let d = daemon::DaemonProcess::start(&dir, &env);
     let mut ours = rt.block_on(through_daemon(&server.url(), &d));
     let (rate, mut lat) = rt.block_on(ours.run(n, None));
+    // An earlier build (`SB_PREVIOUS_BIN`), when given, on a server of its own: what a change
+    // costs, in the same run.
+    let mut previous = std::env::var_os("SB_PREVIOUS_BIN").map(|bin| {
+        let dir = daemon::temp_dir("bench-nats-previous");
+        let server = nats::NatsServer::start(&dir);
+        let mut env: Vec<(String, String)> = server.daemon_env();
+        env.push(("SWITCHBOARD_LOG__LEVEL".into(), "warn,switchboard=info".into()));
+        env.push((
+            "SWITCHBOARD_TRANSPORT__NATS__MAX_ACK_PENDING".into(),
+            ack_pending.clone(),
+        ));
+        env.push((
+            "SWITCHBOARD_TRANSPORT__NATS__PULL_BATCH".into(),
+            pull_batch.clone(),
+        ));
+        let d = daemon::DaemonProcess::builder(&dir)
+            .binary(bin)
+            .envs(env)
+            .start();
+        let mut pipe = rt.block_on(through_daemon(&server.url(), &d));
+        let (rate, mut lat) = rt.block_on(pipe.run(n, None));
+        let (p50, p99) = (pct(&mut lat, 0.50), pct(&mut lat, 0.99));
+        println!("nats_e2e: previous build (SB_PREVIOUS_BIN): {rate:.0} events/s, latency p50 {p50:.2} ms, p99 {p99:.2} ms ({n} events)");
+        (server, d, pipe, rate)
+    });
     let (b50, b99) = (pct(&mut base_lat, 0.50), pct(&mut base_lat, 0.99));
     let (d50, d99) = (pct(&mut lat, 0.50), pct(&mut lat, 0.99));
     println!("nats_e2e: baseline (JetStream publish → consume+ack): {base_rate:.0} events/s, latency p50 {b50:.2} ms, p99 {b99:.2} ms ({n} events)");
@@ -300,6 +325,16 @@ fn main() {
     let (b50, b99) = (pct(&mut base_lat, 0.50), pct(&mut base_lat, 0.99));
     let (d50, d99) = (pct(&mut lat, 0.50), pct(&mut lat, 0.99));
     println!("nats_e2e: open loop at {half:.0} events/s ({paced} events): baseline p50 {b50:.2} ms, p99 {b99:.2} ms; switchboard p50 {d50:.2} ms, p99 {d99:.2} ms; p99 added {:.2} ms (target <= 10 ms)", d99 - b99);
+    if let Some((_, _, pipe, previous_rate)) = &mut previous {
+        println!(
+            "nats_e2e: this build / previous build (flood): {:.2}x",
+            rate / *previous_rate
+        );
+        let (_, mut lat) = rt.block_on(pipe.run(paced, Some(half)));
+        let (p50, p99) = (pct(&mut lat, 0.50), pct(&mut lat, 0.99));
+        println!("nats_e2e: open loop, previous build: p50 {p50:.2} ms, p99 {p99:.2} ms; p99 added {:.2} ms", p99 - b99);
+    }
     drop(d);
+    drop(previous);
     std::thread::sleep(Duration::from_millis(100));
 }
