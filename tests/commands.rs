@@ -34,6 +34,20 @@ async fn setup() -> Harness {
     h
 }
 
+/// `persona`'s value of the flow `Agent/Main`'s `reply_skill` state field (its default when unset).
+fn reply_skill(h: &Harness, persona: switchboard::domain::PersonaId) -> Option<String> {
+    let flow = h
+        .engine
+        .dispatcher()
+        .index()
+        .flow("default", "Agent", "Main")
+        .unwrap()
+        .clone();
+    h.engine
+        .state()
+        .get(&flow.flow, &Idn::known("reply_skill"), persona)
+}
+
 fn cmd(h: &Harness, integration: &str, connector: &str, command: &str) -> Command {
     Command::new(
         h.account.clone(),
@@ -250,16 +264,8 @@ async fn skill_from_state_uses_default_then_set_state_then_refuses_when_unset() 
             .with_argument("idn", "reply_skill")
             .with_argument("value", "CustomReply")],
     );
-    let flow = h
-        .engine
-        .dispatcher()
-        .index()
-        .flow("default", "Agent", "Main")
-        .unwrap()
-        .clone();
-    let field = Idn::known("reply_skill");
     eventually("the state field set", PATIENCE, || {
-        let set = h.engine.state().get(&flow.flow, &field, bob);
+        let set = reply_skill(&h, bob);
         std::future::ready((set.as_deref() == Some("CustomReply")).then_some(()))
     })
     .await;
@@ -491,16 +497,8 @@ async fn an_invocation_fenced_while_it_ran_carries_out_none_of_its_commands() {
     );
     // Given up for the partition's new owner, which invokes it again.
     assert_eq!(settlements.recv().await, Some(Settlement::Redeliver));
-    let flow = h
-        .engine
-        .dispatcher()
-        .index()
-        .flow("default", "Agent", "Main")
-        .unwrap()
-        .clone();
-    let field = Idn::known("reply_skill");
     assert_eq!(
-        h.engine.state().get(&flow.flow, &field, bob).as_deref(),
+        reply_skill(&h, bob).as_deref(),
         Some("DefaultReply"),
         "no state written by a fenced invocation"
     );

@@ -131,6 +131,20 @@ async fn start_on(
     runner: &RunnerServer,
     ttl_ms: u64,
 ) -> DaemonProcess {
+    let flow = json!({"runner": {"kind": "webhook", "url": format!("{}/d{i}", runner.base)},
+        "events": [{"idn": "user_message", "skill_idn": "Talk", "integration_idn": "telegram", "interrupt_mode": "queue"}]});
+    start_flow(base, i, nats_env, ttl_ms, &flow).await
+}
+
+/// Daemon `i` with a member TTL of `ttl_ms`, configured over its API: the connector
+/// `telegram/bot` and `flow` as `Bot/Main`.
+async fn start_flow(
+    base: &Path,
+    i: usize,
+    nats_env: Vec<(String, String)>,
+    ttl_ms: u64,
+    flow: &serde_json::Value,
+) -> DaemonProcess {
     let dir = base.join(format!("d{i}"));
     std::fs::create_dir_all(dir.join("flows")).unwrap();
     let d = daemon(&dir, nats_env)
@@ -151,9 +165,7 @@ async fn start_on(
         json!({"title": "Bot", "connector_idn": "bot", "settings": [{"idn": "bot_token", "value": "t"}]}),
     )
     .await;
-    let flow = json!({"runner": {"kind": "webhook", "url": format!("{}/d{i}", runner.base)},
-        "events": [{"idn": "user_message", "skill_idn": "Talk", "integration_idn": "telegram", "interrupt_mode": "queue"}]});
-    d.put_flow("Bot", "Main", &flow).await;
+    d.put_flow("Bot", "Main", flow).await;
     d
 }
 
@@ -829,27 +841,11 @@ async fn flow_state_set_on_one_daemon_goes_with_its_persona_to_another() {
     });
     let mut ds = Vec::new();
     for i in 0..2 {
-        let dir = dir.join(format!("d{i}"));
-        std::fs::create_dir_all(dir.join("flows")).unwrap();
-        let d = daemon(&dir, nats.daemon_env())
-            .env("SWITCHBOARD_TRANSPORT__NATS__MEMBER_TTL_MS", "2000")
-            // Its own control plane, as in [`start_on`]: the runner's path names the daemon.
-            .env(
-                "SWITCHBOARD_TRANSPORT__NATS__CONTROL_BUCKET",
-                format!("SB_CONTROL_{i}"),
-            )
-            .start();
-        d.run_connector(
-            "telegram",
-            json!({"title": "Bot", "connector_idn": "bot", "settings": [{"idn": "bot_token", "value": "t"}]}),
-        )
-        .await;
         let flow = json!({"runner": {"kind": "webhook", "url": format!("{}/d{i}", runner.base)},
             "state_fields": [{"idn": "next_skill", "scope": "user", "default_value": "Greet"}],
             "events": [{"idn": "user_message", "skill_selector": "skill_idn_from_state",
                 "state_idn": "next_skill", "integration_idn": "telegram", "interrupt_mode": "queue"}]});
-        d.put_flow("Bot", "Main", &flow).await;
-        ds.push(d);
+        ds.push(start_flow(&dir, i, nats.daemon_env(), 2000, &flow).await);
     }
     wait_shares(&ds.iter().collect::<Vec<_>>(), &[12, 12]).await;
     let invoked = |n: usize| {

@@ -40,6 +40,20 @@ pub struct StateEntry {
     pub set_at_ms: i64,
 }
 
+impl StateEntry {
+    /// The entry as the store keeps it: whose field, and (value, when set).
+    fn split(self) -> (StateKey, (String, i64)) {
+        let key = StateKey {
+            account: self.account,
+            agent: self.agent,
+            flow: self.flow,
+            field: self.field,
+            owner: self.owner,
+        };
+        (key, (self.value, self.set_at_ms))
+    }
+}
+
 /// Where values are recorded, off the hot path (the durable store).
 pub trait StateJournal: Send + Sync + 'static {
     fn set(&self, entry: &StateEntry);
@@ -108,21 +122,15 @@ impl StateStore {
         if e.set_at_ms <= oldest {
             return;
         }
-        let key = StateKey {
-            account: e.account,
-            agent: e.agent,
-            flow: e.flow,
-            field: e.field,
-            owner: e.owner,
-        };
+        let (key, value) = e.split();
         match self.values.entry(key) {
             dashmap::Entry::Occupied(mut held) => {
-                if held.get().1 < e.set_at_ms {
-                    held.insert((e.value, e.set_at_ms));
+                if held.get().1 < value.1 {
+                    held.insert(value);
                 }
             }
             dashmap::Entry::Vacant(v) => {
-                v.insert((e.value, e.set_at_ms));
+                v.insert(value);
             }
         }
         if self.values.len() > self.capacity {
@@ -131,14 +139,8 @@ impl StateStore {
     }
 
     fn put(&self, e: StateEntry) {
-        let key = StateKey {
-            account: e.account,
-            agent: e.agent,
-            flow: e.flow,
-            field: e.field,
-            owner: e.owner,
-        };
-        self.values.insert(key, (e.value, e.set_at_ms));
+        let (key, value) = e.split();
+        self.values.insert(key, value);
         if self.values.len() > self.capacity {
             self.evict();
         }

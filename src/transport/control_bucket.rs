@@ -24,21 +24,14 @@ pub async fn bucket(
     name: &str,
     replicas: usize,
 ) -> Result<kv::Store, NatsError> {
-    if let Ok(store) = js.get_key_value(name).await {
-        return Ok(store);
-    }
-    js.create_key_value(kv::Config {
+    let config = kv::Config {
         bucket: name.to_owned(),
         description: "switchboard's shared control plane".to_owned(),
         history: 1,
         num_replicas: replicas,
         ..Default::default()
-    })
-    .await
-    .map_err(|e| NatsError::JetStream {
-        what: format!("control plane bucket {name}"),
-        detail: e.to_string(),
-    })
+    };
+    super::buckets::open(js, config, "control plane bucket").await
 }
 
 /// The bucket as the daemon's control plane.

@@ -83,21 +83,14 @@ pub async fn bucket(
     ttl: Duration,
     replicas: usize,
 ) -> Result<kv::Store, NatsError> {
-    if let Ok(store) = js.get_key_value(name).await {
-        return Ok(store);
-    }
-    js.create_key_value(kv::Config {
+    let config = kv::Config {
         bucket: name.to_owned(),
         history: 1,
         num_replicas: replicas,
         limit_markers: Some(ttl),
         ..Default::default()
-    })
-    .await
-    .map_err(|e| NatsError::JetStream {
-        what: format!("members bucket {name}"),
-        detail: e.to_string(),
-    })
+    };
+    super::buckets::open(js, config, "members bucket").await
 }
 
 /// Keeps `me`'s key alive and `tx`'s view current until the daemon drains; then deletes the

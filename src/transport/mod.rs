@@ -3,6 +3,7 @@
 //! `[transport] kind = "nats"` turns it on; the embedded transport (HTTP only) stays the default.
 
 pub mod assignment;
+pub mod buckets;
 pub mod client;
 pub mod commands;
 pub mod connection;

@@ -103,21 +103,15 @@ pub async fn bucket(
     ttl: Duration,
     replicas: usize,
 ) -> Result<kv::Store, NatsError> {
-    if let Ok(store) = js.get_key_value(name).await {
-        return Ok(store);
-    }
-    js.create_key_value(kv::Config {
+    let config = kv::Config {
         bucket: name.to_owned(),
+        description: "switchboard's shared flow state".to_owned(),
         history: 1,
         max_age: ttl,
         num_replicas: replicas,
         ..Default::default()
-    })
-    .await
-    .map_err(|e| NatsError::JetStream {
-        what: format!("state bucket {name}"),
-        detail: e.to_string(),
-    })
+    };
+    super::buckets::open(js, config, "state bucket").await
 }
 
 /// The daemon's side of the shared state: its journal (the store's, then the bucket) and the
