@@ -125,6 +125,32 @@ impl Directory {
             .ok_or_else(|| ControlError::UnknownIntegration(idn.to_owned()))
     }
 
+    /// Connector `id`'s key and entry, to change: not found, or refused when it is internal.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn editable(
+        &self,
+        id: Uuid,
+    ) -> Result<
+        (
+            ConnectorKey,
+            dashmap::mapref::one::RefMut<'_, ConnectorKey, Entry>,
+        ),
+        ControlError,
+    > {
+        let key = self.key_of(id)?;
+        let e = self
+            .connectors
+            .get_mut(&key)
+            .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
+        if e.internal {
+            return Err(ControlError::InternalConnector(format!(
+                "{}/{}",
+                key.integration, key.connector
+            )));
+        }
+        Ok((key, e))
+    }
+
     pub(super) fn key_of(&self, id: Uuid) -> Result<ConnectorKey, ControlError> {
         self.by_id
             .get(&id)

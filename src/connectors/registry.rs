@@ -343,17 +343,7 @@ impl ConnectorRegistry {
 
     /// Stops a connector. Events already sent to it are still handled; new ones are refused.
     pub fn stop(&self, id: Uuid) -> Result<ConnectorView, ControlError> {
-        let key = self.key_of(id)?;
-        let mut e = self
-            .connectors
-            .get_mut(&key)
-            .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
-        if e.internal {
-            return Err(ControlError::InternalConnector(format!(
-                "{}/{}",
-                key.integration, key.connector
-            )));
-        }
+        let (key, mut e) = self.editable(id)?;
         if let Some(actor) = e.actor.take() {
             // Under the write guard: nothing can be sent after this Shutdown.
             actor.addr.do_send(Shutdown);
@@ -411,17 +401,7 @@ impl ConnectorRegistry {
         changes: &[(String, String)],
         writer: Writer,
     ) -> Result<ConnectorView, ControlError> {
-        let key = self.key_of(id)?;
-        let mut e = self
-            .connectors
-            .get_mut(&key)
-            .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
-        if e.internal {
-            return Err(ControlError::InternalConnector(format!(
-                "{}/{}",
-                key.integration, key.connector
-            )));
-        }
+        let (key, mut e) = self.editable(id)?;
         let next = settings::apply(
             &e.integration.spec.connector_settings,
             &e.settings,
@@ -532,17 +512,7 @@ impl ConnectorRegistry {
     /// Sets an existing connector's title and settings as another daemon of a shared control
     /// plane wrote them (validated there); its status is left as it is.
     pub fn adopt(&self, id: Uuid, title: &str, settings: Settings) -> Result<(), ControlError> {
-        let key = self.key_of(id)?;
-        let mut e = self
-            .connectors
-            .get_mut(&key)
-            .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
-        if e.internal {
-            return Err(ControlError::InternalConnector(format!(
-                "{}/{}",
-                key.integration, key.connector
-            )));
-        }
+        let (_, mut e) = self.editable(id)?;
         e.title = title.to_owned();
         e.settings = settings;
         Ok(())

@@ -84,16 +84,7 @@ impl Store {
                 &format!(
                     "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
                 ),
-                params![
-                    row.id,
-                    row.account,
-                    row.name,
-                    row.scopes,
-                    row.hash,
-                    row.created_at.to_rfc3339(),
-                    row.expires_at.map(|t| t.to_rfc3339()),
-                    row.revoked_at.map(|t| t.to_rfc3339()),
-                ],
+                token_params(&row),
             )?;
             Ok(Written::Done)
         })
@@ -111,16 +102,7 @@ impl Store {
                          name = excluded.name, scopes = excluded.scopes, hash = excluded.hash,
                          expires_at = excluded.expires_at, revoked_at = excluded.revoked_at"
                 ),
-                params![
-                    row.id,
-                    row.account,
-                    row.name,
-                    row.scopes,
-                    row.hash,
-                    row.created_at.to_rfc3339(),
-                    row.expires_at.map(|t| t.to_rfc3339()),
-                    row.revoked_at.map(|t| t.to_rfc3339()),
-                ],
+                token_params(&row),
             )?;
             Ok(Written::Done)
         })
@@ -163,4 +145,18 @@ impl Store {
             rows.collect()
         })
     }
+}
+
+/// A token row's values in `TOKEN_COLUMNS` order.
+fn token_params(row: &TokenRow) -> impl rusqlite::Params + '_ {
+    (
+        &row.id,
+        &row.account,
+        &row.name,
+        &row.scopes,
+        &row.hash,
+        row.created_at.to_rfc3339(),
+        row.expires_at.map(|t| t.to_rfc3339()),
+        row.revoked_at.map(|t| t.to_rfc3339()),
+    )
 }
