@@ -109,21 +109,11 @@ fn daemon(dir: &Path, nats_env: Vec<(String, String)>) -> DaemonBuilder {
 /// Daemon `i` (its own directory and store), configured like the others over its API: the
 /// connector `telegram/bot` and the queue-mode flow `Bot/Main` on the runner at `/d<i>`.
 async fn start(base: &Path, i: usize, nats: &NatsServer, runner: &RunnerServer) -> DaemonProcess {
-    start_with(base, i, nats, runner, 2000).await
+    start_on(base, i, nats.daemon_env(), runner, 2000).await
 }
 
-/// [`start`] with a member TTL of `ttl_ms`.
-async fn start_with(
-    base: &Path,
-    i: usize,
-    nats: &NatsServer,
-    runner: &RunnerServer,
-    ttl_ms: u64,
-) -> DaemonProcess {
-    start_on(base, i, nats.daemon_env(), runner, ttl_ms).await
-}
-
-/// [`start_with`] on the NATS servers `nats_env` names (a cluster's).
+/// Daemon `i` on the NATS servers `nats_env` names (a cluster's), with a member TTL of `ttl_ms`:
+/// the connector `telegram/bot` and the queue-mode flow `Bot/Main` on the runner at `/d<i>`.
 async fn start_on(
     base: &Path,
     i: usize,
@@ -167,6 +157,43 @@ async fn start_flow(
     .await;
     d.put_flow("Bot", "Main", flow).await;
     d
+}
+
+/// Three daemons on the NATS servers `nats_env` names, with a member TTL of `ttl_ms`, once
+/// each holds its share (8 of 24 partitions).
+async fn three(
+    base: &Path,
+    nats_env: Vec<(String, String)>,
+    runner: &RunnerServer,
+    ttl_ms: u64,
+) -> Vec<DaemonProcess> {
+    let mut ds = Vec::new();
+    for i in 0..3 {
+        ds.push(start_on(base, i, nats_env.clone(), runner, ttl_ms).await);
+    }
+    wait_shares(&ds.iter().collect::<Vec<_>>(), &[8, 8, 8]).await;
+    ds
+}
+
+/// Waits until the run reached round `round` and daemon 2 invoked events; answers the
+/// personas it invoked.
+async fn invoked_by_daemon_2(log: &Log, round: usize) -> BTreeSet<usize> {
+    eventually_explained(
+        "daemon 2 to invoke events",
+        LIMIT,
+        || {
+            let l = log.lock().unwrap();
+            let v: BTreeSet<usize> = l
+                .iter()
+                .filter(|s| s.daemon == 2)
+                .map(|s| s.persona)
+                .collect();
+            let rounds = l.iter().map(|s| s.n).max().unwrap_or(0);
+            async move { (rounds >= round && !v.is_empty()).then_some(v) }
+        },
+        || async { String::new() },
+    )
+    .await
 }
 
 /// The partitions a daemon says it owns (`/metrics`).
@@ -398,11 +425,7 @@ async fn three_daemons_split_the_partitions_evenly_and_keep_each_persona_in_orde
     let dir = temp_dir("scale-three");
     let nats = NatsServer::start_recent(&dir);
     let (runner, log) = runner();
-    let mut ds = Vec::new();
-    for i in 0..3 {
-        ds.push(start(&dir, i, &nats, &runner).await);
-    }
-    wait_shares(&ds.iter().collect::<Vec<_>>(), &[8, 8, 8]).await;
+    let ds = three(&dir, nats.daemon_env(), &runner, 2000).await;
     for d in &ds {
         let ready: serde_json::Value = reqwest::get(d.url("/readyz"))
             .await
@@ -476,11 +499,7 @@ async fn a_killed_daemons_partitions_go_on_within_ten_seconds_and_nothing_is_los
     let dir = temp_dir("scale-kill");
     let nats = NatsServer::start_recent(&dir);
     let (runner, log) = runner();
-    let mut ds = Vec::new();
-    for i in 0..3 {
-        ds.push(start(&dir, i, &nats, &runner).await);
-    }
-    wait_shares(&ds.iter().collect::<Vec<_>>(), &[8, 8, 8]).await;
+    let mut ds = three(&dir, nats.daemon_env(), &runner, 2000).await;
     let publisher = tokio::spawn(publish(
         nats.url(),
         PERSONAS,
@@ -488,22 +507,7 @@ async fn a_killed_daemons_partitions_go_on_within_ten_seconds_and_nothing_is_los
         Duration::from_millis(200),
     ));
     // Mid-run: every persona of daemon 2 invoked there at least once.
-    let victims: BTreeSet<usize> = eventually_explained(
-        "daemon 2 to invoke events",
-        LIMIT,
-        || {
-            let l = log.lock().unwrap();
-            let v: BTreeSet<usize> = l
-                .iter()
-                .filter(|s| s.daemon == 2)
-                .map(|s| s.persona)
-                .collect();
-            let rounds = l.iter().map(|s| s.n).max().unwrap_or(0);
-            async move { (rounds >= 8 && !v.is_empty()).then_some(v) }
-        },
-        || async { String::new() },
-    )
-    .await;
+    let victims = invoked_by_daemon_2(&log, 8).await;
     let killed_at = Instant::now();
     ds.pop().unwrap().kill9();
     wait_shares(&ds.iter().collect::<Vec<_>>(), &[12, 12]).await;
@@ -539,11 +543,7 @@ async fn a_daemon_stopped_past_its_ttl_and_resumed_invokes_nothing_of_what_it_lo
     let dir = temp_dir("scale-stop");
     let nats = NatsServer::start_recent(&dir);
     let (runner, log) = runner();
-    let mut ds = Vec::new();
-    for i in 0..3 {
-        ds.push(start(&dir, i, &nats, &runner).await);
-    }
-    wait_shares(&ds.iter().collect::<Vec<_>>(), &[8, 8, 8]).await;
+    let ds = three(&dir, nats.daemon_env(), &runner, 2000).await;
     // Published far faster than a persona is served (20 ms each): queues build up.
     let publisher = tokio::spawn(publish(
         nats.url(),
@@ -551,22 +551,7 @@ async fn a_daemon_stopped_past_its_ttl_and_resumed_invokes_nothing_of_what_it_lo
         0..ROUNDS,
         Duration::from_millis(5),
     ));
-    let victims: BTreeSet<usize> = eventually_explained(
-        "daemon 2 to invoke events",
-        LIMIT,
-        || {
-            let v: BTreeSet<usize> = log
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|s| s.daemon == 2)
-                .map(|s| s.persona)
-                .collect();
-            async move { (!v.is_empty()).then_some(v) }
-        },
-        || async { String::new() },
-    )
-    .await;
+    let victims = invoked_by_daemon_2(&log, 0).await;
     common::daemon::signal(&ds[2].child, "STOP");
     let stopped_at = Instant::now();
     // The others own every partition and went on with each of the stopped daemon's personas.
@@ -675,11 +660,7 @@ async fn a_daemon_stopped_gracefully_hands_its_partitions_over_before_its_key_ex
     let dir = temp_dir("scale-term");
     let nats = NatsServer::start_recent(&dir);
     let (runner, _log) = runner();
-    let mut ds = Vec::new();
-    for i in 0..3 {
-        ds.push(start_with(&dir, i, &nats, &runner, TERM_TTL_S * 1000).await);
-    }
-    wait_shares(&ds.iter().collect::<Vec<_>>(), &[8, 8, 8]).await;
+    let mut ds = three(&dir, nats.daemon_env(), &runner, TERM_TTL_S * 1000).await;
     let stopped_at = Instant::now();
     let status = ds.pop().unwrap().terminate().await;
     assert!(status.success(), "{status:?}");
@@ -741,17 +722,13 @@ async fn lose_the_stream_leader(graceful: bool, limit: Duration) {
         .await;
     }
     let (runner, log) = runner();
-    let mut ds = Vec::new();
     // The transport's decisions in the log a failure keeps (`daemon.log` beside each store).
     let mut env = cluster.daemon_env(3);
     env.push((
         "SWITCHBOARD_LOG__LEVEL".into(),
         "warn,switchboard=info,switchboard::transport=debug,async_nats=debug".into(),
     ));
-    for i in 0..3 {
-        ds.push(start_on(&dir, i, env.clone(), &runner, 2000).await);
-    }
-    wait_shares(&ds.iter().collect::<Vec<_>>(), &[8, 8, 8]).await;
+    let ds = three(&dir, env, &runner, 2000).await;
     let js = async_nats::jetstream::new(
         async_nats::connect(cluster.urls().as_slice())
             .await

@@ -60,9 +60,8 @@ fn runner_due(stranger: bool, n: usize, due: Option<chrono::DateTime<Utc>>) -> R
     })
 }
 
-/// The connectors `sandbox/chat` and `program_timer/timers`, and the flow `Bot/Main` on
-/// `runner`: `Talk` on a chat message, `OnTimer` on a firing.
-async fn setup(d: &DaemonProcess, runner: &str) {
+/// The connectors `sandbox/chat` and `program_timer/timers`, running.
+async fn connectors(d: &DaemonProcess) {
     d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
         .await;
     d.run_connector(
@@ -70,6 +69,12 @@ async fn setup(d: &DaemonProcess, runner: &str) {
         json!({"title": "Timers", "connector_idn": "timers"}),
     )
     .await;
+}
+
+/// The connectors `sandbox/chat` and `program_timer/timers`, and the flow `Bot/Main` on
+/// `runner`: `Talk` on a chat message, `OnTimer` on a firing.
+async fn setup(d: &DaemonProcess, runner: &str) {
+    connectors(d).await;
     let flow = json!({
         "runner": {"kind": "webhook", "url": format!("{runner}/skills"), "max_attempts": 5},
         "events": [
@@ -541,13 +546,7 @@ async fn a_cancelled_timer_s_notice_goes_through_the_events_stream() {
         )
     });
     let d = DaemonProcess::builder(&dir).envs(nats.daemon_env()).start();
-    d.run_connector("sandbox", json!({"title": "Chat", "connector_idn": "chat"}))
-        .await;
-    d.run_connector(
-        "program_timer",
-        json!({"title": "Timers", "connector_idn": "timers"}),
-    )
-    .await;
+    connectors(&d).await;
     let flow = json!({
         "runner": {"kind": "webhook", "url": format!("{}/skills", runner.base)},
         "events": [
