@@ -216,6 +216,13 @@ impl Handoff {
     /// The invocation is handed over.
     pub fn done(self) {}
 
+    /// The event's delivery, for a runner whose answer comes on a queue of its own: that
+    /// answer's message follows it ([`Delivery::follow`]), so it is acknowledged only once the
+    /// event is.
+    pub fn delivery(&self) -> Option<Delivery> {
+        self.delivery.clone()
+    }
+
     /// Whether the event's source revoked it: the runner should not send the invocation, but
     /// [`Handoff::give_up`] and answer [`Outcome::Fenced`].
     pub fn revoked(&self) -> bool {

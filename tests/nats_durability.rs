@@ -233,9 +233,11 @@ fn exactly_once(seen: &HashMap<String, std::collections::BTreeSet<(String, u64, 
 fn daemon(dir: &Path, nats: &NatsServer) -> DaemonBuilder {
     DaemonProcess::builder(dir)
         .envs(nats.daemon_env())
-        // A redelivered invocation whose answer was consumed before the crash waits for its
-        // deadline; keep that short here.
-        .env("SWITCHBOARD_ENGINE__INVOCATION_TIMEOUT_MS", "3000")
+        // A result message is acknowledged only once the event it answers is: after a crash,
+        // both come again (within ack_wait) and the replayed invocation gets its answer long
+        // before its deadline.
+        .env("SWITCHBOARD_TRANSPORT__NATS__ACK_WAIT_MS", "3000")
+        .env("SWITCHBOARD_ENGINE__INVOCATION_TIMEOUT_MS", "30000")
         .env("SWITCHBOARD_LOG__LEVEL", "warn,switchboard=info")
 }
 
@@ -276,11 +278,23 @@ async fn the_daemon_killed_mid_stream_and_mid_replay_dispatches_every_event_exac
     };
     eprintln!(
         "chaos counts: daemon kill -9 mid-stream and mid-replay: {EVENTS} events acknowledged, {} dispatched once; \
-         after the restart {} invocations completed, {} timed out; dead letters {letters:?}",
+         after the restart {} invocations completed, {} timed out, {} repeated answers; dead letters {letters:?}",
         seen.lock().unwrap().len(),
         count("completed"),
         count("timed_out"),
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("switchboard_queue_results_total{outcome=\"repeat\"} "))
+            .unwrap_or("0"),
     );
+    assert_eq!(
+        count("timed_out"),
+        0,
+        "every replayed invocation got the answer its runner sent before the crash"
+    );
+    // A result message whose event was acknowledged just before the kill, itself not yet,
+    // comes again with no invocation left to answer: a repeat, counted, not dead-lettered.
+    assert_eq!(letters.get("unknown_invocation"), None, "{letters:?}");
     runner.abort();
     drop(d);
 }

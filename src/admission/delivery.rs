@@ -6,9 +6,12 @@
 //! `Done`, or `Redeliver` if any holder gave the event up without handing it on (a flow
 //! instance stopped with the event still pending). The ticket also carries the in-flight
 //! permit that bounds how many admitted events the engine holds at once.
+//!
+//! A ticket may carry followers ([`Delivery::follow`]): deliveries that settle with it, the way
+//! a queue runner's result message is acknowledged only once the event it answers is.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -43,17 +46,26 @@ impl<F: Fn(Settlement) + Send + Sync + 'static> Settle for F {
 struct Ticket {
     source: Option<Box<dyn Settle>>,
     redeliver: AtomicBool,
+    /// Deliveries that settle with this one (see [`Delivery::follow`]).
+    followers: Mutex<Vec<Delivery>>,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        let redeliver = self.redeliver.load(Ordering::Acquire);
         if let Some(source) = &self.source {
-            source.settle(if self.redeliver.load(Ordering::Acquire) {
+            source.settle(if redeliver {
                 Settlement::Redeliver
             } else {
                 Settlement::Done
             });
+        }
+        let followers = std::mem::take(self.followers.get_mut().unwrap_or_else(|p| p.into_inner()));
+        for f in followers {
+            if redeliver {
+                f.give_up();
+            }
         }
     }
 }
@@ -67,6 +79,7 @@ impl Delivery {
         Delivery(Arc::new(Ticket {
             source,
             redeliver: AtomicBool::new(false),
+            followers: Mutex::new(Vec::new()),
             _permit: permit,
         }))
     }
@@ -84,6 +97,16 @@ impl Delivery {
     /// This holder gives the event up without handing it on: ask the source to redeliver.
     pub fn give_up(self) {
         self.0.redeliver.store(true, Ordering::Release);
+    }
+
+    /// `other` settles with this delivery: it is held until this one settles, and given up
+    /// too when this one is redelivered.
+    pub fn follow(&self, other: Delivery) {
+        self.0
+            .followers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(other);
     }
 }
 
@@ -160,6 +183,28 @@ mod tests {
         d.give_up();
         drop(d2);
         assert_eq!(*log.lock().unwrap(), vec![Settlement::Redeliver]);
+    }
+
+    #[test]
+    fn a_follower_settles_with_what_it_follows_and_is_redelivered_with_it() {
+        for give_up in [false, true] {
+            let (event_log, event) = recorder();
+            let (result_log, result) = recorder();
+            let d = Delivery::new(Some(event), None);
+            let r = Delivery::new(Some(result), None);
+            d.follow(r.clone());
+            drop(r);
+            assert!(result_log.lock().unwrap().is_empty(), "held by the event");
+            let expected = if give_up {
+                d.give_up();
+                Settlement::Redeliver
+            } else {
+                drop(d);
+                Settlement::Done
+            };
+            assert_eq!(*event_log.lock().unwrap(), vec![expected]);
+            assert_eq!(*result_log.lock().unwrap(), vec![expected]);
+        }
     }
 
     #[test]

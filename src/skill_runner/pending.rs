@@ -8,6 +8,11 @@
 //! invocation ids) and wait in their flow instances' queues. Such an answer waits here
 //! ([`PendingInvocations::answer_when_parked`]) and is applied the moment its invocation is
 //! parked, or given up at its deadline.
+//!
+//! An answer may come with a delivery of its own (a result message on the results stream): it
+//! follows the event's delivery parked with the reply ([`Delivery::follow`]), so the message is
+//! acknowledged once the event is (its invocation ended, its commands durable) and delivered
+//! again if the event is: a crash in between loses neither.
 
 use std::time::Duration;
 
@@ -17,6 +22,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{Outcome, Reply};
+use crate::admission::delivery::Delivery;
 use crate::domain::{Command, Idn};
 use crate::fault::{Blame, Fault};
 
@@ -44,11 +50,20 @@ struct Parked {
     account: Idn,
     reply: Reply,
     notice: Option<CancelNotice>,
+    /// The event's delivery, which answers' own deliveries follow.
+    event: Option<Delivery>,
+}
+
+/// An answer: the outcome if final, the commands, and the delivery that brought it.
+pub struct Answer {
+    pub outcome: Option<Outcome>,
+    pub commands: Vec<Command>,
+    pub delivery: Option<Delivery>,
 }
 
 /// Answers to an invocation not parked yet, in the order they came, each with whoever waits to
 /// learn whether it was applied.
-type Early = Vec<(Option<Outcome>, Vec<Command>, oneshot::Sender<bool>)>;
+type Early = Vec<(Answer, oneshot::Sender<bool>)>;
 
 #[derive(Default)]
 pub struct PendingInvocations {
@@ -58,12 +73,18 @@ pub struct PendingInvocations {
 
 impl PendingInvocations {
     pub fn park(&self, account: Idn, reply: Reply) {
-        self.park_with(account, reply, None);
+        self.park_with(account, reply, None, None);
     }
 
-    /// Parks `reply`; `notice` tells the runner if the engine gives the invocation up. Answers
-    /// that came before it are applied now.
-    pub fn park_with(&self, account: Idn, reply: Reply, notice: Option<CancelNotice>) {
+    /// Parks `reply`; `notice` tells the runner if the engine gives the invocation up; answers
+    /// that bring a delivery follow `event`'s. Answers that came before it are applied now.
+    pub fn park_with(
+        &self,
+        account: Idn,
+        reply: Reply,
+        notice: Option<CancelNotice>,
+        event: Option<Delivery>,
+    ) {
         let id = reply.invocation_id();
         self.replies.insert(
             id,
@@ -71,6 +92,7 @@ impl PendingInvocations {
                 account,
                 reply,
                 notice,
+                event,
             },
         );
         self.apply_early(id);
@@ -81,8 +103,8 @@ impl PendingInvocations {
         let Some((_, early)) = self.early.remove(&id) else {
             return;
         };
-        for (outcome, commands, applied) in early {
-            let _ = applied.send(self.answer(id, outcome, commands).is_ok());
+        for (answer, applied) in early {
+            let _ = applied.send(self.apply(id, answer).is_ok());
         }
     }
 
@@ -92,18 +114,17 @@ impl PendingInvocations {
     pub fn answer_when_parked(
         self: &std::sync::Arc<Self>,
         id: Uuid,
-        outcome: Option<Outcome>,
-        commands: Vec<Command>,
+        answer: Answer,
         wait: Duration,
     ) -> oneshot::Receiver<bool> {
         let (tx, rx) = oneshot::channel();
         if self.replies.contains_key(&id) {
-            let _ = tx.send(self.answer(id, outcome, commands).is_ok());
+            let _ = tx.send(self.apply(id, answer).is_ok());
             return rx;
         }
         let first = {
             let mut entry = self.early.entry(id).or_default();
-            entry.push((outcome, commands, tx));
+            entry.push((answer, tx));
             entry.len() == 1
         };
         // Parked meanwhile: its park found nothing waiting, so apply here.
@@ -114,7 +135,7 @@ impl PendingInvocations {
             tokio::spawn(async move {
                 tokio::time::sleep(wait).await;
                 if let Some((_, given_up)) = me.early.remove(&id) {
-                    for (_, _, applied) in given_up {
+                    for (_, applied) in given_up {
                         let _ = applied.send(false);
                     }
                 }
@@ -159,13 +180,38 @@ impl PendingInvocations {
         outcome: Option<Outcome>,
         commands: Vec<Command>,
     ) -> Result<(), UnknownInvocation> {
+        self.apply(
+            id,
+            Answer {
+                outcome,
+                commands,
+                delivery: None,
+            },
+        )
+    }
+
+    /// Delivers an answer; its delivery, if any, follows the event's (settles at once when
+    /// the invocation's runner parked none).
+    pub fn apply(&self, id: Uuid, answer: Answer) -> Result<(), UnknownInvocation> {
+        let Answer {
+            outcome,
+            commands,
+            delivery,
+        } = answer;
+        let follow = |event: &Option<Delivery>| {
+            if let (Some(event), Some(d)) = (event, delivery) {
+                event.follow(d);
+            }
+        };
         match outcome {
             None => {
                 let r = self.replies.get(&id).ok_or(UnknownInvocation(id))?;
+                follow(&r.event);
                 r.reply.commands(commands);
             }
             Some(o) => {
                 let (_, r) = self.replies.remove(&id).ok_or(UnknownInvocation(id))?;
+                follow(&r.event);
                 r.reply.finish(o, commands);
             }
         }
@@ -178,5 +224,98 @@ impl PendingInvocations {
 
     pub fn is_empty(&self) -> bool {
         self.replies.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::admission::delivery::Settlement;
+    use crate::domain::{FlowId, PersonaId};
+    use crate::invocation::{FlowInstanceKey, InvocationReport, ReportSink};
+
+    struct Ignore;
+
+    impl ReportSink for Ignore {
+        fn report(&self, _: InvocationReport) {}
+    }
+
+    type Log = Arc<Mutex<Vec<Settlement>>>;
+
+    fn delivery() -> (Log, Delivery) {
+        let log: Log = Arc::default();
+        let l = log.clone();
+        let source = move |s: Settlement| l.lock().unwrap().push(s);
+        (log, Delivery::new(Some(Box::new(source)), None))
+    }
+
+    fn reply(n: u128) -> Reply {
+        let key = FlowInstanceKey {
+            flow: FlowId(1),
+            persona: PersonaId(Uuid::nil()),
+        };
+        Reply::new(Arc::new(Ignore), key, Uuid::from_u128(n))
+    }
+
+    fn answer(delivery: Delivery) -> Answer {
+        Answer {
+            outcome: Some(Outcome::Completed),
+            commands: Vec::new(),
+            delivery: Some(delivery),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_s_delivery_settles_with_the_event_it_answers_early_or_not() {
+        let account = Idn::known("a");
+        let pending = Arc::new(PendingInvocations::default());
+        for (n, early, event_redelivered) in [(1, false, false), (2, true, false), (3, true, true)]
+        {
+            let (event_log, event) = delivery();
+            let (answer_log, answer_delivery) = delivery();
+            let park = |event: Delivery| {
+                pending.park_with(account.clone(), reply(n), None, Some(event));
+            };
+            let mut applied = None;
+            if early {
+                applied = Some(pending.answer_when_parked(
+                    Uuid::from_u128(n),
+                    answer(answer_delivery),
+                    Duration::from_secs(60),
+                ));
+                park(event.clone());
+            } else {
+                park(event.clone());
+                assert!(pending
+                    .apply(Uuid::from_u128(n), answer(answer_delivery))
+                    .is_ok());
+            }
+            if let Some(applied) = applied {
+                assert!(applied.await.unwrap(), "applied once parked");
+            }
+            assert!(!pending.is_waiting(Uuid::from_u128(n)), "answered");
+            assert!(answer_log.lock().unwrap().is_empty(), "held by the event");
+            let expected = if event_redelivered {
+                event.give_up();
+                Settlement::Redeliver
+            } else {
+                drop(event);
+                Settlement::Done
+            };
+            assert_eq!(*event_log.lock().unwrap(), vec![expected]);
+            assert_eq!(*answer_log.lock().unwrap(), vec![expected], "case {n}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_nobody_parked_for_settles_when_given_up() {
+        let pending = Arc::new(PendingInvocations::default());
+        let (log, d) = delivery();
+        let applied =
+            pending.answer_when_parked(Uuid::from_u128(9), answer(d), Duration::from_millis(1));
+        assert!(!applied.await.unwrap());
+        assert_eq!(*log.lock().unwrap(), vec![Settlement::Done]);
     }
 }

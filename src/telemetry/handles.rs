@@ -239,6 +239,11 @@ pub fn cancel_notice(runner: &'static str, result: &'static str) {
     counter!(m::CANCEL_NOTICES_TOTAL, "runner" => runner, "result" => result).increment(1);
 }
 
+/// A queue runner's answer was `applied`, `unknown` or a `repeat` (see the metric).
+pub fn queue_result(outcome: &'static str) {
+    counter!(m::QUEUE_RESULTS_TOTAL, "outcome" => outcome).increment(1);
+}
+
 /// A reload of the flow files (SIGHUP), by result; a success also stamps the time.
 /// The stamp is set before the count, so a scrape that sees the success counted
 /// also sees its time.

@@ -45,6 +45,7 @@ pub const HTTP_REQUESTS_TOTAL: &str = "switchboard_http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "switchboard_http_request_duration_seconds";
 pub const EGRESS_DENIED_TOTAL: &str = "switchboard_egress_denied_total";
 pub const CANCEL_NOTICES_TOTAL: &str = "switchboard_cancel_notices_total";
+pub const QUEUE_RESULTS_TOTAL: &str = "switchboard_queue_results_total";
 pub const RUNNER_ATTEMPTS_TOTAL: &str = "switchboard_runner_attempts_total";
 pub const LIMITS_REACHED_TOTAL: &str = "switchboard_limits_reached_total";
 pub const OUTBOX_PENDING: &str = "switchboard_outbox_pending";
@@ -229,6 +230,10 @@ fn describe_own() {
     describe_counter!(
         LIMITS_REACHED_TOTAL,
         "Creates refused at an account's limit, by limit (the [limits] key: limits.connectors_per_account, limits.flows_per_account, limits.tokens_per_account, limits.timers_per_account)."
+    );
+    describe_counter!(
+        QUEUE_RESULTS_TOTAL,
+        "Queue runners' answers on the results stream, by outcome (applied; unknown: no invocation waited, dead-lettered; repeat: a redelivered message's answer whose invocation had settled before a restart)."
     );
     describe_counter!(
         CANCEL_NOTICES_TOTAL,

@@ -182,10 +182,17 @@ impl Settle for Settler {
 /// earlier delivery settled), or every message pending on the consumer is one held here. (Not
 /// the floor's stream sequence: a filtered consumer's delivered stream sequence moves past
 /// other partitions' messages, its ack floor only to the last message it acked.)
+///
+/// A gate may also open at a bound (`until`): after a restart of the one daemon the previous
+/// run is dead, so everything it held is redelivered within `ack_wait`; a count the server
+/// still keeps past that (a message acknowledged and removed while the server restarted, whose
+/// consumer state was not flushed) would otherwise hold the gate shut for ever.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gate {
     /// The consumer sequence of the last delivery before the take-over.
     pub delivery: u64,
+    /// Opens at this instant whatever is still pending.
+    pub until: Option<tokio::time::Instant>,
 }
 
 impl Gate {
@@ -197,13 +204,14 @@ impl Gate {
     ) -> Option<Gate> {
         (ack_floor.consumer_sequence < delivered.consumer_sequence).then_some(Gate {
             delivery: delivered.consumer_sequence,
+            until: None,
         })
     }
 
-    /// Whether the gate opens, the consumer's ack floor at consumer sequence `floor` with
-    /// `pending` messages unacknowledged, `held` of them here.
-    fn opens(&self, floor: u64, pending: u64, held: usize) -> bool {
-        floor >= self.delivery || pending <= held as u64
+    /// Whether the gate opens at `now`, the consumer's ack floor at consumer sequence `floor`
+    /// with `pending` messages unacknowledged, `held` of them here.
+    fn opens(&self, floor: u64, pending: u64, held: usize, now: tokio::time::Instant) -> bool {
+        floor >= self.delivery || pending <= held as u64 || self.until.is_some_and(|u| now >= u)
     }
 }
 
@@ -223,7 +231,9 @@ impl Lease {
 /// How often a gated consumer asks for its ack floor (and keeps held messages alive).
 const GATE_POLL: Duration = Duration::from_millis(200);
 
-/// Runs the events consumer until the daemon drains.
+/// Runs the events consumer until the daemon drains. What the previous run was given and did
+/// not settle (a kill) is gated, as a partition's previous owner's is: JetStream redelivers it
+/// as acknowledgement timers expire, and newer messages would otherwise overtake it.
 pub fn spawn(
     daemon: Arc<Daemon>,
     consumer: PullConsumer,
@@ -231,15 +241,32 @@ pub fn spawn(
     settings: InboundSettings,
 ) {
     let acks = Acks::start(&settings, 1);
-    tokio::spawn(consume(
-        daemon,
-        consumer,
-        subjects,
-        settings,
-        acks,
-        Lease::whole(),
-    ));
+    tokio::spawn(async move {
+        let mut lease = Lease::whole();
+        let mut c = consumer.clone();
+        for attempt in 1..=GATE_INFO_ATTEMPTS {
+            match c.info().await {
+                Ok(i) => {
+                    let until = tokio::time::Instant::now() + settings.ack_wait * 2;
+                    lease.gate = Gate::after(&i.delivered, &i.ack_floor).map(|g| Gate {
+                        until: Some(until),
+                        ..g
+                    });
+                    tracing::debug!(gate = ?lease.gate, "events consumer: taking up the previous run's deliveries");
+                    break;
+                }
+                Err(e) if attempt == GATE_INFO_ATTEMPTS => {
+                    tracing::warn!(error = %e, "events consumer: its deliveries unknown; not gated")
+                }
+                Err(_) => tokio::time::sleep(GATE_POLL).await,
+            }
+        }
+        consume(daemon, consumer, subjects, settings, acks, lease).await
+    });
 }
+
+/// Attempts to read the events consumer's info at start before going on ungated.
+const GATE_INFO_ATTEMPTS: u32 = 25;
 
 /// One consumer's state across its pulls.
 struct Taker<'a> {
@@ -340,7 +367,12 @@ async fn gate_open(consumer: &PullConsumer, gate: Gate, held: usize) -> bool {
         Ok(info) => {
             let floor = info.ack_floor.consumer_sequence;
             tracing::debug!(consumer = %info.name, floor, given = gate.delivery, held, pending = info.num_ack_pending, "events consumer: gated until the previous owner's deliveries are settled");
-            gate.opens(floor, info.num_ack_pending as u64, held)
+            gate.opens(
+                floor,
+                info.num_ack_pending as u64,
+                held,
+                tokio::time::Instant::now(),
+            )
         }
         Err(e) => {
             tracing::debug!(error = %e, "events consumer: reading the ack floor failed");
@@ -764,12 +796,30 @@ mod tests {
     #[test]
     fn a_gate_opens_once_nothing_delivered_before_the_take_over_is_open_elsewhere() {
         let gate = Gate::after(&seq(42, 208), &seq(40, 170)).expect("two deliveries open");
-        assert_eq!(gate, Gate { delivery: 42 });
+        assert_eq!(
+            gate,
+            Gate {
+                delivery: 42,
+                until: None
+            }
+        );
+        let now = tokio::time::Instant::now();
         // The previous owner still holds two: 5 pending, 3 of them held here.
-        assert!(!gate.opens(40, 5, 3));
+        assert!(!gate.opens(40, 5, 3, now));
         // Settled there (the floor passed them), or redelivered here and held.
-        assert!(gate.opens(42, 3, 3));
-        assert!(gate.opens(40, 5, 5));
+        assert!(gate.opens(42, 3, 3, now));
+        assert!(gate.opens(40, 5, 5, now));
+    }
+
+    #[test]
+    fn a_gate_with_a_bound_opens_there_whatever_the_server_still_counts() {
+        let now = tokio::time::Instant::now();
+        let gate = Gate {
+            delivery: 200,
+            until: Some(now + Duration::from_secs(6)),
+        };
+        assert!(!gate.opens(70, 129, 128, now));
+        assert!(gate.opens(70, 129, 128, now + Duration::from_secs(6)));
     }
 
     #[test]

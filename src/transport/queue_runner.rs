@@ -3,7 +3,9 @@
 //! `<prefix>.results.<account>`. The event is handed over once the stream acknowledged the
 //! batch that carries its invocation (or once it is known to have been sent before). An
 //! invocation the engine gives up is announced on `<prefix>.cancel.<account>.<agent>`, a core
-//! NATS subject every runner of the agent may subscribe to (best effort, no stream).
+//! NATS subject every runner of the agent may subscribe to (best effort, no stream). The
+//! event's delivery is parked with the reply: a result message follows it (see
+//! [`super::results`]).
 
 use std::sync::Arc;
 
@@ -30,6 +32,7 @@ pub struct QueueRunner {
 impl SkillRunner for QueueRunner {
     fn invoke(&self, inv: Invocation, reply: Reply, handoff: Handoff) {
         let id = inv.id;
+        let event = handoff.delivery();
         let q = Queued {
             subject: self
                 .subjects
@@ -55,6 +58,7 @@ impl SkillRunner for QueueRunner {
                     handles::cancel_notice("queue", if sent { "sent" } else { "failed" });
                 });
             })),
+            event,
         );
         // Queued at once when there is room (no task per invocation). Otherwise a task waits
         // for room: meanwhile the event keeps its in-flight permit, so a full queue slows

@@ -2,9 +2,13 @@
 //! to the waiting invocation by `invocation_id`. A message that does not decode is dead-lettered
 //! and terminated. An answer whose invocation does not wait (yet) waits for it up to
 //! `result_wait` (after a restart, the invocations of the last run are replayed with the same
-//! ids), then is dead-lettered alone as `unknown_invocation`; the message is acknowledged once
-//! each of its answers was applied or given up (with progress acknowledgements meanwhile), and
-//! consuming goes on in the meantime.
+//! ids), then is dead-lettered alone as `unknown_invocation` (unless the message came before:
+//! then it answered an invocation that settled before a restart, and counts as a `repeat`).
+//! Each message is a [`Delivery`]
+//! its applied answers hold, following their events' deliveries: it is acknowledged once every
+//! event it answers settled (the invocation ended, its commands durable) or its answer was
+//! given up, and delivered again when one of those events is (with progress acknowledgements
+//! meanwhile); consuming goes on in the meantime.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +20,11 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::headers;
+use crate::admission::delivery::{Delivery, Settlement};
 use crate::daemon::Daemon;
 use crate::dead_letter::{self, DeadLetter, DeadLetterReason};
+use crate::skill_runner::pending::Answer;
+use crate::telemetry::handles;
 use crate::wire::envelope::Limits;
 use crate::wire::invocation::{ResultBatchWire, ResultWire};
 
@@ -54,6 +61,7 @@ pub fn spawn(daemon: Arc<Daemon>, consumer: PullConsumer, settings: Settings) {
             };
             while let Some(next) = messages.next().await {
                 let Ok(m) = next else { break };
+                let repeat = m.info().is_ok_and(|i| i.delivered > 1);
                 let (msg, acker) = m.split();
                 let encoding = headers::inbound_encoding(msg.headers.as_ref());
                 let batch = encoding
@@ -88,14 +96,16 @@ pub fn spawn(daemon: Arc<Daemon>, consumer: PullConsumer, settings: Settings) {
                     Ok(batch) => {
                         // Each answer is applied on its own: the others still count when one
                         // does not fit, and its dead letter names the answer.
+                        let (settled, delivery) = message_delivery();
                         let mut waiting = Vec::new();
                         for (i, r) in batch.results.into_iter().enumerate() {
-                            match apply(&daemon, r, limits, wait) {
+                            match apply(&daemon, r, limits, wait, delivery.clone()) {
                                 Ok(applied) => waiting.push((i, applied)),
                                 Err(detail) => refuse(format!("results[{i}].{detail}")),
                             }
                         }
-                        tokio::spawn(settle(waiting, acker, letter, wait));
+                        drop(delivery);
+                        tokio::spawn(settle(waiting, settled, acker, letter, wait, repeat));
                     }
                     Err(detail) => {
                         refuse(detail);
@@ -116,26 +126,42 @@ fn apply(
     r: ResultWire,
     limits: Limits,
     wait: Duration,
+    delivery: Delivery,
 ) -> Result<(Uuid, oneshot::Receiver<bool>), String> {
     let id = r
         .invocation_id
         .ok_or_else(|| "invocation_id: required on the results subject".to_owned())?;
     let answer = r.into_domain(limits).map_err(|e| e.to_string())?;
-    Ok((
-        id,
-        daemon
-            .pending()
-            .answer_when_parked(id, answer.outcome, answer.commands, wait),
-    ))
+    let answer = Answer {
+        outcome: answer.outcome,
+        commands: answer.commands,
+        delivery: Some(delivery),
+    };
+    Ok((id, daemon.pending().answer_when_parked(id, answer, wait)))
 }
 
-/// Acknowledges a message once each of its answers was applied or given up (saying it is in
-/// progress meanwhile); a given-up answer is dead-lettered as `unknown_invocation`.
+/// A result message's delivery, and how it settled once every answer let go of it.
+fn message_delivery() -> (oneshot::Receiver<Settlement>, Delivery) {
+    let (tx, rx) = oneshot::channel();
+    let tx = std::sync::Mutex::new(Some(tx));
+    let source = move |s: Settlement| {
+        if let Some(tx) = tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = tx.send(s);
+        }
+    };
+    (rx, Delivery::new(Some(Box::new(source)), None))
+}
+
+/// Dead-letters each answer given up as `unknown_invocation` (counts it when the message is a
+/// `repeat`), then acknowledges the message once it settled (or asks for it again), saying it
+/// is in progress meanwhile.
 async fn settle(
     waiting: Vec<(usize, (Uuid, oneshot::Receiver<bool>))>,
+    mut settled: oneshot::Receiver<Settlement>,
     acker: async_nats::jetstream::message::Acker,
     letter: impl Fn(DeadLetterReason, String),
     wait: Duration,
+    repeat: bool,
 ) {
     for (i, (id, mut applied)) in waiting {
         let applied = loop {
@@ -146,7 +172,14 @@ async fn settle(
                 }
             }
         };
-        if !applied {
+        if applied {
+            handles::queue_result("applied");
+        } else if repeat {
+            // Its event was acknowledged before a crash, this message not yet: applied then.
+            handles::queue_result("repeat");
+            tracing::debug!(invocation = %id, "results: a repeated answer to a settled invocation");
+        } else {
+            handles::queue_result("unknown");
             letter(
                 DeadLetterReason::UnknownInvocation,
                 format!(
@@ -156,5 +189,16 @@ async fn settle(
             );
         }
     }
-    let _ = acker.ack().await;
+    let settlement = loop {
+        match tokio::time::timeout(PROGRESS_EVERY, &mut settled).await {
+            Ok(s) => break s.unwrap_or(Settlement::Redeliver),
+            Err(_) => {
+                let _ = acker.ack_with(AckKind::Progress).await;
+            }
+        }
+    };
+    let _ = match settlement {
+        Settlement::Done => acker.ack().await,
+        Settlement::Redeliver => acker.ack_with(AckKind::Nak(None)).await,
+    };
 }

@@ -242,6 +242,7 @@ impl SkillRunner for WebhookRunner {
             Some(Box::new(move |reason| {
                 notice_rt.spawn(notice.send(reason));
             })),
+            None,
         );
         let guard = InFlightGuard {
             shared: self.shared.clone(),
