@@ -529,6 +529,111 @@ async fn a_killed_daemons_partitions_go_on_within_ten_seconds_and_nothing_is_los
     );
 }
 
+/// A queue runner on the invocations stream: 5 ms per invocation, answered with a
+/// `send_message` echoing the event's text, on the results stream every daemon shares; records
+/// what it saw (the daemon is not known: `usize::MAX`).
+fn queue_runner(url: String, log: Log) -> tokio::task::JoinHandle<()> {
+    use switchboard::wire::invocation::{CommandSlot, ResultOutcome, ResultWire};
+    tokio::spawn(async move {
+        let runner = Client::connect(&url, "sb", Encoding::MessagePack)
+            .await
+            .unwrap();
+        let inbox = runner
+            .invocations("SB_INVOCATIONS", "runner", "default", "Bot")
+            .await
+            .unwrap();
+        loop {
+            let Ok(Some(batch)) =
+                Client::next_invocations(&inbox, Duration::from_millis(500)).await
+            else {
+                continue;
+            };
+            let mut results = Vec::new();
+            for inv in &batch.value.invocations {
+                let text = match &inv.event.arguments {
+                    ArgumentsWire::List(l) => l[0].value.to_string(),
+                    ArgumentsWire::Map(m) => m["text"].to_string(),
+                };
+                let (p, n) = text.split_once(':').unwrap();
+                log.lock().unwrap().push(Seen {
+                    persona: p.parse().unwrap(),
+                    n: n.parse().unwrap(),
+                    daemon: usize::MAX,
+                    redelivered: inv.redelivered,
+                    at: Instant::now(),
+                });
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let command: CommandEnvelope = serde_json::from_value(json!({"v": 1,
+                    "integration_idn": "telegram", "connector_idn": "bot",
+                    "command_idn": "send_message", "arguments": {"text": text}}))
+                .unwrap();
+                results.push(ResultWire {
+                    v: 1,
+                    invocation_id: Some(inv.invocation_id),
+                    outcome: ResultOutcome::Completed,
+                    reason: None,
+                    commands: vec![CommandSlot::Command(command)],
+                });
+            }
+            runner.publish_results("default", results).await.unwrap();
+            batch.message.double_ack().await.unwrap();
+        }
+    })
+}
+
+/// Queue runners with three daemons: the results stream is shared, so an answer that reaches
+/// a daemon whose invocation it does not answer goes on to the one whose does; one daemon is
+/// killed mid-run, and its partitions' invocations, replayed by the others, still get their
+/// answers. Every event's command is sent once, no persona's order breaks, nothing times out.
+#[actix_rt::test]
+async fn queue_runners_answers_reach_the_daemon_whose_invocation_waits_across_a_kill() {
+    const PERSONAS: usize = 24;
+    const ROUNDS: usize = 40;
+    let dir = temp_dir("scale-queue");
+    let nats = NatsServer::start_recent(&dir);
+    let flow = json!({"runner": {"kind": "queue"},
+        "events": [{"idn": "user_message", "skill_idn": "Talk", "integration_idn": "telegram", "interrupt_mode": "queue"}]});
+    let mut ds = Vec::new();
+    for i in 0..3 {
+        ds.push(start_flow(&dir, i, nats.daemon_env(), 2000, &flow).await);
+    }
+    wait_shares(&ds.iter().collect::<Vec<_>>(), &[8, 8, 8]).await;
+    let log: Log = Arc::default();
+    let runner = queue_runner(nats.url(), log.clone());
+    let publisher = tokio::spawn(publish(
+        nats.url(),
+        PERSONAS,
+        0..ROUNDS,
+        Duration::from_millis(100),
+    ));
+    wait_round(&log, 10).await;
+    ds.pop().unwrap().kill9();
+    wait_shares(&ds.iter().collect::<Vec<_>>(), &[12, 12]).await;
+    publisher.await.unwrap();
+    wait_all(&log, PERSONAS, ROUNDS).await;
+    check_commands(&nats.url(), PERSONAS, ROUNDS).await;
+    let seen = log.lock().unwrap().clone();
+    let repeats = check_order(&seen);
+    let mut elsewhere = 0.0;
+    for d in &ds {
+        let timed_out = d
+            .metric(r#"switchboard_invocations_total{agent="Bot",flow="Main",outcome="timed_out"}"#)
+            .await
+            .unwrap_or(0.0);
+        assert_eq!(timed_out, 0.0, "an answer never reached its invocation");
+        elsewhere += d
+            .metric(r#"switchboard_queue_results_total{outcome="elsewhere"}"#)
+            .await
+            .unwrap_or(0.0);
+    }
+    eprintln!(
+        "queue runner, kill -9 of one of three daemons: {} invocations, {repeats} repeats, \
+         {elsewhere} result messages handed on to another daemon",
+        seen.len()
+    );
+    runner.abort();
+}
+
 /// One of three daemons stopped (SIGSTOP) while its personas' queues are long, until the
 /// other two took its partitions over and went on with them, then resumed: what it had queued
 /// is fenced (its membership lapsed while it was stopped: the monotonic clock ran on), so it

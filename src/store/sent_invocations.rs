@@ -1,5 +1,6 @@
 //! Invocation batches sent to queue runners, kept for the streams' duplicate window. A batch is
-//! recorded before it is published and marked stored once the stream acknowledged it.
+//! recorded before it is published and marked stored once the stream acknowledged it; its key
+//! is derived from the invocations it carries.
 //! Recording leaves out, in the same transaction, every invocation already in a recorded batch
 //! (its event came again) and says where it went: to a stored batch (not sent again), or to one
 //! whose acknowledgement never arrived (sent again, byte for byte, under the same
@@ -80,19 +81,23 @@ impl Store {
                     );
                 }
             }
-            let key = ids.iter().zip(&earlier).find(|(_, e)| e.is_none()).map(|(id, _)| *id);
             // An invocation twice in one batch (its event came again while the first copy
             // waited) goes once.
             let mut seen = rustc_hash::FxHashSet::default();
-            for (id, e) in ids.iter().zip(earlier.iter_mut()) {
-                if e.is_none() && !seen.insert(*id) {
+            let fresh: Vec<bool> = ids
+                .iter()
+                .zip(&earlier)
+                .map(|(id, e)| e.is_none() && seen.insert(*id))
+                .collect();
+            let key = batch_key(ids.iter().zip(&fresh).filter(|(_, f)| **f).map(|(id, _)| id));
+            for ((_, e), f) in ids.iter().zip(earlier.iter_mut()).zip(&fresh) {
+                if e.is_none() && !f {
                     *e = Some(Earlier {
                         key: key.unwrap_or_default(),
                         state: SentState::InThisBatch,
                     });
                 }
             }
-            let fresh: Vec<bool> = earlier.iter().map(Option::is_none).collect();
             let batch = match key {
                 None => None,
                 Some(key) => {
@@ -147,6 +152,14 @@ impl Store {
     }
 }
 
+/// A batch's key (its `Nats-Msg-Id`), derived from every invocation it carries: another
+/// daemon replaying some of them (a partition it took over) with others of its own makes
+/// another batch under another id, never one the stream would drop as a copy. `None` for none.
+fn batch_key<'a>(fresh: impl Iterator<Item = &'a Uuid>) -> Option<Uuid> {
+    let parts: Vec<&[u8]> = fresh.map(|id| id.as_bytes().as_slice()).collect();
+    (!parts.is_empty()).then(|| crate::domain::derived_id::derive(b"invocation-batch", &parts))
+}
+
 fn read_earlier(r: &rusqlite::Row<'_>) -> rusqlite::Result<Earlier> {
     let key = Uuid::from_slice(&r.get::<_, Vec<u8>>(0)?).unwrap_or_default();
     let state = if r.get::<_, i64>(4)? != 0 {
@@ -190,15 +203,17 @@ mod tests {
     async fn an_invocation_is_in_one_batch_until_the_window_passes() {
         let s = store();
         let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let key = |ids: &[Uuid]| batch_key(ids.iter()).unwrap();
+        let (ab, ka) = (key(&[a, b]), key(&[a]));
         let first = record(&s, &[a, b]).await.unwrap();
-        assert_eq!(first.batch, Some((a, vec![1, 1])));
+        assert_eq!(first.batch, Some((ab, vec![1, 1])));
         assert_eq!(first.earlier, vec![None, None]);
         // b again, with c: only c is new and names the batch; b's earlier batch was never
         // acknowledged, so it comes back as it was sent.
         let second = record(&s, &[b, c]).await.unwrap();
-        assert_eq!(second.batch, Some((c, vec![0, 1])));
+        assert_eq!(second.batch, Some((key(&[c]), vec![0, 1])));
         let unsettled = SentState::Unsettled(SentBatch {
-            key: a,
+            key: ab,
             subject: "sb.invoke.default.Bot".into(),
             content_type: "application/msgpack".into(),
             payload: vec![1, 1],
@@ -207,7 +222,7 @@ mod tests {
             second.earlier,
             vec![
                 Some(Earlier {
-                    key: a,
+                    key: ab,
                     state: unsettled
                 }),
                 None
@@ -216,24 +231,24 @@ mod tests {
         // The same invocation twice in one batch goes once.
         let d = Uuid::now_v7();
         let twice = record(&s, &[d, d]).await.unwrap();
-        assert_eq!(twice.batch, Some((d, vec![1, 0])));
+        assert_eq!(twice.batch, Some((key(&[d]), vec![1, 0])));
         assert_eq!(
             twice.earlier,
             vec![
                 None,
                 Some(Earlier {
-                    key: d,
+                    key: key(&[d]),
                     state: SentState::InThisBatch
                 })
             ]
         );
-        s.mark_batch_stored(a);
+        s.mark_batch_stored(ab);
         let third = record(&s, &[a]).await.unwrap();
         assert_eq!(third.batch, None);
         assert_eq!(
             third.earlier,
             vec![Some(Earlier {
-                key: a,
+                key: ab,
                 state: SentState::Stored
             })]
         );
@@ -241,6 +256,15 @@ mod tests {
         s.prune_sent_batches(60_000);
         assert_eq!(record(&s, &[a]).await.unwrap().batch, None);
         s.prune_sent_batches(-1);
-        assert_eq!(record(&s, &[a]).await.unwrap().batch, Some((a, vec![1])));
+        assert_eq!(record(&s, &[a]).await.unwrap().batch, Some((ka, vec![1])));
+    }
+
+    #[test]
+    fn a_batch_s_key_names_all_it_carries() {
+        let (a, z) = (Uuid::now_v7(), Uuid::now_v7());
+        // Another daemon replaying `a` with `z` of its own: not a copy of the batch of `a`.
+        assert_ne!(batch_key([a, z].iter()), batch_key([a].iter()));
+        assert_eq!(batch_key([a, z].iter()), batch_key([a, z].iter()));
+        assert_eq!(batch_key([].iter()), None);
     }
 }

@@ -233,7 +233,7 @@ fn describe_own() {
     );
     describe_counter!(
         QUEUE_RESULTS_TOTAL,
-        "Queue runners' answers on the results stream, by outcome (applied; unknown: no invocation waited, dead-lettered; repeat: a redelivered message's answer whose invocation had settled before a restart)."
+        "Queue runners' answers on the results stream, by outcome (applied; unknown: no invocation waited, dead-lettered; repeat: a redelivered message's answer whose invocation had settled before a restart; elsewhere: with partitions, a message handed back for the daemon whose invocation waits for it)."
     );
     describe_counter!(
         CANCEL_NOTICES_TOTAL,

@@ -260,6 +260,7 @@ impl Nats {
                 pull_batch: c.pull_batch,
                 limits,
                 wait: Duration::from_millis(c.result_wait_ms),
+                shared: (c.partitions > 0).then(|| self.js.clone()),
             },
         );
     }

@@ -33,6 +33,46 @@ pub struct Settings {
     pub pull_batch: usize,
     pub limits: Limits,
     pub wait: Duration,
+    /// With partitions: the daemons share the results consumer, and an answer goes on to the
+    /// daemon whose invocation waits for it (see [`Elsewhere`]).
+    pub shared: Option<async_nats::jetstream::Context>,
+}
+
+/// With partitions, the results consumer is shared: a message may reach a daemon whose
+/// invocations it does not answer. While the message is younger than `result_wait`, the
+/// answers whose invocation does not wait here go on: the whole message back to the stream
+/// (a negative acknowledgement with [`ELSEWHERE_RETRY`], any daemon may take it next) when
+/// none waits here, else those answers republished as a message of their own (its id their
+/// digest, so a second try is dropped) before the others are applied. Older, an answer is
+/// given up as on one daemon. A daemon that took a partition over replays its events with the
+/// same invocation ids, so the answers find it.
+struct Elsewhere<'a> {
+    js: &'a async_nats::jetstream::Context,
+}
+
+/// How soon a message none of whose answers waits here is delivered again (to any daemon).
+const ELSEWHERE_RETRY: Duration = Duration::from_millis(50);
+
+impl Elsewhere<'_> {
+    /// Publishes `answers` on `subject` as one message, until the stream stored it.
+    async fn republish(
+        &self,
+        subject: &str,
+        encoding: crate::wire::envelope::Encoding,
+        answers: Vec<ResultWire>,
+    ) -> Result<(), async_nats::Error> {
+        let payload = encoding.encode(&ResultBatchWire {
+            v: crate::wire::envelope::VERSION,
+            results: answers,
+        });
+        let digest = xxhash_rust::xxh3::xxh3_128(&payload);
+        let h = headers::outbound(encoding, &format!("results-{digest:032x}"));
+        self.js
+            .publish_with_headers(subject.to_owned(), h, payload.into())
+            .await?
+            .await?;
+        Ok(())
+    }
 }
 
 /// How often a message whose answers wait is said to be in progress (well inside `ack_wait`).
@@ -43,6 +83,7 @@ pub fn spawn(daemon: Arc<Daemon>, consumer: PullConsumer, settings: Settings) {
         pull_batch,
         limits,
         wait,
+        shared,
     } = settings;
     tokio::spawn(async move {
         while !daemon.is_draining() {
@@ -61,7 +102,15 @@ pub fn spawn(daemon: Arc<Daemon>, consumer: PullConsumer, settings: Settings) {
             };
             while let Some(next) = messages.next().await {
                 let Ok(m) = next else { break };
-                let repeat = m.info().is_ok_and(|i| i.delivered > 1);
+                let info = m.info().ok().map(|i| (i.delivered, i.published));
+                // On one daemon a message that came before answered invocations that settled
+                // before a restart; shared, messages come again on their way to their daemon.
+                let repeat = shared.is_none() && info.is_some_and(|(n, _)| n > 1);
+                let young = info.is_some_and(|(_, published)| {
+                    let published_ms = (published.unix_timestamp_nanos() / 1_000_000) as i64;
+                    let age_ms = chrono::Utc::now().timestamp_millis() - published_ms;
+                    age_ms < wait.as_millis() as i64
+                });
                 let (msg, acker) = m.split();
                 let encoding = headers::inbound_encoding(msg.headers.as_ref());
                 let batch = encoding
@@ -94,11 +143,39 @@ pub fn spawn(daemon: Arc<Daemon>, consumer: PullConsumer, settings: Settings) {
                 let refuse = |detail: String| letter(DeadLetterReason::Malformed, detail);
                 match batch {
                     Ok(batch) => {
+                        let mut answers: Vec<(usize, ResultWire)> =
+                            batch.results.into_iter().enumerate().collect();
+                        if let (Some(js), true, Some(enc)) = (&shared, young, encoding) {
+                            let (here, elsewhere): (Vec<_>, Vec<_>) =
+                                answers.into_iter().partition(|(_, r)| {
+                                    r.invocation_id
+                                        .is_none_or(|id| daemon.pending().is_waiting(id))
+                                });
+                            if !elsewhere.is_empty() {
+                                let on = Elsewhere { js };
+                                let gone_on = !here.is_empty()
+                                    && on
+                                        .republish(
+                                            msg.subject.as_str(),
+                                            enc,
+                                            elsewhere.into_iter().map(|(_, r)| r).collect(),
+                                        )
+                                        .await
+                                        .is_ok();
+                                if !gone_on {
+                                    handles::queue_result("elsewhere");
+                                    let _ =
+                                        acker.ack_with(AckKind::Nak(Some(ELSEWHERE_RETRY))).await;
+                                    continue;
+                                }
+                            }
+                            answers = here;
+                        }
                         // Each answer is applied on its own: the others still count when one
                         // does not fit, and its dead letter names the answer.
                         let (settled, delivery) = message_delivery();
                         let mut waiting = Vec::new();
-                        for (i, r) in batch.results.into_iter().enumerate() {
+                        for (i, r) in answers {
                             match apply(&daemon, r, limits, wait, delivery.clone()) {
                                 Ok(applied) => waiting.push((i, applied)),
                                 Err(detail) => refuse(format!("results[{i}].{detail}")),
