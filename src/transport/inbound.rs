@@ -183,10 +183,12 @@ impl Settle for Settler {
 /// the floor's stream sequence: a filtered consumer's delivered stream sequence moves past
 /// other partitions' messages, its ack floor only to the last message it acked.)
 ///
-/// A gate may also open at a bound (`until`): after a restart of the one daemon the previous
-/// run is dead, so everything it held is redelivered within `ack_wait`; a count the server
-/// still keeps past that (a message acknowledged and removed while the server restarted, whose
-/// consumer state was not flushed) would otherwise hold the gate shut for ever.
+/// A gate also opens at a bound (`until`): a count the server keeps past what any previous
+/// owner can still hold (a message acknowledged and removed while the server restarted, whose
+/// consumer state was not flushed) would otherwise hold it shut for ever. After a restart of
+/// the one daemon the previous run is dead: what it held comes back within `ack_wait` (bound:
+/// twice that). A partition's previous owner, if alive, gives up what it queued at once and
+/// what runs ends by the invocation timeout (bound: that and twice `ack_wait`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gate {
     /// The consumer sequence of the last delivery before the take-over.

@@ -249,6 +249,8 @@ impl Nats {
                     ack_wait: Duration::from_millis(c.ack_wait_ms),
                     max_ack_pending: c.max_ack_pending,
                     member_ttl: ttl,
+                    gate_bound: Duration::from_millis(daemon.config().engine.invocation_timeout_ms)
+                        + Duration::from_millis(c.ack_wait_ms) * 2,
                 },
                 partitions::Member { me, view, tenure },
             );

@@ -49,6 +49,10 @@ pub struct PartitionSettings {
     pub ack_wait: Duration,
     pub max_ack_pending: i64,
     pub member_ttl: Duration,
+    /// A take-over's gate opens by this long whatever the server still counts pending (see
+    /// [`Gate`]): the previous owner, dead, has its deliveries come back within `ack_wait`;
+    /// alive, it gives up what it queued at once and what runs ends by its invocation timeout.
+    pub gate_bound: Duration,
 }
 
 impl PartitionSettings {
@@ -242,7 +246,11 @@ async fn own(shared: Shared, p: u32, owner_alive: bool, stop: CancellationToken)
             }
         }
     };
-    let gate = Gate::after(&info.delivered, &info.ack_floor);
+    let until = tokio::time::Instant::now() + shared.settings.gate_bound;
+    let gate = Gate::after(&info.delivered, &info.ack_floor).map(|g| Gate {
+        until: Some(until),
+        ..g
+    });
     let given = info.delivered.stream_sequence;
     tracing::debug!(partition = p, given, gate = ?gate, "partitions: taking over");
     let lease = Lease {
