@@ -54,25 +54,21 @@ pub struct Recorded {
 pub type EncodeBatch = Box<dyn FnOnce(&[bool]) -> Vec<u8> + Send>;
 
 impl Store {
-    /// Records a batch of the invocations `ids` that were never sent (its key derived from
+    /// Records a batch of the invocations `ids` that were never sent (its key is the first of
     /// them) and answers, once committed, with what it found. The check and the record are one
-    /// transaction on the writer, so an invocation is in at most one batch. Unless `may_repeat`
-    /// (some invocation's event came before), none can be in an earlier batch: not looked up.
+    /// transaction on the writer, so an invocation is in at most one batch.
     pub async fn record_sent_batch(
         &self,
         subject: String,
         content_type: String,
         ids: Vec<Uuid>,
-        may_repeat: bool,
         encode: EncodeBatch,
     ) -> Result<Recorded, StoreError> {
         let now_ms = chrono::Utc::now().timestamp_millis();
         let (tx_out, rx_out) = tokio::sync::oneshot::channel();
         self.write(move |tx| {
             let mut earlier = Vec::with_capacity(ids.len());
-            if !may_repeat {
-                earlier.resize(ids.len(), None);
-            } else {
+            {
                 let mut find = tx.prepare_cached(
                     "SELECT b.key, b.subject, b.content_type, b.payload, b.stored
                      FROM invocation_batch_members m JOIN invocation_batches b ON b.key = m.batch_key
@@ -195,7 +191,6 @@ mod tests {
             "sb.invoke.default.Bot".into(),
             "application/msgpack".into(),
             ids.to_vec(),
-            true,
             Box::new(move |fresh: &[bool]| {
                 assert_eq!(fresh.len(), n);
                 fresh.iter().map(|f| u8::from(*f)).collect()
@@ -262,27 +257,6 @@ mod tests {
         assert_eq!(record(&s, &[a]).await.unwrap().batch, None);
         s.prune_sent_batches(-1);
         assert_eq!(record(&s, &[a]).await.unwrap().batch, Some((ka, vec![1])));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn first_deliveries_are_not_looked_up() {
-        let s = store();
-        let a = Uuid::now_v7();
-        assert!(record(&s, &[a]).await.unwrap().batch.is_some());
-        // Its event came again: found in the earlier batch, nothing new.
-        assert_eq!(record(&s, &[a]).await.unwrap().batch, None);
-        // Said to be a first delivery: taken at its word, recorded without a lookup.
-        let trusted = s
-            .record_sent_batch(
-                "sb.invoke.default.Bot".into(),
-                "application/msgpack".into(),
-                vec![a],
-                false,
-                Box::new(|fresh: &[bool]| fresh.iter().map(|f| u8::from(*f)).collect()),
-            )
-            .await;
-        // The member row exists already: the insert is refused rather than doubled.
-        assert!(trusted.is_err());
     }
 
     #[test]

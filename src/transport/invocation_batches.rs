@@ -166,8 +166,6 @@ impl Batcher {
             handoffs.push(q.handoff);
             invocations.push(q.wire);
         }
-        // Only an invocation whose event came before can be in an earlier batch.
-        let may_repeat = invocations.iter().any(|w| w.redelivered);
         let encoding = self.encoding;
         let encode: EncodeBatch = Box::new(move |fresh: &[bool]| {
             encoding.encode(&InvocationBatchWire {
@@ -198,7 +196,6 @@ impl Batcher {
                     subject.clone(),
                     encoding.content_type().to_owned(),
                     ids.clone(),
-                    may_repeat,
                     encode,
                 )
                 .await;
