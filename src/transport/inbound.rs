@@ -124,6 +124,19 @@ impl Acks {
         }
     }
 
+    /// Settles another consumer's message (a result message) after every settlement queued
+    /// before it: the events it answers were queued when they settled, so on the one
+    /// connection their acknowledgements reach the server first (a crash between the two
+    /// leaves the answer to come again, harmless, never the event without its answer).
+    pub async fn settle_after(&self, acker: async_nats::jetstream::message::Acker, s: Settlement) {
+        let token = self.next_token();
+        self.ackers.insert(token, Arc::new(acker));
+        if self.settled_tx.send((token, s)).await.is_err() {
+            // The acknowledging task stopped (the daemon exits): JetStream redelivers it.
+            self.ackers.remove(&token);
+        }
+    }
+
     fn next_token(&self) -> u64 {
         self.tokens
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -241,8 +254,8 @@ pub fn spawn(
     consumer: PullConsumer,
     subjects: Subjects,
     settings: InboundSettings,
+    acks: Acks,
 ) {
-    let acks = Acks::start(&settings, 1);
     tokio::spawn(async move {
         let mut lease = Lease::whole();
         let mut c = consumer.clone();

@@ -230,8 +230,17 @@ impl Nats {
             max_ack_pending: c.max_ack_pending.max(1) as usize,
             mac: self.mac.clone(),
         };
+        // One acknowledging task for events and results: a result message is acknowledged
+        // after the events it answers (`Acks::settle_after`).
+        let acks = inbound::Acks::start(&settings, (c.partitions as usize).max(1) + 1);
         if let Some(events) = self.consumers.events {
-            inbound::spawn(daemon.clone(), events, self.subjects.clone(), settings);
+            inbound::spawn(
+                daemon.clone(),
+                events,
+                self.subjects.clone(),
+                settings,
+                acks.clone(),
+            );
         } else if let Some(Members { store, me, view }) = self.members {
             let ttl = Duration::from_millis(c.member_ttl_ms);
             tracing::info!(member = %me, partitions = c.partitions, "partitioned events stream: joining the members");
@@ -253,6 +262,7 @@ impl Nats {
                         + Duration::from_millis(c.ack_wait_ms) * 2,
                 },
                 partitions::Member { me, view, tenure },
+                acks.clone(),
             );
         }
         results::spawn(
@@ -262,7 +272,9 @@ impl Nats {
                 pull_batch: c.pull_batch,
                 limits,
                 wait: Duration::from_millis(c.result_wait_ms),
+                progress: Duration::from_millis(c.ack_wait_ms / 3).max(Duration::from_millis(100)),
                 shared: (c.partitions > 0).then(|| self.js.clone()),
+                acks,
             },
         );
     }

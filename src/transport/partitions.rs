@@ -99,9 +99,9 @@ pub fn spawn(
     inbound: InboundSettings,
     settings: PartitionSettings,
     member: Member,
+    acks: Acks,
 ) {
     let Member { me, view, tenure } = member;
-    let acks = Acks::start(&inbound, settings.partitions as usize);
     let shared = Shared {
         daemon,
         stream,

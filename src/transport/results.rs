@@ -33,9 +33,14 @@ pub struct Settings {
     pub pull_batch: usize,
     pub limits: Limits,
     pub wait: Duration,
+    /// How often a held message is said to be in progress: well inside the consumer's
+    /// `ack_wait` (a third of it), or JetStream delivers a copy while it is held.
+    pub progress: Duration,
     /// With partitions: the daemons share the results consumer, and an answer goes on to the
     /// daemon whose invocation waits for it (see [`Elsewhere`]).
     pub shared: Option<async_nats::jetstream::Context>,
+    /// The events' acknowledging task: a message is settled behind the events it answers.
+    pub acks: super::inbound::Acks,
 }
 
 /// With partitions, the results consumer is shared: a message may reach a daemon whose
@@ -75,15 +80,14 @@ impl Elsewhere<'_> {
     }
 }
 
-/// How often a message whose answers wait is said to be in progress (well inside `ack_wait`).
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-
 pub fn spawn(daemon: Arc<Daemon>, consumer: PullConsumer, settings: Settings) {
     let Settings {
         pull_batch,
         limits,
         wait,
+        progress,
         shared,
+        acks,
     } = settings;
     tokio::spawn(async move {
         while !daemon.is_draining() {
@@ -182,7 +186,15 @@ pub fn spawn(daemon: Arc<Daemon>, consumer: PullConsumer, settings: Settings) {
                             }
                         }
                         drop(delivery);
-                        tokio::spawn(settle(waiting, settled, acker, letter, wait, repeat));
+                        tokio::spawn(settle(
+                            waiting,
+                            (settled, acks.clone()),
+                            acker,
+                            letter,
+                            wait,
+                            progress,
+                            repeat,
+                        ));
                     }
                     Err(detail) => {
                         refuse(detail);
@@ -234,15 +246,16 @@ fn message_delivery() -> (oneshot::Receiver<Settlement>, Delivery) {
 /// is in progress meanwhile.
 async fn settle(
     waiting: Vec<(usize, (Uuid, oneshot::Receiver<bool>))>,
-    mut settled: oneshot::Receiver<Settlement>,
+    (mut settled, acks): (oneshot::Receiver<Settlement>, super::inbound::Acks),
     acker: async_nats::jetstream::message::Acker,
     letter: impl Fn(DeadLetterReason, String),
     wait: Duration,
+    progress: Duration,
     repeat: bool,
 ) {
     for (i, (id, mut applied)) in waiting {
         let applied = loop {
-            match tokio::time::timeout(PROGRESS_EVERY, &mut applied).await {
+            match tokio::time::timeout(progress, &mut applied).await {
                 Ok(applied) => break applied.unwrap_or(false),
                 Err(_) => {
                     let _ = acker.ack_with(AckKind::Progress).await;
@@ -267,15 +280,12 @@ async fn settle(
         }
     }
     let settlement = loop {
-        match tokio::time::timeout(PROGRESS_EVERY, &mut settled).await {
+        match tokio::time::timeout(progress, &mut settled).await {
             Ok(s) => break s.unwrap_or(Settlement::Redeliver),
             Err(_) => {
                 let _ = acker.ack_with(AckKind::Progress).await;
             }
         }
     };
-    let _ = match settlement {
-        Settlement::Done => acker.ack().await,
-        Settlement::Redeliver => acker.ack_with(AckKind::Nak(None)).await,
-    };
+    acks.settle_after(acker, settlement).await;
 }
