@@ -91,9 +91,7 @@ impl Daemon {
                 }
             }
             None => {
-                let created = chrono::DateTime::parse_from_rfc3339(&row.created_at)
-                    .map(|t| t.with_timezone(&chrono::Utc))
-                    .unwrap_or_else(|_| chrono::Utc::now());
+                let created = row.created();
                 registry.restore(
                     &account,
                     &row.integration,

@@ -106,9 +106,7 @@ pub(crate) async fn restore(d: &Arc<Daemon>) -> Result<(), StartError> {
             (&row.account, &row.integration, &row.connector),
         )?;
         let account = Idn::parse("account", &row.account)?;
-        let created = chrono::DateTime::parse_from_rfc3339(&row.created_at)
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .unwrap_or_else(|_| chrono::Utc::now());
+        let created = row.created();
         if let Err(e) = d.engine.registry().restore(
             &account,
             &row.integration,

@@ -22,6 +22,15 @@ pub struct ConnectorRow {
     pub created_at: String,
 }
 
+impl ConnectorRow {
+    /// When it was created; now when the stored stamp does not parse.
+    pub fn created(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339(&self.created_at)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or_else(|_| chrono::Utc::now())
+    }
+}
+
 /// A flow document as stored (JSON of `wire::FlowDoc`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlowRow {

@@ -223,6 +223,14 @@ impl Gate {
         })
     }
 
+    /// The same gate, opening by `until` at the latest.
+    pub fn opening_by(self, until: tokio::time::Instant) -> Gate {
+        Gate {
+            until: Some(until),
+            ..self
+        }
+    }
+
     /// Whether the gate opens at `now`, the consumer's ack floor at consumer sequence `floor`
     /// with `pending` messages unacknowledged, `held` of them here.
     fn opens(&self, floor: u64, pending: u64, held: usize, now: tokio::time::Instant) -> bool {
@@ -263,10 +271,8 @@ pub fn spawn(
             match c.info().await {
                 Ok(i) => {
                     let until = tokio::time::Instant::now() + settings.ack_wait * 2;
-                    lease.gate = Gate::after(&i.delivered, &i.ack_floor).map(|g| Gate {
-                        until: Some(until),
-                        ..g
-                    });
+                    lease.gate =
+                        Gate::after(&i.delivered, &i.ack_floor).map(|g| g.opening_by(until));
                     tracing::debug!(gate = ?lease.gate, "events consumer: taking up the previous run's deliveries");
                     break;
                 }

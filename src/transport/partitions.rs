@@ -247,10 +247,7 @@ async fn own(shared: Shared, p: u32, owner_alive: bool, stop: CancellationToken)
         }
     };
     let until = tokio::time::Instant::now() + shared.settings.gate_bound;
-    let gate = Gate::after(&info.delivered, &info.ack_floor).map(|g| Gate {
-        until: Some(until),
-        ..g
-    });
+    let gate = Gate::after(&info.delivered, &info.ack_floor).map(|g| g.opening_by(until));
     let given = info.delivered.stream_sequence;
     tracing::debug!(partition = p, given, gate = ?gate, "partitions: taking over");
     let lease = Lease {

@@ -37,11 +37,14 @@ pub struct Settings {
     /// `ack_wait` (a third of it), or JetStream delivers a copy while it is held.
     pub progress: Duration,
     /// With partitions: the daemons share the results consumer, and an answer goes on to the
-    /// daemon whose invocation waits for it (see [`Elsewhere`]).
+    /// daemon whose invocation waits for it (see [`republish`]).
     pub shared: Option<async_nats::jetstream::Context>,
     /// The events' acknowledging task: a message is settled behind the events it answers.
     pub acks: super::inbound::Acks,
 }
+
+/// How soon a message none of whose answers waits here is delivered again (to any daemon).
+const ELSEWHERE_RETRY: Duration = Duration::from_millis(50);
 
 /// With partitions, the results consumer is shared: a message may reach a daemon whose
 /// invocations it does not answer. While the message is younger than `result_wait`, the
@@ -51,33 +54,24 @@ pub struct Settings {
 /// digest, so a second try is dropped) before the others are applied. Older, an answer is
 /// given up as on one daemon. A daemon that took a partition over replays its events with the
 /// same invocation ids, so the answers find it.
-struct Elsewhere<'a> {
-    js: &'a async_nats::jetstream::Context,
-}
-
-/// How soon a message none of whose answers waits here is delivered again (to any daemon).
-const ELSEWHERE_RETRY: Duration = Duration::from_millis(50);
-
-impl Elsewhere<'_> {
-    /// Publishes `answers` on `subject` as one message, until the stream stored it.
-    async fn republish(
-        &self,
-        subject: &str,
-        encoding: crate::wire::envelope::Encoding,
-        answers: Vec<ResultWire>,
-    ) -> Result<(), async_nats::Error> {
-        let payload = encoding.encode(&ResultBatchWire {
-            v: crate::wire::envelope::VERSION,
-            results: answers,
-        });
-        let digest = xxhash_rust::xxh3::xxh3_128(&payload);
-        let h = headers::outbound(encoding, &format!("results-{digest:032x}"));
-        self.js
-            .publish_with_headers(subject.to_owned(), h, payload.into())
-            .await?
-            .await?;
-        Ok(())
-    }
+///
+/// Publishes `answers` on `subject` as one message, until the stream stored it.
+async fn republish(
+    js: &async_nats::jetstream::Context,
+    subject: &str,
+    encoding: crate::wire::envelope::Encoding,
+    answers: Vec<ResultWire>,
+) -> Result<(), async_nats::Error> {
+    let payload = encoding.encode(&ResultBatchWire {
+        v: crate::wire::envelope::VERSION,
+        results: answers,
+    });
+    let digest = xxhash_rust::xxh3::xxh3_128(&payload);
+    let h = headers::outbound(encoding, &format!("results-{digest:032x}"));
+    js.publish_with_headers(subject.to_owned(), h, payload.into())
+        .await?
+        .await?;
+    Ok(())
 }
 
 pub fn spawn(daemon: Arc<Daemon>, consumer: PullConsumer, settings: Settings) {
@@ -156,16 +150,15 @@ pub fn spawn(daemon: Arc<Daemon>, consumer: PullConsumer, settings: Settings) {
                                         .is_none_or(|id| daemon.pending().is_waiting(id))
                                 });
                             if !elsewhere.is_empty() {
-                                let on = Elsewhere { js };
                                 let gone_on = !here.is_empty()
-                                    && on
-                                        .republish(
-                                            msg.subject.as_str(),
-                                            enc,
-                                            elsewhere.into_iter().map(|(_, r)| r).collect(),
-                                        )
-                                        .await
-                                        .is_ok();
+                                    && republish(
+                                        js,
+                                        msg.subject.as_str(),
+                                        enc,
+                                        elsewhere.into_iter().map(|(_, r)| r).collect(),
+                                    )
+                                    .await
+                                    .is_ok();
                                 if !gone_on {
                                     handles::queue_result("elsewhere");
                                     let _ =
@@ -254,14 +247,9 @@ async fn settle(
     repeat: bool,
 ) {
     for (i, (id, mut applied)) in waiting {
-        let applied = loop {
-            match tokio::time::timeout(progress, &mut applied).await {
-                Ok(applied) => break applied.unwrap_or(false),
-                Err(_) => {
-                    let _ = acker.ack_with(AckKind::Progress).await;
-                }
-            }
-        };
+        let applied = in_progress(&mut applied, progress, &acker)
+            .await
+            .unwrap_or(false);
         if applied {
             handles::queue_result("applied");
         } else if repeat {
@@ -279,13 +267,25 @@ async fn settle(
             );
         }
     }
-    let settlement = loop {
-        match tokio::time::timeout(progress, &mut settled).await {
-            Ok(s) => break s.unwrap_or(Settlement::Redeliver),
+    let settlement = in_progress(&mut settled, progress, &acker)
+        .await
+        .unwrap_or(Settlement::Redeliver);
+    acks.settle_after(acker, settlement).await;
+}
+
+/// Waits for `rx`, saying the message is in progress every `progress` meanwhile; `None` when
+/// the sender went away.
+async fn in_progress<T>(
+    rx: &mut oneshot::Receiver<T>,
+    progress: Duration,
+    acker: &async_nats::jetstream::message::Acker,
+) -> Option<T> {
+    loop {
+        match tokio::time::timeout(progress, &mut *rx).await {
+            Ok(r) => return r.ok(),
             Err(_) => {
                 let _ = acker.ack_with(AckKind::Progress).await;
             }
         }
-    };
-    acks.settle_after(acker, settlement).await;
+    }
 }
